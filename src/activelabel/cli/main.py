@@ -1,0 +1,55 @@
+"""Entry point of the `activelabel` command.
+
+Each command group lives in its own module and registers itself on ``app``;
+this module only assembles them, so adding a command never touches another.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+app = typer.Typer(
+    name="activelabel",
+    help="Active labeling runtime: attach governed, explainable labels to events as they flow.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+# Modules that define commands on `app` (imported for their side effect).
+# Each one owns one command group; keep this list sorted.
+_COMMAND_MODULES = [
+    "activelabel.cli.label_cmd",
+    "activelabel.cli.policy_cmd",
+]
+
+_OPTIONAL_COMMAND_MODULES = [
+    "activelabel.cli.feedback_cmd",
+    "activelabel.cli.report_cmd",
+    "activelabel.cli.review_cmd",
+    "activelabel.cli.serve_cmd",
+    "activelabel.cli.train_cmd",
+]
+
+
+def _register() -> None:
+    for name in _COMMAND_MODULES:
+        importlib.import_module(name)
+    for name in _OPTIONAL_COMMAND_MODULES:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            # Only tolerate the module itself being absent, never a broken import inside it.
+            if exc.name != name:
+                raise
+
+
+def main() -> None:
+    _register()
+    app()
+
+
+if __name__ == "__main__":
+    main()
