@@ -1,1 +1,53 @@
-"""policy"""
+"""Policies: the label registry, the rules and enrichers that set labels, and their tests.
+
+    from activelabel.policy import load_policy
+    policy = load_policy("policy.yaml")   # PolicyError(issues=[...]) listing every problem
+    policy.labels["priority"].values      # ("critical", "high", "normal", "low")
+    policy.rules[0].when.source           # 'event.status >= 500'
+    policy.version                        # "sha256:<hex>/7"
+
+See docs/policy.md for the format.
+"""
+
+from ._load import canonical_form, load_policy, load_policy_text
+from ._spec import (
+    API_VERSION,
+    LABEL_TYPES,
+    RESERVED_NAMES,
+    RESOLVE_MODES,
+    SENSITIVITIES,
+    EnricherSpec,
+    Expr,
+    LabelSpec,
+    Metadata,
+    ModelSpec,
+    Policy,
+    PolicyTest,
+    RuleSpec,
+    value_fits,
+)
+from ._suggest import closest, did_you_mean
+from ._yaml import Loc
+
+__all__ = [
+    "API_VERSION",
+    "EnricherSpec",
+    "Expr",
+    "LABEL_TYPES",
+    "LabelSpec",
+    "Loc",
+    "Metadata",
+    "ModelSpec",
+    "Policy",
+    "PolicyTest",
+    "RESERVED_NAMES",
+    "RESOLVE_MODES",
+    "RuleSpec",
+    "SENSITIVITIES",
+    "canonical_form",
+    "closest",
+    "did_you_mean",
+    "load_policy",
+    "load_policy_text",
+    "value_fits",
+]

@@ -1,0 +1,218 @@
+"""The validated policy: frozen specs the engine compiles.
+
+Everything here is inert data (no I/O except `EnricherSpec.build`, the
+factory of the runtime enricher). Each spec has ``.loc``: where it was written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+from ._yaml import Loc
+
+if TYPE_CHECKING:
+    from activelabel.enrich import LookupEnricher
+
+LABEL_TYPES = ("enum", "bool", "string", "int", "float", "bucket")
+RESOLVE_MODES = ("first_match", "max_confidence", "vote")
+SENSITIVITIES = ("public", "internal", "pii", "secret")
+MODEL_TYPES = ("sklearn", "onnx", "river")
+ENRICHER_TYPES = ("lookup",)
+LOOKUP_FORMATS = ("csv", "json", "sqlite")
+RESERVED_NAMES = ("event", "labels", "now")
+API_VERSION = "activelabel/v1"
+KIND = "Policy"
+
+
+@dataclass(frozen=True)
+class Expr:
+    """A CEL expression: its source text, parsed AST (None if the CEL package is unavailable) and position."""
+
+    source: str
+    ast: Any = field(default=None, compare=False, repr=False)
+    loc: Loc = field(default=Loc("", 0, 0), compare=False)
+
+    def __str__(self) -> str:
+        return self.source
+
+
+@dataclass(frozen=True)
+class Metadata:
+    """``metadata:`` — descriptive; ``version`` is appended to the policy version."""
+
+    name: str | None = None
+    version: str | None = None
+    owner: str | None = None
+    description: str | None = None
+    loc: Loc = field(default=Loc("", 0, 0), compare=False)
+
+
+@dataclass(frozen=True)
+class LabelSpec:
+    """One label of the registry. ``index`` is its declaration (= evaluation) order."""
+
+    name: str
+    type: str
+    values: tuple[str, ...] | None = None
+    default: Any = None
+    has_default: bool = False
+    resolve: str = "first_match"
+    description: str | None = None
+    owner: str | None = None
+    sensitivity: str = "internal"
+    max_cardinality: int | None = None
+    overflow: str = "__other__"
+    window: float | None = None
+    bucket_from: Expr | None = None
+    bounds: tuple[float, ...] = ()
+    bound_texts: tuple[str, ...] = ()
+    bucket_names: tuple[str, ...] = ()
+    loc: Loc = field(default=Loc("", 0, 0), compare=False)
+    index: int = 0
+
+    def accepts(self, value: Any) -> bool:
+        """Whether ``value`` is a valid value of this label (type, enum, bucket name)."""
+        return value_fits(self, value)
+
+    def bucket_of(self, number: float) -> str:
+        """The bucket name of ``number`` (bucket labels only): ``<b0``, ``b0-b1``, ..., ``>=bn``."""
+        for i, bound in enumerate(self.bounds):
+            if number < bound:
+                return self.bucket_names[i]
+        return self.bucket_names[-1]
+
+
+@dataclass(frozen=True)
+class RuleSpec:
+    """One rule: sets ``label`` to ``value`` (or ``value_expr``) when ``when`` holds."""
+
+    id: str
+    label: str
+    value: Any = None
+    value_expr: Expr | None = None
+    when: Expr | None = None
+    confidence: float = 1.0
+    description: str | None = None
+    loc: Loc = field(default=Loc("", 0, 0), compare=False)
+    index: int = 0
+
+
+@dataclass(frozen=True)
+class EnricherSpec:
+    """A lookup enricher; `build()` makes the runtime (whole table loaded in memory)."""
+
+    name: str
+    type: str
+    file: str
+    path: Path
+    format: str
+    key: Expr
+    key_field: str | None = None
+    table: str | None = None
+    key_column: str | None = None
+    description: str | None = None
+    sha256: str = ""
+    loc: Loc = field(default=Loc("", 0, 0), compare=False)
+    index: int = 0
+    _rows: Mapping[Any, Any] | None = field(default=None, compare=False, repr=False)
+
+    def build(self, *, reload: bool = False) -> "LookupEnricher":
+        """The runtime enricher. Reuses the table read when the policy was loaded unless ``reload``."""
+        from activelabel.enrich import LookupEnricher, read_table
+
+        rows = self._rows
+        if rows is None or reload:
+            rows = read_table(self)
+        return LookupEnricher(self.name, rows)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model labeler (loaded by ``activelabel.models``); shape-checked here."""
+
+    name: str
+    label: str
+    type: str
+    path: Path
+    path_text: str
+    features: Mapping[str, Expr] = field(default_factory=dict)
+    min_confidence: float = 0.0
+    timeout_ms: float = 50.0
+    on_error: Any = "abstain"
+    version: str | None = None
+    description: str | None = None
+    loc: Loc = field(default=Loc("", 0, 0), compare=False)
+    index: int = 0
+
+    @property
+    def abstains_on_error(self) -> bool:
+        """True when a failing model sets nothing; otherwise ``on_error`` is the fallback value."""
+        return self.on_error == "abstain"
+
+
+@dataclass(frozen=True)
+class PolicyTest:
+    """A policy unit test: labeling ``event`` must give ``expect`` (None = label absent)."""
+
+    name: str
+    event: Any
+    expect: Mapping[str, Any]
+    loc: Loc = field(default=Loc("", 0, 0), compare=False)
+    index: int = 0
+
+
+@dataclass(frozen=True, eq=False)
+class Policy:
+    """A loaded, validated policy with includes merged. Build it with `load_policy`."""
+
+    api_version: str
+    kind: str
+    metadata: Metadata
+    labels: dict[str, LabelSpec]
+    rules: list[RuleSpec]
+    enrichers: list[EnricherSpec]
+    models: list[ModelSpec]
+    tests: list[PolicyTest]
+    digest: str
+    version: str
+    source: str
+    base_dir: Path
+    files: tuple[str, ...] = ()
+    canonical_json: bytes = field(default=b"", repr=False)
+
+    def rules_for(self, label: str) -> list[RuleSpec]:
+        """The rules that set ``label``, in file order."""
+        return [r for r in self.rules if r.label == label]
+
+    def enricher(self, name: str) -> EnricherSpec:
+        """The enricher called ``name`` (KeyError if none)."""
+        for spec in self.enrichers:
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
+
+    def canonical(self) -> dict[str, Any]:
+        """The canonical form (what `digest` hashes) as plain data."""
+        import orjson
+
+        return orjson.loads(self.canonical_json)
+
+
+def value_fits(label: LabelSpec, value: Any) -> bool:
+    """Whether ``value`` is a valid constant for ``label``."""
+    t = label.type
+    if t == "enum":
+        return isinstance(value, str) and value in (label.values or ())
+    if t == "bool":
+        return isinstance(value, bool)
+    if t == "string":
+        return isinstance(value, str)
+    if t == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if t == "float":
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if t == "bucket":
+        return isinstance(value, str) and value in label.bucket_names
+    return False

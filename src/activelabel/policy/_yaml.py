@@ -1,0 +1,275 @@
+"""YAML loading that keeps where every key, value and list item came from.
+
+PyYAML's ``compose`` gives nodes with start marks; we turn them into a small
+tree (`YMap`, `YSeq`, `YScalar`) whose every node carries a `Loc`. The schema
+checks in ``_build`` read this tree, so each issue can name file:line:column.
+
+The scalar resolver is YAML 1.2-flavoured on purpose: only ``true``/``false``
+are booleans (so enum values such as ``yes``/``no``/``on``/``off`` stay strings)
+and ``1e3`` is a float, as a user writing numbers expects.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import yaml
+from yaml.composer import Composer
+from yaml.constructor import SafeConstructor
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.parser import Parser
+from yaml.reader import Reader
+from yaml.resolver import Resolver
+from yaml.scanner import Scanner
+
+_BOOL_TAG = "tag:yaml.org,2002:bool"
+_FLOAT_TAG = "tag:yaml.org,2002:float"
+
+
+class _PolicyResolver(Resolver):
+    """Resolver without YAML 1.1's yes/no/on/off booleans, with YAML 1.2 floats."""
+
+
+_PolicyResolver.yaml_implicit_resolvers = {
+    ch: [(tag, rx) for tag, rx in resolvers if tag != _BOOL_TAG]
+    for ch, resolvers in Resolver.yaml_implicit_resolvers.items()
+}
+_PolicyResolver.add_implicit_resolver(
+    _BOOL_TAG, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+# Appended after the int resolver, so "100" stays an int and only "1e3"-like text lands here.
+_PolicyResolver.add_implicit_resolver(
+    _FLOAT_TAG,
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+class _Loader(Reader, Scanner, Parser, Composer, SafeConstructor, _PolicyResolver):
+    def __init__(self, stream: str) -> None:
+        Reader.__init__(self, stream)
+        Scanner.__init__(self)
+        Parser.__init__(self)
+        Composer.__init__(self)
+        SafeConstructor.__init__(self)
+        _PolicyResolver.__init__(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Loc:
+    """A position in a policy file; line and column are 1-based."""
+
+    file: str
+    line: int
+    column: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}"
+
+
+class YNode:
+    """A YAML node with its position. ``node`` is the underlying PyYAML node."""
+
+    __slots__ = ("loc", "node")
+    kind = "node"
+
+    def __init__(self, loc: Loc, node: Node) -> None:
+        self.loc = loc
+        self.node = node
+
+
+class YScalar(YNode):
+    """A scalar: ``value`` is the Python value, ``raw`` the text as written."""
+
+    __slots__ = ("value", "raw", "style")
+    kind = "scalar"
+
+    def __init__(self, loc: Loc, node: ScalarNode, value: Any) -> None:
+        super().__init__(loc, node)
+        self.value = value
+        self.raw: str = node.value
+        self.style: str | None = node.style
+
+
+class YSeq(YNode):
+    """A sequence of nodes."""
+
+    __slots__ = ("items",)
+    kind = "list"
+
+    def __init__(self, loc: Loc, node: SequenceNode, items: list[YNode]) -> None:
+        super().__init__(loc, node)
+        self.items = items
+
+    def __iter__(self) -> Iterator[YNode]:
+        return iter(self.items)
+
+
+class YMap(YNode):
+    """A mapping; ``entries`` maps each key's value to (key node, value node)."""
+
+    __slots__ = ("entries",)
+    kind = "mapping"
+
+    def __init__(self, loc: Loc, node: MappingNode, entries: dict[Any, tuple[YScalar, YNode]]) -> None:
+        super().__init__(loc, node)
+        self.entries = entries
+
+    def get(self, key: str) -> YNode | None:
+        entry = self.entries.get(key)
+        return entry[1] if entry else None
+
+    def key_node(self, key: str) -> YScalar | None:
+        entry = self.entries.get(key)
+        return entry[0] if entry else None
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.entries
+
+
+@dataclass(frozen=True)
+class YamlProblem:
+    """A problem found while reading YAML (syntax error, duplicate key...)."""
+
+    message: str
+    loc: Loc
+    suggestion: str | None = None
+
+
+def _loc(file: str, node: Node) -> Loc:
+    return Loc(file, node.start_mark.line + 1, node.start_mark.column + 1)
+
+
+def parse_yaml(text: str, file: str) -> tuple[YNode | None, list[YamlProblem]]:
+    """Compose ``text`` into a positioned tree; return it with the problems found."""
+    problems: list[YamlProblem] = []
+    loader = _Loader(text)
+    try:
+        root = loader.get_single_node()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        msg = "invalid YAML: " + (exc.problem or exc.context or "syntax error")
+        if exc.context and exc.problem:
+            msg = f"invalid YAML: {exc.problem} ({exc.context})"
+        problems.append(YamlProblem(msg, Loc(file, line, col)))
+        return None, problems
+    except yaml.YAMLError as exc:  # e.g. reader errors on control characters
+        problems.append(YamlProblem(f"invalid YAML: {exc}", Loc(file, 1, 1)))
+        return None, problems
+    finally:
+        loader.dispose()
+    if root is None:
+        return None, problems
+    return _convert(root, file, loader, problems, set()), problems
+
+
+def _convert(node: Node, file: str, loader: _Loader, problems: list[YamlProblem], active: set[int]) -> YNode:
+    loc = _loc(file, node)
+    if isinstance(node, ScalarNode):
+        try:
+            value = loader.construct_object(node, deep=True)
+        except yaml.YAMLError as exc:
+            problems.append(YamlProblem(f"invalid value: {exc}", loc))
+            value = node.value
+        return YScalar(loc, node, value)
+    if id(node) in active:  # a recursive alias (&a [*a]) cannot become data
+        problems.append(YamlProblem("recursive YAML alias", loc))
+        return YScalar(loc, ScalarNode("tag:yaml.org,2002:null", "", node.start_mark, node.end_mark), None)
+    active.add(id(node))
+    try:
+        if isinstance(node, SequenceNode):
+            return YSeq(loc, node, [_convert(item, file, loader, problems, active) for item in node.value])
+        assert isinstance(node, MappingNode)
+        entries: dict[Any, tuple[YScalar, YNode]] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, ScalarNode):
+                problems.append(YamlProblem("mapping keys must be plain scalars", _loc(file, key_node)))
+                continue
+            key = _convert(key_node, file, loader, problems, active)
+            assert isinstance(key, YScalar)
+            try:
+                hash(key.value)
+            except TypeError:
+                key.value = key.raw
+            if key.value in entries:
+                first = entries[key.value][0].loc
+                problems.append(
+                    YamlProblem(
+                        f"duplicate key `{key.raw}` (first at line {first.line})",
+                        key.loc,
+                        suggestion="remove one of them",
+                    )
+                )
+                continue
+            entries[key.value] = (key, _convert(value_node, file, loader, problems, active))
+        return YMap(loc, node, entries)
+    finally:
+        active.discard(id(node))
+
+
+def to_plain(node: YNode | None) -> Any:
+    """The plain Python data of a positioned tree."""
+    if node is None:
+        return None
+    if isinstance(node, YScalar):
+        return node.value
+    if isinstance(node, YSeq):
+        return [to_plain(item) for item in node.items]
+    assert isinstance(node, YMap)
+    return {key: to_plain(value) for key, (_, value) in node.entries.items()}
+
+
+def scalar_segments(node: YScalar, source_lines: list[str]) -> list[tuple[int, int, int]]:
+    """Where the characters of a scalar's value lie in the file, best effort.
+
+    Returns (line, column, length) segments, 1-based, one per source line the
+    value spans; consecutive segments are joined by one character (the newline
+    of a literal block, the space of a folded or multi-line plain scalar).
+    """
+    start, end = node.node.start_mark, node.node.end_mark
+    style = node.style
+    segments: list[tuple[int, int, int]] = []
+    if style in ("|", ">"):
+        # Content starts on the line after the header; indentation is that of its first non-blank line.
+        body = list(range(start.line + 1, min(end.line + 1, len(source_lines))))
+        indent = None
+        for ln in body:
+            text = source_lines[ln]
+            if text.strip():
+                indent = len(text) - len(text.lstrip(" "))
+                break
+        if indent is None:
+            return [(start.line + 1, start.column + 1, 0)]
+        for ln in body:
+            text = source_lines[ln]
+            segments.append((ln + 1, indent + 1, max(0, len(text.rstrip()) - indent)))
+        while segments and segments[-1][2] == 0:
+            segments.pop()
+        return segments or [(start.line + 1, start.column + 1, 0)]
+    skip = 1 if style in ("'", '"') else 0
+    for ln in range(start.line, min(end.line, len(source_lines) - 1) + 1):
+        text = source_lines[ln] if ln < len(source_lines) else ""
+        if ln == start.line:
+            col = start.column + skip
+        else:
+            col = len(text) - len(text.lstrip(" \t"))
+        stop = end.column - skip if ln == end.line else len(text.rstrip())
+        segments.append((ln + 1, col + 1, max(0, stop - col)))
+    return segments or [(start.line + 1, start.column + 1, 0)]
+
+
+def expr_position(node: YScalar, source_lines: list[str], line: int, column: int, text: str) -> tuple[int, int]:
+    """Map a 1-based (line, column) inside a scalar's value to (line, column) in the file."""
+    lines = text.split("\n")
+    line = max(1, min(line, len(lines)))
+    offset = sum(len(ln) + 1 for ln in lines[: line - 1]) + max(0, column - 1)
+    segments = scalar_segments(node, source_lines)
+    for seg_line, seg_col, length in segments:
+        if offset <= length:
+            return seg_line, seg_col + offset
+        offset -= length + 1
+    last_line, last_col, last_len = segments[-1]
+    return last_line, last_col + last_len
