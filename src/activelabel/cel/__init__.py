@@ -11,6 +11,7 @@ used by the engine lives in :mod:`activelabel.cel.codegen`.
 """
 
 from activelabel.cel._ast import Ast, Expr, Reference, references
+from activelabel.cel._eval import Program, compile
 from activelabel.cel._parser import MAX_DEPTH, parse
 from activelabel.cel._values import CelType, UInt
 
@@ -19,8 +20,10 @@ __all__ = [
     "Ast",
     "CelType",
     "Expr",
+    "Program",
     "Reference",
     "UInt",
+    "compile",
     "parse",
     "references",
 ]

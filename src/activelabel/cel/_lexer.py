@@ -17,7 +17,7 @@ RESERVED = frozenset(
 
 
 class Token(NamedTuple):
-    kind: str  # INT, UINT, DOUBLE, STRING, BYTES, IDENT, OP, EOF
+    kind: str  # INT, UINT, DOUBLE, STRING, BYTES, IDENT, QIDENT (`a-b`), OP, EOF
     text: str
     offset: int
     value: object = None
@@ -38,6 +38,7 @@ _TOKEN = re.compile(
     r"|(?P<double>\d+\.\d+(?:[eE][+-]?\d+)?|\d+[eE][+-]?\d+|\.\d+(?:[eE][+-]?\d+)?)"
     r"|(?P<int>\d+[uU]?)"
     r"|(?P<ident>[_a-zA-Z][_a-zA-Z0-9]*)"
+    r"|`(?P<qident>[_a-zA-Z0-9./\-]+)`"
     r"|(?P<op>==|!=|<=|>=|&&|\|\||[<>!+\-*/%?:.,\[\](){}])",
     re.DOTALL,
 )
@@ -140,6 +141,8 @@ def tokenize(text: str) -> list[Token]:
             tokens.append(Token("DOUBLE", tok, start, float(tok)))
         elif kind == "ident":
             tokens.append(Token("IDENT", tok, start, tok))
+        elif kind == "qident":
+            tokens.append(Token("QIDENT", tok, start, m.group("qident")))
         else:
             tokens.append(Token("OP", tok, start, tok))
     tokens.append(Token("EOF", "", n))

@@ -165,6 +165,10 @@ class _Parser:
             if self.at_op("."):
                 dot = self.advance()
                 name = self.peek()
+                if name.kind == "QIDENT":  # `content-type`: a quoted field name, never a method
+                    self.advance()
+                    e = Select(e, str(name.value), dot.offset)
+                    continue
                 if name.kind != "IDENT":
                     raise self.error(f"expected a field or method name after '.', found {self.describe(name)}")
                 self.advance()

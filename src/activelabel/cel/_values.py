@@ -120,7 +120,12 @@ def cel_equal(a: Any, b: Any) -> bool:
             return _map_equal(a, b)
         return bool(a == b)
     if ka in NUMERIC and kb in NUMERIC:
-        return bool(a == b)  # Python compares int/float exactly; NaN is unequal to everything
+        # int vs double compares as double (cel-go); int vs uint exactly. NaN is unequal to all.
+        if ka is float:
+            return bool(a == float(b))
+        if kb is float:
+            return bool(float(a) == b)
+        return bool(a == b)
     if (ka is list or ka is tuple) and (kb is list or kb is tuple):
         return len(a) == len(b) and all(cel_equal(x, y) for x, y in zip(a, b))
     return False
@@ -169,17 +174,22 @@ def _stored_key(m: dict, key: Any) -> Any:
     return key
 
 
-def cel_less(a: Any, b: Any) -> bool:
-    """CEL ``<``; CELEvalError 'no such overload' for types that do not order against each other."""
-    ka, kb = _kind(a), _kind(b)
-    if ka is kb and ka in _ORDERED or ka in NUMERIC and kb in NUMERIC:
-        return bool(a < b)
-    raise no_overload("_<_", a, b)
-
-
 def cel_compare(op: str, a: Any, b: Any) -> bool:
+    """CEL ``<``, ``<=``, ``>``, ``>=`` (``op`` is the operator name, e.g. ``_<_``).
+
+    Numbers order across int / uint / double; an integer compared with a
+    double is converted to double first, as cel-go does (so 2**63-1 < 2.0**63
+    is false). Other mixed types raise 'no such overload'.
+    """
     ka, kb = _kind(a), _kind(b)
-    if not (ka is kb and ka in _ORDERED or ka in NUMERIC and kb in NUMERIC):
+    if ka is not kb:
+        if not (ka in NUMERIC and kb in NUMERIC):
+            raise no_overload(op, a, b)
+        if ka is float:
+            b = float(b)
+        elif kb is float:
+            a = float(a)
+    elif ka not in _ORDERED:
         raise no_overload(op, a, b)
     if op == "_<_":
         return bool(a < b)
