@@ -98,7 +98,9 @@ def _load(text: str, file: str, base_dir: Path, key: Path | None, rep: Reporter)
         root, problems = parse_yaml(text, file)
         for p in problems:
             rep.add(p.message, p.loc, suggestion=p.suggestion)
-        doc = FileBuilder(rep, file, base).build(root, is_root=is_root)
+        builder = FileBuilder(rep, file, base)
+        # A file that does not parse contributes nothing (and is not also reported as empty).
+        doc = builder.doc if root is None and problems else builder.build(root, is_root=is_root)
         for inc, loc in doc.includes:
             inc_path = Path(inc) if os.path.isabs(inc) else base / inc
             inc_key = inc_path.resolve()
@@ -203,10 +205,10 @@ class _Merger:
         self.enrichers = out
         return out
 
-    def label_problem(self, name: str, loc: Loc, rule_id: str | None) -> LabelSpec | None:
+    def label_problem(self, name: str, loc: Loc, rule_id: str | None, where: str = "") -> LabelSpec | None:
         p = self.labels.get(name)
         if p is None:
-            self.rep.add(f"unknown label `{name}`", loc, rule_id=rule_id, suggestion=did_you_mean(name, self.labels))
+            self.rep.add(f"unknown label `{name}`{where}", loc, rule_id=rule_id, suggestion=did_you_mean(name, self.labels))
             return None
         return p.spec
 
@@ -220,7 +222,7 @@ class _Merger:
                 first = ids.get(rid)
                 if first is not None:
                     self.rep.add(
-                        f"duplicate rule id `{rid}` (first at {first.spec.loc})",
+                        f"duplicate rule id `{rid}` (first at {first.locs.get('id', first.spec.loc)})",
                         p.locs.get("id", spec.loc),
                         rule_id=rid,
                         suggestion="rule ids must be unique; rename one",
@@ -268,9 +270,9 @@ class _Merger:
                         suggestion=did_you_mean(name, earlier) or did_you_mean(name, order),
                     )
                 elif own_index is not None and order.index(name) >= own_index:
-                    when = "is the label being set" if name == own_label else f"is declared after `{own_label}`"
+                    which = "the label being set here" if name == own_label else f"declared after `{own_label}`"
                     self.rep.add(
-                        f"`labels.{name}` in `{field_name}` {when}; only labels declared earlier can be read",
+                        f"`{field_name}` reads `labels.{name}`, {which}; only labels declared earlier can be read",
                         loc,
                         rule_id=rule_id,
                         suggestion=f"declare `{name}` before `{own_label}` under `labels:`",
@@ -332,12 +334,12 @@ class _Merger:
             spec: PolicyTest = p.spec
             expect = dict(spec.expect)
             for name, value in spec.expect.items():
-                label = self.label_problem(name, p.locs.get("expect." + name, spec.loc), None)
+                label = self.label_problem(name, p.locs.get("expect." + name, spec.loc), None, f" in `expect` of test `{spec.name}`")
                 if label is None or value is None or not self.labels[name].extra.get("valid"):
                     continue
                 problem = constant_problem(label, value)
                 if problem:
-                    self.rep.add(f"test `{spec.name}` expects {problem[0]}", p.locs.get("expect_value." + name, spec.loc), suggestion=problem[1])
+                    self.rep.add(f"test `{spec.name}`: expected {problem[0]}", p.locs.get("expect_value." + name, spec.loc), suggestion=problem[1])
                 else:
                     expect[name] = coerce(label, value)
             p.spec = replace(spec, expect=expect, index=i)
