@@ -62,7 +62,8 @@ class Pending:
 
     spec: Any
     locs: dict[str, Loc] = field(default_factory=dict)
-    refs: list[tuple[str, tuple[str, ...], Loc]] = field(default_factory=list)
+    # (field, path, where the path starts, where its second part starts) per CEL reference
+    refs: list[tuple[str, tuple[str, ...], Loc, Loc]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -200,9 +201,10 @@ class FileBuilder:
             return None
         for ref in _cel.references(ast):
             line, col = expr_position(node, self.lines, ref.line, ref.column, text)
-            if len(ref.path) > 1:  # point at the field (`labels.priorty` → `priorty`) when it is written plainly
-                line, col = self._field_position(node, text, ref, line, col)
-            pending.refs.append((key, ref.path, Loc(self.file, line, col)))
+            root = Loc(self.file, line, col)
+            # `labels.priorty` is best reported at `priorty`, when written plainly.
+            member = Loc(self.file, *self._field_position(node, text, ref, line, col)) if len(ref.path) > 1 else root
+            pending.refs.append((key, ref.path, root, member))
         return Expr(text, ast, start)
 
     def _field_position(self, node: YScalar, text: str, ref: _cel.Ref, line: int, col: int) -> tuple[int, int]:

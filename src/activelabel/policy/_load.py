@@ -255,7 +255,7 @@ class _Merger:
         """Every free identifier must be in scope; `labels.x` must name a label declared before ``own_label``."""
         order = list(self.labels)
         own_index = order.index(own_label) if own_label in self.labels else None
-        for field_name, path, loc in p.refs:
+        for field_name, path, loc, member_loc in p.refs:
             root = path[0]
             if root == "labels" and "labels" in scope:
                 if len(path) < 2:
@@ -265,7 +265,7 @@ class _Merger:
                 if name not in self.labels:
                     self.rep.add(
                         f"unknown label `{name}` in `{field_name}`",
-                        loc,
+                        member_loc,
                         rule_id=rule_id,
                         suggestion=did_you_mean(name, earlier) or did_you_mean(name, order),
                     )
@@ -273,7 +273,7 @@ class _Merger:
                     which = "the label being set here" if name == own_label else f"declared after `{own_label}`"
                     self.rep.add(
                         f"`{field_name}` reads `labels.{name}`, {which}; only labels declared earlier can be read",
-                        loc,
+                        member_loc,
                         rule_id=rule_id,
                         suggestion=f"declare `{name}` before `{own_label}` under `labels:`",
                     )
