@@ -1,0 +1,259 @@
+"""`activelabel label`, `explain` and `demo`: label JSONL records with a policy."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import orjson
+import typer
+from rich.table import Table
+
+from activelabel.cli._common import err, fail, open_labeler, out
+from activelabel.cli.main import app
+from activelabel.errors import ActiveLabelError
+from activelabel.sinks import DeadLetterSink, JsonlSink, splice_fields
+from activelabel.sources import BadRecord, JsonlSource, ReadLimits
+from activelabel.sources.jsonl import DEFAULT_MAX_DEPTH, DEFAULT_MAX_LINE_BYTES
+
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
+
+
+class RunSummary:
+    """Counts of one labeling run; ``records_in == labeled + dead_lettered`` always."""
+
+    def __init__(self) -> None:
+        self.records_in = 0
+        self.labeled = 0
+        self.dead_lettered = 0
+        self.started = time.perf_counter()
+        self.elapsed = 0.0
+
+
+def run_label(
+    labeler: Any,
+    inputs: list[str],
+    output: str | None,
+    dlq: str | None,
+    *,
+    explain: bool = False,
+    labels_field: str = "labels",
+    limits: ReadLimits = ReadLimits(),
+    recorder: Any = None,
+    progress: bool = False,
+) -> tuple[RunSummary, DeadLetterSink]:
+    """Label every record of ``inputs`` into ``output``; bad lines go to ``dlq``."""
+    source = JsonlSource(inputs, limits)
+    sink = JsonlSink(output)
+    dead = DeadLetterSink(dlq)
+    summary = RunSummary()
+    total_bytes = sum(Path(p).stat().st_size for p in inputs if p != "-" and Path(p).exists() and not p.endswith(".gz"))
+    bar = None
+    if progress and total_bytes:
+        from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
+
+        bar = Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(), console=err, transient=True)
+        task = bar.add_task("labeling", total=total_bytes)
+        bar.start()
+    labels_only = labeler.labels_only
+    label = labeler.label
+    write = sink.write_raw
+    last_update = 0
+    try:
+        for item in source:
+            summary.records_in += 1
+            if item.__class__ is BadRecord:
+                dead.write(source=item.source, line_no=item.line_no, raw=item.raw, kind=item.kind, reason=item.reason)  # type: ignore[union-attr]
+                continue
+            event = item.event  # type: ignore[union-attr]
+            try:
+                if explain or recorder is not None:
+                    decision = label(event)
+                    fields: dict[str, Any] = {labels_field: decision.labels}
+                    if explain:
+                        fields["label_meta"] = decision.explain()
+                    if recorder is not None:
+                        recorder(event, decision)
+                else:
+                    fields = {labels_field: labels_only(event)}
+                write(splice_fields(item.raw, event, fields))
+            except ActiveLabelError as exc:
+                dead.write(source=item.source, line_no=item.line_no, raw=item.raw, kind="label_failed", reason=str(exc))
+                continue
+            except Exception as exc:  # never lose a record to an unexpected failure
+                dead.write(source=item.source, line_no=item.line_no, raw=item.raw, kind="label_failed", reason=f"{type(exc).__name__}: {exc}")
+                continue
+            summary.labeled += 1
+            if bar is not None and summary.records_in - last_update >= 2048:
+                last_update = summary.records_in
+                bar.update(task, completed=source.bytes_read)
+    finally:
+        if bar is not None:
+            bar.stop()
+        sink.close()
+        dead.close()
+    summary.dead_lettered = dead.count
+    summary.elapsed = time.perf_counter() - summary.started
+    return summary, dead
+
+
+def print_summary(labeler: Any, summary: RunSummary, dead: DeadLetterSink, output: str | None, dlq: str | None) -> None:
+    """The end-of-run report on stderr: counts that add up, coverage, rule errors."""
+    stats = labeler.stats()
+    rate = summary.records_in / summary.elapsed if summary.elapsed > 0 else 0.0
+    ok = summary.records_in == summary.labeled + summary.dead_lettered
+    err.print(
+        f"[bold]{summary.records_in}[/] records in = [green]{summary.labeled}[/] labeled + "
+        f"[{'red' if summary.dead_lettered else 'green'}]{summary.dead_lettered}[/] dead-lettered"
+        f"{'' if ok else '  [bold red](MISMATCH)[/]'}   "
+        f"{summary.elapsed:.2f}s, {rate:,.0f} records/s   policy {labeler.policy.metadata.name or ''} {labeler.version[:19]}",
+        highlight=False,
+    )
+    if output:
+        err.print(f"labeled output: {output}", highlight=False)
+    if summary.dead_lettered:
+        kinds = ", ".join(f"{k}: {v}" for k, v in sorted(dead.by_kind.items()))
+        err.print(f"dead letters ({kinds}): {dlq or '(not written: pass --dlq FILE)'}", highlight=False)
+    table = Table(title="labels", title_justify="left")
+    table.add_column("label")
+    table.add_column("set", justify="right")
+    table.add_column("coverage", justify="right")
+    table.add_column("top values")
+    n = max(summary.labeled, 1)
+    values = _top_values(labeler)
+    for name, count in stats.label_set.items():
+        table.add_row(name, f"{count:,}", f"{count / n:.1%}", values.get(name, ""))
+    err.print(table)
+    errors = {k: v for k, v in stats.rule_errors.items() if v}
+    if errors:
+        et = Table(title="rule errors (the rule did not match; usually a missing or mistyped field)", title_justify="left")
+        et.add_column("rule")
+        et.add_column("errors", justify="right")
+        for rule, count in sorted(errors.items(), key=lambda kv: -kv[1]):
+            et.add_row(rule, f"{count:,}")
+        err.print(et)
+
+
+def _top_values(labeler: Any) -> dict[str, str]:
+    """Per label, the rules/defaults that set it most (value names only for non-sensitive labels)."""
+    plan = labeler._plan
+    hits = labeler._hits
+    per_label: dict[str, dict[str, int]] = {}
+    for idx, (src, _conf) in enumerate(plan.source_table):
+        label = plan.source_label[idx]
+        if label is None or not hits[idx]:
+            continue
+        per_label.setdefault(label, {})[src] = hits[idx]
+    out_: dict[str, str] = {}
+    for name, counts in per_label.items():
+        best = sorted(counts.items(), key=lambda kv: -kv[1])[:3]
+        out_[name] = ", ".join(f"{src} ({count:,})" for src, count in best)
+    return out_
+
+
+@app.command()
+def label(
+    inputs: Annotated[Optional[list[str]], typer.Argument(help="JSONL inputs (files, .gz, or - for stdin). Default: stdin.")] = None,
+    policy: Annotated[Path, typer.Option("--policy", "-p", help="Policy YAML file.")] = Path("policy.yaml"),
+    output: Annotated[Optional[str], typer.Option("--output", "-o", help="Labeled JSONL output (default: stdout).")] = None,
+    dlq: Annotated[Optional[str], typer.Option("--dlq", help="Dead-letter JSONL for lines that cannot be labeled (default: OUTPUT.dlq.jsonl, or activelabel.dlq.jsonl when writing to stdout).")] = None,
+    explain: Annotated[bool, typer.Option("--explain", help="Add a label_meta object saying how each label was decided.")] = False,
+    labels_field: Annotated[str, typer.Option("--labels-field", help="Name of the field the labels are written to.")] = "labels",
+    max_line_bytes: Annotated[int, typer.Option("--max-line-bytes", help="Longer lines go to the DLQ.")] = DEFAULT_MAX_LINE_BYTES,
+    max_depth: Annotated[int, typer.Option("--max-depth", help="Deeper-nested objects go to the DLQ.")] = DEFAULT_MAX_DEPTH,
+    record: Annotated[Optional[Path], typer.Option("--record", help="Record each decision in this SQLite store (for feedback and reports).")] = None,
+    id_field: Annotated[Optional[str], typer.Option("--id-field", help="Field holding a stable record id for --record (default: content hash).")] = None,
+    track_conflicts: Annotated[bool, typer.Option("--conflicts", help="Evaluate every rule to count conflicts between rules.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No summary.")] = False,
+) -> None:
+    """Label JSONL records with a policy: each object gets a `labels` object; bad lines go to the DLQ."""
+    inputs = inputs or ["-"]
+    for path in inputs:
+        if path != "-" and not Path(path).exists():
+            fail(f"input {path} does not exist")
+    if dlq is None:
+        dlq = f"{output}.dlq.jsonl" if output and output != "-" else "activelabel.dlq.jsonl"
+    labeler = open_labeler(policy, track_conflicts=track_conflicts)
+    recorder = None
+    store = None
+    if record is not None:
+        from activelabel.quality.store import DecisionStore, record_id_for
+
+        store = DecisionStore(record)
+
+        def recorder(event: dict[str, Any], decision: Any) -> None:
+            store.record(record_id_for(event, id_field), event, decision)
+
+    try:
+        summary, dead = run_label(
+            labeler, inputs, output, dlq, explain=explain, labels_field=labels_field,
+            limits=ReadLimits(max_line_bytes, max_depth), recorder=recorder, progress=sys.stderr.isatty() and not quiet,
+        )
+    except ActiveLabelError as exc:
+        fail(str(exc))
+    finally:
+        if store is not None and hasattr(store, "close"):
+            store.close()
+    if not quiet:
+        print_summary(labeler, summary, dead, output, dlq)
+
+
+@app.command()
+def explain(
+    event: Annotated[str, typer.Argument(help="The event: a JSON object, or - to read it from stdin.")],
+    policy: Annotated[Path, typer.Option("--policy", "-p", help="Policy YAML file.")] = Path("policy.yaml"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the explanation as JSON.")] = False,
+) -> None:
+    """Show how each label of one event was decided: value, confidence, source, rules matched and lost."""
+    text = sys.stdin.read() if event == "-" else event
+    try:
+        obj = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        fail(f"the event is not valid JSON: {exc}. Pass a JSON object, e.g. '{{\"status\": 503}}'", 2)
+    if not isinstance(obj, dict):
+        fail("the event must be a JSON object", 2)
+    labeler = open_labeler(policy)
+    decision = labeler.label(obj)
+    info = decision.explain()
+    if as_json:
+        out.print_json(orjson.dumps(info).decode())
+        return
+    table = Table(title=f"{info['policy']} {info['policy_version'][:19]}  ({info['elapsed_us']} µs)", title_justify="left")
+    for col in ("label", "value", "confidence", "source", "matched", "lost", "errors"):
+        table.add_column(col)
+    for name, entry in info["labels"].items():
+        value = orjson.dumps(entry["value"]).decode() if entry["set"] else "[dim]unset[/]"
+        conf = f"{entry['confidence']:.2f}" if entry["confidence"] is not None else ""
+        errors = "; ".join(f"{e['source']}: {e['error']}" for e in entry["errors"])
+        table.add_row(name, value, conf, entry["source"] or "", ", ".join(entry["matched"]), ", ".join(entry["lost"]), errors)
+    out.print(table)
+
+
+@app.command()
+def demo(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where the labeled records go.")] = Path("out/edge.labeled.jsonl"),
+    show: Annotated[int, typer.Option("--show", help="How many labeled records to print.")] = 8,
+) -> None:
+    """Label the shipped example requests with the shipped edge policy, and show the result."""
+    policy = EXAMPLES / "edge" / "policy.yaml"
+    events = EXAMPLES / "edge" / "requests.jsonl"
+    if not events.exists():
+        fail(f"the example data {events} is missing; run from a full checkout")
+    labeler = open_labeler(policy)
+    tests = labeler.run_tests()
+    failed = [t for t in tests if not t.passed]
+    err.print(f"policy {labeler.policy.metadata.name} {labeler.version[:19]}: {len(tests) - len(failed)}/{len(tests)} policy tests pass", highlight=False)
+    dlq = str(output) + ".dlq.jsonl"
+    summary, dead = run_label(labeler, [str(events)], str(output), dlq, progress=sys.stderr.isatty())
+    table = Table(title=f"first {show} labeled records of {events.name}", title_justify="left")
+    for col in ("status", "path", "user agent", "labels"):
+        table.add_column(col, overflow="fold")
+    with output.open("rb") as fh:
+        for _, line in zip(range(show), fh):
+            rec = orjson.loads(line)
+            labels = ", ".join(f"{k}={v}" for k, v in rec["labels"].items() if k != "client")
+            table.add_row(str(rec.get("status")), str(rec.get("path"))[:48], str(rec.get("user_agent"))[:32], labels)
+    out.print(table)
+    print_summary(labeler, summary, dead, str(output), dlq)

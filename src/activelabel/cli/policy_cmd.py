@@ -1,0 +1,74 @@
+"""`activelabel validate` and `activelabel test`: check a policy before it runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import orjson
+import typer
+
+from activelabel.cli._common import err, fail, out, print_policy_error
+from activelabel.cli.main import app
+from activelabel.errors import PolicyError
+
+
+def _load(policy: Path):  # type: ignore[no-untyped-def]
+    from activelabel.engine import Labeler
+    from activelabel.policy import load_policy
+
+    if not policy.exists():
+        fail(f"policy file {policy} does not exist")
+    try:
+        return Labeler(load_policy(policy))
+    except PolicyError as exc:
+        print_policy_error(exc)
+        raise typer.Exit(1) from exc
+
+
+@app.command()
+def validate(
+    policy: Annotated[Path, typer.Argument(help="Policy YAML file.")],
+    run_tests: Annotated[bool, typer.Option("--tests/--no-tests", help="Also run the policy's own tests.")] = True,
+) -> None:
+    """Check a policy: every error at once, with file:line:column, rule id and a caret under the spot."""
+    labeler = _load(policy)
+    p = labeler.policy
+    failures = [r for r in labeler.run_tests() if not r.passed] if run_tests else []
+    if failures:
+        err.print(f"[bold red]policy refused:[/] {len(failures)} failing polic{'y test' if len(failures) == 1 else 'y tests'}", highlight=False)
+        for r in failures:
+            for label, (want, got) in r.mismatches.items():
+                err.print(f"{r.file}:{r.line}:1: test {r.name!r}: {label}: expected {want!r}, got {got!r}", highlight=False, markup=False)
+        raise typer.Exit(1)
+    out.print(
+        f"[green]ok[/] {policy}: {len(p.labels)} labels, {len(p.rules)} rules, {len(p.enrichers)} enrichers, "
+        f"{len(p.tests)} tests; version {p.version}",
+        highlight=False,
+    )
+
+
+@app.command("test")
+def test_policy(
+    policy: Annotated[Path, typer.Argument(help="Policy YAML file.")],
+) -> None:
+    """Run the policy's own `tests:` (pytest-like output; exit 1 on failure)."""
+    labeler = _load(policy)
+    results = labeler.run_tests()
+    if not results:
+        err.print(f"{policy}: the policy has no tests: add a `tests:` list of {{name, event, expect}}")
+        raise typer.Exit(1)
+    out.print(f"[bold]{policy}[/]: {len(results)} tests", highlight=False)
+    for r in results:
+        mark = "[green]PASSED[/]" if r.passed else "[red]FAILED[/]"
+        out.print(f"{r.file}:{r.line} {r.name} {mark}", highlight=False)
+    failed = [r for r in results if not r.passed]
+    for r in failed:
+        out.print(f"\n[red]____ {r.name} ____[/]", highlight=False)
+        for label, (want, got) in r.mismatches.items():
+            out.print(f"  {label}: expected {orjson.dumps(want).decode()}, got {orjson.dumps(got).decode()}", highlight=False, markup=False)
+        out.print(f"  all labels: {orjson.dumps(r.got).decode()}", highlight=False, markup=False)
+    summary = f"{len(results) - len(failed)} passed, {len(failed)} failed"
+    out.print(f"[{'red' if failed else 'green'}]{summary}[/]", highlight=False)
+    if failed:
+        raise typer.Exit(1)

@@ -1,0 +1,76 @@
+"""The cardinality guard (failure mode F3: cardinality explosion).
+
+The first ``limit`` distinct values of a label pass; every later new value
+becomes the overflow value. With a ``window`` the set of admitted values is
+forgotten every ``window`` seconds, so a slowly changing population is not
+locked out forever.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Hashable
+from typing import Any
+
+
+class CardinalityGuard:
+    """Admits at most ``limit`` distinct values per window; counts the overflow."""
+
+    __slots__ = ("limit", "overflow_value", "window", "_clock", "_seen", "_window_end", "overflowed")
+
+    def __init__(
+        self,
+        limit: int,
+        overflow_value: str = "__other__",
+        window: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.limit = limit
+        self.overflow_value = overflow_value
+        self.window = window
+        self._clock = clock
+        self._seen: set[Hashable] = set()
+        self._window_end = clock() + window if window else float("inf")
+        self.overflowed = 0
+
+    def admit(self, value: Any) -> Any:
+        """``value`` itself if admitted, else the overflow value."""
+        if self.window is not None:
+            now = self._clock()
+            if now >= self._window_end:
+                self._seen.clear()
+                self._window_end = now + self.window
+        seen = self._seen
+        if value in seen:
+            return value
+        if len(seen) < self.limit:
+            seen.add(value)
+            return value
+        self.overflowed += 1
+        return self.overflow_value
+
+    @property
+    def distinct(self) -> int:
+        """Distinct values admitted in the current window."""
+        return len(self._seen)
+
+
+class DistinctTracker:
+    """Counts distinct values of an unguarded label, up to ``limit``; never changes a value."""
+
+    __slots__ = ("limit", "_seen", "overflowed")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._seen: set[Hashable] = set()
+        self.overflowed = 0  # always 0: present so stats treat guards and trackers alike
+
+    def admit(self, value: Any) -> Any:
+        seen = self._seen
+        if len(seen) < self.limit:
+            seen.add(value)
+        return value
+
+    @property
+    def distinct(self) -> int:
+        return len(self._seen)

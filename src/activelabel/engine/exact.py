@@ -1,0 +1,124 @@
+"""The exact path: one label decided rule by rule with the CEL evaluator.
+
+The generated fast path hands a label over to this module whenever its fast
+code raises (a missing field, a wrong type, an error to absorb), and
+``Decision.explain`` uses it to list every matching rule. It is the reference
+semantics: the fast path must agree with it whenever the fast path returns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from activelabel.cel.codegen import MISSING
+from activelabel.engine.plan import LabelPlan, Plan, bucket_value, check_value
+
+
+@dataclass
+class Candidate:
+    value: Any
+    confidence: float
+    source_idx: int
+
+
+@dataclass
+class LabelOutcome:
+    """How one label was decided: value (MISSING when unset), its code, every candidate."""
+
+    value: Any
+    code: Any  # int source index, or (index, confidence) when the confidence is computed
+    candidates: list[Candidate] = field(default_factory=list)
+    errors: list[tuple[int, str]] = field(default_factory=list)
+
+    @property
+    def conflict(self) -> bool:
+        return len({_key(c.value) for c in self.candidates}) > 1
+
+
+def _key(value: Any) -> Any:
+    return (value.__class__, value)
+
+
+def resolve(mode: str, cands: list[Candidate]) -> tuple[Any, Any]:
+    """The winning (value, code) among candidates in rule order; (MISSING, -1) if none."""
+    if not cands:
+        return MISSING, -1
+    if mode == "first_match":
+        c = cands[0]
+        return c.value, c.source_idx
+    if mode == "max_confidence":
+        best = cands[0]
+        for c in cands[1:]:
+            if c.confidence > best.confidence:  # strict: ties keep the earlier rule
+                best = c
+        return best.value, (best.source_idx, best.confidence)
+    # vote: highest summed confidence; ties go to the value whose first rule is earliest
+    totals: dict[Any, float] = {}
+    first: dict[Any, Candidate] = {}
+    for c in cands:
+        k = _key(c.value)
+        totals[k] = totals.get(k, 0.0) + c.confidence
+        first.setdefault(k, c)
+    winner = max(totals, key=lambda k: totals[k])  # max keeps the first (earliest) of equals
+    all_conf = sum(totals.values())
+    share = totals[winner] / all_conf if all_conf > 0 else 0.0
+    return first[winner].value, (first[winner].source_idx, share)
+
+
+def decide_label(plan: Plan, lp: LabelPlan, bindings: dict[str, Any], *, every_rule: bool) -> LabelOutcome:
+    """Decide one label exactly. ``every_rule`` evaluates all rules (explain, conflicts)."""
+    spec = lp.spec
+    outcome = LabelOutcome(MISSING, -1)
+    if lp.from_prog is not None:
+        try:
+            value = bucket_value(spec, lp.from_prog.evaluate(bindings))
+        except Exception as exc:
+            outcome.errors.append((lp.from_idx, str(exc)))
+        else:
+            outcome.candidates.append(Candidate(value, 1.0, lp.from_idx))
+    stop_early = spec.resolve == "first_match" and not every_rule
+    for rp in lp.rules:
+        if stop_early and outcome.candidates:
+            break
+        if rp.when is not None:
+            try:
+                hit = rp.when.evaluate(bindings)
+            except Exception as exc:
+                outcome.errors.append((rp.source_idx, str(exc)))
+                continue
+            if hit is not True:
+                if hit is not False:
+                    outcome.errors.append((rp.source_idx, f"`when` gave {type(hit).__name__}, not bool"))
+                continue
+        try:
+            value = rp.value if rp.value_prog is None else check_value(spec, rp.value_prog.evaluate(bindings))
+        except Exception as exc:
+            outcome.errors.append((rp.source_idx, str(exc)))
+            continue
+        outcome.candidates.append(Candidate(value, plan.source_table[rp.source_idx][1], rp.source_idx))
+    if lp.models and not (stop_early and outcome.candidates):
+        for model, idx in zip(lp.models, lp.model_sources):
+            got = model.predict(_features(model, bindings))
+            if got is not None:
+                outcome.candidates.append(Candidate(got[0], float(got[1]), idx))
+    value, code = resolve(spec.resolve, outcome.candidates)
+    if lp.models and code != -1 and not isinstance(code, tuple):
+        # A model's confidence is computed, not static: carry it in the code.
+        cand = next(c for c in outcome.candidates if c.source_idx == code)
+        if code in lp.model_sources:
+            code = (code, cand.confidence)
+    if value is MISSING and lp.default_idx >= 0:
+        value, code = spec.default, lp.default_idx
+    outcome.value, outcome.code = value, code
+    return outcome
+
+
+def _features(model: Any, bindings: dict[str, Any]) -> dict[str, Any] | None:
+    feats: dict[str, Any] = {}
+    for name, prog in model.feature_programs.items():
+        try:
+            feats[name] = prog.evaluate(bindings)
+        except Exception:
+            feats[name] = None  # a missing feature is the model's to handle (it abstains)
+    return feats

@@ -1,0 +1,179 @@
+"""The compiled form of a policy: per-label plans, the source table, counters.
+
+Built once by ``compile_plan``; both the generated fast path and the exact
+path read it. The *source table* gives every way a label can get its value an
+integer code: the hot path records only that integer.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from activelabel import cel
+from activelabel.engine.cardinality import CardinalityGuard, DistinctTracker
+from activelabel.errors import CELEvalError, PolicyError, PolicyIssue
+from activelabel.policy import Policy
+
+#: Distinct values of an unguarded free-form label are tracked up to this many.
+DISTINCT_TRACKING_LIMIT = 10_000
+
+
+class RuleValueError(CELEvalError):
+    """A rule produced a value that does not fit its label."""
+
+
+@dataclass
+class RulePlan:
+    spec: Any  # RuleSpec
+    source_idx: int
+    when: cel.Program | None
+    value: Any
+    value_prog: cel.Program | None
+
+
+@dataclass
+class LabelPlan:
+    spec: Any  # LabelSpec
+    index: int
+    rules: list[RulePlan]
+    models: list[Any] = field(default_factory=list)  # ModelLabeler
+    model_sources: list[int] = field(default_factory=list)
+    default_idx: int = -1
+    from_idx: int = -1
+    from_prog: cel.Program | None = None
+    guard: CardinalityGuard | DistinctTracker | None = None
+    tracks_distinct: bool = False
+
+
+@dataclass
+class EnricherPlan:
+    spec: Any  # EnricherSpec
+    runtime: Any  # LookupEnricher
+    key_prog: cel.Program
+    source_idx: int
+
+
+@dataclass
+class Plan:
+    policy: Policy
+    labels: list[LabelPlan]
+    enrichers: list[EnricherPlan]
+    source_table: list[tuple[str, float]]  # code -> (source string, static confidence)
+    source_label: list[str | None]  # code -> the label it sets (None for enricher keys)
+    uses_now: bool = False
+
+
+def check_value(spec: Any, value: Any) -> Any:
+    """``value`` converted to the label's type, or RuleValueError (a rule error, not a crash)."""
+    t = spec.type
+    cls = value.__class__
+    if t == "enum":
+        if cls is str and value in spec.values:
+            return value
+        raise RuleValueError(f"value {value!r} is not one of {list(spec.values)}" if spec.sensitivity in ("public", "internal") else "value is not in the label's enum")
+    if t == "string":
+        if isinstance(value, str):
+            return str(value)
+    elif t == "bool":
+        if cls is bool:
+            return value
+    elif t == "int":
+        if isinstance(value, int) and cls is not bool:
+            return int(value)
+    elif t == "float":
+        if isinstance(value, (int, float)) and cls is not bool:
+            return float(value)
+    elif t == "bucket":
+        if cls is str and value in spec.bucket_names:
+            return value
+    raise RuleValueError(f"a {cls.__name__} value does not fit label {spec.name!r} of type {t}")
+
+
+def bucket_value(spec: Any, number: Any) -> str:
+    """The bucket name for ``number``, or RuleValueError for non-numbers and NaN."""
+    if number.__class__ is bool or not isinstance(number, (int, float)) or (isinstance(number, float) and math.isnan(number)):
+        raise RuleValueError(f"`from` of bucket label {spec.name!r} gave {type(number).__name__}, not a number")
+    return spec.bucket_of(number)
+
+
+def _program(expr: Any, issues: list[PolicyIssue], where: str) -> cel.Program | None:
+    try:
+        return cel.compile(expr.source)
+    except Exception as exc:  # the loader already reported syntax errors; this is a backstop
+        loc = getattr(expr, "loc", None)
+        issues.append(
+            PolicyIssue(f"{where}: {exc}", file=getattr(loc, "file", ""), line=getattr(loc, "line", 0), column=getattr(loc, "column", 0))
+        )
+        return None
+
+
+def compile_plan(policy: Policy, *, models: list[Any] | None = None, clock: Any = None) -> Plan:
+    """Compile every expression of ``policy`` once; raise PolicyError listing every failure."""
+    issues: list[PolicyIssue] = []
+    table: list[tuple[str, float]] = []
+    table_label: list[str | None] = []
+
+    def add_source(name: str, conf: float, label: str | None) -> int:
+        table.append((name, conf))
+        table_label.append(label)
+        return len(table) - 1
+
+    enrichers = []
+    for spec in policy.enrichers:
+        prog = _program(spec.key, issues, f"enricher {spec.name} key")
+        idx = add_source(f"enricher:{spec.name}", 1.0, None)
+        enrichers.append(EnricherPlan(spec, spec.build(), prog, idx))  # type: ignore[arg-type]
+
+    by_label: dict[str, list[Any]] = {name: [] for name in policy.labels}
+    for rule in policy.rules:
+        by_label.setdefault(rule.label, []).append(rule)
+    models_by_label: dict[str, list[Any]] = {}
+    for m in models or []:
+        models_by_label.setdefault(m.label, []).append(m)
+
+    plans: list[LabelPlan] = []
+    for index, (name, spec) in enumerate(policy.labels.items()):
+        rules = []
+        for rule in by_label.get(name, []):
+            when = _program(rule.when, issues, f"rule {rule.id} when") if rule.when is not None else None
+            vprog = _program(rule.value_expr, issues, f"rule {rule.id} value_expr") if rule.value_expr is not None else None
+            idx = add_source(f"rule:{rule.id}", float(rule.confidence), name)
+            rules.append(RulePlan(rule, idx, when, rule.value, vprog))
+        plan = LabelPlan(spec, index, rules)
+        for m in models_by_label.get(name, []):
+            plan.models.append(m)
+            plan.model_sources.append(add_source(f"model:{m.name}@{m.version}", 1.0, name))
+        if spec.type == "bucket" and spec.bucket_from is not None:
+            plan.from_prog = _program(spec.bucket_from, issues, f"label {name} from")
+            plan.from_idx = add_source(f"from:{name}", 1.0, name)
+        if spec.has_default:
+            plan.default_idx = add_source("default", 1.0, name)
+        if spec.max_cardinality is not None:
+            kw = {"clock": clock} if clock is not None else {}
+            plan.guard = CardinalityGuard(spec.max_cardinality, spec.overflow, spec.window, **kw)
+        elif spec.type in ("string", "int", "float") and (
+            any(r.value_prog is not None for r in rules) or plan.models
+        ):
+            plan.guard = DistinctTracker(DISTINCT_TRACKING_LIMIT)
+            plan.tracks_distinct = True
+        plans.append(plan)
+    if issues:
+        raise PolicyError(issues)
+    uses_now = any("now" in _roots(p) for p in _all_programs(plans, enrichers))
+    return Plan(policy, plans, enrichers, table, table_label, uses_now)
+
+
+def _all_programs(plans: list[LabelPlan], enrichers: list[EnricherPlan]) -> list[cel.Program]:
+    progs: list[cel.Program] = [e.key_prog for e in enrichers]
+    for p in plans:
+        if p.from_prog is not None:
+            progs.append(p.from_prog)
+        for r in p.rules:
+            progs.extend(x for x in (r.when, r.value_prog) if x is not None)
+    return progs
+
+
+def _roots(prog: cel.Program) -> set[str]:
+    return {ref.path[0] for ref in cel.references(prog.ast)}

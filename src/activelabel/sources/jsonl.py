@@ -1,0 +1,147 @@
+"""JSON Lines input: files, ``-`` for stdin, ``.gz``; one record per line.
+
+Every physical line becomes exactly one ``Record`` or one ``BadRecord``, so the
+caller can promise ``in = out + DLQ``. Blank lines are not records.
+"""
+
+from __future__ import annotations
+
+import gzip
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from activelabel.errors import SourceError
+
+DEFAULT_MAX_LINE_BYTES = 1 << 20  # 1 MiB
+DEFAULT_MAX_DEPTH = 64
+
+
+@dataclass(frozen=True, slots=True)
+class ReadLimits:
+    """Per-line limits; a line past either goes to the dead-letter output."""
+
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
+    max_depth: int = DEFAULT_MAX_DEPTH
+
+
+@dataclass(slots=True)
+class Record:
+    """A decoded input object with the exact bytes it came from."""
+
+    source: str
+    line_no: int
+    raw: bytes
+    event: dict[str, Any]
+
+
+@dataclass(slots=True)
+class BadRecord:
+    """A line that could not be decoded; ``kind`` is a stable machine-readable reason."""
+
+    source: str
+    line_no: int
+    raw: bytes
+    kind: str
+    reason: str
+
+
+def _depth(value: Any) -> int:
+    # Iterative, so a hostile document cannot blow the Python stack.
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > deepest:
+            deepest = depth
+        if isinstance(node, dict):
+            stack.extend((child, depth + 1) for child in node.values() if isinstance(child, (dict, list)))
+        elif isinstance(node, list):
+            stack.extend((child, depth + 1) for child in node if isinstance(child, (dict, list)))
+    return deepest
+
+
+def decode_line(raw: bytes, limits: ReadLimits = ReadLimits()) -> dict[str, Any] | tuple[str, str]:
+    """Decode one line into an object, or return ``(kind, reason)`` saying why not."""
+    if len(raw) > limits.max_line_bytes:
+        return ("too_large", f"line is {len(raw)} bytes, over the limit of {limits.max_line_bytes} (raise --max-line-bytes)")
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as uexc:
+            return ("invalid_utf8", f"not valid UTF-8 at byte {uexc.start}")
+        if "recursion" in str(exc).lower():
+            return ("too_deep", f"nested deeper than the limit of {limits.max_depth}")
+        return ("invalid_json", f"not valid JSON: {exc}")
+    if not isinstance(value, dict):
+        return ("not_object", f"a JSON {type(value).__name__ if value is not None else 'null'} where an object was expected")
+    # Counting brackets is a cheap upper bound on depth: only walk when it could exceed.
+    if raw.count(b"{") + raw.count(b"[") > limits.max_depth and _depth(value) > limits.max_depth:
+        return ("too_deep", f"nested deeper than the limit of {limits.max_depth} (raise --max-depth)")
+    return value
+
+
+def _open(path: str) -> IO[bytes]:
+    if path == "-":
+        return sys.stdin.buffer
+    p = Path(path)
+    try:
+        if p.suffix == ".gz":
+            return gzip.open(p, "rb")
+        return p.open("rb")
+    except OSError as exc:
+        raise SourceError(f"cannot read input {path}: {exc.strerror or exc}") from exc
+
+
+class JsonlSource:
+    """Reads records from each input in turn, line by line, in order."""
+
+    def __init__(self, inputs: Sequence[str], limits: ReadLimits = ReadLimits()) -> None:
+        self.inputs = list(inputs) or ["-"]
+        self.limits = limits
+        self.bytes_read = 0
+
+    def __iter__(self) -> Iterator[Record | BadRecord]:
+        for name in self.inputs:
+            yield from self._read(name)
+
+    def iter_chunks(self, chunk_lines: int = 4096) -> Iterator[list[Record | BadRecord]]:
+        """Records in lists of up to ``chunk_lines``, for batch labeling."""
+        chunk: list[Record | BadRecord] = []
+        for item in self:
+            chunk.append(item)
+            if len(chunk) >= chunk_lines:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
+
+    def _read(self, name: str) -> Iterator[Record | BadRecord]:
+        label = "<stdin>" if name == "-" else name
+        stream = _open(name)
+        limits = self.limits
+        try:
+            line_no = 0
+            for line in stream:
+                line_no += 1
+                self.bytes_read += len(line)
+                raw = line.rstrip(b"\r\n")
+                if not raw.strip():
+                    continue
+                decoded = decode_line(raw, limits)
+                if type(decoded) is dict:
+                    yield Record(label, line_no, raw, decoded)
+                else:
+                    kind, reason = decoded  # type: ignore[misc]
+                    yield BadRecord(label, line_no, raw, kind, reason)
+        except (OSError, EOFError, gzip.BadGzipFile) as exc:
+            raise SourceError(f"reading {label} failed: {exc}") from exc
+        finally:
+            if stream is not sys.stdin.buffer:
+                stream.close()
