@@ -1,0 +1,148 @@
+"""The ASGI app of ``activelabel serve``: routes, lifespan, reload triggers.
+
+``create_app`` loads and checks the policy before returning, so a service
+never starts on a bad policy. Reload triggers (all serialized by the runtime):
+``POST /v1/policy/reload`` (admin scope), SIGHUP (when ``handle_sighup``), and
+a file watch on the policy's directory (``watch_policy``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import signal
+import threading
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+import anyio.to_thread
+import httpx
+from prometheus_client import CollectorRegistry
+from starlette.applications import Starlette
+from starlette.routing import Route
+
+from activelabel.errors import PolicyError
+from activelabel.observability.metrics import LabelerStatsCollector, ServiceMetrics
+from activelabel.service import routes_core, routes_edge, routes_otlp
+from activelabel.service._http import Authenticator
+from activelabel.service.auth import AuthConfigError, TokenTable
+from activelabel.service.config import ServiceConfig
+from activelabel.service.policy_runtime import LabelerLoader, PolicyRuntime, load_checked_labeler
+from activelabel.service.state import ServiceState
+
+log = logging.getLogger("activelabel.service")
+
+
+def create_app(
+    policy_path: Path | str,
+    *,
+    config: ServiceConfig | None = None,
+    tokens: TokenTable | None = None,
+    no_auth: bool = False,
+    registry: CollectorRegistry | None = None,
+    handle_sighup: bool = False,
+    loader: LabelerLoader | None = None,
+) -> Starlette:
+    """Build the service for ``policy_path``.
+
+    Raises ``PolicyError`` (every issue) if the policy is refused, and
+    ``AuthConfigError`` if neither ``tokens`` nor ``no_auth`` is given.
+    """
+    config = config or ServiceConfig()
+    if tokens is None and not no_auth:
+        raise AuthConfigError(
+            "refusing to start without authentication: pass --tokens FILE, set "
+            f"${config.tokens_env}, or pass --no-auth for local use"
+        )
+    metrics = ServiceMetrics(registry)
+    if loader is None:
+        loader = functools.partial(load_checked_labeler, track_conflicts=config.track_conflicts)
+    runtime = PolicyRuntime(
+        policy_path,
+        loader=loader,
+        on_reload=lambda outcome: metrics.observe_reload(outcome.accepted, outcome.trigger),
+    )
+    first = runtime.reload("start")
+    if not first.accepted:
+        from activelabel.errors import PolicyIssue
+
+        raise PolicyError(issues=[PolicyIssue(**_issue_fields(e)) for e in first.errors])
+    metrics.attach(
+        LabelerStatsCollector(
+            runtime.totals,
+            lambda: (runtime.current.name, runtime.current.version) if runtime.ready else None,
+            lambda: runtime.current.label_names if runtime.ready else (),
+        )
+    )
+    state = ServiceState(runtime=runtime, metrics=metrics, auth=Authenticator(None if no_auth else tokens), config=config)
+
+    prefix = config.ext_authz.path_prefix.rstrip("/")
+    routes = [
+        Route("/healthz", routes_core.healthz_route, methods=["GET"]),
+        Route("/readyz", routes_core.readyz_route, methods=["GET"]),
+        Route("/metrics", routes_core.metrics_route, methods=["GET"]),
+        Route("/v1/label", routes_core.label_route, methods=["POST"]),
+        Route("/v1/policy", routes_core.policy_route, methods=["GET"]),
+        Route("/v1/policy/reload", routes_core.reload_route, methods=["POST"]),
+        Route("/v1/traces", routes_otlp.otlp_traces_route, methods=["POST"]),
+        Route("/v1/logs", routes_otlp.otlp_logs_route, methods=["POST"]),
+        Route("/v1/admission", routes_edge.admission_route, methods=["POST"]),
+        Route(prefix, routes_edge.ext_authz_route, methods=routes_edge.EXT_AUTHZ_METHODS),
+        Route(prefix + "/{original_path:path}", routes_edge.ext_authz_route, methods=routes_edge.EXT_AUTHZ_METHODS),
+    ]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        stop_watching = asyncio.Event()
+        tasks: list[asyncio.Task[None]] = []
+        if config.otlp.forward_endpoint:
+            state.forward_client = httpx.AsyncClient(timeout=config.otlp.forward_timeout_s)
+        if handle_sighup:
+            _install_sighup(runtime)
+        if config.watch_policy:
+            tasks.append(asyncio.create_task(_watch_policy(runtime, stop_watching)))
+        try:
+            yield
+        finally:
+            stop_watching.set()
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            if state.forward_client is not None:
+                await state.forward_client.aclose()
+
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.activelabel = state
+    return app
+
+
+def _issue_fields(error: dict[str, Any]) -> dict[str, Any]:
+    keys = ("message", "file", "line", "column", "rule_id", "suggestion", "excerpt")
+    return {k: error[k] for k in keys if error.get(k) is not None}
+
+
+def _install_sighup(runtime: PolicyRuntime) -> None:
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGHUP"):
+        log.warning("SIGHUP reload not available (not the main thread); use POST /v1/policy/reload")
+        return
+    loop = asyncio.get_running_loop()
+
+    def on_sighup() -> None:
+        # Reload off the event loop: compiling a policy must not stall requests.
+        loop.create_task(anyio.to_thread.run_sync(runtime.reload, "sighup"))
+
+    loop.add_signal_handler(signal.SIGHUP, on_sighup)
+
+
+async def _watch_policy(runtime: PolicyRuntime, stop: asyncio.Event) -> None:
+    from watchfiles import awatch
+
+    # Watch the directory, not the file: editors and `kubectl` ConfigMap updates
+    # replace the file (rename / symlink swap), which a file watch would miss.
+    directory = runtime.policy_path.resolve().parent
+    async for changes in awatch(directory, stop_event=stop, debounce=300, step=50):
+        if any(Path(p).suffix in (".yaml", ".yml", ".csv", ".json") or Path(p).name == "..data" for _, p in changes):
+            await anyio.to_thread.run_sync(runtime.reload, "watch")

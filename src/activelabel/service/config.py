@@ -1,0 +1,100 @@
+"""Inert configuration of ``activelabel serve``: validated, no I/O in the models.
+
+Every field documents its default and unit. ``load_service_config`` is the only
+place that reads a file; the models themselves never touch the disk.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from activelabel.errors import ActiveLabelError
+
+
+class ServiceConfigError(ActiveLabelError):
+    """The service configuration file is missing, unreadable or invalid."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ExtAuthzConfig(_Strict):
+    """Envoy ``ext_authz`` HTTP service front door."""
+
+    path_prefix: str = "/v1/extauthz"
+    """Envoy's ``http_service.path_prefix``; the original path follows it."""
+    header_prefix: str = "x-label-"
+    """Labels go back as ``<header_prefix><label-name>`` headers (``_`` becomes ``-``)."""
+    token_header: str = "x-activelabel-token"
+    """Envoy authenticates with this header (``authorization_request.headers_to_add``),
+    because the client's own ``Authorization`` header is forwarded to us untouched."""
+
+    @field_validator("header_prefix", "token_header")
+    @classmethod
+    def _lowercase(cls, value: str) -> str:
+        return value.lower()
+
+
+class OtlpConfig(_Strict):
+    """OTLP/HTTP pipeline stage."""
+
+    attribute_prefix: str = "label."
+    """Labels are written back as span / log-record attributes ``<prefix><label>``."""
+    forward_endpoint: str | None = None
+    """Base URL of the next OTLP/HTTP receiver (``/v1/traces`` or ``/v1/logs`` is appended);
+    ``None`` returns the labeled data in the response instead."""
+    forward_timeout_s: float = Field(default=5.0, gt=0)
+    """Seconds to wait for the next receiver before answering 502."""
+
+
+class AdmissionConfig(_Strict):
+    """Kubernetes mutating admission webhook."""
+
+    label_key_prefix: str = "activelabel.io/"
+    """Kubernetes label key of each policy label: ``<label_key_prefix><label>``."""
+
+
+class ServiceConfig(_Strict):
+    """Everything ``activelabel serve`` can be told in ``--config``."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    max_body_bytes: int = Field(default=1_048_576, gt=0)
+    """Largest request body accepted, in bytes, after decompression; larger → 413."""
+    max_batch_events: int = Field(default=1000, gt=0)
+    """Most events in one ``{"events": [...]}`` batch; more → 413."""
+    track_conflicts: bool = True
+    """Evaluate every rule so conflicts between rules are counted (M5); costs some label latency."""
+    watch_policy: bool = False
+    """Reload the policy when its file changes (in addition to SIGHUP and the reload endpoint)."""
+    tokens_env: str = "ACTIVELABEL_TOKENS"
+    """Environment variable holding the token table (YAML or JSON) when ``--tokens`` is not given."""
+    ext_authz: ExtAuthzConfig = ExtAuthzConfig()
+    otlp: OtlpConfig = OtlpConfig()
+    admission: AdmissionConfig = AdmissionConfig()
+
+
+def load_service_config(path: Path | str | None) -> ServiceConfig:
+    """Read a ``--config`` YAML file; ``None`` gives the defaults.
+
+    Raises ``ServiceConfigError`` naming every invalid field.
+    """
+    if path is None:
+        return ServiceConfig()
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ServiceConfigError(f"cannot read service config {path}: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ServiceConfigError(f"service config {path} must be a YAML mapping")
+    try:
+        return ServiceConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ServiceConfigError(f"invalid service config {path}: {problems}") from exc

@@ -1,0 +1,88 @@
+"""ASGI middleware: label every incoming HTTP request in-process.
+
+    from activelabel import Labeler
+    from activelabel.service import LabelingMiddleware
+
+    app = Starlette(routes=...)
+    app.add_middleware(LabelingMiddleware, labeler=Labeler.from_file("policy.yaml"), response_headers=True)
+
+    async def handler(request):
+        request.state.labels          # {"priority": "critical", ...}
+        request.state.label_decision  # the full Decision (explain(), confidences, ...)
+
+The handler sees every label. With ``response_headers=True`` the labels also go
+back to the client as ``x-label-<name>`` headers — except ``pii`` and ``secret``
+ones, which never leave the process this way.
+"""
+
+from __future__ import annotations
+
+import logging
+from time import perf_counter
+from typing import Any, Callable
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from activelabel.observability.metrics import ServiceMetrics
+from activelabel.service.http_event import event_from_asgi_scope
+from activelabel.service.label_output import header_name, header_value
+from activelabel.service.policy_runtime import PolicySnapshot
+
+log = logging.getLogger("activelabel.service.middleware")
+
+
+class LabelingMiddleware:
+    """Labels each HTTP request; the labels land in ``request.state.labels``."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        labeler: Any,
+        *,
+        response_headers: bool = False,
+        header_prefix: str = "x-label-",
+        event_of: Callable[[dict[str, Any]], dict[str, Any]] = event_from_asgi_scope,
+        metrics: ServiceMetrics | None = None,
+    ) -> None:
+        self.app = app
+        self.labeler = labeler
+        self.response_headers = response_headers
+        self.header_prefix = header_prefix.lower()
+        self.event_of = event_of
+        self.metrics = metrics
+        # Which labels may go out as headers is fixed by the policy: decide once.
+        self._exportable = frozenset(PolicySnapshot.of(labeler).label_names) - PolicySnapshot.of(labeler).protected_labels
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = perf_counter()
+        try:
+            decision = self.labeler.label(self.event_of(scope))
+        except Exception as exc:  # noqa: BLE001 - labeling must never take the app down
+            log.error("request labeling failed: %s", type(exc).__name__)
+            if self.metrics is not None:
+                self.metrics.observe_error("middleware", "internal", failed_events=1)
+            await self.app(scope, receive, send)
+            return
+        if self.metrics is not None:
+            self.metrics.observe_labeled("middleware", perf_counter() - start, 1)
+        state = scope.setdefault("state", {})
+        state["labels"] = decision.labels
+        state["label_decision"] = decision
+        if not self.response_headers:
+            await self.app(scope, receive, send)
+            return
+        extra = [
+            (header_name(self.header_prefix, name).encode("latin-1"), header_value(value).encode("latin-1"))
+            for name, value in decision.labels.items()
+            if name in self._exportable
+        ]
+
+        async def send_with_labels(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_labels)

@@ -1,0 +1,235 @@
+"""The running policy and its reload state machine.
+
+States: *not ready* (no policy yet) → *serving(v1)* → reload → *serving(v2)*,
+or reload refused → still *serving(v1)*. A reload builds and fully checks the
+candidate (load + compile + the policy's own ``tests:``) off to the side; only a
+candidate that passed everything replaces the snapshot, in one reference
+assignment, so in-flight requests finish on the labeler they started with and
+no request is ever dropped or sees a half-built policy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from activelabel.errors import ActiveLabelError, PolicyError, PolicyIssue
+from activelabel.observability.labeler_stats import StatsTotals, totals_from_stats
+
+log = logging.getLogger("activelabel.service.reload")
+
+PROTECTED_SENSITIVITIES = frozenset({"pii", "secret"})
+
+LabelerLoader = Callable[[Path], Any]
+
+
+class NotReadyError(ActiveLabelError):
+    """No policy has been loaded yet."""
+
+
+def _sensitivity_of(spec: Any) -> str:
+    value = getattr(spec, "sensitivity", None) or "public"
+    return str(getattr(value, "value", value)).lower()
+
+
+def _failed(result: Any) -> bool:
+    for attr in ("passed", "ok", "success"):
+        if hasattr(result, attr):
+            return not bool(getattr(result, attr))
+    return False
+
+
+def load_checked_labeler(path: Path, *, track_conflicts: bool = True) -> Any:
+    """Load, compile and self-test a policy; ``PolicyError`` with every problem otherwise.
+
+    ``track_conflicts`` makes the engine evaluate every rule so the conflict
+    SLI (M5) is counted; it costs time proportional to the rules after a match.
+    """
+    from activelabel.engine import Labeler  # imported late: config checks need no engine
+    from activelabel.policy import load_policy
+
+    labeler = Labeler(load_policy(path), track_conflicts=track_conflicts)
+    failures = [r for r in labeler.run_tests() if _failed(r)]
+    if failures:
+        protected = PolicySnapshot.of(labeler).protected_labels
+        raise PolicyError(issues=[_test_issue(r, path, protected) for r in failures])
+    return labeler
+
+
+def _test_issue(result: Any, path: Path, protected: frozenset[str]) -> PolicyIssue:
+    parts = []
+    for label, (want, got) in (getattr(result, "mismatches", None) or {}).items():
+        if label in protected:
+            # Never echo a pii / secret value, even one written in the policy's tests.
+            parts.append(f"{label}: value differs from the expected one (values hidden: sensitive label)")
+        else:
+            parts.append(f"{label}: expected {want!r}, got {got!r}")
+    return PolicyIssue(
+        message=f"policy test {getattr(result, 'name', '?')!r} failed: " + ("; ".join(parts) or "labels differ"),
+        file=str(getattr(result, "file", "") or path),
+        line=int(getattr(result, "line", 0) or 0),
+    )
+
+
+@dataclass(frozen=True)
+class PolicySnapshot:
+    """Everything a request needs about the serving policy, computed once per load."""
+
+    labeler: Any
+    name: str
+    version: str
+    label_names: tuple[str, ...]
+    sensitivity: dict[str, str]
+    secret_labels: frozenset[str]
+    protected_labels: frozenset[str]
+
+    @classmethod
+    def of(cls, labeler: Any) -> "PolicySnapshot":
+        policy = labeler.policy
+        labels = dict(getattr(policy, "labels", {}) or {})
+        sensitivity = {name: _sensitivity_of(spec) for name, spec in labels.items()}
+        metadata = getattr(policy, "metadata", None)
+        name = getattr(policy, "name", None) or getattr(metadata, "name", None)
+        if name is None and isinstance(metadata, dict):
+            name = metadata.get("name")
+        return cls(
+            labeler=labeler,
+            name=str(name or ""),
+            version=str(labeler.version),
+            label_names=tuple(labels),
+            sensitivity=sensitivity,
+            secret_labels=frozenset(n for n, s in sensitivity.items() if s == "secret"),
+            protected_labels=frozenset(n for n, s in sensitivity.items() if s in PROTECTED_SENSITIVITIES),
+        )
+
+
+@dataclass(frozen=True)
+class ReloadOutcome:
+    """What a reload did; ``errors`` are the refused policy's issues as JSON-ready dicts."""
+
+    accepted: bool
+    trigger: str
+    old_version: str | None
+    new_version: str | None
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "accepted": self.accepted,
+            "trigger": self.trigger,
+            "old_version": self.old_version,
+            "new_version": self.new_version,
+            "errors": self.errors,
+        }
+
+
+def issue_as_json(issue: PolicyIssue) -> dict[str, Any]:
+    return {
+        "message": issue.message,
+        "file": issue.file,
+        "line": issue.line,
+        "column": issue.column,
+        "rule_id": issue.rule_id,
+        "suggestion": issue.suggestion,
+        "excerpt": issue.excerpt,
+        "text": issue.format(),
+    }
+
+
+class PolicyRuntime:
+    """Holds the serving ``PolicySnapshot`` and swaps it on a successful reload."""
+
+    def __init__(
+        self,
+        policy_path: Path | str,
+        *,
+        loader: LabelerLoader = load_checked_labeler,
+        on_reload: Callable[[ReloadOutcome], None] | None = None,
+    ) -> None:
+        self.policy_path = Path(policy_path)
+        self._loader = loader
+        self._on_reload = on_reload
+        self._snapshot: PolicySnapshot | None = None
+        self._reload_lock = threading.Lock()
+        # Counters of retired labelers: the one retired last is still read live
+        # (requests may still be finishing on it); older ones are folded in.
+        self._baseline = StatsTotals()
+        self._recently_retired: Any = None
+
+    @property
+    def ready(self) -> bool:
+        return self._snapshot is not None
+
+    @property
+    def current(self) -> PolicySnapshot:
+        snapshot = self._snapshot
+        if snapshot is None:
+            raise NotReadyError("no policy loaded yet")
+        return snapshot
+
+    def reload(self, trigger: str = "api") -> ReloadOutcome:
+        """Load the policy file again; keep serving the old policy if the new one is refused."""
+        with self._reload_lock:
+            old = self._snapshot
+            old_version = old.version if old else None
+            try:
+                candidate = PolicySnapshot.of(self._loader(self.policy_path))
+            except PolicyError as exc:
+                outcome = ReloadOutcome(False, trigger, old_version, None, [issue_as_json(i) for i in exc.issues])
+            except (OSError, ActiveLabelError) as exc:
+                outcome = ReloadOutcome(
+                    False, trigger, old_version, None, [{"message": str(exc), "file": str(self.policy_path)}]
+                )
+            else:
+                self._retire(old)
+                self._snapshot = candidate
+                outcome = ReloadOutcome(True, trigger, old_version, candidate.version)
+        self._log(outcome)
+        if self._on_reload is not None:
+            self._on_reload(outcome)
+        return outcome
+
+    def _retire(self, old: PolicySnapshot | None) -> None:
+        if old is None:
+            return
+        if self._recently_retired is not None:
+            self._baseline = self._baseline.add(totals_from_stats(self._recently_retired.stats()))
+        self._recently_retired = old.labeler
+
+    def totals(self) -> StatsTotals:
+        """Engine counters summed over every policy this process has served."""
+        totals = self._baseline
+        if self._recently_retired is not None:
+            totals = totals.add(totals_from_stats(self._recently_retired.stats()))
+        snapshot = self._snapshot
+        if snapshot is not None:
+            totals = totals.add(totals_from_stats(snapshot.labeler.stats()))
+        return totals
+
+    def _log(self, outcome: ReloadOutcome) -> None:
+        if outcome.accepted:
+            log.info(
+                "policy reload accepted (trigger=%s): old version %s -> new version %s",
+                outcome.trigger, outcome.old_version or "none", outcome.new_version,
+            )
+            return
+        log.warning(
+            "policy reload refused (trigger=%s): keeps serving version %s; candidate %s (file sha256:%s) has %d error(s):\n%s",
+            outcome.trigger,
+            outcome.old_version or "none",
+            self.policy_path,
+            _file_digest(self.policy_path),
+            len(outcome.errors),
+            "\n".join(e.get("text") or e.get("message", "") for e in outcome.errors),
+        )
+
+
+def _file_digest(path: Path) -> str:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    except OSError:
+        return "unreadable"

@@ -1,0 +1,117 @@
+"""Edge front doors: Envoy ``ext_authz`` (HTTP service) and the Kubernetes admission webhook."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from activelabel.service._http import HttpError, decode_json, json_response, read_body, require_media_type
+from activelabel.service.http_event import headers_dict, http_request_event
+from activelabel.service.label_output import (
+    header_name,
+    header_value,
+    json_pointer_token,
+    k8s_label_value,
+    visible_labels,
+)
+from activelabel.service.routes_core import VERSION_HEADER
+from activelabel.service.state import Stopwatch, front_door, label_one, state_of
+
+# Envoy's ext_authz HTTP service mirrors the client's method, so the route takes them all.
+EXT_AUTHZ_METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE"]
+
+
+@front_door("ext_authz")
+async def ext_authz_route(request: Request) -> Response:
+    """Label the request Envoy forwards and allow it, with the labels as response headers.
+
+    Envoy (``http_service`` with ``path_prefix``) sends the client's method, the
+    prefix + original path and the allowed headers, no body by default. A 200
+    means *allow*; headers matched by ``allowed_upstream_headers`` are added to
+    the request Envoy sends upstream.
+    """
+    state = state_of(request)
+    config = state.config.ext_authz
+    caller = state.auth.caller(request, "label", token_header=config.token_header)
+    snapshot = state.snapshot()
+    watch = Stopwatch()
+    path = request.url.path[len(config.path_prefix):] or "/"
+    # Our own token header is Envoy→us plumbing, not part of the client's request.
+    headers = headers_dict(request.scope["headers"], frozenset({config.token_header}))
+    event = http_request_event(request.method, path, request.url.query, headers)
+    decision = label_one(snapshot, event)
+    labels = visible_labels(decision.labels, snapshot.secret_labels, caller)
+    out = {header_name(config.header_prefix, name): header_value(value) for name, value in labels.items()}
+    out[VERSION_HEADER] = snapshot.version
+    state.metrics.observe_labeled("ext_authz", watch.seconds(), 1)
+    return Response(status_code=200, headers=out)
+
+
+@front_door("admission")
+async def admission_route(request: Request) -> Response:
+    """Answer an ``AdmissionReview`` (admission.k8s.io/v1) with a JSONPatch adding the labels."""
+    state = state_of(request)
+    caller = state.auth.caller(request, "label")
+    require_media_type(request, ("application/json",))
+    review = decode_json(await read_body(request, state.config.max_body_bytes))
+    admission_request = _admission_request(review)
+    snapshot = state.snapshot()
+    watch = Stopwatch()
+    decision = label_one(snapshot, admission_request)
+    labels = visible_labels(decision.labels, snapshot.secret_labels, caller)
+    response: dict[str, Any] = {"uid": admission_request["uid"], "allowed": True}
+    patch = admission_patch(admission_request.get("object"), labels, state.config.admission.label_key_prefix)
+    if patch:
+        response["patchType"] = "JSONPatch"
+        response["patch"] = base64.b64encode(orjson.dumps(patch)).decode("ascii")
+    state.metrics.observe_labeled("admission", watch.seconds(), 1)
+    return json_response(
+        {"apiVersion": review["apiVersion"], "kind": "AdmissionReview", "response": response},
+        headers={VERSION_HEADER: snapshot.version},
+    )
+
+
+def _admission_request(review: Any) -> dict[str, Any]:
+    if not isinstance(review, dict) or review.get("kind") != "AdmissionReview":
+        raise HttpError(400, "bad_admission_review", "body must be an AdmissionReview object (kind: AdmissionReview)")
+    if review.get("apiVersion") != "admission.k8s.io/v1":
+        raise HttpError(
+            400,
+            "bad_admission_review",
+            "only admission.k8s.io/v1 is supported; set admissionReviewVersions: [v1] in the webhook configuration",
+        )
+    admission_request = review.get("request")
+    if not isinstance(admission_request, dict) or not isinstance(admission_request.get("uid"), str):
+        raise HttpError(400, "bad_admission_review", "AdmissionReview.request with a string uid is required")
+    return admission_request
+
+
+def admission_patch(obj: Any, labels: dict[str, Any], key_prefix: str) -> list[dict[str, Any]]:
+    """JSONPatch (RFC 6902) ops adding ``labels`` to ``obj.metadata.labels`` as valid Kubernetes labels.
+
+    Labels whose value has no valid Kubernetes spelling are left out. A DELETE
+    (no object) gets no patch.
+    """
+    if not isinstance(obj, dict):
+        return []
+    k8s_labels = {}
+    for name, value in labels.items():
+        k8s_value = k8s_label_value(value)
+        if k8s_value is not None:
+            k8s_labels[key_prefix + name] = k8s_value
+    if not k8s_labels:
+        return []
+    metadata = obj.get("metadata")
+    if not isinstance(metadata, dict):
+        return [{"op": "add", "path": "/metadata", "value": {"labels": k8s_labels}}]
+    if not isinstance(metadata.get("labels"), dict):
+        return [{"op": "add", "path": "/metadata/labels", "value": k8s_labels}]
+    # "add" on an existing member replaces it, so re-labeling is idempotent.
+    return [
+        {"op": "add", "path": "/metadata/labels/" + json_pointer_token(key), "value": value}
+        for key, value in k8s_labels.items()
+    ]

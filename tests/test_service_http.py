@@ -1,0 +1,195 @@
+"""The HTTP sidecar: POST /v1/label, registry, health, auth and bad input, on a real server."""
+
+from __future__ import annotations
+
+import gzip
+import sys
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "service"))
+from harness import POLICY, auth, build_app  # noqa: E402
+
+from activelabel.service import AuthConfigError, ServiceConfig, create_app  # noqa: E402
+from activelabel.service.testing import serve_in_thread  # noqa: E402
+
+CONFIG = ServiceConfig(max_body_bytes=4096, max_batch_events=5)
+
+
+@pytest.fixture(scope="module")
+def base_url():
+    with serve_in_thread(build_app(config=CONFIG)) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def client(base_url):
+    with httpx.Client(base_url=base_url, timeout=10) as c:
+        yield c
+
+
+def test_single_event_gets_labels_and_policy_version(client):
+    """One JSON event is answered with its labels, the policy version in the body and in a header."""
+    r = client.post("/v1/label", json={"path": "/pay/1", "status": 503, "tenant": "acme"}, headers=auth("label-token"))
+    assert r.status_code == 200
+    body = r.json()
+    assert body["labels"]["priority"] == "critical"
+    assert body["labels"]["tier"] == "gold"
+    assert body["policy_version"].startswith("sha256:")
+    assert r.headers["activelabel-policy-version"] == body["policy_version"]
+
+
+def test_batch_is_answered_in_input_order(client):
+    """A batch {"events": [...]} is answered with one result per event, in input order."""
+    events = [{"path": "/pay/1", "status": 503}, {"path": "/home", "status": 200}, {"path": "/pay/2", "status": 200}]
+    r = client.post("/v1/label", json={"events": events}, headers=auth("label-token"))
+    assert r.status_code == 200
+    priorities = [res["labels"]["priority"] for res in r.json()["results"]]
+    assert priorities == ["critical", "normal", "high"]
+    assert "policy_version" in r.json()
+
+
+def test_explain_adds_label_meta(client):
+    """With ?explain=true each result carries label_meta saying where each label came from."""
+    r = client.post("/v1/label?explain=true", json={"path": "/pay/1", "status": 503}, headers=auth("label-token"))
+    meta = r.json()["label_meta"]
+    assert "priority" in meta["labels"]
+    r = client.post("/v1/label?explain=true", json={"events": [{"path": "/x", "status": 1}]}, headers=auth("label-token"))
+    assert "label_meta" in r.json()["results"][0]
+
+
+def test_batch_item_that_is_not_an_object_is_reported_not_dropped(client):
+    """A batch element that is not an object gets an error entry in its slot; the others are labeled."""
+    r = client.post("/v1/label", json={"events": [{"path": "/pay", "status": 1}, 42]}, headers=auth("label-token"))
+    assert r.status_code == 200
+    first, second = r.json()["results"]
+    assert first["labels"]["priority"] == "high"
+    assert second["error"]["code"] == "not_an_object"
+
+
+def test_secret_label_needs_secret_clearance(client):
+    """A secret label is returned only to a token cleared for secrets; pii goes to any label token."""
+    event = {"path": "/", "status": 200, "email": "ann@example.com", "key_owner": "team-blue"}
+    plain = client.post("/v1/label", json=event, headers=auth("label-token")).json()["labels"]
+    cleared = client.post("/v1/label", json=event, headers=auth("secret-token")).json()["labels"]
+    assert "api_key_owner" not in plain
+    assert plain["customer_email"] == "ann@example.com"
+    assert cleared["api_key_owner"] == "team-blue"
+    explained = client.post("/v1/label?explain=true", json=event, headers=auth("label-token")).json()
+    assert "api_key_owner" not in explained["label_meta"]["labels"]
+
+
+def test_health_and_readiness(client):
+    """/healthz says the process is up and /readyz that a policy is loaded, without a token."""
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["policy_version"].startswith("sha256:")
+
+
+def test_policy_registry(client):
+    """GET /v1/policy lists the labels with type, owner, description and sensitivity."""
+    r = client.get("/v1/policy", headers=auth("label-token"))
+    body = r.json()
+    assert body["name"] == "service-fixture"
+    assert body["labels"]["priority"]["type"] == "enum"
+    assert body["labels"]["priority"]["owner"] == "payments-sre"
+    assert body["labels"]["priority"]["description"] == "Routing priority at the ingress."
+    assert body["labels"]["customer_email"]["sensitivity"] == "pii"
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "code"),
+    [
+        ({}, 401, "unauthenticated"),
+        ({"authorization": "Bearer nope"}, 401, "unauthenticated"),
+        ({"authorization": "Basic abc"}, 401, "unauthenticated"),
+        (auth("feedback-token"), 403, "forbidden"),
+    ],
+)
+def test_label_needs_a_token_with_label_scope(client, headers, status, code):
+    """Labeling without a valid token is 401, with a token lacking the label scope 403, as JSON."""
+    r = client.post("/v1/label", json={"path": "/"}, headers=headers)
+    assert r.status_code == status
+    assert r.json()["error"]["code"] == code
+
+
+def test_reload_needs_admin_scope(client):
+    """POST /v1/policy/reload with a label-only token is refused with 403."""
+    r = client.post("/v1/policy/reload", headers=auth("label-token"))
+    assert r.status_code == 403
+    assert r.json()["error"]["required_scope"] == "admin"
+
+
+@pytest.mark.parametrize(
+    ("content", "headers", "status", "code"),
+    [
+        (b'{"path": ', {"content-type": "application/json"}, 400, "bad_json"),
+        (b"", {"content-type": "application/json"}, 400, "bad_json"),
+        (b"[1, 2]", {"content-type": "application/json"}, 400, "not_an_object"),
+        (b'"text"', {"content-type": "application/json"}, 400, "not_an_object"),
+        (b'{"path": "/"}', {"content-type": "text/plain"}, 415, "unsupported_media_type"),
+        (b'{"path": "/"}', {}, 415, "unsupported_media_type"),
+        (b"x" * 5000, {"content-type": "application/json"}, 413, "body_too_large"),
+        (b"[" * 2000 + b"]" * 2000, {"content-type": "application/json"}, 400, "bad_json"),
+        (b"not gzip", {"content-type": "application/json", "content-encoding": "gzip"}, 400, "bad_encoding"),
+        (b"{}", {"content-type": "application/json", "content-encoding": "br"}, 415, "unsupported_encoding"),
+    ],
+)
+def test_bad_input_gets_a_json_4xx(client, content, headers, status, code):
+    """Malformed JSON, wrong content type or encoding, oversize or too deep bodies get a 4xx JSON error naming the problem."""
+    r = client.post("/v1/label", content=content, headers={**auth("label-token"), **headers})
+    assert r.status_code == status
+    assert r.json()["error"]["code"] == code
+    assert r.json()["error"]["message"]
+
+
+def test_gzip_bomb_hits_the_body_limit(client):
+    """A small gzip body that inflates past the limit is refused with 413, not inflated in full."""
+    bomb = gzip.compress(b'{"pad": "' + b"a" * 100_000 + b'"}')
+    assert len(bomb) < 4096
+    r = client.post(
+        "/v1/label", content=bomb, headers={**auth("label-token"), "content-type": "application/json", "content-encoding": "gzip"}
+    )
+    assert r.status_code == 413
+
+
+def test_gzip_body_is_accepted(client):
+    """A gzip-compressed event within the limit is labeled like a plain one."""
+    body = gzip.compress(orjson.dumps({"path": "/pay/1", "status": 500}))
+    r = client.post(
+        "/v1/label", content=body, headers={**auth("label-token"), "content-type": "application/json", "content-encoding": "gzip"}
+    )
+    assert r.json()["labels"]["priority"] == "critical"
+
+
+def test_batch_over_the_limit_is_refused(client):
+    """A batch with more events than max_batch_events is refused with 413 naming the limit."""
+    r = client.post("/v1/label", json={"events": [{}] * 6}, headers=auth("label-token"))
+    assert r.status_code == 413
+    assert r.json()["error"]["limit_events"] == 5
+
+
+def test_server_keeps_serving_after_bad_input(client):
+    """After a run of bad requests the same server still labels correctly."""
+    for _ in range(5):
+        client.post("/v1/label", content=b"\xff\xfe", headers={**auth("label-token"), "content-type": "application/json"})
+    r = client.post("/v1/label", json={"path": "/pay", "status": 502}, headers=auth("label-token"))
+    assert r.json()["labels"]["priority"] == "critical"
+
+
+def test_service_refuses_to_start_without_auth_choice():
+    """Building the service with neither tokens nor no_auth fails, saying how to fix it."""
+    with pytest.raises(AuthConfigError, match="--no-auth"):
+        create_app(POLICY)
+
+
+def test_no_auth_mode_labels_without_token_but_hides_secrets():
+    """With auth off anyone may label, but secret labels are still withheld."""
+    with serve_in_thread(build_app(no_auth=True)) as url:
+        r = httpx.post(url + "/v1/label", json={"path": "/pay", "status": 1, "key_owner": "x"})
+    assert r.status_code == 200
+    assert r.json()["labels"]["priority"] == "high"
+    assert "api_key_owner" not in r.json()["labels"]
