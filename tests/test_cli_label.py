@@ -12,7 +12,7 @@ import pytest
 
 from conftest import DATA, EXAMPLES, REPO
 
-CLI = [sys.executable, "-m", "activelabel.cli.main"]
+CLI = [sys.executable, "-m", "activelabel"]
 
 POLICY = """
 apiVersion: activelabel/v1

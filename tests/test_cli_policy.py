@@ -7,7 +7,7 @@ import sys
 
 from conftest import EXAMPLES
 
-CLI = [sys.executable, "-m", "activelabel.cli.main"]
+CLI = [sys.executable, "-m", "activelabel"]
 
 GOOD = """
 apiVersion: activelabel/v1

@@ -52,4 +52,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # Run through the canonical module so command modules register on the same `app`.
+    from activelabel.cli.main import main as _main
+
+    _main()
