@@ -1,0 +1,221 @@
+"""Render a quality report: rich tables for the terminal, one self-contained HTML page
+(plots embedded as PNG data URIs, no network) for people, JSON for machines."""
+
+from __future__ import annotations
+
+import base64
+import io
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def _f(x: Any, digits: int = 3) -> str:
+    return "–" if x is None else f"{x:.{digits}f}" if isinstance(x, float) else str(x)
+
+
+def print_report(report: dict[str, Any], console: Console) -> None:
+    """Terminal tables: per label quality, per value F1, per source LF summary, drift."""
+    console.print(f"[bold]Quality report[/] · {report['records']} records · {report['ground_truth']} ground-truth items"
+                  f" · {report['source']}")
+    overview = Table(title="Labels", show_lines=False)
+    for col in ("label", "coverage", "judged", "accuracy", "macro-F1", "conflict rate", "drift"):
+        overview.add_column(col, justify="right" if col != "label" else "left")
+    for name, lab in report["labels"].items():
+        q, d = lab["quality"], report["drift"]["labels"][name]
+        overview.add_row(name, _f(lab["coverage"]), str(lab["judged"]), _f(q["accuracy"]), _f(q["macro_f1"]),
+                         _f(lab["conflict_rate"], 4), "[red]drift[/]" if d["drifted"] else "ok")
+    console.print(overview)
+    for name, lab in report["labels"].items():
+        q = lab["quality"]
+        if q["per_value"]:
+            t = Table(title=f"{name}: per value")
+            for col in ("value", "precision", "recall", "F1", "support"):
+                t.add_column(col, justify="right" if col != "value" else "left")
+            for v, m in q["per_value"].items():
+                t.add_row(v, _f(m["precision"]), _f(m["recall"]), _f(m["f1"]), str(m["support"]))
+            console.print(t)
+            cm = Table(title=f"{name}: confusion (rows true, columns predicted)")
+            cm.add_column("true \\ pred")
+            for v in q["confusion"]["values"]:
+                cm.add_column(v, justify="right")
+            for v, row in zip(q["confusion"]["values"], q["confusion"]["matrix"], strict=True):
+                cm.add_row(v, *[str(x) if x else "·" for x in row])
+            console.print(cm)
+        if lab["sources"]:
+            s = Table(title=f"{name}: sources (LF summary)")
+            for col in ("source", "polarity", "coverage", "overlaps", "conflicts", "correct", "incorrect", "emp. acc."):
+                s.add_column(col, justify="left" if col in ("source", "polarity") else "right")
+            for src, m in lab["sources"].items():
+                s.add_row(src, ", ".join(m["polarity"]), _f(m["coverage"]), _f(m["overlaps"]), _f(m["conflicts"]),
+                          str(m["correct"]), str(m["incorrect"]), _f(m["empirical_accuracy"]))
+            console.print(s)
+    checks = [*report["drift"]["labels"].values(), *report["drift"]["features"].values()]
+    if checks:
+        t = Table(title=f"Drift: reference ({report['windows']['reference']}) vs current ({report['windows']['current']})")
+        for col in ("column", "PSI", "JS distance", "flag"):
+            t.add_column(col, justify="left" if col == "column" else "right")
+        for c in checks:
+            t.add_row(c["name"], _f(c["psi"]), _f(c["js_distance"]), "[red]drift[/]" if c["drifted"] else "ok")
+        console.print(t)
+
+
+# -- HTML ------------------------------------------------------------------------------------------
+
+def _png(fig: Any) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=96, bbox_inches="tight")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _confusion_plot(name: str, confusion: dict[str, Any]) -> str | None:
+    import matplotlib.pyplot as plt
+
+    values, matrix = confusion["values"], confusion["matrix"]
+    if not values:
+        return None
+    size = max(3.5, 0.55 * len(values) + 1.5)
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    im = ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(len(values)), values, rotation=45, ha="right")
+    ax.set_yticks(range(len(values)), values)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"{name}: confusion matrix")
+    top = max((max(r) for r in matrix), default=0)
+    for i, row in enumerate(matrix):
+        for j, v in enumerate(row):
+            if v:
+                ax.text(j, i, str(v), ha="center", va="center", color="white" if v > top / 2 else "black", fontsize=8)
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    return _png(fig)
+
+
+def _sources_plot(name: str, sources: dict[str, Any]) -> str | None:
+    import matplotlib.pyplot as plt
+
+    if not sources:
+        return None
+    names = list(sources)
+    cov = [sources[s]["coverage"] for s in names]
+    acc = [sources[s]["empirical_accuracy"] or 0.0 for s in names]
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(names) + 1.5))
+    y = range(len(names))
+    ax.barh([i + 0.2 for i in y], cov, height=0.4, label="coverage", color="#4c78a8")
+    ax.barh([i - 0.2 for i in y], acc, height=0.4, label="empirical accuracy", color="#f58518")
+    ax.set_yticks(list(y), names)
+    ax.set_xlim(0, 1)
+    ax.invert_yaxis()
+    ax.legend(loc="lower right")
+    ax.set_title(f"{name}: per-source coverage and accuracy")
+    return _png(fig)
+
+
+def _timeline_plot(name: str, timeline: dict[str, Any], drift: dict[str, Any]) -> str | None:
+    import matplotlib.pyplot as plt
+
+    if not timeline["buckets"] or not timeline["values"]:
+        return None
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 3.8), gridspec_kw={"width_ratios": [2, 1]})
+    xs = list(range(len(timeline["buckets"])))
+    cols = list(zip(*timeline["shares"], strict=True))
+    ax.stackplot(xs, *cols, labels=timeline["values"])
+    ax.set_xticks(xs, timeline["buckets"], rotation=30, ha="right", fontsize=7)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("share")
+    ax.set_title(f"{name}: label distribution over time")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    if drift.get("bins"):
+        idx = range(len(drift["bins"]))
+        ax2.bar([i - 0.2 for i in idx], drift["reference_shares"], width=0.4, label="reference")
+        ax2.bar([i + 0.2 for i in idx], drift["current_shares"], width=0.4, label="current")
+        ax2.set_xticks(list(idx), drift["bins"], rotation=45, ha="right", fontsize=7)
+        ax2.set_yscale("log")
+        ax2.legend(fontsize=7)
+        ax2.set_title(f"PSI {drift['psi']:.3f} · JS {drift['js_distance']:.3f}" + (" · DRIFT" if drift["drifted"] else ""))
+    fig.tight_layout()
+    return _png(fig)
+
+
+def _drift_plot(report: dict[str, Any]) -> str | None:
+    import matplotlib.pyplot as plt
+
+    checks = [c for c in [*report["drift"]["labels"].values(), *report["drift"]["features"].values()]
+              if c["psi"] is not None]
+    if not checks:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(checks) + 1.5))
+    y = range(len(checks))
+    ax.barh([i + 0.2 for i in y], [c["psi"] for c in checks], height=0.4, label="PSI", color="#54a24b")
+    ax.barh([i - 0.2 for i in y], [c["js_distance"] for c in checks], height=0.4, label="JS distance", color="#e45756")
+    ax.axvline(checks[0]["psi_threshold"], color="black", linestyle="--", linewidth=1, label="threshold 0.1")
+    ax.set_yticks(list(y), [c["name"] for c in checks])
+    ax.invert_yaxis()
+    ax.legend(loc="lower right")
+    ax.set_title("Drift: reference vs current window")
+    return _png(fig)
+
+
+_TEMPLATE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>activelabel quality report</title>
+<style>
+body{font-family:system-ui,sans-serif;margin:2rem;color:#222;max-width:1200px}
+table{border-collapse:collapse;margin:.6rem 0 1.4rem}
+th,td{border:1px solid #ccc;padding:.25rem .6rem;text-align:right;font-size:.9rem}
+th:first-child,td:first-child{text-align:left}
+th{background:#f3f3f3}.bad{color:#b00;font-weight:bold}.ok{color:#080}
+img{max-width:100%;display:block;margin:.5rem 0 1rem}
+h2{border-bottom:2px solid #4c78a8;padding-bottom:.2rem;margin-top:2.2rem}
+</style></head><body>
+<h1>activelabel quality report</h1>
+<p>{{ r.records }} records · {{ r.ground_truth }} ground-truth items · source {{ r.source }} · generated {{ r.generated }}</p>
+<table><tr><th>label</th><th>coverage</th><th>judged</th><th>accuracy</th><th>macro-F1</th><th>conflict rate</th><th>drift</th></tr>
+{% for name, lab in r.labels.items() %}{% set d = r.drift.labels[name] %}
+<tr><td>{{ name }}</td><td>{{ f(lab.coverage) }}</td><td>{{ lab.judged }}</td><td>{{ f(lab.quality.accuracy) }}</td>
+<td>{{ f(lab.quality.macro_f1) }}</td><td>{{ f(lab.conflict_rate, 4) }}</td>
+<td class="{{ 'bad' if d.drifted else 'ok' }}">{{ 'drift' if d.drifted else 'ok' }}</td></tr>{% endfor %}
+</table>
+{% if plots.drift %}<img alt="drift" src="{{ plots.drift }}">{% endif %}
+{% for name, lab in r.labels.items() %}
+<h2>{{ name }}</h2>
+{% if lab.quality.per_value %}
+<table><tr><th>value</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>
+{% for v, m in lab.quality.per_value.items() %}<tr><td>{{ v }}</td><td>{{ f(m.precision) }}</td><td>{{ f(m.recall) }}</td>
+<td>{{ f(m.f1) }}</td><td>{{ m.support }}</td></tr>{% endfor %}</table>{% endif %}
+{% if plots.confusion[name] %}<img alt="{{ name }} confusion matrix" src="{{ plots.confusion[name] }}">{% endif %}
+{% if lab.sources %}
+<table><tr><th>source</th><th>polarity</th><th>coverage</th><th>overlaps</th><th>conflicts</th><th>correct</th><th>incorrect</th><th>emp. accuracy</th></tr>
+{% for s, m in lab.sources.items() %}<tr><td>{{ s }}</td><td>{{ m.polarity|join(', ') }}</td><td>{{ f(m.coverage) }}</td>
+<td>{{ f(m.overlaps) }}</td><td>{{ f(m.conflicts) }}</td><td>{{ m.correct }}</td><td>{{ m.incorrect }}</td>
+<td>{{ f(m.empirical_accuracy) }}</td></tr>{% endfor %}</table>{% endif %}
+{% if plots.sources[name] %}<img alt="{{ name }} sources" src="{{ plots.sources[name] }}">{% endif %}
+{% if plots.timeline[name] %}<img alt="{{ name }} over time" src="{{ plots.timeline[name] }}">{% endif %}
+{% endfor %}
+{% if r.drift.features %}<h2>Feature drift</h2>
+<table><tr><th>column</th><th>PSI</th><th>JS distance</th><th>flag</th></tr>
+{% for name, d in r.drift.features.items() %}<tr><td>{{ name }}</td><td>{{ f(d.psi) }}</td><td>{{ f(d.js_distance) }}</td>
+<td class="{{ 'bad' if d.drifted else 'ok' }}">{{ 'drift' if d.drifted else 'ok' }}</td></tr>{% endfor %}</table>{% endif %}
+</body></html>
+"""
+
+
+def render_html(report: dict[str, Any]) -> str:
+    """One HTML page with every plot embedded; opens offline."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import jinja2
+
+    plots = {
+        "drift": _drift_plot(report),
+        "confusion": {n: _confusion_plot(n, lab["quality"]["confusion"]) for n, lab in report["labels"].items()},
+        "sources": {n: _sources_plot(n, lab["sources"]) for n, lab in report["labels"].items()},
+        "timeline": {n: _timeline_plot(n, lab["timeline"], report["drift"]["labels"][n])
+                     for n, lab in report["labels"].items()},
+    }
+    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+    return env.from_string(_TEMPLATE).render(r=report, plots=plots, f=_f)

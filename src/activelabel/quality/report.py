@@ -1,0 +1,155 @@
+"""The quality report as data: per label accuracy, F1, confusion and coverage; per
+source the LF summary; conflict rate; drift between a reference and a current
+window. ``render.py`` turns it into terminal tables and a self-contained HTML page.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from activelabel.errors import FeedbackError, StoreError
+from activelabel.quality.drift import drift_check
+from activelabel.quality.metrics import (
+    classification_summary,
+    conflict_rate,
+    source_summary,
+    value_distribution,
+    votes_from_explain,
+)
+from activelabel.quality.store import DecisionStore, StoredDecision, record_id_for
+
+TIMELINE_BUCKETS = 10
+
+
+def field_value(event: Mapping[str, Any], path: str) -> Any:
+    """``a.b.c`` inside an event (a leading ``event.`` is allowed); None when absent."""
+    value: Any = event
+    parts = path.split(".")
+    if parts and parts[0] == "event":
+        parts = parts[1:]
+    for part in parts:
+        if not isinstance(value, Mapping) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def _split(decisions: Sequence[StoredDecision], reference_fraction: float) -> tuple[list[StoredDecision], list[StoredDecision]]:
+    cut = int(round(len(decisions) * reference_fraction))
+    return list(decisions[:cut]), list(decisions[cut:])
+
+
+def _timeline(decisions: Sequence[StoredDecision], label: str, buckets: int) -> dict[str, Any]:
+    """Label value shares per slice of the decisions (in time order): for the drift-over-time plot."""
+    if not decisions:
+        return {"buckets": [], "values": [], "shares": []}
+    size = max(1, -(-len(decisions) // buckets))
+    chunks = [decisions[i:i + size] for i in range(0, len(decisions), size)]
+    values = sorted({str(d.labels.get(label)) for d in decisions if d.labels.get(label) is not None})
+    shares = []
+    for chunk in chunks:
+        dist = value_distribution(d.labels.get(label) for d in chunk)
+        shares.append([dist.get(v, 0) / len(chunk) for v in values])
+    # Files carry no time: their "time" is the line number.
+    starts = [datetime.fromtimestamp(c[0].ts, UTC).strftime("%Y-%m-%d %H:%M:%S") if c[0].ts > 1e8
+              else f"line {int(c[0].ts)}" for c in chunks]
+    return {"buckets": starts, "values": values, "shares": shares}
+
+
+def build_report(
+    decisions: Sequence[StoredDecision],
+    truth: Mapping[tuple[str, str], Any],
+    *,
+    rule_values: Mapping[str, Any] | None = None,
+    labels: Sequence[str] | None = None,
+    drift_fields: Sequence[str] = (),
+    reference_fraction: float = 0.5,
+    source: str = "",
+) -> dict[str, Any]:
+    """The whole report as JSON-ready data. ``decisions`` must be in time order."""
+    rule_values = rule_values or {}
+    names = list(labels) if labels else sorted({k for d in decisions for k in d.labels} | {k for _, k in truth})
+    reference, current = _split(decisions, reference_fraction)
+    report: dict[str, Any] = {
+        "generated": datetime.now(UTC).isoformat(),
+        "source": source,
+        "records": len(decisions),
+        "ground_truth": len(truth),
+        "policy_versions": value_distribution(d.policy_version for d in decisions),
+        "windows": {"reference": len(reference), "current": len(current), "reference_fraction": reference_fraction},
+        "labels": {},
+        "drift": {"labels": {}, "features": {}},
+    }
+    for label in names:
+        votes_per_record = [votes_from_explain((d.explain.get("labels") or {}).get(label) or
+                                               {"value": d.labels.get(label), "source": d.sources.get(label)},
+                                               rule_values) if label in d.labels else []
+                            for d in decisions]
+        truths = [truth.get((d.record_id, label)) for d in decisions]
+        judged = [(t, d.labels.get(label)) for d, t in zip(decisions, truths, strict=True) if t is not None]
+        quality = classification_summary([t for t, _ in judged], [p for _, p in judged])
+        set_count = sum(1 for d in decisions if label in d.labels)
+        non_default = sum(1 for d in decisions if label in d.labels and d.sources.get(label) != "default")
+        rate, _ = conflict_rate(votes_per_record)
+        report["labels"][label] = {
+            "coverage": set_count / len(decisions) if decisions else 0.0,
+            "coverage_non_default": non_default / len(decisions) if decisions else 0.0,
+            "judged": len(judged),
+            "quality": quality,
+            "conflict_rate": rate,
+            "distribution": value_distribution(d.labels.get(label) for d in decisions),
+            "sources": source_summary(zip(votes_per_record, truths, strict=True), len(decisions)),
+            "timeline": _timeline(decisions, label, TIMELINE_BUCKETS),
+        }
+        report["drift"]["labels"][label] = drift_check(
+            label, [d.labels.get(label) for d in reference], [d.labels.get(label) for d in current])
+    for path in drift_fields:
+        report["drift"]["features"][path] = drift_check(
+            path, [field_value(d.event, path) for d in reference], [field_value(d.event, path) for d in current])
+    return report
+
+
+def report_from_store(store: DecisionStore, **kwargs: Any) -> dict[str, Any]:
+    """The report over everything a store holds."""
+    registry = store.registry()
+    return build_report(list(store.decisions()), store.truth_map(),
+                        rule_values=registry.rule_values if registry else {}, source=str(store.path), **kwargs)
+
+
+def _read_jsonl(path: Path) -> Iterable[tuple[int, Any]]:
+    with path.open("rb") as fh:
+        for n, line in enumerate(fh, 1):
+            if line.strip():
+                try:
+                    yield n, orjson.loads(line)
+                except orjson.JSONDecodeError as exc:
+                    raise StoreError(f"{path}:{n}: not valid JSON: {exc}") from exc
+
+
+def report_from_files(labeled: str | Path, truth: str | Path, *, id_field: str | None = None,
+                      labels_field: str = "labels", meta_field: str = "label_meta", **kwargs: Any) -> dict[str, Any]:
+    """The report over a labeled JSONL (``activelabel label`` output) and a truth JSONL of {id, label, value}."""
+    decisions = []
+    for n, obj in _read_jsonl(Path(labeled)):
+        if not isinstance(obj, dict) or not isinstance(obj.get(labels_field), dict):
+            raise StoreError(f"{labeled}:{n}: no {labels_field!r} object; label the file first (activelabel label)")
+        meta = obj.get(meta_field) or {}
+        event = {k: v for k, v in obj.items() if k not in (labels_field, meta_field)}
+        meta_labels = meta.get("labels", {}) if isinstance(meta, dict) else {}
+        decisions.append(StoredDecision(
+            record_id=record_id_for(event, id_field), ts=float(n), policy_version=meta.get("policy_version"),
+            labels=obj[labels_field],
+            confidences={k: v.get("confidence") for k, v in meta_labels.items()},
+            sources={k: v.get("source") for k, v in meta_labels.items()},
+            explain=meta if isinstance(meta, dict) else {}, event=event))
+    truth_map: dict[tuple[str, str], Any] = {}
+    for n, obj in _read_jsonl(Path(truth)):
+        if not isinstance(obj, dict) or not {"id", "label", "value"} <= obj.keys():
+            raise FeedbackError(f"{truth}:{n}: expected an object with id, label and value")
+        truth_map[(str(obj["id"]), str(obj["label"]))] = obj["value"]
+    return build_report(decisions, truth_map, source=f"{labeled} + {truth}", **kwargs)

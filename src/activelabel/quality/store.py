@@ -1,0 +1,282 @@
+"""The decision and ground-truth store: one SQLite file.
+
+It holds sampled decisions (id, time, policy version, labels, confidences, sources,
+explanation, and the event fields rules and models read) and ground truth (id,
+label, true value, who, when, how). Feedback that cannot be accepted is kept with
+its reason, so nothing is silently lost and refusals can be counted.
+
+    store = DecisionStore("decisions.db", policy=labeler.policy)
+    store.record(record_id_for(event, "id"), event, decision)
+    store.add_ground_truth(rid, "priority", "high", who="ana", how="cli")
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from activelabel.errors import FeedbackError, StoreError
+from activelabel.quality._registry import LabelRegistry, registry_from_policy
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS decisions (
+    record_id      TEXT PRIMARY KEY,
+    ts             REAL NOT NULL,
+    policy_version TEXT,
+    labels         TEXT NOT NULL,
+    confidences    TEXT NOT NULL,
+    sources        TEXT NOT NULL,
+    explain        TEXT,
+    event          TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS decisions_ts ON decisions (ts);
+CREATE TABLE IF NOT EXISTS ground_truth (
+    record_id TEXT NOT NULL,
+    label     TEXT NOT NULL,
+    value     TEXT NOT NULL,
+    who       TEXT,
+    ts        REAL NOT NULL,
+    how       TEXT,
+    PRIMARY KEY (record_id, label)
+);
+CREATE TABLE IF NOT EXISTS feedback_rejections (
+    id        INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts        REAL NOT NULL,
+    record_id TEXT,
+    label     TEXT,
+    value     TEXT,
+    reason    TEXT NOT NULL,
+    how       TEXT
+);
+CREATE TABLE IF NOT EXISTS known_labels (label TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS, default=str).decode()
+
+
+def record_id_for(event: Mapping[str, Any], id_field: str | None = None) -> str:
+    """A stable id: the event's ``id_field`` (dot path allowed) when given, else a content hash.
+
+    The hash is over the canonical JSON of the event (sorted keys), so the same
+    event always gets the same id, in any process.
+    """
+    if id_field:
+        value: Any = event
+        for part in id_field.split("."):
+            if not isinstance(value, Mapping) or part not in value:
+                raise StoreError(f"event has no id field {id_field!r}; pick another --id-field or omit it to hash content")
+            value = value[part]
+        return str(value)
+    canonical = orjson.dumps(event, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS, default=str)
+    return "sha256:" + hashlib.sha256(canonical).hexdigest()[:24]
+
+
+@dataclass(frozen=True)
+class StoredDecision:
+    """One recorded decision, as read back."""
+
+    record_id: str
+    ts: float
+    policy_version: str | None
+    labels: dict[str, Any]
+    confidences: dict[str, float]
+    sources: dict[str, str]
+    explain: dict[str, Any]
+    event: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class GroundTruth:
+    """One true value for one label of one record."""
+
+    record_id: str
+    label: str
+    value: Any
+    who: str | None
+    ts: float
+    how: str | None
+
+
+def _decision_parts(decision: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], str | None, dict[str, Any]]:
+    if isinstance(decision, Mapping):  # a decision already serialised (service, JSONL with label_meta)
+        return (dict(decision.get("labels") or {}), dict(decision.get("confidences") or {}),
+                dict(decision.get("sources") or {}), decision.get("policy_version"),
+                dict(decision.get("explain") or {}))
+    explain = decision.explain() if callable(getattr(decision, "explain", None)) else {}
+    return (dict(decision.labels), dict(getattr(decision, "confidences", {}) or {}),
+            dict(getattr(decision, "sources", {}) or {}), getattr(decision, "policy_version", None),
+            dict(explain or {}))
+
+
+class DecisionStore:
+    """Decisions and ground truth in one SQLite file (created on first use)."""
+
+    def __init__(self, path: str | Path, *, policy: Any = None, clock: Any = None) -> None:
+        self.path = Path(path)
+        self._clock = clock or (lambda: datetime.now(UTC).timestamp())
+        self._lock = threading.RLock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open store {self.path}: {exc}") from exc
+        if policy is not None:
+            self.register_policy(policy)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> DecisionStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _exec(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Cursor:
+        try:
+            with self._lock:
+                return self._db.execute(sql, tuple(params))
+        except sqlite3.Error as exc:
+            raise StoreError(f"store {self.path}: {exc}") from exc
+
+    # -- the label registry (for validating feedback) -------------------------------------------
+
+    def register_policy(self, policy: Any) -> None:
+        """Remember the policy's labels (types, enums) and constant rule values, for feedback and reports."""
+        registry = registry_from_policy(policy)
+        self._exec("INSERT OR REPLACE INTO meta (key, value) VALUES ('registry', ?)", (_dumps(registry.to_json()),))
+        self._exec("INSERT OR REPLACE INTO meta (key, value) VALUES ('policy_version', ?)",
+                   (str(getattr(policy, "version", "") or ""),))
+
+    def registry(self) -> LabelRegistry | None:
+        row = self._exec("SELECT value FROM meta WHERE key = 'registry'").fetchone()
+        return LabelRegistry.from_json(orjson.loads(row[0])) if row else None
+
+    # -- decisions ------------------------------------------------------------------------------
+
+    def record(self, record_id: str, event: Mapping[str, Any], decision: Any, *, ts: float | None = None) -> None:
+        """Store (or replace) the decision for one record."""
+        self.record_many([(record_id, event, decision)], ts=ts)
+
+    def record_many(self, items: Iterable[tuple[str, Mapping[str, Any], Any]], *, ts: float | None = None) -> int:
+        """Store many decisions in one transaction; returns how many."""
+        now = self._clock() if ts is None else ts
+        rows, labels = [], set()
+        for record_id, event, decision in items:
+            lab, conf, src, version, explain = _decision_parts(decision)
+            labels.update(lab)
+            rows.append((record_id, now, version, _dumps(lab), _dumps(conf), _dumps(src), _dumps(explain), _dumps(event)))
+        try:
+            with self._lock:
+                self._db.execute("BEGIN")
+                self._db.executemany("INSERT OR REPLACE INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                self._db.executemany("INSERT OR IGNORE INTO known_labels VALUES (?)", [(x,) for x in labels])
+                self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with self._lock:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+            raise StoreError(f"store {self.path}: cannot record decisions: {exc}") from exc
+        return len(rows)
+
+    def decisions(self, *, since: float | None = None, until: float | None = None) -> Iterator[StoredDecision]:
+        """Recorded decisions in time order, optionally within [since, until)."""
+        sql, params = "SELECT * FROM decisions", []
+        where = []
+        if since is not None:
+            where.append("ts >= ?")
+            params.append(since)
+        if until is not None:
+            where.append("ts < ?")
+            params.append(until)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        for row in self._exec(sql + " ORDER BY ts, rowid", params).fetchall():
+            yield StoredDecision(row[0], row[1], row[2], orjson.loads(row[3]), orjson.loads(row[4]),
+                                 orjson.loads(row[5]), orjson.loads(row[6] or "{}"), orjson.loads(row[7]))
+
+    def decision(self, record_id: str) -> StoredDecision | None:
+        row = self._exec("SELECT * FROM decisions WHERE record_id = ?", (record_id,)).fetchone()
+        if row is None:
+            return None
+        return StoredDecision(row[0], row[1], row[2], orjson.loads(row[3]), orjson.loads(row[4]),
+                              orjson.loads(row[5]), orjson.loads(row[6] or "{}"), orjson.loads(row[7]))
+
+    def count_decisions(self) -> int:
+        return int(self._exec("SELECT COUNT(*) FROM decisions").fetchone()[0])
+
+    def has_record(self, record_id: str) -> bool:
+        return self._exec("SELECT 1 FROM decisions WHERE record_id = ?", (record_id,)).fetchone() is not None
+
+    def known_labels(self) -> set[str]:
+        seen = {r[0] for r in self._exec("SELECT label FROM known_labels").fetchall()}
+        registry = self.registry()
+        return seen | (set(registry.labels) if registry else set())
+
+    # -- ground truth ---------------------------------------------------------------------------
+
+    def add_ground_truth(self, record_id: str, label: str, value: Any, *, who: str | None = None,
+                         how: str | None = "api", ts: float | None = None) -> GroundTruth:
+        """Accept one true value, or raise FeedbackError with the reason (and keep the refusal)."""
+        now = self._clock() if ts is None else ts
+        try:
+            value = self.validate_feedback(record_id, label, value)
+        except FeedbackError as exc:
+            self.record_rejection(str(exc), record_id=record_id, label=label, value=value, how=how, ts=now)
+            raise
+        self._exec("INSERT OR REPLACE INTO ground_truth VALUES (?, ?, ?, ?, ?, ?)",
+                   (record_id, label, _dumps(value), who, now, how))
+        return GroundTruth(record_id, label, value, who, now, how)
+
+    def record_rejection(self, reason: str, *, record_id: str | None = None, label: str | None = None,
+                         value: Any = None, how: str | None = None, ts: float | None = None) -> None:
+        """Keep a refused feedback item with its reason, so refusals are counted, not lost."""
+        self._exec("INSERT INTO feedback_rejections (ts, record_id, label, value, reason, how) VALUES (?, ?, ?, ?, ?, ?)",
+                   (self._clock() if ts is None else ts, record_id, label, _dumps(value), reason, how))
+
+    def validate_feedback(self, record_id: str, label: str, value: Any) -> Any:
+        """The value as it will be stored, or FeedbackError saying why it is refused."""
+        if not self.has_record(record_id):
+            raise FeedbackError(f"unknown id {record_id!r}: no recorded decision has it")
+        registry = self.registry()
+        if registry is not None:
+            return registry.check(label, value)
+        if label not in self.known_labels():
+            raise FeedbackError(f"unknown label {label!r}; known: {', '.join(sorted(self.known_labels())) or 'none'}")
+        return value
+
+    def ground_truth(self, label: str | None = None) -> list[GroundTruth]:
+        sql = "SELECT * FROM ground_truth" + (" WHERE label = ?" if label else "") + " ORDER BY ts, rowid"
+        rows = self._exec(sql, (label,) if label else ()).fetchall()
+        return [GroundTruth(r[0], r[1], orjson.loads(r[2]), r[3], r[4], r[5]) for r in rows]
+
+    def truth_map(self, label: str | None = None) -> dict[tuple[str, str], Any]:
+        """{(record_id, label): true value}."""
+        return {(g.record_id, g.label): g.value for g in self.ground_truth(label)}
+
+    def rejections(self) -> list[dict[str, Any]]:
+        rows = self._exec("SELECT ts, record_id, label, value, reason, how FROM feedback_rejections ORDER BY id").fetchall()
+        return [{"ts": r[0], "record_id": r[1], "label": r[2], "value": orjson.loads(r[3]) if r[3] else None,
+                 "reason": r[4], "how": r[5]} for r in rows]
+
+    def counts(self) -> dict[str, int]:
+        """How many decisions, ground-truth items and refused feedback items the store holds."""
+        q = lambda t: int(self._exec(f"SELECT COUNT(*) FROM {t}").fetchone()[0])  # noqa: E731
+        return {"decisions": q("decisions"), "ground_truth": q("ground_truth"), "rejected_feedback": q("feedback_rejections")}
