@@ -1,0 +1,79 @@
+"""``activelabel serve``: the labeler as an HTTP service (sidecar, ext_authz, OTLP stage, admission webhook)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.markup import escape
+
+from activelabel.cli._common import err, fail, print_policy_error
+from activelabel.cli.main import app
+from activelabel.errors import PolicyError
+
+
+@app.command()
+def serve(
+    policy: Annotated[Path, typer.Option("--policy", "-p", help="Policy YAML file to serve.")] = Path("policy.yaml"),
+    host: Annotated[Optional[str], typer.Option("--host", help="Address to listen on (default 127.0.0.1, or the config's).")] = None,
+    port: Annotated[Optional[int], typer.Option("--port", help="Port to listen on (default 8080, or the config's).")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Service config YAML (limits, ext_authz, OTLP, admission); see docs/service.md.")] = None,
+    tokens: Annotated[Optional[Path], typer.Option("--tokens", help="Token table YAML: token -> {scopes, clearances}. Default: $ACTIVELABEL_TOKENS.")] = None,
+    no_auth: Annotated[bool, typer.Option("--no-auth", help="Accept unauthenticated calls (local use only).")] = False,
+    watch: Annotated[bool, typer.Option("--watch", help="Reload the policy when its file changes.")] = False,
+    tls_cert: Annotated[Optional[Path], typer.Option("--tls-cert", help="PEM certificate: serve HTTPS (needed for admission webhooks).")] = None,
+    tls_key: Annotated[Optional[Path], typer.Option("--tls-key", help="PEM private key for --tls-cert.")] = None,
+    log_level: Annotated[str, typer.Option("--log-level", help="debug | info | warning | error.")] = "info",
+) -> None:
+    """Serve POST /v1/label, /metrics, ext_authz, OTLP /v1/traces and /v1/logs, and /v1/admission.
+
+    The policy reloads on POST /v1/policy/reload (admin token), on SIGHUP, and with --watch on file change; a policy that fails validation or its own tests is refused and the running one keeps serving.
+    """
+    import uvicorn
+
+    from activelabel.service import AuthConfigError, ServiceConfigError, create_app, load_service_config, load_token_table
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not policy.exists():
+        fail(f"policy file {policy} does not exist (pass --policy PATH to a policy YAML)")
+    if (tls_cert is None) != (tls_key is None):
+        fail("--tls-cert and --tls-key go together: pass both to serve HTTPS, or neither")
+    try:
+        settings = load_service_config(config)
+        overrides = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
+        if watch:
+            overrides["watch_policy"] = True
+        settings = settings.model_copy(update=overrides)
+        token_table = None if no_auth else load_token_table(tokens, env_var=settings.tokens_env)
+    except (ServiceConfigError, AuthConfigError) as exc:
+        fail(escape(str(exc)), code=2)
+    if token_table is None and not no_auth:
+        fail(
+            "no tokens configured, so the service would accept anyone. Pass --tokens FILE "
+            + escape("(YAML: token -> {scopes: [label, feedback, admin], clearances: [secret]}), ")
+            + f"set ${settings.tokens_env}, "
+            "or pass --no-auth for local use.",
+            code=2,
+        )
+    if no_auth:
+        err.print(
+            "[bold yellow on red] WARNING [/] [bold]authentication is OFF (--no-auth)[/]: anyone who can reach "
+            f"{settings.host}:{settings.port} may label and reload the policy. Use only on a trusted local machine.",
+            highlight=False,
+        )
+    try:
+        service = create_app(policy, config=settings, tokens=token_table, no_auth=no_auth, handle_sighup=True)
+    except PolicyError as exc:
+        print_policy_error(exc)
+        raise typer.Exit(1) from exc
+    ssl = {"ssl_certfile": str(tls_cert), "ssl_keyfile": str(tls_key)} if tls_cert and tls_key else {}
+    uvicorn.run(
+        service,
+        host=settings.host,
+        port=settings.port,
+        log_level=log_level.lower(),
+        access_log=log_level.lower() == "debug",
+        **ssl,
+    )
