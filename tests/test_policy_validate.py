@@ -386,3 +386,30 @@ def test_fixture_copy_reports_the_copied_path(tmp_path: Path) -> None:
     """Issues name the path the policy was loaded from."""
     shutil.copy(FIXTURES / "bad" / "many-errors.yaml", tmp_path / "x.yaml")
     assert {i.file for i in issues(tmp_path / "x.yaml")} == {str(tmp_path / "x.yaml")}
+
+
+def test_unknown_cel_function_is_refused_with_a_suggestion(tmp_path: Path) -> None:
+    """A misspelt CEL method is caught at load time, at its position, with "did you mean"."""
+    path = rules_policy(tmp_path, """\
+        - id: m
+          label: tier
+          value: gold
+          when: event.path.startswith("/pay")
+        """)  # fmt: skip
+    issue = only_issue(path)
+    assert (issue.line, issue.column, issue.rule_id) == (16, 20, "m")
+    assert "no such method 'startswith'" in issue.message
+    assert issue.suggestion == "did you mean `startsWith`?"
+
+
+def test_invalid_regular_expression_is_refused(tmp_path: Path) -> None:
+    """A constant `matches` pattern that is not valid RE2 is reported at the pattern."""
+    path = rules_policy(tmp_path, """\
+        - id: rx
+          label: tier
+          value: gold
+          when: event.ua.matches("(bot")
+        """)  # fmt: skip
+    issue = only_issue(path)
+    assert (issue.line, issue.column, issue.rule_id) == (16, 26, "rx")
+    assert issue.message.startswith("invalid regular expression in `when`")

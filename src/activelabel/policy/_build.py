@@ -64,6 +64,8 @@ class Pending:
     locs: dict[str, Loc] = field(default_factory=dict)
     # (field, path, where the path starts, where its second part starts) per CEL reference
     refs: list[tuple[str, tuple[str, ...], Loc, Loc]] = field(default_factory=list)
+    # (field, expression, its YAML scalar) per parsed expression, for the compile check after merging
+    exprs: list[tuple[str, Expr, YScalar]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -82,6 +84,8 @@ class FileDoc:
     enrichers: list[Pending] = field(default_factory=list)
     models: list[Pending] = field(default_factory=list)
     tests: list[Pending] = field(default_factory=list)
+    # names of every enricher entry, even incomplete ones, so rules using them are not also reported
+    enricher_names: list[str] = field(default_factory=list)
 
 
 class FileBuilder:
@@ -205,7 +209,37 @@ class FileBuilder:
             # `labels.priorty` is best reported at `priorty`, when written plainly.
             member = Loc(self.file, *self._field_position(node, text, ref, line, col)) if len(ref.path) > 1 else root
             pending.refs.append((key, ref.path, root, member))
-        return Expr(text, ast, start)
+        expr = Expr(text, ast, start)
+        self._check_regexes(node, text, ast, key, rule_id)
+        pending.exprs.append((key, expr, node))
+        return expr
+
+    def _check_regexes(self, node: YScalar, text: str, ast: Any, key: str, rule_id: str | None) -> None:
+        """Constant patterns of `matches` must be valid RE2 (linear-time, so no hostile backtracking)."""
+        import re2
+
+        if ast is None:
+            return
+        stack = [ast.root]
+        while stack:
+            n = stack.pop()
+            stack.extend(n.children())
+            if getattr(n, "function", None) != "matches" or not getattr(n, "args", None):
+                continue
+            pattern = n.args[-1]
+            if type(pattern).__name__ != "Literal" or not isinstance(pattern.value, str):
+                continue
+            options = re2.Options()
+            options.log_errors = False  # we report it; keep RE2's own logging off stderr
+            try:
+                re2.compile(pattern.value, options)
+            except re2.error as exc:
+                reason = exc.args[0] if exc.args else exc
+                if isinstance(reason, bytes):
+                    reason = reason.decode("utf-8", "replace")
+                line, col = ast.location(pattern)
+                loc = Loc(self.file, *expr_position(node, self.lines, line, col, text))
+                self.rep.add(f"invalid regular expression in `{key}`: {reason}", loc, rule_id=rule_id)
 
     def _field_position(self, node: YScalar, text: str, ref: _cel.Ref, line: int, col: int) -> tuple[int, int]:
         lines = text.split("\n")
@@ -455,6 +489,7 @@ class FileBuilder:
         name_node = m.get("name")
         if name is not None and name_node is not None:
             pending.locs["name"] = name_node.loc
+            self.doc.enricher_names.append(name)
             if not IDENTIFIER.match(name):
                 self.rep.add(f"enricher name `{name}` is not an identifier (rules read it as `{name}.field`)", name_node.loc)
                 name = None

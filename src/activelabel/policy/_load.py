@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from activelabel.errors import PolicyError
+from activelabel.errors import CELSyntaxError, PolicyError
 
 from ._build import FileBuilder, FileDoc, Pending, coerce, constant_problem
 from ._report import Reporter
@@ -31,7 +31,7 @@ from ._spec import (
     RuleSpec,
 )
 from ._suggest import did_you_mean
-from ._yaml import Loc, parse_yaml
+from ._yaml import Loc, expr_position, parse_yaml
 
 # Identifiers CEL itself defines (type names usable in `type(x) == int`).
 CEL_BUILTIN_IDENTS = frozenset(
@@ -163,6 +163,7 @@ class _Merger:
         self.enrichers: list[Pending] = []
         self.models: list[Pending] = []
         self.tests: list[Pending] = []
+        self.declared_enrichers: set[str] = set()
 
     def add(self, doc: FileDoc) -> None:
         for p in doc.labels:
@@ -177,12 +178,13 @@ class _Merger:
         self.enrichers += doc.enrichers
         self.models += doc.models
         self.tests += doc.tests
+        self.declared_enrichers.update(doc.enricher_names)
 
     # ---- checks over the merged policy ----
 
     def check(self) -> None:
         self.enricher_names = [p.spec.name for p in self._unique_enrichers()]
-        scope = set(RESERVED_NAMES) | set(self.enricher_names)
+        scope = set(RESERVED_NAMES) | set(self.enricher_names) | (self.declared_enrichers - set(RESERVED_NAMES))
         for p in self.labels.values():
             self.check_refs(p, p.spec.name, scope, rule_id=None)
         self.check_rules(scope)
@@ -252,7 +254,43 @@ class _Merger:
     def check_refs(
         self, p: Pending, own_label: str | None, scope: set[str], *, rule_id: str | None, what: str | None = None
     ) -> None:
-        """Every free identifier must be in scope; `labels.x` must name a label declared before ``own_label``."""
+        """Every free identifier must be in scope; `labels.x` must name a label declared before ``own_label``.
+
+        Expressions whose references are fine are then compiled against the scope,
+        which catches unknown functions (``event.path.startswith``) at load time.
+        """
+        bad_fields: set[str] = set()
+        self._check_refs(p, own_label, scope, rule_id=rule_id, what=what, bad_fields=bad_fields)
+        self._compile_check(p, scope, rule_id, bad_fields)
+
+    def _compile_check(self, p: Pending, scope: set[str], rule_id: str | None, bad_fields: set[str]) -> None:
+        from activelabel import cel
+
+        compile_fn = getattr(cel, "compile", None)
+        if compile_fn is None:
+            return
+        names = sorted(scope)
+        for field_name, expr, node in p.exprs:
+            if field_name in bad_fields or expr.ast is None:
+                continue
+            try:
+                compile_fn(expr.ast, names=names)
+            except CELSyntaxError as exc:
+                lines = self.rep.sources.get(node.loc.file, [])
+                line, col = expr_position(node, lines, exc.line, exc.column, expr.source)
+                self.rep.add(
+                    f"in `{field_name}`: {exc.message}",
+                    Loc(node.loc.file, line, col),
+                    rule_id=rule_id,
+                    suggestion=_function_hint(exc.message),
+                )
+            except Exception as exc:  # a compiler bug must not hide the rest of the report
+                self.rep.add(f"in `{field_name}`: cannot compile: {exc}", expr.loc, rule_id=rule_id)
+
+    def _check_refs(
+        self, p: Pending, own_label: str | None, scope: set[str], *, rule_id: str | None, what: str | None,
+        bad_fields: set[str],
+    ) -> None:  # fmt: skip
         order = list(self.labels)
         own_index = order.index(own_label) if own_label in self.labels else None
         for field_name, path, loc, member_loc in p.refs:
@@ -263,6 +301,7 @@ class _Merger:
                 name = path[1]
                 earlier = order[:own_index] if own_index is not None else order
                 if name not in self.labels:
+                    bad_fields.add(field_name)
                     self.rep.add(
                         f"unknown label `{name}` in `{field_name}`",
                         member_loc,
@@ -270,6 +309,7 @@ class _Merger:
                         suggestion=did_you_mean(name, earlier) or did_you_mean(name, order),
                     )
                 elif own_index is not None and order.index(name) >= own_index:
+                    bad_fields.add(field_name)
                     which = "the label being set here" if name == own_label else f"declared after `{own_label}`"
                     self.rep.add(
                         f"`{field_name}` reads `labels.{name}`, {which}; only labels declared earlier can be read",
@@ -281,6 +321,7 @@ class _Merger:
             if root in scope or root in CEL_BUILTIN_IDENTS:
                 continue
             candidates = sorted(scope)
+            bad_fields.add(field_name)
             kind = what or "an expression"
             self.rep.add(
                 f"unknown identifier `{root}` in `{field_name}`: not an enricher or one of {', '.join(sorted(s for s in scope if s in RESERVED_NAMES))}",
@@ -352,6 +393,21 @@ class _Merger:
             "models": [p.spec for p in self.models],
             "tests": [p.spec for p in self.tests],
         }
+
+
+def _function_hint(message: str) -> str | None:
+    """"did you mean `startsWith`?" for CEL's "no such method 'startswith'"."""
+    import re
+
+    m = re.search(r"no such (?:function|method) '([^']+)'", message)
+    if not m:
+        return None
+    try:
+        from activelabel.cel._functions import FUNCTIONS, METHODS
+    except ImportError:  # pragma: no cover - depends on the CEL package's layout
+        return None
+    names = {n for n in FUNCTIONS if n.isidentifier()} | set(METHODS)
+    return did_you_mean(m.group(1), sorted(names))
 
 
 def canonical_form(
