@@ -32,7 +32,7 @@ class Engine:
     label: LabelFn
     # Labels a whole list at once (activelabel's label_batch); None for per-event engines.
     label_many: Callable[[list[dict]], list[dict]] | None = None
-    # Relative speed class: "fast" engines get the full event count, "slow" ones fewer.
+    # Speed class ("fast", "medium", "slow", "slowest"): slower engines are timed on fewer events.
     speed: str = "fast"
     notes: list[str] = field(default_factory=list)
 
@@ -111,7 +111,7 @@ def cel_python_engine(spec: PolicySpec) -> Engine:
         result = prog.evaluate(activation)
         return isinstance(result, celpy.celtypes.BoolType) and bool(result)
 
-    return Engine("cel-python", first_match(plan, test, prepare), speed="slow")
+    return Engine("cel-python", first_match(plan, test, prepare), speed="slowest")
 
 
 def cel_rust_engine(spec: PolicySpec) -> Engine:
@@ -140,10 +140,13 @@ def activelabel_engines(policy_path: Path) -> list[Engine]:
     def batch(events: list[dict]) -> list[dict]:
         return [d.labels for d in label_batch(events)]
 
-    return [
+    engines = [
         Engine("activelabel label()", per_event),
         Engine("activelabel label_batch()", per_event, label_many=batch),
     ]
+    if hasattr(labeler, "labels_only"):  # the bulk path the CLI uses: no Decision object
+        engines.append(Engine("activelabel labels_only()", labeler.labels_only))
+    return engines
 
 
 PEERS: dict[str, Callable[[PolicySpec], Engine]] = {

@@ -1,0 +1,135 @@
+"""End to end: `activelabel label` on a JSONL file vs the hand-written orjson script.
+
+Both run as child processes on the same file, pinned to one core with
+`taskset` when it exists (the issue's target is "on one core"), alternating
+which goes first. Wall time includes interpreter start-up and policy
+compilation, as a user running the command pays them. Peak memory is the
+child's own `ru_maxrss` from `os.wait4`, so one run never inherits another's peak.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import orjson
+
+REPO = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+
+
+@dataclass
+class ChildRun:
+    wall_s: float
+    cpu_s: float
+    max_rss_mb: float
+    returncode: int
+    stderr_tail: str
+
+
+def run_child(cmd: list[str], pin_cpu: int | None = 0) -> ChildRun:
+    """Run `cmd` to completion and return its wall time, CPU time and peak RSS."""
+    if pin_cpu is not None and shutil.which("taskset"):
+        cmd = ["taskset", "-c", str(pin_cpu), *cmd]
+    err_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-e2e-{os.getpid()}.err"
+    with open(err_path, "wb") as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, cwd=REPO)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    tail = err_path.read_text(errors="replace")[-2000:]
+    err_path.unlink(missing_ok=True)
+    return ChildRun(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, proc.returncode, tail)
+
+
+def activelabel_cmd(policy: Path, src: Path, dst: Path) -> list[str]:
+    return [str(VENV_BIN / "activelabel"), "label", "--policy", str(policy), str(src), "-o", str(dst)]
+
+
+def handwritten_cmd(rules: int, src: Path, dst: Path) -> list[str]:
+    return [sys.executable, str(REPO / "bench" / "handwritten_e2e.py"), "--rules", str(rules), str(src), "-o", str(dst)]
+
+
+def compare_outputs(a: Path, b: Path, field: str = "labels") -> tuple[int, int, int]:
+    """(records in a, records in b, records whose `field` differ) — line by line."""
+    na = nb = diff = 0
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        for la, lb in zip(fa, fb):
+            na += 1
+            nb += 1
+            if orjson.loads(la).get(field) != orjson.loads(lb).get(field):
+                diff += 1
+        na += sum(1 for _ in fa)
+        nb += sum(1 for _ in fb)
+    return na, nb, diff
+
+
+@dataclass
+class E2EResult:
+    records: int
+    input_mb: float
+    repeats: int
+    activelabel_records_per_s: float
+    activelabel_mb_per_s: float
+    activelabel_cpu_s: float
+    activelabel_max_rss_mb: float
+    handwritten_records_per_s: float
+    handwritten_mb_per_s: float
+    handwritten_cpu_s: float
+    handwritten_max_rss_mb: float
+    ratio: float                 # median of paired (handwritten wall / activelabel wall)
+    outputs_differ: int          # records whose labels differ between the two outputs
+    output_records: tuple[int, int]
+    error: str = ""
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def end_to_end(policy: Path, rules: int, src: Path, records: int, workdir: Path, repeats: int) -> E2EResult:
+    """Paired runs of both commands on `src`; medians of wall time, then a check the outputs agree."""
+    size_mb = src.stat().st_size / 1e6
+    out_al, out_hw = workdir / "out-activelabel.jsonl", workdir / "out-handwritten.jsonl"
+    al_runs: list[ChildRun] = []
+    hw_runs: list[ChildRun] = []
+    for r in range(repeats):
+        pair = [("al", activelabel_cmd(policy, src, out_al)), ("hw", handwritten_cmd(rules, src, out_hw))]
+        if r % 2:
+            pair.reverse()
+        for who, cmd in pair:
+            run = run_child(cmd)
+            if run.returncode != 0:
+                return E2EResult(records, size_mb, r, 0, 0, 0, 0, 0, 0, 0, 0, 0, -1, (0, 0),
+                                 error=f"{who} exited {run.returncode}: {run.stderr_tail}")
+            (al_runs if who == "al" else hw_runs).append(run)
+    na, nb, diff = compare_outputs(out_al, out_hw)
+    al_wall = statistics.median(r.wall_s for r in al_runs)
+    hw_wall = statistics.median(r.wall_s for r in hw_runs)
+    ratio = statistics.median(h.wall_s / a.wall_s for a, h in zip(al_runs, hw_runs))
+    for p in (out_al, out_hw):
+        p.unlink(missing_ok=True)
+    return E2EResult(
+        records=records, input_mb=size_mb, repeats=repeats,
+        activelabel_records_per_s=records / al_wall, activelabel_mb_per_s=size_mb / al_wall,
+        activelabel_cpu_s=statistics.median(r.cpu_s for r in al_runs),
+        activelabel_max_rss_mb=max(r.max_rss_mb for r in al_runs),
+        handwritten_records_per_s=records / hw_wall, handwritten_mb_per_s=size_mb / hw_wall,
+        handwritten_cpu_s=statistics.median(r.cpu_s for r in hw_runs),
+        handwritten_max_rss_mb=max(r.max_rss_mb for r in hw_runs),
+        ratio=ratio, outputs_differ=diff + abs(na - nb), output_records=(na, nb),
+    )
+
+
+def peak_memory(policy: Path, src: Path, workdir: Path) -> ChildRun:
+    """One `activelabel label` run, for its peak RSS on a file of a given size."""
+    out = workdir / "out-mem.jsonl"
+    run = run_child(activelabel_cmd(policy, src, out))
+    out.unlink(missing_ok=True)
+    return run
