@@ -413,3 +413,16 @@ def test_invalid_regular_expression_is_refused(tmp_path: Path) -> None:
     issue = only_issue(path)
     assert (issue.line, issue.column, issue.rule_id) == (16, 26, "rx")
     assert issue.message.startswith("invalid regular expression in `when`")
+
+
+def test_cel_error_position_accounts_for_yaml_escapes(tmp_path: Path) -> None:
+    """In a double-quoted expression, escaped quotes do not shift the reported column."""
+    path = rules_policy(tmp_path, """\
+        - id: dq
+          label: tier
+          value: gold
+          when: "event.path == \\"/pay\\" && )"
+        """)  # fmt: skip
+    issue = only_issue(path)
+    line = '  when: "event.path == \\"/pay\\" && )"'
+    assert (issue.line, issue.column) == (16, line.index(")") + 1)

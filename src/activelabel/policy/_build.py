@@ -95,7 +95,7 @@ class FileBuilder:
         self.rep = rep
         self.file = file
         self.base_dir = base_dir
-        self.lines = rep.sources.get(file, [])
+        self.source = rep.texts.get(file, "")
         self.doc = FileDoc(file, base_dir)
 
     # ---- small typed readers; each reports its own problem and returns None ----
@@ -153,7 +153,7 @@ class FileBuilder:
             kind = "an integer" if integer else "a number"
             self.rep.add(f"`{key}` of {what} must be {kind}, not {describe(node)}", node.loc, rule_id=rule_id)
             return None
-        assert isinstance(value, (int, float))
+        assert isinstance(value, (int, float)) and isinstance(node, YScalar)
         if lo is not None and (value <= lo if lo_open else value < lo) or hi is not None and value > hi:
             if hi is None:
                 rng = f"greater than {fmt_num(lo)}" if lo_open else f"at least {fmt_num(lo)}"
@@ -195,16 +195,16 @@ class FileBuilder:
         if not text.strip():
             self.rep.add(f"`{key}` of {what} is an empty expression", node.loc, rule_id=rule_id)
             return None
-        start = Loc(self.file, *expr_position(node, self.lines, 1, 1, text))
+        start = Loc(self.file, *expr_position(node, self.source, 1, 1, text))
         try:
             ast = _cel.parse(text)
         except _cel.CELSyntaxError as exc:
-            line, col = expr_position(node, self.lines, exc.line, exc.column, text)
+            line, col = expr_position(node, self.source, exc.line, exc.column, text)
             loc = Loc(self.file, line, col)
             self.rep.add(f"CEL syntax error in `{key}`: {exc.message}", loc, rule_id=rule_id)
             return None
         for ref in _cel.references(ast):
-            line, col = expr_position(node, self.lines, ref.line, ref.column, text)
+            line, col = expr_position(node, self.source, ref.line, ref.column, text)
             root = Loc(self.file, line, col)
             # `labels.priorty` is best reported at `priorty`, when written plainly.
             member = Loc(self.file, *self._field_position(node, text, ref, line, col)) if len(ref.path) > 1 else root
@@ -238,7 +238,7 @@ class FileBuilder:
                 if isinstance(reason, bytes):
                     reason = reason.decode("utf-8", "replace")
                 line, col = ast.location(pattern)
-                loc = Loc(self.file, *expr_position(node, self.lines, line, col, text))
+                loc = Loc(self.file, *expr_position(node, self.source, line, col, text))
                 self.rep.add(f"invalid regular expression in `{key}`: {reason}", loc, rule_id=rule_id)
 
     def _field_position(self, node: YScalar, text: str, ref: _cel.Ref, line: int, col: int) -> tuple[int, int]:
@@ -249,7 +249,7 @@ class FileBuilder:
         dotted = ref.path[0] + "." + ref.path[1]
         at = ref.column - 1
         if src.startswith(dotted, at):
-            return expr_position(node, self.lines, ref.line, ref.column + len(ref.path[0]) + 1, text)
+            return expr_position(node, self.source, ref.line, ref.column + len(ref.path[0]) + 1, text)
         return line, col
 
     # ---- the sections of a policy file ----

@@ -276,8 +276,8 @@ class _Merger:
             try:
                 compile_fn(expr.ast, names=names)
             except CELSyntaxError as exc:
-                lines = self.rep.sources.get(node.loc.file, [])
-                line, col = expr_position(node, lines, exc.line, exc.column, expr.source)
+                source = self.rep.texts.get(node.loc.file, "")
+                line, col = expr_position(node, source, exc.line, exc.column, expr.source)
                 self.rep.add(
                     f"in `{field_name}`: {exc.message}",
                     Loc(node.loc.file, line, col),

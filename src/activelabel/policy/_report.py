@@ -13,10 +13,12 @@ class Reporter:
     def __init__(self) -> None:
         self.issues: list[PolicyIssue] = []
         self.sources: dict[str, list[str]] = {}
+        self.texts: dict[str, str] = {}
         self.file_order: dict[str, int] = {}
 
     def add_source(self, file: str, text: str) -> None:
         self.sources[file] = text.splitlines()
+        self.texts[file] = text
         self.file_order.setdefault(file, len(self.file_order))
 
     def add(

@@ -11,8 +11,10 @@ and ``1e3`` is a float, as a user writing numbers expects.
 
 from __future__ import annotations
 
+import bisect
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Iterator
 
 import yaml
@@ -222,54 +224,79 @@ def to_plain(node: YNode | None) -> Any:
     return {key: to_plain(value) for key, (_, value) in node.entries.items()}
 
 
-def scalar_segments(node: YScalar, source_lines: list[str]) -> list[tuple[int, int, int]]:
-    """Where the characters of a scalar's value lie in the file, best effort.
+@lru_cache(maxsize=32)
+def _line_starts(source: str) -> list[int]:
+    starts = [0]
+    for m in re.finditer("\n", source):
+        starts.append(m.end())
+    return starts
 
-    Returns (line, column, length) segments, 1-based, one per source line the
-    value spans; consecutive segments are joined by one character (the newline
-    of a literal block, the space of a folded or multi-line plain scalar).
+
+def _location(source: str, index: int) -> tuple[int, int]:
+    starts = _line_starts(source)
+    line = bisect.bisect_right(starts, index)
+    return line, index - starts[line - 1] + 1
+
+
+_ESCAPE_LENGTH = {"x": 4, "u": 6, "U": 10}
+
+
+def value_offsets(node: YScalar, source: str, text: str) -> list[int]:
+    """The source index of each character of ``text`` (a scalar's value, or its raw text).
+
+    Aligns the value with the source greedily: characters that match advance
+    both; whitespace the scalar folded or stripped (line breaks, indentation,
+    trailing blanks) and block-scalar headers are skipped; double-quoted escapes
+    (``\\"``, ``\\n``, ``\\x41``...) and single-quoted ``''`` count as one character.
     """
-    start, end = node.node.start_mark, node.node.end_mark
+    start, end = node.node.start_mark.index, node.node.end_mark.index
     style = node.style
-    segments: list[tuple[int, int, int]] = []
-    if style in ("|", ">"):
-        # Content starts on the line after the header; indentation is that of its first non-blank line.
-        body = list(range(start.line + 1, min(end.line + 1, len(source_lines))))
-        indent = None
-        for ln in body:
-            text = source_lines[ln]
-            if text.strip():
-                indent = len(text) - len(text.lstrip(" "))
-                break
-        if indent is None:
-            return [(start.line + 1, start.column + 1, 0)]
-        for ln in body:
-            text = source_lines[ln]
-            segments.append((ln + 1, indent + 1, max(0, len(text.rstrip()) - indent)))
-        while segments and segments[-1][2] == 0:
-            segments.pop()
-        return segments or [(start.line + 1, start.column + 1, 0)]
-    skip = 1 if style in ("'", '"') else 0
-    for ln in range(start.line, min(end.line, len(source_lines) - 1) + 1):
-        text = source_lines[ln] if ln < len(source_lines) else ""
-        if ln == start.line:
-            col = start.column + skip
-        else:
-            col = len(text) - len(text.lstrip(" \t"))
-        stop = end.column - skip if ln == end.line else len(text.rstrip())
-        segments.append((ln + 1, col + 1, max(0, stop - col)))
-    return segments or [(start.line + 1, start.column + 1, 0)]
+    if style in ("'", '"'):
+        j, stop = start + 1, end - 1
+    elif style in ("|", ">"):
+        nl = source.find("\n", start)
+        j, stop = (nl + 1 if nl >= 0 else end), end
+    else:
+        j, stop = start, end
+    out: list[int] = []
+    i, n = 0, len(text)
+    while i < n and j < stop:
+        c = source[j]
+        if style == '"' and c == "\\" and j + 1 < stop:
+            nxt = source[j + 1]
+            if nxt in "\r\n":  # escaped line break: joins lines, produces nothing
+                j += 2
+                while j < stop and source[j] in " \t\r\n":
+                    j += 1
+                continue
+            out.append(j)
+            i += 1
+            j += _ESCAPE_LENGTH.get(nxt, 2)
+            continue
+        if style == "'" and c == "'" and source[j + 1 : j + 2] == "'":
+            out.append(j)
+            i += 1
+            j += 2
+            continue
+        v = text[i]
+        if c == v or (c in "\r\n" and v in " \n"):
+            out.append(j)
+            i += 1
+        j += 1
+    return out
 
 
-def expr_position(node: YScalar, source_lines: list[str], line: int, column: int, text: str) -> tuple[int, int]:
-    """Map a 1-based (line, column) inside a scalar's value to (line, column) in the file."""
+def expr_position(node: YScalar, source: str, line: int, column: int, text: str) -> tuple[int, int]:
+    """Map a 1-based (line, column) inside ``text`` (the scalar's value) to (line, column) in the file."""
     lines = text.split("\n")
     line = max(1, min(line, len(lines)))
     offset = sum(len(ln) + 1 for ln in lines[: line - 1]) + max(0, column - 1)
-    segments = scalar_segments(node, source_lines)
-    for seg_line, seg_col, length in segments:
-        if offset <= length:
-            return seg_line, seg_col + offset
-        offset -= length + 1
-    last_line, last_col, last_len = segments[-1]
-    return last_line, last_col + last_len
+    offsets = value_offsets(node, source, text)
+    if not offsets:
+        mark = node.node.start_mark
+        return mark.line + 1, mark.column + 1
+    if offset < len(offsets):
+        return _location(source, offsets[offset])
+    # Just past the end (an "unexpected end of expression"): one column after the last character.
+    last_line, last_col = _location(source, offsets[-1])
+    return last_line, last_col + 1 + (offset - len(offsets))
