@@ -293,3 +293,21 @@ def test_did_you_mean_suggests_the_closest_name() -> None:
     """`did_you_mean` proposes the closest candidate, or nothing when none is close."""
     assert did_you_mean("priorty", ["priority", "tenant_tier"]) == "did you mean `priority`?"
     assert did_you_mean("zzz", ["priority", "tenant_tier"]) is None
+
+
+def test_dependencies_list_every_file_the_policy_reads(edge: Path) -> None:
+    """`dependencies` names the policy files and enricher tables, resolved, for reload watchers."""
+    policy = load_policy(edge)
+    root = edge.parent.resolve()
+    assert policy.dependencies == (root / "policy.yaml", root / "registry.yaml", root / "data" / "tenants.csv")
+    assert policy.files == (str(edge), str(edge.parent / "registry.yaml"))
+
+
+def test_public_names_are_sorted_and_exported() -> None:
+    """`activelabel.policy.__all__` is sorted and every name in it exists."""
+    import activelabel.enrich
+    import activelabel.policy
+
+    for module in (activelabel.policy, activelabel.enrich):
+        assert module.__all__ == sorted(module.__all__)
+        assert all(hasattr(module, name) for name in module.__all__)

@@ -92,6 +92,7 @@ def _display(parent_file: str, parent_base: Path, include: str) -> str:
 def _load(text: str, file: str, base_dir: Path, key: Path | None, rep: Reporter) -> Policy:
     docs: list[FileDoc] = []
     seen: set[Path] = set()
+    read_paths: list[Path] = [key] if key is not None else []
 
     def visit(text: str, file: str, base: Path, key: Path | None, chain: list[tuple[Path | None, str]], is_root: bool) -> None:
         rep.add_source(file, text)
@@ -120,6 +121,7 @@ def _load(text: str, file: str, base_dir: Path, key: Path | None, rep: Reporter)
                 rep.add(f"cannot include `{inc}`: {reason} ({inc_path})", loc)
                 continue
             seen.add(inc_key)
+            read_paths.append(inc_key)
             visit(inc_text, inc_file, inc_path.parent, inc_key, chain + [(key, file)], False)
         docs.append(doc)
 
@@ -135,6 +137,13 @@ def _load(text: str, file: str, base_dir: Path, key: Path | None, rep: Reporter)
         raise PolicyError(issues=rep.sorted_issues())
     metadata = root_doc.metadata or Metadata()
     policy_parts = merged.result()
+    dependencies = tuple(
+        dict.fromkeys(
+            [*read_paths]
+            + [e.path.resolve() for e in policy_parts["enrichers"]]
+            + [m.path.resolve() for m in policy_parts["models"]]
+        )
+    )
     canonical = canonical_form(root_doc.api_version or API_VERSION, root_doc.kind or KIND, metadata, **policy_parts)
     data = orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS, default=_json_default)
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
@@ -148,6 +157,7 @@ def _load(text: str, file: str, base_dir: Path, key: Path | None, rep: Reporter)
         source=file,
         base_dir=base_dir,
         files=tuple(rep.file_order),
+        dependencies=dependencies,
         canonical_json=data,
         **policy_parts,
     )

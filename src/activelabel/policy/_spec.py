@@ -180,6 +180,9 @@ class Policy:
     source: str
     base_dir: Path
     files: tuple[str, ...] = ()
+    """The policy files read (the top-level one first), as named in issues."""
+    dependencies: tuple[Path, ...] = ()
+    """Every file the loaded policy depends on (policy files, enricher tables, model artifacts), resolved: what to watch for reloads."""
     canonical_json: bytes = field(default=b"", repr=False)
 
     def rules_for(self, label: str) -> list[RuleSpec]:
