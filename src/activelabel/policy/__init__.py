@@ -9,7 +9,8 @@
 See docs/policy.md for the format.
 """
 
-from ._load import canonical_form, load_policy, load_policy_text
+from ._canonical import canonical_form
+from ._load import load_policy, load_policy_text
 from ._spec import (
     API_VERSION,
     LABEL_TYPES,

@@ -1,0 +1,127 @@
+"""The canonical form of a merged policy, and the digest / version derived from it.
+
+    digest  = "sha256:" + hex(SHA-256(canonical JSON))
+    version = digest + "/" + metadata.version   (when metadata.version is set)
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import orjson
+
+from ._spec import EnricherSpec, LabelSpec, Metadata, ModelSpec, PolicyTest, RuleSpec
+
+
+def digest_of(canonical: dict[str, Any]) -> tuple[bytes, str]:
+    """The canonical JSON bytes (sorted keys, no whitespace) and their "sha256:<hex>" digest."""
+    data = orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS, default=_json_default)
+    return data, "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def version_of(digest: str, metadata: Metadata) -> str:
+    """The policy version: the digest, plus "/<metadata.version>" when set."""
+    return digest + (f"/{metadata.version}" if metadata.version else "")
+
+
+def canonical_form(
+    api_version: str,
+    kind: str,
+    metadata: Metadata,
+    *,
+    labels: dict[str, LabelSpec],
+    rules: list[RuleSpec],
+    enrichers: list[EnricherSpec],
+    models: list[ModelSpec],
+    tests: list[PolicyTest],
+) -> dict[str, Any]:
+    """The merged policy as plain data with every default filled in (what the digest hashes).
+
+    Formatting, comments, key order, how the policy is split into includes and
+    whether a default is written out do not change it; enricher file contents do
+    (through their SHA-256).
+    """
+
+    def expr(e: Any) -> str | None:
+        return e.source.strip() if e is not None else None
+
+    return {
+        "apiVersion": api_version,
+        "kind": kind,
+        "metadata": {
+            "name": metadata.name,
+            "version": metadata.version,
+            "owner": metadata.owner,
+            "description": metadata.description,
+        },
+        "labels": [
+            {
+                "name": l.name,
+                "type": l.type,
+                "values": list(l.values) if l.values is not None else None,
+                "default": {"value": l.default} if l.has_default else None,
+                "resolve": l.resolve,
+                "description": l.description,
+                "owner": l.owner,
+                "sensitivity": l.sensitivity,
+                "max_cardinality": l.max_cardinality,
+                "overflow": l.overflow,
+                "window": l.window,
+                "from": expr(l.bucket_from),
+                "bounds": list(l.bound_texts),
+            }
+            for l in labels.values()
+        ],
+        "enrichers": [
+            {
+                "name": e.name,
+                "type": e.type,
+                "file": e.file,
+                "format": e.format,
+                "key": expr(e.key),
+                "key_field": e.key_field,
+                "table": e.table,
+                "key_column": e.key_column,
+                "description": e.description,
+                "sha256": e.sha256,
+            }
+            for e in enrichers
+        ],
+        "rules": [
+            {
+                "id": r.id,
+                "label": r.label,
+                "value": r.value,
+                "value_expr": expr(r.value_expr),
+                "when": expr(r.when),
+                "confidence": r.confidence,
+                "description": r.description,
+            }
+            for r in rules
+        ],
+        "models": [
+            {
+                "name": m.name,
+                "label": m.label,
+                "type": m.type,
+                "path": m.path_text,
+                "features": {k: expr(v) for k, v in m.features.items()},
+                "min_confidence": m.min_confidence,
+                "timeout_ms": m.timeout_ms,
+                "on_error": m.on_error,
+                "version": m.version,
+                "description": m.description,
+            }
+            for m in models
+        ],
+        "tests": [{"name": t.name, "event": t.event, "expect": dict(t.expect)} for t in tests],
+    }
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (bytes, bytearray)):
+        return {"$bytes": bytes(obj).hex()}
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj, key=repr)
+    return repr(obj)
