@@ -1,0 +1,115 @@
+"""``activelabel serve`` as a process: refuses to start without an auth choice, reloads on SIGHUP."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "service"))
+from harness import BAD_POLICY, POLICY, TOKENS, auth  # noqa: E402
+
+SERVE = [sys.executable, "-m", "activelabel", "serve"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "ACTIVELABEL_TOKENS"}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _wait_ready(url: str, proc: subprocess.Popen, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"serve exited early: {proc.stderr.read() if proc.stderr else ''}")
+        try:
+            if httpx.get(url + "/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError("serve did not become ready")
+
+
+def test_serve_refuses_to_start_without_tokens_or_no_auth():
+    """Without --tokens, $ACTIVELABEL_TOKENS or --no-auth, serve exits 2 and says which option to use."""
+    r = subprocess.run([*SERVE, "--policy", str(POLICY), "--port", str(_free_port())], capture_output=True, text=True, env=_env(), timeout=60)
+    assert r.returncode == 2
+    assert "--tokens" in r.stderr and "--no-auth" in r.stderr
+
+
+def test_serve_refuses_a_bad_policy_listing_every_error():
+    """serve on an invalid policy exits 1 and prints each error with file and line."""
+    r = subprocess.run([*SERVE, "--policy", str(BAD_POLICY), "--no-auth", "--port", str(_free_port())], capture_output=True, text=True, env=_env(), timeout=60)
+    assert r.returncode == 1
+    assert "3 errors" in r.stderr and "bad_policy.yaml:" in r.stderr
+
+
+@pytest.fixture
+def served(tmp_path):
+    policy = tmp_path / "policy.yaml"
+    shutil.copy(POLICY, policy)
+    tokens = tmp_path / "tokens.yaml"
+    tokens.write_text(yaml.safe_dump({"tokens": TOKENS}))
+    port = _free_port()
+    proc = subprocess.Popen(
+        [*SERVE, "--policy", str(policy), "--tokens", str(tokens), "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(url, proc)
+        yield url, policy, proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_sighup_reloads_the_policy_and_logs_both_versions(served):
+    """Editing the policy and sending SIGHUP makes the running process serve the new version."""
+    url, policy, proc = served
+    old = httpx.get(url + "/v1/policy", headers=auth("label-token")).json()["version"]
+    policy.write_text(policy.read_text().replace('version: "1"', 'version: "1-sighup"'))
+    proc.send_signal(signal.SIGHUP)
+    new = old
+    for _ in range(300):  # poll; no timing assertion
+        new = httpx.get(url + "/v1/policy", headers=auth("label-token")).json()["version"]
+        if new != old:
+            break
+        time.sleep(0.05)
+    assert new.endswith("/1-sighup")
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=20)
+    assert "trigger=sighup" in stderr and old in stderr and new in stderr
+
+
+def test_no_auth_start_warns_loudly(tmp_path):
+    """--no-auth starts the service but prints a warning that authentication is off."""
+    port = _free_port()
+    proc = subprocess.Popen([*SERVE, "--policy", str(POLICY), "--no-auth", "--port", str(port)], stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=_env())
+    try:
+        _wait_ready(f"http://127.0.0.1:{port}", proc)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=20)
+    assert "authentication is OFF" in stderr
