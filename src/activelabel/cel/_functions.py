@@ -13,8 +13,7 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any, Callable
 
-import re2
-
+from activelabel.cel._regex import matches
 from activelabel.cel._values import (
     NUMERIC,
     TYPE_NAMES,
@@ -204,29 +203,6 @@ def has_field(operand: Any, field: str) -> bool:
 
 
 # ---- strings -------------------------------------------------------------
-
-_regex_cache: dict[str, Any] = {}
-
-
-def compile_regex(pattern: str) -> Any:
-    """Compile an RE2 pattern once; CELEvalError if it is invalid."""
-    rx = _regex_cache.get(pattern)
-    if rx is None:
-        try:
-            rx = re2.compile(pattern)
-        except re2.error as exc:
-            raise CELEvalError(f"invalid regular expression {pattern!r}: {exc}") from exc
-        if len(_regex_cache) > 1000:
-            _regex_cache.clear()
-        _regex_cache[pattern] = rx
-    return rx
-
-
-def matches(s: Any, pattern: Any) -> bool:
-    if s.__class__ is str and pattern.__class__ is str:
-        return compile_regex(pattern).search(s) is not None
-    raise no_overload("matches", s, pattern)
-
 
 def _str_fn(name: str, impl: Callable[[Any, Any], bool]) -> Callable[[Any, Any], bool]:
     def f(s: Any, sub: Any) -> bool:
