@@ -200,7 +200,7 @@ def river_row(row: Mapping[str, Any], kinds: Mapping[str, str] | None) -> dict[s
     out: dict[str, Any] = {}
     for k, v in row.items():
         kind = (kinds or {}).get(k) or ("text" if isinstance(v, str) else "number")
-        if kind == "text":
+        if kind != "number":
             out[k] = _text(v)
         else:
             n = _number(v)

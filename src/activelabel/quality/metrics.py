@@ -33,10 +33,15 @@ def classification_summary(y_true: Sequence[Any], y_pred: Sequence[Any]) -> dict
     if not t:
         return {"n": 0, "accuracy": None, "macro_f1": None, "per_value": {}, "confusion": {"values": [], "matrix": []}}
     values = sorted(set(t) | set(p))
-    prec, rec, f1, support = precision_recall_fscore_support(t, p, labels=values, zero_division=0)
+    import warnings
+
+    with warnings.catch_warnings():
+        # sklearn warns when only one value occurs; with explicit labels the figures are still right.
+        warnings.simplefilter("ignore", UserWarning)
+        prec, rec, f1, support = precision_recall_fscore_support(t, p, labels=values, zero_division=0)
+        matrix = confusion_matrix(t, p, labels=values).tolist()
     per_value = {v: {"precision": float(prec[i]), "recall": float(rec[i]), "f1": float(f1[i]), "support": int(support[i])}
                  for i, v in enumerate(values)}
-    matrix = confusion_matrix(t, p, labels=values).tolist()
     correct = sum(1 for a, b in zip(t, p, strict=True) if a == b)
     return {
         "n": len(t),
@@ -80,11 +85,13 @@ def votes_from_explain(label_explain: Mapping[str, Any], rule_values: Mapping[st
     winner = label_explain.get("source")
     if winner and winner != "default":
         votes.append(Vote(str(winner), label_explain.get("value"), label_explain.get("confidence")))
-    for rule_id in [*label_explain.get("matched", []), *label_explain.get("lost", [])]:
-        source = f"rule:{rule_id}"
+    for ref in [*label_explain.get("matched", []), *label_explain.get("lost", [])]:
+        # The engine lists sources ("rule:<id>", "model:<name>@<v>"); bare rule ids are accepted too.
+        source = ref if str(ref).startswith(("rule:", "model:", "enricher:")) else f"rule:{ref}"
         if any(v.source == source for v in votes):
             continue
-        votes.append(Vote(source, rule_values.get(str(rule_id))))
+        rule_id = source[len("rule:"):] if source.startswith("rule:") else None
+        votes.append(Vote(source, rule_values.get(rule_id) if rule_id else None))
     return votes
 
 

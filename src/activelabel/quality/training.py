@@ -60,6 +60,21 @@ class TrainedModel:
         return "\n".join(lines)
 
 
+def infer_kinds(names: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    """``number``, ``text`` (free text: TF-IDF) or ``category`` (short codes without words: one-hot)."""
+    import re
+
+    words = re.compile(WORD_TOKENS)
+    kinds = column_kinds(names, rows, None)
+    for name, kind in kinds.items():
+        if kind != "text":
+            continue
+        values = [r.get(name) for r in rows if r.get(name) is not None]
+        if not any(words.search(str(v)) for v in values):
+            kinds[name] = "category"  # "R02-M1", "42", "x": no word a text vectoriser could learn from
+    return kinds
+
+
 def data_hash(rows: Sequence[Mapping[str, Any]], values: Sequence[Any]) -> str:
     """SHA-256 over the training rows and values, in order: the same data gives the same hash."""
     h = hashlib.sha256()
@@ -77,9 +92,13 @@ def build_sklearn_pipeline(kinds: Mapping[str, str], *, seed: int = 0, max_ngram
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
 
+    from sklearn.preprocessing import OneHotEncoder
+
     parts: list[tuple[str, Any, Any]] = []
     for name, kind in kinds.items():
-        if kind == "text":
+        if kind == "category":
+            parts.append((name, OneHotEncoder(handle_unknown="ignore"), [name]))
+        elif kind == "text":
             parts.append((name, TfidfVectorizer(token_pattern=WORD_TOKENS, lowercase=True, ngram_range=(1, max_ngram),
                                                 sublinear_tf=True), name))
         else:
@@ -96,9 +115,9 @@ def _frame(rows: Sequence[Mapping[str, Any]], kinds: Mapping[str, str]) -> Any:
 
     from activelabel.models._artifacts import _number, _text
 
-    data = {n: ([_text(r.get(n)) for r in rows] if k == "text" else [_number(r.get(n)) for r in rows])
+    data = {n: ([_number(r.get(n)) for r in rows] if k == "number" else [_text(r.get(n)) for r in rows])
             for n, k in kinds.items()}
-    return pl.DataFrame(data, schema={n: pl.Utf8 if k == "text" else pl.Float64 for n, k in kinds.items()})
+    return pl.DataFrame(data, schema={n: pl.Float64 if k == "number" else pl.Utf8 for n, k in kinds.items()})
 
 
 def build_river_model(kinds: Mapping[str, str]) -> Any:
@@ -135,7 +154,7 @@ def _fit(model_type: str, kinds: Mapping[str, str], rows: Sequence[Mapping[str, 
     if model_type == "river":
         from activelabel.models._artifacts import river_row
 
-        model = build_river_model(kinds)
+        model = build_river_model({k: ("text" if v == "category" else v) for k, v in kinds.items()})
         for row, value in zip(rows, values, strict=True):
             model.learn_one(river_row(row, kinds), value)
         return model
@@ -179,7 +198,7 @@ def train_model(
         raise ModelError(f"need ground truth with at least 2 distinct values of {label} to train; "
                          f"have {dict(counts) or 'none'} (review more items first)")
     names = list(features)
-    kinds = dict(feature_kinds or column_kinds(names, rows, None))
+    kinds = dict(feature_kinds or infer_kinds(names, rows))
     train_idx, hold_idx = _split(values, holdout, seed) if len(rows) >= MIN_HOLDOUT_ROWS else (list(range(len(rows))), [])
     metrics: dict[str, Any] | None = None
     if hold_idx:

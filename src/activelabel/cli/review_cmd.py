@@ -1,0 +1,104 @@
+"""`activelabel review export|import`: the review queue, in Label Studio's formats."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import orjson
+import typer
+from rich.table import Table
+
+from activelabel.cli._common import fail, out
+from activelabel.cli.feedback_cmd import PolicyOpt, StoreOpt, open_store, print_feedback_result
+from activelabel.cli.main import app
+from activelabel.errors import FeedbackError
+
+review_app = typer.Typer(help="Pick items for human review (Label Studio tasks) and read the answers back.",
+                         no_args_is_help=True)
+app.add_typer(review_app, name="review")
+
+
+@review_app.command("export")
+def review_export(
+    store: StoreOpt,
+    label: Annotated[str, typer.Option("--label", "-l", help="The label people should check.")],
+    budget: Annotated[int, typer.Option("--budget", "-n", min=1, help="How many items to send.")],
+    strategy: Annotated[str, typer.Option("--strategy", help="uncertainty | margin | entropy | disagreement | random")] = "uncertainty",
+    output: Annotated[Path, typer.Option("--output", "-o", help="Label Studio tasks JSON to write.")] = Path("review.tasks.json"),
+    config: Annotated[Optional[Path], typer.Option("--config", help="Labeling-config XML to write (default: OUTPUT with .xml).")] = None,
+    dedup_field: Annotated[Optional[str], typer.Option("--dedup-field", help="Field whose template (numbers masked) is sent once (default: the whole event).")] = None,
+    no_dedup: Annotated[bool, typer.Option("--no-dedup", help="Allow near-duplicates.")] = False,
+    text_field: Annotated[Optional[str], typer.Option("--text-field", help="Field shown to annotators (default: the event as JSON).")] = None,
+    include_reviewed: Annotated[bool, typer.Option("--include-reviewed", help="Also pick items that already have ground truth.")] = False,
+    policy: PolicyOpt = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for random choice and tie-breaks.")] = 0,
+) -> None:
+    """Write the items whose label most needs a human as Label Studio tasks, plus the labeling config."""
+    from activelabel.quality.review import (
+        STRATEGIES,
+        dedup_key_for,
+        label_studio_config,
+        label_studio_tasks,
+        select_for_review,
+    )
+
+    if strategy not in STRATEGIES:
+        fail(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    db = open_store(store, policy)
+    decisions = list(db.decisions())
+    if not decisions:
+        fail(f"store {store} holds no decisions; record some with activelabel label --record {store}")
+    if label not in db.known_labels():
+        fail(f"unknown label {label!r}; the store knows: {', '.join(sorted(db.known_labels())) or 'none'}")
+    registry = db.registry()
+    exclude = set() if include_reviewed else {g.record_id for g in db.ground_truth(label)}
+    items = select_for_review(decisions, label=label, budget=budget, strategy=strategy,
+                              dedup=None if no_dedup else dedup_key_for(dedup_field), exclude=exclude,
+                              rule_values=registry.rule_values if registry else {}, seed=seed)
+    info = registry.labels.get(label) if registry else None
+    values = (info.values if info and info.values else None) or sorted(
+        {str(d.labels[label]) for d in decisions if label in d.labels})
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_bytes(orjson.dumps(label_studio_tasks(items, text_field=text_field), option=orjson.OPT_INDENT_2))
+    config = config or output.with_suffix(".xml")
+    config.write_text(label_studio_config(label, values))
+    table = Table(title=f"review queue for {label}: {len(items)} of {len(decisions)} records ({strategy})",
+                  title_justify="left")
+    for col in ("id", "current value", "confidence", "source", "score"):
+        table.add_column(col)
+    for item in items[:15]:
+        table.add_row(item.decision.record_id, str(item.predicted), "–" if item.confidence is None else f"{item.confidence:.3f}",
+                      str(item.source), f"{item.score:.3f}")
+    out.print(table)
+    if len(items) > 15:
+        out.print(f"… and {len(items) - 15} more")
+    out.print(f"tasks: {output}\nlabeling config: {config}\n"
+              f"In Label Studio: create a project with the config, import the tasks, annotate, export JSON, then:\n"
+              f"  activelabel review import EXPORT.json --store {store}", highlight=False)
+
+
+@review_app.command("import")
+def review_import(
+    export: Annotated[Path, typer.Argument(help="Label Studio's JSON export of the reviewed tasks.")],
+    store: StoreOpt,
+    policy: PolicyOpt = None,
+) -> None:
+    """Read a Label Studio export into ground truth (cancelled annotations skipped, annotator kept)."""
+    from activelabel.quality.feedback import apply_feedback, read_label_studio_export
+
+    if not export.exists():
+        fail(f"export {export} does not exist")
+    db = open_store(store, policy)
+    try:
+        data = orjson.loads(export.read_bytes())
+        items, cancelled = read_label_studio_export(data, source=export.name)
+    except orjson.JSONDecodeError as exc:
+        fail(f"{export}: not valid JSON ({exc}); export the project as JSON from Label Studio")
+    except FeedbackError as exc:
+        fail(f"{exc}; nothing imported")
+    result = apply_feedback(db, items)
+    result.cancelled = cancelled
+    print_feedback_result(result, what=export.name)
+    if result.rejected and not result.accepted:
+        raise typer.Exit(1)
