@@ -311,3 +311,23 @@ def test_public_names_are_sorted_and_exported() -> None:
     for module in (activelabel.policy, activelabel.enrich):
         assert module.__all__ == sorted(module.__all__)
         assert all(hasattr(module, name) for name in module.__all__)
+
+
+def test_yaml_merge_keys_share_rule_fields(tmp_path: Path) -> None:
+    """`<<: *anchor` fills in the keys a rule does not write itself."""
+    path = write(
+        tmp_path / "p.yaml",
+        HEADER
+        + """
+        labels:
+          p: {type: enum, values: [a, b]}
+        rules:
+          - &base {id: one, label: p, value: a, confidence: 0.5, when: event.x > 1}
+          - <<: *base
+            id: two
+            value: b
+        """,
+    )
+    one, two = load_policy(path).rules
+    assert (two.id, two.value, two.confidence) == ("two", "b", 0.5)
+    assert two.when is not None and two.when.source == one.when.source if one.when else False

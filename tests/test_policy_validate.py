@@ -426,3 +426,19 @@ def test_cel_error_position_accounts_for_yaml_escapes(tmp_path: Path) -> None:
     issue = only_issue(path)
     line = '  when: "event.path == \\"/pay\\" && )"'
     assert (issue.line, issue.column) == (16, line.index(")") + 1)
+
+
+def test_yaml_alias_bomb_is_refused(tmp_path: Path) -> None:
+    """Aliases that expand to an enormous document are refused instead of expanded."""
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 12)]
+    path = write(tmp_path / "p.yaml", HEADER + "\n".join(lines) + "\n")
+    issue = only_issue(path)
+    assert issue.message.startswith("policy too large")
+
+
+def test_deeply_nested_yaml_is_refused(tmp_path: Path) -> None:
+    """A pathologically nested document is refused with an issue, not a crash."""
+    path = write(tmp_path / "p.yaml", HEADER + "tests: " + "[" * 5000 + "]" * 5000 + "\n")
+    issue = only_issue(path)
+    assert "nested too deeply" in issue.message

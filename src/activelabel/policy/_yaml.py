@@ -28,6 +28,7 @@ from yaml.scanner import Scanner
 
 _BOOL_TAG = "tag:yaml.org,2002:bool"
 _FLOAT_TAG = "tag:yaml.org,2002:float"
+_MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
 class _PolicyResolver(Resolver):
@@ -147,9 +148,17 @@ def _loc(file: str, node: Node) -> Loc:
 def parse_yaml(text: str, file: str) -> tuple[YNode | None, list[YamlProblem]]:
     """Compose ``text`` into a positioned tree; return it with the problems found."""
     problems: list[YamlProblem] = []
+    too_deep = _flow_too_deep(text)
+    if too_deep is not None:
+        line, col = too_deep
+        problems.append(YamlProblem(f"invalid YAML: nested too deeply (more than {MAX_DEPTH} levels)", Loc(file, line, col)))
+        return None, problems
     loader = _Loader(text)
     try:
         root = loader.get_single_node()
+    except RecursionError:
+        problems.append(YamlProblem("invalid YAML: nested too deeply", Loc(file, 1, 1)))
+        return None, problems
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
@@ -165,10 +174,66 @@ def parse_yaml(text: str, file: str) -> tuple[YNode | None, list[YamlProblem]]:
         loader.dispose()
     if root is None:
         return None, problems
-    return _convert(root, file, loader, problems, set()), problems
+    try:
+        if _expanded_size(root, {}, set()) > MAX_NODES:
+            problems.append(YamlProblem(f"policy too large: more than {MAX_NODES} values once aliases are expanded", Loc(file, 1, 1)))
+            return None, problems
+        return _convert(root, file, loader, problems, set(), {}), problems
+    except RecursionError:
+        problems.append(YamlProblem("invalid YAML: nested too deeply", Loc(file, 1, 1)))
+        return None, problems
 
 
-def _convert(node: Node, file: str, loader: _Loader, problems: list[YamlProblem], active: set[int]) -> YNode:
+MAX_DEPTH = 200
+"""Bound on flow nesting (``[[[...``): PyYAML's scanner is quadratic in it, so refuse before parsing."""
+
+
+def _flow_too_deep(text: str) -> tuple[int, int] | None:
+    """Where ``[``/``{`` nesting first exceeds MAX_DEPTH (brackets inside strings count too: an upper bound)."""
+    if text.count("[") + text.count("{") <= MAX_DEPTH:
+        return None
+    depth = 0
+    for m in _BRACKETS.finditer(text):
+        depth = depth + 1 if m.group() in "[{" else max(0, depth - 1)
+        if depth > MAX_DEPTH:
+            return _location(text, m.start())
+    return None
+
+
+_BRACKETS = re.compile(r"[\[\]{}]")
+
+MAX_NODES = 1_000_000
+"""Bound on YAML values after alias expansion, so an alias bomb is refused rather than expanded."""
+
+
+def _expanded_size(node: Node, memo: dict[int, int], active: set[int]) -> int:
+    """How many values ``node`` stands for with aliases expanded (linear in the distinct nodes)."""
+    if isinstance(node, ScalarNode):
+        return 1
+    got = memo.get(id(node))
+    if got is not None:
+        return got
+    if id(node) in active:  # recursive alias: reported by _convert
+        return 1
+    active.add(id(node))
+    children = node.value if isinstance(node, SequenceNode) else [n for kv in node.value for n in kv]
+    total = 1
+    for child in children:
+        total += _expanded_size(child, memo, active)
+        if total > MAX_NODES:
+            break
+    active.discard(id(node))
+    memo[id(node)] = total
+    return total
+
+
+def _convert(
+    node: Node, file: str, loader: _Loader, problems: list[YamlProblem], active: set[int], memo: dict[int, YNode]
+) -> YNode:
+    # An aliased node is converted once and shared: the tree is read-only.
+    done = memo.get(id(node))
+    if done is not None:
+        return done
     loc = _loc(file, node)
     if isinstance(node, ScalarNode):
         try:
@@ -182,15 +247,28 @@ def _convert(node: Node, file: str, loader: _Loader, problems: list[YamlProblem]
         return YScalar(loc, ScalarNode("tag:yaml.org,2002:null", "", node.start_mark, node.end_mark), None)
     active.add(id(node))
     try:
+        result: YNode
         if isinstance(node, SequenceNode):
-            return YSeq(loc, node, [_convert(item, file, loader, problems, active) for item in node.value])
+            result = YSeq(loc, node, [_convert(item, file, loader, problems, active, memo) for item in node.value])
+            memo[id(node)] = result
+            return result
         assert isinstance(node, MappingNode)
         entries: dict[Any, tuple[YScalar, YNode]] = {}
+        merged: list[YMap] = []
         for key_node, value_node in node.value:
+            if key_node.tag == _MERGE_TAG:  # `<<: *defaults` (or a list of them): fill in keys not written here
+                source = _convert(value_node, file, loader, problems, active, memo)
+                parts = source.items if isinstance(source, YSeq) else [source]
+                for part in parts:
+                    if isinstance(part, YMap):
+                        merged.append(part)
+                    else:
+                        problems.append(YamlProblem("`<<` must merge a mapping or a list of mappings", part.loc))
+                continue
             if not isinstance(key_node, ScalarNode):
                 problems.append(YamlProblem("mapping keys must be plain scalars", _loc(file, key_node)))
                 continue
-            key = _convert(key_node, file, loader, problems, active)
+            key = _convert(key_node, file, loader, problems, active, memo)
             assert isinstance(key, YScalar)
             try:
                 hash(key.value)
@@ -206,8 +284,13 @@ def _convert(node: Node, file: str, loader: _Loader, problems: list[YamlProblem]
                     )
                 )
                 continue
-            entries[key.value] = (key, _convert(value_node, file, loader, problems, active))
-        return YMap(loc, node, entries)
+            entries[key.value] = (key, _convert(value_node, file, loader, problems, active, memo))
+        for part in merged:
+            for k, entry in part.entries.items():
+                entries.setdefault(k, entry)
+        result = YMap(loc, node, entries)
+        memo[id(node)] = result
+        return result
     finally:
         active.discard(id(node))
 
