@@ -17,6 +17,14 @@ DATA = Path(__file__).resolve().parent.parent / ".." / "shared" / "data" / "cel-
 # Features docs/cel.md lists as unsupported; cases requiring them are skipped.
 UNSUPPORTED_REQUIRES = frozenset({"proto_messages"})
 
+# Cases docs/cel.md lists as known deviations, with the reason (run as xfail).
+KNOWN_DEVIATIONS = {
+    "parse/bytes_literals/triple_single_quoted_unescaped_punctuation":
+        "expected bytes contain a backslash the expression does not (spec data quirk; cel-cpp skips it too)",
+    "parse/bytes_literals/triple_double_quoted_unescaped_punctuation":
+        "expected bytes contain a backslash the expression does not (spec data quirk; cel-cpp skips it too)",
+}
+
 
 def load_cases() -> list[dict[str, Any]]:
     """Every conformance record, in file order."""

@@ -32,7 +32,7 @@ EXPRESSIONS = [
     "event.x || true", "true || event.x", "event.x ? 1 : 2", "event.x + event.y", "event.x - 1", "event.x * 2",
     "event.x / 2", "event.x / 0.0", "event.x % 2", "-event.x", "int(event.x)", "uint(event.x)", "double(event.x)",
     "string(event.x)", "bool(event.x)", "type(event.x) == int", "dyn(event.x)", "[event.x]", "{'k': event.x}",
-    "{event.x: 1}", "event.x.exists(i, i == 1)", "event.x.all(i, i > 0)", "event.x.exists_one(i, i == 'x')",
+    "{event.x: 1}", "event.x.exists(i, i == 1)", "event.x.exists(i, i == 2)", "event.x.exists(i, 'a' == i)", "event.x.all(i, i > 0)", "event.x.exists_one(i, i == 'x')",
     "event.x.map(i, i.v)", "event.x.filter(i, i.v > 1)", "event.x.map(i, i > 0, i)", "event.x == event.y",
     "event.x < event.y", "event.x >= event.y", "event.x[event.y]", "event.x.b.c", "has(event.x.b.c)",
     "event.x == [1]", "event.x == {'b': 1}", "event.x.b == 1 || event.y == 2", "event.x in {'b': 1}",

@@ -456,6 +456,12 @@ class PythonEmitter:
         bodies = [self._expr(a, inner) for a in node.args]
         it = f"{self._helper('iter_range')}({rng.src})"
         kind = node.kind
+        if kind == "exists":
+            c = _membership_constant(node.args[0], node.var)
+            if c is not _NO_CONST:
+                # exists(x, x == c) is membership: `c in list` compares with == like
+                # CEL for these constants, and never errors, so no absorption subtleties.
+                return _Code(f"({self._const_code(c).src} in {it})", "bool")
         if kind == "all" or kind == "exists":
             fn = "all" if kind == "all" else "any"
             return _Code(f"{fn}({self._bool(bodies[0])} for {var} in {it})", "bool")
@@ -467,6 +473,23 @@ class PythonEmitter:
         if len(bodies) == 2:
             return _Code(f"[{transform} for {var} in {it} if {self._bool(bodies[0])}]", "list")
         return _Code(f"[{transform} for {var} in {it}]", "list")
+
+
+def _membership_constant(pred: Expr, var: str) -> Any:
+    """``c`` when ``pred`` is ``var == c`` (or ``c == var``) for a string or a small non-0/1 int, else _NO_CONST."""
+    if not (isinstance(pred, Call) and pred.function == "_==_" and pred.target is None):
+        return _NO_CONST
+    a, b = pred.args
+    if isinstance(a, Literal):
+        a, b = b, a
+    if not (isinstance(a, Ident) and a.name == var and isinstance(b, Literal)):
+        return _NO_CONST
+    c = b.value
+    if c.__class__ is str or c.__class__ is bytes:
+        return c
+    if c.__class__ is int and c not in (0, 1) and abs(c) <= _EXACT_FLOAT_INT:
+        return c
+    return _NO_CONST
 
 
 def _paren(src: str) -> str:
