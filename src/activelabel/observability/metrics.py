@@ -15,7 +15,7 @@ codes. Never a label *value*: values may be ``pii`` or ``secret``.
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
@@ -140,13 +140,22 @@ class ServiceMetrics:
             ["outcome", "trigger"],
             registry=self.registry,
         )
+        # Bound children per door, made once: labels() costs a lock and a dict
+        # lookup per call, which is a noticeable share of a ~50 µs request.
+        self._door: dict[str, tuple[Any, Any, Any, Any]] = {}
         for door in FRONT_DOORS:
-            # Zero-valued series from the start, so rate() and ratios work before the first event.
-            self.label_latency.labels(door)
-            self.events_labeled.labels(door)
-            self.events_dead_lettered.labels(door)
-            self.events_failed.labels(door)
-            self.requests.labels(door, "labeled", "")
+            self._bind(door)
+
+    def _bind(self, door: str) -> tuple[Any, Any, Any, Any]:
+        bound = (
+            self.label_latency.labels(door),
+            self.requests.labels(door, "labeled", ""),
+            self.events_labeled.labels(door),
+            self.events_dead_lettered.labels(door),
+        )
+        self.events_failed.labels(door)
+        self._door[door] = bound
+        return bound
 
     def attach(self, collector: Collector) -> None:
         """Register a scrape-time collector (the labeler stats) on this registry."""
@@ -154,12 +163,13 @@ class ServiceMetrics:
 
     def observe_labeled(self, door: str, seconds: float, events: int, dead_lettered: int = 0) -> None:
         """One request answered with labels."""
-        self.label_latency.labels(door).observe(seconds)
-        self.requests.labels(door, "labeled", "").inc()
+        latency, requests, labeled, dead = self._door.get(door) or self._bind(door)
+        latency.observe(seconds)
+        requests.inc()
         if events:
-            self.events_labeled.labels(door).inc(events)
+            labeled.inc(events)
         if dead_lettered:
-            self.events_dead_lettered.labels(door).inc(dead_lettered)
+            dead.inc(dead_lettered)
 
     def observe_error(self, door: str, reason: str, failed_events: int = 0) -> None:
         """One request answered with an error (``reason`` is a fixed code, never user data)."""

@@ -79,18 +79,19 @@ def create_app(
     state = ServiceState(runtime=runtime, metrics=metrics, auth=Authenticator(None if no_auth else tokens), config=config)
 
     prefix = config.ext_authz.path_prefix.rstrip("/")
+    # Hot routes first: Starlette matches routes in order.
     routes = [
-        Route("/healthz", routes_core.healthz_route, methods=["GET"]),
-        Route("/readyz", routes_core.readyz_route, methods=["GET"]),
-        Route("/metrics", routes_core.metrics_route, methods=["GET"]),
         Route("/v1/label", routes_core.label_route, methods=["POST"]),
-        Route("/v1/policy", routes_core.policy_route, methods=["GET"]),
-        Route("/v1/policy/reload", routes_core.reload_route, methods=["POST"]),
+        Route(prefix + "/{original_path:path}", routes_edge.ext_authz_route, methods=routes_edge.EXT_AUTHZ_METHODS),
         Route("/v1/traces", routes_otlp.otlp_traces_route, methods=["POST"]),
         Route("/v1/logs", routes_otlp.otlp_logs_route, methods=["POST"]),
         Route("/v1/admission", routes_edge.admission_route, methods=["POST"]),
         Route(prefix, routes_edge.ext_authz_route, methods=routes_edge.EXT_AUTHZ_METHODS),
-        Route(prefix + "/{original_path:path}", routes_edge.ext_authz_route, methods=routes_edge.EXT_AUTHZ_METHODS),
+        Route("/healthz", routes_core.healthz_route, methods=["GET"]),
+        Route("/readyz", routes_core.readyz_route, methods=["GET"]),
+        Route("/metrics", routes_core.metrics_route, methods=["GET"]),
+        Route("/v1/policy", routes_core.policy_route, methods=["GET"]),
+        Route("/v1/policy/reload", routes_core.reload_route, methods=["POST"]),
     ]
 
     @contextlib.asynccontextmanager
