@@ -87,6 +87,7 @@ def test_explain_shows_a_table_of_how_each_label_was_decided():
     assert res.returncode == 0, res.stderr
     out = res.stdout
     assert "priority" in out and "critical" in out and "rule:server-error-critical" in out
-    assert "rule:bot-traffic-low" in out  # it matched but lost
+    assert "bot-traffic-low" in out  # it matched but lost
+    assert "66.249.73.135" not in out and "‹pii›" in out  # pii values are masked unless asked for
     res = run("explain", "--policy", str(EXAMPLES / "edge" / "policy.yaml"), "{not json")
     assert res.returncode == 2 and "not valid JSON" in res.stderr

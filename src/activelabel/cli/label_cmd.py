@@ -205,8 +205,11 @@ def explain(
     event: Annotated[str, typer.Argument(help="The event: a JSON object, or - to read it from stdin.")],
     policy: Annotated[Path, typer.Option("--policy", "-p", help="Policy YAML file.")] = Path("policy.yaml"),
     as_json: Annotated[bool, typer.Option("--json", help="Print the explanation as JSON.")] = False,
+    show_sensitive: Annotated[bool, typer.Option("--show-sensitive", help="Show values of pii/secret labels instead of masking them.")] = False,
 ) -> None:
     """Show how each label of one event was decided: value, confidence, source, rules matched and lost."""
+    from rich.console import Console
+
     text = sys.stdin.read() if event == "-" else event
     try:
         obj = orjson.loads(text)
@@ -220,15 +223,22 @@ def explain(
     if as_json:
         out.print_json(orjson.dumps(info).decode())
         return
+    specs = labeler.policy.labels
     table = Table(title=f"{info['policy']} {info['policy_version'][:19]}  ({info['elapsed_us']} µs)", title_justify="left")
-    for col in ("label", "value", "confidence", "source", "matched", "lost", "errors"):
-        table.add_column(col)
+    for col in ("label", "value", "conf.", "source", "matched rules", "lost", "errors"):
+        table.add_column(col, overflow="fold")
     for name, entry in info["labels"].items():
-        value = orjson.dumps(entry["value"]).decode() if entry["set"] else "[dim]unset[/]"
+        if not entry["set"]:
+            value = "[dim]unset[/]"
+        elif specs[name].sensitivity in ("pii", "secret") and not show_sensitive:
+            value = f"[dim]‹{specs[name].sensitivity}›[/]"
+        else:
+            value = orjson.dumps(entry["value"]).decode()
         conf = f"{entry['confidence']:.2f}" if entry["confidence"] is not None else ""
         errors = "; ".join(f"{e['source']}: {e['error']}" for e in entry["errors"])
-        table.add_row(name, value, conf, entry["source"] or "", ", ".join(entry["matched"]), ", ".join(entry["lost"]), errors)
-    out.print(table)
+        short = lambda items: ", ".join(i.removeprefix("rule:") for i in items)  # noqa: E731
+        table.add_row(name, value, conf, entry["source"] or "", short(entry["matched"]), short(entry["lost"]), errors)
+    Console(width=max(out.width, 150)).print(table)
 
 
 @app.command()
