@@ -56,9 +56,15 @@ class _Writer:
         self.lines.append("    " * self.depth + line)
 
 
-def generate(plan: Plan, *, every_rule: bool, slow: Callable[..., Any], resolvers: list[Any], hits: list[int]) -> tuple[str, dict[str, Any]]:
+def _fail() -> Any:
+    raise NotBool
+
+
+def generate(plan: Plan, *, every_rule: bool, slow: Callable[..., Any], resolvers: list[Any], hits: list[int],
+             errors: list[int]) -> tuple[str, dict[str, Any]]:
     """The source of ``label_event(event) -> (labels, codes)`` and its namespace."""
-    ns: dict[str, Any] = {"_MISSING": MISSING, "_NotBool": NotBool, "_slow": slow, "_hits": hits, "_bisect": bisect_right}
+    ns: dict[str, Any] = {"_MISSING": MISSING, "_NotBool": NotBool, "_slow": slow, "_hits": hits, "_errors": errors,
+                          "_bisect": bisect_right, "_fail": _fail}
     labels_referenced = {
         ref.path[1]
         for lp in plan.labels
@@ -158,23 +164,30 @@ def _label_block(w: _Writer, ns: dict[str, Any], lp: LabelPlan, plan: Plan, emit
         ns[f"_BB_{li}"] = spec.bounds
         w("try:")
         w(f"    _x = {emit(lp.from_prog)}")
-        w("    if _x.__class__ is bool or _x != _x or _x.__class__ is str: raise _NotBool")
-        w(f"    _v = _BN_{li}[_bisect(_BB_{li}, _x)]; _w = {lp.from_idx}")
         w("except Exception:")
         w(f"    _v, _w = _slow({li}, {bindings})")
+        w("else:")
+        w("    if (_x.__class__ is int or _x.__class__ is float) and _x == _x:")
+        w(f"        _v = _BN_{li}[_bisect(_BB_{li}, _x)]; _w = {lp.from_idx}")
+        w("    else:  # null, a string, NaN...: an error of `from`, counted like a rule error")
+        w(f"        _errors[{lp.from_idx}] += 1; _v = {default_v}; _w = {default_w}")
         return
     check = None
     if any(rp.value_prog is not None for rp in lp.rules):
-        from activelabel.engine.plan import check_value
-
-        ns[f"_chk_{li}"] = lambda v, _s=spec: check_value(_s, v)
-        check = f"_chk_{li}"
+        ns[f"_ENUM_{li}"] = frozenset(spec.values or ())
+        check = {
+            "enum": f"(_y if (_y := {{}}) in _ENUM_{li} and _y.__class__ is str else _fail())",
+            "string": "(_y if (_y := {}).__class__ is str else _fail())",
+            "bool": "(_y if (_y := {}).__class__ is bool else _fail())",
+            "int": "(_y if (_y := {}).__class__ is int else _fail())",
+            "float": "(float(_y) if (_y := {}).__class__ is float or _y.__class__ is int else _fail())",
+        }[spec.type]
     collect = every_rule or spec.resolve != "first_match"
     w("try:")
     if not collect:
         first = True
         for rp in lp.rules:
-            value = _const(ns, rp.value) if rp.value_prog is None else f"{check}({emit(rp.value_prog)})"
+            value = _const(ns, rp.value) if rp.value_prog is None else check.format(emit(rp.value_prog))
             kw = "if" if first else "elif"
             if rp.when is None:
                 cond = None
@@ -207,7 +220,7 @@ def _label_block(w: _Writer, ns: dict[str, Any], lp: LabelPlan, plan: Plan, emit
         return
     w("    _cs = []")
     for rp in lp.rules:
-        value = _const(ns, rp.value) if rp.value_prog is None else f"{check}({emit(rp.value_prog)})"
+        value = _const(ns, rp.value) if rp.value_prog is None else check.format(emit(rp.value_prog))
         if rp.when is None:
             w(f"    _cs.append(({value}, {rp.source_idx}))")
             continue

@@ -86,7 +86,7 @@ class Labeler:
         self._conflicts = [0] * len(plan.labels)
         self._events = 0
         resolvers = [self._make_resolver(i) for i in range(len(plan.labels))]
-        source, ns = codegen.generate(plan, every_rule=track_conflicts, slow=self._slow, resolvers=resolvers, hits=self._hits)
+        source, ns = codegen.generate(plan, every_rule=track_conflicts, slow=self._slow, resolvers=resolvers, hits=self._hits, errors=self._errors)
         ns["_clock_now"] = now or (lambda: datetime.now(timezone.utc))
         self.generated_source = source
         try:
