@@ -261,6 +261,8 @@ class PythonEmitter:
             if root in self.roots and root not in self._bound_roots:
                 return _Code(self._hoist(path), maybe_missing=True, simple=True)
         b = self._expr(base, scope)
+        if b.kind is not None and b.kind != "map":
+            return _Code(self._fallback)  # selecting a field of a list, string, ...: a CEL error
         # Subscripting is exact-or-raise for a string key: maps give the value or
         # KeyError, every other CEL value (and MISSING) raises.
         return _Code(f"{_paren(b.src)}" + "".join(f"[{f!r}]" for f in fields))
@@ -388,7 +390,7 @@ class PythonEmitter:
                     return _Code(f"({elem.src} in {fs})", "bool")
                 if elem.simple:  # true in [1] is false in CEL
                     return _Code(f"({elem.src}.__class__ is not bool and {elem.src} in {fs})", "bool")
-            if not members:
+            if not members and c.__class__ is list:  # (an empty map still checks the key's type)
                 return _Code(f"({self._value(elem)} is {self.missing_name})", "bool")  # always False
         return _Code(f"{self._helper('contains_in')}({elem.src}, {container.src})", "bool")
 
@@ -493,7 +495,8 @@ def _membership_constant(pred: Expr, var: str) -> Any:
 
 
 def _paren(src: str) -> str:
-    return src if re.fullmatch(r"[\w.]+|\(.*\)|\[.*\]", src) else f"({src})"
+    # Parentheses cost nothing at runtime; only bare names are left alone.
+    return src if re.fullmatch(r"[A-Za-z_]\w*", src) else f"({src})"
 
 
 def _is_plain_value(v: Any) -> bool:
