@@ -330,4 +330,4 @@ def test_yaml_merge_keys_share_rule_fields(tmp_path: Path) -> None:
     )
     one, two = load_policy(path).rules
     assert (two.id, two.value, two.confidence) == ("two", "b", 0.5)
-    assert two.when is not None and two.when.source == one.when.source if one.when else False
+    assert one.when is not None and two.when is not None and two.when.source == one.when.source

@@ -186,7 +186,7 @@ class Merger:
                         f"`{field_name}` reads `labels.{name}`, {which}; only labels declared earlier can be read",
                         member_loc,
                         rule_id=rule_id,
-                        suggestion=f"declare `{name}` before `{own_label}` under `labels:`",
+                        suggestion=None if name == own_label else f"declare `{name}` before `{own_label}` under `labels:`",
                     )
                 continue
             if root in scope or root in CEL_BUILTIN_IDENTS:
