@@ -311,3 +311,12 @@ def test_non_cel_python_values_fail_cleanly() -> None:
     """A Python value that is not a CEL value (a set) raises CELEvalError, not TypeError."""
     with pytest.raises(CELEvalError):
         ev("x + 1", x={1})
+
+
+def test_map_lookup_with_a_non_key_type_is_an_error() -> None:
+    """Only int, uint, bool and string (and integral doubles) can look up a map key; bytes or null raise."""
+    assert ev("'a' in {'a': 1} && !(2.5 in {2: 'x'}) && 2.0 in {2: 'x'}") is True
+    with pytest.raises(CELEvalError, match="unsupported map key type"):
+        ev("b'a' in {'a': 1}")
+    with pytest.raises(CELEvalError, match="unsupported map key type"):
+        ev("{'a': 1}[null]")

@@ -149,7 +149,8 @@ def map_get(m: dict, key: Any) -> tuple[bool, Any]:
             return False, None
         key = int(key)
         kk = int
-    elif kk is dict or kk is list or kk is tuple:
+    elif kk is not str and kk is not int and kk is not UInt and kk is not bool:
+        # only int, uint, bool and string are map key types (doubles convert above)
         raise CELEvalError(f"unsupported map key type {type_name(key)}")
     try:
         v = m[key]

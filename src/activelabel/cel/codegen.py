@@ -380,7 +380,12 @@ class PythonEmitter:
 
     def _in(self, elem: _Code, container: _Code) -> _Code:
         c = container.const
-        if c.__class__ in (list, dict) and elem.const is _NO_CONST:
+        if c.__class__ is dict and elem.const is _NO_CONST and elem.simple and c and all(
+                k.__class__ is str for k in c):
+            # map keys: only string lookups are decided here (a null or bytes key is an error)
+            fs = self._install(frozenset(c), f"set{len(self._installed)}")
+            return _Code(f"({elem.src} in {fs} if {elem.src}.__class__ is str else {self._fallback})", "bool")
+        if c.__class__ is list and elem.const is _NO_CONST:
             members = list(c)
             if members and all(m.__class__ in (str, bytes, type(None), int) for m in members) and all(
                     abs(m) <= _EXACT_FLOAT_INT for m in members if m.__class__ is int):
@@ -390,7 +395,7 @@ class PythonEmitter:
                     return _Code(f"({elem.src} in {fs})", "bool")
                 if elem.simple:  # true in [1] is false in CEL
                     return _Code(f"({elem.src}.__class__ is not bool and {elem.src} in {fs})", "bool")
-            if not members and c.__class__ is list:  # (an empty map still checks the key's type)
+            if not members:
                 return _Code(f"({self._value(elem)} is {self.missing_name})", "bool")  # always False
         return _Code(f"{self._helper('contains_in')}({elem.src}, {container.src})", "bool")
 
