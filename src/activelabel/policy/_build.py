@@ -362,18 +362,19 @@ class FileBuilder:
             bucket_names=names,
             loc=knode.loc,
         )
+        # Constants are only checked against a label whose own definition is sound (no cascades).
+        sound = ltype is not None and (ltype != "enum" or values is not None) and (ltype != "bucket" or bool(names))
         default_node = m.get("default")
         if default_node is not None and not (isinstance(default_node, YScalar) and default_node.value is None):
             value = to_plain(default_node)
-            valid_type = ltype is not None and (ltype != "enum" or values is not None) and (ltype != "bucket" or names)
-            if valid_type:
+            if sound:
                 err = constant_problem(spec, value)
                 if err:
                     self.rep.add(f"default of {what}: {err[0]}", default_node.loc, suggestion=err[1])
                 else:
                     spec = replace(spec, default=coerce(spec, value), has_default=True)
         pending.spec = spec
-        pending.extra["valid"] = ltype is not None
+        pending.extra["valid"] = sound
         self.doc.labels.append(pending)
 
     def enum_values(self, m: YMap, what: str) -> tuple[str, ...] | None:
@@ -438,6 +439,10 @@ class FileBuilder:
             rule_id = id_node.value if isinstance(id_node.value, str) else id_node.raw
         elif id_node is not None:
             self.rep.add(f"rule `id` must be a string, not {describe(id_node)}", id_node.loc)
+        if rule_id is not None and not rule_id.strip():
+            assert id_node is not None
+            self.rep.add("rule `id` must not be empty", id_node.loc)
+            rule_id = None
         what = f"rule `{rule_id}`" if rule_id else "a rule"
         pending = Pending(spec=None, locs={"rule": m.loc})
         self.keys(m, RULE_KEYS, ("id", "label"), what, rule_id)
