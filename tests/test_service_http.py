@@ -193,3 +193,11 @@ def test_no_auth_mode_labels_without_token_but_hides_secrets():
     assert r.status_code == 200
     assert r.json()["labels"]["priority"] == "high"
     assert "api_key_owner" not in r.json()["labels"]
+
+
+def test_label_endpoint_only_takes_post(client):
+    """GET /v1/label is answered 405 with a JSON error and an Allow header."""
+    r = client.get("/v1/label", headers=auth("label-token"))
+    assert r.status_code == 405
+    assert r.headers["allow"] == "POST"
+    assert r.json()["error"]["code"] == "method_not_allowed"

@@ -8,11 +8,12 @@ Messages never quote request content: it may carry sensitive values.
 from __future__ import annotations
 
 import zlib
-from typing import Any
+from typing import Any, Mapping
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive
 
 from activelabel.service.auth import ANONYMOUS, Caller, TokenTable, bearer_token
 
@@ -28,22 +29,24 @@ class HttpError(Exception):
         self.details = details
         self.headers: dict[str, str] = {}
 
+    def body(self) -> bytes:
+        return orjson.dumps({"error": {"code": self.code, "message": self.message, **self.details}})
+
     def response(self) -> Response:
-        body: dict[str, Any] = {"error": {"code": self.code, "message": self.message, **self.details}}
-        return json_response(body, status=self.status, headers=self.headers)
+        return Response(self.body(), status_code=self.status, media_type="application/json", headers=self.headers)
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
 
 
-def media_type(request: Request) -> str:
-    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+def media_type(headers: Mapping[str, str]) -> str:
+    return headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
 
-def require_media_type(request: Request, allowed: tuple[str, ...]) -> str:
+def require_media_type(headers: Mapping[str, str], allowed: tuple[str, ...]) -> str:
     """The request's media type if it is one of ``allowed``; 415 otherwise."""
-    found = media_type(request)
+    found = media_type(headers)
     if found not in allowed:
         raise HttpError(
             415,
@@ -63,22 +66,33 @@ def _too_large(limit: int) -> HttpError:
 
 
 async def read_body(request: Request, limit: int) -> bytes:
+    """The body of a Starlette request (see ``receive_body``)."""
+    return await receive_body(request.receive, request.headers, limit)
+
+
+async def receive_body(receive: Receive, headers: Mapping[str, str], limit: int) -> bytes:
     """The request body, decompressed, refusing (413) anything over ``limit`` bytes.
 
     Reads incrementally so an oversized upload is refused without buffering it.
     """
-    declared = request.headers.get("content-length")
+    declared = headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise HttpError(400, "client_disconnected", "the client went away before sending the whole body")
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise _too_large(limit)
         chunks.append(chunk)
-    body = b"".join(chunks)
-    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+        if not message.get("more_body", False):
+            break
+    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    encoding = headers.get("content-encoding", "identity").strip().lower()
     if encoding in ("", "identity"):
         return body
     if encoding not in ("gzip", "deflate"):
@@ -118,16 +132,16 @@ class Authenticator:
     def enabled(self) -> bool:
         return self._tokens is not None
 
-    def caller(self, request: Request, scope: str, *, token_header: str | None = None) -> Caller:
-        """The authenticated caller holding ``scope``; 401 / 403 otherwise."""
+    def caller(self, headers: Mapping[str, str], scope: str, *, token_header: str | None = None) -> Caller:
+        """The caller (from lower-case request ``headers``) holding ``scope``; 401 / 403 otherwise."""
         if self._tokens is None:
             return ANONYMOUS
         if token_header is not None:
-            raw = request.headers.get(token_header)
+            raw = headers.get(token_header)
             token = bearer_token(raw) or (raw.strip() if raw else None)
             how = f"a {token_header} header"
         else:
-            token = bearer_token(request.headers.get("authorization"))
+            token = bearer_token(headers.get("authorization"))
             how = "an 'Authorization: Bearer <token>' header"
         if token is None:
             error = HttpError(401, "unauthenticated", f"this endpoint needs a token: send {how}")

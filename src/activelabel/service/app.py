@@ -22,6 +22,7 @@ import httpx
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from activelabel.errors import PolicyError
 from activelabel.observability.metrics import LabelerStatsCollector, ServiceMetrics
@@ -30,6 +31,7 @@ from activelabel.service._http import Authenticator
 from activelabel.service.auth import AuthConfigError, TokenTable
 from activelabel.service.config import ServiceConfig
 from activelabel.service.policy_runtime import LabelerLoader, PolicyRuntime, load_checked_labeler
+from activelabel.service.routes_label import label_asgi
 from activelabel.service.state import ServiceState
 
 log = logging.getLogger("activelabel.service")
@@ -44,7 +46,7 @@ def create_app(
     registry: CollectorRegistry | None = None,
     handle_sighup: bool = False,
     loader: LabelerLoader | None = None,
-) -> Starlette:
+) -> "LabelService":
     """Build the service for ``policy_path``.
 
     Raises ``PolicyError`` (every issue) if the policy is refused, and
@@ -81,7 +83,6 @@ def create_app(
     prefix = config.ext_authz.path_prefix.rstrip("/")
     # Hot routes first: Starlette matches routes in order.
     routes = [
-        Route("/v1/label", routes_core.label_route, methods=["POST"]),
         Route(prefix + "/{original_path:path}", routes_edge.ext_authz_route, methods=routes_edge.EXT_AUTHZ_METHODS),
         Route("/v1/traces", routes_otlp.otlp_traces_route, methods=["POST"]),
         Route("/v1/logs", routes_otlp.otlp_logs_route, methods=["POST"]),
@@ -117,7 +118,24 @@ def create_app(
 
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.activelabel = state
-    return app
+    return LabelService(app, state)
+
+
+class LabelService:
+    """The ASGI app: ``POST /v1/label`` goes straight to its handler, everything else to Starlette.
+
+    ``starlette`` is the inner app (routes, lifespan); ``state`` what the routes share.
+    """
+
+    def __init__(self, starlette: Starlette, state: ServiceState) -> None:
+        self.starlette = starlette
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == "/v1/label":
+            await label_asgi(self.state, scope, receive, send)
+            return
+        await self.starlette(scope, receive, send)
 
 
 def _issue_fields(error: dict[str, Any]) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from activelabel.service.label_output import (
     k8s_label_value,
     visible_labels,
 )
-from activelabel.service.routes_core import VERSION_HEADER
+from activelabel.service.routes_label import VERSION_HEADER
 from activelabel.service.state import Stopwatch, front_door, label_one, state_of
 
 # Envoy's ext_authz HTTP service mirrors the client's method, so the route takes them all.
@@ -36,7 +36,7 @@ async def ext_authz_route(request: Request) -> Response:
     """
     state = state_of(request)
     config = state.config.ext_authz
-    caller = state.auth.caller(request, "label", token_header=config.token_header)
+    caller = state.auth.caller(request.headers, "label", token_header=config.token_header)
     snapshot = state.snapshot()
     watch = Stopwatch()
     path = request.url.path[len(config.path_prefix):] or "/"
@@ -55,8 +55,8 @@ async def ext_authz_route(request: Request) -> Response:
 async def admission_route(request: Request) -> Response:
     """Answer an ``AdmissionReview`` (admission.k8s.io/v1) with a JSONPatch adding the labels."""
     state = state_of(request)
-    caller = state.auth.caller(request, "label")
-    require_media_type(request, ("application/json",))
+    caller = state.auth.caller(request.headers, "label")
+    require_media_type(request.headers, ("application/json",))
     review = decode_json(await read_body(request, state.config.max_body_bytes))
     admission_request = _admission_request(review)
     snapshot = state.snapshot()

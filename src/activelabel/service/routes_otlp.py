@@ -74,8 +74,8 @@ def _otlp_route(signal: str, door: str, decode: Callable[[bytes, str], Any], col
     @front_door(door)
     async def route(request: Request) -> Response:
         state = state_of(request)
-        caller = state.auth.caller(request, "label")
-        media = require_media_type(request, otlp_codec.MEDIA_TYPES)
+        caller = state.auth.caller(request.headers, "label")
+        media = require_media_type(request.headers, otlp_codec.MEDIA_TYPES)
         message = decode(await read_body(request, state.config.max_body_bytes), media)
         snapshot = state.snapshot()
         watch = Stopwatch()

@@ -57,18 +57,23 @@ def front_door(door: str) -> Callable[[Handler], Handler]:
                 state.metrics.observe_error(door, exc.code)
                 return exc.response()
             except Exception as exc:  # noqa: BLE001 - the last line of defence keeps the worker alive
-                # Log where, not what: exception messages may quote event values.
-                frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
-                where = f"{frame.filename}:{frame.lineno}" if frame else "?"
-                log.error("internal error on %s door: %s at %s", door, type(exc).__name__, where)
-                state.metrics.observe_error(door, "internal")
-                return HttpError(500, "internal", f"internal error ({type(exc).__name__}); see the server log").response()
+                return internal_error(state, door, exc).response()
 
         route.__name__ = handler.__name__
         route.__doc__ = handler.__doc__
         return route
 
     return wrap
+
+
+def internal_error(state: ServiceState, door: str, exc: BaseException) -> HttpError:
+    """Log and count an unexpected failure; the 500 it becomes names no event content."""
+    # Log where, not what: exception messages may quote event values.
+    frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+    where = f"{frame.filename}:{frame.lineno}" if frame else "?"
+    log.error("internal error on %s door: %s at %s", door, type(exc).__name__, where)
+    state.metrics.observe_error(door, "internal")
+    return HttpError(500, "internal", f"internal error ({type(exc).__name__}); see the server log")
 
 
 class Stopwatch:
