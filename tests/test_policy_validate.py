@@ -86,8 +86,9 @@ def test_wrong_type_constant(tmp_path: Path) -> None:
           value: "five"
         """)  # fmt: skip
     issue = only_issue(path)
-    assert (issue.line, issue.column, issue.rule_id) == (15, 10, "n")
+    assert (issue.file, issue.line, issue.column, issue.rule_id) == (str(path), 15, 10, "n")
     assert "is not an integer (label `count` is int)" in issue.message
+    assert issue.suggestion is None
 
 
 def test_default_must_fit_the_label(tmp_path: Path) -> None:
@@ -197,8 +198,9 @@ def test_duplicate_rule_id(tmp_path: Path) -> None:
           value: high
         """)  # fmt: skip
     issue = only_issue(path)
-    assert (issue.line, issue.column, issue.rule_id) == (16, 7, "same")
+    assert (issue.file, issue.line, issue.column, issue.rule_id) == (str(path), 16, 7, "same")
     assert f"duplicate rule id `same` (first at {path}:13:7)" in issue.message
+    assert issue.suggestion == "rule ids must be unique; rename one"
 
 
 def test_bucket_bounds_must_be_strictly_ascending(tmp_path: Path) -> None:
@@ -208,8 +210,9 @@ def test_bucket_bounds_must_be_strictly_ascending(tmp_path: Path) -> None:
         HEADER + "labels:\n  band:\n    type: bucket\n    from: event.ms\n    bounds: [10, 100, 100]\n",
     )
     issue = only_issue(path)
-    assert (issue.line, issue.column) == (7, 23)
-    assert "strictly ascending" in issue.message
+    assert (issue.file, issue.line, issue.column, issue.rule_id) == (str(path), 7, 23, None)
+    assert "strictly ascending: 100 after 100" in issue.message
+    assert issue.suggestion == "sort the bounds and remove duplicates"
 
 
 def test_bucket_bounds_must_not_be_empty(tmp_path: Path) -> None:
@@ -256,8 +259,9 @@ def test_missing_enricher_file_names_the_enricher(tmp_path: Path) -> None:
         HEADER + "enrichers:\n  - name: tenant\n    type: lookup\n    file: nope.csv\n    key: event.t\n",
     )
     issue = only_issue(path)
-    assert (issue.line, issue.column) == (6, 11)
+    assert (issue.file, issue.line, issue.column, issue.rule_id) == (str(path), 6, 11, None)
     assert issue.message.startswith("enricher `tenant`: file `nope.csv` not found")
+    assert issue.suggestion == "paths are relative to the policy file"
 
 
 def test_enricher_name_may_not_shadow_builtins(tmp_path: Path) -> None:
@@ -275,6 +279,7 @@ def test_include_cycle_is_refused() -> None:
     assert issue.file.endswith("include-cycle-b.yaml") and (issue.line, issue.column) == (1, 11)
     assert issue.message.startswith("include cycle: ")
     assert "include-cycle-a.yaml -> " in issue.message
+    assert issue.suggestion == "remove one of the includes"
 
 
 def test_error_in_an_included_file_names_that_file(tmp_path: Path) -> None:
@@ -442,3 +447,14 @@ def test_deeply_nested_yaml_is_refused(tmp_path: Path) -> None:
     path = write(tmp_path / "p.yaml", HEADER + "tests: " + "[" * 5000 + "]" * 5000 + "\n")
     issue = only_issue(path)
     assert "nested too deeply" in issue.message
+
+
+def test_quoted_number_for_a_numeric_label_gets_a_hint(tmp_path: Path) -> None:
+    """A quoted number for an int label is refused with a hint to drop the quotes."""
+    path = rules_policy(tmp_path, """\
+        - id: q
+          label: count
+          value: "5"
+        """)  # fmt: skip
+    issue = only_issue(path)
+    assert (issue.rule_id, issue.suggestion) == ("q", "write the number without quotes: 5")

@@ -65,6 +65,10 @@ def constant_problem(label: LabelSpec, value: Any) -> tuple[str, str | None] | N
         hint = f'quote it: "{value if not isinstance(value, bool) else str(value).lower()}"'
     elif label.type == "bool" and isinstance(value, str) and value.lower() in ("yes", "no", "on", "off", "true", "false"):
         hint = "use true or false"
+    elif label.type in ("int", "float") and isinstance(value, str) and _is_number(value, label.type == "int"):
+        hint = f"write the number without quotes: {value.strip()}"
+    elif label.type in ("enum", "bucket") and value is not None:
+        hint = f'quote it: "{str(value).lower() if isinstance(value, bool) else value}"'
     return f"value {shown} is not {kind} (label `{label.name}` is {label.type})", hint
 
 
@@ -73,3 +77,11 @@ def coerce(label: LabelSpec, value: Any) -> Any:
     if label.type == "float":
         return float(value)
     return value
+
+
+def _is_number(text: str, integer: bool) -> bool:
+    try:
+        int(text) if integer else float(text)
+    except ValueError:
+        return False
+    return True
