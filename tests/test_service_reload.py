@@ -150,3 +150,33 @@ def test_service_does_not_start_on_a_bad_policy():
     with pytest.raises(PolicyError) as info:
         build_app(BAD_POLICY)
     assert len(info.value.issues) == 3
+
+
+def test_file_watch_follows_included_files_in_other_directories(tmp_path):
+    """With watch_policy on, editing a file the policy includes from another directory reloads the policy."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "rules.yaml").write_text(
+        "rules:\n  - {id: slow, label: speed, value: slow, when: 'event.ms > 100'}\n"
+    )
+    main = tmp_path / "main"
+    main.mkdir()
+    policy_file = main / "policy.yaml"
+    policy_file.write_text(
+        "apiVersion: activelabel/v1\nkind: Policy\nmetadata: {name: included}\n"
+        "include: [../shared/rules.yaml]\n"
+        "labels:\n  speed: {type: enum, values: [slow, fast]}\n"
+    )
+    app = build_app(policy_file, config=ServiceConfig(watch_policy=True))
+    with serve_in_thread(app) as url, httpx.Client(base_url=url) as client:
+        assert _label(client, {"ms": 500}).json()["labels"] == {"speed": "slow"}
+        (shared / "rules.yaml").write_text(
+            "rules:\n  - {id: slow, label: speed, value: fast, when: 'event.ms > 100'}\n"
+        )
+        wait = threading.Event()
+        for _ in range(200):  # poll up to ~10 s for the watcher; no timing assertion
+            labels = _label(client, {"ms": 500}).json()["labels"]
+            if labels.get("speed") == "fast":
+                break
+            wait.wait(0.05)
+        assert labels == {"speed": "fast"}

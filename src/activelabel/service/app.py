@@ -156,12 +156,25 @@ def _install_sighup(runtime: PolicyRuntime) -> None:
     loop.add_signal_handler(signal.SIGHUP, on_sighup)
 
 
+def _watched_files(runtime: PolicyRuntime) -> frozenset[Path]:
+    """The policy file and everything it depends on (includes, tables, models), resolved."""
+    files = {runtime.policy_path.resolve()}
+    if runtime.ready:
+        policy = runtime.current.labeler.policy
+        files.update(Path(p).resolve() for p in getattr(policy, "dependencies", ()) or ())
+    return frozenset(files)
+
+
 async def _watch_policy(runtime: PolicyRuntime, stop: asyncio.Event) -> None:
     from watchfiles import awatch
 
-    # Watch the directory, not the file: editors and `kubectl` ConfigMap updates
-    # replace the file (rename / symlink swap), which a file watch would miss.
-    directory = runtime.policy_path.resolve().parent
-    async for changes in awatch(directory, stop_event=stop, debounce=300, step=50):
-        if any(Path(p).suffix in (".yaml", ".yml", ".csv", ".json") or Path(p).name == "..data" for _, p in changes):
-            await anyio.to_thread.run_sync(runtime.reload, "watch")
+    while not stop.is_set():
+        files = _watched_files(runtime)
+        # Watch directories, not files: editors and Kubernetes ConfigMap updates
+        # replace files (rename / `..data` symlink swap), which a file watch misses.
+        directories = sorted({str(f.parent) for f in files if f.parent.exists()})
+        async for changes in awatch(*directories, stop_event=stop, debounce=300, step=50):
+            if any(Path(p).resolve() in files or Path(p).name == "..data" for _, p in changes):
+                await anyio.to_thread.run_sync(runtime.reload, "watch")
+                if _watched_files(runtime) != files:
+                    break  # the new policy depends on other files: watch those

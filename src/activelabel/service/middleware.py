@@ -51,7 +51,8 @@ class LabelingMiddleware:
         self.event_of = event_of
         self.metrics = metrics
         # Which labels may go out as headers is fixed by the policy: decide once.
-        self._exportable = frozenset(PolicySnapshot.of(labeler).label_names) - PolicySnapshot.of(labeler).protected_labels
+        snapshot = PolicySnapshot.of(labeler)
+        self._exportable = frozenset(snapshot.label_names) - snapshot.protected_labels
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
