@@ -320,3 +320,20 @@ def test_map_lookup_with_a_non_key_type_is_an_error() -> None:
         ev("b'a' in {'a': 1}")
     with pytest.raises(CELEvalError, match="unsupported map key type"):
         ev("{'a': 1}[null]")
+
+
+def test_programs_pickle_by_recompiling() -> None:
+    """A Program survives pickling (e.g. to worker processes) and evaluates the same."""
+    import pickle
+
+    prog = pickle.loads(pickle.dumps(cel.compile("event.x * 2")))
+    assert prog.evaluate({"event": {"x": 21}}) == 42
+
+
+def test_missing_sentinel_binding_counts_as_absent() -> None:
+    """A binding holding the emitter's MISSING sentinel behaves like an error value, never like a value."""
+    from activelabel.cel.codegen import MISSING
+
+    with pytest.raises(CELEvalError):
+        ev("t == null", t=MISSING)
+    assert ev("has(t.x) || true", t=MISSING) is True

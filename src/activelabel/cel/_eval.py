@@ -27,6 +27,7 @@ from activelabel.cel._ast import (
 )
 from activelabel.cel._lexer import syntax_error
 from activelabel.cel._parser import parse
+from activelabel.cel._runtime import MISSING
 from activelabel.cel._values import TYPE_NAMES, UInt, cel_compare, cel_equal, map_get, no_overload, type_name
 from activelabel.errors import CELEvalError, CELSyntaxError
 
@@ -77,11 +78,14 @@ class _Compiler:
 
         def ident(act: dict) -> Any:
             try:
-                return act[name]
+                v = act[name]
             except KeyError:
                 if type_value is not None:
                     return type_value
                 raise CELEvalError(f"undeclared reference to '{name}' (unknown variable)") from None
+            if v is MISSING:  # the generated code's "absent" marker, passed through by a caller
+                raise CELEvalError(f"no value for '{name}'")
+            return v
 
         return ident
 
@@ -380,6 +384,10 @@ class Program:
 
     def __repr__(self) -> str:
         return f"Program({self.text!r})"
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # Closures do not pickle; recompiling from the text is cheap and exact.
+        return (compile, (self.text,))
 
 
 def check_names(ast: Ast, names: Collection[str]) -> None:

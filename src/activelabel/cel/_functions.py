@@ -30,8 +30,6 @@ from activelabel.errors import CELEvalError
 INT_MIN, INT_MAX = -(2**63), 2**63 - 1
 UINT_MAX = 2**64 - 1
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-# CEL timestamps span years 0001..9999 (datetime's own range).
-_TS_MIN = datetime(1, 1, 1, tzinfo=timezone.utc)
 
 
 def _int(v: int, fn: str) -> int:
