@@ -4,7 +4,7 @@ Both run as child processes on the same file, pinned to one core with
 `taskset` when it exists (the issue's target is "on one core"), alternating
 which goes first. Wall time includes interpreter start-up and policy
 compilation, as a user running the command pays them. Peak memory is the
-child's own `ru_maxrss` from `os.wait4`, so one run never inherits another's peak.
+child's own maximum resident set size (see `run_child`).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,10 +35,20 @@ class ChildRun:
 
 
 def run_child(cmd: list[str], pin_cpu: int | None = 0) -> ChildRun:
-    """Run `cmd` to completion and return its wall time, CPU time and peak RSS."""
+    """Run `cmd` to completion and return its wall time, CPU time and peak RSS.
+
+    Linux keeps `ru_maxrss` across fork and exec, so a child forked straight
+    from this (large) process would report at least our own peak; the command
+    runs under `/usr/bin/time`, which forks it from a small process, when that
+    exists.
+    """
     if pin_cpu is not None and shutil.which("taskset"):
         cmd = ["taskset", "-c", str(pin_cpu), *cmd]
-    err_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-e2e-{os.getpid()}.err"
+    tmp = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
+    err_path, time_path = tmp / "stderr", tmp / "time"
+    gnu_time = Path("/usr/bin/time")
+    if gnu_time.exists():
+        cmd = [str(gnu_time), "-o", str(time_path), "-f", "%M", *cmd]
     with open(err_path, "wb") as err:
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, cwd=REPO)
@@ -45,8 +56,14 @@ def run_child(cmd: list[str], pin_cpu: int | None = 0) -> ChildRun:
         wall = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
     tail = err_path.read_text(errors="replace")[-2000:]
-    err_path.unlink(missing_ok=True)
-    return ChildRun(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, proc.returncode, tail)
+    max_rss_kb = float(usage.ru_maxrss)
+    if time_path.exists():
+        try:
+            max_rss_kb = float(time_path.read_text().strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            pass
+    shutil.rmtree(tmp, ignore_errors=True)
+    return ChildRun(wall, usage.ru_utime + usage.ru_stime, max_rss_kb / 1024, proc.returncode, tail)
 
 
 def activelabel_cmd(policy: Path, src: Path, dst: Path) -> list[str]:
@@ -85,6 +102,7 @@ class E2EResult:
     handwritten_cpu_s: float
     handwritten_max_rss_mb: float
     ratio: float                 # median of paired (handwritten wall / activelabel wall)
+    cpu_ratio: float             # handwritten CPU s / activelabel CPU s (robust on a busy machine)
     outputs_differ: int          # records whose labels differ between the two outputs
     output_records: tuple[int, int]
     error: str = ""
@@ -106,7 +124,7 @@ def end_to_end(policy: Path, rules: int, src: Path, records: int, workdir: Path,
         for who, cmd in pair:
             run = run_child(cmd)
             if run.returncode != 0:
-                return E2EResult(records, size_mb, r, 0, 0, 0, 0, 0, 0, 0, 0, 0, -1, (0, 0),
+                return E2EResult(records, size_mb, r, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, -1, (0, 0),
                                  error=f"{who} exited {run.returncode}: {run.stderr_tail}")
             (al_runs if who == "al" else hw_runs).append(run)
     na, nb, diff = compare_outputs(out_al, out_hw)
@@ -123,7 +141,9 @@ def end_to_end(policy: Path, rules: int, src: Path, records: int, workdir: Path,
         handwritten_records_per_s=records / hw_wall, handwritten_mb_per_s=size_mb / hw_wall,
         handwritten_cpu_s=statistics.median(r.cpu_s for r in hw_runs),
         handwritten_max_rss_mb=max(r.max_rss_mb for r in hw_runs),
-        ratio=ratio, outputs_differ=diff + abs(na - nb), output_records=(na, nb),
+        ratio=ratio,
+        cpu_ratio=statistics.median(r.cpu_s for r in hw_runs) / statistics.median(r.cpu_s for r in al_runs),
+        outputs_differ=diff + abs(na - nb), output_records=(na, nb),
     )
 
 
