@@ -39,7 +39,8 @@ EXPRESSIONS = [
     "(event.x == 1) == (event.y == 1)", "event.x ? event.y : event.x", "event.x", "event.x + 'a'",
     "'a' + event.x", "event.x < 500", "500 < event.x", "event.x <= 2.0", "event.x == 2.0", "event.x == 1u",
     "size(event.x) == 1", "!event.x", "event.x.matches(event.y)", "event.x.startsWith(event.y)",
-    "event.x == b'a'", "event.x < b'b'",
+    "event.x == b'a'", "event.x < b'b'", "event.x.lowerAscii()", "event.x.split('a')", "event.x.join(',')",
+    "event.x.substring(1)",
 ]
 _ABSENT = object()
 

@@ -337,3 +337,17 @@ def test_missing_sentinel_binding_counts_as_absent() -> None:
     with pytest.raises(CELEvalError):
         ev("t == null", t=MISSING)
     assert ev("has(t.x) || true", t=MISSING) is True
+
+
+def test_string_extension_functions() -> None:
+    """The cel-go / Kubernetes string extensions work as methods, counting code points."""
+    assert ev("'Hello Wörld'.lowerAscii()") == "hello wörld"
+    assert ev("' x '.trim() + 'ab'.upperAscii()") == "xAB"
+    assert ev("'a,b,c'.split(',')") == ["a", "b", "c"]
+    assert ev("'a,b,c'.split(',', 2)") == ["a", "b,c"]
+    assert ev("['a', 'b'].join('-')") == "a-b"
+    assert ev("'aXbX'.replace('X', '.')") == "a.b."
+    assert ev("'héllo'.indexOf('l') == 2 && 'héllo'.lastIndexOf('l') == 3") is True
+    assert ev("'héllo'.substring(1, 3) + 'héllo'.charAt(4)") == "élo"
+    with pytest.raises(CELEvalError, match="out of range"):
+        ev("'abc'.substring(5)")

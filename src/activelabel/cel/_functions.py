@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import Any, Callable
 
 from activelabel.cel._regex import matches
+from activelabel.cel._strings_ext import STRING_FUNCTIONS
 from activelabel.cel._values import (
     NUMERIC,
     TYPE_NAMES,
@@ -541,10 +542,11 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "@in": contains_in,
     "_[_]": index,
     **TIME_METHODS,
+    **STRING_FUNCTIONS,
 }
 
 # functions callable as methods (receiver.f(args)) in addition to global form
-METHODS = frozenset({"size", "contains", "startsWith", "endsWith", "matches", *TIME_METHODS})
+METHODS = frozenset({"size", "contains", "startsWith", "endsWith", "matches", *TIME_METHODS, *STRING_FUNCTIONS})
 GLOBAL_ONLY = frozenset({"int", "uint", "double", "string", "bytes", "bool", "dyn", "type", "timestamp", "duration"})
 
 __all__ = ["FUNCTIONS", "METHODS", "TYPE_NAMES", "NUMERIC"]
