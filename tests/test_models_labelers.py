@@ -210,3 +210,22 @@ def test_timeouts_count_as_failures_and_open_the_breaker():
     finally:
         stuck.release.set()
         lab.close()
+
+
+def test_compiled_per_event_scorer_equals_sklearn_predict_proba(tmp_path):
+    """The pure-Python scorer for trained pipelines gives sklearn's probabilities, multiclass and binary."""
+    from activelabel.models._artifacts import load_predictor
+
+    rows, values = _training_rows()
+    rows = [{**r, "size": float(i % 5) if i % 4 else None} for i, r in enumerate(rows)]
+    kinds = {"msg": "text", "level": "category", "size": "number"}
+    feats = {"msg": "event.content", "level": "event.level", "size": "event.size"}
+    for name, vals in (("multi", values), ("binary", ["alert" if v != "none" else "none" for v in values])):
+        trained = train_model(rows, vals, label="category", features=feats, out_dir=tmp_path / name, feature_kinds=kinds)
+        predictor = load_predictor("sklearn", trained.artifact, list(feats), trained.card)
+        assert predictor._compiled is not None
+        probe = [*rows, {"msg": "unseen words only", "level": "WARN", "size": "oops"}]
+        compiled = predictor._compiled(probe)
+        reference = joblib.load(trained.artifact).predict_proba(
+            __import__("activelabel.quality.training", fromlist=["_frame"])._frame(probe, kinds))
+        assert np.allclose(compiled, reference, rtol=0, atol=1e-12)

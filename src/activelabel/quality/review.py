@@ -3,7 +3,7 @@ Studio tasks with the matching labeling config.
 
 Strategies rank the recorded decisions for one label:
 
-- ``uncertainty``  lowest confidence first (an unset label counts as confidence 0)
+- ``uncertainty``  lowest confidence first (an unset or defaulted label counts as confidence 0)
 - ``margin``       smallest gap between the two most confident candidates
 - ``entropy``      highest entropy of the candidates' confidence distribution
 - ``disagreement`` labelers that disagreed (rule vs model, rule vs rule) first, then uncertainty
@@ -71,7 +71,8 @@ def _votes(d: StoredDecision, label: str, rule_values: Mapping[str, Any]) -> lis
 
 
 def _confidence(d: StoredDecision, label: str) -> float:
-    if label not in d.labels:
+    # A default is what a label falls back to when no rule or model decided: nobody is sure of it.
+    if label not in d.labels or d.sources.get(label) == "default":
         return 0.0
     c = d.confidences.get(label)
     return 1.0 if c is None else float(c)
