@@ -247,3 +247,14 @@ def _read_sqlite(path: Path, data: bytes, table: str | None, key_column: str | N
         raise EnricherError(f"cannot read SQLite table `{table}`: {exc}") from exc
     finally:
         conn.close()
+
+
+def build_enricher(kind: str, name: str, rows: Mapping[str, Mapping[str, Any]]) -> Enricher:
+    """The runtime enricher of ``kind`` (``lookup`` or ``cidr``) over ``rows``; EnricherError if the rows do not fit."""
+    if kind == "lookup":
+        return LookupEnricher(name, rows)
+    if kind == "cidr":
+        from ._cidr import CidrEnricher
+
+        return CidrEnricher(name, rows)
+    raise EnricherError(f"unknown enricher type `{kind}`", suggestion="use lookup or cidr")

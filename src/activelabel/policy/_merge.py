@@ -202,13 +202,15 @@ class Merger:
             )
 
     def read_table(self, p: Pending) -> None:
-        from activelabel.enrich import EnricherError, read_table_file
+        from activelabel.enrich import EnricherError, build_enricher, read_table_file
 
         spec: EnricherSpec = p.spec
         try:
             table = read_table_file(
                 spec.path, spec.format, key_field=spec.key_field, table=spec.table, key_column=spec.key_column
             )
+            if spec.type != "lookup":
+                build_enricher(spec.type, spec.name, table.rows)  # e.g. every cidr key must be a network
         except EnricherError as exc:
             self.rep.add(f"enricher `{spec.name}`: {exc}", p.locs.get("file", spec.loc), suggestion=exc.suggestion)
             return

@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING, Any, Mapping
 from ._yaml import Loc
 
 if TYPE_CHECKING:
-    from activelabel.enrich import LookupEnricher
+    from activelabel.enrich import Enricher
 
 LABEL_TYPES = ("enum", "bool", "string", "int", "float", "bucket")
 RESOLVE_MODES = ("first_match", "max_confidence", "vote")
 SENSITIVITIES = ("public", "internal", "pii", "secret")
 MODEL_TYPES = ("sklearn", "onnx", "river")
-ENRICHER_TYPES = ("lookup",)
+ENRICHER_TYPES = ("lookup", "cidr")
 LOOKUP_FORMATS = ("csv", "json", "sqlite")
 RESERVED_NAMES = ("event", "labels", "now")
 API_VERSION = "activelabel/v1"
@@ -101,7 +101,7 @@ class RuleSpec:
 
 @dataclass(frozen=True)
 class EnricherSpec:
-    """A lookup enricher; `build()` makes the runtime (whole table loaded in memory)."""
+    """A ``lookup`` or ``cidr`` enricher; `build()` makes the runtime (whole table in memory)."""
 
     name: str
     type: str
@@ -118,14 +118,18 @@ class EnricherSpec:
     index: int = 0
     _rows: Mapping[Any, Any] | None = field(default=None, compare=False, repr=False)
 
-    def build(self, *, reload: bool = False) -> "LookupEnricher":
-        """The runtime enricher. Reuses the table read when the policy was loaded unless ``reload``."""
-        from activelabel.enrich import LookupEnricher, read_table
+    def build(self, *, reload: bool = False) -> "Enricher":
+        """The runtime enricher (`LookupEnricher` or `CidrEnricher`).
+
+        Reuses the table read when the policy was loaded (the one its version
+        hashes) unless ``reload``.
+        """
+        from activelabel.enrich import build_enricher, read_table
 
         rows = self._rows
         if rows is None or reload:
             rows = read_table(self)
-        return LookupEnricher(self.name, rows)
+        return build_enricher(self.type, self.name, rows)
 
 
 @dataclass(frozen=True)
