@@ -9,6 +9,7 @@ false, ``error || true`` is true, in either order).
 from __future__ import annotations
 
 import difflib
+import operator
 from typing import Any, Callable, Collection, Mapping
 
 from activelabel.cel import _functions as F
@@ -34,6 +35,7 @@ from activelabel.errors import CELEvalError, CELSyntaxError
 Fn = Callable[[dict], Any]
 
 _COMPARE = {"_<_", "_<=_", "_>_", "_>=_"}
+_PY_COMPARE = {"_<_": operator.lt, "_<=_": operator.le, "_>_": operator.gt, "_>=_": operator.ge}
 KNOWN_FUNCTIONS = frozenset({*F.FUNCTIONS, "_==_", "_!=_", "_&&_", "_||_", "_?_:_", *_COMPARE})
 
 
@@ -49,9 +51,13 @@ def _raiser(message: str) -> Fn:
 
 
 class _Compiler:
-    def __init__(self, strict_functions: bool, text: str) -> None:
+    def __init__(self, strict_functions: bool, text: str, qualified: bool = False) -> None:
         self.strict_functions = strict_functions
         self.text = text
+        # Dotted binding names ("a.b") a select chain could mean; resolving them
+        # costs dict probes, so a second closure tree does it only when needed.
+        self.qualified = qualified
+        self.dotted_names: set[str] = set()
 
     def compile(self, node: Expr, scope: frozenset[str]) -> Fn:
         if isinstance(node, Literal):
@@ -106,6 +112,9 @@ class _Compiler:
             return plain
         parts = [n.name.lstrip("."), *reversed(chain)]
         candidates = [(".".join(parts[:k]), parts[k:]) for k in range(len(parts), 1, -1)]
+        self.dotted_names.update(d for d, _ in candidates)
+        if not self.qualified:
+            return plain
         select = F.select
 
         def qualified(act: dict) -> Any:
@@ -159,13 +168,32 @@ class _Compiler:
             return lambda act: impl(target(act), *[a(act) for a in args])
         if fn == "_==_":
             a, b = args
-            return lambda act: cel_equal(a(act), b(act))
+
+            def equal(act: dict) -> bool:
+                x = a(act)
+                y = b(act)
+                c = x.__class__
+                if c is y.__class__ and (c is str or c is int):
+                    return x == y  # type: ignore[no-any-return]
+                return cel_equal(x, y)
+
+            return equal
         if fn == "_!=_":
             a, b = args
             return lambda act: not cel_equal(a(act), b(act))
         if fn in _COMPARE:
             a, b = args
-            return lambda act: cel_compare(fn, a(act), b(act))
+            py_op = _PY_COMPARE[fn]
+
+            def compare(act: dict) -> bool:
+                x = a(act)
+                y = b(act)
+                c = x.__class__
+                if c is y.__class__ and (c is int or c is str or c is float):
+                    return py_op(x, y)  # type: ignore[no-any-return]
+                return cel_compare(fn, x, y)
+
+            return compare
         impl = F.FUNCTIONS.get(fn)
         if impl is None:
             return self._unknown(node, f"no such function '{fn}'", args)
@@ -362,18 +390,24 @@ _MACROS = {
 class Program:
     """A compiled CEL expression; :meth:`evaluate` it as often as you like."""
 
-    __slots__ = ("ast", "text", "_fn")
+    __slots__ = ("ast", "text", "_fn", "_dotted", "_qualified_fn", "_strict")
 
-    def __init__(self, ast: Ast, fn: Fn) -> None:
+    def __init__(self, ast: Ast, fn: Fn, dotted: frozenset[str] = frozenset(), strict: bool = False) -> None:
         self.ast = ast
         self.text = ast.text
         self._fn = fn
+        self._dotted = dotted
+        self._qualified_fn: Fn | None = None
+        self._strict = strict
 
     def evaluate(self, bindings: Mapping[str, Any] | None = None) -> Any:
         """The CEL value of the expression for ``bindings``; CELEvalError if evaluation fails."""
         act = bindings if bindings.__class__ is dict else dict(bindings or {})
+        fn = self._fn
+        if self._dotted and not self._dotted.isdisjoint(act):  # type: ignore[arg-type]
+            fn = self._qualified_fn or self._compile_qualified()
         try:
-            return self._fn(act)  # type: ignore[arg-type]
+            return fn(act)  # type: ignore[arg-type]
         except CELEvalError:
             raise
         except RecursionError:
@@ -381,6 +415,10 @@ class Program:
         except (TypeError, ValueError, AttributeError, OverflowError, KeyError, IndexError) as exc:
             # A Python value that is not a CEL value (e.g. a set) reached an operator.
             raise CELEvalError(f"evaluation failed: {exc}") from exc
+
+    def _compile_qualified(self) -> Fn:
+        self._qualified_fn = _Compiler(self._strict, self.text, qualified=True).compile(self.ast.root, frozenset())
+        return self._qualified_fn
 
     def __repr__(self) -> str:
         return f"Program({self.text!r})"
@@ -413,8 +451,9 @@ def compile_ast(ast: Ast, names: Collection[str] | None = None) -> Program:
     """Compile a parsed expression; with ``names``, unknown identifiers and functions are refused."""
     if names is not None:
         check_names(ast, names)
-    fn = _Compiler(strict_functions=names is not None, text=ast.text).compile(ast.root, frozenset())
-    return Program(ast, fn)
+    compiler = _Compiler(strict_functions=names is not None, text=ast.text)
+    fn = compiler.compile(ast.root, frozenset())
+    return Program(ast, fn, frozenset(compiler.dotted_names), strict=names is not None)
 
 
 def compile(expr: str | Ast, names: Collection[str] | None = None, *, macros: bool = True) -> Program:
