@@ -10,6 +10,7 @@ See docs/policy.md for the format.
 """
 
 from ._canonical import canonical_form
+from ._diff import Change, PolicyDiff, diff_policies
 from ._load import load_policy, load_policy_text
 from ._spec import (
     API_VERSION,
@@ -32,6 +33,7 @@ from ._yaml import Loc
 
 __all__ = [
     "API_VERSION",
+    "Change",
     "EnricherSpec",
     "Expr",
     "LABEL_TYPES",
@@ -40,6 +42,7 @@ __all__ = [
     "Metadata",
     "ModelSpec",
     "Policy",
+    "PolicyDiff",
     "PolicyTest",
     "RESERVED_NAMES",
     "RESOLVE_MODES",
@@ -48,6 +51,7 @@ __all__ = [
     "canonical_form",
     "closest",
     "did_you_mean",
+    "diff_policies",
     "load_policy",
     "load_policy_text",
     "value_fits",
