@@ -180,9 +180,7 @@ class _Parser:
                     e = Select(e, name.text, dot.offset)
             elif self.at_op("["):
                 br = self.advance()
-                self.depth += 1
                 idx = self.expr()
-                self.depth -= 1
                 self.expect("]", "to close the index")
                 e = Call("_[_]", [e, idx], br.offset)
             elif self.at_op("{") and _type_name(e) is not None:
@@ -275,9 +273,7 @@ class _Parser:
                 return e
             if tok.text == "[":
                 self.advance()
-                self.depth += 1
                 elems = self.args("]")
-                self.depth -= 1
                 return CreateList(elems, tok.offset)
             if tok.text == "{":
                 self.advance()

@@ -106,7 +106,14 @@ class PythonEmitter:
         """A Python expression for ``ast`` (see the module docstring for its promise)."""
         node = ast.root if isinstance(ast, Ast) else ast
         self._text = ast.text if isinstance(ast, Ast) else ""
-        return self._value(self._expr(node, {}))
+        src = self._value(self._expr(node, {}))
+        try:
+            # CEL allows deeper nesting than Python's parser (about 200 parentheses):
+            # such expressions always take the exact path rather than break the module.
+            compile(src, "<cel emit check>", "eval")
+        except (SyntaxError, RecursionError, MemoryError):
+            return self._fallback
+        return src
 
     def prologue(self, root: str) -> list[str]:
         """Statements loading every hoisted path under CEL root ``root``; call after all emit() calls."""
