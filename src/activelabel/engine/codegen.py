@@ -86,7 +86,8 @@ def generate(plan: Plan, *, every_rule: bool, slow: Callable[..., Any], resolver
     def emit(prog: Any) -> str:
         key = id(prog)
         if key not in exprs:
-            exprs[key] = em.emit(_root(prog.ast))
+            node = _root(prog.ast) if hasattr(prog, "ast") else prog  # a Program or a bare sub-node
+            exprs[key] = em.emit(node)
         return exprs[key]
 
     for ep in plan.enrichers:
@@ -186,9 +187,15 @@ def _label_block(w: _Writer, ns: dict[str, Any], lp: LabelPlan, plan: Plan, emit
     w("try:")
     if not collect:
         first = True
-        for rp in lp.rules:
-            value = _const(ns, rp.value) if rp.value_prog is None else check.format(emit(rp.value_prog))
+        for step in _dispatch_steps(lp.rules, emit, ns):
             kw = "if" if first else "elif"
+            if isinstance(step, _Dispatch):
+                w(f"    {kw} (_t := {step.test}) is not None:")
+                w("        _v, _w = _t")
+                first = False
+                continue
+            rp = step
+            value = _const(ns, rp.value) if rp.value_prog is None else check.format(emit(rp.value_prog))
             if rp.when is None:
                 cond = None
             else:
@@ -236,3 +243,129 @@ def _label_block(w: _Writer, ns: dict[str, Any], lp: LabelPlan, plan: Plan, emit
     w("else:")
     ns[f"_resolve_{li}"] = resolvers[li]
     w(f"    _v, _w = _resolve_{li}(_cs)")
+
+
+# ---- rule indexing: runs of rules testing one field become one lookup ----------
+
+#: Runs shorter than this stay an if/elif chain (a lookup has a fixed cost).
+MIN_DISPATCH_RUN = 3
+
+
+class _Dispatch:
+    """A run of first-match rules replaced by one expression giving (value, code) or None."""
+
+    def __init__(self, test: str) -> None:
+        self.test = test
+
+
+def _eq_keys(node: Any) -> tuple[Any, list[Any]] | None:
+    """(field node, constant keys) for `F == c`, `c == F` or `F in [c, ...]` with str/int constants."""
+    if not isinstance(node, cast.Call) or node.target is not None:
+        return None
+    if node.function == "_==_" and len(node.args) == 2:
+        a, b = node.args
+        if isinstance(b, cast.Literal) and _path_like(a):
+            field, consts = a, [b.value]
+        elif isinstance(a, cast.Literal) and _path_like(b):
+            field, consts = b, [a.value]
+        else:
+            return None
+    elif node.function == "@in" and len(node.args) == 2 and isinstance(node.args[1], cast.CreateList) and _path_like(node.args[0]):
+        field = node.args[0]
+        if not all(isinstance(e, cast.Literal) for e in node.args[1].elements):
+            return None
+        consts = [e.value for e in node.args[1].elements]
+    else:
+        return None
+    if not consts or not all(c.__class__ in (str, int) for c in consts):
+        return None
+    return field, consts
+
+
+def _regex_of(node: Any) -> tuple[Any, str] | None:
+    """(field node, pattern) for `F.matches("...")`."""
+    if (isinstance(node, cast.Call) and node.function == "matches" and node.target is not None
+            and len(node.args) == 1 and isinstance(node.args[0], cast.Literal)
+            and node.args[0].value.__class__ is str and _path_like(node.target)):
+        return node.target, node.args[0].value
+    return None
+
+
+def _path_like(node: Any) -> bool:
+    while isinstance(node, cast.Select) and not node.test_only:
+        node = node.operand
+    return isinstance(node, cast.Ident)
+
+
+def _dispatch_steps(rules: list[Any], emit: Callable[[Any], str], ns: dict[str, Any]) -> list[Any]:
+    """The rules of a first-match label, with long runs on one field folded into lookups.
+
+    Exactness: a run keeps rule order (the earliest matching rule of the run wins,
+    as in the chain), and a field that is missing or of a type the lookup cannot
+    judge raises, so the exact path decides.
+    """
+    steps: list[Any] = []
+    i = 0
+    while i < len(rules):
+        run_kind, run, field_src = None, [], None
+        j = i
+        while j < len(rules):
+            rp = rules[j]
+            if rp.when is None or rp.value_prog is not None:
+                break
+            root = _root(rp.when.ast)
+            eq, rx = _eq_keys(root), _regex_of(root)
+            kind = "eq" if eq else ("rx" if rx else None)
+            if kind is None:
+                break
+            fsrc = emit(eq[0] if eq else rx[0])
+            if run_kind is None:
+                run_kind, field_src = kind, fsrc
+            elif kind != run_kind or fsrc != field_src:
+                break
+            run.append((rp, eq[1] if eq else rx[1]))
+            j += 1
+        if len(run) >= MIN_DISPATCH_RUN:
+            k = len(ns)
+            if run_kind == "eq":
+                table: dict[Any, tuple[Any, int]] = {}
+                has_int = False
+                for rp, consts in run:
+                    for c in consts:
+                        has_int = has_int or c.__class__ is int
+                        table.setdefault(c, (rp.value, rp.source_idx))
+                ns[f"_D{k}"] = table
+                if has_int:  # True == 1 in Python but not in CEL: keep bools out of an int lookup
+                    test = f"(_D{k}.get(_f) if (_f := {field_src}).__class__ is not bool else None)"
+                else:
+                    test = f"_D{k}.get({field_src})"
+            else:
+                ns[f"_RS{k}"] = _regex_set([pat for _, pat in run], [(rp.value, rp.source_idx) for rp, _ in run])
+                test = f"_RS{k}({field_src})"
+            steps.append(_Dispatch(test))
+            i = j
+        else:
+            steps.append(rules[i])
+            i += 1
+    return steps
+
+
+def _regex_set(patterns: list[str], results: list[tuple[Any, int]]) -> Callable[[Any], Any]:
+    """One RE2 pass for many `matches` rules: the earliest matching rule's (value, code), or None."""
+    import re2
+
+    options = re2.Options()
+    options.log_errors = False
+    rset = re2.Set.SearchSet(options)
+    for pat in patterns:
+        rset.Add(pat)
+    rset.Compile()
+    match = rset.Match
+
+    def first_match(s: Any) -> Any:
+        if s.__class__ is not str:
+            raise NotBool  # not a string: the exact path reports CEL's error
+        hits = match(s)
+        return results[min(hits)] if hits else None
+
+    return first_match

@@ -130,6 +130,28 @@ class Labeler:
 
     # ---- the exact path -----------------------------------------------
 
+    def label_exact(self, event: Mapping[str, Any]) -> dict[str, Any]:
+        """The labels by the reference semantics: every rule through the CEL evaluator.
+
+        Slow; for tests and debugging. Counters and cardinality guards are not touched,
+        so guarded labels show their value before overflow.
+        """
+        plan = self._plan
+        bindings: dict[str, Any] = {"event": dict(event), "labels": {}}
+        if plan.uses_now:
+            bindings["now"] = datetime.now(timezone.utc)
+        for ep in plan.enrichers:
+            try:
+                key = ep.key_prog.evaluate(bindings)
+            except Exception:
+                key = None
+            bindings[ep.spec.name] = ep.runtime.lookup(key)
+        for lp in plan.labels:
+            outcome = decide_label(plan, lp, bindings, every_rule=False)
+            if outcome.value is not MISSING:
+                bindings["labels"][lp.spec.name] = outcome.value
+        return bindings["labels"]
+
     def _bindings_view(self, bindings: dict[str, Any]) -> dict[str, Any]:
         return bindings
 

@@ -1,0 +1,670 @@
+"""The columnar batch path: a compiled policy evaluated column-wise with Polars.
+
+``ColumnarPlan.build(plan)`` translates each rule's ``when`` into a Polars
+expression over columns of the fields the policy reads; ``run(events, per_event)``
+extracts those fields from a batch of event dicts in one pass, evaluates every
+rule over the whole batch, picks each label's first matching rule, and builds
+the per-event ``labels`` / ``why`` dicts from a few templates (batches repeat
+the same label combinations).
+
+Results are identical to the per-event path, CEL errors included. A CEL value
+that is an error is a Polars null, and CEL's commutative ``&&``/``||``/``!``
+are exactly Kleene logic on nulls, so a rule matches iff its column is true.
+Leaves are translated only where the translation is exact for every column
+type; a missing field and a JSON ``null`` (both Polars nulls) are told apart
+from the events where it matters (``==``, ``!=``, ``in``, ``has``).
+
+What is not translated falls back, never approximated:
+
+- a rule whose condition uses anything else (arithmetic, macros, ``size``,
+  regexes outside a subset Rust's and RE2's engines read the same way) is
+  evaluated per event with the exact CEL evaluator, as one column;
+- a row whose field has a value of a different type from the rest of its column,
+  or that is not a plain dict, is labeled by the per-event path;
+- a batch whose column holds a type the translation does not cover (lists,
+  maps, bytes, NaN doubles) is labeled by the per-event path;
+- a policy with enrichers, models, ``value_expr``, bucket labels, cardinality
+  guards, non-first-match resolution, ``labels.*`` or ``now`` has no columnar plan
+  (``build`` returns None).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from activelabel.cel._ast import Call, CreateList, Expr, Ident, Literal, Select, select_path
+from activelabel.cel._values import UInt
+from activelabel.engine.plan import Plan
+
+PerEvent = Callable[[Any], "tuple[dict[str, Any], dict[str, Any]]"]
+
+_INT64 = (-(2**63), 2**63 - 1)
+_EXACT_FLOAT_INT = 2**53
+_ORDER_OPS = {"_<_": "lt", "_<=_": "le", "_>_": "gt", "_>=_": "ge"}
+_FLIP = {"lt": "gt", "le": "ge", "gt": "lt", "ge": "le"}
+_STRING_FNS = {"startsWith", "endsWith", "contains", "matches"}
+# A regex subset that RE2 (CEL's `matches`) and Rust's regex crate (Polars) read the
+# same way: ASCII text, groups, alternation, classes, repetition, escaped punctuation.
+_SAFE_REGEX = re.compile(r"^(\(\?i\))?(?:[A-Za-z0-9 _\-/:;,'\"=<>!@#%&~`^$.|()*+?{}]|\[(?!:)|\]|\\[.^$|()\[\]{}*+?\\/\-])*$")
+
+# Null states of a leaf on a row where its column is null.
+_JSON_NULL, _LEAF_MISSING, _PARENT_ERROR = 0, 1, 2
+
+
+class Untranslatable(Exception):
+    """This expression has no exact columnar form (its rule is evaluated per event)."""
+
+
+@dataclass
+class BatchResult:
+    """What `ColumnarPlan.run` gives back; `hits`/`errors` count only columnar rows."""
+
+    labels: list[dict[str, Any]]
+    why: list[dict[str, Any]]
+    hits: dict[int, int] = field(default_factory=dict)    # source index -> labels set by it
+    errors: dict[int, int] = field(default_factory=dict)  # source index -> evaluation errors
+    per_event_rows: int = 0                               # rows handed to the per-event path
+    columnar: bool = True                                 # False when the whole batch fell back
+
+
+@dataclass
+class _Rule:
+    source_idx: int
+    value: Any
+    node: Expr | None        # the `when` root; None means "always"
+    program: Any             # the exact cel.Program, for per-event evaluation
+    exact_only: bool = False  # no columnar form: evaluate per event
+
+
+@dataclass
+class _Label:
+    name: str
+    rules: list[_Rule]
+    default: tuple[Any, int] | None  # (value, source index) or None when unset
+
+
+class _BatchFallback(Exception):
+    """This batch holds values the columnar form does not cover: use the per-event path."""
+
+
+class ColumnarPlan:
+    """A policy's rules as Polars expressions, built once per compiled policy."""
+
+    def __init__(self, labels: list[_Label], paths: list[tuple[str, ...]]) -> None:
+        self._labels = labels
+        self._paths = paths
+        self._col = {p: f"f{i}" for i, p in enumerate(paths)}
+        self._extract = _make_extractor(paths)
+        self._exprs: dict[tuple, list[pl.Expr]] = {}  # by column dtypes
+
+    # ---- building ---------------------------------------------------------
+
+    @classmethod
+    def build(cls, plan: Plan) -> ColumnarPlan | None:
+        """The columnar form of ``plan``, or None when the policy uses what it cannot express."""
+        if plan.enrichers or plan.uses_now:
+            return None
+        labels: list[_Label] = []
+        paths: dict[tuple[str, ...], None] = {}
+        for lp in plan.labels:
+            spec = lp.spec
+            if lp.models or lp.from_prog is not None or lp.guard is not None or spec.resolve != "first_match":
+                return None
+            rules = []
+            for rp in lp.rules:
+                if rp.value_prog is not None:
+                    return None
+                node = rp.when.ast.root if rp.when is not None else None
+                if node is not None and not _only_event_refs(node):
+                    return None  # labels.*, enrichers: the per-event path owns those
+                rule = _Rule(rp.source_idx, rp.value, node, rp.when)
+                if node is not None:
+                    try:
+                        for p in _leaf_paths(node):
+                            paths[p] = None
+                    except Untranslatable:
+                        rule.exact_only = True
+                rules.append(rule)
+            default = (spec.default, lp.default_idx) if lp.default_idx >= 0 else None
+            labels.append(_Label(spec.name, rules, default))
+        return cls(labels, list(paths))
+
+    # ---- running ----------------------------------------------------------
+
+    def run(self, events: Sequence[Any], per_event: PerEvent) -> BatchResult:
+        """Label ``events``; ``per_event(event) -> (labels, why)`` labels the rows the columns cannot."""
+        n = len(events)
+        try:
+            frame, fallback = self._frame(events)
+        except _BatchFallback:
+            labels, why = [], []
+            for e in events:
+                lab, w = per_event(e)
+                labels.append(lab)
+                why.append(w)
+            return BatchResult(labels, why, per_event_rows=n, columnar=False)
+        exact_cols = self._exact_columns(events, fallback)
+        if exact_cols:
+            frame = frame.with_columns(**exact_cols)
+        exprs = self._expressions(frame.schema)
+        winners = frame.select(exprs)
+        if fallback:
+            keep = np.ones(n, dtype=bool)
+            keep[fallback] = False
+            counted = winners.filter(pl.Series(keep))
+        else:
+            counted = winners
+        hits, errors = self._counts(frame, counted, fallback)
+        labels, why = self._assemble(winners)
+        for i in fallback:
+            labels[i], why[i] = per_event(events[i])
+        return BatchResult(labels, why, hits, errors, per_event_rows=len(fallback))
+
+    def _frame(self, events: Sequence[Any]) -> tuple[pl.DataFrame, list[int]]:
+        columns, odd_rows = self._extract(events)
+        fallback: set[int] = set(odd_rows)
+        data: dict[str, Any] = {}
+        for path, values in zip(self._paths, columns):
+            name = self._col[path]
+            arr, bad = _to_arrow(values)
+            fallback.update(bad)
+            series = pl.Series(name, arr) if arr is not None else pl.Series(name, [None] * len(values))
+            if series.dtype == pl.Float64 and series.is_nan().any():
+                raise _BatchFallback  # NaN orders differently in Polars and CEL
+            if series.dtype not in (pl.String, pl.Int64, pl.Float64, pl.Boolean, pl.Null):
+                raise _BatchFallback
+            data[name] = series
+            if series.null_count():
+                miss, perr, jnull, odd = _null_states(events, path, series)
+                fallback.update(odd)
+            else:
+                miss = perr = jnull = np.zeros(len(values), dtype=bool)
+            data[name + "_miss"] = pl.Series(miss)
+            data[name + "_perr"] = pl.Series(perr)
+            data[name + "_null"] = pl.Series(jnull)
+        if not data:
+            data["_n"] = pl.Series(np.zeros(len(events), dtype=bool))
+        return pl.DataFrame(data), sorted(fallback)
+
+    def _exact_columns(self, events: Sequence[Any], fallback: list[int]) -> dict[str, pl.Series]:
+        skip = set(fallback)
+        out: dict[str, pl.Series] = {}
+        for lab in self._labels:
+            for r in lab.rules:
+                if not r.exact_only:
+                    continue
+                evaluate = r.program.evaluate
+                vals: list[bool | None] = []
+                for i, e in enumerate(events):
+                    if i in skip:
+                        vals.append(None)
+                        continue
+                    try:
+                        got = evaluate({"event": e})
+                    except Exception:  # noqa: BLE001 - a CEL error: the rule does not match
+                        got = None
+                    vals.append(got if got is True or got is False else None)
+                out[f"x{r.source_idx}"] = pl.Series(vals, dtype=pl.Boolean)
+        return out
+
+    def _expressions(self, schema: Any) -> list[pl.Expr]:
+        key = tuple(schema.items())
+        cached = self._exprs.get(key)
+        if cached is not None:
+            return cached
+        dtypes = {name: dtype for name, dtype in schema.items()}
+        exprs: list[pl.Expr] = []
+        self._conds: dict[int, pl.Expr] = {}
+        for li, lab in enumerate(self._labels):
+            firsts = []
+            for j, r in enumerate(lab.rules):
+                if r.node is None:
+                    cond = pl.lit(True)
+                elif r.exact_only:
+                    cond = pl.col(f"x{r.source_idx}")
+                else:
+                    cond = _Translator(self._col, dtypes).bool_expr(r.node)
+                self._conds[r.source_idx] = cond
+                firsts.append(pl.when(cond).then(pl.lit(j, dtype=pl.Int32)))
+            k = len(lab.rules)
+            win = pl.coalesce(*firsts, pl.lit(k, dtype=pl.Int32)) if firsts else pl.lit(k, dtype=pl.Int32)
+            exprs.append(win.alias(f"w{li}"))
+        self._exprs[key] = exprs
+        return exprs
+
+    def _counts(self, frame: pl.DataFrame, winners: pl.DataFrame, fallback: list[int]) -> tuple[dict[int, int], dict[int, int]]:
+        hits: dict[int, int] = {}
+        for li, lab in enumerate(self._labels):
+            counts = winners[f"w{li}"].value_counts()
+            for j, c in zip(counts[f"w{li}"].to_list(), counts["count"].to_list()):
+                if j < len(lab.rules):
+                    idx = lab.rules[j].source_idx
+                elif lab.default is not None:
+                    idx = lab.default[1]
+                else:
+                    continue
+                hits[idx] = hits.get(idx, 0) + c
+        # A rule's error counts when the rule was reached: no earlier rule of its label matched.
+        err_exprs = []
+        for li, lab in enumerate(self._labels):
+            for j, r in enumerate(lab.rules):
+                if r.node is None:
+                    continue
+                err_exprs.append((self._conds[r.source_idx].is_null() & (pl.col(f"w{li}") >= j)).sum().alias(str(r.source_idx)))
+        errors: dict[int, int] = {}
+        if err_exprs:
+            both = pl.concat([frame, winners] if not fallback else [_drop_rows(frame, fallback), winners], how="horizontal")
+            row = both.select(err_exprs).row(0, named=True)
+            errors = {int(k): int(v) for k, v in row.items() if v}
+        return hits, errors
+
+    def _assemble(self, winners: pl.DataFrame) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        n = winners.height
+        if not self._labels:
+            return [{} for _ in range(n)], [{} for _ in range(n)]
+        # One integer per distinct combination of winners (mixed radix, re-densified
+        # before it can overflow), then one template dict per combination.
+        key = pl.lit(0, dtype=pl.Int64)
+        radix = 1
+        cols = winners.columns
+        frame = winners
+        for li, c in enumerate(cols):
+            size = len(self._labels[li].rules) + 1
+            if radix * size >= 2**62:
+                frame = frame.with_columns(_k=key).with_columns(_k=pl.col("_k").rank("dense").cast(pl.Int64))
+                key = pl.col("_k")
+                radix = n + 1
+            key = key * size + pl.col(c).cast(pl.Int64)
+            radix *= size
+        ids = frame.select(key.rank("dense").cast(pl.Int64) - 1).to_series()
+        first_rows = ids.arg_unique().to_list()
+        ids_list = ids.to_list()
+        rows = [winners.row(i) for i in first_rows]
+        label_tmpl: dict[int, dict[str, Any]] = {}
+        why_tmpl: dict[int, dict[str, Any]] = {}
+        for i, row in zip(first_rows, rows):
+            lab_d: dict[str, Any] = {}
+            why_d: dict[str, Any] = {}
+            for lab, j in zip(self._labels, row):
+                if j < len(lab.rules):
+                    r = lab.rules[j]
+                    lab_d[lab.name] = r.value
+                    why_d[lab.name] = r.source_idx
+                elif lab.default is not None:
+                    lab_d[lab.name] = lab.default[0]
+                    why_d[lab.name] = lab.default[1]
+            label_tmpl[ids_list[i]] = lab_d
+            why_tmpl[ids_list[i]] = why_d
+        labels = [label_tmpl[k].copy() for k in ids_list]
+        why = [why_tmpl[k].copy() for k in ids_list]
+        return labels, why
+
+
+def label_batch_columnar(plan: ColumnarPlan | Plan, events: Sequence[Any], per_event: PerEvent) -> list[dict[str, Any]]:
+    """The labels of each event (a convenience over `ColumnarPlan.run`)."""
+    cp = plan if isinstance(plan, ColumnarPlan) else ColumnarPlan.build(plan)
+    if cp is None:
+        return [per_event(e)[0] for e in events]
+    return cp.run(events, per_event).labels
+
+
+# ---- translation -------------------------------------------------------------
+
+
+def _only_event_refs(node: Expr) -> bool:
+    from activelabel.cel._ast import walk
+
+    return all(n.name == "event" for n in walk(node) if isinstance(n, Ident))
+
+
+def _field_path(node: Expr) -> tuple[str, ...] | None:
+    got = select_path(node)
+    if got is None or got[0].name != "event" or len(got[1]) < 2:
+        return None
+    return got[1][1:]
+
+
+def _literal(node: Expr) -> Any:
+    if not isinstance(node, Literal):
+        raise Untranslatable
+    v = node.value
+    if v is None or v.__class__ in (bool, str, float):
+        return v
+    if isinstance(v, int):
+        if not _INT64[0] <= v <= _INT64[1]:
+            raise Untranslatable
+        return int(v)
+    raise Untranslatable  # bytes and other literals
+
+
+def _leaf_paths(node: Expr) -> list[tuple[str, ...]]:
+    """The field paths a translatable condition reads; Untranslatable otherwise."""
+    out: list[tuple[str, ...]] = []
+
+    def bool_node(n: Expr) -> None:
+        if isinstance(n, Literal):
+            return
+        if isinstance(n, Select) and n.test_only:
+            p = _field_path(n.operand) if not isinstance(n.operand, Ident) else ()
+            if p is None or not isinstance(n.operand, (Select, Ident, Call)):
+                raise Untranslatable
+            if isinstance(n.operand, Ident) and n.operand.name != "event":
+                raise Untranslatable
+            out.append((*p, n.field))
+            return
+        p = _field_path(n)
+        if p is not None:
+            out.append(p)
+            return
+        if not isinstance(n, Call):
+            raise Untranslatable
+        f = n.function
+        if f in ("_&&_", "_||_"):
+            bool_node(n.args[0])
+            bool_node(n.args[1])
+        elif f == "!_":
+            bool_node(n.args[0])
+        elif f in ("_==_", "_!=_") or f in _ORDER_OPS:
+            a, b = n.args
+            pa_, pb = _field_path(a), _field_path(b)
+            if pa_ is not None and isinstance(b, Literal):
+                _literal(b)
+                out.append(pa_)
+            elif pb is not None and isinstance(a, Literal):
+                _literal(a)
+                out.append(pb)
+            else:
+                raise Untranslatable
+            if f in _ORDER_OPS and (_literal(b if pa_ is not None else a).__class__ in (bool, type(None))):
+                raise Untranslatable
+        elif f == "@in":
+            p = _field_path(n.args[0])
+            if p is None or not isinstance(n.args[1], CreateList):
+                raise Untranslatable
+            for el in n.args[1].elements:
+                _literal(el)
+            out.append(p)
+        elif f in _STRING_FNS:
+            if n.target is not None and len(n.args) == 1:
+                target, arg = n.target, n.args[0]
+            elif n.target is None and f == "matches" and len(n.args) == 2:
+                target, arg = n.args
+            else:
+                raise Untranslatable
+            p = _field_path(target)
+            if p is None or not isinstance(arg, Literal) or arg.value.__class__ is not str:
+                raise Untranslatable
+            if f == "matches" and not _regex_ok(arg.value):
+                raise Untranslatable
+            out.append(p)
+        else:
+            raise Untranslatable
+
+    bool_node(node)
+    return out
+
+
+def _regex_ok(pattern: str) -> bool:
+    if not _SAFE_REGEX.match(pattern):
+        return False
+    try:
+        pl.Series(["x"]).str.contains(pattern)
+    except Exception:  # noqa: BLE001 - Rust's regex refuses it: evaluate per event
+        return False
+    return True
+
+
+def _family(dtype: Any) -> str:
+    if dtype == pl.String:
+        return "str"
+    if dtype in (pl.Int64, pl.Float64):
+        return "num"
+    if dtype == pl.Boolean:
+        return "bool"
+    return "null"
+
+
+def _lit_family(v: Any) -> str:
+    if v is None:
+        return "null"
+    if v.__class__ is bool:
+        return "bool"
+    if v.__class__ is str:
+        return "str"
+    return "num"
+
+
+_NULL_BOOL = pl.lit(None, dtype=pl.Boolean)
+
+
+class _Translator:
+    """CEL node -> Polars boolean expression whose null means a CEL error."""
+
+    def __init__(self, columns: dict[tuple[str, ...], str], dtypes: dict[str, Any]) -> None:
+        self.columns = columns
+        self.dtypes = dtypes
+
+    def bool_expr(self, n: Expr) -> pl.Expr:
+        if isinstance(n, Literal):
+            return pl.lit(n.value, dtype=pl.Boolean) if n.value.__class__ is bool else _NULL_BOOL
+        if isinstance(n, Select) and n.test_only:
+            path = (*(_field_path(n.operand) or ()), n.field)
+            c = self.columns[path]
+            # has(): error when the parent is not a map, false when the key is absent.
+            return (pl.when(pl.col(c + "_perr")).then(_NULL_BOOL)
+                    .when(pl.col(c + "_miss")).then(pl.lit(False)).otherwise(pl.lit(True)))
+        p = _field_path(n)
+        if p is not None:
+            c = self.columns[p]
+            return pl.col(c) if self.dtypes[c] == pl.Boolean else _NULL_BOOL
+        assert isinstance(n, Call)
+        f = n.function
+        if f == "_&&_":
+            return self.bool_expr(n.args[0]) & self.bool_expr(n.args[1])
+        if f == "_||_":
+            return self.bool_expr(n.args[0]) | self.bool_expr(n.args[1])
+        if f == "!_":
+            return ~self.bool_expr(n.args[0])
+        if f in ("_==_", "_!=_"):
+            a, b = n.args
+            path, lit = (_field_path(a), _literal(b)) if _field_path(a) is not None else (_field_path(b), _literal(a))
+            eq = self._equal_any(self.columns[path], [lit])
+            return eq if f == "_==_" else ~eq
+        if f in _ORDER_OPS:
+            a, b = n.args
+            op = _ORDER_OPS[f]
+            if _field_path(a) is not None:
+                path, lit = _field_path(a), _literal(b)
+            else:
+                path, lit, op = _field_path(b), _literal(a), _FLIP[op]
+            c = self.columns[path]
+            if _family(self.dtypes[c]) != _lit_family(lit):
+                return _NULL_BOOL  # no such overload (or null / missing): an error
+            col = pl.col(c)
+            return {"lt": col < lit, "le": col <= lit, "gt": col > lit, "ge": col >= lit}[op]
+        if f == "@in":
+            path = _field_path(n.args[0])
+            lits = [_literal(el) for el in n.args[1].elements]  # type: ignore[attr-defined]
+            return self._equal_any(self.columns[path], lits)
+        # string functions
+        if n.target is not None:
+            target, arg = n.target, n.args[0]
+        else:
+            target, arg = n.args
+        c = self.columns[_field_path(target)]
+        if self.dtypes[c] != pl.String:
+            return _NULL_BOOL
+        s = pl.col(c).str
+        text = arg.value  # type: ignore[attr-defined]
+        if f == "startsWith":
+            return s.starts_with(text)
+        if f == "endsWith":
+            return s.ends_with(text)
+        if f == "contains":
+            return s.contains(text, literal=True)
+        return s.contains(text, literal=False, strict=True)
+
+    def _equal_any(self, c: str, lits: list[Any]) -> pl.Expr:
+        """CEL `field == l1 || field == l2 ...` (heterogeneous equality, never an error on values)."""
+        fam = _family(self.dtypes[c])
+        same = [v for v in lits if _lit_family(v) == fam and fam != "null"]
+        col = pl.col(c)
+        if not same:
+            present = pl.lit(False)
+        elif fam == "num":
+            if self.dtypes[c] == pl.Int64 and all(v.__class__ is int for v in same):
+                present = col.is_in(same)
+            else:
+                present = pl.any_horizontal(*[col == v for v in same]) if len(same) > 1 else col == same[0]
+        else:
+            present = col.is_in(same) if len(same) > 1 else col == same[0]
+        null_hit = pl.lit(any(v is None for v in lits))
+        return (pl.when(pl.col(c + "_miss")).then(_NULL_BOOL)
+                .when(pl.col(c + "_null")).then(null_hit)
+                .otherwise(present.fill_null(False)))
+
+
+# ---- extraction --------------------------------------------------------------
+
+
+def _make_extractor(paths: list[tuple[str, ...]]) -> Callable[[Sequence[Any]], tuple[list[list[Any]], list[int]]]:
+    """Generate one loop that reads every path of every event into per-path lists.
+
+    A missing field and a JSON null both read as None (told apart later, only
+    where a column has nulls); a parent that is a dict subclass marks the row
+    for the per-event path, since the fast reads only descend into plain dicts.
+    """
+    tree: dict = {}
+    for j, p in enumerate(paths):
+        node = tree
+        for k in p[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise Untranslatable
+        node.setdefault(("leaf", p[-1]), []).append(j)
+    lines = ["def extract(events):"]
+    for j in range(len(paths)):
+        lines.append(f"    c{j} = []; a{j} = c{j}.append")
+    lines += ["    odd = []", "    for i, e in enumerate(events):", "        if e.__class__ is not dict:",
+              "            odd.append(i)"]
+    for j in range(len(paths)):
+        lines.append(f"            a{j}(None)")
+    lines.append("            continue")
+    counter = [0]
+
+    def leaves_under(node: dict) -> list[int]:
+        out = []
+        for key, sub in node.items():
+            if isinstance(key, tuple):
+                out += sub
+            else:
+                out += leaves_under(sub)
+        return out
+
+    def emit(node: dict, var: str, depth: int) -> None:
+        pad = "    " * depth
+        for key, sub in node.items():
+            if isinstance(key, tuple):
+                for j in sub:
+                    lines.append(f"{pad}a{j}({var}.get({key[1]!r}))")
+                continue
+            counter[0] += 1
+            v = f"v{counter[0]}"
+            lines.append(f"{pad}{v} = {var}.get({key!r})")
+            lines.append(f"{pad}if {v}.__class__ is dict:")
+            emit(sub, v, depth + 1)
+            lines.append(f"{pad}else:")
+            lines.append(f"{pad}    if {v} is not None and isinstance({v}, dict): odd.append(i)")
+            for j in leaves_under(sub):
+                lines.append(f"{pad}    a{j}(None)")
+
+    emit(tree, "e", 2)
+    lines.append(f"    return [{', '.join(f'c{j}' for j in range(len(paths)))}], odd")
+    ns: dict[str, Any] = {}
+    exec(compile("\n".join(lines) + "\n", "<activelabel columnar extract>", "exec"), ns)  # noqa: S102
+    return ns["extract"]
+
+
+def _to_arrow(values: list[Any]) -> tuple[pa.Array | None, list[int]]:
+    """An Arrow array of ``values``, and the rows whose value had to be left out (odd types)."""
+    try:
+        arr = pa.array(values, from_pandas=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        return _to_arrow_dominant(values)
+    if pa.types.is_floating(arr.type):
+        # Ints mixed with doubles became doubles: exact only up to 2**53.
+        bad = [i for i, v in enumerate(values) if v.__class__ is not float and v is not None
+               and not (v.__class__ is int and -_EXACT_FLOAT_INT <= v <= _EXACT_FLOAT_INT)]
+        if bad:
+            return _to_arrow_dominant(values)
+    return arr, []
+
+
+def _to_arrow_dominant(values: list[Any]) -> tuple[pa.Array | None, list[int]]:
+    counts: dict[type, int] = {}
+    for v in values:
+        if v is not None:
+            counts[v.__class__] = counts.get(v.__class__, 0) + 1
+    if not counts:
+        return None, []
+    dominant = max(counts, key=counts.__getitem__)
+    bad = [i for i, v in enumerate(values) if v is not None and v.__class__ is not dominant]
+    if dominant is int:
+        bad += [i for i, v in enumerate(values) if v.__class__ is int and not _INT64[0] <= v <= _INT64[1]]
+    clean = list(values)
+    for i in bad:
+        clean[i] = None
+    try:
+        return pa.array(clean, from_pandas=False), bad
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        raise _BatchFallback from None
+
+
+def _null_states(events: Sequence[Any], path: tuple[str, ...], series: pl.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
+    """For rows where the column is null: missing (error), parent-not-a-map, JSON null; odd rows."""
+    n = len(series)
+    miss = np.zeros(n, dtype=bool)
+    perr = np.zeros(n, dtype=bool)
+    jnull = np.zeros(n, dtype=bool)
+    odd: list[int] = []
+    last = len(path) - 1
+    for i in series.is_null().arg_true().to_list():
+        cur = events[i]
+        state = _JSON_NULL
+        for depth, key in enumerate(path):
+            if cur.__class__ is not dict:
+                if isinstance(cur, dict):
+                    odd.append(i)
+                state = _PARENT_ERROR
+                break
+            if key not in cur:
+                state = _LEAF_MISSING if depth == last else _PARENT_ERROR
+                break
+            cur = cur[key]
+        else:
+            if cur is not None:
+                odd.append(i)  # a value the fast reads could not see
+        if state == _JSON_NULL:
+            jnull[i] = True
+        else:
+            miss[i] = True
+            perr[i] = state == _PARENT_ERROR
+    return miss, perr, jnull, odd
+
+
+def _drop_rows(frame: pl.DataFrame, rows: list[int]) -> pl.DataFrame:
+    keep = np.ones(frame.height, dtype=bool)
+    keep[rows] = False
+    return frame.filter(pl.Series(keep))
+
+
+__all__ = ["BatchResult", "ColumnarPlan", "label_batch_columnar"]
+
+_ = UInt  # UInt values convert like ints (CEL compares int and uint by value)
