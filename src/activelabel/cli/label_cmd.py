@@ -120,7 +120,7 @@ def print_summary(labeler: Any, summary: RunSummary, dead: DeadLetterSink, outpu
     table.add_column("label")
     table.add_column("set", justify="right")
     table.add_column("coverage", justify="right")
-    table.add_column("top values")
+    table.add_column("set by (events)")
     n = max(summary.labeled, 1)
     values = _top_values(labeler)
     for name, count in stats.label_set.items():
@@ -128,7 +128,8 @@ def print_summary(labeler: Any, summary: RunSummary, dead: DeadLetterSink, outpu
     err.print(table)
     errors = {k: v for k, v in stats.rule_errors.items() if v}
     if errors:
-        et = Table(title="rule errors (the rule did not match; usually a missing or mistyped field)", title_justify="left")
+        err.print("rule errors: the rule did not match because a field was missing or of another type", highlight=False)
+        et = Table()
         et.add_column("rule")
         et.add_column("errors", justify="right")
         for rule, count in sorted(errors.items(), key=lambda kv: -kv[1]):
