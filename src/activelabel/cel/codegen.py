@@ -110,7 +110,8 @@ class PythonEmitter:
         try:
             # CEL allows deeper nesting than Python's parser (about 200 parentheses):
             # such expressions always take the exact path rather than break the module.
-            compile(src, "<cel emit check>", "eval")
+            # The margin leaves room for the caller's own nesting around the expression.
+            compile("(" * 10 + src + ")" * 10, "<cel emit check>", "eval")
         except (SyntaxError, RecursionError, MemoryError):
             return self._fallback
         return src
