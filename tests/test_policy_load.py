@@ -331,3 +331,12 @@ def test_yaml_merge_keys_share_rule_fields(tmp_path: Path) -> None:
     one, two = load_policy(path).rules
     assert (two.id, two.value, two.confidence) == ("two", "b", 0.5)
     assert one.when is not None and two.when is not None and two.when.source == one.when.source
+
+
+def test_include_patterns_expand_in_name_order(tmp_path: Path) -> None:
+    """An include with a glob pattern merges every matching file, sorted by name."""
+    write(tmp_path / "labels" / "20-b.yaml", "labels:\n  b: {type: bool}\n")
+    write(tmp_path / "labels" / "10-a.yaml", "labels:\n  a: {type: bool}\n")
+    root = write(tmp_path / "root.yaml", HEADER + "include: [labels/*.yaml, '*.yaml']\nlabels:\n  c: {type: bool}\n")
+    write(tmp_path / "30-d.yaml", "labels:\n  d: {type: bool}\n")
+    assert list(load_policy(root).labels) == ["a", "b", "d", "c"]  # the including file never includes itself

@@ -458,3 +458,17 @@ def test_quoted_number_for_a_numeric_label_gets_a_hint(tmp_path: Path) -> None:
         """)  # fmt: skip
     issue = only_issue(path)
     assert (issue.rule_id, issue.suggestion) == ("q", "write the number without quotes: 5")
+
+
+def test_include_pattern_matching_nothing_is_refused(tmp_path: Path) -> None:
+    """A glob include that matches no file is an error at the include."""
+    path = write(tmp_path / "p.yaml", HEADER + "include: [rules/*.yaml]\n")
+    issue = only_issue(path)
+    assert (issue.line, issue.column) == (3, 11) and "no file matches include pattern `rules/*.yaml`" in issue.message
+
+
+def test_label_name_may_not_be_a_cel_reserved_word(tmp_path: Path) -> None:
+    """A label called `in` could never be read as `labels.in`, so it is refused."""
+    path = write(tmp_path / "p.yaml", HEADER + "labels:\n  in: {type: bool}\n")
+    issue = only_issue(path)
+    assert (issue.line, issue.column) == (4, 3) and "CEL reserved word" in issue.message

@@ -39,6 +39,11 @@ from ._values import bucket_names, coerce, constant_problem, describe, fmt_num
 from ._yaml import Loc, YMap, YNode, YScalar, YSeq, expr_position, to_plain
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Words CEL reserves: not usable after a dot (`labels.in`) nor as a name.
+CEL_RESERVED = frozenset(
+    "as break const continue else false for function if import in let loop package namespace null "
+    "return true var void while".split()
+)
 
 TOP_KEYS = ("apiVersion", "kind", "metadata", "include", "labels", "enrichers", "rules", "tests", "models")
 METADATA_KEYS = ("name", "version", "owner", "description")
@@ -306,6 +311,9 @@ class FileBuilder:
                 knode.loc,
             )
             return
+        if name in CEL_RESERVED:
+            self.rep.add(f"label name `{name}` is a CEL reserved word (rules could not read labels.{name})", knode.loc)
+            return
         what = f"label `{name}`"
         m = self.mapping(node, what)
         if m is None:
@@ -495,7 +503,7 @@ class FileBuilder:
         if name is not None and name_node is not None:
             pending.locs["name"] = name_node.loc
             self.doc.enricher_names.append(name)
-            if not IDENTIFIER.match(name):
+            if not IDENTIFIER.match(name) or name in CEL_RESERVED:
                 self.rep.add(f"enricher name `{name}` is not an identifier (rules read it as `{name}.field`)", name_node.loc)
                 name = None
             elif name in RESERVED_NAMES:

@@ -61,6 +61,24 @@ def _read_text(path: Path) -> str:
         raise OSError(f"not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
 
 
+def _expand_globs(includes: list[tuple[str, Loc]], base: Path, own: Path | None, rep: Reporter) -> list[tuple[str, Loc]]:
+    """``rules/*.yaml`` → every matching file but the including one, sorted by name; no match is an error."""
+    out: list[tuple[str, Loc]] = []
+    for inc, loc in includes:
+        if not any(ch in inc for ch in "*?["):
+            out.append((inc, loc))
+            continue
+        pattern = Path(inc)
+        root = Path(pattern.anchor) if pattern.is_absolute() else base
+        relative = str(pattern.relative_to(pattern.anchor)) if pattern.is_absolute() else inc
+        matches = sorted(p for p in root.glob(relative) if p.is_file() and p.resolve() != own)
+        if not matches:
+            rep.add(f"no file matches include pattern `{inc}` (in {root})", loc)
+            continue
+        out += [(str(m) if pattern.is_absolute() else os.path.relpath(m, base), loc) for m in matches]
+    return out
+
+
 def _display(parent_file: str, parent_base: Path, include: str) -> str:
     if os.path.isabs(include):
         return os.path.normpath(include)
@@ -82,7 +100,7 @@ def _load(text: str, file: str, base_dir: Path, key: Path | None, rep: Reporter)
         builder = FileBuilder(rep, file, base)
         # A file that does not parse contributes nothing (and is not also reported as empty).
         doc = builder.doc if root is None and problems else builder.build(root, is_root=is_root)
-        for inc, loc in doc.includes:
+        for inc, loc in _expand_globs(doc.includes, base, key, rep):
             inc_path = Path(inc) if os.path.isabs(inc) else base / inc
             inc_key = inc_path.resolve()
             inc_file = _display(file, base, inc)
