@@ -472,3 +472,13 @@ def test_label_name_may_not_be_a_cel_reserved_word(tmp_path: Path) -> None:
     path = write(tmp_path / "p.yaml", HEADER + "labels:\n  in: {type: bool}\n")
     issue = only_issue(path)
     assert (issue.line, issue.column) == (4, 3) and "CEL reserved word" in issue.message
+
+
+def test_duplicate_test_names_are_refused(tmp_path: Path) -> None:
+    """Two policy tests with the same name are refused, since results are reported by name."""
+    path = write(
+        tmp_path / "p.yaml",
+        HEADER + LABELS + "tests:\n  - {name: t, event: {}, expect: {}}\n  - {name: t, event: {}, expect: {}}\n",
+    )
+    issue = only_issue(path)
+    assert (issue.line, issue.column) == (14, 5) and f"duplicate test name `t` (first at {path}:13:5)" in issue.message

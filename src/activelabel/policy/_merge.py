@@ -244,8 +244,12 @@ class Merger:
         self.models = [replace(p, spec=replace(p.spec, index=i)) for i, p in enumerate(self.models)]
 
     def check_tests(self) -> None:
+        names: dict[str, PolicyTest] = {}
         for i, p in enumerate(self.tests):
             spec: PolicyTest = p.spec
+            first = names.setdefault(spec.name, spec)
+            if first is not spec:  # results are reported by name, so two tests may not share one
+                self.rep.add(f"duplicate test name `{spec.name}` (first at {first.loc})", spec.loc)
             expect = dict(spec.expect)
             for name, value in spec.expect.items():
                 label = self.label_problem(name, p.locs.get("expect." + name, spec.loc), None, f" in `expect` of test `{spec.name}`")
