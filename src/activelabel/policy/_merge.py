@@ -54,8 +54,11 @@ class Merger:
     # ---- checks over the merged policy ----
 
     def check(self) -> None:
-        self.enricher_names = [p.spec.name for p in self._unique_enrichers()]
-        scope = set(RESERVED_NAMES) | set(self.enricher_names) | (self.declared_enrichers - set(RESERVED_NAMES))
+        self.order = list(self.labels)
+        self.position = {name: i for i, name in enumerate(self.order)}
+        self._unique_enrichers()
+        # Incomplete enricher entries keep their names in scope, so rules using them are not also reported.
+        scope = set(RESERVED_NAMES) | (self.declared_enrichers - set(RESERVED_NAMES))
         for p in self.labels.values():
             self.check_refs(p, p.spec.name, scope, rule_id=None)
         self.check_rules(scope)
@@ -65,7 +68,7 @@ class Merger:
         self.check_models(scope)
         self.check_tests()
 
-    def _unique_enrichers(self) -> list[Pending]:
+    def _unique_enrichers(self) -> None:
         seen: dict[str, Pending] = {}
         out = []
         for p in self.enrichers:
@@ -76,7 +79,6 @@ class Merger:
             seen[p.spec.name] = p
             out.append(p)
         self.enrichers = out
-        return out
 
     def label_problem(self, name: str, loc: Loc, rule_id: str | None, where: str = "") -> LabelSpec | None:
         p = self.labels.get(name)
@@ -87,7 +89,6 @@ class Merger:
 
     def check_rules(self, scope: set[str]) -> None:
         ids: dict[str, Pending] = {}
-        kept: list[Pending] = []
         for p in self.rules:
             spec: RuleSpec = p.spec
             rid = spec.id or None
@@ -119,8 +120,7 @@ class Merger:
                 else:
                     p.spec = spec = replace(spec, value=coerce(label, spec.value))
             self.check_refs(p, spec.label if label is not None else None, scope, rule_id=rid)
-            kept.append(p)
-        self.rules = [replace(p, spec=replace(p.spec, index=i)) for i, p in enumerate(kept)]
+        self.rules = [replace(p, spec=replace(p.spec, index=i)) for i, p in enumerate(self.rules)]
 
     def check_refs(
         self, p: Pending, own_label: str | None, scope: set[str], *, rule_id: str | None, what: str | None = None
@@ -162,8 +162,8 @@ class Merger:
         self, p: Pending, own_label: str | None, scope: set[str], *, rule_id: str | None, what: str | None,
         bad_fields: set[str],
     ) -> None:  # fmt: skip
-        order = list(self.labels)
-        own_index = order.index(own_label) if own_label in self.labels else None
+        order = self.order
+        own_index = self.position.get(own_label) if own_label is not None else None
         for field_name, path, loc, member_loc in p.refs:
             root = path[0]
             if root == "labels" and "labels" in scope:
@@ -179,7 +179,7 @@ class Merger:
                         rule_id=rule_id,
                         suggestion=did_you_mean(name, earlier) or did_you_mean(name, order),
                     )
-                elif own_index is not None and order.index(name) >= own_index:
+                elif own_index is not None and self.position[name] >= own_index:
                     bad_fields.add(field_name)
                     which = "the label being set here" if name == own_label else f"declared after `{own_label}`"
                     self.rep.add(
