@@ -125,6 +125,7 @@ def _literal_matcher(start: bool, end: bool, alts: list[str]) -> Matcher:
 _cache: dict[str, Matcher] = {}
 _OPTIONS = re2.Options()
 _OPTIONS.log_errors = False  # invalid patterns are reported as CELEvalError, not on stderr
+_OPTIONS.never_capture = True  # matches() needs no groups; RE2 runs faster without them
 
 
 def matcher(pattern: str) -> Matcher:
@@ -139,7 +140,10 @@ def matcher(pattern: str) -> Matcher:
     try:
         rx = re2.compile(pattern, _OPTIONS)
     except re2.error as exc:
-        raise CELEvalError(f"invalid regular expression {pattern!r}: {exc}") from exc
+        reason = exc.args[0] if exc.args else exc
+        if isinstance(reason, bytes):
+            reason = reason.decode("utf-8", "replace")
+        raise CELEvalError(f"invalid regular expression {pattern!r}: {reason} (RE2 syntax)") from exc
     shape = _literal_shape(pattern)
     m = _literal_matcher(*shape) if shape is not None else _re2_search(rx)
     if len(_cache) >= 1024:
