@@ -176,3 +176,13 @@ def test_lookup_enricher_can_be_built_directly() -> None:
     enricher = LookupEnricher("geo", {"10": {"country": "FR"}})
     assert enricher.lookup(10) == {"country": "FR"} and "10" in enricher
     assert textwrap.shorten(repr(enricher), 40) == "LookupEnricher('geo', 1 rows)"
+
+
+def test_json_lines_table(tmp_path: Path) -> None:
+    """A JSON Lines file is keyed like a JSON list; a bad line is reported by number."""
+    (tmp_path / "policy").mkdir()
+    jsonl = tmp_path / "policy" / "t.jsonl"
+    jsonl.write_text('{"id": "t1", "tier": "gold"}\n\n{"id": "t2", "tier": "silver"}\n')
+    assert build(tmp_path, "file: t.jsonl").lookup("t2")["tier"] == "silver"
+    jsonl.write_text('{"id": "t1"}\n{oops\n')
+    assert only_issue(enricher_policy(tmp_path, "file: t.jsonl")).startswith("enricher `tenant`: invalid JSON on line 2")

@@ -128,10 +128,12 @@ def read_table_file(
         rows = _read_csv(data, key_field)
     elif fmt == "json":
         rows = _read_json(data, key_field)
+    elif fmt == "jsonl":
+        rows = _read_json_list(_read_jsonl(data), key_field, "line", start=1)
     elif fmt == "sqlite":
         rows = _read_sqlite(path, data, table, key_column)
     else:
-        raise EnricherError(f"unknown lookup format `{fmt}`", suggestion="use csv, json or sqlite")
+        raise EnricherError(f"unknown lookup format `{fmt}`", suggestion="use csv, json, jsonl or sqlite")
     return Table(rows, digest)
 
 
@@ -202,19 +204,37 @@ def _read_json(data: bytes, key_field: str | None) -> dict[str, dict[str, Any]]:
             _add(rows, key, row, f"JSON entry `{key}`", "key")
         return rows
     if isinstance(doc, list):
-        field = key_field
-        for i, row in enumerate(doc):
-            if not isinstance(row, dict):
-                raise EnricherError(f"JSON item {i} is not an object")
-            if field is None:
-                if not row:
-                    raise EnricherError("JSON item 0 is empty; cannot pick the key field", suggestion="set `key_field`")
-                field = next(iter(row))
-            if field not in row:
-                raise EnricherError(f"JSON item {i} has no `{field}`", suggestion=_suggest(field, list(row)))
-            _add(rows, row[field], row, f"JSON item {i}", field)
-        return rows
+        return _read_json_list(doc, key_field, "item", start=0)
     raise EnricherError("JSON must be an object keyed by key or a list of objects")
+
+
+def _read_json_list(items: list[Any], key_field: str | None, unit: str, start: int) -> dict[str, dict[str, Any]]:
+    rows: dict[str, dict[str, Any]] = {}
+    field = key_field
+    for i, row in enumerate(items, start=start):
+        where = f"JSON {unit} {i}"
+        if not isinstance(row, dict):
+            raise EnricherError(f"{where} is not an object")
+        if field is None:
+            if not row:
+                raise EnricherError(f"{where} is empty; cannot pick the key field", suggestion="set `key_field`")
+            field = next(iter(row))
+        if field not in row:
+            raise EnricherError(f"{where} has no `{field}`", suggestion=_suggest(field, list(row)))
+        _add(rows, row[field], row, where, field)
+    return rows
+
+
+def _read_jsonl(data: bytes) -> list[Any]:
+    items = []
+    for n, line in enumerate(data.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            items.append(orjson.loads(line))
+        except orjson.JSONDecodeError as exc:
+            raise EnricherError(f"invalid JSON on line {n}: {exc}") from exc
+    return items
 
 
 def _quote(name: str) -> str:

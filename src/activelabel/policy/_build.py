@@ -58,7 +58,10 @@ MODEL_KEYS = (
     "on_error", "version", "description",
 )  # fmt: skip
 TEST_KEYS = ("name", "event", "expect")
-FORMAT_BY_SUFFIX = {".csv": "csv", ".json": "json", ".db": "sqlite", ".sqlite": "sqlite", ".sqlite3": "sqlite"}
+FORMAT_BY_SUFFIX = {
+    ".csv": "csv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl",
+    ".db": "sqlite", ".sqlite": "sqlite", ".sqlite3": "sqlite",
+}  # fmt: skip
 
 
 @dataclass
@@ -524,7 +527,7 @@ class FileBuilder:
                     self.rep.add(
                         f"cannot tell the format of `{file_text}` from its extension",
                         m.entries["file"][1].loc,
-                        suggestion="add `format: csv`, `format: json` or `format: sqlite`",
+                        suggestion="add `format: csv`, `format: json`, `format: jsonl` or `format: sqlite`",
                     )
         key = self.expr(m, "key", what, pending)
         key_field = self.string(m, "key_field", what)
@@ -535,7 +538,7 @@ class FileBuilder:
                 if k not in m:
                     self.rep.add(f"sqlite {what} is missing `{k}`", m.loc)
             if "key_field" in m:
-                self.rep.add(f"`key_field` is for CSV/JSON files; sqlite {what} uses `key_column`", m.entries["key_field"][0].loc, suggestion="did you mean `key_column`?")
+                self.rep.add(f"`key_field` is for CSV/JSON/JSONL files; sqlite {what} uses `key_column`", m.entries["key_field"][0].loc, suggestion="did you mean `key_column`?")
         elif fmt is not None:
             for k in ("table", "key_column"):
                 if k in m:
