@@ -351,3 +351,10 @@ def test_string_extension_functions() -> None:
     assert ev("'héllo'.substring(1, 3) + 'héllo'.charAt(4)") == "élo"
     with pytest.raises(CELEvalError, match="out of range"):
         ev("'abc'.substring(5)")
+
+
+def test_compile_with_names_refuses_invalid_constant_regex() -> None:
+    """With `names`, a constant matches() pattern RE2 refuses is a compile-time error at the pattern."""
+    with pytest.raises(CELSyntaxError, match="invalid regular expression") as info:
+        cel.compile("event.path.matches('(unclosed')", names=["event"])
+    assert (info.value.line, info.value.column) == (1, 20)

@@ -25,8 +25,10 @@ from activelabel.cel._ast import (
     Macro,
     Select,
     references,
+    walk,
 )
 from activelabel.cel._lexer import syntax_error
+from activelabel.cel._regex import matcher
 from activelabel.cel._parser import parse
 from activelabel.cel._runtime import MISSING
 from activelabel.cel._values import TYPE_NAMES, UInt, cel_compare, cel_equal, map_get, no_overload, type_name
@@ -447,10 +449,26 @@ def check_names(ast: Ast, names: Collection[str]) -> None:
         )
 
 
+def check_patterns(ast: Ast) -> None:
+    """CELSyntaxError at the first constant ``matches()`` pattern that RE2 refuses."""
+    for node in walk(ast.root):
+        if not (isinstance(node, Call) and node.function == "matches"):
+            continue
+        args = ([node.target] if node.target is not None else []) + list(node.args)
+        if len(args) == 2 and isinstance(args[1], Literal) and args[1].value.__class__ is str:
+            try:
+                matcher(args[1].value)
+            except CELEvalError as exc:
+                line, column = ast.location(args[1])
+                raise CELSyntaxError(str(exc), expr=ast.text, line=line, column=column) from None
+
+
 def compile_ast(ast: Ast, names: Collection[str] | None = None) -> Program:
-    """Compile a parsed expression; with ``names``, unknown identifiers and functions are refused."""
+    """Compile a parsed expression; with ``names``, unknown identifiers and functions and
+    invalid constant regular expressions are refused at compile time."""
     if names is not None:
         check_names(ast, names)
+        check_patterns(ast)
     compiler = _Compiler(strict_functions=names is not None, text=ast.text)
     fn = compiler.compile(ast.root, frozenset())
     return Program(ast, fn, frozenset(compiler.dotted_names), strict=names is not None)
