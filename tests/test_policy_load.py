@@ -340,3 +340,17 @@ def test_include_patterns_expand_in_name_order(tmp_path: Path) -> None:
     root = write(tmp_path / "root.yaml", HEADER + "include: [labels/*.yaml, '*.yaml']\nlabels:\n  c: {type: bool}\n")
     write(tmp_path / "30-d.yaml", "labels:\n  d: {type: bool}\n")
     assert list(load_policy(root).labels) == ["a", "b", "d", "c"]  # the including file never includes itself
+
+
+def test_json_schema_describes_the_format() -> None:
+    """`policy_json_schema` gives a JSON-serialisable schema with the loader's keys and defaults."""
+    import json
+
+    from activelabel.policy import policy_json_schema
+
+    schema = json.loads(json.dumps(policy_json_schema()))
+    props = schema["properties"]
+    assert props["apiVersion"] == {"const": "activelabel/v1"}
+    assert props["rules"]["items"]["required"] == ["id", "label"]
+    assert props["labels"]["additionalProperties"]["properties"]["resolve"]["default"] == "first_match"
+    assert "lookup" in props["enrichers"]["items"]["properties"]["type"]["enum"]

@@ -12,6 +12,7 @@ See docs/policy.md for the format.
 from ._canonical import canonical_form
 from ._diff import Change, PolicyDiff, diff_policies
 from ._load import load_policy, load_policy_text
+from ._schema import policy_json_schema
 from ._spec import (
     API_VERSION,
     LABEL_TYPES,
@@ -54,5 +55,6 @@ __all__ = [
     "diff_policies",
     "load_policy",
     "load_policy_text",
+    "policy_json_schema",
     "value_fits",
 ]
