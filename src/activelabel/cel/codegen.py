@@ -189,6 +189,8 @@ class PythonEmitter:
         """Source for ``c`` that is a Python bool (raises otherwise)."""
         if c.kind == "bool" and not c.maybe_missing:
             return c.src
+        if c.simple:  # a name: check inline (MISSING's class is not bool either)
+            return f"({c.src} if {c.src}.__class__ is bool else {self._fallback})"
         return f"{self._helper('boolean')}({c.src})"
 
     # ---- nodes -------------------------------------------------------------
