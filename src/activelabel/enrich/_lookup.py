@@ -176,14 +176,17 @@ def _read_csv(data: bytes, key_field: str | None) -> dict[str, dict[str, Any]]:
             raise EnricherError(f"CSV has no column `{field}`", suggestion=_suggest(field, header))
         idx = header.index(field)
         rows: dict[str, dict[str, Any]] = {}
-        for values in reader:
+        width = len(header)
+        for values in reader:  # inlined: tables can have millions of rows
             if not values:
                 continue  # blank line
-            where = f"CSV line {reader.line_num}"
-            if len(values) > len(header):
-                raise EnricherError(f"{where} has {len(values)} fields, the header has {len(header)}")
-            row = dict(zip(header, values))
-            _add(rows, values[idx] if idx < len(values) else None, row, where, field)
+            key = values[idx] if idx < len(values) else ""
+            if len(values) > width or not key or key in rows:
+                where = f"CSV line {reader.line_num}"
+                if len(values) > width:
+                    raise EnricherError(f"{where} has {len(values)} fields, the header has {width}")
+                _add(rows, key or None, {}, where, field)  # raises the right error
+            rows[key] = dict(zip(header, values))
     except csv.Error as exc:
         raise EnricherError(f"invalid CSV at line {reader.line_num}: {exc}") from exc
     return rows
