@@ -151,11 +151,13 @@ def _suggest(word: str, candidates: list[str]) -> str | None:
 
 
 def _add(rows: dict[str, dict[str, Any]], key: Any, row: dict[str, Any], where: str, field: str) -> None:
+    # Messages name the row, never the key's value: tables often hold personal data.
     k = normalize_key(key)
     if k is None or k == "":
-        raise EnricherError(f"{where} has no usable key in `{field}` (got {key!r})")
+        kind = "empty" if key in ("", None) else f"a {type(key).__name__}"
+        raise EnricherError(f"{where} has no usable key in `{field}` ({kind})")
     if k in rows:
-        raise EnricherError(f"{where}: duplicate key `{k}`", suggestion="keys must be unique")
+        raise EnricherError(f"{where} repeats the `{field}` of an earlier row", suggestion="keys must be unique")
     rows[k] = row
 
 
@@ -201,10 +203,10 @@ def _read_json(data: bytes, key_field: str | None) -> dict[str, dict[str, Any]]:
     if isinstance(doc, dict):
         if key_field is not None:
             raise EnricherError("`key_field` is for a JSON list of objects; this file is an object keyed by key")
-        for key, row in doc.items():
+        for n, (key, row) in enumerate(doc.items()):
             if not isinstance(row, dict):
-                raise EnricherError(f"JSON entry `{key}` is not an object", suggestion="each key maps to an object of fields")
-            _add(rows, key, row, f"JSON entry `{key}`", "key")
+                raise EnricherError(f"JSON entry {n} is not an object", suggestion="each key maps to an object of fields")
+            _add(rows, key, row, f"JSON entry {n}", "key")
         return rows
     if isinstance(doc, list):
         return _read_json_list(doc, key_field, "item", start=0)
