@@ -358,3 +358,14 @@ def test_compile_with_names_refuses_invalid_constant_regex() -> None:
     with pytest.raises(CELSyntaxError, match="invalid regular expression") as info:
         cel.compile("event.path.matches('(unclosed')", names=["event"])
     assert (info.value.line, info.value.column) == (1, 20)
+
+
+def test_regex_answers_stay_exact_when_remembered() -> None:
+    """Remembered matches() answers equal fresh RE2 answers, for repeated and long strings alike."""
+    import re2
+
+    prog = cel.compile("s.matches('^[a-z]+[0-9]{2,}$')")
+    rx = re2.compile("^[a-z]+[0-9]{2,}$")
+    samples = ["abc12", "abc1", "x99", "", "ab" * 400 + "12", "Abc12"] * 3
+    for s in samples:
+        assert prog.evaluate({"s": s}) is (rx.search(s) is not None)

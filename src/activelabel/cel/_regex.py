@@ -19,6 +19,9 @@ from activelabel.errors import CELEvalError
 
 Matcher = Callable[[Any], bool]
 
+_MEMO_SIZE = 4096  # answers remembered per pattern
+_MEMO_MAX_LEN = 512  # longer strings are not remembered
+
 _META = set("\\.^$|?*+()[]{}")
 _LITERAL_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "f": "\f", "v": "\v", "a": "\a"}
 
@@ -90,12 +93,23 @@ def _re2_search(rx: Any) -> Matcher:
 
         return slow
     match = regexp.Match
+    # A call into RE2 costs microseconds, while event fields (paths, user agents)
+    # repeat a lot: remember recent answers for short strings.
+    seen: dict[str, bool] = {}
 
     def fast(s: Any) -> bool:
         if s.__class__ is not str:
             raise no_overload("matches", s)
+        hit = seen.get(s)
+        if hit is not None:
+            return hit
         b = s.encode("utf-8")
-        return match(anchor, b, 0, len(b))[0][0] != -1
+        result = match(anchor, b, 0, len(b))[0][0] != -1
+        if len(s) <= _MEMO_MAX_LEN:
+            if len(seen) >= _MEMO_SIZE:
+                seen.clear()
+            seen[s] = result
+        return result
 
     return fast
 
