@@ -482,3 +482,12 @@ def test_duplicate_test_names_are_refused(tmp_path: Path) -> None:
     )
     issue = only_issue(path)
     assert (issue.line, issue.column) == (14, 5) and f"duplicate test name `t` (first at {path}:13:5)" in issue.message
+
+
+def test_missing_or_unreadable_policy_file(tmp_path: Path) -> None:
+    """A policy path that does not exist, or is not UTF-8 text, is one issue naming the file."""
+    missing = issues(tmp_path / "nope.yaml")
+    assert len(missing) == 1 and missing[0].file == str(tmp_path / "nope.yaml")
+    (tmp_path / "latin1.yaml").write_bytes(b"apiVersion: activelabel/v1\nkind: Policy\n# caf\xe9\n")
+    (bad,) = issues(tmp_path / "latin1.yaml")
+    assert "not UTF-8" in bad.message

@@ -218,11 +218,11 @@ class FileBuilder:
             member = Loc(self.file, *self._field_position(node, text, ref, line, col)) if len(ref.path) > 1 else root
             pending.refs.append((key, ref.path, root, member))
         expr = Expr(text, ast, start)
-        self._check_regexes(node, text, ast, key, rule_id)
+        self._check_regexes(node, text, ast, key, rule_id, pending)
         pending.exprs.append((key, expr, node))
         return expr
 
-    def _check_regexes(self, node: YScalar, text: str, ast: Any, key: str, rule_id: str | None) -> None:
+    def _check_regexes(self, node: YScalar, text: str, ast: Any, key: str, rule_id: str | None, pending: Pending) -> None:
         """Constant patterns of `matches` must be valid RE2 (linear-time, so no hostile backtracking)."""
         import re2
 
@@ -248,6 +248,7 @@ class FileBuilder:
                 line, col = ast.location(pattern)
                 loc = Loc(self.file, *expr_position(node, self.source, line, col, text))
                 self.rep.add(f"invalid regular expression in `{key}`: {reason}", loc, rule_id=rule_id)
+                pending.extra.setdefault("regex_spots", set()).add(loc)
 
     def _field_position(self, node: YScalar, text: str, ref: _cel.Ref, line: int, col: int) -> tuple[int, int]:
         lines = text.split("\n")

@@ -149,6 +149,8 @@ class Merger:
             except CELSyntaxError as exc:
                 source = self.rep.texts.get(node.loc.file, "")
                 line, col = expr_position(node, source, exc.line, exc.column, expr.source)
+                if Loc(node.loc.file, line, col) in p.extra.get("regex_spots", ()):
+                    continue  # the same bad pattern, already reported while reading the file
                 self.rep.add(
                     f"in `{field_name}`: {exc.message}",
                     Loc(node.loc.file, line, col),
