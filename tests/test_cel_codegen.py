@@ -268,3 +268,18 @@ def test_random_expressions_agree_with_exact_evaluator() -> None:
             kind, exact = _exact(fn.program, bindings)
             assert kind == "value" and same_value(exact, fast), f"{text} on {bindings!r}:\n{fn.source}"
     assert fast_returns > 1000
+
+
+def test_emit_bool_raises_unless_the_value_is_a_bool() -> None:
+    """emit_bool() code is a Python bool exactly when CEL's value is a bool, and raises otherwise."""
+    ns: dict[str, Any] = {}
+    em = PythonEmitter(ns, roots={"event": "event"})
+    exprs = {text: em.emit_bool(cel.parse(text)) for text in ["event.flag", "event.n > 1 && event.flag", "event.n"]}
+    body = ", ".join(f"{text!r}: lambda: {src}" for text, src in exprs.items())
+    exec("def f(event):\n" + "".join(f"    {s}\n" for s in em.prologue("event")) + f"    return {{{body}}}\n", ns)
+    checks = ns["f"]({"flag": True, "n": 2})
+    assert checks["event.flag"]() is True and checks["event.n > 1 && event.flag"]() is True
+    with pytest.raises(Exception):
+        checks["event.n"]()
+    with pytest.raises(Exception):
+        ns["f"]({"flag": 1, "n": 2})["event.flag"]()

@@ -104,9 +104,19 @@ class PythonEmitter:
     # ---- public API --------------------------------------------------------
     def emit(self, ast: Ast | Expr) -> str:
         """A Python expression for ``ast`` (see the module docstring for its promise)."""
+        return self._finish(self._value(self._top(ast)))
+
+    def emit_bool(self, ast: Ast | Expr) -> str:
+        """Like :meth:`emit`, for conditions: the expression is a Python bool, and raises when
+        CEL's value is not a bool (so ``if <it>:`` is exact)."""
+        return self._finish(self._bool(self._top(ast)))
+
+    def _top(self, ast: Ast | Expr) -> _Code:
         node = ast.root if isinstance(ast, Ast) else ast
         self._text = ast.text if isinstance(ast, Ast) else ""
-        src = self._value(self._expr(node, {}))
+        return self._expr(node, {})
+
+    def _finish(self, src: str) -> str:
         try:
             # CEL allows deeper nesting than Python's parser (about 200 parentheses):
             # such expressions always take the exact path rather than break the module.
