@@ -354,3 +354,14 @@ def test_json_schema_describes_the_format() -> None:
     assert props["rules"]["items"]["required"] == ["id", "label"]
     assert props["labels"]["additionalProperties"]["properties"]["resolve"]["default"] == "first_match"
     assert "lookup" in props["enrichers"]["items"]["properties"]["type"]["enum"]
+
+
+def test_a_loaded_policy_pickles(edge: Path) -> None:
+    """A policy survives pickling (worker processes), tables and positions included."""
+    import pickle
+
+    policy = load_policy(edge)
+    copy = pickle.loads(pickle.dumps(policy))
+    assert copy.version == policy.version
+    assert copy.rules[0].loc == policy.rules[0].loc
+    assert copy.enrichers[0].build().lookup("t2")["tier"] == "silver"
