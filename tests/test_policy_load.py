@@ -280,6 +280,8 @@ def test_models_are_parsed_with_defaults(tmp_path: Path) -> None:
             min_confidence: 0.7
             timeout_ms: 5
             on_error: browse
+            breaker_failures: 3
+            breaker_cooldown_s: 10
         """,
     )
     clf, online = load_policy(path).models
@@ -287,6 +289,7 @@ def test_models_are_parsed_with_defaults(tmp_path: Path) -> None:
     assert list(clf.features) == ["n_items", "path"] and clf.features["n_items"].source == "size(event.items)"
     assert (clf.min_confidence, clf.timeout_ms, clf.on_error, clf.abstains_on_error) == (0.0, 50.0, "abstain", True)
     assert (online.min_confidence, online.timeout_ms, online.on_error, online.abstains_on_error) == (0.7, 5.0, "browse", False)
+    assert (clf.breaker_failures, online.breaker_failures, online.breaker_cooldown_s) == (None, 3, 10.0)
 
 
 def test_did_you_mean_suggests_the_closest_name() -> None:

@@ -55,7 +55,7 @@ RULE_KEYS = ("id", "label", "value", "value_expr", "when", "confidence", "descri
 ENRICHER_KEYS = ("name", "type", "file", "format", "key", "key_field", "table", "key_column", "description")
 MODEL_KEYS = (
     "name", "label", "type", "path", "features", "min_confidence", "timeout_ms",
-    "on_error", "version", "description",
+    "on_error", "version", "description", "breaker_failures", "breaker_cooldown_s",
 )  # fmt: skip
 TEST_KEYS = ("name", "event", "expect")
 FORMAT_BY_SUFFIX = {
@@ -583,6 +583,8 @@ class FileBuilder:
                 features[fname] = expr
         min_conf = self.number(m, "min_confidence", what, lo=0, hi=1)
         timeout = self.number(m, "timeout_ms", what, lo=0, lo_open=True)
+        breaker_failures = self.number(m, "breaker_failures", what, lo=1, integer=True)
+        breaker_cooldown = self.number(m, "breaker_cooldown_s", what, lo=0, lo_open=True)
         on_error: Any = "abstain"
         on_error_node = m.get("on_error")
         if on_error_node is not None:
@@ -608,6 +610,8 @@ class FileBuilder:
             on_error=on_error,
             version=self.string(m, "version", what, numbers_ok=True),
             description=self.string(m, "description", what),
+            breaker_failures=int(breaker_failures) if breaker_failures is not None else None,
+            breaker_cooldown_s=float(breaker_cooldown) if breaker_cooldown is not None else None,
             loc=m.loc,
         )
         self.doc.models.append(pending)

@@ -112,6 +112,8 @@ def canonical_form(
                 "on_error": m.on_error,
                 "version": m.version,
                 "description": m.description,
+                "breaker_failures": m.breaker_failures,
+                "breaker_cooldown_s": m.breaker_cooldown_s,
             }
             for m in models
         ],

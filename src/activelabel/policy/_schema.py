@@ -88,6 +88,8 @@ def policy_json_schema() -> dict[str, Any]:
             "on_error": {**_SCALAR, "default": "abstain"},
             "version": {"type": ["string", "number"]},
             "description": _TEXT,
+            "breaker_failures": {"type": "integer", "minimum": 1, "default": 5},
+            "breaker_cooldown_s": {"type": "number", "exclusiveMinimum": 0, "default": 30},
         },
         MODEL_KEYS,
         ("name", "label", "type", "path"),

@@ -147,6 +147,8 @@ class ModelSpec:
     on_error: Any = "abstain"
     version: str | None = None
     description: str | None = None
+    breaker_failures: int | None = None  # None: the models package's default (5 failures in a row)
+    breaker_cooldown_s: float | None = None  # None: the models package's default (30 s)
     loc: Loc = field(default=Loc("", 0, 0), compare=False)
     index: int = 0
 
