@@ -169,7 +169,7 @@ class PolicyTest:
     index: int = 0
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, repr=False)
 class Policy:
     """A loaded, validated policy with includes merged. Build it with `load_policy`."""
 
@@ -190,6 +190,12 @@ class Policy:
     dependencies: tuple[Path, ...] = ()
     """Every file the loaded policy depends on (policy files, enricher tables, model artifacts), resolved: what to watch for reloads."""
     canonical_json: bytes = field(default=b"", repr=False)
+
+    def __repr__(self) -> str:
+        return (
+            f"Policy({self.metadata.name or self.source!r}, version={self.version!r}, labels={len(self.labels)}, "
+            f"rules={len(self.rules)}, enrichers={len(self.enrichers)}, models={len(self.models)}, tests={len(self.tests)})"
+        )
 
     def rules_for(self, label: str) -> list[RuleSpec]:
         """The rules that set ``label``, in file order."""
