@@ -369,3 +369,16 @@ def test_regex_answers_stay_exact_when_remembered() -> None:
     samples = ["abc12", "abc1", "x99", "", "ab" * 400 + "12", "Abc12"] * 3
     for s in samples:
         assert prog.evaluate({"s": s}) is (rx.search(s) is not None)
+
+
+def test_long_logical_chains_are_balanced_not_deep() -> None:
+    """Thousands of `&&` terms parse into a shallow tree and evaluate without recursion errors."""
+    text = " && ".join(f"x > {i}" for i in range(3000))
+    assert cel.compile(text).evaluate({"x": 5000}) is True
+    assert cel.compile(text).evaluate({"x": 5}) is False
+
+
+def test_overlong_operator_chain_is_a_clear_syntax_error() -> None:
+    """Hundreds of chained `+` are refused with a message instead of a Python RecursionError."""
+    with pytest.raises(CELSyntaxError, match="chained operators"):
+        cel.parse(" + ".join(["1"] * 400))

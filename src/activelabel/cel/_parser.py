@@ -109,6 +109,7 @@ class _Parser:
 
     def binary(self, min_prec: int) -> Expr:
         left = self.unary()
+        chain = 0
         while True:
             tok = self.peek()
             if tok.kind == "OP" or (tok.kind == "IDENT" and tok.text == "in"):
@@ -117,10 +118,25 @@ class _Parser:
                 entry = None
             if entry is None or entry[0] < min_prec:
                 return left
+            prec, fn = entry
+            if fn in ("_&&_", "_||_"):
+                left = self.logic_chain(left, tok, prec, fn)
+                continue
+            chain += 1
+            if chain > MAX_DEPTH:
+                raise self.error(f"more than {MAX_DEPTH} chained operators; split the expression")
             self.advance()
-            right = self.binary(entry[0] + 1)
-            left = Call(entry[1], [left, right], tok.offset)
+            right = self.binary(prec + 1)
+            left = Call(fn, [left, right], tok.offset)
 
+    def logic_chain(self, first: Expr, tok: Token, prec: int, fn: str) -> Expr:
+        """``a && b && c ...`` as a balanced tree (as cel-go does), so long rule conditions stay shallow."""
+        operands = [first]
+        ops: list[int] = []
+        while self.peek().kind == "OP" and self.peek().text == tok.text:
+            ops.append(self.advance().offset)
+            operands.append(self.binary(prec + 1))
+        return _balance(fn, operands, ops)
     def unary(self) -> Expr:
         tok = self.peek()
         if tok.kind == "OP" and tok.text == "!":
@@ -294,6 +310,16 @@ class _Parser:
             self.advance()
         self.expect("}", "to close the map literal")
         return entries
+
+
+def _balance(fn: str, operands: list[Expr], offsets: list[int]) -> Expr:
+    """Balanced tree of ``fn`` over operands; ``offsets[i]`` is the operator between operands i and i+1."""
+    if len(operands) == 1:
+        return operands[0]
+    mid = len(operands) // 2
+    left = _balance(fn, operands[:mid], offsets[: mid - 1])
+    right = _balance(fn, operands[mid:], offsets[mid:])
+    return Call(fn, [left, right], offsets[mid - 1])
 
 
 def _type_name(e: Expr) -> str | None:
