@@ -157,7 +157,10 @@ class FileBuilder:
             return None
         value = node.value if isinstance(node, YScalar) else None
         ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
-        if not ok_type or isinstance(value, bool) or not math.isfinite(value):  # type: ignore[arg-type]
+        if not ok_type or not _finite(value):
+            if ok_type and not isinstance(value, bool):
+                self.rep.add(f"`{key}` of {what} is out of range", node.loc, rule_id=rule_id)
+                return None
             kind = "an integer" if integer else "a number"
             self.rep.add(f"`{key}` of {what} must be {kind}, not {describe(node)}", node.loc, rule_id=rule_id)
             return None
@@ -420,11 +423,12 @@ class FileBuilder:
         ok = True
         for item in node.items:
             value = item.value if isinstance(item, YScalar) else None
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-                self.rep.add(f"bound must be a number, not {describe(item)}", item.loc)
+            if not _finite(value):
+                numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+                self.rep.add("bound is out of range" if numeric else f"bound must be a number, not {describe(item)}", item.loc)
                 ok = False
                 continue
-            assert isinstance(item, YScalar)
+            assert isinstance(item, YScalar) and isinstance(value, (int, float))
             if nums and value <= nums[-1]:
                 self.rep.add(
                     f"`bounds` of {what} must be strictly ascending: {item.raw} after {texts[-1]}",
@@ -638,3 +642,12 @@ class FileBuilder:
             return
         pending.spec = PolicyTest(name=name, event=to_plain(event_node), expect=expect, loc=m.loc)
         self.doc.tests.append(pending)
+
+
+def _finite(value: Any) -> bool:
+    """A real number that floats can hold (not bool, NaN, infinity, or an int beyond 2**63)."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return -(2**63) <= value < 2**63
+    return isinstance(value, float) and math.isfinite(value)
