@@ -382,3 +382,14 @@ def test_overlong_operator_chain_is_a_clear_syntax_error() -> None:
     """Hundreds of chained `+` are refused with a message instead of a Python RecursionError."""
     with pytest.raises(CELSyntaxError, match="chained operators"):
         cel.parse(" + ".join(["1"] * 400))
+
+
+def test_long_member_chains_and_combined_depth_are_refused_clearly() -> None:
+    """Overlong `.a.b.c...` chains and nesting-plus-chains beyond the tree limit are syntax errors."""
+    with pytest.raises(CELSyntaxError, match="chained selections"):
+        cel.parse("a" + ".b" * 300)
+    text = "a" + ".b" * 200
+    for _ in range(6):
+        text = f"({text})" + ".b" * 200
+    with pytest.raises(CELSyntaxError, match="nested too deeply"):
+        cel.parse(text)

@@ -26,6 +26,9 @@ from activelabel.cel._ast import (
 from activelabel.cel._lexer import INT64_MAX, RESERVED, Token, syntax_error, tokenize
 
 MAX_DEPTH = 250
+# Nesting and operator chains are each limited to MAX_DEPTH; combined they could
+# still build a tree too deep to evaluate recursively, hence a limit on the whole.
+MAX_TREE_DEPTH = 1000
 
 # Each nesting level costs a handful of Python frames; make sure MAX_DEPTH
 # levels fit (for parsing and for evaluating the resulting tree).
@@ -177,7 +180,11 @@ class _Parser:
         return Literal(v, tok.offset if offset is None else offset)
 
     def member(self, e: Expr) -> Expr:
+        steps = 0
         while True:
+            steps += 1
+            if steps > MAX_DEPTH:
+                raise self.error(f"more than {MAX_DEPTH} chained selections, indexes or calls; split the expression")
             if self.at_op("."):
                 dot = self.advance()
                 name = self.peek()
@@ -340,4 +347,20 @@ def parse(text: str, *, macros: bool = True) -> Ast:
     >>> parse("event.status >= 500").root
     Call(_>=_(Select(Ident(event).status), Literal(500)))
     """
-    return Ast(_Parser(text, macros).parse(), text)
+    root = _Parser(text, macros).parse()
+    if _tree_depth(root) > MAX_TREE_DEPTH:
+        raise syntax_error(f"expression is nested too deeply (tree deeper than {MAX_TREE_DEPTH}); split it",
+                           text, 0)
+    return Ast(root, text)
+
+
+def _tree_depth(root: Expr) -> int:
+    """Depth of the tree, computed without recursion."""
+    deepest = 0
+    stack = [(root, 1)]
+    while stack:
+        node, d = stack.pop()
+        if d > deepest:
+            deepest = d
+        stack.extend((c, d + 1) for c in node.children())
+    return deepest
