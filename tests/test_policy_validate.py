@@ -491,3 +491,28 @@ def test_missing_or_unreadable_policy_file(tmp_path: Path) -> None:
     (tmp_path / "latin1.yaml").write_bytes(b"apiVersion: activelabel/v1\nkind: Policy\n# caf\xe9\n")
     (bad,) = issues(tmp_path / "latin1.yaml")
     assert "not UTF-8" in bad.message
+
+
+def test_mutated_policies_are_loaded_or_refused_never_crash() -> None:
+    """Randomly damaged policies either load or raise PolicyError whose issues all format."""
+    import random
+
+    from activelabel.policy import Policy
+
+    edge = FIXTURES / "edge"
+    sources = [(edge / "policy.yaml").read_text(), (FIXTURES / "bad" / "many-errors.yaml").read_text()]
+    tokens = [":", "-", "[", "]", "{", "}", "\n", "  ", "'", '"', "#", "&a", "*a", "<<", "null", "1e3", "!!binary",
+              "? ", "|", ">", "\t", "labels", "rules", "when", "(", "&&", "labels.", "~", ".nan", "2020-01-01"]  # fmt: skip
+    rng = random.Random(20261127)
+    for _ in range(300):
+        text = rng.choice(sources)
+        for _ in range(rng.randint(1, 5)):
+            i = rng.randrange(len(text) + 1)
+            if rng.random() < 0.5:
+                text = text[:i] + rng.choice(tokens) + text[i:]
+            else:
+                text = text[:i] + text[i + rng.randint(1, 10) :]
+        try:
+            assert isinstance(load_policy_text(text, filename="f.yaml", base_dir=edge), Policy)
+        except PolicyError as exc:
+            assert exc.issues and all(i.format() for i in exc.issues)
