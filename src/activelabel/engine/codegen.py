@@ -20,27 +20,8 @@ from activelabel.cel import _ast as cast
 from activelabel.cel.codegen import MISSING, PythonEmitter
 from activelabel.engine.plan import LabelPlan, Plan
 
-_BOOL_OPERATORS = {
-    "_==_", "_!=_", "_<_", "_<=_", "_>_", "_>=_", "_&&_", "_||_", "!_", "@in",
-    "matches", "startsWith", "endsWith", "contains",
-}
-
-
 class NotBool(Exception):
-    """A `when` that gave something other than a bool (the exact path reports it)."""
-
-
-def _is_bool(node: Any) -> bool:
-    """Whether ``node`` certainly evaluates to a bool or raises (so `is True` is exact)."""
-    if isinstance(node, cast.Literal):
-        return node.value.__class__ is bool
-    if isinstance(node, cast.Select) and node.test_only:
-        return True
-    if isinstance(node, cast.Call):
-        return node.function in _BOOL_OPERATORS
-    if isinstance(node, cast.Macro):
-        return node.kind in ("all", "exists", "exists_one") if hasattr(node, "kind") else False
-    return False
+    """A value that does not fit where it is used (the exact path reports CEL's error)."""
 
 
 def _root(node: Any) -> Any:
@@ -90,15 +71,25 @@ def generate(plan: Plan, *, every_rule: bool, slow: Callable[..., Any], resolver
             exprs[key] = em.emit(node)
         return exprs[key]
 
+    conds: dict[int, str] = {}
+
+    def emit_cond(prog: Any) -> str:
+        # A Python bool, or a raise when CEL's value is not a bool: `if <it>:` is exact.
+        key = id(prog)
+        if key not in conds:
+            conds[key] = em.emit_bool(_root(prog.ast))
+        return conds[key]
+
     for ep in plan.enrichers:
         emit(ep.key_prog)
     for lp in plan.labels:
         if lp.from_prog is not None:
             emit(lp.from_prog)
         for rp in lp.rules:
-            for prog in (rp.when, rp.value_prog):
-                if prog is not None:
-                    emit(prog)
+            if rp.when is not None:
+                emit_cond(rp.when)
+            if rp.value_prog is not None:
+                emit(rp.value_prog)
 
     w = _Writer()
     bind_names = ["'event': event", "'labels': out"]
@@ -125,15 +116,21 @@ def generate(plan: Plan, *, every_rule: bool, slow: Callable[..., Any], resolver
     bindings = "{" + ", ".join(bind_names) + "}"
 
     for lp in plan.labels:
-        _label_block(w, ns, lp, plan, emit, bindings, every_rule, resolvers)
+        _label_block(w, ns, lp, plan, emit, emit_cond, bindings, every_rule, resolvers)
         name = lp.spec.name
         if lp.guard is not None:
             ns[f"_guard_{lp.index}"] = lp.guard.admit
             w(f"if _v is not _MISSING: _v = _guard_{lp.index}(_v)")
-        w("if _v is not _MISSING:")
-        w(f"    out[{name!r}] = _v")
-        w(f"    why[{name!r}] = _w")
-        w("    _hits[_w if _w.__class__ is int else _w[0]] += 1")
+        # A label with a default is always set (the exact path applies it too).
+        ind = "" if lp.default_idx >= 0 and lp.guard is None else "    "
+        if ind:
+            w("if _v is not _MISSING:")
+        w(f"{ind}out[{name!r}] = _v")
+        w(f"{ind}why[{name!r}] = _w")
+        if lp.spec.resolve == "first_match" and not lp.models:
+            w(f"{ind}_hits[_w] += 1")
+        else:
+            w(f"{ind}_hits[_w if _w.__class__ is int else _w[0]] += 1")
         if ("labels", name) in bound:
             w(f"_L_{lp.index} = _v")
     w("return out, why")
@@ -150,7 +147,7 @@ def _const(ns: dict[str, Any], value: Any) -> str:
 
 
 def _label_block(w: _Writer, ns: dict[str, Any], lp: LabelPlan, plan: Plan, emit: Callable[[Any], str],
-                 bindings: str, every_rule: bool, resolvers: list[Any]) -> None:
+                 emit_cond: Callable[[Any], str], bindings: str, every_rule: bool, resolvers: list[Any]) -> None:
     spec = lp.spec
     li = lp.index
     w(f"# label {spec.name} ({spec.type}, {spec.resolve})")
@@ -197,11 +194,6 @@ def _label_block(w: _Writer, ns: dict[str, Any], lp: LabelPlan, plan: Plan, emit
             rp = step
             value = _const(ns, rp.value) if rp.value_prog is None else check.format(emit(rp.value_prog))
             if rp.when is None:
-                cond = None
-            else:
-                src = emit(rp.when)
-                cond = src if _is_bool(_root(rp.when.ast)) else None
-            if rp.when is None:
                 if first:
                     w(f"    _v = {value}; _w = {rp.source_idx}")
                 else:
@@ -209,13 +201,8 @@ def _label_block(w: _Writer, ns: dict[str, Any], lp: LabelPlan, plan: Plan, emit
                     w(f"        _v = {value}; _w = {rp.source_idx}")
                 first = None  # chain closed: later rules can never win
                 break
-            if cond is not None:
-                w(f"    {kw} {cond}:")
-            else:
-                w(f"    {kw} (_c := ({src})) is True:")
+            w(f"    {kw} {emit_cond(rp.when)}:")
             w(f"        _v = {value}; _w = {rp.source_idx}")
-            if cond is None:
-                w("    elif _c is not False: raise _NotBool")
             first = False
         if first is True:
             w(f"    _v = {default_v}; _w = {default_w}")
@@ -231,13 +218,7 @@ def _label_block(w: _Writer, ns: dict[str, Any], lp: LabelPlan, plan: Plan, emit
         if rp.when is None:
             w(f"    _cs.append(({value}, {rp.source_idx}))")
             continue
-        src = emit(rp.when)
-        if _is_bool(_root(rp.when.ast)):
-            w(f"    if {src}: _cs.append(({value}, {rp.source_idx}))")
-        else:
-            w(f"    _c = {src}")
-            w(f"    if _c is True: _cs.append(({value}, {rp.source_idx}))")
-            w("    elif _c is not False: raise _NotBool")
+        w(f"    if {emit_cond(rp.when)}: _cs.append(({value}, {rp.source_idx}))")
     w("except Exception:")
     w(f"    _v, _w = _slow({li}, {bindings})")
     w("else:")
