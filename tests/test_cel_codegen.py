@@ -283,3 +283,16 @@ def test_emit_bool_raises_unless_the_value_is_a_bool() -> None:
         checks["event.n"]()
     with pytest.raises(Exception):
         ns["f"]({"flag": 1, "n": 2})["event.flag"]()
+
+
+def test_roots_named_like_python_builtins_do_not_break_the_generated_code() -> None:
+    """CEL roots called bool, dict, str, len or any are locals that cannot shadow what the code calls."""
+    text = "bool.x >= 500 && size(len) == 2 && any.exists(v, v == 'a') && has(dict.k) && str.s == 1"
+    fn = compile_function(text, roots=["any", "bool", "dict", "len", "str"])
+    args = {"bool": {"x": 503}, "len": [1, 2], "any": ["a"], "dict": {"k": 1}, "str": {"s": 1}}
+    assert fn.fast(*[args[r] for r in fn.roots]) is True
+    args["bool"] = {"x": True}
+    with pytest.raises(Exception):
+        fn.fast(*[args[r] for r in fn.roots])
+    with pytest.raises(CELEvalError):
+        fn(args)

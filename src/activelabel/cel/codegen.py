@@ -99,6 +99,12 @@ class PythonEmitter:
         self._hoisted: dict[tuple[str, ...], str] = {}
         self._vars = itertools.count()
         self.missing_name = self._install(MISSING, "MISSING")
+        # Builtin types the generated code tests against, under _cel_ names so a
+        # caller's local (a CEL root called `bool` or `dict`) cannot shadow them.
+        self._T_bool = self._install(bool, "T_bool")
+        self._T_dict = self._install(dict, "T_dict")
+        self._T_list = self._install(list, "T_list")
+        self._T_str = self._install(str, "T_str")
         self._fallback = self._install(R.fallback, "fallback") + "()"
 
     # ---- public API --------------------------------------------------------
@@ -134,7 +140,7 @@ class PythonEmitter:
                 continue
             parent = self.roots[root] if len(path) == 2 else self._hoisted[path[:-1]]
             m = self.missing_name
-            out.append(f"{name} = {parent}.get({path[-1]!r}, {m}) if {parent}.__class__ is dict else {m}")
+            out.append(f"{name} = {parent}.get({path[-1]!r}, {m}) if {parent}.__class__ is {self._T_dict} else {m}")
         return out
 
     def hoisted_paths(self) -> dict[tuple[str, ...], str]:
@@ -162,6 +168,11 @@ class PythonEmitter:
         self.namespace[name] = obj
         self._installed[key] = name
         return name
+
+    def _builtin(self, fn: Callable[..., Any]) -> str:
+        # Installed under a _cel_ name: a caller's local called `len` or `any` (a CEL
+        # root of that name) must not shadow what the generated code calls.
+        return self._install(fn, fn.__name__)
 
     def _helper(self, name: str) -> str:
         obj = getattr(R, name, None) or getattr(F, name)
@@ -200,7 +211,7 @@ class PythonEmitter:
         if c.kind == "bool" and not c.maybe_missing:
             return c.src
         if c.simple:  # a name: check inline (MISSING's class is not bool either)
-            return f"({c.src} if {c.src}.__class__ is bool else {self._fallback})"
+            return f"({c.src} if {c.src}.__class__ is {self._T_bool} else {self._fallback})"
         return f"{self._helper('boolean')}({c.src})"
 
     # ---- nodes -------------------------------------------------------------
@@ -304,7 +315,7 @@ class PythonEmitter:
                 return _Code(f"({self.bound[path]} is not {self.missing_name})", "bool")
         parent = self._expr(node.operand, scope)
         if parent.simple:
-            return _Code(f"({field!r} in {parent.src} if {parent.src}.__class__ is dict else {self._fallback})",
+            return _Code(f"({field!r} in {parent.src} if {parent.src}.__class__ is {self._T_dict} else {self._fallback})",
                          "bool")
         return _Code(f"{self._helper('has_field')}({parent.src}, {field!r})", "bool")
 
@@ -364,8 +375,8 @@ class PythonEmitter:
                     return _Code(f"({a.src} {op} {b.src})", "bool")
                 if a.simple:  # Python's True == 1 but CEL's true != 1
                     if is_eq:
-                        return _Code(f"({a.src} == {b.src} and {a.src}.__class__ is not bool)", "bool")
-                    return _Code(f"({a.src} != {b.src} or {a.src}.__class__ is bool)", "bool")
+                        return _Code(f"({a.src} == {b.src} and {a.src}.__class__ is not {self._T_bool})", "bool")
+                    return _Code(f"({a.src} != {b.src} or {a.src}.__class__ is {self._T_bool})", "bool")
             if c is None:
                 return _Code(f"({self._value(a)} {'is' if is_eq else 'is not'} None)", "bool")
             if cc is bool and a.kind == "bool" and not a.maybe_missing:
@@ -392,7 +403,7 @@ class PythonEmitter:
                 if other.kind in _NUMERIC_KINDS and not other.maybe_missing:
                     return _Code(src, "bool")
                 if other.simple:  # Python orders bools as numbers; CEL refuses
-                    return _Code(f"({src} if {other.src}.__class__ is not bool else {self._fallback})", "bool")
+                    return _Code(f"({src} if {other.src}.__class__ is not {self._T_bool} else {self._fallback})", "bool")
             break
         if a.kind == b.kind and a.kind in ("string", "int", "double") and not (a.maybe_missing or b.maybe_missing):
             return _Code(f"({a.src} {op} {b.src})", "bool")
@@ -404,7 +415,7 @@ class PythonEmitter:
                 k.__class__ is str for k in c):
             # map keys: only string lookups are decided here (a null or bytes key is an error)
             fs = self._install(frozenset(c), f"set{len(self._installed)}")
-            return _Code(f"({elem.src} in {fs} if {elem.src}.__class__ is str else {self._fallback})", "bool")
+            return _Code(f"({elem.src} in {fs} if {elem.src}.__class__ is {self._T_str} else {self._fallback})", "bool")
         if c.__class__ is list and elem.const is _NO_CONST:
             members = list(c)
             if members and all(m.__class__ in (str, bytes, type(None), int) for m in members) and all(
@@ -414,7 +425,7 @@ class PythonEmitter:
                 if not has_01 or elem.kind in _NUMERIC_KINDS:
                     return _Code(f"({elem.src} in {fs})", "bool")
                 if elem.simple:  # true in [1] is false in CEL
-                    return _Code(f"({elem.src}.__class__ is not bool and {elem.src} in {fs})", "bool")
+                    return _Code(f"({elem.src}.__class__ is not {self._T_bool} and {elem.src} in {fs})", "bool")
             if not members:
                 return _Code(f"({self._value(elem)} is {self.missing_name})", "bool")  # always False
         return _Code(f"{self._helper('contains_in')}({elem.src}, {container.src})", "bool")
@@ -432,13 +443,13 @@ class PythonEmitter:
         k = self._expr(node.args[1], scope)
         idx = self._helper("index")
         if k.const.__class__ is int and k.const >= 0 and a.simple and not a.maybe_missing:
-            return _Code(f"({a.src}[{k.src}] if {a.src}.__class__ is list else {idx}({a.src}, {k.src}))")
+            return _Code(f"({a.src}[{k.src}] if {a.src}.__class__ is {self._T_list} else {idx}({a.src}, {k.src}))")
         return _Code(f"{idx}({a.src}, {k.src})")
 
     def _method(self, fn: str, target: _Code, args: list[_Code]) -> _Code:
         t = target.src
         if fn == "size" and not args:
-            return _Code(f"len({t})", "int")
+            return _Code(f"{self._builtin(len)}({t})", "int")
         if fn in ("startsWith", "endsWith") and len(args) == 1:
             arg = args[0]
             if arg.const.__class__ is str:
@@ -461,7 +472,7 @@ class PythonEmitter:
 
     def _function(self, fn: str, args: list[_Code]) -> _Code:
         if fn == "size" and len(args) == 1:
-            return _Code(f"len({args[0].src})", "int")
+            return _Code(f"{self._builtin(len)}({args[0].src})", "int")
         if fn == "dyn" and len(args) == 1:
             return args[0]
         if fn == "matches" and len(args) == 2:
@@ -490,10 +501,10 @@ class PythonEmitter:
                 # CEL for these constants, and never errors, so no absorption subtleties.
                 return _Code(f"({self._const_code(c).src} in {it})", "bool")
         if kind == "all" or kind == "exists":
-            fn = "all" if kind == "all" else "any"
+            fn = self._builtin(all if kind == "all" else any)
             return _Code(f"{fn}({self._bool(bodies[0])} for {var} in {it})", "bool")
         if kind == "exists_one":
-            return _Code(f"(sum(1 for {var} in {it} if {self._bool(bodies[0])}) == 1)", "bool")
+            return _Code(f"({self._builtin(sum)}(1 for {var} in {it} if {self._bool(bodies[0])}) == 1)", "bool")
         if kind == "filter":
             return _Code(f"[{var} for {var} in {it} if {self._bool(bodies[0])}]", "list")
         transform = self._value(bodies[-1])
