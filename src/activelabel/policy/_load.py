@@ -13,6 +13,7 @@ from activelabel.errors import PolicyError
 
 from ._build import FileBuilder, FileDoc
 from ._canonical import canonical_form, digest_of, version_of
+from ._lint import lint
 from ._merge import Merger
 from ._report import Reporter
 from ._spec import API_VERSION, KIND, Metadata, Policy
@@ -133,6 +134,7 @@ def _load(text: str, file: str, base_dir: Path, key: Path | None, rep: Reporter)
     merged.check()
     if rep.issues:
         raise PolicyError(issues=rep.sorted_issues())
+    lint(merged)
     metadata = root_doc.metadata or Metadata()
     policy_parts = merged.result()
     dependencies = tuple(
@@ -155,6 +157,7 @@ def _load(text: str, file: str, base_dir: Path, key: Path | None, rep: Reporter)
         base_dir=base_dir,
         files=tuple(rep.file_order),
         dependencies=dependencies,
+        warnings=tuple(rep.sorted_issues(warnings=True)),
         canonical_json=data,
         **policy_parts,
     )

@@ -12,6 +12,7 @@ class Reporter:
 
     def __init__(self) -> None:
         self.issues: list[PolicyIssue] = []
+        self.warnings: list[PolicyIssue] = []  # worth a look, but the policy still loads
         self.sources: dict[str, list[str]] = {}
         self.texts: dict[str, str] = {}
         self.file_order: dict[str, int] = {}
@@ -29,10 +30,11 @@ class Reporter:
         rule_id: str | None = None,
         suggestion: str | None = None,
         excerpt: str | None = None,
+        warning: bool = False,
     ) -> None:
         if excerpt is None:
             excerpt = self.caret(loc)
-        self.issues.append(
+        (self.warnings if warning else self.issues).append(
             PolicyIssue(
                 message=message,
                 file=loc.file,
@@ -54,7 +56,8 @@ class Reporter:
         pad = "".join("\t" if ch == "\t" else " " for ch in text[: max(0, loc.column - 1)])
         return f"{text}\n{pad}^"
 
-    def sorted_issues(self) -> list[PolicyIssue]:
-        """Issues ordered by file (in the order files were read), line and column."""
+    def sorted_issues(self, *, warnings: bool = False) -> list[PolicyIssue]:
+        """Issues (or warnings) ordered by file (in the order files were read), line and column."""
         order = self.file_order
-        return sorted(self.issues, key=lambda i: (order.get(i.file, len(order)), i.line, i.column))
+        found = self.warnings if warnings else self.issues
+        return sorted(found, key=lambda i: (order.get(i.file, len(order)), i.line, i.column))

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
+from activelabel.errors import PolicyIssue
+
 from ._yaml import Loc
 
 if TYPE_CHECKING:
@@ -189,6 +191,8 @@ class Policy:
     """The policy files read (the top-level one first), as named in issues."""
     dependencies: tuple[Path, ...] = ()
     """Every file the loaded policy depends on (policy files, enricher tables, model artifacts), resolved: what to watch for reloads."""
+    warnings: tuple[PolicyIssue, ...] = ()
+    """Things that load but look unintended (a rule that never applies, a label nothing sets...)."""
     canonical_json: bytes = field(default=b"", repr=False)
 
     def __repr__(self) -> str:
