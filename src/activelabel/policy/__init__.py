@@ -5,7 +5,14 @@
     policy.labels["priority"].values      # ("critical", "high", "normal", "low")
     policy.rules[0].when.source           # 'event.status >= 500'
     policy.version                        # "sha256:<hex>/7"
+    policy.warnings                       # loads, but looks unintended (dead rules, unset labels...)
 
+    diff_policies(old, new).format()      # what changed between two versions
+    policy_json_schema()                  # JSON Schema of the format, for editors
+
+Modules: ``_yaml`` (positioned YAML), ``_build`` (one file's shape), ``_load``
+(files and includes), ``_merge`` (checks over the merged policy), ``_lint``
+(warnings), ``_canonical`` (digest and version), ``_spec`` (the frozen specs).
 See docs/policy.md for the format.
 """
 

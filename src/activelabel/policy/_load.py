@@ -1,4 +1,4 @@
-"""Loading a policy: read files, resolve ``include:``, merge, check references, version.
+"""Loading a policy: read the files, resolve ``include:``, then merge, check and version.
 
     load_policy(path)            # PolicyError(issues=[...]) listing every problem
     load_policy_text(text, ...)  # same, from a string (tests, the HTTP service)
