@@ -188,3 +188,10 @@ def test_json_lines_table(tmp_path: Path) -> None:
     assert build(tmp_path, "file: t.jsonl").lookup("t2")["tier"] == "silver"
     jsonl.write_text('{"id": "t1"}\n{oops\n')
     assert only_issue(enricher_policy(tmp_path, "file: t.jsonl")).startswith("enricher `tenant`: invalid JSON on line 2")
+
+
+def test_csv_spaces_after_commas_are_layout(tmp_path: Path) -> None:
+    """`id, tier` names the column `tier`, and `t1, gold` holds `gold`; quoted spaces are kept."""
+    (tmp_path / "policy").mkdir()
+    (tmp_path / "policy" / "t.csv").write_text('id, tier, note\nt1, gold, " padded"\n')
+    assert build(tmp_path, "file: t.csv").lookup("t1") == {"id": "t1", "tier": "gold", "note": " padded"}

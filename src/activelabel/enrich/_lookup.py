@@ -166,7 +166,8 @@ def _read_csv(data: bytes, key_field: str | None) -> dict[str, dict[str, Any]]:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise EnricherError(f"CSV is not UTF-8 ({exc.reason} at byte {exc.start})") from exc
-    reader = csv.reader(io.StringIO(text, newline=""))
+    # "id, tier" means columns "id" and "tier": spaces after a comma are layout, not data.
+    reader = csv.reader(io.StringIO(text, newline=""), skipinitialspace=True)
     try:
         header = next(reader, None)
         if not header or not any(h.strip() for h in header):
