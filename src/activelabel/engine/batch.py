@@ -21,8 +21,10 @@ What is not translated falls back, never approximated:
   evaluated per event with the exact CEL evaluator, as one column;
 - a row whose field has a value of a different type from the rest of its column,
   or that is not a plain dict, is labeled by the per-event path;
-- a batch whose column holds a type the translation does not cover (lists,
-  maps, bytes, NaN doubles) is labeled by the per-event path;
+- lists, maps and bytes read as opaque values (equal to no scalar literal, an
+  error for ordering and string functions), exactly as CEL treats them there;
+- a batch with a NaN double (Polars orders NaN, CEL does not) is labeled by
+  the per-event path;
 - a policy with enrichers, models, ``value_expr``, bucket labels, cardinality
   guards, non-first-match resolution, ``labels.*`` or ``now`` has no columnar plan
   (``build`` returns None).
@@ -37,7 +39,6 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-import pyarrow as pa
 
 from activelabel.cel._ast import Call, CreateList, Expr, Ident, Literal, Select, select_path
 from activelabel.cel._values import UInt
@@ -97,12 +98,16 @@ class _BatchFallback(Exception):
 class ColumnarPlan:
     """A policy's rules as Polars expressions, built once per compiled policy."""
 
-    def __init__(self, labels: list[_Label], paths: list[tuple[str, ...]]) -> None:
+    def __init__(self, labels: list[_Label], paths: list[tuple[str, ...]], stateful: set[tuple[str, ...]]) -> None:
         self._labels = labels
         self._paths = paths
+        self._stateful = stateful
         self._col = {p: f"f{i}" for i, p in enumerate(paths)}
         self._extract = _make_extractor(paths)
-        self._exprs: dict[tuple, list[pl.Expr]] = {}  # by column dtypes
+        self._exprs: dict[tuple, tuple[list[pl.Expr], list[pl.Expr], list[pl.Expr]]] = {}  # by column dtypes
+        self._err_sources: list[int] = []
+        self._cond_names: list[str] = []
+        self._win_names: list[str] = []
 
     # ---- building ---------------------------------------------------------
 
@@ -113,6 +118,7 @@ class ColumnarPlan:
             return None
         labels: list[_Label] = []
         paths: dict[tuple[str, ...], None] = {}
+        stateful: set[tuple[str, ...]] = set()
         for lp in plan.labels:
             spec = lp.spec
             if lp.models or lp.from_prog is not None or lp.guard is not None or spec.resolve != "first_match":
@@ -127,14 +133,14 @@ class ColumnarPlan:
                 rule = _Rule(rp.source_idx, rp.value, node, rp.when)
                 if node is not None:
                     try:
-                        for p in _leaf_paths(node):
+                        for p in _leaf_paths(node, stateful):
                             paths[p] = None
                     except Untranslatable:
                         rule.exact_only = True
                 rules.append(rule)
             default = (spec.default, lp.default_idx) if lp.default_idx >= 0 else None
             labels.append(_Label(spec.name, rules, default))
-        return cls(labels, list(paths))
+        return cls(labels, list(paths), stateful)
 
     # ---- running ----------------------------------------------------------
 
@@ -153,15 +159,22 @@ class ColumnarPlan:
         exact_cols = self._exact_columns(events, fallback)
         if exact_cols:
             frame = frame.with_columns(**exact_cols)
-        exprs = self._expressions(frame.schema)
-        winners = frame.select(exprs)
+        cond_exprs, win_exprs, err_exprs = self._expressions(frame.schema)
+        # with_columns, not select: a literal-only expression list must still give one row per event.
+        conds = frame.with_columns(cond_exprs).select(self._cond_names)
+        winners = conds.with_columns(win_exprs).select(self._win_names)
         if fallback:
             keep = np.ones(n, dtype=bool)
             keep[fallback] = False
-            counted = winners.filter(pl.Series(keep))
+            mask = pl.Series(keep)
+            counted_conds, counted_winners = conds.filter(mask), winners.filter(mask)
         else:
-            counted = winners
-        hits, errors = self._counts(frame, counted, fallback)
+            counted_conds, counted_winners = conds, winners
+        hits = self._hits(counted_winners)
+        errors: dict[int, int] = {}
+        if err_exprs:
+            row = pl.concat([counted_conds, counted_winners], how="horizontal").select(err_exprs).row(0)
+            errors = {idx: int(v) for idx, v in zip(self._err_sources, row) if v}
         labels, why = self._assemble(winners)
         for i in fallback:
             labels[i], why[i] = per_event(events[i])
@@ -173,24 +186,17 @@ class ColumnarPlan:
         data: dict[str, Any] = {}
         for path, values in zip(self._paths, columns):
             name = self._col[path]
-            arr, bad = _to_arrow(values)
+            series, bad = _to_series(name, values)
             fallback.update(bad)
-            series = pl.Series(name, arr) if arr is not None else pl.Series(name, [None] * len(values))
             if series.dtype == pl.Float64 and series.is_nan().any():
                 raise _BatchFallback  # NaN orders differently in Polars and CEL
-            if series.dtype not in (pl.String, pl.Int64, pl.Float64, pl.Boolean, pl.Null):
-                raise _BatchFallback
             data[name] = series
-            if series.null_count():
-                miss, perr, jnull, odd = _null_states(events, path, series)
-                fallback.update(odd)
-            else:
-                miss = perr = jnull = np.zeros(len(values), dtype=bool)
-            data[name + "_miss"] = pl.Series(miss)
-            data[name + "_perr"] = pl.Series(perr)
-            data[name + "_null"] = pl.Series(jnull)
-        if not data:
-            data["_n"] = pl.Series(np.zeros(len(events), dtype=bool))
+            if path in self._stateful and series.null_count():
+                miss, perr, jnull = _null_states(events, path, series)
+                data[name + "_miss"] = pl.Series(miss)
+                data[name + "_perr"] = pl.Series(perr)
+                data[name + "_null"] = pl.Series(jnull)
+        data["_n"] = pl.Series(np.zeros(len(events), dtype=bool))  # the frame's height, even without fields
         return pl.DataFrame(data), sorted(fallback)
 
     def _exact_columns(self, events: Sequence[Any], fallback: list[int]) -> dict[str, pl.Series]:
@@ -214,32 +220,45 @@ class ColumnarPlan:
                 out[f"x{r.source_idx}"] = pl.Series(vals, dtype=pl.Boolean)
         return out
 
-    def _expressions(self, schema: Any) -> list[pl.Expr]:
+    def _expressions(self, schema: Any) -> tuple[list[pl.Expr], list[pl.Expr], list[pl.Expr]]:
+        """(one column per rule condition, one winner column per label, error counts), per column dtypes."""
         key = tuple(schema.items())
         cached = self._exprs.get(key)
         if cached is not None:
             return cached
-        dtypes = {name: dtype for name, dtype in schema.items()}
-        exprs: list[pl.Expr] = []
-        self._conds: dict[int, pl.Expr] = {}
+        dtypes = dict(schema.items())
+        translate = _Translator(self._col, dtypes).bool_expr
+        conds: list[pl.Expr] = []
+        wins: list[pl.Expr] = []
+        errs: list[pl.Expr] = []
+        err_sources: list[int] = []
         for li, lab in enumerate(self._labels):
             firsts = []
             for j, r in enumerate(lab.rules):
+                name = f"r{r.source_idx}"
                 if r.node is None:
                     cond = pl.lit(True)
                 elif r.exact_only:
                     cond = pl.col(f"x{r.source_idx}")
                 else:
-                    cond = _Translator(self._col, dtypes).bool_expr(r.node)
-                self._conds[r.source_idx] = cond
-                firsts.append(pl.when(cond).then(pl.lit(j, dtype=pl.Int32)))
-            k = len(lab.rules)
-            win = pl.coalesce(*firsts, pl.lit(k, dtype=pl.Int32)) if firsts else pl.lit(k, dtype=pl.Int32)
-            exprs.append(win.alias(f"w{li}"))
-        self._exprs[key] = exprs
-        return exprs
+                    cond = translate(r.node)
+                conds.append(cond.cast(pl.Boolean).alias(name))
+                firsts.append(pl.when(pl.col(name)).then(pl.lit(j, dtype=pl.Int32)))
+                if r.node is not None:
+                    # An error counts when its rule was reached: no earlier rule of the label matched.
+                    errs.append((pl.col(name).is_null() & (pl.col(f"w{li}") >= j)).sum())
+                    err_sources.append(r.source_idx)
+            k = pl.lit(len(lab.rules), dtype=pl.Int32)
+            wins.append((pl.coalesce(*firsts, k) if firsts else k).alias(f"w{li}"))
+        if not conds:
+            conds.append(pl.lit(True).alias("_none"))
+        self._err_sources = err_sources
+        self._cond_names = [c.meta.output_name() for c in conds]
+        self._win_names = [f"w{li}" for li in range(len(self._labels))]
+        self._exprs[key] = (conds, wins, errs)
+        return conds, wins, errs
 
-    def _counts(self, frame: pl.DataFrame, winners: pl.DataFrame, fallback: list[int]) -> tuple[dict[int, int], dict[int, int]]:
+    def _hits(self, winners: pl.DataFrame) -> dict[int, int]:
         hits: dict[int, int] = {}
         for li, lab in enumerate(self._labels):
             counts = winners[f"w{li}"].value_counts()
@@ -251,19 +270,7 @@ class ColumnarPlan:
                 else:
                     continue
                 hits[idx] = hits.get(idx, 0) + c
-        # A rule's error counts when the rule was reached: no earlier rule of its label matched.
-        err_exprs = []
-        for li, lab in enumerate(self._labels):
-            for j, r in enumerate(lab.rules):
-                if r.node is None:
-                    continue
-                err_exprs.append((self._conds[r.source_idx].is_null() & (pl.col(f"w{li}") >= j)).sum().alias(str(r.source_idx)))
-        errors: dict[int, int] = {}
-        if err_exprs:
-            both = pl.concat([frame, winners] if not fallback else [_drop_rows(frame, fallback), winners], how="horizontal")
-            row = both.select(err_exprs).row(0, named=True)
-            errors = {int(k): int(v) for k, v in row.items() if v}
-        return hits, errors
+        return hits
 
     def _assemble(self, winners: pl.DataFrame) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         n = winners.height
@@ -271,25 +278,21 @@ class ColumnarPlan:
             return [{} for _ in range(n)], [{} for _ in range(n)]
         # One integer per distinct combination of winners (mixed radix, re-densified
         # before it can overflow), then one template dict per combination.
-        key = pl.lit(0, dtype=pl.Int64)
+        key = pl.Series("k", np.zeros(n, dtype=np.int64))
         radix = 1
-        cols = winners.columns
-        frame = winners
-        for li, c in enumerate(cols):
-            size = len(self._labels[li].rules) + 1
+        for li, lab in enumerate(self._labels):
+            size = len(lab.rules) + 1
             if radix * size >= 2**62:
-                frame = frame.with_columns(_k=key).with_columns(_k=pl.col("_k").rank("dense").cast(pl.Int64))
-                key = pl.col("_k")
+                key = key.rank("dense").cast(pl.Int64)
                 radix = n + 1
-            key = key * size + pl.col(c).cast(pl.Int64)
+            key = key * size + winners[f"w{li}"].cast(pl.Int64)
             radix *= size
-        ids = frame.select(key.rank("dense").cast(pl.Int64) - 1).to_series()
-        first_rows = ids.arg_unique().to_list()
+        ids = key
         ids_list = ids.to_list()
-        rows = [winners.row(i) for i in first_rows]
         label_tmpl: dict[int, dict[str, Any]] = {}
         why_tmpl: dict[int, dict[str, Any]] = {}
-        for i, row in zip(first_rows, rows):
+        firsts = ids.arg_unique().to_list()
+        for i, row in zip(firsts, winners[firsts].rows()):
             lab_d: dict[str, Any] = {}
             why_d: dict[str, Any] = {}
             for lab, j in zip(self._labels, row):
@@ -302,9 +305,7 @@ class ColumnarPlan:
                     why_d[lab.name] = lab.default[1]
             label_tmpl[ids_list[i]] = lab_d
             why_tmpl[ids_list[i]] = why_d
-        labels = [label_tmpl[k].copy() for k in ids_list]
-        why = [why_tmpl[k].copy() for k in ids_list]
-        return labels, why
+        return [label_tmpl[k].copy() for k in ids_list], [why_tmpl[k].copy() for k in ids_list]
 
 
 def label_batch_columnar(plan: ColumnarPlan | Plan, events: Sequence[Any], per_event: PerEvent) -> list[dict[str, Any]]:
@@ -331,6 +332,18 @@ def _field_path(node: Expr) -> tuple[str, ...] | None:
     return got[1][1:]
 
 
+def _has_path(n: Select) -> tuple[str, ...]:
+    """The field path `has(event.a.b)` tests; Untranslatable for anything else."""
+    if isinstance(n.operand, Ident):
+        if n.operand.name != "event":
+            raise Untranslatable
+        return (n.field,)
+    base = _field_path(n.operand)
+    if base is None:
+        raise Untranslatable
+    return (*base, n.field)
+
+
 def _literal(node: Expr) -> Any:
     if not isinstance(node, Literal):
         raise Untranslatable
@@ -344,20 +357,21 @@ def _literal(node: Expr) -> Any:
     raise Untranslatable  # bytes and other literals
 
 
-def _leaf_paths(node: Expr) -> list[tuple[str, ...]]:
-    """The field paths a translatable condition reads; Untranslatable otherwise."""
+def _leaf_paths(node: Expr, stateful: set[tuple[str, ...]] | None = None) -> list[tuple[str, ...]]:
+    """The field paths a translatable condition reads; Untranslatable otherwise.
+
+    Paths read by `==`, `!=`, `in` or `has` go into ``stateful``: there a JSON
+    null and a missing field give different results, so the batch tells them apart.
+    """
     out: list[tuple[str, ...]] = []
+    states: set[tuple[str, ...]] = set()
 
     def bool_node(n: Expr) -> None:
         if isinstance(n, Literal):
             return
         if isinstance(n, Select) and n.test_only:
-            p = _field_path(n.operand) if not isinstance(n.operand, Ident) else ()
-            if p is None or not isinstance(n.operand, (Select, Ident, Call)):
-                raise Untranslatable
-            if isinstance(n.operand, Ident) and n.operand.name != "event":
-                raise Untranslatable
-            out.append((*p, n.field))
+            out.append(_has_path(n))
+            states.add(out[-1])
             return
         p = _field_path(n)
         if p is not None:
@@ -384,6 +398,8 @@ def _leaf_paths(node: Expr) -> list[tuple[str, ...]]:
                 raise Untranslatable
             if f in _ORDER_OPS and (_literal(b if pa_ is not None else a).__class__ in (bool, type(None))):
                 raise Untranslatable
+            if f not in _ORDER_OPS:
+                states.add(out[-1])
         elif f == "@in":
             p = _field_path(n.args[0])
             if p is None or not isinstance(n.args[1], CreateList):
@@ -391,6 +407,7 @@ def _leaf_paths(node: Expr) -> list[tuple[str, ...]]:
             for el in n.args[1].elements:
                 _literal(el)
             out.append(p)
+            states.add(p)
         elif f in _STRING_FNS:
             if n.target is not None and len(n.args) == 1:
                 target, arg = n.target, n.args[0]
@@ -408,6 +425,8 @@ def _leaf_paths(node: Expr) -> list[tuple[str, ...]]:
             raise Untranslatable
 
     bool_node(node)
+    if stateful is not None:
+        stateful.update(states)
     return out
 
 
@@ -455,11 +474,11 @@ class _Translator:
         if isinstance(n, Literal):
             return pl.lit(n.value, dtype=pl.Boolean) if n.value.__class__ is bool else _NULL_BOOL
         if isinstance(n, Select) and n.test_only:
-            path = (*(_field_path(n.operand) or ()), n.field)
-            c = self.columns[path]
+            c = self.columns[_has_path(n)]
+            if c + "_miss" not in self.dtypes:
+                return pl.lit(True)  # no nulls in this batch: present on every row
             # has(): error when the parent is not a map, false when the key is absent.
-            return (pl.when(pl.col(c + "_perr")).then(_NULL_BOOL)
-                    .when(pl.col(c + "_miss")).then(pl.lit(False)).otherwise(pl.lit(True)))
+            return pl.when(pl.col(c + "_perr")).then(_NULL_BOOL).otherwise(~pl.col(c + "_miss"))
         p = _field_path(n)
         if p is not None:
             c = self.columns[p]
@@ -525,10 +544,12 @@ class _Translator:
                 present = pl.any_horizontal(*[col == v for v in same]) if len(same) > 1 else col == same[0]
         else:
             present = col.is_in(same) if len(same) > 1 else col == same[0]
-        null_hit = pl.lit(any(v is None for v in lits))
-        return (pl.when(pl.col(c + "_miss")).then(_NULL_BOOL)
-                .when(pl.col(c + "_null")).then(null_hit)
-                .otherwise(present.fill_null(False)))
+        if c + "_miss" not in self.dtypes:
+            return present  # no nulls in this batch
+        present = present.fill_null(False)
+        if any(v is None for v in lits):
+            return pl.when(pl.col(c + "_miss")).then(_NULL_BOOL).otherwise(pl.col(c + "_null") | present)
+        return pl.when(~pl.col(c + "_miss")).then(present)  # null (an error) where missing
 
 
 # ---- extraction --------------------------------------------------------------
@@ -592,56 +613,69 @@ def _make_extractor(paths: list[tuple[str, ...]]) -> Callable[[Sequence[Any]], t
     return ns["extract"]
 
 
-def _to_arrow(values: list[Any]) -> tuple[pa.Array | None, list[int]]:
-    """An Arrow array of ``values``, and the rows whose value had to be left out (odd types)."""
-    try:
-        arr = pa.array(values, from_pandas=False)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
-        return _to_arrow_dominant(values)
-    if pa.types.is_floating(arr.type):
-        # Ints mixed with doubles became doubles: exact only up to 2**53.
-        bad = [i for i, v in enumerate(values) if v.__class__ is not float and v is not None
-               and not (v.__class__ is int and -_EXACT_FLOAT_INT <= v <= _EXACT_FLOAT_INT)]
-        if bad:
-            return _to_arrow_dominant(values)
-    return arr, []
+_DTYPES = {str: pl.String, int: pl.Int64, float: pl.Float64, bool: pl.Boolean}
+# Values no translated operation can see inside: equal to no scalar literal, an error
+# for ordering and string functions, present for has(). They read as null in the column.
+_OPAQUE = (list, tuple, dict, bytes)
 
 
-def _to_arrow_dominant(values: list[Any]) -> tuple[pa.Array | None, list[int]]:
+def _to_series(name: str, values: list[Any]) -> tuple[pl.Series, list[int]]:
+    """A typed Series of ``values``, and the rows left to the per-event path (values of unusual types)."""
+    classes = set(map(type, values))
+    classes.discard(type(None))
+    if not classes:
+        return pl.Series(name, values, dtype=pl.Null), []
+    if len(classes) == 1:
+        cls = next(iter(classes))
+        dtype = _DTYPES.get(cls)
+        if dtype is not None:
+            try:
+                return pl.Series(name, values, dtype=dtype, strict=True), []
+            except (TypeError, OverflowError, pl.exceptions.PolarsError):
+                pass  # ints beyond int64
+    elif classes == {int, float} and all(
+        -_EXACT_FLOAT_INT <= v <= _EXACT_FLOAT_INT for v in values if v.__class__ is int
+    ):
+        # CEL compares ints with doubles as doubles: exact up to 2**53.
+        return pl.Series(name, [float(v) if v.__class__ is int else v for v in values], dtype=pl.Float64), []
+    return _to_series_mixed(name, values)
+
+
+def _to_series_mixed(name: str, values: list[Any]) -> tuple[pl.Series, list[int]]:
     counts: dict[type, int] = {}
     for v in values:
-        if v is not None:
+        if v.__class__ in _DTYPES:
             counts[v.__class__] = counts.get(v.__class__, 0) + 1
-    if not counts:
-        return None, []
-    dominant = max(counts, key=counts.__getitem__)
-    bad = [i for i, v in enumerate(values) if v is not None and v.__class__ is not dominant]
-    if dominant is int:
-        bad += [i for i, v in enumerate(values) if v.__class__ is int and not _INT64[0] <= v <= _INT64[1]]
+    dominant = max(counts, key=counts.__getitem__) if counts else type(None)
     clean = list(values)
-    for i in bad:
+    bad = []
+    for i, v in enumerate(values):
+        c = v.__class__
+        if v is None or (c is dominant and (c is not int or _INT64[0] <= v <= _INT64[1])):
+            continue
         clean[i] = None
-    try:
-        return pa.array(clean, from_pandas=False), bad
-    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
-        raise _BatchFallback from None
+        if not isinstance(v, _OPAQUE):
+            bad.append(i)
+    dtype = _DTYPES.get(dominant, pl.Null)
+    return pl.Series(name, clean, dtype=dtype, strict=True), bad
 
 
-def _null_states(events: Sequence[Any], path: tuple[str, ...], series: pl.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
-    """For rows where the column is null: missing (error), parent-not-a-map, JSON null; odd rows."""
+def _null_states(events: Sequence[Any], path: tuple[str, ...], series: pl.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Masks for rows where the column is null: missing (an error), parent not a map, JSON null.
+
+    Rows whose parents are dict subclasses are already marked for the per-event
+    path by the extractor; here a non-plain-dict parent just reads as an error.
+    """
     n = len(series)
     miss = np.zeros(n, dtype=bool)
     perr = np.zeros(n, dtype=bool)
     jnull = np.zeros(n, dtype=bool)
-    odd: list[int] = []
     last = len(path) - 1
     for i in series.is_null().arg_true().to_list():
         cur = events[i]
         state = _JSON_NULL
         for depth, key in enumerate(path):
             if cur.__class__ is not dict:
-                if isinstance(cur, dict):
-                    odd.append(i)
                 state = _PARENT_ERROR
                 break
             if key not in cur:
@@ -650,21 +684,13 @@ def _null_states(events: Sequence[Any], path: tuple[str, ...], series: pl.Series
             cur = cur[key]
         else:
             if cur is not None:
-                odd.append(i)  # a value the fast reads could not see
+                continue  # an opaque value (list, map, bytes): present and not null
         if state == _JSON_NULL:
             jnull[i] = True
         else:
             miss[i] = True
             perr[i] = state == _PARENT_ERROR
-    return miss, perr, jnull, odd
-
-
-def _drop_rows(frame: pl.DataFrame, rows: list[int]) -> pl.DataFrame:
-    keep = np.ones(frame.height, dtype=bool)
-    keep[rows] = False
-    return frame.filter(pl.Series(keep))
+    return miss, perr, jnull
 
 
 __all__ = ["BatchResult", "ColumnarPlan", "label_batch_columnar"]
-
-_ = UInt  # UInt values convert like ints (CEL compares int and uint by value)
