@@ -55,7 +55,7 @@ def lint(merged: Merger) -> None:
                 label.loc,
                 warning=True,
             )
-    read = {path[0] for group in (merged.labels.values(), merged.rules, merged.models) for p in group for _, path, _, _ in p.refs}
+    read = {path[0].lstrip(".") for group in (merged.labels.values(), merged.rules, merged.models) for p in group for _, path, _, _ in p.refs}
     for p in merged.enrichers:
         if p.spec.name not in read:
             rep.add(f"enricher `{p.spec.name}` is never read by any expression", p.locs.get("name", p.spec.loc), warning=True)

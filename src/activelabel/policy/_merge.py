@@ -167,7 +167,7 @@ class Merger:
         order = self.order
         own_index = self.position.get(own_label) if own_label is not None else None
         for field_name, path, loc, member_loc in p.refs:
-            root = path[0]
+            root = path[0].lstrip(".")  # `.event` is CEL's root-scoped `event`
             if root == "labels" and "labels" in scope:
                 if len(path) < 2:
                     continue
