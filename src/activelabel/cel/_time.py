@@ -7,6 +7,7 @@ time zone: a name like ``"Europe/Paris"`` or an offset like ``"+02:00"``).
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -148,7 +149,7 @@ _TS_HMS = {
     "getHours": (lambda t: t.hour, lambda s: _trunc(s / 3600)),
     "getMinutes": (lambda t: t.minute, lambda s: _trunc(s / 60)),
     "getSeconds": (lambda t: t.second, lambda s: _trunc(s)),
-    "getMilliseconds": (lambda t: t.microsecond // 1000, lambda s: _trunc(s * 1000) % 1000),
+    "getMilliseconds": (lambda t: t.microsecond // 1000, lambda s: int(math.fmod(_trunc(s * 1000), 1000))),
 }
 
 
