@@ -11,10 +11,12 @@ ground truth in Label Studio's export shape, import that as ground truth, train 
 model from it (the real `train` path) and put it in the policy's `models:` section.
 
 Scores are macro-F1 and accuracy of `alert_category` on the lines *not* sent to
-review, for rules only, model only and rules + model. Strategies: `uncertainty`
-(lowest confidence, one line per template) against `random` (plain uniform
-sampling, the usual baseline); `random-dedup` (uniform, one per template) separates
-what the template suppression buys from what uncertainty buys.
+review, for rules only, model only and rules + model. Arms (see ARMS): `uncertainty`
+(lowest confidence first, one line per template; the model also learns from what
+the rules assert with confidence >= 0.9) against `random` (the same loop with
+uniform random review) and `random-plain` (the plain baseline: TF-IDF + logistic
+regression on randomly reviewed lines only); two ablations separate what template
+suppression and rule labels each buy.
 
 The labeler never sees the label: events carry only content, level, component,
 type, node, timestamp and line number (not `raw`, which starts with the label).
@@ -42,7 +44,7 @@ sys.path.insert(0, str(REPO / "src"))
 from activelabel.engine import Labeler  # noqa: E402
 from activelabel.models import compile_features, load_model_labeler  # noqa: E402
 from activelabel.quality.feedback import apply_feedback, read_label_studio_export  # noqa: E402
-from activelabel.quality.features import feature_rows  # noqa: E402
+from activelabel.quality.features import feature_rows, training_pairs  # noqa: E402
 from activelabel.quality.metrics import classification_summary  # noqa: E402
 from activelabel.quality.review import dedup_key_for, label_studio_tasks, select_for_review  # noqa: E402
 from activelabel.quality.store import DecisionStore, StoredDecision, record_id_for  # noqa: E402
@@ -54,7 +56,14 @@ LABEL = "alert_category"
 EVENT_FIELDS = ("line_no", "timestamp", "node", "type", "component", "level", "content")
 FEATURES = {"msg": "event.content", "level": "event.level", "component": "event.component"}
 MIN_CONFIDENCE = 0.5
-STRATEGIES = {"uncertainty": ("uncertainty", True), "random": ("random", False), "random-dedup": ("random", True)}
+#: arm → (review strategy, one line per template?, train also on rule labels with confidence ≥ this)
+ARMS = {
+    "uncertainty": ("uncertainty", True, 0.9),          # the loop as shipped
+    "random": ("random", False, 0.9),                   # same loop, uniform random review
+    "random-plain": ("random", False, None),            # the plain baseline: TF-IDF + LR on random reviews only
+    "uncertainty-no-rule-labels": ("uncertainty", True, None),   # ablation: reviews only
+    "random-dedup": ("random", True, 0.9),              # ablation: template suppression without uncertainty
+}
 
 
 def load_bgl(path: Path) -> tuple[list[dict[str, Any]], dict[str, str]]:
@@ -112,7 +121,7 @@ def annotate_like_label_studio(tasks: list[dict[str, Any]], truth: dict[str, str
 def run_one(strategy: str, seed: int, *, budget: int, rounds: int, events: list[dict[str, Any]],
             truth: dict[str, str], rules_only: list[StoredDecision], work: Path) -> list[dict[str, Any]]:
     """One strategy, one seed: round 0 is rules only, then `rounds` of review → train → relabel."""
-    select_as, dedup = STRATEGIES[strategy]
+    select_as, dedup, rule_labels = ARMS[strategy]
     store = DecisionStore(work / f"{strategy}-{seed}.db")
     all_ids = [d.record_id for d in rules_only]
     current = rules_only
@@ -127,6 +136,9 @@ def run_one(strategy: str, seed: int, *, budget: int, rounds: int, events: list[
         unreviewed = [i for i in all_ids if i not in reviewed]
         history.append({
             "round": rnd, "reviewed": len(reviewed),
+            # Rare categories can be reviewed away entirely; say how many are left to score on.
+            "alert_lines_unreviewed": sum(truth[i] != "-" for i in unreviewed),
+            "categories_unreviewed": len({truth[i] for i in unreviewed}),
             "rules_only": score(rules_only, truth, unreviewed),
             "model_only": score(model_only, truth, unreviewed, values=True) if model_only else None,
             "rules_plus_model": score(current, truth, unreviewed),
@@ -141,11 +153,12 @@ def run_one(strategy: str, seed: int, *, budget: int, rounds: int, events: list[
         items, _ = read_label_studio_export(orjson.loads(orjson.dumps(export)), source=f"round {rnd}")
         result = apply_feedback(store, items)
         assert not result.rejected, result.rejected
-        # Retrain from every ground-truth item so far, and relabel with rules + model.
-        truths = store.ground_truth(LABEL)
-        decided = [store.decision(t.record_id) for t in truths]
-        rows = feature_rows(decided, programs, hide_label=LABEL)
-        values = [t.value for t in truths]
+        # Retrain from every ground-truth item so far (plus, optionally, what the rules asserted), relabel.
+        truth_now = {t.record_id: t.value for t in store.ground_truth(LABEL)}
+        by_id = {d.record_id: d for d in store.decisions()}
+        pairs = training_pairs(by_id, truth_now, LABEL, rule_labels_min_confidence=rule_labels)
+        rows = feature_rows([d for d, _, _ in pairs], programs, hide_label=LABEL)
+        values = [v for _, v, _ in pairs]
         if len(set(values)) < 2:
             continue  # one class of truth cannot train a classifier yet; rules carry on alone
         trained = train_model(rows, values, label=LABEL, features=FEATURES, out_dir=work / "models",
@@ -168,7 +181,9 @@ def summarise(runs: dict[str, list[list[dict[str, Any]]]]) -> dict[str, Any]:
         rows = []
         for rnd in range(len(seeds[0])):
             at = [s[rnd] for s in seeds]
-            row: dict[str, Any] = {"round": rnd, "reviewed": at[0]["reviewed"]}
+            row: dict[str, Any] = {"round": rnd, "reviewed": at[0]["reviewed"],
+                                   "categories_unreviewed": mean(a["categories_unreviewed"] for a in at),
+                                   "alert_lines_unreviewed": mean(a["alert_lines_unreviewed"] for a in at)}
             for scorer in ("rules_only", "model_only", "rules_plus_model"):
                 for metric in ("macro_f1", "accuracy"):
                     vals = [a[scorer][metric] for a in at if a[scorer] is not None]
@@ -181,17 +196,53 @@ def summarise(runs: dict[str, list[list[dict[str, Any]]]]) -> dict[str, Any]:
 def print_tables(summary: dict[str, Any], console: Console) -> None:
     for strategy, rows in summary.items():
         t = Table(title=f"BGL alert_category · {strategy} · mean ± std over seeds, on unreviewed lines")
-        for col in ("round", "reviewed", "rules F1", "model F1", "rules+model F1", "rules acc", "model acc", "rules+model acc"):
+        for col in ("round", "reviewed", "categories left", "rules F1", "model F1", "rules+model F1", "rules acc", "model acc", "rules+model acc"):
             t.add_column(col, justify="right")
 
         def cell(v: Any) -> str:
             return "–" if v is None else f"{v['mean']:.3f} ± {v['std']:.3f}"
 
         for r in rows:
-            t.add_row(str(r["round"]), str(r["reviewed"]), cell(r["rules_only.macro_f1"]), cell(r["model_only.macro_f1"]),
+            t.add_row(str(r["round"]), str(r["reviewed"]), f"{r['categories_unreviewed']:.1f}", cell(r["rules_only.macro_f1"]), cell(r["model_only.macro_f1"]),
                       cell(r["rules_plus_model.macro_f1"]), cell(r["rules_only.accuracy"]),
                       cell(r["model_only.accuracy"]), cell(r["rules_plus_model.accuracy"]))
         console.print(t)
+
+
+def _final(summary: dict[str, Any], arm: str, key: str) -> float | None:
+    cell = summary.get(arm, [{}])[-1].get(key)
+    return None if cell is None else cell["mean"]
+
+
+def check_targets(summary: dict[str, Any], runs: dict[str, Any], *, budget: int) -> dict[str, Any]:
+    """The issue's targets at the final budget: rules + model ≥ 0.95 macro-F1; uncertainty ≥ 2 × random."""
+    out: dict[str, Any] = {"reviewed": budget}
+    if "uncertainty" in runs:
+        finals = [seed[-1]["rules_plus_model"]["macro_f1"] for seed in runs["uncertainty"]]
+        out["uncertainty_rules_plus_model_f1"] = {"mean": mean(finals), "min": min(finals), "per_seed": finals}
+        out["target_f1_0.95_met"] = mean(finals) >= 0.95
+        ours = mean(finals)
+        for arm, key in (("random-plain", "model_only.macro_f1"), ("random", "rules_plus_model.macro_f1"),
+                         ("random", "model_only.macro_f1")):
+            theirs = _final(summary, arm, key)
+            if theirs:
+                out[f"ratio_vs_{arm}_{key.split('.')[0]}"] = ours / theirs
+    return out
+
+
+def print_targets(targets: dict[str, Any], console: Console) -> None:
+    t = Table(title=f"Targets at {targets['reviewed']} reviewed lines")
+    t.add_column("check")
+    t.add_column("value", justify="right")
+    for k, v in targets.items():
+        if k == "reviewed":
+            continue
+        if isinstance(v, dict):
+            v = f"mean {v['mean']:.3f}, min {v['min']:.3f}"
+        elif isinstance(v, float):
+            v = f"{v:.2f}×"
+        t.add_row(k, str(v))
+    console.print(t)
 
 
 def main() -> None:
@@ -199,17 +250,17 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--budget", type=int, default=30, help="reviews per round")
-    ap.add_argument("--strategies", default="uncertainty,random,random-dedup")
+    ap.add_argument("--arms", default=",".join(ARMS), help="comma-separated, from: " + ", ".join(ARMS))
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "bgl_active_loop.json")
     args = ap.parse_args()
-    console = Console()
+    console = Console(width=150)
     events, truth = load_bgl(DATA)
     started = time.perf_counter()
     runs: dict[str, list[list[dict[str, Any]]]] = {}
     with tempfile.TemporaryDirectory(prefix="bgl-loop-") as tmp:
         work = Path(tmp)
         rules_only = decide(Labeler.from_file(POLICY), events)
-        for strategy in args.strategies.split(","):
+        for strategy in args.arms.split(","):
             for seed in range(args.seeds):
                 console.print(f"[dim]{strategy} seed {seed}…[/]")
                 runs.setdefault(strategy, []).append(run_one(
@@ -217,14 +268,17 @@ def main() -> None:
                     rules_only=rules_only, work=work))
     summary = summarise(runs)
     print_tables(summary, console)
+    targets = check_targets(summary, runs, budget=args.budget * args.rounds)
+    print_targets(targets, console)
     result = {
         "experiment": "bgl_active_loop", "data": str(DATA.relative_to(REPO.parent)), "lines": len(events),
         "label": LABEL, "policy": str(POLICY.relative_to(REPO)), "features": FEATURES, "min_confidence": MIN_CONFIDENCE,
+        "arms": {k: {"strategy": v[0], "dedup": v[1], "rule_labels_min_confidence": v[2]} for k, v in ARMS.items()},
         "seeds": args.seeds, "rounds": args.rounds, "budget_per_round": args.budget,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"python": platform.python_version(), "platform": platform.platform(), "processor": _cpu()},
         "elapsed_s": round(time.perf_counter() - started, 1),
-        "summary": summary, "runs": runs,
+        "targets": targets, "summary": summary, "runs": runs,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))

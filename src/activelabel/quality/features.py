@@ -50,3 +50,23 @@ def auto_features(decisions: Sequence[StoredDecision], label: str, *, exclude: S
     # Record ids are unique per record: they teach a model nothing but the training set.
     ids = {k for k in seen if k.lower() in ("id", "uuid", "record_id") or k.lower().endswith("_id")}
     return {k: f"event.{k}" for k in seen if k not in skip | ids}
+
+
+def training_pairs(decisions_by_id: Mapping[str, StoredDecision], truth: Mapping[str, Any], label: str, *,
+                   rule_labels_min_confidence: float | None = None) -> list[tuple[StoredDecision, Any, str]]:
+    """(decision, value, origin) to train on: every ground-truth item, plus, when asked, the
+    lines the rules labeled with at least that confidence and nobody reviewed (weak labels).
+
+    Rules are labeling functions: what they assert confidently is cheap training data
+    (Snorkel's idea), and it lets the first model exist before people have reviewed
+    two classes. Ground truth always wins over a rule.
+    """
+    pairs = [(decisions_by_id[rid], value, "truth") for rid, value in truth.items() if rid in decisions_by_id]
+    if rule_labels_min_confidence is not None:
+        for rid, d in decisions_by_id.items():
+            source = d.sources.get(label) or ""
+            if rid in truth or not source.startswith("rule:") or label not in d.labels:
+                continue
+            if float(d.confidences.get(label) or 0.0) >= rule_labels_min_confidence:
+                pairs.append((d, d.labels[label], "rule"))
+    return pairs
