@@ -393,3 +393,9 @@ def test_long_member_chains_and_combined_depth_are_refused_clearly() -> None:
         text = f"({text})" + ".b" * 200
     with pytest.raises(CELSyntaxError, match="nested too deeply"):
         cel.parse(text)
+
+
+def test_lone_surrogates_are_syntax_errors() -> None:
+    """Text that is not valid Unicode is refused by the lexer rather than crashing later."""
+    with pytest.raises(CELSyntaxError, match="surrogate"):
+        cel.parse("rb'a\ud800'")

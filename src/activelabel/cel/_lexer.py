@@ -43,6 +43,7 @@ _TOKEN = re.compile(
     re.DOTALL,
 )
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _SIMPLE_ESCAPES = {
     "a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v",
     "\\": "\\", "'": "'", '"': '"', "`": "`", "?": "?",
@@ -53,7 +54,12 @@ _ESCAPE = re.compile(r"\\(?:([abfnrtv\\'\"`?])|[xX]([0-9a-fA-F]{2})|u([0-9a-fA-F
 def _decode(body: str, is_bytes: bool, raw: bool, text: str, offset: int) -> str | bytes:
     """Decode a quoted literal body (quotes already stripped)."""
     if raw:
-        return body.encode("utf-8") if is_bytes else body
+        if not is_bytes:
+            return body
+        try:
+            return body.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise syntax_error("bytes literal contains a character that is not valid Unicode", text, offset) from exc
     parts: list[bytes] = []
     pos = 0
 
@@ -100,6 +106,9 @@ def syntax_error(message: str, text: str, offset: int) -> CELSyntaxError:
 
 def tokenize(text: str) -> list[Token]:
     """Split ``text`` into tokens, ending with an EOF token."""
+    bad = _SURROGATE.search(text)
+    if bad is not None:
+        raise syntax_error("the expression contains a lone surrogate, which is not valid Unicode", text, bad.start())
     tokens: list[Token] = []
     pos = 0
     n = len(text)
