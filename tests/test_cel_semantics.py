@@ -399,3 +399,29 @@ def test_lone_surrogates_are_syntax_errors() -> None:
     """Text that is not valid Unicode is refused by the lexer rather than crashing later."""
     with pytest.raises(CELSyntaxError, match="surrogate"):
         cel.parse("rb'a\ud800'")
+
+
+def _cel_quote(s: str) -> str:
+    out = []
+    for ch in s:
+        if ch in "\\'\"":
+            out.append("\\" + ch)
+        elif ch.isprintable() and ch.isascii():
+            out.append(ch)
+        else:
+            out.append(f"\\U{ord(ch):08x}")
+    return "'" + "".join(out) + "'"
+
+
+def test_string_literals_round_trip_any_unicode() -> None:
+    """Any Unicode string, written as a CEL literal with escapes, evaluates back to itself."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.text(alphabet=st.characters(blacklist_categories=("Cs",))))
+    def check(s: str) -> None:
+        assert cel.compile(_cel_quote(s)).evaluate({}) == s
+        assert cel.compile("size(" + _cel_quote(s) + ")").evaluate({}) == len(s)
+
+    check()
