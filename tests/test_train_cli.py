@@ -131,3 +131,18 @@ def test_online_river_model_learns_from_feedback_as_it_arrives(tmp_path):
     (lab,) = build_model_labelers(load_policy(policy))
     features = lab.compute_features({"event": {"content": "rts panic! - stopping execution", "level": "FATAL"}})
     assert lab.predict(features)[0] == "KERNSTOR"
+
+
+def test_rule_labels_let_a_first_model_learn_what_rules_assert(tmp_path):
+    """--rule-labels adds confidently rule-labeled lines to the ground truth, so one reviewed class suffices."""
+    db = tmp_path / "d.db"
+    rows = [orjson.loads(line) for line in (FIXTURES / "decisions.jsonl").read_bytes().splitlines()]
+    with DecisionStore(db) as store:
+        store.record_many((r["id"], r["event"], r["decision"]) for r in rows)
+        store.add_ground_truth("e03", "category", "none")
+    res = runner.invoke(app, ["train", "--store", str(db), "--label", "category", "--out", str(tmp_path / "m"),
+                              "--feature", "msg=event.content", "--rule-labels", "0.8"])
+    assert res.exit_code == 0, res.output
+    assert "(5 from rules)" in res.output
+    (card_path,) = (tmp_path / "m").glob("*.card.json")
+    assert orjson.loads(card_path.read_bytes())["classes"] == ["KERNDTLB", "KERNSTOR", "none"]

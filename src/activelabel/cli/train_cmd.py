@@ -51,10 +51,11 @@ def train(
     seed: Annotated[int, typer.Option("--seed")] = 0,
     policy: PolicyOpt = None,
     online: Annotated[bool, typer.Option("--online", help="Instead of training: the policy's river models learn from all ground truth of the label.")] = False,
+    rule_labels: Annotated[Optional[float], typer.Option("--rule-labels", min=0.0, max=1.0, help="Also learn from recorded lines a rule labeled with at least this confidence (weak labels; ground truth wins).")] = None,
 ) -> None:
     """Train a model from the store's ground truth; write a versioned artifact and model card."""
     from activelabel.models import compile_features
-    from activelabel.quality.features import auto_features, feature_rows
+    from activelabel.quality.features import auto_features, feature_rows, training_pairs
     from activelabel.quality.training import MODEL_TYPES, train_model
 
     if model_type not in MODEL_TYPES:
@@ -71,8 +72,14 @@ def train(
         n = learn_from(db, policy, [FeedbackItem(t.record_id, t.label, t.value) for t in truths])
         out.print(f"online models for {label} learned from {n} item(s) and were saved")
         return
-    decisions = {t.record_id: db.decision(t.record_id) for t in truths}
-    pairs = [(decisions[t.record_id], t.value) for t in truths if decisions[t.record_id] is not None]
+    if rule_labels is None:
+        by_id = {t.record_id: d for t in truths if (d := db.decision(t.record_id)) is not None}
+    else:
+        by_id = {d.record_id: d for d in db.decisions()}
+    triples = training_pairs(by_id, {t.record_id: t.value for t in truths}, label,
+                             rule_labels_min_confidence=rule_labels)
+    pairs = [(d, v) for d, v, _ in triples]
+    weak = sum(1 for *_, origin in triples if origin == "rule")
     features = _parse_features(feature or [])
     policy_version, policy_model = None, None
     if policy is not None:
@@ -96,7 +103,7 @@ def train(
     table.add_row("artifact", str(trained.artifact))
     table.add_row("model card", str(trained.card_path))
     table.add_row("version", card["version"])
-    table.add_row("training items", str(card["training_data"]["size"]))
+    table.add_row("training items", f"{card['training_data']['size']}" + (f" ({weak} from rules)" if weak else ""))
     table.add_row("classes", ", ".join(map(str, card["classes"])))
     hold = card["holdout"]
     table.add_row("holdout", "none (under 10 items)" if hold is None else
