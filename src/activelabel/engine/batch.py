@@ -40,8 +40,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from activelabel.cel._ast import Call, CreateList, Expr, Ident, Literal, Select, select_path
-from activelabel.cel._values import UInt
+from activelabel.cel._ast import Call, CreateList, Expr, Ident, Literal, Select, select_path, walk
+from activelabel.cel._regex import matcher
 from activelabel.engine.plan import Plan
 
 PerEvent = Callable[[Any], "tuple[dict[str, Any], dict[str, Any]]"]
@@ -68,7 +68,7 @@ class BatchResult:
     """What `ColumnarPlan.run` gives back; `hits`/`errors` count only columnar rows."""
 
     labels: list[dict[str, Any]]
-    why: list[dict[str, Any]]
+    why: list[dict[str, Any]]    # shared between rows with the same outcome: read-only
     hits: dict[int, int] = field(default_factory=dict)    # source index -> labels set by it
     errors: dict[int, int] = field(default_factory=dict)  # source index -> evaluation errors
     per_event_rows: int = 0                               # rows handed to the per-event path
@@ -98,14 +98,23 @@ class _BatchFallback(Exception):
 class ColumnarPlan:
     """A policy's rules as Polars expressions, built once per compiled policy."""
 
-    def __init__(self, labels: list[_Label], paths: list[tuple[str, ...]], stateful: set[tuple[str, ...]]) -> None:
+    def __init__(self, labels: list[_Label], paths: list[tuple[str, ...]], stateful: set[tuple[str, ...]],
+                 string_leaves: list[Call]) -> None:
         self._labels = labels
         self._paths = paths
         self._stateful = stateful
+        # String functions over a field: (leaf id, path, function, argument), computed per batch
+        # on the column's distinct values when it has few (user agents, countries).
+        self._leaf_ids = {id(n): i for i, n in enumerate(string_leaves)}
+        self._string_leaves: dict[tuple[str, ...], list[tuple[int, str, str]]] = {}
+        for i, n in enumerate(string_leaves):
+            target, arg = (n.target, n.args[0]) if n.target is not None else n.args
+            self._string_leaves.setdefault(_field_path(target), []).append((i, n.function, arg.value))  # type: ignore[attr-defined]
         self._col = {p: f"f{i}" for i, p in enumerate(paths)}
         self._extract = _make_extractor(paths)
         self._exprs: dict[tuple, tuple[list[pl.Expr], list[pl.Expr], list[pl.Expr]]] = {}  # by column dtypes
-        self._err_sources: list[int] = []
+        self._count_sources: list[tuple[str, int]] = []
+        self._templates: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
         self._cond_names: list[str] = []
         self._win_names: list[str] = []
 
@@ -119,6 +128,7 @@ class ColumnarPlan:
         labels: list[_Label] = []
         paths: dict[tuple[str, ...], None] = {}
         stateful: set[tuple[str, ...]] = set()
+        string_leaves: list[Call] = []
         for lp in plan.labels:
             spec = lp.spec
             if lp.models or lp.from_prog is not None or lp.guard is not None or spec.resolve != "first_match":
@@ -137,10 +147,12 @@ class ColumnarPlan:
                             paths[p] = None
                     except Untranslatable:
                         rule.exact_only = True
+                    else:
+                        string_leaves += [n for n in walk(node) if isinstance(n, Call) and n.function in _STRING_FNS]
                 rules.append(rule)
             default = (spec.default, lp.default_idx) if lp.default_idx >= 0 else None
             labels.append(_Label(spec.name, rules, default))
-        return cls(labels, list(paths), stateful)
+        return cls(labels, list(paths), stateful, string_leaves)
 
     # ---- running ----------------------------------------------------------
 
@@ -159,23 +171,17 @@ class ColumnarPlan:
         exact_cols = self._exact_columns(events, fallback)
         if exact_cols:
             frame = frame.with_columns(**exact_cols)
-        cond_exprs, win_exprs, err_exprs = self._expressions(frame.schema)
+        cond_exprs, win_exprs, count_exprs = self._expressions(frame.schema)
         # with_columns, not select: a literal-only expression list must still give one row per event.
-        conds = frame.with_columns(cond_exprs).select(self._cond_names)
-        winners = conds.with_columns(win_exprs).select(self._win_names)
+        decided = (frame.lazy().with_columns(cond_exprs).with_columns(win_exprs)
+                   .select(self._cond_names + self._win_names).collect())
+        counted = decided
         if fallback:
             keep = np.ones(n, dtype=bool)
             keep[fallback] = False
-            mask = pl.Series(keep)
-            counted_conds, counted_winners = conds.filter(mask), winners.filter(mask)
-        else:
-            counted_conds, counted_winners = conds, winners
-        hits = self._hits(counted_winners)
-        errors: dict[int, int] = {}
-        if err_exprs:
-            row = pl.concat([counted_conds, counted_winners], how="horizontal").select(err_exprs).row(0)
-            errors = {idx: int(v) for idx, v in zip(self._err_sources, row) if v}
-        labels, why = self._assemble(winners)
+            counted = decided.filter(pl.Series(keep))
+        hits, errors = self._counts(counted.select(count_exprs).row(0))
+        labels, why = self._assemble(decided.select(self._win_names))
         for i in fallback:
             labels[i], why[i] = per_event(events[i])
         return BatchResult(labels, why, hits, errors, per_event_rows=len(fallback))
@@ -191,6 +197,9 @@ class ColumnarPlan:
             if series.dtype == pl.Float64 and series.is_nan().any():
                 raise _BatchFallback  # NaN orders differently in Polars and CEL
             data[name] = series
+            leaves = self._string_leaves.get(path)
+            if leaves:
+                data.update(_string_leaf_columns(series, values, leaves, clean=not bad))
             if path in self._stateful and series.null_count():
                 miss, perr, jnull = _null_states(events, path, series)
                 data[name + "_miss"] = pl.Series(miss)
@@ -221,17 +230,17 @@ class ColumnarPlan:
         return out
 
     def _expressions(self, schema: Any) -> tuple[list[pl.Expr], list[pl.Expr], list[pl.Expr]]:
-        """(one column per rule condition, one winner column per label, error counts), per column dtypes."""
+        """(one column per rule condition, one winner column per label, hit and error sums), per column dtypes."""
         key = tuple(schema.items())
         cached = self._exprs.get(key)
         if cached is not None:
             return cached
         dtypes = dict(schema.items())
-        translate = _Translator(self._col, dtypes).bool_expr
+        translate = _Translator(self._col, dtypes, self._leaf_ids).bool_expr
         conds: list[pl.Expr] = []
         wins: list[pl.Expr] = []
-        errs: list[pl.Expr] = []
-        err_sources: list[int] = []
+        counts: list[pl.Expr] = []
+        sources: list[tuple[str, int]] = []
         for li, lab in enumerate(self._labels):
             firsts = []
             for j, r in enumerate(lab.rules):
@@ -246,66 +255,76 @@ class ColumnarPlan:
                 firsts.append(pl.when(pl.col(name)).then(pl.lit(j, dtype=pl.Int32)))
                 if r.node is not None:
                     # An error counts when its rule was reached: no earlier rule of the label matched.
-                    errs.append((pl.col(name).is_null() & (pl.col(f"w{li}") >= j)).sum())
-                    err_sources.append(r.source_idx)
+                    counts.append((pl.col(name).is_null() & (pl.col(f"w{li}") >= j)).sum())
+                    sources.append(("error", r.source_idx))
+                counts.append((pl.col(f"w{li}") == j).sum())
+                sources.append(("hit", r.source_idx))
             k = pl.lit(len(lab.rules), dtype=pl.Int32)
             wins.append((pl.coalesce(*firsts, k) if firsts else k).alias(f"w{li}"))
+            if lab.default is not None:
+                counts.append((pl.col(f"w{li}") == len(lab.rules)).sum())
+                sources.append(("hit", lab.default[1]))
         if not conds:
             conds.append(pl.lit(True).alias("_none"))
-        self._err_sources = err_sources
+        self._count_sources = sources
         self._cond_names = [c.meta.output_name() for c in conds]
         self._win_names = [f"w{li}" for li in range(len(self._labels))]
-        self._exprs[key] = (conds, wins, errs)
-        return conds, wins, errs
+        counts = [c.alias(f"_c{i}") for i, c in enumerate(counts)]
+        if not counts:
+            counts.append(pl.lit(0).alias("_nothing"))
+            sources.append(("hit", -1))
+        self._exprs[key] = (conds, wins, counts)
+        return conds, wins, counts
 
-    def _hits(self, winners: pl.DataFrame) -> dict[int, int]:
+    def _counts(self, row: tuple) -> tuple[dict[int, int], dict[int, int]]:
+        """(hits, errors) per source index from the row of `count_exprs` sums."""
         hits: dict[int, int] = {}
-        for li, lab in enumerate(self._labels):
-            counts = winners[f"w{li}"].value_counts()
-            for j, c in zip(counts[f"w{li}"].to_list(), counts["count"].to_list()):
-                if j < len(lab.rules):
-                    idx = lab.rules[j].source_idx
-                elif lab.default is not None:
-                    idx = lab.default[1]
-                else:
-                    continue
-                hits[idx] = hits.get(idx, 0) + c
-        return hits
+        errors: dict[int, int] = {}
+        for (kind, idx), v in zip(self._count_sources, row):
+            if v:
+                target = hits if kind == "hit" else errors
+                target[idx] = target.get(idx, 0) + int(v)
+        return hits, errors
 
     def _assemble(self, winners: pl.DataFrame) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Per row: a fresh labels dict, and the (shared, read-only) why dict of its combination."""
         n = winners.height
         if not self._labels:
             return [{} for _ in range(n)], [{} for _ in range(n)]
         # One integer per distinct combination of winners (mixed radix, re-densified
-        # before it can overflow), then one template dict per combination.
+        # before it can overflow); templates are kept across batches while the radix fits.
         key = pl.Series("k", np.zeros(n, dtype=np.int64))
         radix = 1
+        stable = True
         for li, lab in enumerate(self._labels):
             size = len(lab.rules) + 1
             if radix * size >= 2**62:
                 key = key.rank("dense").cast(pl.Int64)
                 radix = n + 1
+                stable = False
             key = key * size + winners[f"w{li}"].cast(pl.Int64)
             radix *= size
-        ids = key
-        ids_list = ids.to_list()
-        label_tmpl: dict[int, dict[str, Any]] = {}
-        why_tmpl: dict[int, dict[str, Any]] = {}
-        firsts = ids.arg_unique().to_list()
-        for i, row in zip(firsts, winners[firsts].rows()):
-            lab_d: dict[str, Any] = {}
-            why_d: dict[str, Any] = {}
-            for lab, j in zip(self._labels, row):
-                if j < len(lab.rules):
-                    r = lab.rules[j]
-                    lab_d[lab.name] = r.value
-                    why_d[lab.name] = r.source_idx
-                elif lab.default is not None:
-                    lab_d[lab.name] = lab.default[0]
-                    why_d[lab.name] = lab.default[1]
-            label_tmpl[ids_list[i]] = lab_d
-            why_tmpl[ids_list[i]] = why_d
-        return [label_tmpl[k].copy() for k in ids_list], [why_tmpl[k].copy() for k in ids_list]
+        ids = key.to_list()
+        templates = self._templates if stable else {}
+        new = [i for i, k in enumerate(ids) if k not in templates] if templates else list(range(n))
+        if new:
+            seen: set[int] = set()
+            firsts = [i for i in new if not (ids[i] in seen or seen.add(ids[i]))]  # type: ignore[func-returns-value]
+            if stable and len(templates) + len(firsts) > 100_000:
+                templates.clear()
+            for i, row in zip(firsts, winners[firsts].rows()):
+                lab_d: dict[str, Any] = {}
+                why_d: dict[str, Any] = {}
+                for lab, j in zip(self._labels, row):
+                    if j < len(lab.rules):
+                        r = lab.rules[j]
+                        lab_d[lab.name] = r.value
+                        why_d[lab.name] = r.source_idx
+                    elif lab.default is not None:
+                        lab_d[lab.name] = lab.default[0]
+                        why_d[lab.name] = lab.default[1]
+                templates[ids[i]] = (lab_d, why_d)
+        return [templates[k][0].copy() for k in ids], [templates[k][1] for k in ids]
 
 
 def label_batch_columnar(plan: ColumnarPlan | Plan, events: Sequence[Any], per_event: PerEvent) -> list[dict[str, Any]]:
@@ -320,8 +339,6 @@ def label_batch_columnar(plan: ColumnarPlan | Plan, events: Sequence[Any], per_e
 
 
 def _only_event_refs(node: Expr) -> bool:
-    from activelabel.cel._ast import walk
-
     return all(n.name == "event" for n in walk(node) if isinstance(n, Ident))
 
 
@@ -466,9 +483,10 @@ _NULL_BOOL = pl.lit(None, dtype=pl.Boolean)
 class _Translator:
     """CEL node -> Polars boolean expression whose null means a CEL error."""
 
-    def __init__(self, columns: dict[tuple[str, ...], str], dtypes: dict[str, Any]) -> None:
+    def __init__(self, columns: dict[tuple[str, ...], str], dtypes: dict[str, Any], string_leaves: dict[int, int]) -> None:
         self.columns = columns
         self.dtypes = dtypes
+        self.string_leaves = string_leaves
 
     def bool_expr(self, n: Expr) -> pl.Expr:
         if isinstance(n, Literal):
@@ -512,23 +530,15 @@ class _Translator:
             path = _field_path(n.args[0])
             lits = [_literal(el) for el in n.args[1].elements]  # type: ignore[attr-defined]
             return self._equal_any(self.columns[path], lits)
-        # string functions
-        if n.target is not None:
-            target, arg = n.target, n.args[0]
-        else:
-            target, arg = n.args
+        # string functions: precomputed when the column has few distinct values
+        leaf = f"s{self.string_leaves[id(n)]}"
+        if leaf in self.dtypes:
+            return pl.col(leaf)
+        target, arg = (n.target, n.args[0]) if n.target is not None else n.args
         c = self.columns[_field_path(target)]
         if self.dtypes[c] != pl.String:
             return _NULL_BOOL
-        s = pl.col(c).str
-        text = arg.value  # type: ignore[attr-defined]
-        if f == "startsWith":
-            return s.starts_with(text)
-        if f == "endsWith":
-            return s.ends_with(text)
-        if f == "contains":
-            return s.contains(text, literal=True)
-        return s.contains(text, literal=False, strict=True)
+        return _apply_string_fn(pl.col(c), f, arg.value)  # type: ignore[attr-defined]
 
     def _equal_any(self, c: str, lits: list[Any]) -> pl.Expr:
         """CEL `field == l1 || field == l2 ...` (heterogeneous equality, never an error on values)."""
@@ -658,6 +668,49 @@ def _to_series_mixed(name: str, values: list[Any]) -> tuple[pl.Series, list[int]
             bad.append(i)
     dtype = _DTYPES.get(dominant, pl.Null)
     return pl.Series(name, clean, dtype=dtype, strict=True), bad
+
+
+def _apply_string_fn(s: Any, fn: str, arg: str) -> Any:
+    """The Polars form of a CEL string function (on a Series or an expression)."""
+    if fn == "startsWith":
+        return s.str.starts_with(arg)
+    if fn == "endsWith":
+        return s.str.ends_with(arg)
+    if fn == "contains":
+        return s.str.contains(arg, literal=True)
+    return s.str.contains(arg, literal=False, strict=True)
+
+
+_EXACT_STRING_FNS: dict[str, Callable[[str, str], bool]] = {
+    "startsWith": str.startswith,
+    "endsWith": str.endswith,
+    "contains": lambda s, sub: sub in s,
+    "matches": lambda s, pattern: matcher(pattern)(s),
+}
+
+
+def _string_leaf_columns(series: pl.Series, values: list[Any], leaves: list[tuple[int, str, str]],
+                         clean: bool) -> dict[str, pl.Series]:
+    """Boolean columns ``s<id>`` for the string functions over a column with few distinct values.
+
+    Each function runs once per distinct value, with the CEL evaluator's own
+    functions (RE2 for `matches`), and the results are gathered back to rows.
+    Columns with many distinct values give nothing: their functions stay Polars expressions.
+    """
+    n = len(values)
+    if series.dtype != pl.String or not clean:
+        return {}
+    distinct = set(values)
+    if len(distinct) * 4 > n:
+        return {}
+    distinct.discard(None)
+    uniq = list(distinct)
+    index: dict[Any, int | None] = {v: i for i, v in enumerate(uniq)}
+    index[None] = None
+    codes = pl.Series([index[v] for v in values], dtype=pl.Int64)
+    per_value = pl.DataFrame({f"s{i}": pl.Series([_EXACT_STRING_FNS[fn](v, arg) for v in uniq], dtype=pl.Boolean)
+                              for i, fn, arg in leaves})
+    return per_value.select(pl.all().gather(codes)).to_dict()
 
 
 def _null_states(events: Sequence[Any], path: tuple[str, ...], series: pl.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

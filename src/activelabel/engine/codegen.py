@@ -42,10 +42,10 @@ def _fail() -> Any:
 
 
 def generate(plan: Plan, *, every_rule: bool, slow: Callable[..., Any], resolvers: list[Any], hits: list[int],
-             errors: list[int]) -> tuple[str, dict[str, Any]]:
+             errors: list[int], exact_rules: Callable[..., Any], runs: list[Any]) -> tuple[str, dict[str, Any]]:
     """The source of ``label_event(event) -> (labels, codes)`` and its namespace."""
     ns: dict[str, Any] = {"_MISSING": MISSING, "_NotBool": NotBool, "_slow": slow, "_hits": hits, "_errors": errors,
-                          "_bisect": bisect_right, "_fail": _fail}
+                          "_bisect": bisect_right, "_fail": _fail, "_exact_rules": exact_rules}
     labels_referenced = {
         ref.path[1]
         for lp in plan.labels
@@ -116,7 +116,7 @@ def generate(plan: Plan, *, every_rule: bool, slow: Callable[..., Any], resolver
     bindings = "{" + ", ".join(bind_names) + "}"
 
     for lp in plan.labels:
-        _label_block(w, ns, lp, plan, emit, emit_cond, bindings, every_rule, resolvers)
+        _label_block(w, ns, lp, plan, emit, emit_cond, bindings, every_rule, resolvers, runs)
         name = lp.spec.name
         if lp.guard is not None:
             ns[f"_guard_{lp.index}"] = lp.guard.admit
@@ -147,7 +147,8 @@ def _const(ns: dict[str, Any], value: Any) -> str:
 
 
 def _label_block(w: _Writer, ns: dict[str, Any], lp: LabelPlan, plan: Plan, emit: Callable[[Any], str],
-                 emit_cond: Callable[[Any], str], bindings: str, every_rule: bool, resolvers: list[Any]) -> None:
+                 emit_cond: Callable[[Any], str], bindings: str, every_rule: bool, resolvers: list[Any],
+                 runs: list[Any]) -> None:
     spec = lp.spec
     li = lp.index
     w(f"# label {spec.name} ({spec.type}, {spec.resolve})")
@@ -181,37 +182,10 @@ def _label_block(w: _Writer, ns: dict[str, Any], lp: LabelPlan, plan: Plan, emit
             "float": "(float(_y) if (_y := {}).__class__ is float or _y.__class__ is int else _fail())",
         }[spec.type]
     collect = every_rule or spec.resolve != "first_match"
-    w("try:")
     if not collect:
-        first = True
-        for step in _dispatch_steps(lp.rules, emit, ns):
-            kw = "if" if first else "elif"
-            if isinstance(step, _Dispatch):
-                w(f"    {kw} (_t := {step.test}) is not None:")
-                w("        _v, _w = _t")
-                first = False
-                continue
-            rp = step
-            value = _const(ns, rp.value) if rp.value_prog is None else check.format(emit(rp.value_prog))
-            if rp.when is None:
-                if first:
-                    w(f"    _v = {value}; _w = {rp.source_idx}")
-                else:
-                    w("    else:")
-                    w(f"        _v = {value}; _w = {rp.source_idx}")
-                first = None  # chain closed: later rules can never win
-                break
-            w(f"    {kw} {emit_cond(rp.when)}:")
-            w(f"        _v = {value}; _w = {rp.source_idx}")
-            first = False
-        if first is True:
-            w(f"    _v = {default_v}; _w = {default_w}")
-        elif first is False:
-            w("    else:")
-            w(f"        _v = {default_v}; _w = {default_w}")
-        w("except Exception:")
-        w(f"    _v, _w = _slow({li}, {bindings})")
+        _first_match_chain(w, ns, lp, emit, emit_cond, bindings, check, default_v, default_w, runs)
         return
+    w("try:")
     w("    _cs = []")
     for rp in lp.rules:
         value = _const(ns, rp.value) if rp.value_prog is None else check.format(emit(rp.value_prog))
@@ -226,6 +200,47 @@ def _label_block(w: _Writer, ns: dict[str, Any], lp: LabelPlan, plan: Plan, emit
     w(f"    _v, _w = _resolve_{li}(_cs)")
 
 
+def _first_match_chain(w: _Writer, ns: dict[str, Any], lp: LabelPlan, emit: Callable[[Any], str],
+                       emit_cond: Callable[[Any], str], bindings: str, check: str | None,
+                       default_v: str, default_w: str, runs: list[Any]) -> None:
+    """First match as a loop body of `if ...: break` steps, each in its own `try`.
+
+    A step whose fast code raises (a missing field, a wrong type) is re-decided
+    exactly on its own, and the chain goes on: one odd field costs one rule's
+    exact evaluation, not the whole label's. `try` costs nothing in CPython 3.11+
+    until something raises.
+    """
+    w("while True:")
+    closed = False
+    for step in _dispatch_steps(lp.rules, emit, ns):
+        if isinstance(step, _Dispatch):
+            rules, bulk, test = step.rules, step.bulk, step.test
+        else:
+            rules, bulk, test = [step], False, None
+        runs.append((lp, rules, bulk))
+        run_id = len(runs) - 1
+        w("    try:")
+        if test is not None:
+            w(f"        if (_t := {test}) is not None:")
+            w("            _v, _w = _t; break")
+        else:
+            rp = step
+            value = _const(ns, rp.value) if rp.value_prog is None else check.format(emit(rp.value_prog))  # type: ignore[union-attr]
+            if rp.when is None:
+                w(f"        _v = {value}; _w = {rp.source_idx}; break")
+            else:
+                w(f"        if {emit_cond(rp.when)}:")
+                w(f"            _v = {value}; _w = {rp.source_idx}; break")
+        w("    except Exception:")
+        w(f"        if (_t := _exact_rules({run_id}, {bindings})) is not None:")
+        w("            _v, _w = _t; break")
+        if test is None and step.when is None and step.value_prog is None:
+            closed = True  # an unconditional constant: later rules can never win
+            break
+    if not closed:
+        w(f"    _v = {default_v}; _w = {default_w}; break")
+
+
 # ---- rule indexing: runs of rules testing one field become one lookup ----------
 
 #: Runs shorter than this stay an if/elif chain (a lookup has a fixed cost).
@@ -233,13 +248,19 @@ MIN_DISPATCH_RUN = 3
 
 
 class _Dispatch:
-    """A run of first-match rules replaced by one expression giving (value, code) or None."""
+    """A run of first-match rules replaced by one expression giving (value, code) or None.
 
-    def __init__(self, test: str) -> None:
+    ``bulk``: every rule of the run fails exactly when its first one fails (they all
+    test one field the same way), so an error can be counted for the whole run at once.
+    """
+
+    def __init__(self, test: str, rules: list[Any], bulk: bool) -> None:
         self.test = test
+        self.rules = rules
+        self.bulk = bulk
 
 
-def _eq_keys(node: Any) -> tuple[Any, list[Any]] | None:
+def _eq_test(node: Any) -> tuple[Any, list[Any]] | None:
     """(field node, constant keys) for `F == c`, `c == F` or `F in [c, ...]` with str/int constants."""
     if not isinstance(node, cast.Call) or node.target is not None:
         return None
@@ -263,6 +284,23 @@ def _eq_keys(node: Any) -> tuple[Any, list[Any]] | None:
     return field, consts
 
 
+def _conjuncts(node: Any) -> list[Any]:
+    if isinstance(node, cast.Call) and node.function == "_&&_" and node.target is None:
+        return [part for arg in node.args for part in _conjuncts(arg)]
+    return [node]
+
+
+def _eq_keys(node: Any) -> list[tuple[Any, list[Any]]] | None:
+    """For a conjunction of equality tests on distinct fields: [(field node, keys), ...]."""
+    tests = []
+    for part in _conjuncts(node):
+        got = _eq_test(part)
+        if got is None:
+            return None
+        tests.append(got)
+    return tests
+
+
 def _regex_of(node: Any) -> tuple[Any, str] | None:
     """(field node, pattern) for `F.matches("...")`."""
     if (isinstance(node, cast.Call) and node.function == "matches" and node.target is not None
@@ -273,62 +311,102 @@ def _regex_of(node: Any) -> tuple[Any, str] | None:
 
 
 def _path_like(node: Any) -> bool:
-    while isinstance(node, cast.Select) and not node.test_only:
-        node = node.operand
-    return isinstance(node, cast.Ident)
+    """A field path from a root: `a.b.c`, or `a["b-c"]` with a constant string key."""
+    while True:
+        if isinstance(node, cast.Select) and not node.test_only:
+            node = node.operand
+        elif (isinstance(node, cast.Call) and node.function == "_[_]" and node.target is None and len(node.args) == 2
+              and isinstance(node.args[1], cast.Literal) and node.args[1].value.__class__ is str):
+            node = node.args[0]
+        else:
+            return isinstance(node, cast.Ident)
 
 
 def _dispatch_steps(rules: list[Any], emit: Callable[[Any], str], ns: dict[str, Any]) -> list[Any]:
-    """The rules of a first-match label, with long runs on one field folded into lookups.
+    """The rules of a first-match label, with long runs on the same fields folded into lookups.
 
-    Exactness: a run keeps rule order (the earliest matching rule of the run wins,
-    as in the chain), and a field that is missing or of a type the lookup cannot
-    judge raises, so the exact path decides.
+    Two kinds of run: equality tests (`F == c`, `F in [..]`, or a conjunction of
+    those over the same fields) become one dict lookup on the field values; regex
+    tests on one field become one RE2 Set pass. Exactness: a run keeps rule order
+    (the earliest matching rule of the run wins, as in the chain), and a field
+    that is missing or of a type the lookup cannot judge raises, so the exact
+    path decides.
     """
     steps: list[Any] = []
     i = 0
     while i < len(rules):
-        run_kind, run, field_src = None, [], None
+        run_kind: str | None = None
+        run: list[tuple[Any, Any]] = []
+        run_fields: tuple[str, ...] | None = None
         j = i
         while j < len(rules):
             rp = rules[j]
             if rp.when is None or rp.value_prog is not None:
                 break
             root = _root(rp.when.ast)
-            eq, rx = _eq_keys(root), _regex_of(root)
-            kind = "eq" if eq else ("rx" if rx else None)
-            if kind is None:
+            eq = _eq_keys(root)
+            rx = None if eq else _regex_of(root)
+            if eq:
+                fields = tuple(emit(f) for f, _ in eq)
+                if len(set(fields)) != len(fields):
+                    break
+                order = sorted(range(len(fields)), key=lambda k: fields[k])
+                kind, key_fields, payload = "eq", tuple(fields[k] for k in order), [eq[k][1] for k in order]
+            elif rx:
+                kind, key_fields, payload = "rx", (emit(rx[0]),), rx[1]
+            else:
                 break
-            fsrc = emit(eq[0] if eq else rx[0])
             if run_kind is None:
-                run_kind, field_src = kind, fsrc
-            elif kind != run_kind or fsrc != field_src:
+                run_kind, run_fields = kind, key_fields
+            elif kind != run_kind or key_fields != run_fields:
                 break
-            run.append((rp, eq[1] if eq else rx[1]))
+            run.append((rp, payload))
             j += 1
-        if len(run) >= MIN_DISPATCH_RUN:
+        if len(run) >= MIN_DISPATCH_RUN and run_fields is not None:
             k = len(ns)
+            rules_in_run = [rp for rp, _ in run]
+            bulk = len(run_fields) == 1
             if run_kind == "eq":
-                table: dict[Any, tuple[Any, int]] = {}
-                has_int = False
-                for rp, consts in run:
-                    for c in consts:
-                        has_int = has_int or c.__class__ is int
-                        table.setdefault(c, (rp.value, rp.source_idx))
-                ns[f"_D{k}"] = table
-                if has_int:  # True == 1 in Python but not in CEL: keep bools out of an int lookup
-                    test = f"(_D{k}.get(_f) if (_f := {field_src}).__class__ is not bool else None)"
-                else:
-                    test = f"_D{k}.get({field_src})"
+                steps.append(_Dispatch(_eq_lookup(run, run_fields, ns, k), rules_in_run, bulk))
             else:
                 ns[f"_RS{k}"] = _regex_set([pat for _, pat in run], [(rp.value, rp.source_idx) for rp, _ in run])
-                test = f"_RS{k}({field_src})"
-            steps.append(_Dispatch(test))
+                steps.append(_Dispatch(f"_RS{k}({run_fields[0]})", rules_in_run, bulk))
             i = j
         else:
             steps.append(rules[i])
             i += 1
     return steps
+
+
+def _eq_lookup(run: list[tuple[Any, Any]], fields: tuple[str, ...], ns: dict[str, Any], k: int) -> str:
+    """A dict from field values to the first rule's (value, code), and the expression looking it up."""
+    from itertools import product
+
+    table: dict[Any, tuple[Any, int]] = {}
+    int_fields = [False] * len(fields)
+    for rp, key_lists in run:
+        for n, consts in enumerate(key_lists):
+            int_fields[n] = int_fields[n] or any(c.__class__ is int for c in consts)
+        for combo in product(*key_lists):
+            table.setdefault(combo[0] if len(fields) == 1 else combo, (rp.value, rp.source_idx))
+    ns[f"_D{k}"] = table
+    if len(fields) == 1:
+        if int_fields[0]:  # True == 1 in Python but not in CEL: keep bools out of an int lookup
+            return f"(_D{k}.get(_f) if (_f := {fields[0]}).__class__ is not bool else None)"
+        return f"_D{k}.get({fields[0]})"
+    parts = []
+    guards = []
+    for n, src in enumerate(fields):
+        if int_fields[n]:
+            parts.append(f"(_f{n} := {src})")
+            guards.append(f"_f{n}.__class__ is not bool")
+        else:
+            parts.append(src)
+    lookup = f"_D{k}.get(({', '.join(parts)},))"
+    if guards:
+        # The tuple is built first (binding the walrus names), then the guards read them.
+        return f"(_r if ((_r := {lookup}) is not None and {' and '.join(guards)}) else None)"
+    return lookup
 
 
 def _regex_set(patterns: list[str], results: list[tuple[Any, int]]) -> Callable[[Any], Any]:

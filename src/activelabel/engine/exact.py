@@ -81,22 +81,11 @@ def decide_label(plan: Plan, lp: LabelPlan, bindings: dict[str, Any], *, every_r
     for rp in lp.rules:
         if stop_early and outcome.candidates:
             break
-        if rp.when is not None:
-            try:
-                hit = rp.when.evaluate(bindings)
-            except Exception as exc:
-                outcome.errors.append((rp.source_idx, str(exc)))
-                continue
-            if hit is not True:
-                if hit is not False:
-                    outcome.errors.append((rp.source_idx, f"`when` gave {type(hit).__name__}, not bool"))
-                continue
-        try:
-            value = rp.value if rp.value_prog is None else check_value(spec, rp.value_prog.evaluate(bindings))
-        except Exception as exc:
-            outcome.errors.append((rp.source_idx, str(exc)))
-            continue
-        outcome.candidates.append(Candidate(value, plan.source_table[rp.source_idx][1], rp.source_idx))
+        got = decide_rule(plan, lp, rp, bindings)
+        if got.__class__ is Candidate:
+            outcome.candidates.append(got)  # type: ignore[arg-type]
+        elif got is not None:
+            outcome.errors.append((rp.source_idx, got))  # type: ignore[arg-type]
     if lp.models and not (stop_early and outcome.candidates):
         for model, idx in zip(lp.models, lp.model_sources):
             got = model.predict(_features(model, bindings))
@@ -112,6 +101,22 @@ def decide_label(plan: Plan, lp: LabelPlan, bindings: dict[str, Any], *, every_r
         value, code = spec.default, lp.default_idx
     outcome.value, outcome.code = value, code
     return outcome
+
+
+def decide_rule(plan: Plan, lp: LabelPlan, rp: Any, bindings: dict[str, Any]) -> Candidate | str | None:
+    """One rule, exactly: a Candidate when it matches, an error message when it fails, None otherwise."""
+    if rp.when is not None:
+        try:
+            hit = rp.when.evaluate(bindings)
+        except Exception as exc:
+            return str(exc) or type(exc).__name__
+        if hit is not True:
+            return None if hit is False else f"`when` gave {type(hit).__name__}, not bool"
+    try:
+        value = rp.value if rp.value_prog is None else check_value(lp.spec, rp.value_prog.evaluate(bindings))
+    except Exception as exc:
+        return str(exc) or type(exc).__name__
+    return Candidate(value, plan.source_table[rp.source_idx][1], rp.source_idx)
 
 
 def _features(model: Any, bindings: dict[str, Any]) -> dict[str, Any] | None:

@@ -11,7 +11,7 @@ from typing import Any
 
 from activelabel.engine import codegen
 from activelabel.engine.decision import Decision
-from activelabel.engine.exact import Candidate, LabelOutcome, decide_label, resolve
+from activelabel.engine.exact import Candidate, LabelOutcome, decide_label, decide_rule, resolve
 from activelabel.engine.plan import Plan, compile_plan
 from activelabel.errors import InputError, PolicyError, PolicyIssue
 from activelabel.cel.codegen import MISSING
@@ -86,7 +86,9 @@ class Labeler:
         self._conflicts = [0] * len(plan.labels)
         self._events = 0
         resolvers = [self._make_resolver(i) for i in range(len(plan.labels))]
-        source, ns = codegen.generate(plan, every_rule=track_conflicts, slow=self._slow, resolvers=resolvers, hits=self._hits, errors=self._errors)
+        self._runs: list[Any] = []  # (label plan, rules, bulk) per first-match step, filled by codegen
+        source, ns = codegen.generate(plan, every_rule=track_conflicts, slow=self._slow, resolvers=resolvers,
+                                      hits=self._hits, errors=self._errors, exact_rules=self._exact_rules, runs=self._runs)
         ns["_clock_now"] = now or (lambda: datetime.now(timezone.utc))
         self.generated_source = source
         try:
@@ -171,6 +173,23 @@ class Labeler:
         if outcome.conflict:
             self._conflicts[index] += 1
         return outcome.value, outcome.code
+
+    def _exact_rules(self, run_id: int, bindings: dict[str, Any]) -> tuple[Any, int] | None:
+        """Re-decide one first-match step (a rule, or a folded run) exactly; count its errors."""
+        lp, rules, bulk = self._runs[run_id]
+        errors = self._errors
+        for n, rp in enumerate(rules):
+            got = decide_rule(self._plan, lp, rp, bindings)
+            if got.__class__ is Candidate:
+                return got.value, got.source_idx  # type: ignore[union-attr]
+            if got is not None:
+                errors[rp.source_idx] += 1
+                if bulk and n == 0:
+                    # The run tests one field the same way: the field failed, so every rule fails.
+                    for other in rules[1:]:
+                        errors[other.source_idx] += 1
+                    return None
+        return None
 
     def _make_resolver(self, index: int) -> Callable[[list[tuple[Any, int]]], tuple[Any, Any]]:
         lp = self._plan.labels[index]
