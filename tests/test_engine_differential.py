@@ -20,7 +20,11 @@ labels:
   score: {type: float, resolve: max_confidence}
   flag: {type: bool, default: false}
   level: {type: enum, values: [high, low], resolve: vote}
+  pair: {type: enum, values: [p1, p2, p3]}
 rules:
+  - {id: p1, label: pair, value: p1, when: 'event.tenant == "acme" && event.status == 200'}
+  - {id: p2, label: pair, value: p2, when: 'event.status in [1, 404] && event.tenant == "b"'}
+  - {id: p3, label: pair, value: p3, when: 'event.tenant in ["c", "d"] && event.status == 500'}
   - {id: t1, label: tier, value: gold, when: 'event.tenant == "acme"'}
   - {id: t2, label: tier, value: silver, when: 'event.tenant in ["b", "c", "acme"]'}
   - {id: t3, label: tier, value: bronze, when: '"d" == event.tenant'}
@@ -79,6 +83,7 @@ def test_rule_runs_on_one_field_are_folded_into_lookups(tmp_path_factory):
     src = _labeler(tmp_path_factory).generated_source
     assert "_D" in src and ".get(" in src  # tier and code runs
     assert "_RS" in src  # the family regex run
+    assert src.count(".get((") >= 1  # the pair run: one lookup on (status, tenant)
 
 
 def _same(a: dict, b: dict) -> bool:
