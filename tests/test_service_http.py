@@ -201,3 +201,34 @@ def test_label_endpoint_only_takes_post(client):
     assert r.status_code == 405
     assert r.headers["allow"] == "POST"
     assert r.json()["error"]["code"] == "method_not_allowed"
+
+
+def test_requests_beyond_max_in_flight_get_503_with_retry_after():
+    """When max_in_flight requests are being handled, the next one is shed with 503 and Retry-After; health still answers."""
+    import socket
+    from urllib.parse import urlsplit
+
+    with serve_in_thread(build_app(config=ServiceConfig(max_in_flight=1))) as url:
+        host, port = urlsplit(url).hostname, urlsplit(url).port
+        body = b'{"path": "/pay", "status": 500}'
+        with socket.create_connection((host, port)) as slow:
+            slow.settimeout(10)
+            # A request whose body has not fully arrived stays in flight.
+            slow.sendall(
+                b"POST /v1/label HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                b"authorization: Bearer label-token\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body[:8]
+            )
+            with httpx.Client(base_url=url) as client:
+                for _ in range(100):  # until the server has taken the slow request in
+                    shed = client.post("/v1/label", json={"path": "/"}, headers=auth("label-token"))
+                    if shed.status_code == 503:
+                        break
+                assert shed.status_code == 503
+                assert shed.headers["retry-after"] == "1"
+                assert shed.json()["error"]["code"] == "overloaded"
+                assert client.get("/healthz").status_code == 200
+            slow.sendall(body[8:])
+            answer = slow.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 200")
+        with httpx.Client(base_url=url) as client:
+            assert client.post("/v1/label", json={"path": "/"}, headers=auth("label-token")).status_code == 200

@@ -27,7 +27,7 @@ from starlette.types import Receive, Scope, Send
 from activelabel.errors import PolicyError
 from activelabel.observability.metrics import LabelerStatsCollector, ServiceMetrics
 from activelabel.service import routes_core, routes_edge, routes_otlp
-from activelabel.service._http import Authenticator
+from activelabel.service._http import Authenticator, HttpError
 from activelabel.service.auth import AuthConfigError, TokenTable
 from activelabel.service.config import ServiceConfig
 from activelabel.service.policy_runtime import LabelerLoader, PolicyRuntime, load_checked_labeler
@@ -130,12 +130,51 @@ class LabelService:
     def __init__(self, starlette: Starlette, state: ServiceState) -> None:
         self.starlette = starlette
         self.state = state
+        self.in_flight = 0
+        self._limit = state.config.max_in_flight
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] == "/v1/label":
-            await label_asgi(self.state, scope, receive, send)
+        if scope["type"] != "http" or scope["path"] in _ALWAYS_ANSWERED:
+            await self.starlette(scope, receive, send)
             return
-        await self.starlette(scope, receive, send)
+        if self._limit and self.in_flight >= self._limit:
+            await _overloaded(self.state, scope, send)
+            return
+        # One event loop: the counter needs no lock.
+        self.in_flight += 1
+        try:
+            if scope["path"] == "/v1/label":
+                await label_asgi(self.state, scope, receive, send)
+            else:
+                await self.starlette(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+
+
+_ALWAYS_ANSWERED = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+def _door_of(path: str, config: ServiceConfig) -> str:
+    if path.startswith(config.ext_authz.path_prefix):
+        return "ext_authz"
+    return {"/v1/traces": "otlp_traces", "/v1/logs": "otlp_logs", "/v1/admission": "admission"}.get(path, "label")
+
+
+async def _overloaded(state: ServiceState, scope: Scope, send: Send) -> None:
+    """Shed load early (before reading the body) so a saturated labeler stays responsive."""
+    error = HttpError(
+        503, "overloaded", f"more than {state.config.max_in_flight} requests in flight; retry shortly"
+    )
+    state.metrics.observe_error(_door_of(scope["path"], state.config), error.code)
+    body = error.body()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 503,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), (b"retry-after", b"1")],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 def _issue_fields(error: dict[str, Any]) -> dict[str, Any]:

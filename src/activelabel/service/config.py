@@ -67,6 +67,9 @@ class ServiceConfig(_Strict):
     """Largest request body accepted, in bytes, after decompression; larger → 413."""
     max_batch_events: int = Field(default=1000, gt=0)
     """Most events in one ``{"events": [...]}`` batch; more → 413."""
+    max_in_flight: int = Field(default=512, ge=0)
+    """Requests being handled at once beyond which new ones get 503 + Retry-After (backpressure,
+    seed F1); health, readiness and metrics are never refused. 0 = no limit."""
     track_conflicts: bool = True
     """Evaluate every rule so conflicts between rules are counted (M5); costs some label latency."""
     watch_policy: bool = False
