@@ -33,7 +33,8 @@ What is not translated falls back, never approximated:
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -325,6 +326,49 @@ class ColumnarPlan:
                         why_d[lab.name] = lab.default[1]
                 templates[ids[i]] = (lab_d, why_d)
         return [templates[k][0].copy() for k in ids], [templates[k][1] for k in ids]
+
+
+#: Below this many events the per-event path is faster than building columns.
+COLUMNAR_MIN_BATCH = 512
+
+
+def decide_batch(labeler: Any, plan: ColumnarPlan, events: Sequence[Any]) -> list[Any]:
+    """``Labeler.label_batch`` through the columnar path: Decisions and counters as ``label`` leaves them.
+
+    The hook the Labeler needs (``labeler._fn``, ``_hits``, ``_errors``, ``_events``
+    are its own fast function and counters)::
+
+        self._columnar = None if track_conflicts else ColumnarPlan.build(self._plan)
+        ...
+        def label_batch(self, events):
+            events = events if isinstance(events, list) else list(events)
+            if self._columnar is not None and len(events) >= COLUMNAR_MIN_BATCH:
+                return decide_batch(self, self._columnar, events)
+            return [self.label(e) for e in events]
+    """
+    from activelabel.engine.decision import Decision
+    from activelabel.errors import InputError
+
+    fn = labeler._fn
+
+    def per_event(event: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        if event.__class__ is not dict:
+            if not isinstance(event, Mapping):
+                raise InputError(f"an event must be a JSON object, not {type(event).__name__}", kind="not_object")
+            event = dict(event)
+        return fn(event)
+
+    t0 = time.perf_counter_ns()
+    result = plan.run(events, per_event)
+    hits, errors = labeler._hits, labeler._errors
+    for idx, c in result.hits.items():
+        hits[idx] += c
+    for idx, c in result.errors.items():
+        errors[idx] += c
+    n = len(events)
+    labeler._events += n
+    each = (time.perf_counter_ns() - t0) // max(1, n)
+    return [Decision(lab, why, labeler, e, each) for lab, why, e in zip(result.labels, result.why, events)]
 
 
 def label_batch_columnar(plan: ColumnarPlan | Plan, events: Sequence[Any], per_event: PerEvent) -> list[dict[str, Any]]:
@@ -746,4 +790,4 @@ def _null_states(events: Sequence[Any], path: tuple[str, ...], series: pl.Series
     return miss, perr, jnull
 
 
-__all__ = ["BatchResult", "ColumnarPlan", "label_batch_columnar"]
+__all__ = ["COLUMNAR_MIN_BATCH", "BatchResult", "ColumnarPlan", "decide_batch", "label_batch_columnar"]
