@@ -120,3 +120,21 @@ def test_psi_and_js_distance_match_hand_computed_values():
     assert 0.1 < js_distance(ref, cur) < 0.3
     numeric = drift_check("n", list(range(100)), [x + 60 for x in range(100)])
     assert numeric["drifted"] and len(numeric["bins"]) > 2
+
+
+def test_time_field_orders_windows_by_event_time(tmp_path):
+    """With --time-field the reference window is the earliest events by their own clock, not by recording."""
+    db = tmp_path / "t.db"
+    with DecisionStore(db) as store:
+        # Recorded newest first: recording order and event order disagree.
+        for i in range(20):
+            value = "late" if i < 10 else "early"
+            store.record(f"r{i}", {"t": 2000 - i, "v": value}, {"labels": {"phase": value}}, ts=1_790_000_000.0 + i)
+    by_event = _json_report(db, "--time-field", "event.t", "--drift-field", "event.v")
+    shares = dict(zip(by_event["drift"]["features"]["event.v"]["bins"],
+                      by_event["drift"]["features"]["event.v"]["reference_shares"]))
+    assert shares["early"] == 1.0
+    by_record = _json_report(db, "--drift-field", "event.v")
+    shares = dict(zip(by_record["drift"]["features"]["event.v"]["bins"],
+                      by_record["drift"]["features"]["event.v"]["reference_shares"]))
+    assert shares["late"] == 1.0

@@ -21,6 +21,7 @@ def report(
     id_field: Annotated[Optional[str], typer.Option("--id-field", help="With --labeled: field holding the record id (default: content hash).")] = None,
     label: Annotated[Optional[list[str]], typer.Option("--label", "-l", help="Only these labels (repeatable).")] = None,
     drift_field: Annotated[Optional[list[str]], typer.Option("--drift-field", help="Event field to check for drift, e.g. event.level (repeatable).")] = None,
+    time_field: Annotated[Optional[str], typer.Option("--time-field", help="Event field holding the event time (epoch seconds or ISO-8601) for windows and the timeline (default: recording time).")] = None,
     reference_fraction: Annotated[float, typer.Option("--reference-fraction", min=0.05, max=0.95, help="Oldest share of records used as the drift reference window.")] = 0.5,
     html: Annotated[Optional[Path], typer.Option("--html", help="Write a self-contained HTML report with plots here.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout (no tables).")] = False,
@@ -29,7 +30,8 @@ def report(
     from activelabel.quality.report import report_from_files, report_from_store
     from activelabel.quality.store import DecisionStore
 
-    options = {"labels": label or None, "drift_fields": drift_field or (), "reference_fraction": reference_fraction}
+    options = {"labels": label or None, "drift_fields": drift_field or (), "reference_fraction": reference_fraction,
+               "time_field": time_field}
     try:
         if labeled is not None or truth is not None:
             if labeled is None or truth is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import math
 from typing import Any
 
 from rich.console import Console
@@ -79,18 +80,23 @@ def _confusion_plot(name: str, confusion: dict[str, Any]) -> str | None:
     if not values:
         return None
     size = max(3.5, 0.55 * len(values) + 1.5)
+    from matplotlib.colors import LogNorm
+
     fig, ax = plt.subplots(figsize=(size + 1, size))
-    im = ax.imshow(matrix, cmap="Blues")
+    # Log colour scale: one majority value would otherwise wash out every mistake.
+    masked = [[v if v else float("nan") for v in row] for row in matrix]
+    top = max((max(r) for r in matrix), default=0)
+    im = ax.imshow(masked, cmap="Blues", norm=LogNorm(vmin=1, vmax=max(top, 2)))
     ax.set_xticks(range(len(values)), values, rotation=45, ha="right")
     ax.set_yticks(range(len(values)), values)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(f"{name}: confusion matrix")
-    top = max((max(r) for r in matrix), default=0)
     for i, row in enumerate(matrix):
         for j, v in enumerate(row):
             if v:
-                ax.text(j, i, str(v), ha="center", va="center", color="white" if v > top / 2 else "black", fontsize=8)
+                dark = math.log(v + 1) > math.log(top + 1) * 0.6
+                ax.text(j, i, str(v), ha="center", va="center", color="white" if dark else "black", fontsize=8)
     fig.colorbar(im, ax=ax, fraction=0.046)
     return _png(fig)
 
@@ -102,11 +108,19 @@ def _sources_plot(name: str, sources: dict[str, Any]) -> str | None:
         return None
     names = list(sources)
     cov = [sources[s]["coverage"] for s in names]
-    acc = [sources[s]["empirical_accuracy"] or 0.0 for s in names]
+    raw_acc = [sources[s]["empirical_accuracy"] for s in names]
+    acc = [a or 0.0 for a in raw_acc]
     fig, ax = plt.subplots(figsize=(8, 0.45 * len(names) + 1.5))
     y = range(len(names))
     ax.barh([i + 0.2 for i in y], cov, height=0.4, label="coverage", color="#4c78a8")
     ax.barh([i - 0.2 for i in y], acc, height=0.4, label="empirical accuracy", color="#f58518")
+    for i, (c, a, known) in enumerate(zip(cov, acc, raw_acc, strict=True)):
+        ax.text(c + 0.01, i + 0.2, f"{c:.1%}", va="center", fontsize=7)
+        if known is None:
+            ax.text(0.01, i - 0.2, "no ground truth", va="center", fontsize=7, color="#777")
+            continue
+        ax.text(a + 0.01 if a < 0.9 else a - 0.01, i - 0.2, f"{a:.0%}", va="center", fontsize=7,
+                ha="left" if a < 0.9 else "right")
     ax.set_yticks(list(y), names)
     ax.set_xlim(0, 1)
     ax.invert_yaxis()

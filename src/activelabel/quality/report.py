@@ -44,6 +44,43 @@ def _split(decisions: Sequence[StoredDecision], reference_fraction: float) -> tu
     return list(decisions[:cut]), list(decisions[cut:])
 
 
+def _as_epoch(value: Any) -> float | None:
+    """Epoch seconds from a number, a numeric string or an ISO-8601 time; None otherwise."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            try:
+                parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            except ValueError:
+                return None
+            return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+    return None
+
+
+def order_by_time(decisions: Sequence[StoredDecision], time_field: str | None) -> list[StoredDecision]:
+    """Decisions in event-time order when ``time_field`` gives a time (its ``ts`` becomes that time),
+    else as recorded. Windows and the timeline follow the events' own clock, not the recording's."""
+    if not time_field:
+        return list(decisions)
+    timed = []
+    for d in decisions:
+        t = _as_epoch(field_value(d.event, time_field))
+        timed.append(d if t is None else StoredDecision(d.record_id, t, d.policy_version, d.labels, d.confidences,
+                                                         d.sources, d.explain, d.event))
+    return sorted(timed, key=lambda d: d.ts)
+
+
+def _bucket_name(chunk: Sequence[StoredDecision], start: int, same_time: bool) -> str:
+    if chunk[0].ts <= 1e8:  # files carry no time: their "time" is the line number
+        return f"line {int(chunk[0].ts)}"
+    if same_time:  # recorded in one burst: the time says nothing, the position does
+        return f"#{start + 1}–{start + len(chunk)}"
+    return datetime.fromtimestamp(chunk[0].ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
 def _timeline(decisions: Sequence[StoredDecision], label: str, buckets: int) -> dict[str, Any]:
     """Label value shares per slice of the decisions (in time order): for the drift-over-time plot."""
     if not decisions:
@@ -55,9 +92,8 @@ def _timeline(decisions: Sequence[StoredDecision], label: str, buckets: int) -> 
     for chunk in chunks:
         dist = value_distribution(d.labels.get(label) for d in chunk)
         shares.append([dist.get(v, 0) / len(chunk) for v in values])
-    # Files carry no time: their "time" is the line number.
-    starts = [datetime.fromtimestamp(c[0].ts, UTC).strftime("%Y-%m-%d %H:%M:%S") if c[0].ts > 1e8
-              else f"line {int(c[0].ts)}" for c in chunks]
+    same_time = decisions[-1].ts - decisions[0].ts < len(chunks)
+    starts = [_bucket_name(c, i * size, same_time) for i, c in enumerate(chunks)]
     return {"buckets": starts, "values": values, "shares": shares}
 
 
@@ -70,9 +106,11 @@ def build_report(
     drift_fields: Sequence[str] = (),
     reference_fraction: float = 0.5,
     source: str = "",
+    time_field: str | None = None,
 ) -> dict[str, Any]:
-    """The whole report as JSON-ready data. ``decisions`` must be in time order."""
+    """The whole report as JSON-ready data. ``decisions`` in recording order, or ordered by ``time_field``."""
     rule_values = rule_values or {}
+    decisions = order_by_time(decisions, time_field)
     names = list(labels) if labels else sorted({k for d in decisions for k in d.labels} | {k for _, k in truth})
     reference, current = _split(decisions, reference_fraction)
     report: dict[str, Any] = {
