@@ -111,6 +111,25 @@ class JsonlSource:
         for name in self.inputs:
             yield from self._read(name)
 
+    def iter_raw(self) -> Iterator[tuple[str, int, bytes]]:
+        """(source name, line number, line bytes) for every non-blank line, undecoded."""
+        for name in self.inputs:
+            label = "<stdin>" if name == "-" else name
+            stream = _open(name)
+            try:
+                line_no = 0
+                for line in stream:
+                    line_no += 1
+                    self.bytes_read += len(line)
+                    raw = line.rstrip(b"\r\n")
+                    if raw and not raw.isspace():
+                        yield label, line_no, raw
+            except (OSError, EOFError, gzip.BadGzipFile) as exc:
+                raise SourceError(f"reading {label} failed: {exc}") from exc
+            finally:
+                if stream is not sys.stdin.buffer:
+                    stream.close()
+
     def iter_chunks(self, chunk_lines: int = 4096) -> Iterator[list[Record | BadRecord]]:
         """Records in lists of up to ``chunk_lines``, for batch labeling."""
         chunk: list[Record | BadRecord] = []
