@@ -21,6 +21,7 @@ app = typer.Typer(
 # Modules that define commands on `app` (imported for their side effect).
 # Each one owns one command group; keep this list sorted.
 _COMMAND_MODULES = [
+    "activelabel.cli.diff_cmd",
     "activelabel.cli.label_cmd",
     "activelabel.cli.policy_cmd",
 ]

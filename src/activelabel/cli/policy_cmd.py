@@ -7,6 +7,7 @@ from typing import Annotated
 
 import orjson
 import typer
+from rich.markup import escape
 
 from activelabel.cli._common import err, fail, out, print_policy_error
 from activelabel.cli.main import app
@@ -41,6 +42,8 @@ def validate(
             for label, (want, got) in r.mismatches.items():
                 err.print(f"{r.file}:{r.line}:1: test {r.name!r}: {label}: expected {want!r}, got {got!r}", highlight=False, markup=False)
         raise typer.Exit(1)
+    for warning in getattr(p, "warnings", ()):
+        err.print(f"[yellow]warning:[/] {escape(warning.format())}", highlight=False)
     out.print(
         f"[green]ok[/] {policy}: {len(p.labels)} labels, {len(p.rules)} rules, {len(p.enrichers)} enrichers, "
         f"{len(p.tests)} tests; version {p.version}",
