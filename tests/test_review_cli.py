@@ -120,3 +120,32 @@ def test_select_for_review_is_reproducible_for_a_seed(tmp_path):
     pick = lambda seed: [i.decision.record_id for i in select_for_review(  # noqa: E731
         decisions, label="category", budget=4, strategy="random", dedup=dedup_key_for("content"), seed=seed)]
     assert pick(3) == pick(3)
+
+
+def test_disagreement_with_a_policy_model_surfaces_lines_where_model_and_rule_differ(tmp_path):
+    """With --policy naming a model, lines where the decided value and the model's pick differ come first."""
+    from activelabel.quality.training import train_model
+
+    events = [orjson.loads(line) for line in (FIXTURES / "alerts.jsonl").read_bytes().splitlines()]
+    truth = [orjson.loads(line)["value"] for line in (FIXTURES / "alerts.truth.jsonl").read_bytes().splitlines()]
+    # A model that learned storage interrupts as KERNDTLB: it disagrees with the `storage` rule.
+    values = ["KERNDTLB" if "storage" in e["content"] else v for e, v in zip(events, truth, strict=True)]
+    trained = train_model([{"msg": e["content"]} for e in events] * 3, values * 3, label="category",
+                          features={"msg": "event.content"}, out_dir=tmp_path / "models", name="cat")
+    policy = tmp_path / "policy.yaml"
+    policy.write_text((FIXTURES / "policy.yaml").read_text() + f"""models:
+  - name: cat
+    label: category
+    type: sklearn
+    path: models/{trained.artifact.name}
+    features: {{msg: event.content}}
+""")
+    out = tmp_path / "tasks.json"
+    res = runner.invoke(app, ["review", "export", "--store", str(_store(tmp_path)), "--label", "category",
+                              "--budget", "2", "--strategy", "disagreement", "--dedup-field", "content",
+                              "--output", str(out), "--policy", str(policy)])
+    assert res.exit_code == 0, res.output
+    # The storage line (rule KERNSTOR, model KERNDTLB) and the ciod line (default none, model APPREAD);
+    # without the model the TLB line, where two rules conflict, would lead.
+    assert {t["data"]["content"] for t in orjson.loads(out.read_bytes())} == {
+        "data storage interrupt", "ciod: failed to read message prefix on control stream"}

@@ -9,14 +9,28 @@ import orjson
 import typer
 from rich.table import Table
 
-from activelabel.cli._common import fail, out
+from activelabel.cli._common import fail, out, print_policy_error
 from activelabel.cli.feedback_cmd import PolicyOpt, StoreOpt, open_store, print_feedback_result
 from activelabel.cli.main import app
-from activelabel.errors import FeedbackError
+from activelabel.errors import FeedbackError, PolicyError
 
 review_app = typer.Typer(help="Pick items for human review (Label Studio tasks) and read the answers back.",
                          no_args_is_help=True)
 app.add_typer(review_app, name="review")
+
+
+def _model_distributions(policy: Path, label: str, decisions: list) -> dict | None:
+    """Class probabilities of the policy's model for ``label`` over every decision, or None without one."""
+    from activelabel.models import build_model_labelers
+    from activelabel.policy import load_policy
+    from activelabel.quality.features import feature_rows
+
+    models = [m for m in build_model_labelers(load_policy(policy)) if m.label == label]
+    if not models:
+        return None
+    model = models[0]
+    dists = model.distributions(feature_rows(decisions, model.feature_programs, hide_label=label))
+    return None if dists is None else {d.record_id: p for d, p in zip(decisions, dists, strict=True)}
 
 
 @review_app.command("export")
@@ -53,9 +67,15 @@ def review_export(
         fail(f"unknown label {label!r}; the store knows: {', '.join(sorted(db.known_labels())) or 'none'}")
     registry = db.registry()
     exclude = set() if include_reviewed else {g.record_id for g in db.ground_truth(label)}
+    try:
+        dists = _model_distributions(policy, label, decisions) if policy is not None and strategy != "random" else None
+    except PolicyError as exc:
+        print_policy_error(exc)
+        raise typer.Exit(1) from exc
     items = select_for_review(decisions, label=label, budget=budget, strategy=strategy,
                               dedup=None if no_dedup else dedup_key_for(dedup_field), exclude=exclude,
-                              rule_values=registry.rule_values if registry else {}, seed=seed)
+                              rule_values=registry.rule_values if registry else {},
+                              model_distributions=dists, seed=seed)
     info = registry.labels.get(label) if registry else None
     values = (info.values if info and info.values else None) or sorted(
         {str(d.labels[label]) for d in decisions if label in d.labels})

@@ -145,6 +145,17 @@ class ArtifactModelLabeler:
         with self._lock:
             self._counts[key] += n
 
+    def distributions(self, rows: Sequence[Mapping[str, Any]]) -> list[dict[Any, float]] | None:
+        """Every class's probability per row, for offline use (review ranking); None if the model fails.
+
+        Not the serving path: no breaker, no timeout, no min_confidence.
+        """
+        try:
+            classes, probs = self.predictor.predict_proba(rows)
+        except Exception:  # a failing model just leaves review to the decisions' own confidences
+            return None
+        return [dict(zip(classes, p, strict=True)) for p in probs]
+
     # -- learning and state ---------------------------------------------------------------------
 
     def learn(self, features: Mapping[str, Any], value: Any) -> None:

@@ -83,21 +83,28 @@ def _candidate_confidences(d: StoredDecision, label: str, votes: Sequence[Vote])
     return confs or [_confidence(d, label)]
 
 
-def _score(strategy: str, d: StoredDecision, label: str, rule_values: Mapping[str, Any]) -> float:
-    """Higher means review sooner."""
+def _score(strategy: str, d: StoredDecision, label: str, rule_values: Mapping[str, Any],
+           model_dist: Mapping[Any, float] | None = None) -> float:
+    """Higher means review sooner. ``model_dist`` is the model's full class distribution, when known."""
     if strategy == "uncertainty":
         return 1.0 - _confidence(d, label)
     votes = _votes(d, label, rule_values)
-    confs = _candidate_confidences(d, label, votes)
+    if model_dist:
+        probs = sorted(model_dist.values(), reverse=True)
+    else:
+        probs = _candidate_confidences(d, label, votes)
+        probs = probs if len(probs) > 1 else [probs[0], 1.0 - probs[0]]
     if strategy == "margin":
-        second = confs[1] if len(confs) > 1 else 1.0 - confs[0]
-        return 1.0 - abs(confs[0] - second)
+        return 1.0 - abs(probs[0] - probs[1]) if len(probs) > 1 else 0.0
     if strategy == "entropy":
-        dist = confs if len(confs) > 1 else [confs[0], 1.0 - confs[0]]
-        total = sum(dist) or 1.0
-        return -sum((p / total) * math.log(p / total) for p in dist if p > 0)
+        total = sum(probs) or 1.0
+        return -sum((p / total) * math.log(p / total) for p in probs if p > 0)
     if strategy == "disagreement":
         values = {str(v.value) for v in votes if v.value is not None}
+        if model_dist and label in d.labels:
+            # The model's own pick, even where a rule won the label: rule–model disagreement.
+            values.add(str(max(model_dist, key=model_dist.__getitem__)))
+            values.add(str(d.labels[label]))
         return (1.0 if len(values) > 1 else 0.0) + (1.0 - _confidence(d, label)) / 2
     raise ValueError(f"unknown strategy {strategy!r}")
 
@@ -111,9 +118,16 @@ def select_for_review(
     dedup: Callable[[StoredDecision], str] | None = None,
     exclude: set[str] | frozenset[str] = frozenset(),
     rule_values: Mapping[str, Any] | None = None,
+    model_distributions: Mapping[str, Mapping[Any, float]] | None = None,
     seed: int = 0,
 ) -> list[ReviewItem]:
-    """The ``budget`` items to review for ``label``, best first, one per dedup key."""
+    """The ``budget`` items to review for ``label``, best first, one per dedup key.
+
+    ``model_distributions`` (record id → class probabilities of the label's model)
+    lets margin, entropy and disagreement use the model's whole distribution and
+    see its opinion where a rule won.
+    """
+    dists = model_distributions or {}
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
     pool = [d for d in decisions if d.record_id not in exclude]
@@ -124,7 +138,7 @@ def select_for_review(
         ranked = [(0.0, d) for d in pool]
     else:
         # Random tie-break: many items share a score (e.g. every unmatched line has confidence 0).
-        keyed = [(_score(strategy, d, label, rule_values), rng.random(), d) for d in pool]
+        keyed = [(_score(strategy, d, label, rule_values, dists.get(d.record_id)), rng.random(), d) for d in pool]
         keyed.sort(key=lambda t: (-t[0], t[1]))
         ranked = [(s, d) for s, _, d in keyed]
     chosen: list[ReviewItem] = []
