@@ -19,13 +19,7 @@ from typing import Any
 Scorer = Callable[[Sequence[Mapping[str, Any]]], list[list[float]]]
 
 
-def _text(v: Any) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    return v if isinstance(v, str) else str(v)
-
+from activelabel.models._artifacts import _number, _text  # the same coercions as the sklearn path
 
 def _tfidf_block(vec: Any, column: str, offset: int) -> Callable[[Mapping[str, Any]], list[tuple[int, float]]] | None:
     ok = (vec.analyzer == "word" and vec.tokenizer is None and vec.preprocessor is None and vec.stop_words is None
@@ -89,11 +83,7 @@ def _numeric_block(pipe: Any, columns: list[str], offset: int) -> Callable[[Mapp
     def block(row: Mapping[str, Any]) -> list[tuple[int, float]]:
         out = []
         for k, col in enumerate(columns):
-            v = row.get(col)
-            try:
-                x = float(v) if v is not None and not isinstance(v, str) else float(v) if v else math.nan
-            except ValueError:
-                x = math.nan
+            x = _number(row.get(col))
             if math.isnan(x):
                 x = fill[k]
             out.append((offset + k, (x - mean[k]) / std[k]))
