@@ -77,7 +77,8 @@ def read_label_studio_export(data: Any, *, source: str = "export") -> tuple[list
     for index, task in enumerate(data):
         name = f"task {task.get('id', f'#{index}') if isinstance(task, dict) else f'#{index}'}"
         if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
-            raise FeedbackError(f"{source}: {name}: expected an object with a 'data' object")
+            raise FeedbackError(f"{source}: {name}: expected an object with a 'data' object "
+                                "(export the project as JSON, not JSON-MIN or CSV)")
         record_id = task["data"].get(ID_KEY)
         if record_id is None:
             raise FeedbackError(f"{source}: {name}: data has no {ID_KEY!r}; was it exported by `activelabel review export`?")
