@@ -73,12 +73,12 @@ def serve(
     # freezing them keeps full garbage collections (latency spikes) short.
     gc.collect()
     gc.freeze()
-    ssl = {"ssl_certfile": str(tls_cert), "ssl_keyfile": str(tls_key)} if tls_cert and tls_key else {}
     uvicorn.run(
         service,
         host=settings.host,
         port=settings.port,
         log_level=log_level.lower(),
         access_log=log_level.lower() == "debug",
-        **ssl,
+        ssl_certfile=str(tls_cert) if tls_cert else None,
+        ssl_keyfile=str(tls_key) if tls_key else None,
     )

@@ -10,7 +10,7 @@ Query parameters keep their last value.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Iterable, MutableMapping
 from urllib.parse import parse_qsl
 
 
@@ -50,7 +50,7 @@ def http_request_event(
     }
 
 
-def event_from_asgi_scope(scope: dict[str, Any], drop_headers: frozenset[str] = frozenset()) -> dict[str, Any]:
+def event_from_asgi_scope(scope: MutableMapping[str, Any], drop_headers: frozenset[str] = frozenset()) -> dict[str, Any]:
     """Event of an ASGI HTTP request scope (used by ``LabelingMiddleware``)."""
     headers = headers_dict(scope.get("headers") or (), drop_headers)
     client = scope.get("client")

@@ -41,7 +41,7 @@ class LabelingMiddleware:
         *,
         response_headers: bool = False,
         header_prefix: str = "x-label-",
-        event_of: Callable[[dict[str, Any]], dict[str, Any]] = event_from_asgi_scope,
+        event_of: Callable[[Scope], dict[str, Any]] = event_from_asgi_scope,
         metrics: ServiceMetrics | None = None,
     ) -> None:
         self.app = app
