@@ -84,6 +84,14 @@ def test_front_door_latency_and_outcomes(scraped):
     assert value(registry, "activelabel_service_events_failed_total", door="label") == 0
 
 
+def test_every_accepted_request_is_labeled_or_an_error(scraped):
+    """The six requests sent to /v1/label add up: each is counted once, as labeled or as an error."""
+    _, text, _ = scraped
+    (family,) = [f for f in text_string_to_metric_families(text) if f.name == "activelabel_service_requests"]
+    total = sum(s.value for s in family.samples if s.name.endswith("_total") and s.labels["door"] == "label")
+    assert total == 6
+
+
 def test_policy_version_info_and_start_reload(scraped):
     """The serving policy's name and version are an info metric; the initial load counts as an accepted reload."""
     registry, _, version = scraped

@@ -165,3 +165,21 @@ def test_admission_refuses_malformed_reviews(client, mutate, message):
 def test_kubernetes_label_values_are_made_valid(value, expected):
     """Label values are turned into valid Kubernetes label values (or dropped when nothing valid remains)."""
     assert k8s_label_value(value) == expected
+
+
+def test_ext_authz_header_prefix_and_admission_key_prefix_are_configurable():
+    """The ext_authz header prefix and the Kubernetes label key prefix come from the service config."""
+    from activelabel.service import ServiceConfig
+    from activelabel.service.config import AdmissionConfig, ExtAuthzConfig
+
+    config = ServiceConfig(
+        ext_authz=ExtAuthzConfig(header_prefix="X-Tag-", path_prefix="/authz"),
+        admission=AdmissionConfig(label_key_prefix="labels.example.com/"),
+    )
+    with serve_in_thread(build_app(config=config)) as url, httpx.Client(base_url=url) as c:
+        r = c.get("/authz/pay/1", headers={"x-activelabel-token": "label-token", "host": "a"})
+        assert r.headers["x-tag-priority"] == "high"
+        review = _review("pod_with_privileged_containers.json")
+        response = c.post("/v1/admission", json=review, headers=auth("label-token")).json()["response"]
+    keys = [op["path"] for op in orjson.loads(base64.b64decode(response["patch"]))]
+    assert "/metadata/labels/labels.example.com~1privileged" in keys

@@ -185,3 +185,33 @@ def test_unreachable_next_hop_is_a_502():
         r = httpx.post(url + "/v1/traces", content=orjson.dumps(OTLP_JSON_TRACES), headers={**auth("label-token"), "content-type": "application/json"})
     assert r.status_code == 502
     assert r.json()["error"]["code"] == "forward_failed"
+
+
+def test_secret_labels_reach_otlp_only_with_clearance(returning_url):
+    """A secret label is written onto spans only when the exporting token is cleared for secrets."""
+    traces = orjson.loads(orjson.dumps(OTLP_JSON_TRACES))
+    span = traces["resourceSpans"][0]["scopeSpans"][0]["spans"][0]
+    span["attributes"].append({"key": "key_owner", "value": {"stringValue": "team-blue"}})
+    body = orjson.dumps(traces)
+
+    def labeled_attributes(token: str) -> dict:
+        r = httpx.post(returning_url + "/v1/traces", content=body, headers={**auth(token), "content-type": "application/json"})
+        out = r.json()["resourceSpans"][0]["scopeSpans"][0]["spans"][0]
+        return {a["key"]: a["value"] for a in out["attributes"]}
+
+    assert "label.api_key_owner" not in labeled_attributes("label-token")
+    assert labeled_attributes("secret-token")["label.api_key_owner"] == {"stringValue": "team-blue"}
+
+
+def test_otlp_doors_count_labeled_spans_and_records():
+    """Each span and log record labeled on the OTLP doors is counted per door, with one latency observation per export."""
+    from prometheus_client import CollectorRegistry
+
+    registry = CollectorRegistry()
+    logs = {"resourceLogs": [{"scopeLogs": [{"logRecords": [{"severityNumber": 9}, {"severityNumber": 17}, {}]}]}]}
+    with serve_in_thread(build_app(registry=registry)) as url:
+        httpx.post(url + "/v1/traces", content=orjson.dumps(OTLP_JSON_TRACES), headers={**auth("label-token"), "content-type": "application/json"})
+        httpx.post(url + "/v1/logs", json=logs, headers=auth("label-token"))
+    assert registry.get_sample_value("activelabel_service_events_labeled_total", {"door": "otlp_traces"}) == 1
+    assert registry.get_sample_value("activelabel_service_events_labeled_total", {"door": "otlp_logs"}) == 3
+    assert registry.get_sample_value("activelabel_service_label_latency_seconds_count", {"door": "otlp_logs"}) == 1
