@@ -84,3 +84,32 @@ def test_registry_survives_reopening_the_file(tmp_path):
     again = DecisionStore(tmp_path / "d.db")
     with pytest.raises(FeedbackError, match="outside label 'severity'"):
         again.add_ground_truth("e01", "severity", "debug")
+
+
+def test_record_id_ignores_key_order_for_any_event():
+    """Property: shuffling an event's keys never changes its content-hash id."""
+    import random
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    scalars = st.none() | st.booleans() | st.integers() | st.text(max_size=8)
+    events = st.dictionaries(st.text(min_size=1, max_size=6), scalars | st.lists(scalars, max_size=3), max_size=8)
+
+    @settings(max_examples=60, deadline=None)
+    @given(events, st.integers(0, 1000))
+    def check(event, seed):
+        keys = list(event)
+        random.Random(seed).shuffle(keys)
+        assert record_id_for({k: event[k] for k in keys}) == record_id_for(event)
+
+    check()
+
+
+def test_events_with_integers_beyond_64_bits_are_recorded(tmp_path):
+    """An event orjson cannot encode (a 70-bit integer) still gets an id and a stored decision."""
+    store = DecisionStore(tmp_path / "d.db")
+    event = {"big": 2**70, "msg": "x"}
+    rid = record_id_for(event)
+    store.record(rid, event, {"labels": {"l": "v"}})
+    assert store.decision(rid).event["msg"] == "x" and rid == record_id_for({"msg": "x", "big": 2**70})

@@ -138,3 +138,19 @@ def test_time_field_orders_windows_by_event_time(tmp_path):
     shares = dict(zip(by_record["drift"]["features"]["event.v"]["bins"],
                       by_record["drift"]["features"]["event.v"]["reference_shares"]))
     assert shares["late"] == 1.0
+
+
+def test_psi_and_js_are_non_negative_and_js_is_bounded():
+    """Property: PSI ≥ 0 and 0 ≤ JS distance ≤ 1 for any two categorical windows."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    window = st.lists(st.sampled_from("abcde"), min_size=1, max_size=60)
+
+    @settings(max_examples=80, deadline=None)
+    @given(window, window)
+    def check(ref, cur):
+        assert psi(ref, cur) >= -1e-12
+        assert -1e-12 <= js_distance(ref, cur) <= 1.0 + 1e-12
+
+    check()

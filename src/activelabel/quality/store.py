@@ -61,8 +61,18 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
+def _canonical(value: Any) -> bytes:
+    """Sorted-key JSON; stdlib json for what orjson refuses (integers beyond 64 bits)."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS, default=str)
+    except TypeError:
+        import json
+
+        return json.dumps(value, sort_keys=True, default=str, ensure_ascii=False, separators=(",", ":")).encode()
+
+
 def _dumps(value: Any) -> str:
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS, default=str).decode()
+    return _canonical(value).decode()
 
 
 def record_id_for(event: Mapping[str, Any], id_field: str | None = None) -> str:
@@ -78,8 +88,7 @@ def record_id_for(event: Mapping[str, Any], id_field: str | None = None) -> str:
                 raise StoreError(f"event has no id field {id_field!r}; pick another --id-field or omit it to hash content")
             value = value[part]
         return str(value)
-    canonical = orjson.dumps(event, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS, default=str)
-    return "sha256:" + hashlib.sha256(canonical).hexdigest()[:24]
+    return "sha256:" + hashlib.sha256(_canonical(event)).hexdigest()[:24]
 
 
 @dataclass(frozen=True)
