@@ -26,6 +26,8 @@ def serve(
     watch: Annotated[bool, typer.Option("--watch", help="Reload the policy when its file changes.")] = False,
     tls_cert: Annotated[Optional[Path], typer.Option("--tls-cert", help="PEM certificate: serve HTTPS (needed for admission webhooks).")] = None,
     tls_key: Annotated[Optional[Path], typer.Option("--tls-key", help="PEM private key for --tls-cert.")] = None,
+    record: Annotated[Optional[Path], typer.Option("--record", help="Record each decision in this SQLite store; enables POST /v1/feedback.")] = None,
+    id_field: Annotated[Optional[str], typer.Option("--id-field", help="Event field holding the record id for --record (default: content hash).")] = None,
     log_level: Annotated[str, typer.Option("--log-level", help="debug | info | warning | error.")] = "info",
 ) -> None:
     """Serve POST /v1/label, /metrics, ext_authz, OTLP /v1/traces and /v1/logs, and /v1/admission.
@@ -46,6 +48,8 @@ def serve(
         overrides = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
         if watch:
             overrides["watch_policy"] = True
+        if record is not None:
+            overrides["store"] = settings.store.model_copy(update={"path": str(record), "id_field": id_field or settings.store.id_field})
         settings = settings.model_copy(update=overrides)
         token_table = None if no_auth else load_token_table(tokens, env_var=settings.tokens_env)
     except (ServiceConfigError, AuthConfigError) as exc:

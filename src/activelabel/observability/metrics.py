@@ -134,6 +134,17 @@ class ServiceMetrics:
             ["door"],
             registry=self.registry,
         )
+        self.feedback_items = Counter(
+            "activelabel_feedback_items",
+            "Ground-truth items received on /v1/feedback, by outcome (accepted | rejected).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.record_errors = Counter(
+            "activelabel_store_record_errors",
+            "Labeled events whose decision could not be recorded in the decision store.",
+            registry=self.registry,
+        )
         self.reloads = Counter(
             "activelabel_policy_reloads",
             "Policy reload attempts by outcome (accepted | refused) and trigger.",

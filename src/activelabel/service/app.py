@@ -30,7 +30,8 @@ from activelabel.service import routes_core, routes_edge, routes_otlp
 from activelabel.service._http import Authenticator, HttpError
 from activelabel.service.auth import AuthConfigError, TokenTable
 from activelabel.service.config import ServiceConfig
-from activelabel.service.policy_runtime import LabelerLoader, PolicyRuntime, load_checked_labeler
+from activelabel.service.policy_runtime import LabelerLoader, PolicyRuntime, ReloadOutcome, load_checked_labeler
+from activelabel.service.recording import feedback_route, open_store
 from activelabel.service.routes_label import label_asgi
 from activelabel.service.state import ServiceState
 
@@ -61,11 +62,15 @@ def create_app(
     metrics = ServiceMetrics(registry)
     if loader is None:
         loader = functools.partial(load_checked_labeler, track_conflicts=config.track_conflicts)
-    runtime = PolicyRuntime(
-        policy_path,
-        loader=loader,
-        on_reload=lambda outcome: metrics.observe_reload(outcome.accepted, outcome.trigger),
-    )
+    state_box: list[ServiceState] = []
+
+    def on_reload(outcome: ReloadOutcome) -> None:
+        metrics.observe_reload(outcome.accepted, outcome.trigger)
+        if outcome.accepted and state_box and state_box[0].store is not None:
+            # Feedback is validated against the labels of the policy now serving.
+            state_box[0].store.register_policy(runtime.current.labeler.policy)
+
+    runtime = PolicyRuntime(policy_path, loader=loader, on_reload=on_reload)
     first = runtime.reload("start")
     if not first.accepted:
         from activelabel.errors import PolicyIssue
@@ -79,6 +84,9 @@ def create_app(
         )
     )
     state = ServiceState(runtime=runtime, metrics=metrics, auth=Authenticator(None if no_auth else tokens), config=config)
+    if config.store.path:
+        state.store = open_store(config.store.path, runtime.current.labeler.policy)
+    state_box.append(state)
 
     prefix = config.ext_authz.path_prefix.rstrip("/")
     # Hot routes first: Starlette matches routes in order.
@@ -93,6 +101,7 @@ def create_app(
         Route("/metrics", routes_core.metrics_route, methods=["GET"]),
         Route("/v1/policy", routes_core.policy_route, methods=["GET"]),
         Route("/v1/policy/reload", routes_core.reload_route, methods=["POST"]),
+        Route("/v1/feedback", feedback_route, methods=["POST"]),
     ]
 
     @contextlib.asynccontextmanager
@@ -115,6 +124,8 @@ def create_app(
                     await task
             if state.forward_client is not None:
                 await state.forward_client.aclose()
+            if state.store is not None:
+                state.store.close()
 
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.activelabel = state

@@ -58,6 +58,16 @@ class AdmissionConfig(_Strict):
     """Kubernetes label key of each policy label: ``<label_key_prefix><label>``."""
 
 
+class StoreConfig(_Strict):
+    """Where decisions are recorded so ground truth can come back on ``POST /v1/feedback``."""
+
+    path: str | None = None
+    """SQLite decision store (shared with ``activelabel label --record`` / ``feedback`` / ``report``);
+    ``None`` records nothing and ``/v1/feedback`` answers 501."""
+    id_field: str | None = None
+    """Event field (dot path) holding the record id; ``None`` uses a hash of the event's content."""
+
+
 class ServiceConfig(_Strict):
     """Everything ``activelabel serve`` can be told in ``--config``."""
 
@@ -79,6 +89,7 @@ class ServiceConfig(_Strict):
     ext_authz: ExtAuthzConfig = ExtAuthzConfig()
     otlp: OtlpConfig = OtlpConfig()
     admission: AdmissionConfig = AdmissionConfig()
+    store: StoreConfig = StoreConfig()
 
 
 def load_service_config(path: Path | str | None) -> ServiceConfig:

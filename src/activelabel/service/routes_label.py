@@ -18,6 +18,7 @@ from activelabel.service._http import HttpError, decode_json, receive_body, requ
 from activelabel.service.auth import Caller
 from activelabel.service.label_output import visible_explain, visible_labels
 from activelabel.service.policy_runtime import PolicySnapshot
+from activelabel.service.recording import record_decisions
 from activelabel.service.state import ServiceState, Stopwatch, internal_error, label_many, label_one
 
 VERSION_HEADER = "activelabel-policy-version"
@@ -84,7 +85,10 @@ async def _label_request(
                 f"batch has {len(events)} events; the limit is {state.config.max_batch_events}, split it",
                 limit_events=state.config.max_batch_events,
             )
-        results, labeled, dead = _label_batch(snapshot, events, caller, secret, explain)
+        results, labeled, dead, pairs = _label_batch(snapshot, events, caller, secret, explain)
+        if state.store is not None:
+            for (result, _), record_id in zip(pairs, record_decisions(state, [(e, d) for _, (e, d) in pairs])):
+                result["id"] = record_id
         payload: dict[str, Any] = {"results": results, "policy_version": snapshot.version}
     elif isinstance(body, dict):
         try:
@@ -92,6 +96,8 @@ async def _label_request(
         except InputError as exc:
             raise HttpError(422, "unlabelable_event", f"event cannot be labeled: {exc.reason}") from None
         payload = _result(decision, caller, secret, explain)
+        if state.store is not None:
+            payload["id"] = record_decisions(state, [(body, decision)])[0]
         payload["policy_version"] = snapshot.version
         labeled, dead = 1, 0
     else:
@@ -114,8 +120,11 @@ def _result(decision: Any, caller: Caller, secret: frozenset[str], explain: bool
 
 def _label_batch(
     snapshot: PolicySnapshot, events: list[Any], caller: Caller, secret: frozenset[str], explain: bool
-) -> tuple[list[dict[str, Any]], int, int]:
-    """Label the objects of a batch in one engine call; non-objects come back as per-item errors."""
+) -> tuple[list[dict[str, Any]], int, int, list[tuple[dict[str, Any], tuple[Any, Any]]]]:
+    """Label the objects of a batch in one engine call; non-objects come back as per-item errors.
+
+    Also returns (result, (event, decision)) for each labeled event, for recording.
+    """
     objects = [e for e in events if isinstance(e, dict)]
     failed: dict[int, str] = {}
     try:
@@ -130,6 +139,7 @@ def _label_batch(
                 failed[i] = f"event cannot be labeled: {exc.reason}"
                 decisions.append(None)
     results: list[dict[str, Any]] = []
+    pairs: list[tuple[dict[str, Any], tuple[Any, Any]]] = []
     dead = 0
     next_object = 0
     for position, event in enumerate(events):
@@ -141,6 +151,8 @@ def _label_batch(
             dead += 1
             results.append({"error": {"code": "unlabelable_event", "message": failed[next_object]}})
         else:
-            results.append(_result(decisions[next_object], caller, secret, explain))
+            result = _result(decisions[next_object], caller, secret, explain)
+            results.append(result)
+            pairs.append((result, (event, decisions[next_object])))
         next_object += 1
-    return results, len(events) - dead, dead
+    return results, len(events) - dead, dead, pairs

@@ -33,6 +33,7 @@ class ServiceState:
     auth: Authenticator
     config: ServiceConfig
     forward_client: httpx.AsyncClient | None = None
+    store: Any = None  # activelabel.quality.store.DecisionStore when decisions are recorded
 
     def snapshot(self) -> PolicySnapshot:
         try:

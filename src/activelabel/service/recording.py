@@ -1,0 +1,101 @@
+"""Recording decisions (for ground truth later) and taking ground truth back.
+
+With ``store.path`` set, every event labeled on ``POST /v1/label`` is recorded
+in the decision store under an id (``store.id_field`` or a content hash) that
+the answer carries as ``"id"``. ``POST /v1/feedback`` (scope ``feedback``)
+then accepts true values for those ids::
+
+    {"id": "order-17", "label": "priority", "value": "high"}
+    {"items": [{"id": ..., "label": ..., "value": ..., "who": "ana"}, ...]}
+
+and answers ``{"accepted": n, "rejected": [{"index": i, "reason": "..."}]}``.
+Refusal reasons never quote a value of a ``pii`` or ``secret`` label.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import anyio.to_thread
+from starlette.requests import Request
+from starlette.responses import Response
+
+from activelabel.errors import ActiveLabelError, FeedbackError
+from activelabel.service._http import HttpError, decode_json, json_response, read_body, require_media_type
+from activelabel.service.state import ServiceState, state_of
+
+log = logging.getLogger("activelabel.service.store")
+
+
+def open_store(path: str, policy: Any) -> Any:
+    from activelabel.quality.store import DecisionStore  # only needed when recording
+
+    return DecisionStore(path, policy=policy)
+
+
+def record_decisions(state: ServiceState, items: list[tuple[Any, Any]]) -> list[str | None]:
+    """Record (event, decision) pairs; the id of each, or ``None`` where it could not be recorded."""
+    from activelabel.quality.store import record_id_for
+
+    ids: list[str | None] = []
+    rows = []
+    for event, decision in items:
+        try:
+            record_id = record_id_for(event, state.config.store.id_field)
+        except ActiveLabelError:
+            ids.append(None)
+            continue
+        ids.append(record_id)
+        rows.append((record_id, event, decision))
+    try:
+        if rows:
+            state.store.record_many(rows)
+    except ActiveLabelError as exc:
+        log.error("cannot record %d decision(s): %s", len(rows), type(exc).__name__)
+        return [None] * len(items)
+    missing = ids.count(None)
+    if missing:
+        state.metrics.record_errors.inc(missing)
+    return ids
+
+
+async def feedback_route(request: Request) -> Response:
+    """Accept ground truth for recorded decisions."""
+    state = state_of(request)
+    try:
+        caller = state.auth.caller(request.headers, "feedback")
+        if state.store is None:
+            raise HttpError(
+                501, "no_store", "this server records no decisions; start it with --record PATH to accept feedback"
+            )
+        require_media_type(request.headers, ("application/json",))
+        body = decode_json(await read_body(request, state.config.max_body_bytes))
+    except HttpError as exc:
+        return exc.response()
+    items = body["items"] if isinstance(body, dict) and isinstance(body.get("items"), list) else [body]
+    if len(items) > state.config.max_batch_events:
+        return HttpError(413, "batch_too_large", f"{len(items)} items; the limit is {state.config.max_batch_events}").response()
+    protected = state.runtime.current.protected_labels
+    accepted, rejected = await anyio.to_thread.run_sync(_apply, state.store, items, caller.name, protected)
+    state.metrics.feedback_items.labels("accepted").inc(accepted)
+    state.metrics.feedback_items.labels("rejected").inc(len(rejected))
+    return json_response({"accepted": accepted, "rejected": rejected})
+
+
+def _apply(store: Any, items: list[Any], who: str, protected: frozenset[str]) -> tuple[int, list[dict[str, Any]]]:
+    accepted = 0
+    rejected: list[dict[str, Any]] = []
+    for index, item in enumerate(items):
+        if not isinstance(item, dict) or not {"id", "label", "value"} <= set(item):
+            rejected.append({"index": index, "reason": "an item is an object with id, label and value"})
+            continue
+        label = str(item["label"])
+        try:
+            store.add_ground_truth(str(item["id"]), label, item["value"], who=str(item.get("who") or who), how="api")
+        except FeedbackError as exc:
+            reason = str(exc) if label not in protected else f"value refused for sensitive label {label!r} (not shown)"
+            rejected.append({"index": index, "reason": reason})
+            continue
+        accepted += 1
+    return accepted, rejected
