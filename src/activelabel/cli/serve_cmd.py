@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import logging
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.markup import escape
@@ -45,7 +45,7 @@ def serve(
         fail("--tls-cert and --tls-key go together: pass both to serve HTTPS, or neither")
     try:
         settings = load_service_config(config)
-        overrides = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
+        overrides: dict[str, Any] = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
         if watch:
             overrides["watch_policy"] = True
         if record is not None:
