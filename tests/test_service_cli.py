@@ -113,3 +113,23 @@ def test_no_auth_start_warns_loudly(tmp_path):
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=20)
     assert "authentication is OFF" in stderr
+
+
+def test_serve_record_enables_feedback(tmp_path):
+    """serve --record STORE --id-field F records decisions under the event's id and accepts feedback for them."""
+    tokens = tmp_path / "tokens.yaml"
+    tokens.write_text(yaml.safe_dump({"tokens": TOKENS}))
+    port = _free_port()
+    cmd = [*SERVE, "--policy", str(POLICY), "--tokens", str(tokens), "--port", str(port),
+           "--record", str(tmp_path / "d.db"), "--id-field", "order_id"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(url, proc)
+        labeled = httpx.post(url + "/v1/label", json={"order_id": "A1", "path": "/pay"}, headers=auth("label-token")).json()
+        feedback = httpx.post(url + "/v1/feedback", json={"id": "A1", "label": "priority", "value": "low"}, headers=auth("feedback-token")).json()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=20)
+    assert labeled["id"] == "A1"
+    assert feedback == {"accepted": 1, "rejected": []}
