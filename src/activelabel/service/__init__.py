@@ -5,7 +5,7 @@ See docs/service.md. Public surface::
     from activelabel.service import create_app, ServiceConfig, LabelingMiddleware, LabelingSpanProcessor
 """
 
-from activelabel.service.app import create_app
+from activelabel.service.app import LabelService, create_app
 from activelabel.service.auth import AuthConfigError, Caller, TokenTable, load_token_table, parse_token_table
 from activelabel.service.config import ServiceConfig, ServiceConfigError, load_service_config
 from activelabel.service.middleware import LabelingMiddleware
@@ -15,6 +15,7 @@ from activelabel.service.span_processor import LabelingSpanProcessor
 __all__ = [
     "AuthConfigError",
     "Caller",
+    "LabelService",
     "LabelingMiddleware",
     "LabelingSpanProcessor",
     "PolicyRuntime",
