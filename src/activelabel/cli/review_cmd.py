@@ -49,6 +49,7 @@ def review_export(
     seed: Annotated[int, typer.Option("--seed", help="Seed for random choice and tie-breaks.")] = 0,
 ) -> None:
     """Write the items whose label most needs a human as Label Studio tasks, plus the labeling config."""
+    from activelabel.quality.report import field_value
     from activelabel.quality.review import (
         STRATEGIES,
         dedup_key_for,
@@ -85,11 +86,12 @@ def review_export(
     config.write_text(label_studio_config(label, values))
     table = Table(title=f"review queue for {label}: {len(items)} of {len(decisions)} records ({strategy})",
                   title_justify="left")
-    for col in ("id", "current value", "confidence", "source", "score"):
-        table.add_column(col)
+    for col in ("id", "current value", "confidence", "source", "score", "text"):
+        table.add_column(col, overflow="ellipsis", no_wrap=col == "text")
     for item in items[:15]:
+        text = field_value(item.decision.event, text_field) if text_field else None
         table.add_row(item.decision.record_id, str(item.predicted), "–" if item.confidence is None else f"{item.confidence:.3f}",
-                      str(item.source), f"{item.score:.3f}")
+                      str(item.source), f"{item.score:.3f}", "" if text is None else str(text)[:80])
     out.print(table)
     if len(items) > 15:
         out.print(f"… and {len(items) - 15} more")

@@ -34,11 +34,12 @@ STRATEGIES = ("uncertainty", "margin", "entropy", "disagreement", "random")
 ID_KEY = "activelabel_id"
 LABEL_KEY = "activelabel_label"
 TEXT_KEY = "text"
-_VARIABLE = re.compile(r"0x[0-9a-fA-F]+|\d+")
+# Any token holding a digit is a variable part: counts, ports, addresses, hex ids ("0244c1ec").
+_VARIABLE = re.compile(r"\w*\d\w*")
 
 
 def template_key(text: str) -> str:
-    """Numbers and hex masked, then hashed: lines that differ only in ids, ports or times collide."""
+    """Tokens with digits masked, then hashed: lines that differ only in ids, ports or times collide."""
     return hashlib.sha256(_VARIABLE.sub("#", text).encode()).hexdigest()[:16]
 
 
