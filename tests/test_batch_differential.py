@@ -105,6 +105,15 @@ def policies(draw: Any) -> str:
         if draw(st.booleans()):
             spec["default"] = "v2"
         labels[name] = spec
+        if draw(st.integers(0, 3)) == 0:
+            # A taxonomy-style label: every rule tests one field against constants (one lookup).
+            path = draw(st.sampled_from(_PATHS))
+            for ri in range(draw(st.integers(4, 7))):
+                lits = draw(st.lists(st.sampled_from(_LITERALS), min_size=1, max_size=3))
+                when = f"{path} == {lits[0]}" if len(lits) == 1 else f"{path} in [{', '.join(lits)}]"
+                rules.append({"id": f"{name}-r{ri}", "label": name, "value": draw(st.sampled_from(["v0", "v1", "v2"])),
+                              "when": when})
+            continue
         for ri in range(draw(st.integers(0, 5))):
             rule: dict[str, Any] = {"id": f"{name}-r{ri}", "label": name, "value": draw(st.sampled_from(["v0", "v1", "v2"]))}
             if draw(st.integers(0, 9)):

@@ -90,6 +90,9 @@ class _Label:
     name: str
     rules: list[_Rule]
     default: tuple[Any, int] | None  # (value, source index) or None when unset
+    # When every rule is `field == literal` / `field in [literals]` on one field:
+    # (path, literals per rule), and the winner is one dictionary lookup.
+    lookup: tuple[tuple[str, ...], list[list[Any]]] | None = None
 
 
 class _BatchFallback(Exception):
@@ -152,7 +155,7 @@ class ColumnarPlan:
                         string_leaves += [n for n in walk(node) if isinstance(n, Call) and n.function in _STRING_FNS]
                 rules.append(rule)
             default = (spec.default, lp.default_idx) if lp.default_idx >= 0 else None
-            labels.append(_Label(spec.name, rules, default))
+            labels.append(_Label(spec.name, rules, default, _lookup_form(rules)))
         return cls(labels, list(paths), stateful, string_leaves)
 
     # ---- running ----------------------------------------------------------
@@ -243,6 +246,24 @@ class ColumnarPlan:
         counts: list[pl.Expr] = []
         sources: list[tuple[str, int]] = []
         for li, lab in enumerate(self._labels):
+            lookup = self._lookup_winner(lab, dtypes) if lab.lookup is not None else None
+            if lookup is not None:
+                win, miss = lookup
+                wins.append(win.alias(f"w{li}"))
+                if miss is not None:
+                    conds.append(miss.alias(f"m{li}"))
+                    miss = pl.col(f"m{li}").sum()
+                for j, r in enumerate(lab.rules):
+                    # A missing field errors every rule (none matches, so all are reached).
+                    if miss is not None:
+                        counts.append(miss)
+                        sources.append(("error", r.source_idx))
+                    counts.append((pl.col(f"w{li}") == j).sum())
+                    sources.append(("hit", r.source_idx))
+                if lab.default is not None:
+                    counts.append((pl.col(f"w{li}") == len(lab.rules)).sum())
+                    sources.append(("hit", lab.default[1]))
+                continue
             firsts = []
             for j, r in enumerate(lab.rules):
                 name = f"r{r.source_idx}"
@@ -276,6 +297,38 @@ class ColumnarPlan:
             sources.append(("hit", -1))
         self._exprs[key] = (conds, wins, counts)
         return conds, wins, counts
+
+    def _lookup_winner(self, lab: _Label, dtypes: dict[str, Any]) -> tuple[pl.Expr, pl.Expr | None] | None:
+        """(winner expression, missing-row mask) for a label in lookup form, or None to evaluate rule by rule."""
+        assert lab.lookup is not None
+        path, per_rule = lab.lookup
+        c = self._col[path]
+        dtype = dtypes[c]
+        if dtype not in (pl.String, pl.Int64, pl.Boolean, pl.Null):
+            return None  # doubles: -0.0 and 0.0 must stay equal, which hashing does not promise
+        fam = _family(dtype)
+        table: dict[Any, int] = {}
+        null_rule = None
+        for j, lits in enumerate(per_rule):
+            for v in lits:
+                if v is None:
+                    null_rule = j if null_rule is None else null_rule
+                elif _lit_family(v) == fam:
+                    if dtype == pl.Int64 and v.__class__ is float:
+                        if not v.is_integer() or not _INT64[0] <= v <= _INT64[1]:
+                            continue
+                        v = int(v)
+                    table.setdefault(v, j)
+        k = len(lab.rules)
+        none = pl.lit(k, dtype=pl.Int32)
+        col = pl.col(c)
+        found = (col.replace_strict(list(table), list(table.values()), default=k, return_dtype=pl.Int32)
+                 if table and dtype != pl.Null else none)
+        if c + "_miss" not in dtypes:
+            return pl.when(col.is_null()).then(none).otherwise(found), None
+        on_null = pl.lit(null_rule if null_rule is not None else k, dtype=pl.Int32)
+        win = pl.when(pl.col(c + "_null")).then(on_null).when(col.is_null()).then(none).otherwise(found)
+        return win, pl.col(c + "_miss")
 
     def _counts(self, row: tuple) -> tuple[dict[int, int], dict[int, int]]:
         """(hits, errors) per source index from the row of `count_exprs` sums."""
@@ -380,6 +433,35 @@ def label_batch_columnar(plan: ColumnarPlan | Plan, events: Sequence[Any], per_e
 
 
 # ---- translation -------------------------------------------------------------
+
+
+def _lookup_form(rules: list[_Rule]) -> tuple[tuple[str, ...], list[list[Any]]] | None:
+    """(path, literals per rule) when every rule is `field == literal` or `field in [literals]` on one field."""
+    if not rules:
+        return None
+    path = None
+    per_rule: list[list[Any]] = []
+    for r in rules:
+        n = r.node
+        if n is None or r.exact_only or not isinstance(n, Call):
+            return None
+        try:
+            if n.function == "_==_":
+                a, b = n.args
+                p, lit = (_field_path(a), b) if _field_path(a) is not None else (_field_path(b), a)
+                lits = [_literal(lit)]
+            elif n.function == "@in" and isinstance(n.args[1], CreateList):
+                p = _field_path(n.args[0])
+                lits = [_literal(el) for el in n.args[1].elements]
+            else:
+                return None
+        except Untranslatable:
+            return None
+        if p is None or (path is not None and p != path):
+            return None
+        path = p
+        per_rule.append(lits)
+    return (path, per_rule) if len(rules) >= 4 else None
 
 
 def _only_event_refs(node: Expr) -> bool:
@@ -744,7 +826,10 @@ def _string_leaf_columns(series: pl.Series, values: list[Any], leaves: list[tupl
     n = len(values)
     if series.dtype != pl.String or not clean:
         return {}
-    distinct = set(values)
+    try:
+        distinct = set(values)
+    except TypeError:  # opaque values (lists, maps) among the strings
+        return {}
     if len(distinct) * 4 > n:
         return {}
     distinct.discard(None)
