@@ -86,6 +86,8 @@ def feedback_add(
     learn: Annotated[bool, typer.Option("--learn", help="Online (river) models of --policy learn from it now.")] = False,
 ) -> None:
     """Add one true value for one label of one recorded decision."""
+    if learn and policy is None:
+        fail("--learn needs --policy (the policy whose river models should learn)")
     db = open_store(store, policy)
     try:
         truth = db.add_ground_truth(record_id, label, value, who=who, how="cli")
@@ -110,6 +112,8 @@ def feedback_import(
     """Import ground truth; each item is accepted or refused on its own, with the reason."""
     from activelabel.quality.feedback import apply_feedback, read_feedback_file
 
+    if learn and policy is None:
+        fail("--learn needs --policy (the policy whose river models should learn)")
     if not file.exists():
         fail(f"feedback file {file} does not exist")
     db = open_store(store, policy)

@@ -219,9 +219,18 @@ class DecisionStore:
             params.append(until)
         if where:
             sql += " WHERE " + " AND ".join(where)
-        for row in self._exec(sql + " ORDER BY ts, rowid", params).fetchall():
-            yield StoredDecision(row[0], row[1], row[2], orjson.loads(row[3]), orjson.loads(row[4]),
-                                 orjson.loads(row[5]), orjson.loads(row[6] or "{}"), orjson.loads(row[7]))
+        # A cursor of its own, read in chunks: a store of millions of decisions is never in memory at once.
+        with self._lock:
+            cursor = self._db.cursor()
+            cursor.execute(sql + " ORDER BY ts, rowid", params)
+        while True:
+            with self._lock:
+                rows = cursor.fetchmany(5000)
+            if not rows:
+                break
+            for row in rows:
+                yield StoredDecision(row[0], row[1], row[2], orjson.loads(row[3]), orjson.loads(row[4]),
+                                     orjson.loads(row[5]), orjson.loads(row[6] or "{}"), orjson.loads(row[7]))
 
     def decision(self, record_id: str) -> StoredDecision | None:
         row = self._exec("SELECT * FROM decisions WHERE record_id = ?", (record_id,)).fetchone()
