@@ -146,3 +146,18 @@ def test_rule_labels_let_a_first_model_learn_what_rules_assert(tmp_path):
     assert "(5 from rules)" in res.output
     (card_path,) = (tmp_path / "m").glob("*.card.json")
     assert orjson.loads(card_path.read_bytes())["classes"] == ["KERNDTLB", "KERNSTOR", "none"]
+
+
+def test_online_learning_bumps_the_card_version_by_items_learned(tmp_path):
+    """After online updates the model card's version says how many items were learned since training."""
+    db = _store_with_truth(tmp_path, copies=1)
+    runner.invoke(app, ["train", "--store", str(db), "--label", "category", "--model-type", "river",
+                        "--out", str(tmp_path / "models"), "--name", "category_model",
+                        "--feature", "msg=event.content", "--feature", "level=event.level"])
+    (artifact,) = (tmp_path / "models").glob("*.river.joblib")
+    policy = _policy_with_model(tmp_path, f"models/{artifact.name}", mtype="river")
+    base = orjson.loads(artifact.with_name(artifact.stem + ".card.json").read_bytes())["version"]
+    res = runner.invoke(app, ["train", "--store", str(db), "--label", "category", "--online", "--policy", str(policy)])
+    assert res.exit_code == 0 and "learned from 12 item(s)" in res.output
+    (lab,) = build_model_labelers(load_policy(policy))
+    assert lab.version == f"{base}+12"

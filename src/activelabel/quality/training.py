@@ -255,11 +255,32 @@ def _write_onnx(pipeline: Any, kinds: Mapping[str, str], artifact: Path) -> None
 
 
 def learn_online(labeler: Any, items: Sequence[tuple[Mapping[str, Any], Any]], *, save: bool = True) -> int:
-    """Feed (features, true value) pairs to an online (river) model labeler; save its artifact."""
+    """Feed (features, true value) pairs to an online (river) model labeler and save it.
+
+    The artifact is replaced atomically (a reloading service never reads half a file),
+    and its card counts the items learned online in its version (``<base>+<n>``),
+    so decisions say which state of the model made them.
+    """
+    import os
+
     for features, value in items:
         labeler.learn(features, value)
-    if save and items and labeler.path is not None:
-        import joblib
+    if not (save and items and labeler.path is not None):
+        return len(items)
+    import joblib
 
-        joblib.dump(labeler.predictor.model, labeler.path)
+    path = Path(labeler.path)
+    tmp = path.with_name(path.name + ".tmp")
+    joblib.dump(labeler.predictor.model, tmp)
+    os.replace(tmp, path)
+    card_path = card_path_for(path)
+    if card_path.is_file():
+        card = orjson.loads(card_path.read_bytes())
+        card["online_items"] = int(card.get("online_items") or 0) + len(items)
+        card.setdefault("base_version", card.get("version"))
+        card["version"] = f"{card['base_version']}+{card['online_items']}"
+        card["updated"] = datetime.now(UTC).isoformat()
+        tmp_card = card_path.with_name(card_path.name + ".tmp")
+        tmp_card.write_bytes(orjson.dumps(card, option=orjson.OPT_INDENT_2))
+        os.replace(tmp_card, card_path)
     return len(items)
