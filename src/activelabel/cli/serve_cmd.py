@@ -82,7 +82,9 @@ def serve(
         host=settings.host,
         port=settings.port,
         log_level=log_level.lower(),
-        access_log=log_level.lower() == "debug",
+        # No access log: request lines (ext_authz paths, query strings) can carry
+        # the very personal data a pii label is derived from.
+        access_log=False,
         ssl_certfile=str(tls_cert) if tls_cert else None,
         ssl_keyfile=str(tls_key) if tls_key else None,
     )
