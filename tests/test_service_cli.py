@@ -133,3 +133,19 @@ def test_serve_record_enables_feedback(tmp_path):
         proc.communicate(timeout=20)
     assert labeled["id"] == "A1"
     assert feedback == {"accepted": 1, "rejected": []}
+
+
+def test_sighup_rotates_tokens(served, tmp_path):
+    """After the token file changes and SIGHUP arrives, a removed token is refused and a new one works."""
+    url, policy, proc = served
+    tokens_file = policy.parent / "tokens.yaml"
+    rotated = {k: v for k, v in TOKENS.items() if k != "label-token"} | {"label-token-2": {"scopes": ["label"]}}
+    tokens_file.write_text(yaml.safe_dump({"tokens": rotated}))
+    proc.send_signal(signal.SIGHUP)
+    event = {"path": "/"}
+    for _ in range(300):  # poll; no timing assertion
+        if httpx.post(url + "/v1/label", json=event, headers=auth("label-token-2")).status_code == 200:
+            break
+        time.sleep(0.05)
+    assert httpx.post(url + "/v1/label", json=event, headers=auth("label-token-2")).status_code == 200
+    assert httpx.post(url + "/v1/label", json=event, headers=auth("label-token")).status_code == 401

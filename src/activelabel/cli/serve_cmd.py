@@ -69,7 +69,15 @@ def serve(
             highlight=False,
         )
     try:
-        service = create_app(policy, config=settings, tokens=token_table, no_auth=no_auth, handle_sighup=True)
+        service = create_app(
+            policy,
+            config=settings,
+            tokens=token_table,
+            no_auth=no_auth,
+            handle_sighup=True,
+            # Tokens rotate with the policy: SIGHUP / reload re-read them too.
+            tokens_source=None if no_auth else lambda: load_token_table(tokens, env_var=settings.tokens_env),
+        )
     except PolicyError as exc:
         print_policy_error(exc)
         raise typer.Exit(1) from exc

@@ -132,6 +132,11 @@ class Authenticator:
     def enabled(self) -> bool:
         return self._tokens is not None
 
+    def replace_tokens(self, tokens: TokenTable) -> None:
+        """Swap in a new token table (rotation); auth can be changed, never switched off, this way."""
+        if self._tokens is not None:
+            self._tokens = tokens
+
     def caller(self, headers: Mapping[str, str], scope: str, *, token_header: str | None = None) -> Caller:
         """The caller (from lower-case request ``headers``) holding ``scope``; 401 / 403 otherwise."""
         if self._tokens is None:

@@ -15,7 +15,7 @@ import logging
 import signal
 import threading
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 import anyio.to_thread
 import httpx
@@ -47,11 +47,15 @@ def create_app(
     registry: CollectorRegistry | None = None,
     handle_sighup: bool = False,
     loader: LabelerLoader | None = None,
+    tokens_source: Callable[[], TokenTable | None] | None = None,
 ) -> "LabelService":
     """Build the service for ``policy_path``.
 
     Raises ``PolicyError`` (every issue) if the policy is refused, and
     ``AuthConfigError`` if neither ``tokens`` nor ``no_auth`` is given.
+    ``tokens_source`` re-reads the token table on every reload (SIGHUP, API,
+    watch) so tokens rotate without a restart; a table that fails to load is
+    logged and the old one kept.
     """
     config = config or ServiceConfig()
     if tokens is None and not no_auth:
@@ -66,9 +70,13 @@ def create_app(
 
     def on_reload(outcome: ReloadOutcome) -> None:
         metrics.observe_reload(outcome.accepted, outcome.trigger)
-        if outcome.accepted and state_box and state_box[0].store is not None:
+        if not state_box:
+            return  # the first load, before the state exists
+        if outcome.accepted and state_box[0].store is not None:
             # Feedback is validated against the labels of the policy now serving.
             state_box[0].store.register_policy(runtime.current.labeler.policy)
+        if tokens_source is not None:
+            _rotate_tokens(state_box[0], tokens_source)
 
     runtime = PolicyRuntime(policy_path, loader=loader, on_reload=on_reload)
     first = runtime.reload("start")
@@ -186,6 +194,19 @@ async def _overloaded(state: ServiceState, scope: Scope, send: Send) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+def _rotate_tokens(state: ServiceState, tokens_source: Callable[[], TokenTable | None]) -> None:
+    try:
+        table = tokens_source()
+    except AuthConfigError as exc:
+        log.error("token table not reloaded, keeping the current one: %s", exc)
+        return
+    if table is None:
+        log.error("token table not reloaded: the source is now empty; keeping the current one")
+        return
+    state.auth.replace_tokens(table)
+    log.info("token table reloaded: %d token(s)", len(table))
 
 
 def _issue_fields(error: dict[str, Any]) -> dict[str, Any]:
