@@ -1,0 +1,107 @@
+"""`activelabel stream`: a Kafka stream worker, topic in → labeled topic out, bad messages to a DLQ topic."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import orjson
+import typer
+from pydantic import ValidationError
+
+from activelabel.cli._common import err, fail, open_labeler
+from activelabel.cli.main import app
+from activelabel.errors import ActiveLabelError
+from activelabel.sources.jsonl import DEFAULT_MAX_DEPTH, DEFAULT_MAX_LINE_BYTES
+
+
+def _build_config(**fields: Any) -> Any:
+    from activelabel.stream import StreamConfig
+
+    try:
+        return StreamConfig(**{k: v for k, v in fields.items() if v is not None})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}" for e in exc.errors())
+        fail(f"invalid stream settings: {problems}", 2)
+
+
+def _configure_logging(verbose: bool) -> None:
+    # librdkafka's own log lines come through this logger too, instead of raw stderr.
+    log = logging.getLogger("activelabel.stream")
+    if not log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        log.addHandler(handler)
+    log.setLevel(logging.INFO if verbose else logging.WARNING)
+    log.propagate = False
+
+
+def print_stream_summary(stats: dict[str, Any], labeler: Any, dlq_topic: str) -> None:
+    """The end-of-run report on stderr: counts that add up, rate, why it stopped."""
+    ok = stats["messages_in"] == stats["labeled"] + stats["dead_lettered"]
+    err.print(
+        f"[bold]{stats['messages_in']}[/] messages in = [green]{stats['labeled']}[/] labeled + "
+        f"[{'red' if stats['dead_lettered'] else 'green'}]{stats['dead_lettered']}[/] dead-lettered"
+        f"{'' if ok else '  [bold red](MISMATCH)[/]'}   "
+        f"{stats['elapsed_s']:.2f}s ({stats['active_s']:.2f}s active, {stats['messages_per_s']:,.0f} messages/s)   "
+        f"policy {labeler.policy.metadata.name or ''} {labeler.version[:19]}",
+        highlight=False,
+    )
+    if stats["dead_lettered"]:
+        kinds = ", ".join(f"{k}: {v}" for k, v in stats["dead_letter_kinds"].items())
+        err.print(f"dead letters ({kinds}) in topic {dlq_topic}", highlight=False)
+    if stats["stopped_because"]:
+        err.print(f"stopped: {stats['stopped_because']}", highlight=False)
+
+
+@app.command()
+def stream(
+    input_topic: Annotated[str, typer.Option("--input-topic", help="Topic of JSON objects to label.")],
+    output_topic: Annotated[str, typer.Option("--output-topic", help="Topic the labeled messages go to.")],
+    policy: Annotated[Path, typer.Option("--policy", "-p", help="Policy YAML file.")] = Path("policy.yaml"),
+    bootstrap: Annotated[str, typer.Option("--bootstrap", help="Kafka bootstrap servers, HOST:PORT[,HOST:PORT…].")] = "127.0.0.1:9092",
+    dlq_topic: Annotated[Optional[str], typer.Option("--dlq-topic", help="Dead-letter topic (default: OUTPUT_TOPIC.dlq).")] = None,
+    group: Annotated[str, typer.Option("--group", help="Consumer group; workers sharing it split the partitions.")] = "activelabel",
+    labels_field: Annotated[str, typer.Option("--labels-field", help="Name of the field the labels are written to.")] = "labels",
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Messages per batch; offsets are committed per batch, after delivery.")] = 500,
+    poll_timeout: Annotated[float, typer.Option("--poll-timeout", help="Seconds one poll waits for messages.")] = 1.0,
+    max_messages: Annotated[Optional[int], typer.Option("--max-messages", help="Stop after this many input messages.")] = None,
+    idle_timeout: Annotated[Optional[float], typer.Option("--idle-timeout", help="Stop after this many seconds without a message (counted from partition assignment).")] = None,
+    offset_reset: Annotated[str, typer.Option("--offset-reset", help="Where a new group starts: earliest or latest.")] = "earliest",
+    session_timeout_ms: Annotated[int, typer.Option("--session-timeout-ms", help="Consumer group session timeout in ms.")] = 45_000,
+    max_value_bytes: Annotated[int, typer.Option("--max-value-bytes", help="Larger message values go to the DLQ.")] = DEFAULT_MAX_LINE_BYTES,
+    max_depth: Annotated[int, typer.Option("--max-depth", help="Deeper-nested values go to the DLQ.")] = DEFAULT_MAX_DEPTH,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the final stats as one JSON object on stdout.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log group membership and Kafka client messages.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No summary.")] = False,
+) -> None:
+    """Label a Kafka topic into another: consumer group in, labeled topic out, bad messages to a DLQ topic.
+
+    Stops on SIGINT/SIGTERM (after delivering and committing the current batch),
+    or by itself with --max-messages / --idle-timeout.
+    """
+    config = _build_config(
+        bootstrap_servers=bootstrap, input_topic=input_topic, output_topic=output_topic, dlq_topic=dlq_topic,
+        group_id=group, labels_field=labels_field, batch_size=batch_size, poll_timeout_s=poll_timeout,
+        max_messages=max_messages, idle_timeout_s=idle_timeout, auto_offset_reset=offset_reset,
+        session_timeout_ms=session_timeout_ms, max_value_bytes=max_value_bytes, max_depth=max_depth,
+    )
+    labeler = open_labeler(policy)
+    _configure_logging(verbose)
+    from activelabel.stream import StreamWorker
+
+    worker = StreamWorker(labeler, config)
+    if not quiet:
+        err.print(f"labeling {config.input_topic} → {config.output_topic} (dead letters → {config.dead_letter_topic}) "
+                  f"as group {config.group_id} on {config.bootstrap_servers}", highlight=False)
+    try:
+        stats = worker.run()
+    except ActiveLabelError as exc:
+        if not quiet:
+            print_stream_summary(worker.stats(), labeler, config.dead_letter_topic)
+        fail(str(exc))
+    if not quiet:
+        print_stream_summary(stats, labeler, config.dead_letter_topic)
+    if as_json:
+        typer.echo(orjson.dumps(stats).decode())

@@ -1,0 +1,264 @@
+"""The stream worker: a consumer-group member that labels each message and produces it on.
+
+One batch at a time: poll up to ``batch_size`` messages, label each (or
+dead-letter it), wait until every produced message is acknowledged, then commit
+the batch's offsets. A crash anywhere before the commit means the batch is read
+again: at-least-once delivery, never a loss. Because a batch is committed before
+the next poll, and partitions are only handed over inside a poll, a clean
+rebalance or shutdown does not duplicate anything either.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any
+
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
+
+from activelabel.errors import SinkError
+from activelabel.sinks import splice_fields
+from activelabel.sources.jsonl import ReadLimits, decode_line
+from activelabel.stream.config import StreamConfig
+from activelabel.stream.kafka import KafkaSink, KafkaSource, ValueTooLarge
+from activelabel.stream.records import DLQ_VALUE_DROPPED_HEADER, dead_letter_headers, labeled_headers
+
+
+@dataclass
+class _Counts:
+    """Committed counts: every input message is in exactly one of labeled / dead_lettered."""
+
+    messages_in: int = 0
+    labeled: int = 0
+    dead_lettered: int = 0
+    dead_letter_kinds: dict[str, int] = field(default_factory=dict)
+    batches: int = 0
+    rebalanced_commits: int = 0
+    first_message_at: float | None = None
+    last_commit_at: float | None = None
+
+
+class StreamWorker:
+    """Labels a Kafka topic into another, bad messages into a dead-letter topic.
+
+    Example::
+
+        worker = StreamWorker(Labeler.from_file("policy.yaml"),
+                              StreamConfig(bootstrap_servers="127.0.0.1:9092",
+                                           input_topic="requests", output_topic="requests.labeled"))
+        stats = worker.run()      # until stop(), SIGINT/SIGTERM, max_messages or idle_timeout_s
+
+    ``labeler`` is anything with ``labels_only(dict) -> dict`` and ``version``
+    (an ``activelabel.Labeler``). Run several workers with the same ``group_id``
+    to split the input topic's partitions between them.
+    """
+
+    def __init__(self, labeler: Any, config: StreamConfig, *, logger: logging.Logger | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
+        self._labeler = labeler
+        self._log = logger or logging.getLogger("activelabel.stream")
+        self._clock = clock
+        self._stop = threading.Event()
+        self._counts = _Counts()
+        self._assigned: list[int] = []
+        self._last_activity = clock()
+        self._started: float | None = None
+        self._elapsed = 0.0
+        self._stopped_because = ""
+
+    # ---- control ------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the worker to finish its current batch (deliver, commit) and return. Thread-safe."""
+        self._stop.set()
+
+    @property
+    def assignment(self) -> list[int]:
+        """The input partitions this worker holds right now."""
+        return list(self._assigned)
+
+    def stats(self) -> dict[str, Any]:
+        """Committed counts (``messages_in == labeled + dead_lettered``), timings, rate and partitions.
+
+        ``elapsed_s`` is wall time; ``active_s`` runs from the first message polled to the
+        last batch committed; ``messages_per_s`` is ``messages_in / active_s``.
+        """
+        c = self._counts
+        elapsed = self._elapsed if self._started is None else self._clock() - self._started
+        active = (c.last_commit_at - c.first_message_at) if c.first_message_at is not None and c.last_commit_at is not None else 0.0
+        return {
+            "messages_in": c.messages_in,
+            "labeled": c.labeled,
+            "dead_lettered": c.dead_lettered,
+            "dead_letter_kinds": dict(sorted(c.dead_letter_kinds.items())),
+            "batches": c.batches,
+            "rebalanced_commits": c.rebalanced_commits,
+            "elapsed_s": round(elapsed, 3),
+            "active_s": round(active, 3),
+            # While there was work, not while joining the group or waiting out the idle timeout.
+            "messages_per_s": round(c.messages_in / active, 1) if active > 0 else 0.0,
+            "assigned_partitions": self.assignment,
+            "stopped_because": self._stopped_because,
+        }
+
+    # ---- the run ------------------------------------------------------
+
+    def run(self, *, handle_signals: bool = True) -> dict[str, Any]:
+        """Consume until stopped; return ``stats()``. ``SourceError`` / ``SinkError`` end the run.
+
+        With ``handle_signals`` (and on the main thread), SIGINT and SIGTERM ask for
+        a graceful stop; a second signal interrupts at once.
+        """
+        cfg = self.config
+        source = KafkaSource(cfg, logger=self._log)
+        sink: KafkaSink | None = None
+        restore = self._install_signal_handlers() if handle_signals else None
+        self._started = self._clock()
+        try:
+            sink = KafkaSink(cfg, logger=self._log)
+            missing = source.missing_topics([cfg.input_topic, cfg.output_topic, cfg.dead_letter_topic], cfg.metadata_timeout_s)
+            if missing:
+                # Checked up front: a missing output topic would otherwise surface only
+                # as a delivery timeout long after the first batch was labeled.
+                raise SinkError(f"topic{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
+                                f"do{'es' if len(missing) == 1 else ''} not exist on {cfg.bootstrap_servers}; create {'them' if len(missing) > 1 else 'it'} first")
+            source.subscribe(self._on_assign, self._on_revoke)
+            self._loop(source, sink)
+        finally:
+            if sink is not None:
+                sink.close(cfg.flush_timeout_s)
+            source.close()
+            if restore is not None:
+                restore()
+            self._elapsed = self._clock() - self._started
+            self._started = None
+        return self.stats()
+
+    def _loop(self, source: KafkaSource, sink: KafkaSink) -> None:
+        cfg = self.config
+        limits = ReadLimits(cfg.max_value_bytes, cfg.max_depth)
+        version = self._labeler.version.encode()
+        self._last_activity = self._clock()
+        while True:
+            if self._stop.is_set():
+                self._stopped_because = "stop requested"
+                return
+            want = cfg.batch_size
+            if cfg.max_messages is not None:
+                want = min(want, cfg.max_messages - self._counts.messages_in)
+                if want <= 0:
+                    self._stopped_because = f"max messages ({cfg.max_messages}) reached"
+                    return
+            messages = source.poll(want, cfg.poll_timeout_s)
+            if not messages:
+                if cfg.idle_timeout_s is not None and self._clock() - self._last_activity >= cfg.idle_timeout_s:
+                    self._stopped_because = f"idle for {cfg.idle_timeout_s:g}s"
+                    return
+                continue
+            self._last_activity = self._clock()
+            if self._counts.first_message_at is None:
+                self._counts.first_message_at = self._last_activity
+            self._run_batch(messages, source, sink, limits, version)
+            self._counts.last_commit_at = self._clock()
+
+    def _run_batch(self, messages: list[Message], source: KafkaSource, sink: KafkaSink,
+                   limits: ReadLimits, version: bytes) -> None:
+        """Label and produce one batch, wait for delivery, then commit it."""
+        cfg = self.config
+        labels_only = self._labeler.labels_only
+        fields_key = cfg.labels_field
+        out_topic = cfg.output_topic
+        dead: list[tuple[Message, str, str]] = []
+        offsets: dict[int, int] = {}
+        for msg in messages:
+            offsets[msg.partition()] = msg.offset() + 1  # type: ignore[operator]
+            raw = msg.value()
+            if raw is None:
+                dead.append((msg, "empty", "the message has no value (a tombstone)"))
+                continue
+            event = decode_line(raw, limits)
+            if event.__class__ is not dict:
+                kind, reason = event  # type: ignore[misc]
+                dead.append((msg, kind, reason))
+                continue
+            try:
+                labels = labels_only(event)
+            except Exception as exc:  # a labeler bug must not lose the message
+                dead.append((msg, "label_failed", f"{type(exc).__name__}: {exc}"))
+                continue
+            value = splice_fields(raw, event, {fields_key: labels})  # type: ignore[arg-type]
+            try:
+                sink.produce(out_topic, msg.key(), value, labeled_headers(msg.headers(), version), _timestamp(msg))
+            except ValueTooLarge as exc:
+                dead.append((msg, "output_too_large", f"the labeled message is too large to produce: {exc}"))
+        for msg, kind, reason in dead:
+            self._dead_letter(sink, msg, kind, reason, version)
+        sink.flush(cfg.flush_timeout_s)
+        committed = source.commit(offsets)
+        c = self._counts
+        c.messages_in += len(messages)
+        c.dead_lettered += len(dead)
+        c.labeled += len(messages) - len(dead)
+        for _, kind, _ in dead:
+            c.dead_letter_kinds[kind] = c.dead_letter_kinds.get(kind, 0) + 1
+        c.batches += 1
+        if not committed:
+            c.rebalanced_commits += 1
+
+    def _dead_letter(self, sink: KafkaSink, msg: Message, kind: str, reason: str, version: bytes) -> None:
+        """Produce the original bytes, unchanged, with the reason and origin in headers."""
+        headers = dead_letter_headers(msg.headers(), version, kind=kind, reason=reason,
+                                      topic=msg.topic() or "", partition=msg.partition() or 0, offset=msg.offset() or 0)
+        topic = self.config.dead_letter_topic
+        try:
+            sink.produce(topic, msg.key(), msg.value(), headers, _timestamp(msg))
+        except ValueTooLarge:
+            # The coordinates in the headers still lead back to the original bytes.
+            headers.append((DLQ_VALUE_DROPPED_HEADER, b"too_large"))
+            sink.produce(topic, msg.key(), None, headers, _timestamp(msg))
+
+    # ---- group and signal callbacks -----------------------------------
+
+    def _on_assign(self, partitions: list[int]) -> None:
+        self._assigned = sorted(set(self._assigned) | set(partitions))
+        # Joining a group can take seconds; the idle clock starts once there is work to wait for.
+        self._last_activity = self._clock()
+        self._log.info("assigned partitions %s of %s", partitions, self.config.input_topic)
+
+    def _on_revoke(self, partitions: list[int]) -> None:
+        # Nothing to commit here: the previous batch was committed before this poll began.
+        gone = set(partitions)
+        self._assigned = [p for p in self._assigned if p not in gone]
+        self._log.info("partitions %s of %s revoked", partitions, self.config.input_topic)
+
+    def _install_signal_handlers(self) -> Callable[[], None] | None:
+        if threading.current_thread() is not threading.main_thread():
+            return None
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+        def handle(signum: int, _frame: FrameType | None) -> None:
+            if self._stop.is_set():
+                raise KeyboardInterrupt  # second signal: stop waiting for the broker
+            self._log.warning("received %s: finishing the current batch", signal.Signals(signum).name)
+            self.stop()
+
+        for sig in previous:
+            signal.signal(sig, handle)
+
+        def restore() -> None:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+        return restore
+
+
+def _timestamp(msg: Message) -> int:
+    # Keep the event's time on the labeled copy; 0 lets the producer stamp "now".
+    kind, ts = msg.timestamp()
+    return ts if kind != TIMESTAMP_NOT_AVAILABLE and ts > 0 else 0
