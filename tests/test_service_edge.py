@@ -183,3 +183,12 @@ def test_ext_authz_header_prefix_and_admission_key_prefix_are_configurable():
         response = c.post("/v1/admission", json=review, headers=auth("label-token")).json()["response"]
     keys = [op["path"] for op in orjson.loads(base64.b64decode(response["patch"]))]
     assert "/metadata/labels/labels.example.com~1privileged" in keys
+
+
+def test_ext_authz_tells_envoy_to_drop_spoofed_label_headers(client):
+    """Label headers the service did not set are listed in x-envoy-auth-headers-to-remove, so a client cannot spoof them."""
+    r = envoy_check(client, "GET", "/pay/1", {"host": "a", "x-label-privileged": "true", "x-label-api-key-owner": "me"})
+    to_remove = {h.strip() for h in r.headers["x-envoy-auth-headers-to-remove"].split(",")}
+    assert {"x-label-privileged", "x-label-api-key-owner", "x-label-tier"} <= to_remove
+    assert "x-label-priority" not in to_remove
+    assert r.headers["x-label-priority"] == "high"

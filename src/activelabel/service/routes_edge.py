@@ -21,6 +21,9 @@ from activelabel.service.label_output import (
 from activelabel.service.routes_label import VERSION_HEADER
 from activelabel.service.state import Stopwatch, front_door, label_one, state_of
 
+# Envoy removes the request headers named here before sending the request upstream.
+ENVOY_HEADERS_TO_REMOVE = "x-envoy-auth-headers-to-remove"
+
 # Envoy's ext_authz HTTP service mirrors the client's method, so the route takes them all.
 EXT_AUTHZ_METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE"]
 
@@ -46,6 +49,11 @@ async def ext_authz_route(request: Request) -> Response:
     decision = label_one(snapshot, event)
     labels = visible_labels(decision.labels, snapshot.secret_labels, caller)
     out = {header_name(config.header_prefix, name): header_value(value) for name, value in labels.items()}
+    # A client could send its own x-label-* headers; Envoy removes the ones we list
+    # here, so upstream only ever sees labels this service set.
+    unset = sorted(header_name(config.header_prefix, n) for n in snapshot.label_names if n not in labels)
+    if unset:
+        out[ENVOY_HEADERS_TO_REMOVE] = ", ".join(unset)
     out[VERSION_HEADER] = snapshot.version
     state.metrics.observe_labeled("ext_authz", watch.seconds(), 1)
     return Response(status_code=200, headers=out)
