@@ -73,15 +73,18 @@ def _review(name: str) -> dict:
 
 
 def _apply_patch(obj: dict, patch: list[dict]) -> dict:
-    """Apply RFC 6902 'add' operations (all the webhook emits)."""
+    """Apply RFC 6902 'add' and 'remove' operations (all the webhook emits)."""
     out = copy.deepcopy(obj)
     for op in patch:
-        assert op["op"] == "add"
         *parents, last = [t.replace("~1", "/").replace("~0", "~") for t in op["path"].split("/")[1:]]
         target = out
         for token in parents:
             target = target[token]
-        target[last] = op["value"]
+        if op["op"] == "add":
+            target[last] = op["value"]
+        else:
+            assert op["op"] == "remove"
+            del target[last]
     return out
 
 
@@ -192,3 +195,14 @@ def test_ext_authz_tells_envoy_to_drop_spoofed_label_headers(client):
     assert {"x-label-privileged", "x-label-api-key-owner", "x-label-tier"} <= to_remove
     assert "x-label-priority" not in to_remove
     assert r.headers["x-label-priority"] == "high"
+
+
+def test_admission_removes_policy_labels_the_creator_set_itself(client):
+    """A Pod that arrives already carrying one of the policy's label keys has it removed unless the policy sets it."""
+    review = _review("pod_without_privileged_containers.json")
+    review["request"]["object"]["metadata"]["labels"]["activelabel.io/privileged"] = "false"
+    review["request"]["object"]["metadata"]["labels"]["activelabel.io/unrelated"] = "kept"
+    response = client.post("/v1/admission", json=review, headers=auth("label-token")).json()["response"]
+    patched = _apply_patch(review["request"]["object"], orjson.loads(base64.b64decode(response["patch"])))
+    assert "activelabel.io/privileged" not in patched["metadata"]["labels"]
+    assert patched["metadata"]["labels"]["activelabel.io/unrelated"] == "kept"

@@ -215,3 +215,21 @@ def test_otlp_doors_count_labeled_spans_and_records():
     assert registry.get_sample_value("activelabel_service_events_labeled_total", {"door": "otlp_traces"}) == 1
     assert registry.get_sample_value("activelabel_service_events_labeled_total", {"door": "otlp_logs"}) == 3
     assert registry.get_sample_value("activelabel_service_label_latency_seconds_count", {"door": "otlp_logs"}) == 1
+
+
+def test_sender_cannot_pass_off_its_own_label_attributes(returning_url):
+    """An incoming label.* attribute for a policy label is replaced or dropped; other attributes are kept."""
+    traces = orjson.loads(orjson.dumps(OTLP_JSON_TRACES))
+    span = traces["resourceSpans"][0]["scopeSpans"][0]["spans"][0]
+    span["attributes"] += [
+        {"key": "label.privileged", "value": {"boolValue": True}},
+        {"key": "label.tier", "value": {"stringValue": "bronze"}},
+        {"key": "label.other", "value": {"stringValue": "kept"}},
+    ]
+    r = httpx.post(returning_url + "/v1/traces", content=orjson.dumps(traces), headers={**auth("label-token"), "content-type": "application/json"})
+    out = r.json()["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["attributes"]
+    keys = [a["key"] for a in out]
+    attributes = {a["key"]: a["value"] for a in out}
+    assert "label.privileged" not in attributes
+    assert keys.count("label.tier") == 1 and attributes["label.tier"] == {"stringValue": "gold"}
+    assert attributes["label.other"] == {"stringValue": "kept"}

@@ -16,7 +16,8 @@ Log-record event::
 Attribute keys keep their dots: ``event.attributes["http.route"]``. ``kind`` and
 ``status.code`` are the OTLP enum names without prefix. ``severity`` is derived
 from ``severity_number`` (``TRACE`` … ``FATAL``) and falls back to the upper-cased
-``severity_text``. Labels are written back as attributes ``<prefix><label>``.
+``severity_text``. Labels are written back as attributes ``<prefix><label>``;
+incoming attributes under the prefix for the policy's labels are replaced.
 """
 
 from __future__ import annotations
@@ -128,12 +129,16 @@ def scope_dict(scope: Any) -> dict[str, Any]:
     return {"name": scope.name, "version": scope.version, "attributes": attributes_dict(scope.attributes)}
 
 
-def write_labels(attributes: Any, labels: Mapping[str, Any], prefix: str) -> None:
-    """Set ``<prefix><label>`` attributes on a repeated ``KeyValue`` field, replacing older ones."""
-    if not labels:
+def write_labels(attributes: Any, labels: Mapping[str, Any], prefix: str, declared: Iterable[str] = ()) -> None:
+    """Set ``<prefix><label>`` attributes on a repeated ``KeyValue`` field.
+
+    Older attributes under the prefix for the ``declared`` labels are dropped
+    first, so a sender cannot pass off its own value for a label this stage owns.
+    """
+    owned = {prefix + name for name in declared} | {prefix + name for name in labels}
+    if not owned:
         return
-    keys = {prefix + name for name in labels}
-    kept = [kv for kv in attributes if kv.key not in keys]
+    kept = [kv for kv in attributes if kv.key not in owned]
     if len(kept) != len(attributes):
         del attributes[:]
         attributes.extend(kept)

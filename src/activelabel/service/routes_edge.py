@@ -72,7 +72,9 @@ async def admission_route(request: Request) -> Response:
     decision = label_one(snapshot, admission_request)
     labels = visible_labels(decision.labels, snapshot.secret_labels, caller)
     response: dict[str, Any] = {"uid": admission_request["uid"], "allowed": True}
-    patch = admission_patch(admission_request.get("object"), labels, state.config.admission.label_key_prefix)
+    patch = admission_patch(
+        admission_request.get("object"), labels, state.config.admission.label_key_prefix, snapshot.label_names
+    )
     if patch:
         response["patchType"] = "JSONPatch"
         response["patch"] = base64.b64encode(orjson.dumps(patch)).decode("ascii")
@@ -98,11 +100,15 @@ def _admission_request(review: Any) -> dict[str, Any]:
     return admission_request
 
 
-def admission_patch(obj: Any, labels: dict[str, Any], key_prefix: str) -> list[dict[str, Any]]:
-    """JSONPatch (RFC 6902) ops adding ``labels`` to ``obj.metadata.labels`` as valid Kubernetes labels.
+def admission_patch(
+    obj: Any, labels: dict[str, Any], key_prefix: str, declared: tuple[str, ...] = ()
+) -> list[dict[str, Any]]:
+    """JSONPatch (RFC 6902) ops putting ``labels`` into ``obj.metadata.labels`` as valid Kubernetes labels.
 
-    Labels whose value has no valid Kubernetes spelling are left out. A DELETE
-    (no object) gets no patch.
+    Labels whose value has no valid Kubernetes spelling are left out. Keys of
+    ``declared`` labels that the object already carries but this answer does not
+    set are removed: whoever creates the object must not be able to claim them.
+    A DELETE (no object) gets no patch.
     """
     if not isinstance(obj, dict):
         return []
@@ -111,15 +117,19 @@ def admission_patch(obj: Any, labels: dict[str, Any], key_prefix: str) -> list[d
         k8s_value = k8s_label_value(value)
         if k8s_value is not None:
             k8s_labels[key_prefix + name] = k8s_value
-    if not k8s_labels:
-        return []
     metadata = obj.get("metadata")
-    if not isinstance(metadata, dict):
-        return [{"op": "add", "path": "/metadata", "value": {"labels": k8s_labels}}]
-    if not isinstance(metadata.get("labels"), dict):
+    existing = metadata.get("labels") if isinstance(metadata, dict) else None
+    if not isinstance(existing, dict):
+        if not k8s_labels:
+            return []
+        if not isinstance(metadata, dict):
+            return [{"op": "add", "path": "/metadata", "value": {"labels": k8s_labels}}]
         return [{"op": "add", "path": "/metadata/labels", "value": k8s_labels}]
     # "add" on an existing member replaces it, so re-labeling is idempotent.
-    return [
+    ops = [
         {"op": "add", "path": "/metadata/labels/" + json_pointer_token(key), "value": value}
         for key, value in k8s_labels.items()
     ]
+    stale = [key_prefix + n for n in declared if key_prefix + n in existing and key_prefix + n not in k8s_labels]
+    ops.extend({"op": "remove", "path": "/metadata/labels/" + json_pointer_token(key)} for key in stale)
+    return ops

@@ -55,7 +55,8 @@ def _collect_logs(message: Any) -> Collected:
 def _label_records(snapshot: PolicySnapshot, collected: Collected, caller: Caller, prefix: str) -> None:
     decisions = label_many(snapshot, [event for _, event in collected])
     for (record, _), decision in zip(collected, decisions):
-        write_labels(record.attributes, visible_labels(decision.labels, snapshot.secret_labels, caller), prefix)
+        visible = visible_labels(decision.labels, snapshot.secret_labels, caller)
+        write_labels(record.attributes, visible, prefix, snapshot.label_names)
 
 
 async def _forward(state: ServiceState, signal: str, body: bytes, media: str) -> None:
