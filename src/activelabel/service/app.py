@@ -3,7 +3,7 @@
 ``create_app`` loads and checks the policy before returning, so a service
 never starts on a bad policy. Reload triggers (all serialized by the runtime):
 ``POST /v1/policy/reload`` (admin scope), SIGHUP (when ``handle_sighup``), and
-a file watch on the policy's directory (``watch_policy``).
+a watch on the policy file and every file it depends on (``watch_policy``).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from activelabel.errors import PolicyError
+from activelabel.errors import PolicyError, PolicyIssue
 from activelabel.observability.metrics import LabelerStatsCollector, ServiceMetrics
 from activelabel.service import routes_core, routes_edge, routes_otlp
 from activelabel.service._http import Authenticator, HttpError
@@ -66,23 +66,21 @@ def create_app(
     metrics = ServiceMetrics(registry)
     if loader is None:
         loader = functools.partial(load_checked_labeler, track_conflicts=config.track_conflicts)
-    state_box: list[ServiceState] = []
+    state: ServiceState | None = None  # set once the first policy is in
 
     def on_reload(outcome: ReloadOutcome) -> None:
         metrics.observe_reload(outcome.accepted, outcome.trigger)
-        if not state_box:
-            return  # the first load, before the state exists
-        if outcome.accepted and state_box[0].store is not None:
+        if state is None:
+            return  # the first load
+        if outcome.accepted and state.store is not None:
             # Feedback is validated against the labels of the policy now serving.
-            state_box[0].store.register_policy(runtime.current.labeler.policy)
+            state.store.register_policy(runtime.current.labeler.policy)
         if tokens_source is not None:
-            _rotate_tokens(state_box[0], tokens_source)
+            _rotate_tokens(state, tokens_source)
 
     runtime = PolicyRuntime(policy_path, loader=loader, on_reload=on_reload)
     first = runtime.reload("start")
     if not first.accepted:
-        from activelabel.errors import PolicyIssue
-
         raise PolicyError(issues=[PolicyIssue(**_issue_fields(e)) for e in first.errors])
     metrics.attach(
         LabelerStatsCollector(
@@ -94,7 +92,6 @@ def create_app(
     state = ServiceState(runtime=runtime, metrics=metrics, auth=Authenticator(None if no_auth else tokens), config=config)
     if config.store.path:
         state.store = open_store(config.store.path, runtime.current.labeler.policy)
-    state_box.append(state)
 
     prefix = config.ext_authz.path_prefix.rstrip("/")
     # Hot routes first: Starlette matches routes in order.
