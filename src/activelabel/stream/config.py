@@ -58,7 +58,8 @@ class StreamConfig(BaseModel):
     """Stop after this many input messages (``None``: run until stopped)."""
     idle_timeout_s: float | None = Field(default=None, gt=0)
     """Stop after this many seconds without a message (``None``: never). The clock restarts
-    when partitions are assigned, so the time it takes to join the group does not count."""
+    when partitions are assigned, and before the first assignment the wait is extended by
+    the session timeout, so the time it takes to join the group does not count."""
     max_value_bytes: int = Field(default=DEFAULT_MAX_LINE_BYTES, ge=2)
     """Larger message values go to the DLQ as ``too_large`` (bytes)."""
     max_depth: int = Field(default=DEFAULT_MAX_DEPTH, ge=1)

@@ -144,7 +144,9 @@ class StreamWorker:
         cfg = self.config
         limits = ReadLimits(cfg.max_value_bytes, cfg.max_depth)
         version = self._labeler.version.encode()
-        self._last_activity = self._clock()
+        # Joining the group can take up to a session timeout (and brokers may hold the
+        # first join that long): that wait is not idleness, so the first deadline allows it.
+        self._last_activity = self._clock() + cfg.session_timeout_ms / 1000
         while True:
             if self._stop.is_set():
                 self._stopped_because = "stop requested"

