@@ -63,6 +63,9 @@ ARMS = {
     "random-plain": ("random", False, None),            # the plain baseline: TF-IDF + LR on random reviews only
     "uncertainty-no-rule-labels": ("uncertainty", True, None),   # ablation: reviews only
     "random-dedup": ("random", True, 0.9),              # ablation: template suppression without uncertainty
+    "margin": ("margin", True, 0.9),                    # other strategies, on the model's full distribution
+    "entropy": ("entropy", True, 0.9),
+    "disagreement": ("disagreement", True, 0.9),
 }
 
 
@@ -126,6 +129,7 @@ def run_one(strategy: str, seed: int, *, budget: int, rounds: int, events: list[
     all_ids = [d.record_id for d in rules_only]
     current = rules_only
     model_only: list[tuple[str, Any]] | None = None
+    distributions: dict[str, dict[Any, float]] | None = None
     history = []
     programs = compile_features(FEATURES)
     for rnd in range(rounds + 1):
@@ -148,7 +152,7 @@ def run_one(strategy: str, seed: int, *, budget: int, rounds: int, events: list[
         # Review: pick, export as Label Studio tasks, answer, import the export as ground truth.
         picked = select_for_review(list(store.decisions()), label=LABEL, budget=budget, strategy=select_as,
                                    dedup=dedup_key_for("content") if dedup else None, exclude=reviewed,
-                                   seed=seed * 1000 + rnd)
+                                   model_distributions=distributions, seed=seed * 1000 + rnd)
         export = annotate_like_label_studio(label_studio_tasks(picked, text_field="content"), truth, seed)
         items, _ = read_label_studio_export(orjson.loads(orjson.dumps(export)), source=f"round {rnd}")
         result = apply_feedback(store, items)
@@ -170,6 +174,8 @@ def run_one(strategy: str, seed: int, *, budget: int, rounds: int, events: list[
         bare.min_confidence = 0.0  # model only: every line gets the model's best guess
         feats = feature_rows(current, programs, hide_label=LABEL)
         model_only = [(d.record_id, p[0] if p else None) for d, p in zip(current, bare.predict_batch(feats), strict=True)]
+        dists = bare.distributions(feats)
+        distributions = None if dists is None else {d.record_id: p for d, p in zip(current, dists, strict=True)}
     store.close()
     return history
 
