@@ -229,3 +229,11 @@ def test_compiled_per_event_scorer_equals_sklearn_predict_proba(tmp_path):
         reference = joblib.load(trained.artifact).predict_proba(
             __import__("activelabel.quality.training", fromlist=["_frame"])._frame(probe, kinds))
         assert np.allclose(compiled, reference, rtol=0, atol=1e-12)
+
+
+def test_batch_and_single_predictions_are_bit_identical_for_large_batches(write_policy, trained):
+    """However large the batch, each row's (value, confidence) equals predict() on that row exactly."""
+    (lab,) = build_model_labelers(load_policy(_policy(write_policy, trained.artifact)))
+    rows, _ = _training_rows()
+    rows = rows * 10
+    assert lab.predict_batch(rows) == [lab.predict(r) for r in rows]

@@ -93,10 +93,6 @@ def column_kinds(names: Sequence[str], rows: Sequence[Mapping[str, Any]],
     return kinds
 
 
-#: Up to this many rows the compiled scorer beats sklearn's vectorised call; above, sklearn wins.
-COMPILED_MAX_ROWS = 64
-
-
 class SklearnPredictor:
     """A scikit-learn estimator with ``predict_proba``; named features go in as a polars frame."""
 
@@ -124,7 +120,9 @@ class SklearnPredictor:
         return None if self.named or width is None else int(width)
 
     def predict_proba(self, rows: Sequence[Mapping[str, Any]]) -> tuple[list[Any], list[list[float]]]:
-        if self._compiled is not None and len(rows) <= COMPILED_MAX_ROWS:
+        if self._compiled is not None:
+            # Always, not only for small batches: label() and label_batch() must give bit-identical
+            # confidences, and sklearn's vectorised arithmetic differs from it in the last ulp.
             return self.classes, self._compiled(rows)
         kinds = column_kinds(self.columns, rows, self.declared_kinds)
         if self._direct is not None:
