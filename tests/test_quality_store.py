@@ -113,3 +113,16 @@ def test_events_with_integers_beyond_64_bits_are_recorded(tmp_path):
     rid = record_id_for(event)
     store.record(rid, event, {"labels": {"l": "v"}})
     assert store.decision(rid).event["msg"] == "x" and rid == record_id_for({"msg": "x", "big": 2**70})
+
+
+def test_sampled_recording_keeps_a_stable_share_of_records(tmp_path):
+    """With sample_rate 0.25 about a quarter is kept, and the same ids are kept in any store."""
+    events = [({"n": i}, {"labels": {"l": "v"}}) for i in range(2000)]
+    stores = [DecisionStore(tmp_path / f"{k}.db", sample_rate=0.25) for k in range(2)]
+    for store in stores:
+        store.record_many((record_id_for(e), e, d) for e, d in events)
+    kept = [{d.record_id for d in store.decisions()} for store in stores]
+    assert kept[0] == kept[1] and 400 < len(kept[0]) < 600
+    assert stores[0].skipped_by_sampling == 2000 - len(kept[0])
+    with pytest.raises(StoreError, match="sample_rate"):
+        DecisionStore(tmp_path / "x.db", sample_rate=0)

@@ -131,8 +131,12 @@ def _decision_parts(decision: Any) -> tuple[dict[str, Any], dict[str, Any], dict
 class DecisionStore:
     """Decisions and ground truth in one SQLite file (created on first use)."""
 
-    def __init__(self, path: str | Path, *, policy: Any = None, clock: Any = None) -> None:
+    def __init__(self, path: str | Path, *, policy: Any = None, clock: Any = None, sample_rate: float = 1.0) -> None:
+        if not 0.0 < sample_rate <= 1.0:
+            raise StoreError(f"sample_rate must be in (0, 1], got {sample_rate}")
         self.path = Path(path)
+        self.sample_rate = sample_rate
+        self.skipped_by_sampling = 0
         self._clock = clock or (lambda: datetime.now(UTC).timestamp())
         self._lock = threading.RLock()
         try:
@@ -187,10 +191,13 @@ class DecisionStore:
         self.record_many([(record_id, event, decision)], ts=ts)
 
     def record_many(self, items: Iterable[tuple[str, Mapping[str, Any], Any]], *, ts: float | None = None) -> int:
-        """Store many decisions in one transaction; returns how many."""
+        """Store many decisions (those in the sample) in one transaction; returns how many were stored."""
         now = self._clock() if ts is None else ts
         rows, labels = [], set()
         for record_id, event, decision in items:
+            if self.sample_rate < 1.0 and not self.in_sample(record_id):
+                self.skipped_by_sampling += 1
+                continue
             lab, conf, src, version, explain = _decision_parts(decision)
             labels.update(lab)
             rows.append((record_id, now, version, _dumps(lab), _dumps(conf), _dumps(src), _dumps(explain), _dumps(event)))
@@ -206,6 +213,12 @@ class DecisionStore:
                     self._db.execute("ROLLBACK")
             raise StoreError(f"store {self.path}: cannot record decisions: {exc}") from exc
         return len(rows)
+
+    def in_sample(self, record_id: str) -> bool:
+        """Whether ``record_id`` falls in the recorded sample. Decided by a hash of the id, so a
+        record is in or out every time it is seen, in every process (its feedback can always land)."""
+        digest = hashlib.sha256(record_id.encode()).digest()
+        return int.from_bytes(digest[:8], "big") / 2**64 < self.sample_rate
 
     def decisions(self, *, since: float | None = None, until: float | None = None) -> Iterator[StoredDecision]:
         """Recorded decisions in time order, optionally within [since, until)."""
