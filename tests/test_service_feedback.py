@@ -88,3 +88,26 @@ def test_feedback_without_a_store_says_how_to_enable_it():
         r = httpx.post(url + "/v1/feedback", json={"id": "x", "label": "priority", "value": "high"}, headers=auth("feedback-token"))
     assert r.status_code == 501
     assert "--record" in r.json()["error"]["message"]
+
+
+def test_feedback_feeds_the_accuracy_sli(recorded):
+    """Ground truth is compared with the recorded labels: agreement counts and accuracy per label (M2)."""
+    client, _, registry = recorded
+    for order, path in (("a", "/pay"), ("b", "/pay"), ("c", "/home")):
+        client.post("/v1/label", json={"order_id": order, "path": path}, headers=auth("label-token"))
+    # a and b were labeled high (pay-any), c normal (default).
+    client.post(
+        "/v1/feedback",
+        json={"items": [
+            {"id": "a", "label": "priority", "value": "high"},
+            {"id": "b", "label": "priority", "value": "critical"},
+            {"id": "c", "label": "priority", "value": "normal"},
+            {"id": "c", "label": "tier", "value": "gold"},
+        ]},
+        headers=auth("feedback-token"),
+    )
+    sample = registry.get_sample_value
+    assert sample("activelabel_label_feedback_total", {"label": "priority", "outcome": "correct"}) == 2
+    assert sample("activelabel_label_feedback_total", {"label": "priority", "outcome": "incorrect"}) == 1
+    assert sample("activelabel_label_accuracy_ratio", {"label": "priority"}) == pytest.approx(2 / 3)
+    assert sample("activelabel_label_accuracy_ratio", {"label": "tier"}) == 0.0

@@ -1,4 +1,4 @@
-"""Prometheus metrics of the labeling service: the seed's SLIs M1 and M3–M6.
+"""Prometheus metrics of the labeling service: the seed's SLIs M1–M6.
 
 Two kinds of metric live here:
 
@@ -7,7 +7,8 @@ Two kinds of metric live here:
   errors, policy version), so the per-event hot path makes no metric calls.
 * ``ServiceMetrics`` holds what only the front doors know: label latency per
   door (M1), requests labeled or answered with an error, events dead-lettered
-  or failed (M6), policy reloads.
+  or failed (M6), policy reloads, and agreement of ground truth received on
+  ``/v1/feedback`` with the recorded labels (M2).
 
 Metric labels are label *names*, rule ids, front-door names and fixed reason
 codes. Never a label *value*: values may be ``pii`` or ``secret``.
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -140,6 +141,18 @@ class ServiceMetrics:
             ["outcome"],
             registry=self.registry,
         )
+        self.feedback_agreement = Counter(
+            "activelabel_label_feedback",
+            "Ground-truth items compared with the recorded decision, by label and outcome (correct | incorrect).",
+            ["label", "outcome"],
+            registry=self.registry,
+        )
+        self.accuracy = Gauge(
+            "activelabel_label_accuracy_ratio",
+            "Share of ground-truth items that agreed with the recorded label since start (M2).",
+            ["label"],
+            registry=self.registry,
+        )
         self.record_errors = Counter(
             "activelabel_store_record_errors",
             "Labeled events whose decision could not be recorded in the decision store.",
@@ -151,6 +164,7 @@ class ServiceMetrics:
             ["outcome", "trigger"],
             registry=self.registry,
         )
+        self._agreement: dict[str, list[int]] = {}  # label -> [correct, incorrect]
         # Bound children per door, made once: labels() costs a lock and a dict
         # lookup per call, which is a noticeable share of a ~50 µs request.
         self._door: dict[str, tuple[Any, Any, Any, Any]] = {}
@@ -187,6 +201,16 @@ class ServiceMetrics:
         self.requests.labels(door, "error", reason).inc()
         if failed_events:
             self.events_failed.labels(door).inc(failed_events)
+
+    def observe_agreement(self, label: str, correct: int, incorrect: int) -> None:
+        """Ground truth compared with what was labeled (M2: accuracy over sampled ground truth)."""
+        self.feedback_agreement.labels(label, "correct").inc(correct)
+        self.feedback_agreement.labels(label, "incorrect").inc(incorrect)
+        tally = self._agreement.setdefault(label, [0, 0])
+        tally[0] += correct
+        tally[1] += incorrect
+        if tally[0] + tally[1]:
+            self.accuracy.labels(label).set(tally[0] / (tally[0] + tally[1]))
 
     def observe_reload(self, accepted: bool, trigger: str) -> None:
         self.reloads.labels("accepted" if accepted else "refused", trigger).inc()
