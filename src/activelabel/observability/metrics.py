@@ -81,7 +81,10 @@ class LabelerStatsCollector(Collector):
             n_set = totals.label_set.get(name, 0)
             label_set.add_metric([name], n_set)
             coverage.add_metric([name], n_set / totals.events if totals.events else 0.0)
-            distinct.add_metric([name], totals.distinct.get(name, 0))
+            if name in totals.distinct:
+                # Only labels the engine counts values for (guarded or free-form);
+                # a 0 for an enum would read as "no values seen".
+                distinct.add_metric([name], totals.distinct[name])
             overflow.add_metric([name], totals.overflow.get(name, 0))
             conflicts.add_metric([name], totals.conflicts.get(name, 0))
         yield from (label_set, coverage, distinct, overflow, conflicts)
