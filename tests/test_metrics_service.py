@@ -58,6 +58,7 @@ def test_cardinality_and_overflow(scraped):
     registry, _, _ = scraped
     assert value(registry, "activelabel_label_distinct_values", label="customer_email") == 3
     assert value(registry, "activelabel_label_overflow_total", label="customer_email") == 1
+    assert value(registry, "activelabel_label_distinct_values", label="priority") is None  # enum: not counted
 
 
 def test_conflicts_rule_matches_and_errors(scraped):
