@@ -70,6 +70,10 @@ def activelabel_cmd(policy: Path, src: Path, dst: Path) -> list[str]:
     return [str(VENV_BIN / "activelabel"), "label", "--policy", str(policy), str(src), "-o", str(dst)]
 
 
+def columnar_cmd(policy: Path, src: Path, dst: Path) -> list[str]:
+    return [sys.executable, str(REPO / "bench" / "columnar_e2e.py"), "--policy", str(policy), str(src), "-o", str(dst)]
+
+
 def handwritten_cmd(rules: int, src: Path, dst: Path) -> list[str]:
     return [sys.executable, str(REPO / "bench" / "handwritten_e2e.py"), "--rules", str(rules), str(src), "-o", str(dst)]
 
@@ -106,6 +110,12 @@ class E2EResult:
     outputs_differ: int          # records whose labels differ between the two outputs
     output_records: tuple[int, int]
     error: str = ""
+    # bench/columnar_e2e.py: the columnar path in file mode, a prototype next to the CLI
+    columnar_records_per_s: float = 0.0
+    columnar_cpu_s: float = 0.0
+    columnar_max_rss_mb: float = 0.0
+    columnar_ratio: float = 0.0
+    columnar_outputs_differ: int = -1
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -117,17 +127,33 @@ def end_to_end(policy: Path, rules: int, src: Path, records: int, workdir: Path,
     out_al, out_hw = workdir / "out-activelabel.jsonl", workdir / "out-handwritten.jsonl"
     al_runs: list[ChildRun] = []
     hw_runs: list[ChildRun] = []
+    col_runs: list[ChildRun] = []
+    out_col = workdir / "out-columnar.jsonl"
     for r in range(repeats):
-        pair = [("al", activelabel_cmd(policy, src, out_al)), ("hw", handwritten_cmd(rules, src, out_hw))]
+        trio = [("al", activelabel_cmd(policy, src, out_al)), ("hw", handwritten_cmd(rules, src, out_hw)),
+                ("col", columnar_cmd(policy, src, out_col))]
         if r % 2:
-            pair.reverse()
-        for who, cmd in pair:
+            trio.reverse()
+        for who, cmd in trio:
             run = run_child(cmd)
             if run.returncode != 0:
+                if who == "col":
+                    continue  # the prototype is optional
                 return E2EResult(records, size_mb, r, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, -1, (0, 0),
                                  error=f"{who} exited {run.returncode}: {run.stderr_tail}")
-            (al_runs if who == "al" else hw_runs).append(run)
+            {"al": al_runs, "hw": hw_runs, "col": col_runs}[who].append(run)
     na, nb, diff = compare_outputs(out_al, out_hw)
+    col: dict = {}
+    if len(col_runs) == repeats:
+        cn, _, cdiff = compare_outputs(out_col, out_hw)
+        col = {
+            "columnar_records_per_s": records / statistics.median(r.wall_s for r in col_runs),
+            "columnar_cpu_s": statistics.median(r.cpu_s for r in col_runs),
+            "columnar_max_rss_mb": max(r.max_rss_mb for r in col_runs),
+            "columnar_ratio": statistics.median(h.wall_s / c.wall_s for c, h in zip(col_runs, hw_runs)),
+            "columnar_outputs_differ": cdiff + abs(cn - nb),
+        }
+    out_col.unlink(missing_ok=True)
     al_wall = statistics.median(r.wall_s for r in al_runs)
     hw_wall = statistics.median(r.wall_s for r in hw_runs)
     ratio = statistics.median(h.wall_s / a.wall_s for a, h in zip(al_runs, hw_runs))
@@ -141,6 +167,7 @@ def end_to_end(policy: Path, rules: int, src: Path, records: int, workdir: Path,
         handwritten_records_per_s=records / hw_wall, handwritten_mb_per_s=size_mb / hw_wall,
         handwritten_cpu_s=statistics.median(r.cpu_s for r in hw_runs),
         handwritten_max_rss_mb=max(r.max_rss_mb for r in hw_runs),
+        **col,
         ratio=ratio,
         cpu_ratio=statistics.median(r.cpu_s for r in hw_runs) / statistics.median(r.cpu_s for r in al_runs),
         outputs_differ=diff + abs(na - nb), output_records=(na, nb),

@@ -72,9 +72,9 @@ class Config:
                        per_speed={"medium": 1000, "slow": 200, "slowest": 60},
                        scaling_events=BATCH_SIZE, scaling_peer_events=0, e2e_records=50_000, e2e_repeats=1,
                        memory_records=())
-        return cls(events=8 * BATCH_SIZE, repeats=7, latency_samples=20_000,
+        return cls(events=8 * BATCH_SIZE, repeats=5, latency_samples=20_000,
                    per_speed={"medium": 3000, "slow": 1000, "slowest": 200},
-                   scaling_events=4 * BATCH_SIZE, scaling_peer_events=300, e2e_records=200_000, e2e_repeats=3,
+                   scaling_events=2 * BATCH_SIZE, scaling_peer_events=200, e2e_records=200_000, e2e_repeats=3,
                    memory_records=(100_000, 1_000_000), batch_sizes=(BATCH_SIZE, 8 * BATCH_SIZE))
 
 
@@ -281,9 +281,17 @@ def section_e2e(cfg: Config, console: Console, policies: dict[int, Path], workdi
         table.add_row("hand-written orjson script", _fmt_rate(res.handwritten_records_per_s),
                       f"{res.handwritten_mb_per_s:,.1f}", f"{res.handwritten_cpu_s:,.2f}",
                       f"{res.handwritten_max_rss_mb:,.0f}", "1.00×", "1.00×")
+        if res.columnar_records_per_s:
+            table.add_row("columnar file-mode prototype", _fmt_rate(res.columnar_records_per_s),
+                          f"{res.input_mb * res.columnar_records_per_s / res.records:,.1f}", f"{res.columnar_cpu_s:,.2f}",
+                          f"{res.columnar_max_rss_mb:,.0f}", _fmt_ratio(res.columnar_ratio),
+                          _fmt_ratio(res.handwritten_cpu_s / res.columnar_cpu_s))
         console.print(table)
         note = "identical" if res.outputs_differ == 0 else f"[red]{res.outputs_differ} records differ[/red]"
         console.print(f"labels in the two outputs: {note} (records {res.output_records[0]:,} / {res.output_records[1]:,})")
+        if res.columnar_records_per_s:
+            cnote = "identical" if res.columnar_outputs_differ == 0 else f"[red]{res.columnar_outputs_differ} differ[/red]"
+            console.print(f"columnar prototype (bench/columnar_e2e.py, not the CLI) labels vs hand-written: {cnote}")
     src.unlink(missing_ok=True)
     if cfg.memory_records and not res.error:
         mem = Table(title="Peak memory of `activelabel label` vs input size")
@@ -360,6 +368,11 @@ def targets(res: dict) -> list[dict]:
                  "got": run.get("ratio") or None})
     rows.append({"target": "activelabel label ≥ 200k records/s", "want": 200_000,
                  "got": run.get("activelabel_records_per_s") or None})
+    if run.get("columnar_ratio"):
+        rows.append({"target": "(prototype, not the CLI) columnar file mode ≥ 1.5× hand-written script", "want": 1.5,
+                     "got": run.get("columnar_ratio")})
+        rows.append({"target": "(prototype, not the CLI) columnar file mode ≥ 200k records/s", "want": 200_000,
+                     "got": run.get("columnar_records_per_s")})
     mem = res.get("e2e", {}).get("memory", {})
     if len(mem) >= 2:
         small, big = (mem[k]["max_rss_mb"] for k in sorted(mem, key=int)[:: len(mem) - 1])

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import orjson
 import polars as pl
 
 from activelabel.cel._ast import Call, CreateList, Expr, Ident, Literal, Select, select_path, walk
@@ -74,6 +75,7 @@ class BatchResult:
     errors: dict[int, int] = field(default_factory=dict)  # source index -> evaluation errors
     per_event_rows: int = 0                               # rows handed to the per-event path
     columnar: bool = True                                 # False when the whole batch fell back
+    keys: list[int] | None = None                         # per row: its outcome's template key (-1: per event)
 
 
 @dataclass
@@ -119,6 +121,7 @@ class ColumnarPlan:
         self._exprs: dict[tuple, tuple[list[pl.Expr], list[pl.Expr], list[pl.Expr]]] = {}  # by column dtypes
         self._count_sources: list[tuple[str, int]] = []
         self._templates: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
+        self._label_json: dict[int, bytes] = {}  # template key -> its labels as JSON (run_lines)
         self._cond_names: list[str] = []
         self._win_names: list[str] = []
 
@@ -185,10 +188,48 @@ class ColumnarPlan:
             keep[fallback] = False
             counted = decided.filter(pl.Series(keep))
         hits, errors = self._counts(counted.select(count_exprs).row(0))
-        labels, why = self._assemble(decided.select(self._win_names))
+        labels, why, keys = self._assemble(decided.select(self._win_names))
         for i in fallback:
             labels[i], why[i] = per_event(events[i])
-        return BatchResult(labels, why, hits, errors, per_event_rows=len(fallback))
+            if keys is not None:
+                keys[i] = -1
+        return BatchResult(labels, why, hits, errors, per_event_rows=len(fallback), keys=keys)
+
+    def run_lines(self, raws: Sequence[bytes], events: Sequence[Any], per_event: PerEvent,
+                  field: str = "labels") -> tuple[BatchResult, list[bytes]]:
+        """Label decoded records and splice each one's labels into its original bytes.
+
+        ``raws[i]`` is the JSON text ``events[i]`` was decoded from. The labels'
+        JSON is serialised once per distinct outcome, not once per record; a record
+        that already has ``field`` (or is not a plain ``{...}``) is re-serialised whole.
+        """
+        result = self.run(events, per_event)
+        dumps = orjson.dumps
+        prefix = b"," + dumps(field) + b":"
+        cache = self._label_json
+        keys = result.keys
+        lines: list[bytes] = []
+        append = lines.append
+        for i, raw in enumerate(raws):
+            labels = result.labels[i]
+            event = events[i]
+            body = raw.rstrip()
+            if field in event or not body.endswith(b"}"):
+                merged = dict(event)
+                merged[field] = labels
+                append(dumps(merged))
+                continue
+            k = keys[i] if keys is not None else -1
+            text = cache.get(k) if k >= 0 else None
+            if text is None:
+                text = dumps(labels)
+                if k >= 0:
+                    cache[k] = text
+            inner = body[:-1].rstrip()
+            append(inner + (prefix[1:] if inner.endswith(b"{") else prefix) + text + b"}")
+        if len(cache) > 100_000:
+            cache.clear()
+        return result, lines
 
     def _frame(self, events: Sequence[Any]) -> tuple[pl.DataFrame, list[int]]:
         columns, odd_rows = self._extract(events)
@@ -340,11 +381,11 @@ class ColumnarPlan:
                 target[idx] = target.get(idx, 0) + int(v)
         return hits, errors
 
-    def _assemble(self, winners: pl.DataFrame) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """Per row: a fresh labels dict, and the (shared, read-only) why dict of its combination."""
+    def _assemble(self, winners: pl.DataFrame) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[int] | None]:
+        """Per row: a fresh labels dict, the (shared, read-only) why dict of its outcome, and its template key."""
         n = winners.height
         if not self._labels:
-            return [{} for _ in range(n)], [{} for _ in range(n)]
+            return [{} for _ in range(n)], [{} for _ in range(n)], None
         # One integer per distinct combination of winners (mixed radix, re-densified
         # before it can overflow); templates are kept across batches while the radix fits.
         key = pl.Series("k", np.zeros(n, dtype=np.int64))
@@ -366,6 +407,7 @@ class ColumnarPlan:
             firsts = [i for i in new if not (ids[i] in seen or seen.add(ids[i]))]  # type: ignore[func-returns-value]
             if stable and len(templates) + len(firsts) > 100_000:
                 templates.clear()
+                self._label_json.clear()
             for i, row in zip(firsts, winners[firsts].rows()):
                 lab_d: dict[str, Any] = {}
                 why_d: dict[str, Any] = {}
@@ -378,7 +420,8 @@ class ColumnarPlan:
                         lab_d[lab.name] = lab.default[0]
                         why_d[lab.name] = lab.default[1]
                 templates[ids[i]] = (lab_d, why_d)
-        return [templates[k][0].copy() for k in ids], [templates[k][1] for k in ids]
+        return ([templates[k][0].copy() for k in ids], [templates[k][1] for k in ids],
+                ids if stable else None)
 
 
 #: Below this many events the per-event path is faster than building columns.
