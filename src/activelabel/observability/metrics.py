@@ -89,7 +89,11 @@ class LabelerStatsCollector(Collector):
             conflicts.add_metric([name], totals.conflicts.get(name, 0))
         yield from (label_set, coverage, distinct, overflow, conflicts)
 
-        matches = CounterMetricFamily("activelabel_rule_matches", "Events a rule matched.", labels=["rule"])
+        matches = CounterMetricFamily(
+            "activelabel_rule_matches",
+            "Events where the rule matched and decided its label (a match that lost resolution shows as a conflict).",
+            labels=["rule"],
+        )
         errors = CounterMetricFamily(
             "activelabel_rule_errors", "Rule evaluations that errored (counted, not raised; M6).", labels=["rule"]
         )
