@@ -28,6 +28,7 @@ from activelabel.stream import (
     DLQ_PARTITION_HEADER,
     DLQ_REASON_HEADER,
     DLQ_TOPIC_HEADER,
+    DLQ_VALUE_DROPPED_HEADER,
     POLICY_VERSION_HEADER,
     StreamConfig,
     StreamWorker,
@@ -106,7 +107,8 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     finally:
         proc.terminate()
         try:
-            proc.wait(10)
+            # It keeps serving open client connections for a while; its storage is memory only.
+            proc.wait(1)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(10)
@@ -402,3 +404,18 @@ def test_config_refuses_settings_that_would_break_at_least_once():
     with pytest.raises(ValueError, match="host:port"):
         StreamConfig(bootstrap_servers="localhost", input_topic="a", output_topic="b")
     assert StreamConfig(bootstrap_servers="h:1", input_topic="a", output_topic="b").dead_letter_topic == "b.dlq"
+
+
+def test_a_labeled_value_over_the_producer_limit_is_dead_lettered_by_its_coordinates(kafka, topics, labeler):
+    """A message whose labeled copy exceeds message.max.bytes goes to the DLQ; too large to copy, its value is dropped but its origin kept."""
+    names = topics()
+    big = orjson.dumps({"status": 500, "pad": "x" * 3000})
+    produce(kafka, names[0], [{"key": b"big", "value": big}, {"key": b"small", "value": b'{"status": 200}'}])
+    cfg = config(kafka, names, max_messages=2, producer_options={"message.max.bytes": "2500", "batch.size": "2500"})
+    stats = StreamWorker(labeler, cfg).run()
+    assert (stats["labeled"], stats["dead_letter_kinds"]) == (1, {"output_too_large": 1})
+    [dead] = read_topic(kafka, names[2])
+    h = headers_of(dead)
+    assert dead.key() == b"big" and not dead.value()
+    assert (h[DLQ_KIND_HEADER], h[DLQ_VALUE_DROPPED_HEADER], h[DLQ_OFFSET_HEADER]) == (b"output_too_large", b"too_large", b"0")
+    assert [m.key() for m in read_topic(kafka, names[1])] == [b"small"]

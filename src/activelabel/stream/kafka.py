@@ -17,7 +17,8 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from activelabel.errors import SinkError, SourceError
 from activelabel.stream.config import StreamConfig
 
-Headers = list[tuple[str, bytes | None]]
+Headers = list[tuple[str, str | bytes | None]]
+"""Message headers as produced: ordered, names may repeat."""
 
 # Commit failures that only mean "these partitions moved to another worker": the new
 # owner re-reads from the last committed offset (at-least-once), so the worker goes on.

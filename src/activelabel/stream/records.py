@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from activelabel.stream.kafka import Headers
 
+# What ``Message.headers()`` may hand back: a list of pairs from the consumer, a dict if
+# someone built the message by hand, None without headers.
+HeadersIn = Headers | dict[str, str | bytes | None] | None
+
 POLICY_VERSION_HEADER = "activelabel-policy-version"
 """On every output and dead-letter message: the version of the policy that labeled it."""
 DLQ_KIND_HEADER = "activelabel-dlq-kind"
@@ -31,10 +35,11 @@ _OWN_HEADERS = frozenset({
 })
 
 
-def _foreign(headers: Headers | None) -> Headers:
+def _foreign(headers: HeadersIn) -> Headers:
     if not headers:
         return []
-    return [h for h in headers if h[0] not in _OWN_HEADERS]
+    pairs = headers.items() if isinstance(headers, dict) else headers
+    return [(name, value) for name, value in pairs if name not in _OWN_HEADERS]
 
 
 def _clip(reason: str) -> bytes:
@@ -42,14 +47,14 @@ def _clip(reason: str) -> bytes:
     return reason.encode("utf-8", "replace")[:MAX_REASON_BYTES].decode("utf-8", "ignore").encode()
 
 
-def labeled_headers(headers: Headers | None, policy_version: bytes) -> Headers:
+def labeled_headers(headers: HeadersIn, policy_version: bytes) -> Headers:
     """The input's headers, in order, plus the policy version."""
     kept = _foreign(headers)
     kept.append((POLICY_VERSION_HEADER, policy_version))
     return kept
 
 
-def dead_letter_headers(headers: Headers | None, policy_version: bytes, *, kind: str, reason: str,
+def dead_letter_headers(headers: HeadersIn, policy_version: bytes, *, kind: str, reason: str,
                         topic: str, partition: int, offset: int) -> Headers:
     """The input's headers plus why the message was dead-lettered and where it came from."""
     kept = _foreign(headers)

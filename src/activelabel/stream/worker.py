@@ -179,7 +179,7 @@ class StreamWorker:
         dead: list[tuple[Message, str, str]] = []
         offsets: dict[int, int] = {}
         for msg in messages:
-            offsets[msg.partition()] = msg.offset() + 1  # type: ignore[operator]
+            offsets[msg.partition()] = msg.offset() + 1  # type: ignore[index,operator]  # set on consumed messages
             raw = msg.value()
             if raw is None:
                 dead.append((msg, "empty", "the message has no value (a tombstone)"))
