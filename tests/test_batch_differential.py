@@ -205,3 +205,23 @@ def test_batch_with_nan_falls_back_to_per_event() -> None:
     result = ColumnarPlan.build(labeler._plan).run([{"f": float("nan")}, {"f": 2.0}], labeler._fn)
     assert not result.columnar
     assert result.labels == [{}, {"a": "big"}]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(policy=policies(), batch=st.lists(events(), min_size=1, max_size=30))
+def test_run_lines_splices_like_the_cli(policy: str, batch: list[dict]) -> None:
+    """run_lines writes the same bytes as the CLI's splice of per-event labels, existing `labels` keys included."""
+    import orjson
+
+    from activelabel.sinks import splice_fields
+
+    labeler = _compile(policy)
+    reference = _compile(policy)
+    batch = [dict(e, labels="old") if i % 7 == 3 else e for i, e in enumerate(batch)]
+    raws = [orjson.dumps(e, option=orjson.OPT_NON_STR_KEYS) for e in batch]
+    events_ = [orjson.loads(r) for r in raws]
+    plan = ColumnarPlan.build(labeler._plan)
+    assert plan is not None
+    _, lines = plan.run_lines(raws, events_, labeler._fn)
+    expected = [splice_fields(r, e, {"labels": reference.label(e).labels}) for r, e in zip(raws, events_)]
+    assert lines == expected
