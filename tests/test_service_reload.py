@@ -180,3 +180,32 @@ def test_file_watch_follows_included_files_in_other_directories(tmp_path):
                 break
             wait.wait(0.05)
         assert labels == {"speed": "fast"}
+
+
+def test_file_watch_follows_a_kubernetes_configmap_update(tmp_path):
+    """A ConfigMap-style update (new timestamped dir, atomic ..data symlink swap, old dir removed) reloads the policy."""
+    import os
+
+    mount = tmp_path / "policy"
+    mount.mkdir()
+    first = mount / "..2026_11_27_10_00_00.1"
+    first.mkdir()
+    shutil.copy(POLICY, first / "policy.yaml")
+    os.symlink(first.name, mount / "..data")
+    os.symlink("..data/policy.yaml", mount / "policy.yaml")
+    app = build_app(mount / "policy.yaml", config=ServiceConfig(watch_policy=True))
+    with serve_in_thread(app) as url, httpx.Client(base_url=url) as client:
+        assert _label(client, PAY).json()["labels"]["priority"] == "high"
+        second = mount / "..2026_11_27_10_05_00.2"
+        second.mkdir()
+        (second / "policy.yaml").write_text(_variant(POLICY.read_text(), priority_for_pay="low"))
+        os.symlink(second.name, mount / "..data_tmp")
+        os.replace(mount / "..data_tmp", mount / "..data")
+        shutil.rmtree(first)
+        wait = threading.Event()
+        for _ in range(200):  # poll up to ~10 s for the watcher; no timing assertion
+            priority = _label(client, PAY).json()["labels"]["priority"]
+            if priority == "low":
+                break
+            wait.wait(0.05)
+        assert priority == "low"

@@ -240,7 +240,10 @@ async def _watch_policy(runtime: PolicyRuntime, stop: asyncio.Event) -> None:
         files = _watched_files(runtime)
         # Watch directories, not files: editors and Kubernetes ConfigMap updates
         # replace files (rename / `..data` symlink swap), which a file watch misses.
-        directories = sorted({str(f.parent) for f in files if f.parent.exists()})
+        # The unresolved policy directory too: a ConfigMap mount swaps its `..data`
+        # symlink there while the resolved files sit in a directory that vanishes.
+        parents = {f.parent for f in files} | {runtime.policy_path.absolute().parent}
+        directories = sorted(str(d) for d in parents if d.exists())
         async for changes in awatch(*directories, stop_event=stop, debounce=300, step=50):
             if any(Path(p).resolve() in files or Path(p).name == "..data" for _, p in changes):
                 await anyio.to_thread.run_sync(runtime.reload, "watch")
