@@ -332,13 +332,13 @@ def test_an_unreachable_broker_is_a_source_error(labeler):
 
 
 def test_cli_stream_labels_a_topic_and_reports_counts_that_add_up(kafka, topics, write_policy):
-    """`activelabel stream --max-messages N` labels N messages, dead-letters the bad one, prints the counts and exits 0."""
+    """`activelabel stream --max-messages N --explain` labels N messages with label_meta, dead-letters the bad one, prints the counts."""
     names = topics()
     produce(kafka, names[0], [{"value": b'{"status": 502}'}, {"value": b"not json"}, {"value": b'{"status": 200, "ms": 50}'}])
     res = subprocess.run(
         [*CLI, "stream", "--policy", str(write_policy(POLICY)), "--bootstrap", kafka, "--input-topic", names[0],
          "--output-topic", names[1], "--dlq-topic", names[2], "--group", f"cli-{names[0]}", "--max-messages", "3",
-         "--session-timeout-ms", str(SESSION_MS), "--json"],
+         "--session-timeout-ms", str(SESSION_MS), "--explain", "--json"],
         capture_output=True, timeout=120,
     )
     assert res.returncode == 0, res.stderr.decode()
@@ -347,7 +347,9 @@ def test_cli_stream_labels_a_topic_and_reports_counts_that_add_up(kafka, topics,
     assert "invalid_json: 1" in stderr
     stats = orjson.loads(res.stdout)
     assert (stats["messages_in"], stats["labeled"], stats["dead_lettered"]) == (3, 2, 1)
-    assert [orjson.loads(m.value())["labels"] for m in read_topic(kafka, names[1])] == [{"error": True}, {"error": False, "band": ">=10"}]
+    out = [orjson.loads(m.value()) for m in read_topic(kafka, names[1])]
+    assert [o["labels"] for o in out] == [{"error": True}, {"error": False, "band": ">=10"}]
+    assert out[0]["label_meta"]["labels"]["error"]["matched"] == ["rule:err"]  # --explain
     assert [m.value() for m in read_topic(kafka, names[2])] == [b"not json"]
 
 

@@ -64,6 +64,7 @@ def stream(
     dlq_topic: Annotated[Optional[str], typer.Option("--dlq-topic", help="Dead-letter topic (default: OUTPUT_TOPIC.dlq).")] = None,
     group: Annotated[str, typer.Option("--group", help="Consumer group; workers sharing it split the partitions.")] = "activelabel",
     labels_field: Annotated[str, typer.Option("--labels-field", help="Name of the field the labels are written to.")] = "labels",
+    explain: Annotated[bool, typer.Option("--explain", help="Add a label_meta object saying how each label was decided.")] = False,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Messages per batch; offsets are committed per batch, after delivery.")] = 500,
     poll_timeout: Annotated[float, typer.Option("--poll-timeout", help="Seconds one poll waits for messages.")] = 1.0,
     max_messages: Annotated[Optional[int], typer.Option("--max-messages", help="Stop after this many input messages.")] = None,
@@ -83,7 +84,7 @@ def stream(
     """
     config = _build_config(
         bootstrap_servers=bootstrap, input_topic=input_topic, output_topic=output_topic, dlq_topic=dlq_topic,
-        group_id=group, labels_field=labels_field, batch_size=batch_size, poll_timeout_s=poll_timeout,
+        group_id=group, labels_field=labels_field, explain=explain, batch_size=batch_size, poll_timeout_s=poll_timeout,
         max_messages=max_messages, idle_timeout_s=idle_timeout, auto_offset_reset=offset_reset,
         session_timeout_ms=session_timeout_ms, max_value_bytes=max_value_bytes, max_depth=max_depth,
     )

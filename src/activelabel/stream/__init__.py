@@ -22,7 +22,7 @@ from activelabel.stream.records import (
     DLQ_VALUE_DROPPED_HEADER,
     POLICY_VERSION_HEADER,
 )
-from activelabel.stream.worker import StreamWorker
+from activelabel.stream.worker import StreamLabeler, StreamWorker
 
 __all__ = [
     "DLQ_KIND_HEADER",
@@ -35,6 +35,7 @@ __all__ = [
     "KafkaSource",
     "POLICY_VERSION_HEADER",
     "StreamConfig",
+    "StreamLabeler",
     "StreamWorker",
     "ValueTooLarge",
 ]

@@ -50,6 +50,8 @@ class StreamConfig(BaseModel):
     """Consumer group; workers sharing it split the input topic's partitions."""
     labels_field: str = "labels"
     """Top-level field the labels object is written to."""
+    explain: bool = False
+    """Also write a ``label_meta`` object saying how each label was decided (slower)."""
     batch_size: int = Field(default=500, ge=1, le=100_000)
     """Most messages taken per poll; offsets are committed once per batch, after delivery."""
     poll_timeout_s: float = Field(default=1.0, gt=0, le=60)

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
 
@@ -27,6 +27,17 @@ from activelabel.sources.jsonl import ReadLimits, decode_line
 from activelabel.stream.config import StreamConfig
 from activelabel.stream.kafka import KafkaSink, KafkaSource, ValueTooLarge
 from activelabel.stream.records import DLQ_VALUE_DROPPED_HEADER, dead_letter_headers, labeled_headers
+
+
+class StreamLabeler(Protocol):
+    """What the worker needs of a labeler (``activelabel.Labeler`` has it)."""
+
+    @property
+    def version(self) -> str: ...
+
+    def labels_only(self, event: dict[str, Any]) -> dict[str, Any]: ...
+
+    def label(self, event: dict[str, Any]) -> Any: ...
 
 
 @dataclass
@@ -53,12 +64,12 @@ class StreamWorker:
                                            input_topic="requests", output_topic="requests.labeled"))
         stats = worker.run()      # until stop(), SIGINT/SIGTERM, max_messages or idle_timeout_s
 
-    ``labeler`` is anything with ``labels_only(dict) -> dict`` and ``version``
-    (an ``activelabel.Labeler``). Run several workers with the same ``group_id``
-    to split the input topic's partitions between them.
+    ``labeler`` is an ``activelabel.Labeler`` (or anything of ``StreamLabeler``'s shape).
+    Run several workers with the same ``group_id`` to split the input topic's
+    partitions between them.
     """
 
-    def __init__(self, labeler: Any, config: StreamConfig, *, logger: logging.Logger | None = None,
+    def __init__(self, labeler: StreamLabeler, config: StreamConfig, *, logger: logging.Logger | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
         self._labeler = labeler
@@ -174,6 +185,8 @@ class StreamWorker:
         """Label and produce one batch, wait for delivery, then commit it."""
         cfg = self.config
         labels_only = self._labeler.labels_only
+        label = self._labeler.label
+        explain = cfg.explain
         fields_key = cfg.labels_field
         out_topic = cfg.output_topic
         dead: list[tuple[Message, str, str]] = []
@@ -190,11 +203,15 @@ class StreamWorker:
                 dead.append((msg, kind, reason))
                 continue
             try:
-                labels = labels_only(event)
+                if explain:
+                    decision = label(event)
+                    fields = {fields_key: decision.labels, "label_meta": decision.explain()}
+                else:
+                    fields = {fields_key: labels_only(event)}
             except Exception as exc:  # a labeler bug must not lose the message
                 dead.append((msg, "label_failed", f"{type(exc).__name__}: {exc}"))
                 continue
-            value = splice_fields(raw, event, {fields_key: labels})  # type: ignore[arg-type]
+            value = splice_fields(raw, event, fields)  # type: ignore[arg-type]
             try:
                 sink.produce(out_topic, msg.key(), value, labeled_headers(msg.headers(), version), _timestamp(msg))
             except ValueTooLarge as exc:
