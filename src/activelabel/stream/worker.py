@@ -76,6 +76,7 @@ class StreamWorker:
         self._log = logger or logging.getLogger("activelabel.stream")
         self._clock = clock
         self._stop = threading.Event()
+        self._lock = threading.Lock()
         self._counts = _Counts()
         self._assigned: list[int] = []
         self._last_activity = clock()
@@ -100,6 +101,10 @@ class StreamWorker:
         ``elapsed_s`` is wall time; ``active_s`` runs from the first message polled to the
         last batch committed; ``messages_per_s`` is ``messages_in / active_s``.
         """
+        with self._lock:
+            return self._stats_locked()
+
+    def _stats_locked(self) -> dict[str, Any]:
         c = self._counts
         elapsed = self._elapsed if self._started is None else self._clock() - self._started
         active = (c.last_commit_at - c.first_message_at) if c.first_message_at is not None and c.last_commit_at is not None else 0.0
@@ -131,6 +136,7 @@ class StreamWorker:
         sink: KafkaSink | None = None
         restore = self._install_signal_handlers() if handle_signals else None
         self._started = self._clock()
+        clean = False
         try:
             sink = KafkaSink(cfg, logger=self._log)
             missing = source.missing_topics([cfg.input_topic, cfg.output_topic, cfg.dead_letter_topic], cfg.metadata_timeout_s)
@@ -141,9 +147,12 @@ class StreamWorker:
                                 f"do{'es' if len(missing) == 1 else ''} not exist on {cfg.bootstrap_servers}; create {'them' if len(missing) > 1 else 'it'} first")
             source.subscribe(self._on_assign, self._on_revoke)
             self._loop(source, sink)
+            clean = True
         finally:
             if sink is not None:
-                sink.close(cfg.flush_timeout_s)
+                # Every committed batch is already delivered; after a failure the uncommitted
+                # batch will be read again anyway, so there is nothing worth waiting for.
+                sink.close(cfg.flush_timeout_s if clean else 0.5)
             source.close()
             if restore is not None:
                 restore()
@@ -220,15 +229,16 @@ class StreamWorker:
             self._dead_letter(sink, msg, kind, reason, version)
         sink.flush(cfg.flush_timeout_s)
         committed = source.commit(offsets)
-        c = self._counts
-        c.messages_in += len(messages)
-        c.dead_lettered += len(dead)
-        c.labeled += len(messages) - len(dead)
-        for _, kind, _ in dead:
-            c.dead_letter_kinds[kind] = c.dead_letter_kinds.get(kind, 0) + 1
-        c.batches += 1
-        if not committed:
-            c.rebalanced_commits += 1
+        with self._lock:  # stats() may be read from another thread: keep the sums consistent
+            c = self._counts
+            c.messages_in += len(messages)
+            c.dead_lettered += len(dead)
+            c.labeled += len(messages) - len(dead)
+            for _, kind, _ in dead:
+                c.dead_letter_kinds[kind] = c.dead_letter_kinds.get(kind, 0) + 1
+            c.batches += 1
+            if not committed:
+                c.rebalanced_commits += 1
 
     def _dead_letter(self, sink: KafkaSink, msg: Message, kind: str, reason: str, version: bytes) -> None:
         """Produce the original bytes, unchanged, with the reason and origin in headers."""
