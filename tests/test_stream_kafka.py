@@ -285,6 +285,43 @@ def test_a_restarted_worker_resumes_after_the_committed_offsets(kafka, topics, l
     assert sorted(orjson.loads(m.value())["n"] for m in read_topic(kafka, names[1])) == list(range(15))
 
 
+class Crash(BaseException):
+    """Stands for the process dying: not an error the worker may handle."""
+
+
+class CrashingLabeler:
+    """A labeler that dies on the event with ``n == crash_at``."""
+
+    def __init__(self, labeler: Labeler, crash_at: int) -> None:
+        self._labeler = labeler
+        self._crash_at = crash_at
+        self.version = labeler.version
+
+    def labels_only(self, event: dict[str, Any]) -> dict[str, Any]:
+        if event.get("n") == self._crash_at:
+            raise Crash
+        return self._labeler.labels_only(event)
+
+    def label(self, event: dict[str, Any]) -> Any:
+        return self._labeler.label(event)
+
+
+def test_a_crash_mid_batch_loses_nothing_and_the_group_resumes_at_the_last_commit(kafka, topics, labeler):
+    """A worker dying inside a batch commits nothing of it; the next worker re-reads that batch, so every message is labeled."""
+    names = topics()
+    produce(kafka, names[0], [{"value": orjson.dumps({"n": i})} for i in range(10)])
+    crashing = StreamWorker(CrashingLabeler(labeler, crash_at=6), config(kafka, names, batch_size=4))
+    with pytest.raises(Crash):
+        crashing.run()
+    committed = crashing.stats()["messages_in"]
+    assert committed <= 6  # nothing at or past the crash was committed
+    resumed = StreamWorker(labeler, config(kafka, names, idle_timeout_s=1.5)).run()
+    assert resumed["messages_in"] == 10 - committed
+    seen = [orjson.loads(m.value())["n"] for m in read_topic(kafka, names[1])]
+    assert sorted(set(seen)) == list(range(10))  # nothing lost
+    assert sorted(n for n in seen if n < committed) == list(range(committed))  # committed batches never again
+
+
 def test_two_workers_in_one_group_split_the_partitions_without_loss_or_duplicates(kafka, topics, labeler):
     """Two workers sharing a group each take one of two partitions, and together label every message exactly once."""
     names = topics(partitions=2)

@@ -22,7 +22,10 @@ def _build_config(**fields: Any) -> Any:
     try:
         return StreamConfig(**{k: v for k, v in fields.items() if v is not None})
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(
+            (f"{'.'.join(str(p) for p in e['loc'])}: " if e["loc"] else "") + e["msg"].removeprefix("Value error, ")
+            for e in exc.errors()
+        )
         fail(f"invalid stream settings: {problems}", 2)
 
 
@@ -99,8 +102,9 @@ def stream(
     try:
         stats = worker.run()
     except ActiveLabelError as exc:
-        if not quiet:
-            print_stream_summary(worker.stats(), labeler, config.dead_letter_topic)
+        partial = worker.stats()
+        if not quiet and partial["messages_in"]:
+            print_stream_summary(partial, labeler, config.dead_letter_topic)  # what was committed before the failure
         fail(str(exc))
     if not quiet:
         print_stream_summary(stats, labeler, config.dead_letter_topic)
