@@ -63,6 +63,7 @@ class Config:
     e2e_repeats: int
     memory_records: tuple[int, ...]
     batch_sizes: tuple[int, ...] = (BATCH_SIZE,)
+    slow_repeats: int = 3      # repeats for the slow peers (their runs take seconds)
     run_seconds: float = 1.5   # a timed run longer than this gets fewer events (slow engines at 1,000 rules)
 
     @classmethod
@@ -75,7 +76,7 @@ class Config:
         return cls(events=8 * BATCH_SIZE, repeats=5, latency_samples=20_000,
                    per_speed={"medium": 3000, "slow": 1000, "slowest": 200},
                    scaling_events=2 * BATCH_SIZE, scaling_peer_events=200, e2e_records=200_000, e2e_repeats=3,
-                   memory_records=(100_000, 1_000_000), batch_sizes=(BATCH_SIZE, 8 * BATCH_SIZE))
+                   memory_records=(100_000, 1_000_000), batch_sizes=(BATCH_SIZE, 8 * BATCH_SIZE), slow_repeats=5)
 
 
 def machine_info() -> dict:
@@ -145,7 +146,7 @@ def section_peers(cfg: Config, console: Console, policies: dict[int, Path], even
             out["engines"][eng.name] = {"events_checked": n, "disagreements": bad, "excluded": True}
             rows.append((eng.name, str(n), "-", "-", "-", "-", f"[red]{bad} of {n} differ: excluded[/red]"))
             continue
-        repeats = cfg.repeats if eng.speed in ("fast", "medium") else 3
+        repeats = cfg.repeats if eng.speed in ("fast", "medium") else cfg.slow_repeats
         run = measure.make_runner(eng.label, eng.label_many, evs, BATCH_SIZE)
         base = measure.make_runner(hand.label, None, evs)
         tp = measure.throughput(run, n, repeats, baseline=None if eng is hand else base,
