@@ -56,7 +56,7 @@ _PATHS = ["event.s", "event.n", "event.f", "event.flag", "event.obj.x", "event.o
           'event["s"]', "event.obj.nope.deeper"]
 _HAS = ["event.s", "event.obj", "event.obj.x", "event.obj.name", "event.nope", "event.obj.nope.deeper"]
 _LITERALS = ["0", "3", "500", "-1", "0.5", "3.0", "-0.0", '"a"', '"ab"', '"/x"', '""', "true", "false", "null", "1u"]
-_PATTERNS = ["^a", "b$", "a|b", "(?i)A", "[a-c]+", "x{2}", ".", "\\\\d", "^/x[.]", "(a)(b)?"]
+_PATTERNS = ["^a", "b$", "a|b", "(?i)A", "[a-c]+", "x{2}", "a{,2}", "a{1,}", ".", "\\\\d", "^/x[.]", "(a)(b)?"]
 _UNTRANSLATABLE = ["size(event.s) > 1", "event.n + 1 > 3", "event.s == event.obj.name", "int(event.f) == 3",
                    "event.s.size() == 0", "event.n % 2 == 0"]
 

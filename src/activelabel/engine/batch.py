@@ -55,7 +55,11 @@ _FLIP = {"lt": "gt", "le": "ge", "gt": "lt", "ge": "le"}
 _STRING_FNS = {"startsWith", "endsWith", "contains", "matches"}
 # A regex subset that RE2 (CEL's `matches`) and Rust's regex crate (Polars) read the
 # same way: ASCII text, groups, alternation, classes, repetition, escaped punctuation.
-_SAFE_REGEX = re.compile(r"^(\(\?i\))?(?:[A-Za-z0-9 _\-/:;,'\"=<>!@#%&~`^$.|()*+?{}]|\[(?!:)|\]|\\[.^$|()\[\]{}*+?\\/\-])*$")
+# Braces only as `{n}`, `{n,}`, `{n,m}`: RE2 reads `{,m}` as text, Rust as a repetition.
+_SAFE_REGEX = re.compile(
+    r"^(\(\?i\))?(?:[A-Za-z0-9 _\-/:;,'\"=<>!@#%&~`^$.|()*+?]|\{[0-9]+(?:,[0-9]*)?\}|\[(?!:)|\]"
+    r"|\\[.^$|()\[\]{}*+?\\/\-])*$"
+)
 
 # Null states of a leaf on a row where its column is null.
 _JSON_NULL, _LEAF_MISSING, _PARENT_ERROR = 0, 1, 2
