@@ -71,5 +71,13 @@ def test_review_train_relabel_loop_fixes_what_the_rules_missed(tmp_path):
     assert cat["quality"]["accuracy"] == 1.0
     assert cat["sources"][f"model:cat@{version}"]["correct"] >= 2
 
+    # With --policy the model's own predictions count everywhere, also where a rule won the label.
+    full = orjson.loads(_ok("report", "--store", str(db), "--json", "--label", "category", "--policy", str(policy)))
+    model_full = full["labels"]["category"]["sources"][f"model:cat@{version}"]
+    model_won = cat["sources"][f"model:cat@{version}"]
+    assert model_full["correct"] > model_won["correct"] and model_full["incorrect"] == 0
+    assert set(model_full["polarity"]) > set(model_won["polarity"])
+    assert model_full["overlaps"] > 0
+
     stats = Labeler.from_file(policy).stats()
     assert stats.models["cat"]["breaker"]["state"] == "closed"

@@ -23,6 +23,7 @@ def report(
     drift_field: Annotated[Optional[list[str]], typer.Option("--drift-field", help="Event field to check for drift, e.g. event.level (repeatable).")] = None,
     time_field: Annotated[Optional[str], typer.Option("--time-field", help="Event field holding the event time (epoch seconds or ISO-8601) for windows and the timeline (default: recording time).")] = None,
     reference_fraction: Annotated[float, typer.Option("--reference-fraction", min=0.05, max=0.95, help="Oldest share of records used as the drift reference window.")] = 0.5,
+    policy: Annotated[Optional[Path], typer.Option("--policy", "-p", help="With --store: run the policy's models over the recorded events so each model's summary counts every prediction, not only the ones that won.")] = None,
     html: Annotated[Optional[Path], typer.Option("--html", help="Write a self-contained HTML report with plots here.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout (no tables).")] = False,
 ) -> None:
@@ -45,8 +46,14 @@ def report(
                 fail("pass --store DB (from activelabel label --record DB), or --labeled FILE --truth FILE")
             if not store.exists():
                 fail(f"store {store} does not exist; record decisions with activelabel label --record {store}")
+            labelers = []
+            if policy is not None:
+                from activelabel.models import build_model_labelers
+                from activelabel.policy import load_policy
+
+                labelers = build_model_labelers(load_policy(policy))
             with DecisionStore(store) as db:
-                data = report_from_store(db, **options)
+                data = report_from_store(db, model_labelers=labelers, **options)
     except ActiveLabelError as exc:
         fail(str(exc))
     if label:

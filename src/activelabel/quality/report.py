@@ -15,6 +15,7 @@ import orjson
 from activelabel.errors import FeedbackError, StoreError
 from activelabel.quality.drift import drift_check
 from activelabel.quality.metrics import (
+    Vote,
     classification_summary,
     conflict_rate,
     source_summary,
@@ -107,6 +108,7 @@ def build_report(
     reference_fraction: float = 0.5,
     source: str = "",
     time_field: str | None = None,
+    model_votes: Mapping[str, Mapping[str, Sequence[Vote]]] | None = None,
 ) -> dict[str, Any]:
     """The whole report as JSON-ready data. ``decisions`` in recording order, or ordered by ``time_field``."""
     rule_values = rule_values or {}
@@ -128,6 +130,9 @@ def build_report(
                                                {"value": d.labels.get(label), "source": d.sources.get(label)},
                                                rule_values) if label in d.labels else []
                             for d in decisions]
+        for d, votes in zip(decisions, votes_per_record, strict=True):
+            for vote in (model_votes or {}).get(label, {}).get(d.record_id, ()):
+                _merge_vote(votes, vote)
         truths = [truth.get((d.record_id, label)) for d in decisions]
         judged = [(t, d.labels.get(label)) for d, t in zip(decisions, truths, strict=True) if t is not None]
         quality = classification_summary([t for t, _ in judged], [p for _, p in judged])
@@ -152,11 +157,38 @@ def build_report(
     return report
 
 
-def report_from_store(store: DecisionStore, **kwargs: Any) -> dict[str, Any]:
-    """The report over everything a store holds."""
+def _merge_vote(votes: list[Vote], vote: Vote) -> None:
+    """Put a model's own prediction among a record's votes (its value is unknown to the explanation
+    when it lost, or absent when it was not asked)."""
+    for existing in votes:
+        if existing.source == vote.source or existing.source.split("@")[0] == vote.source.split("@")[0]:
+            existing.value, existing.confidence = vote.value, vote.confidence
+            existing.source = vote.source
+            return
+    votes.append(vote)
+
+
+def model_votes_for(decisions: Sequence[StoredDecision], labelers: Sequence[Any]) -> dict[str, dict[str, list[Vote]]]:
+    """What each model predicts (abstentions left out) for each recorded event: label → id → votes."""
+    from activelabel.quality.features import feature_rows
+
+    out: dict[str, dict[str, list[Vote]]] = {}
+    for lab in labelers:
+        rows = feature_rows(decisions, lab.feature_programs, hide_label=lab.label)
+        per_id = out.setdefault(lab.label, {})
+        for d, got in zip(decisions, lab.predict_batch(rows), strict=True):
+            if got is not None:
+                per_id.setdefault(d.record_id, []).append(Vote(lab.source, got[0], got[1]))
+    return out
+
+
+def report_from_store(store: DecisionStore, *, model_labelers: Sequence[Any] = (), **kwargs: Any) -> dict[str, Any]:
+    """The report over everything a store holds; ``model_labelers`` add each model's own votes."""
     registry = store.registry()
-    return build_report(list(store.decisions()), store.truth_map(),
-                        rule_values=registry.rule_values if registry else {}, source=str(store.path), **kwargs)
+    decisions = list(store.decisions())
+    votes = model_votes_for(decisions, model_labelers) if model_labelers else None
+    return build_report(decisions, store.truth_map(), rule_values=registry.rule_values if registry else {},
+                        source=str(store.path), model_votes=votes, **kwargs)
 
 
 def _read_jsonl(path: Path) -> Iterable[tuple[int, Any]]:
