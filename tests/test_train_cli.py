@@ -61,7 +61,7 @@ def test_train_writes_artifact_and_model_card_and_prints_the_policy_snippet(tmp_
     assert card["features"] == {"msg": "event.content", "level": "event.level"}
     assert card["policy_version"] == load_policy(FIXTURES / "policy.yaml").version and card["created"]
     assert (tmp_path / "models" / card["artifact"]).is_file()
-    assert "models:" in res.output and f"type: sklearn" in res.output and card["artifact"] in res.output
+    assert "models:" in res.output and "type: sklearn" in res.output and card["artifact"] in res.output
 
 
 def test_the_trained_artifact_plugs_into_the_policy_and_labels_what_rules_miss(tmp_path):
