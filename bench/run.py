@@ -148,7 +148,7 @@ def section_peers(cfg: Config, console: Console, policies: dict[int, Path], even
             continue
         repeats = cfg.repeats if eng.speed in ("fast", "medium") else cfg.slow_repeats
         run = measure.make_runner(eng.label, eng.label_many, evs, BATCH_SIZE)
-        base = measure.make_runner(hand.label, None, evs)
+        base = measure.make_runner(hand.label, None, evs, min_events=cfg.events)
         tp = measure.throughput(run, n, repeats, baseline=None if eng is hand else base,
                                 warmup=0 if time.perf_counter() - t0 > 2 else 1)
         if eng.label_many is not None:
@@ -233,7 +233,7 @@ def section_scaling(cfg: Config, console: Console, policies: dict[int, Path], ev
             evs = events[:n]
             repeats = cfg.repeats if eng.speed == "fast" else 3
             run = measure.make_runner(eng.label, eng.label_many, evs, BATCH_SIZE)
-            base = measure.make_runner(hand.label, None, evs)
+            base = measure.make_runner(hand.label, None, evs, min_events=len(events))
             tp = measure.throughput(run, n, repeats, baseline=None if eng is hand else base)
             size_out["engines"][eng.name] = {"disagreements": 0, "events": n, "throughput": tp.as_dict(),
                                              "us_per_event": 1e6 / tp.events_per_s}
