@@ -81,6 +81,15 @@ def serve(
     except PolicyError as exc:
         print_policy_error(exc)
         raise typer.Exit(1) from exc
+    snapshot = service.state.runtime.current
+    scheme = "https" if tls_cert else "http"
+    logging.getLogger("activelabel.service").info(
+        "serving policy %s version %s (%d labels) on %s://%s:%d; auth: %s; OTLP forward: %s; decisions recorded: %s",
+        snapshot.name or policy, snapshot.version, len(snapshot.label_names), scheme, settings.host, settings.port,
+        "OFF (--no-auth)" if no_auth else f"{len(token_table or ())} token(s)",
+        settings.otlp.forward_endpoint or "none (returned to the sender)",
+        settings.store.path or "no",
+    )
     # The compiled policy and the imported libraries live as long as the process:
     # freezing them keeps full garbage collections (latency spikes) short.
     gc.collect()
