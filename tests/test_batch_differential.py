@@ -99,7 +99,7 @@ def condition(draw: Any, depth: int = 2) -> str:
 def policies(draw: Any) -> str:
     labels: dict[str, dict] = {}
     rules: list[dict] = []
-    for li in range(draw(st.integers(1, 3))):
+    for li in range(draw(st.integers(0, 3))):
         name = f"l{li}"
         spec: dict[str, Any] = {"type": "enum", "values": ["v0", "v1", "v2"]}
         if draw(st.booleans()):

@@ -192,7 +192,7 @@ class ColumnarPlan:
             keep[fallback] = False
             counted = decided.filter(pl.Series(keep))
         hits, errors = self._counts(counted.select(count_exprs).row(0))
-        labels, why, keys = self._assemble(decided.select(self._win_names))
+        labels, why, keys = self._assemble(decided.select(self._win_names), n)
         for i in fallback:
             labels[i], why[i] = per_event(events[i])
             if keys is not None:
@@ -385,9 +385,8 @@ class ColumnarPlan:
                 target[idx] = target.get(idx, 0) + int(v)
         return hits, errors
 
-    def _assemble(self, winners: pl.DataFrame) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[int] | None]:
+    def _assemble(self, winners: pl.DataFrame, n: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[int] | None]:
         """Per row: a fresh labels dict, the (shared, read-only) why dict of its outcome, and its template key."""
-        n = winners.height
         if not self._labels:
             return [{} for _ in range(n)], [{} for _ in range(n)], None
         # One integer per distinct combination of winners (mixed radix, re-densified
