@@ -101,6 +101,29 @@ class _Label:
     lookup: tuple[tuple[str, ...], list[list[Any]]] | None = None
 
 
+@dataclass
+class _Queries:
+    """Everything evaluated on one batch frame; depends on its schema, so cached per schema."""
+
+    conds: list[pl.Expr]               # one boolean column per rule (null: a CEL error)
+    wins: list[pl.Expr]                # one winner column per label: rule position, or len(rules)
+    counts: list[pl.Expr]              # sums: hits per source, errors per rule
+    cond_names: list[str]
+    win_names: list[str]
+    count_sources: list[tuple[str, int]]  # per sum: ("hit" | "error", source index)
+
+
+def _counts(row: tuple, sources: list[tuple[str, int]]) -> tuple[dict[int, int], dict[int, int]]:
+    """(hits, errors) per source index from the row of count sums."""
+    hits: dict[int, int] = {}
+    errors: dict[int, int] = {}
+    for (kind, idx), v in zip(sources, row):
+        if v:
+            target = hits if kind == "hit" else errors
+            target[idx] = target.get(idx, 0) + int(v)
+    return hits, errors
+
+
 class _BatchFallback(Exception):
     """This batch holds values the columnar form does not cover: use the per-event path."""
 
@@ -122,12 +145,9 @@ class ColumnarPlan:
             self._string_leaves.setdefault(_field_path(target), []).append((i, n.function, arg.value))  # type: ignore[attr-defined]
         self._col = {p: f"f{i}" for i, p in enumerate(paths)}
         self._extract = _make_extractor(paths)
-        self._exprs: dict[tuple, tuple[list[pl.Expr], list[pl.Expr], list[pl.Expr]]] = {}  # by column dtypes
-        self._count_sources: list[tuple[str, int]] = []
+        self._exprs: dict[tuple, _Queries] = {}  # by the batch frame's schema (column dtypes, masks present)
         self._templates: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
         self._label_json: dict[int, bytes] = {}  # template key -> its labels as JSON (run_lines)
-        self._cond_names: list[str] = []
-        self._win_names: list[str] = []
 
     # ---- building ---------------------------------------------------------
 
@@ -182,17 +202,17 @@ class ColumnarPlan:
         exact_cols = self._exact_columns(events, fallback)
         if exact_cols:
             frame = frame.with_columns(**exact_cols)
-        cond_exprs, win_exprs, count_exprs = self._expressions(frame.schema)
+        q = self._expressions(frame.schema)
         # with_columns, not select: a literal-only expression list must still give one row per event.
-        decided = (frame.lazy().with_columns(cond_exprs).with_columns(win_exprs)
-                   .select(self._cond_names + self._win_names).collect())
+        decided = (frame.lazy().with_columns(q.conds).with_columns(q.wins)
+                   .select(q.cond_names + q.win_names).collect())
         counted = decided
         if fallback:
             keep = np.ones(n, dtype=bool)
             keep[fallback] = False
             counted = decided.filter(pl.Series(keep))
-        hits, errors = self._counts(counted.select(count_exprs).row(0))
-        labels, why, keys = self._assemble(decided.select(self._win_names), n)
+        hits, errors = _counts(counted.select(q.counts).row(0), q.count_sources)
+        labels, why, keys = self._assemble(decided.select(q.win_names), n)
         for i in fallback:
             labels[i], why[i] = per_event(events[i])
             if keys is not None:
@@ -278,8 +298,8 @@ class ColumnarPlan:
                 out[f"x{r.source_idx}"] = pl.Series(vals, dtype=pl.Boolean)
         return out
 
-    def _expressions(self, schema: Any) -> tuple[list[pl.Expr], list[pl.Expr], list[pl.Expr]]:
-        """(one column per rule condition, one winner column per label, hit and error sums), per column dtypes."""
+    def _expressions(self, schema: Any) -> _Queries:
+        """The expressions for a batch frame of this schema (built once per schema)."""
         key = tuple(schema.items())
         cached = self._exprs.get(key)
         if cached is not None:
@@ -333,15 +353,14 @@ class ColumnarPlan:
                 sources.append(("hit", lab.default[1]))
         if not conds:
             conds.append(pl.lit(True).alias("_none"))
-        self._count_sources = sources
-        self._cond_names = [c.meta.output_name() for c in conds]
-        self._win_names = [f"w{li}" for li in range(len(self._labels))]
         counts = [c.alias(f"_c{i}") for i, c in enumerate(counts)]
         if not counts:
             counts.append(pl.lit(0).alias("_nothing"))
             sources.append(("hit", -1))
-        self._exprs[key] = (conds, wins, counts)
-        return conds, wins, counts
+        q = _Queries(conds, wins, counts, [c.meta.output_name() for c in conds],
+                     [f"w{li}" for li in range(len(self._labels))], sources)
+        self._exprs[key] = q
+        return q
 
     def _lookup_winner(self, lab: _Label, dtypes: dict[str, Any]) -> tuple[pl.Expr, pl.Expr | None] | None:
         """(winner expression, missing-row mask) for a label in lookup form, or None to evaluate rule by rule."""
@@ -374,16 +393,6 @@ class ColumnarPlan:
         on_null = pl.lit(null_rule if null_rule is not None else k, dtype=pl.Int32)
         win = pl.when(pl.col(c + "_null")).then(on_null).when(col.is_null()).then(none).otherwise(found)
         return win, pl.col(c + "_miss")
-
-    def _counts(self, row: tuple) -> tuple[dict[int, int], dict[int, int]]:
-        """(hits, errors) per source index from the row of `count_exprs` sums."""
-        hits: dict[int, int] = {}
-        errors: dict[int, int] = {}
-        for (kind, idx), v in zip(self._count_sources, row):
-            if v:
-                target = hits if kind == "hit" else errors
-                target[idx] = target.get(idx, 0) + int(v)
-        return hits, errors
 
     def _assemble(self, winners: pl.DataFrame, n: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[int] | None]:
         """Per row: a fresh labels dict, the (shared, read-only) why dict of its outcome, and its template key."""
