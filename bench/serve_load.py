@@ -16,6 +16,7 @@ once) so the generator, which shares the 2 cores with the server, stays cheap.
 
     .venv/bin/python bench/serve_load.py                   # edge policy, 1,000 req/s for 10 s, then saturation
     .venv/bin/python bench/serve_load.py --rate 500 --duration 5 --saturation-duration 5
+    .venv/bin/python bench/serve_load.py --door ext_authz        # Envoy's checks for the same requests
 
 Prints a table and writes bench/results/serve_<timestamp>.json. Loopback only.
 """
@@ -69,6 +70,22 @@ def load_events(path: Path, limit: int = 2000) -> list[bytes]:
             record.pop("raw", None)  # the parsed fields are what a sidecar would be sent
             events.append(orjson.dumps(record))
     return events
+
+
+def encode_ext_authz_checks(host: str, port: int, bodies: list[bytes]) -> list[bytes]:
+    """The checks Envoy's ext_authz would send for the same requests (method, path, client headers, no body)."""
+    checks = []
+    for body in bodies:
+        event = orjson.loads(body)
+        path = str(event.get("path") or "/").replace(" ", "%20")
+        checks.append(
+            (
+                f"{event.get('method') or 'GET'} /v1/extauthz{path} HTTP/1.1\r\nhost: {host}:{port}\r\n"
+                f"x-activelabel-token: {TOKEN}\r\nuser-agent: {event.get('user_agent') or '-'}\r\n"
+                f"x-forwarded-for: {event.get('client_ip') or '127.0.0.1'}\r\ncontent-length: 0\r\n\r\n"
+            ).encode("latin-1", "replace")
+        )
+    return checks
 
 
 def encode_requests(host: str, port: int, bodies: list[bytes]) -> list[bytes]:
@@ -268,6 +285,10 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=8, help="keep-alive connections")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds at the fixed rate before measuring")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
+    parser.add_argument(
+        "--door", choices=["label", "ext_authz"], default="label",
+        help="label: single-event POST /v1/label; ext_authz: the checks Envoy sends for the same requests",
+    )
     args = parser.parse_args()
 
     bodies = load_events(args.events) if args.events.exists() else [b'{"path": "/pay/1", "status": 503}']
@@ -277,7 +298,8 @@ def main() -> None:
         tokens_file.write_text(json.dumps({TOKEN: {"scopes": ["label"]}}))
         server = start_server(args.policy, port, tokens_file)
         try:
-            requests = encode_requests("127.0.0.1", port, bodies)
+            encode = encode_requests if args.door == "label" else encode_ext_authz_checks
+            requests = encode("127.0.0.1", port, bodies)
             if uvloop is not None:
                 asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
             # The generator's own GC pauses would show up as server latency.
@@ -299,6 +321,7 @@ def main() -> None:
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
         "policy": str(args.policy.relative_to(REPO)) if args.policy.is_relative_to(REPO) else str(args.policy),
         "events": len(bodies),
+        "door": args.door,
         "connections": args.connections,
         "server_latency": "server-timing header: request decoded -> labeled response built",
         "client_latency": "client_ms: fixed rate from the request's due time (open loop), saturation from send; client_from_send_ms: from the moment the request was written",
@@ -306,7 +329,8 @@ def main() -> None:
         "results": results,
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"serve_{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}.json"
+    suffix = "" if args.door == "label" else f"_{args.door}"
+    path = args.out / f"serve{suffix}_{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}.json"
     path.write_text(json.dumps(report, indent=2))
     print(f"\nwrote {path.relative_to(REPO) if path.is_relative_to(REPO) else path}")
 

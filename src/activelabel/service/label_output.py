@@ -49,7 +49,11 @@ _HEADER_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in "%")
 
 
 def header_value(value: Any) -> str:
-    return quote(text_of(value), safe=_HEADER_SAFE + " ")
+    text = text_of(value)
+    # Fast path: most label values are plain visible ASCII already.
+    if text.isascii() and text.isprintable() and "%" not in text:
+        return text
+    return quote(text, safe=_HEADER_SAFE + " ")
 
 
 _K8S_VALUE_MAX = 63
