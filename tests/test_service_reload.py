@@ -209,3 +209,15 @@ def test_file_watch_follows_a_kubernetes_configmap_update(tmp_path):
                 break
             wait.wait(0.05)
         assert priority == "low"
+
+
+def test_refused_policy_that_loaded_is_logged_with_its_version(policy_file, caplog):
+    """A policy refused for failing its own tests is logged and answered with its candidate version next to the old one."""
+    with serve_in_thread(build_app(policy_file)) as url, httpx.Client(base_url=url) as client:
+        old_version = _label(client, PAY).json()["policy_version"]
+        shutil.copy(FAILING_TESTS_POLICY, policy_file)
+        with caplog.at_level(logging.INFO, logger="activelabel.service.reload"):
+            body = client.post("/v1/policy/reload", headers=auth("admin-token")).json()
+    assert body["new_version"].endswith("/3-failing-tests")
+    refused = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert refused and old_version in refused[0] and body["new_version"] in refused[0]

@@ -56,7 +56,10 @@ def load_checked_labeler(path: Path, *, track_conflicts: bool = True) -> Any:
     failures = [r for r in labeler.run_tests() if _failed(r)]
     if failures:
         protected = PolicySnapshot.of(labeler).protected_labels
-        raise PolicyError(issues=[_test_issue(r, path, protected) for r in failures])
+        error = PolicyError(issues=[_test_issue(r, path, protected) for r in failures])
+        # The candidate did load, so its version is known: the reload log names it.
+        error.candidate_version = str(labeler.version)  # type: ignore[attr-defined]
+        raise error
     return labeler
 
 
@@ -179,7 +182,9 @@ class PolicyRuntime:
             try:
                 candidate = PolicySnapshot.of(self._loader(self.policy_path))
             except PolicyError as exc:
-                outcome = ReloadOutcome(False, trigger, old_version, None, [issue_as_json(i) for i in exc.issues])
+                outcome = ReloadOutcome(
+                    False, trigger, old_version, getattr(exc, "candidate_version", None), [issue_as_json(i) for i in exc.issues]
+                )
             except (OSError, ActiveLabelError) as exc:
                 outcome = ReloadOutcome(
                     False, trigger, old_version, None, [{"message": str(exc), "file": str(self.policy_path)}]
@@ -218,10 +223,11 @@ class PolicyRuntime:
             )
             return
         log.warning(
-            "policy reload refused (trigger=%s): keeps serving version %s; candidate %s (file sha256:%s) has %d error(s):\n%s",
+            "policy reload refused (trigger=%s): keeps serving version %s; candidate %s (version %s, file sha256:%s) has %d error(s):\n%s",
             outcome.trigger,
             outcome.old_version or "none",
             self.policy_path,
+            outcome.new_version or "unknown: it did not load",
             _file_digest(self.policy_path),
             len(outcome.errors),
             "\n".join(e.get("text") or e.get("message", "") for e in outcome.errors),
