@@ -61,9 +61,6 @@ _SAFE_REGEX = re.compile(
     r"|\\[.^$|()\[\]{}*+?\\/\-])*$"
 )
 
-# Null states of a leaf on a row where its column is null.
-_JSON_NULL, _LEAF_MISSING, _PARENT_ERROR = 0, 1, 2
-
 
 class Untranslatable(Exception):
     """This expression has no exact columnar form (its rule is evaluated per event)."""
@@ -144,7 +141,7 @@ class ColumnarPlan:
             target, arg = (n.target, n.args[0]) if n.target is not None else n.args
             self._string_leaves.setdefault(_field_path(target), []).append((i, n.function, arg.value))  # type: ignore[attr-defined]
         self._col = {p: f"f{i}" for i, p in enumerate(paths)}
-        self._extract = _make_extractor(paths)
+        self._extract = _make_extractor(paths, stateful)
         self._exprs: dict[tuple, _Queries] = {}  # by the batch frame's schema (column dtypes, masks present)
         self._templates: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
         self._label_json: dict[int, bytes] = {}  # template key -> its labels as JSON (run_lines)
@@ -256,12 +253,13 @@ class ColumnarPlan:
         return result, lines
 
     def _frame(self, events: Sequence[Any]) -> tuple[pl.DataFrame, list[int]]:
-        columns, odd_rows = self._extract(events)
+        columns, odd_rows, missing, parent_errors = self._extract(events)
         fallback: set[int] = set(odd_rows)
         data: dict[str, Any] = {}
-        for path, values in zip(self._paths, columns):
+        n = len(events)
+        for j, (path, values) in enumerate(zip(self._paths, columns)):
             name = self._col[path]
-            series, bad = _to_series(name, values)
+            series, bad, opaque = _to_series(name, values)
             fallback.update(bad)
             if series.dtype == pl.Float64 and series.is_nan().any():
                 raise _BatchFallback  # NaN orders differently in Polars and CEL
@@ -270,11 +268,18 @@ class ColumnarPlan:
             if leaves:
                 data.update(_string_leaf_columns(series, values, leaves, clean=not bad))
             if path in self._stateful and series.null_count():
-                miss, perr, jnull = _null_states(events, path, series)
+                # Null in the column: missing (an error), parent not a map, JSON null, or opaque.
+                miss = np.zeros(n, dtype=bool)
+                miss[missing[j]] = True
+                perr = np.zeros(n, dtype=bool)
+                perr[parent_errors[j]] = True
+                jnull = series.is_null().to_numpy() & ~miss
+                jnull[opaque] = False
+                jnull[bad] = False
                 data[name + "_miss"] = pl.Series(miss)
                 data[name + "_perr"] = pl.Series(perr)
                 data[name + "_null"] = pl.Series(jnull)
-        data["_n"] = pl.Series(np.zeros(len(events), dtype=bool))  # the frame's height, even without fields
+        data["_n"] = pl.Series(np.zeros(n, dtype=bool))  # the frame's height, even without fields
         return pl.DataFrame(data), sorted(fallback)
 
     def _exact_columns(self, events: Sequence[Any], fallback: list[int]) -> dict[str, pl.Series]:
@@ -746,24 +751,33 @@ class _Translator:
 # ---- extraction --------------------------------------------------------------
 
 
-def _make_extractor(paths: list[tuple[str, ...]]) -> Callable[[Sequence[Any]], tuple[list[list[Any]], list[int]]]:
+_ABSENT = object()  # what the extractor's `.get` returns for a key that is not there
+
+Extracted = tuple[list[list[Any]], list[int], list[list[int]], list[list[int]]]
+
+
+def _make_extractor(paths: list[tuple[str, ...]], stateful: set[tuple[str, ...]]) -> Callable[[Sequence[Any]], Extracted]:
     """Generate one loop that reads every path of every event into per-path lists.
 
-    A missing field and a JSON null both read as None (told apart later, only
-    where a column has nulls); a parent that is a dict subclass marks the row
-    for the per-event path, since the fast reads only descend into plain dicts.
+    Returns (columns, odd rows, missing rows per path, parent-error rows per path).
+    A missing field reads as None; for the paths in ``stateful`` (where a JSON
+    null and a missing field give different results) the loop also records the
+    rows where the key was absent, and where a parent was absent or not a map.
+    A parent that is a dict subclass marks the row for the per-event path,
+    since the fast reads only descend into plain dicts.
     """
     tree: dict = {}
     for j, p in enumerate(paths):
         node = tree
         for k in p[:-1]:
             node = node.setdefault(k, {})
-            if not isinstance(node, dict):
-                raise Untranslatable
         node.setdefault(("leaf", p[-1]), []).append(j)
+    tracked = [j for j, p in enumerate(paths) if p in stateful]
     lines = ["def extract(events):"]
     for j in range(len(paths)):
         lines.append(f"    c{j} = []; a{j} = c{j}.append")
+    for j in tracked:
+        lines.append(f"    ms{j} = []; m{j} = ms{j}.append; ps{j} = []; p{j} = ps{j}.append")
     lines += ["    odd = []", "    for i, e in enumerate(events):", "        if e.__class__ is not dict:",
               "            odd.append(i)"]
     for j in range(len(paths)):
@@ -774,10 +788,7 @@ def _make_extractor(paths: list[tuple[str, ...]]) -> Callable[[Sequence[Any]], t
     def leaves_under(node: dict) -> list[int]:
         out = []
         for key, sub in node.items():
-            if isinstance(key, tuple):
-                out += sub
-            else:
-                out += leaves_under(sub)
+            out += sub if isinstance(key, tuple) else leaves_under(sub)
         return out
 
     def emit(node: dict, var: str, depth: int) -> None:
@@ -785,7 +796,12 @@ def _make_extractor(paths: list[tuple[str, ...]]) -> Callable[[Sequence[Any]], t
         for key, sub in node.items():
             if isinstance(key, tuple):
                 for j in sub:
-                    lines.append(f"{pad}a{j}({var}.get({key[1]!r}))")
+                    if j in tracked:
+                        lines.append(f"{pad}x = {var}.get({key[1]!r}, _ABSENT)")
+                        lines.append(f"{pad}if x is _ABSENT: x = None; m{j}(i)")
+                        lines.append(f"{pad}a{j}(x)")
+                    else:
+                        lines.append(f"{pad}a{j}({var}.get({key[1]!r}))")
                 continue
             counter[0] += 1
             v = f"v{counter[0]}"
@@ -796,10 +812,15 @@ def _make_extractor(paths: list[tuple[str, ...]]) -> Callable[[Sequence[Any]], t
             lines.append(f"{pad}    if {v} is not None and isinstance({v}, dict): odd.append(i)")
             for j in leaves_under(sub):
                 lines.append(f"{pad}    a{j}(None)")
+                if j in tracked:
+                    lines.append(f"{pad}    m{j}(i); p{j}(i)")
 
     emit(tree, "e", 2)
-    lines.append(f"    return [{', '.join(f'c{j}' for j in range(len(paths)))}], odd")
-    ns: dict[str, Any] = {}
+    cols = ", ".join(f"c{j}" for j in range(len(paths)))
+    miss = ", ".join(f"ms{j}" if j in tracked else "[]" for j in range(len(paths)))
+    perr = ", ".join(f"ps{j}" if j in tracked else "[]" for j in range(len(paths)))
+    lines.append(f"    return [{cols}], odd, [{miss}], [{perr}]")
+    ns: dict[str, Any] = {"_ABSENT": _ABSENT}
     exec(compile("\n".join(lines) + "\n", "<activelabel columnar extract>", "exec"), ns)  # noqa: S102
     return ns["extract"]
 
@@ -810,29 +831,30 @@ _DTYPES = {str: pl.String, int: pl.Int64, float: pl.Float64, bool: pl.Boolean}
 _OPAQUE = (list, tuple, dict, bytes)
 
 
-def _to_series(name: str, values: list[Any]) -> tuple[pl.Series, list[int]]:
-    """A typed Series of ``values``, and the rows left to the per-event path (values of unusual types)."""
+def _to_series(name: str, values: list[Any]) -> tuple[pl.Series, list[int], list[int]]:
+    """A typed Series of ``values``; the rows left to the per-event path (values of
+    unusual types); the rows whose value is opaque (a list, map or bytes, read as null)."""
     classes = set(map(type, values))
     classes.discard(type(None))
     if not classes:
-        return pl.Series(name, values, dtype=pl.Null), []
+        return pl.Series(name, values, dtype=pl.Null), [], []
     if len(classes) == 1:
         cls = next(iter(classes))
         dtype = _DTYPES.get(cls)
         if dtype is not None:
             try:
-                return pl.Series(name, values, dtype=dtype, strict=True), []
+                return pl.Series(name, values, dtype=dtype, strict=True), [], []
             except (TypeError, OverflowError, pl.exceptions.PolarsError):
                 pass  # ints beyond int64
     elif classes == {int, float} and all(
         -_EXACT_FLOAT_INT <= v <= _EXACT_FLOAT_INT for v in values if v.__class__ is int
     ):
         # CEL compares ints with doubles as doubles: exact up to 2**53.
-        return pl.Series(name, [float(v) if v.__class__ is int else v for v in values], dtype=pl.Float64), []
+        return pl.Series(name, [float(v) if v.__class__ is int else v for v in values], dtype=pl.Float64), [], []
     return _to_series_mixed(name, values)
 
 
-def _to_series_mixed(name: str, values: list[Any]) -> tuple[pl.Series, list[int]]:
+def _to_series_mixed(name: str, values: list[Any]) -> tuple[pl.Series, list[int], list[int]]:
     counts: dict[type, int] = {}
     for v in values:
         if v.__class__ in _DTYPES:
@@ -840,15 +862,15 @@ def _to_series_mixed(name: str, values: list[Any]) -> tuple[pl.Series, list[int]
     dominant = max(counts, key=counts.__getitem__) if counts else type(None)
     clean = list(values)
     bad = []
+    opaque = []
     for i, v in enumerate(values):
         c = v.__class__
         if v is None or (c is dominant and (c is not int or _INT64[0] <= v <= _INT64[1])):
             continue
         clean[i] = None
-        if not isinstance(v, _OPAQUE):
-            bad.append(i)
+        (opaque if isinstance(v, _OPAQUE) else bad).append(i)
     dtype = _DTYPES.get(dominant, pl.Null)
-    return pl.Series(name, clean, dtype=dtype, strict=True), bad
+    return pl.Series(name, clean, dtype=dtype, strict=True), bad, opaque
 
 
 def _apply_string_fn(s: Any, fn: str, arg: str) -> Any:
@@ -895,39 +917,6 @@ def _string_leaf_columns(series: pl.Series, values: list[Any], leaves: list[tupl
     per_value = pl.DataFrame({f"s{i}": pl.Series([_EXACT_STRING_FNS[fn](v, arg) for v in uniq], dtype=pl.Boolean)
                               for i, fn, arg in leaves})
     return per_value.select(pl.all().gather(codes)).to_dict()
-
-
-def _null_states(events: Sequence[Any], path: tuple[str, ...], series: pl.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Masks for rows where the column is null: missing (an error), parent not a map, JSON null.
-
-    Rows whose parents are dict subclasses are already marked for the per-event
-    path by the extractor; here a non-plain-dict parent just reads as an error.
-    """
-    n = len(series)
-    miss = np.zeros(n, dtype=bool)
-    perr = np.zeros(n, dtype=bool)
-    jnull = np.zeros(n, dtype=bool)
-    last = len(path) - 1
-    for i in series.is_null().arg_true().to_list():
-        cur = events[i]
-        state = _JSON_NULL
-        for depth, key in enumerate(path):
-            if cur.__class__ is not dict:
-                state = _PARENT_ERROR
-                break
-            if key not in cur:
-                state = _LEAF_MISSING if depth == last else _PARENT_ERROR
-                break
-            cur = cur[key]
-        else:
-            if cur is not None:
-                continue  # an opaque value (list, map, bytes): present and not null
-        if state == _JSON_NULL:
-            jnull[i] = True
-        else:
-            miss[i] = True
-            perr[i] = state == _PARENT_ERROR
-    return miss, perr, jnull
 
 
 __all__ = ["COLUMNAR_MIN_BATCH", "BatchResult", "ColumnarPlan", "decide_batch", "label_batch_columnar"]
