@@ -206,3 +206,14 @@ def test_admission_removes_policy_labels_the_creator_set_itself(client):
     patched = _apply_patch(review["request"]["object"], orjson.loads(base64.b64decode(response["patch"])))
     assert "activelabel.io/privileged" not in patched["metadata"]["labels"]
     assert patched["metadata"]["labels"]["activelabel.io/unrelated"] == "kept"
+
+
+def test_ext_authz_with_the_edge_example_policy_labels_live_requests():
+    """The access-log edge policy labels Envoy checks too: user agent and path reach its rules under the same names."""
+    policy = Path(__file__).resolve().parents[1] / "examples" / "edge" / "policy.yaml"
+    with serve_in_thread(build_app(policy)) as url, httpx.Client(base_url=url) as c:
+        bot = envoy_check(c, "GET", "/robots.txt", {"host": "a", "user-agent": "Googlebot/2.1", "x-forwarded-for": "66.249.73.135"})
+        human = envoy_check(c, "GET", "/images/logo.png", {"host": "a", "user-agent": "Mozilla/5.0 (X11; Linux x86_64)"})
+    assert bot.status_code == 200 and bot.headers["x-label-bot"] == "true"
+    assert human.headers["x-label-bot"] == "false"
+    assert human.headers["x-label-static-asset"] == "true"

@@ -2,10 +2,13 @@
 
     {"method": "POST", "path": "/pay/1", "query": {"debug": "1"},
      "host": "shop.example", "client_ip": "203.0.113.7",
+     "user_agent": "curl/8.5", "referrer": null,
      "headers": {"user-agent": "curl/8.5", ...}}
 
 Header names are lower-case; repeated headers are joined with ``,`` (RFC 9110).
-Query parameters keep their last value.
+Query parameters keep their last value. ``client_ip``, ``user_agent`` and
+``referrer`` use the names of a parsed access-log line, so a policy written for
+access logs (like examples/edge) also labels live requests.
 """
 
 from __future__ import annotations
@@ -46,6 +49,9 @@ def http_request_event(
         "query": dict(parse_qsl(query_string, keep_blank_values=True)),
         "host": headers.get("host") or headers.get(":authority") or "",
         "client_ip": client_ip_of(headers, peer),
+        # Same names as a parsed access-log line, so one policy labels both.
+        "user_agent": headers.get("user-agent"),
+        "referrer": headers.get("referer"),
         "headers": headers,
     }
 

@@ -38,8 +38,10 @@ def _label_entry(spec: Any) -> dict[str, Any]:
     entry: dict[str, Any] = {}
     for field_name in _REGISTRY_FIELDS:
         value = getattr(spec, field_name, None)
-        if value is None:
+        if value is None or value == () or value == []:
             continue
+        if field_name == "overflow" and getattr(spec, "max_cardinality", None) is None:
+            continue  # only meaningful under a cardinality limit
         value = getattr(value, "value", value)  # enums → their spelling
         if isinstance(value, tuple):
             value = list(value)
