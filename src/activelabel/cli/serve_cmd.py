@@ -36,7 +36,13 @@ def serve(
     """
     import uvicorn
 
-    from activelabel.service import AuthConfigError, ServiceConfigError, create_app, load_service_config, load_token_table
+    from activelabel.service import (
+        AuthConfigError,
+        ServiceConfigError,
+        create_app,
+        load_service_config,
+        load_token_table,
+    )
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not policy.exists():

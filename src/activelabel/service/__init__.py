@@ -6,10 +6,24 @@ See docs/service.md. Public surface::
 """
 
 from activelabel.service.app import LabelService, create_app
-from activelabel.service.auth import AuthConfigError, Caller, TokenTable, load_token_table, parse_token_table
-from activelabel.service.config import ServiceConfig, ServiceConfigError, load_service_config
+from activelabel.service.auth import (
+    AuthConfigError,
+    Caller,
+    TokenTable,
+    load_token_table,
+    parse_token_table,
+)
+from activelabel.service.config import (
+    ServiceConfig,
+    ServiceConfigError,
+    load_service_config,
+)
 from activelabel.service.middleware import LabelingMiddleware
-from activelabel.service.policy_runtime import PolicyRuntime, PolicySnapshot, ReloadOutcome
+from activelabel.service.policy_runtime import (
+    PolicyRuntime,
+    PolicySnapshot,
+    ReloadOutcome,
+)
 from activelabel.service.span_processor import LabelingSpanProcessor
 
 __all__ = [

@@ -30,7 +30,12 @@ from activelabel.service import routes_core, routes_edge, routes_otlp
 from activelabel.service._http import Authenticator, HttpError
 from activelabel.service.auth import AuthConfigError, TokenTable
 from activelabel.service.config import ServiceConfig
-from activelabel.service.policy_runtime import LabelerLoader, PolicyRuntime, ReloadOutcome, load_checked_labeler
+from activelabel.service.policy_runtime import (
+    LabelerLoader,
+    PolicyRuntime,
+    ReloadOutcome,
+    load_checked_labeler,
+)
 from activelabel.service.recording import feedback_route, open_store
 from activelabel.service.routes_label import label_asgi
 from activelabel.service.state import ServiceState

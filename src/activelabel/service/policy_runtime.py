@@ -49,7 +49,9 @@ def load_checked_labeler(path: Path, *, track_conflicts: bool = True) -> Any:
     ``track_conflicts`` makes the engine evaluate every rule so the conflict
     SLI (M5) is counted; it costs time proportional to the rules after a match.
     """
-    from activelabel.engine import Labeler  # imported late: config checks need no engine
+    from activelabel.engine import (
+        Labeler,  # imported late: config checks need no engine
+    )
     from activelabel.policy import load_policy
 
     labeler = Labeler(load_policy(path), track_conflicts=track_conflicts)

@@ -24,7 +24,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from activelabel.errors import ActiveLabelError, FeedbackError
-from activelabel.service._http import HttpError, decode_json, json_response, read_body, require_media_type
+from activelabel.service._http import (
+    HttpError,
+    decode_json,
+    json_response,
+    read_body,
+    require_media_type,
+)
 from activelabel.service.state import ServiceState, state_of
 
 log = logging.getLogger("activelabel.service.store")

@@ -14,7 +14,6 @@ from activelabel.service.routes_label import VERSION_HEADER
 from activelabel.service.state import state_of
 
 
-
 async def policy_route(request: Request) -> Response:
     """The label registry of the serving policy."""
     state = state_of(request)

@@ -9,7 +9,13 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from activelabel.service._http import HttpError, decode_json, json_response, read_body, require_media_type
+from activelabel.service._http import (
+    HttpError,
+    decode_json,
+    json_response,
+    read_body,
+    require_media_type,
+)
 from activelabel.service.http_event import headers_dict, http_request_event
 from activelabel.service.label_output import (
     header_name,

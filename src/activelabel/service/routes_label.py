@@ -14,12 +14,23 @@ import orjson
 from starlette.types import Receive, Scope, Send
 
 from activelabel.errors import InputError
-from activelabel.service._http import HttpError, decode_json, receive_body, require_media_type
+from activelabel.service._http import (
+    HttpError,
+    decode_json,
+    receive_body,
+    require_media_type,
+)
 from activelabel.service.auth import Caller
 from activelabel.service.label_output import visible_explain, visible_labels
 from activelabel.service.policy_runtime import PolicySnapshot
 from activelabel.service.recording import record_decisions
-from activelabel.service.state import ServiceState, Stopwatch, internal_error, label_many, label_one
+from activelabel.service.state import (
+    ServiceState,
+    Stopwatch,
+    internal_error,
+    label_many,
+    label_one,
+)
 
 VERSION_HEADER = "activelabel-policy-version"
 _JSON = (b"content-type", b"application/json")
@@ -87,7 +98,7 @@ async def _label_request(
             )
         results, labeled, dead, pairs = _label_batch(snapshot, events, caller, secret, explain)
         if state.store is not None:
-            for (result, _), record_id in zip(pairs, record_decisions(state, [(e, d) for _, (e, d) in pairs])):
+            for (result, _), record_id in zip(pairs, record_decisions(state, [(e, d) for _, (e, d) in pairs]), strict=True):
                 result["id"] = record_id
         payload: dict[str, Any] = {"results": results, "policy_version": snapshot.version}
     elif isinstance(body, dict):

@@ -26,7 +26,13 @@ from activelabel.service.otlp_mapping import (
     write_labels,
 )
 from activelabel.service.policy_runtime import PolicySnapshot
-from activelabel.service.state import ServiceState, Stopwatch, front_door, label_many, state_of
+from activelabel.service.state import (
+    ServiceState,
+    Stopwatch,
+    front_door,
+    label_many,
+    state_of,
+)
 
 # (record, its event) pairs in document order; the record is what labels are written onto.
 Collected = list[tuple[Any, dict[str, Any]]]
@@ -54,7 +60,7 @@ def _collect_logs(message: Any) -> Collected:
 
 def _label_records(snapshot: PolicySnapshot, collected: Collected, caller: Caller, prefix: str) -> None:
     decisions = label_many(snapshot, [event for _, event in collected])
-    for (record, _), decision in zip(collected, decisions):
+    for (record, _), decision in zip(collected, decisions, strict=True):
         visible = visible_labels(decision.labels, snapshot.secret_labels, caller)
         write_labels(record.attributes, visible, prefix, snapshot.label_names)
 

@@ -19,7 +19,11 @@ from starlette.responses import Response
 from activelabel.observability.metrics import ServiceMetrics
 from activelabel.service._http import Authenticator, HttpError
 from activelabel.service.config import ServiceConfig
-from activelabel.service.policy_runtime import NotReadyError, PolicyRuntime, PolicySnapshot
+from activelabel.service.policy_runtime import (
+    NotReadyError,
+    PolicyRuntime,
+    PolicySnapshot,
+)
 
 log = logging.getLogger("activelabel.service")
 
