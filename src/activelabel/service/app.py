@@ -37,6 +37,7 @@ from activelabel.service.policy_runtime import (
     load_checked_labeler,
 )
 from activelabel.service.recording import feedback_route, open_store
+from activelabel.service.routes_edge import ext_authz_asgi
 from activelabel.service.routes_label import label_asgi
 from activelabel.service.state import ServiceState
 
@@ -98,14 +99,11 @@ def create_app(
     if config.store.path:
         state.store = open_store(config.store.path, runtime.current.labeler.policy)
 
-    prefix = config.ext_authz.path_prefix.rstrip("/")
-    # Hot routes first: Starlette matches routes in order.
+    # /v1/label and ext_authz are dispatched by LabelService before Starlette.
     routes = [
-        Route(prefix + "/{original_path:path}", routes_edge.ext_authz_route, methods=routes_edge.EXT_AUTHZ_METHODS),
         Route("/v1/traces", routes_otlp.otlp_traces_route, methods=["POST"]),
         Route("/v1/logs", routes_otlp.otlp_logs_route, methods=["POST"]),
         Route("/v1/admission", routes_edge.admission_route, methods=["POST"]),
-        Route(prefix, routes_edge.ext_authz_route, methods=routes_edge.EXT_AUTHZ_METHODS),
         Route("/healthz", routes_core.healthz_route, methods=["GET"]),
         Route("/readyz", routes_core.readyz_route, methods=["GET"]),
         Route("/metrics", routes_core.metrics_route, methods=["GET"]),
@@ -143,7 +141,7 @@ def create_app(
 
 
 class LabelService:
-    """The ASGI app: ``POST /v1/label`` goes straight to its handler, everything else to Starlette.
+    """The ASGI app: ``/v1/label`` and ext_authz checks go straight to their handlers, the rest to Starlette.
 
     ``starlette`` is the inner app (routes, lifespan); ``state`` what the routes share.
     """
@@ -153,6 +151,7 @@ class LabelService:
         self.state = state
         self.in_flight = 0
         self._limit = state.config.max_in_flight
+        self._authz_prefix = state.config.ext_authz.path_prefix.rstrip("/")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in _ALWAYS_ANSWERED:
@@ -164,8 +163,11 @@ class LabelService:
         # One event loop: the counter needs no lock.
         self.in_flight += 1
         try:
-            if scope["path"] == "/v1/label":
+            path = scope["path"]
+            if path == "/v1/label":
                 await label_asgi(self.state, scope, receive, send)
+            elif path == self._authz_prefix or path.startswith(self._authz_prefix + "/"):
+                await ext_authz_asgi(self.state, scope, receive, send)
             else:
                 await self.starlette(scope, receive, send)
         finally:

@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from activelabel.service._http import (
     HttpError,
@@ -25,36 +26,58 @@ from activelabel.service.label_output import (
     visible_labels,
 )
 from activelabel.service.routes_label import VERSION_HEADER
-from activelabel.service.state import Stopwatch, front_door, label_one, state_of
+from activelabel.service.state import (
+    ServiceState,
+    Stopwatch,
+    front_door,
+    internal_error,
+    label_one,
+    state_of,
+)
 
 # Envoy removes the request headers named here before sending the request upstream.
 ENVOY_HEADERS_TO_REMOVE = "x-envoy-auth-headers-to-remove"
 
-# Envoy's ext_authz HTTP service mirrors the client's method, so the route takes them all.
-EXT_AUTHZ_METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE"]
-
-
-@front_door("ext_authz")
-async def ext_authz_route(request: Request) -> Response:
+async def ext_authz_asgi(state: ServiceState, scope: Scope, receive: Receive, send: Send) -> None:
     """Label the request Envoy forwards and allow it, with the labels as response headers.
 
     Envoy (``http_service`` with ``path_prefix``) sends the client's method, the
     prefix + original path and the allowed headers, no body by default. A 200
     means *allow*; headers matched by ``allowed_upstream_headers`` are added to
-    the request Envoy sends upstream.
+    the request Envoy sends upstream. A plain ASGI handler (``LabelService``
+    dispatches it directly): Envoy calls it for every request at the edge.
     """
-    state = state_of(request)
+    try:
+        out = _check(state, scope)
+        status, body = 200, b""
+    except HttpError as exc:
+        state.metrics.observe_error("ext_authz", exc.code)
+        status, body, out = exc.status, exc.body(), {"content-type": "application/json", **exc.headers}
+    except Exception as exc:  # noqa: BLE001 - the last line of defence keeps the worker alive
+        error = internal_error(state, "ext_authz", exc)
+        status, body, out = error.status, error.body(), {"content-type": "application/json"}
+    out["content-length"] = str(len(body))
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in out.items()],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def _check(state: ServiceState, scope: Scope) -> dict[str, str]:
     config = state.config.ext_authz
-    caller = state.auth.caller(request.headers, "label", token_header=config.token_header)
+    headers = headers_dict(scope["headers"])
+    caller = state.auth.caller(headers, "label", token_header=config.token_header)
+    # Our own token header is Envoy→us plumbing, not part of the client's request.
+    headers.pop(config.token_header, None)
     snapshot = state.snapshot()
     watch = Stopwatch()
-    # Read the scope directly: building Starlette's URL object costs more than labeling.
-    path = request.scope["path"][len(config.path_prefix.rstrip("/")):] or "/"
-    # Our own token header is Envoy→us plumbing, not part of the client's request.
-    headers = headers_dict(request.scope["headers"], frozenset({config.token_header}))
-    query = request.scope.get("query_string", b"").decode("latin-1")
-    event = http_request_event(request.scope["method"], path, query, headers)
-    decision = label_one(snapshot, event)
+    path = scope["path"][len(config.path_prefix.rstrip("/")):] or "/"
+    query = scope.get("query_string", b"").decode("latin-1")
+    decision = label_one(snapshot, http_request_event(scope["method"], path, query, headers))
     labels = visible_labels(decision.labels, snapshot.secret_labels, caller)
     out = {header_name(config.header_prefix, name): header_value(value) for name, value in labels.items()}
     # A client could send its own x-label-* headers; Envoy removes the ones we list
@@ -66,7 +89,7 @@ async def ext_authz_route(request: Request) -> Response:
     elapsed = watch.seconds()
     out["server-timing"] = f"label;dur={elapsed * 1000:.3f}"
     state.metrics.observe_labeled("ext_authz", elapsed, 1)
-    return Response(status_code=200, headers=out)
+    return out
 
 
 @front_door("admission")
