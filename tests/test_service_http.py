@@ -232,3 +232,11 @@ def test_requests_beyond_max_in_flight_get_503_with_retry_after():
         assert answer.startswith(b"HTTP/1.1 200")
         with httpx.Client(base_url=url) as client:
             assert client.post("/v1/label", json={"path": "/"}, headers=auth("label-token")).status_code == 200
+
+
+def test_unknown_paths_and_methods_get_json_errors(client):
+    """An unknown endpoint is a JSON 404 and a wrong method a JSON 405, like every other error."""
+    r = client.get("/v2/label", headers=auth("label-token"))
+    assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+    r = client.delete("/v1/policy", headers=auth("label-token"))
+    assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"

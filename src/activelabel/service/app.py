@@ -21,6 +21,8 @@ import anyio.to_thread
 import httpx
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
@@ -135,7 +137,11 @@ def create_app(
             if state.store is not None:
                 state.store.close()
 
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={404: _json_http_error, 405: _json_http_error},
+    )
     app.state.activelabel = state
     return LabelService(app, state)
 
@@ -198,6 +204,15 @@ async def _overloaded(state: ServiceState, scope: Scope, send: Send) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+async def _json_http_error(request: Request, exc: Exception) -> Response:
+    """Unknown paths and wrong methods answer in the same JSON shape as every other error."""
+    status = getattr(exc, "status_code", 500)
+    if status == 404:
+        message = f"no such endpoint {request.url.path!r}; see docs/service.md for the endpoints"
+        return HttpError(404, "not_found", message).response()
+    return HttpError(status, "method_not_allowed", f"{request.method} is not allowed on {request.url.path!r}").response()
 
 
 def _rotate_tokens(state: ServiceState, tokens_source: Callable[[], TokenTable | None]) -> None:
