@@ -58,7 +58,10 @@ class LabelerStatsCollector(Collector):
 
     def collect(self) -> Iterable[Metric]:
         totals = self._read_totals()
-        label_names = sorted(set(self._read_label_names()) | set(totals.label_set) | set(totals.distinct))
+        serving = set(self._read_label_names())
+        # Counters keep labels of earlier policies (they must not go backwards);
+        # ratios and gauges describe the serving policy only.
+        label_names = sorted(serving | set(totals.label_set) | set(totals.distinct))
 
         yield CounterMetricFamily(
             "activelabel_labeler_events", "Events labeled by the engine (all front doors).", value=totals.events
@@ -85,8 +88,9 @@ class LabelerStatsCollector(Collector):
         for name in label_names:
             n_set = totals.label_set.get(name, 0)
             label_set.add_metric([name], n_set)
-            coverage.add_metric([name], n_set / totals.events if totals.events else 0.0)
-            if name in totals.distinct:
+            if name in serving:
+                coverage.add_metric([name], n_set / totals.events if totals.events else 0.0)
+            if name in totals.distinct and name in serving:
                 # Only labels the engine counts values for (guarded or free-form);
                 # a 0 for an enum would read as "no values seen".
                 distinct.add_metric([name], totals.distinct[name])
