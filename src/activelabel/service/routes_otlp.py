@@ -14,6 +14,7 @@ import httpx
 from starlette.requests import Request
 from starlette.responses import Response
 
+from activelabel.errors import InputError
 from activelabel.service import otlp_codec
 from activelabel.service._http import HttpError, read_body, require_media_type
 from activelabel.service.auth import Caller
@@ -31,6 +32,7 @@ from activelabel.service.state import (
     Stopwatch,
     front_door,
     label_many,
+    label_one,
     state_of,
 )
 
@@ -58,11 +60,24 @@ def _collect_logs(message: Any) -> Collected:
     return out
 
 
-def _label_records(snapshot: PolicySnapshot, collected: Collected, caller: Caller, prefix: str) -> None:
-    decisions = label_many(snapshot, [event for _, event in collected])
+def _label_records(snapshot: PolicySnapshot, collected: Collected, caller: Caller, prefix: str) -> int:
+    """Label every record in place; returns how many could not be labeled (passed on unlabeled)."""
+    events = [event for _, event in collected]
+    try:
+        decisions: list[Any] = label_many(snapshot, events)
+    except InputError:
+        # One unlabelable record must not sink the export: label one by one.
+        decisions = []
+        for event in events:
+            try:
+                decisions.append(label_one(snapshot, event))
+            except InputError:
+                decisions.append(None)
     for (record, _), decision in zip(collected, decisions, strict=True):
-        visible = visible_labels(decision.labels, snapshot.secret_labels, caller)
-        write_labels(record.attributes, visible, prefix, snapshot.label_names)
+        if decision is not None:
+            visible = visible_labels(decision.labels, snapshot.secret_labels, caller)
+            write_labels(record.attributes, visible, prefix, snapshot.label_names)
+    return decisions.count(None)
 
 
 async def _forward(state: ServiceState, signal: str, body: bytes, media: str) -> None:
@@ -87,14 +102,15 @@ def _otlp_route(signal: str, door: str, decode: Callable[[bytes, str], Any], col
         snapshot = state.snapshot()
         watch = Stopwatch()
         collected = collect(message)
-        _label_records(snapshot, collected, caller, state.config.otlp.attribute_prefix)
+        unlabeled = _label_records(snapshot, collected, caller, state.config.otlp.attribute_prefix)
         labeled_body = otlp_codec.encode(message, media)
         elapsed = watch.seconds()
+        labeled = len(collected) - unlabeled
         if state.config.otlp.forward_endpoint is None:
-            state.metrics.observe_labeled(door, elapsed, len(collected))
+            state.metrics.observe_labeled(door, elapsed, labeled, unlabeled)
             return Response(labeled_body, media_type=media)
         await _forward(state, signal, labeled_body, media)
-        state.metrics.observe_labeled(door, elapsed, len(collected))
+        state.metrics.observe_labeled(door, elapsed, labeled, unlabeled)
         return Response(otlp_codec.empty_response(signal, media), media_type=media)
 
     route.__name__ = f"otlp_{signal}_route"
