@@ -104,21 +104,10 @@ class _Queries:
 
     conds: list[pl.Expr]               # one boolean column per rule (null: a CEL error)
     wins: list[pl.Expr]                # one winner column per label: rule position, or len(rules)
-    counts: list[pl.Expr]              # sums: hits per source, errors per rule
     cond_names: list[str]
     win_names: list[str]
-    count_sources: list[tuple[str, int]]  # per sum: ("hit" | "error", source index)
-
-
-def _counts(row: tuple, sources: list[tuple[str, int]]) -> tuple[dict[int, int], dict[int, int]]:
-    """(hits, errors) per source index from the row of count sums."""
-    hits: dict[int, int] = {}
-    errors: dict[int, int] = {}
-    for (kind, idx), v in zip(sources, row):
-        if v:
-            target = hits if kind == "hit" else errors
-            target[idx] = target.get(idx, 0) + int(v)
-    return hits, errors
+    rule_errors: list[tuple[str, str, int, int]]  # (condition column, winner column, position, source)
+    mask_errors: list[tuple[str, list[int]]]      # (missing-field column of a lookup label, its rules)
 
 
 class _BatchFallback(Exception):
@@ -208,7 +197,7 @@ class ColumnarPlan:
             keep = np.ones(n, dtype=bool)
             keep[fallback] = False
             counted = decided.filter(pl.Series(keep))
-        hits, errors = _counts(counted.select(q.counts).row(0), q.count_sources)
+        hits, errors = self._counts(q, counted)
         labels, why, keys = self._assemble(decided.select(q.win_names), n)
         for i in fallback:
             labels[i], why[i] = per_event(events[i])
@@ -313,26 +302,17 @@ class ColumnarPlan:
         translate = _Translator(self._col, dtypes, self._leaf_ids).bool_expr
         conds: list[pl.Expr] = []
         wins: list[pl.Expr] = []
-        counts: list[pl.Expr] = []
-        sources: list[tuple[str, int]] = []
+        rule_errors: list[tuple[str, str, int, int]] = []
+        mask_errors: list[tuple[str, list[int]]] = []
         for li, lab in enumerate(self._labels):
             lookup = self._lookup_winner(lab, dtypes) if lab.lookup is not None else None
             if lookup is not None:
                 win, miss = lookup
                 wins.append(win.alias(f"w{li}"))
                 if miss is not None:
-                    conds.append(miss.alias(f"m{li}"))
-                    miss = pl.col(f"m{li}").sum()
-                for j, r in enumerate(lab.rules):
                     # A missing field errors every rule (none matches, so all are reached).
-                    if miss is not None:
-                        counts.append(miss)
-                        sources.append(("error", r.source_idx))
-                    counts.append((pl.col(f"w{li}") == j).sum())
-                    sources.append(("hit", r.source_idx))
-                if lab.default is not None:
-                    counts.append((pl.col(f"w{li}") == len(lab.rules)).sum())
-                    sources.append(("hit", lab.default[1]))
+                    conds.append(miss.alias(f"m{li}"))
+                    mask_errors.append((f"m{li}", [r.source_idx for r in lab.rules]))
                 continue
             firsts = []
             for j, r in enumerate(lab.rules):
@@ -346,26 +326,47 @@ class ColumnarPlan:
                 conds.append(cond.cast(pl.Boolean).alias(name))
                 firsts.append(pl.when(pl.col(name)).then(pl.lit(j, dtype=pl.Int32)))
                 if r.node is not None:
-                    # An error counts when its rule was reached: no earlier rule of the label matched.
-                    counts.append((pl.col(name).is_null() & (pl.col(f"w{li}") >= j)).sum())
-                    sources.append(("error", r.source_idx))
-                counts.append((pl.col(f"w{li}") == j).sum())
-                sources.append(("hit", r.source_idx))
+                    rule_errors.append((name, f"w{li}", j, r.source_idx))
             k = pl.lit(len(lab.rules), dtype=pl.Int32)
             wins.append((pl.coalesce(*firsts, k) if firsts else k).alias(f"w{li}"))
-            if lab.default is not None:
-                counts.append((pl.col(f"w{li}") == len(lab.rules)).sum())
-                sources.append(("hit", lab.default[1]))
         if not conds:
             conds.append(pl.lit(True).alias("_none"))
-        counts = [c.alias(f"_c{i}") for i, c in enumerate(counts)]
-        if not counts:
-            counts.append(pl.lit(0).alias("_nothing"))
-            sources.append(("hit", -1))
-        q = _Queries(conds, wins, counts, [c.meta.output_name() for c in conds],
-                     [f"w{li}" for li in range(len(self._labels))], sources)
+        q = _Queries(conds, wins, [c.meta.output_name() for c in conds],
+                     [f"w{li}" for li in range(len(self._labels))], rule_errors, mask_errors)
         self._exprs[key] = q
         return q
+
+    def _counts(self, q: _Queries, counted: pl.DataFrame) -> tuple[dict[int, int], dict[int, int]]:
+        """(hits, errors) per source index over the rows the columns decided."""
+        hits: dict[int, int] = {}
+        for li, lab in enumerate(self._labels):
+            k = len(lab.rules)
+            per = np.bincount(counted[f"w{li}"].to_numpy(), minlength=k + 1)
+            for j, r in enumerate(lab.rules):
+                if per[j]:
+                    hits[r.source_idx] = hits.get(r.source_idx, 0) + int(per[j])
+            if lab.default is not None and per[k]:
+                hits[lab.default[1]] = hits.get(lab.default[1], 0) + int(per[k])
+        # An error counts when its rule was reached: no earlier rule of the label matched.
+        # Only columns with nulls can have any, so only those are counted.
+        exprs: list[pl.Expr] = []
+        targets: list[list[int]] = []
+        if q.rule_errors:
+            nulls = counted.select([name for name, _, _, _ in q.rule_errors]).null_count().row(0)
+            for (name, win, j, idx), c in zip(q.rule_errors, nulls):
+                if c:
+                    exprs.append((pl.col(name).is_null() & (pl.col(win) >= j)).sum().alias(f"_e{len(exprs)}"))
+                    targets.append([idx])
+        for name, idxs in q.mask_errors:
+            exprs.append(pl.col(name).sum().alias(f"_e{len(exprs)}"))
+            targets.append(idxs)
+        errors: dict[int, int] = {}
+        if exprs:
+            for idxs, v in zip(targets, counted.select(exprs).row(0)):
+                if v:
+                    for idx in idxs:
+                        errors[idx] = errors.get(idx, 0) + int(v)
+        return hits, errors
 
     def _lookup_winner(self, lab: _Label, dtypes: dict[str, Any]) -> tuple[pl.Expr, pl.Expr | None] | None:
         """(winner expression, missing-row mask) for a label in lookup form, or None to evaluate rule by rule."""
@@ -441,8 +442,8 @@ class ColumnarPlan:
                 ids if stable else None)
 
 
-#: Below this many events the per-event path is faster than building columns.
-COLUMNAR_MIN_BATCH = 512
+#: Below this many events the per-event path is as fast (at 512 they break even on the bench policy).
+COLUMNAR_MIN_BATCH = 1024
 
 
 def decide_batch(labeler: Any, plan: ColumnarPlan, events: Sequence[Any]) -> list[Any]:
