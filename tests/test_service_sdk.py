@@ -111,3 +111,36 @@ def test_span_processor_feeds_a_real_otlp_exporter(labeler):
         provider.shutdown()
         (span,) = receiver.wait_for(lambda r: r.spans())
     assert attributes_dict(span.attributes)["label.tier"] == "gold"
+
+
+def test_sdk_hooks_follow_a_policy_runtime_across_reloads(tmp_path):
+    """Given a PolicyRuntime instead of a Labeler, the middleware and the span processor use the policy after reload()."""
+    import shutil
+
+    from activelabel.service import PolicyRuntime
+
+    policy = tmp_path / "policy.yaml"
+    shutil.copy(Path(__file__).parent / "fixtures" / "service" / "policy.yaml", policy)
+    runtime = PolicyRuntime.load(policy)
+    app = Starlette(routes=[Route("/{path:path}", echo_labels, methods=["GET"])])
+    app.add_middleware(LabelingMiddleware, labeler=runtime, response_headers=True)
+    exporter = InMemorySpanExporter()
+    provider = _provider(runtime, exporter)
+    with serve_in_thread(app) as url:
+        assert httpx.get(url + "/pay").headers["x-label-priority"] == "high"
+        policy.write_text(policy.read_text().replace("    value: high\n    when: event.path.startsWith", "    value: low\n    when: event.path.startsWith"))
+        assert runtime.reload().accepted
+        assert httpx.get(url + "/pay").headers["x-label-priority"] == "low"
+    with provider.get_tracer("t").start_as_current_span("s", attributes={"tenant": "acme"}):
+        pass
+    assert exporter.get_finished_spans()[0].attributes["label.tier"] == "gold"
+
+
+def test_policy_runtime_load_refuses_a_bad_policy():
+    """PolicyRuntime.load on an invalid policy raises PolicyError with every issue."""
+    from activelabel.errors import PolicyError
+    from activelabel.service import PolicyRuntime
+
+    with pytest.raises(PolicyError) as info:
+        PolicyRuntime.load(Path(__file__).parent / "fixtures" / "service" / "bad_policy.yaml")
+    assert len(info.value.issues) == 3

@@ -15,7 +15,7 @@ import logging
 import signal
 import threading
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import AsyncIterator, Callable
 
 import anyio.to_thread
 import httpx
@@ -36,6 +36,7 @@ from activelabel.service.policy_runtime import (
     LabelerLoader,
     PolicyRuntime,
     ReloadOutcome,
+    issue_fields,
     load_checked_labeler,
 )
 from activelabel.service.recording import feedback_route, open_store
@@ -89,7 +90,7 @@ def create_app(
     runtime = PolicyRuntime(policy_path, loader=loader, on_reload=on_reload)
     first = runtime.reload("start")
     if not first.accepted:
-        raise PolicyError(issues=[PolicyIssue(**_issue_fields(e)) for e in first.errors])
+        raise PolicyError(issues=[PolicyIssue(**issue_fields(e)) for e in first.errors])
     metrics.attach(
         LabelerStatsCollector(
             runtime.totals,
@@ -226,11 +227,6 @@ def _rotate_tokens(state: ServiceState, tokens_source: Callable[[], TokenTable |
         return
     state.auth.replace_tokens(table)
     log.info("token table reloaded: %d token(s)", len(table))
-
-
-def _issue_fields(error: dict[str, Any]) -> dict[str, Any]:
-    keys = ("message", "file", "line", "column", "rule_id", "suggestion", "excerpt")
-    return {k: error[k] for k in keys if error.get(k) is not None}
 
 
 def _install_sighup(runtime: PolicyRuntime) -> None:

@@ -5,6 +5,7 @@
 
     app = Starlette(routes=...)
     app.add_middleware(LabelingMiddleware, labeler=Labeler.from_file("policy.yaml"), response_headers=True)
+    # or, to reload without restarting: labeler=PolicyRuntime.load("policy.yaml"), then runtime.reload()
 
     async def handler(request):
         request.state.labels          # {"priority": "critical", ...}
@@ -26,13 +27,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from activelabel.observability.metrics import ServiceMetrics
 from activelabel.service.http_event import event_from_asgi_scope
 from activelabel.service.label_output import header_name, header_value
-from activelabel.service.policy_runtime import PolicySnapshot
+from activelabel.service.policy_runtime import PolicySnapshot, snapshot_source
 
 log = logging.getLogger("activelabel.service.middleware")
 
 
 class LabelingMiddleware:
-    """Labels each HTTP request; the labels land in ``request.state.labels``."""
+    """Labels each HTTP request; the labels land in ``request.state.labels``.
+
+    ``labeler`` is a ``Labeler`` or a ``PolicyRuntime`` (whose current policy is used).
+    """
 
     def __init__(
         self,
@@ -45,22 +49,29 @@ class LabelingMiddleware:
         metrics: ServiceMetrics | None = None,
     ) -> None:
         self.app = app
-        self.labeler = labeler
         self.response_headers = response_headers
         self.header_prefix = header_prefix.lower()
         self.event_of = event_of
         self.metrics = metrics
-        # Which labels may go out as headers is fixed by the policy: decide once.
-        snapshot = PolicySnapshot.of(labeler)
-        self._exportable = frozenset(snapshot.label_names) - snapshot.protected_labels
+        self._snapshot = snapshot_source(labeler)
+        # Which labels may go out as headers is fixed by each policy: decide once per policy.
+        self._exportable_for: tuple[PolicySnapshot | None, frozenset[str]] = (None, frozenset())
+
+    def _exportable(self, snapshot: PolicySnapshot) -> frozenset[str]:
+        cached_for, names = self._exportable_for
+        if cached_for is not snapshot:
+            names = frozenset(snapshot.label_names) - snapshot.protected_labels
+            self._exportable_for = (snapshot, names)
+        return names
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         start = perf_counter()
+        snapshot = self._snapshot()
         try:
-            decision = self.labeler.label(self.event_of(scope))
+            decision = snapshot.labeler.label(self.event_of(scope))
         except Exception as exc:  # noqa: BLE001 - labeling must never take the app down
             log.error("request labeling failed: %s", type(exc).__name__)
             if self.metrics is not None:
@@ -75,10 +86,11 @@ class LabelingMiddleware:
         if not self.response_headers:
             await self.app(scope, receive, send)
             return
+        exportable = self._exportable(snapshot)
         extra = [
             (header_name(self.header_prefix, name).encode("latin-1"), header_value(value).encode("latin-1"))
             for name, value in decision.labels.items()
-            if name in self._exportable
+            if name in exportable
         ]
 
         async def send_with_labels(message: Message) -> None:

@@ -165,6 +165,20 @@ class PolicyRuntime:
         self._baseline = StatsTotals()
         self._recently_retired: Any = None
 
+    @classmethod
+    def load(cls, policy_path: Path | str, **kwargs: Any) -> "PolicyRuntime":
+        """A runtime already serving ``policy_path``; ``PolicyError`` with every issue if it is refused.
+
+        For the SDK hooks in a long-running app: pass it instead of a ``Labeler``
+        and call ``reload()`` (from a SIGHUP handler, an admin route...) to swap
+        the policy under them.
+        """
+        runtime = cls(policy_path, **kwargs)
+        outcome = runtime.reload("start")
+        if not outcome.accepted:
+            raise PolicyError(issues=[PolicyIssue(**issue_fields(e)) for e in outcome.errors])
+        return runtime
+
     @property
     def ready(self) -> bool:
         return self._snapshot is not None
@@ -234,6 +248,19 @@ class PolicyRuntime:
             len(outcome.errors),
             "\n".join(e.get("text") or e.get("message", "") for e in outcome.errors),
         )
+
+
+def issue_fields(error: dict[str, Any]) -> dict[str, Any]:
+    keys = ("message", "file", "line", "column", "rule_id", "suggestion", "excerpt")
+    return {k: error[k] for k in keys if error.get(k) is not None}
+
+
+def snapshot_source(labeler_or_runtime: Any) -> Callable[[], PolicySnapshot]:
+    """How an SDK hook gets the policy to use: fixed for a ``Labeler``, the current one for a ``PolicyRuntime``."""
+    if isinstance(labeler_or_runtime, PolicyRuntime):
+        return lambda: labeler_or_runtime.current
+    fixed = PolicySnapshot.of(labeler_or_runtime)
+    return lambda: fixed
 
 
 def _file_digest(path: Path) -> str:

@@ -27,7 +27,7 @@ from activelabel.observability.metrics import ServiceMetrics
 from activelabel.service.auth import Caller
 from activelabel.service.label_output import visible_labels
 from activelabel.service.otlp_mapping import span_event
-from activelabel.service.policy_runtime import PolicySnapshot
+from activelabel.service.policy_runtime import snapshot_source
 
 log = logging.getLogger("activelabel.service.span_processor")
 
@@ -52,7 +52,10 @@ def event_of_span(span: ReadableSpan) -> dict[str, Any]:
 
 
 class LabelingSpanProcessor(SpanProcessor):
-    """Labels each ended span and passes a labeled copy to ``next_processor``."""
+    """Labels each ended span and passes a labeled copy to ``next_processor``.
+
+    ``labeler`` is a ``Labeler`` or a ``PolicyRuntime`` (whose current policy is used).
+    """
 
     def __init__(
         self,
@@ -63,20 +66,21 @@ class LabelingSpanProcessor(SpanProcessor):
         clearances: frozenset[str] = frozenset(),
         metrics: ServiceMetrics | None = None,
     ) -> None:
-        self.labeler = labeler
         self.next_processor = next_processor
         self.attribute_prefix = attribute_prefix
         self.metrics = metrics
         self._caller = Caller(name="span-processor", clearances=frozenset(clearances))
-        self._secret = PolicySnapshot.of(labeler).secret_labels
+        self._snapshot = snapshot_source(labeler)
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         self.next_processor.on_start(span, parent_context=parent_context)
 
     def on_end(self, span: ReadableSpan) -> None:
         start = perf_counter()
+        snapshot = self._snapshot()
         try:
-            labels = visible_labels(self.labeler.label(event_of_span(span)).labels, self._secret, self._caller)
+            decision = snapshot.labeler.label(event_of_span(span))
+            labels = visible_labels(decision.labels, snapshot.secret_labels, self._caller)
         except Exception as exc:  # noqa: BLE001 - a labeling bug must not lose the span
             log.error("span labeling failed: %s", type(exc).__name__)
             if self.metrics is not None:
