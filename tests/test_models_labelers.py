@@ -13,6 +13,8 @@ import orjson
 import pytest
 from sklearn.linear_model import LogisticRegression
 
+from activelabel import Labeler
+
 from activelabel.errors import PolicyError
 from activelabel.models import ArtifactModelLabeler, CircuitBreaker, build_model_labelers, load_model_labeler
 from activelabel.policy import load_policy
@@ -237,3 +239,18 @@ def test_batch_and_single_predictions_are_bit_identical_for_large_batches(write_
     rows, _ = _training_rows()
     rows = rows * 10
     assert lab.predict_batch(rows) == [lab.predict(r) for r in rows]
+
+
+def test_labeler_label_batch_calls_each_model_once_per_batch(write_policy, trained):
+    """Labeler.label_batch runs a model once for the whole batch and gives what label() gives per event."""
+    policy = load_policy(_policy(write_policy, trained.artifact))
+    events = [orjson.loads(line) for line in (FIXTURES / "alerts.jsonl").read_text().splitlines()]
+    batch_labeler = Labeler(policy)
+    batch = batch_labeler.label_batch(events)
+    assert batch_labeler.stats().models["cat"]["calls"] == 1
+    single_labeler = Labeler(policy)
+    single = [single_labeler.label(e) for e in events]
+    assert single_labeler.stats().models["cat"]["calls"] == len(events)
+    assert [d.labels for d in batch] == [d.labels for d in single]
+    assert [d.confidences for d in batch] == [d.confidences for d in single]
+    assert all(d.sources["category"].startswith("model:cat@") for d in batch)

@@ -66,8 +66,12 @@ def resolve(mode: str, cands: list[Candidate]) -> tuple[Any, Any]:
     return first[winner].value, (first[winner].source_idx, share)
 
 
-def decide_label(plan: Plan, lp: LabelPlan, bindings: dict[str, Any], *, every_rule: bool) -> LabelOutcome:
-    """Decide one label exactly. ``every_rule`` evaluates all rules (explain, conflicts)."""
+def decide_label(plan: Plan, lp: LabelPlan, bindings: dict[str, Any], *, every_rule: bool,
+                 predictions: tuple[dict[str, list[Any]], int] | None = None) -> LabelOutcome:
+    """Decide one label exactly. ``every_rule`` evaluates all rules (explain, conflicts).
+
+    ``predictions``: model answers computed for a whole batch, and this event's index.
+    """
     spec = lp.spec
     outcome = LabelOutcome(MISSING, -1)
     if lp.from_prog is not None:
@@ -88,7 +92,10 @@ def decide_label(plan: Plan, lp: LabelPlan, bindings: dict[str, Any], *, every_r
             outcome.errors.append((rp.source_idx, got))  # type: ignore[arg-type]
     if lp.models and not (stop_early and outcome.candidates):
         for model, idx in zip(lp.models, lp.model_sources):
-            got = model.predict(_features(model, bindings))
+            if predictions is not None and model.name in predictions[0]:
+                got = predictions[0][model.name][predictions[1]]
+            else:
+                got = model.predict(_features(model, bindings))
             if got is not None:
                 outcome.candidates.append(Candidate(got[0], float(got[1]), idx))
     value, code = resolve(spec.resolve, outcome.candidates)

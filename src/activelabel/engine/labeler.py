@@ -14,8 +14,14 @@ from activelabel.engine.decision import Decision
 from activelabel.engine.exact import Candidate, LabelOutcome, decide_label, decide_rule, resolve
 from activelabel.engine.plan import Plan, compile_plan
 from activelabel.errors import InputError, PolicyError, PolicyIssue
+from activelabel.cel import references as _cel_references
 from activelabel.cel.codegen import MISSING
 from activelabel.policy import Policy, load_policy
+
+
+def _references(prog: Any) -> list[Any]:
+    ast = getattr(prog, "ast", None)
+    return _cel_references(ast) if ast is not None else []
 
 
 @dataclass
@@ -97,6 +103,13 @@ class Labeler:
         except SyntaxError as exc:  # a bug in code generation, never the user's
             raise PolicyError([PolicyIssue(f"internal error compiling policy: {exc}", file=policy.source)]) from exc
         self._fn: Callable[[dict[str, Any]], tuple[dict[str, Any], dict[str, Any]]] = ns["label_event"]
+        # Models whose features need no label can be called once per batch.
+        self._batch_models = [
+            m for lp in plan.labels for m in lp.models
+            if not any(ref.path[0] == "labels" for prog in m.feature_programs.values() for ref in _references(prog))
+        ]
+        self._batch_preds: dict[str, list[Any]] | None = None
+        self._batch_cursor = 0
 
     @classmethod
     def from_file(cls, path: str | Path, **kwargs: Any) -> Labeler:
@@ -122,8 +135,47 @@ class Labeler:
         return Decision(labels, why, self, event, elapsed)
 
     def label_batch(self, events: Iterable[Mapping[str, Any]]) -> list[Decision]:
-        """Label many events; identical to calling ``label`` on each."""
-        return [self.label(e) for e in events]
+        """Label many events; identical to calling ``label`` on each.
+
+        Each model is called once for the whole batch (``predict_batch``), not once
+        per event, when its features read only the event, enrichers and ``now``.
+        """
+        batch = list(events)
+        if not self._batch_models or len(batch) < 2:
+            return [self.label(e) for e in batch]
+        dicts = [e if e.__class__ is dict else dict(e) for e in batch]
+        self._batch_preds = self._predict_batch(dicts)
+        try:
+            out = []
+            for i, event in enumerate(dicts):
+                self._batch_cursor = i
+                out.append(self.label(event))
+            return out
+        finally:
+            self._batch_preds = None
+
+    def _base_bindings(self, event: dict[str, Any]) -> dict[str, Any]:
+        """What an expression can see before any label is decided: event, enrichers, now."""
+        plan = self._plan
+        bindings: dict[str, Any] = {"event": event, "labels": {}}
+        if plan.uses_now:
+            bindings["now"] = datetime.now(timezone.utc)
+        for ep in plan.enrichers:
+            try:
+                key = ep.key_prog.evaluate(bindings)
+            except Exception:
+                key = None
+            bindings[ep.spec.name] = ep.runtime.lookup(key)
+        return bindings
+
+    def _predict_batch(self, events: list[dict[str, Any]]) -> dict[str, list[Any]]:
+        from activelabel.engine.exact import _features
+
+        bindings = [self._base_bindings(e) for e in events]
+        preds: dict[str, list[Any]] = {}
+        for model in self._batch_models:
+            preds[model.name] = model.predict_batch([_features(model, b) for b in bindings])
+        return preds
 
     def labels_only(self, event: dict[str, Any]) -> dict[str, Any]:
         """Just the labels of one event (a dict), skipping the Decision: for bulk paths."""
@@ -139,15 +191,7 @@ class Labeler:
         so guarded labels show their value before overflow.
         """
         plan = self._plan
-        bindings: dict[str, Any] = {"event": dict(event), "labels": {}}
-        if plan.uses_now:
-            bindings["now"] = datetime.now(timezone.utc)
-        for ep in plan.enrichers:
-            try:
-                key = ep.key_prog.evaluate(bindings)
-            except Exception:
-                key = None
-            bindings[ep.spec.name] = ep.runtime.lookup(key)
+        bindings = self._base_bindings(dict(event))
         for lp in plan.labels:
             outcome = decide_label(plan, lp, bindings, every_rule=False)
             if outcome.value is not MISSING:
@@ -167,7 +211,9 @@ class Labeler:
                 self._errors[ep.source_idx] += 1
                 return None
         lp = plan.labels[index]
-        outcome = decide_label(plan, lp, bindings, every_rule=self.track_conflicts)
+        preds = self._batch_preds
+        outcome = decide_label(plan, lp, bindings, every_rule=self.track_conflicts,
+                               predictions=None if preds is None else (preds, self._batch_cursor))
         for idx, _msg in outcome.errors:
             self._errors[idx] += 1
         if outcome.conflict:
@@ -211,16 +257,7 @@ class Labeler:
 
     def _explain(self, decision: Decision) -> dict[str, Any]:
         plan = self._plan
-        event = decision._event
-        bindings: dict[str, Any] = {"event": event, "labels": {}}
-        if plan.uses_now:
-            bindings["now"] = datetime.now(timezone.utc)
-        for ep in plan.enrichers:
-            try:
-                key = ep.key_prog.evaluate(bindings)
-            except Exception:
-                key = None
-            bindings[ep.spec.name] = ep.runtime.lookup(key)
+        bindings = self._base_bindings(decision._event)
         table = plan.source_table
         confidences = decision.confidences
         sources = decision.sources
@@ -238,6 +275,10 @@ class Labeler:
                 "source": sources.get(name),
                 "matched": [m for m in matched if m.startswith(("rule:", "model:"))],
                 "lost": [table[c.source_idx][0] for c in outcome.candidates if c.source_idx != win_idx and table[c.source_idx][0].startswith(("rule:", "model:"))],
+                "candidates": [
+                    {"source": table[c.source_idx][0], "value": c.value, "confidence": c.confidence}
+                    for c in outcome.candidates
+                ],
                 "errors": [{"source": table[i][0], "error": msg if lp.spec.sensitivity in ("public", "internal") else "evaluation failed"} for i, msg in outcome.errors],
             }
             if lp.guard is not None and not lp.tracks_distinct and name in decision.labels and decision.labels[name] == lp.spec.overflow and outcome.value != lp.spec.overflow:
