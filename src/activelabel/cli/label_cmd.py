@@ -229,6 +229,7 @@ def label(
     max_depth: Annotated[int, typer.Option("--max-depth", help="Deeper-nested objects go to the DLQ.")] = DEFAULT_MAX_DEPTH,
     record: Annotated[Optional[Path], typer.Option("--record", help="Record each decision in this SQLite store (for feedback and reports).")] = None,
     id_field: Annotated[Optional[str], typer.Option("--id-field", help="Field holding a stable record id for --record (default: content hash).")] = None,
+    record_sample: Annotated[float, typer.Option("--record-sample", help="Share of decisions to record with --record (by record id, deterministic).")] = 1.0,
     track_conflicts: Annotated[bool, typer.Option("--conflicts", help="Evaluate every rule to count conflicts between rules.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No summary.")] = False,
 ) -> None:
@@ -245,7 +246,9 @@ def label(
     if record is not None:
         from activelabel.quality.store import DecisionStore, record_id_for
 
-        store = DecisionStore(record)
+        if not 0.0 < record_sample <= 1.0:
+            fail(f"--record-sample must be above 0 and at most 1, not {record_sample}", 2)
+        store = DecisionStore(record, policy=labeler.policy, sample_rate=record_sample)
 
         def recorder(event: dict[str, Any], decision: Any) -> None:
             store.record(record_id_for(event, id_field), event, decision)

@@ -149,7 +149,8 @@ def compile_plan(policy: Policy, *, models: list[Any] | None = None, clock: Any 
             plan.from_prog = _program(spec.bucket_from, issues, f"label {name} from")
             plan.from_idx = add_source(f"from:{name}", 1.0, name)
         if spec.has_default:
-            plan.default_idx = add_source("default", 1.0, name)
+            # A default is the absence of evidence: confidence 0, so review queues see it as uncertain.
+            plan.default_idx = add_source("default", 0.0, name)
         if spec.max_cardinality is not None:
             kw = {"clock": clock} if clock is not None else {}
             plan.guard = CardinalityGuard(spec.max_cardinality, spec.overflow, spec.window, **kw)
