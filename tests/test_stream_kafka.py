@@ -279,9 +279,11 @@ def test_a_restarted_worker_resumes_after_the_committed_offsets(kafka, topics, l
     produce(kafka, names[0], [{"value": orjson.dumps({"n": i})} for i in range(10)])
     first = StreamWorker(labeler, config(kafka, names, max_messages=10)).run()
     produce(kafka, names[0], [{"value": orjson.dumps({"n": i})} for i in range(10, 15)])
-    second = StreamWorker(labeler, config(kafka, names, idle_timeout_s=1.5)).run()
+    # Stop on the count, with a generous idle timeout only as a safety net: a loaded CI
+    # machine may take seconds between assignment and the first fetch.
+    second = StreamWorker(labeler, config(kafka, names, max_messages=5, idle_timeout_s=30)).run()
     assert (first["messages_in"], second["messages_in"]) == (10, 5)
-    assert second["stopped_because"] == "idle for 1.5s"
+    assert second["stopped_because"] == "max messages (5) reached"
     assert sorted(orjson.loads(m.value())["n"] for m in read_topic(kafka, names[1])) == list(range(15))
 
 
@@ -315,7 +317,7 @@ def test_a_crash_mid_batch_loses_nothing_and_the_group_resumes_at_the_last_commi
         crashing.run()
     committed = crashing.stats()["messages_in"]
     assert committed <= 6  # nothing at or past the crash was committed
-    resumed = StreamWorker(labeler, config(kafka, names, idle_timeout_s=1.5)).run()
+    resumed = StreamWorker(labeler, config(kafka, names, max_messages=10 - committed, idle_timeout_s=30)).run()
     assert resumed["messages_in"] == 10 - committed
     seen = [orjson.loads(m.value())["n"] for m in read_topic(kafka, names[1])]
     assert sorted(set(seen)) == list(range(10))  # nothing lost
