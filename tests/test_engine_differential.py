@@ -21,7 +21,16 @@ labels:
   flag: {type: bool, default: false}
   level: {type: enum, values: [high, low], resolve: vote}
   pair: {type: enum, values: [p1, p2, p3]}
+  combo: {type: enum, values: [a, b, c], default: c}
+  owner: {type: string}
+enrichers:
+  - {name: org, type: lookup, file: orgs.csv, key: event.tenant}
 rules:
+  - {id: o1, label: owner, value_expr: org.team, when: 'has(org.team)'}
+  - {id: o2, label: owner, value: nobody, when: 'org.size() == 0 && event.status == 200'}
+  - {id: k1, label: combo, value: a, when: 'event.ms + 1 > event.status'}
+  - {id: k2, label: combo, value: b, when: '!(labels.code == "ok") && event.flag'}
+  - {id: k3, label: combo, value: b, when: 'labels.code == "ok"' }
   - {id: p1, label: pair, value: p1, when: 'event.tenant == "acme" && event.status == 200'}
   - {id: p2, label: pair, value: p2, when: 'event.status in [1, 404] && event.tenant == "b"'}
   - {id: p3, label: pair, value: p3, when: 'event.tenant in ["c", "d"] && event.status == 500'}
@@ -59,7 +68,9 @@ EVENTS = st.fixed_dictionaries({}, optional={k: VALUES for k in ("tenant", "stat
 
 
 def _labeler(tmp_path_factory) -> Labeler:
-    path = tmp_path_factory.mktemp("diff") / "p.yaml"
+    directory = tmp_path_factory.mktemp("diff")
+    (directory / "orgs.csv").write_text("tenant,team\nacme,payments\nb,search\n")
+    path = directory / "p.yaml"
     path.write_text(POLICY)
     return Labeler(load_policy(path))
 

@@ -91,6 +91,12 @@ def generate(plan: Plan, *, every_rule: bool, slow: Callable[..., Any], resolver
             if rp.value_prog is not None:
                 emit(rp.value_prog)
 
+    hoisted = {**em.hoisted_paths(), **bound}
+
+    def missing_test(prog: Any) -> str | None:
+        """For a strict condition: a test true when a field it reads is absent (so it errors)."""
+        return _missing_test(_root(prog.ast), prog.ast, hoisted)
+
     w = _Writer()
     bind_names = ["'event': event", "'labels': out"]
     if plan.uses_now:
@@ -108,7 +114,14 @@ def generate(plan: Plan, *, every_rule: bool, slow: Callable[..., Any], resolver
         w("try:")
         w(f"    _k = {emit(ep.key_prog)}")
         w("except Exception:")
-        w(f"    _k = _slow({-1 - plan.enrichers.index(ep)}, {{{', '.join(bind_names)}}})")
+        absent = missing_test(ep.key_prog)
+        if absent is not None:  # the key field is absent: a miss, and an error of the key
+            w(f"    if {absent}:")
+            w(f"        _k = None; _errors[{ep.source_idx}] += 1")
+            w("    else:")
+            w(f"        _k = _slow({-1 - plan.enrichers.index(ep)}, {{{', '.join(bind_names)}}})")
+        else:
+            w(f"    _k = _slow({-1 - plan.enrichers.index(ep)}, {{{', '.join(bind_names)}}})")
         w(f"_enr_{i} = _lookup_{i}(_k)")
         bind_names.append(f"{ep.spec.name!r}: _enr_{i}")
         for line in em.prologue(ep.spec.name):
@@ -116,7 +129,7 @@ def generate(plan: Plan, *, every_rule: bool, slow: Callable[..., Any], resolver
     bindings = "{" + ", ".join(bind_names) + "}"
 
     for lp in plan.labels:
-        _label_block(w, ns, lp, plan, emit, emit_cond, bindings, every_rule, resolvers, runs)
+        _label_block(w, ns, lp, plan, emit, emit_cond, bindings, every_rule, resolvers, runs, missing_test)
         name = lp.spec.name
         if lp.guard is not None:
             ns[f"_guard_{lp.index}"] = lp.guard.admit
@@ -148,7 +161,7 @@ def _const(ns: dict[str, Any], value: Any) -> str:
 
 def _label_block(w: _Writer, ns: dict[str, Any], lp: LabelPlan, plan: Plan, emit: Callable[[Any], str],
                  emit_cond: Callable[[Any], str], bindings: str, every_rule: bool, resolvers: list[Any],
-                 runs: list[Any]) -> None:
+                 runs: list[Any], missing_test: Callable[[Any], str | None]) -> None:
     spec = lp.spec
     li = lp.index
     w(f"# label {spec.name} ({spec.type}, {spec.resolve})")
@@ -164,7 +177,14 @@ def _label_block(w: _Writer, ns: dict[str, Any], lp: LabelPlan, plan: Plan, emit
         w("try:")
         w(f"    _x = {emit(lp.from_prog)}")
         w("except Exception:")
-        w(f"    _v, _w = _slow({li}, {bindings})")
+        absent = missing_test(lp.from_prog)
+        if absent is not None:
+            w(f"    if {absent}:")
+            w(f"        _errors[{lp.from_idx}] += 1; _v = {default_v}; _w = {default_w}")
+            w("    else:")
+            w(f"        _v, _w = _slow({li}, {bindings})")
+        else:
+            w(f"    _v, _w = _slow({li}, {bindings})")
         w("else:")
         w("    if (_x.__class__ is int or _x.__class__ is float) and _x == _x:")
         w(f"        _v = _BN_{li}[_bisect(_BB_{li}, _x)]; _w = {lp.from_idx}")
@@ -183,7 +203,7 @@ def _label_block(w: _Writer, ns: dict[str, Any], lp: LabelPlan, plan: Plan, emit
         }[spec.type]
     collect = every_rule or spec.resolve != "first_match"
     if not collect:
-        _first_match_chain(w, ns, lp, emit, emit_cond, bindings, check, default_v, default_w, runs)
+        _first_match_chain(w, ns, lp, emit, emit_cond, bindings, check, default_v, default_w, runs, missing_test)
         return
     w("try:")
     w("    _cs = []")
@@ -202,7 +222,8 @@ def _label_block(w: _Writer, ns: dict[str, Any], lp: LabelPlan, plan: Plan, emit
 
 def _first_match_chain(w: _Writer, ns: dict[str, Any], lp: LabelPlan, emit: Callable[[Any], str],
                        emit_cond: Callable[[Any], str], bindings: str, check: str | None,
-                       default_v: str, default_w: str, runs: list[Any]) -> None:
+                       default_v: str, default_w: str, runs: list[Any],
+                       missing_test: Callable[[Any], str | None]) -> None:
     """First match as a loop body of `if ...: break` steps, each in its own `try`.
 
     A step whose fast code raises (a missing field, a wrong type) is re-decided
@@ -232,13 +253,51 @@ def _first_match_chain(w: _Writer, ns: dict[str, Any], lp: LabelPlan, emit: Call
                 w(f"        if {emit_cond(rp.when)}:")
                 w(f"            _v = {value}; _w = {rp.source_idx}; break")
         w("    except Exception:")
-        w(f"        if (_t := _exact_rules({run_id}, {bindings})) is not None:")
+        # A field the step reads is absent: when CEL certainly errors, count it here
+        # instead of asking the evaluator (events often lack a field many rules read).
+        absent = missing_test(rules[0].when) if rules[0].when is not None and (bulk or test is None) else None
+        if absent is not None:
+            if bulk:
+                ns[f"_RUN_ERR_{run_id}"] = [rp.source_idx for rp in rules]
+                w(f"        if {absent}:")
+                w(f"            for _i in _RUN_ERR_{run_id}: _errors[_i] += 1")
+            else:
+                w(f"        if {absent}:")
+                w(f"            _errors[{rules[0].source_idx}] += 1")
+            w(f"        elif (_t := _exact_rules({run_id}, {bindings})) is not None:")
+        else:
+            w(f"        if (_t := _exact_rules({run_id}, {bindings})) is not None:")
         w("            _v, _w = _t; break")
         if test is None and step.when is None and step.value_prog is None:
             closed = True  # an unconditional constant: later rules can never win
             break
     if not closed:
         w(f"    _v = {default_v}; _w = {default_w}; break")
+
+
+def _missing_test(node: Any, ast: Any, hoisted: dict[tuple[str, ...], str]) -> str | None:
+    """``_a is _MISSING or ...`` over the fields a *strict* condition reads, else None.
+
+    Strict: no operator that can absorb or skip an error (`&&`, `||`, `?:`, `has`,
+    macros), so an absent field makes the whole condition an error, which is what
+    the exact path would report.
+    """
+    from activelabel.cel import references
+
+    for n in cast.walk(node):
+        if isinstance(n, cast.Macro) or (isinstance(n, cast.Select) and n.test_only):
+            return None
+        if isinstance(n, cast.Call) and n.function in ("_&&_", "_||_", "_?_:_"):
+            return None
+    names = []
+    for ref in references(ast):
+        local = hoisted.get(tuple(ref.path))
+        if local is None:
+            return None
+        names.append(local)
+    if not names:
+        return None
+    return " or ".join(f"{name} is _MISSING" for name in dict.fromkeys(names))
 
 
 # ---- rule indexing: runs of rules testing one field become one lookup ----------
