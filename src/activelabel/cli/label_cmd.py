@@ -50,56 +50,18 @@ def run_label(
     dead = DeadLetterSink(dlq)
     summary = RunSummary()
     total_bytes = sum(Path(p).stat().st_size for p in inputs if p != "-" and Path(p).exists() and not p.endswith(".gz"))
-    bar = None
+    bar = task = None
     if progress and total_bytes:
         from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
 
         bar = Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(), console=err, transient=True)
         task = bar.add_task("labeling", total=total_bytes)
         bar.start()
-    labels_only = labeler.labels_only
-    label = labeler.label
-    write = sink.write_raw
-    last_update = 0
-    if not explain and recorder is None:
-        try:
-            _label_plain(labeler, source, sink, dead, summary, labels_field, limits, bar, task if bar else None)
-        finally:
-            if bar is not None:
-                bar.stop()
-            sink.close()
-            dead.close()
-        summary.dead_lettered = dead.count
-        summary.elapsed = time.perf_counter() - summary.started
-        return summary, dead
     try:
-        for item in source:
-            summary.records_in += 1
-            if item.__class__ is BadRecord:
-                dead.write(source=item.source, line_no=item.line_no, raw=item.raw, kind=item.kind, reason=item.reason)  # type: ignore[union-attr]
-                continue
-            event = item.event  # type: ignore[union-attr]
-            try:
-                if explain or recorder is not None:
-                    decision = label(event)
-                    fields: dict[str, Any] = {labels_field: decision.labels}
-                    if explain:
-                        fields["label_meta"] = decision.explain()
-                    if recorder is not None:
-                        recorder(event, decision)
-                else:
-                    fields = {labels_field: labels_only(event)}
-                write(splice_fields(item.raw, event, fields))
-            except ActiveLabelError as exc:
-                dead.write(source=item.source, line_no=item.line_no, raw=item.raw, kind="label_failed", reason=str(exc))
-                continue
-            except Exception as exc:  # never lose a record to an unexpected failure
-                dead.write(source=item.source, line_no=item.line_no, raw=item.raw, kind="label_failed", reason=f"{type(exc).__name__}: {exc}")
-                continue
-            summary.labeled += 1
-            if bar is not None and summary.records_in - last_update >= 2048:
-                last_update = summary.records_in
-                bar.update(task, completed=source.bytes_read)
+        if not explain and recorder is None:
+            _label_plain(labeler, source, sink, dead, summary, labels_field, limits, bar, task)
+        else:
+            _label_decisions(labeler, source, sink, dead, summary, labels_field, explain, recorder, bar, task)
     finally:
         if bar is not None:
             bar.stop()
@@ -108,6 +70,34 @@ def run_label(
     summary.dead_lettered = dead.count
     summary.elapsed = time.perf_counter() - summary.started
     return summary, dead
+
+
+def _label_decisions(labeler: Any, source: JsonlSource, sink: JsonlSink, dead: DeadLetterSink, summary: RunSummary,
+                     labels_field: str, explain: bool, recorder: Any, bar: Any, task: Any) -> None:
+    """The loop that needs whole Decisions: --explain and --record."""
+    label = labeler.label
+    write = sink.write_raw
+    for item in source:
+        summary.records_in += 1
+        if item.__class__ is BadRecord:
+            dead.write(source=item.source, line_no=item.line_no, raw=item.raw, kind=item.kind, reason=item.reason)  # type: ignore[union-attr]
+            continue
+        event = item.event  # type: ignore[union-attr]
+        try:
+            decision = label(event)
+            fields: dict[str, Any] = {labels_field: decision.labels}
+            if explain:
+                fields["label_meta"] = decision.explain()
+            if recorder is not None:
+                recorder(event, decision)
+            write(splice_fields(item.raw, event, fields))
+        except Exception as exc:  # never lose a record to an unexpected failure
+            reason = str(exc) if isinstance(exc, ActiveLabelError) else f"{type(exc).__name__}: {exc}"
+            dead.write(source=item.source, line_no=item.line_no, raw=item.raw, kind="label_failed", reason=reason)
+            continue
+        summary.labeled += 1
+        if bar is not None and not summary.records_in & 2047:
+            bar.update(task, completed=source.bytes_read)
 
 
 def _label_plain(labeler: Any, source: JsonlSource, sink: JsonlSink, dead: DeadLetterSink, summary: RunSummary,

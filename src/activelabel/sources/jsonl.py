@@ -108,8 +108,14 @@ class JsonlSource:
         self.bytes_read = 0
 
     def __iter__(self) -> Iterator[Record | BadRecord]:
-        for name in self.inputs:
-            yield from self._read(name)
+        limits = self.limits
+        for label, line_no, raw in self.iter_raw():
+            decoded = decode_line(raw, limits)
+            if decoded.__class__ is dict:
+                yield Record(label, line_no, raw, decoded)  # type: ignore[arg-type]
+            else:
+                kind, reason = decoded  # type: ignore[misc]
+                yield BadRecord(label, line_no, raw, kind, reason)
 
     def iter_raw(self) -> Iterator[tuple[str, int, bytes]]:
         """(source name, line number, line bytes) for every non-blank line, undecoded."""
@@ -140,27 +146,3 @@ class JsonlSource:
                 chunk = []
         if chunk:
             yield chunk
-
-    def _read(self, name: str) -> Iterator[Record | BadRecord]:
-        label = "<stdin>" if name == "-" else name
-        stream = _open(name)
-        limits = self.limits
-        try:
-            line_no = 0
-            for line in stream:
-                line_no += 1
-                self.bytes_read += len(line)
-                raw = line.rstrip(b"\r\n")
-                if not raw.strip():
-                    continue
-                decoded = decode_line(raw, limits)
-                if type(decoded) is dict:
-                    yield Record(label, line_no, raw, decoded)
-                else:
-                    kind, reason = decoded  # type: ignore[misc]
-                    yield BadRecord(label, line_no, raw, kind, reason)
-        except (OSError, EOFError, gzip.BadGzipFile) as exc:
-            raise SourceError(f"reading {label} failed: {exc}") from exc
-        finally:
-            if stream is not sys.stdin.buffer:
-                stream.close()
