@@ -153,3 +153,29 @@ def test_demo_labels_the_shipped_example_and_shows_a_summary(tmp_path):
     text = res.stdout.decode() + res.stderr.decode()
     assert "602 records in = 600 labeled + 2 dead-lettered" in text
     assert "5/5 policy tests pass" in text
+
+
+def test_file_mode_columnar_path_gives_the_per_event_labels_in_input_order(tmp_path):
+    """For a policy with a columnar form, file mode labels in batches yet matches label() record by record."""
+    from activelabel import Labeler
+
+    policy = EXAMPLES / "bgl" / "policy.yaml"
+    assert Labeler.from_file(policy).columnar_plan() is not None  # this policy takes the batch path
+    lines = (DATA / "loghub" / "BGL" / "BGL_2k.labeled.jsonl").read_bytes().splitlines()
+    src = tmp_path / "in.jsonl"
+    # 5,000 records (more than one batch) with bad lines between them.
+    body = []
+    for i in range(5000):
+        body.append(lines[i % len(lines)])
+        if i in (10, 4500):
+            body.append(b'{"broken": ')
+    src.write_bytes(b"\n".join(body) + b"\n")
+    out, dlq = tmp_path / "out.jsonl", tmp_path / "dlq.jsonl"
+    res = run("label", "-p", str(policy), str(src), "-o", str(out), "--dlq", str(dlq))
+    assert res.returncode == 0, res.stderr.decode()
+    assert "5002 records in = 5000 labeled + 2 dead-lettered" in res.stderr.decode()
+    got = read_jsonl(out)
+    reference = Labeler.from_file(policy)
+    expected = [reference.label(orjson.loads(lines[i % len(lines)])).labels for i in range(5000)]
+    assert [r["labels"] for r in got] == expected
+    assert [r["line_no"] for r in got] == [orjson.loads(lines[i % len(lines)])["line_no"] for i in range(5000)]

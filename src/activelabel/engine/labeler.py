@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from activelabel.engine import codegen
+from activelabel.engine.batch import COLUMNAR_MIN_BATCH, ColumnarPlan, decide_batch
 from activelabel.engine.decision import Decision
 from activelabel.engine.exact import Candidate, LabelOutcome, decide_label, decide_rule, resolve
 from activelabel.engine.plan import Plan, compile_plan
@@ -17,6 +18,9 @@ from activelabel.errors import InputError, PolicyError, PolicyIssue
 from activelabel.cel import references as _cel_references
 from activelabel.cel.codegen import MISSING
 from activelabel.policy import Policy, load_policy
+
+
+_UNBUILT = object()
 
 
 def _references(prog: Any) -> list[Any]:
@@ -109,6 +113,7 @@ class Labeler:
             if not any(ref.path[0] == "labels" for prog in m.feature_programs.values() for ref in _references(prog))
         ]
         self._batch_preds: dict[str, list[Any]] | None = None
+        self._columnar: ColumnarPlan | None | object = _UNBUILT
         self._batch_cursor = 0
 
     @classmethod
@@ -141,6 +146,10 @@ class Labeler:
         per event, when its features read only the event, enrichers and ``now``.
         """
         batch = list(events)
+        if len(batch) >= COLUMNAR_MIN_BATCH:
+            columnar = self.columnar_plan()
+            if columnar is not None:
+                return decide_batch(self, columnar, batch)
         if not self._batch_models or len(batch) < 2:
             return [self.label(e) for e in batch]
         dicts = [e if e.__class__ is dict else dict(e) for e in batch]
@@ -153,6 +162,15 @@ class Labeler:
             return out
         finally:
             self._batch_preds = None
+
+    def columnar_plan(self) -> ColumnarPlan | None:
+        """The policy evaluated column-wise (engine/batch.py), or None when it uses what that cannot express.
+
+        Built on first use: many labelers (policy tests, reload candidates) never see a batch.
+        """
+        if self._columnar is _UNBUILT:
+            self._columnar = None if self.track_conflicts else ColumnarPlan.build(self._plan)
+        return self._columnar  # type: ignore[return-value]
 
     def _base_bindings(self, event: dict[str, Any]) -> dict[str, Any]:
         """What an expression can see before any label is decided: event, enrichers, now."""
