@@ -65,7 +65,7 @@ def test_every_kind_of_bad_line_goes_to_the_dlq_with_reason_line_and_bytes(write
     src = tmp_path / "in.jsonl"
     src.write_bytes(b"\n".join(lines) + b"\n")
     out, dlq = tmp_path / "out.jsonl", tmp_path / "dlq.jsonl"
-    res = run("label", "-p", str(policy), str(src), "-o", str(out), "--dlq", str(dlq), "--max-line-bytes", "2048")
+    res = run("label", "-p", str(policy), str(src), "-o", str(out), "--dlq", str(dlq), "--max-line-bytes", "2048", "--max-depth", "64")
     assert res.returncode == 0, res.stderr.decode()
     good = read_jsonl(out)
     dead = read_jsonl(dlq)
@@ -77,6 +77,20 @@ def test_every_kind_of_bad_line_goes_to_the_dlq_with_reason_line_and_bytes(write
     assert dead[0]["raw"] == '{"status": 5'
     assert "raw_base64" in dead[2]  # the original bytes survive even when they are not UTF-8
     assert "7 records in = 2 labeled + 5 dead-lettered" in res.stderr.decode()
+
+
+def test_by_default_the_parser_limit_of_1024_levels_applies(write_policy, tmp_path):
+    """Without --max-depth, 1,024 levels pass and deeper documents are dead-lettered as too deep."""
+    policy = write_policy(POLICY)
+    ok = b'{"a":' * 1023 + b"1" + b"}" * 1023
+    deep = b'{"a":' * 1100 + b"1" + b"}" * 1100
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(ok + b"\n" + deep + b"\n")
+    out, dlq = tmp_path / "out.jsonl", tmp_path / "dlq.jsonl"
+    res = run("label", "-p", str(policy), str(src), "-o", str(out), "--dlq", str(dlq))
+    assert res.returncode == 0, res.stderr.decode()
+    assert [d["kind"] for d in read_jsonl(dlq)] == ["too_deep"]
+    assert len(out.read_bytes().splitlines()) == 1
 
 
 def test_label_reads_stdin_and_gzip_and_writes_stdout(write_policy, tmp_path):

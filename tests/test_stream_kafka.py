@@ -254,7 +254,7 @@ def test_bad_messages_go_to_the_dlq_with_reason_origin_and_original_bytes(kafka,
     good = [b'{"status": 500, "ms": 3}', b'{"status": 200}']
     values: list[bytes | None] = [good[0], *bad, None, good[1]]
     produce(kafka, names[0], [{"key": f"k{i}".encode(), "value": v, "headers": [("h", b"v")]} for i, v in enumerate(values)])
-    stats = StreamWorker(labeler, config(kafka, names, max_messages=len(values), max_value_bytes=4096)).run()
+    stats = StreamWorker(labeler, config(kafka, names, max_messages=len(values), max_value_bytes=4096, max_depth=64)).run()
     assert stats["messages_in"] == stats["labeled"] + stats["dead_lettered"] == len(values)
     assert stats["labeled"] == 2
     assert stats["dead_letter_kinds"] == {"empty": 1, "invalid_json": 1, "invalid_utf8": 1, "not_object": 1, "too_deep": 1, "too_large": 1}

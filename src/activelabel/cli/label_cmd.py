@@ -16,7 +16,7 @@ from activelabel.cli.main import app
 from activelabel.errors import ActiveLabelError
 from activelabel.sinks import DeadLetterSink, JsonlSink, splice_fields
 from activelabel.sources import BadRecord, JsonlSource, ReadLimits
-from activelabel.sources.jsonl import DEFAULT_MAX_DEPTH, DEFAULT_MAX_LINE_BYTES, decode_line
+from activelabel.sources.jsonl import DEFAULT_MAX_DEPTH, DEFAULT_MAX_LINE_BYTES, PARSER_MAX_DEPTH, decode_line
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 
@@ -120,65 +120,85 @@ def _label_plain(labeler: Any, source: JsonlSource, sink: JsonlSink, dead: DeadL
     write = sink.write_raw
     bad = dead.write
     max_bytes, max_depth = limits.max_line_bytes, limits.max_depth
+    if max_depth >= PARSER_MAX_DEPTH:
+        max_depth = 1 << 62  # the parser enforces it: skip the bracket count
     prefix = b',' + dumps(labels_field) + b':'
     labeled = records = 0
     columnar = labeler.columnar_plan()
     chunk_raws: list[bytes] = []
     chunk_events: list[dict[str, Any]] = []
+    chunk_where: list[tuple[str, int]] = []
 
     def flush() -> int:
         """Label the pending records column-wise; their lines keep input order."""
-        result, lines = columnar.run_lines(chunk_raws, chunk_events, label_event, labels_field)
-        hits, errors = labeler._hits, labeler._errors
-        for idx, c in result.hits.items():
-            hits[idx] += c
-        for idx, c in result.errors.items():
-            errors[idx] += c
-        for line in lines:
-            write(line)
-        n = len(lines)
+        try:
+            result, lines = columnar.run_lines(chunk_raws, chunk_events, label_event, labels_field)
+        except Exception:  # a fault in the batch path must not lose the chunk: label it per event
+            n = 0
+            for (name, line_no), raw, event in zip(chunk_where, chunk_raws, chunk_events):
+                try:
+                    sink.write_raw(splice_fields(raw, event, {labels_field: label_event(event)[0]}))
+                    n += 1
+                except Exception as exc:
+                    bad(source=name, line_no=line_no, raw=raw, kind="label_failed", reason=f"{type(exc).__name__}: {exc}")
+            lines = None
+        else:
+            hits, errors = labeler._hits, labeler._errors
+            for idx, c in result.hits.items():
+                hits[idx] += c
+            for idx, c in result.errors.items():
+                errors[idx] += c
+            sink.write_lines(lines)
+            n = len(lines)
         chunk_raws.clear()
         chunk_events.clear()
+        chunk_where.clear()
         return n
 
-    for name, line_no, raw in source.iter_raw():
-        records += 1
-        if len(raw) > max_bytes or raw.count(b"{") + raw.count(b"[") > max_depth:
-            decoded = decode_line(raw, limits)  # the slow, complete check: too large, too deep
-            if decoded.__class__ is not dict:
-                bad(source=name, line_no=line_no, raw=raw, kind=decoded[0], reason=decoded[1])  # type: ignore[index]
+    for name, first_line, block in source.iter_blocks():
+        line_no = first_line - 1
+        for raw in block:
+            line_no += 1
+            if raw[-1:] == b"\r":
+                raw = raw[:-1]
+            if not raw or raw.isspace():
                 continue
-            event = decoded
-        else:
+            records += 1
+            if len(raw) > max_bytes or (max_depth < PARSER_MAX_DEPTH and raw.count(b"{") + raw.count(b"[") > max_depth):
+                decoded = decode_line(raw, limits)  # the slow, complete check: too large, too deep
+                if decoded.__class__ is not dict:
+                    bad(source=name, line_no=line_no, raw=raw, kind=decoded[0], reason=decoded[1])  # type: ignore[index]
+                    continue
+                event = decoded
+            else:
+                try:
+                    event = loads(raw)
+                except decode_error:
+                    kind, reason = decode_line(raw, limits)  # type: ignore[misc]
+                    bad(source=name, line_no=line_no, raw=raw, kind=kind, reason=reason)
+                    continue
+                if event.__class__ is not dict:
+                    kind, reason = decode_line(raw, limits)  # type: ignore[misc]
+                    bad(source=name, line_no=line_no, raw=raw, kind=kind, reason=reason)
+                    continue
+            if columnar is not None:
+                chunk_raws.append(raw)
+                chunk_events.append(event)  # type: ignore[arg-type]
+                chunk_where.append((name, line_no))
+                if len(chunk_events) >= COLUMNAR_CHUNK:
+                    labeled += flush()
+                continue
             try:
-                event = loads(raw)
-            except decode_error:
-                kind, reason = decode_line(raw, limits)  # type: ignore[misc]
-                bad(source=name, line_no=line_no, raw=raw, kind=kind, reason=reason)
+                labels = label_event(event)[0]
+            except Exception as exc:  # never lose a record to an unexpected failure
+                bad(source=name, line_no=line_no, raw=raw, kind="label_failed", reason=f"{type(exc).__name__}: {exc}")
                 continue
-            if event.__class__ is not dict:
-                kind, reason = decode_line(raw, limits)  # type: ignore[misc]
-                bad(source=name, line_no=line_no, raw=raw, kind=kind, reason=reason)
-                continue
-        if columnar is not None:
-            chunk_raws.append(raw)
-            chunk_events.append(event)  # type: ignore[arg-type]
-            if len(chunk_events) >= COLUMNAR_CHUNK:
-                labeled += flush()
-                if bar is not None:
-                    bar.update(task, completed=source.bytes_read)
-            continue
-        try:
-            labels = label_event(event)[0]
-        except Exception as exc:  # never lose a record to an unexpected failure
-            bad(source=name, line_no=line_no, raw=raw, kind="label_failed", reason=f"{type(exc).__name__}: {exc}")
-            continue
-        if raw[-1:] == b"}" and raw[-2:-1] not in (b"{", b" ", b"\t") and labels_field not in event:
-            write(raw[:-1] + prefix + dumps(labels) + b"}")
-        else:
-            write(splice_fields(raw, event, {labels_field: labels}))
-        labeled += 1
-        if bar is not None and not labeled & 4095:
+            if raw[-1:] == b"}" and raw[-2:-1] not in (b"{", b" ", b"\t") and labels_field not in event:
+                write(raw[:-1] + prefix + dumps(labels) + b"}")
+            else:
+                write(splice_fields(raw, event, {labels_field: labels}))
+            labeled += 1
+        if bar is not None:
             bar.update(task, completed=source.bytes_read)
     if chunk_events:
         labeled += flush()
@@ -251,7 +271,7 @@ def label(
     explain: Annotated[bool, typer.Option("--explain", help="Add a label_meta object saying how each label was decided.")] = False,
     labels_field: Annotated[str, typer.Option("--labels-field", help="Name of the field the labels are written to.")] = "labels",
     max_line_bytes: Annotated[int, typer.Option("--max-line-bytes", help="Longer lines go to the DLQ.")] = DEFAULT_MAX_LINE_BYTES,
-    max_depth: Annotated[int, typer.Option("--max-depth", help="Deeper-nested objects go to the DLQ.")] = DEFAULT_MAX_DEPTH,
+    max_depth: Annotated[int, typer.Option("--max-depth", help="Deeper-nested objects go to the DLQ (1024 is checked by the parser for free; a lower limit costs a scan).")] = DEFAULT_MAX_DEPTH,
     record: Annotated[Optional[Path], typer.Option("--record", help="Record each decision in this SQLite store (for feedback and reports).")] = None,
     id_field: Annotated[Optional[str], typer.Option("--id-field", help="Field holding a stable record id for --record (default: content hash).")] = None,
     record_sample: Annotated[float, typer.Option("--record-sample", help="Share of decisions to record with --record (by record id, deterministic).")] = 1.0,

@@ -7,10 +7,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from activelabel.engine import codegen
-from activelabel.engine.batch import COLUMNAR_MIN_BATCH, ColumnarPlan, decide_batch
 from activelabel.engine.decision import Decision
 from activelabel.engine.exact import Candidate, LabelOutcome, decide_label, decide_rule, resolve
 from activelabel.engine.plan import Plan, compile_plan
@@ -20,7 +19,14 @@ from activelabel.cel.codegen import MISSING
 from activelabel.policy import Policy, load_policy
 
 
+if TYPE_CHECKING:
+    from activelabel.engine.batch import ColumnarPlan
+
 _UNBUILT = object()
+
+#: Batches at least this large take the columnar path (engine/batch.py) when the policy has one;
+#: below it Polars' fixed cost per batch outweighs the gain.
+COLUMNAR_MIN_BATCH = 1024
 
 
 def _references(prog: Any) -> list[Any]:
@@ -113,7 +119,7 @@ class Labeler:
             if not any(ref.path[0] == "labels" for prog in m.feature_programs.values() for ref in _references(prog))
         ]
         self._batch_preds: dict[str, list[Any]] | None = None
-        self._columnar: ColumnarPlan | None | object = _UNBUILT
+        self._columnar: object = _UNBUILT  # ColumnarPlan | None once built
         self._batch_cursor = 0
 
     @classmethod
@@ -149,6 +155,8 @@ class Labeler:
         if len(batch) >= COLUMNAR_MIN_BATCH:
             columnar = self.columnar_plan()
             if columnar is not None:
+                from activelabel.engine.batch import decide_batch
+
                 return decide_batch(self, columnar, batch)
         if not self._batch_models or len(batch) < 2:
             return [self.label(e) for e in batch]
@@ -163,13 +171,23 @@ class Labeler:
         finally:
             self._batch_preds = None
 
-    def columnar_plan(self) -> ColumnarPlan | None:
+    def columnar_plan(self) -> "ColumnarPlan | None":
         """The policy evaluated column-wise (engine/batch.py), or None when it uses what that cannot express.
 
         Built on first use: many labelers (policy tests, reload candidates) never see a batch.
         """
         if self._columnar is _UNBUILT:
-            self._columnar = None if self.track_conflicts else ColumnarPlan.build(self._plan)
+            plan = self._plan
+            # What ColumnarPlan.build refuses anyway, checked without importing Polars (~0.15 s).
+            if self.track_conflicts or plan.enrichers or plan.uses_now or any(
+                lp.models or lp.from_prog is not None or lp.guard is not None or lp.spec.resolve != "first_match"
+                for lp in plan.labels
+            ):
+                self._columnar = None
+            else:
+                from activelabel.engine.batch import ColumnarPlan
+
+                self._columnar = ColumnarPlan.build(plan)
         return self._columnar  # type: ignore[return-value]
 
     def _base_bindings(self, event: dict[str, Any]) -> dict[str, Any]:

@@ -62,6 +62,13 @@ class JsonlSink:
         if len(self._buffer) >= 4096:
             self.flush()
 
+    def write_lines(self, lines: list[bytes]) -> None:
+        """Many lines at once (the batch paths)."""
+        self._buffer.extend(lines)
+        self.count += len(lines)
+        if len(self._buffer) >= 4096:
+            self.flush()
+
     def flush(self) -> None:
         if self._buffer:
             self._buffer.append(b"")
