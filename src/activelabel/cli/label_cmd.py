@@ -369,13 +369,31 @@ def demo(
     err.print(f"policy {labeler.policy.metadata.name} {labeler.version[:19]}: {len(tests) - len(failed)}/{len(tests)} policy tests pass", highlight=False)
     dlq = str(output) + ".dlq.jsonl"
     summary, dead = run_label(labeler, [str(events)], str(output), dlq, progress=sys.stderr.isatty())
-    table = Table(title=f"first {show} labeled records of {events.name}", title_justify="left")
-    for col in ("status", "path", "user agent", "labels"):
-        table.add_column(col, overflow="fold")
+    from rich.console import Console
+
+    # One record per distinct outcome, so the table shows what the policy does, not 8 images.
+    shown: dict[tuple[Any, ...], dict[str, Any]] = {}
     with output.open("rb") as fh:
-        for _, line in zip(range(show), fh):
+        for line in fh:
             rec = orjson.loads(line)
-            labels = ", ".join(f"{k}={v}" for k, v in rec["labels"].items() if k != "client")
-            table.add_row(str(rec.get("status")), str(rec.get("path"))[:48], str(rec.get("user_agent"))[:32], labels)
-    out.print(table)
+            key = tuple(rec["labels"].get(k) for k in ("error_class", "bot", "static_asset", "priority", "client_kind"))
+            shown.setdefault(key, rec)
+            if len(shown) >= show:
+                break
+    specs = labeler.policy.labels
+    table = Table(title=f"{len(shown)} labeled records of {events.name}, one per distinct outcome", title_justify="left")
+    table.add_column("status")
+    table.add_column("path", overflow="ellipsis", no_wrap=True, max_width=34)
+    table.add_column("user agent", overflow="ellipsis", no_wrap=True, max_width=26)
+    visible = [name for name, spec in specs.items() if spec.sensitivity not in ("pii", "secret")]
+    for name in visible:
+        table.add_column(name)
+    for rec in shown.values():
+        labels = rec["labels"]
+        cells = [orjson.dumps(labels[n]).decode().strip('"') if n in labels else "[dim]-[/]" for n in visible]
+        table.add_row(str(rec.get("status")), str(rec.get("path")), str(rec.get("user_agent")), *cells)
+    Console(width=max(out.width, 170)).print(table)
+    hidden = [name for name in specs if name not in visible]
+    if hidden:
+        out.print(f"[dim]not shown: {', '.join(hidden)} (sensitivity pii/secret)[/]")
     print_summary(labeler, summary, dead, str(output), dlq)
