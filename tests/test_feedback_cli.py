@@ -9,18 +9,14 @@ from typer.testing import CliRunner
 
 from activelabel.cli.main import _register, app
 from activelabel.quality.store import DecisionStore
+from loop_store import recorded_store
 
 FIXTURES = Path(__file__).parent / "fixtures" / "loop"
 _register()
 runner = CliRunner()
 
 
-def _store(tmp_path: Path) -> Path:
-    path = tmp_path / "decisions.db"
-    with DecisionStore(path) as store:
-        rows = [orjson.loads(line) for line in (FIXTURES / "decisions.jsonl").read_bytes().splitlines()]
-        store.record_many((r["id"], r["event"], r["decision"]) for r in rows)
-    return path
+_store = recorded_store
 
 
 def test_feedback_add_stores_one_truth_and_refuses_a_bad_value_with_the_reason(tmp_path):

@@ -12,18 +12,14 @@ from typer.testing import CliRunner
 from activelabel.cli.main import _register, app
 from activelabel.quality.review import dedup_key_for, select_for_review
 from activelabel.quality.store import DecisionStore
+from loop_store import recorded_store
 
 FIXTURES = Path(__file__).parent / "fixtures" / "loop"
 _register()
 runner = CliRunner()
 
 
-def _store(tmp_path: Path) -> Path:
-    path = tmp_path / "decisions.db"
-    with DecisionStore(path) as store:
-        rows = [orjson.loads(line) for line in (FIXTURES / "decisions.jsonl").read_bytes().splitlines()]
-        store.record_many((r["id"], r["event"], r["decision"]) for r in rows)
-    return path
+_store = recorded_store
 
 
 def _export(tmp_path: Path, db: Path, *args: str) -> list[dict]:
