@@ -43,8 +43,8 @@ sys.path.insert(0, str(REPO / "src"))
 
 from activelabel.engine import Labeler  # noqa: E402
 from activelabel.models import compile_features, load_model_labeler  # noqa: E402
-from activelabel.quality.feedback import apply_feedback, read_label_studio_export  # noqa: E402
 from activelabel.quality.features import feature_rows, training_pairs  # noqa: E402
+from activelabel.quality.feedback import apply_feedback, read_label_studio_export  # noqa: E402
 from activelabel.quality.metrics import classification_summary  # noqa: E402
 from activelabel.quality.review import dedup_key_for, label_studio_tasks, select_for_review  # noqa: E402
 from activelabel.quality.store import DecisionStore, StoredDecision, record_id_for  # noqa: E402

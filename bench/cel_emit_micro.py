@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from activelabel import cel
 from activelabel.cel.codegen import MISSING, PythonEmitter

@@ -56,7 +56,7 @@ def first_match(plan: list[tuple[str, list, str | None]], test: Callable[[object
                     if test(compiled, ctx):
                         out[name] = value
                         break
-                except Exception:  # noqa: BLE001 - an erroring condition does not match
+                except Exception:
                     pass
             else:
                 if default is not None:
@@ -174,7 +174,7 @@ def build_engines(spec: PolicySpec, policy_path: Path | None,
     if policy_path is not None:
         try:
             engines += activelabel_engines(policy_path)
-        except Exception as exc:  # noqa: BLE001 - reported in the results, not fatal
+        except Exception as exc:
             missing["activelabel"] = f"{type(exc).__name__}: {exc}"
     for key in peers:
         try:

@@ -50,9 +50,7 @@ def label_base(event: dict) -> dict:
     country = client.get("country")
     upstream = event.get("upstream")
 
-    if ua is not None and (ua.startswith("kube-probe") or ua.startswith("Prometheus")):
-        traffic = "monitor"
-    elif path in _HEALTH:
+    if (ua is not None and (ua.startswith("kube-probe") or ua.startswith("Prometheus"))) or path in _HEALTH:
         traffic = "monitor"
     elif _SCANNER(path):
         traffic = "scanner"
@@ -65,9 +63,7 @@ def label_base(event: dict) -> dict:
     else:
         traffic = "human"
 
-    if upstream is not None and upstream.get("timeout") is True:
-        error = "timeout"
-    elif status == 504:
+    if (upstream is not None and upstream.get("timeout") is True) or status == 504:
         error = "timeout"
     elif status >= 500:
         error = "server_error"
@@ -80,13 +76,9 @@ def label_base(event: dict) -> dict:
     else:
         error = "ok"
 
-    if path.startswith("/pay") and status >= 500:
+    if (path.startswith("/pay") and status >= 500) or (path.startswith("/api/v2/checkout") and latency > 2000.0):
         priority = "critical"
-    elif path.startswith("/api/v2/checkout") and latency > 2000.0:
-        priority = "critical"
-    elif path.startswith("/auth") and (status == 401 or status == 403) and method == "POST":
-        priority = "high"
-    elif path.startswith("/admin"):
+    elif (path.startswith("/auth") and (status == 401 or status == 403) and method == "POST") or path.startswith("/admin"):
         priority = "high"
     elif path in _HEALTH or path.startswith("/static/"):
         priority = "low"
@@ -132,13 +124,9 @@ def label_base(event: dict) -> dict:
     else:
         endpoint = "other"
 
-    if _SCANNER(path):
+    if _SCANNER(path) or (path.startswith("/admin") and country in _KNOWN and country not in _HOME):
         risk = "high"
-    elif path.startswith("/admin") and country in _KNOWN and country not in _HOME:
-        risk = "high"
-    elif client.get("asn") in _HOSTING and method in _WRITES:
-        risk = "medium"
-    elif path.startswith("/auth/") and status == 401:
+    elif (client.get("asn") in _HOSTING and method in _WRITES) or (path.startswith("/auth/") and status == 401):
         risk = "medium"
     else:
         risk = "low"

@@ -415,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = Config.for_mode(args.quick)
     console = Console(width=None if sys.stdout.isatty() else 150)
     started = time.perf_counter()
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     results: dict = {"date": now.isoformat(timespec="seconds"), "mode": "quick" if args.quick else "full",
                      "loadavg_start": os.getloadavg(),
                      "machine": machine_info(), "config": cfg.__dict__, "sections": only}

@@ -35,7 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from time import perf_counter
 from typing import Any
@@ -103,7 +103,7 @@ class Connection:
         self.reader, self.writer = reader, writer
 
     @classmethod
-    async def open(cls, host: str, port: int) -> "Connection":
+    async def open(cls, host: str, port: int) -> Connection:
         reader, writer = await asyncio.open_connection(host, port)
         writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return cls(reader, writer)
@@ -317,7 +317,7 @@ def main() -> None:
     print_table(results)
     report = {
         "benchmark": "serve_load",
-        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
         "policy": str(args.policy.relative_to(REPO)) if args.policy.is_relative_to(REPO) else str(args.policy),
         "events": len(bodies),
@@ -330,7 +330,7 @@ def main() -> None:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     suffix = "" if args.door == "label" else f"_{args.door}"
-    path = args.out / f"serve{suffix}_{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}.json"
+    path = args.out / f"serve{suffix}_{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
     path.write_text(json.dumps(report, indent=2))
     print(f"\nwrote {path.relative_to(REPO) if path.is_relative_to(REPO) else path}")
 

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import orjson
 import pytest
-
 from bench.engines import PEERS, handwritten
 from bench.events import generate_events, write_jsonl
 from bench.handwritten import make_labeler

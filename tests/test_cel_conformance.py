@@ -9,7 +9,6 @@ import pytest
 
 from activelabel import cel
 from activelabel.errors import CELEvalError, CELSyntaxError
-
 from cel_conformance import KNOWN_DEVIATIONS, UNSUPPORTED_REQUIRES, decode, load_cases, same_value
 
 CASES = load_cases()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -294,7 +294,7 @@ def test_macros_map_filter_exists_one() -> None:
 
 def test_timestamps_and_durations() -> None:
     """timestamp() and duration() map to datetime/timedelta and support arithmetic and accessors."""
-    now = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    now = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     assert ev("now - duration('1h30m')", now=now) == now - timedelta(hours=1, minutes=30)
     assert ev("now > timestamp('2026-01-01T00:00:00Z')", now=now) is True
     assert ev("now.getHours() == 3 && now.getFullYear() == 2026", now=now) is True

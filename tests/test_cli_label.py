@@ -8,9 +8,8 @@ import sys
 from pathlib import Path
 
 import orjson
-import pytest
 
-from conftest import DATA, EXAMPLES, REPO
+from conftest import DATA, EXAMPLES
 
 CLI = [sys.executable, "-m", "activelabel"]
 

@@ -14,9 +14,9 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "service"))
-from harness import FAILING_TESTS_POLICY, POLICY, auth, build_app  # noqa: E402
+from harness import FAILING_TESTS_POLICY, POLICY, auth, build_app
 
-from activelabel.service.testing import serve_in_thread  # noqa: E402
+from activelabel.service.testing import serve_in_thread
 
 EMAILS = ["ann@example.com", "bob@example.com", "cy@example.com", "dee@example.com"]
 
@@ -26,7 +26,7 @@ def scraped():
     """Run a known sequence against a fresh registry; yield (registry, /metrics text, policy version)."""
     registry = CollectorRegistry()
     with serve_in_thread(build_app(registry=registry)) as url, httpx.Client(base_url=url) as client:
-        label = lambda body: client.post("/v1/label", json=body, headers=auth("label-token"))  # noqa: E731
+        label = lambda body: client.post("/v1/label", json=body, headers=auth("label-token"))
         version = label({"path": "/pay/1", "status": 503, "tenant": "acme"}).json()["policy_version"]  # critical; pay-any conflicts
         label({"path": "/home", "status": 200})  # priority from default only
         label({"status": 200})  # no path: rule pay-any errors (pay-5xx is false by its status test)

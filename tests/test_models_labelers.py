@@ -14,7 +14,6 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from activelabel import Labeler
-
 from activelabel.errors import PolicyError
 from activelabel.models import ArtifactModelLabeler, CircuitBreaker, build_model_labelers, load_model_labeler
 from activelabel.policy import load_policy

@@ -113,7 +113,7 @@ def test_select_for_review_is_reproducible_for_a_seed(tmp_path):
     """The same seed picks the same items (ties are broken by the seeded generator)."""
     with DecisionStore(_store(tmp_path)) as store:
         decisions = list(store.decisions())
-    pick = lambda seed: [i.decision.record_id for i in select_for_review(  # noqa: E731
+    pick = lambda seed: [i.decision.record_id for i in select_for_review(
         decisions, label="category", budget=4, strategy="random", dedup=dedup_key_for("content"), seed=seed)]
     assert pick(3) == pick(3)
 

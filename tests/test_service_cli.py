@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "service"))
-from harness import BAD_POLICY, POLICY, TOKENS, auth  # noqa: E402
+from harness import BAD_POLICY, POLICY, TOKENS, auth
 
 SERVE = [sys.executable, "-m", "activelabel", "serve"]
 

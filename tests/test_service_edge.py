@@ -13,10 +13,10 @@ import orjson
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "service"))
-from harness import SHARED_DATA, auth, build_app  # noqa: E402
+from harness import SHARED_DATA, auth, build_app
 
-from activelabel.service.label_output import k8s_label_value  # noqa: E402
-from activelabel.service.testing import serve_in_thread  # noqa: E402
+from activelabel.service.label_output import k8s_label_value
+from activelabel.service.testing import serve_in_thread
 
 ADMISSION = SHARED_DATA / "k8s_admission"
 K8S_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")

@@ -10,12 +10,12 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "service"))
-from harness import auth, build_app  # noqa: E402
+from harness import auth, build_app
 
-from activelabel.quality.store import DecisionStore  # noqa: E402
-from activelabel.service import ServiceConfig  # noqa: E402
-from activelabel.service.config import StoreConfig  # noqa: E402
-from activelabel.service.testing import serve_in_thread  # noqa: E402
+from activelabel.quality.store import DecisionStore
+from activelabel.service import ServiceConfig
+from activelabel.service.config import StoreConfig
+from activelabel.service.testing import serve_in_thread
 
 SENSITIVE = "zed.private@example.org"
 

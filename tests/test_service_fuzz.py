@@ -12,9 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "service"))
-from harness import auth, build_app  # noqa: E402
+from harness import auth, build_app
 
-from activelabel.service.testing import serve_in_thread  # noqa: E402
+from activelabel.service.testing import serve_in_thread
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),

@@ -11,10 +11,10 @@ import orjson
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "service"))
-from harness import POLICY, auth, build_app  # noqa: E402
+from harness import POLICY, auth, build_app
 
-from activelabel.service import AuthConfigError, ServiceConfig, create_app  # noqa: E402
-from activelabel.service.testing import serve_in_thread  # noqa: E402
+from activelabel.service import AuthConfigError, ServiceConfig, create_app
+from activelabel.service.testing import serve_in_thread
 
 CONFIG = ServiceConfig(max_body_bytes=4096, max_batch_events=5)
 

@@ -20,12 +20,12 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "service"))
-from harness import auth, build_app  # noqa: E402
+from harness import auth, build_app
 
-from activelabel.service import ServiceConfig  # noqa: E402
-from activelabel.service.config import OtlpConfig  # noqa: E402
-from activelabel.service.otlp_mapping import attributes_dict  # noqa: E402
-from activelabel.service.testing import OtlpReceiver, serve_in_thread  # noqa: E402
+from activelabel.service import ServiceConfig
+from activelabel.service.config import OtlpConfig
+from activelabel.service.otlp_mapping import attributes_dict
+from activelabel.service.testing import OtlpReceiver, serve_in_thread
 
 RESOURCE = Resource.create({"service.name": "shop"})
 

@@ -13,11 +13,11 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "service"))
-from harness import BAD_POLICY, FAILING_TESTS_POLICY, POLICY, auth, build_app  # noqa: E402
+from harness import BAD_POLICY, FAILING_TESTS_POLICY, POLICY, auth, build_app
 
-from activelabel.errors import PolicyError  # noqa: E402
-from activelabel.service import ServiceConfig  # noqa: E402
-from activelabel.service.testing import serve_in_thread  # noqa: E402
+from activelabel.errors import PolicyError
+from activelabel.service import ServiceConfig
+from activelabel.service.testing import serve_in_thread
 
 PAY = {"path": "/pay/1", "status": 200}
 

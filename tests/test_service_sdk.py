@@ -20,12 +20,12 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "service"))
-from harness import build_labeler  # noqa: E402
+from harness import build_labeler
 
-from activelabel.observability import ServiceMetrics  # noqa: E402
-from activelabel.service import LabelingMiddleware, LabelingSpanProcessor  # noqa: E402
-from activelabel.service.otlp_mapping import attributes_dict  # noqa: E402
-from activelabel.service.testing import OtlpReceiver, serve_in_thread  # noqa: E402
+from activelabel.observability import ServiceMetrics
+from activelabel.service import LabelingMiddleware, LabelingSpanProcessor
+from activelabel.service.otlp_mapping import attributes_dict
+from activelabel.service.testing import OtlpReceiver, serve_in_thread
 
 
 @pytest.fixture(scope="module")

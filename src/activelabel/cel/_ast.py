@@ -57,7 +57,7 @@ class Ident(Expr):
 class Select(Expr):
     """``operand.field``; ``test_only`` marks the ``has(operand.field)`` macro."""
 
-    __slots__ = ("operand", "field", "test_only")
+    __slots__ = ("field", "operand", "test_only")
 
     def __init__(self, operand: Expr, field: str, offset: int, test_only: bool = False) -> None:
         self.operand = operand
@@ -75,7 +75,7 @@ class Select(Expr):
 class Call(Expr):
     """A function, method (``target`` set) or operator call."""
 
-    __slots__ = ("function", "args", "target")
+    __slots__ = ("args", "function", "target")
 
     def __init__(self, function: str, args: list[Expr], offset: int, target: Expr | None = None) -> None:
         self.function = function
@@ -126,7 +126,7 @@ class CreateMap(Expr):
 class CreateStruct(Expr):
     """``Message{field: value}``: parsed, but protobuf messages are not supported at runtime."""
 
-    __slots__ = ("type_name", "fields")
+    __slots__ = ("fields", "type_name")
 
     def __init__(self, type_name: str, fields: list[tuple[str, Expr]], offset: int) -> None:
         self.type_name = type_name
@@ -144,7 +144,7 @@ class Macro(Expr):
     [filter, transform]) and filter.
     """
 
-    __slots__ = ("kind", "target", "var", "args")
+    __slots__ = ("args", "kind", "target", "var")
 
     def __init__(self, kind: str, target: Expr, var: str, args: list[Expr], offset: int) -> None:
         self.kind = kind

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import difflib
 import operator
-from typing import Any, Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
+from typing import Any
 
 from activelabel.cel import _functions as F
 from activelabel.cel._ast import (
@@ -28,8 +29,8 @@ from activelabel.cel._ast import (
     walk,
 )
 from activelabel.cel._lexer import syntax_error
-from activelabel.cel._regex import matcher
 from activelabel.cel._parser import parse
+from activelabel.cel._regex import matcher
 from activelabel.cel._runtime import MISSING
 from activelabel.cel._values import TYPE_NAMES, UInt, cel_compare, cel_equal, map_get, no_overload, type_name
 from activelabel.errors import CELEvalError, CELSyntaxError
@@ -392,7 +393,7 @@ _MACROS = {
 class Program:
     """A compiled CEL expression; :meth:`evaluate` it as often as you like."""
 
-    __slots__ = ("ast", "text", "_fn", "_dotted", "_qualified_fn", "_strict")
+    __slots__ = ("_dotted", "_fn", "_qualified_fn", "_strict", "ast", "text")
 
     def __init__(self, ast: Ast, fn: Fn, dotted: frozenset[str] = frozenset(), strict: bool = False) -> None:
         self.ast = ast

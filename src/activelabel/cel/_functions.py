@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, Callable
+from typing import Any
 
 from activelabel.cel._regex import matches
 from activelabel.cel._strings_ext import STRING_FUNCTIONS
@@ -405,4 +406,4 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
 METHODS = frozenset({"size", "contains", "startsWith", "endsWith", "matches", *TIME_METHODS, *STRING_FUNCTIONS})
 GLOBAL_ONLY = frozenset({"int", "uint", "double", "string", "bytes", "bool", "dyn", "type", "timestamp", "duration"})
 
-__all__ = ["FUNCTIONS", "METHODS", "TYPE_NAMES", "NUMERIC"]
+__all__ = ["FUNCTIONS", "METHODS", "NUMERIC", "TYPE_NAMES"]

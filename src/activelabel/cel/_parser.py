@@ -214,7 +214,7 @@ class _Parser:
 
     def method(self, target: Expr, name: Token, args: list[Expr]) -> Expr:
         fn = name.text
-        if self.macros and (fn in _MACROS_2 and len(args) == 2 or fn == "map" and len(args) in (2, 3)):
+        if self.macros and ((fn in _MACROS_2 and len(args) == 2) or (fn == "map" and len(args) in (2, 3))):
             var = args[0]
             if not isinstance(var, Ident) or var.name.startswith("."):
                 raise syntax_error(f"{fn}() macro: the first argument must be a simple name", self.text, var.offset)

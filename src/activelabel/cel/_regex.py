@@ -10,7 +10,8 @@ pattern is still compiled by RE2 first, so invalid patterns fail the same way.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import re2
 

@@ -8,7 +8,8 @@ Indexes count code points, as ``size()`` does.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from activelabel.cel._values import no_overload
 from activelabel.errors import CELEvalError

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
-from typing import Any, Callable
+from typing import Any
 
 from activelabel.cel._values import no_overload
 from activelabel.errors import CELEvalError
 
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 _DURATION_MAX = timedelta(seconds=315576000000)
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(h|m|s|ms|us|µs|ns)")
@@ -78,12 +79,12 @@ def to_timestamp(v: Any) -> datetime:
             raise CELEvalError(f"timestamp() conversion error: {v!r} is not RFC 3339") from None
         if ts.tzinfo is None:
             raise CELEvalError(f"timestamp() conversion error: {v!r} has no time zone offset")
-        return ts.astimezone(timezone.utc)
+        return ts.astimezone(UTC)
     raise no_overload("timestamp", v)
 
 
 def format_timestamp(ts: datetime) -> str:
-    ts = ts.astimezone(timezone.utc)
+    ts = ts.astimezone(UTC)
     text = ts.strftime("%Y-%m-%dT%H:%M:%S")
     if ts.microsecond:
         text += f".{ts.microsecond:06d}".rstrip("0")
@@ -100,7 +101,7 @@ def format_duration(d: timedelta) -> str:
 
 def _tz(ts: datetime, tz: Any = None) -> datetime:
     if tz is None:
-        return ts.astimezone(timezone.utc)
+        return ts.astimezone(UTC)
     if tz.__class__ is not str:
         raise no_overload("timezone", tz)
     m = re.fullmatch(r"([+-])?(\d{1,2}):(\d{2})", tz)

@@ -25,9 +25,10 @@ import itertools
 import keyword
 import math
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from activelabel.cel import _functions as F
 from activelabel.cel import _runtime as R

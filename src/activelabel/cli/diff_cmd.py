@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import orjson
 import typer
@@ -68,7 +68,7 @@ def _text(v: Any) -> str:
 def diff(
     old_policy: Annotated[Path, typer.Argument(help="The running policy.")],
     new_policy: Annotated[Path, typer.Argument(help="The candidate policy.")],
-    inputs: Annotated[Optional[list[str]], typer.Argument(help="JSONL records to label with both (shadow run).")] = None,
+    inputs: Annotated[list[str] | None, typer.Argument(help="JSONL records to label with both (shadow run).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     top: Annotated[int, typer.Option("--top", help="Transitions to show per label.")] = 5,
 ) -> None:

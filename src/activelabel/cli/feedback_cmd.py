@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -16,7 +16,7 @@ feedback_app = typer.Typer(help="Add ground truth (true label values) to the dec
 app.add_typer(feedback_app, name="feedback")
 
 StoreOpt = Annotated[Path, typer.Option("--store", "-s", help="The SQLite decision store (from `activelabel label --record`).")]
-PolicyOpt = Annotated[Optional[Path], typer.Option("--policy", "-p", help="Check labels and values against this policy (remembered in the store).")]
+PolicyOpt = Annotated[Path | None, typer.Option("--policy", "-p", help="Check labels and values against this policy (remembered in the store).")]
 
 
 def open_store(store: Path, policy: Path | None, *, must_exist: bool = True) -> Any:
@@ -81,7 +81,7 @@ def feedback_add(
     record_id: Annotated[str, typer.Option("--id", help="The record id (its --id-field value or content hash).")],
     label: Annotated[str, typer.Option("--label", "-l", help="The label this truth is for.")],
     value: Annotated[str, typer.Option("--value", "-v", help="The true value.")],
-    who: Annotated[Optional[str], typer.Option("--who", help="Who says so (kept with the truth).")] = None,
+    who: Annotated[str | None, typer.Option("--who", help="Who says so (kept with the truth).")] = None,
     policy: PolicyOpt = None,
     learn: Annotated[bool, typer.Option("--learn", help="Online (river) models of --policy learn from it now.")] = False,
 ) -> None:
@@ -106,7 +106,7 @@ def feedback_import(
     file: Annotated[Path, typer.Argument(help="JSONL of {id, label, value[, who]} or a Label Studio JSON export.")],
     store: StoreOpt,
     policy: PolicyOpt = None,
-    who: Annotated[Optional[str], typer.Option("--who", help="Annotator to record when an item names none.")] = None,
+    who: Annotated[str | None, typer.Option("--who", help="Annotator to record when an item names none.")] = None,
     learn: Annotated[bool, typer.Option("--learn", help="Online (river) models of --policy learn from accepted items.")] = False,
 ) -> None:
     """Import ground truth; each item is accepted or refused on its own, with the reason."""

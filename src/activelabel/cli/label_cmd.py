@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import orjson
 import typer
@@ -264,16 +264,16 @@ def _top_values(labeler: Any) -> dict[str, str]:
 
 @app.command()
 def label(
-    inputs: Annotated[Optional[list[str]], typer.Argument(help="JSONL inputs (files, .gz, or - for stdin). Default: stdin.")] = None,
+    inputs: Annotated[list[str] | None, typer.Argument(help="JSONL inputs (files, .gz, or - for stdin). Default: stdin.")] = None,
     policy: Annotated[Path, typer.Option("--policy", "-p", help="Policy YAML file.")] = Path("policy.yaml"),
-    output: Annotated[Optional[str], typer.Option("--output", "-o", help="Labeled JSONL output (default: stdout).")] = None,
-    dlq: Annotated[Optional[str], typer.Option("--dlq", help="Dead-letter JSONL for lines that cannot be labeled (default: OUTPUT.dlq.jsonl, or activelabel.dlq.jsonl when writing to stdout).")] = None,
+    output: Annotated[str | None, typer.Option("--output", "-o", help="Labeled JSONL output (default: stdout).")] = None,
+    dlq: Annotated[str | None, typer.Option("--dlq", help="Dead-letter JSONL for lines that cannot be labeled (default: OUTPUT.dlq.jsonl, or activelabel.dlq.jsonl when writing to stdout).")] = None,
     explain: Annotated[bool, typer.Option("--explain", help="Add a label_meta object saying how each label was decided.")] = False,
     labels_field: Annotated[str, typer.Option("--labels-field", help="Name of the field the labels are written to.")] = "labels",
     max_line_bytes: Annotated[int, typer.Option("--max-line-bytes", help="Longer lines go to the DLQ.")] = DEFAULT_MAX_LINE_BYTES,
     max_depth: Annotated[int, typer.Option("--max-depth", help="Deeper-nested objects go to the DLQ (1024 is checked by the parser for free; a lower limit costs a scan).")] = DEFAULT_MAX_DEPTH,
-    record: Annotated[Optional[Path], typer.Option("--record", help="Record each decision in this SQLite store (for feedback and reports).")] = None,
-    id_field: Annotated[Optional[str], typer.Option("--id-field", help="Field holding a stable record id for --record (default: content hash).")] = None,
+    record: Annotated[Path | None, typer.Option("--record", help="Record each decision in this SQLite store (for feedback and reports).")] = None,
+    id_field: Annotated[str | None, typer.Option("--id-field", help="Field holding a stable record id for --record (default: content hash).")] = None,
     record_sample: Annotated[float, typer.Option("--record-sample", help="Share of decisions to record with --record (by record id, deterministic).")] = 1.0,
     track_conflicts: Annotated[bool, typer.Option("--conflicts", help="Evaluate every rule to count conflicts between rules.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No summary.")] = False,
@@ -348,7 +348,7 @@ def explain(
             value = orjson.dumps(entry["value"]).decode()
         conf = f"{entry['confidence']:.2f}" if entry["confidence"] is not None else ""
         errors = "; ".join(f"{e['source']}: {e['error']}" for e in entry["errors"])
-        short = lambda items: ", ".join(i.removeprefix("rule:") for i in items)  # noqa: E731
+        short = lambda items: ", ".join(i.removeprefix("rule:") for i in items)
         table.add_row(name, value, conf, entry["source"] or "", short(entry["matched"]), short(entry["lost"]), errors)
     Console(width=max(out.width, 150)).print(table)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import orjson
 import typer
@@ -15,16 +15,16 @@ from activelabel.errors import ActiveLabelError
 
 @app.command("report")
 def report(
-    store: Annotated[Optional[Path], typer.Option("--store", "-s", help="The SQLite decision store.")] = None,
-    labeled: Annotated[Optional[Path], typer.Option("--labeled", help="Instead of a store: labeled JSONL (from activelabel label --explain).")] = None,
-    truth: Annotated[Optional[Path], typer.Option("--truth", help="With --labeled: truth JSONL of {id, label, value}.")] = None,
-    id_field: Annotated[Optional[str], typer.Option("--id-field", help="With --labeled: field holding the record id (default: content hash).")] = None,
-    label: Annotated[Optional[list[str]], typer.Option("--label", "-l", help="Only these labels (repeatable).")] = None,
-    drift_field: Annotated[Optional[list[str]], typer.Option("--drift-field", help="Event field to check for drift, e.g. event.level (repeatable).")] = None,
-    time_field: Annotated[Optional[str], typer.Option("--time-field", help="Event field holding the event time (epoch seconds or ISO-8601) for windows and the timeline (default: recording time).")] = None,
+    store: Annotated[Path | None, typer.Option("--store", "-s", help="The SQLite decision store.")] = None,
+    labeled: Annotated[Path | None, typer.Option("--labeled", help="Instead of a store: labeled JSONL (from activelabel label --explain).")] = None,
+    truth: Annotated[Path | None, typer.Option("--truth", help="With --labeled: truth JSONL of {id, label, value}.")] = None,
+    id_field: Annotated[str | None, typer.Option("--id-field", help="With --labeled: field holding the record id (default: content hash).")] = None,
+    label: Annotated[list[str] | None, typer.Option("--label", "-l", help="Only these labels (repeatable).")] = None,
+    drift_field: Annotated[list[str] | None, typer.Option("--drift-field", help="Event field to check for drift, e.g. event.level (repeatable).")] = None,
+    time_field: Annotated[str | None, typer.Option("--time-field", help="Event field holding the event time (epoch seconds or ISO-8601) for windows and the timeline (default: recording time).")] = None,
     reference_fraction: Annotated[float, typer.Option("--reference-fraction", min=0.05, max=0.95, help="Oldest share of records used as the drift reference window.")] = 0.5,
-    policy: Annotated[Optional[Path], typer.Option("--policy", "-p", help="With --store: run the policy's models over the recorded events so each model's summary counts every prediction, not only the ones that won.")] = None,
-    html: Annotated[Optional[Path], typer.Option("--html", help="Write a self-contained HTML report with plots here.")] = None,
+    policy: Annotated[Path | None, typer.Option("--policy", "-p", help="With --store: run the policy's models over the recorded events so each model's summary counts every prediction, not only the ones that won.")] = None,
+    html: Annotated[Path | None, typer.Option("--html", help="Write a self-contained HTML report with plots here.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout (no tables).")] = False,
 ) -> None:
     """Report accuracy, F1, confusion, coverage, per-source summary, conflicts and drift."""

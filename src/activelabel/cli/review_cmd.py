@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import orjson
 import typer
@@ -40,10 +40,10 @@ def review_export(
     budget: Annotated[int, typer.Option("--budget", "-n", min=1, help="How many items to send.")],
     strategy: Annotated[str, typer.Option("--strategy", help="uncertainty | margin | entropy | disagreement | random")] = "uncertainty",
     output: Annotated[Path, typer.Option("--output", "-o", help="Label Studio tasks JSON to write.")] = Path("review.tasks.json"),
-    config: Annotated[Optional[Path], typer.Option("--config", help="Labeling-config XML to write (default: OUTPUT with .xml).")] = None,
-    dedup_field: Annotated[Optional[str], typer.Option("--dedup-field", help="Field whose template (numbers masked) is sent once (default: the whole event).")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="Labeling-config XML to write (default: OUTPUT with .xml).")] = None,
+    dedup_field: Annotated[str | None, typer.Option("--dedup-field", help="Field whose template (numbers masked) is sent once (default: the whole event).")] = None,
     no_dedup: Annotated[bool, typer.Option("--no-dedup", help="Allow near-duplicates.")] = False,
-    text_field: Annotated[Optional[str], typer.Option("--text-field", help="Field shown to annotators (default: the event as JSON).")] = None,
+    text_field: Annotated[str | None, typer.Option("--text-field", help="Field shown to annotators (default: the event as JSON).")] = None,
     include_reviewed: Annotated[bool, typer.Option("--include-reviewed", help="Also pick items that already have ground truth.")] = False,
     policy: PolicyOpt = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed for random choice and tie-breaks.")] = 0,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import logging
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -18,16 +18,16 @@ from activelabel.errors import PolicyError
 @app.command()
 def serve(
     policy: Annotated[Path, typer.Option("--policy", "-p", help="Policy YAML file to serve.")] = Path("policy.yaml"),
-    host: Annotated[Optional[str], typer.Option("--host", help="Address to listen on (default 127.0.0.1, or the config's).")] = None,
-    port: Annotated[Optional[int], typer.Option("--port", help="Port to listen on (default 8080, or the config's).")] = None,
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Service config YAML (limits, ext_authz, OTLP, admission); see docs/service.md.")] = None,
-    tokens: Annotated[Optional[Path], typer.Option("--tokens", help="Token table YAML: token -> {scopes, clearances}. Default: $ACTIVELABEL_TOKENS.")] = None,
+    host: Annotated[str | None, typer.Option("--host", help="Address to listen on (default 127.0.0.1, or the config's).")] = None,
+    port: Annotated[int | None, typer.Option("--port", help="Port to listen on (default 8080, or the config's).")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="Service config YAML (limits, ext_authz, OTLP, admission); see docs/service.md.")] = None,
+    tokens: Annotated[Path | None, typer.Option("--tokens", help="Token table YAML: token -> {scopes, clearances}. Default: $ACTIVELABEL_TOKENS.")] = None,
     no_auth: Annotated[bool, typer.Option("--no-auth", help="Accept unauthenticated calls (local use only).")] = False,
     watch: Annotated[bool, typer.Option("--watch", help="Reload the policy when its file changes.")] = False,
-    tls_cert: Annotated[Optional[Path], typer.Option("--tls-cert", help="PEM certificate: serve HTTPS (needed for admission webhooks).")] = None,
-    tls_key: Annotated[Optional[Path], typer.Option("--tls-key", help="PEM private key for --tls-cert.")] = None,
-    record: Annotated[Optional[Path], typer.Option("--record", help="Record each decision in this SQLite store; enables POST /v1/feedback.")] = None,
-    id_field: Annotated[Optional[str], typer.Option("--id-field", help="Event field holding the record id for --record (default: content hash).")] = None,
+    tls_cert: Annotated[Path | None, typer.Option("--tls-cert", help="PEM certificate: serve HTTPS (needed for admission webhooks).")] = None,
+    tls_key: Annotated[Path | None, typer.Option("--tls-key", help="PEM private key for --tls-cert.")] = None,
+    record: Annotated[Path | None, typer.Option("--record", help="Record each decision in this SQLite store; enables POST /v1/feedback.")] = None,
+    id_field: Annotated[str | None, typer.Option("--id-field", help="Event field holding the record id for --record (default: content hash).")] = None,
     log_level: Annotated[str, typer.Option("--log-level", help="debug | info | warning | error.")] = "info",
 ) -> None:
     """Serve POST /v1/label, /metrics, ext_authz, OTLP /v1/traces and /v1/logs, and /v1/admission.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import orjson
 import typer
@@ -64,14 +64,14 @@ def stream(
     output_topic: Annotated[str, typer.Option("--output-topic", help="Topic the labeled messages go to.")],
     policy: Annotated[Path, typer.Option("--policy", "-p", help="Policy YAML file.")] = Path("policy.yaml"),
     bootstrap: Annotated[str, typer.Option("--bootstrap", help="Kafka bootstrap servers, HOST:PORT[,HOST:PORT…].")] = "127.0.0.1:9092",
-    dlq_topic: Annotated[Optional[str], typer.Option("--dlq-topic", help="Dead-letter topic (default: OUTPUT_TOPIC.dlq).")] = None,
+    dlq_topic: Annotated[str | None, typer.Option("--dlq-topic", help="Dead-letter topic (default: OUTPUT_TOPIC.dlq).")] = None,
     group: Annotated[str, typer.Option("--group", help="Consumer group; workers sharing it split the partitions.")] = "activelabel",
     labels_field: Annotated[str, typer.Option("--labels-field", help="Name of the field the labels are written to.")] = "labels",
     explain: Annotated[bool, typer.Option("--explain", help="Add a label_meta object saying how each label was decided.")] = False,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Messages per batch; offsets are committed per batch, after delivery.")] = 500,
     poll_timeout: Annotated[float, typer.Option("--poll-timeout", help="Seconds one poll waits for messages.")] = 1.0,
-    max_messages: Annotated[Optional[int], typer.Option("--max-messages", help="Stop after this many input messages.")] = None,
-    idle_timeout: Annotated[Optional[float], typer.Option("--idle-timeout", help="Stop after this many seconds without a message (counted from partition assignment).")] = None,
+    max_messages: Annotated[int | None, typer.Option("--max-messages", help="Stop after this many input messages.")] = None,
+    idle_timeout: Annotated[float | None, typer.Option("--idle-timeout", help="Stop after this many seconds without a message (counted from partition assignment).")] = None,
     offset_reset: Annotated[str, typer.Option("--offset-reset", help="Where a new group starts: earliest or latest.")] = "earliest",
     session_timeout_ms: Annotated[int, typer.Option("--session-timeout-ms", help="Consumer group session timeout in ms.")] = 45_000,
     max_value_bytes: Annotated[int, typer.Option("--max-value-bytes", help="Larger message values go to the DLQ.")] = DEFAULT_MAX_LINE_BYTES,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -44,14 +44,14 @@ def train(
     store: StoreOpt,
     label: Annotated[str, typer.Option("--label", "-l", help="The label to learn.")],
     model_type: Annotated[str, typer.Option("--model-type", help="sklearn | onnx | river")] = "sklearn",
-    feature: Annotated[Optional[list[str]], typer.Option("--feature", "-f", help="NAME=CEL feature (repeatable); default: the policy model's features, else every scalar event field.")] = None,
+    feature: Annotated[list[str] | None, typer.Option("--feature", "-f", help="NAME=CEL feature (repeatable); default: the policy model's features, else every scalar event field.")] = None,
     output_dir: Annotated[Path, typer.Option("--out", "-o", help="Directory for the artifact and its model card.")] = Path("models"),
-    name: Annotated[Optional[str], typer.Option("--name", help="Model name (default: the policy's model for the label, else LABEL_model).")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Model name (default: the policy's model for the label, else LABEL_model).")] = None,
     holdout: Annotated[float, typer.Option("--holdout", min=0.0, max=0.5, help="Share of ground truth held out for the card's metrics.")] = 0.2,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     policy: PolicyOpt = None,
     online: Annotated[bool, typer.Option("--online", help="Instead of training: the policy's river models learn from all ground truth of the label.")] = False,
-    rule_labels: Annotated[Optional[float], typer.Option("--rule-labels", min=0.0, max=1.0, help="Also learn from recorded lines a rule labeled with at least this confidence (weak labels; ground truth wins).")] = None,
+    rule_labels: Annotated[float | None, typer.Option("--rule-labels", min=0.0, max=1.0, help="Also learn from recorded lines a rule labeled with at least this confidence (weak labels; ground truth wins).")] = None,
 ) -> None:
     """Train a model from the store's ground truth; write a versioned artifact and model card."""
     from activelabel.models import compile_features

@@ -44,7 +44,6 @@ import polars as pl
 
 from activelabel.cel._ast import Call, CreateList, Expr, Ident, Literal, Select, select_path, walk
 from activelabel.engine._columnar_extract import (
-    _EXACT_FLOAT_INT,
     _INT64,
     _apply_string_fn,
     _make_extractor,

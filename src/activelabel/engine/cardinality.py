@@ -16,7 +16,7 @@ from typing import Any
 class CardinalityGuard:
     """Admits at most ``limit`` distinct values per window; counts the overflow."""
 
-    __slots__ = ("limit", "overflow_value", "window", "_clock", "_seen", "_window_end", "overflowed")
+    __slots__ = ("_clock", "_seen", "_window_end", "limit", "overflow_value", "overflowed", "window")
 
     def __init__(
         self,
@@ -58,7 +58,7 @@ class CardinalityGuard:
 class DistinctTracker:
     """Counts distinct values of an unguarded label, up to ``limit``; never changes a value."""
 
-    __slots__ = ("limit", "_seen", "overflowed")
+    __slots__ = ("_seen", "limit", "overflowed")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit

@@ -14,11 +14,13 @@ hits, so it stays as cheap as hand-written code.
 from __future__ import annotations
 
 from bisect import bisect_right
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from activelabel.cel import _ast as cast
 from activelabel.cel.codegen import MISSING, PythonEmitter
 from activelabel.engine.plan import LabelPlan, Plan
+
 
 class NotBool(Exception):
     """A value that does not fit where it is used (the exact path reports CEL's error)."""

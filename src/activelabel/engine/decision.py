@@ -16,7 +16,7 @@ class Decision:
     records, so labeling stays cheap when nobody asks.
     """
 
-    __slots__ = ("labels", "_why", "_labeler", "_event", "elapsed_ns")
+    __slots__ = ("_event", "_labeler", "_why", "elapsed_ns", "labels")
 
     def __init__(self, labels: dict[str, Any], why: dict[str, Any], labeler: Labeler, event: Any, elapsed_ns: int) -> None:
         self.labels = labels

@@ -5,19 +5,18 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from activelabel.cel import references as _cel_references
+from activelabel.cel.codegen import MISSING
 from activelabel.engine import codegen
 from activelabel.engine.decision import Decision
 from activelabel.engine.exact import Candidate, LabelOutcome, decide_label, decide_rule, resolve
 from activelabel.engine.plan import Plan, compile_plan
 from activelabel.errors import InputError, PolicyError, PolicyIssue
-from activelabel.cel import references as _cel_references
-from activelabel.cel.codegen import MISSING
 from activelabel.policy import Policy, load_policy
-
 
 if TYPE_CHECKING:
     from activelabel.engine.batch import ColumnarPlan
@@ -105,7 +104,7 @@ class Labeler:
         self._runs: list[Any] = []  # (label plan, rules, bulk) per first-match step, filled by codegen
         source, ns = codegen.generate(plan, every_rule=track_conflicts, slow=self._slow, resolvers=resolvers,
                                       hits=self._hits, errors=self._errors, exact_rules=self._exact_rules, runs=self._runs)
-        ns["_clock_now"] = now or (lambda: datetime.now(timezone.utc))
+        ns["_clock_now"] = now or (lambda: datetime.now(UTC))
         self.generated_source = source
         try:
             code = compile(source, f"<activelabel policy {policy.metadata.name or policy.source}>", "exec")
@@ -171,7 +170,7 @@ class Labeler:
         finally:
             self._batch_preds = None
 
-    def columnar_plan(self) -> "ColumnarPlan | None":
+    def columnar_plan(self) -> ColumnarPlan | None:
         """The policy evaluated column-wise (engine/batch.py), or None when it uses what that cannot express.
 
         Built on first use: many labelers (policy tests, reload candidates) never see a batch.
@@ -195,7 +194,7 @@ class Labeler:
         plan = self._plan
         bindings: dict[str, Any] = {"event": event, "labels": {}}
         if plan.uses_now:
-            bindings["now"] = datetime.now(timezone.utc)
+            bindings["now"] = datetime.now(UTC)
         for ep in plan.enrichers:
             try:
                 key = ep.key_prog.evaluate(bindings)

@@ -10,7 +10,8 @@ string, because the same addresses recur in traffic.
 from __future__ import annotations
 
 import ipaddress
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from ._lookup import EMPTY, EnricherError
 
@@ -25,7 +26,7 @@ class CidrEnricher:
     ('lab', 'corp', {})
     """
 
-    __slots__ = ("name", "_v4", "_v6", "_cache", "_size")
+    __slots__ = ("_cache", "_size", "_v4", "_v6", "name")
 
     def __init__(self, name: str, rows: Mapping[str, Mapping[str, Any]]) -> None:
         self.name = name

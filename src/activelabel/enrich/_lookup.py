@@ -11,9 +11,10 @@ import csv
 import hashlib
 import io
 import sqlite3
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Protocol
+from typing import Any, Protocol
 
 import orjson
 
@@ -80,7 +81,7 @@ class LookupEnricher:
     ('gold', {})
     """
 
-    __slots__ = ("name", "_rows", "_get")
+    __slots__ = ("_get", "_rows", "name")
 
     def __init__(self, name: str, rows: Mapping[str, Mapping[str, Any]]) -> None:
         self.name = name

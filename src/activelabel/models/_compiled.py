@@ -21,6 +21,7 @@ Scorer = Callable[[Sequence[Mapping[str, Any]]], list[list[float]]]
 
 from activelabel.models._artifacts import _number, _text  # the same coercions as the sklearn path
 
+
 def _tfidf_block(vec: Any, column: str, offset: int) -> Callable[[Mapping[str, Any]], list[tuple[int, float]]] | None:
     ok = (vec.analyzer == "word" and vec.tokenizer is None and vec.preprocessor is None and vec.stop_words is None
           and vec.strip_accents is None and not vec.binary and vec.norm in ("l2", None) and vec.use_idf
@@ -58,7 +59,7 @@ def _onehot_block(enc: Any, columns: list[str], offset: int) -> Callable[[Mappin
         return None
     tables, start = [], offset
     for cats in enc.categories_:
-        tables.append(({str(c): start + i for i, c in enumerate(cats.tolist())}))
+        tables.append({str(c): start + i for i, c in enumerate(cats.tolist())})
         start += len(cats)
 
     def block(row: Mapping[str, Any]) -> list[tuple[int, float]]:

@@ -10,8 +10,9 @@ policy's window and is never summed.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 
 @dataclass
@@ -26,7 +27,7 @@ class StatsTotals:
     overflow: Counter[str] = field(default_factory=Counter)
     distinct: dict[str, int] = field(default_factory=dict)
 
-    def add(self, other: "StatsTotals") -> "StatsTotals":
+    def add(self, other: StatsTotals) -> StatsTotals:
         """Sum of two totals; ``distinct`` is taken from ``other`` (the newer one)."""
         return StatsTotals(
             events=self.events + other.events,

@@ -41,8 +41,7 @@ from ._yaml import Loc, YMap, YNode, YScalar, YSeq, expr_position, to_plain
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Words CEL reserves: not usable after a dot (`labels.in`) nor as a name.
 CEL_RESERVED = frozenset(
-    "as break const continue else false for function if import in let loop package namespace null "
-    "return true var void while".split()
+    ["as", "break", "const", "continue", "else", "false", "for", "function", "if", "import", "in", "let", "loop", "package", "namespace", "null", "return", "true", "var", "void", "while"]
 )
 
 TOP_KEYS = ("apiVersion", "kind", "metadata", "include", "labels", "enrichers", "rules", "tests", "models")
@@ -165,7 +164,7 @@ class FileBuilder:
             self.rep.add(f"`{key}` of {what} must be {kind}, not {describe(node)}", node.loc, rule_id=rule_id)
             return None
         assert isinstance(value, (int, float)) and isinstance(node, YScalar)
-        if lo is not None and (value <= lo if lo_open else value < lo) or hi is not None and value > hi:
+        if (lo is not None and (value <= lo if lo_open else value < lo)) or (hi is not None and value > hi):
             if hi is None:
                 rng = f"greater than {fmt_num(lo)}" if lo_open else f"at least {fmt_num(lo)}"
             else:

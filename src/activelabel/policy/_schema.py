@@ -10,7 +10,16 @@ from __future__ import annotations
 from typing import Any
 
 from ._build import ENRICHER_KEYS, LABEL_KEYS, METADATA_KEYS, MODEL_KEYS, RULE_KEYS, TEST_KEYS, TOP_KEYS
-from ._spec import API_VERSION, ENRICHER_TYPES, KIND, LABEL_TYPES, LOOKUP_FORMATS, MODEL_TYPES, RESOLVE_MODES, SENSITIVITIES
+from ._spec import (
+    API_VERSION,
+    ENRICHER_TYPES,
+    KIND,
+    LABEL_TYPES,
+    LOOKUP_FORMATS,
+    MODEL_TYPES,
+    RESOLVE_MODES,
+    SENSITIVITIES,
+)
 
 _CEL = {"type": "string", "description": "a CEL expression"}
 _TEXT = {"type": "string"}

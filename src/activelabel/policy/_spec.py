@@ -6,9 +6,10 @@ factory of the runtime enricher). Each spec has ``.loc``: where it was written.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 from activelabel.errors import PolicyIssue
 
@@ -120,7 +121,7 @@ class EnricherSpec:
     index: int = 0
     _rows: Mapping[Any, Any] | None = field(default=None, compare=False, repr=False)
 
-    def build(self, *, reload: bool = False) -> "Enricher":
+    def build(self, *, reload: bool = False) -> Enricher:
         """The runtime enricher (`LookupEnricher` or `CidrEnricher`).
 
         Reuses the table read when the policy was loaded (the one its version

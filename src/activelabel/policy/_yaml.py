@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import bisect
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Iterator
+from typing import Any
 
 import yaml
 from yaml.composer import Composer
@@ -100,7 +101,7 @@ class YNode:
 class YScalar(YNode):
     """A scalar: ``value`` is the Python value, ``raw`` the text as written."""
 
-    __slots__ = ("value", "raw", "style", "offsets")
+    __slots__ = ("offsets", "raw", "style", "value")
     kind = "scalar"
 
     def __init__(self, loc: Loc, node: ScalarNode, value: Any) -> None:

@@ -311,5 +311,5 @@ class DecisionStore:
 
     def counts(self) -> dict[str, int]:
         """How many decisions, ground-truth items and refused feedback items the store holds."""
-        q = lambda t: int(self._exec(f"SELECT COUNT(*) FROM {t}").fetchone()[0])  # noqa: E731
+        q = lambda t: int(self._exec(f"SELECT COUNT(*) FROM {t}").fetchone()[0])
         return {"decisions": q("decisions"), "ground_truth": q("ground_truth"), "rejected_feedback": q("feedback_rejections")}

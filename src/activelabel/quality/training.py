@@ -90,9 +90,7 @@ def build_sklearn_pipeline(kinds: Mapping[str, str], *, seed: int = 0, max_ngram
     from sklearn.impute import SimpleImputer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    from sklearn.preprocessing import OneHotEncoder
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
     parts: list[tuple[str, Any, Any]] = []
     for name, kind in kinds.items():

@@ -8,7 +8,8 @@ Messages never quote request content: it may carry sensitive values.
 from __future__ import annotations
 
 import zlib
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import orjson
 from starlette.requests import Request

@@ -14,8 +14,8 @@ import functools
 import logging
 import signal
 import threading
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import AsyncIterator, Callable
 
 import anyio.to_thread
 import httpx
@@ -57,7 +57,7 @@ def create_app(
     handle_sighup: bool = False,
     loader: LabelerLoader | None = None,
     tokens_source: Callable[[], TokenTable | None] | None = None,
-) -> "LabelService":
+) -> LabelService:
     """Build the service for ``policy_path``.
 
     Raises ``PolicyError`` (every issue) if the policy is refused, and

@@ -13,7 +13,8 @@ access logs (like examples/edge) also labels live requests.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, MutableMapping
+from collections.abc import Iterable, MutableMapping
+from typing import Any
 from urllib.parse import parse_qsl
 
 

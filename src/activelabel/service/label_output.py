@@ -8,7 +8,8 @@ attribute values, Kubernetes label values.
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import quote
 
 from activelabel.service.auth import Caller

@@ -13,9 +13,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from activelabel.errors import ActiveLabelError, PolicyError, PolicyIssue
 from activelabel.observability.labeler_stats import StatsTotals, totals_from_stats
@@ -93,7 +94,7 @@ class PolicySnapshot:
     protected_labels: frozenset[str]
 
     @classmethod
-    def of(cls, labeler: Any) -> "PolicySnapshot":
+    def of(cls, labeler: Any) -> PolicySnapshot:
         policy = labeler.policy
         labels = dict(getattr(policy, "labels", {}) or {})
         sensitivity = {name: _sensitivity_of(spec) for name, spec in labels.items()}
@@ -166,7 +167,7 @@ class PolicyRuntime:
         self._recently_retired: Any = None
 
     @classmethod
-    def load(cls, policy_path: Path | str, **kwargs: Any) -> "PolicyRuntime":
+    def load(cls, policy_path: Path | str, **kwargs: Any) -> PolicyRuntime:
         """A runtime already serving ``policy_path``; ``PolicyError`` with every issue if it is refused.
 
         For the SDK hooks in a long-running app: pass it instead of a ``Labeler``

@@ -8,7 +8,8 @@ with no endpoint configured, returned in the response body.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import httpx
 from starlette.requests import Request

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import logging
 import traceback
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from time import perf_counter
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import httpx
 from starlette.requests import Request

@@ -13,9 +13,10 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import orjson
 import uvicorn
@@ -66,7 +67,7 @@ class OtlpReceiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            def do_POST(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
                 body = self.rfile.read(length)
                 media = (self.headers.get("content-type") or "").split(";")[0].strip()
@@ -87,7 +88,7 @@ class OtlpReceiver:
         self.endpoint = f"http://{host}:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True, name="otlp-receiver")
 
-    def __enter__(self) -> "OtlpReceiver":
+    def __enter__(self) -> OtlpReceiver:
         self._thread.start()
         return self
 
@@ -113,7 +114,7 @@ class OtlpReceiver:
     def log_records(self) -> list[Any]:
         return [x for r in self.log_requests() for rl in r.resource_logs for sl in rl.scope_logs for x in sl.log_records]
 
-    def wait_for(self, predicate: Callable[["OtlpReceiver"], Any], timeout_s: float = 10.0) -> Any:
+    def wait_for(self, predicate: Callable[[OtlpReceiver], Any], timeout_s: float = 10.0) -> Any:
         """Poll until ``predicate(self)`` is truthy; returns its value (raises ``TimeoutError``)."""
         deadline = time.monotonic() + timeout_s
         while True:
