@@ -1,4 +1,10 @@
-"""What every command shares: the consoles, loading a labeler with a readable refusal."""
+"""What every command shares: the consoles, loading a labeler with a readable refusal.
+
+Every command prints through ``out`` (stdout) and ``err`` (stderr), made by
+:func:`make_console`, so output is right wherever it goes: in a terminal, tables fit
+its width and markup becomes colour; in a pipe or a file, lines are plain text, never
+wrapped or truncated, with no escape codes.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 import typer
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 from rich.markup import escape
 
 from activelabel.errors import ActiveLabelError, PolicyError
@@ -14,8 +20,38 @@ from activelabel.errors import ActiveLabelError, PolicyError
 if TYPE_CHECKING:
     from activelabel.engine import Labeler
 
-out = Console()
-err = Console(stderr=True)
+#: The width a console assumes when its output is not a terminal: wide enough that no table
+#: cell is truncated and no line is wrapped (rich pads nothing to it; tables take what they need).
+PIPE_WIDTH = 1_000_000
+
+
+class CLIConsole(Console):
+    """A rich console that decides per print whether it writes to a terminal.
+
+    Not a terminal: the width is :data:`PIPE_WIDTH` (so nothing is cut to 80 columns), no
+    colour, no emoji codes, no hyperlinks, and markup is still parsed so ``[green]ok[/]``
+    prints as ``ok``. A terminal: rich's own behaviour, tables fit the window.
+    """
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        if self.is_terminal:
+            return super().size
+        return ConsoleDimensions(PIPE_WIDTH, super().size.height)
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        self._width, self._height = new_size
+
+
+def make_console(*, stderr: bool = False) -> Console:
+    """The console every command prints with (``stderr`` for diagnostics and summaries)."""
+    # The colour system is chosen once, from the stream as it is now; the width per print.
+    return CLIConsole(stderr=stderr, emoji=False, highlight=False)
+
+
+out = make_console()
+err = make_console(stderr=True)
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -28,7 +64,8 @@ def print_policy_error(exc: PolicyError) -> None:
     n = len(exc.issues)
     err.print(f"[bold red]policy refused:[/] {n} error{'s' if n != 1 else ''}", highlight=False)
     for issue in exc.issues:
-        err.print(issue.format(), highlight=False, markup=False)
+        # soft_wrap: the excerpt and its caret stay one line each, so the caret keeps its column.
+        err.print(issue.format(), highlight=False, markup=False, soft_wrap=True)
 
 
 def open_labeler(policy: Path, **kwargs: object) -> Labeler:

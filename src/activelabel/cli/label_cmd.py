@@ -320,8 +320,6 @@ def explain(
     show_sensitive: Annotated[bool, typer.Option("--show-sensitive", help="Show values of pii/secret labels instead of masking them.")] = False,
 ) -> None:
     """Show how each label of one event was decided: value, confidence, source, rules matched and lost."""
-    from rich.console import Console
-
     text = sys.stdin.read() if event == "-" else event
     try:
         obj = orjson.loads(text)
@@ -350,7 +348,7 @@ def explain(
         errors = "; ".join(f"{e['source']}: {e['error']}" for e in entry["errors"])
         short = lambda items: ", ".join(i.removeprefix("rule:") for i in items)
         table.add_row(name, value, conf, entry["source"] or "", short(entry["matched"]), short(entry["lost"]), errors)
-    Console(width=max(out.width, 150)).print(table)
+    out.print(table)  # fits a terminal's width; whole lines in a pipe (cli/_common.py)
 
 
 @app.command()
@@ -369,8 +367,6 @@ def demo(
     err.print(f"policy {labeler.policy.metadata.name} {labeler.version[:19]}: {len(tests) - len(failed)}/{len(tests)} policy tests pass", highlight=False)
     dlq = str(output) + ".dlq.jsonl"
     summary, dead = run_label(labeler, [str(events)], str(output), dlq, progress=sys.stderr.isatty())
-    from rich.console import Console
-
     # One record per distinct outcome, so the table shows what the policy does, not 8 images.
     shown: dict[tuple[Any, ...], dict[str, Any]] = {}
     with output.open("rb") as fh:
@@ -392,7 +388,7 @@ def demo(
         labels = rec["labels"]
         cells = [orjson.dumps(labels[n]).decode().strip('"') if n in labels else "[dim]-[/]" for n in visible]
         table.add_row(str(rec.get("status")), str(rec.get("path")), str(rec.get("user_agent")), *cells)
-    Console(width=max(out.width, 170)).print(table)
+    out.print(table)  # fits a terminal's width; whole lines in a pipe (cli/_common.py)
     hidden = [name for name in specs if name not in visible]
     if hidden:
         out.print(f"[dim]not shown: {', '.join(hidden)} (sensitivity pii/secret)[/]")
