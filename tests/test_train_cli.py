@@ -161,3 +161,34 @@ def test_online_learning_bumps_the_card_version_by_items_learned(tmp_path):
     assert res.exit_code == 0 and "learned from 12 item(s)" in res.output
     (lab,) = build_model_labelers(load_policy(policy))
     assert lab.version == f"{base}+12"
+
+
+def test_a_model_bearing_policy_works_from_another_folder_and_train_prints_its_path_from_the_policy(tmp_path, monkeypatch):
+    """`train --policy proj/policy.yaml` prints a path relative to proj/, and `validate`/`label` of
+    proj/policy.yaml then load the model when run from the parent folder (the folder is not joined twice)."""
+    db = _store_with_truth(tmp_path)
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    (proj / "policy.yaml").write_text((FIXTURES / "policy.yaml").read_text())
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    res = runner.invoke(app, ["train", "--store", str(db), "--label", "category", "--out", "../proj/models",
+                              "--name", "category_model", "--feature", "msg=event.content",
+                              "--feature", "level=event.level", "--policy", "../proj/policy.yaml"])
+    assert res.exit_code == 0, res.output
+    (artifact,) = (proj / "models").glob("*.joblib")
+    assert f"path: models/{artifact.name}" in res.stdout
+    snippet = res.stdout[res.stdout.index("models:"):]
+    with (proj / "policy.yaml").open("a") as fh:
+        fh.write(snippet)
+    monkeypatch.chdir(tmp_path)
+    res = runner.invoke(app, ["validate", "--no-tests", "proj/policy.yaml"])
+    assert res.exit_code == 0, res.output
+    events = tmp_path / "events.jsonl"
+    events.write_text(orjson.dumps({"content": "ciod: failed to read message prefix on control stream",
+                                    "level": "FATAL"}).decode() + "\n")
+    res = runner.invoke(app, ["label", "-p", "proj/policy.yaml", str(events), "-o", "out.jsonl", "-q"])
+    assert res.exit_code == 0, res.output
+    (line,) = (tmp_path / "out.jsonl").read_bytes().splitlines()
+    assert orjson.loads(line)["labels"]["category"] == "APPREAD"

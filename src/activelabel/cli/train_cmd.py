@@ -109,6 +109,8 @@ def train(
     table.add_row("holdout", "none (under 10 items)" if hold is None else
                   f"{hold['size']} items: accuracy {hold['accuracy']:.3f}, macro-F1 {hold['macro_f1']:.3f}")
     out.print(table)
-    base = policy.parent if policy is not None else Path.cwd()
-    out.print("Reference it from the policy:\n", highlight=False)
-    out.print(trained.policy_snippet(relative_to=base), highlight=False, markup=False, soft_wrap=True)
+    # A policy reads a model's path from its own folder: relative to --policy, else absolute.
+    where = f"relative to {policy.parent}" if policy is not None else "absolute; pass --policy to get it relative to the policy"
+    out.print(f"Reference it from the policy (path {where}):\n", highlight=False, markup=False)
+    out.print(trained.policy_snippet(relative_to=policy.parent if policy is not None else None),
+              highlight=False, markup=False, soft_wrap=True)

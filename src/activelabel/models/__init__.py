@@ -57,7 +57,12 @@ def _issue(spec: Any, message: str) -> PolicyIssue:
     return PolicyIssue(message=f"model {getattr(spec, 'name', '?')}: {message}", file=file, line=line, column=column)
 
 
-def _base_dir(policy: Any, spec: Any) -> Path:
+def _base_dir(policy: Any, spec: Any) -> Path | None:
+    """The folder a model's relative ``path`` is relative to; None when the loader already resolved it."""
+    if getattr(spec, "path_text", None) is not None:
+        # The policy loader joined the path with the folder of the file that declared it (an
+        # include's own folder for an included model); joining again would double the folder.
+        return None
     if getattr(policy, "base_dir", None) is not None:
         return Path(policy.base_dir)
     file = _loc(spec)[0]

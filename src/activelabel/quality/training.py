@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import random
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -39,12 +40,10 @@ class TrainedModel:
 
     def policy_snippet(self, relative_to: Path | None = None) -> str:
         """The ``models:`` entry that puts this artifact to work."""
-        path = self.artifact
+        path: Path | str = self.artifact.resolve()
         if relative_to is not None:
-            try:
-                path = self.artifact.resolve().relative_to(relative_to.resolve())
-            except ValueError:
-                pass
+            # A policy resolves a model's path from its own folder, so the entry is written from there.
+            path = os.path.relpath(self.artifact.resolve(), relative_to.resolve())
         lines = [
             "models:",
             f"  - name: {self.card['name']}",
