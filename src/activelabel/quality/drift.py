@@ -53,11 +53,18 @@ def psi(reference: Sequence[Any], current: Sequence[Any]) -> float:
 
 
 def js_distance(reference: Sequence[Any], current: Sequence[Any]) -> float:
-    """Jensen–Shannon distance (natural log, as scipy and Evidently compute it)."""
-    from scipy.spatial import distance
+    """Jensen–Shannon distance (natural log, as scipy and Evidently compute it).
 
+    Computed here rather than with scipy, so the report needs no optional extra:
+    both distributions are normalised, then sqrt((KL(p‖m) + KL(q‖m)) / 2) with m their mean.
+    """
     _, ref, cur = binned_shares(reference, current)
-    return float(distance.jensenshannon(ref, cur))
+    p_sum, q_sum = sum(ref), sum(cur)
+    p = [x / p_sum for x in ref]
+    q = [x / q_sum for x in cur]
+    m = [(a + b) / 2 for a, b in zip(p, q, strict=True)]
+    kl = lambda xs: sum(x * math.log(x / y) for x, y in zip(xs, m, strict=True) if x > 0)
+    return math.sqrt(max(kl(p) + kl(q), 0.0) / 2)
 
 
 def drift_check(name: str, reference: Sequence[Any], current: Sequence[Any]) -> dict[str, Any]:

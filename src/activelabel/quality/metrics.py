@@ -20,35 +20,69 @@ def _key(v: Any) -> str:
     return UNSET if v is None else str(v)
 
 
-def classification_summary(y_true: Sequence[Any], y_pred: Sequence[Any]) -> dict[str, Any]:
+#: How many values a report shows by name in any table or plot; the rest are one "other" row.
+#: Free-form string labels can have a value per record: every figure stays this size.
+TOP_VALUES = 20
+
+#: The row / column / bin that stands for every value past the top ones.
+OTHER = "(other)"
+
+
+def top_values(counts: Mapping[str, int], top: int = TOP_VALUES) -> list[str]:
+    """The ``top`` values with the highest counts (ties by value), in that order."""
+    return [v for v, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top]]
+
+
+def classification_summary(y_true: Sequence[Any], y_pred: Sequence[Any], *, top: int = TOP_VALUES) -> dict[str, Any]:
     """Accuracy, per-value precision/recall/F1/support, macro-F1 and the confusion matrix.
 
     Values are compared as strings; a prediction of None is the class ``(unset)``.
-    Macro-F1 averages over every value that is true or predicted, as scikit-learn does.
+    Accuracy and macro-F1 are exact over every value that is true or predicted (macro-F1
+    averages over all of them, as scikit-learn does). ``per_value`` and the confusion
+    matrix show the ``top`` values with the most true plus predicted items; the rest are
+    folded into one ``(other)`` row (and column), so memory and output stay linear in the
+    number of items however many distinct values a label has. ``values_total`` counts them all.
     """
-    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
-
     t = [_key(v) for v in y_true]
     p = [_key(v) for v in y_pred]
     if not t:
-        return {"n": 0, "accuracy": None, "macro_f1": None, "per_value": {}, "confusion": {"values": [], "matrix": []}}
-    values = sorted(set(t) | set(p))
-    import warnings
+        return {"n": 0, "accuracy": None, "macro_f1": None, "per_value": {}, "values_total": 0,
+                "confusion": {"values": [], "matrix": [], "other_values": 0}}
+    true_n: Counter[str] = Counter(t)
+    pred_n: Counter[str] = Counter(p)
+    hits: Counter[str] = Counter(a for a, b in zip(t, p, strict=True) if a == b)
+    values = set(true_n) | set(pred_n)
 
-    with warnings.catch_warnings():
-        # sklearn warns when only one value occurs; with explicit labels the figures are still right.
-        warnings.simplefilter("ignore", UserWarning)
-        prec, rec, f1, support = precision_recall_fscore_support(t, p, labels=values, zero_division=0)
-        matrix = confusion_matrix(t, p, labels=values).tolist()
-    per_value = {v: {"precision": float(prec[i]), "recall": float(rec[i]), "f1": float(f1[i]), "support": int(support[i])}
-                 for i, v in enumerate(values)}
-    correct = sum(1 for a, b in zip(t, p, strict=True) if a == b)
+    def figures(tp: int, n_pred: int, n_true: int) -> tuple[float, float, float]:
+        prec = tp / n_pred if n_pred else 0.0
+        rec = tp / n_true if n_true else 0.0
+        return prec, rec, (2 * prec * rec / (prec + rec) if prec + rec else 0.0)
+
+    f1_sum = sum(figures(hits[v], pred_n[v], true_n[v])[2] for v in values)
+    shown = sorted(top_values(true_n + pred_n, top))
+    rest = values - set(shown)
+    per_value: dict[str, dict[str, Any]] = {}
+    for v in shown:
+        prec, rec, f1 = figures(hits[v], pred_n[v], true_n[v])
+        per_value[v] = {"precision": prec, "recall": rec, "f1": f1, "support": true_n[v]}
+    if rest:
+        # The folded values as one class: an item is right when its own value was predicted.
+        prec, rec, f1 = figures(sum(hits[v] for v in rest), sum(pred_n[v] for v in rest), sum(true_n[v] for v in rest))
+        per_value[OTHER] = {"precision": prec, "recall": rec, "f1": f1, "support": sum(true_n[v] for v in rest),
+                            "values": len(rest)}
+    axis = [*shown, OTHER] if rest else shown
+    index = {v: i for i, v in enumerate(shown)}
+    other = len(shown)
+    matrix = [[0] * len(axis) for _ in axis]
+    for a, b in zip(t, p, strict=True):
+        matrix[index.get(a, other)][index.get(b, other)] += 1
     return {
         "n": len(t),
-        "accuracy": correct / len(t),
-        "macro_f1": float(sum(f1) / len(values)),
+        "accuracy": sum(hits.values()) / len(t),
+        "macro_f1": f1_sum / len(values),
         "per_value": per_value,
-        "confusion": {"values": values, "matrix": matrix},
+        "values_total": len(values),
+        "confusion": {"values": axis, "matrix": matrix, "other_values": len(rest)},
     }
 
 
@@ -128,7 +162,8 @@ def source_summary(records: Iterable[tuple[Sequence[Vote], Any]], total: int) ->
     denom = max(total, 1)
     return {
         src: {
-            "polarity": sorted(s.polarity),
+            "polarity": sorted(s.polarity)[:TOP_VALUES] + ([f"{OTHER} {len(s.polarity) - TOP_VALUES} more"]
+                                                          if len(s.polarity) > TOP_VALUES else []),
             "coverage": s.fired / denom,
             "overlaps": s.overlaps / denom,
             "conflicts": s.conflicts / denom,
@@ -149,5 +184,11 @@ def conflict_rate(per_record_votes: Iterable[Sequence[Vote]]) -> tuple[float, in
     return (conflicts / n if n else 0.0), n
 
 
-def value_distribution(values: Iterable[Any]) -> dict[str, int]:
-    return dict(Counter(_key(v) for v in values).most_common())
+def value_distribution(values: Iterable[Any], top: int | None = None) -> dict[str, int]:
+    """Count per value, most common first; past ``top`` values the rest are summed under ``(other)``."""
+    counts = Counter(_key(v) for v in values).most_common()
+    if top is None or len(counts) <= top:
+        return dict(counts)
+    shown = dict(counts[:top])
+    shown[OTHER] = sum(n for _, n in counts[top:])
+    return shown

@@ -9,48 +9,65 @@ import math
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+
+from activelabel.quality.metrics import OTHER, TOP_VALUES
 
 
 def _f(x: Any, digits: int = 3) -> str:
     return "–" if x is None else f"{x:.{digits}f}" if isinstance(x, float) else str(x)
 
 
+def _value_name(value: str, figures: dict[str, Any]) -> str:
+    """A per-value row's name; the folded row says how many values it stands for."""
+    return f"{OTHER}: {figures['values']} more values" if value == OTHER and "values" in figures else value
+
+
+def _top_sources(sources: dict[str, Any], top: int = TOP_VALUES) -> tuple[dict[str, Any], int]:
+    """The ``top`` sources that fired most, and how many more there are (all of them are in the JSON)."""
+    ranked = sorted(sources, key=lambda s: (-sources[s]["coverage"], s))
+    return {s: sources[s] for s in ranked[:top]}, max(len(ranked) - top, 0)
+
+
 def print_report(report: dict[str, Any], console: Console) -> None:
     """Terminal tables: per label quality, per value F1, per source LF summary, drift."""
     console.print(f"[bold]Quality report[/] · {report['records']} records · {report['ground_truth']} ground-truth items"
-                  f" · {report['source']}")
+                  f" · {escape(report['source'])}")
     overview = Table(title="Labels", show_lines=False)
     for col in ("label", "coverage", "judged", "accuracy", "macro-F1", "conflict rate", "drift"):
         overview.add_column(col, justify="right" if col != "label" else "left")
     for name, lab in report["labels"].items():
         q, d = lab["quality"], report["drift"]["labels"][name]
-        overview.add_row(name, _f(lab["coverage"]), str(lab["judged"]), _f(q["accuracy"]), _f(q["macro_f1"]),
+        overview.add_row(escape(name), _f(lab["coverage"]), str(lab["judged"]), _f(q["accuracy"]), _f(q["macro_f1"]),
                          _f(lab["conflict_rate"], 4), "[red]drift[/]" if d["drifted"] else "ok")
     console.print(overview)
     for name, lab in report["labels"].items():
         q = lab["quality"]
         if q["per_value"]:
-            t = Table(title=f"{name}: per value")
+            t = Table(title=escape(f"{name}: per value" + (f" (top {TOP_VALUES} of {q['values_total']})"
+                                                           if OTHER in q["per_value"] else "")))
             for col in ("value", "precision", "recall", "F1", "support"):
                 t.add_column(col, justify="right" if col != "value" else "left")
             for v, m in q["per_value"].items():
-                t.add_row(v, _f(m["precision"]), _f(m["recall"]), _f(m["f1"]), str(m["support"]))
+                t.add_row(escape(_value_name(v, m)), _f(m["precision"]), _f(m["recall"]), _f(m["f1"]), str(m["support"]))
             console.print(t)
-            cm = Table(title=f"{name}: confusion (rows true, columns predicted)")
+            cm = Table(title=escape(f"{name}: confusion (rows true, columns predicted)"))
             cm.add_column("true \\ pred")
             for v in q["confusion"]["values"]:
-                cm.add_column(v, justify="right")
+                cm.add_column(escape(v), justify="right")
             for v, row in zip(q["confusion"]["values"], q["confusion"]["matrix"], strict=True):
-                cm.add_row(v, *[str(x) if x else "·" for x in row])
+                cm.add_row(escape(v), *[str(x) if x else "·" for x in row])
             console.print(cm)
         if lab["sources"]:
-            s = Table(title=f"{name}: sources (LF summary)")
+            shown, more = _top_sources(lab["sources"])
+            s = Table(title=escape(f"{name}: sources (LF summary)"), caption=f"… and {more} more sources (all in --json)"
+                      if more else None)
             for col in ("source", "polarity", "coverage", "overlaps", "conflicts", "correct", "incorrect", "emp. acc."):
                 s.add_column(col, justify="left" if col in ("source", "polarity") else "right")
-            for src, m in lab["sources"].items():
-                s.add_row(src, ", ".join(m["polarity"]), _f(m["coverage"]), _f(m["overlaps"]), _f(m["conflicts"]),
-                          str(m["correct"]), str(m["incorrect"]), _f(m["empirical_accuracy"]))
+            for src, m in shown.items():
+                s.add_row(escape(src), escape(", ".join(m["polarity"])), _f(m["coverage"]), _f(m["overlaps"]),
+                          _f(m["conflicts"]), str(m["correct"]), str(m["incorrect"]), _f(m["empirical_accuracy"]))
             console.print(s)
     checks = [*report["drift"]["labels"].values(), *report["drift"]["features"].values()]
     if checks:
@@ -58,11 +75,16 @@ def print_report(report: dict[str, Any], console: Console) -> None:
         for col in ("column", "PSI", "JS distance", "flag"):
             t.add_column(col, justify="left" if col == "column" else "right")
         for c in checks:
-            t.add_row(c["name"], _f(c["psi"]), _f(c["js_distance"]), "[red]drift[/]" if c["drifted"] else "ok")
+            t.add_row(escape(c["name"]), _f(c["psi"]), _f(c["js_distance"]), "[red]drift[/]" if c["drifted"] else "ok")
         console.print(t)
 
 
 # -- HTML ------------------------------------------------------------------------------------------
+
+def _short(value: str, width: int = 40) -> str:
+    """A plot's tick label: free-form values can be any length, the axes must not grow with them."""
+    return value if len(value) <= width else value[:width - 1] + "…"
+
 
 def _png(fig: Any) -> str:
     import matplotlib.pyplot as plt
@@ -87,8 +109,8 @@ def _confusion_plot(name: str, confusion: dict[str, Any]) -> str | None:
     masked = [[v if v else float("nan") for v in row] for row in matrix]
     top = max((max(r) for r in matrix), default=0)
     im = ax.imshow(masked, cmap="Blues", norm=LogNorm(vmin=1, vmax=max(top, 2)))
-    ax.set_xticks(range(len(values)), values, rotation=45, ha="right")
-    ax.set_yticks(range(len(values)), values)
+    ax.set_xticks(range(len(values)), [_short(v) for v in values], rotation=45, ha="right")
+    ax.set_yticks(range(len(values)), [_short(v) for v in values])
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(f"{name}: confusion matrix")
@@ -106,6 +128,7 @@ def _sources_plot(name: str, sources: dict[str, Any]) -> str | None:
 
     if not sources:
         return None
+    sources, _ = _top_sources(sources)
     names = list(sources)
     cov = [sources[s]["coverage"] for s in names]
     raw_acc = [sources[s]["empirical_accuracy"] for s in names]
@@ -121,7 +144,7 @@ def _sources_plot(name: str, sources: dict[str, Any]) -> str | None:
             continue
         ax.text(a + 0.01 if a < 0.9 else a - 0.01, i - 0.2, f"{a:.0%}", va="center", fontsize=7,
                 ha="left" if a < 0.9 else "right")
-    ax.set_yticks(list(y), names)
+    ax.set_yticks(list(y), [_short(n) for n in names])
     ax.set_xlim(0, 1)
     ax.invert_yaxis()
     ax.legend(loc="lower right")
@@ -137,7 +160,7 @@ def _timeline_plot(name: str, timeline: dict[str, Any], drift: dict[str, Any]) -
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 3.8), gridspec_kw={"width_ratios": [2, 1]})
     xs = list(range(len(timeline["buckets"])))
     cols = list(zip(*timeline["shares"], strict=True))
-    ax.stackplot(xs, *cols, labels=timeline["values"])
+    ax.stackplot(xs, *cols, labels=[_short(v) for v in timeline["values"]])
     ax.set_xticks(xs, timeline["buckets"], rotation=30, ha="right", fontsize=7)
     ax.set_ylim(0, 1)
     ax.set_ylabel("share")
@@ -147,7 +170,7 @@ def _timeline_plot(name: str, timeline: dict[str, Any], drift: dict[str, Any]) -
         idx = range(len(drift["bins"]))
         ax2.bar([i - 0.2 for i in idx], drift["reference_shares"], width=0.4, label="reference")
         ax2.bar([i + 0.2 for i in idx], drift["current_shares"], width=0.4, label="current")
-        ax2.set_xticks(list(idx), drift["bins"], rotation=45, ha="right", fontsize=7)
+        ax2.set_xticks(list(idx), [_short(b) for b in drift["bins"]], rotation=45, ha="right", fontsize=7)
         ax2.set_yscale("log")
         ax2.legend(fontsize=7)
         ax2.set_title(f"PSI {drift['psi']:.3f} · JS {drift['js_distance']:.3f}" + (" · DRIFT" if drift["drifted"] else ""))
@@ -198,12 +221,12 @@ h2{border-bottom:2px solid #4c78a8;padding-bottom:.2rem;margin-top:2.2rem}
 <h2>{{ name }}</h2>
 {% if lab.quality.per_value %}
 <table><tr><th>value</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>
-{% for v, m in lab.quality.per_value.items() %}<tr><td>{{ v }}</td><td>{{ f(m.precision) }}</td><td>{{ f(m.recall) }}</td>
+{% for v, m in lab.quality.per_value.items() %}<tr><td>{{ value_name(v, m) }}</td><td>{{ f(m.precision) }}</td><td>{{ f(m.recall) }}</td>
 <td>{{ f(m.f1) }}</td><td>{{ m.support }}</td></tr>{% endfor %}</table>{% endif %}
 {% if plots.confusion[name] %}<img alt="{{ name }} confusion matrix" src="{{ plots.confusion[name] }}">{% endif %}
 {% if lab.sources %}
 <table><tr><th>source</th><th>polarity</th><th>coverage</th><th>overlaps</th><th>conflicts</th><th>correct</th><th>incorrect</th><th>emp. accuracy</th></tr>
-{% for s, m in lab.sources.items() %}<tr><td>{{ s }}</td><td>{{ m.polarity|join(', ') }}</td><td>{{ f(m.coverage) }}</td>
+{% for s, m in top_sources(lab.sources)[0].items() %}<tr><td>{{ s }}</td><td>{{ m.polarity|join(', ') }}</td><td>{{ f(m.coverage) }}</td>
 <td>{{ f(m.overlaps) }}</td><td>{{ f(m.conflicts) }}</td><td>{{ m.correct }}</td><td>{{ m.incorrect }}</td>
 <td>{{ f(m.empirical_accuracy) }}</td></tr>{% endfor %}</table>{% endif %}
 {% if plots.sources[name] %}<img alt="{{ name }} sources" src="{{ plots.sources[name] }}">{% endif %}
@@ -232,4 +255,5 @@ def render_html(report: dict[str, Any]) -> str:
                      for n, lab in report["labels"].items()},
     }
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
-    return env.from_string(_TEMPLATE).render(r=report, plots=plots, f=_f)
+    return env.from_string(_TEMPLATE).render(r=report, plots=plots, f=_f, value_name=_value_name,
+                                             top_sources=_top_sources)

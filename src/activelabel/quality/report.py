@@ -15,10 +15,13 @@ import orjson
 from activelabel.errors import FeedbackError, StoreError
 from activelabel.quality.drift import drift_check
 from activelabel.quality.metrics import (
+    OTHER,
+    TOP_VALUES,
     Vote,
     classification_summary,
     conflict_rate,
     source_summary,
+    top_values,
     value_distribution,
     votes_from_explain,
 )
@@ -88,11 +91,18 @@ def _timeline(decisions: Sequence[StoredDecision], label: str, buckets: int) -> 
         return {"buckets": [], "values": [], "shares": []}
     size = max(1, -(-len(decisions) // buckets))
     chunks = [decisions[i:i + size] for i in range(0, len(decisions), size)]
-    values = sorted({str(d.labels.get(label)) for d in decisions if d.labels.get(label) is not None})
+    counts = value_distribution(d.labels.get(label) for d in decisions if d.labels.get(label) is not None)
+    values = sorted(top_values(counts, TOP_VALUES))
+    folded = len(counts) > len(values)
     shares = []
     for chunk in chunks:
-        dist = value_distribution(d.labels.get(label) for d in chunk)
-        shares.append([dist.get(v, 0) / len(chunk) for v in values])
+        dist = value_distribution(d.labels.get(label) for d in chunk if d.labels.get(label) is not None)
+        row = [dist.get(v, 0) / len(chunk) for v in values]
+        if folded:  # one band for every value past the top ones
+            row.append((sum(dist.values()) - sum(dist.get(v, 0) for v in values)) / len(chunk))
+        shares.append(row)
+    if folded:
+        values = [*values, OTHER]
     same_time = decisions[-1].ts - decisions[0].ts < len(chunks)
     starts = [_bucket_name(c, i * size, same_time) for i, c in enumerate(chunks)]
     return {"buckets": starts, "values": values, "shares": shares}
@@ -145,16 +155,34 @@ def build_report(
             "judged": len(judged),
             "quality": quality,
             "conflict_rate": rate,
-            "distribution": value_distribution(d.labels.get(label) for d in decisions),
+            "distribution": value_distribution((d.labels.get(label) for d in decisions), top=TOP_VALUES),
             "sources": source_summary(zip(votes_per_record, truths, strict=True), len(decisions)),
             "timeline": _timeline(decisions, label, TIMELINE_BUCKETS),
         }
-        report["drift"]["labels"][label] = drift_check(
-            label, [d.labels.get(label) for d in reference], [d.labels.get(label) for d in current])
+        report["drift"]["labels"][label] = _bounded_bins(drift_check(
+            label, [d.labels.get(label) for d in reference], [d.labels.get(label) for d in current]))
     for path in drift_fields:
-        report["drift"]["features"][path] = drift_check(
-            path, [field_value(d.event, path) for d in reference], [field_value(d.event, path) for d in current])
+        report["drift"]["features"][path] = _bounded_bins(drift_check(
+            path, [field_value(d.event, path) for d in reference], [field_value(d.event, path) for d in current]))
     return report
+
+
+def _bounded_bins(check: dict[str, Any], top: int = TOP_VALUES) -> dict[str, Any]:
+    """A drift check whose bins past the ``top`` largest (by share in both windows) are one ``(other)`` bin.
+
+    PSI and JS distance stay computed over every bin; only what is shown is folded.
+    """
+    bins = check.get("bins")
+    if not bins or len(bins) <= top:
+        return check
+    ref, cur = check["reference_shares"], check["current_shares"]
+    keep = sorted(sorted(range(len(bins)), key=lambda i: -(ref[i] + cur[i]))[:top])
+    rest = set(range(len(bins))) - set(keep)
+    return {**check,
+            "bins": [bins[i] for i in keep] + [OTHER],
+            "reference_shares": [ref[i] for i in keep] + [sum(ref[i] for i in rest)],
+            "current_shares": [cur[i] for i in keep] + [sum(cur[i] for i in rest)],
+            "bins_total": len(bins)}
 
 
 def _merge_vote(votes: list[Vote], vote: Vote) -> None:
