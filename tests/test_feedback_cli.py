@@ -91,3 +91,35 @@ def test_feedback_on_a_missing_store_says_how_to_create_one(tmp_path):
     res = runner.invoke(app, ["feedback", "add", "--store", str(tmp_path / "no.db"), "--id", "x", "--label", "l",
                               "--value", "v"])
     assert res.exit_code == 1 and "activelabel label --policy P --record" in res.stderr
+
+
+def test_feedback_import_prints_rejections_as_text_not_markup(tmp_path):
+    """Each refused item is shown as `rejected <where>: <reason>`, with the colour markup applied (not
+    printed as `[yellow]`) and brackets in the item's own text kept as they are."""
+    db = _store(tmp_path)
+    feedback = tmp_path / "truth.jsonl"
+    feedback.write_text('{"id": "e01", "label": "category", "value": "KERNDTLB"}\n'
+                        '{"id": "e03", "label": "category", "value": "[red]WRONG[/]"}\n')
+    res = runner.invoke(app, ["feedback", "import", str(feedback), "--store", str(db),
+                              "--policy", str(FIXTURES / "policy.yaml")])
+    assert res.exit_code == 0, res.output
+    assert "[yellow]" not in res.stderr
+    line = next(line for line in res.stderr.splitlines() if "WRONG" in line)
+    assert line.startswith("rejected ") and "'[red]WRONG[/]'" in line
+
+
+def test_label_record_without_id_field_says_how_records_are_keyed(tmp_path):
+    """`label --record` without `--id-field` says decisions are keyed by a content hash and to pass
+    `--id-field` so feedback can name them; with `--id-field` the ids are the field's values."""
+    events = tmp_path / "events.jsonl"
+    events.write_text('{"id": "a1", "content": "x", "level": "INFO"}\n')
+    res = runner.invoke(app, ["label", "-p", str(FIXTURES / "policy.yaml"), str(events), "-o", str(tmp_path / "o.jsonl"),
+                              "--record", str(tmp_path / "hash.db")])
+    assert res.exit_code == 0, res.output
+    assert "content hash" in res.stderr and "--id-field" in res.stderr
+    res = runner.invoke(app, ["label", "-p", str(FIXTURES / "policy.yaml"), str(events), "-o", str(tmp_path / "o.jsonl"),
+                              "--record", str(tmp_path / "ids.db"), "--id-field", "id"])
+    assert res.exit_code == 0, res.output
+    assert "content hash" not in res.stderr
+    with DecisionStore(tmp_path / "ids.db") as store:
+        assert store.decision("a1") is not None

@@ -154,3 +154,25 @@ def test_psi_and_js_are_non_negative_and_js_is_bounded():
         assert -1e-12 <= js_distance(ref, cur) <= 1.0 + 1e-12
 
     check()
+
+
+def test_report_truth_file_refuses_bad_lines_one_by_one_and_uses_the_rest(tmp_path):
+    """A truth file with a broken line and a line without `value` still gives a report over the good
+    lines, and names each refused line with its reason on stderr."""
+    labeled = tmp_path / "labeled.jsonl"
+    rows = [orjson.loads(line) for line in (FIXTURES / "decisions.jsonl").read_bytes().splitlines()]
+    labeled.write_bytes(b"".join(orjson.dumps({**r["event"], "labels": r["decision"]["labels"],
+                                               "label_meta": r["decision"]["explain"]}) + b"\n" for r in rows))
+    good = (FIXTURES / "alerts.truth.jsonl").read_text().splitlines()
+    truth = tmp_path / "truth.jsonl"
+    truth.write_text("\n".join([good[0], '{"id": "e02", "label": "category"', '{"id": "e03", "label": "category"}',
+                                *good[1:]]) + "\n")
+    res = runner.invoke(app, ["report", "--labeled", str(labeled), "--truth", str(truth), "--id-field", "id",
+                              "--json", "--label", "category"])
+    assert res.exit_code == 0, res.output
+    rep = orjson.loads(res.stdout)
+    assert rep["ground_truth"] == len(good) and rep["truth_rejected"]["count"] == 2
+    assert rep["labels"]["category"]["quality"]["accuracy"] == pytest.approx(10 / 12)
+    assert "truth.jsonl:2: not valid JSON" in res.stderr
+    assert "truth.jsonl:3: expected an object with id, label and value" in res.stderr
+    assert "[yellow]" not in res.stderr

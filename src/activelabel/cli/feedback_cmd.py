@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from activelabel.cli._common import err, fail, out, print_policy_error
@@ -49,8 +50,9 @@ def print_feedback_result(result: Any, *, what: str) -> None:
                   str(result.cancelled))
     out.print(table)
     for where, reason in result.rejected[:20]:
-        err.print(f"[yellow]rejected[/] {where + ': ' if where and where not in reason else ''}{reason}",
-                  highlight=False, markup=False)
+        # The word is markup; the item's own text is escaped so a `[` in a value prints as is.
+        err.print(f"[yellow]rejected[/] {escape(where + ': ' if where and where not in reason else '')}{escape(reason)}",
+                  highlight=False)
     if len(result.rejected) > 20:
         err.print(f"… and {len(result.rejected) - 20} more rejections (all kept in the store's feedback_rejections table)")
 

@@ -294,6 +294,12 @@ def label(
         if not 0.0 < record_sample <= 1.0:
             fail(f"--record-sample must be above 0 and at most 1, not {record_sample}", 2)
         store = DecisionStore(record, policy=labeler.policy, sample_rate=record_sample)
+        if id_field is None and not quiet:
+            # Feedback names a record by its id: say how to know it before any decision is stored.
+            err.print(f"note: decisions in {record} are keyed by a content hash of each record (sha256:…, "
+                      "not in the output); pass --id-field FIELD to key them by a field of your records, so "
+                      "feedback can name them; `activelabel review export` lists recorded ids",
+                      highlight=False, markup=False)
 
         def recorder(event: dict[str, Any], decision: Any) -> None:
             store.record(record_id_for(event, id_field), event, decision)

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import orjson
 import typer
+from rich.markup import escape
 
 from activelabel.cli._common import err, fail, out
 from activelabel.cli.main import app
@@ -60,6 +61,13 @@ def report(
         missing = [name for name in label if name not in data["labels"]]
         if missing:
             fail(f"no decisions or truth for label(s) {', '.join(missing)}")
+    refused = data.get("truth_rejected") or {"count": 0, "first": []}
+    for item in refused["first"]:
+        err.print(f"[yellow]rejected[/] {escape(item['where'])}: {escape(item['reason'])}", highlight=False)
+    if refused["count"] > len(refused["first"]):
+        err.print(f"… and {refused['count'] - len(refused['first'])} more truth lines refused", highlight=False)
+    if refused["count"]:
+        err.print(f"the report uses the other {data['ground_truth']} truth items", highlight=False)
     if html is not None:
         from activelabel.quality.render import render_html
 

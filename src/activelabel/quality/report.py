@@ -245,9 +245,32 @@ def report_from_files(labeled: str | Path, truth: str | Path, *, id_field: str |
             confidences={k: v.get("confidence") for k, v in meta_labels.items()},
             sources={k: v.get("source") for k, v in meta_labels.items()},
             explain=meta if isinstance(meta, dict) else {}, event=event))
+    truth_map, rejected = read_truth_file(Path(truth))
+    report = build_report(decisions, truth_map, source=f"{labeled} + {truth}", **kwargs)
+    report["truth_rejected"] = {"count": len(rejected), "first": [{"where": w, "reason": r} for w, r in rejected[:20]]}
+    return report
+
+
+def read_truth_file(path: Path) -> tuple[dict[tuple[str, str], Any], list[tuple[str, str]]]:
+    """(truth by (id, label), refused lines as (file:line, reason)): each line is taken or refused on its own,
+    as ``feedback import`` does, so one bad line never costs the rest."""
     truth_map: dict[tuple[str, str], Any] = {}
-    for n, obj in _read_jsonl(Path(truth)):
-        if not isinstance(obj, dict) or not {"id", "label", "value"} <= obj.keys():
-            raise FeedbackError(f"{truth}:{n}: expected an object with id, label and value")
-        truth_map[(str(obj["id"]), str(obj["label"]))] = obj["value"]
-    return build_report(decisions, truth_map, source=f"{labeled} + {truth}", **kwargs)
+    rejected: list[tuple[str, str]] = []
+    with path.open("rb") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{n}"
+            try:
+                obj = orjson.loads(line)
+            except orjson.JSONDecodeError as exc:
+                rejected.append((where, f"not valid JSON: {exc}"))
+                continue
+            if not isinstance(obj, dict) or not {"id", "label", "value"} <= obj.keys():
+                rejected.append((where, "expected an object with id, label and value"))
+                continue
+            truth_map[(str(obj["id"]), str(obj["label"]))] = obj["value"]
+    if rejected and not truth_map:
+        raise FeedbackError(f"{path}: no line is a truth object of id, label and value "
+                            f"({len(rejected)} refused, first: {rejected[0][0]}: {rejected[0][1]})")
+    return truth_map, rejected
