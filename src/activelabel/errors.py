@@ -10,7 +10,8 @@
     ├── SinkError               a sink could not be written
     ├── ModelError              a model artifact failed to load or predict
     ├── StoreError              the decision / ground-truth store failed
-    └── FeedbackError           ground truth refused (unknown id, label or value)
+    ├── FeedbackError           ground truth refused (unknown id, label or value)
+    └── MissingExtraError       a feature needs an optional extra that is not installed (also an ImportError)
 
 Third-party errors are translated at the boundary: ``raise X(...) from exc``.
 """
@@ -136,3 +137,15 @@ __all__ = [
     "SourceError",
     "StoreError",
 ]
+
+
+class MissingExtraError(ActiveLabelError, ImportError):
+    """A feature needs an optional dependency group (``pip install 'activelabel[EXTRA]'``) that is absent.
+
+    ``extra`` names the group, ``module`` the module that could not be imported.
+    """
+
+    def __init__(self, message: str, *, extra: str, module: str) -> None:
+        super().__init__(message)
+        self.extra = extra
+        self.module = module

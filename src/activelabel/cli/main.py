@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 
 import typer
+from rich.markup import escape
 
 app = typer.Typer(
     name="activelabel",
@@ -50,7 +51,20 @@ def _register() -> None:
 
 def main() -> None:
     _register()
-    app()
+    try:
+        app()
+    except ImportError as exc:
+        # A command reached a module of an optional extra that is not installed: name the extra
+        # (every command imports such modules lazily, so this is the one place that sees them).
+        from activelabel._extras import missing_extra
+
+        missing = missing_extra(exc)
+        if missing is None:
+            raise
+        from activelabel.cli._common import err
+
+        err.print(f"[bold red]error:[/] {escape(str(missing))}", highlight=False)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

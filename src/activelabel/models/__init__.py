@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from activelabel._extras import missing_extra
 from activelabel.errors import ModelError, PolicyError, PolicyIssue
 from activelabel.models._artifacts import (
     card_path_for,
@@ -143,7 +144,9 @@ def build_model_labelers(policy: Any) -> list[ArtifactModelLabeler]:
         except PolicyError as exc:
             issues.extend(_issue(spec, i.message) for i in exc.issues)
         except Exception as exc:  # ModelError, CELSyntaxError: both are this model's fault
-            issues.append(_issue(spec, str(exc)))
+            # An absent scikit-learn / onnxruntime / river is not the artifact's fault: name the extra.
+            missing = missing_extra(exc)
+            issues.append(_issue(spec, str(missing) if missing is not None else str(exc)))
     if issues:
         raise PolicyError(issues=issues)
     return labelers

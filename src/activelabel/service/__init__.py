@@ -5,6 +5,7 @@ See docs/service.md. Public surface::
     from activelabel.service import create_app, ServiceConfig, LabelingMiddleware, LabelingSpanProcessor
 """
 
+from activelabel.service import _needs_extra  # noqa: F401  (first: names the missing extra)
 from activelabel.service.app import LabelService, create_app
 from activelabel.service.auth import (
     AuthConfigError,
