@@ -63,9 +63,8 @@ def test_the_core_runs_demo_label_validate_test_explain_diff_and_report_without_
 ])
 def test_a_command_needing_a_missing_extra_says_which_to_install(tmp_path, extra, args):
     """`serve`, `stream`, `report --html` and `train` without their extra exit 1 with `pip install 'activelabel[EXTRA]'`."""
-    from loop_store import recorded_store
-
     from activelabel.quality.store import DecisionStore
+    from loop_store import recorded_store
 
     store = recorded_store(tmp_path)
     with DecisionStore(store) as db:

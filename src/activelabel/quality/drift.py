@@ -63,7 +63,9 @@ def js_distance(reference: Sequence[Any], current: Sequence[Any]) -> float:
     p = [x / p_sum for x in ref]
     q = [x / q_sum for x in cur]
     m = [(a + b) / 2 for a, b in zip(p, q, strict=True)]
-    kl = lambda xs: sum(x * math.log(x / y) for x, y in zip(xs, m, strict=True) if x > 0)
+    def kl(xs: list[float]) -> float:
+        return sum(x * math.log(x / y) for x, y in zip(xs, m, strict=True) if x > 0)
+
     return math.sqrt(max(kl(p) + kl(q), 0.0) / 2)
 
 
