@@ -14,7 +14,7 @@ from typing import Any
 from activelabel import cel
 from activelabel.engine.cardinality import CardinalityGuard, DistinctTracker
 from activelabel.errors import CELEvalError, PolicyError, PolicyIssue
-from activelabel.policy import Policy
+from activelabel.policy import Policy, label_types
 
 #: Distinct values of an unguarded free-form label are tracked up to this many.
 DISTINCT_TRACKING_LIMIT = 10_000
@@ -67,28 +67,12 @@ class Plan:
 
 def check_value(spec: Any, value: Any) -> Any:
     """``value`` converted to the label's type, or RuleValueError (a rule error, not a crash)."""
-    t = spec.type
-    cls = value.__class__
-    if t == "enum":
-        if cls is str and value in spec.values:
-            return value
+    fitted = label_types.convert(spec.type, value, spec.bucket_names if spec.type == "bucket" else spec.values)
+    if fitted is not label_types.NO_FIT:
+        return fitted
+    if spec.type == "enum":
         raise RuleValueError(f"value {value!r} is not one of {list(spec.values)}" if spec.sensitivity in ("public", "internal") else "value is not in the label's enum")
-    if t == "string":
-        if isinstance(value, str):
-            return str(value)
-    elif t == "bool":
-        if cls is bool:
-            return value
-    elif t == "int":
-        if isinstance(value, int) and cls is not bool:
-            return int(value)
-    elif t == "float":
-        if isinstance(value, (int, float)) and cls is not bool:
-            return float(value)
-    elif t == "bucket":
-        if cls is str and value in spec.bucket_names:
-            return value
-    raise RuleValueError(f"a {cls.__name__} value does not fit label {spec.name!r} of type {t}")
+    raise RuleValueError(f"a {value.__class__.__name__} value does not fit label {spec.name!r} of type {spec.type}")
 
 
 def bucket_value(spec: Any, number: Any) -> str:
