@@ -67,7 +67,7 @@ class Plan:
 
 def check_value(spec: Any, value: Any) -> Any:
     """``value`` converted to the label's type, or RuleValueError (a rule error, not a crash)."""
-    fitted = label_types.convert(spec.type, value, spec.bucket_names if spec.type == "bucket" else spec.values)
+    fitted = label_types.convert(spec.type, value, label_types.allowed_values(spec))
     if fitted is not label_types.NO_FIT:
         return fitted
     if spec.type == "enum":
@@ -138,7 +138,7 @@ def compile_plan(policy: Policy, *, models: list[Any] | None = None, clock: Any 
         if spec.max_cardinality is not None:
             kw = {"clock": clock} if clock is not None else {}
             plan.guard = CardinalityGuard(spec.max_cardinality, spec.overflow, spec.window, **kw)
-        elif spec.type in ("string", "int", "float") and (
+        elif spec.type in label_types.OPEN_TYPES and (
             any(r.value_prog is not None for r in rules) or plan.models
         ):
             plan.guard = DistinctTracker(DISTINCT_TRACKING_LIMIT)

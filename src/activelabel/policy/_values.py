@@ -7,7 +7,7 @@ from typing import Any
 from ._spec import LabelSpec
 from ._suggest import did_you_mean
 from ._yaml import YMap, YNode, YScalar, YSeq
-from .label_types import allowed_values, bucket_names, coerce, format_number, label_fits
+from .label_types import CHOICE_TYPES, TYPE_NOUNS, allowed_values, bucket_names, coerce, format_number, label_fits
 
 
 def describe(node: YNode | None) -> str:
@@ -41,14 +41,13 @@ def constant_problem(label: LabelSpec, value: Any) -> tuple[str, str | None] | N
     if label_fits(label, value):
         return None
     shown = "null" if value is None else (f"`{value}`" if not isinstance(value, bool) else f"`{str(value).lower()}`")
-    if label.type in ("enum", "bucket") and isinstance(value, str):
+    if label.type in CHOICE_TYPES and isinstance(value, str):
         allowed = allowed_values(label) or ()
         return (
             f"value {shown} is not one of label `{label.name}`'s values [{', '.join(allowed)}]",
             did_you_mean(value, allowed),
         )
-    kind = {"enum": "a string", "bucket": "a bucket name", "bool": "a boolean", "string": "a string",
-            "int": "an integer", "float": "a number"}[label.type]  # fmt: skip
+    kind = TYPE_NOUNS[label.type]
     hint = None
     if label.type == "string" and value is not None:
         hint = f'quote it: "{value if not isinstance(value, bool) else str(value).lower()}"'
@@ -56,7 +55,7 @@ def constant_problem(label: LabelSpec, value: Any) -> tuple[str, str | None] | N
         hint = "use true or false"
     elif label.type in ("int", "float") and isinstance(value, str) and _is_number(value, label.type == "int"):
         hint = f"write the number without quotes: {value.strip()}"
-    elif label.type in ("enum", "bucket") and value is not None:
+    elif label.type in CHOICE_TYPES and value is not None:
         hint = f'quote it: "{str(value).lower() if isinstance(value, bool) else value}"'
     return f"value {shown} is not {kind} (label `{label.name}` is {label.type})", hint
 

@@ -19,8 +19,8 @@ True
 from __future__ import annotations
 
 from bisect import bisect_right
-from itertools import pairwise
 from collections.abc import Callable, Mapping, Sequence
+from itertools import pairwise
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias
 
 if TYPE_CHECKING:
@@ -33,6 +33,15 @@ LABEL_TYPES: Final[tuple[LabelType, ...]] = ("enum", "bool", "string", "int", "f
 
 CHOICE_TYPES: Final[frozenset[str]] = frozenset({"enum", "bucket"})
 """Types whose values are a fixed list of names (the enum's ``values``, the bucket names)."""
+
+OPEN_TYPES: Final[frozenset[str]] = frozenset({"string", "int", "float"})
+"""Types with no fixed set of values: where a cardinality limit (or distinct tracking) matters."""
+
+TYPE_NOUNS: Final[Mapping[str, str]] = {
+    "enum": "a string", "bucket": "a bucket name", "bool": "a boolean", "string": "a string",
+    "int": "an integer", "float": "a number",
+}  # fmt: skip
+"""What a value of each type is, for messages: "value `x` is not an integer"."""
 
 
 class _NoFit:
@@ -195,6 +204,8 @@ __all__ = [
     "GENERATED_CHECKS",
     "LABEL_TYPES",
     "NO_FIT",
+    "OPEN_TYPES",
+    "TYPE_NOUNS",
     "LabelType",
     "allowed_values",
     "bucket_index",
