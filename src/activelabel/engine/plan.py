@@ -13,15 +13,11 @@ from typing import Any
 
 from activelabel import cel
 from activelabel.engine.cardinality import CardinalityGuard, DistinctTracker
-from activelabel.errors import CELEvalError, PolicyError, PolicyIssue
+from activelabel.errors import PolicyError, PolicyIssue, RuleValueError
 from activelabel.policy import Policy, label_types
 
 #: Distinct values of an unguarded free-form label are tracked up to this many.
 DISTINCT_TRACKING_LIMIT = 10_000
-
-
-class RuleValueError(CELEvalError):
-    """A rule produced a value that does not fit its label."""
 
 
 @dataclass

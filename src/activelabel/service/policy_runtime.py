@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from activelabel.errors import ActiveLabelError, PolicyError, PolicyIssue
+from activelabel.errors import ActiveLabelError, NotReadyError, PolicyError, PolicyIssue
 from activelabel.observability.labeler_stats import StatsTotals, totals_from_stats
 
 log = logging.getLogger("activelabel.service.reload")
@@ -26,10 +26,6 @@ log = logging.getLogger("activelabel.service.reload")
 PROTECTED_SENSITIVITIES = frozenset({"pii", "secret"})
 
 LabelerLoader = Callable[[Path], Any]
-
-
-class NotReadyError(ActiveLabelError):
-    """No policy has been loaded yet."""
 
 
 def _sensitivity_of(spec: Any) -> str:
