@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from activelabel.cel import _ast as cast
+from activelabel.cel import ast as cast
 from activelabel.cel.codegen import MISSING, PythonEmitter
 from activelabel.engine.plan import LabelPlan, Plan
 from activelabel.policy import label_types

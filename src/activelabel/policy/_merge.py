@@ -281,9 +281,6 @@ def _function_hint(message: str) -> str | None:
     m = re.search(r"no such (?:function|method) '([^']+)'", message)
     if not m:
         return None
-    try:
-        from activelabel.cel._functions import FUNCTIONS, METHODS
-    except ImportError:  # pragma: no cover - depends on the CEL package's layout
-        return None
-    names = {n for n in FUNCTIONS if n.isidentifier()} | set(METHODS)
-    return did_you_mean(m.group(1), sorted(names))
+    from activelabel import cel
+
+    return did_you_mean(m.group(1), sorted(cel.function_names()))
