@@ -50,4 +50,4 @@ def test_cel_public_surface_has_what_other_packages_use():
     assert cel.ast.select_path(cel.parse("event.a.b").root)[1] == ("event", "a", "b")
     assert cel.regex_matcher("^/api/")("/api/v1") is True
     assert {"size", "startsWith", "matches"} <= cel.function_names()
-    assert activelabel.cel is cel and sorted(cel.__all__) == cel.__all__
+    assert activelabel.cel is cel and all(hasattr(cel, name) for name in cel.__all__)
