@@ -38,7 +38,7 @@ def open_labeler(policy: Path, **kwargs: object) -> Labeler:
     if not policy.exists():
         fail(f"policy file {policy} does not exist (pass --policy PATH to a policy YAML)")
     try:
-        return Labeler.from_file(policy, **kwargs)  # type: ignore[arg-type]
+        return Labeler.from_file(policy, **kwargs)
     except PolicyError as exc:
         print_policy_error(exc)
         raise typer.Exit(1) from exc

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import orjson
 import typer
@@ -31,7 +31,7 @@ def report(
     from activelabel.quality.report import report_from_files, report_from_store
     from activelabel.quality.store import DecisionStore
 
-    options = {"labels": label or None, "drift_fields": drift_field or (), "reference_fraction": reference_fraction,
+    options: dict[str, Any] = {"labels": label or None, "drift_fields": drift_field or (), "reference_fraction": reference_fraction,
                "time_field": time_field}
     try:
         if labeled is not None or truth is not None:

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from activelabel.errors import EnricherError
+from activelabel.errors import EnricherError as EnricherError
 
 EMPTY: Mapping[str, Any] = {}
 """What a miss returns: one shared empty map (never mutate it)."""

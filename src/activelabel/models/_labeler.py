@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from activelabel.errors import ModelError
+from activelabel.models._artifacts import Predictor
 from activelabel.models._breaker import CircuitBreaker
 
 Prediction = tuple[Any, float] | None
@@ -33,7 +34,7 @@ class ArtifactModelLabeler:
         name: str,
         label: str,
         version: str,
-        predictor: Any,
+        predictor: Predictor,
         feature_programs: Mapping[str, Any] | None = None,
         feature_names: Sequence[str] | None = None,
         min_confidence: float = 0.0,

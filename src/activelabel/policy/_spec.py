@@ -156,7 +156,7 @@ class ModelSpec:
     @property
     def abstains_on_error(self) -> bool:
         """True when a failing model sets nothing; otherwise ``on_error`` is the fallback value."""
-        return self.on_error == "abstain"
+        return bool(self.on_error == "abstain")
 
 
 @dataclass(frozen=True)
@@ -215,7 +215,8 @@ class Policy:
         """The canonical form (what `digest` hashes) as plain data."""
         import orjson
 
-        return orjson.loads(self.canonical_json)
+        form: dict[str, Any] = orjson.loads(self.canonical_json)
+        return form
 
 
 def value_fits(label: LabelSpec, value: Any) -> bool:

@@ -196,7 +196,8 @@ class DecisionStore:
     def record_many(self, items: Iterable[tuple[str, Mapping[str, Any], Any]], *, ts: float | None = None) -> int:
         """Store many decisions (those in the sample) in one transaction; returns how many were stored."""
         now = self._clock() if ts is None else ts
-        rows, labels = [], set()
+        rows: list[tuple[Any, ...]] = []
+        labels: set[str] = set()
         for record_id, event, decision in items:
             if self.sample_rate < 1.0 and not self.in_sample(record_id):
                 self.skipped_by_sampling += 1
@@ -314,5 +315,7 @@ class DecisionStore:
 
     def counts(self) -> dict[str, int]:
         """How many decisions, ground-truth items and refused feedback items the store holds."""
-        q = lambda t: int(self._exec(f"SELECT COUNT(*) FROM {t}").fetchone()[0])
+        def q(table: str) -> int:
+            return int(self._exec(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+
         return {"decisions": q("decisions"), "ground_truth": q("ground_truth"), "rejected_feedback": q("feedback_rejections")}

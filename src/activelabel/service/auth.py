@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from activelabel.errors import AuthConfigError
+from activelabel.errors import AuthConfigError as AuthConfigError
 
 SCOPES = frozenset({"label", "feedback", "admin"})
 CLEARANCES = frozenset({"secret"})

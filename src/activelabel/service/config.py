@@ -11,7 +11,8 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from activelabel.errors import ServiceConfigError, config_error
+from activelabel.errors import ServiceConfigError as ServiceConfigError
+from activelabel.errors import config_error
 
 
 class _Strict(BaseModel):

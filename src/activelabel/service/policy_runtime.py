@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from activelabel.errors import ActiveLabelError, NotReadyError, PolicyError, PolicyIssue
+from activelabel.errors import ActiveLabelError, PolicyError, PolicyIssue
+from activelabel.errors import NotReadyError as NotReadyError
 from activelabel.observability.labeler_stats import StatsTotals, totals_from_stats
 
 log = logging.getLogger("activelabel.service.reload")

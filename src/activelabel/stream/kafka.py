@@ -14,7 +14,8 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from activelabel.errors import SinkError, SourceError, ValueTooLarge
+from activelabel.errors import SinkError, SourceError
+from activelabel.errors import ValueTooLarge as ValueTooLarge
 from activelabel.stream.config import StreamConfig
 
 Headers = list[tuple[str, str | bytes | None]]
