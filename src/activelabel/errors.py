@@ -103,9 +103,13 @@ class PolicyIssue:
 
 @dataclass
 class PolicyError(ActiveLabelError):
-    """A policy was refused. ``issues`` lists every problem at once."""
+    """A policy was refused. ``issues`` lists every problem at once.
+
+    ``candidate_version`` is the refused policy's version when it did load (its own tests failed).
+    """
 
     issues: list[PolicyIssue] = field(default_factory=list)
+    candidate_version: str | None = None
 
     def __str__(self) -> str:
         n = len(self.issues)

@@ -51,6 +51,20 @@ class ModelLabeler(Protocol):
     def state(self) -> dict[str, Any]: ...
 
 
+class ModelEntry(Protocol):
+    """The least a model entry given to `load_model_labeler` must have (a `ModelSpec` has it all).
+
+    The optional fields (``features``, ``min_confidence``, ``timeout_ms``, ``on_error``,
+    ``version``, ``breaker_failures``, ``breaker_cooldown_s``) take ModelSpec's
+    defaults when the entry has none, so scripts and tests can pass a small namespace.
+    """
+
+    name: str
+    label: str
+    type: str
+    path: Path | str
+
+
 def _issue(spec: ModelSpec, message: str) -> PolicyIssue:
     loc = spec.loc
     return PolicyIssue(message=f"model {spec.name}: {message}", file=loc.file, line=loc.line, column=loc.column)
@@ -83,15 +97,15 @@ def _label_values(policy: Policy, label: str) -> list[Any] | None:
 
 
 def load_model_labeler(
-    spec: ModelSpec,
+    spec: ModelSpec | ModelEntry,
     *,
     base_dir: Path | None = None,
     label_values: Sequence[Any] | None = None,
     feature_programs: Mapping[str, Program] | None = None,
     breaker: CircuitBreaker | None = None,
 ) -> ArtifactModelLabeler:
-    """Load one ``models:`` entry of a policy. Raises ModelError."""
-    features = dict(spec.features)
+    """Load one ``models:`` entry (a ModelSpec, or anything with the ModelEntry attributes). Raises ModelError."""
+    features = dict(getattr(spec, "features", None) or {})
     path = Path(str(spec.path))
     if not path.is_absolute() and base_dir is not None:
         path = base_dir / path
@@ -104,7 +118,7 @@ def load_model_labeler(
         unknown = [c for c in classes if c not in label_values]
         if unknown:
             raise ModelError(f"predicts values outside label {spec.label}'s enum: {', '.join(map(str, unknown))}")
-    version = str((card or {}).get("version") or spec.version or file_version(path))
+    version = str((card or {}).get("version") or getattr(spec, "version", None) or file_version(path))
     return ArtifactModelLabeler(
         name=str(spec.name),
         label=str(spec.label),
@@ -112,12 +126,12 @@ def load_model_labeler(
         predictor=predictor,
         feature_programs=feature_programs if feature_programs is not None else {},
         feature_names=list(features),
-        min_confidence=float(spec.min_confidence or 0.0),
-        timeout_ms=spec.timeout_ms,
-        on_error=spec.on_error,
+        min_confidence=float(getattr(spec, "min_confidence", 0.0) or 0.0),
+        timeout_ms=getattr(spec, "timeout_ms", None),
+        on_error=getattr(spec, "on_error", "abstain"),
         breaker=breaker or CircuitBreaker(
-            failure_threshold=int(spec.breaker_failures or DEFAULT_BREAKER_FAILURES),
-            cooldown_s=float(spec.breaker_cooldown_s or DEFAULT_BREAKER_COOLDOWN_S),
+            failure_threshold=int(getattr(spec, "breaker_failures", None) or DEFAULT_BREAKER_FAILURES),
+            cooldown_s=float(getattr(spec, "breaker_cooldown_s", None) or DEFAULT_BREAKER_COOLDOWN_S),
         ),
         path=path,
         card=card,
@@ -149,6 +163,7 @@ def build_model_labelers(policy: Policy) -> list[ArtifactModelLabeler]:
 __all__ = [
     "ArtifactModelLabeler",
     "CircuitBreaker",
+    "ModelEntry",
     "ModelLabeler",
     "build_model_labelers",
     "card_path_for",
