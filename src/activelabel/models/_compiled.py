@@ -16,10 +16,9 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-Scorer = Callable[[Sequence[Mapping[str, Any]]], list[list[float]]]
-
-
 from activelabel.models._artifacts import _number, _text  # the same coercions as the sklearn path
+
+Scorer = Callable[[Sequence[Mapping[str, Any]]], list[list[float]]]
 
 
 def _tfidf_block(vec: Any, column: str, offset: int) -> Callable[[Mapping[str, Any]], list[tuple[int, float]]] | None:

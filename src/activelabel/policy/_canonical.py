@@ -91,21 +91,21 @@ def canonical_form(
         },
         "labels": [
             {
-                "name": l.name,
-                "type": l.type,
-                "values": list(l.values) if l.values is not None else None,
-                "default": {"value": l.default} if l.has_default else None,
-                "resolve": l.resolve,
-                "description": l.description,
-                "owner": l.owner,
-                "sensitivity": l.sensitivity,
-                "max_cardinality": l.max_cardinality,
-                "overflow": l.overflow,
-                "window": l.window,
-                "from": expr(l.bucket_from),
-                "bounds": list(l.bound_texts),
+                "name": lab.name,
+                "type": lab.type,
+                "values": list(lab.values) if lab.values is not None else None,
+                "default": {"value": lab.default} if lab.has_default else None,
+                "resolve": lab.resolve,
+                "description": lab.description,
+                "owner": lab.owner,
+                "sensitivity": lab.sensitivity,
+                "max_cardinality": lab.max_cardinality,
+                "overflow": lab.overflow,
+                "window": lab.window,
+                "from": expr(lab.bucket_from),
+                "bounds": list(lab.bound_texts),
             }
-            for l in labels.values()
+            for lab in labels.values()
         ],
         "enrichers": [
             {

@@ -158,7 +158,7 @@ class Merger:
                     rule_id=rule_id,
                     suggestion=_function_hint(exc.message),
                 )
-            except Exception as exc:  # a compiler bug must not hide the rest of the report
+            except Exception as exc:  # noqa: BLE001 - a compiler bug must not hide the rest of the report
                 self.rep.add(f"in `{field_name}`: cannot compile: {exc}", expr.loc, rule_id=rule_id)
 
     def _check_refs(

@@ -41,7 +41,7 @@ def field_value(event: Mapping[str, Any], path: str) -> Any:
 
 
 def _split(decisions: Sequence[StoredDecision], reference_fraction: float) -> tuple[list[StoredDecision], list[StoredDecision]]:
-    cut = int(round(len(decisions) * reference_fraction))
+    cut = round(len(decisions) * reference_fraction)
     return list(decisions[:cut]), list(decisions[cut:])
 
 

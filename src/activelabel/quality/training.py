@@ -9,6 +9,7 @@ regression sits on top, because ground truth from review is small and skewed.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import random
@@ -41,10 +42,8 @@ class TrainedModel:
         """The ``models:`` entry that puts this artifact to work."""
         path = self.artifact
         if relative_to is not None:
-            try:
+            with contextlib.suppress(ValueError):  # not below it: keep the path as given
                 path = self.artifact.resolve().relative_to(relative_to.resolve())
-            except ValueError:
-                pass
         lines = [
             "models:",
             f"  - name: {self.card['name']}",
@@ -141,7 +140,7 @@ def _split(values: Sequence[Any], fraction: float, seed: int) -> tuple[list[int]
     train, hold = [], []
     for idx in by_class.values():
         rng.shuffle(idx)
-        k = int(math.floor(len(idx) * fraction)) if len(idx) > 1 else 0
+        k = math.floor(len(idx) * fraction) if len(idx) > 1 else 0
         hold.extend(idx[:k])
         train.extend(idx[k:])
     return sorted(train), sorted(hold)

@@ -127,9 +127,7 @@ class JsonlSource:
             label = "<stdin>" if name == "-" else name
             stream = _open(name)
             try:
-                line_no = 0
-                for line in stream:
-                    line_no += 1
+                for line_no, line in enumerate(stream, 1):
                     self.bytes_read += len(line)
                     raw = line.rstrip(b"\r\n")
                     if raw and not raw.isspace():
