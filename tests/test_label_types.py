@@ -117,3 +117,16 @@ def test_a_rule_value_outside_the_enum_is_an_error_on_the_fast_and_exact_paths(t
         assert "tier" not in lab.label(event).labels
         assert "tier" not in lab.label_exact(event)
     assert lab.label({"size": 20, "tier": "silver"}).labels["tier"] == "silver"
+
+
+@pytest.mark.parametrize(("label_type", "value"), [
+    ("bool", True), ("bool", False), ("int", -42), ("float", 0.5), ("float", 1e20),
+    ("string", "a b"), ("enum", "gold"), ("bucket", ">=1e3"),
+])
+def test_a_value_written_as_text_reads_back_as_the_same_value(label_type, value):
+    """What the service writes into headers and Kubernetes labels parses back, as feedback, to the value itself."""
+    allowed = ("gold", "silver", ">=1e3")
+    text = label_types.value_text(value)
+    assert isinstance(text, str)
+    back = label_types.parse_value(label_type, text, allowed)
+    assert back == value and back.__class__ is value.__class__

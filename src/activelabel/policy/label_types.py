@@ -166,6 +166,16 @@ def parse_value(label_type: str, value: Any, allowed: Sequence[str] | None = Non
     return value if isinstance(value, str) else str(value)
 
 
+def value_text(value: Any) -> str:
+    """A label value as text (HTTP headers, Kubernetes labels): ``true``/``false`` for booleans, ``str`` otherwise.
+
+    Inverse of `parse_value` for every type: ``parse_value(t, value_text(v), allowed) == v``.
+    """
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
 def format_number(x: float | None) -> str:
     """A number as messages show it: ``5.0`` → ``5``, ``0.5`` → ``0.5``, None → ``""``."""
     if x is None:
@@ -218,4 +228,5 @@ __all__ = [
     "generated_check",
     "label_fits",
     "parse_value",
+    "value_text",
 ]
