@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import orjson
 import pytest
 from typer.testing import CliRunner
@@ -13,6 +14,9 @@ from activelabel.cli.main import _register, app
 from activelabel.errors import FeedbackError
 from activelabel.policy import label_types, load_policy
 from activelabel.quality.store import DecisionStore
+from activelabel.service import ServiceConfig, create_app
+from activelabel.service.config import StoreConfig
+from activelabel.service.testing import serve_in_thread
 
 _register()
 runner = CliRunner()
@@ -75,6 +79,21 @@ def test_feedback_refuses_a_bucket_name_the_policy_never_produces(tmp_path):
         assert store.truth_map() == {("e1", "size_band"): "10-1e3"}
         with pytest.raises(FeedbackError, match="outside label 'size_band'"):
             store.add_ground_truth("e0", "size_band", "<0.50")
+
+
+def test_the_service_takes_feedback_in_the_bucket_names_it_labels_with(tmp_path):
+    """Over HTTP, `/v1/label` answers `>=1e3`, and `/v1/feedback` accepts that name and refuses `>=1000`."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)
+    config = ServiceConfig(store=StoreConfig(path=str(tmp_path / "d.db"), id_field="id"))
+    with serve_in_thread(create_app(policy, config=config, no_auth=True)) as url, httpx.Client(base_url=url) as client:
+        labeled = client.post("/v1/label", json={"id": "big", "size": 5000}).json()
+        assert labeled["labels"]["size_band"] == ">=1e3"
+        r = client.post("/v1/feedback", json={"items": [{"id": "big", "label": "size_band", "value": ">=1000"},
+                                                         {"id": "big", "label": "size_band", "value": ">=1e3"}]})
+    body = r.json()
+    assert r.status_code == 200 and body["accepted"] == 1
+    assert [x["index"] for x in body["rejected"]] == [0] and "outside label 'size_band'" in body["rejected"][0]["reason"]
 
 
 def test_policy_engine_and_store_share_the_bucket_names(tmp_path):
