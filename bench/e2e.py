@@ -9,6 +9,7 @@ child's own maximum resident set size (see `run_child`).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import statistics
@@ -58,10 +59,8 @@ def run_child(cmd: list[str], pin_cpu: int | None = 0) -> ChildRun:
     tail = err_path.read_text(errors="replace")[-2000:]
     max_rss_kb = float(usage.ru_maxrss)
     if time_path.exists():
-        try:
+        with contextlib.suppress(ValueError, IndexError):
             max_rss_kb = float(time_path.read_text().strip().splitlines()[-1])
-        except (ValueError, IndexError):
-            pass
     shutil.rmtree(tmp, ignore_errors=True)
     return ChildRun(wall, usage.ru_utime + usage.ru_stime, max_rss_kb / 1024, proc.returncode, tail)
 

@@ -118,30 +118,29 @@ def test_no_pii_or_secret_value_in_metrics_logs_or_errors(tmp_path, caplog):
     shutil.copy(POLICY, policy_file)
     event = {"path": "/pay", "status": 500, "email": PII_VALUE, "key_owner": SECRET_VALUE}
     bodies: list[str] = []
-    with caplog.at_level(logging.DEBUG):
-        with serve_in_thread(build_app(policy_file)) as url, httpx.Client(base_url=url) as client:
-            cleared = client.post("/v1/label", json=event, headers=auth("secret-token")).json()
-            assert cleared["labels"]["api_key_owner"] == SECRET_VALUE  # the values really were produced
-            assert cleared["labels"]["customer_email"] == PII_VALUE
-            for request in (
-                lambda: client.post("/v1/label", json={"events": [event, "x"]}, headers=auth("secret-token")),
-                lambda: client.post("/v1/label?explain=true", json=event, headers=auth("label-token")),
-                lambda: client.post("/v1/label", content=orjson.dumps(event)[:-3], headers={**auth("label-token"), "content-type": "application/json"}),
-                lambda: client.post("/v1/label", content=orjson.dumps(event), headers={**auth("label-token"), "content-type": "text/plain"}),
-                lambda: client.post("/v1/label", json={"events": [event] * 2000}, headers=auth("label-token")),
-                lambda: client.post("/v1/label", json=event, headers=auth("feedback-token")),
-                lambda: client.post("/v1/traces", content=orjson.dumps(event), headers={**auth("label-token"), "content-type": "application/x-protobuf"}),
-                lambda: client.post("/v1/admission", json={"kind": "AdmissionReview", "request": event}, headers=auth("label-token")),
-                lambda: client.request("GET", "/v1/extauthz/pay?email=" + PII_VALUE, headers={"x-activelabel-token": "label-token", "host": "a"}),
-            ):
-                r = request()
-                if r.status_code >= 400:
-                    bodies.append(r.text)
-            shutil.copy(FAILING_TESTS_POLICY, policy_file)
-            refused = client.post("/v1/policy/reload", headers=auth("admin-token"))
-            assert refused.status_code == 422
-            bodies.append(refused.text)
-            metrics = client.get("/metrics").text
+    with caplog.at_level(logging.DEBUG), serve_in_thread(build_app(policy_file)) as url, httpx.Client(base_url=url) as client:
+        cleared = client.post("/v1/label", json=event, headers=auth("secret-token")).json()
+        assert cleared["labels"]["api_key_owner"] == SECRET_VALUE  # the values really were produced
+        assert cleared["labels"]["customer_email"] == PII_VALUE
+        for request in (
+            lambda: client.post("/v1/label", json={"events": [event, "x"]}, headers=auth("secret-token")),
+            lambda: client.post("/v1/label?explain=true", json=event, headers=auth("label-token")),
+            lambda: client.post("/v1/label", content=orjson.dumps(event)[:-3], headers={**auth("label-token"), "content-type": "application/json"}),
+            lambda: client.post("/v1/label", content=orjson.dumps(event), headers={**auth("label-token"), "content-type": "text/plain"}),
+            lambda: client.post("/v1/label", json={"events": [event] * 2000}, headers=auth("label-token")),
+            lambda: client.post("/v1/label", json=event, headers=auth("feedback-token")),
+            lambda: client.post("/v1/traces", content=orjson.dumps(event), headers={**auth("label-token"), "content-type": "application/x-protobuf"}),
+            lambda: client.post("/v1/admission", json={"kind": "AdmissionReview", "request": event}, headers=auth("label-token")),
+            lambda: client.request("GET", "/v1/extauthz/pay?email=" + PII_VALUE, headers={"x-activelabel-token": "label-token", "host": "a"}),
+        ):
+            r = request()
+            if r.status_code >= 400:
+                bodies.append(r.text)
+        shutil.copy(FAILING_TESTS_POLICY, policy_file)
+        refused = client.post("/v1/policy/reload", headers=auth("admin-token"))
+        assert refused.status_code == 422
+        bodies.append(refused.text)
+        metrics = client.get("/metrics").text
     assert len(bodies) >= 7
     server_log = "\n".join(
         r.getMessage() for r in caplog.records if r.name.startswith(("activelabel", "uvicorn"))

@@ -63,7 +63,7 @@ def test_ground_truth_is_checked_against_the_policy_and_refusals_are_counted(tmp
         store.add_ground_truth("e99", "category", "none")
     with pytest.raises(FeedbackError, match="unknown label 'colour'"):
         store.add_ground_truth("e01", "colour", "red")
-    with pytest.raises(FeedbackError, match="outside label 'category'.s values"):
+    with pytest.raises(FeedbackError, match=r"outside label 'category'.s values"):
         store.add_ground_truth("e01", "category", "KERNPANIC")
     assert [r["reason"][:10] for r in store.rejections()] == ["unknown id", "unknown la", "value 'KER"]
     assert store.counts() == {"decisions": 12, "ground_truth": 1, "rejected_feedback": 3}

@@ -4,21 +4,37 @@
     ├── CELError
     │   ├── CELSyntaxError      expression does not parse (line, column, caret excerpt)
     │   └── CELEvalError        evaluation failed (no such key, overflow, no matching overload…)
+    │       └── RuleValueError  a rule computed a value its label does not take (counted as a rule error)
     ├── PolicyError             a policy was refused; carries every PolicyIssue at once
+    ├── ConfigError             a configuration was refused; names each field, its problem, what to do
+    │   ├── ServiceConfigError  `activelabel serve --config` is missing, unreadable or invalid
+    │   ├── StreamConfigError   the Kafka stream worker's settings are invalid
+    │   └── AuthConfigError     the token table is missing, unreadable or names an unknown scope
+    ├── EnricherError           an enricher's table cannot be read (with a suggestion)
     ├── InputError              one input record could not be decoded / labeled (goes to the DLQ)
     ├── SourceError             a source (file, stdin, HTTP, Kafka) failed as a whole
     ├── SinkError               a sink could not be written
+    │   └── ValueTooLarge       the broker or producer refuses a message of this size
     ├── ModelError              a model artifact failed to load or predict
     ├── StoreError              the decision / ground-truth store failed
     ├── FeedbackError           ground truth refused (unknown id, label or value)
+    ├── NotReadyError           the service has no policy loaded yet
     └── MissingExtraError       a feature needs an optional extra that is not installed (also an ImportError)
 
-Third-party errors are translated at the boundary: ``raise X(...) from exc``.
+Third-party errors are translated at the boundary: ``raise X(...) from exc``
+(pydantic's ``ValidationError`` becomes a ``ConfigError`` through
+:func:`config_error`). ``ConfigError`` is also a ``ValueError``, as pydantic's
+error was, so code that caught that still catches it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
 
 
 class ActiveLabelError(Exception):
@@ -57,6 +73,10 @@ class CELEvalError(CELError):
     """Evaluation of a CEL expression failed (CEL's runtime error value)."""
 
 
+class RuleValueError(CELEvalError):
+    """A rule produced a value that does not fit its label."""
+
+
 @dataclass(frozen=True)
 class PolicyIssue:
     """One problem found in a policy: where it is and what to do about it."""
@@ -84,14 +104,61 @@ class PolicyIssue:
 
 @dataclass
 class PolicyError(ActiveLabelError):
-    """A policy was refused. ``issues`` lists every problem at once."""
+    """A policy was refused. ``issues`` lists every problem at once.
+
+    ``candidate_version`` is the refused policy's version when it did load (its own tests failed).
+    """
 
     issues: list[PolicyIssue] = field(default_factory=list)
+    candidate_version: str | None = None
 
     def __str__(self) -> str:
         n = len(self.issues)
         head = f"policy refused: {n} error{'s' if n != 1 else ''}"
         return head + "\n" + "\n".join(i.format() for i in self.issues)
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One refused setting: where it is (dotted path, empty for the whole), what is wrong, what to do."""
+
+    field: str
+    problem: str
+    fix: str = ""
+
+    def format(self) -> str:
+        text = f"{self.field}: {self.problem}" if self.field else self.problem
+        return f"{text} ({self.fix})" if self.fix else text
+
+
+class ConfigError(ActiveLabelError, ValueError):
+    """A configuration was refused; ``problems`` names each bad field at once."""
+
+    def __init__(self, message: str, *, problems: Sequence[ConfigProblem] = ()) -> None:
+        self.message = message
+        self.problems = tuple(problems)
+        super().__init__(message)
+
+
+class ServiceConfigError(ConfigError):
+    """The service configuration file is missing, unreadable or invalid."""
+
+
+class StreamConfigError(ConfigError):
+    """The stream worker's settings are invalid."""
+
+
+class AuthConfigError(ConfigError):
+    """The token table is missing, unreadable or names an unknown scope."""
+
+
+class EnricherError(ActiveLabelError):
+    """An enricher's table cannot be read; ``suggestion`` says what to do."""
+
+    def __init__(self, message: str, *, suggestion: str | None = None) -> None:
+        self.message = message
+        self.suggestion = suggestion
+        super().__init__(message)
 
 
 class InputError(ActiveLabelError):
@@ -111,6 +178,10 @@ class SinkError(ActiveLabelError):
     """A sink could not be written."""
 
 
+class ValueTooLarge(SinkError):
+    """The broker or producer refuses a message of this size (``MSG_SIZE_TOO_LARGE``)."""
+
+
 class ModelError(ActiveLabelError):
     """A model artifact could not be loaded or failed to predict."""
 
@@ -123,19 +194,60 @@ class FeedbackError(ActiveLabelError):
     """Ground truth was refused: unknown id, unknown label, or a value outside the label's type."""
 
 
+class NotReadyError(ActiveLabelError):
+    """No policy has been loaded yet."""
+
+
+_C = TypeVar("_C", bound=ConfigError)
+
+# What to do about each kind of pydantic problem; the default covers value checks.
+_FIXES = {
+    "extra_forbidden": "remove it, or check its spelling against the documented fields",
+    "missing": "set it",
+}
+
+
+def config_error(cls: type[_C], exc: ValidationError, what: str) -> _C:
+    """``exc`` (pydantic's) as our ``cls``: ``invalid <what>: <field>: <problem> (<what to do>); ...``.
+
+    Every problem is kept, in pydantic's order, with pydantic's own wording of
+    the problem (minus its ``Value error, `` prefix) so nothing is lost.
+    """
+    problems = [
+        ConfigProblem(
+            ".".join(str(p) for p in err["loc"]),
+            err["msg"].removeprefix("Value error, "),
+            _FIXES.get(err["type"], "" if err["type"] == "value_error" else "give a value of the documented type and range"),
+        )
+        for err in exc.errors()
+    ]
+    return cls(f"invalid {what}: " + "; ".join(p.format() for p in problems), problems=problems)
+
+
 __all__ = [
     "ActiveLabelError",
+    "AuthConfigError",
     "CELError",
     "CELEvalError",
     "CELSyntaxError",
+    "ConfigError",
+    "ConfigProblem",
+    "EnricherError",
     "FeedbackError",
     "InputError",
+    "MissingExtraError",
     "ModelError",
+    "NotReadyError",
     "PolicyError",
     "PolicyIssue",
+    "RuleValueError",
+    "ServiceConfigError",
     "SinkError",
     "SourceError",
     "StoreError",
+    "StreamConfigError",
+    "ValueTooLarge",
+    "config_error",
 ]
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import orjson
 import typer
@@ -19,7 +19,7 @@ review_app = typer.Typer(help="Pick items for human review (Label Studio tasks) 
 app.add_typer(review_app, name="review")
 
 
-def _model_distributions(policy: Path, label: str, decisions: list) -> dict | None:
+def _model_distributions(policy: Path, label: str, decisions: list[Any]) -> dict[str, Any] | None:
     """Class probabilities of the policy's model for ``label`` over every decision, or None without one."""
     from activelabel.models import build_model_labelers
     from activelabel.policy import load_policy

@@ -8,11 +8,10 @@ from typing import Annotated, Any
 
 import orjson
 import typer
-from pydantic import ValidationError
 
 from activelabel.cli._common import err, fail, open_labeler
 from activelabel.cli.main import app
-from activelabel.errors import ActiveLabelError
+from activelabel.errors import ActiveLabelError, StreamConfigError
 from activelabel.sources.jsonl import DEFAULT_MAX_DEPTH, DEFAULT_MAX_LINE_BYTES
 
 
@@ -21,12 +20,8 @@ def _build_config(**fields: Any) -> Any:
 
     try:
         return StreamConfig(**{k: v for k, v in fields.items() if v is not None})
-    except ValidationError as exc:
-        problems = "; ".join(
-            (f"{'.'.join(str(p) for p in e['loc'])}: " if e["loc"] else "") + e["msg"].removeprefix("Value error, ")
-            for e in exc.errors()
-        )
-        fail(f"invalid stream settings: {problems}", 2)
+    except StreamConfigError as exc:
+        fail(str(exc), 2)
 
 
 def _configure_logging(verbose: bool) -> None:

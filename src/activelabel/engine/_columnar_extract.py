@@ -15,7 +15,7 @@ from typing import Any
 
 import polars as pl
 
-from activelabel.cel._regex import matcher
+from activelabel.cel import regex_matcher as matcher
 
 _INT64 = (-(2**63), 2**63 - 1)
 _EXACT_FLOAT_INT = 2**53  # ints up to here convert to doubles exactly

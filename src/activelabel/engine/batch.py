@@ -42,7 +42,7 @@ import numpy as np
 import orjson
 import polars as pl
 
-from activelabel.cel._ast import Call, CreateList, Expr, Ident, Literal, Select, select_path, walk
+from activelabel.cel.ast import Call, CreateList, Expr, Ident, Literal, Select, select_path, walk
 from activelabel.engine._columnar_extract import (
     _INT64,
     _apply_string_fn,

@@ -13,13 +13,13 @@ hits, so it stays as cheap as hand-written code.
 
 from __future__ import annotations
 
-from bisect import bisect_right
 from collections.abc import Callable
 from typing import Any
 
-from activelabel.cel import _ast as cast
+from activelabel.cel import ast as cast
 from activelabel.cel.codegen import MISSING, PythonEmitter
 from activelabel.engine.plan import LabelPlan, Plan
+from activelabel.policy import label_types
 
 
 class NotBool(Exception):
@@ -47,7 +47,7 @@ def generate(plan: Plan, *, every_rule: bool, slow: Callable[..., Any], resolver
              errors: list[int], exact_rules: Callable[..., Any], runs: list[Any]) -> tuple[str, dict[str, Any]]:
     """The source of ``label_event(event) -> (labels, codes)`` and its namespace."""
     ns: dict[str, Any] = {"_MISSING": MISSING, "_NotBool": NotBool, "_slow": slow, "_hits": hits, "_errors": errors,
-                          "_bisect": bisect_right, "_fail": _fail, "_exact_rules": exact_rules}
+                          "_bisect": label_types.bucket_index, "_fail": _fail, "_exact_rules": exact_rules}
     labels_referenced = {
         ref.path[1]
         for lp in plan.labels
@@ -196,13 +196,7 @@ def _label_block(w: _Writer, ns: dict[str, Any], lp: LabelPlan, plan: Plan, emit
     check = None
     if any(rp.value_prog is not None for rp in lp.rules):
         ns[f"_ENUM_{li}"] = frozenset(spec.values or ())
-        check = {
-            "enum": f"(_y if (_y := {{}}) in _ENUM_{li} and _y.__class__ is str else _fail())",
-            "string": "(_y if (_y := {}).__class__ is str else _fail())",
-            "bool": "(_y if (_y := {}).__class__ is bool else _fail())",
-            "int": "(_y if (_y := {}).__class__ is int else _fail())",
-            "float": "(float(_y) if (_y := {}).__class__ is float or _y.__class__ is int else _fail())",
-        }[spec.type]
+        check = label_types.generated_check(spec.type, f"_ENUM_{li}")
     collect = every_rule or spec.resolve != "first_match"
     if not collect:
         _first_match_chain(w, ns, lp, emit, emit_cond, bindings, check, default_v, default_w, runs, missing_test)

@@ -13,15 +13,11 @@ from typing import Any
 
 from activelabel import cel
 from activelabel.engine.cardinality import CardinalityGuard, DistinctTracker
-from activelabel.errors import CELEvalError, PolicyError, PolicyIssue
-from activelabel.policy import Policy
+from activelabel.errors import PolicyError, PolicyIssue, RuleValueError
+from activelabel.policy import Policy, label_types
 
 #: Distinct values of an unguarded free-form label are tracked up to this many.
 DISTINCT_TRACKING_LIMIT = 10_000
-
-
-class RuleValueError(CELEvalError):
-    """A rule produced a value that does not fit its label."""
 
 
 @dataclass
@@ -67,28 +63,12 @@ class Plan:
 
 def check_value(spec: Any, value: Any) -> Any:
     """``value`` converted to the label's type, or RuleValueError (a rule error, not a crash)."""
-    t = spec.type
-    cls = value.__class__
-    if t == "enum":
-        if cls is str and value in spec.values:
-            return value
+    fitted = label_types.convert(spec.type, value, label_types.allowed_values(spec))
+    if fitted is not label_types.NO_FIT:
+        return fitted
+    if spec.type == "enum":
         raise RuleValueError(f"value {value!r} is not one of {list(spec.values)}" if spec.sensitivity in ("public", "internal") else "value is not in the label's enum")
-    if t == "string":
-        if isinstance(value, str):
-            return str(value)
-    elif t == "bool":
-        if cls is bool:
-            return value
-    elif t == "int":
-        if isinstance(value, int) and cls is not bool:
-            return int(value)
-    elif t == "float":
-        if isinstance(value, (int, float)) and cls is not bool:
-            return float(value)
-    elif t == "bucket":
-        if cls is str and value in spec.bucket_names:
-            return value
-    raise RuleValueError(f"a {cls.__name__} value does not fit label {spec.name!r} of type {t}")
+    raise RuleValueError(f"a {value.__class__.__name__} value does not fit label {spec.name!r} of type {spec.type}")
 
 
 def bucket_value(spec: Any, number: Any) -> str:
@@ -154,7 +134,7 @@ def compile_plan(policy: Policy, *, models: list[Any] | None = None, clock: Any 
         if spec.max_cardinality is not None:
             kw = {"clock": clock} if clock is not None else {}
             plan.guard = CardinalityGuard(spec.max_cardinality, spec.overflow, spec.window, **kw)
-        elif spec.type in ("string", "int", "float") and (
+        elif spec.type in label_types.OPEN_TYPES and (
             any(r.value_prog is not None for r in rules) or plan.models
         ):
             plan.guard = DistinctTracker(DISTINCT_TRACKING_LIMIT)

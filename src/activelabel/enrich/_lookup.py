@@ -18,19 +18,10 @@ from typing import Any, Protocol
 
 import orjson
 
-from activelabel.errors import ActiveLabelError
+from activelabel.errors import EnricherError as EnricherError
 
 EMPTY: Mapping[str, Any] = {}
 """What a miss returns: one shared empty map (never mutate it)."""
-
-
-class EnricherError(ActiveLabelError):
-    """An enricher's table cannot be read; ``suggestion`` says what to do."""
-
-    def __init__(self, message: str, *, suggestion: str | None = None) -> None:
-        self.message = message
-        self.suggestion = suggestion
-        super().__init__(message)
 
 
 class Enricher(Protocol):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from activelabel._extras import missing_extra
 from activelabel.errors import ModelError, PolicyError, PolicyIssue
@@ -27,6 +27,10 @@ from activelabel.models._artifacts import (
 )
 from activelabel.models._breaker import CircuitBreaker
 from activelabel.models._labeler import ArtifactModelLabeler
+
+if TYPE_CHECKING:
+    from activelabel.cel import Program
+    from activelabel.policy import Expr, ModelSpec, Policy
 
 DEFAULT_BREAKER_FAILURES = 5
 DEFAULT_BREAKER_COOLDOWN_S = 30.0
@@ -48,54 +52,65 @@ class ModelLabeler(Protocol):
     def state(self) -> dict[str, Any]: ...
 
 
-def _loc(spec: Any) -> tuple[str, int, int]:
-    loc = getattr(spec, "loc", None)
-    return (str(getattr(loc, "file", "") or ""), int(getattr(loc, "line", 0) or 0), int(getattr(loc, "column", 0) or 0))
+class ModelEntry(Protocol):
+    """The least a model entry given to `load_model_labeler` must have (a `ModelSpec` has it all).
+
+    The optional fields (``features``, ``min_confidence``, ``timeout_ms``, ``on_error``,
+    ``version``, ``breaker_failures``, ``breaker_cooldown_s``) take ModelSpec's
+    defaults when the entry has none, so scripts and tests can pass a small namespace.
+    """
+
+    name: str
+    label: str
+    type: str
+    path: Path | str
 
 
-def _issue(spec: Any, message: str) -> PolicyIssue:
-    file, line, column = _loc(spec)
-    return PolicyIssue(message=f"model {getattr(spec, 'name', '?')}: {message}", file=file, line=line, column=column)
+def _issue(spec: ModelSpec, message: str) -> PolicyIssue:
+    loc = spec.loc
+    return PolicyIssue(message=f"model {spec.name}: {message}", file=loc.file, line=loc.line, column=loc.column)
 
 
-def _base_dir(policy: Any, spec: Any) -> Path | None:
+def _base_dir(policy: Policy, spec: ModelSpec) -> Path | None:
     """The folder a model's relative ``path`` is relative to; None when the loader already resolved it."""
     if getattr(spec, "path_text", None) is not None:
         # The policy loader joined the path with the folder of the file that declared it (an
         # include's own folder for an included model); joining again would double the folder.
         return None
-    if getattr(policy, "base_dir", None) is not None:
+    if policy.base_dir is not None:
         return Path(policy.base_dir)
-    file = _loc(spec)[0]
+    file = spec.loc.file
     return Path(file).parent if file else Path.cwd()
 
 
-def compile_features(features: Mapping[str, Any]) -> dict[str, Any]:
+def compile_features(features: Mapping[str, Expr | str]) -> dict[str, Program]:
     """CEL programs for named feature expressions (text, or the policy's parsed ``Expr``)."""
     from activelabel import cel
 
     programs = {}
     for name, expr in features.items():
-        ast = getattr(expr, "ast", None)
-        programs[name] = cel.compile(ast if ast is not None else str(getattr(expr, "source", expr)))
+        if isinstance(expr, str):
+            programs[name] = cel.compile(expr)
+        else:
+            programs[name] = cel.compile(expr.ast if expr.ast is not None else expr.source)
     return programs
 
 
-def _label_values(policy: Any, label: str) -> list[Any] | None:
-    spec = (getattr(policy, "labels", None) or {}).get(label)
-    values = getattr(spec, "values", None) if spec is not None else None
+def _label_values(policy: Policy, label: str) -> list[Any] | None:
+    spec = policy.labels.get(label)
+    values = spec.values if spec is not None else None
     return list(values) if values else None
 
 
 def load_model_labeler(
-    spec: Any,
+    spec: ModelSpec | ModelEntry,
     *,
     base_dir: Path | None = None,
     label_values: Sequence[Any] | None = None,
-    feature_programs: Mapping[str, Any] | None = None,
+    feature_programs: Mapping[str, Program] | None = None,
     breaker: CircuitBreaker | None = None,
 ) -> ArtifactModelLabeler:
-    """Load one model entry (anything with the ModelSpec attributes). Raises ModelError."""
+    """Load one ``models:`` entry (a ModelSpec, or anything with the ModelEntry attributes). Raises ModelError."""
     features = dict(getattr(spec, "features", None) or {})
     path = Path(str(spec.path))
     if not path.is_absolute() and base_dir is not None:
@@ -104,6 +119,7 @@ def load_model_labeler(
     predictor = load_predictor(str(spec.type), path, list(features), card)
     check_features(predictor, list(features), card)
     if label_values is not None and predictor.kind != "river":
+        # Not every predictor knows its classes (ONNX without a card); the card may say instead.
         classes = getattr(predictor, "classes", None) or (card or {}).get("classes") or []
         unknown = [c for c in classes if c not in label_values]
         if unknown:
@@ -128,13 +144,13 @@ def load_model_labeler(
     )
 
 
-def build_model_labelers(policy: Any) -> list[ArtifactModelLabeler]:
+def build_model_labelers(policy: Policy) -> list[ArtifactModelLabeler]:
     """Load every ``models:`` entry of ``policy``; one PolicyError lists every bad model."""
     labelers: list[ArtifactModelLabeler] = []
     issues: list[PolicyIssue] = []
-    for spec in getattr(policy, "models", None) or []:
+    for spec in policy.models:
         try:
-            programs = compile_features(dict(getattr(spec, "features", None) or {}))
+            programs = compile_features(dict(spec.features))
             labelers.append(load_model_labeler(
                 spec,
                 base_dir=_base_dir(policy, spec),
@@ -143,7 +159,7 @@ def build_model_labelers(policy: Any) -> list[ArtifactModelLabeler]:
             ))
         except PolicyError as exc:
             issues.extend(_issue(spec, i.message) for i in exc.issues)
-        except Exception as exc:  # ModelError, CELSyntaxError: both are this model's fault
+        except Exception as exc:  # noqa: BLE001 - ModelError, CELSyntaxError, a broken artifact: all this model's fault
             # An absent scikit-learn / onnxruntime / river is not the artifact's fault: name the extra.
             missing = missing_extra(exc)
             issues.append(_issue(spec, str(missing) if missing is not None else str(exc)))
@@ -155,6 +171,7 @@ def build_model_labelers(policy: Any) -> list[ArtifactModelLabeler]:
 __all__ = [
     "ArtifactModelLabeler",
     "CircuitBreaker",
+    "ModelEntry",
     "ModelLabeler",
     "build_model_labelers",
     "card_path_for",

@@ -309,7 +309,7 @@ def _load_skops(path: Path) -> Any:
     return sio.load(path, trusted=untrusted)
 
 
-def load_predictor(kind: str, path: Path, feature_names: Sequence[str], card: Mapping[str, Any] | None) -> Any:
+def load_predictor(kind: str, path: Path, feature_names: Sequence[str], card: Mapping[str, Any] | None) -> Predictor:
     """Open an artifact of ``kind`` (sklearn | onnx | river). Raises ModelError on any problem."""
     if not path.is_file():
         raise ModelError(f"artifact not found: {path}")

@@ -37,10 +37,9 @@ class CircuitBreaker:
         with self._lock:
             if self.state == CLOSED:
                 return True
-            if self.state == OPEN and self.opened_at is not None:
-                if self.clock() - self.opened_at >= self.cooldown_s:
-                    self.state = HALF_OPEN
-                    return True
+            if self.state == OPEN and self.opened_at is not None and self.clock() - self.opened_at >= self.cooldown_s:
+                self.state = HALF_OPEN
+                return True
             # Open and cooling down, or half-open with the trial call already in flight.
             self.rejected_calls += 1
             return False

@@ -16,10 +16,9 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-Scorer = Callable[[Sequence[Mapping[str, Any]]], list[list[float]]]
-
-
 from activelabel.models._artifacts import _number, _text  # the same coercions as the sklearn path
+
+Scorer = Callable[[Sequence[Mapping[str, Any]]], list[list[float]]]
 
 
 def _tfidf_block(vec: Any, column: str, offset: int) -> Callable[[Mapping[str, Any]], list[tuple[int, float]]] | None:
@@ -75,8 +74,10 @@ def _onehot_block(enc: Any, columns: list[str], offset: int) -> Callable[[Mappin
 
 def _numeric_block(pipe: Any, columns: list[str], offset: int) -> Callable[[Mapping[str, Any]], list[tuple[int, float]]] | None:
     steps = dict(pipe.steps) if hasattr(pipe, "steps") else {}
-    impute, scale = steps.get("impute"), steps.get("scale")
-    if set(steps) != {"impute", "scale"} or not scale.with_mean or not scale.with_std:
+    if set(steps) != {"impute", "scale"}:
+        return None
+    impute, scale = steps["impute"], steps["scale"]
+    if not scale.with_mean or not scale.with_std:
         return None
     fill = impute.statistics_.tolist()
     mean, std = scale.mean_.tolist(), scale.scale_.tolist()

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from activelabel.errors import ModelError
+from activelabel.models._artifacts import Predictor
 from activelabel.models._breaker import CircuitBreaker
 
 Prediction = tuple[Any, float] | None
@@ -33,7 +34,7 @@ class ArtifactModelLabeler:
         name: str,
         label: str,
         version: str,
-        predictor: Any,
+        predictor: Predictor,
         feature_programs: Mapping[str, Any] | None = None,
         feature_names: Sequence[str] | None = None,
         min_confidence: float = 0.0,
@@ -74,7 +75,7 @@ class ArtifactModelLabeler:
         for fname, program in self.feature_programs.items():
             try:
                 out[fname] = program.evaluate(bindings)
-            except Exception:  # CELEvalError; a feature never fails the event
+            except Exception:  # noqa: BLE001 - CELEvalError or worse; a feature never fails the event
                 out[fname] = None
         return out
 
@@ -100,7 +101,7 @@ class ArtifactModelLabeler:
             self.last_error = f"timed out after {self._deadline_s(len(rows)) * 1000:.0f} ms"
             self.breaker.record_failure()
             return self._on_failure(len(rows))
-        except Exception as exc:  # a model error must never fail the event
+        except Exception as exc:  # noqa: BLE001 - a model error must never fail the event
             self._bump("errors")
             self.last_error = f"{type(exc).__name__}: {exc}"
             self.breaker.record_failure()
@@ -152,7 +153,7 @@ class ArtifactModelLabeler:
         """
         try:
             classes, probs = self.predictor.predict_proba(rows)
-        except Exception:  # a failing model just leaves review to the decisions' own confidences
+        except Exception:  # noqa: BLE001 - a failing model just leaves review to the decisions' own confidences
             return None
         return [dict(zip(classes, p, strict=True)) for p in probs]
 

@@ -16,6 +16,7 @@ Modules: ``_yaml`` (positioned YAML), ``_build`` (one file's shape), ``_load``
 See docs/policy.md for the format.
 """
 
+from . import label_types
 from ._canonical import canonical_form
 from ._diff import Change, PolicyDiff, diff_policies
 from ._load import load_policy, load_policy_text
@@ -60,6 +61,7 @@ __all__ = [
     "closest",
     "did_you_mean",
     "diff_policies",
+    "label_types",
     "load_policy",
     "load_policy_text",
     "policy_json_schema",

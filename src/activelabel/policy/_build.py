@@ -323,9 +323,9 @@ class FileBuilder:
         what = f"label `{name}`"
         m = self.mapping(node, what)
         if m is None:
-            if not isinstance(node, YMap):
-                if isinstance(node, YScalar) and node.value is None:
-                    self.rep.add(f"{what} needs at least `type`", node.loc)
+            # A scalar is never a mapping: `label: ~` (or nothing) gets the hint, other shapes were reported.
+            if isinstance(node, YScalar) and node.value is None:
+                self.rep.add(f"{what} needs at least `type`", node.loc)
             return
         pending = Pending(spec=None, locs={"name": knode.loc})
         self.keys(m, LABEL_KEYS, ("type",), what)

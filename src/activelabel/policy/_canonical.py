@@ -7,11 +7,45 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
 
 from ._spec import EnricherSpec, LabelSpec, Metadata, ModelSpec, PolicyTest, RuleSpec
+
+# Fields of the spec dataclasses (policy/_spec.py) that are deliberately NOT part
+# of the canonical form, with the reason. Every other field must change the form
+# (and so the policy version) when it changes: tests/test_policy_canonical.py
+# checks both, so a new field cannot silently leave the version unchanged.
+NOT_HASHED: Mapping[tuple[str, str], str] = {
+    ("Expr", "ast"): "parsed from `source`, which is hashed",
+    ("Expr", "loc"): "where it was written: formatting, not meaning",
+    ("Metadata", "loc"): "where it was written",
+    ("LabelSpec", "loc"): "where it was written",
+    ("LabelSpec", "index"): "declaration order is the order of the hashed list",
+    ("LabelSpec", "bounds"): "parsed from `bound_texts`, which are hashed as written",
+    ("LabelSpec", "bucket_names"): "derived from `bound_texts`",
+    ("RuleSpec", "loc"): "where it was written",
+    ("RuleSpec", "index"): "file order is the order of the hashed list",
+    ("EnricherSpec", "path"): "`file` resolved on this machine; `file` as written and the table's `sha256` are hashed",
+    ("EnricherSpec", "loc"): "where it was written",
+    ("EnricherSpec", "index"): "file order is the order of the hashed list",
+    ("EnricherSpec", "_rows"): "the table read at load time; its content is hashed as `sha256`",
+    ("ModelSpec", "path"): "`path_text` resolved on this machine; `path_text` is hashed",
+    ("ModelSpec", "loc"): "where it was written",
+    ("ModelSpec", "index"): "file order is the order of the hashed list",
+    ("PolicyTest", "loc"): "where it was written",
+    ("PolicyTest", "index"): "file order is the order of the hashed list",
+    ("Policy", "digest"): "computed from the canonical form",
+    ("Policy", "version"): "computed from the digest and metadata.version",
+    ("Policy", "source"): "the path it was loaded from",
+    ("Policy", "base_dir"): "the folder it was loaded from",
+    ("Policy", "files"): "how the policy is split into includes does not change it",
+    ("Policy", "dependencies"): "resolved paths on this machine; table contents are hashed per enricher",
+    ("Policy", "warnings"): "derived from the hashed content",
+    ("Policy", "canonical_json"): "the canonical form itself",
+}
 
 
 def digest_of(canonical: dict[str, Any]) -> tuple[bytes, str]:
@@ -57,21 +91,21 @@ def canonical_form(
         },
         "labels": [
             {
-                "name": l.name,
-                "type": l.type,
-                "values": list(l.values) if l.values is not None else None,
-                "default": {"value": l.default} if l.has_default else None,
-                "resolve": l.resolve,
-                "description": l.description,
-                "owner": l.owner,
-                "sensitivity": l.sensitivity,
-                "max_cardinality": l.max_cardinality,
-                "overflow": l.overflow,
-                "window": l.window,
-                "from": expr(l.bucket_from),
-                "bounds": list(l.bound_texts),
+                "name": lab.name,
+                "type": lab.type,
+                "values": list(lab.values) if lab.values is not None else None,
+                "default": {"value": lab.default} if lab.has_default else None,
+                "resolve": lab.resolve,
+                "description": lab.description,
+                "owner": lab.owner,
+                "sensitivity": lab.sensitivity,
+                "max_cardinality": lab.max_cardinality,
+                "overflow": lab.overflow,
+                "window": lab.window,
+                "from": expr(lab.bucket_from),
+                "bounds": list(lab.bound_texts),
             }
-            for l in labels.values()
+            for lab in labels.values()
         ],
         "enrichers": [
             {

@@ -108,7 +108,7 @@ def _load(text: str, file: str, base_dir: Path, key: Path | None, rep: Reporter)
             chain_keys = [k for k, _ in chain] + [key]
             if inc_key in chain_keys:
                 names = [f for _, f in chain] + [file]
-                cycle = " -> ".join(names[chain_keys.index(inc_key):] + [inc_file])
+                cycle = " -> ".join([*names[chain_keys.index(inc_key):], inc_file])
                 rep.add(f"include cycle: {cycle}", loc, suggestion="remove one of the includes")
                 continue
             if inc_key in seen:  # included twice through different files: merge it once
@@ -121,7 +121,7 @@ def _load(text: str, file: str, base_dir: Path, key: Path | None, rep: Reporter)
                 continue
             seen.add(inc_key)
             read_paths.append(inc_key)
-            visit(inc_text, inc_file, inc_path.parent, inc_key, chain + [(key, file)], False)
+            visit(inc_text, inc_file, inc_path.parent, inc_key, [*chain, (key, file)], False)
         docs.append(doc)
 
     if key is not None:

@@ -85,7 +85,8 @@ class Merger:
         if p is None:
             self.rep.add(f"unknown label `{name}`{where}", loc, rule_id=rule_id, suggestion=did_you_mean(name, self.labels))
             return None
-        return p.spec
+        spec: LabelSpec = p.spec
+        return spec
 
     def check_rules(self, scope: set[str]) -> None:
         ids: dict[str, Pending] = {}
@@ -157,7 +158,7 @@ class Merger:
                     rule_id=rule_id,
                     suggestion=_function_hint(exc.message),
                 )
-            except Exception as exc:  # a compiler bug must not hide the rest of the report
+            except Exception as exc:  # noqa: BLE001 - a compiler bug must not hide the rest of the report
                 self.rep.add(f"in `{field_name}`: cannot compile: {exc}", expr.loc, rule_id=rule_id)
 
     def _check_refs(
@@ -281,9 +282,6 @@ def _function_hint(message: str) -> str | None:
     m = re.search(r"no such (?:function|method) '([^']+)'", message)
     if not m:
         return None
-    try:
-        from activelabel.cel._functions import FUNCTIONS, METHODS
-    except ImportError:  # pragma: no cover - depends on the CEL package's layout
-        return None
-    names = {n for n in FUNCTIONS if n.isidentifier()} | set(METHODS)
-    return did_you_mean(m.group(1), sorted(names))
+    from activelabel import cel
+
+    return did_you_mean(m.group(1), sorted(cel.function_names()))

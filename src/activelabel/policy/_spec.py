@@ -13,12 +13,13 @@ from typing import TYPE_CHECKING, Any
 
 from activelabel.errors import PolicyIssue
 
+from . import label_types
 from ._yaml import Loc
 
 if TYPE_CHECKING:
     from activelabel.enrich import Enricher
 
-LABEL_TYPES = ("enum", "bool", "string", "int", "float", "bucket")
+LABEL_TYPES = label_types.LABEL_TYPES
 RESOLVE_MODES = ("first_match", "max_confidence", "vote")
 SENSITIVITIES = ("public", "internal", "pii", "secret")
 MODEL_TYPES = ("sklearn", "onnx", "river")
@@ -77,14 +78,11 @@ class LabelSpec:
 
     def accepts(self, value: Any) -> bool:
         """Whether ``value`` is a valid value of this label (type, enum, bucket name)."""
-        return value_fits(self, value)
+        return label_types.label_fits(self, value)
 
     def bucket_of(self, number: float) -> str:
         """The bucket name of ``number`` (bucket labels only): ``<b0``, ``b0-b1``, ..., ``>=bn``."""
-        for i, bound in enumerate(self.bounds):
-            if number < bound:
-                return self.bucket_names[i]
-        return self.bucket_names[-1]
+        return label_types.bucket_of(self, number)
 
 
 @dataclass(frozen=True)
@@ -158,7 +156,7 @@ class ModelSpec:
     @property
     def abstains_on_error(self) -> bool:
         """True when a failing model sets nothing; otherwise ``on_error`` is the fallback value."""
-        return self.on_error == "abstain"
+        return bool(self.on_error == "abstain")
 
 
 @dataclass(frozen=True)
@@ -217,22 +215,10 @@ class Policy:
         """The canonical form (what `digest` hashes) as plain data."""
         import orjson
 
-        return orjson.loads(self.canonical_json)
+        form: dict[str, Any] = orjson.loads(self.canonical_json)
+        return form
 
 
 def value_fits(label: LabelSpec, value: Any) -> bool:
-    """Whether ``value`` is a valid constant for ``label``."""
-    t = label.type
-    if t == "enum":
-        return isinstance(value, str) and value in (label.values or ())
-    if t == "bool":
-        return isinstance(value, bool)
-    if t == "string":
-        return isinstance(value, str)
-    if t == "int":
-        return isinstance(value, int) and not isinstance(value, bool)
-    if t == "float":
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if t == "bucket":
-        return isinstance(value, str) and value in label.bucket_names
-    return False
+    """Whether ``value`` is a valid constant for ``label`` (kept for callers; see `label_types.label_fits`)."""
+    return label_types.label_fits(label, value)

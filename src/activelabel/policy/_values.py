@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._spec import LabelSpec, value_fits
+from ._spec import LabelSpec
 from ._suggest import did_you_mean
 from ._yaml import YMap, YNode, YScalar, YSeq
+from .label_types import CHOICE_TYPES, TYPE_NOUNS, allowed_values, bucket_names, coerce, format_number, label_fits
 
 
 def describe(node: YNode | None) -> str:
@@ -30,36 +31,23 @@ def describe(node: YNode | None) -> str:
     return f"`{node.raw}`"
 
 
-def fmt_num(x: float | None) -> str:
-    if x is None:
-        return ""
-    return str(int(x)) if float(x).is_integer() else str(x)
+fmt_num = format_number
 
-
-def bucket_names(texts: tuple[str, ...]) -> tuple[str, ...]:
-    """``("100", "500")`` → ``("<100", "100-500", ">=500")``; bounds keep the text written in the policy."""
-    if not texts:
-        return ()
-    names = [f"<{texts[0]}"]
-    names += [f"{a}-{b}" for a, b in zip(texts, texts[1:])]
-    names.append(f">={texts[-1]}")
-    return tuple(names)
+__all__ = ["bucket_names", "coerce", "constant_problem", "describe", "fmt_num"]
 
 
 def constant_problem(label: LabelSpec, value: Any) -> tuple[str, str | None] | None:
     """Why ``value`` cannot be a value of ``label`` (message, suggestion), or None if it fits."""
-    if value_fits(label, value):
+    if label_fits(label, value):
         return None
     shown = "null" if value is None else (f"`{value}`" if not isinstance(value, bool) else f"`{str(value).lower()}`")
-    if label.type in ("enum", "bucket") and isinstance(value, str):
-        allowed = label.values if label.type == "enum" else label.bucket_names
-        allowed = allowed or ()
+    if label.type in CHOICE_TYPES and isinstance(value, str):
+        allowed = allowed_values(label) or ()
         return (
             f"value {shown} is not one of label `{label.name}`'s values [{', '.join(allowed)}]",
             did_you_mean(value, allowed),
         )
-    kind = {"enum": "a string", "bucket": "a bucket name", "bool": "a boolean", "string": "a string",
-            "int": "an integer", "float": "a number"}[label.type]  # fmt: skip
+    kind = TYPE_NOUNS[label.type]
     hint = None
     if label.type == "string" and value is not None:
         hint = f'quote it: "{value if not isinstance(value, bool) else str(value).lower()}"'
@@ -67,16 +55,9 @@ def constant_problem(label: LabelSpec, value: Any) -> tuple[str, str | None] | N
         hint = "use true or false"
     elif label.type in ("int", "float") and isinstance(value, str) and _is_number(value, label.type == "int"):
         hint = f"write the number without quotes: {value.strip()}"
-    elif label.type in ("enum", "bucket") and value is not None:
+    elif label.type in CHOICE_TYPES and value is not None:
         hint = f'quote it: "{str(value).lower() if isinstance(value, bool) else value}"'
     return f"value {shown} is not {kind} (label `{label.name}` is {label.type})", hint
-
-
-def coerce(label: LabelSpec, value: Any) -> Any:
-    """The stored form of a fitting constant: float labels hold floats."""
-    if label.type == "float":
-        return float(value)
-    return value
 
 
 def _is_number(text: str, integer: bool) -> bool:

@@ -3,25 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from activelabel.errors import FeedbackError
+from activelabel.policy import label_types
 
-
-def _bucket_names(bounds: list[Any]) -> list[str]:
-    def fmt(b: Any) -> str:
-        return str(int(b)) if isinstance(b, float) and b.is_integer() else str(b)
-
-    if not bounds:
-        return []
-    names = [f"<{fmt(bounds[0])}"]
-    names += [f"{fmt(a)}-{fmt(b)}" for a, b in zip(bounds, bounds[1:])]
-    names.append(f">={fmt(bounds[-1])}")
-    return names
+if TYPE_CHECKING:
+    from activelabel.policy import Policy
 
 
 @dataclass
 class LabelInfo:
+    """One label as the store keeps it: its type and, for enum and bucket labels, the names it takes."""
+
     type: str = "string"
     values: list[Any] | None = None
 
@@ -48,50 +42,26 @@ class LabelRegistry:
         if info is None:
             raise FeedbackError(f"unknown label {label!r}; the policy declares: {', '.join(self.labels) or 'none'}")
         kind = info.type
-        if kind in ("enum", "bucket"):
-            for allowed in info.values or []:
-                if value == allowed or str(value) == str(allowed):
-                    return allowed
-            raise FeedbackError(f"value {value!r} is outside label {label!r}'s values: "
-                                f"{', '.join(map(str, info.values or []))}")
         try:
-            if kind == "bool":
-                if isinstance(value, bool):
-                    return value
-                if str(value).lower() in ("true", "false"):
-                    return str(value).lower() == "true"
-                raise ValueError
-            if kind == "int":
-                if isinstance(value, bool):
-                    raise ValueError
-                return int(value) if isinstance(value, int) or str(value).lstrip("-").isdigit() else _fail()
-            if kind == "float":
-                if isinstance(value, bool):
-                    raise ValueError
-                return float(value)
-        except (TypeError, ValueError):
-            raise FeedbackError(f"value {value!r} is not a valid {kind} for label {label!r}") from None
-        if value is None:
-            raise FeedbackError(f"label {label!r} needs a value")
-        return value if isinstance(value, str) else str(value)
+            return label_types.parse_value(kind, value, info.values)
+        except ValueError:
+            if kind in label_types.CHOICE_TYPES:
+                raise FeedbackError(f"value {value!r} is outside label {label!r}'s values: "
+                                    f"{', '.join(map(str, info.values or []))}") from None
+            if kind in ("bool", "int", "float"):
+                raise FeedbackError(f"value {value!r} is not a valid {kind} for label {label!r}") from None
+            raise FeedbackError(f"label {label!r} needs a value") from None
 
 
-def _fail() -> Any:
-    raise ValueError
+def registry_from_policy(policy: Policy) -> LabelRegistry:
+    """Read label types and the names choice labels take (and constant rule values) from a loaded policy.
 
-
-def registry_from_policy(policy: Any) -> LabelRegistry:
-    """Read label types and enums (and constant rule values) from a loaded policy."""
+    Bucket names are the policy's own (`LabelSpec.bucket_names`, built from the
+    bounds as written), so feedback accepts exactly the values the label produces.
+    """
     labels: dict[str, LabelInfo] = {}
-    for name, spec in (getattr(policy, "labels", None) or {}).items():
-        raw = getattr(spec, "type", None) or "string"
-        kind = str(getattr(raw, "value", raw))
-        values = getattr(spec, "values", None)
-        if kind == "bucket":
-            values = _bucket_names(list(getattr(spec, "bounds", None) or []))
-        labels[name] = LabelInfo(kind, list(values) if values else None)
-    rule_values = {}
-    for rule in getattr(policy, "rules", None) or []:
-        if getattr(rule, "value", None) is not None:
-            rule_values[str(rule.id)] = rule.value
+    for name, spec in policy.labels.items():
+        values = label_types.allowed_values(spec)
+        labels[name] = LabelInfo(spec.type, list(values) if values else None)
+    rule_values = {str(rule.id): rule.value for rule in policy.rules if rule.value is not None}
     return LabelRegistry(labels, rule_values)

@@ -42,7 +42,9 @@ def binned_shares(reference: Sequence[Any], current: Sequence[Any]) -> tuple[lis
         names = sorted(set(ref_c) | set(cur_c))
         ref_share = [ref_c[n] / max(len(reference), 1) for n in names]
         cur_share = [cur_c[n] / max(len(current), 1) for n in names]
-    fill = lambda xs: [x if x > 0 else EMPTY_BIN for x in xs]
+    def fill(xs: list[float]) -> list[float]:
+        return [x if x > 0 else EMPTY_BIN for x in xs]
+
     return names, fill(ref_share), fill(cur_share)
 
 

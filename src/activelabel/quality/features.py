@@ -29,7 +29,7 @@ def feature_rows(decisions: Sequence[StoredDecision], programs: Mapping[str, Any
         for name, program in programs.items():
             try:
                 row[name] = program.evaluate(scope)
-            except Exception:  # CELEvalError: missing field or wrong type, same as serving
+            except Exception:  # noqa: BLE001 - CELEvalError: missing field or wrong type, same as serving
                 row[name] = None
         rows.append(row)
     return rows

@@ -15,16 +15,19 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from activelabel.errors import FeedbackError, StoreError
 from activelabel.quality._registry import LabelRegistry, registry_from_policy
+
+if TYPE_CHECKING:
+    from activelabel.policy import Policy
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS decisions (
@@ -131,7 +134,7 @@ def _decision_parts(decision: Any) -> tuple[dict[str, Any], dict[str, Any], dict
 class DecisionStore:
     """Decisions and ground truth in one SQLite file (created on first use)."""
 
-    def __init__(self, path: str | Path, *, policy: Any = None, clock: Any = None, sample_rate: float = 1.0) -> None:
+    def __init__(self, path: str | Path, *, policy: Policy | None = None, clock: Callable[[], float] | None = None, sample_rate: float = 1.0) -> None:
         if not 0.0 < sample_rate <= 1.0:
             raise StoreError(f"sample_rate must be in (0, 1], got {sample_rate}")
         self.path = Path(path)
@@ -173,12 +176,12 @@ class DecisionStore:
 
     # -- the label registry (for validating feedback) -------------------------------------------
 
-    def register_policy(self, policy: Any) -> None:
+    def register_policy(self, policy: Policy) -> None:
         """Remember the policy's labels (types, enums) and constant rule values, for feedback and reports."""
         registry = registry_from_policy(policy)
         self._exec("INSERT OR REPLACE INTO meta (key, value) VALUES ('registry', ?)", (_dumps(registry.to_json()),))
         self._exec("INSERT OR REPLACE INTO meta (key, value) VALUES ('policy_version', ?)",
-                   (str(getattr(policy, "version", "") or ""),))
+                   (policy.version or "",))
 
     def registry(self) -> LabelRegistry | None:
         row = self._exec("SELECT value FROM meta WHERE key = 'registry'").fetchone()
@@ -193,7 +196,8 @@ class DecisionStore:
     def record_many(self, items: Iterable[tuple[str, Mapping[str, Any], Any]], *, ts: float | None = None) -> int:
         """Store many decisions (those in the sample) in one transaction; returns how many were stored."""
         now = self._clock() if ts is None else ts
-        rows, labels = [], set()
+        rows: list[tuple[Any, ...]] = []
+        labels: set[str] = set()
         for record_id, event, decision in items:
             if self.sample_rate < 1.0 and not self.in_sample(record_id):
                 self.skipped_by_sampling += 1
@@ -311,5 +315,7 @@ class DecisionStore:
 
     def counts(self) -> dict[str, int]:
         """How many decisions, ground-truth items and refused feedback items the store holds."""
-        q = lambda t: int(self._exec(f"SELECT COUNT(*) FROM {t}").fetchone()[0])
+        def q(table: str) -> int:
+            return int(self._exec(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+
         return {"decisions": q("decisions"), "ground_truth": q("ground_truth"), "rejected_feedback": q("feedback_rejections")}

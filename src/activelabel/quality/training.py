@@ -140,7 +140,7 @@ def _split(values: Sequence[Any], fraction: float, seed: int) -> tuple[list[int]
     train, hold = [], []
     for idx in by_class.values():
         rng.shuffle(idx)
-        k = int(math.floor(len(idx) * fraction)) if len(idx) > 1 else 0
+        k = math.floor(len(idx) * fraction) if len(idx) > 1 else 0
         hold.extend(idx[:k])
         train.extend(idx[k:])
     return sorted(train), sorted(hold)

@@ -16,6 +16,7 @@ import signal
 import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import anyio.to_thread
 import httpx
@@ -234,10 +235,14 @@ def _install_sighup(runtime: PolicyRuntime) -> None:
         log.warning("SIGHUP reload not available (not the main thread); use POST /v1/policy/reload")
         return
     loop = asyncio.get_running_loop()
+    running: set[asyncio.Task[Any]] = set()
 
     def on_sighup() -> None:
         # Reload off the event loop: compiling a policy must not stall requests.
-        loop.create_task(anyio.to_thread.run_sync(runtime.reload, "sighup"))
+        task = loop.create_task(anyio.to_thread.run_sync(runtime.reload, "sighup"))
+        # The loop holds tasks only weakly: keep a reference until the reload is done.
+        running.add(task)
+        task.add_done_callback(running.discard)
 
     loop.add_signal_handler(signal.SIGHUP, on_sighup)
 

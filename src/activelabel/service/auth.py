@@ -22,14 +22,10 @@ from typing import Any
 
 import yaml
 
-from activelabel.errors import ActiveLabelError
+from activelabel.errors import AuthConfigError as AuthConfigError
 
 SCOPES = frozenset({"label", "feedback", "admin"})
 CLEARANCES = frozenset({"secret"})
-
-
-class AuthConfigError(ActiveLabelError):
-    """The token table is missing, unreadable or names an unknown scope."""
 
 
 @dataclass(frozen=True)

@@ -11,11 +11,8 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from activelabel.errors import ActiveLabelError
-
-
-class ServiceConfigError(ActiveLabelError):
-    """The service configuration file is missing, unreadable or invalid."""
+from activelabel.errors import ServiceConfigError as ServiceConfigError
+from activelabel.errors import config_error
 
 
 class _Strict(BaseModel):
@@ -108,7 +105,4 @@ def load_service_config(path: Path | str | None) -> ServiceConfig:
     try:
         return ServiceConfig.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
-        raise ServiceConfigError(f"invalid service config {path}: {problems}") from exc
+        raise config_error(ServiceConfigError, exc, f"service config {path}") from exc

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
+from activelabel.policy import label_types
 from activelabel.service.auth import Caller
 
 
@@ -33,11 +34,8 @@ def visible_explain(explain: Mapping[str, Any], secret_labels: frozenset[str], c
     return out
 
 
-def text_of(value: Any) -> str:
-    """A label value as text: ``true``/``false`` for booleans, plain ``str`` otherwise."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
+text_of = label_types.value_text
+"""A label value as text: ``true``/``false`` for booleans, plain ``str`` otherwise (see `label_types.value_text`)."""
 
 
 def header_name(prefix: str, label: str) -> str:

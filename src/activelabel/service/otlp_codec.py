@@ -55,7 +55,7 @@ def _b64_to_hex(value: str) -> str:
 
 def decode(body: bytes, media: str, message_type: type[M]) -> M:
     """Parse an OTLP export request; 400 with the reason when it does not parse."""
-    message = message_type()
+    message: M = message_type()
     if media == PROTOBUF:
         try:
             message.ParseFromString(body)
@@ -79,7 +79,8 @@ def decode(body: bytes, media: str, message_type: type[M]) -> M:
 def encode(message: Message, media: str) -> bytes:
     """Serialize in the same encoding the sender used."""
     if media == PROTOBUF:
-        return message.SerializeToString()
+        data: bytes = message.SerializeToString()
+        return data
     as_dict = json_format.MessageToDict(message, use_integers_for_enums=True)
     return orjson.dumps(_convert_ids(as_dict, _b64_to_hex))
 

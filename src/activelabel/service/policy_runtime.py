@@ -16,35 +16,28 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from activelabel.errors import ActiveLabelError, PolicyError, PolicyIssue
+from activelabel.errors import NotReadyError as NotReadyError
 from activelabel.observability.labeler_stats import StatsTotals, totals_from_stats
+
+if TYPE_CHECKING:
+    from activelabel.engine import Labeler, PolicyTestResult
+    from activelabel.policy import LabelSpec
 
 log = logging.getLogger("activelabel.service.reload")
 
 PROTECTED_SENSITIVITIES = frozenset({"pii", "secret"})
 
-LabelerLoader = Callable[[Path], Any]
+LabelerLoader = Callable[[Path], "Labeler"]
 
 
-class NotReadyError(ActiveLabelError):
-    """No policy has been loaded yet."""
+def _sensitivity_of(spec: LabelSpec) -> str:
+    return (spec.sensitivity or "public").lower()
 
 
-def _sensitivity_of(spec: Any) -> str:
-    value = getattr(spec, "sensitivity", None) or "public"
-    return str(getattr(value, "value", value)).lower()
-
-
-def _failed(result: Any) -> bool:
-    for attr in ("passed", "ok", "success"):
-        if hasattr(result, attr):
-            return not bool(getattr(result, attr))
-    return False
-
-
-def load_checked_labeler(path: Path, *, track_conflicts: bool = True) -> Any:
+def load_checked_labeler(path: Path, *, track_conflicts: bool = True) -> Labeler:
     """Load, compile and self-test a policy; ``PolicyError`` with every problem otherwise.
 
     ``track_conflicts`` makes the engine evaluate every rule so the conflict
@@ -56,28 +49,27 @@ def load_checked_labeler(path: Path, *, track_conflicts: bool = True) -> Any:
     from activelabel.policy import load_policy
 
     labeler = Labeler(load_policy(path), track_conflicts=track_conflicts)
-    failures = [r for r in labeler.run_tests() if _failed(r)]
+    failures = [r for r in labeler.run_tests() if not r.passed]
     if failures:
         protected = PolicySnapshot.of(labeler).protected_labels
-        error = PolicyError(issues=[_test_issue(r, path, protected) for r in failures])
         # The candidate did load, so its version is known: the reload log names it.
-        error.candidate_version = str(labeler.version)  # type: ignore[attr-defined]
-        raise error
+        raise PolicyError(issues=[_test_issue(r, path, protected) for r in failures],
+                          candidate_version=str(labeler.version))
     return labeler
 
 
-def _test_issue(result: Any, path: Path, protected: frozenset[str]) -> PolicyIssue:
+def _test_issue(result: PolicyTestResult, path: Path, protected: frozenset[str]) -> PolicyIssue:
     parts = []
-    for label, (want, got) in (getattr(result, "mismatches", None) or {}).items():
+    for label, (want, got) in result.mismatches.items():
         if label in protected:
             # Never echo a pii / secret value, even one written in the policy's tests.
             parts.append(f"{label}: value differs from the expected one (values hidden: sensitive label)")
         else:
             parts.append(f"{label}: expected {want!r}, got {got!r}")
     return PolicyIssue(
-        message=f"policy test {getattr(result, 'name', '?')!r} failed: " + ("; ".join(parts) or "labels differ"),
-        file=str(getattr(result, "file", "") or path),
-        line=int(getattr(result, "line", 0) or 0),
+        message=f"policy test {result.name!r} failed: " + ("; ".join(parts) or "labels differ"),
+        file=str(result.file or path),
+        line=int(result.line or 0),
     )
 
 
@@ -85,7 +77,7 @@ def _test_issue(result: Any, path: Path, protected: frozenset[str]) -> PolicyIss
 class PolicySnapshot:
     """Everything a request needs about the serving policy, computed once per load."""
 
-    labeler: Any
+    labeler: Labeler
     name: str
     version: str
     label_names: tuple[str, ...]
@@ -94,14 +86,11 @@ class PolicySnapshot:
     protected_labels: frozenset[str]
 
     @classmethod
-    def of(cls, labeler: Any) -> PolicySnapshot:
+    def of(cls, labeler: Labeler) -> PolicySnapshot:
         policy = labeler.policy
-        labels = dict(getattr(policy, "labels", {}) or {})
+        labels = policy.labels
         sensitivity = {name: _sensitivity_of(spec) for name, spec in labels.items()}
-        metadata = getattr(policy, "metadata", None)
-        name = getattr(policy, "name", None) or getattr(metadata, "name", None)
-        if name is None and isinstance(metadata, dict):
-            name = metadata.get("name")
+        name = policy.metadata.name
         return cls(
             labeler=labeler,
             name=str(name or ""),
@@ -164,7 +153,7 @@ class PolicyRuntime:
         # Counters of retired labelers: the one retired last is still read live
         # (requests may still be finishing on it); older ones are folded in.
         self._baseline = StatsTotals()
-        self._recently_retired: Any = None
+        self._recently_retired: Labeler | None = None
 
     @classmethod
     def load(cls, policy_path: Path | str, **kwargs: Any) -> PolicyRuntime:
@@ -200,7 +189,7 @@ class PolicyRuntime:
                 candidate = PolicySnapshot.of(self._loader(self.policy_path))
             except PolicyError as exc:
                 outcome = ReloadOutcome(
-                    False, trigger, old_version, getattr(exc, "candidate_version", None), [issue_as_json(i) for i in exc.issues]
+                    False, trigger, old_version, exc.candidate_version, [issue_as_json(i) for i in exc.issues]
                 )
             except (OSError, ActiveLabelError) as exc:
                 outcome = ReloadOutcome(
@@ -256,7 +245,7 @@ def issue_fields(error: dict[str, Any]) -> dict[str, Any]:
     return {k: error[k] for k in keys if error.get(k) is not None}
 
 
-def snapshot_source(labeler_or_runtime: Any) -> Callable[[], PolicySnapshot]:
+def snapshot_source(labeler_or_runtime: Labeler | PolicyRuntime) -> Callable[[], PolicySnapshot]:
     """How an SDK hook gets the policy to use: fixed for a ``Labeler``, the current one for a ``PolicyRuntime``."""
     if isinstance(labeler_or_runtime, PolicyRuntime):
         return lambda: labeler_or_runtime.current

@@ -34,7 +34,7 @@ def splice_fields(raw: bytes, event: dict[str, Any], fields: dict[str, Any]) -> 
     return orjson.dumps({**event, **fields})
 
 
-def _open_out(path: str | None) -> IO[bytes]:
+def _open_out(path: str | None) -> IO[bytes] | gzip.GzipFile:
     if path is None or path == "-":
         return sys.stdout.buffer
     p = Path(path)

@@ -91,7 +91,7 @@ def decode_line(raw: bytes, limits: ReadLimits = ReadLimits()) -> dict[str, Any]
     return value
 
 
-def _open(path: str) -> IO[bytes]:
+def _open(path: str) -> IO[bytes] | gzip.GzipFile:
     if path == "-":
         return sys.stdin.buffer
     p = Path(path)
@@ -116,9 +116,9 @@ class JsonlSource:
         for label, line_no, raw in self.iter_raw():
             decoded = decode_line(raw, limits)
             if decoded.__class__ is dict:
-                yield Record(label, line_no, raw, decoded)  # type: ignore[arg-type]
+                yield Record(label, line_no, raw, decoded)
             else:
-                kind, reason = decoded  # type: ignore[misc]
+                kind, reason = decoded
                 yield BadRecord(label, line_no, raw, kind, reason)
 
     def iter_raw(self) -> Iterator[tuple[str, int, bytes]]:
@@ -127,9 +127,7 @@ class JsonlSource:
             label = "<stdin>" if name == "-" else name
             stream = _open(name)
             try:
-                line_no = 0
-                for line in stream:
-                    line_no += 1
+                for line_no, line in enumerate(stream, 1):
                     self.bytes_read += len(line)
                     raw = line.rstrip(b"\r\n")
                     if raw and not raw.isspace():

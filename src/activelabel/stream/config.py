@@ -10,8 +10,9 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from activelabel.errors import StreamConfigError, config_error
 from activelabel.sources.jsonl import DEFAULT_MAX_DEPTH, DEFAULT_MAX_LINE_BYTES
 
 # Kafka's own rule for topic names (kafka.common.internals.Topic).
@@ -37,6 +38,13 @@ class StreamConfig(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def __init__(self, /, **data: Any) -> None:
+        """Validate ``data``; every bad field is named in one ``StreamConfigError`` (also a ValueError)."""
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:  # pydantic's error stops here, as ours
+            raise config_error(StreamConfigError, exc, "stream settings") from exc
 
     bootstrap_servers: str
     """Comma-separated ``host:port`` list of brokers (required)."""

@@ -15,6 +15,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from activelabel.errors import SinkError, SourceError
+from activelabel.errors import ValueTooLarge as ValueTooLarge
 from activelabel.stream.config import StreamConfig
 
 Headers = list[tuple[str, str | bytes | None]]
@@ -26,10 +27,6 @@ _REBALANCE_CODES = frozenset({
     KafkaError.REBALANCE_IN_PROGRESS, KafkaError.ILLEGAL_GENERATION, KafkaError.UNKNOWN_MEMBER_ID,
     KafkaError._STATE,  # librdkafka: the partitions are no longer assigned
 })
-
-
-class ValueTooLarge(SinkError):
-    """The broker or producer refuses a message of this size (``MSG_SIZE_TOO_LARGE``)."""
 
 
 def _describe(exc: BaseException) -> str:
