@@ -7,7 +7,7 @@
 ``parse`` gives an :class:`Ast` with positions; ``references`` lists the
 free-identifier select chains (for policy validation); ``compile`` gives a
 :class:`Program` evaluated with exact CEL semantics. The Python code emitter
-used by the engine lives in :mod:`activelabel.cel.codegen`.
+used by the engine lives in :mod:`activelabel.cel.emit`.
 """
 
 from activelabel.cel._ast import Ast, Expr, Reference, references

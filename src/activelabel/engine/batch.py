@@ -36,7 +36,7 @@ import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
@@ -51,6 +51,10 @@ from activelabel.engine._columnar_extract import (
     _to_series,
 )
 from activelabel.engine.plan import Plan
+
+if TYPE_CHECKING:
+    from activelabel.engine.compile import CompiledPolicy
+    from activelabel.engine.decision import Decision
 
 PerEvent = Callable[[Any], "tuple[dict[str, Any], dict[str, Any]]"]
 
@@ -450,24 +454,15 @@ class ColumnarPlan:
 COLUMNAR_MIN_BATCH = 1024
 
 
-def decide_batch(labeler: Any, plan: ColumnarPlan, events: Sequence[Any]) -> list[Any]:
-    """``Labeler.label_batch`` through the columnar path: Decisions and counters as ``label`` leaves them.
+def decide_batch(compiled: CompiledPolicy, plan: ColumnarPlan, events: Sequence[Any]) -> list[Decision]:
+    """``Labeler.label_batch`` through the columnar path: Decisions, and the counters as ``label`` leaves them.
 
-    The hook the Labeler needs (``labeler._fn``, ``_hits``, ``_errors``, ``_events``
-    are its own fast function and counters)::
-
-        self._columnar = None if track_conflicts else ColumnarPlan.build(self._plan)
-        ...
-        def label_batch(self, events):
-            events = events if isinstance(events, list) else list(events)
-            if self._columnar is not None and len(events) >= COLUMNAR_MIN_BATCH:
-                return decide_batch(self, self._columnar, events)
-            return [self.label(e) for e in events]
+    The hits and errors are merged into ``compiled``; the caller (the Labeler) counts the events.
     """
     from activelabel.engine.decision import Decision
     from activelabel.errors import InputError
 
-    fn = labeler._fn
+    fn = compiled.fn
 
     def per_event(event: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         if event.__class__ is not dict:
@@ -478,15 +473,9 @@ def decide_batch(labeler: Any, plan: ColumnarPlan, events: Sequence[Any]) -> lis
 
     t0 = time.perf_counter_ns()
     result = plan.run(events, per_event)
-    hits, errors = labeler._hits, labeler._errors
-    for idx, c in result.hits.items():
-        hits[idx] += c
-    for idx, c in result.errors.items():
-        errors[idx] += c
-    n = len(events)
-    labeler._events += n
-    each = (time.perf_counter_ns() - t0) // max(1, n)
-    return [Decision(lab, why, labeler, e, each) for lab, why, e in zip(result.labels, result.why, events)]
+    compiled.add_counts(result.hits, result.errors)
+    each = (time.perf_counter_ns() - t0) // max(1, len(events))
+    return [Decision(lab, why, compiled, e, each) for lab, why, e in zip(result.labels, result.why, events)]
 
 
 def label_batch_columnar(plan: ColumnarPlan | Plan, events: Sequence[Any], per_event: PerEvent) -> list[dict[str, Any]]:

@@ -18,12 +18,9 @@ from collections.abc import Callable
 from typing import Any
 
 from activelabel.cel import _ast as cast
-from activelabel.cel.codegen import MISSING, PythonEmitter
-from activelabel.engine.plan import LabelPlan, Plan
-
-
-class NotBool(Exception):
-    """A value that does not fit where it is used (the exact path reports CEL's error)."""
+from activelabel.cel.emit import MISSING, PythonEmitter
+from activelabel.engine.index import Dispatch, NotBool, Step
+from activelabel.engine.plan import LabelPlan, Plan, RulePlan
 
 
 def _root(node: Any) -> Any:
@@ -43,9 +40,12 @@ def _fail() -> Any:
     raise NotBool
 
 
-def generate(plan: Plan, *, every_rule: bool, slow: Callable[..., Any], resolvers: list[Any], hits: list[int],
+def generate(plan: Plan, steps: list[list[Step]], *, every_rule: bool, slow: Callable[..., Any], resolvers: list[Any], hits: list[int],
              errors: list[int], exact_rules: Callable[..., Any], runs: list[Any]) -> tuple[str, dict[str, Any]]:
-    """The source of ``label_event(event) -> (labels, codes)`` and its namespace."""
+    """The source of ``label_event(event) -> (labels, codes)`` and its namespace.
+
+    ``steps[i]``: label ``i``'s first-match steps from the indexing pass (``index.index_plan``).
+    """
     ns: dict[str, Any] = {"_MISSING": MISSING, "_NotBool": NotBool, "_slow": slow, "_hits": hits, "_errors": errors,
                           "_bisect": bisect_right, "_fail": _fail, "_exact_rules": exact_rules}
     labels_referenced = {
@@ -131,7 +131,7 @@ def generate(plan: Plan, *, every_rule: bool, slow: Callable[..., Any], resolver
     bindings = "{" + ", ".join(bind_names) + "}"
 
     for lp in plan.labels:
-        _label_block(w, ns, lp, plan, emit, emit_cond, bindings, every_rule, resolvers, runs, missing_test)
+        _label_block(w, ns, lp, steps[lp.index], emit, emit_cond, bindings, every_rule, resolvers, runs, missing_test)
         name = lp.spec.name
         if lp.guard is not None:
             ns[f"_guard_{lp.index}"] = lp.guard.admit
@@ -161,7 +161,7 @@ def _const(ns: dict[str, Any], value: Any) -> str:
     return name
 
 
-def _label_block(w: _Writer, ns: dict[str, Any], lp: LabelPlan, plan: Plan, emit: Callable[[Any], str],
+def _label_block(w: _Writer, ns: dict[str, Any], lp: LabelPlan, steps: list[Step], emit: Callable[[Any], str],
                  emit_cond: Callable[[Any], str], bindings: str, every_rule: bool, resolvers: list[Any],
                  runs: list[Any], missing_test: Callable[[Any], str | None]) -> None:
     spec = lp.spec
@@ -205,12 +205,13 @@ def _label_block(w: _Writer, ns: dict[str, Any], lp: LabelPlan, plan: Plan, emit
         }[spec.type]
     collect = every_rule or spec.resolve != "first_match"
     if not collect:
-        _first_match_chain(w, ns, lp, emit, emit_cond, bindings, check, default_v, default_w, runs, missing_test)
+        _first_match_chain(w, ns, lp, steps, emit, emit_cond, bindings, check, default_v, default_w, runs, missing_test)
         return
     w("try:")
     w("    _cs = []")
     for rp in lp.rules:
-        value = _const(ns, rp.value) if rp.value_prog is None else check.format(emit(rp.value_prog))
+        value = _const(ns, rp.value) if rp.value_prog is None or check is None else check.format(emit(rp.value_prog))
+        w(f"    # {_where(rp)}")
         if rp.when is None:
             w(f"    _cs.append(({value}, {rp.source_idx}))")
             continue
@@ -222,7 +223,13 @@ def _label_block(w: _Writer, ns: dict[str, Any], lp: LabelPlan, plan: Plan, emit
     w(f"    _v, _w = _resolve_{li}(_cs)")
 
 
-def _first_match_chain(w: _Writer, ns: dict[str, Any], lp: LabelPlan, emit: Callable[[Any], str],
+def _where(rp: RulePlan) -> str:
+    """``rule <id> (file:line)``: what a comment in the generated source points at."""
+    loc = rp.spec.loc
+    return f"rule {rp.spec.id} ({loc.file}:{loc.line})" if loc.file else f"rule {rp.spec.id} (line {loc.line})"
+
+
+def _first_match_chain(w: _Writer, ns: dict[str, Any], lp: LabelPlan, steps: list[Step], emit: Callable[[Any], str],
                        emit_cond: Callable[[Any], str], bindings: str, check: str | None,
                        default_v: str, default_w: str, runs: list[Any],
                        missing_test: Callable[[Any], str | None]) -> None:
@@ -231,15 +238,19 @@ def _first_match_chain(w: _Writer, ns: dict[str, Any], lp: LabelPlan, emit: Call
     A step whose fast code raises (a missing field, a wrong type) is re-decided
     exactly on its own, and the chain goes on: one odd field costs one rule's
     exact evaluation, not the whole label's. `try` costs nothing in CPython 3.11+
-    until something raises.
+    until something raises. ``steps`` come from the indexing pass (engine/index.py).
     """
     w("while True:")
     closed = False
-    for step in _dispatch_steps(lp.rules, emit, ns):
-        if isinstance(step, _Dispatch):
-            rules, bulk, test = step.rules, step.bulk, step.test
+    for step in steps:
+        test: str | None
+        if isinstance(step, Dispatch):
+            rules, bulk, test = step.rules, step.bulk, _dispatch_test(step, emit, ns)
+            w(f"    # {len(rules)} rules as one {'dict lookup' if step.kind == 'eq' else 'RE2 set'}: "
+              + ", ".join(_where(rp) for rp in rules))
         else:
             rules, bulk, test = [step], False, None
+            w(f"    # {_where(step)}")
         runs.append((lp, rules, bulk))
         run_id = len(runs) - 1
         w("    try:")
@@ -247,8 +258,8 @@ def _first_match_chain(w: _Writer, ns: dict[str, Any], lp: LabelPlan, emit: Call
             w(f"        if (_t := {test}) is not None:")
             w("            _v, _w = _t; break")
         else:
-            rp = step
-            value = _const(ns, rp.value) if rp.value_prog is None else check.format(emit(rp.value_prog))  # type: ignore[union-attr]
+            rp = rules[0]
+            value = _const(ns, rp.value) if rp.value_prog is None or check is None else check.format(emit(rp.value_prog))
             if rp.when is None:
                 w(f"        _v = {value}; _w = {rp.source_idx}; break")
             else:
@@ -257,7 +268,8 @@ def _first_match_chain(w: _Writer, ns: dict[str, Any], lp: LabelPlan, emit: Call
         w("    except Exception:")
         # A field the step reads is absent: when CEL certainly errors, count it here
         # instead of asking the evaluator (events often lack a field many rules read).
-        absent = missing_test(rules[0].when) if rules[0].when is not None and (bulk or test is None) else None
+        first_when = rules[0].when
+        absent = missing_test(first_when) if first_when is not None and (bulk or test is None) else None
         if absent is not None:
             if bulk:
                 ns[f"_RUN_ERR_{run_id}"] = [rp.source_idx for rp in rules]
@@ -270,11 +282,39 @@ def _first_match_chain(w: _Writer, ns: dict[str, Any], lp: LabelPlan, emit: Call
         else:
             w(f"        if (_t := _exact_rules({run_id}, {bindings})) is not None:")
         w("            _v, _w = _t; break")
-        if test is None and step.when is None and step.value_prog is None:
+        if test is None and rules[0].when is None and rules[0].value_prog is None:
             closed = True  # an unconditional constant: later rules can never win
             break
     if not closed:
         w(f"    _v = {default_v}; _w = {default_w}; break")
+
+
+def _dispatch_test(step: Dispatch, emit: Callable[[Any], str], ns: dict[str, Any]) -> str:
+    """The expression reading a folded run's table (or RE2 set): ``(value, code)`` or None."""
+    k = len(ns)
+    fields = [emit(f) for f in step.fields]
+    if step.kind == "rx":
+        ns[f"_RS{k}"] = step.matcher
+        return f"_RS{k}({fields[0]})"
+    ns[f"_D{k}"] = step.table
+    int_fields = step.int_fields
+    if len(fields) == 1:
+        if int_fields[0]:  # True == 1 in Python but not in CEL: keep bools out of an int lookup
+            return f"(_D{k}.get(_f) if (_f := {fields[0]}).__class__ is not bool else None)"
+        return f"_D{k}.get({fields[0]})"
+    parts = []
+    guards = []
+    for n, src in enumerate(fields):
+        if int_fields[n]:
+            parts.append(f"(_f{n} := {src})")
+            guards.append(f"_f{n}.__class__ is not bool")
+        else:
+            parts.append(src)
+    lookup = f"_D{k}.get(({', '.join(parts)},))"
+    if guards:
+        # The tuple is built first (binding the walrus names), then the guards read them.
+        return f"(_r if ((_r := {lookup}) is not None and {' and '.join(guards)}) else None)"
+    return lookup
 
 
 def _missing_test(node: Any, ast: Any, hoisted: dict[tuple[str, ...], str]) -> str | None:
@@ -300,192 +340,3 @@ def _missing_test(node: Any, ast: Any, hoisted: dict[tuple[str, ...], str]) -> s
     if not names:
         return None
     return " or ".join(f"{name} is _MISSING" for name in dict.fromkeys(names))
-
-
-# ---- rule indexing: runs of rules testing one field become one lookup ----------
-
-#: Runs shorter than this stay an if/elif chain (a lookup has a fixed cost).
-MIN_DISPATCH_RUN = 3
-
-
-class _Dispatch:
-    """A run of first-match rules replaced by one expression giving (value, code) or None.
-
-    ``bulk``: every rule of the run fails exactly when its first one fails (they all
-    test one field the same way), so an error can be counted for the whole run at once.
-    """
-
-    def __init__(self, test: str, rules: list[Any], bulk: bool) -> None:
-        self.test = test
-        self.rules = rules
-        self.bulk = bulk
-
-
-def _eq_test(node: Any) -> tuple[Any, list[Any]] | None:
-    """(field node, constant keys) for `F == c`, `c == F` or `F in [c, ...]` with str/int constants."""
-    if not isinstance(node, cast.Call) or node.target is not None:
-        return None
-    if node.function == "_==_" and len(node.args) == 2:
-        a, b = node.args
-        if isinstance(b, cast.Literal) and _path_like(a):
-            field, consts = a, [b.value]
-        elif isinstance(a, cast.Literal) and _path_like(b):
-            field, consts = b, [a.value]
-        else:
-            return None
-    elif node.function == "@in" and len(node.args) == 2 and isinstance(node.args[1], cast.CreateList) and _path_like(node.args[0]):
-        field = node.args[0]
-        if not all(isinstance(e, cast.Literal) for e in node.args[1].elements):
-            return None
-        consts = [e.value for e in node.args[1].elements]
-    else:
-        return None
-    if not consts or not all(c.__class__ in (str, int) for c in consts):
-        return None
-    return field, consts
-
-
-def _conjuncts(node: Any) -> list[Any]:
-    if isinstance(node, cast.Call) and node.function == "_&&_" and node.target is None:
-        return [part for arg in node.args for part in _conjuncts(arg)]
-    return [node]
-
-
-def _eq_keys(node: Any) -> list[tuple[Any, list[Any]]] | None:
-    """For a conjunction of equality tests on distinct fields: [(field node, keys), ...]."""
-    tests = []
-    for part in _conjuncts(node):
-        got = _eq_test(part)
-        if got is None:
-            return None
-        tests.append(got)
-    return tests
-
-
-def _regex_of(node: Any) -> tuple[Any, str] | None:
-    """(field node, pattern) for `F.matches("...")`."""
-    if (isinstance(node, cast.Call) and node.function == "matches" and node.target is not None
-            and len(node.args) == 1 and isinstance(node.args[0], cast.Literal)
-            and node.args[0].value.__class__ is str and _path_like(node.target)):
-        return node.target, node.args[0].value
-    return None
-
-
-def _path_like(node: Any) -> bool:
-    """A field path from a root: `a.b.c`, or `a["b-c"]` with a constant string key."""
-    while True:
-        if isinstance(node, cast.Select) and not node.test_only:
-            node = node.operand
-        elif (isinstance(node, cast.Call) and node.function == "_[_]" and node.target is None and len(node.args) == 2
-              and isinstance(node.args[1], cast.Literal) and node.args[1].value.__class__ is str):
-            node = node.args[0]
-        else:
-            return isinstance(node, cast.Ident)
-
-
-def _dispatch_steps(rules: list[Any], emit: Callable[[Any], str], ns: dict[str, Any]) -> list[Any]:
-    """The rules of a first-match label, with long runs on the same fields folded into lookups.
-
-    Two kinds of run: equality tests (`F == c`, `F in [..]`, or a conjunction of
-    those over the same fields) become one dict lookup on the field values; regex
-    tests on one field become one RE2 Set pass. Exactness: a run keeps rule order
-    (the earliest matching rule of the run wins, as in the chain), and a field
-    that is missing or of a type the lookup cannot judge raises, so the exact
-    path decides.
-    """
-    steps: list[Any] = []
-    i = 0
-    while i < len(rules):
-        run_kind: str | None = None
-        run: list[tuple[Any, Any]] = []
-        run_fields: tuple[str, ...] | None = None
-        j = i
-        while j < len(rules):
-            rp = rules[j]
-            if rp.when is None or rp.value_prog is not None:
-                break
-            root = _root(rp.when.ast)
-            eq = _eq_keys(root)
-            rx = None if eq else _regex_of(root)
-            if eq:
-                fields = tuple(emit(f) for f, _ in eq)
-                if len(set(fields)) != len(fields):
-                    break
-                order = sorted(range(len(fields)), key=lambda k: fields[k])
-                kind, key_fields, payload = "eq", tuple(fields[k] for k in order), [eq[k][1] for k in order]
-            elif rx:
-                kind, key_fields, payload = "rx", (emit(rx[0]),), rx[1]
-            else:
-                break
-            if run_kind is None:
-                run_kind, run_fields = kind, key_fields
-            elif kind != run_kind or key_fields != run_fields:
-                break
-            run.append((rp, payload))
-            j += 1
-        if len(run) >= MIN_DISPATCH_RUN and run_fields is not None:
-            k = len(ns)
-            rules_in_run = [rp for rp, _ in run]
-            bulk = len(run_fields) == 1
-            if run_kind == "eq":
-                steps.append(_Dispatch(_eq_lookup(run, run_fields, ns, k), rules_in_run, bulk))
-            else:
-                ns[f"_RS{k}"] = _regex_set([pat for _, pat in run], [(rp.value, rp.source_idx) for rp, _ in run])
-                steps.append(_Dispatch(f"_RS{k}({run_fields[0]})", rules_in_run, bulk))
-            i = j
-        else:
-            steps.append(rules[i])
-            i += 1
-    return steps
-
-
-def _eq_lookup(run: list[tuple[Any, Any]], fields: tuple[str, ...], ns: dict[str, Any], k: int) -> str:
-    """A dict from field values to the first rule's (value, code), and the expression looking it up."""
-    from itertools import product
-
-    table: dict[Any, tuple[Any, int]] = {}
-    int_fields = [False] * len(fields)
-    for rp, key_lists in run:
-        for n, consts in enumerate(key_lists):
-            int_fields[n] = int_fields[n] or any(c.__class__ is int for c in consts)
-        for combo in product(*key_lists):
-            table.setdefault(combo[0] if len(fields) == 1 else combo, (rp.value, rp.source_idx))
-    ns[f"_D{k}"] = table
-    if len(fields) == 1:
-        if int_fields[0]:  # True == 1 in Python but not in CEL: keep bools out of an int lookup
-            return f"(_D{k}.get(_f) if (_f := {fields[0]}).__class__ is not bool else None)"
-        return f"_D{k}.get({fields[0]})"
-    parts = []
-    guards = []
-    for n, src in enumerate(fields):
-        if int_fields[n]:
-            parts.append(f"(_f{n} := {src})")
-            guards.append(f"_f{n}.__class__ is not bool")
-        else:
-            parts.append(src)
-    lookup = f"_D{k}.get(({', '.join(parts)},))"
-    if guards:
-        # The tuple is built first (binding the walrus names), then the guards read them.
-        return f"(_r if ((_r := {lookup}) is not None and {' and '.join(guards)}) else None)"
-    return lookup
-
-
-def _regex_set(patterns: list[str], results: list[tuple[Any, int]]) -> Callable[[Any], Any]:
-    """One RE2 pass for many `matches` rules: the earliest matching rule's (value, code), or None."""
-    import re2
-
-    options = re2.Options()
-    options.log_errors = False
-    rset = re2.Set.SearchSet(options)
-    for pat in patterns:
-        rset.Add(pat)
-    rset.Compile()
-    match = rset.Match
-
-    def first_match(s: Any) -> Any:
-        if s.__class__ is not str:
-            raise NotBool  # not a string: the exact path reports CEL's error
-        hits = match(s)
-        return results[min(hits)] if hits else None
-
-    return first_match
