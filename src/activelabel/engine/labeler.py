@@ -9,8 +9,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
 from activelabel.cel import references as _cel_references
 from activelabel.engine.compile import CompiledPolicy, LabelFunction, compile_policy
 from activelabel.engine.decision import Decision
@@ -230,24 +228,9 @@ class Labeler:
         return self._label_lines_each(raws, events, labels_field)
 
     def _label_lines_each(self, raws: list[bytes], events: list[dict[str, Any]], labels_field: str) -> LinesResult:
-        from activelabel.sinks import splice_fields
+        from activelabel.engine.record_loop import splice_each
 
-        dumps = orjson.dumps
-        label_event = self._fn
-        prefix = b"," + dumps(labels_field) + b":"
-        lines: list[bytes] = []
-        append = lines.append
-        failed: list[tuple[int, str]] = []
-        for i, (raw, event) in enumerate(zip(raws, events)):
-            try:
-                labels = label_event(event)[0]
-                # The common case, `{...}` with no labels field yet: append before the closing brace.
-                if raw[-1:] == b"}" and raw[-2:-1] not in (b"{", b" ", b"\t") and labels_field not in event:
-                    append(raw[:-1] + prefix + dumps(labels) + b"}")
-                else:
-                    append(splice_fields(raw, event, {labels_field: labels}))
-            except Exception as exc:  # never lose a record to an unexpected failure
-                failed.append((i, f"{type(exc).__name__}: {exc}"))
+        lines, failed = splice_each(self._fn, raws, events, labels_field, pairs=True)
         self._events += len(lines)
         return LinesResult(lines, failed)
 
