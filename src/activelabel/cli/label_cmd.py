@@ -69,7 +69,7 @@ def run_label(
     def blocks() -> Iterator[Block]:
         for block in jsonl_blocks(source):
             yield block
-            if bar is not None:
+            if bar is not None and task is not None:
                 bar.update(task, completed=source.bytes_read)
 
     try:
@@ -122,6 +122,10 @@ def print_summary(labeler: Labeler, summary: RunSummary, dead: DeadLetterSink, o
         for rule, count in sorted(errors.items(), key=lambda kv: -kv[1]):
             et.add_row(rule, f"{count:,}")
         err.print(et)
+
+
+def _short(items: list[str]) -> str:
+    return ", ".join(i.removeprefix("rule:") for i in items)
 
 
 def _top_values(labeler: Labeler) -> dict[str, str]:
@@ -220,8 +224,7 @@ def explain(
             value = orjson.dumps(entry["value"]).decode()
         conf = f"{entry['confidence']:.2f}" if entry["confidence"] is not None else ""
         errors = "; ".join(f"{e['source']}: {e['error']}" for e in entry["errors"])
-        short = lambda items: ", ".join(i.removeprefix("rule:") for i in items)
-        table.add_row(name, value, conf, entry["source"] or "", short(entry["matched"]), short(entry["lost"]), errors)
+        table.add_row(name, value, conf, entry["source"] or "", _short(entry["matched"]), _short(entry["lost"]), errors)
     Console(width=max(out.width, 150)).print(table)
 
 

@@ -87,7 +87,7 @@ class CompiledPolicy:
         for ep in plan.enrichers:
             try:
                 key = ep.key_prog.evaluate(bindings)
-            except Exception:
+            except Exception:  # noqa: BLE001 - a key CEL cannot compute is a miss, as on the fast path
                 key = None
             bindings[ep.spec.name] = ep.runtime.lookup(key)
         return bindings
@@ -115,7 +115,7 @@ class CompiledPolicy:
             ep = plan.enrichers[-1 - index]
             try:
                 return ep.key_prog.evaluate(bindings)
-            except Exception:
+            except Exception:  # noqa: BLE001 - a key CEL cannot compute is a miss, counted as the key's error
                 self.errors[ep.source_idx] += 1
                 return None
         lp = plan.labels[index]

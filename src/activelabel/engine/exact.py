@@ -82,7 +82,7 @@ def decide_label(plan: Plan, lp: LabelPlan, bindings: dict[str, Any], *, every_r
     if lp.from_prog is not None:
         try:
             value = bucket_value(spec, lp.from_prog.evaluate(bindings))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - CEL semantics: an expression that errors does not match; counted per rule
             outcome.errors.append((lp.from_idx, str(exc)))
         else:
             outcome.candidates.append(Candidate(value, 1.0, lp.from_idx))
@@ -120,13 +120,13 @@ def decide_rule(plan: Plan, lp: LabelPlan, rp: RulePlan, bindings: dict[str, Any
     if rp.when is not None:
         try:
             hit = rp.when.evaluate(bindings)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - CEL semantics: an expression that errors does not match; counted per rule
             return str(exc) or type(exc).__name__
         if hit is not True:
             return None if hit is False else f"`when` gave {type(hit).__name__}, not bool"
     try:
         value = rp.value if rp.value_prog is None else check_value(lp.spec, rp.value_prog.evaluate(bindings))
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - a value that does not fit the label is a rule error, not a crash
         return str(exc) or type(exc).__name__
     return Candidate(value, plan.source_table[rp.source_idx][1], rp.source_idx)
 
@@ -137,6 +137,6 @@ def features(model: ModelLabeler, bindings: dict[str, Any]) -> dict[str, Any]:
     for name, prog in model.feature_programs.items():
         try:
             feats[name] = prog.evaluate(bindings)
-        except Exception:
-            feats[name] = None  # a missing feature is the model's to handle (it abstains)
+        except Exception:  # noqa: BLE001 - a missing feature is the model's to handle (it abstains)
+            feats[name] = None
     return feats

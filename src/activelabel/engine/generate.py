@@ -60,7 +60,9 @@ def generate(plan: Plan, steps: list[list[Step]], *, every_rule: bool, slow: Cal
     roots = {"event": "event", "labels": "out", "now": "_now"}
     for ep in plan.enrichers:
         roots[ep.spec.name] = f"_enr_{ep.source_idx}"
-    bound = {("labels", name): f"_L_{lp.index}" for lp in plan.labels for name in [lp.spec.name] if name in labels_referenced}
+    bound: dict[tuple[str, ...], str] = {
+        ("labels", lp.spec.name): f"_L_{lp.index}" for lp in plan.labels if lp.spec.name in labels_referenced
+    }
     em = PythonEmitter(ns, roots=roots, bound=bound)
 
     # Emit every expression first: the prologue must know every hoisted path.
@@ -93,7 +95,7 @@ def generate(plan: Plan, steps: list[list[Step]], *, every_rule: bool, slow: Cal
             if rp.value_prog is not None:
                 emit(rp.value_prog)
 
-    hoisted = {**em.hoisted_paths(), **bound}
+    hoisted: dict[tuple[str, ...], str] = {**em.hoisted_paths(), **bound}
 
     def missing_test(prog: Any) -> str | None:
         """For a strict condition: a test true when a field it reads is absent (so it errors)."""

@@ -104,7 +104,7 @@ class Labeler:
         if models is None and policy.models:
             from activelabel.models import build_model_labelers
 
-            models = build_model_labelers(policy)
+            models = list(build_model_labelers(policy))
         self._clock = clock
         self._now = now
         compiled = compile_policy(policy, models=models, every_rule=track_conflicts, clock=clock, now=now)
@@ -140,7 +140,7 @@ class Labeler:
                 raise InputError(f"an event must be a JSON object, not {type(event).__name__}", kind="not_object")
             event = dict(event)
         t0 = time.perf_counter_ns()
-        labels, why = self._fn(event)  # type: ignore[arg-type]  # a dict: checked above
+        labels, why = self._fn(event)
         elapsed = time.perf_counter_ns() - t0
         self._events += 1
         return Decision(labels, why, self._compiled, event, elapsed)
@@ -219,7 +219,7 @@ class Labeler:
         if columnar is not None:
             try:
                 result, lines = columnar.run_lines(raws, events, self._fn, labels_field)
-            except Exception:  # a fault in the batch path must not lose the batch: label it per event
+            except Exception:  # noqa: BLE001 - a fault in the batch path must not lose the batch: label it per event
                 pass
             else:
                 self._compiled.add_counts(result.hits, result.errors)

@@ -75,9 +75,9 @@ def check_value(spec: LabelSpec, value: Any) -> Any:
     t = spec.type
     cls = value.__class__
     if t == "enum":
-        if cls is str and value in spec.values:
+        if cls is str and value in (spec.values or ()):
             return value
-        raise RuleValueError(f"value {value!r} is not one of {list(spec.values)}" if spec.sensitivity in ("public", "internal") else "value is not in the label's enum")
+        raise RuleValueError(f"value {value!r} is not one of {list(spec.values or ())}" if spec.sensitivity in ("public", "internal") else "value is not in the label's enum")
     if t == "string":
         if isinstance(value, str):
             return str(value)
@@ -106,7 +106,7 @@ def bucket_value(spec: LabelSpec, number: Any) -> str:
 def _program(expr: Expr, issues: list[PolicyIssue], where: str) -> cel.Program | None:
     try:
         return cel.compile(expr.source)
-    except Exception as exc:  # the loader already reported syntax errors; this is a backstop
+    except Exception as exc:  # noqa: BLE001 - the loader already reported syntax errors; this is a backstop
         loc = expr.loc
         issues.append(PolicyIssue(f"{where}: {exc}", file=loc.file, line=loc.line, column=loc.column))
         return None
@@ -125,11 +125,11 @@ def compile_plan(policy: Policy, *, models: list[ModelLabeler] | None = None,
         return len(table) - 1
 
     enrichers = []
-    for spec in policy.enrichers:
-        prog = _program(spec.key, issues, f"enricher {spec.name} key")
-        idx = add_source(f"enricher:{spec.name}", 1.0, None)
+    for espec in policy.enrichers:
+        prog = _program(espec.key, issues, f"enricher {espec.name} key")
+        idx = add_source(f"enricher:{espec.name}", 1.0, None)
         if prog is not None:  # else the PolicyError below is raised before anything reads it
-            enrichers.append(EnricherPlan(spec, spec.build(), prog, idx))
+            enrichers.append(EnricherPlan(espec, espec.build(), prog, idx))
 
     by_label: dict[str, list[RuleSpec]] = {name: [] for name in policy.labels}
     for rule in policy.rules:

@@ -218,10 +218,12 @@ class RecordLoop:
                     event = decoded
                 else:
                     try:
-                        event = loads(raw)
+                        value = loads(raw)
                     except decode_error:
-                        event = None
-                    if event.__class__ is not dict:
+                        value = None
+                    if value.__class__ is dict:
+                        event = value
+                    else:
                         got = decode_line(raw, limits)  # says why: invalid UTF-8, JSON, not an object
                         if isinstance(got, tuple):
                             dead((origin, pos), raw, got[0], got[1])
