@@ -199,8 +199,8 @@ class StreamWorker:
             offsets[msg.partition()] = msg.offset() + 1  # type: ignore[index,operator]  # set on consumed messages
         output = _TopicOutput(sink, cfg.output_topic, version)
         counts = loop.run([(messages, [msg.value() for msg in messages])], output)
-        # Dead letters go after the labeled messages, as they always have.
-        for msg, kind, reason in output.dead:
+        # Dead letters go after the labeled messages, in input order, as they always have.
+        for _pos, msg, kind, reason in sorted(output.dead, key=lambda d: d[0]):
             self._dead_letter(sink, msg, kind, reason, version)
         sink.flush(cfg.flush_timeout_s)
         committed = source.commit(offsets)
@@ -269,7 +269,7 @@ class _TopicOutput:
         self.sink = sink
         self.topic = topic
         self.version = version
-        self.dead: list[tuple[Message, str, str]] = []
+        self.dead: list[tuple[int, Message, str, str]] = []  # (position in the batch, message, kind, reason)
 
     def write_many(self, where: list[Where], lines: list[bytes]) -> list[tuple[int, str, str]]:
         refused = []
@@ -284,7 +284,7 @@ class _TopicOutput:
 
     def dead_letter(self, where: Where, raw: bytes | None, kind: str, reason: str) -> None:
         messages, pos = where
-        self.dead.append((messages[pos], kind, reason))
+        self.dead.append((pos, messages[pos], kind, reason))
 
 
 def _timestamp(msg: Message) -> int:
