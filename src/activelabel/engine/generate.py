@@ -17,14 +17,21 @@ from bisect import bisect_right
 from collections.abc import Callable
 from typing import Any
 
+from activelabel.cel import Program, references
 from activelabel.cel import _ast as cast
 from activelabel.cel.emit import MISSING, PythonEmitter
 from activelabel.engine.index import Dispatch, NotBool, Step
 from activelabel.engine.plan import LabelPlan, Plan, RulePlan
 
-
-def _root(node: Any) -> Any:
-    return node.root if hasattr(node, "root") else node
+#: The exact-path fallbacks the generated code calls (``CompiledPolicy.slow`` / ``.exact_rules``).
+SlowPath = Callable[[int, dict[str, Any]], Any]
+ExactRules = Callable[[int, dict[str, Any]], "tuple[Any, int] | None"]
+Resolver = Callable[[list[tuple[Any, int]]], tuple[Any, Any]]
+#: Per first-match step: (label plan, its rules, bulk), indexed by the step's run id.
+Runs = list[tuple[LabelPlan, list[RulePlan], bool]]
+Emit = Callable[[Program | cast.Expr], str]
+EmitCond = Callable[[Program], str]
+MissingTest = Callable[[Program], str | None]
 
 
 class _Writer:
@@ -40,8 +47,8 @@ def _fail() -> Any:
     raise NotBool
 
 
-def generate(plan: Plan, steps: list[list[Step]], *, every_rule: bool, slow: Callable[..., Any], resolvers: list[Any], hits: list[int],
-             errors: list[int], exact_rules: Callable[..., Any], runs: list[Any]) -> tuple[str, dict[str, Any]]:
+def generate(plan: Plan, steps: list[list[Step]], *, every_rule: bool, slow: SlowPath, resolvers: list[Resolver],
+             hits: list[int], errors: list[int], exact_rules: ExactRules, runs: Runs) -> tuple[str, dict[str, Any]]:
     """The source of ``label_event(event) -> (labels, codes)`` and its namespace.
 
     ``steps[i]``: label ``i``'s first-match steps from the indexing pass (``index.index_plan``).
@@ -54,7 +61,7 @@ def generate(plan: Plan, steps: list[list[Step]], *, every_rule: bool, slow: Cal
         for rp in lp.rules
         for prog in (rp.when, rp.value_prog)
         if prog is not None
-        for ref in __import__("activelabel.cel", fromlist=["references"]).references(prog.ast)
+        for ref in references(prog.ast)
         if ref.path[0] == "labels" and len(ref.path) > 1
     }
     roots = {"event": "event", "labels": "out", "now": "_now"}
@@ -68,20 +75,20 @@ def generate(plan: Plan, steps: list[list[Step]], *, every_rule: bool, slow: Cal
     # Emit every expression first: the prologue must know every hoisted path.
     exprs: dict[int, str] = {}
 
-    def emit(prog: Any) -> str:
+    def emit(prog: Program | cast.Expr) -> str:
         key = id(prog)
         if key not in exprs:
-            node = _root(prog.ast) if hasattr(prog, "ast") else prog  # a Program or a bare sub-node
-            exprs[key] = em.emit(node)
+            # A whole expression, or a sub-node of one (the field a folded run looks up).
+            exprs[key] = em.emit(prog.ast.root if isinstance(prog, Program) else prog)
         return exprs[key]
 
     conds: dict[int, str] = {}
 
-    def emit_cond(prog: Any) -> str:
+    def emit_cond(prog: Program) -> str:
         # A Python bool, or a raise when CEL's value is not a bool: `if <it>:` is exact.
         key = id(prog)
         if key not in conds:
-            conds[key] = em.emit_bool(_root(prog.ast))
+            conds[key] = em.emit_bool(prog.ast.root)
         return conds[key]
 
     for ep in plan.enrichers:
@@ -97,9 +104,9 @@ def generate(plan: Plan, steps: list[list[Step]], *, every_rule: bool, slow: Cal
 
     hoisted: dict[tuple[str, ...], str] = {**em.hoisted_paths(), **bound}
 
-    def missing_test(prog: Any) -> str | None:
+    def missing_test(prog: Program) -> str | None:
         """For a strict condition: a test true when a field it reads is absent (so it errors)."""
-        return _missing_test(_root(prog.ast), prog.ast, hoisted)
+        return _missing_test(prog.ast.root, prog.ast, hoisted)
 
     w = _Writer()
     bind_names = ["'event': event", "'labels': out"]
@@ -163,9 +170,9 @@ def _const(ns: dict[str, Any], value: Any) -> str:
     return name
 
 
-def _label_block(w: _Writer, ns: dict[str, Any], lp: LabelPlan, steps: list[Step], emit: Callable[[Any], str],
-                 emit_cond: Callable[[Any], str], bindings: str, every_rule: bool, resolvers: list[Any],
-                 runs: list[Any], missing_test: Callable[[Any], str | None]) -> None:
+def _label_block(w: _Writer, ns: dict[str, Any], lp: LabelPlan, steps: list[Step], emit: Emit,
+                 emit_cond: EmitCond, bindings: str, every_rule: bool, resolvers: list[Resolver],
+                 runs: Runs, missing_test: MissingTest) -> None:
     spec = lp.spec
     li = lp.index
     w(f"# label {spec.name} ({spec.type}, {spec.resolve})")
@@ -231,10 +238,9 @@ def _where(rp: RulePlan) -> str:
     return f"rule {rp.spec.id} ({loc.file}:{loc.line})" if loc.file else f"rule {rp.spec.id} (line {loc.line})"
 
 
-def _first_match_chain(w: _Writer, ns: dict[str, Any], lp: LabelPlan, steps: list[Step], emit: Callable[[Any], str],
-                       emit_cond: Callable[[Any], str], bindings: str, check: str | None,
-                       default_v: str, default_w: str, runs: list[Any],
-                       missing_test: Callable[[Any], str | None]) -> None:
+def _first_match_chain(w: _Writer, ns: dict[str, Any], lp: LabelPlan, steps: list[Step], emit: Emit,
+                       emit_cond: EmitCond, bindings: str, check: str | None,
+                       default_v: str, default_w: str, runs: Runs, missing_test: MissingTest) -> None:
     """First match as a loop body of `if ...: break` steps, each in its own `try`.
 
     A step whose fast code raises (a missing field, a wrong type) is re-decided
@@ -291,7 +297,7 @@ def _first_match_chain(w: _Writer, ns: dict[str, Any], lp: LabelPlan, steps: lis
         w(f"    _v = {default_v}; _w = {default_w}; break")
 
 
-def _dispatch_test(step: Dispatch, emit: Callable[[Any], str], ns: dict[str, Any]) -> str:
+def _dispatch_test(step: Dispatch, emit: Emit, ns: dict[str, Any]) -> str:
     """The expression reading a folded run's table (or RE2 set): ``(value, code)`` or None."""
     k = len(ns)
     fields = [emit(f) for f in step.fields]
@@ -319,15 +325,13 @@ def _dispatch_test(step: Dispatch, emit: Callable[[Any], str], ns: dict[str, Any
     return lookup
 
 
-def _missing_test(node: Any, ast: Any, hoisted: dict[tuple[str, ...], str]) -> str | None:
+def _missing_test(node: cast.Expr, ast: cast.Ast, hoisted: dict[tuple[str, ...], str]) -> str | None:
     """``_a is _MISSING or ...`` over the fields a *strict* condition reads, else None.
 
     Strict: no operator that can absorb or skip an error (`&&`, `||`, `?:`, `has`,
     macros), so an absent field makes the whole condition an error, which is what
     the exact path would report.
     """
-    from activelabel.cel import references
-
     for n in cast.walk(node):
         if isinstance(n, cast.Macro) or (isinstance(n, cast.Select) and n.test_only):
             return None
