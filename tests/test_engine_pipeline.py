@@ -264,3 +264,25 @@ def test_labeler_bulk_surface_counts_what_it_labels_and_reports_hits_per_source(
     assert labeler.stats().events == 3
     assert labeler.hits_by_source() == {"tier": {"rule:t1": 2, "default": 1}, "agent": {"rule:a1": 1}}
     assert ("rule:t1", "tier", 1.0) in labeler.source_table()
+
+
+class LabelsOnly:
+    """A door's labeler of the smaller shape (labels_only + label), as the stream worker accepts."""
+
+    def __init__(self, labeler: Labeler) -> None:
+        self._labeler = labeler
+
+    def labels_only(self, event: dict[str, Any]) -> dict[str, Any]:
+        return self._labeler.labels_only(event)
+
+    def label(self, event: dict[str, Any]) -> Any:
+        return self._labeler.label(event)
+
+
+def test_a_labeler_of_the_smaller_shape_runs_through_the_same_loop_with_the_same_output():
+    """A labeler offering only labels_only and label is adapted per event and writes exactly what the bulk path writes."""
+    bulk, small = ListOutput(), ListOutput()
+    a = RecordLoop(Labeler(load_policy_text(INDEXED))).run([("f", RECORDS)], bulk)
+    b = RecordLoop(LabelsOnly(Labeler(load_policy_text(INDEXED)))).run([("f", RECORDS)], small)
+    assert small.lines == bulk.lines and small.dead == bulk.dead
+    assert (b.records_in, b.labeled, b.dead_lettered) == (a.records_in, a.labeled, a.dead_lettered)
