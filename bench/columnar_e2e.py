@@ -18,7 +18,6 @@ import sys
 import orjson
 
 from activelabel import Labeler
-from activelabel.engine.batch import ColumnarPlan
 
 BATCH = 4096
 
@@ -31,11 +30,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     labeler = Labeler.from_file(args.policy)
-    plan = ColumnarPlan.build(labeler._plan)
+    plan = labeler.columnar_plan()
     if plan is None:
         print("policy outside the columnar subset", file=sys.stderr)
         return 2
-    per_event = labeler._fn
+    per_event = labeler.label_codes  # rows the columnar path leaves to the per-event function
     loads, decode_error = orjson.loads, orjson.JSONDecodeError
     bad = 0
     with open(args.input, "rb") as src, open(args.output, "wb") as dst:

@@ -146,15 +146,6 @@ def activelabel_engines(policy_path: Path) -> list[Engine]:
     ]
     if hasattr(labeler, "labels_only"):  # the bulk path the CLI uses: no Decision object
         engines.append(Engine("activelabel labels_only()", labeler.labels_only))
-    try:
-        from activelabel.engine.batch import ColumnarPlan, decide_batch
-    except ImportError:
-        return engines
-    plan = ColumnarPlan.build(labeler._plan)
-    if plan is not None and getattr(labeler, "_columnar", None) is None:
-        # The columnar path before Labeler.label_batch calls it: the same Decisions and counters.
-        engines.append(Engine("activelabel columnar batch", per_event,
-                              label_many=lambda events: [d.labels for d in decide_batch(labeler, plan, events)]))
     return engines
 
 

@@ -7,7 +7,7 @@
 ``parse`` gives an :class:`Ast` with positions; ``references`` lists the
 free-identifier select chains (for policy validation); ``compile`` gives a
 :class:`Program` evaluated with exact CEL semantics. The Python code emitter
-used by the engine lives in :mod:`activelabel.cel.codegen`; the syntax tree's
+used by the engine lives in :mod:`activelabel.cel.emit`; the syntax tree's
 node types in :mod:`activelabel.cel.ast`. ``regex_matcher`` is the compiled
 ``matches()`` (RE2) and ``function_names`` the functions and methods CEL knows,
 for other packages that need them (the batch path, "did you mean" hints).

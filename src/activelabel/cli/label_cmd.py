@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
@@ -14,9 +15,13 @@ from rich.table import Table
 from activelabel.cli._common import err, fail, open_labeler, out
 from activelabel.cli.main import app
 from activelabel.errors import ActiveLabelError
-from activelabel.sinks import DeadLetterSink, JsonlSink, splice_fields
-from activelabel.sources import BadRecord, JsonlSource, ReadLimits
-from activelabel.sources.jsonl import DEFAULT_MAX_DEPTH, DEFAULT_MAX_LINE_BYTES, PARSER_MAX_DEPTH, decode_line
+from activelabel.sinks import DeadLetterSink, JsonlSink
+from activelabel.sources import JsonlSource, ReadLimits
+from activelabel.sources.jsonl import DEFAULT_MAX_DEPTH, DEFAULT_MAX_LINE_BYTES
+
+if TYPE_CHECKING:
+    from activelabel.engine import Labeler
+    from activelabel.engine.record_loop import Block
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 
@@ -33,7 +38,7 @@ class RunSummary:
 
 
 def run_label(
-    labeler: Any,
+    labeler: Labeler,
     inputs: list[str],
     output: str | None,
     dlq: str | None,
@@ -57,157 +62,31 @@ def run_label(
         bar = Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(), console=err, transient=True)
         task = bar.add_task("labeling", total=total_bytes)
         bar.start()
+    from activelabel.engine.record_loop import JsonlFileOutput, RecordLoop, jsonl_blocks
+
+    loop = RecordLoop(labeler, limits=limits, labels_field=labels_field, explain=explain, on_decision=recorder)
+
+    def blocks() -> Iterator[Block]:
+        for block in jsonl_blocks(source):
+            yield block
+            if bar is not None and task is not None:
+                bar.update(task, completed=source.bytes_read)
+
     try:
-        if not explain and recorder is None:
-            _label_plain(labeler, source, sink, dead, summary, labels_field, limits, bar, task)
-        else:
-            _label_decisions(labeler, source, sink, dead, summary, labels_field, explain, recorder, bar, task)
+        counts = loop.run(blocks(), JsonlFileOutput(sink, dead))
     finally:
         if bar is not None:
             bar.stop()
         sink.close()
         dead.close()
+    summary.records_in = counts.records_in
+    summary.labeled = counts.labeled
     summary.dead_lettered = dead.count
     summary.elapsed = time.perf_counter() - summary.started
     return summary, dead
 
 
-def _label_decisions(labeler: Any, source: JsonlSource, sink: JsonlSink, dead: DeadLetterSink, summary: RunSummary,
-                     labels_field: str, explain: bool, recorder: Any, bar: Any, task: Any) -> None:
-    """The loop that needs whole Decisions: --explain and --record."""
-    label = labeler.label
-    write = sink.write_raw
-    for item in source:
-        summary.records_in += 1
-        if item.__class__ is BadRecord:
-            dead.write(source=item.source, line_no=item.line_no, raw=item.raw, kind=item.kind, reason=item.reason)  # type: ignore[union-attr]
-            continue
-        event = item.event  # type: ignore[union-attr]
-        try:
-            decision = label(event)
-            fields: dict[str, Any] = {labels_field: decision.labels}
-            if explain:
-                fields["label_meta"] = decision.explain()
-            if recorder is not None:
-                recorder(event, decision)
-            write(splice_fields(item.raw, event, fields))
-        except Exception as exc:  # never lose a record to an unexpected failure
-            reason = str(exc) if isinstance(exc, ActiveLabelError) else f"{type(exc).__name__}: {exc}"
-            dead.write(source=item.source, line_no=item.line_no, raw=item.raw, kind="label_failed", reason=reason)
-            continue
-        summary.labeled += 1
-        if bar is not None and not summary.records_in & 2047:
-            bar.update(task, completed=source.bytes_read)
-
-
-#: Records labeled column-wise at once in file mode (the columnar path's sweet spot).
-COLUMNAR_CHUNK = 4096
-
-
-def _label_plain(labeler: Any, source: JsonlSource, sink: JsonlSink, dead: DeadLetterSink, summary: RunSummary,
-                 labels_field: str, limits: ReadLimits, bar: Any, task: Any) -> None:
-    """The file-mode hot loop: decode, label, splice the labels into the original bytes.
-
-    Same outcome as the general loop, with the per-record work inlined: no record
-    objects, no Decision, the labels appended before the closing brace. When the
-    policy has a columnar form (engine/batch.py), records are labeled
-    ``COLUMNAR_CHUNK`` at a time column-wise; output order is input order.
-    """
-    loads = orjson.loads
-    dumps = orjson.dumps
-    decode_error = orjson.JSONDecodeError
-    label_event = labeler._fn
-    write = sink.write_raw
-    bad = dead.write
-    max_bytes, max_depth = limits.max_line_bytes, limits.max_depth
-    if max_depth >= PARSER_MAX_DEPTH:
-        max_depth = 1 << 62  # the parser enforces it: skip the bracket count
-    prefix = b',' + dumps(labels_field) + b':'
-    labeled = records = 0
-    columnar = labeler.columnar_plan()
-    chunk_raws: list[bytes] = []
-    chunk_events: list[dict[str, Any]] = []
-    chunk_where: list[tuple[str, int]] = []
-
-    def flush() -> int:
-        """Label the pending records column-wise; their lines keep input order."""
-        try:
-            result, lines = columnar.run_lines(chunk_raws, chunk_events, label_event, labels_field)
-        except Exception:  # a fault in the batch path must not lose the chunk: label it per event
-            n = 0
-            for (name, line_no), raw, event in zip(chunk_where, chunk_raws, chunk_events):
-                try:
-                    sink.write_raw(splice_fields(raw, event, {labels_field: label_event(event)[0]}))
-                    n += 1
-                except Exception as exc:
-                    bad(source=name, line_no=line_no, raw=raw, kind="label_failed", reason=f"{type(exc).__name__}: {exc}")
-            lines = None
-        else:
-            hits, errors = labeler._hits, labeler._errors
-            for idx, c in result.hits.items():
-                hits[idx] += c
-            for idx, c in result.errors.items():
-                errors[idx] += c
-            sink.write_lines(lines)
-            n = len(lines)
-        chunk_raws.clear()
-        chunk_events.clear()
-        chunk_where.clear()
-        return n
-
-    for name, first_line, block in source.iter_blocks():
-        line_no = first_line - 1
-        for raw in block:
-            line_no += 1
-            if raw[-1:] == b"\r":
-                raw = raw[:-1]
-            if not raw or raw.isspace():
-                continue
-            records += 1
-            if len(raw) > max_bytes or (max_depth < PARSER_MAX_DEPTH and raw.count(b"{") + raw.count(b"[") > max_depth):
-                decoded = decode_line(raw, limits)  # the slow, complete check: too large, too deep
-                if decoded.__class__ is not dict:
-                    bad(source=name, line_no=line_no, raw=raw, kind=decoded[0], reason=decoded[1])  # type: ignore[index]
-                    continue
-                event = decoded
-            else:
-                try:
-                    event = loads(raw)
-                except decode_error:
-                    kind, reason = decode_line(raw, limits)  # type: ignore[misc]
-                    bad(source=name, line_no=line_no, raw=raw, kind=kind, reason=reason)
-                    continue
-                if event.__class__ is not dict:
-                    kind, reason = decode_line(raw, limits)  # type: ignore[misc]
-                    bad(source=name, line_no=line_no, raw=raw, kind=kind, reason=reason)
-                    continue
-            if columnar is not None:
-                chunk_raws.append(raw)
-                chunk_events.append(event)  # type: ignore[arg-type]
-                chunk_where.append((name, line_no))
-                if len(chunk_events) >= COLUMNAR_CHUNK:
-                    labeled += flush()
-                continue
-            try:
-                labels = label_event(event)[0]
-            except Exception as exc:  # never lose a record to an unexpected failure
-                bad(source=name, line_no=line_no, raw=raw, kind="label_failed", reason=f"{type(exc).__name__}: {exc}")
-                continue
-            if raw[-1:] == b"}" and raw[-2:-1] not in (b"{", b" ", b"\t") and labels_field not in event:
-                write(raw[:-1] + prefix + dumps(labels) + b"}")
-            else:
-                write(splice_fields(raw, event, {labels_field: labels}))
-            labeled += 1
-        if bar is not None:
-            bar.update(task, completed=source.bytes_read)
-    if chunk_events:
-        labeled += flush()
-    labeler._events += labeled
-    summary.records_in = records
-    summary.labeled = labeled
-
-
-def print_summary(labeler: Any, summary: RunSummary, dead: DeadLetterSink, output: str | None, dlq: str | None) -> None:
+def print_summary(labeler: Labeler, summary: RunSummary, dead: DeadLetterSink, output: str | None, dlq: str | None) -> None:
     """The end-of-run report on stderr: counts that add up, coverage, rule errors."""
     stats = labeler.stats()
     rate = summary.records_in / summary.elapsed if summary.elapsed > 0 else 0.0
@@ -245,20 +124,17 @@ def print_summary(labeler: Any, summary: RunSummary, dead: DeadLetterSink, outpu
         err.print(et)
 
 
-def _top_values(labeler: Any) -> dict[str, str]:
+def _short(items: list[str]) -> str:
+    return ", ".join(i.removeprefix("rule:") for i in items)
+
+
+def _top_values(labeler: Labeler) -> dict[str, str]:
     """Per label, the rules/defaults that set it most (value names only for non-sensitive labels)."""
-    plan = labeler._plan
-    hits = labeler._hits
-    per_label: dict[str, dict[str, int]] = {}
-    for idx, (src, _conf) in enumerate(plan.source_table):
-        label = plan.source_label[idx]
-        if label is None or not hits[idx]:
-            continue
-        per_label.setdefault(label, {})[src] = hits[idx]
     out_: dict[str, str] = {}
-    for name, counts in per_label.items():
-        best = sorted(counts.items(), key=lambda kv: -kv[1])[:3]
-        out_[name] = ", ".join(f"{src} ({count:,})" for src, count in best)
+    for name, counts in labeler.hits_by_source().items():
+        if counts:
+            best = sorted(counts.items(), key=lambda kv: -kv[1])[:3]
+            out_[name] = ", ".join(f"{src} ({count:,})" for src, count in best)
     return out_
 
 
@@ -352,8 +228,7 @@ def explain(
             value = orjson.dumps(entry["value"]).decode()
         conf = f"{entry['confidence']:.2f}" if entry["confidence"] is not None else ""
         errors = "; ".join(f"{e['source']}: {e['error']}" for e in entry["errors"])
-        short = lambda items: ", ".join(i.removeprefix("rule:") for i in items)
-        table.add_row(name, value, conf, entry["source"] or "", short(entry["matched"]), short(entry["lost"]), errors)
+        table.add_row(name, value, conf, entry["source"] or "", _short(entry["matched"]), _short(entry["lost"]), errors)
     out.print(table)  # fits a terminal's width; whole lines in a pipe (cli/_common.py)
 
 

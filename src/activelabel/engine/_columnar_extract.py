@@ -35,7 +35,7 @@ def _make_extractor(paths: list[tuple[str, ...]], stateful: set[tuple[str, ...]]
     A parent that is a dict subclass marks the row for the per-event path,
     since the fast reads only descend into plain dicts.
     """
-    tree: dict = {}
+    tree: dict[Any, Any] = {}
     for j, p in enumerate(paths):
         node = tree
         for k in p[:-1]:
@@ -54,13 +54,13 @@ def _make_extractor(paths: list[tuple[str, ...]], stateful: set[tuple[str, ...]]
     lines.append("            continue")
     counter = [0]
 
-    def leaves_under(node: dict) -> list[int]:
-        out = []
+    def leaves_under(node: dict[Any, Any]) -> list[int]:
+        out: list[int] = []
         for key, sub in node.items():
             out += sub if isinstance(key, tuple) else leaves_under(sub)
         return out
 
-    def emit(node: dict, var: str, depth: int) -> None:
+    def emit(node: dict[Any, Any], var: str, depth: int) -> None:
         pad = "    " * depth
         for key, sub in node.items():
             if isinstance(key, tuple):
@@ -91,7 +91,8 @@ def _make_extractor(paths: list[tuple[str, ...]], stateful: set[tuple[str, ...]]
     lines.append(f"    return [{cols}], odd, [{miss}], [{perr}]")
     ns: dict[str, Any] = {"_ABSENT": _ABSENT}
     exec(compile("\n".join(lines) + "\n", "<activelabel columnar extract>", "exec"), ns)  # noqa: S102
-    return ns["extract"]
+    extract: Callable[[Sequence[Any]], Extracted] = ns["extract"]
+    return extract
 
 
 _DTYPES = {str: pl.String, int: pl.Int64, float: pl.Float64, bool: pl.Boolean}
@@ -130,8 +131,8 @@ def _to_series_mixed(name: str, values: list[Any]) -> tuple[pl.Series, list[int]
             counts[v.__class__] = counts.get(v.__class__, 0) + 1
     dominant = max(counts, key=counts.__getitem__) if counts else type(None)
     clean = list(values)
-    bad = []
-    opaque = []
+    bad: list[int] = []
+    opaque: list[int] = []
     for i, v in enumerate(values):
         c = v.__class__
         if v is None or (c is dominant and (c is not int or _INT64[0] <= v <= _INT64[1])):

@@ -36,7 +36,7 @@ import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
@@ -51,6 +51,10 @@ from activelabel.engine._columnar_extract import (
     _to_series,
 )
 from activelabel.engine.plan import Plan
+
+if TYPE_CHECKING:
+    from activelabel.engine.compile import CompiledPolicy
+    from activelabel.engine.decision import Decision
 
 PerEvent = Callable[[Any], "tuple[dict[str, Any], dict[str, Any]]"]
 
@@ -132,10 +136,10 @@ class ColumnarPlan:
         self._string_leaves: dict[tuple[str, ...], list[tuple[int, str, str]]] = {}
         for i, n in enumerate(string_leaves):
             target, arg = (n.target, n.args[0]) if n.target is not None else n.args
-            self._string_leaves.setdefault(_field_path(target), []).append((i, n.function, arg.value))  # type: ignore[attr-defined]
+            self._string_leaves.setdefault(_known_path(target), []).append((i, n.function, arg.value))  # type: ignore[attr-defined]
         self._col = {p: f"f{i}" for i, p in enumerate(paths)}
         self._extract = _make_extractor(paths, stateful)
-        self._exprs: dict[tuple, _Queries] = {}  # by the batch frame's schema (column dtypes, masks present)
+        self._exprs: dict[tuple[Any, ...], _Queries] = {}  # by the batch frame's schema (column dtypes, masks present)
         self._templates: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
         self._label_json: dict[int, bytes] = {}  # template key -> its labels as JSON (run_lines)
 
@@ -450,24 +454,15 @@ class ColumnarPlan:
 COLUMNAR_MIN_BATCH = 1024
 
 
-def decide_batch(labeler: Any, plan: ColumnarPlan, events: Sequence[Any]) -> list[Any]:
-    """``Labeler.label_batch`` through the columnar path: Decisions and counters as ``label`` leaves them.
+def decide_batch(compiled: CompiledPolicy, plan: ColumnarPlan, events: Sequence[Any]) -> list[Decision]:
+    """``Labeler.label_batch`` through the columnar path: Decisions, and the counters as ``label`` leaves them.
 
-    The hook the Labeler needs (``labeler._fn``, ``_hits``, ``_errors``, ``_events``
-    are its own fast function and counters)::
-
-        self._columnar = None if track_conflicts else ColumnarPlan.build(self._plan)
-        ...
-        def label_batch(self, events):
-            events = events if isinstance(events, list) else list(events)
-            if self._columnar is not None and len(events) >= COLUMNAR_MIN_BATCH:
-                return decide_batch(self, self._columnar, events)
-            return [self.label(e) for e in events]
+    The hits and errors are merged into ``compiled``; the caller (the Labeler) counts the events.
     """
     from activelabel.engine.decision import Decision
     from activelabel.errors import InputError
 
-    fn = labeler._fn
+    fn = compiled.fn
 
     def per_event(event: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         if event.__class__ is not dict:
@@ -478,15 +473,9 @@ def decide_batch(labeler: Any, plan: ColumnarPlan, events: Sequence[Any]) -> lis
 
     t0 = time.perf_counter_ns()
     result = plan.run(events, per_event)
-    hits, errors = labeler._hits, labeler._errors
-    for idx, c in result.hits.items():
-        hits[idx] += c
-    for idx, c in result.errors.items():
-        errors[idx] += c
-    n = len(events)
-    labeler._events += n
-    each = (time.perf_counter_ns() - t0) // max(1, n)
-    return [Decision(lab, why, labeler, e, each) for lab, why, e in zip(result.labels, result.why, events)]
+    compiled.add_counts(result.hits, result.errors)
+    each = (time.perf_counter_ns() - t0) // max(1, len(events))
+    return [Decision(lab, why, compiled, e, each) for lab, why, e in zip(result.labels, result.why, events)]
 
 
 def label_batch_columnar(plan: ColumnarPlan | Plan, events: Sequence[Any], per_event: PerEvent) -> list[dict[str, Any]]:
@@ -526,7 +515,14 @@ def _lookup_form(rules: list[_Rule]) -> tuple[tuple[str, ...], list[list[Any]]] 
             return None
         path = p
         per_rule.append(lits)
-    return (path, per_rule) if len(rules) >= 4 else None
+    return (path, per_rule) if path is not None and len(rules) >= 4 else None
+
+
+def _known_path(node: Expr) -> tuple[str, ...]:
+    """The field path of a node translation already accepted as one (so it is never None here)."""
+    got = _field_path(node)
+    assert got is not None, "translation admitted a leaf that is not a field path"
+    return got
 
 
 def _only_event_refs(node: Expr) -> bool:
@@ -702,23 +698,24 @@ class _Translator:
             return ~self.bool_expr(n.args[0])
         if f in ("_==_", "_!=_"):
             a, b = n.args
-            path, lit = (_field_path(a), _literal(b)) if _field_path(a) is not None else (_field_path(b), _literal(a))
+            path, lit = (_known_path(a), _literal(b)) if _field_path(a) is not None else (_known_path(b), _literal(a))
             eq = self._equal_any(self.columns[path], [lit])
             return eq if f == "_==_" else ~eq
         if f in _ORDER_OPS:
             a, b = n.args
             op = _ORDER_OPS[f]
             if _field_path(a) is not None:
-                path, lit = _field_path(a), _literal(b)
+                path, lit = _known_path(a), _literal(b)
             else:
-                path, lit, op = _field_path(b), _literal(a), _FLIP[op]
+                path, lit, op = _known_path(b), _literal(a), _FLIP[op]
             c = self.columns[path]
             if _family(self.dtypes[c]) != _lit_family(lit):
                 return _NULL_BOOL  # no such overload (or null / missing): an error
             col = pl.col(c)
-            return {"lt": col < lit, "le": col <= lit, "gt": col > lit, "ge": col >= lit}[op]
+            compared: pl.Expr = {"lt": col < lit, "le": col <= lit, "gt": col > lit, "ge": col >= lit}[op]
+            return compared
         if f == "@in":
-            path = _field_path(n.args[0])
+            path = _known_path(n.args[0])
             lits = [_literal(el) for el in n.args[1].elements]  # type: ignore[attr-defined]
             return self._equal_any(self.columns[path], lits)
         # string functions: precomputed when the column has few distinct values
@@ -726,10 +723,11 @@ class _Translator:
         if leaf in self.dtypes:
             return pl.col(leaf)
         target, arg = (n.target, n.args[0]) if n.target is not None else n.args
-        c = self.columns[_field_path(target)]
+        c = self.columns[_known_path(target)]
         if self.dtypes[c] != pl.String:
             return _NULL_BOOL
-        return _apply_string_fn(pl.col(c), f, arg.value)  # type: ignore[attr-defined]
+        applied: pl.Expr = _apply_string_fn(pl.col(c), f, arg.value)  # type: ignore[attr-defined]
+        return applied
 
     def _equal_any(self, c: str, lits: list[Any]) -> pl.Expr:
         """CEL `field == l1 || field == l2 ...` (heterogeneous equality, never an error on values)."""

@@ -9,14 +9,19 @@ semantics: the fast path must agree with it whenever the fast path returns.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from activelabel.cel.codegen import MISSING
-from activelabel.engine.plan import LabelPlan, Plan, bucket_value, check_value
+from activelabel.cel.emit import MISSING
+from activelabel.engine.plan import LabelPlan, Plan, RulePlan, bucket_value, check_value
+
+if TYPE_CHECKING:
+    from activelabel.models import ModelLabeler
 
 
 @dataclass
 class Candidate:
+    """A value a rule, model or bucket proposes for a label, with its confidence and source code."""
+
     value: Any
     confidence: float
     source_idx: int
@@ -77,7 +82,7 @@ def decide_label(plan: Plan, lp: LabelPlan, bindings: dict[str, Any], *, every_r
     if lp.from_prog is not None:
         try:
             value = bucket_value(spec, lp.from_prog.evaluate(bindings))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - CEL semantics: an expression that errors does not match; counted per rule
             outcome.errors.append((lp.from_idx, str(exc)))
         else:
             outcome.candidates.append(Candidate(value, 1.0, lp.from_idx))
@@ -86,18 +91,18 @@ def decide_label(plan: Plan, lp: LabelPlan, bindings: dict[str, Any], *, every_r
         if stop_early and outcome.candidates:
             break
         got = decide_rule(plan, lp, rp, bindings)
-        if got.__class__ is Candidate:
-            outcome.candidates.append(got)  # type: ignore[arg-type]
+        if isinstance(got, Candidate):
+            outcome.candidates.append(got)
         elif got is not None:
-            outcome.errors.append((rp.source_idx, got))  # type: ignore[arg-type]
+            outcome.errors.append((rp.source_idx, got))
     if lp.models and not (stop_early and outcome.candidates):
         for model, idx in zip(lp.models, lp.model_sources):
             if predictions is not None and model.name in predictions[0]:
-                got = predictions[0][model.name][predictions[1]]
+                pred = predictions[0][model.name][predictions[1]]
             else:
-                got = model.predict(_features(model, bindings))
-            if got is not None:
-                outcome.candidates.append(Candidate(got[0], float(got[1]), idx))
+                pred = model.predict(features(model, bindings))
+            if pred is not None:
+                outcome.candidates.append(Candidate(pred[0], float(pred[1]), idx))
     value, code = resolve(spec.resolve, outcome.candidates)
     if lp.models and code != -1 and not isinstance(code, tuple):
         # A model's confidence is computed, not static: carry it in the code.
@@ -110,27 +115,28 @@ def decide_label(plan: Plan, lp: LabelPlan, bindings: dict[str, Any], *, every_r
     return outcome
 
 
-def decide_rule(plan: Plan, lp: LabelPlan, rp: Any, bindings: dict[str, Any]) -> Candidate | str | None:
+def decide_rule(plan: Plan, lp: LabelPlan, rp: RulePlan, bindings: dict[str, Any]) -> Candidate | str | None:
     """One rule, exactly: a Candidate when it matches, an error message when it fails, None otherwise."""
     if rp.when is not None:
         try:
             hit = rp.when.evaluate(bindings)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - CEL semantics: an expression that errors does not match; counted per rule
             return str(exc) or type(exc).__name__
         if hit is not True:
             return None if hit is False else f"`when` gave {type(hit).__name__}, not bool"
     try:
         value = rp.value if rp.value_prog is None else check_value(lp.spec, rp.value_prog.evaluate(bindings))
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - a value that does not fit the label is a rule error, not a crash
         return str(exc) or type(exc).__name__
     return Candidate(value, plan.source_table[rp.source_idx][1], rp.source_idx)
 
 
-def _features(model: Any, bindings: dict[str, Any]) -> dict[str, Any] | None:
+def features(model: ModelLabeler, bindings: dict[str, Any]) -> dict[str, Any]:
+    """The feature row a model sees for one event's bindings (a failed feature is None)."""
     feats: dict[str, Any] = {}
     for name, prog in model.feature_programs.items():
         try:
             feats[name] = prog.evaluate(bindings)
-        except Exception:
-            feats[name] = None  # a missing feature is the model's to handle (it abstains)
+        except Exception:  # noqa: BLE001 - a missing feature is the model's to handle (it abstains)
+            feats[name] = None
     return feats

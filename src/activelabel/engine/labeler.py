@@ -5,21 +5,20 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from activelabel.cel import references as _cel_references
-from activelabel.cel.codegen import MISSING
-from activelabel.engine import codegen
+from activelabel.engine.compile import CompiledPolicy, LabelFunction, compile_policy
 from activelabel.engine.decision import Decision
-from activelabel.engine.exact import Candidate, LabelOutcome, decide_label, decide_rule, resolve
-from activelabel.engine.plan import Plan, compile_plan
-from activelabel.errors import InputError, PolicyError, PolicyIssue
+from activelabel.engine.plan import Plan
+from activelabel.errors import InputError
 from activelabel.policy import Policy, load_policy
 
 if TYPE_CHECKING:
     from activelabel.engine.batch import ColumnarPlan
+    from activelabel.models import ModelLabeler
 
 _UNBUILT = object()
 
@@ -28,9 +27,13 @@ _UNBUILT = object()
 COLUMNAR_MIN_BATCH = 1024
 
 
-def _references(prog: Any) -> list[Any]:
-    ast = getattr(prog, "ast", None)
-    return _cel_references(ast) if ast is not None else []
+def _reads_labels(model: ModelLabeler) -> bool:
+    """Whether a model's features read labels decided earlier (then it cannot be called per batch)."""
+    for prog in model.feature_programs.values():
+        ast = getattr(prog, "ast", None)  # feature programs are cel.Programs; a test double may lack one
+        if ast is not None and any(ref.path[0] == "labels" for ref in _cel_references(ast)):
+            return True
+    return False
 
 
 @dataclass
@@ -66,6 +69,14 @@ class PolicyTestResult:
     line: int = 0
 
 
+@dataclass
+class LinesResult:
+    """What ``Labeler.label_lines`` gives back: output lines, and the events that could not be labeled."""
+
+    lines: list[bytes]  # one per labeled event, in input order (failed ones left out)
+    failed: list[tuple[int, str]]  # (position in the input, reason), in input order
+
+
 class Labeler:
     """Labels events with a compiled policy.
 
@@ -75,7 +86,8 @@ class Labeler:
     ``track_conflicts`` evaluates every rule of every label (not only up to the
     first match) so conflicts between rules are counted; it costs time in
     proportion to the rules after the winning one. ``clock`` feeds cardinality
-    windows; ``now`` gives CEL's ``now``.
+    windows; ``now`` gives CEL's ``now`` on every path (``label``, ``label_batch``,
+    ``label_exact``, ``Decision.explain``, ``run_tests``).
     """
 
     def __init__(
@@ -85,41 +97,25 @@ class Labeler:
         track_conflicts: bool = False,
         clock: Callable[[], float] | None = None,
         now: Callable[[], datetime] | None = None,
-        models: list[Any] | None = None,
+        models: list[ModelLabeler] | None = None,
     ) -> None:
         self.policy = policy
         self.track_conflicts = track_conflicts
         if models is None and policy.models:
             from activelabel.models import build_model_labelers
 
-            models = build_model_labelers(policy)
-        self._plan: Plan = compile_plan(policy, models=models, clock=clock)
-        self._compiled = self._plan  # Decision reads the source table from here
-        plan = self._plan
-        self._hits = [0] * len(plan.source_table)
-        self._errors = [0] * len(plan.source_table)
-        self._conflicts = [0] * len(plan.labels)
+            models = list(build_model_labelers(policy))
+        self._clock = clock
+        self._now = now
+        compiled = compile_policy(policy, models=models, every_rule=track_conflicts, clock=clock, now=now)
+        self._compiled: CompiledPolicy = compiled
+        self._plan: Plan = compiled.plan
+        self._fn: LabelFunction = compiled.fn
         self._events = 0
-        resolvers = [self._make_resolver(i) for i in range(len(plan.labels))]
-        self._runs: list[Any] = []  # (label plan, rules, bulk) per first-match step, filled by codegen
-        source, ns = codegen.generate(plan, every_rule=track_conflicts, slow=self._slow, resolvers=resolvers,
-                                      hits=self._hits, errors=self._errors, exact_rules=self._exact_rules, runs=self._runs)
-        ns["_clock_now"] = now or (lambda: datetime.now(UTC))
-        self.generated_source = source
-        try:
-            code = compile(source, f"<activelabel policy {policy.metadata.name or policy.source}>", "exec")
-            exec(code, ns)  # noqa: S102 - our own generated source, built from a validated policy
-        except SyntaxError as exc:  # a bug in code generation, never the user's
-            raise PolicyError([PolicyIssue(f"internal error compiling policy: {exc}", file=policy.source)]) from exc
-        self._fn: Callable[[dict[str, Any]], tuple[dict[str, Any], dict[str, Any]]] = ns["label_event"]
+        self.generated_source = compiled.source
         # Models whose features need no label can be called once per batch.
-        self._batch_models = [
-            m for lp in plan.labels for m in lp.models
-            if not any(ref.path[0] == "labels" for prog in m.feature_programs.values() for ref in _references(prog))
-        ]
-        self._batch_preds: dict[str, list[Any]] | None = None
+        self._batch_models = [m for lp in compiled.plan.labels for m in lp.models if not _reads_labels(m)]
         self._columnar: object = _UNBUILT  # ColumnarPlan | None once built
-        self._batch_cursor = 0
 
     @classmethod
     def from_file(cls, path: str | Path, **kwargs: Any) -> Labeler:
@@ -130,6 +126,11 @@ class Labeler:
     def version(self) -> str:
         return self.policy.version
 
+    @property
+    def compiled(self) -> CompiledPolicy:
+        """The compiled policy (``compile_policy``'s result) this labeler runs."""
+        return self._compiled
+
     # ---- the hot path -------------------------------------------------
 
     def label(self, event: Mapping[str, Any]) -> Decision:
@@ -139,10 +140,10 @@ class Labeler:
                 raise InputError(f"an event must be a JSON object, not {type(event).__name__}", kind="not_object")
             event = dict(event)
         t0 = time.perf_counter_ns()
-        labels, why = self._fn(event)  # type: ignore[arg-type]
+        labels, why = self._fn(event)
         elapsed = time.perf_counter_ns() - t0
         self._events += 1
-        return Decision(labels, why, self, event, elapsed)
+        return Decision(labels, why, self._compiled, event, elapsed)
 
     def label_batch(self, events: Iterable[Mapping[str, Any]]) -> list[Decision]:
         """Label many events; identical to calling ``label`` on each.
@@ -156,19 +157,22 @@ class Labeler:
             if columnar is not None:
                 from activelabel.engine.batch import decide_batch
 
-                return decide_batch(self, columnar, batch)
+                decisions = decide_batch(self._compiled, columnar, batch)
+                self._events += len(decisions)
+                return decisions
         if not self._batch_models or len(batch) < 2:
             return [self.label(e) for e in batch]
         dicts = [e if e.__class__ is dict else dict(e) for e in batch]
-        self._batch_preds = self._predict_batch(dicts)
+        compiled = self._compiled
+        compiled.batch_preds = compiled.predict_batch(self._batch_models, dicts)
         try:
             out = []
             for i, event in enumerate(dicts):
-                self._batch_cursor = i
+                compiled.batch_cursor = i
                 out.append(self.label(event))
             return out
         finally:
-            self._batch_preds = None
+            compiled.batch_preds = None
 
     def columnar_plan(self) -> ColumnarPlan | None:
         """The policy evaluated column-wise (engine/batch.py), or None when it uses what that cannot express.
@@ -187,35 +191,48 @@ class Labeler:
                 from activelabel.engine.batch import ColumnarPlan
 
                 self._columnar = ColumnarPlan.build(plan)
-        return self._columnar  # type: ignore[return-value]
-
-    def _base_bindings(self, event: dict[str, Any]) -> dict[str, Any]:
-        """What an expression can see before any label is decided: event, enrichers, now."""
-        plan = self._plan
-        bindings: dict[str, Any] = {"event": event, "labels": {}}
-        if plan.uses_now:
-            bindings["now"] = datetime.now(UTC)
-        for ep in plan.enrichers:
-            try:
-                key = ep.key_prog.evaluate(bindings)
-            except Exception:
-                key = None
-            bindings[ep.spec.name] = ep.runtime.lookup(key)
-        return bindings
-
-    def _predict_batch(self, events: list[dict[str, Any]]) -> dict[str, list[Any]]:
-        from activelabel.engine.exact import _features
-
-        bindings = [self._base_bindings(e) for e in events]
-        preds: dict[str, list[Any]] = {}
-        for model in self._batch_models:
-            preds[model.name] = model.predict_batch([_features(model, b) for b in bindings])
-        return preds
+        return self._columnar  # type: ignore[return-value]  # set to a ColumnarPlan or None above
 
     def labels_only(self, event: dict[str, Any]) -> dict[str, Any]:
         """Just the labels of one event (a dict), skipping the Decision: for bulk paths."""
         self._events += 1
         return self._fn(event)[0]
+
+    def label_codes(self, event: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """``(labels, codes)`` of one event, the generated function's own answer (counts the event).
+
+        ``codes`` are source-table indexes (``source_table()``); for benchmarks and the batch path.
+        """
+        self._events += 1
+        return self._fn(event)
+
+    def label_lines(self, raws: list[bytes], events: list[dict[str, Any]], labels_field: str = "labels") -> LinesResult:
+        """Label decoded events and splice each one's labels into its original JSON line.
+
+        ``raws[i]`` is the line ``events[i]`` was decoded from. Output is the line with a
+        ``labels_field`` object added (replaced, if the event had one). Large batches go
+        column-wise when the policy allows (engine/batch.py); an event whose labeling
+        raises is reported in ``failed`` with the reason, never lost. The counters
+        (``stats()``) include every labeled event.
+        """
+        columnar = self.columnar_plan() if len(events) >= COLUMNAR_MIN_BATCH else None
+        if columnar is not None:
+            try:
+                result, lines = columnar.run_lines(raws, events, self._fn, labels_field)
+            except Exception:  # noqa: BLE001 - a fault in the batch path must not lose the batch: label it per event
+                pass
+            else:
+                self._compiled.add_counts(result.hits, result.errors)
+                self._events += len(lines)
+                return LinesResult(lines, [])
+        return self._label_lines_each(raws, events, labels_field)
+
+    def _label_lines_each(self, raws: list[bytes], events: list[dict[str, Any]], labels_field: str) -> LinesResult:
+        from activelabel.engine.record_loop import splice_each
+
+        lines, failed = splice_each(self._fn, raws, events, labels_field, pairs=True)
+        self._events += len(lines)
+        return LinesResult(lines, failed)
 
     # ---- the exact path -----------------------------------------------
 
@@ -225,114 +242,35 @@ class Labeler:
         Slow; for tests and debugging. Counters and cardinality guards are not touched,
         so guarded labels show their value before overflow.
         """
-        plan = self._plan
-        bindings = self._base_bindings(dict(event))
-        for lp in plan.labels:
-            outcome = decide_label(plan, lp, bindings, every_rule=False)
-            if outcome.value is not MISSING:
-                bindings["labels"][lp.spec.name] = outcome.value
-        return bindings["labels"]
-
-    def _bindings_view(self, bindings: dict[str, Any]) -> dict[str, Any]:
-        return bindings
-
-    def _slow(self, index: int, bindings: dict[str, Any]) -> Any:
-        plan = self._plan
-        if index < 0:  # an enricher key the fast code could not compute
-            ep = plan.enrichers[-1 - index]
-            try:
-                return ep.key_prog.evaluate(bindings)
-            except Exception:
-                self._errors[ep.source_idx] += 1
-                return None
-        lp = plan.labels[index]
-        preds = self._batch_preds
-        outcome = decide_label(plan, lp, bindings, every_rule=self.track_conflicts,
-                               predictions=None if preds is None else (preds, self._batch_cursor))
-        for idx, _msg in outcome.errors:
-            self._errors[idx] += 1
-        if outcome.conflict:
-            self._conflicts[index] += 1
-        return outcome.value, outcome.code
-
-    def _exact_rules(self, run_id: int, bindings: dict[str, Any]) -> tuple[Any, int] | None:
-        """Re-decide one first-match step (a rule, or a folded run) exactly; count its errors."""
-        lp, rules, bulk = self._runs[run_id]
-        errors = self._errors
-        for n, rp in enumerate(rules):
-            got = decide_rule(self._plan, lp, rp, bindings)
-            if got.__class__ is Candidate:
-                return got.value, got.source_idx  # type: ignore[union-attr]
-            if got is not None:
-                errors[rp.source_idx] += 1
-                if bulk and n == 0:
-                    # The run tests one field the same way: the field failed, so every rule fails.
-                    for other in rules[1:]:
-                        errors[other.source_idx] += 1
-                    return None
-        return None
-
-    def _make_resolver(self, index: int) -> Callable[[list[tuple[Any, int]]], tuple[Any, Any]]:
-        lp = self._plan.labels[index]
-        mode = lp.spec.resolve
-        table = self._plan.source_table
-        default = (lp.spec.default, lp.default_idx) if lp.default_idx >= 0 else (MISSING, -1)
-        conflicts = self._conflicts
-
-        def resolve_label(cands: list[tuple[Any, int]]) -> tuple[Any, Any]:
-            if not cands:
-                return default
-            if len(cands) > 1 and len({(v.__class__, v) for v, _ in cands}) > 1:
-                conflicts[index] += 1
-            if mode == "first_match":
-                return cands[0]
-            return resolve(mode, [Candidate(v, table[i][1], i) for v, i in cands])
-
-        return resolve_label
-
-    def _explain(self, decision: Decision) -> dict[str, Any]:
-        plan = self._plan
-        bindings = self._base_bindings(decision._event)
-        table = plan.source_table
-        confidences = decision.confidences
-        sources = decision.sources
-        out: dict[str, Any] = {}
-        for lp in plan.labels:
-            name = lp.spec.name
-            outcome: LabelOutcome = decide_label(plan, lp, bindings, every_rule=True)
-            winner = (decision._why.get(name))
-            win_idx = winner[0] if isinstance(winner, tuple) else winner
-            matched = [table[c.source_idx][0] for c in outcome.candidates]
-            entry: dict[str, Any] = {
-                "value": decision.labels.get(name),
-                "set": name in decision.labels,
-                "confidence": confidences.get(name),
-                "source": sources.get(name),
-                "matched": [m for m in matched if m.startswith(("rule:", "model:"))],
-                "lost": [table[c.source_idx][0] for c in outcome.candidates if c.source_idx != win_idx and table[c.source_idx][0].startswith(("rule:", "model:"))],
-                "candidates": [
-                    {"source": table[c.source_idx][0], "value": c.value, "confidence": c.confidence}
-                    for c in outcome.candidates
-                ],
-                "errors": [{"source": table[i][0], "error": msg if lp.spec.sensitivity in ("public", "internal") else "evaluation failed"} for i, msg in outcome.errors],
-            }
-            if lp.guard is not None and not lp.tracks_distinct and name in decision.labels and decision.labels[name] == lp.spec.overflow and outcome.value != lp.spec.overflow:
-                entry["overflowed"] = True
-            out[name] = entry
-            if name in decision.labels:
-                bindings["labels"][name] = decision.labels[name]
-        return {
-            "policy": plan.policy.metadata.name,
-            "policy_version": self.version,
-            "elapsed_us": round(decision.elapsed_ns / 1000, 3),
-            "labels": out,
-        }
+        return self._compiled.label_exact(dict(event))
 
     # ---- counters and tests -------------------------------------------
+
+    def source_table(self) -> list[tuple[str, str | None, float]]:
+        """Every way a label can get its value, by source code: ``(source, label, static confidence)``.
+
+        ``source`` is ``rule:<id>``, ``model:<name>@<version>``, ``from:<label>``,
+        ``enricher:<name>`` (label None: an enricher key) or ``default``.
+        """
+        plan = self._plan
+        return [(src, label, conf) for (src, conf), label in zip(plan.source_table, plan.source_label)]
+
+    def hits_by_source(self) -> dict[str, dict[str, int]]:
+        """Per label: how many events each source (``rule:<id>``, ``default``, ...) set it in."""
+        plan = self._plan
+        hits = self._compiled.hits
+        out: dict[str, dict[str, int]] = {lp.spec.name: {} for lp in plan.labels}
+        for idx, (src, _conf) in enumerate(plan.source_table):
+            label = plan.source_label[idx]
+            if label is not None and hits[idx]:
+                out[label][src] = out[label].get(src, 0) + hits[idx]
+        return out
 
     def stats(self) -> LabelerStats:
         """A snapshot of the counters (cheap; safe to call at every metrics scrape)."""
         plan = self._plan
+        compiled = self._compiled
+        hits, errors = compiled.hits, compiled.errors
         table = plan.source_table
         rule_hits: dict[str, int] = {}
         rule_errors: dict[str, int] = {}
@@ -340,12 +278,12 @@ class Labeler:
         for idx, (src, _conf) in enumerate(table):
             label = plan.source_label[idx]
             if label is not None:
-                label_set[label] += self._hits[idx]
+                label_set[label] += hits[idx]
             if src.startswith("rule:"):
-                rule_hits[src[5:]] = self._hits[idx]
-                rule_errors[src[5:]] = self._errors[idx]
-            elif self._errors[idx]:
-                rule_errors[src] = self._errors[idx]
+                rule_hits[src[5:]] = hits[idx]
+                rule_errors[src[5:]] = errors[idx]
+            elif errors[idx]:
+                rule_errors[src] = errors[idx]
         overflow = {}
         distinct = {}
         models: dict[str, dict[str, Any]] = {}
@@ -361,15 +299,20 @@ class Labeler:
             rule_hits=rule_hits,
             rule_errors=rule_errors,
             label_set=label_set,
-            conflicts={lp.spec.name: self._conflicts[lp.index] for lp in plan.labels},
+            conflicts={lp.spec.name: compiled.conflicts[lp.index] for lp in plan.labels},
             overflow=overflow,
             distinct=distinct,
             models=models,
         )
 
     def run_tests(self) -> list[PolicyTestResult]:
-        """Run the policy's own `tests:` on a fresh labeler (this one's counters stay untouched)."""
-        fresh = Labeler(self.policy, models=[lp_m for lp in self._plan.labels for lp_m in lp.models] or None)
+        """Run the policy's own `tests:` on a fresh labeler (this one's counters stay untouched).
+
+        The fresh labeler gets this one's ``now`` and ``clock``, so a test of a rule reading
+        ``now`` sees the same time as the labeler it checks.
+        """
+        fresh = Labeler(self.policy, models=[m for lp in self._plan.labels for m in lp.models] or None,
+                        clock=self._clock, now=self._now)
         results = []
         for test in self.policy.tests:
             got = fresh.label(dict(test.event)).labels

@@ -8,13 +8,18 @@ integer code: the hot path records only that integer.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from activelabel import cel
 from activelabel.engine.cardinality import CardinalityGuard, DistinctTracker
 from activelabel.errors import PolicyError, PolicyIssue, RuleValueError
-from activelabel.policy import Policy, label_types
+from activelabel.policy import EnricherSpec, Expr, LabelSpec, Policy, RuleSpec, label_types
+
+if TYPE_CHECKING:
+    from activelabel.enrich import Enricher
+    from activelabel.models import ModelLabeler
 
 #: Distinct values of an unguarded free-form label are tracked up to this many.
 DISTINCT_TRACKING_LIMIT = 10_000
@@ -22,7 +27,7 @@ DISTINCT_TRACKING_LIMIT = 10_000
 
 @dataclass
 class RulePlan:
-    spec: Any  # RuleSpec
+    spec: RuleSpec
     source_idx: int
     when: cel.Program | None
     value: Any
@@ -31,10 +36,10 @@ class RulePlan:
 
 @dataclass
 class LabelPlan:
-    spec: Any  # LabelSpec
+    spec: LabelSpec
     index: int
     rules: list[RulePlan]
-    models: list[Any] = field(default_factory=list)  # ModelLabeler
+    models: list[ModelLabeler] = field(default_factory=list)
     model_sources: list[int] = field(default_factory=list)
     default_idx: int = -1
     from_idx: int = -1
@@ -45,8 +50,8 @@ class LabelPlan:
 
 @dataclass
 class EnricherPlan:
-    spec: Any  # EnricherSpec
-    runtime: Any  # LookupEnricher
+    spec: EnricherSpec
+    runtime: Enricher
     key_prog: cel.Program
     source_idx: int
 
@@ -61,35 +66,34 @@ class Plan:
     uses_now: bool = False
 
 
-def check_value(spec: Any, value: Any) -> Any:
+def check_value(spec: LabelSpec, value: Any) -> Any:
     """``value`` converted to the label's type, or RuleValueError (a rule error, not a crash)."""
     fitted = label_types.convert(spec.type, value, label_types.allowed_values(spec))
     if fitted is not label_types.NO_FIT:
         return fitted
     if spec.type == "enum":
-        raise RuleValueError(f"value {value!r} is not one of {list(spec.values)}" if spec.sensitivity in ("public", "internal") else "value is not in the label's enum")
+        raise RuleValueError(f"value {value!r} is not one of {list(spec.values or ())}" if spec.sensitivity in ("public", "internal") else "value is not in the label's enum")
     raise RuleValueError(f"a {value.__class__.__name__} value does not fit label {spec.name!r} of type {spec.type}")
 
 
-def bucket_value(spec: Any, number: Any) -> str:
+def bucket_value(spec: LabelSpec, number: Any) -> str:
     """The bucket name for ``number``, or RuleValueError for non-numbers and NaN."""
     if number.__class__ is bool or not isinstance(number, (int, float)) or (isinstance(number, float) and math.isnan(number)):
         raise RuleValueError(f"`from` of bucket label {spec.name!r} gave {type(number).__name__}, not a number")
     return spec.bucket_of(number)
 
 
-def _program(expr: Any, issues: list[PolicyIssue], where: str) -> cel.Program | None:
+def _program(expr: Expr, issues: list[PolicyIssue], where: str) -> cel.Program | None:
     try:
         return cel.compile(expr.source)
-    except Exception as exc:  # the loader already reported syntax errors; this is a backstop
-        loc = getattr(expr, "loc", None)
-        issues.append(
-            PolicyIssue(f"{where}: {exc}", file=getattr(loc, "file", ""), line=getattr(loc, "line", 0), column=getattr(loc, "column", 0))
-        )
+    except Exception as exc:  # noqa: BLE001 - the loader already reported syntax errors; this is a backstop
+        loc = expr.loc
+        issues.append(PolicyIssue(f"{where}: {exc}", file=loc.file, line=loc.line, column=loc.column))
         return None
 
 
-def compile_plan(policy: Policy, *, models: list[Any] | None = None, clock: Any = None) -> Plan:
+def compile_plan(policy: Policy, *, models: list[ModelLabeler] | None = None,
+                 clock: Callable[[], float] | None = None) -> Plan:
     """Compile every expression of ``policy`` once; raise PolicyError listing every failure."""
     issues: list[PolicyIssue] = []
     table: list[tuple[str, float]] = []
@@ -101,15 +105,16 @@ def compile_plan(policy: Policy, *, models: list[Any] | None = None, clock: Any 
         return len(table) - 1
 
     enrichers = []
-    for spec in policy.enrichers:
-        prog = _program(spec.key, issues, f"enricher {spec.name} key")
-        idx = add_source(f"enricher:{spec.name}", 1.0, None)
-        enrichers.append(EnricherPlan(spec, spec.build(), prog, idx))  # type: ignore[arg-type]
+    for espec in policy.enrichers:
+        prog = _program(espec.key, issues, f"enricher {espec.name} key")
+        idx = add_source(f"enricher:{espec.name}", 1.0, None)
+        if prog is not None:  # else the PolicyError below is raised before anything reads it
+            enrichers.append(EnricherPlan(espec, espec.build(), prog, idx))
 
-    by_label: dict[str, list[Any]] = {name: [] for name in policy.labels}
+    by_label: dict[str, list[RuleSpec]] = {name: [] for name in policy.labels}
     for rule in policy.rules:
         by_label.setdefault(rule.label, []).append(rule)
-    models_by_label: dict[str, list[Any]] = {}
+    models_by_label: dict[str, list[ModelLabeler]] = {}
     for m in models or []:
         models_by_label.setdefault(m.label, []).append(m)
 

@@ -21,9 +21,9 @@ from typing import Any, Protocol
 
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
 
+from activelabel.engine.record_loop import RecordLoop, Where
 from activelabel.errors import SinkError
-from activelabel.sinks import splice_fields
-from activelabel.sources.jsonl import ReadLimits, decode_line
+from activelabel.sources.jsonl import ReadLimits
 from activelabel.stream.config import StreamConfig
 from activelabel.stream.kafka import KafkaSink, KafkaSource, ValueTooLarge
 from activelabel.stream.records import DLQ_VALUE_DROPPED_HEADER, dead_letter_headers, labeled_headers
@@ -162,7 +162,8 @@ class StreamWorker:
 
     def _loop(self, source: KafkaSource, sink: KafkaSink) -> None:
         cfg = self.config
-        limits = ReadLimits(cfg.max_value_bytes, cfg.max_depth)
+        loop = RecordLoop(self._labeler, limits=ReadLimits(cfg.max_value_bytes, cfg.max_depth),
+                          labels_field=cfg.labels_field, explain=cfg.explain, jsonl=False)
         version = self._labeler.version.encode()
         # Joining the group can take up to a session timeout (and brokers may hold the
         # first join that long): that wait is not idleness, so the first deadline allows it.
@@ -186,56 +187,30 @@ class StreamWorker:
             self._last_activity = self._clock()
             if self._counts.first_message_at is None:
                 self._counts.first_message_at = self._last_activity
-            self._run_batch(messages, source, sink, limits, version)
+            self._run_batch(messages, source, sink, loop, version)
             self._counts.last_commit_at = self._clock()
 
     def _run_batch(self, messages: list[Message], source: KafkaSource, sink: KafkaSink,
-                   limits: ReadLimits, version: bytes) -> None:
-        """Label and produce one batch, wait for delivery, then commit it."""
+                   loop: RecordLoop, version: bytes) -> None:
+        """Label and produce one batch (the shared record loop), wait for delivery, then commit it."""
         cfg = self.config
-        labels_only = self._labeler.labels_only
-        label = self._labeler.label
-        explain = cfg.explain
-        fields_key = cfg.labels_field
-        out_topic = cfg.output_topic
-        dead: list[tuple[Message, str, str]] = []
         offsets: dict[int, int] = {}
         for msg in messages:
             offsets[msg.partition()] = msg.offset() + 1  # type: ignore[index,operator]  # set on consumed messages
-            raw = msg.value()
-            if raw is None:
-                dead.append((msg, "empty", "the message has no value (a tombstone)"))
-                continue
-            event = decode_line(raw, limits)
-            if event.__class__ is not dict:
-                kind, reason = event  # type: ignore[misc]
-                dead.append((msg, kind, reason))
-                continue
-            try:
-                if explain:
-                    decision = label(event)
-                    fields = {fields_key: decision.labels, "label_meta": decision.explain()}
-                else:
-                    fields = {fields_key: labels_only(event)}
-            except Exception as exc:  # a labeler bug must not lose the message
-                dead.append((msg, "label_failed", f"{type(exc).__name__}: {exc}"))
-                continue
-            value = splice_fields(raw, event, fields)  # type: ignore[arg-type]
-            try:
-                sink.produce(out_topic, msg.key(), value, labeled_headers(msg.headers(), version), _timestamp(msg))
-            except ValueTooLarge as exc:
-                dead.append((msg, "output_too_large", f"the labeled message is too large to produce: {exc}"))
-        for msg, kind, reason in dead:
+        output = _TopicOutput(sink, cfg.output_topic, version)
+        counts = loop.run([(messages, [msg.value() for msg in messages])], output)
+        # Dead letters go after the labeled messages, in input order, as they always have.
+        for _pos, msg, kind, reason in sorted(output.dead, key=lambda d: d[0]):
             self._dead_letter(sink, msg, kind, reason, version)
         sink.flush(cfg.flush_timeout_s)
         committed = source.commit(offsets)
         with self._lock:  # stats() may be read from another thread: keep the sums consistent
             c = self._counts
-            c.messages_in += len(messages)
-            c.dead_lettered += len(dead)
-            c.labeled += len(messages) - len(dead)
-            for _, kind, _ in dead:
-                c.dead_letter_kinds[kind] = c.dead_letter_kinds.get(kind, 0) + 1
+            c.messages_in += counts.records_in
+            c.dead_lettered += counts.dead_lettered
+            c.labeled += counts.labeled
+            for kind, n in counts.dead_letter_kinds.items():
+                c.dead_letter_kinds[kind] = c.dead_letter_kinds.get(kind, 0) + n
             c.batches += 1
             if not committed:
                 c.rebalanced_commits += 1
@@ -285,6 +260,31 @@ class StreamWorker:
                 signal.signal(sig, handler)
 
         return restore
+
+
+class _TopicOutput:
+    """The record loop's output for one batch: labeled messages produced at once, dead letters kept for after."""
+
+    def __init__(self, sink: KafkaSink, topic: str, version: bytes) -> None:
+        self.sink = sink
+        self.topic = topic
+        self.version = version
+        self.dead: list[tuple[int, Message, str, str]] = []  # (position in the batch, message, kind, reason)
+
+    def write_many(self, where: list[Where], lines: list[bytes]) -> list[tuple[int, str, str]]:
+        refused = []
+        produce = self.sink.produce
+        for i, ((messages, pos), value) in enumerate(zip(where, lines)):
+            msg = messages[pos]
+            try:
+                produce(self.topic, msg.key(), value, labeled_headers(msg.headers(), self.version), _timestamp(msg))
+            except ValueTooLarge as exc:
+                refused.append((i, "output_too_large", f"the labeled message is too large to produce: {exc}"))
+        return refused
+
+    def dead_letter(self, where: Where, raw: bytes | None, kind: str, reason: str) -> None:
+        messages, pos = where
+        self.dead.append((pos, messages[pos], kind, reason))
 
 
 def _timestamp(msg: Message) -> int:

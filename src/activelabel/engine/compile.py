@@ -1,0 +1,248 @@
+"""``compile_policy``: a policy through plan → index → generate → exec, into a ``CompiledPolicy``.
+
+The four passes, each in its own module:
+
+1. **plan** (``engine/plan.py``): every CEL expression compiled once, the source table
+   (an integer code for every way a label can get its value), enrichers and guards built;
+2. **index** (``engine/index.py``): runs of first-match rules on one field folded into a
+   dict lookup or an RE2 set;
+3. **generate** (``engine/generate.py``): the Python source of one ``label_event``
+   function, each step commented with its rule id and file:line;
+4. **exec**: the source compiled and executed into a namespace holding the tables.
+
+A ``CompiledPolicy`` is what a ``Decision`` reads (its source table, its version, the
+exact path for ``explain``); the ``Labeler`` wraps one and adds the public surface.
+It owns the per-source counters the generated code increments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from activelabel.cel.emit import MISSING
+from activelabel.engine.exact import Candidate, LabelOutcome, decide_label, decide_rule, features, resolve
+from activelabel.engine.generate import generate
+from activelabel.engine.index import index_plan
+from activelabel.engine.plan import LabelPlan, Plan, RulePlan, compile_plan
+from activelabel.errors import PolicyError, PolicyIssue
+from activelabel.policy import Policy
+
+if TYPE_CHECKING:
+    from activelabel.engine.decision import Decision
+    from activelabel.models import ModelLabeler
+
+#: The generated function: event -> (labels, codes).
+LabelFunction = Callable[[dict[str, Any]], tuple[dict[str, Any], dict[str, Any]]]
+
+
+def _wall_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class CompiledPolicy:
+    """A policy compiled into one function, with the tables and counters it reads.
+
+    ``fn(event) -> (labels, codes)`` is the hot path; ``hits[i]`` / ``errors[i]`` count,
+    per source code ``i``, the times it decided its label / failed to evaluate.
+    ``now`` gives CEL's ``now`` on every path (fast, exact, explain, batch models).
+    """
+
+    def __init__(self, policy: Policy, plan: Plan, *, every_rule: bool, now: Callable[[], datetime]) -> None:
+        self.policy = policy
+        self.plan = plan
+        self.every_rule = every_rule
+        self.now = now
+        self.version = policy.version
+        self.source_table = plan.source_table
+        self.hits = [0] * len(plan.source_table)
+        self.errors = [0] * len(plan.source_table)
+        self.conflicts = [0] * len(plan.labels)
+        self.source = ""
+        self.fn: LabelFunction = _unbuilt
+        # (label plan, rules, bulk) per first-match step, filled by the generator
+        self.runs: list[tuple[LabelPlan, list[RulePlan], bool]] = []
+        # Model answers computed for a whole batch, and the index of the event being labeled.
+        self.batch_preds: dict[str, list[Any]] | None = None
+        self.batch_cursor = 0
+
+    # ---- counters -----------------------------------------------------
+
+    def add_counts(self, hits: dict[int, int], errors: dict[int, int]) -> None:
+        """Merge counts computed elsewhere (the columnar path) into this policy's counters."""
+        for idx, c in hits.items():
+            self.hits[idx] += c
+        for idx, c in errors.items():
+            self.errors[idx] += c
+
+    # ---- the exact path -------------------------------------------------
+
+    def base_bindings(self, event: dict[str, Any]) -> dict[str, Any]:
+        """What an expression can see before any label is decided: event, enrichers, now."""
+        plan = self.plan
+        bindings: dict[str, Any] = {"event": event, "labels": {}}
+        if plan.uses_now:
+            bindings["now"] = self.now()
+        for ep in plan.enrichers:
+            try:
+                key = ep.key_prog.evaluate(bindings)
+            except Exception:  # noqa: BLE001 - a key CEL cannot compute is a miss, as on the fast path
+                key = None
+            bindings[ep.spec.name] = ep.runtime.lookup(key)
+        return bindings
+
+    def predict_batch(self, models: Sequence[ModelLabeler], events: list[dict[str, Any]]) -> dict[str, list[Any]]:
+        """Each model's answers for a whole batch, one ``predict_batch`` call per model."""
+        bindings = [self.base_bindings(e) for e in events]
+        return {model.name: model.predict_batch([features(model, b) for b in bindings]) for model in models}
+
+    def label_exact(self, event: dict[str, Any]) -> dict[str, Any]:
+        """The labels by the reference semantics; counters and guards untouched."""
+        plan = self.plan
+        bindings = self.base_bindings(event)
+        for lp in plan.labels:
+            outcome = decide_label(plan, lp, bindings, every_rule=False)
+            if outcome.value is not MISSING:
+                bindings["labels"][lp.spec.name] = outcome.value
+        labels: dict[str, Any] = bindings["labels"]
+        return labels
+
+    def slow(self, index: int, bindings: dict[str, Any]) -> Any:
+        """The generated code's fallback: an enricher key (index < 0) or a whole label, exactly."""
+        plan = self.plan
+        if index < 0:  # an enricher key the fast code could not compute
+            ep = plan.enrichers[-1 - index]
+            try:
+                return ep.key_prog.evaluate(bindings)
+            except Exception:  # noqa: BLE001 - a key CEL cannot compute is a miss, counted as the key's error
+                self.errors[ep.source_idx] += 1
+                return None
+        lp = plan.labels[index]
+        preds = self.batch_preds
+        outcome = decide_label(plan, lp, bindings, every_rule=self.every_rule,
+                               predictions=None if preds is None else (preds, self.batch_cursor))
+        for idx, _msg in outcome.errors:
+            self.errors[idx] += 1
+        if outcome.conflict:
+            self.conflicts[index] += 1
+        return outcome.value, outcome.code
+
+    def exact_rules(self, run_id: int, bindings: dict[str, Any]) -> tuple[Any, int] | None:
+        """Re-decide one first-match step (a rule, or a folded run) exactly; count its errors."""
+        lp, rules, bulk = self.runs[run_id]
+        errors = self.errors
+        for n, rp in enumerate(rules):
+            got = decide_rule(self.plan, lp, rp, bindings)
+            if isinstance(got, Candidate):
+                return got.value, got.source_idx
+            if got is not None:
+                errors[rp.source_idx] += 1
+                if bulk and n == 0:
+                    # The run tests one field the same way: the field failed, so every rule fails.
+                    for other in rules[1:]:
+                        errors[other.source_idx] += 1
+                    return None
+        return None
+
+    def make_resolver(self, index: int) -> Callable[[list[tuple[Any, int]]], tuple[Any, Any]]:
+        """How label ``index`` picks among its candidates (max_confidence, vote, or conflict counting)."""
+        lp = self.plan.labels[index]
+        mode = lp.spec.resolve
+        table = self.source_table
+        default = (lp.spec.default, lp.default_idx) if lp.default_idx >= 0 else (MISSING, -1)
+        conflicts = self.conflicts
+
+        def resolve_label(cands: list[tuple[Any, int]]) -> tuple[Any, Any]:
+            if not cands:
+                return default
+            if len(cands) > 1 and len({(v.__class__, v) for v, _ in cands}) > 1:
+                conflicts[index] += 1
+            if mode == "first_match":
+                return cands[0]
+            return resolve(mode, [Candidate(v, table[i][1], i) for v, i in cands])
+
+        return resolve_label
+
+    def explain(self, decision: Decision) -> dict[str, Any]:
+        """``Decision.explain``: every label re-decided exactly, every rule evaluated."""
+        plan = self.plan
+        bindings = self.base_bindings(decision._event)
+        table = self.source_table
+        labels = decision.labels
+        codes = decision._why
+        confidences = decision.confidences
+        sources = decision.sources
+        out: dict[str, Any] = {}
+        for lp in plan.labels:
+            name = lp.spec.name
+            outcome: LabelOutcome = decide_label(plan, lp, bindings, every_rule=True)
+            winner = codes.get(name)
+            win_idx = winner[0] if isinstance(winner, tuple) else winner
+            matched = [table[c.source_idx][0] for c in outcome.candidates]
+            entry: dict[str, Any] = {
+                "value": labels.get(name),
+                "set": name in labels,
+                "confidence": confidences.get(name),
+                "source": sources.get(name),
+                "matched": [m for m in matched if m.startswith(("rule:", "model:"))],
+                "lost": [table[c.source_idx][0] for c in outcome.candidates
+                         if c.source_idx != win_idx and table[c.source_idx][0].startswith(("rule:", "model:"))],
+                "candidates": [
+                    {"source": table[c.source_idx][0], "value": c.value, "confidence": c.confidence}
+                    for c in outcome.candidates
+                ],
+                "errors": [{"source": table[i][0],
+                            "error": msg if lp.spec.sensitivity in ("public", "internal") else "evaluation failed"}
+                           for i, msg in outcome.errors],
+            }
+            if (lp.guard is not None and not lp.tracks_distinct and name in labels
+                    and labels[name] == lp.spec.overflow and outcome.value != lp.spec.overflow):
+                entry["overflowed"] = True
+            out[name] = entry
+            if name in labels:
+                bindings["labels"][name] = labels[name]
+        return {
+            "policy": plan.policy.metadata.name,
+            "policy_version": self.version,
+            "elapsed_us": round(decision.elapsed_ns / 1000, 3),
+            "labels": out,
+        }
+
+
+def _unbuilt(event: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    raise RuntimeError("the policy function is set by compile_policy before anything calls it")
+
+
+def compile_policy(
+    policy: Policy,
+    *,
+    models: list[ModelLabeler] | None = None,
+    every_rule: bool = False,
+    clock: Callable[[], float] | None = None,
+    now: Callable[[], datetime] | None = None,
+) -> CompiledPolicy:
+    """Compile ``policy`` (plan → index → generate → exec); PolicyError lists every failure.
+
+    ``every_rule`` evaluates all rules of every label (conflict counting); ``clock`` feeds
+    cardinality windows; ``now`` gives CEL's ``now`` (default: wall time, UTC).
+    """
+    plan = compile_plan(policy, models=models, clock=clock)
+    compiled = CompiledPolicy(policy, plan, every_rule=every_rule, now=now or _wall_now)
+    steps = index_plan(plan, every_rule=every_rule)
+    resolvers = [compiled.make_resolver(i) for i in range(len(plan.labels))]
+    source, ns = generate(plan, steps, every_rule=every_rule, slow=compiled.slow, resolvers=resolvers,
+                          hits=compiled.hits, errors=compiled.errors, exact_rules=compiled.exact_rules,
+                          runs=compiled.runs)
+    ns["_clock_now"] = compiled.now
+    compiled.source = source
+    try:
+        code = compile(source, f"<activelabel policy {policy.metadata.name or policy.source}>", "exec")
+        exec(code, ns)  # noqa: S102 - our own generated source, built from a validated policy
+    except SyntaxError as exc:  # a bug in code generation, never the user's
+        raise PolicyError([PolicyIssue(f"internal error compiling policy: {exc}", file=policy.source)]) from exc
+    compiled.fn = ns["label_event"]
+    return compiled
+
+
+__all__ = ["CompiledPolicy", "LabelFunction", "compile_policy"]

@@ -1,0 +1,291 @@
+"""The one record loop: decode → label → write | dead-letter, with counts that add up.
+
+Every front door that labels serialized records runs this loop: ``activelabel label``
+(files, stdin), the Kafka stream worker, and any later door (HTTP batch, OTLP logs).
+A door supplies blocks of raw records and a ``RecordOutput`` saying where labeled
+records and dead letters go; the loop owns everything in between:
+
+- **decode**: each raw record is a JSON object (``ReadLimits`` bound its size and
+  depth); anything else is dead-lettered with a stable ``kind`` and a reason;
+- **label**: through the Labeler's public bulk surface (``Labeler.label_lines``,
+  column-wise for large chunks) or, when whole decisions are needed (``explain``,
+  ``on_decision``), ``Labeler.label`` per record;
+- **write** the original bytes with the labels spliced in, or **dead-letter** the
+  original bytes: every record ends in exactly one of them, so
+  ``records_in == labeled + dead_lettered`` (``RecordCounts``).
+
+Output order is input order; dead letters are handed over as they are found. Records
+are labeled ``CHUNK_RECORDS`` at a time and each block is finished before the next is
+read, so a slow pipe (or a Kafka batch) is labeled as it arrives.
+
+    >>> loop = RecordLoop(labeler, limits=ReadLimits())                 # doctest: +SKIP
+    >>> counts = loop.run([(origin, [b'{"status": 503}'])], output)     # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import orjson
+
+from activelabel.errors import ActiveLabelError
+from activelabel.sinks import DeadLetterSink, JsonlSink, splice_fields
+from activelabel.sources import JsonlSource
+from activelabel.sources.jsonl import PARSER_MAX_DEPTH, ReadLimits, decode_line
+
+if TYPE_CHECKING:
+    from activelabel.engine.decision import Decision
+    from activelabel.engine.labeler import LinesResult
+
+#: Records labeled at once (the columnar path's sweet spot; bounds memory per chunk).
+CHUNK_RECORDS = 4096
+
+#: A block of input: an origin the output understands (a file and its first line, a
+#: list of Kafka messages) and the raw records in it (None: a record with no value).
+Block = tuple[Any, Sequence[bytes | None]]
+
+#: Where a record came from: its block's origin and its position in the block.
+Where = tuple[Any, int]
+
+
+@runtime_checkable
+class BulkLabeler(Protocol):
+    """What the loop needs of a labeler: ``activelabel.Labeler`` has it (see ``PerEventLabeler``)."""
+
+    def label_lines(self, raws: list[bytes], events: list[dict[str, Any]], labels_field: str = "labels") -> LinesResult:
+        ...
+
+    def label(self, event: dict[str, Any]) -> Decision:
+        ...
+
+
+class EventLabeler(Protocol):
+    """The smaller shape a door may be given (the stream worker's ``StreamLabeler``)."""
+
+    def labels_only(self, event: dict[str, Any]) -> dict[str, Any]:
+        ...
+
+    def label(self, event: dict[str, Any]) -> Any:
+        ...
+
+
+class PerEventLabeler:
+    """A ``BulkLabeler`` over anything with ``labels_only`` and ``label``, one event at a time."""
+
+    def __init__(self, labeler: EventLabeler) -> None:
+        self._labeler = labeler
+        self.label = labeler.label
+
+    def label_lines(self, raws: list[bytes], events: list[dict[str, Any]], labels_field: str = "labels") -> LinesResult:
+        from activelabel.engine.labeler import LinesResult
+
+        return LinesResult(*splice_each(self._labeler.labels_only, raws, events, labels_field))
+
+
+def as_bulk(labeler: BulkLabeler | EventLabeler) -> BulkLabeler:
+    """``labeler`` itself when it labels lines in bulk, else a per-event adapter around it."""
+    return labeler if isinstance(labeler, BulkLabeler) else PerEventLabeler(labeler)
+
+
+def splice_each(labels_of: Callable[[dict[str, Any]], Any], raws: list[bytes], events: list[dict[str, Any]],
+                labels_field: str, *, pairs: bool = False) -> tuple[list[bytes], list[tuple[int, str]]]:
+    """Each event's labels spliced into its line; ``(position, reason)`` for those whose labeling raised.
+
+    ``pairs``: ``labels_of`` returns ``(labels, codes)`` (the generated function itself, no wrapper call).
+    """
+    dumps = orjson.dumps
+    prefix = b"," + dumps(labels_field) + b":"
+    lines: list[bytes] = []
+    append = lines.append
+    failed: list[tuple[int, str]] = []
+    for i, (raw, event) in enumerate(zip(raws, events)):
+        try:
+            labels = labels_of(event)[0] if pairs else labels_of(event)
+            # The common case, `{...}` with no labels field yet: append before the closing brace.
+            if raw[-1:] == b"}" and raw[-2:-1] not in (b"{", b" ", b"\t") and labels_field not in event:
+                append(raw[:-1] + prefix + dumps(labels) + b"}")
+            else:
+                append(splice_fields(raw, event, {labels_field: labels}))
+        except Exception as exc:  # noqa: BLE001 - a front door's last line of defence: never lose a record
+            failed.append((i, f"{type(exc).__name__}: {exc}"))
+    return lines, failed
+
+
+class RecordOutput(Protocol):
+    """Where a record loop's results go (a JSONL file pair, a Kafka topic pair, an HTTP response)."""
+
+    def write_many(self, where: list[Where], lines: list[bytes]) -> list[tuple[int, str, str]]:
+        """Write labeled records in order; return ``(index into lines, kind, reason)`` for any refused."""
+        ...
+
+    def dead_letter(self, where: Where, raw: bytes | None, kind: str, reason: str) -> None:
+        """Hand over the original bytes of a record that could not be labeled, with why."""
+        ...
+
+
+@dataclass
+class RecordCounts:
+    """Counts of one run: ``records_in == labeled + dead_lettered`` always."""
+
+    records_in: int = 0
+    labeled: int = 0
+    dead_lettered: int = 0
+    dead_letter_kinds: dict[str, int] = field(default_factory=dict)
+
+
+class RecordLoop:
+    """Decode, label and write (or dead-letter) records, a block at a time.
+
+    ``jsonl``: records are lines of a text stream: blank lines are skipped (not records)
+    and a trailing CR is dropped. ``explain`` adds a ``label_meta`` object;
+    ``on_decision(event, decision)`` sees each labeled record's Decision (``--record``).
+    """
+
+    def __init__(self, labeler: BulkLabeler | EventLabeler, *, limits: ReadLimits = ReadLimits(), labels_field: str = "labels",
+                 explain: bool = False, on_decision: Callable[[dict[str, Any], Decision], None] | None = None,
+                 jsonl: bool = True, chunk_records: int = CHUNK_RECORDS) -> None:
+        self.labeler = as_bulk(labeler)
+        self.limits = limits
+        self.labels_field = labels_field
+        self.explain = explain
+        self.on_decision = on_decision
+        self.jsonl = jsonl
+        self.chunk_records = chunk_records
+
+    def run(self, blocks: Iterable[Block], output: RecordOutput) -> RecordCounts:
+        """Run every block through the loop; labeled records are written by the time this returns."""
+        counts = RecordCounts()
+        kinds = counts.dead_letter_kinds
+        limits = self.limits
+        max_bytes, max_depth = limits.max_line_bytes, limits.max_depth
+        if max_depth >= PARSER_MAX_DEPTH:
+            max_depth = 1 << 62  # the parser enforces it: skip the bracket count
+        loads = orjson.loads
+        decode_error = orjson.JSONDecodeError
+        jsonl = self.jsonl
+        decisions = self.explain or self.on_decision is not None
+        chunk = self.chunk_records
+        pend_where: list[Where] = []
+        pend_raw: list[bytes] = []
+        pend_event: list[dict[str, Any]] = []
+        records = 0
+
+        def dead(where: Where, raw: bytes | None, kind: str, reason: str) -> None:
+            counts.dead_lettered += 1
+            kinds[kind] = kinds.get(kind, 0) + 1
+            output.dead_letter(where, raw, kind, reason)
+
+        def flush() -> None:
+            if decisions:
+                lines, failed = self._label_decisions(pend_raw, pend_event)
+            else:
+                result = self.labeler.label_lines(pend_raw, pend_event, self.labels_field)
+                lines, failed = result.lines, result.failed
+            kept: Sequence[int] = range(len(pend_where))
+            if failed:
+                bad = {i for i, _ in failed}
+                for i, reason in failed:
+                    dead(pend_where[i], pend_raw[i], "label_failed", reason)
+                kept = [i for i in kept if i not in bad]
+            wheres = pend_where if not failed else [pend_where[i] for i in kept]
+            refused = output.write_many(wheres, lines) if lines else []
+            for i, kind, reason in refused:
+                dead(wheres[i], pend_raw[kept[i]], kind, reason)
+            counts.labeled += len(lines) - len(refused)
+            pend_where.clear()
+            pend_raw.clear()
+            pend_event.clear()
+
+        for origin, raws in blocks:
+            for pos, raw in enumerate(raws):
+                if raw is None:
+                    records += 1
+                    dead((origin, pos), None, "empty", "the message has no value (a tombstone)")
+                    continue
+                if jsonl:
+                    if raw[-1:] == b"\r":
+                        raw = raw[:-1]
+                    if not raw or raw.isspace():
+                        continue
+                records += 1
+                if len(raw) > max_bytes or (max_depth < PARSER_MAX_DEPTH and raw.count(b"{") + raw.count(b"[") > max_depth):
+                    decoded = decode_line(raw, limits)  # the slow, complete check: too large, too deep
+                    if not isinstance(decoded, dict):
+                        dead((origin, pos), raw, decoded[0], decoded[1])
+                        continue
+                    event = decoded
+                else:
+                    try:
+                        value = loads(raw)
+                    except decode_error:
+                        value = None
+                    if value.__class__ is dict:
+                        event = value
+                    else:
+                        got = decode_line(raw, limits)  # says why: invalid UTF-8, JSON, not an object
+                        if isinstance(got, tuple):
+                            dead((origin, pos), raw, got[0], got[1])
+                            continue
+                        event = got
+                pend_where.append((origin, pos))
+                pend_raw.append(raw)
+                pend_event.append(event)
+                if len(pend_event) >= chunk:
+                    flush()
+            if pend_event:
+                flush()  # a block is what the source has now: a slow pipe is labeled as it arrives
+        counts.records_in = records
+        return counts
+
+    def _label_decisions(self, raws: list[bytes], events: list[dict[str, Any]]) -> tuple[list[bytes], list[tuple[int, str]]]:
+        """The records that need whole Decisions (--explain, --record), one at a time."""
+        label = self.labeler.label
+        explain = self.explain
+        on_decision = self.on_decision
+        key = self.labels_field
+        lines: list[bytes] = []
+        failed: list[tuple[int, str]] = []
+        for i, (raw, event) in enumerate(zip(raws, events)):
+            try:
+                decision = label(event)
+                fields: dict[str, Any] = {key: decision.labels}
+                if explain:
+                    fields["label_meta"] = decision.explain()
+                if on_decision is not None:
+                    on_decision(event, decision)
+                lines.append(splice_fields(raw, event, fields))
+            except Exception as exc:  # noqa: BLE001 - a front door's last line of defence: never lose a record
+                failed.append((i, str(exc) if isinstance(exc, ActiveLabelError) else f"{type(exc).__name__}: {exc}"))
+        return lines, failed
+
+
+class JsonlFileOutput:
+    """A ``RecordOutput`` into a JSONL sink and a dead-letter sink (``activelabel label``).
+
+    Blocks come from ``JsonlSource.iter_blocks`` as ``((source name, first line number), lines)``,
+    so a dead letter names its file and line.
+    """
+
+    def __init__(self, sink: JsonlSink, dead: DeadLetterSink) -> None:
+        self.sink = sink
+        self.dead = dead
+
+    def write_many(self, where: list[Where], lines: list[bytes]) -> list[tuple[int, str, str]]:
+        self.sink.write_lines(lines)
+        return []
+
+    def dead_letter(self, where: Where, raw: bytes | None, kind: str, reason: str) -> None:
+        (name, first_line), pos = where
+        self.dead.write(source=name, line_no=first_line + pos, raw=raw or b"", kind=kind, reason=reason)
+
+
+def jsonl_blocks(source: JsonlSource) -> Iterable[Block]:
+    """A JSONL source's blocks in the shape ``RecordLoop.run`` reads (see ``JsonlFileOutput``)."""
+    for name, first_line, lines in source.iter_blocks():
+        yield (name, first_line), lines
+
+
+__all__ = ["CHUNK_RECORDS", "Block", "BulkLabeler", "EventLabeler", "JsonlFileOutput", "PerEventLabeler", "RecordCounts", "RecordLoop", "RecordOutput", "Where",
+           "as_bulk", "jsonl_blocks", "splice_each"]
