@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from itertools import product
 from typing import Any, Literal
 
-from activelabel.cel._ast import Call, CreateList, Expr, Ident, Select, select_path
-from activelabel.cel._ast import Literal as CelLiteral
+from activelabel.cel.ast import Call, CreateList, Expr, Ident, Select, select_path
+from activelabel.cel.ast import Literal as CelLiteral
 from activelabel.engine.plan import Plan, RulePlan
 
 #: Runs shorter than this stay an if/elif chain (a lookup has a fixed cost).
