@@ -10,7 +10,8 @@
     ├── SinkError               a sink could not be written
     ├── ModelError              a model artifact failed to load or predict
     ├── StoreError              the decision / ground-truth store failed
-    └── FeedbackError           ground truth refused (unknown id, label or value)
+    ├── FeedbackError           ground truth refused (unknown id, label or value)
+    └── PseudonymKeyError       a named pseudonym key is missing, unreadable or too short
 
 Third-party errors are translated at the boundary: ``raise X(...) from exc``.
 """
@@ -122,6 +123,13 @@ class FeedbackError(ActiveLabelError):
     """Ground truth was refused: unknown id, unknown label, or a value outside the label's type."""
 
 
+class PseudonymKeyError(ActiveLabelError):
+    """A pseudonym key was named (``--pseudonym-key-file``, ``ACTIVELABEL_PSEUDONYM_KEY``) but cannot be used.
+
+    Raised at start: nothing ever falls back to clear text or an unkeyed hash.
+    """
+
+
 __all__ = [
     "ActiveLabelError",
     "CELError",
@@ -132,6 +140,7 @@ __all__ = [
     "ModelError",
     "PolicyError",
     "PolicyIssue",
+    "PseudonymKeyError",
     "SinkError",
     "SourceError",
     "StoreError",
