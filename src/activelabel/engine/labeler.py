@@ -16,6 +16,7 @@ from activelabel.engine.decision import Decision
 from activelabel.engine.exact import Candidate, LabelOutcome, decide_label, decide_rule, resolve
 from activelabel.engine.plan import Plan, compile_plan
 from activelabel.errors import InputError, PolicyError, PolicyIssue
+from activelabel.governance.sensitivity import is_sensitive
 from activelabel.policy import Policy, load_policy
 
 if TYPE_CHECKING:
@@ -314,7 +315,7 @@ class Labeler:
                     {"source": table[c.source_idx][0], "value": c.value, "confidence": c.confidence}
                     for c in outcome.candidates
                 ],
-                "errors": [{"source": table[i][0], "error": msg if lp.spec.sensitivity in ("public", "internal") else "evaluation failed"} for i, msg in outcome.errors],
+                "errors": [{"source": table[i][0], "error": msg if not is_sensitive(lp.spec.sensitivity) else "evaluation failed"} for i, msg in outcome.errors],
             }
             if lp.guard is not None and not lp.tracks_distinct and name in decision.labels and decision.labels[name] == lp.spec.overflow and outcome.value != lp.spec.overflow:
                 entry["overflowed"] = True

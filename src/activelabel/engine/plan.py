@@ -14,6 +14,7 @@ from typing import Any
 from activelabel import cel
 from activelabel.engine.cardinality import CardinalityGuard, DistinctTracker
 from activelabel.errors import CELEvalError, PolicyError, PolicyIssue
+from activelabel.governance.sensitivity import is_sensitive
 from activelabel.policy import Policy
 
 #: Distinct values of an unguarded free-form label are tracked up to this many.
@@ -72,7 +73,7 @@ def check_value(spec: Any, value: Any) -> Any:
     if t == "enum":
         if cls is str and value in spec.values:
             return value
-        raise RuleValueError(f"value {value!r} is not one of {list(spec.values)}" if spec.sensitivity in ("public", "internal") else "value is not in the label's enum")
+        raise RuleValueError(f"value {value!r} is not one of {list(spec.values)}" if not is_sensitive(spec.sensitivity) else "value is not in the label's enum")
     if t == "string":
         if isinstance(value, str):
             return str(value)

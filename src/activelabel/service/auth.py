@@ -8,8 +8,9 @@ A token table maps each token to what it may do::
 
 Keys are either the token itself or ``sha256:<hex digest of the token>`` so the
 file need not hold usable secrets. Scopes: ``label`` (label endpoints and every
-front door), ``feedback``, ``admin`` (policy reload). Clearance ``secret`` lets
-a caller see labels declared ``sensitivity: secret``.
+front door), ``feedback``, ``admin`` (policy reload). Clearance ``pii`` lets a
+caller see labels declared ``sensitivity: pii`` in clear, ``secret`` those and
+``secret`` ones; without a clearance they get the label's ``protect:`` treatment.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import yaml
 from activelabel.errors import ActiveLabelError
 
 SCOPES = frozenset({"label", "feedback", "admin"})
-CLEARANCES = frozenset({"secret"})
+CLEARANCES = frozenset({"pii", "secret"})
 
 
 class AuthConfigError(ActiveLabelError):

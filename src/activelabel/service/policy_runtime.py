@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from activelabel.errors import ActiveLabelError, PolicyError, PolicyIssue
+from activelabel.governance.protect import Protector
+from activelabel.governance.sensitivity import DEFAULT_CLEARANCE, Sensitivity, SensitivityRegistry
 from activelabel.observability.labeler_stats import StatsTotals, totals_from_stats
 
 log = logging.getLogger("activelabel.service.reload")
-
-PROTECTED_SENSITIVITIES = frozenset({"pii", "secret"})
 
 LabelerLoader = Callable[[Path], Any]
 
@@ -32,9 +32,15 @@ class NotReadyError(ActiveLabelError):
     """No policy has been loaded yet."""
 
 
-def _sensitivity_of(spec: Any) -> str:
-    value = getattr(spec, "sensitivity", None) or "public"
-    return str(getattr(value, "value", value)).lower()
+_default_protector: Protector | None = None
+
+
+def default_protector() -> Protector:
+    """The protector of SDK hooks given no other: keys from ``$ACTIVELABEL_PSEUDONYM_KEY`` (read once)."""
+    global _default_protector
+    if _default_protector is None:
+        _default_protector = Protector.configured()
+    return _default_protector
 
 
 def _failed(result: Any) -> bool:
@@ -92,12 +98,17 @@ class PolicySnapshot:
     sensitivity: dict[str, str]
     secret_labels: frozenset[str]
     protected_labels: frozenset[str]
+    registry: SensitivityRegistry
+    """What each label's sensitivity allows (`activelabel.governance.sensitivity`)."""
+    protector: Protector
+    """Pseudonymizes and masks labels for callers not cleared for them."""
 
     @classmethod
-    def of(cls, labeler: Any) -> PolicySnapshot:
+    def of(cls, labeler: Any, protector: Protector | None = None) -> PolicySnapshot:
         policy = labeler.policy
         labels = dict(getattr(policy, "labels", {}) or {})
-        sensitivity = {name: _sensitivity_of(spec) for name, spec in labels.items()}
+        registry = SensitivityRegistry.of_labels(labels)
+        sensitivity = {name: str(registry.sensitivity(name)) for name in labels}
         metadata = getattr(policy, "metadata", None)
         name = getattr(policy, "name", None) or getattr(metadata, "name", None)
         if name is None and isinstance(metadata, dict):
@@ -108,8 +119,11 @@ class PolicySnapshot:
             version=str(labeler.version),
             label_names=tuple(labels),
             sensitivity=sensitivity,
-            secret_labels=frozenset(n for n, s in sensitivity.items() if s == "secret"),
-            protected_labels=frozenset(n for n, s in sensitivity.items() if s in PROTECTED_SENSITIVITIES),
+            secret_labels=registry.names(Sensitivity.SECRET),
+            # Values a default reader may not see: never quoted in messages.
+            protected_labels=registry.above(DEFAULT_CLEARANCE),
+            registry=registry,
+            protector=protector if protector is not None else default_protector(),
         )
 
 
@@ -155,8 +169,10 @@ class PolicyRuntime:
         *,
         loader: LabelerLoader = load_checked_labeler,
         on_reload: Callable[[ReloadOutcome], None] | None = None,
+        protector: Protector | None = None,
     ) -> None:
         self.policy_path = Path(policy_path)
+        self.protector = protector
         self._loader = loader
         self._on_reload = on_reload
         self._snapshot: PolicySnapshot | None = None
@@ -197,7 +213,7 @@ class PolicyRuntime:
             old = self._snapshot
             old_version = old.version if old else None
             try:
-                candidate = PolicySnapshot.of(self._loader(self.policy_path))
+                candidate = PolicySnapshot.of(self._loader(self.policy_path), self.protector)
             except PolicyError as exc:
                 outcome = ReloadOutcome(
                     False, trigger, old_version, getattr(exc, "candidate_version", None), [issue_as_json(i) for i in exc.issues]

@@ -80,7 +80,7 @@ class LabelingSpanProcessor(SpanProcessor):
         snapshot = self._snapshot()
         try:
             decision = snapshot.labeler.label(event_of_span(span))
-            labels = visible_labels(decision.labels, snapshot.secret_labels, self._caller)
+            labels = visible_labels(decision.labels, snapshot, self._caller)
         except Exception as exc:  # noqa: BLE001 - a labeling bug must not lose the span
             log.error("span labeling failed: %s", type(exc).__name__)
             if self.metrics is not None:
