@@ -525,7 +525,9 @@ class FileBuilder:
         name = self.string(m, "name", "an enricher")
         what = f"enricher `{name}`" if name else "an enricher"
         pending = Pending(spec=None, locs={"enricher": m.loc})
-        self.keys(m, ENRICHER_KEYS, ("name", "type", "file", "key"), what)
+        # `type: pii` scans a field and reads no file.
+        is_pii = isinstance(m.get("type"), YScalar) and m.get("type").value == "pii"  # type: ignore[union-attr]
+        self.keys(m, ENRICHER_KEYS, ("name", "type", "key") if is_pii else ("name", "type", "file", "key"), what)
         name_node = m.get("name")
         if name is not None and name_node is not None:
             pending.locs["name"] = name_node.loc
@@ -567,6 +569,17 @@ class FileBuilder:
             for k in ("table", "key_column"):
                 if k in m:
                     self.rep.add(f"`{k}` is only for sqlite files ({what} reads {fmt})", m.entries[k][0].loc)
+        if etype == "pii":
+            for k in ("file", "format", "key_field", "table", "key_column"):
+                if k in m:
+                    self.rep.add(f"`{k}` is not used by pii {what} (it scans `key`)", m.entries[k][0].loc)
+            if name is not None and key is not None:
+                pending.spec = EnricherSpec(
+                    name=name, type="pii", file="", path=self.base_dir, format="", key=key,
+                    description=self.string(m, "description", what), loc=m.loc,
+                )  # fmt: skip
+                self.doc.enrichers.append(pending)
+            return
         if name is None or etype is None or file_text is None or fmt is None or key is None:
             return
         pending.spec = EnricherSpec(

@@ -143,7 +143,7 @@ def _load(text: str, file: str, base_dir: Path, key: Path | None, rep: Reporter)
     dependencies = tuple(
         dict.fromkeys(
             [*read_paths]
-            + [e.path.resolve() for e in policy_parts["enrichers"]]
+            + [e.path.resolve() for e in policy_parts["enrichers"] if e.type != "pii"]
             + [m.path.resolve() for m in policy_parts["models"]]
         )
     )

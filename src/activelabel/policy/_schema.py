@@ -87,7 +87,7 @@ def policy_json_schema() -> dict[str, Any]:
             "description": _TEXT,
         },
         ENRICHER_KEYS,
-        ("name", "type", "file", "key"),
+        ("name", "type", "key"),
     )
     model = _object(
         {

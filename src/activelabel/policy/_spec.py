@@ -22,7 +22,7 @@ LABEL_TYPES = ("enum", "bool", "string", "int", "float", "bucket")
 RESOLVE_MODES = ("first_match", "max_confidence", "vote")
 SENSITIVITIES = ("public", "internal", "pii", "secret")
 MODEL_TYPES = ("sklearn", "onnx", "river")
-ENRICHER_TYPES = ("lookup", "cidr")
+ENRICHER_TYPES = ("lookup", "cidr", "pii")
 LOOKUP_FORMATS = ("csv", "json", "jsonl", "sqlite")
 RESERVED_NAMES = ("event", "labels", "now")
 API_VERSION = "activelabel/v1"
@@ -131,7 +131,7 @@ class EnricherSpec:
         from activelabel.enrich import build_enricher, read_table
 
         rows = self._rows
-        if rows is None or reload:
+        if self.type != "pii" and (rows is None or reload):
             rows = read_table(self)
         return build_enricher(self.type, self.name, rows)
 
