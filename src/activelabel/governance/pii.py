@@ -190,7 +190,8 @@ _BUILTIN = (
     _d("JWT", r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{8,}", _jwt),
     _d("IP_ADDRESS", r"\b(?:\d{1,3}\.){3}\d{1,3}\b", _ipv4),
     _d("IP_ADDRESS", r"(?i)(?:\b[0-9a-f]{1,4}|:)(?::[0-9a-f]{0,4}){2,7}(?:\b|::)", _ipv6),
-    _d("PHONE_NUMBER", r"(?:\+\d{1,3}[ .-]?)?\(?\b\d{2,4}\)?[ .-]\d{3,4}[ .-]\d{3,4}\b|\+[1-9]\d{7,14}\b", _phone),
+    # International numbers need their "+"; national ones the NANP shape (a bare run of digit groups is too often an id).
+    _d("PHONE_NUMBER", r"\+\d{1,3}[ .-]?\(?\d{1,4}\)?(?:[ .-]?\d{2,4}){2,4}\b|\(\d{3}\) ?\d{3}[-.]\d{4}\b|\b\d{3}[-.]\d{3}[-.]\d{4}\b", _phone),
     _d("API_KEY", r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b", None, 0.8),
     _d("API_KEY", r"\bgh[pousr]_[A-Za-z0-9]{36}\b", None, 0.8),
     _d("API_KEY", r"\bxox[baprs]-[A-Za-z0-9-]{10,}\b", None, 0.8),
