@@ -184,7 +184,8 @@ def _d(entity: str, pattern: str, check: Callable[[str], float | None] | None = 
 
 _BUILTIN = (
     _d("EMAIL_ADDRESS", r"\b[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}\.)+[A-Za-z]{2,24}\b", _email),
-    _d("CREDIT_CARD", r"\b\d(?:[ -]?\d){12,18}\b", _card),
+    # Group 1 is the finding: a digit run glued to a word by - or _ (HDFS's blk_-160899...) is an id, not a card.
+    _d("CREDIT_CARD", r"(?:^|[^\w-])(\d(?:[ -]?\d){12,18})\b", _card),
     _d("IBAN_CODE", r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b", _iban),
     _d("US_SSN", r"\b\d{3}-\d{2}-\d{4}\b", _ssn),
     _d("JWT", r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{8,}", _jwt),
@@ -243,9 +244,10 @@ class PiiScanner:
             self.scanned += 1
         found: list[RecognizerResult] = []
         for det in self._detectors:
+            group = 1 if det.regex.groups else 0
             for m in det.regex.finditer(text):
-                start, end = m.start(), m.end()
-                score = det.check(m.group()) if det.check is not None else det.score
+                start, end = m.start(group), m.end(group)
+                score = det.check(m.group(group)) if det.check is not None else det.score
                 if score is not None:
                     found.append(RecognizerResult(det.entity, start, end, score))
         return _resolve(found)
