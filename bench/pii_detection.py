@@ -137,7 +137,7 @@ def gen_jwt(rng: random.Random) -> str:
 
 def gen_api_key(rng: random.Random) -> str:
     alnum = string.ascii_letters + string.digits
-    r = lambda n, chars=alnum: "".join(rng.choice(chars) for _ in range(n))  # noqa: E731
+    r = lambda n, chars=alnum: "".join(rng.choice(chars) for _ in range(n))
     return rng.choice([
         "AKIA" + r(16, string.ascii_uppercase + string.digits), "ghp_" + r(36), "sk_live_" + r(24),
         "xoxb-" + _digits(rng, 12) + "-" + r(24), "AIza" + r(35, alnum + "_-"), "api_key=" + r(32),

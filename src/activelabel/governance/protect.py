@@ -97,10 +97,10 @@ def load_keys(key_file: str | os.PathLike[str] | None = None, env: Mapping[str, 
             raise PseudonymKeyError(f"pseudonym key file {path} is not UTF-8 text") from None
         return parse_keys(text, str(path))
     environ = os.environ if env is None else env
-    text = environ.get(KEY_ENV)
-    if text is None or not text.strip():
+    value = environ.get(KEY_ENV)
+    if value is None or not value.strip():
         return []
-    return parse_keys(text.replace(",", "\n"), f"${KEY_ENV}")
+    return parse_keys(value.replace(",", "\n"), f"${KEY_ENV}")
 
 
 def _warn_stderr(message: str) -> None:

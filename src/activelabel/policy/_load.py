@@ -147,9 +147,9 @@ def _load(text: str, file: str, base_dir: Path, key: Path | None, rep: Reporter)
             + [m.path.resolve() for m in policy_parts["models"]]
         )
     )
-    privacy = {"outputs": outputs, "redact": root_doc.redact, "pii": root_doc.pii or PiiSpec()}
+    pii = root_doc.pii or PiiSpec()
     canonical = canonical_form(root_doc.api_version or API_VERSION, root_doc.kind or KIND, metadata, **policy_parts)
-    canonical.update(privacy_canonical(**privacy))
+    canonical.update(privacy_canonical(outputs, root_doc.redact, pii))
     data, digest = digest_of(canonical)
     version = version_of(digest, metadata)
     return Policy(
@@ -165,5 +165,7 @@ def _load(text: str, file: str, base_dir: Path, key: Path | None, rep: Reporter)
         warnings=tuple(rep.sorted_issues(warnings=True)),
         canonical_json=data,
         **policy_parts,
-        **privacy,
+        outputs=outputs,
+        redact=root_doc.redact,
+        pii=pii,
     )
