@@ -277,3 +277,14 @@ def test_output_guard_is_a_passthrough_when_nothing_is_above_clearance(write_pol
     policy = _policy(write_policy)
     assert OutputGuard.of(policy, door="t", protector=Protector(), clearance="secret").passthrough
     assert not OutputGuard.of(policy, door="t", protector=Protector()).passthrough
+
+
+def test_sensitive_labels_are_refused_as_keys_and_metric_labels(write_policy):
+    """A pii or secret label named as a Kafka key or metric label gets a problem saying what to use instead."""
+    from activelabel.governance.sensitivity import key_use_problems
+
+    registry = SensitivityRegistry.of(_policy(write_policy))
+    problems = key_use_problems(registry, ["tier", "client", "owner"], "a Kafka message key")
+    assert len(problems) == 2
+    assert "`client` is declared pii" in problems[0] and "public or internal" in problems[0]
+    assert key_use_problems(registry, ["tier", "note"], "a metric label") == []

@@ -182,6 +182,23 @@ class SensitivityRegistry:
         return frozenset(n for n, g in self._guards.items() if g.sensitivity == sensitivity)
 
 
+def key_use_problems(registry: SensitivityRegistry, names: Iterable[str], use: str) -> list[str]:
+    """Why labels ``names`` may not be used as ``use`` (a Kafka message key, a metric label): each is above ``internal``.
+
+    A key or a metric label is seen by every reader of the topic or the
+    metrics, whatever their clearance, and cannot be protected after the fact.
+    """
+    problems = []
+    for name in names:
+        level = registry.sensitivity(name)
+        if level > Sensitivity.INTERNAL:
+            problems.append(
+                f"label `{name}` is declared {level} and cannot be used as {use}: every reader sees {use}s in clear; "
+                f"use a label declared public or internal (or a pseudonymized copy set by a rule)"
+            )
+    return problems
+
+
 def protect_value(name: str, value: Any, registry: SensitivityRegistry, clearance: Clearance, protector: Protector) -> Any:
     """``value`` as a reader of ``clearance`` may see it: in clear, treated, or `DROPPED`."""
     guard = registry.guard(name)
