@@ -239,3 +239,14 @@ def test_service_refuses_to_start_with_a_missing_key_file(tmp_path: Path) -> Non
     config = ServiceConfig(pseudonym_key_file=tmp_path / "nope.keys")
     with pytest.raises(PseudonymKeyError, match="cannot read pseudonym key file"):
         create_app(policy, no_auth=True, config=config)
+
+
+def test_serve_stops_at_start_on_an_unusable_key(tmp_path: Path) -> None:
+    """`activelabel serve` with a too-short $ACTIVELABEL_PSEUDONYM_KEY exits 2 with what to do, before serving anything."""
+    policy = tmp_path / "p.yaml"
+    policy.write_text(POLICY, encoding="utf-8")
+    env = {**os.environ, "ACTIVELABEL_PSEUDONYM_KEY": "k1=short"}
+    cmd = [sys.executable, "-m", "activelabel", "serve", "--policy", str(policy), "--no-auth", "--port", "0"]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60, check=False)
+    assert done.returncode == 2
+    assert "at least 32" in done.stderr and "Traceback" not in done.stderr
