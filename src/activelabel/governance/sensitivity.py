@@ -19,6 +19,7 @@ be quoted to a default reader.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import IntEnum
@@ -64,10 +65,9 @@ class Clearance:
     @classmethod
     def of_grants(cls, grants: Iterable[str], floor: Sensitivity = Sensitivity.INTERNAL) -> Clearance:
         """The clearance of a caller granted ``grants`` (e.g. a token's ``clearances: [pii]``): the highest one."""
-        level = floor
-        for grant in grants:
-            level = max(level, Sensitivity.parse(grant))
-        return cls(level)
+        if isinstance(grants, frozenset):
+            return _of_grants(grants, floor)  # per request in the service: remembered
+        return _of_grants(frozenset(grants), floor)
 
     def allows(self, sensitivity: Sensitivity | str) -> bool:
         """Whether a value of ``sensitivity`` may be written in clear for this reader."""
@@ -76,6 +76,14 @@ class Clearance:
 
     def __str__(self) -> str:
         return str(self.level)
+
+
+@functools.lru_cache(maxsize=256)
+def _of_grants(grants: frozenset[str], floor: Sensitivity) -> Clearance:
+    level = floor
+    for grant in grants:
+        level = max(level, Sensitivity.parse(grant))
+    return Clearance(level)
 
 
 # What readers get when nobody said otherwise: ``internal`` (the policy's
@@ -136,10 +144,11 @@ DROPPED: Any = _Dropped()
 class SensitivityRegistry:
     """The sensitivity and treatment of every label of a policy, computed once per load."""
 
-    __slots__ = ("_guards",)
+    __slots__ = ("_above", "_guards")
 
     def __init__(self, guards: Iterable[LabelGuard]) -> None:
         self._guards = {g.name: g for g in guards}
+        self._above = {level: frozenset(n for n, g in self._guards.items() if g.sensitivity > level) for level in Sensitivity}
 
     @classmethod
     def of(cls, policy: Any) -> SensitivityRegistry:
@@ -176,7 +185,7 @@ class SensitivityRegistry:
 
     def above(self, clearance: Clearance) -> frozenset[str]:
         """The labels a reader of ``clearance`` may not see in clear."""
-        return frozenset(n for n, g in self._guards.items() if not clearance.allows(g.sensitivity))
+        return self._above[clearance.level]
 
     def names(self, sensitivity: Sensitivity) -> frozenset[str]:
         return frozenset(n for n, g in self._guards.items() if g.sensitivity == sensitivity)
@@ -216,11 +225,18 @@ def protect_labels(
 
     The fast path (every label cleared) returns a plain copy.
     """
+    hidden = registry.above(clearance)
+    if not hidden:
+        # Still fail closed on names the registry does not know.
+        return {n: v for n, v in labels.items() if n in registry}
     out: dict[str, Any] = {}
     for name, value in labels.items():
-        seen = protect_value(name, value, registry, clearance, protector)
-        if seen is not DROPPED:
-            out[name] = seen
+        if name in hidden:
+            seen = protector.apply(registry._guards[name].treatment, value)
+            if seen is not DROPPED:
+                out[name] = seen
+        elif name in registry:
+            out[name] = value
     return out
 
 
