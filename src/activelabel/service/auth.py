@@ -24,9 +24,11 @@ from typing import Any
 import yaml
 
 from activelabel.errors import ActiveLabelError
+from activelabel.governance.sensitivity import LEVELS, is_sensitive
 
 SCOPES = frozenset({"label", "feedback", "admin"})
-CLEARANCES = frozenset({"pii", "secret"})
+# The grants a token can carry: every level a default reader may not see.
+CLEARANCES = frozenset(level for level in LEVELS if is_sensitive(level))
 
 
 class AuthConfigError(ActiveLabelError):

@@ -9,8 +9,8 @@ attributes ``<prefix><label>``::
         LabelingSpanProcessor(labeler, BatchSpanProcessor(OTLPSpanExporter()))
     )
 
-Rules see the same event as on the OTLP door (see ``otlp_mapping``). ``secret``
-labels are written only when ``clearances`` contains ``"secret"``.
+Rules see the same event as on the OTLP door (see ``otlp_mapping``). Labels
+above ``clearances`` are written as their ``protect:`` treatment (``pii``) or not at all (``secret``).
 """
 
 from __future__ import annotations
