@@ -71,12 +71,13 @@ def test_batch_item_that_is_not_an_object_is_reported_not_dropped(client):
 
 
 def test_secret_label_needs_secret_clearance(client):
-    """A secret label is returned only to a token cleared for secrets; pii goes to any label token."""
+    """A secret label is returned only to a token cleared for secrets; a pii label reaches an uncleared token only protected."""
     event = {"path": "/", "status": 200, "email": "ann@example.com", "key_owner": "team-blue"}
     plain = client.post("/v1/label", json=event, headers=auth("label-token")).json()["labels"]
     cleared = client.post("/v1/label", json=event, headers=auth("secret-token")).json()["labels"]
     assert "api_key_owner" not in plain
-    assert plain["customer_email"] == "ann@example.com"
+    assert plain["customer_email"] != "ann@example.com" and "ann@example.com" not in str(plain)
+    assert cleared["customer_email"] == "ann@example.com"
     assert cleared["api_key_owner"] == "team-blue"
     explained = client.post("/v1/label?explain=true", json=event, headers=auth("label-token")).json()
     assert "api_key_owner" not in explained["label_meta"]["labels"]

@@ -19,6 +19,7 @@
     ├── StoreError              the decision / ground-truth store failed
     ├── FeedbackError           ground truth refused (unknown id, label or value)
     ├── NotReadyError           the service has no policy loaded yet
+    ├── PseudonymKeyError       a named pseudonym key is missing, unreadable or too short
     └── MissingExtraError       a feature needs an optional extra that is not installed (also an ImportError)
 
 Third-party errors are translated at the boundary: ``raise X(...) from exc``
@@ -224,6 +225,13 @@ def config_error(cls: type[_C], exc: ValidationError, what: str) -> _C:
     return cls(f"invalid {what}: " + "; ".join(p.format() for p in problems), problems=problems)
 
 
+class PseudonymKeyError(ActiveLabelError):
+    """A pseudonym key was named (``--pseudonym-key-file``, ``ACTIVELABEL_PSEUDONYM_KEY``) but cannot be used.
+
+    Raised at start: nothing ever falls back to clear text or an unkeyed hash.
+    """
+
+
 __all__ = [
     "ActiveLabelError",
     "AuthConfigError",
@@ -240,6 +248,7 @@ __all__ = [
     "NotReadyError",
     "PolicyError",
     "PolicyIssue",
+    "PseudonymKeyError",
     "RuleValueError",
     "ServiceConfigError",
     "SinkError",

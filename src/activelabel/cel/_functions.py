@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from activelabel.cel._pii_ext import PII_FUNCTIONS
 from activelabel.cel._regex import matches
 from activelabel.cel._strings_ext import STRING_FUNCTIONS
 from activelabel.cel._time import (
@@ -400,10 +401,14 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "_[_]": index,
     **TIME_METHODS,
     **STRING_FUNCTIONS,
+    **PII_FUNCTIONS,
 }
 
 # functions callable as methods (receiver.f(args)) in addition to global form
 METHODS = frozenset({"size", "contains", "startsWith", "endsWith", "matches", *TIME_METHODS, *STRING_FUNCTIONS})
 GLOBAL_ONLY = frozenset({"int", "uint", "double", "string", "bytes", "bool", "dyn", "type", "timestamp", "duration"})
 
-__all__ = ["FUNCTIONS", "METHODS", "NUMERIC", "TYPE_NAMES"]
+# namespaced global functions (``pii.find``): the compiled path calls them directly
+NAMESPACED = frozenset(PII_FUNCTIONS)
+
+__all__ = ["FUNCTIONS", "NAMESPACED", "METHODS", "NUMERIC", "TYPE_NAMES"]

@@ -24,6 +24,7 @@ from activelabel.cel._ast import (
     Select,
 )
 from activelabel.cel._lexer import INT64_MAX, RESERVED, Token, syntax_error, tokenize
+from activelabel.cel._pii_ext import NAMESPACES
 
 MAX_DEPTH = 250
 # Nesting and operator chains are each limited to MAX_DEPTH; combined they could
@@ -219,6 +220,8 @@ class _Parser:
             if not isinstance(var, Ident) or var.name.startswith("."):
                 raise syntax_error(f"{fn}() macro: the first argument must be a simple name", self.text, var.offset)
             return Macro(fn, target, var.name, args[1:], name.offset)
+        if isinstance(target, Ident) and target.name in NAMESPACES:
+            return Call(f"{target.name}.{fn}", args, name.offset)  # a namespaced function: pii.find(x)
         return Call(fn, args, name.offset, target)
 
     def args(self, close: str) -> list[Expr]:

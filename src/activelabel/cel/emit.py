@@ -486,6 +486,9 @@ class PythonEmitter:
             return _Code(f"{impl}({args[0].src})", kind)
         if fn in F.FUNCTIONS and fn in F.METHODS and args:
             return self._method(fn, args[0], args[1:])
+        if fn in F.NAMESPACED:
+            impl = self._install(F.FUNCTIONS[fn], fn)
+            return _Code(f"{impl}({', '.join(a.src for a in args)})", "bool" if fn.endswith(".contains") else None)
         return _Code(self._fallback)
 
     def _macro(self, node: Macro, scope: dict[str, str]) -> _Code:

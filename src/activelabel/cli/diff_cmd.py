@@ -17,6 +17,7 @@ from rich.table import Table
 
 from activelabel.cli._common import err, fail, open_labeler, out
 from activelabel.cli.main import app
+from activelabel.governance.sensitivity import is_sensitive
 from activelabel.sources import JsonlSource, ReadLimits
 from activelabel.sources.jsonl import BadRecord
 
@@ -29,7 +30,7 @@ def shadow_diff(old: Any, new: Any, inputs: list[str], limits: ReadLimits = Read
     changed: Counter[str] = Counter()
     transitions: dict[str, Counter[tuple[str, str]]] = {}
     examples: list[dict[str, Any]] = []
-    hidden = {n for labeler in (old, new) for n, s in labeler.policy.labels.items() if s.sensitivity in ("pii", "secret")}
+    hidden = {n for labeler in (old, new) for n, s in labeler.policy.labels.items() if is_sensitive(s.sensitivity)}
     for item in JsonlSource(inputs, limits):
         if isinstance(item, BadRecord):
             skipped += 1

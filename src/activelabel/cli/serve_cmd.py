@@ -12,7 +12,7 @@ from rich.markup import escape
 
 from activelabel.cli._common import err, fail, print_policy_error
 from activelabel.cli.main import app
-from activelabel.errors import PolicyError
+from activelabel.errors import PolicyError, PseudonymKeyError
 
 
 @app.command()
@@ -87,6 +87,8 @@ def serve(
     except PolicyError as exc:
         print_policy_error(exc)
         raise typer.Exit(1) from exc
+    except PseudonymKeyError as exc:
+        fail(escape(str(exc)), code=2)
     snapshot = service.state.runtime.current
     scheme = "https" if tls_cert else "http"
     logging.getLogger("activelabel.service").info(

@@ -27,6 +27,7 @@ from activelabel.engine.generate import generate
 from activelabel.engine.index import index_plan
 from activelabel.engine.plan import LabelPlan, Plan, RulePlan, compile_plan
 from activelabel.errors import PolicyError, PolicyIssue
+from activelabel.governance.sensitivity import is_sensitive
 from activelabel.policy import Policy
 
 if TYPE_CHECKING:
@@ -193,7 +194,7 @@ class CompiledPolicy:
                     for c in outcome.candidates
                 ],
                 "errors": [{"source": table[i][0],
-                            "error": msg if lp.spec.sensitivity in ("public", "internal") else "evaluation failed"}
+                            "error": msg if not is_sensitive(lp.spec.sensitivity) else "evaluation failed"}
                            for i, msg in outcome.errors],
             }
             if (lp.guard is not None and not lp.tracks_distinct and name in labels

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from activelabel import cel
 from activelabel.engine.cardinality import CardinalityGuard, DistinctTracker
 from activelabel.errors import PolicyError, PolicyIssue, RuleValueError
+from activelabel.governance.sensitivity import is_sensitive
 from activelabel.policy import EnricherSpec, Expr, LabelSpec, Policy, RuleSpec, label_types
 
 if TYPE_CHECKING:
@@ -72,7 +73,7 @@ def check_value(spec: LabelSpec, value: Any) -> Any:
     if fitted is not label_types.NO_FIT:
         return fitted
     if spec.type == "enum":
-        raise RuleValueError(f"value {value!r} is not one of {list(spec.values or ())}" if spec.sensitivity in ("public", "internal") else "value is not in the label's enum")
+        raise RuleValueError(f"value {value!r} is not one of {list(spec.values or ())}" if not is_sensitive(spec.sensitivity) else "value is not in the label's enum")
     raise RuleValueError(f"a {value.__class__.__name__} value does not fit label {spec.name!r} of type {spec.type}")
 
 

@@ -275,4 +275,8 @@ def build_enricher(kind: str, name: str, rows: Mapping[str, Mapping[str, Any]]) 
         from ._cidr import CidrEnricher
 
         return CidrEnricher(name, rows)
-    raise EnricherError(f"unknown enricher type `{kind}`", suggestion="use lookup or cidr")
+    if kind == "pii":
+        from ._pii import PiiEnricher
+
+        return PiiEnricher(name)
+    raise EnricherError(f"unknown enricher type `{kind}`", suggestion="use lookup, cidr or pii")

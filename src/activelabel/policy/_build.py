@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _cel
+from ._privacy import build_outputs, build_pii, build_protect, build_redact
 from ._report import Reporter
 from ._spec import (
     API_VERSION,
@@ -31,7 +32,10 @@ from ._spec import (
     LabelSpec,
     Metadata,
     ModelSpec,
+    OutputsSpec,
+    PiiSpec,
     PolicyTest,
+    RedactSpec,
     RuleSpec,
 )
 from ._suggest import did_you_mean
@@ -44,11 +48,11 @@ CEL_RESERVED = frozenset(
     ["as", "break", "const", "continue", "else", "false", "for", "function", "if", "import", "in", "let", "loop", "package", "namespace", "null", "return", "true", "var", "void", "while"]
 )
 
-TOP_KEYS = ("apiVersion", "kind", "metadata", "include", "labels", "enrichers", "rules", "tests", "models")
+TOP_KEYS = ("apiVersion", "kind", "metadata", "include", "labels", "enrichers", "rules", "tests", "models", "outputs", "redact", "pii")
 METADATA_KEYS = ("name", "version", "owner", "description")
 LABEL_KEYS = (
     "type", "values", "default", "description", "owner", "sensitivity",
-    "max_cardinality", "overflow", "window", "resolve", "from", "bounds",
+    "max_cardinality", "overflow", "window", "resolve", "from", "bounds", "protect",
 )  # fmt: skip
 RULE_KEYS = ("id", "label", "value", "value_expr", "when", "confidence", "description")
 ENRICHER_KEYS = ("name", "type", "file", "format", "key", "key_field", "table", "key_column", "description")
@@ -93,6 +97,10 @@ class FileDoc:
     tests: list[Pending] = field(default_factory=list)
     # names of every enricher entry, even incomplete ones, so rules using them are not also reported
     enricher_names: list[str] = field(default_factory=list)
+    # the privacy sections (`_privacy`); read from the top-level file only
+    outputs: OutputsSpec | None = None
+    redact: RedactSpec | None = None
+    pii: PiiSpec | None = None
 
 
 class FileBuilder:
@@ -308,7 +316,18 @@ class FileBuilder:
             seq = self.sequence(root.get(section), f"`{section}`")
             for item in seq or ():
                 method(item)
+        self.privacy_sections(root, is_root)
         return doc
+
+    def privacy_sections(self, root: YMap, is_root: bool) -> None:
+        for key in ("outputs", "redact", "pii"):
+            if key in root.entries and not is_root:
+                self.rep.add(f"`{key}` belongs in the top-level policy file, not in an include", root.entries[key][0].loc)
+        if not is_root:
+            return
+        self.doc.outputs = build_outputs(self, root.get("outputs"))
+        self.doc.pii = build_pii(self, root.get("pii"))
+        self.doc.redact = build_redact(self, root.get("redact"), self.doc.pii)
 
     def label(self, name: Any, knode: YScalar, node: YNode) -> None:
         if not isinstance(name, str) or not IDENTIFIER.match(name):
@@ -367,6 +386,7 @@ class FileBuilder:
             description=self.string(m, "description", what),
             owner=self.string(m, "owner", what),
             sensitivity=self.choice(m, "sensitivity", SENSITIVITIES, what) or "internal",
+            protect=build_protect(self, m.get("protect"), what),
             max_cardinality=int(max_card) if max_card is not None else None,
             overflow=overflow if overflow is not None else "__other__",
             window=float(window) if window is not None else None,
@@ -505,7 +525,9 @@ class FileBuilder:
         name = self.string(m, "name", "an enricher")
         what = f"enricher `{name}`" if name else "an enricher"
         pending = Pending(spec=None, locs={"enricher": m.loc})
-        self.keys(m, ENRICHER_KEYS, ("name", "type", "file", "key"), what)
+        # `type: pii` scans a field and reads no file.
+        is_pii = isinstance(m.get("type"), YScalar) and m.get("type").value == "pii"  # type: ignore[union-attr]
+        self.keys(m, ENRICHER_KEYS, ("name", "type", "key") if is_pii else ("name", "type", "file", "key"), what)
         name_node = m.get("name")
         if name is not None and name_node is not None:
             pending.locs["name"] = name_node.loc
@@ -547,6 +569,17 @@ class FileBuilder:
             for k in ("table", "key_column"):
                 if k in m:
                     self.rep.add(f"`{k}` is only for sqlite files ({what} reads {fmt})", m.entries[k][0].loc)
+        if etype == "pii":
+            for k in ("file", "format", "key_field", "table", "key_column"):
+                if k in m:
+                    self.rep.add(f"`{k}` is not used by pii {what} (it scans `key`)", m.entries[k][0].loc)
+            if name is not None and key is not None:
+                pending.spec = EnricherSpec(
+                    name=name, type="pii", file="", path=self.base_dir, format="", key=key,
+                    description=self.string(m, "description", what), loc=m.loc,
+                )  # fmt: skip
+                self.doc.enrichers.append(pending)
+            return
         if name is None or etype is None or file_text is None or fmt is None or key is None:
             return
         pending.spec = EnricherSpec(

@@ -12,7 +12,18 @@ from typing import Any
 
 import orjson
 
-from ._spec import EnricherSpec, LabelSpec, Metadata, ModelSpec, PolicyTest, RuleSpec
+from ._spec import (
+    EnricherSpec,
+    LabelSpec,
+    Metadata,
+    ModelSpec,
+    OutputsSpec,
+    PiiSpec,
+    PolicyTest,
+    ProtectSpec,
+    RedactSpec,
+    RuleSpec,
+)
 
 # Fields of the spec dataclasses (policy/_spec.py) that are deliberately NOT part
 # of the canonical form, with the reason. Every other field must change the form
@@ -104,6 +115,8 @@ def canonical_form(
                 "window": lab.window,
                 "from": expr(lab.bucket_from),
                 "bounds": list(lab.bound_texts),
+                # Written only when set, so policies without privacy syntax keep their versions.
+                **({"protect": _protect(lab.protect)} if lab.protect is not None else {}),
             }
             for lab in labels.values()
         ],
@@ -153,6 +166,42 @@ def canonical_form(
         ],
         "tests": [{"name": t.name, "event": t.event, "expect": dict(t.expect)} for t in tests],
     }
+
+
+def _protect(p: ProtectSpec | None) -> dict[str, Any] | None:
+    if p is None:
+        return None
+    return {"with": p.kind, "marker": p.marker, "keep_prefix": p.keep_prefix, "keep_suffix": p.keep_suffix}
+
+
+def privacy_canonical(outputs: OutputsSpec, redact: RedactSpec | None, pii: PiiSpec) -> dict[str, Any]:
+    """The ``outputs``, ``redact`` and ``pii`` sections in canonical form (merged into `canonical_form`'s result).
+
+    A section left at its default is not written, so policies without privacy
+    syntax keep the versions they had before it existed.
+    """
+    out = {
+        "outputs": {"clearance": outputs.clearance},
+        "redact": None
+        if redact is None
+        else {
+            "allowed_keys": list(redact.allowed_keys) if redact.allowed_keys is not None else None,
+            "ignored_keys": list(redact.ignored_keys),
+            "blocked_values": list(redact.blocked_values),
+            "entities": list(redact.entities),
+            "with": redact.treatment,
+            "marker": redact.marker,
+            "summary": redact.summary,
+        },
+        "pii": {
+            "detectors": [{"entity": d.entity, "pattern": d.pattern, "score": d.score} for d in pii.detectors],
+            "max_scan_chars": pii.max_scan_chars,
+            "undeclared_sample": pii.undeclared_sample,
+        },
+    }
+    defaults = {"outputs": OutputsSpec(), "redact": None, "pii": PiiSpec()}
+    given = {"outputs": outputs, "redact": redact, "pii": pii}
+    return {k: v for k, v in out.items() if given[k] != defaults[k]}
 
 
 def _json_default(obj: Any) -> Any:

@@ -12,11 +12,12 @@ from pathlib import Path
 from activelabel.errors import PolicyError
 
 from ._build import FileBuilder, FileDoc
-from ._canonical import canonical_form, digest_of, version_of
+from ._canonical import canonical_form, digest_of, privacy_canonical, version_of
 from ._lint import lint
 from ._merge import Merger
+from ._privacy import check_protect
 from ._report import Reporter
-from ._spec import API_VERSION, KIND, Metadata, Policy
+from ._spec import API_VERSION, KIND, Metadata, OutputsSpec, PiiSpec, Policy
 from ._yaml import Loc, parse_yaml
 
 
@@ -132,6 +133,8 @@ def _load(text: str, file: str, base_dir: Path, key: Path | None, rep: Reporter)
     for doc in docs:
         merged.add(doc)
     merged.check()
+    outputs = root_doc.outputs or OutputsSpec()
+    check_protect(rep, merged.labels, outputs)
     if rep.issues:
         raise PolicyError(issues=rep.sorted_issues())
     lint(merged)
@@ -140,11 +143,13 @@ def _load(text: str, file: str, base_dir: Path, key: Path | None, rep: Reporter)
     dependencies = tuple(
         dict.fromkeys(
             [*read_paths]
-            + [e.path.resolve() for e in policy_parts["enrichers"]]
+            + [e.path.resolve() for e in policy_parts["enrichers"] if e.type != "pii"]
             + [m.path.resolve() for m in policy_parts["models"]]
         )
     )
+    pii = root_doc.pii or PiiSpec()
     canonical = canonical_form(root_doc.api_version or API_VERSION, root_doc.kind or KIND, metadata, **policy_parts)
+    canonical.update(privacy_canonical(outputs, root_doc.redact, pii))
     data, digest = digest_of(canonical)
     version = version_of(digest, metadata)
     return Policy(
@@ -160,4 +165,7 @@ def _load(text: str, file: str, base_dir: Path, key: Path | None, rep: Reporter)
         warnings=tuple(rep.sorted_issues(warnings=True)),
         canonical_json=data,
         **policy_parts,
+        outputs=outputs,
+        redact=root_doc.redact,
+        pii=pii,
     )

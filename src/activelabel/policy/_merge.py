@@ -208,6 +208,9 @@ class Merger:
         from activelabel.enrich import EnricherError, build_enricher, read_table_file
 
         spec: EnricherSpec = p.spec
+        if spec.type == "pii":
+            p.spec = replace(spec, _rows={})  # reads no file
+            return
         try:
             table = read_table_file(
                 spec.path, spec.format, key_field=spec.key_field, table=spec.table, key_column=spec.key_column

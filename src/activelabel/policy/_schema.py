@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ._build import ENRICHER_KEYS, LABEL_KEYS, METADATA_KEYS, MODEL_KEYS, RULE_KEYS, TEST_KEYS, TOP_KEYS
+from ._privacy import DETECTOR_KEYS, OUTPUTS_KEYS, PII_KEYS, PROTECT_KEYS, REDACT_KEYS, REDACT_TREATMENTS
 from ._spec import (
     API_VERSION,
     ENRICHER_TYPES,
@@ -17,6 +18,8 @@ from ._spec import (
     LABEL_TYPES,
     LOOKUP_FORMATS,
     MODEL_TYPES,
+    PROTECT_KINDS,
+    REDACT_SUMMARIES,
     RESOLVE_MODES,
     SENSITIVITIES,
 )
@@ -52,6 +55,7 @@ def policy_json_schema() -> dict[str, Any]:
             "resolve": {"enum": list(RESOLVE_MODES), "default": "first_match"},
             "from": _CEL,
             "bounds": {"type": "array", "items": {"type": "number"}, "minItems": 1},
+            "protect": _protect_schema(),
         },
         LABEL_KEYS,
         ("type",),
@@ -83,7 +87,7 @@ def policy_json_schema() -> dict[str, Any]:
             "description": _TEXT,
         },
         ENRICHER_KEYS,
-        ("name", "type", "file", "key"),
+        ("name", "type", "key"),
     )
     model = _object(
         {
@@ -131,6 +135,7 @@ def policy_json_schema() -> dict[str, Any]:
             "rules": {"type": "array", "items": rule},
             "tests": {"type": "array", "items": test},
             "models": {"type": "array", "items": model},
+            **_privacy_sections(),
         },
         TOP_KEYS,
     )
@@ -139,3 +144,55 @@ def policy_json_schema() -> dict[str, Any]:
         "title": "activelabel policy (activelabel/v1)",
         **root,
     }
+
+
+def _protect_schema() -> dict[str, Any]:
+    return {
+        "description": "what outputs not cleared for the label write instead of its value",
+        "oneOf": [
+            {"enum": list(PROTECT_KINDS)},
+            _object(
+                {
+                    "with": {"enum": list(PROTECT_KINDS)},
+                    "marker": _TEXT,
+                    "keep_prefix": {"type": "integer", "minimum": 0},
+                    "keep_suffix": {"type": "integer", "minimum": 0},
+                },
+                PROTECT_KEYS,
+                ("with",),
+            ),
+        ],
+    }
+
+
+def _privacy_sections() -> dict[str, Any]:
+    strings = {"type": "array", "items": {"type": "string", "minLength": 1}}
+    detector = _object(
+        {"entity": {"type": "string", "pattern": "^[A-Za-z0-9_]+$"}, "pattern": {"type": "string", "description": "RE2"}, "score": _UNIT},
+        DETECTOR_KEYS,
+        ("entity", "pattern"),
+    )
+    return {
+        "outputs": _object({"clearance": {"enum": list(SENSITIVITIES), "default": "internal"}}, OUTPUTS_KEYS),
+        "redact": _object(
+            {
+                "allowed_keys": strings,
+                "ignored_keys": strings,
+                "blocked_values": {**strings, "description": "RE2 patterns"},
+                "entities": strings,
+                "with": {"enum": list(REDACT_TREATMENTS), "default": "mask"},
+                "marker": _TEXT,
+                "summary": {"enum": list(REDACT_SUMMARIES), "default": "silent"},
+            },
+            REDACT_KEYS,
+        ),
+        "pii": _object(
+            {
+                "detectors": {"type": "array", "items": detector},
+                "max_scan_chars": {"type": "integer", "minimum": 1},
+                "undeclared_sample": _UNIT,
+            },
+            PII_KEYS,
+        ),
+    }
+

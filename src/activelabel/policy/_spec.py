@@ -23,7 +23,7 @@ LABEL_TYPES = label_types.LABEL_TYPES
 RESOLVE_MODES = ("first_match", "max_confidence", "vote")
 SENSITIVITIES = ("public", "internal", "pii", "secret")
 MODEL_TYPES = ("sklearn", "onnx", "river")
-ENRICHER_TYPES = ("lookup", "cidr")
+ENRICHER_TYPES = ("lookup", "cidr", "pii")
 LOOKUP_FORMATS = ("csv", "json", "jsonl", "sqlite")
 RESERVED_NAMES = ("event", "labels", "now")
 API_VERSION = "activelabel/v1"
@@ -66,6 +66,7 @@ class LabelSpec:
     description: str | None = None
     owner: str | None = None
     sensitivity: str = "internal"
+    protect: ProtectSpec | None = None  # None: the sensitivity's default treatment (activelabel.governance)
     max_cardinality: int | None = None
     overflow: str = "__other__"
     window: float | None = None
@@ -128,7 +129,7 @@ class EnricherSpec:
         from activelabel.enrich import build_enricher, read_table
 
         rows = self._rows
-        if rows is None or reload:
+        if self.type != "pii" and (rows is None or reload):
             rows = read_table(self)
         return build_enricher(self.type, self.name, rows)
 
@@ -193,6 +194,12 @@ class Policy:
     warnings: tuple[PolicyIssue, ...] = ()
     """Things that load but look unintended (a rule that never applies, a label nothing sets...)."""
     canonical_json: bytes = field(default=b"", repr=False)
+    outputs: OutputsSpec = field(default_factory=lambda: OutputsSpec())
+    """``outputs:`` - the default clearance of every output that does not set its own."""
+    redact: RedactSpec | None = None
+    """``redact:`` - redaction of events on their way out (None: events leave as labeled)."""
+    pii: PiiSpec = field(default_factory=lambda: PiiSpec())
+    """``pii:`` - user-defined detectors and scan limits."""
 
     def __repr__(self) -> str:
         return (
@@ -222,3 +229,63 @@ class Policy:
 def value_fits(label: LabelSpec, value: Any) -> bool:
     """Whether ``value`` is a valid constant for ``label`` (kept for callers; see `label_types.label_fits`)."""
     return label_types.label_fits(label, value)
+
+
+# ---- privacy: `protect:` of a label, `outputs:`, `redact:` and `pii:` sections ----
+
+PROTECT_KINDS = ("pseudonymize", "mask", "drop", "keep")
+REDACT_SUMMARIES = ("silent", "info")
+DEFAULT_MARKER = "[masked]"
+DEFAULT_MAX_SCAN_CHARS = 65536
+
+
+@dataclass(frozen=True)
+class ProtectSpec:
+    """A label's ``protect:``: what an output not cleared for it writes instead of the value."""
+
+    kind: str
+    marker: str = DEFAULT_MARKER
+    keep_prefix: int = 0
+    keep_suffix: int = 0
+    loc: Loc = field(default=Loc("", 0, 0), compare=False)
+
+
+@dataclass(frozen=True)
+class OutputsSpec:
+    """``outputs: {clearance: internal}`` - what outputs without their own clearance may show in clear."""
+
+    clearance: str = "internal"
+    loc: Loc = field(default=Loc("", 0, 0), compare=False)
+
+
+@dataclass(frozen=True)
+class DetectorSpec:
+    """A user-defined PII detector: an RE2 pattern reported as ``entity`` with ``score``."""
+
+    entity: str
+    pattern: str
+    score: float = 0.5
+    loc: Loc = field(default=Loc("", 0, 0), compare=False)
+
+
+@dataclass(frozen=True)
+class PiiSpec:
+    """``pii:`` - user-defined detectors, the scan limit per field, the undeclared-PII sample rate."""
+
+    detectors: tuple[DetectorSpec, ...] = ()
+    max_scan_chars: int = DEFAULT_MAX_SCAN_CHARS
+    undeclared_sample: float = 1.0
+
+
+@dataclass(frozen=True)
+class RedactSpec:
+    """``redact:``, after the OTel Collector's redaction processor (see docs/policy.md)."""
+
+    allowed_keys: tuple[str, ...] | None = None
+    ignored_keys: tuple[str, ...] = ()
+    blocked_values: tuple[str, ...] = ()
+    entities: tuple[str, ...] = ()
+    treatment: str = "mask"
+    marker: str = "[redacted]"
+    summary: str = "silent"
+    loc: Loc = field(default=Loc("", 0, 0), compare=False)

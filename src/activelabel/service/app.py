@@ -28,6 +28,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from activelabel.errors import PolicyError, PolicyIssue
+from activelabel.governance.protect import Protector
 from activelabel.observability.metrics import LabelerStatsCollector, ServiceMetrics
 from activelabel.service import routes_core, routes_edge, routes_otlp
 from activelabel.service._http import Authenticator, HttpError
@@ -88,7 +89,9 @@ def create_app(
         if tokens_source is not None:
             _rotate_tokens(state, tokens_source)
 
-    runtime = PolicyRuntime(policy_path, loader=loader, on_reload=on_reload)
+    # A named key that is missing or unreadable stops the service here, before it serves anything.
+    protector = Protector.configured(config.pseudonym_key_file)
+    runtime = PolicyRuntime(policy_path, loader=loader, on_reload=on_reload, protector=protector)
     first = runtime.reload("start")
     if not first.accepted:
         raise PolicyError(issues=[PolicyIssue(**issue_fields(e)) for e in first.errors])

@@ -8,8 +8,9 @@ A token table maps each token to what it may do::
 
 Keys are either the token itself or ``sha256:<hex digest of the token>`` so the
 file need not hold usable secrets. Scopes: ``label`` (label endpoints and every
-front door), ``feedback``, ``admin`` (policy reload). Clearance ``secret`` lets
-a caller see labels declared ``sensitivity: secret``.
+front door), ``feedback``, ``admin`` (policy reload). Clearance ``pii`` lets a
+caller see labels declared ``sensitivity: pii`` in clear, ``secret`` those and
+``secret`` ones; without a clearance they get the label's ``protect:`` treatment.
 """
 
 from __future__ import annotations
@@ -23,9 +24,11 @@ from typing import Any
 import yaml
 
 from activelabel.errors import AuthConfigError as AuthConfigError
+from activelabel.governance.sensitivity import LEVELS, is_sensitive
 
 SCOPES = frozenset({"label", "feedback", "admin"})
-CLEARANCES = frozenset({"secret"})
+# The grants a token can carry: every level a default reader may not see.
+CLEARANCES = frozenset(level for level in LEVELS if is_sensitive(level))
 
 
 @dataclass(frozen=True)

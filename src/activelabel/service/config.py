@@ -83,6 +83,8 @@ class ServiceConfig(_Strict):
     """Reload the policy when its file changes (in addition to SIGHUP and the reload endpoint)."""
     tokens_env: str = "ACTIVELABEL_TOKENS"
     """Environment variable holding the token table (YAML or JSON) when ``--tokens`` is not given."""
+    pseudonym_key_file: Path | None = None
+    """Pseudonym keys (``<key id>=<secret>`` lines); unset: ``$ACTIVELABEL_PSEUDONYM_KEY``, else pii labels are masked."""
     ext_authz: ExtAuthzConfig = ExtAuthzConfig()
     otlp: OtlpConfig = OtlpConfig()
     admission: AdmissionConfig = AdmissionConfig()

@@ -1,37 +1,41 @@
 """How labels leave the process: who may see them, and how each wire spells them.
 
-``secret`` labels reach only callers cleared for ``secret``. Each front door then
-renders the surviving labels in its own syntax: HTTP header values, OTLP
-attribute values, Kubernetes label values.
+A caller's clearance is the highest of its token's ``clearances`` (``pii``,
+``secret``), ``internal`` without any. Labels above it leave only as their
+``protect:`` treatment (pseudonym, mask) or not at all
+(`activelabel.governance.sensitivity`). Each front door then renders the
+surviving labels in its own syntax: HTTP header values, OTLP attribute
+values, Kubernetes label values.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from activelabel.governance.sensitivity import Clearance, protect_explain, protect_labels
 from activelabel.policy import label_types
 from activelabel.service.auth import Caller
 
-
-def visible_labels(labels: Mapping[str, Any], secret_labels: frozenset[str], caller: Caller) -> dict[str, Any]:
-    """The labels ``caller`` may see: ``secret`` ones only with the ``secret`` clearance."""
-    if not secret_labels or "secret" in caller.clearances:
-        return dict(labels)
-    return {name: value for name, value in labels.items() if name not in secret_labels}
+if TYPE_CHECKING:
+    from activelabel.service.policy_runtime import PolicySnapshot
 
 
-def visible_explain(explain: Mapping[str, Any], secret_labels: frozenset[str], caller: Caller) -> dict[str, Any]:
-    """``Decision.explain()`` without the entries of labels the caller may not see."""
-    if not secret_labels or "secret" in caller.clearances:
-        return dict(explain)
-    out = dict(explain)
-    per_label = explain.get("labels")
-    if isinstance(per_label, Mapping):
-        out["labels"] = {n: v for n, v in per_label.items() if n not in secret_labels}
-    return out
+def clearance_of(caller: Caller) -> Clearance:
+    """The caller's clearance: its highest granted level, ``internal`` when it has none."""
+    return Clearance.of_grants(caller.clearances)
+
+
+def visible_labels(labels: Mapping[str, Any], snapshot: PolicySnapshot, caller: Caller) -> dict[str, Any]:
+    """The labels as ``caller`` may see them: in clear up to its clearance, treated or left out above it."""
+    return protect_labels(labels, snapshot.registry, clearance_of(caller), snapshot.protector)
+
+
+def visible_explain(explain: Mapping[str, Any], snapshot: PolicySnapshot, caller: Caller) -> dict[str, Any]:
+    """``Decision.explain()`` with the values of labels above the caller's clearance treated (or the entry left out)."""
+    return protect_explain(explain, snapshot.registry, clearance_of(caller), snapshot.protector)
 
 
 text_of = label_types.value_text

@@ -20,21 +20,27 @@ from typing import TYPE_CHECKING, Any
 
 from activelabel.errors import ActiveLabelError, PolicyError, PolicyIssue
 from activelabel.errors import NotReadyError as NotReadyError
+from activelabel.governance.protect import Protector
+from activelabel.governance.sensitivity import DEFAULT_CLEARANCE, Sensitivity, SensitivityRegistry
 from activelabel.observability.labeler_stats import StatsTotals, totals_from_stats
 
 if TYPE_CHECKING:
     from activelabel.engine import Labeler, PolicyTestResult
-    from activelabel.policy import LabelSpec
 
 log = logging.getLogger("activelabel.service.reload")
-
-PROTECTED_SENSITIVITIES = frozenset({"pii", "secret"})
 
 LabelerLoader = Callable[[Path], "Labeler"]
 
 
-def _sensitivity_of(spec: LabelSpec) -> str:
-    return (spec.sensitivity or "public").lower()
+_default_protector: Protector | None = None
+
+
+def default_protector() -> Protector:
+    """The protector of SDK hooks given no other: keys from ``$ACTIVELABEL_PSEUDONYM_KEY`` (read once)."""
+    global _default_protector
+    if _default_protector is None:
+        _default_protector = Protector.configured()
+    return _default_protector
 
 
 def load_checked_labeler(path: Path, *, track_conflicts: bool = True) -> Labeler:
@@ -84,12 +90,17 @@ class PolicySnapshot:
     sensitivity: dict[str, str]
     secret_labels: frozenset[str]
     protected_labels: frozenset[str]
+    registry: SensitivityRegistry
+    """What each label's sensitivity allows (`activelabel.governance.sensitivity`)."""
+    protector: Protector
+    """Pseudonymizes and masks labels for callers not cleared for them."""
 
     @classmethod
-    def of(cls, labeler: Labeler) -> PolicySnapshot:
+    def of(cls, labeler: Labeler, protector: Protector | None = None) -> PolicySnapshot:
         policy = labeler.policy
         labels = policy.labels
-        sensitivity = {name: _sensitivity_of(spec) for name, spec in labels.items()}
+        registry = SensitivityRegistry.of_labels(labels)
+        sensitivity = {name: str(registry.sensitivity(name)) for name in labels}
         name = policy.metadata.name
         return cls(
             labeler=labeler,
@@ -97,8 +108,11 @@ class PolicySnapshot:
             version=str(labeler.version),
             label_names=tuple(labels),
             sensitivity=sensitivity,
-            secret_labels=frozenset(n for n, s in sensitivity.items() if s == "secret"),
-            protected_labels=frozenset(n for n, s in sensitivity.items() if s in PROTECTED_SENSITIVITIES),
+            secret_labels=registry.names(Sensitivity.SECRET),
+            # Values a default reader may not see: never quoted in messages.
+            protected_labels=registry.above(DEFAULT_CLEARANCE),
+            registry=registry,
+            protector=protector if protector is not None else default_protector(),
         )
 
 
@@ -144,8 +158,10 @@ class PolicyRuntime:
         *,
         loader: LabelerLoader = load_checked_labeler,
         on_reload: Callable[[ReloadOutcome], None] | None = None,
+        protector: Protector | None = None,
     ) -> None:
         self.policy_path = Path(policy_path)
+        self.protector = protector
         self._loader = loader
         self._on_reload = on_reload
         self._snapshot: PolicySnapshot | None = None
@@ -186,7 +202,7 @@ class PolicyRuntime:
             old = self._snapshot
             old_version = old.version if old else None
             try:
-                candidate = PolicySnapshot.of(self._loader(self.policy_path))
+                candidate = PolicySnapshot.of(self._loader(self.policy_path), self.protector)
             except PolicyError as exc:
                 outcome = ReloadOutcome(
                     False, trigger, old_version, exc.candidate_version, [issue_as_json(i) for i in exc.issues]

@@ -78,7 +78,7 @@ def _check(state: ServiceState, scope: Scope) -> dict[str, str]:
     path = scope["path"][len(config.path_prefix.rstrip("/")):] or "/"
     query = scope.get("query_string", b"").decode("latin-1")
     decision = label_one(snapshot, http_request_event(scope["method"], path, query, headers))
-    labels = visible_labels(decision.labels, snapshot.secret_labels, caller)
+    labels = visible_labels(decision.labels, snapshot, caller)
     out = {header_name(config.header_prefix, name): header_value(value) for name, value in labels.items()}
     # A client could send its own x-label-* headers; Envoy removes the ones we list
     # here, so upstream only ever sees labels this service set.
@@ -103,7 +103,7 @@ async def admission_route(request: Request) -> Response:
     snapshot = state.snapshot()
     watch = Stopwatch()
     decision = label_one(snapshot, admission_request)
-    labels = visible_labels(decision.labels, snapshot.secret_labels, caller)
+    labels = visible_labels(decision.labels, snapshot, caller)
     response: dict[str, Any] = {"uid": admission_request["uid"], "allowed": True}
     patch = admission_patch(
         admission_request.get("object"), labels, state.config.admission.label_key_prefix, snapshot.label_names

@@ -85,7 +85,6 @@ async def _label_request(
     explain = _wants_explain(query_string)
     snapshot = state.snapshot()
     watch = Stopwatch()
-    secret = snapshot.secret_labels
 
     if _is_batch(body):
         events = body["events"]
@@ -96,7 +95,7 @@ async def _label_request(
                 f"batch has {len(events)} events; the limit is {state.config.max_batch_events}, split it",
                 limit_events=state.config.max_batch_events,
             )
-        results, labeled, dead, pairs = _label_batch(snapshot, events, caller, secret, explain)
+        results, labeled, dead, pairs = _label_batch(snapshot, events, caller, explain)
         if state.store is not None:
             for (result, _), record_id in zip(pairs, record_decisions(state, [(e, d) for _, (e, d) in pairs]), strict=True):
                 result["id"] = record_id
@@ -106,7 +105,7 @@ async def _label_request(
             decision = label_one(snapshot, body)
         except InputError as exc:
             raise HttpError(422, "unlabelable_event", f"event cannot be labeled: {exc.reason}") from None
-        payload = _result(decision, caller, secret, explain)
+        payload = _result(decision, caller, snapshot, explain)
         if state.store is not None:
             payload["id"] = record_decisions(state, [(body, decision)])[0]
         payload["policy_version"] = snapshot.version
@@ -122,15 +121,15 @@ async def _label_request(
     return payload, snapshot, elapsed
 
 
-def _result(decision: Any, caller: Caller, secret: frozenset[str], explain: bool) -> dict[str, Any]:
-    out: dict[str, Any] = {"labels": visible_labels(decision.labels, secret, caller)}
+def _result(decision: Any, caller: Caller, snapshot: PolicySnapshot, explain: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {"labels": visible_labels(decision.labels, snapshot, caller)}
     if explain:
-        out["label_meta"] = visible_explain(decision.explain(), secret, caller)
+        out["label_meta"] = visible_explain(decision.explain(), snapshot, caller)
     return out
 
 
 def _label_batch(
-    snapshot: PolicySnapshot, events: list[Any], caller: Caller, secret: frozenset[str], explain: bool
+    snapshot: PolicySnapshot, events: list[Any], caller: Caller, explain: bool
 ) -> tuple[list[dict[str, Any]], int, int, list[tuple[dict[str, Any], tuple[Any, Any]]]]:
     """Label the objects of a batch in one engine call; non-objects come back as per-item errors.
 
@@ -162,7 +161,7 @@ def _label_batch(
             dead += 1
             results.append({"error": {"code": "unlabelable_event", "message": failed[next_object]}})
         else:
-            result = _result(decisions[next_object], caller, secret, explain)
+            result = _result(decisions[next_object], caller, snapshot, explain)
             results.append(result)
             pairs.append((result, (event, decisions[next_object])))
         next_object += 1

@@ -76,7 +76,7 @@ def _label_records(snapshot: PolicySnapshot, collected: Collected, caller: Calle
                 decisions.append(None)
     for (record, _), decision in zip(collected, decisions, strict=True):
         if decision is not None:
-            visible = visible_labels(decision.labels, snapshot.secret_labels, caller)
+            visible = visible_labels(decision.labels, snapshot, caller)
             write_labels(record.attributes, visible, prefix, snapshot.label_names)
     return decisions.count(None)
 

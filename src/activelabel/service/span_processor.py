@@ -9,8 +9,8 @@ attributes ``<prefix><label>``::
         LabelingSpanProcessor(labeler, BatchSpanProcessor(OTLPSpanExporter()))
     )
 
-Rules see the same event as on the OTLP door (see ``otlp_mapping``). ``secret``
-labels are written only when ``clearances`` contains ``"secret"``.
+Rules see the same event as on the OTLP door (see ``otlp_mapping``). Labels
+above ``clearances`` are written as their ``protect:`` treatment (``pii``) or not at all (``secret``).
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ class LabelingSpanProcessor(SpanProcessor):
         snapshot = self._snapshot()
         try:
             decision = snapshot.labeler.label(event_of_span(span))
-            labels = visible_labels(decision.labels, snapshot.secret_labels, self._caller)
+            labels = visible_labels(decision.labels, snapshot, self._caller)
         except Exception as exc:  # noqa: BLE001 - a labeling bug must not lose the span
             log.error("span labeling failed: %s", type(exc).__name__)
             if self.metrics is not None:

@@ -1,0 +1,252 @@
+"""Every front door and output, walked with canary values in a pii and a secret label.
+
+The harness: each door is a function registered with ``@door("name")`` that
+drives the door as an uncleared reader would (a real HTTP server on a free
+port, a real OTLP receiver, real protobuf) and returns every text that reader
+can see. One parametrized test checks that no canary appears in clear in any
+of them, and that the door did write (the public label is there), so a door
+that silently writes nothing cannot pass. To add a door: write one more
+``@door`` function; the checks apply to it automatically.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+from activelabel.governance import OutputGuard, Protector, PseudonymKey
+from activelabel.governance.protect import pseudonym
+from activelabel.policy import load_policy
+from activelabel.service import ServiceConfig, create_app, parse_token_table
+from activelabel.service.config import OtlpConfig
+from activelabel.service.testing import OtlpReceiver, serve_in_thread
+
+# Valid as header values and Kubernetes label values, so no door can hide them by accident of syntax.
+PII_CANARY = "cnry-pii-7f3a9c0e"
+SECRET_CANARY = "cnry-secret-1b2d4e6f"
+CANARIES = (PII_CANARY, SECRET_CANARY)
+PUBLIC_VALUE = "gold"
+KEY_SECRET = "test-only-pseudonym-key-0123456789abcdef"
+
+POLICY = """
+apiVersion: activelabel/v1
+kind: Policy
+metadata: {name: doors}
+labels:
+  tier: {type: string, sensitivity: public}
+  client: {type: string, sensitivity: pii}
+  key_owner: {type: string, sensitivity: secret}
+rules:
+  - {id: tier, label: tier, value: gold, when: "true"}
+  - {id: c-event, label: client, value_expr: event.client, when: has(event.client)}
+  - {id: c-header, label: client, value_expr: 'event.headers["x-client"]', when: 'has(event.headers) && "x-client" in event.headers'}
+  - {id: c-attr, label: client, value_expr: 'event.attributes["client"]', when: 'has(event.attributes) && "client" in event.attributes'}
+  - id: c-k8s
+    label: client
+    value_expr: 'event.object.metadata.annotations["client"]'
+    when: 'has(event.object) && has(event.object.metadata) && has(event.object.metadata.annotations) && "client" in event.object.metadata.annotations'
+  - {id: k-event, label: key_owner, value_expr: event.key_owner, when: has(event.key_owner)}
+  - {id: k-header, label: key_owner, value_expr: 'event.headers["x-key-owner"]', when: 'has(event.headers) && "x-key-owner" in event.headers'}
+  - {id: k-attr, label: key_owner, value_expr: 'event.attributes["key_owner"]', when: 'has(event.attributes) && "key_owner" in event.attributes'}
+  - id: k-k8s
+    label: key_owner
+    value_expr: 'event.object.metadata.annotations["key_owner"]'
+    when: 'has(event.object) && has(event.object.metadata) && has(event.object.metadata.annotations) && "key_owner" in event.object.metadata.annotations'
+"""
+
+TOKENS = {
+    "app-token": {"scopes": ["label"], "name": "app"},
+    "pii-token": {"scopes": ["label"], "clearances": ["pii"], "name": "analyst"},
+    "secret-token": {"scopes": ["label"], "clearances": ["secret"], "name": "auditor"},
+}
+
+
+@dataclass
+class Env:
+    url: str
+    receiver: OtlpReceiver
+    policy_path: Path
+    protector: Protector
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    root = tmp_path_factory.mktemp("doors")
+    policy_path = root / "policy.yaml"
+    policy_path.write_text(POLICY, encoding="utf-8")
+    key_file = root / "pseudonym.keys"
+    key_file.write_text(f"k1={KEY_SECRET}\n", encoding="utf-8")
+    with OtlpReceiver() as receiver:
+        config = ServiceConfig(pseudonym_key_file=key_file, otlp=OtlpConfig(forward_endpoint=receiver.endpoint))
+        app = create_app(policy_path, tokens=parse_token_table(TOKENS, origin="test tokens"), config=config)
+        with serve_in_thread(app) as url:
+            yield Env(url, receiver, policy_path, Protector.configured(key_file))
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {token}"}
+
+
+DoorFn = Callable[[Env], list[str]]
+DOORS: dict[str, DoorFn] = {}
+
+
+def door(name: str) -> Callable[[DoorFn], DoorFn]:
+    def register(fn: DoorFn) -> DoorFn:
+        DOORS[name] = fn
+        return fn
+
+    return register
+
+
+EVENT = {"path": "/pay", "client": PII_CANARY, "key_owner": SECRET_CANARY}
+
+
+@door("v1_label")
+def _v1_label(env: Env) -> list[str]:
+    single = httpx.post(env.url + "/v1/label", json=EVENT, headers=bearer("app-token"))
+    batch = httpx.post(env.url + "/v1/label", json={"events": [EVENT, EVENT]}, headers=bearer("app-token"))
+    return [single.text, batch.text, str(dict(single.headers))]
+
+
+@door("v1_label_explain")
+def _v1_label_explain(env: Env) -> list[str]:
+    r = httpx.post(env.url + "/v1/label?explain=true", json=EVENT, headers=bearer("app-token"))
+    return [r.text]
+
+
+@door("ext_authz_headers")
+def _ext_authz(env: Env) -> list[str]:
+    headers = {"x-activelabel-token": "app-token", "host": "shop", "x-client": PII_CANARY, "x-key-owner": SECRET_CANARY}
+    r = httpx.get(env.url + "/v1/extauthz/pay", headers=headers)
+    # Only the headers this service sets go upstream; the client's own request headers are Envoy's business.
+    return [f"{k}: {v}" for k, v in r.headers.items()]
+
+
+@door("admission_patch")
+def _admission(env: Env) -> list[str]:
+    review = {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "u-1",
+            "operation": "CREATE",
+            "object": {"kind": "Pod", "metadata": {"name": "p", "annotations": {"client": PII_CANARY, "key_owner": SECRET_CANARY}}},
+        },
+    }
+    r = httpx.post(env.url + "/v1/admission", json=review, headers=bearer("app-token"))
+    patch = base64.b64decode(r.json()["response"]["patch"]).decode()
+    return [patch]
+
+
+@door("otlp_export")
+def _otlp(env: Env) -> list[str]:
+    before = len(env.receiver.trace_requests())
+    attrs = [{"key": "client", "value": {"stringValue": PII_CANARY}}, {"key": "key_owner", "value": {"stringValue": SECRET_CANARY}}]
+    body = {"resourceSpans": [{"scopeSpans": [{"spans": [{
+        "traceId": "5b8efff798038103d269b633813fc60c", "spanId": "eee19b7ec3c1b174", "name": "s", "kind": 2,
+        "startTimeUnixNano": "1", "endTimeUnixNano": "2", "attributes": attrs}]}]}]}  # fmt: skip
+    r = httpx.post(env.url + "/v1/traces", content=orjson.dumps(body), headers={**bearer("app-token"), "content-type": "application/json"})
+    assert r.status_code == 200
+    requests = env.receiver.wait_for(lambda rc: rc.trace_requests()[before:] or None)
+    spans = [s for req in requests for rs in req.resource_spans for ss in rs.scope_spans for s in ss.spans]
+    # The exported span's own attributes carry the canaries (the client sent them); the label.* ones must not.
+    return [f"{kv.key}={kv.value}" for s in spans for kv in s.attributes if kv.key.startswith("label.")]
+
+
+@door("metrics")
+def _metrics(env: Env) -> list[str]:
+    httpx.post(env.url + "/v1/label", json=EVENT, headers=bearer("app-token"))
+    text = httpx.get(env.url + "/metrics").text
+    # The public label's name is there (metrics name labels, never values); no value is.
+    return [text.replace('label="tier"', f'label="tier" {PUBLIC_VALUE}')]
+
+
+@door("record_loop_output")
+def _record_loop(env: Env) -> list[str]:
+    """The function the label/stream record loop calls (`OutputGuard.record`), at the policy's default clearance."""
+    policy = load_policy(env.policy_path)
+    guard = OutputGuard.of(policy, door="label-file", protector=env.protector)
+    from activelabel.engine import Labeler
+
+    decision = Labeler(policy).label(EVENT)
+    out = guard.record({"path": "/pay"}, decision.labels, explain=decision.explain())
+    return [orjson.dumps(out.fields).decode()]
+
+
+@pytest.mark.parametrize("name", sorted(DOORS))
+def test_no_canary_in_clear_at_any_door(env: Env, name: str) -> None:
+    """No pii or secret canary reaches an uncleared reader in clear, and the door did write its labels."""
+    texts = DOORS[name](env)
+    seen = "\n".join(texts)
+    for canary in CANARIES:
+        assert canary not in seen, f"{name} wrote a sensitive value in clear"
+    assert PUBLIC_VALUE in seen, f"{name} wrote nothing to check"
+
+
+def test_uncleared_reader_gets_the_keyed_pseudonym_and_no_secret(env: Env) -> None:
+    """An uncleared token gets the pii label as its hm1 pseudonym under the configured key, and no secret label."""
+    labels = httpx.post(env.url + "/v1/label", json=EVENT, headers=bearer("app-token")).json()["labels"]
+    assert labels["client"] == pseudonym(PseudonymKey("k1", KEY_SECRET.encode()), PII_CANARY)
+    assert "key_owner" not in labels
+
+
+def test_cleared_readers_see_what_they_are_cleared_for(env: Env) -> None:
+    """A pii clearance shows the pii label in clear but not the secret; a secret clearance shows both."""
+    pii = httpx.post(env.url + "/v1/label", json=EVENT, headers=bearer("pii-token")).json()["labels"]
+    secret = httpx.post(env.url + "/v1/label", json=EVENT, headers=bearer("secret-token")).json()["labels"]
+    assert pii["client"] == PII_CANARY and "key_owner" not in pii
+    assert secret["client"] == PII_CANARY and secret["key_owner"] == SECRET_CANARY
+
+
+def test_ext_authz_lists_the_withheld_header_for_removal(env: Env) -> None:
+    """The secret label's header is listed for Envoy to strip, so a client cannot smuggle its own value upstream."""
+    r = httpx.get(env.url + "/v1/extauthz/", headers={"x-activelabel-token": "app-token", "x-client": PII_CANARY, "x-key-owner": SECRET_CANARY})
+    assert "x-label-key-owner" in r.headers["x-envoy-auth-headers-to-remove"]
+    assert r.headers["x-label-client"].startswith("hm1:k1:")
+
+
+def _pseudonym_in_subprocess(key: str, value: str) -> str:
+    code = "import sys; from activelabel.governance import Protector; print(Protector.configured().pseudonymize(sys.argv[1]))"
+    env = {**os.environ, "ACTIVELABEL_PSEUDONYM_KEY": key, "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
+    done = subprocess.run([sys.executable, "-c", code, value], env=env, capture_output=True, text=True, check=True, timeout=60)
+    return done.stdout.strip()
+
+
+def test_pseudonyms_are_stable_across_processes_and_differ_by_key() -> None:
+    """The same key gives the same pseudonym in another process; another key gives another one."""
+    here = Protector([PseudonymKey("k1", KEY_SECRET.encode())]).pseudonymize(PII_CANARY)
+    assert _pseudonym_in_subprocess(f"k1={KEY_SECRET}", PII_CANARY) == here
+    other = _pseudonym_in_subprocess("k2=" + "another-test-only-key-fedcba9876543210", PII_CANARY)
+    assert other != here and other.startswith("hm1:k2:")
+
+
+def test_service_refuses_to_start_with_a_missing_key_file(tmp_path: Path) -> None:
+    """A pseudonym key file that is named but missing stops the service at start with a clear error."""
+    from activelabel.errors import PseudonymKeyError
+
+    policy = tmp_path / "p.yaml"
+    policy.write_text(POLICY, encoding="utf-8")
+    config = ServiceConfig(pseudonym_key_file=tmp_path / "nope.keys")
+    with pytest.raises(PseudonymKeyError, match="cannot read pseudonym key file"):
+        create_app(policy, no_auth=True, config=config)
+
+
+def test_serve_stops_at_start_on_an_unusable_key(tmp_path: Path) -> None:
+    """`activelabel serve` with a too-short $ACTIVELABEL_PSEUDONYM_KEY exits 2 with what to do, before serving anything."""
+    policy = tmp_path / "p.yaml"
+    policy.write_text(POLICY, encoding="utf-8")
+    env = {**os.environ, "ACTIVELABEL_PSEUDONYM_KEY": "k1=short"}
+    cmd = [sys.executable, "-m", "activelabel", "serve", "--policy", str(policy), "--no-auth", "--port", "0"]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60, check=False)
+    assert done.returncode == 2
+    assert "at least 32" in done.stderr and "Traceback" not in done.stderr
