@@ -33,14 +33,28 @@ BASE: dict[str, Any] = {
                                  version="1", description="d", breaker_failures=3, breaker_cooldown_s=9.0,
                                  loc=WHERE, index=1),
     "PolicyTest": _spec.PolicyTest(name="t", event={"x": 1}, expect={"band": "a"}, loc=WHERE, index=1),
+    "ProtectSpec": _spec.ProtectSpec(kind="mask", marker="##", keep_prefix=1, keep_suffix=2, loc=WHERE),
+    "OutputsSpec": _spec.OutputsSpec(clearance="pii", loc=WHERE),
+    "DetectorSpec": _spec.DetectorSpec(entity="TICKET", pattern="T-[0-9]+", score=0.7, loc=WHERE),
+    "PiiSpec": _spec.PiiSpec(detectors=(), max_scan_chars=100, undeclared_sample=0.5),
+    "RedactSpec": _spec.RedactSpec(allowed_keys=("a",), ignored_keys=("b",), blocked_values=("x+",),
+                                   entities=("EMAIL_ADDRESS",), treatment="pseudonymize", marker="[r]", summary="info",
+                                   loc=WHERE),
 }
 
 
 def _form(specs: dict[str, Any]) -> bytes:
+    # Nested specs are composed here, so an edit of the inner one reaches the outer one.
     label = specs["LabelSpec"]
+    if label.protect is None:
+        label = dataclasses.replace(label, protect=specs["ProtectSpec"])
+    pii = specs["PiiSpec"]
+    if not pii.detectors:
+        pii = dataclasses.replace(pii, detectors=(specs["DetectorSpec"],))
     form = canonical_form(_spec.API_VERSION, _spec.KIND, specs["Metadata"], labels={label.name: label},
                           rules=[specs["RuleSpec"]], enrichers=[specs["EnricherSpec"]], models=[specs["ModelSpec"]],
-                          tests=[specs["PolicyTest"]])
+                          tests=[specs["PolicyTest"]], outputs=specs["OutputsSpec"], redact=specs["RedactSpec"],
+                          pii=pii)
     return digest_of(form)[0]
 
 
@@ -54,8 +68,11 @@ def _changed(value: Any) -> Any:
         return value + "_changed"
     if isinstance(value, E):
         return E(value.source + " && true")
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        first = next(f.name for f in dataclasses.fields(value) if isinstance(getattr(value, f.name), str))
+        return dataclasses.replace(value, **{first: _changed(getattr(value, first))})
     if isinstance(value, tuple):
-        return (*value, "zz")
+        return (*value, value[0] if dataclasses.is_dataclass(value[0]) else "zz")
     if isinstance(value, dict):
         return {**value, "zz": next(iter(value.values()))}
     if isinstance(value, Path):
@@ -65,6 +82,12 @@ def _changed(value: Any) -> Any:
     raise AssertionError(f"no way to change {value!r}; extend _changed")
 
 
+# Fields that hold a nested spec composed in `_form`: an edit puts a different nested spec there.
+COMPOSED = {
+    ("LabelSpec", "protect"): _spec.ProtectSpec(kind="drop"),
+    ("PiiSpec", "detectors"): (_spec.DetectorSpec(entity="OTHER", pattern="O-[0-9]+"),),
+}
+
 SPEC_FIELDS = [(name, f.name) for name, spec in BASE.items() for f in dataclasses.fields(spec)]
 
 
@@ -72,7 +95,8 @@ SPEC_FIELDS = [(name, f.name) for name, spec in BASE.items() for f in dataclasse
 def test_a_field_changes_the_canonical_form_exactly_when_it_is_not_excluded(spec, field):
     """Editing a hashed field changes the canonical form; editing an excluded one does not."""
     before = _form(BASE)
-    after = _form({**BASE, spec: dataclasses.replace(BASE[spec], **{field: _changed(getattr(BASE[spec], field))})})
+    new = COMPOSED[(spec, field)] if (spec, field) in COMPOSED else _changed(getattr(BASE[spec], field))
+    after = _form({**BASE, spec: dataclasses.replace(BASE[spec], **{field: new})})
     if (spec, field) in NOT_HASHED:
         assert after == before, f"{spec}.{field} is listed as not hashed, yet it changes the form"
     else:

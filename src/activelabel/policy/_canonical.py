@@ -31,6 +31,10 @@ from ._spec import (
 # checks both, so a new field cannot silently leave the version unchanged.
 NOT_HASHED: Mapping[tuple[str, str], str] = {
     ("Expr", "ast"): "parsed from `source`, which is hashed",
+    ("ProtectSpec", "loc"): "where it was written",
+    ("OutputsSpec", "loc"): "where it was written",
+    ("DetectorSpec", "loc"): "where it was written",
+    ("RedactSpec", "loc"): "where it was written",
     ("Expr", "loc"): "where it was written: formatting, not meaning",
     ("Metadata", "loc"): "where it was written",
     ("LabelSpec", "loc"): "where it was written",
@@ -80,8 +84,14 @@ def canonical_form(
     enrichers: list[EnricherSpec],
     models: list[ModelSpec],
     tests: list[PolicyTest],
+    outputs: OutputsSpec | None = None,
+    redact: RedactSpec | None = None,
+    pii: PiiSpec | None = None,
 ) -> dict[str, Any]:
     """The merged policy as plain data with every default filled in (what the digest hashes).
+
+    The privacy sections (``outputs``, ``redact``, ``pii``) are written only when they
+    differ from their defaults, so policies without them keep their versions.
 
     Formatting, comments, key order, how the policy is split into includes and
     whether a default is written out do not change it; enricher file contents do
@@ -91,7 +101,7 @@ def canonical_form(
     def expr(e: Any) -> str | None:
         return e.source.strip() if e is not None else None
 
-    return {
+    form: dict[str, Any] = {
         "apiVersion": api_version,
         "kind": kind,
         "metadata": {
@@ -166,6 +176,8 @@ def canonical_form(
         ],
         "tests": [{"name": t.name, "event": t.event, "expect": dict(t.expect)} for t in tests],
     }
+    form.update(privacy_canonical(outputs or OutputsSpec(), redact, pii or PiiSpec()))
+    return form
 
 
 def _protect(p: ProtectSpec | None) -> dict[str, Any] | None:

@@ -12,7 +12,7 @@ from pathlib import Path
 from activelabel.errors import PolicyError
 
 from ._build import FileBuilder, FileDoc
-from ._canonical import canonical_form, digest_of, privacy_canonical, version_of
+from ._canonical import canonical_form, digest_of, version_of
 from ._lint import lint
 from ._merge import Merger
 from ._privacy import check_protect
@@ -148,8 +148,8 @@ def _load(text: str, file: str, base_dir: Path, key: Path | None, rep: Reporter)
         )
     )
     pii = root_doc.pii or PiiSpec()
-    canonical = canonical_form(root_doc.api_version or API_VERSION, root_doc.kind or KIND, metadata, **policy_parts)
-    canonical.update(privacy_canonical(outputs, root_doc.redact, pii))
+    canonical = canonical_form(root_doc.api_version or API_VERSION, root_doc.kind or KIND, metadata, **policy_parts,
+                               outputs=outputs, redact=root_doc.redact, pii=pii)
     data, digest = digest_of(canonical)
     version = version_of(digest, metadata)
     return Policy(
