@@ -10,7 +10,8 @@
     ├── SinkError               a sink could not be written
     ├── ModelError              a model artifact failed to load or predict
     ├── StoreError              the decision / ground-truth store failed
-    └── FeedbackError           ground truth refused (unknown id, label or value)
+    ├── FeedbackError           ground truth refused (unknown id, label or value)
+    └── SLOSpecError            an SLO spec for `ops rules` is unreadable or invalid
 
 Third-party errors are translated at the boundary: ``raise X(...) from exc``.
 """
@@ -132,7 +133,12 @@ __all__ = [
     "ModelError",
     "PolicyError",
     "PolicyIssue",
+    "SLOSpecError",
     "SinkError",
     "SourceError",
     "StoreError",
 ]
+
+
+class SLOSpecError(ActiveLabelError):
+    """An SLO spec (``activelabel ops rules --slo``) is unreadable or invalid; the message names every field."""
