@@ -20,6 +20,7 @@ Never a label *value*: values may be ``pii`` or ``secret``.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable, Mapping
 from time import perf_counter, thread_time
@@ -35,9 +36,12 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from activelabel.errors import ActiveLabelError
 from activelabel.observability.catalog import CATALOG, COUNTER, GAUGE, HISTOGRAM, MetricSpec
 from activelabel.observability.labeler_stats import totals_from_stats
 from activelabel.observability.windows import GroundTruthFollower, LabelDrift
+
+log = logging.getLogger("activelabel.metrics")
 
 FRONT_DOORS = ("label", "ext_authz", "otlp_traces", "otlp_logs", "admission", "middleware", "span_processor")
 STABLE_ARM = "stable"
@@ -235,7 +239,11 @@ class _SLICollector(Collector):
             yield from _engine_families(runtime)
         follower = self._metrics.ground_truth
         if follower is not None:
-            follower.sync()
+            try:
+                follower.sync()
+            except ActiveLabelError as exc:
+                # A scrape must not fail because the store is busy or closed: export what is known.
+                log.warning("ground truth not read from the store for this scrape: %s", exc)
             yield from _ground_truth_families(follower)
         yield from _drift_families(self._metrics.drift)
 
