@@ -249,7 +249,7 @@ def plain_alerts(spec: SLOSpec, labels: Iterable[str] | None = None) -> list[dic
                f" and sum by (topic) ({series('activelabel_stream_consumer_lag')}) > {t.stream_lag_messages}",
                "ticket", t.reload_for, "the stream worker falls behind on topic {{ $labels.topic }}",
                f"Consumer lag grows by {{{{ $value | printf \"%.1f\" }}}} messages/s over {t.lag_window}"
-               f" and exceeds {t.stream_lag_messages} messages."),
+               f" and exceeds the threshold of {t.stream_lag_messages} messages."),
     ]
 
 
