@@ -173,8 +173,8 @@ def test_m9_leak_counters_for_the_privacy_code():
     assert value(r, "activelabel_pii_undeclared_total", sink="output", detector="luhn_card") == 2
     assert value(r, "activelabel_pii_canary_recall") == pytest.approx(0.9)
     standalone = PiiLeakMetrics(CollectorRegistry())
-    standalone.set_canary_recall(caught=0, injected=0)  # no canary yet: nothing claimed
-    assert standalone.canary_recall._value.get() == 0
+    standalone.set_canary_recall(caught=0, injected=0)  # no canary yet: no recall is claimed, not even 0
+    assert value(standalone.registry, "activelabel_pii_canary_recall") is None
 
 
 def test_m10_cpu_seconds_are_counted_per_door_and_bounded_by_wall_time():

@@ -155,3 +155,15 @@ def test_dashboards_are_grafana_models_reading_only_exported_names():
             for name in referenced_names(expr):
                 assert name in exported_series() or name in recorded, f"{dashboard['uid']} reads {name}"
         assert json.loads(render_json(dashboard)) == dashboard
+
+
+def test_production_doc_lists_every_metric_and_its_slo_spec_is_the_default():
+    """docs/production.md has a row per catalog metric with its SLI, and its SLO spec example equals the defaults."""
+    from activelabel.observability.catalog import CATALOG
+
+    doc = (REPO / "docs" / "production.md").read_text()
+    for spec in CATALOG.values():
+        shown = spec.series[0] if spec.kind in ("counter", "info") else spec.name
+        assert re.search(rf"^\| {re.escape(spec.sli)} \| `{shown}` \|", doc, re.M), f"{shown} missing from docs/production.md"
+    (block,) = [b for b in re.findall(r"```yaml\n(.*?)```", doc, re.S) if b.startswith("service:")]
+    assert SLOSpec.model_validate(yaml.safe_load(block)) == SLOSpec()

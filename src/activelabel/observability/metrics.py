@@ -88,9 +88,11 @@ class PiiLeakMetrics:
     """
 
     def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
         self.declared = _make(CATALOG["activelabel_pii_leaks_declared"], registry)
         self.undeclared = _make(CATALOG["activelabel_pii_undeclared"], registry)
-        self.canary_recall = _make(CATALOG["activelabel_pii_canary_recall"], registry)
+        # Made on the first measurement: an unlabeled gauge would read 0 (recall 0) before any canary ran.
+        self.canary_recall: Any = None
 
     def count_declared_leak(self, sink: str, label: str, n: int = 1) -> None:
         """A value of a label declared pii/secret reached ``sink`` unprotected (``label`` is the label *name*)."""
@@ -102,8 +104,11 @@ class PiiLeakMetrics:
 
     def set_canary_recall(self, caught: int, injected: int) -> None:
         """Canaries found at egress / canaries injected (nothing is set before a canary was injected)."""
-        if injected > 0:
-            self.canary_recall.set(caught / injected)
+        if injected <= 0:
+            return
+        if self.canary_recall is None:
+            self.canary_recall = _make(CATALOG["activelabel_pii_canary_recall"], self.registry)
+        self.canary_recall.set(caught / injected)
 
 
 class DoorMetrics:
