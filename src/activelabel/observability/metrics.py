@@ -58,7 +58,7 @@ def _make(spec: MetricSpec, registry: CollectorRegistry, **kwargs: Any) -> Any:
     return kind(spec.name, spec.help_text, list(spec.labels), registry=registry, **kwargs)
 
 
-def _family(name: str) -> Metric:
+def _family(name: str) -> Any:
     spec = CATALOG[name]
     kind = {COUNTER: CounterMetricFamily, GAUGE: GaugeMetricFamily}[spec.kind]
     return kind(name, spec.help_text, labels=list(spec.labels))
@@ -164,7 +164,9 @@ class ServiceMetrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
-        make = lambda name, **kw: _make(CATALOG[name], self.registry, **kw)
+        def make(name: str, **kw: Any) -> Any:
+            return _make(CATALOG[name], self.registry, **kw)
+
         self.label_latency = make("activelabel_service_label_latency_seconds", buckets=LATENCY_BUCKETS)
         self.requests = make("activelabel_service_requests")
         self.events_labeled = make("activelabel_service_events_labeled")

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import yaml
-from prometheus_client.utils import floatToGoString
 
 from activelabel.observability.catalog import series
 from activelabel.observability.slo import BurnWindow, SLOSpec, duration_seconds
@@ -52,10 +51,15 @@ class SLO:
         return round(1 - self.objective, 10)
 
 
+def le_value(bound: float) -> str:
+    """A bucket bound as the ``le`` label value prometheus_client writes (``0.01``, ``1.0``, ``5e-05``)."""
+    return repr(float(bound))
+
+
 def slos(spec: SLOSpec) -> tuple[SLO, SLO]:
     """The two SLOs of the seed: labels served within the latency SLO, events not dead-lettered."""
     doors = f'door=~"{spec.latency.doors}"'
-    le = floatToGoString(spec.latency.threshold_seconds)
+    le = le_value(spec.latency.threshold_seconds)
     count = f"sum(rate({LATENCY}_count{{{doors}}}[{{window}}]))"
     fast = f'sum(rate({LATENCY}_bucket{{{doors},le="{le}"}}[{{window}}]))'
     dead = f"(sum(rate({DLQ}[{{window}}])) or vector(0))"
@@ -103,7 +107,10 @@ def sli_recording_rules(spec: SLOSpec) -> list[dict[str, Any]]:
     """Recording rules per SLI, on ``spec.rate_window`` (the dashboards read these)."""
     w, fw = spec.rate_window, spec.feedback_window
     events = series("activelabel_labeler_events")
-    rate = lambda metric, by="": f"sum{f' by ({by})' if by else ''}(rate({metric}[{w}]))"
+
+    def rate(metric: str, by: str = "") -> str:
+        return f"sum{f' by ({by})' if by else ''}(rate({metric}[{w}]))"
+
     return [
         _record(f"activelabel:label_latency_seconds:p95_rate{w}",
                 f"histogram_quantile(0.95, sum by (le, door) (rate({LATENCY}_bucket[{w}])))"),

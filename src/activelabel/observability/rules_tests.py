@@ -20,10 +20,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from prometheus_client.utils import floatToGoString
-
 from activelabel.observability.catalog import series
-from activelabel.observability.rules import DLQ, LABELED, LATENCY, build_rules, slos
+from activelabel.observability.rules import DLQ, LABELED, LATENCY, build_rules, le_value, slos
 from activelabel.observability.slo import SLOSpec, duration_seconds
 
 INSTANCE = "labeler:8080"
@@ -58,7 +56,7 @@ class _Scene:
 
     def traffic(self, per_step: float, fast_share: float = 1.0, dead_per_step: float = 0.0) -> None:
         """Requests of one event each on the label door; ``fast_share`` of them within the latency threshold."""
-        le = floatToGoString(self.spec.latency.threshold_seconds)
+        le = le_value(self.spec.latency.threshold_seconds)
         door = {"door": "label", "arm": "stable"}
         self.counter(f"{LATENCY}_count", per_step, **door)
         self.counter(f"{LATENCY}_bucket", per_step * fast_share, le=le, **door)
@@ -98,7 +96,7 @@ def _render(template: str, values: dict[str, str], labels: dict[str, str]) -> st
     for form, val in values.items():
         out = out.replace(form, val)
     for key, val in labels.items():
-        out = out.replace("{{ $labels.%s }}" % key, val)
+        out = out.replace("{{ $labels." + key + " }}", val)
     return out
 
 
@@ -108,7 +106,7 @@ F3 = '{{ $value | printf "%.3f" }}'
 
 
 def _ceil_steps(seconds: float, step: int) -> int:
-    return int(math.ceil(seconds / step))
+    return math.ceil(seconds / step)
 
 
 def build_rule_tests(spec: SLOSpec, rules_file: str) -> dict[str, Any]:
@@ -127,7 +125,7 @@ def build_rule_tests(spec: SLOSpec, rules_file: str) -> dict[str, Any]:
         return {"sloth_id": f"{spec.service}-{slo.slug}", "sloth_service": spec.service, "sloth_slo": slo.slug}
 
     def burning(slo: Any, value: str, at: float) -> list[tuple[str, dict[str, str], dict[str, str]]]:
-        fired = [("page", {}, {PCT: value})]
+        fired: list[tuple[str, dict[str, str], dict[str, str]]] = [("page", {}, {PCT: value})]
         if any(w.severity == "ticket" for w in spec.burn_windows) and at >= ticket_for + 3 * step:
             fired.append(("ticket", {}, {PCT: value}))
         return fired
