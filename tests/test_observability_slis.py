@@ -76,6 +76,12 @@ def test_m2_accuracy_counts_api_feedback_and_imports_once(tmp_path):
     assert scraped[("activelabel_label_accuracy_window_items", (("label", "priority"),))] == 5
     assert scraped[("activelabel_label_feedback_total", (("label", "priority"), ("outcome", "correct")))] == 4
     assert scraped[("activelabel_label_feedback_total", (("label", "priority"), ("outcome", "incorrect")))] == 1
+    confusion = {k[1]: v for k, v in scraped.items() if k[0] == "activelabel_label_confusion_total"}
+    assert confusion == {
+        (("label", "priority"), ("predicted", "critical"), ("truth", "critical")): 2,
+        (("label", "priority"), ("predicted", "normal"), ("truth", "low")): 1,
+        (("label", "priority"), ("predicted", "normal"), ("truth", "normal")): 2,
+    }
 
 
 def test_m2_accuracy_window_slides_and_m8_measures_decision_to_truth(tmp_path):
@@ -132,6 +138,18 @@ def test_m4_distinct_values_overflow_and_the_limit():
     assert value(registry, "activelabel_label_distinct_values", label="customer_email") == 3
     assert value(registry, "activelabel_label_max_cardinality", label="customer_email") == 3
     assert value(registry, "activelabel_label_overflow_total", label="customer_email") == 2
+
+
+def test_m4_top_values_count_declared_values_of_bounded_labels_only():
+    """Values of enum and bool labels are counted per value; a pii string label's values never become metric labels."""
+    registry = CollectorRegistry()
+    with serve_in_thread(build_app(registry=registry)) as url, httpx.Client(base_url=url) as client:
+        _label(client, {"events": [{"path": "/pay", "status": 500, "email": "a@example.com"}] * 3 + [{"path": "/home"}]})
+        text = client.get("/metrics").text
+    assert value(registry, "activelabel_label_values_total", label="priority", value="critical") == 3
+    assert value(registry, "activelabel_label_values_total", label="priority", value="normal") == 1
+    assert 'label="customer_email"' not in "\n".join(l for l in text.splitlines() if l.startswith("activelabel_label_values"))
+    assert "a@example.com" not in text
 
 
 def test_m5_conflicts_and_m6_rule_errors_and_dead_letters_by_reason():

@@ -143,15 +143,23 @@ def on_call(spec: SLOSpec) -> dict[str, Any]:
 
 
 def debug(spec: SLOSpec) -> dict[str, Any]:
-    """Feedback agreement per label, cardinality, rule hits and errors per rule, drift."""
+    """Confusion matrix of recent feedback, cardinality and top values, rule hits and errors per rule, drift."""
     w = spec.rate_window
     feedback = series("activelabel_label_feedback")
     return _dashboard("activelabel-debug", "activelabel / debug",
                       "Why a label is wrong: feedback, cardinality, rules, drift.", [
+        _panel("Confusion matrix of recent feedback",
+               [(f"sum by (label, truth, predicted) (increase({series('activelabel_label_confusion')}[{spec.feedback_window}]))",
+                 "{{label}}: {{truth}} as {{predicted}}")],
+               kind="table", instant=True,
+               description="Ground truth (rows: truth) against the recorded value (predicted), enum and bool labels (M2)."),
         _panel("Recent feedback: correct vs incorrect per label",
                [(f"sum by (label, outcome) (increase({feedback}[{spec.feedback_window}]))", "{{label}} {{outcome}}")],
-               kind="table", instant=True,
-               description="Ground truth compared with the recorded label (M2); the full confusion matrix is in `activelabel report`."),
+               kind="table", instant=True, description="Ground truth compared with the recorded label, every label (M2)."),
+        _panel("Top values per label",
+               [(f"topk by (label) (5, sum by (label, value) (rate({series('activelabel_label_values')}[{w}])))",
+                 "{{label}}={{value}}")], unit="ops",
+               description="The five most frequent values of each enum, bool and bucket label (pii and secret labels never)."),
         _panel("Feedback-loop latency p50 / p95", [
             (f"activelabel:feedback_loop_latency_seconds:p50_rate{spec.feedback_window}", "p50 {{label}}"),
             (f"activelabel:feedback_loop_latency_seconds:p95_rate{spec.feedback_window}", "p95 {{label}}"),

@@ -39,7 +39,7 @@ from prometheus_client.registry import Collector
 from activelabel.errors import ActiveLabelError
 from activelabel.observability.catalog import CATALOG, COUNTER, GAUGE, HISTOGRAM, MetricSpec
 from activelabel.observability.labeler_stats import totals_from_stats
-from activelabel.observability.windows import GroundTruthFollower, LabelDrift
+from activelabel.observability.windows import GroundTruthFollower, LabelDrift, bounded_labels
 
 log = logging.getLogger("activelabel.metrics")
 
@@ -184,6 +184,7 @@ class ServiceMetrics:
         self.drift = LabelDrift()
         self.ground_truth: GroundTruthFollower | None = None
         self._runtime: Any = None
+        self._bounded_cache: tuple[Any, frozenset[str]] = (None, frozenset())
         self._doors: dict[tuple[str, str], DoorMetrics] = {}
         for door in FRONT_DOORS:
             self.door(door)
@@ -201,9 +202,22 @@ class ServiceMetrics:
         self._runtime = runtime
 
     def follow_store(self, store: Any, *, window_s: float = 3600.0) -> GroundTruthFollower:
-        """Follow the decision store's ground truth for M2 (windowed accuracy) and M8 (feedback delay)."""
-        self.ground_truth = GroundTruthFollower(store, window_s=window_s)
+        """Follow the decision store's ground truth for M2 (windowed accuracy, confusion) and M8 (feedback delay)."""
+        self.ground_truth = GroundTruthFollower(store, window_s=window_s, confusable=self._serving_bounded_labels)
         return self.ground_truth
+
+    def _serving_bounded_labels(self) -> frozenset[str]:
+        runtime = self._runtime
+        if runtime is None or not runtime.ready:
+            return frozenset()
+        return self._bounded_of(runtime.current)
+
+    def _bounded_of(self, snapshot: Any) -> frozenset[str]:
+        # Computed once per policy snapshot: which labels' values may be metric label values.
+        cached = self._bounded_cache
+        if cached[0] is not snapshot:
+            cached = self._bounded_cache = (snapshot, bounded_labels(snapshot.labeler.policy, snapshot.protected_labels))
+        return cached[1]
 
     def sync_ground_truth(self) -> None:
         """Take in ground truth written since the last call (also done at every scrape)."""
@@ -212,7 +226,8 @@ class ServiceMetrics:
 
     def observe_decisions(self, snapshot: Any, labels: Iterable[Mapping[str, Any]]) -> None:
         """Feed the drift windows (M7) with the label dicts of decisions made by ``snapshot``'s policy."""
-        self.drift.observe(snapshot.version, snapshot.label_names, snapshot.protected_labels, labels)
+        self.drift.observe(snapshot.version, snapshot.label_names, snapshot.protected_labels, labels,
+                           self._bounded_of(snapshot))
 
     # Door-name shorthands, kept for the SDK hooks and routes that pass the door each time.
     def observe_labeled(
@@ -319,10 +334,17 @@ def _ground_truth_families(follower: GroundTruthFollower) -> Iterable[Metric]:
     delay = HistogramMetricFamily(spec.name, spec.help_text, labels=list(spec.labels))
     for label, hist in sorted(follower.delay.items()):
         delay.add_metric([label], hist.cumulative(), sum_value=hist.total)
-    yield from (agreement, accuracy, items, delay)
+    confusion = _family("activelabel_label_confusion")
+    for key, n in sorted(follower.confusion_counts().items()):
+        confusion.add_metric(list(key), n)
+    yield from (agreement, accuracy, items, delay, confusion)
 
 
 def _drift_families(drift: LabelDrift) -> Iterable[Metric]:
+    values = _family("activelabel_label_values")
+    for key, n in sorted(drift.value_counts().items()):
+        values.add_metric(list(key), n)
+    yield values
     psi, js = _family("activelabel_label_drift_psi"), _family("activelabel_label_drift_js_distance")
     for label, (p, j) in sorted(drift.scores().items()):
         psi.add_metric([label], p)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +22,29 @@ from activelabel.quality.drift import drift_check
 
 # Feedback arrives minutes to days after the decision.
 FEEDBACK_LATENCY_BUCKETS = (1.0, 10.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 86400.0, 7 * 86400.0)
+
+
+UNSET = "(unset)"
+BOUNDED_TYPES = frozenset({"enum", "bool", "bucket"})
+
+
+def value_text(value: Any) -> str:
+    """A declared value as a metric label value (``true``/``false`` for bools, as in the policy YAML)."""
+    if value is None:
+        return UNSET
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def bounded_labels(policy: Any, protected: frozenset[str]) -> frozenset[str]:
+    """Labels whose values may be metric label values: declared, bounded (enum, bool, bucket) and not pii/secret."""
+    out = set()
+    for name, spec in (getattr(policy, "labels", {}) or {}).items():
+        kind = str(getattr(getattr(spec, "type", None), "value", getattr(spec, "type", "")))
+        if kind in BOUNDED_TYPES and name not in protected:
+            out.add(name)
+    return frozenset(out)
 
 
 def agrees(recorded: Any, label: str, truth: Any) -> bool:
@@ -66,8 +89,10 @@ class GroundTruthFollower:
     not replay history into the feedback-delay histogram.
     """
 
-    def __init__(self, store: Any, *, window_s: float = 3600.0, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: Any, *, window_s: float = 3600.0, clock: Callable[[], float] = time.time,
+                 confusable: Callable[[], frozenset[str]] = frozenset) -> None:
         self.store = store
+        self.confusable = confusable
         self.window_s = window_s
         self.clock = clock
         self._lock = threading.Lock()
@@ -75,20 +100,30 @@ class GroundTruthFollower:
         self._judged: dict[str, deque[tuple[float, bool]]] = {}
         self.agreement: dict[str, list[int]] = {}  # label -> [correct, incorrect], since start
         self.delay: dict[str, HistogramCounts] = {}
+        self.confusion: Counter[tuple[str, str, str]] = Counter()  # (label, truth, predicted)
 
     def sync(self) -> None:
         """Read the ground truth written since the last call (cheap when there is none)."""
         with self._lock:
             rows, self._cursor = self.store.ground_truth_since(self._cursor)
+            confusable = self.confusable() if rows else frozenset()
             for truth in rows:
                 recorded = self.store.decision(truth.record_id)
                 correct = agrees(recorded, truth.label, truth.value)
                 self._judged.setdefault(truth.label, deque()).append((truth.ts, correct))
                 tally = self.agreement.setdefault(truth.label, [0, 0])
                 tally[0 if correct else 1] += 1
+                if truth.label in confusable:
+                    predicted = recorded.labels.get(truth.label) if recorded is not None else None
+                    self.confusion[(truth.label, value_text(truth.value), value_text(predicted))] += 1
                 if recorded is not None:
                     hist = self.delay.setdefault(truth.label, HistogramCounts(FEEDBACK_LATENCY_BUCKETS))
                     hist.observe(max(0.0, truth.ts - recorded.ts))
+
+    def confusion_counts(self) -> dict[tuple[str, str, str], int]:
+        """(label, truth, predicted) -> items, for the bounded labels (a copy)."""
+        with self._lock:
+            return dict(self.confusion)
 
     def accuracy(self) -> dict[str, tuple[float, int]]:
         """Per label: (share correct, items) over the ground truth of the last ``window_s`` seconds."""
@@ -121,23 +156,34 @@ class LabelDrift:
         self._labels: tuple[str, ...] = ()
         self._reference: list[tuple[Any, ...]] = []
         self._current: deque[tuple[Any, ...]] = deque(maxlen=window)
+        self._bounded: tuple[int, ...] = ()  # positions in a row of the labels whose values are counted
+        self.values: Counter[tuple[str, str]] = Counter()  # (label, value), bounded labels only, since start
 
     def observe(self, version: str, label_names: Iterable[str], excluded: frozenset[str],
-                decisions: Iterable[Mapping[str, Any]]) -> None:
-        """Add the label dicts of decisions made by policy ``version``."""
+                decisions: Iterable[Mapping[str, Any]], bounded: frozenset[str] = frozenset()) -> None:
+        """Add the label dicts of decisions made by policy ``version``; values of ``bounded`` labels are counted too."""
         with self._lock:
             if version != self._version:
                 self._version = version
                 self._labels = tuple(n for n in label_names if n not in excluded)
+                self._bounded = tuple(i for i, n in enumerate(self._labels) if n in bounded)
                 self._reference = []
                 self._current.clear()
-            names = self._labels
+            names, counted, values = self._labels, self._bounded, self.values
             for labels in decisions:
                 row = tuple(labels.get(n) for n in names)
+                for i in counted:
+                    if row[i] is not None:
+                        values[(names[i], value_text(row[i]))] += 1
                 if len(self._reference) < self.window:
                     self._reference.append(row)
                 else:
                     self._current.append(row)
+
+    def value_counts(self) -> dict[tuple[str, str], int]:
+        """(label, value) -> decisions, for the bounded labels (a copy, safe to read while labeling goes on)."""
+        with self._lock:
+            return dict(self.values)
 
     def scores(self) -> dict[str, tuple[float, float]]:
         """Per label: (PSI, JS distance); empty until the current window has data."""
