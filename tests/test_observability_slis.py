@@ -148,7 +148,7 @@ def test_m4_top_values_count_declared_values_of_bounded_labels_only():
         text = client.get("/metrics").text
     assert value(registry, "activelabel_label_values_total", label="priority", value="critical") == 3
     assert value(registry, "activelabel_label_values_total", label="priority", value="normal") == 1
-    assert 'label="customer_email"' not in "\n".join(l for l in text.splitlines() if l.startswith("activelabel_label_values"))
+    assert 'label="customer_email"' not in "\n".join(line for line in text.splitlines() if line.startswith("activelabel_label_values"))
     assert "a@example.com" not in text
 
 
