@@ -168,7 +168,7 @@ def test_m5_conflicts_and_m6_rule_errors_and_dead_letters_by_reason():
 def test_m7_drift_gauge_equals_the_report_computation():
     """After a reference window of normal traffic and a window of payment failures, PSI and JS distance match quality.drift on the same values."""
     registry = CollectorRegistry()
-    config = ServiceConfig(drift_window_events=10)
+    config = ServiceConfig(drift_window_events=10, drift_sample_every=1)
     with serve_in_thread(build_app(config=config, registry=registry)) as url, httpx.Client(base_url=url) as client:
         _label(client, {"events": [{"path": "/home", "status": 200}] * 10})  # reference: priority normal
         _label(client, {"events": [{"path": "/pay", "status": 500}] * 6 + [{"path": "/home"}] * 4})
@@ -236,7 +236,7 @@ def test_a_door_is_one_object_a_worker_adopts_in_one_call():
 def test_every_exported_family_is_in_the_catalog_with_help_naming_its_sli(tmp_path):
     """A real serve with a store exports only catalog families, each HELP starting with its SLI, and every service family of the catalog."""
     registry = CollectorRegistry()
-    config = ServiceConfig(store=StoreConfig(path=str(tmp_path / "d.db"), id_field="order_id"), drift_window_events=2)
+    config = ServiceConfig(store=StoreConfig(path=str(tmp_path / "d.db"), id_field="order_id"), drift_window_events=2, drift_sample_every=1)
     with serve_in_thread(build_app(config=config, registry=registry)) as url, httpx.Client(base_url=url) as client:
         _label(client, {"events": [{"order_id": f"o{i}", "path": "/pay", "status": 500} for i in range(5)] + [1]})
         client.post("/v1/feedback", json={"id": "o1", "label": "priority", "value": "critical"}, headers=auth("feedback-token"))

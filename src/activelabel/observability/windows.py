@@ -141,49 +141,74 @@ class GroundTruthFollower:
 class LabelDrift:
     """Per-label drift of the serving policy's decisions: reference window vs the latest window.
 
-    The reference is the first ``window`` decisions after a policy starts
-    serving; the current window slides over the latest ``window``. A reload
+    The reference is the first ``window`` sampled decisions after a policy
+    starts serving; the current window slides over the latest ``window``. One
+    decision in ``sample_every`` enters the windows (a sample describes a
+    distribution as well, at a tenth of the cost on the request path). A reload
     starts both again (a new policy has a new distribution by design). Labels in
     ``excluded`` (pii, secret) are never kept.
+
+    Values of ``bounded`` labels are also counted exactly, per decision, as a
+    count per combination of values (one dict increment per decision), folded
+    into per-label counts when read or when combinations pass ``MAX_COMBINATIONS``.
     """
 
-    def __init__(self, window: int = 1000) -> None:
-        if window < 1:
-            raise ValueError("the drift window holds at least one decision")
+    MAX_COMBINATIONS = 4096
+
+    def __init__(self, window: int = 1000, sample_every: int = 10) -> None:
+        if window < 1 or sample_every < 1:
+            raise ValueError("the drift window holds at least one decision and samples at least one in sample_every")
         self.window = window
+        self.sample_every = sample_every
         self._lock = threading.Lock()
         self._version: str | None = None
         self._labels: tuple[str, ...] = ()
         self._reference: list[tuple[Any, ...]] = []
         self._current: deque[tuple[Any, ...]] = deque(maxlen=window)
-        self._bounded: tuple[int, ...] = ()  # positions in a row of the labels whose values are counted
-        self.values: Counter[tuple[str, str]] = Counter()  # (label, value), bounded labels only, since start
+        self._seen = 0
+        self._bounded: tuple[str, ...] = ()
+        self._combinations: Counter[tuple[Any, ...]] = Counter()
+        self._values: Counter[tuple[str, str]] = Counter()  # (label, value), bounded labels only, since start
 
     def observe(self, version: str, label_names: Iterable[str], excluded: frozenset[str],
                 decisions: Iterable[Mapping[str, Any]], bounded: frozenset[str] = frozenset()) -> None:
         """Add the label dicts of decisions made by policy ``version``; values of ``bounded`` labels are counted too."""
         with self._lock:
             if version != self._version:
+                self._fold()
                 self._version = version
                 self._labels = tuple(n for n in label_names if n not in excluded)
-                self._bounded = tuple(i for i, n in enumerate(self._labels) if n in bounded)
+                self._bounded = tuple(n for n in self._labels if n in bounded)
                 self._reference = []
                 self._current.clear()
-            names, counted, values = self._labels, self._bounded, self.values
+                self._seen = 0
+            names, counted, combinations, every = self._labels, self._bounded, self._combinations, self.sample_every
             for labels in decisions:
-                row = tuple(labels.get(n) for n in names)
-                for i in counted:
-                    if row[i] is not None:
-                        values[(names[i], value_text(row[i]))] += 1
+                if counted:
+                    combinations[tuple([labels.get(n) for n in counted])] += 1
+                self._seen += 1
+                if self._seen % every:
+                    continue
+                row = tuple([labels.get(n) for n in names])
                 if len(self._reference) < self.window:
                     self._reference.append(row)
                 else:
                     self._current.append(row)
+            if len(combinations) > self.MAX_COMBINATIONS:
+                self._fold()
+
+    def _fold(self) -> None:
+        for combination, n in self._combinations.items():
+            for name, val in zip(self._bounded, combination, strict=True):
+                if val is not None:
+                    self._values[(name, value_text(val))] += n
+        self._combinations.clear()
 
     def value_counts(self) -> dict[tuple[str, str], int]:
         """(label, value) -> decisions, for the bounded labels (a copy, safe to read while labeling goes on)."""
         with self._lock:
-            return dict(self.values)
+            self._fold()
+            return dict(self._values)
 
     def scores(self) -> dict[str, tuple[float, float]]:
         """Per label: (PSI, JS distance); empty until the current window has data."""

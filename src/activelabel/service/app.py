@@ -74,7 +74,7 @@ def create_app(
             f"${config.tokens_env}, or pass --no-auth for local use"
         )
     metrics = ServiceMetrics(registry)
-    metrics.drift = LabelDrift(config.drift_window_events)
+    metrics.drift = LabelDrift(config.drift_window_events, config.drift_sample_every)
     if loader is None:
         loader = functools.partial(load_checked_labeler, track_conflicts=config.track_conflicts)
     state: ServiceState | None = None  # set once the first policy is in
