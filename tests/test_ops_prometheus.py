@@ -97,7 +97,7 @@ scrape_configs:
     try:
         _wait_for("serve to be ready", lambda: httpx.get(serve_url + "/readyz").status_code == 200)
         _wait_for("prometheus to be ready", lambda: httpx.get(prom_url + "/-/ready").status_code == 200)
-        yield {"serve": serve_url, "prom": prom_url, "tmp": tmp}
+        yield {"serve": serve_url, "prom": prom_url, "tmp": tmp, "serve_process": serve}
     finally:
         _stop(prom)
         _stop(serve)
@@ -156,7 +156,7 @@ def _active(prom: str, name: str, severity: str = "page", state: str | None = No
 
 
 def test_normal_traffic_then_dead_letters_then_slow_batches(stack):
-    """Normal traffic pages nobody and records 0 dead letters; a DLQ spike and a latency regression each fire their page alerts."""
+    """Normal traffic pages nobody and records 0 dead letters; a DLQ spike, a latency regression and a stopped labeler each fire their page alert."""
     prom = stack["prom"]
     with Traffic(stack["serve"]) as traffic:
         # Normal traffic until Prometheus has evaluated more than the longest page window (30 s) of it.
@@ -188,3 +188,8 @@ def test_normal_traffic_then_dead_letters_then_slow_batches(stack):
         assert firing[0]["annotations"]["runbook_url"].endswith("#activelabel-latency-budget-burn")
         assert (_scalar(prom, 'slo:sli_error:ratio_rate5s{sloth_slo="label-latency"}') or 0) > 0.5
         assert traffic.sent > 0
+
+    # The labeler goes away: Prometheus' own `up` turns 0 and the down alert pages.
+    _stop(stack["serve_process"])
+    down = _wait_for("the labeler-down page alert to fire", lambda: _active(prom, "ActivelabelDown", state="firing"))
+    assert [a["labels"].get("instance") for a in down] == [stack["serve"].removeprefix("http://")]  # one alert, not two

@@ -216,7 +216,11 @@ def plain_alerts(spec: SLOSpec, labels: Iterable[str] | None = None) -> list[dic
     label_filter = f'{{label=~"{"|".join(re.escape(n) for n in only)}"}}' if only else ""
     guard = f"on() (sum(rate({LABELED}[{w}])) + (sum(rate({DLQ}[{w}])) or vector(0)) > {spec.min_events_per_second:g})"
     return [
-        _alert(spec, "ActivelabelDown", f'up{{job="{job}"}} == 0 or absent(activelabel_policy_info{{job="{job}"}})',
+        # One alert per target that is down; the absent() arm only when none is known to be down
+        # (no target at all, or every target up without a policy), so one outage pages once per target.
+        _alert(spec, "ActivelabelDown",
+               f'up{{job="{job}"}} == 0 or on() (absent(activelabel_policy_info{{job="{job}"}})'
+               f' unless on() (up{{job="{job}"}} == 0))',
                "page", t.down_for, "activelabel labeler is down or serves no policy",
                f"No target of job {job} is up with a policy loaded (value {{{{ $value }}}}; expected a serving labeler)."),
         _alert(spec, "ActivelabelPolicyReloadFailing", f"{series('activelabel_policy_last_reload_accepted')} == 0",

@@ -7,7 +7,7 @@ series at a step derived from the spec's shortest window:
 * a latency regression: every request slower than the SLO threshold pages;
 * a dead-letter spike: one event in four dead-lettered pages twice (budget burn and spike);
 * a declared pii label leaking to a sink pages at once;
-* the labeler down (``up == 0``, no policy) pages;
+* the labeler down (``up == 0``) pages once per target, and no target at all pages;
 * a refused reload, an accuracy drop and drift open tickets.
 
 Expected annotations are rendered here from the same strings the rules carry,
@@ -174,10 +174,13 @@ def build_rule_tests(spec: SLOSpec, rules_file: str) -> dict[str, Any]:
     down_at = duration_seconds(t.down_for) + 2 * step
     scene = _Scene(spec, "the labeler down pages", _ceil_steps(down_at, step) + 2)
     scene.series("up", f"0x{scene.steps}")
-    scene.expect("ActivelabelDown", down_at, [
-        ("page", {"job": spec.job, "instance": INSTANCE}, {RAW: "0"}),
-        ("page", {"job": spec.job}, {RAW: "1"}),
-    ])
+    scene.expect("ActivelabelDown", down_at, [("page", {"job": spec.job, "instance": INSTANCE}, {RAW: "0"})])
+    tests.append(scene.case)
+
+    # No target at all (service discovery lost it): the absent() arm pages.
+    scene = _Scene(spec, "no labeler target at all pages", _ceil_steps(down_at, step) + 2)
+    scene.series("some_other_job_metric", f"1x{scene.steps}")
+    scene.expect("ActivelabelDown", down_at, [("page", {"job": spec.job}, {RAW: "1"})])
     tests.append(scene.case)
 
     # Tickets: a refused reload, accuracy below its floor, drift over its threshold.
