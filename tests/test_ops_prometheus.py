@@ -19,18 +19,18 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 POLICY = REPO / "tests" / "fixtures" / "service" / "policy.yaml"
 
-# Short windows so the test runs in about a minute; production defaults are Sloth's 5m/1h ... 6h/3d.
+# Short windows so the test runs in under a minute; production defaults are Sloth's 5m/1h ... 6h/3d.
 TEST_SLO = """
-rate_window: 10s
+rate_window: 5s
 feedback_window: 30s
 min_events_per_second: 1
 latency: {objective: 0.99, threshold_seconds: 0.0025}
 burn_windows:
-  - {severity: page, short: 5s, long: 15s, factor: 14.4}
-  - {severity: page, short: 10s, long: 30s, factor: 6}
-  - {severity: ticket, short: 20s, long: 60s, factor: 3}
-  - {severity: ticket, short: 30s, long: 90s, factor: 1}
-thresholds: {page_for: 2s, spike_for: 2s, ticket_for: 10m, down_for: 10s, dlq_spike_ratio: 0.05}
+  - {severity: page, short: 3s, long: 8s, factor: 14.4}
+  - {severity: page, short: 5s, long: 15s, factor: 6}
+  - {severity: ticket, short: 10s, long: 30s, factor: 3}
+  - {severity: ticket, short: 20s, long: 60s, factor: 1}
+thresholds: {page_for: 2s, spike_for: 2s, ticket_for: 10m, down_for: 3s, dlq_spike_ratio: 0.05}
 """
 
 PAGE_ALERTS = ("ActivelabelLatencyBudgetBurn", "ActivelabelDeadLetterBudgetBurn", "ActivelabelDeadLetterSpike",
@@ -159,15 +159,15 @@ def test_normal_traffic_then_dead_letters_then_slow_batches(stack):
     """Normal traffic pages nobody and records 0 dead letters; a DLQ spike, a latency regression and a stopped labeler each fire their page alert."""
     prom = stack["prom"]
     with Traffic(stack["serve"]) as traffic:
-        # Normal traffic until Prometheus has evaluated more than the longest page window (30 s) of it.
-        _wait_for("recording rules over 30 s of normal traffic",
-                  lambda: (_scalar(prom, "count_over_time(activelabel:dlq:ratio_rate10s[40s])") or 0) >= 30, timeout_s=90)
+        # Normal traffic until Prometheus has evaluated more than the longest page window (15 s) of it.
+        _wait_for("recording rules over 15 s of normal traffic",
+                  lambda: (_scalar(prom, "count_over_time(activelabel:dlq:ratio_rate5s[25s])") or 0) >= 18, timeout_s=90)
         for alert in _alerts(prom):
             assert alert["labels"].get("severity") != "page", f"page alert on normal traffic: {alert}"
-        assert _scalar(prom, "activelabel:dlq:ratio_rate10s") == 0
-        assert _scalar(prom, 'activelabel:label_coverage:ratio_rate10s{label="priority"}') == pytest.approx(1.0)
-        assert (_scalar(prom, 'activelabel:events_labeled:rate10s{door="label"}') or 0) > 1
-        assert (_scalar(prom, 'slo:sli_error:ratio_rate5s{sloth_slo="label-latency"}') or 0) < 0.144
+        assert _scalar(prom, "activelabel:dlq:ratio_rate5s") == 0
+        assert _scalar(prom, 'activelabel:label_coverage:ratio_rate5s{label="priority"}') == pytest.approx(1.0)
+        assert (_scalar(prom, 'activelabel:events_labeled:rate5s{door="label"}') or 0) > 1
+        assert (_scalar(prom, 'slo:sli_error:ratio_rate3s{sloth_slo="label-latency"}') or 0) < 0.144
         assert _scalar(prom, "up") == 1
 
         # Half of every request's events dead-lettered.
@@ -175,8 +175,8 @@ def test_normal_traffic_then_dead_letters_then_slow_batches(stack):
         _wait_for("the DLQ page alerts to fire", lambda: _active(prom, "ActivelabelDeadLetterBudgetBurn", state="firing")
                   and _active(prom, "ActivelabelDeadLetterSpike", state="firing"))
         _wait_for("the DLQ ratio recording rule to settle at one half",
-                  lambda: abs((_scalar(prom, "activelabel:dlq:ratio_rate10s") or 0) - 0.5) < 0.02)
-        reasons = {r["metric"]["reason"] for r in _query(prom, "activelabel:dead_lettered:rate10s > 0")}
+                  lambda: abs((_scalar(prom, "activelabel:dlq:ratio_rate5s") or 0) - 0.5) < 0.02)
+        reasons = {r["metric"]["reason"] for r in _query(prom, "activelabel:dead_lettered:rate5s > 0")}
         assert reasons == {"not_an_object"}
         assert not _active(prom, "ActivelabelLatencyBudgetBurn", state="firing")
 
@@ -186,7 +186,7 @@ def test_normal_traffic_then_dead_letters_then_slow_batches(stack):
                            lambda: _active(prom, "ActivelabelLatencyBudgetBurn", state="firing"), timeout_s=90)
         assert firing[0]["labels"]["sloth_slo"] == "label-latency"
         assert firing[0]["annotations"]["runbook_url"].endswith("#activelabel-latency-budget-burn")
-        assert (_scalar(prom, 'slo:sli_error:ratio_rate5s{sloth_slo="label-latency"}') or 0) > 0.5
+        assert (_scalar(prom, 'slo:sli_error:ratio_rate3s{sloth_slo="label-latency"}') or 0) > 0.5
         assert traffic.sent > 0
 
     # The labeler goes away: Prometheus' own `up` turns 0 and the down alert pages.
