@@ -13,9 +13,9 @@ from activelabel.observability.metrics import (
 
 __all__ = [
     "CATALOG",
+    "DoorMetrics",
     "FRONT_DOORS",
     "LATENCY_BUCKETS",
-    "DoorMetrics",
     "LabelTimer",
     "MetricSpec",
     "PiiLeakMetrics",
