@@ -75,13 +75,13 @@ def test_conflicts_rule_matches_and_errors(scraped):
 def test_front_door_latency_and_outcomes(scraped):
     """Latency is observed per front door, and every request is counted as labeled or error with its reason."""
     registry, _, _ = scraped
-    assert value(registry, "activelabel_service_label_latency_seconds_count", door="label") == 4
-    assert value(registry, "activelabel_service_label_latency_seconds_count", door="ext_authz") == 1
+    assert value(registry, "activelabel_service_label_latency_seconds_count", door="label", arm="stable") == 4
+    assert value(registry, "activelabel_service_label_latency_seconds_count", door="ext_authz", arm="stable") == 1
     assert value(registry, "activelabel_service_requests_total", door="label", outcome="labeled", reason="") == 4
     assert value(registry, "activelabel_service_requests_total", door="label", outcome="error", reason="bad_json") == 1
     assert value(registry, "activelabel_service_requests_total", door="label", outcome="error", reason="unauthenticated") == 1
     assert value(registry, "activelabel_service_events_labeled_total", door="label") == 7
-    assert value(registry, "activelabel_service_events_dead_lettered_total", door="label") == 1
+    assert value(registry, "activelabel_service_events_dead_lettered_total", door="label", reason="not_an_object") == 1
     assert value(registry, "activelabel_service_events_failed_total", door="label") == 0
 
 

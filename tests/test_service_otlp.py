@@ -214,7 +214,7 @@ def test_otlp_doors_count_labeled_spans_and_records():
         httpx.post(url + "/v1/logs", json=logs, headers=auth("label-token"))
     assert registry.get_sample_value("activelabel_service_events_labeled_total", {"door": "otlp_traces"}) == 1
     assert registry.get_sample_value("activelabel_service_events_labeled_total", {"door": "otlp_logs"}) == 3
-    assert registry.get_sample_value("activelabel_service_label_latency_seconds_count", {"door": "otlp_logs"}) == 1
+    assert registry.get_sample_value("activelabel_service_label_latency_seconds_count", {"door": "otlp_logs", "arm": "stable"}) == 1
 
 
 def test_sender_cannot_pass_off_its_own_label_attributes(returning_url):

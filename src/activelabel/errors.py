@@ -20,7 +20,8 @@
     ├── FeedbackError           ground truth refused (unknown id, label or value)
     ├── NotReadyError           the service has no policy loaded yet
     ├── PseudonymKeyError       a named pseudonym key is missing, unreadable or too short
-    └── MissingExtraError       a feature needs an optional extra that is not installed (also an ImportError)
+    ├── MissingExtraError       a feature needs an optional extra that is not installed (also an ImportError)
+    └── SLOSpecError            an SLO spec for `ops rules` is unreadable or invalid
 
 Third-party errors are translated at the boundary: ``raise X(...) from exc``
 (pydantic's ``ValidationError`` becomes a ``ConfigError`` through
@@ -250,6 +251,7 @@ __all__ = [
     "PolicyIssue",
     "PseudonymKeyError",
     "RuleValueError",
+    "SLOSpecError",
     "ServiceConfigError",
     "SinkError",
     "SourceError",
@@ -270,3 +272,7 @@ class MissingExtraError(ActiveLabelError, ImportError):
         super().__init__(message)
         self.extra = extra
         self.module = module
+
+
+class SLOSpecError(ActiveLabelError):
+    """An SLO spec (``activelabel ops rules --slo``) is unreadable or invalid; the message names every field."""

@@ -24,6 +24,7 @@ app = typer.Typer(
 _COMMAND_MODULES = [
     "activelabel.cli.diff_cmd",
     "activelabel.cli.label_cmd",
+    "activelabel.cli.ops_cmd",
     "activelabel.cli.pii_cmd",
     "activelabel.cli.policy_cmd",
 ]

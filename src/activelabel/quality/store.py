@@ -304,6 +304,25 @@ class DecisionStore:
         rows = self._exec(sql, (label,) if label else ()).fetchall()
         return [GroundTruth(r[0], r[1], orjson.loads(r[2]), r[3], r[4], r[5]) for r in rows]
 
+    def ground_truth_cursor(self) -> tuple[int, float]:
+        """A position after every ground-truth row written so far (for ``ground_truth_since``)."""
+        row = self._exec("SELECT rowid, ts FROM ground_truth ORDER BY rowid DESC LIMIT 1").fetchone()
+        return (int(row[0]), float(row[1])) if row else (0, 0.0)
+
+    def ground_truth_since(self, cursor: tuple[int, float]) -> tuple[list[GroundTruth], tuple[int, float]]:
+        """Ground truth written (or replaced) after ``cursor``, and the new cursor: how live SLIs follow the table.
+
+        A replaced row gets a new rowid, except when it was the last row; the
+        ``ts`` half of the cursor catches that case.
+        """
+        rowid, ts = cursor
+        rows = self._exec("SELECT rowid, * FROM ground_truth WHERE rowid > ? OR (rowid = ? AND ts > ?) ORDER BY rowid",
+                          (rowid, rowid, ts)).fetchall()
+        if not rows:
+            return [], cursor
+        truths = [GroundTruth(r[1], r[2], orjson.loads(r[3]), r[4], r[5], r[6]) for r in rows]
+        return truths, (int(rows[-1][0]), float(rows[-1][5]))
+
     def truth_map(self, label: str | None = None) -> dict[tuple[str, str], Any]:
         """{(record_id, label): true value}."""
         return {(g.record_id, g.label): g.value for g in self.ground_truth(label)}

@@ -29,7 +29,8 @@ from starlette.types import Receive, Scope, Send
 
 from activelabel.errors import PolicyError, PolicyIssue
 from activelabel.governance.protect import Protector
-from activelabel.observability.metrics import LabelerStatsCollector, ServiceMetrics
+from activelabel.observability.metrics import ServiceMetrics
+from activelabel.observability.windows import LabelDrift
 from activelabel.service import routes_core, routes_edge, routes_otlp
 from activelabel.service._http import Authenticator, HttpError
 from activelabel.service.auth import AuthConfigError, TokenTable
@@ -75,6 +76,7 @@ def create_app(
             f"${config.tokens_env}, or pass --no-auth for local use"
         )
     metrics = ServiceMetrics(registry)
+    metrics.drift = LabelDrift(config.drift_window_events, config.drift_sample_every)
     if loader is None:
         loader = functools.partial(load_checked_labeler, track_conflicts=config.track_conflicts)
     state: ServiceState | None = None  # set once the first policy is in
@@ -95,16 +97,11 @@ def create_app(
     first = runtime.reload("start")
     if not first.accepted:
         raise PolicyError(issues=[PolicyIssue(**issue_fields(e)) for e in first.errors])
-    metrics.attach(
-        LabelerStatsCollector(
-            runtime.totals,
-            lambda: (runtime.current.name, runtime.current.version) if runtime.ready else None,
-            lambda: runtime.current.label_names if runtime.ready else (),
-        )
-    )
+    metrics.follow_runtime(runtime)
     state = ServiceState(runtime=runtime, metrics=metrics, auth=Authenticator(None if no_auth else tokens), config=config)
     if config.store.path:
         state.store = open_store(config.store.path, runtime.current.labeler.policy)
+        metrics.follow_store(state.store, window_s=config.accuracy_window_s)
 
     # /v1/label and ext_authz are dispatched by LabelService before Starlette.
     routes = [

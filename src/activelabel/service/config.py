@@ -81,6 +81,12 @@ class ServiceConfig(_Strict):
     """Evaluate every rule so conflicts between rules are counted (M5); costs some label latency."""
     watch_policy: bool = False
     """Reload the policy when its file changes (in addition to SIGHUP and the reload endpoint)."""
+    accuracy_window_s: float = Field(default=3600.0, gt=0)
+    """Seconds of ground truth the accuracy SLI (M2, ``activelabel_label_accuracy_ratio``) averages over."""
+    drift_window_events: int = Field(default=1000, gt=0)
+    """Decisions in each drift window (M7): the first ones after a (re)load are the reference, the latest the current."""
+    drift_sample_every: int = Field(default=10, gt=0)
+    """One decision in this many enters the drift windows (a sample keeps the request path cheap)."""
     tokens_env: str = "ACTIVELABEL_TOKENS"
     """Environment variable holding the token table (YAML or JSON) when ``--tokens`` is not given."""
     pseudonym_key_file: Path | None = None

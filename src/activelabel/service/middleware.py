@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from time import perf_counter
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from activelabel.observability.metrics import ServiceMetrics
+from activelabel.observability.metrics import LabelTimer, ServiceMetrics
 from activelabel.service.http_event import event_from_asgi_scope
 from activelabel.service.label_output import header_name, header_value
 from activelabel.service.policy_runtime import PolicySnapshot, snapshot_source
@@ -69,7 +68,7 @@ class LabelingMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        start = perf_counter()
+        timer = LabelTimer()
         snapshot = self._snapshot()
         try:
             decision = snapshot.labeler.label(self.event_of(scope))
@@ -80,7 +79,8 @@ class LabelingMiddleware:
             await self.app(scope, receive, send)
             return
         if self.metrics is not None:
-            self.metrics.observe_labeled("middleware", perf_counter() - start, 1)
+            self.metrics.observe_labeled("middleware", timer.seconds(), 1, cpu_seconds=timer.cpu_seconds())
+            self.metrics.observe_decisions(snapshot, (decision.labels,))
         state = scope.setdefault("state", {})
         state["labels"] = decision.labels
         state["label_decision"] = decision

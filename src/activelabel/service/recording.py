@@ -9,8 +9,10 @@ then accepts true values for those ids::
     {"items": [{"id": ..., "label": ..., "value": ..., "who": "ana"}, ...]}
 
 and answers ``{"accepted": n, "rejected": [{"index": i, "reason": "..."}]}``.
-Each accepted true value is compared with the recorded label, feeding the
-accuracy SLI (M2) ``activelabel_label_accuracy_ratio{label}``.
+Each accepted true value (and each one ``activelabel feedback import`` writes
+into the same store) is compared with the recorded label, feeding the accuracy
+SLI (M2) ``activelabel_label_accuracy_ratio{label}`` over a sliding window and
+the feedback-loop latency (M8); see ``observability.windows``.
 Refusal reasons never quote a value of a ``pii`` or ``secret`` label.
 """
 
@@ -85,40 +87,29 @@ async def feedback_route(request: Request) -> Response:
     if len(items) > state.config.max_batch_events:
         return HttpError(413, "batch_too_large", f"{len(items)} items; the limit is {state.config.max_batch_events}").response()
     protected = state.runtime.current.protected_labels
-    accepted, rejected, agreement = await anyio.to_thread.run_sync(_apply, state.store, items, caller.name, protected)
+    accepted, rejected = await anyio.to_thread.run_sync(_apply, state.store, items, caller.name, protected)
     state.metrics.feedback_items.labels("accepted").inc(accepted)
     state.metrics.feedback_items.labels("rejected").inc(len(rejected))
-    for label, (correct, incorrect) in agreement.items():
-        state.metrics.observe_agreement(label, correct, incorrect)
+    # Agreement (M2) and feedback delay (M8) are read from the store, where imports land too.
+    state.metrics.sync_ground_truth()
     return json_response({"accepted": accepted, "rejected": rejected})
-
-
-def _agrees(recorded: Any, label: str, truth: Any) -> bool:
-    if recorded is None or label not in recorded.labels:
-        return False  # a label that should have been set and was not is a miss
-    value = recorded.labels[label]
-    # True == 1 in Python; a bool label must match a bool truth.
-    return bool(value == truth and isinstance(value, bool) == isinstance(truth, bool))
 
 
 def _apply(
     store: Any, items: list[Any], who: str, protected: frozenset[str]
-) -> tuple[int, list[dict[str, Any]], dict[str, tuple[int, int]]]:
+) -> tuple[int, list[dict[str, Any]]]:
     accepted = 0
     rejected: list[dict[str, Any]] = []
-    agreement: dict[str, list[int]] = {}
     for index, item in enumerate(items):
         if not isinstance(item, dict) or not {"id", "label", "value"} <= set(item):
             rejected.append({"index": index, "reason": "an item is an object with id, label and value"})
             continue
         label = str(item["label"])
         try:
-            truth = store.add_ground_truth(str(item["id"]), label, item["value"], who=str(item.get("who") or who), how="api")
+            store.add_ground_truth(str(item["id"]), label, item["value"], who=str(item.get("who") or who), how="api")
         except FeedbackError as exc:
             reason = str(exc) if label not in protected else f"value refused for sensitive label {label!r} (not shown)"
             rejected.append({"index": index, "reason": reason})
             continue
         accepted += 1
-        tally = agreement.setdefault(label, [0, 0])
-        tally[0 if _agrees(store.decision(truth.record_id), label, truth.value) else 1] += 1
-    return accepted, rejected, {label: (c, i) for label, (c, i) in agreement.items()}
+    return accepted, rejected

@@ -88,7 +88,7 @@ def _check(state: ServiceState, scope: Scope) -> dict[str, str]:
     out[VERSION_HEADER] = snapshot.version
     elapsed = watch.seconds()
     out["server-timing"] = f"label;dur={elapsed * 1000:.3f}"
-    state.metrics.observe_labeled("ext_authz", elapsed, 1)
+    state.metrics.observe_labeled("ext_authz", elapsed, 1, cpu_seconds=watch.cpu_seconds())
     return out
 
 
@@ -111,7 +111,7 @@ async def admission_route(request: Request) -> Response:
     if patch:
         response["patchType"] = "JSONPatch"
         response["patch"] = base64.b64encode(orjson.dumps(patch)).decode("ascii")
-    state.metrics.observe_labeled("admission", watch.seconds(), 1)
+    state.metrics.observe_labeled("admission", watch.seconds(), 1, cpu_seconds=watch.cpu_seconds())
     return json_response(
         {"apiVersion": review["apiVersion"], "kind": "AdmissionReview", "response": response},
         headers={VERSION_HEADER: snapshot.version},

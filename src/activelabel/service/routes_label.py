@@ -96,6 +96,7 @@ async def _label_request(
                 limit_events=state.config.max_batch_events,
             )
         results, labeled, dead, pairs = _label_batch(snapshot, events, caller, explain)
+        state.metrics.observe_decisions(snapshot, (d.labels for _, (_, d) in pairs))
         if state.store is not None:
             for (result, _), record_id in zip(pairs, record_decisions(state, [(e, d) for _, (e, d) in pairs]), strict=True):
                 result["id"] = record_id
@@ -109,7 +110,8 @@ async def _label_request(
         if state.store is not None:
             payload["id"] = record_decisions(state, [(body, decision)])[0]
         payload["policy_version"] = snapshot.version
-        labeled, dead = 1, 0
+        labeled, dead = 1, {}
+        state.metrics.observe_decisions(snapshot, (decision.labels,))
     else:
         raise HttpError(
             400,
@@ -117,7 +119,7 @@ async def _label_request(
             f"body is a JSON {type(body).__name__}; send one event as a JSON object or a batch as {{\"events\": [...]}}",
         )
     elapsed = watch.seconds()
-    state.metrics.observe_labeled("label", elapsed, labeled, dead)
+    state.metrics.observe_labeled("label", elapsed, labeled, dead, cpu_seconds=watch.cpu_seconds())
     return payload, snapshot, elapsed
 
 
@@ -130,10 +132,10 @@ def _result(decision: Any, caller: Caller, snapshot: PolicySnapshot, explain: bo
 
 def _label_batch(
     snapshot: PolicySnapshot, events: list[Any], caller: Caller, explain: bool
-) -> tuple[list[dict[str, Any]], int, int, list[tuple[dict[str, Any], tuple[Any, Any]]]]:
+) -> tuple[list[dict[str, Any]], int, dict[str, int], list[tuple[dict[str, Any], tuple[Any, Any]]]]:
     """Label the objects of a batch in one engine call; non-objects come back as per-item errors.
 
-    Also returns (result, (event, decision)) for each labeled event, for recording.
+    Also returns the dead letters by reason code, and (result, (event, decision)) for each labeled event, for recording.
     """
     objects = [e for e in events if isinstance(e, dict)]
     failed: dict[int, str] = {}
@@ -150,19 +152,19 @@ def _label_batch(
                 decisions.append(None)
     results: list[dict[str, Any]] = []
     pairs: list[tuple[dict[str, Any], tuple[Any, Any]]] = []
-    dead = 0
+    dead: dict[str, int] = {}
     next_object = 0
     for position, event in enumerate(events):
         if not isinstance(event, dict):
-            dead += 1
+            dead["not_an_object"] = dead.get("not_an_object", 0) + 1
             results.append({"error": {"code": "not_an_object", "message": f"event {position} is a JSON {type(event).__name__}, expected an object"}})
             continue
         if next_object in failed:
-            dead += 1
+            dead["unlabelable_event"] = dead.get("unlabelable_event", 0) + 1
             results.append({"error": {"code": "unlabelable_event", "message": failed[next_object]}})
         else:
             result = _result(decisions[next_object], caller, snapshot, explain)
             results.append(result)
             pairs.append((result, (event, decisions[next_object])))
         next_object += 1
-    return results, len(events) - dead, dead, pairs
+    return results, len(events) - sum(dead.values()), dead, pairs

@@ -105,13 +105,13 @@ def _otlp_route(signal: str, door: str, decode: Callable[[bytes, str], Any], col
         collected = collect(message)
         unlabeled = _label_records(snapshot, collected, caller, state.config.otlp.attribute_prefix)
         labeled_body = otlp_codec.encode(message, media)
-        elapsed = watch.seconds()
+        elapsed, cpu = watch.seconds(), watch.cpu_seconds()
         labeled = len(collected) - unlabeled
         if state.config.otlp.forward_endpoint is None:
-            state.metrics.observe_labeled(door, elapsed, labeled, unlabeled)
+            state.metrics.observe_labeled(door, elapsed, labeled, unlabeled, cpu_seconds=cpu)
             return Response(labeled_body, media_type=media)
         await _forward(state, signal, labeled_body, media)
-        state.metrics.observe_labeled(door, elapsed, labeled, unlabeled)
+        state.metrics.observe_labeled(door, elapsed, labeled, unlabeled, cpu_seconds=cpu)
         return Response(otlp_codec.empty_response(signal, media), media_type=media)
 
     route.__name__ = f"otlp_{signal}_route"

@@ -16,14 +16,13 @@ above ``clearances`` are written as their ``protect:`` treatment (``pii``) or no
 from __future__ import annotations
 
 import logging
-from time import perf_counter
 from typing import Any
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import format_span_id, format_trace_id
 
-from activelabel.observability.metrics import ServiceMetrics
+from activelabel.observability.metrics import LabelTimer, ServiceMetrics
 from activelabel.service.auth import Caller
 from activelabel.service.label_output import visible_labels
 from activelabel.service.otlp_mapping import span_event
@@ -76,7 +75,7 @@ class LabelingSpanProcessor(SpanProcessor):
         self.next_processor.on_start(span, parent_context=parent_context)
 
     def on_end(self, span: ReadableSpan) -> None:
-        start = perf_counter()
+        timer = LabelTimer()
         snapshot = self._snapshot()
         try:
             decision = snapshot.labeler.label(event_of_span(span))
@@ -88,7 +87,8 @@ class LabelingSpanProcessor(SpanProcessor):
             self.next_processor.on_end(span)
             return
         if self.metrics is not None:
-            self.metrics.observe_labeled("span_processor", perf_counter() - start, 1)
+            self.metrics.observe_labeled("span_processor", timer.seconds(), 1, cpu_seconds=timer.cpu_seconds())
+            self.metrics.observe_decisions(snapshot, (decision.labels,))
         if not labels:
             self.next_processor.on_end(span)
             return
