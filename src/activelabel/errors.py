@@ -10,7 +10,8 @@
     ├── SinkError               a sink could not be written
     ├── ModelError              a model artifact failed to load or predict
     ├── StoreError              the decision / ground-truth store failed
-    └── FeedbackError           ground truth refused (unknown id, label or value)
+    ├── FeedbackError           ground truth refused (unknown id, label or value)
+    └── AuditError              the audit log cannot be written, read or verified
 
 Third-party errors are translated at the boundary: ``raise X(...) from exc``.
 """
@@ -120,6 +121,10 @@ class StoreError(ActiveLabelError):
 
 class FeedbackError(ActiveLabelError):
     """Ground truth was refused: unknown id, unknown label, or a value outside the label's type."""
+
+
+class AuditError(ActiveLabelError):
+    """The decision audit log could not be written, read or verified (bad key, broken record)."""
 
 
 __all__ = [

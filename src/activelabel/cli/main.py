@@ -27,6 +27,7 @@ _COMMAND_MODULES = [
 ]
 
 _OPTIONAL_COMMAND_MODULES = [
+    "activelabel.cli.audit_cmd",
     "activelabel.cli.feedback_cmd",
     "activelabel.cli.report_cmd",
     "activelabel.cli.review_cmd",
