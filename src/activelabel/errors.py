@@ -11,7 +11,8 @@
     ├── ModelError              a model artifact failed to load or predict
     ├── StoreError              the decision / ground-truth store failed
     ├── FeedbackError           ground truth refused (unknown id, label or value)
-    └── AuditError              the audit log cannot be written, read or verified
+    ├── AuditError              the audit log cannot be written, read or verified
+    └── RolloutError            a rollout spec was refused, or a rollout cannot start or resume
 
 Third-party errors are translated at the boundary: ``raise X(...) from exc``.
 """
@@ -125,6 +126,10 @@ class FeedbackError(ActiveLabelError):
 
 class AuditError(ActiveLabelError):
     """The decision audit log could not be written, read or verified (bad key, broken record)."""
+
+
+class RolloutError(ActiveLabelError):
+    """A rollout spec was refused, or a rollout cannot start or resume (every problem in the message)."""
 
 
 __all__ = [
