@@ -31,6 +31,7 @@ _OPTIONAL_COMMAND_MODULES = [
     "activelabel.cli.feedback_cmd",
     "activelabel.cli.report_cmd",
     "activelabel.cli.review_cmd",
+    "activelabel.cli.rollout_cmd",
     "activelabel.cli.serve_cmd",
     "activelabel.cli.stream_cmd",
     "activelabel.cli.train_cmd",
