@@ -193,3 +193,40 @@ def test_mcnemar_is_exact_on_small_counts() -> None:
     """The exact McNemar p-value matches the binomial tail: 0 of 10 discordant is significant, 5/5 is not."""
     assert mcnemar_p(0, 10) == pytest.approx(2 / 1024)
     assert mcnemar_p(5, 5) == 1.0
+
+
+def test_rollout_report_prints_plain_tables_and_an_html_heatmap_chromium_paints(tmp_path: Path) -> None:
+    """`rollout report --from` prints unwrapped text to a pipe and writes a page whose heatmap Chromium paints red."""
+    import shutil
+    import subprocess
+    import sys
+
+    import numpy as np
+    import orjson
+    from PIL import Image
+
+    serving = _policy(tmp_path, "v1.yaml", version="1")
+    candidate = _policy(tmp_path, "v2.yaml", version="2", extra_rule=THIRTY_PERCENT_HIGH)
+    rollout = Rollout("r8", RolloutSpec.from_mapping(SPEC), serving=serving, candidate=candidate)
+    for i, event in enumerate(_events(400)):
+        rollout.label(event, record_id=f"id-{i}")
+    saved = tmp_path / "report.json"
+    saved.write_bytes(orjson.dumps(rollout.report()))
+    page = tmp_path / "rollout.html"
+    done = subprocess.run([sys.executable, "-m", "activelabel", "rollout", "report", "--from", str(saved),
+                           "--html", str(page)], capture_output=True, text=True, check=True,
+                          env={"COLUMNS": "40", "PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO / "src")})
+    assert "priority: transitions old -> new" in done.stdout
+    row = next(line for line in done.stdout.splitlines() if line.startswith("normal"))
+    assert row.split()[:3] == ["normal", "high", "120"] and "id-0" in row  # one unwrapped line, examples included
+    assert "\x1b[" not in done.stdout
+    chromium = shutil.which("chromium")
+    assert chromium, "headless Chromium is needed for this test (apt-get install chromium)"
+    shot = tmp_path / "shot.png"
+    subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync", "--no-first-run",
+                    f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1000,1400",
+                    f"--screenshot={shot}", page.as_uri()], check=True, capture_output=True, timeout=120)
+    rgb = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    red = int(((rgb[..., 0] > 190) & (rgb[..., 1] < 90) & (rgb[..., 2] < 90)).sum())
+    assert red > 500, "the transition heatmap's full-count cell is painted"
