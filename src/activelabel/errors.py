@@ -21,7 +21,9 @@
     ├── NotReadyError           the service has no policy loaded yet
     ├── PseudonymKeyError       a named pseudonym key is missing, unreadable or too short
     ├── MissingExtraError       a feature needs an optional extra that is not installed (also an ImportError)
-    └── SLOSpecError            an SLO spec for `ops rules` is unreadable or invalid
+    ├── SLOSpecError            an SLO spec for `ops rules` is unreadable or invalid
+    ├── AuditError              the audit log cannot be written, read or verified
+    └── RolloutError            a rollout spec was refused, or a rollout cannot start or resume
 
 Third-party errors are translated at the boundary: ``raise X(...) from exc``
 (pydantic's ``ValidationError`` becomes a ``ConfigError`` through
@@ -235,6 +237,7 @@ class PseudonymKeyError(ActiveLabelError):
 
 __all__ = [
     "ActiveLabelError",
+    "AuditError",
     "AuthConfigError",
     "CELError",
     "CELEvalError",
@@ -250,6 +253,7 @@ __all__ = [
     "PolicyError",
     "PolicyIssue",
     "PseudonymKeyError",
+    "RolloutError",
     "RuleValueError",
     "SLOSpecError",
     "ServiceConfigError",
@@ -276,3 +280,11 @@ class MissingExtraError(ActiveLabelError, ImportError):
 
 class SLOSpecError(ActiveLabelError):
     """An SLO spec (``activelabel ops rules --slo``) is unreadable or invalid; the message names every field."""
+
+
+class AuditError(ActiveLabelError):
+    """The decision audit log could not be written, read or verified (bad key, broken record)."""
+
+
+class RolloutError(ActiveLabelError):
+    """A rollout spec was refused, or a rollout cannot start or resume (every problem in the message)."""

@@ -30,9 +30,11 @@ _COMMAND_MODULES = [
 ]
 
 _OPTIONAL_COMMAND_MODULES = [
+    "activelabel.cli.audit_cmd",
     "activelabel.cli.feedback_cmd",
     "activelabel.cli.report_cmd",
     "activelabel.cli.review_cmd",
+    "activelabel.cli.rollout_cmd",
     "activelabel.cli.serve_cmd",
     "activelabel.cli.stream_cmd",
     "activelabel.cli.train_cmd",

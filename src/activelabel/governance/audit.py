@@ -1,0 +1,731 @@
+"""The decision audit log: append-only, tamper-evident, verifiable.
+
+Layout of an audit directory::
+
+    DIR/segments/000000000000.jsonl   records, one canonical JSON object a line; the
+                                      name is the index of the segment's first record
+    DIR/checkpoints/000000001000.note C2SP signed notes: tree size, RFC 9162 root,
+                                      and the last leaf hash as an extension line
+    DIR/keys/audit.key, audit.pub     Ed25519 signing key (generated on first use)
+    DIR/retention.json                what retention removed, with the Merkle frontier
+                                      of the removed prefix so the rest still verifies
+
+Each record carries its ``index`` and the base64 leaf hash of the record before it
+(``prev``), so an edit, a deletion, an insertion or a reorder is pinned to one record;
+checkpoints sign the Merkle root, so a rewritten chain or a truncated tail is caught
+too. Field names follow OPA's decision log where they fit (``decision_id``,
+``timestamp``, ``bundles``, ``input``, ``result``, ``erased``, ``masked``); ours are
+``arm``, ``confidence``, ``sources``, ``door`` and ``labels_set``.
+
+What is written per decision is chosen by a level policy in the Kubernetes audit
+style (``None | Metadata | Request | Full``, first matching rule wins). The writer is
+synchronous (the caller's thread appends into an OS-buffered file), so it cannot fall
+behind; a record that cannot be written (disk full, closed log) is counted in
+``activelabel_audit_dropped_total{reason}`` and never vanishes unseen.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import IntEnum
+from pathlib import Path
+from typing import Any, TextIO
+
+import orjson
+
+from activelabel.errors import AuditError
+from activelabel.governance._merkle import (
+    Checkpoint,
+    MerkleFrontier,
+    b64,
+    canonical_json,
+    leaf_hash,
+    open_note,
+    sign_note,
+    unb64,
+)
+
+KEY_NAME_DEFAULT = "activelabel-audit"
+_SEGMENT_DIGITS = 12
+
+
+class AuditLevel(IntEnum):
+    """How much of a decision is written (Kubernetes audit levels, RequestResponse = Full)."""
+
+    NONE = 0
+    METADATA = 1  # ids, time, policy, door, arm, which labels were set and by what source
+    REQUEST = 2  # + the event fields the rules read (sensitive ones masked or erased)
+    FULL = 3  # + label values and confidences (sensitive ones masked or erased)
+
+    @classmethod
+    def parse(cls, text: str) -> AuditLevel:
+        try:
+            return {"none": cls.NONE, "metadata": cls.METADATA, "request": cls.REQUEST, "full": cls.FULL,
+                    "requestresponse": cls.FULL}[text.strip().lower()]
+        except KeyError:
+            raise AuditError(f"unknown audit level {text!r}: use None, Metadata, Request or Full") from None
+
+
+@dataclass(frozen=True)
+class LevelRule:
+    """One rule of the level policy; an empty matcher matches everything."""
+
+    level: AuditLevel
+    doors: frozenset[str] = frozenset()
+    labels: frozenset[str] = frozenset()
+    sensitivities: frozenset[str] = frozenset()
+
+    def matches(self, door: str, labels_set: Sequence[str], sensitivity_of: Mapping[str, str]) -> bool:
+        if self.doors and door not in self.doors:
+            return False
+        if self.labels and not self.labels.intersection(labels_set):
+            return False
+        return not self.sensitivities or any(sensitivity_of.get(n, "internal") in self.sensitivities for n in labels_set)
+
+
+@dataclass(frozen=True)
+class LevelPolicy:
+    """First matching rule wins; no match means ``None`` (as in Kubernetes), no rules means Metadata."""
+
+    rules: tuple[LevelRule, ...] = ()
+
+    def level_for(self, door: str, labels_set: Sequence[str], sensitivity_of: Mapping[str, str]) -> AuditLevel:
+        if not self.rules:
+            return AuditLevel.METADATA
+        for rule in self.rules:
+            if rule.matches(door, labels_set, sensitivity_of):
+                return rule.level
+        return AuditLevel.NONE
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> LevelPolicy:
+        """Read ``{rules: [{level, doors, labels, sensitivities}]}`` (the YAML of ``--audit-policy``)."""
+        rules = []
+        for i, raw in enumerate(data.get("rules") or []):
+            if not isinstance(raw, Mapping) or "level" not in raw:
+                raise AuditError(f"audit policy rule {i + 1}: needs a `level` (None, Metadata, Request or Full)")
+            unknown = set(raw) - {"level", "doors", "labels", "sensitivities"}
+            if unknown:
+                raise AuditError(f"audit policy rule {i + 1}: unknown keys {sorted(unknown)}")
+            rules.append(LevelRule(
+                AuditLevel.parse(str(raw["level"])),
+                frozenset(map(str, raw.get("doors") or ())),
+                frozenset(map(str, raw.get("labels") or ())),
+                frozenset(map(str, raw.get("sensitivities") or ())),
+            ))
+        return cls(tuple(rules))
+
+
+# A protector turns a sensitive value into what may be written (a pseudonym or a mask),
+# or None to leave it out. The privacy mechanism provides one; without it, sensitive
+# values are erased.
+Protector = Callable[[str, Any], Any]
+
+
+# --- keys ------------------------------------------------------------------------------------
+
+
+def _crypto() -> Any:
+    try:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ed25519
+    except ModuleNotFoundError as exc:  # pragma: no cover - depends on the install
+        raise AuditError("the audit log needs the `cryptography` package: pip install 'activelabel[audit]'") from exc
+    return serialization, ed25519
+
+
+def load_or_create_key(directory: Path, key_file: Path | None = None) -> Any:
+    """The Ed25519 signing key: ``key_file`` if given, else ``DIR/keys/audit.key`` (created once)."""
+    serialization, ed25519 = _crypto()
+    path = key_file or directory / "keys" / "audit.key"
+    if path.exists():
+        try:
+            key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        except (ValueError, TypeError) as exc:
+            raise AuditError(f"{path}: not a PEM Ed25519 private key ({exc}); give --audit-key a key made by "
+                             "`openssl genpkey -algorithm ed25519`") from exc
+        if not isinstance(key, ed25519.Ed25519PrivateKey):
+            raise AuditError(f"{path}: the audit key must be Ed25519")
+        _write_public(directory, key)
+        return key
+    if key_file is not None:
+        raise AuditError(f"{key_file}: audit key file not found; leave out --audit-key to generate one in {directory}/keys/")
+    key = ed25519.Ed25519PrivateKey.generate()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(pem)
+    _write_public(directory, key)
+    return key
+
+
+def _write_public(directory: Path, key: Any) -> None:
+    serialization, _ = _crypto()
+    pub = directory / "keys" / "audit.pub"
+    pem = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    if not pub.exists() or pub.read_bytes() != pem:
+        pub.parent.mkdir(parents=True, exist_ok=True)
+        pub.write_bytes(pem)
+
+
+def load_public_key(path: Path) -> Any:
+    serialization, ed25519 = _crypto()
+    try:
+        key = serialization.load_pem_public_key(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise AuditError(f"{path}: cannot read the audit public key ({exc})") from exc
+    if not isinstance(key, ed25519.Ed25519PublicKey):
+        raise AuditError(f"{path}: the audit public key must be Ed25519")
+    return key
+
+
+# --- records on disk -------------------------------------------------------------------------
+
+
+def _segment_name(first_index: int) -> str:
+    return f"{first_index:0{_SEGMENT_DIGITS}d}.jsonl"
+
+
+def _segments(directory: Path) -> list[Path]:
+    seg_dir = directory / "segments"
+    return sorted(seg_dir.glob("*.jsonl")) if seg_dir.is_dir() else []
+
+
+def _checkpoint_files(directory: Path) -> list[Path]:
+    cp_dir = directory / "checkpoints"
+    return sorted(cp_dir.glob("*.note")) if cp_dir.is_dir() else []
+
+
+def _now_rfc3339(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+@dataclass
+class _Tail:
+    """Where the writer stands: next index, last leaf, the frontier."""
+
+    index: int = 0
+    prev: bytes = b""
+    frontier: MerkleFrontier = field(default_factory=MerkleFrontier)
+
+
+class AuditLog:
+    """Append decisions and administrative actions; checkpoint and rotate as configured.
+
+        log = AuditLog("audit/")                       # key generated into audit/keys/
+        log.log_decision(decision, door="cli", policy_name="edge", record_id="r1")
+        log.log_admin("reload", actor="ana", version="sha256:…")
+        log.close()                                    # writes a final checkpoint
+    """
+
+    def __init__(
+        self,
+        directory: str | Path,
+        *,
+        key_file: str | Path | None = None,
+        key_name: str = KEY_NAME_DEFAULT,
+        origin: str | None = None,
+        level_policy: LevelPolicy | None = None,
+        sensitivity_of: Mapping[str, str] | None = None,
+        sensitive_inputs: Sequence[str] = (),
+        protector: Protector | None = None,
+        checkpoint_every: int = 1000,
+        checkpoint_interval_s: float = 1.0,
+        segment_max_bytes: int = 64 << 20,
+        segment_max_age_s: float = 86400.0,
+        clock: Callable[[], float] = time.time,
+        registry: Any = None,
+    ) -> None:
+        self.directory = Path(directory)
+        for sub in ("segments", "checkpoints"):
+            (self.directory / sub).mkdir(parents=True, exist_ok=True)
+        self._key = load_or_create_key(self.directory, Path(key_file) if key_file else None)
+        self.key_name = key_name
+        self.origin = origin or f"activelabel.audit/{self.directory.resolve().name}"
+        self.level_policy = level_policy or LevelPolicy()
+        self.sensitivity_of = dict(sensitivity_of or {})
+        self.sensitive_inputs = frozenset(sensitive_inputs)
+        self.protector = protector
+        self.checkpoint_every = max(1, checkpoint_every)
+        self.checkpoint_interval_s = checkpoint_interval_s
+        self.segment_max_bytes = segment_max_bytes
+        self.segment_max_age_s = segment_max_age_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._closed = False
+        self.dropped: dict[str, int] = {}
+        self._dropped_metric = _dropped_counter(registry)
+        self._tail = self._recover()
+        self._fh: TextIO | None = None
+        self._segment_bytes = 0
+        self._segment_opened = 0.0
+        self._since_checkpoint = 0
+        self._last_checkpoint_at = clock()
+        self._open_segment()
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def log_decision(
+        self,
+        decision: Any,
+        *,
+        door: str,
+        policy_name: str,
+        record_id: str | None = None,
+        event: Mapping[str, Any] | None = None,
+        input_fields: Sequence[str] | None = None,
+        arm: str = "stable",
+    ) -> AuditLevel:
+        """Write one decision at the level the policy picks; returns that level."""
+        labels: Mapping[str, Any] = decision.labels
+        names = list(labels)
+        level = self.level_policy.level_for(door, names, self.sensitivity_of)
+        if level is AuditLevel.NONE:
+            return level
+        ts = self._clock()
+        record: dict[str, Any] = {
+            "kind": "decision",
+            "decision_id": record_id if record_id is not None else _fresh_id(ts),
+            "timestamp": _now_rfc3339(ts),
+            "door": door,
+            "bundles": {policy_name: {"revision": decision.policy_version}},
+            "arm": arm,
+            "labels_set": names,
+            "sources": decision.sources,
+            "level": level.name.title(),
+        }
+        erased: list[str] = []
+        masked: list[str] = []
+        if level >= AuditLevel.REQUEST and event is not None:
+            keys = input_fields if input_fields is not None else list(event)
+            written: dict[str, Any] = {}
+            for key in keys:
+                if key not in event:
+                    continue
+                value = event[key]
+                if key in self.sensitive_inputs:
+                    protected = self.protector(key, value) if self.protector else None
+                    if protected is None:
+                        erased.append(f"/input/{key}")
+                        continue
+                    masked.append(f"/input/{key}")
+                    value = protected
+                written[key] = value
+            record["input"] = written
+        if level >= AuditLevel.FULL:
+            result: dict[str, Any] = {}
+            for name, value in labels.items():
+                if self.sensitivity_of.get(name, "internal") in ("pii", "secret"):
+                    protected = self.protector(name, value) if self.protector else None
+                    if protected is None:
+                        erased.append(f"/result/{name}")
+                        continue
+                    masked.append(f"/result/{name}")
+                    value = protected
+                result[name] = value
+            record["result"] = result
+            record["confidence"] = decision.confidences
+        if erased:
+            record["erased"] = erased
+        if masked:
+            record["masked"] = masked
+        self._append(record, ts)
+        return level
+
+    def log_admin(self, action: str, *, actor: str, **details: Any) -> None:
+        """Write an administrative action (reload, rollout step, promote, rollback, feedback import, key rotation)."""
+        ts = self._clock()
+        self._append({"kind": "admin", "action": action, "actor": actor, "timestamp": _now_rfc3339(ts),
+                      "details": details}, ts)
+
+    def _append(self, record: dict[str, Any], ts: float) -> None:
+        with self._lock:
+            if self._closed or self._fh is None:
+                self._drop("closed")
+                return
+            tail = self._tail
+            record["index"] = tail.index
+            record["prev"] = b64(tail.prev)
+            try:
+                line = canonical_json(record)
+            except AuditError:
+                self._drop("unencodable")
+                return
+            try:
+                self._fh.write(line.decode() + "\n")
+            except (OSError, ValueError):
+                self._drop("write_error")
+                return
+            leaf = leaf_hash(line)
+            tail.frontier.append(leaf)
+            tail.prev = leaf
+            tail.index += 1
+            self._segment_bytes += len(line) + 1
+            self._since_checkpoint += 1
+            if (self._since_checkpoint >= self.checkpoint_every
+                    or ts - self._last_checkpoint_at >= self.checkpoint_interval_s):
+                self._checkpoint_locked(ts)
+            if (self._segment_bytes >= self.segment_max_bytes
+                    or ts - self._segment_opened >= self.segment_max_age_s):
+                self._rotate_locked(ts)
+
+    def _drop(self, reason: str) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + 1
+        if self._dropped_metric is not None:
+            self._dropped_metric.labels(reason=reason).inc()
+
+    def checkpoint(self) -> Checkpoint:
+        """Flush and sign the current tree (also done every N records / T seconds and at close)."""
+        with self._lock:
+            return self._checkpoint_locked(self._clock())
+
+    def _checkpoint_locked(self, ts: float) -> Checkpoint:
+        if self._fh is not None:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+        tail = self._tail
+        cp = Checkpoint(self.origin, tail.index, tail.frontier.root(),
+                        (f"last-leaf {b64(tail.prev)}",))
+        path = self.directory / "checkpoints" / f"{tail.index:0{_SEGMENT_DIGITS}d}.note"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(sign_note(cp, self.key_name, self._key))
+        os.replace(tmp, path)
+        state = {"size": tail.index, "prev": b64(tail.prev), "frontier": tail.frontier.to_json()}
+        (self.directory / "checkpoints" / "state.json").write_bytes(orjson.dumps(state))
+        self._since_checkpoint = 0
+        self._last_checkpoint_at = ts
+        return cp
+
+    def _rotate_locked(self, ts: float) -> None:
+        self._checkpoint_locked(ts)
+        if self._fh is not None:
+            self._fh.close()
+        self._open_segment(new=True)
+
+    def _open_segment(self, new: bool = False) -> None:
+        segments = _segments(self.directory)
+        if segments and not new:
+            path = segments[-1]
+        else:
+            path = self.directory / "segments" / _segment_name(self._tail.index)
+        self._fh = path.open("a", encoding="utf-8", buffering=1 << 16)
+        self._segment_bytes = path.stat().st_size
+        self._segment_opened = self._clock()
+
+    def close(self) -> None:
+        """Write a final checkpoint and close; later writes are counted as dropped."""
+        with self._lock:
+            if self._closed:
+                return
+            self._checkpoint_locked(self._clock())
+            if self._fh is not None:
+                self._fh.close()
+            self._fh = None
+            self._closed = True
+
+    def __enter__(self) -> AuditLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def size(self) -> int:
+        return self._tail.index
+
+    # -- recovery ------------------------------------------------------------------------------
+
+    def _recover(self) -> _Tail:
+        """Resume after the last complete record; a torn tail (kill -9) is moved aside."""
+        tail = _Tail()
+        retention = _read_retention(self.directory)
+        if retention is not None:
+            tail = _Tail(retention.next_index, retention.prev, retention.frontier)
+        state_path = self.directory / "checkpoints" / "state.json"
+        if state_path.exists():
+            state = orjson.loads(state_path.read_bytes())
+            if int(state["size"]) >= tail.index:
+                tail = _Tail(int(state["size"]), unb64(state["prev"]), MerkleFrontier.from_json(state["frontier"]))
+        for path, offset, raw in _iter_lines(self.directory, start_index=tail.index):
+            if not raw.endswith(b"\n"):
+                torn = path.with_name(path.name + f".torn-{int(time.time())}")
+                torn.write_bytes(raw)
+                with path.open("r+b") as fh:
+                    fh.truncate(offset)
+                break
+            line = raw[:-1]
+            leaf = leaf_hash(line)
+            tail.frontier.append(leaf)
+            tail.prev = leaf
+            tail.index += 1
+        return tail
+
+    # -- retention -----------------------------------------------------------------------------
+
+    def apply_retention(self, max_age_s: float, *, actor: str = "retention") -> int:
+        """Remove whole segments whose newest record is older than ``max_age_s``; returns records removed.
+
+        Only the oldest segments go (a prefix), never the one being written. What was
+        removed is itself logged, and the frontier of the removed prefix is kept, so
+        ``audit verify`` still checks every remaining record and checkpoint.
+        """
+        with self._lock:
+            self._checkpoint_locked(self._clock())
+            segments = _segments(self.directory)[:-1]
+            cutoff = self._clock() - max_age_s
+            previous = _read_retention(self.directory)
+            frontier = previous.frontier if previous else MerkleFrontier()
+            prev = previous.prev if previous else b""
+            next_index = previous.next_index if previous else 0
+            removed: list[dict[str, Any]] = []
+            for path in segments:
+                lines = path.read_bytes().splitlines()
+                if not lines:
+                    continue
+                newest = _parse_ts(orjson.loads(lines[-1]).get("timestamp"))
+                if newest is None or newest >= cutoff:
+                    break
+                for line in lines:
+                    leaf = leaf_hash(line)
+                    frontier.append(leaf)
+                    prev = leaf
+                removed.append({"segment": path.name, "first_index": next_index, "records": len(lines)})
+                next_index += len(lines)
+            if not removed:
+                return 0
+            state = {"next_index": next_index, "prev": b64(prev), "frontier": frontier.to_json(),
+                     "removed": [*(previous.removed if previous else []), *removed]}
+            tmp = self.directory / "retention.json.tmp"
+            tmp.write_bytes(orjson.dumps(state))
+            os.replace(tmp, self.directory / "retention.json")
+            for item in removed:
+                (self.directory / "segments" / item["segment"]).unlink()
+        count = sum(int(item["records"]) for item in removed)
+        self.log_admin("retention", actor=actor, removed_records=count, through_index=next_index - 1,
+                       prefix_root=b64(frontier.root()), segments=[item["segment"] for item in removed])
+        self.checkpoint()
+        return count
+
+
+def _fresh_id(ts: float) -> str:
+    return f"{int(ts * 1e6):x}-{os.urandom(4).hex()}"
+
+
+def _parse_ts(text: Any) -> float | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def _dropped_counter(registry: Any) -> Any:
+    if registry is None:
+        return None
+    from prometheus_client import Counter
+
+    return Counter("activelabel_audit_dropped_total",
+                   "Audit records that could not be written, by reason (never silent: the audit log's loss count).",
+                   ["reason"], registry=registry)
+
+
+@dataclass(frozen=True)
+class _Retention:
+    next_index: int
+    prev: bytes
+    frontier: MerkleFrontier
+    removed: list[dict[str, Any]]
+
+
+def _read_retention(directory: Path) -> _Retention | None:
+    path = directory / "retention.json"
+    if not path.exists():
+        return None
+    data = orjson.loads(path.read_bytes())
+    return _Retention(int(data["next_index"]), unb64(data["prev"]), MerkleFrontier.from_json(data["frontier"]),
+                      list(data.get("removed") or []))
+
+
+def _iter_lines(directory: Path, start_index: int = 0) -> Iterator[tuple[Path, int, bytes]]:
+    """(segment, byte offset, raw line with its newline if any) from ``start_index`` on."""
+    segments = _segments(directory)
+    firsts = [int(p.stem) for p in segments]
+    for path, first in zip(segments, firsts, strict=True):
+        following = [f for f in firsts if f > first]
+        if following and following[0] <= start_index:
+            continue
+        index = first
+        offset = 0
+        with path.open("rb") as fh:
+            for raw in fh:
+                if index >= start_index:
+                    yield path, offset, raw
+                offset += len(raw)
+                index += 1
+
+
+# --- verification ----------------------------------------------------------------------------
+
+
+@dataclass
+class VerifyResult:
+    """What ``audit verify`` found; ``ok`` is False on the first break, which ``problem`` names."""
+
+    ok: bool
+    records: int
+    checkpoints: int
+    first_bad_index: int | None = None
+    problem: str = ""
+    torn_tail: str = ""
+    retained_from: int = 0
+    unverifiable_checkpoints: int = 0
+
+    def summary(self) -> str:
+        if self.ok:
+            text = (f"intact: {self.records} records from index {self.retained_from}, "
+                    f"{self.checkpoints} signed checkpoints verified")
+            if self.unverifiable_checkpoints:
+                text += f" ({self.unverifiable_checkpoints} older checkpoints cover removed segments)"
+            if self.torn_tail:
+                text += f"; {self.torn_tail}"
+            return text
+        return f"BROKEN at record {self.first_bad_index}: {self.problem}"
+
+
+def verify_log(directory: str | Path, *, public_key_file: str | Path | None = None,
+               key_name: str = KEY_NAME_DEFAULT) -> VerifyResult:
+    """Check every record, the chain, every signed checkpoint, and that nothing is missing."""
+    directory = Path(directory)
+    pub_path = Path(public_key_file) if public_key_file else directory / "keys" / "audit.pub"
+    public_key = load_public_key(pub_path)
+    checkpoints: dict[int, Checkpoint] = {}
+    for path in _checkpoint_files(directory):
+        try:
+            cp = open_note(path.read_bytes(), key_name, public_key)
+        except AuditError as exc:
+            return VerifyResult(False, 0, 0, int(path.stem), f"checkpoint {path.name}: {exc}")
+        checkpoints[cp.size] = cp
+    retention = _read_retention(directory)
+    expected = retention.next_index if retention else 0
+    frontier = retention.frontier if retention else MerkleFrontier()
+    prev = retention.prev if retention else b""
+    result = VerifyResult(True, 0, 0, retained_from=expected)
+    if retention is not None:
+        cut = checkpoints.get(expected)
+        if cut is None or cut.root != frontier.root():
+            return VerifyResult(False, 0, 0, expected,
+                                "retention.json's frontier does not match the signed checkpoint at the cut")
+        result.unverifiable_checkpoints = sum(1 for size in checkpoints if size < expected)
+    if expected in checkpoints and expected > 0:
+        result.checkpoints += 1
+    segments = _segments(directory)
+    for seg_no, path in enumerate(segments):
+        data = path.read_bytes()
+        lines = data.split(b"\n")
+        complete, torn = lines[:-1], lines[-1]
+        first = int(path.stem)
+        if first != expected:
+            return _broken(result, expected, f"segment {path.name} starts at index {first}; records "
+                                             f"{expected}..{first - 1} are missing")
+        for line_no, line in enumerate(complete, 1):
+            where = f"{path.name} line {line_no}"
+            try:
+                record = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                return _broken(result, expected, f"{where} is not valid JSON (edited?)")
+            if not isinstance(record, dict):
+                return _broken(result, expected, f"{where} is not a JSON object")
+            index = record.get("index")
+            if index != expected:
+                if isinstance(index, int) and index > expected:
+                    return _broken(result, expected, f"{where} has index {index}: record {expected} is missing "
+                                                     "(deleted or reordered)")
+                return _broken(result, max(0, expected - 1) if isinstance(index, int) and index == expected - 1
+                               else expected, f"{where} has index {index}, expected {expected} (inserted or reordered)")
+            if record.get("prev") != b64(prev):
+                return _broken(result, expected - 1, f"record {expected - 1} does not hash to what record "
+                                                     f"{expected} recorded (edited)")
+            if canonical_json(record) != line:
+                return _broken(result, expected, f"{where} is not in canonical form (edited)")
+            leaf = leaf_hash(line)
+            frontier.append(leaf)
+            prev = leaf
+            expected += 1
+            result.records += 1
+            signed = checkpoints.get(expected)
+            if signed is not None:
+                if signed.extension("last-leaf") not in (None, b64(prev)):
+                    return _broken(result, expected - 1, f"record {expected - 1} differs from the one the "
+                                                         f"checkpoint at size {expected} signed (edited)")
+                if signed.root != frontier.root():
+                    return _broken(result, expected - 1, f"the Merkle root of the first {expected} records does "
+                                                         "not match its signed checkpoint (records rewritten)")
+                result.checkpoints += 1
+        if torn:
+            if seg_no != len(segments) - 1:
+                return _broken(result, expected, f"{path.name} ends in a partial record inside the log")
+            result.torn_tail = (f"torn tail of {len(torn)} bytes begins at byte {len(data) - len(torn)} of "
+                                f"{path.name}, after record {expected - 1} (an interrupted write)")
+    newest = max(checkpoints, default=0)
+    if newest > expected:
+        return _broken(result, expected, f"truncated: a signed checkpoint covers {newest} records but only "
+                                         f"{expected} are present; record {expected} onwards is missing")
+    return result
+
+
+def _broken(result: VerifyResult, index: int, problem: str) -> VerifyResult:
+    result.ok = False
+    result.first_bad_index = index
+    result.problem = problem
+    return result
+
+
+def read_records(directory: str | Path) -> Iterator[dict[str, Any]]:
+    """Every complete record of the log, in index order (for ``audit show`` / ``search``)."""
+    for _, _, raw in _iter_lines(Path(directory)):
+        if raw.endswith(b"\n"):
+            try:
+                record = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(record, dict):
+                yield record
+
+
+def search_records(
+    directory: str | Path,
+    *,
+    decision_id: str | None = None,
+    version: str | None = None,
+    label: tuple[str, str] | None = None,
+    since: float | None = None,
+    until: float | None = None,
+    kind: str | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Records matching every given criterion (label values only where the level wrote them)."""
+    for record in read_records(directory):
+        if kind is not None and record.get("kind") != kind:
+            continue
+        if decision_id is not None and record.get("decision_id") != decision_id:
+            continue
+        if version is not None and not any(
+            b.get("revision") == version for b in (record.get("bundles") or {}).values() if isinstance(b, dict)
+        ):
+            continue
+        if label is not None:
+            result = record.get("result") or {}
+            if str(result.get(label[0])) != label[1]:
+                continue
+        ts = _parse_ts(record.get("timestamp"))
+        if since is not None and (ts is None or ts < since):
+            continue
+        if until is not None and (ts is None or ts > until):
+            continue
+        yield record

@@ -1,0 +1,566 @@
+"""Safe change of labeling logic: a live shadow and a sticky canary with automatic verdicts.
+
+A rollout holds two compiled policies, the *serving* one and the *candidate*. Every
+event (or a deterministic sample by record id) is labeled by both; the served output
+comes from the arm the event's key falls in, and the pair is compared label by label,
+so the analysis sees exactly what changed on the *same* event — something Flagger and
+Argo Rollouts, which compare two populations through Prometheus, cannot do.
+
+Semantics follow Argo Rollouts' analysis: ``failure_limit`` (default 0) failed
+measurements roll back, ``consecutive_success_limit`` passing measurements advance a
+step, and too little data is **Inconclusive → pause**, never pass or fail
+(flagger#32). ``dry_run`` checks are measured and reported, not gating.
+
+    spec = RolloutSpec.from_mapping(yaml.safe_load(open("spec.yaml")))
+    rollout = Rollout("r-1", spec, serving=v1_labeler, candidate=v2_labeler)
+    decision, arm = rollout.label(event, record_id="r42")   # served decision and its arm
+    rollout.tick()                                          # evaluate when an interval has passed
+    rollout.status()                                        # JSON-ready state, checks, reason
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from activelabel.errors import RolloutError
+
+STATES = ("progressing", "paused", "promoted", "rolled_back", "aborted")
+METRICS = ("label_change_rate", "rule_error_rate_increase", "dlq_rate_increase", "latency_p99_ratio", "accuracy_delta")
+_EXAMPLES_PER_TRANSITION = 3
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_SENSITIVE = frozenset({"pii", "secret"})
+
+
+def parse_duration(text: Any) -> float:
+    """``30s``, ``10m``, ``1h``, ``250ms`` or a number of seconds."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        return float(text)
+    match = _DURATION.match(str(text))
+    if not match:
+        raise RolloutError(f"interval {text!r}: write a duration such as 30s, 10m or 1h")
+    return float(match.group(1)) * _UNIT[match.group(2)]
+
+
+@dataclass(frozen=True)
+class Check:
+    """One analysis check: a metric, optionally per label, with a ``max`` or ``min`` threshold."""
+
+    metric: str
+    label: str | None = None
+    max: float | None = None
+    min: float | None = None
+    min_discordant: int = 0
+
+    @property
+    def name(self) -> str:
+        return f"{self.metric}[{self.label}]" if self.label else self.metric
+
+
+@dataclass(frozen=True)
+class RolloutSpec:
+    """The rollout spec (YAML). ``steps`` are percentages served by the candidate; 0 = shadow only."""
+
+    key: str = "record_id"
+    steps: tuple[float, ...] = (0, 5, 25, 50, 100)
+    interval_s: float = 30.0
+    min_events: int = 1000
+    analysis: tuple[Check, ...] = ()
+    failure_limit: int = 0
+    consecutive_success_limit: int = 3
+    dry_run: frozenset[str] = frozenset()
+    shadow_fraction: float = 1.0
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> RolloutSpec:
+        """Validate a spec, reporting every problem at once."""
+        problems: list[str] = []
+        known = {"key", "steps", "interval", "min_events", "analysis", "failure_limit", "consecutive_success_limit",
+                 "dry_run", "shadow_fraction"}
+        for extra in sorted(set(data) - known):
+            problems.append(f"unknown key {extra!r} (known: {', '.join(sorted(known))})")
+        steps = tuple(float(s) for s in data.get("steps", cls.steps))
+        if not steps or any(not 0 <= s <= 100 for s in steps) or list(steps) != sorted(steps):
+            problems.append("steps: a rising list of percentages between 0 and 100, e.g. [0, 5, 25, 50, 100]")
+        checks: list[Check] = []
+        for i, raw in enumerate(data.get("analysis") or []):
+            if not isinstance(raw, Mapping) or raw.get("metric") not in METRICS:
+                problems.append(f"analysis[{i}]: metric must be one of {', '.join(METRICS)}")
+                continue
+            if raw.get("max") is None and raw.get("min") is None:
+                problems.append(f"analysis[{i}] ({raw['metric']}): give a `max` or a `min` threshold")
+            if raw["metric"] == "label_change_rate" and not raw.get("label"):
+                problems.append(f"analysis[{i}]: label_change_rate needs `label`")
+            checks.append(Check(str(raw["metric"]), raw.get("label"),
+                                None if raw.get("max") is None else float(raw["max"]),
+                                None if raw.get("min") is None else float(raw["min"]),
+                                int(raw.get("min_discordant", 0))))
+        dry_run = frozenset(map(str, data.get("dry_run") or ()))
+        unknown_dry = dry_run - {c.metric for c in checks} - {c.name for c in checks}
+        if unknown_dry:
+            problems.append(f"dry_run names checks that are not in analysis: {sorted(unknown_dry)}")
+        try:
+            interval = parse_duration(data.get("interval", cls.interval_s))
+        except RolloutError as exc:
+            problems.append(str(exc))
+            interval = cls.interval_s
+        fraction = float(data.get("shadow_fraction", 1.0))
+        if not 0 < fraction <= 1:
+            problems.append("shadow_fraction: between 0 (exclusive) and 1")
+        if problems:
+            raise RolloutError("rollout spec refused:\n  " + "\n  ".join(problems))
+        return cls(
+            key=str(data.get("key", cls.key)), steps=steps, interval_s=interval,
+            min_events=int(data.get("min_events", cls.min_events)), analysis=tuple(checks),
+            failure_limit=int(data.get("failure_limit", 0)),
+            consecutive_success_limit=max(1, int(data.get("consecutive_success_limit", 3))),
+            dry_run=dry_run, shadow_fraction=fraction,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "key": self.key, "steps": list(self.steps), "interval": self.interval_s, "min_events": self.min_events,
+            "analysis": [{k: v for k, v in c.__dict__.items() if (v is not None and v != 0) or k == "metric"}
+                         for c in self.analysis],
+            "failure_limit": self.failure_limit, "consecutive_success_limit": self.consecutive_success_limit,
+            "dry_run": sorted(self.dry_run), "shadow_fraction": self.shadow_fraction,
+        }
+
+
+def bucket_of(rollout_id: str, key: Any) -> float:
+    """A stable position in [0, 100) for a key: the same entity always lands on the same arm."""
+    digest = hashlib.sha256(f"{rollout_id}\x00{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 * 100.0
+
+
+# --- paired comparison -----------------------------------------------------------------------
+
+
+@dataclass
+class LabelDiff:
+    """Per label: events compared and changed, old → new transitions, which rule now wins."""
+
+    compared: int = 0
+    changed: int = 0
+    transitions: Counter[tuple[str, str]] = field(default_factory=Counter)
+    because: Counter[str] = field(default_factory=Counter)
+    examples: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+
+
+_UNSET = "(unset)"
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return _UNSET
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+class ShadowComparison:
+    """Counts of what the candidate changes, event by event, with latencies and rule errors per version."""
+
+    def __init__(self, label_names: Sequence[str], sensitivity: Mapping[str, str]) -> None:
+        self.labels = {name: LabelDiff() for name in label_names}
+        self.sensitive = frozenset(n for n in label_names if sensitivity.get(n, "internal") in _SENSITIVE)
+        self.events = 0
+        self.events_changed = 0
+        self.latency_ns: dict[str, list[int]] = {"serving": [], "candidate": []}
+        self.rule_errors: dict[str, int] = {"serving": 0, "candidate": 0}
+        self.truth_pairs = {"both_right": 0, "both_wrong": 0, "serving_only": 0, "candidate_only": 0}
+
+    def add(self, serving: Any, candidate: Any, *, record_id: str | None = None) -> dict[str, tuple[Any, Any]]:
+        """Compare one event's two decisions; returns the changed labels as ``{label: (old, new)}``."""
+        self.events += 1
+        self.latency_ns["serving"].append(int(serving.elapsed_ns))
+        self.latency_ns["candidate"].append(int(candidate.elapsed_ns))
+        old_labels, new_labels = serving.labels, candidate.labels
+        changed: dict[str, tuple[Any, Any]] = {}
+        new_sources: dict[str, str] | None = None
+        for name, diff in self.labels.items():
+            diff.compared += 1
+            old, new = old_labels.get(name), new_labels.get(name)
+            if old == new and type(old) is type(new):
+                continue
+            diff.changed += 1
+            changed[name] = (old, new)
+            if new_sources is None:
+                new_sources = candidate.sources
+            diff.because[new_sources.get(name, "unset")] += 1
+            pair = ("*", "*") if name in self.sensitive else (_shown(old), _shown(new))
+            diff.transitions[pair] += 1
+            if record_id is not None:
+                examples = diff.examples.setdefault(pair, [])
+                if len(examples) < _EXAMPLES_PER_TRANSITION:
+                    examples.append(record_id)
+        if changed:
+            self.events_changed += 1
+        return changed
+
+    def add_truth(self, serving_right: bool, candidate_right: bool) -> None:
+        """One event with ground truth: which versions got it right (for McNemar's test)."""
+        key = ("both_right" if candidate_right else "serving_only") if serving_right else (
+            "candidate_only" if candidate_right else "both_wrong")
+        self.truth_pairs[key] += 1
+
+    def change_rate(self, label: str) -> float | None:
+        diff = self.labels.get(label)
+        if diff is None or diff.compared == 0:
+            return None
+        return diff.changed / diff.compared
+
+    def p99_ms(self, arm: str) -> float | None:
+        values = self.latency_ns[arm]
+        if not values:
+            return None
+        ordered = sorted(values)
+        return ordered[min(len(ordered) - 1, math.ceil(0.99 * len(ordered)) - 1)] / 1e6
+
+    def report(self) -> dict[str, Any]:
+        """JSON-ready per-label report; sensitive labels carry counts only, never values."""
+        labels: dict[str, Any] = {}
+        for name, diff in self.labels.items():
+            labels[name] = {
+                "compared": diff.compared,
+                "changed": diff.changed,
+                "change_rate": diff.changed / diff.compared if diff.compared else 0.0,
+                "sensitive": name in self.sensitive,
+                "transitions": [
+                    {"from": old, "to": new, "count": n, "examples": diff.examples.get((old, new), [])}
+                    for (old, new), n in diff.transitions.most_common()
+                ],
+                "changed_because": dict(diff.because.most_common()),
+            }
+        return {
+            "events": self.events,
+            "events_changed": self.events_changed,
+            "labels": labels,
+            "latency_p99_ms": {arm: self.p99_ms(arm) for arm in self.latency_ns},
+            "rule_errors": dict(self.rule_errors),
+            "truth_pairs": dict(self.truth_pairs),
+        }
+
+
+def mcnemar_p(b: int, c: int) -> float:
+    """Exact two-sided McNemar p-value on the discordant pairs (binomial, p = 1/2)."""
+    n = b + c
+    if n == 0:
+        return 1.0
+    k = min(b, c)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
+    return float(min(1.0, 2 * tail))
+
+
+# --- the rollout state machine ---------------------------------------------------------------
+
+
+@dataclass
+class CheckResult:
+    metric: str
+    value: float | None
+    threshold: str
+    verdict: str  # Successful | Failed | Inconclusive
+    dry_run: bool = False
+
+    def as_json(self) -> dict[str, Any]:
+        return {"metric": self.metric, "value": self.value, "threshold": self.threshold, "verdict": self.verdict,
+                "dry_run": self.dry_run}
+
+
+@dataclass
+class _ArmCounters:
+    events: int = 0
+    dlq: int = 0
+
+
+class Rollout:
+    """One rollout of ``candidate`` against ``serving``; thread-safe; ``tick()`` advances it."""
+
+    def __init__(
+        self,
+        rollout_id: str,
+        spec: RolloutSpec,
+        *,
+        serving: Any,
+        candidate: Any,
+        key_fn: Callable[[Mapping[str, Any], str | None], Any] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        state_file: str | Path | None = None,
+        on_change: Callable[[Rollout, str], None] | None = None,
+        step_index: int = 0,
+        state: str = "progressing",
+    ) -> None:
+        self.id = rollout_id
+        self.spec = spec
+        self.serving = serving
+        self.candidate = candidate
+        self._key_fn = key_fn or _key_function(spec.key)
+        self._clock = clock
+        self._wall = wall_clock
+        self.state_file = Path(state_file) if state_file else None
+        self._on_change = on_change
+        self._lock = threading.Lock()
+        self.state = state
+        self.step_index = step_index
+        self.reason = ""
+        self.checks: list[CheckResult] = []
+        self.history: list[dict[str, Any]] = []
+        policy = serving.policy
+        self._label_names = tuple(policy.labels)
+        self._sensitivity = {n: str(s.sensitivity) for n, s in policy.labels.items()}
+        self.total = ShadowComparison(self._label_names, self._sensitivity)
+        self._new_step()
+        self._save()
+
+    # -- per event ------------------------------------------------------------------------
+
+    @property
+    def step(self) -> float:
+        return self.spec.steps[self.step_index]
+
+    def arm_for(self, event: Mapping[str, Any], record_id: str | None) -> str:
+        if self.state in ("promoted",):
+            return "candidate"
+        if self.state in ("rolled_back", "aborted"):
+            return "serving"
+        return "candidate" if bucket_of(self.id, self._key_fn(event, record_id)) < self.step else "serving"
+
+    def label(self, event: Mapping[str, Any], *, record_id: str | None = None) -> tuple[Any, str]:
+        """The served decision and its arm; the other version runs beside it when the event is sampled."""
+        arm = self.arm_for(event, record_id)
+        if self.state not in ("progressing", "paused"):
+            return (self.candidate if arm == "candidate" else self.serving).label(event), arm
+        serving = self.serving.label(event)
+        sampled = self.spec.shadow_fraction >= 1.0 or (
+            bucket_of(self.id + "/shadow", record_id) < self.spec.shadow_fraction * 100)
+        candidate = self.candidate.label(event) if (sampled or arm == "candidate") else None
+        with self._lock:
+            self._arms[arm].events += 1
+            if sampled and candidate is not None:
+                self.total.add(serving, candidate, record_id=record_id)
+                self.window.add(serving, candidate, record_id=record_id)
+        return (candidate if arm == "candidate" else serving), arm
+
+    def record_dlq(self, arm: str = "serving") -> None:
+        """A record of this arm went to the dead-letter output."""
+        with self._lock:
+            self._arms[arm].dlq += 1
+
+    def record_truth(self, serving_right: bool, candidate_right: bool) -> None:
+        with self._lock:
+            self.window.add_truth(serving_right, candidate_right)
+            self.total.add_truth(serving_right, candidate_right)
+
+    # -- decisions ---------------------------------------------------------------------------
+
+    def _new_step(self) -> None:
+        self._restart_window()
+        self._successes = 0
+        self._failures = 0
+
+    def tick(self) -> str:
+        """Evaluate the current step once its interval has passed; returns the state."""
+        with self._lock:
+            if self.state != "progressing" or self._clock() - self._step_started < self.spec.interval_s:
+                return self.state
+            self.window.rule_errors = {
+                "serving": _rule_errors(self.serving) - self._errors_at_start[0],
+                "candidate": _rule_errors(self.candidate) - self._errors_at_start[1],
+            }
+            self.checks = self._measure()
+            gating = [c for c in self.checks if not c.dry_run]
+            events = self.window.events
+            if events < self.spec.min_events or any(c.verdict == "Inconclusive" for c in gating):
+                why = (f"{events} events compared in this step, fewer than min_events {self.spec.min_events}"
+                       if events < self.spec.min_events else
+                       "; ".join(f"{c.metric}: no data" for c in gating if c.verdict == "Inconclusive"))
+                return self._transition("paused", f"Inconclusive at step {self.step:g}%: {why}")
+            failed = [c for c in gating if c.verdict == "Failed"]
+            if failed:
+                self._failures += 1
+                if self._failures > self.spec.failure_limit:
+                    first = failed[0]
+                    return self._transition("rolled_back", f"check {first.metric} failed at step {self.step:g}%: "
+                                                           f"measured {first.value:.6g}, threshold {first.threshold}")
+                self._restart_window()
+                return self.state
+            self._successes += 1
+            if self._successes < self.spec.consecutive_success_limit:
+                self._restart_window()
+                return self.state
+            if self.step_index + 1 >= len(self.spec.steps):
+                return self._transition("promoted", f"every check passed at every step up to {self.step:g}%")
+            self.history.append({"step": self.step, "events": self.window.events, "checks":
+                                 [c.as_json() for c in self.checks]})
+            self.step_index += 1
+            self._new_step()
+            self._save()
+            if self._on_change:
+                self._on_change(self, "step")
+            return self.state
+
+    def _restart_window(self) -> None:
+        self.window = ShadowComparison(self._label_names, self._sensitivity)
+        self._arms = {"serving": _ArmCounters(), "candidate": _ArmCounters()}
+        self._errors_at_start = (_rule_errors(self.serving), _rule_errors(self.candidate))
+        self._step_started = self._clock()
+
+    def _transition(self, state: str, reason: str) -> str:
+        self.state = state
+        self.reason = reason
+        self._save()
+        if self._on_change:
+            self._on_change(self, state)
+        return state
+
+    def promote(self, reason: str = "promoted by an operator") -> None:
+        with self._lock:
+            if self.state in ("progressing", "paused"):
+                self._transition("promoted", reason)
+
+    def abort(self, reason: str = "aborted by an operator") -> None:
+        with self._lock:
+            if self.state in ("progressing", "paused"):
+                self._transition("aborted", reason)
+
+    def resume(self) -> None:
+        """Leave a pause and measure the step again."""
+        with self._lock:
+            if self.state == "paused":
+                self.state = "progressing"
+                self.reason = ""
+                self._restart_window()
+                self._save()
+
+    def _measure(self) -> list[CheckResult]:
+        out = []
+        w = self.window
+        for check in self.spec.analysis:
+            value: float | None
+            if check.metric == "label_change_rate":
+                value = w.change_rate(check.label or "")
+            elif check.metric == "rule_error_rate_increase":
+                value = None if w.events == 0 else (w.rule_errors["candidate"] - w.rule_errors["serving"]) / w.events
+            elif check.metric == "dlq_rate_increase":
+                base, canary = self._arms["serving"], self._arms["candidate"]
+                if base.events == 0 or canary.events == 0:
+                    value = None if canary.events == 0 and self.step > 0 else 0.0
+                else:
+                    value = canary.dlq / canary.events - base.dlq / base.events
+            elif check.metric == "latency_p99_ratio":
+                s99, c99 = w.p99_ms("serving"), w.p99_ms("candidate")
+                value = None if not s99 or c99 is None else c99 / s99
+            else:  # accuracy_delta, paired: McNemar on the discordant pairs
+                lost, won = w.truth_pairs["serving_only"], w.truth_pairs["candidate_only"]
+                n = sum(w.truth_pairs.values())
+                value = None if n == 0 or lost + won < check.min_discordant else (won - lost) / n
+            out.append(self._verdict(check, value))
+        return out
+
+    def _verdict(self, check: Check, value: float | None) -> CheckResult:
+        parts = []
+        if check.max is not None:
+            parts.append(f"<= {check.max:g}")
+        if check.min is not None:
+            parts.append(f">= {check.min:g}")
+        threshold = " and ".join(parts)
+        dry = check.metric in self.spec.dry_run or check.name in self.spec.dry_run
+        if value is None:
+            return CheckResult(check.name, None, threshold, "Inconclusive", dry)
+        ok = (check.max is None or value <= check.max) and (check.min is None or value >= check.min)
+        return CheckResult(check.name, value, threshold, "Successful" if ok else "Failed", dry)
+
+    # -- reporting and persistence -----------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "id": self.id,
+                "state": self.state,
+                "step": self.step,
+                "step_index": self.step_index,
+                "steps": list(self.spec.steps),
+                "serving_version": str(self.serving.version),
+                "candidate_version": str(self.candidate.version),
+                "events": {arm: c.events for arm, c in self._arms.items()},
+                "checks": [c.as_json() for c in self.checks],
+                "reason": self.reason,
+                "history": list(self.history),
+            }
+
+    def report(self) -> dict[str, Any]:
+        """The whole shadow comparison since the rollout began, plus its status."""
+        with self._lock:
+            report = self.total.report()
+        report["status"] = self.status()
+        return report
+
+    def _save(self) -> None:
+        if self.state_file is None:
+            return
+        data = {"id": self.id, "spec": self.spec.to_json(), "state": self.state, "step_index": self.step_index,
+                "reason": self.reason, "serving_version": str(self.serving.version),
+                "candidate_version": str(self.candidate.version), "saved_at": self._wall(),
+                "candidate_source": str(getattr(self.candidate.policy, "source", "")),
+                "history": self.history}
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2))
+        tmp.replace(self.state_file)
+
+
+def _rule_errors(labeler: Any) -> int:
+    return sum(labeler.stats().rule_errors.values())
+
+
+def read_state(path: str | Path) -> dict[str, Any] | None:
+    """A persisted rollout (to resume after a restart), or None."""
+    p = Path(path)
+    if not p.exists():
+        return None
+    data = orjson.loads(p.read_bytes())
+    return data if isinstance(data, dict) else None
+
+
+def resume_rollout(path: str | Path, *, serving: Any, candidate: Any, **kwargs: Any) -> Rollout | None:
+    """Rebuild a persisted rollout that was still progressing or paused, at the same step."""
+    data = read_state(path)
+    if data is None or data.get("state") not in ("progressing", "paused"):
+        return None
+    if str(candidate.version) != data.get("candidate_version"):
+        raise RolloutError(f"the persisted rollout {data.get('id')} is for candidate {data.get('candidate_version')}, "
+                           f"not {candidate.version}; abort it or start a new one")
+    rollout = Rollout(str(data["id"]), RolloutSpec.from_mapping(data["spec"]), serving=serving, candidate=candidate,
+                      state_file=path, step_index=int(data["step_index"]), state=str(data["state"]), **kwargs)
+    rollout.reason = str(data.get("reason", ""))
+    rollout.history = list(data.get("history") or [])
+    return rollout
+
+
+def _key_function(key: str) -> Callable[[Mapping[str, Any], str | None], Any]:
+    """``record_id`` or a CEL expression over ``event`` (an error or absent key falls back to the record id)."""
+    if key in ("record_id", "id"):
+        return lambda event, record_id: record_id
+    from activelabel import cel
+
+    program = cel.compile(key)
+
+    def evaluate(event: Mapping[str, Any], record_id: str | None) -> Any:
+        try:
+            return program.evaluate({"event": event})
+        except Exception:  # noqa: BLE001 - a CEL error on one event: keep it sticky by record id instead
+            return record_id
+
+    return evaluate

@@ -1,0 +1,241 @@
+"""The decision audit log: canonical bytes, Merkle tree, signed checkpoints, and `audit verify` on tampering."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+import rfc8785
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from activelabel import Labeler
+from activelabel.governance._merkle import canonical_json, leaf_hash, merkle_root, node_hash
+from activelabel.governance.audit import AuditLevel, AuditLog, LevelPolicy, search_records, verify_log
+
+REPO = Path(__file__).resolve().parents[1]
+EDGE = REPO / "examples" / "edge" / "policy.yaml"
+CLI = [sys.executable, "-m", "activelabel"]
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53) + 1, 2**53 - 1) | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(json_values)
+def test_canonical_bytes_are_rfc8785(value: object) -> None:
+    """Our canonical JSON is byte-identical to the reference RFC 8785 implementation."""
+    assert canonical_json(value) == rfc8785.dumps(value)
+
+
+def _mth(leaves: list[bytes]) -> bytes:
+    """RFC 9162 §2.1.1 MTH, written from the RFC's recursive definition."""
+    if not leaves:
+        return hashlib.sha256(b"").digest()
+    if len(leaves) == 1:
+        return leaves[0]
+    k = 1
+    while k * 2 < len(leaves):
+        k *= 2
+    return node_hash(_mth(leaves[:k]), _mth(leaves[k:]))
+
+
+def test_merkle_root_follows_rfc9162_for_every_size() -> None:
+    """The incremental tree gives the RFC's root for every size from 0 to 70 leaves."""
+    leaves = [leaf_hash(str(i).encode()) for i in range(70)]
+    for n in range(71):
+        assert merkle_root(leaves[:n]) == _mth(leaves[:n])
+    assert leaf_hash(b"").hex() == "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d"
+
+
+def _write_log(directory: Path, n: int = 50, **kwargs: object) -> Labeler:
+    labeler = Labeler.from_file(EDGE)
+    events = [orjson.loads(line) for line in (REPO / "examples/edge/requests.jsonl").read_bytes().splitlines()[:n]
+              if line.startswith(b"{")]
+    with AuditLog(directory, checkpoint_every=10, **kwargs) as log:  # type: ignore[arg-type]
+        for i, event in enumerate(events):
+            log.log_decision(labeler.label(event), door="cli", policy_name="edge-requests", record_id=f"r{i}",
+                             event=event)
+        log.log_admin("reload", actor="ana", version=labeler.version)
+    return labeler
+
+
+def _verify(directory: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, "audit", "verify", str(directory), *extra], capture_output=True, text=True, check=False)
+
+
+def _lines(directory: Path) -> tuple[Path, list[bytes]]:
+    segment = sorted((directory / "segments").glob("*.jsonl"))[0]
+    return segment, segment.read_bytes().splitlines(keepends=True)
+
+
+def test_an_intact_log_verifies_with_exit_0(tmp_path: Path) -> None:
+    """`audit verify` exits 0 on an untouched log and says how many records and checkpoints it checked."""
+    _write_log(tmp_path / "audit")
+    done = _verify(tmp_path / "audit")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "intact: 51 records" in done.stdout
+    note = sorted((tmp_path / "audit" / "checkpoints").glob("*.note"))[-1].read_text()
+    origin, size, root = note.splitlines()[:3]
+    assert origin.startswith("activelabel.audit/") and size == "51" and len(root) == 44
+    assert "\n\n\u2014 activelabel-audit " in note  # C2SP signed-note signature line
+
+
+@pytest.mark.parametrize("tamper, bad_index", [
+    ("edit_value", 7), ("edit_byte_invalid_json", 7), ("delete", 7), ("swap", 7), ("insert", 7), ("edit_last", 50),
+])
+def test_tampering_fails_verification_at_the_right_record(tmp_path: Path, tamper: str, bad_index: int) -> None:
+    """An edited byte, a deleted, swapped or inserted record each fail `audit verify` naming the first bad index."""
+    directory = tmp_path / "audit"
+    _write_log(directory)
+    segment, lines = _lines(directory)
+    if tamper == "edit_value":
+        lines[7] = lines[7].replace(b'"door":"cli"', b'"door":"cLi"')
+    elif tamper == "edit_byte_invalid_json":
+        lines[7] = lines[7][:10] + b"\x00" + lines[7][11:]
+    elif tamper == "delete":
+        del lines[7]
+    elif tamper == "swap":
+        lines[7], lines[8] = lines[8], lines[7]
+    elif tamper == "insert":
+        lines.insert(7, lines[7])
+    elif tamper == "edit_last":
+        lines[50] = lines[50].replace(b'"actor":"ana"', b'"actor":"eve"')
+    segment.write_bytes(b"".join(lines))
+    done = _verify(directory)
+    assert done.returncode == 1, done.stdout
+    assert f"BROKEN at record {bad_index}:" in done.stdout
+
+
+def test_truncation_is_caught_by_the_signed_checkpoint(tmp_path: Path) -> None:
+    """Cutting the last records off fails verification: the newest checkpoint signed more records than remain."""
+    directory = tmp_path / "audit"
+    _write_log(directory)
+    segment, lines = _lines(directory)
+    segment.write_bytes(b"".join(lines[:45]))
+    done = _verify(directory)
+    assert done.returncode == 1
+    assert "BROKEN at record 45: truncated" in done.stdout
+
+
+def test_a_torn_tail_verifies_up_to_the_last_complete_record_and_the_log_resumes(tmp_path: Path) -> None:
+    """A partial last line (kill -9 mid-write) is reported with its offset; reopening moves it aside and goes on."""
+    directory = tmp_path / "audit"
+    _write_log(directory)
+    segment, _ = _lines(directory)
+    with segment.open("ab") as fh:
+        fh.write(b'{"index":51,"kind":"deci')
+    done = _verify(directory)
+    assert done.returncode == 0
+    assert "torn tail of 24 bytes begins at byte" in done.stdout and "after record 50" in done.stdout
+    with AuditLog(directory) as log:
+        log.log_admin("restart", actor="ops")
+    result = verify_log(directory)
+    assert result.ok and result.records == 52 and not result.torn_tail
+
+
+def test_a_replaced_public_key_is_caught_with_an_out_of_band_key(tmp_path: Path) -> None:
+    """Checkpoints re-signed with another key fail against the operator's own copy of the public key."""
+    directory = tmp_path / "audit"
+    _write_log(directory)
+    good_pub = tmp_path / "good.pub"
+    good_pub.write_bytes((directory / "keys" / "audit.pub").read_bytes())
+    other = tmp_path / "other"
+    _write_log(other)
+    for note in (directory / "checkpoints").glob("*.note"):
+        note.unlink()
+    (directory / "keys" / "audit.pub").write_bytes((other / "keys" / "audit.pub").read_bytes())
+    for note in (other / "checkpoints").glob("*.note"):
+        (directory / "checkpoints" / note.name).write_bytes(note.read_bytes())
+    assert _verify(directory, "--key", str(good_pub)).returncode == 1
+
+
+def test_retention_removes_old_segments_and_the_rest_still_verifies(tmp_path: Path) -> None:
+    """Retention deletes whole old segments, logs what it removed, and verification of the remainder passes."""
+    now = [1_000_000.0]
+    directory = tmp_path / "audit"
+    labeler = Labeler.from_file(EDGE)
+    with AuditLog(directory, checkpoint_every=5, segment_max_bytes=2_000, clock=lambda: now[0]) as log:
+        for i in range(60):
+            log.log_decision(labeler.label({"status": 200, "path": f"/p{i}"}), door="cli", policy_name="edge",
+                             record_id=f"r{i}")
+            now[0] += 60
+        segments_before = len(list((directory / "segments").glob("*.jsonl")))
+        removed = log.apply_retention(max_age_s=30 * 60)
+    assert segments_before > 3 and removed > 0
+    assert len(list((directory / "segments").glob("*.jsonl"))) < segments_before
+    result = verify_log(directory)
+    assert result.ok, result.problem
+    assert result.retained_from == removed
+    admin = list(search_records(directory, kind="admin"))
+    assert admin[-1]["action"] == "retention" and admin[-1]["details"]["removed_records"] == removed
+
+
+def test_clock_jumps_do_not_reorder_the_log(tmp_path: Path) -> None:
+    """A clock that goes backwards leaves records in write order and the log verifiable."""
+    times = iter([100.0, 50.0, 10.0, 200.0, 5.0] * 10)
+    directory = tmp_path / "audit"
+    with AuditLog(directory, clock=lambda: next(times)) as log:
+        for i in range(8):
+            log.log_admin("tick", actor="clock", n=i)
+    records = [r for r in search_records(directory, kind="admin")]
+    assert [r["details"]["n"] for r in records] == list(range(8))
+    assert [r["index"] for r in records] == list(range(8))
+    assert verify_log(directory).ok
+
+
+def test_level_policy_first_match_wins_and_sensitive_values_are_not_written(tmp_path: Path) -> None:
+    """The first matching level rule decides; at Full, pii label values and the inputs they come from are erased."""
+    labeler = Labeler.from_file(EDGE)
+    event = {"status": 503, "path": "/pay/1", "user_agent": "curl/8", "client_ip": "203.0.113.9"}
+    decision = labeler.label(event)
+    sensitivity = {name: spec.sensitivity for name, spec in labeler.policy.labels.items()}
+    policy = LevelPolicy.from_mapping({"rules": [
+        {"level": "None", "doors": ["ext_authz"]},
+        {"level": "Full", "doors": ["cli"]},
+    ]})
+    directory = tmp_path / "audit"
+    with AuditLog(directory, level_policy=policy, sensitivity_of=sensitivity, sensitive_inputs=["client_ip"]) as log:
+        assert log.log_decision(decision, door="ext_authz", policy_name="edge") is AuditLevel.NONE
+        assert log.log_decision(decision, door="http", policy_name="edge") is AuditLevel.NONE
+        assert log.log_decision(decision, door="cli", policy_name="edge", record_id="x", event=event) is AuditLevel.FULL
+    (record,) = list(search_records(directory, decision_id="x"))
+    assert record["result"]["priority"] == decision.labels["priority"]
+    pii = [name for name, s in sensitivity.items() if s == "pii" and name in decision.labels]
+    assert pii, "the edge policy sets a pii label on this event"
+    for name in pii:
+        assert name not in record["result"] and f"/result/{name}" in record["erased"]
+    assert "/input/client_ip" in record["erased"] and record["input"]["path"] == "/pay/1"
+    assert "203.0.113.9" not in (directory / "segments" / "000000000000.jsonl").read_text()
+
+
+def test_writes_after_close_are_counted_as_dropped(tmp_path: Path) -> None:
+    """A record that cannot be written is counted in activelabel_audit_dropped_total, never lost unseen."""
+    from prometheus_client import CollectorRegistry
+
+    registry = CollectorRegistry()
+    log = AuditLog(tmp_path / "audit", registry=registry)
+    log.close()
+    log.log_admin("late", actor="x")
+    assert registry.get_sample_value("activelabel_audit_dropped_total", {"reason": "closed"}) == 1.0
+
+
+def test_audit_search_and_show_print_json_lines(tmp_path: Path) -> None:
+    """`audit search --id` and `audit show` print matching records as JSON lines a pipe can read."""
+    directory = tmp_path / "audit"
+    labeler = _write_log(directory)
+    done = subprocess.run([*CLI, "audit", "search", str(directory), "--id", "r3"], capture_output=True, text=True,
+                          check=True)
+    (record,) = [orjson.loads(line) for line in done.stdout.splitlines()]
+    assert record["decision_id"] == "r3" and record["bundles"]["edge-requests"]["revision"] == labeler.version
+    shown = subprocess.run([*CLI, "audit", "show", str(directory), "--from", "10", "-n", "3"], capture_output=True,
+                           text=True, check=True)
+    assert [orjson.loads(line)["index"] for line in shown.stdout.splitlines()] == [10, 11, 12]

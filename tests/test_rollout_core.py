@@ -1,0 +1,232 @@
+"""Rollout analysis on the same events: shadow diff, sticky canary, Argo-style verdicts, persistence."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from activelabel import Labeler
+from activelabel.errors import RolloutError
+from activelabel.governance.rollout import (
+    Rollout,
+    RolloutSpec,
+    bucket_of,
+    mcnemar_p,
+    read_state,
+    resume_rollout,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+EDGE_TEXT = (REPO / "examples" / "edge" / "policy.yaml").read_text()
+SPEC = {
+    "key": "event.tenant_id",
+    "steps": [0, 25, 100],
+    "interval": "10s",
+    "min_events": 200,
+    "analysis": [
+        {"metric": "label_change_rate", "label": "priority", "max": 0.02},
+        {"metric": "rule_error_rate_increase", "max": 0.001},
+        {"metric": "latency_p99_ratio", "max": 50},
+    ],
+    "failure_limit": 0,
+    "consecutive_success_limit": 2,
+}
+
+
+def _policy(tmp_path: Path, name: str, *, version: str, extra_rule: str = "") -> Labeler:
+    text = EDGE_TEXT.replace('version: "1"', f'version: "{version}"')
+    if extra_rule:
+        text = text.replace("  - id: server-error-critical", extra_rule + "  - id: server-error-critical")
+    path = tmp_path / name
+    path.write_text(text)
+    (tmp_path / "known_clients.csv").write_text((REPO / "examples/edge/known_clients.csv").read_text())
+    return Labeler.from_file(path)
+
+
+THIRTY_PERCENT_HIGH = """  - id: every-third-tenant-high
+    label: priority
+    value: high
+    when: event.n % 10 < 3
+"""
+
+
+def _events(n: int) -> list[dict[str, object]]:
+    return [{"status": 200, "path": f"/page/{i}", "user_agent": "Mozilla/5.0", "bytes": 900, "n": i,
+             "tenant_id": f"t{i % 97}", "client_ip": f"10.0.{i % 200}.{i % 7}"} for i in range(n)]
+
+
+class FakeClock:
+    """An injected monotonic clock the test advances (the rollout's only notion of elapsed time)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _drive(rollout: Rollout, clock: FakeClock, events: list[dict[str, object]], rounds: int) -> list[str]:
+    states = []
+    for r in range(rounds):
+        for i, event in enumerate(events):
+            rollout.label(event, record_id=f"r{r}-{i}")
+        clock.now += 11
+        states.append(rollout.tick())
+        if states[-1] != "progressing":
+            break
+    return states
+
+
+def test_a_candidate_that_changes_priority_on_30_percent_is_rolled_back_with_the_reason(tmp_path: Path) -> None:
+    """label_change_rate 0.3 against max 0.02 rolls back at the first measurement, naming value and threshold."""
+    serving = _policy(tmp_path, "v1.yaml", version="1")
+    candidate = _policy(tmp_path, "v2.yaml", version="2", extra_rule=THIRTY_PERCENT_HIGH)
+    clock = FakeClock()
+    rollout = Rollout("r1", RolloutSpec.from_mapping(SPEC), serving=serving, candidate=candidate, clock=clock)
+    states = _drive(rollout, clock, _events(500), rounds=3)
+    assert states == ["rolled_back"]
+    status = rollout.status()
+    assert status["state"] == "rolled_back" and status["step"] == 0
+    assert "label_change_rate[priority] failed at step 0%: measured 0.3" in status["reason"]
+    assert "threshold <= 0.02" in status["reason"]
+    report = rollout.report()
+    assert report["labels"]["priority"]["changed"] == 150
+    (transition,) = report["labels"]["priority"]["transitions"]
+    assert (transition["from"], transition["to"], transition["count"]) == ("normal", "high", 150)
+    assert report["labels"]["priority"]["changed_because"] == {"rule:every-third-tenant-high": 150}
+    assert len(transition["examples"]) == 3
+    # After the rollback every event is served by the old version again.
+    decision, arm = rollout.label(_events(4)[1], record_id="later")
+    assert arm == "serving" and decision.policy_version == serving.version
+
+
+def test_an_equivalent_candidate_is_promoted_through_every_step(tmp_path: Path) -> None:
+    """A candidate that only bumps metadata.version passes each step twice in a row and is promoted."""
+    serving = _policy(tmp_path, "v1.yaml", version="1")
+    candidate = _policy(tmp_path, "v2.yaml", version="2")
+    clock = FakeClock()
+    steps_seen: list[float] = []
+    rollout = Rollout("r2", RolloutSpec.from_mapping(SPEC), serving=serving, candidate=candidate, clock=clock,
+                      on_change=lambda r, what: steps_seen.append(r.step))
+    states = _drive(rollout, clock, _events(300), rounds=10)
+    assert states[-1] == "promoted"
+    assert len(states) == 6  # 3 steps x 2 consecutive successes
+    assert steps_seen == [25.0, 100.0, 100.0]
+    assert rollout.label(_events(1)[0], record_id="x")[1] == "candidate"
+
+
+def test_too_little_traffic_pauses_as_inconclusive_and_never_passes(tmp_path: Path) -> None:
+    """Fewer events than min_events by the end of the interval pauses the rollout (flagger#32): no verdict."""
+    serving = _policy(tmp_path, "v1.yaml", version="1")
+    candidate = _policy(tmp_path, "v2.yaml", version="2")
+    clock = FakeClock()
+    rollout = Rollout("r3", RolloutSpec.from_mapping(SPEC), serving=serving, candidate=candidate, clock=clock)
+    assert _drive(rollout, clock, _events(50), rounds=1) == ["paused"]
+    assert rollout.status()["reason"].startswith("Inconclusive at step 0%: 50 events")
+    clock.now += 100
+    assert rollout.tick() == "paused"  # a paused rollout waits for an operator
+    rollout.abort()
+    assert rollout.status()["state"] == "aborted"
+
+
+def test_the_canary_is_sticky_per_key_and_serves_about_its_share(tmp_path: Path) -> None:
+    """The same tenant always lands on the same arm, and about 25% of tenants get the candidate at step 25%."""
+    serving = _policy(tmp_path, "v1.yaml", version="1")
+    candidate = _policy(tmp_path, "v2.yaml", version="2")
+    rollout = Rollout("r4", RolloutSpec.from_mapping(SPEC), serving=serving, candidate=candidate, step_index=1)
+    arms = {}
+    for event in _events(970):
+        _, arm = rollout.label(event, record_id=None)
+        assert arms.setdefault(event["tenant_id"], arm) == arm
+    share = sum(1 for a in arms.values() if a == "candidate") / len(arms)
+    assert 0.1 < share < 0.4
+    assert bucket_of("r4", "t1") == bucket_of("r4", "t1") != bucket_of("r5", "t1")
+
+
+def test_a_persisted_rollout_resumes_at_the_same_step(tmp_path: Path) -> None:
+    """A restarted process rebuilds the rollout from its state file at the step it had reached."""
+    serving = _policy(tmp_path, "v1.yaml", version="1")
+    candidate = _policy(tmp_path, "v2.yaml", version="2")
+    clock = FakeClock()
+    state_file = tmp_path / "rollout.json"
+    rollout = Rollout("r6", RolloutSpec.from_mapping(SPEC), serving=serving, candidate=candidate, clock=clock,
+                      state_file=state_file)
+    _drive(rollout, clock, _events(300), rounds=2)
+    assert rollout.step == 25.0
+    assert read_state(state_file)["step_index"] == 1
+    again = resume_rollout(state_file, serving=_policy(tmp_path, "v1.yaml", version="1"),
+                           candidate=_policy(tmp_path, "v2.yaml", version="2"))
+    assert again is not None and again.id == "r6" and again.step == 25.0 and again.state == "progressing"
+    with pytest.raises(RolloutError, match="is for candidate"):
+        resume_rollout(state_file, serving=serving, candidate=_policy(tmp_path, "v3.yaml", version="3"))
+
+
+def test_sensitive_labels_report_counts_never_values(tmp_path: Path) -> None:
+    """A pii label that changes shows up as a count with `*` transitions, never with its values."""
+    serving = _policy(tmp_path, "v1.yaml", version="1")
+    text = EDGE_TEXT.replace("value_expr: event.client_ip", "value_expr: event.client_ip + \"/x\"")
+    (tmp_path / "v2.yaml").write_text(text)
+    candidate = Labeler.from_file(tmp_path / "v2.yaml")
+    rollout = Rollout("r7", RolloutSpec.from_mapping(SPEC), serving=serving, candidate=candidate)
+    for i, event in enumerate(_events(20)):
+        rollout.label(event, record_id=str(i))
+    client = rollout.report()["labels"]["client"]
+    assert client["sensitive"] and client["changed"] == 20
+    assert client["transitions"][0]["from"] == "*" and client["transitions"][0]["to"] == "*"
+    assert "10.0." not in str(rollout.report())
+
+
+def test_a_bad_spec_is_refused_with_every_problem() -> None:
+    """Unknown keys, falling steps, unknown metrics and a check without a threshold are all reported at once."""
+    with pytest.raises(RolloutError) as info:
+        RolloutSpec.from_mapping({"stepz": 1, "steps": [50, 5], "analysis": [{"metric": "nope"},
+                                                                           {"metric": "latency_p99_ratio"}],
+                                  "interval": "soon"})
+    text = str(info.value)
+    for expected in ("unknown key 'stepz'", "steps: a rising list", "metric must be one of",
+                     "give a `max` or a `min`", "interval 'soon'"):
+        assert expected in text
+
+
+def test_mcnemar_is_exact_on_small_counts() -> None:
+    """The exact McNemar p-value matches the binomial tail: 0 of 10 discordant is significant, 5/5 is not."""
+    assert mcnemar_p(0, 10) == pytest.approx(2 / 1024)
+    assert mcnemar_p(5, 5) == 1.0
+
+
+def test_rollout_report_prints_plain_tables_and_an_html_heatmap_chromium_paints(tmp_path: Path) -> None:
+    """`rollout report --from` prints unwrapped text to a pipe and writes a page whose heatmap Chromium paints red."""
+    import shutil
+    import subprocess
+    import sys
+
+    import numpy as np
+    import orjson
+    from PIL import Image
+
+    serving = _policy(tmp_path, "v1.yaml", version="1")
+    candidate = _policy(tmp_path, "v2.yaml", version="2", extra_rule=THIRTY_PERCENT_HIGH)
+    rollout = Rollout("r8", RolloutSpec.from_mapping(SPEC), serving=serving, candidate=candidate)
+    for i, event in enumerate(_events(400)):
+        rollout.label(event, record_id=f"id-{i}")
+    saved = tmp_path / "report.json"
+    saved.write_bytes(orjson.dumps(rollout.report()))
+    page = tmp_path / "rollout.html"
+    done = subprocess.run([sys.executable, "-m", "activelabel", "rollout", "report", "--from", str(saved),
+                           "--html", str(page)], capture_output=True, text=True, check=True,
+                          env={"COLUMNS": "40", "PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO / "src")})
+    assert "priority: transitions old -> new" in done.stdout
+    row = next(line for line in done.stdout.splitlines() if line.startswith("normal"))
+    assert row.split()[:3] == ["normal", "high", "120"] and "id-0" in row  # one unwrapped line, examples included
+    assert "\x1b[" not in done.stdout
+    chromium = shutil.which("chromium")
+    assert chromium, "headless Chromium is needed for this test (apt-get install chromium)"
+    shot = tmp_path / "shot.png"
+    subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync", "--no-first-run",
+                    f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1000,1400",
+                    f"--screenshot={shot}", page.as_uri()], check=True, capture_output=True, timeout=120)
+    rgb = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    red = int(((rgb[..., 0] > 190) & (rgb[..., 1] < 90) & (rgb[..., 2] < 90)).sum())
+    assert red > 500, "the transition heatmap's full-count cell is painted"
