@@ -13,6 +13,7 @@ import operator
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
+from activelabel.cel import _budget
 from activelabel.cel import _functions as F
 from activelabel.cel._ast import (
     Ast,
@@ -303,7 +304,11 @@ def _macro_all_exists(kind: str, target: Fn, var: str, bodies: list[Fn]) -> Fn:
         items = _iter_range(kind, target(act))
         inner = dict(act)
         err: CELEvalError | None = None
+        budget = _budget.iteration_budget()
         for x in items:
+            budget[0] -= 1
+            if budget[0] < 0:
+                raise _budget.iterations_exceeded()
             inner[var] = x
             try:
                 r = pred(inner)
@@ -328,7 +333,11 @@ def _macro_exists_one(kind: str, target: Fn, var: str, bodies: list[Fn]) -> Fn:
         items = _iter_range(kind, target(act))
         inner = dict(act)
         count = 0
+        budget = _budget.iteration_budget()
         for x in items:
+            budget[0] -= 1
+            if budget[0] < 0:
+                raise _budget.iterations_exceeded()
             inner[var] = x
             r = pred(inner)
             if r is True:
@@ -348,7 +357,11 @@ def _macro_map(kind: str, target: Fn, var: str, bodies: list[Fn]) -> Fn:
         items = _iter_range(kind, target(act))
         inner = dict(act)
         out = []
+        budget = _budget.iteration_budget()
         for x in items:
+            budget[0] -= 1
+            if budget[0] < 0:
+                raise _budget.iterations_exceeded()
             inner[var] = x
             if keep is not None:
                 k = keep(inner)
@@ -369,7 +382,11 @@ def _macro_filter(kind: str, target: Fn, var: str, bodies: list[Fn]) -> Fn:
         items = _iter_range(kind, target(act))
         inner = dict(act)
         out = []
+        budget = _budget.iteration_budget()
         for x in items:
+            budget[0] -= 1
+            if budget[0] < 0:
+                raise _budget.iterations_exceeded()
             inner[var] = x
             r = pred(inner)
             if r is True:
@@ -409,15 +426,20 @@ class Program:
         fn = self._fn
         if self._dotted and not self._dotted.isdisjoint(act):  # type: ignore[arg-type]
             fn = self._qualified_fn or self._compile_qualified()
+        token = _budget.start_evaluation()
         try:
             return fn(act)  # type: ignore[arg-type]
         except CELEvalError:
             raise
         except RecursionError:
             raise CELEvalError("evaluation nests too deeply") from None
+        except MemoryError:
+            raise CELEvalError("evaluation ran out of memory") from None
         except (TypeError, ValueError, AttributeError, OverflowError, KeyError, IndexError) as exc:
             # A Python value that is not a CEL value (e.g. a set) reached an operator.
             raise CELEvalError(f"evaluation failed: {exc}") from exc
+        finally:
+            _budget.end_evaluation(token)
 
     def _compile_qualified(self) -> Fn:
         self._qualified_fn = _Compiler(self._strict, self.text, qualified=True).compile(self.ast.root, frozenset())
@@ -464,12 +486,27 @@ def check_patterns(ast: Ast) -> None:
                 raise CELSyntaxError(str(exc), expr=ast.text, line=line, column=column) from None
 
 
+def check_cost(ast: Ast) -> None:
+    """CELSyntaxError when the expression's estimated cost is over the budget (see ``_budget``)."""
+    try:
+        _budget.estimate_cost(ast.root)
+    except _budget.CostExceeded as exc:
+        raise syntax_error(
+            f"estimated evaluation cost {exc.cost:,} exceeds the limit of {_budget.COST_LIMIT:,}"
+            " (string growth or nested macros); simplify the expression",
+            ast.text, exc.node.offset,
+        ) from None
+    except RecursionError:
+        raise syntax_error("expression nests too deeply to estimate its cost", ast.text, ast.root.offset) from None
+
+
 def compile_ast(ast: Ast, names: Collection[str] | None = None) -> Program:
     """Compile a parsed expression; with ``names``, unknown identifiers and functions and
     invalid constant regular expressions are refused at compile time."""
     if names is not None:
         check_names(ast, names)
         check_patterns(ast)
+        check_cost(ast)
     compiler = _Compiler(strict_functions=names is not None, text=ast.text)
     fn = compiler.compile(ast.root, frozenset())
     return Program(ast, fn, frozenset(compiler.dotted_names), strict=names is not None)

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from activelabel.cel._budget import check_size
 from activelabel.cel._regex import matches
 from activelabel.cel._strings_ext import STRING_FUNCTIONS
 from activelabel.cel._time import (
@@ -62,17 +63,18 @@ def add(a: Any, b: Any) -> Any:
     if ca is cb:
         if ca is int:
             return _int(a + b, "_+_")
-        if ca is float or ca is str or ca is bytes:
+        if ca is float:
+            return a + b
+        if ca is str or ca is bytes or ca is list:
+            check_size(len(a) + len(b), "_+_")
             return a + b
         if ca is UInt:
             return _uint(a + b, "_+_")
-        if ca is list:
-            return a + b
         if ca is timedelta:
             return duration_range(a + b)
-    if ca is tuple or cb is tuple:
-        if (ca is list or ca is tuple) and (cb is list or cb is tuple):
-            return list(a) + list(b)
+    if (ca is tuple or cb is tuple) and (ca is list or ca is tuple) and (cb is list or cb is tuple):
+        check_size(len(a) + len(b), "_+_")
+        return list(a) + list(b)
     if ca is datetime and cb is timedelta:
         return ts_add(a, b)
     if ca is timedelta and cb is datetime:
@@ -164,10 +166,7 @@ def logical_not(a: Any) -> bool:
 def contains_in(elem: Any, container: Any) -> bool:
     c = container.__class__
     if c is list or c is tuple:
-        for x in container:
-            if cel_equal(elem, x):
-                return True
-        return False
+        return any(cel_equal(elem, x) for x in container)
     if c is dict:
         return map_get(container, elem)[0]
     if isinstance(container, dict):

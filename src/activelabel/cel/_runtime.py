@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, NoReturn
 
 from activelabel.cel import _functions as F
+from activelabel.cel._budget import MAX_ITERATIONS
 from activelabel.cel._values import UInt, cel_compare, cel_equal, map_get, type_name
 from activelabel.errors import CELEvalError
 
@@ -112,9 +113,10 @@ def contains_in(elem: Any, container: Any) -> bool:
 def iter_range(v: Any) -> Any:
     """The range of a comprehension macro: a list (its elements) or a map (its keys)."""
     c = v.__class__
-    if c is list or c is dict or c is tuple:
+    if (c is list or c is dict or c is tuple) and len(v) <= MAX_ITERATIONS:
         return v
-    raise NeedsExactEvaluation(f"macro range is {type_name(v)}")
+    # Too long a range: the exact evaluator counts its steps and turns the excess into a rule error.
+    raise NeedsExactEvaluation(f"macro range is {type_name(v)} of {len(v) if c in (list, dict, tuple) else 1} items")
 
 
 def make_map(entries: tuple[tuple[Any, Any], ...]) -> dict:

@@ -112,7 +112,7 @@ def _tz(ts: datetime, tz: Any = None) -> datetime:
         from zoneinfo import ZoneInfo
 
         return ts.astimezone(ZoneInfo(tz))
-    except Exception:
+    except (ValueError, OSError, KeyError):  # ZoneInfoNotFoundError is a KeyError; bad names are ValueError
         raise CELEvalError(f"unknown time zone {tz!r}") from None
 
 

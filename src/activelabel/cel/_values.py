@@ -158,10 +158,10 @@ def map_get(m: dict, key: Any) -> tuple[bool, Any]:
         return False, None
     except TypeError:
         raise CELEvalError(f"unsupported map key type {type_name(key)}") from None
-    if (kk is bool or kk is int or kk is UInt) and (key == 0 or key == 1):
-        # Python dicts conflate True with 1 and False with 0; CEL does not.
-        if (_stored_key(m, key).__class__ is bool) != (kk is bool):
-            return False, None
+    # Python dicts conflate True with 1 and False with 0; CEL does not.
+    if (kk is bool or kk is int or kk is UInt) and (key == 0 or key == 1) and (
+            (_stored_key(m, key).__class__ is bool) != (kk is bool)):
+        return False, None
     return True, v
 
 
