@@ -18,6 +18,7 @@ See docs/policy.md for the format.
 
 from ._canonical import canonical_form
 from ._diff import Change, PolicyDiff, diff_policies
+from ._files import ALLOW_PATHS_ENV, MAX_POLICY_FILE_BYTES, MAX_TABLE_FILE_BYTES, READ_TIMEOUT_S
 from ._load import load_policy, load_policy_text
 from ._schema import policy_json_schema
 from ._spec import (
@@ -40,6 +41,7 @@ from ._suggest import closest, did_you_mean
 from ._yaml import Loc
 
 __all__ = [
+    "ALLOW_PATHS_ENV",
     "API_VERSION",
     "Change",
     "EnricherSpec",
@@ -47,11 +49,14 @@ __all__ = [
     "LABEL_TYPES",
     "LabelSpec",
     "Loc",
+    "MAX_POLICY_FILE_BYTES",
+    "MAX_TABLE_FILE_BYTES",
     "Metadata",
     "ModelSpec",
     "Policy",
     "PolicyDiff",
     "PolicyTest",
+    "READ_TIMEOUT_S",
     "RESERVED_NAMES",
     "RESOLVE_MODES",
     "RuleSpec",
