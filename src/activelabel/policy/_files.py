@@ -76,7 +76,7 @@ def read_bounded(path: Path, limit: int = MAX_POLICY_FILE_BYTES, timeout_s: floa
     try:
         _check_stat(os.fstat(fd), limit)
         result: list[bytes] = []
-        failure: list[BaseException] = []
+        failure: list[OSError] = []
 
         def read() -> None:
             try:
@@ -91,7 +91,7 @@ def read_bounded(path: Path, limit: int = MAX_POLICY_FILE_BYTES, timeout_s: floa
                         raise OSError(f"more than {limit:,} bytes, over the limit")
                     chunks.append(chunk)
                 result.append(b"".join(chunks))
-            except BaseException as exc:  # handed to the caller's thread
+            except OSError as exc:  # handed to the caller's thread
                 failure.append(exc)
 
         # A thread, because a read from a hung mount cannot be interrupted otherwise.

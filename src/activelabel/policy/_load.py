@@ -22,7 +22,6 @@ from ._report import Reporter
 from ._spec import API_VERSION, KIND, Metadata, Policy
 from ._yaml import Loc, YMap, parse_yaml
 
-
 AllowPaths = Iterable[str | os.PathLike[str]] | None
 
 
@@ -139,7 +138,7 @@ def _load(text: str, file: str, base_dir: Path, key: Path | None, rep: Reporter,
             chain_keys = [k for k, _ in chain] + [key]
             if inc_key in chain_keys:
                 names = [f for _, f in chain] + [file]
-                cycle = " -> ".join(names[chain_keys.index(inc_key):] + [inc_file])
+                cycle = " -> ".join([*names[chain_keys.index(inc_key):], inc_file])
                 rep.add(f"include cycle: {cycle}", loc, suggestion="remove one of the includes")
                 continue
             if inc_key in seen:  # included twice through different files: merge it once
@@ -158,13 +157,19 @@ def _load(text: str, file: str, base_dir: Path, key: Path | None, rep: Reporter,
                 continue
             seen.add(inc_key)
             read_paths.append(inc_key)
-            visit(inc_text, inc_file, inc_path.parent, inc_key, chain + [(key, file)], False)
+            visit(inc_text, inc_file, inc_path.parent, inc_key, [*chain, (key, file)], False)
         docs.append(doc)
 
     if key is not None:
         seen.add(key)
     visit(text, file, base_dir, key, [], True)
     root_doc = docs[-1]
+    meta = root_doc.metadata
+    for field in ("name", "version", "owner"):
+        value = getattr(meta, field, None) if meta is not None else None
+        if isinstance(value, str) and not value.isprintable():
+            # These travel into logs, metric labels, file names and generated code.
+            rep.add(f"`metadata.{field}` must be printable text (no control characters)", meta.loc if meta else Loc(file, 1, 1))
     merged = Merger(rep, roots)
     for doc in docs:
         merged.add(doc)

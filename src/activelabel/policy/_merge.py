@@ -83,6 +83,9 @@ class Merger:
             out.append(p)
         self.enrichers = out
 
+    def _reported_at(self, loc: Loc) -> bool:
+        return any((i.file, i.line, i.column) == (loc.file, loc.line, loc.column) for i in self.rep.issues)
+
     def label_problem(self, name: str, loc: Loc, rule_id: str | None, where: str = "") -> LabelSpec | None:
         p = self.labels.get(name)
         if p is None:
@@ -109,6 +112,8 @@ class Merger:
             label = None
             if spec.label:
                 label = self.label_problem(spec.label, p.locs.get("label", spec.loc), rid)
+            elif "label" in p.locs and not self._reported_at(p.locs["label"]):
+                self.rep.add("`label` of a rule must name a label, not be empty", p.locs["label"], rule_id=rid)
             if label is not None and label.type == "bucket":
                 self.rep.add(
                     f"bucket label `{label.name}` takes its value from `from`; rules cannot set it",
