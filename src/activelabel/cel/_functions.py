@@ -241,7 +241,7 @@ _INT_STRING = re.compile(r"[+-]?\d+")
 def to_int(v: Any) -> int:
     c = v.__class__
     if c is int:
-        return v
+        return v  # type: ignore[no-any-return]
     if c is UInt:
         if v > INT_MAX:
             raise CELEvalError(f"int() range error: {int(v)}u does not fit in int64")
@@ -262,7 +262,7 @@ def to_int(v: Any) -> int:
 def to_uint(v: Any) -> UInt:
     c = v.__class__
     if c is UInt:
-        return v
+        return v  # type: ignore[no-any-return]
     if c is int:
         if v < 0:
             raise CELEvalError(f"uint() range error: {v} is negative")
@@ -281,7 +281,7 @@ def to_uint(v: Any) -> UInt:
 def to_double(v: Any) -> float:
     c = v.__class__
     if c is float:
-        return v
+        return v  # type: ignore[no-any-return]
     if c is int or c is UInt:
         return float(v)
     if c is str:
@@ -319,7 +319,7 @@ def format_double(v: float) -> str:
 def to_string(v: Any) -> str:
     c = v.__class__
     if c is str:
-        return v
+        return v  # type: ignore[no-any-return]
     if c is bool:
         return "true" if v else "false"
     if c is int or c is UInt:
@@ -328,7 +328,7 @@ def to_string(v: Any) -> str:
         return format_double(v)
     if c is bytes:
         try:
-            return v.decode("utf-8")
+            return v.decode("utf-8")  # type: ignore[no-any-return]
         except UnicodeDecodeError:
             raise CELEvalError("string() conversion error: bytes are not valid UTF-8") from None
     if c is datetime:
@@ -336,7 +336,7 @@ def to_string(v: Any) -> str:
     if c is timedelta:
         return format_duration(v)
     if c is CelType:
-        return v.name
+        return v.name  # type: ignore[no-any-return]
     raise no_overload("string", v)
 
 

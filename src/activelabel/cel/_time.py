@@ -66,7 +66,7 @@ def to_duration(v: Any) -> timedelta:
 def to_timestamp(v: Any) -> datetime:
     c = v.__class__
     if c is datetime:
-        return v
+        return v  # type: ignore[no-any-return]
     if c is int:
         try:
             return EPOCH + timedelta(seconds=v)
