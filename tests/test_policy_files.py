@@ -138,3 +138,23 @@ def test_control_characters_in_an_excerpt_are_replaced() -> None:
     with pytest.raises(PolicyError) as info:
         load_policy_text(text, "p.yaml")
     assert all("\x1b" not in (i.excerpt or "") for i in info.value.issues)
+
+
+def test_a_glob_include_outside_the_folder_is_refused_before_walking(tmp_path: Path) -> None:
+    """`include: ["/**/*.yaml"]` is refused by its fixed prefix, so the loader never walks the whole disk."""
+    (tmp_path / "policy.yaml").write_text(HEADER + 'include: ["/**/*.yaml", "../*/x*.yaml"]\n')
+    with pytest.raises(PolicyError) as info:
+        load_policy(tmp_path / "policy.yaml")
+    messages = [i.message for i in info.value.issues]
+    assert messages == [
+        f"cannot include `/**/*.yaml`: outside the policy's folder ({tmp_path.resolve()})",
+        f"cannot include `../*/x*.yaml`: outside the policy's folder ({tmp_path.resolve()})",
+    ]
+
+
+def test_a_glob_include_inside_the_folder_still_works(tmp_path: Path) -> None:
+    """A glob under the policy's folder expands as before."""
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "a.yaml").write_text(RULES)
+    (tmp_path / "policy.yaml").write_text(HEADER + 'include: ["rules/*.yaml"]\n')
+    assert [r.id for r in load_policy(tmp_path / "policy.yaml").rules] == ["r"]

@@ -113,7 +113,7 @@ def allowed_roots(policy_dir: Path, allow_paths: Iterable[str | os.PathLike[str]
     """The folders a policy in ``policy_dir`` may read from: its own, ``allow_paths`` and `ALLOW_PATHS_ENV`."""
     extra = [os.fspath(p) for p in allow_paths or ()]
     extra += [p for p in os.environ.get(ALLOW_PATHS_ENV, "").split(os.pathsep) if p]
-    return tuple(dict.fromkeys(Path(p).resolve() for p in [policy_dir, *extra]))
+    return tuple(dict.fromkeys([policy_dir.resolve(), *(Path(p).resolve() for p in extra)]))
 
 
 def outside(path: Path, roots: tuple[Path, ...]) -> bool:

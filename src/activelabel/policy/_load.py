@@ -73,7 +73,9 @@ def _read_text(path: Path) -> str:
         raise OSError(f"not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
 
 
-def _expand_globs(includes: list[tuple[str, Loc]], base: Path, own: Path | None, rep: Reporter) -> list[tuple[str, Loc]]:
+def _expand_globs(
+    includes: list[tuple[str, Loc]], base: Path, own: Path | None, rep: Reporter, roots: tuple[Path, ...],
+) -> list[tuple[str, Loc]]:  # fmt: skip
     """``rules/*.yaml`` → every matching file but the including one, sorted by name; no match is an error."""
     out: list[tuple[str, Loc]] = []
     for inc, loc in includes:
@@ -83,12 +85,23 @@ def _expand_globs(includes: list[tuple[str, Loc]], base: Path, own: Path | None,
         pattern = Path(inc)
         root = Path(pattern.anchor) if pattern.is_absolute() else base
         relative = str(pattern.relative_to(pattern.anchor)) if pattern.is_absolute() else inc
+        # The fixed part of the pattern must be allowed before anything is walked (`/**/*.yaml` would walk the disk).
+        fixed = root.joinpath(*[part for part in Path(relative).parts[: _first_glob_part(relative)]])
+        if outside(fixed, roots):
+            rep.add(f"cannot include `{inc}`: outside the policy's folder ({roots[0]})", loc,
+                    suggestion=f"move the files into {roots[0]}, or {ALLOW_HINT}")
+            continue
         matches = sorted(p for p in root.glob(relative) if p.is_file() and p.resolve() != own)
         if not matches:
             rep.add(f"no file matches include pattern `{inc}` (in {root})", loc)
             continue
         out += [(str(m) if pattern.is_absolute() else os.path.relpath(m, base), loc) for m in matches]
     return out
+
+
+def _first_glob_part(relative: str) -> int:
+    parts = Path(relative).parts
+    return next((i for i, part in enumerate(parts) if any(ch in part for ch in "*?[")), len(parts))
 
 
 def _display(parent_file: str, parent_base: Path, include: str) -> str:
@@ -131,7 +144,7 @@ def _load(text: str, file: str, base_dir: Path, key: Path | None, rep: Reporter,
         builder = FileBuilder(rep, file, base)
         # A file that does not parse contributes nothing (and is not also reported as empty).
         doc = builder.doc if root is None and problems else builder.build(root, is_root=is_root)
-        for inc, loc in _expand_globs(doc.includes, base, key, rep):
+        for inc, loc in _expand_globs(doc.includes, base, key, rep, roots):
             inc_path = Path(inc) if os.path.isabs(inc) else base / inc
             inc_key = inc_path.resolve()
             inc_file = _display(file, base, inc)

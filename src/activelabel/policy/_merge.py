@@ -91,7 +91,8 @@ class Merger:
         if p is None:
             self.rep.add(f"unknown label `{name}`{where}", loc, rule_id=rule_id, suggestion=did_you_mean(name, self.labels))
             return None
-        return p.spec
+        spec: LabelSpec = p.spec
+        return spec
 
     def check_rules(self, scope: set[str]) -> None:
         ids: dict[str, Pending] = {}

@@ -65,9 +65,9 @@ class _PyLoader(Reader, Scanner, Parser, Composer, SafeConstructor, _PolicyResol
 
 _Loader: Any = _PyLoader
 if getattr(yaml, "__with_libyaml__", False):  # libyaml composes ~10x faster; marks are the same
-    from yaml.cyaml import CParser
+    from yaml.cyaml import CParser  # type: ignore[attr-defined]
 
-    class _CLoader(CParser, SafeConstructor, _PolicyResolver):  # type: ignore[misc]
+    class _CLoader(CParser, SafeConstructor, _PolicyResolver):
         def __init__(self, stream: str) -> None:
             CParser.__init__(self, stream)
             SafeConstructor.__init__(self)
