@@ -6,7 +6,7 @@ Pure functions, no Kafka client: the message formats are part of the contract
 
 from __future__ import annotations
 
-from activelabel.stream.kafka import Headers
+from activelabel.sinks.kafka import Headers
 
 # What ``Message.headers()`` may hand back: a list of pairs from the consumer, a dict if
 # someone built the message by hand, None without headers.
