@@ -251,9 +251,31 @@ def _watched_files(runtime: PolicyRuntime) -> frozenset[Path]:
     return frozenset(files)
 
 
+def _watch_filter(files: frozenset[Path], policy_path: Path) -> Callable[[object, str], bool]:
+    """A watchfiles filter passing only changes to the policy's own files (or a ConfigMap swap).
+
+    Filtering inside watchfiles, not after it, is what keeps an unrelated file in the
+    policy's folder (a log being appended) from waking the watcher at all.
+    """
+    link = policy_path.absolute()  # a symlink swapped to another version is a change too
+    names = frozenset(f.name for f in files) | {"..data", link.name}
+
+    def keep(_change: object, path: str) -> bool:
+        p = Path(path)
+        # The cheap name test first: resolving every path of a busy folder costs syscalls.
+        return p.name in names and (p.name == "..data" or p == link or p.resolve() in files)
+
+    return keep
+
+
 async def _watch_policy(runtime: PolicyRuntime, stop: asyncio.Event) -> None:
     from watchfiles import awatch
 
+    # watchfiles logs every batch of changes ("1 change detected") at INFO: that is
+    # the watcher's chatter, not the service's news (reloads are logged by the runtime).
+    chatter = logging.getLogger("watchfiles")
+    if chatter.getEffectiveLevel() > logging.DEBUG:
+        chatter.setLevel(logging.WARNING)
     while not stop.is_set():
         files = _watched_files(runtime)
         # Watch directories, not files: editors and Kubernetes ConfigMap updates
@@ -262,8 +284,7 @@ async def _watch_policy(runtime: PolicyRuntime, stop: asyncio.Event) -> None:
         # symlink there while the resolved files sit in a directory that vanishes.
         parents = {f.parent for f in files} | {runtime.policy_path.absolute().parent}
         directories = sorted(str(d) for d in parents if d.exists())
-        async for changes in awatch(*directories, stop_event=stop, debounce=300, step=50):
-            if any(Path(p).resolve() in files or Path(p).name == "..data" for _, p in changes):
-                await anyio.to_thread.run_sync(runtime.reload, "watch")
-                if _watched_files(runtime) != files:
-                    break  # the new policy depends on other files: watch those
+        async for _changes in awatch(*directories, watch_filter=_watch_filter(files, runtime.policy_path), stop_event=stop, debounce=300, step=50):
+            await anyio.to_thread.run_sync(runtime.reload, "watch")
+            if _watched_files(runtime) != files:
+                break  # the new policy depends on other files: watch those

@@ -24,8 +24,8 @@ from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
 from activelabel.errors import SinkError
 from activelabel.sinks import splice_fields
 from activelabel.sinks.kafka import KafkaSink, ValueTooLarge
-from activelabel.sources.kafka import KafkaSource
 from activelabel.sources.jsonl import ReadLimits, decode_line
+from activelabel.sources.kafka import KafkaSource
 from activelabel.stream.config import StreamConfig
 from activelabel.stream.records import DLQ_VALUE_DROPPED_HEADER, dead_letter_headers, labeled_headers
 
