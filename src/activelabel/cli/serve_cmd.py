@@ -44,8 +44,6 @@ def serve(
 
     The policy reloads on POST /v1/policy/reload (admin token), on SIGHUP, and with --watch on file change; a policy that fails validation or its own tests is refused and the running one keeps serving.
     """
-    import uvicorn
-
     from activelabel.service import (
         AuthConfigError,
         ServiceConfigError,
@@ -53,6 +51,7 @@ def serve(
         load_service_config,
         load_token_table,
     )
+    from activelabel.service._server import run_server
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not policy.exists():
@@ -111,14 +110,13 @@ def serve(
     # freezing them keeps full garbage collections (latency spikes) short.
     gc.collect()
     gc.freeze()
-    uvicorn.run(
+    run_server(
         service,
         host=settings.host,
         port=settings.port,
         log_level=log_level.lower(),
-        # No access log: request lines (ext_authz paths, query strings) can carry
-        # the very personal data a pii label is derived from.
-        access_log=False,
+        header_timeout_s=settings.header_timeout_s,
+        max_connections_per_client=settings.max_connections_per_client,
         ssl_certfile=str(tls_cert) if tls_cert else None,
         ssl_keyfile=str(tls_key) if tls_key else None,
     )
