@@ -148,27 +148,25 @@ MARK = b"__end_of_test_read__"
 
 
 class TopicReader:
-    """Reads a topic from the beginning of every partition, without joining a group.
-
-    (Tansu's high watermarks lag behind multi-record batches, so the tests never
-    rely on them: completeness comes from an end marker, see ``read_topic``.)
-    """
+    """Reads a topic from offset 0 of every partition, without joining a group."""
 
     def __init__(self, bootstrap: str, topic: str) -> None:
         self._consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "activelabel-test-reader", "enable.auto.commit": False})
         self.partitions = sorted(self._consumer.list_topics(topic, timeout=WAIT_S).topics[topic].partitions)
-        self._consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in self.partitions])
+        self._consumer.assign([TopicPartition(topic, p, 0) for p in self.partitions])
         self.messages: list[Any] = []
-        self.marked: set[int] = set()
+        self.by_offset: dict[tuple[int, int], Any] = {}
 
     def drain(self, timeout_s: float = 0.2) -> int:
-        """Take what has arrived (waiting at most ``timeout_s`` for the first); return the total so far."""
+        """Take what has arrived (waiting at most ``timeout_s`` for the first); return the messages so far (markers excluded)."""
         for m in self._consumer.consume(1000, timeout_s):
             if m.error() is not None:
                 continue
-            if m.value() == MARK:
-                self.marked.add(m.partition())
-            else:
+            key = (m.partition(), m.offset())
+            if key in self.by_offset:
+                continue  # the same offset fetched twice is one message, not a duplicate
+            self.by_offset[key] = m
+            if m.value() != MARK:
                 self.messages.append(m)
         return len(self.messages)
 
@@ -176,16 +174,47 @@ class TopicReader:
         self._consumer.close()
 
 
+def end_offsets(bootstrap: str, topic: str, partitions: list[int]) -> dict[int, int]:
+    """Each partition's end offset, exactly: the offset the broker assigns to an end marker produced to it.
+
+    Tansu 0.6 reports high watermarks that lag behind multi-record batches
+    (``get_watermark_offsets(cached=False)`` said 9,439 of a partition holding
+    10,000 messages), so the broker's own answer to "where does this partition
+    end?" is taken from a produce acknowledgement instead, which carries the
+    offset the message was stored at.
+    """
+    ends: dict[int, int] = {}
+
+    def delivered(err: Any, msg: Any) -> None:
+        assert err is None, f"end marker to {topic}[{msg.partition()}] not delivered: {err}"
+        ends[msg.partition()] = msg.offset()
+
+    producer = Producer({"bootstrap.servers": bootstrap})
+    for p in partitions:
+        producer.produce(topic, value=MARK, partition=p, on_delivery=delivered)
+    assert producer.flush(WAIT_S) == 0, f"end markers to {topic} were not acknowledged"
+    return ends
+
+
 def read_topic(bootstrap: str, topic: str) -> list[Any]:
-    """Every message now in ``topic``: an end marker is appended to each partition and read up to."""
+    """Every message now in ``topic``: each partition read from offset 0 up to its end offset, every offset seen once.
+
+    Completeness is checked by offsets, not inferred from reaching a marker: the read
+    ends only when every offset below each partition's end has been seen, so a
+    "no loss" or "no duplicates" assertion on the result counts what is really there.
+    """
     reader = TopicReader(bootstrap, topic)
     try:
-        produce(bootstrap, topic, [{"value": MARK, "partition": p} for p in reader.partitions])
+        ends = end_offsets(bootstrap, topic, reader.partitions)
         deadline = time.monotonic() + WAIT_S
-        while len(reader.marked) < len(reader.partitions):
-            assert time.monotonic() < deadline, f"the end of {topic} was not reached within {WAIT_S}s ({len(reader.messages)} messages read)"
+
+        def missing() -> int:
+            return sum(1 for p, end in ends.items() for o in range(end) if (p, o) not in reader.by_offset)
+
+        while missing():
+            assert time.monotonic() < deadline, f"{missing()} offsets of {topic} below {ends} were not read within {WAIT_S}s"
             reader.drain()
-        return reader.messages
+        return sorted((m for m in reader.messages if m.offset() < ends[m.partition()]), key=lambda m: (m.partition(), m.offset()))
     finally:
         reader.close()
 

@@ -8,6 +8,8 @@ side is translated here into ``SinkError`` (``ValueTooLarge`` for a refused size
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
@@ -26,68 +28,172 @@ class ValueTooLarge(SinkError):
     """The broker or producer refuses a message of this size (``MSG_SIZE_TOO_LARGE``)."""
 
 
+# Delivery errors that are about the message itself: sending it again cannot help, so
+# it goes to the dead-letter topic. Every other failure (timeouts, a broker away, a
+# fenced idempotent producer after a broker restart) is about the broker: the batch
+# is produced again, with backoff, and its offsets are not committed meanwhile.
+_REFUSED_MESSAGE_CODES = frozenset(
+    getattr(KafkaError, name) for name in (
+        "MSG_SIZE_TOO_LARGE", "INVALID_MSG", "INVALID_RECORD", "INVALID_TIMESTAMP",
+        "INVALID_MSG_SIZE", "_BAD_MSG", "_MSG_SIZE_TOO_LARGE", "_INVALID_ARG",
+    ) if hasattr(KafkaError, name)
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Produced:
+    """One message handed to the producer, kept until the broker acknowledges its batch."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: Headers
+    timestamp_ms: int
+    origin: object
+    """What the caller produced it for (the worker: the input message), handed back on refusal."""
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """The outcome of waiting for a batch: refused messages, or why the broker did not answer."""
+
+    refused: list[tuple[Produced, str]] = field(default_factory=list)
+    """Messages the broker refused for what they are, with the reason (they will never be accepted)."""
+    unavailable: str | None = None
+    """Set when delivery did not complete for a reason of the broker's (retry the batch later)."""
+
+
 class KafkaSink:
-    """A producer whose deliveries are confirmed by ``flush`` before offsets are committed."""
+    """A producer whose deliveries are confirmed batch by batch before offsets are committed.
+
+    Every message produced since the last confirmed batch is kept (``Produced``), so a
+    batch can be produced again (``replay``) after the broker restarts, and a message
+    the broker refuses can be handed back to the caller with its ``origin``.
+    """
 
     def __init__(self, config: StreamConfig, *, logger: logging.Logger) -> None:
         self._config = config
         self._log = logger
-        self._failures: list[KafkaError] = []
+        self._journal: list[Produced] = []
+        self._failed: list[tuple[int, KafkaError]] = []
+        self._fatal: KafkaError | None = None
+        self._producer = self._new_producer()
+
+    def _new_producer(self) -> Producer:
         settings = {
-            **config.producer_settings(),
+            **self._config.producer_settings(),
             # Successful deliveries need no callback: flush() returning 0 confirms them,
             # which keeps the per-message cost off the hot path.
             "delivery.report.only.error": True,
-            "on_delivery": self._on_delivery,
             "error_cb": self._on_error,
         }
         try:
-            self._producer = Producer(settings, logger=logger)
+            return Producer(settings, logger=self._log)
         except KafkaException as exc:
             raise SinkError(f"invalid Kafka producer settings: {describe_kafka_error(exc)}") from exc
 
-    def _on_delivery(self, err: KafkaError | None, _message: Message) -> None:
-        if err is not None:
-            self._failures.append(err)
-
     def _on_error(self, err: KafkaError) -> None:
         if err.fatal():
-            self._failures.append(err)
+            # e.g. an idempotent producer the restarted broker no longer knows: this
+            # producer is done; ``replay`` starts a new one.
+            self._fatal = err
         else:
             self._log.warning("kafka producer: %s", err.str())
 
-    def produce(self, topic: str, key: bytes | None, value: bytes | None, headers: Headers, timestamp_ms: int) -> None:
+    def _delivery_callback(self, index: int) -> Callable[[KafkaError | None, Message], None]:
+        def failed(err: KafkaError | None, _message: Message) -> None:
+            if err is not None:
+                self._failed.append((index, err))
+        return failed
+
+    def produce(self, topic: str, key: bytes | None, value: bytes | None, headers: Headers, timestamp_ms: int,
+                origin: object = None) -> None:
         """Queue one message; ``ValueTooLarge`` when its size is refused, ``SinkError`` otherwise."""
+        entry = Produced(topic, key, value, headers, timestamp_ms, origin)
+        self._send(entry, len(self._journal))
+        self._journal.append(entry)
+
+    def _send(self, entry: Produced, index: int) -> None:
         while True:
             try:
-                self._producer.produce(topic, value=value, key=key, headers=headers, timestamp=timestamp_ms)
+                self._producer.produce(entry.topic, value=entry.value, key=entry.key, headers=entry.headers,
+                                       timestamp=entry.timestamp_ms, on_delivery=self._delivery_callback(index))
                 return
             except BufferError:
                 # The local queue is full: serve delivery reports until there is room.
-                self._producer.poll(0.1)
+                self._poll(0.1)
             except KafkaException as exc:
                 if kafka_error_code(exc) == KafkaError.MSG_SIZE_TOO_LARGE:
-                    raise ValueTooLarge(f"{len(value or b'')} bytes is over the producer's message.max.bytes") from exc
-                raise SinkError(f"producing to {topic} failed: {describe_kafka_error(exc)}") from exc
+                    raise ValueTooLarge(f"{len(entry.value or b'')} bytes is over the producer's message.max.bytes") from exc
+                raise SinkError(f"producing to {entry.topic} failed: {describe_kafka_error(exc)}") from exc
+            except SystemError as exc:  # confluent-kafka's report of a callback interrupted by a fatal error
+                raise SinkError(f"producing to {entry.topic} failed: {exc}") from exc
 
-    def flush(self, timeout_s: float | None = None) -> None:
-        """Wait until every queued message is acknowledged; ``SinkError`` if any was not.
+    def _poll(self, timeout_s: float) -> None:
+        try:
+            self._producer.poll(timeout_s)
+        except (KafkaException, SystemError) as exc:
+            self._log.warning("kafka producer: %s", describe_kafka_error(exc))
 
-        ``timeout_s`` defaults to the config's ``flush_timeout_s``.
+    def deliver(self, timeout_s: float | None = None) -> Delivery:
+        """Wait (up to ``timeout_s``, default ``flush_timeout_s``) for the batch's acknowledgements.
+
+        The journal is cleared only when the broker answered for every message
+        (accepted or refused); otherwise ``unavailable`` says why and ``replay``
+        sends the whole batch again.
         """
         if timeout_s is None:
             timeout_s = self._config.flush_timeout_s
         try:
             left = self._producer.flush(timeout_s)
-        except KafkaException as exc:
-            raise SinkError(f"flushing to Kafka failed: {describe_kafka_error(exc)}") from exc
-        if self._failures:
-            first = self._failures[0]
-            n = len(self._failures)
-            self._failures = []
-            raise SinkError(f"{n} message{'s' if n != 1 else ''} not delivered: {first.str()}")
+        except (KafkaException, SystemError) as exc:
+            # SystemError: confluent-kafka raises it when a fatal error interrupts a callback.
+            return Delivery(unavailable=f"flushing to Kafka failed: {describe_kafka_error(exc)}")
+        if self._fatal is not None:
+            return Delivery(unavailable=f"the Kafka producer failed: {self._fatal.str()}")
         if left:
-            raise SinkError(f"{left} message{'s' if left != 1 else ''} not acknowledged by {self._config.bootstrap_servers} within {timeout_s:g}s")
+            return Delivery(unavailable=f"{left} message{'s' if left != 1 else ''} not acknowledged by "
+                                        f"{self._config.bootstrap_servers} within {timeout_s:g}s")
+        refused: list[tuple[Produced, str]] = []
+        for index, err in self._failed:
+            if err.code() not in _REFUSED_MESSAGE_CODES:
+                return Delivery(unavailable=f"{len(self._failed)} message(s) not delivered: {err.str()}")
+            refused.append((self._journal[index], f"the broker refused the message: {err.str()}"))
+        self._failed = []
+        self._journal = []
+        return Delivery(refused=refused)
+
+    def replay(self) -> None:
+        """Produce every message of the unconfirmed batch again (on a new producer after a fatal error).
+
+        Messages the broker had already stored are stored twice: delivery stays at
+        least once, never at most once.
+        """
+        if self._fatal is not None:
+            old, self._producer, self._fatal = self._producer, self._new_producer(), None
+            try:
+                old.purge()
+            except (KafkaException, SystemError, RuntimeError) as exc:
+                self._log.warning("discarding the failed producer: %s", describe_kafka_error(exc))
+        else:
+            try:
+                # What librdkafka still holds of the batch would otherwise be sent twice by us.
+                self._producer.purge(in_queue=True, in_flight=False)
+            except (KafkaException, SystemError) as exc:
+                self._log.warning("purging the producer queue: %s", describe_kafka_error(exc))
+        self._poll(0)  # serve the purge's delivery reports before forgetting them
+        self._failed = []
+        for index, entry in enumerate(self._journal):
+            self._send(entry, index)
+
+    def flush(self, timeout_s: float | None = None) -> None:
+        """Wait until every queued message is acknowledged; ``SinkError`` if any was not (the ``Sink`` protocol)."""
+        outcome = self.deliver(timeout_s)
+        if outcome.unavailable is not None:
+            raise SinkError(outcome.unavailable)
+        if outcome.refused:
+            n = len(outcome.refused)
+            raise SinkError(f"{n} message{'s' if n != 1 else ''} not delivered: {outcome.refused[0][1]}")
 
     def close(self, timeout_s: float | None = None) -> None:
         """Deliver what is still queued (best effort: called on the way out)."""
@@ -95,7 +201,7 @@ class KafkaSink:
             timeout_s = self._config.flush_timeout_s
         try:
             left = self._producer.flush(timeout_s)
-        except KafkaException as exc:
+        except (KafkaException, SystemError) as exc:
             self._log.warning("final flush failed: %s", describe_kafka_error(exc))
             return
         if left:

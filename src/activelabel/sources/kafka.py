@@ -61,7 +61,7 @@ class KafkaSource:
         """The ``topics`` the cluster does not have; ``SourceError`` when it cannot be reached."""
         try:
             metadata = self._consumer.list_topics(timeout=timeout_s)
-        except KafkaException as exc:
+        except (KafkaException, SystemError) as exc:
             raise SourceError(f"cannot reach Kafka at {self._config.bootstrap_servers}: {describe_kafka_error(exc)}") from exc
         return [t for t in topics if t not in metadata.topics or metadata.topics[t].error is not None]
 
@@ -82,6 +82,8 @@ class KafkaSource:
         """Up to ``max_messages`` messages (fewer, or none, after ``timeout_s`` seconds)."""
         try:
             messages = self._consumer.consume(num_messages=max_messages, timeout=timeout_s)
+        except SystemError as exc:  # confluent-kafka's report of a callback interrupted by an error
+            raise SourceError(f"consuming {self._config.input_topic} failed: {exc}") from exc
         except KafkaException as exc:
             raise SourceError(f"consuming {self._config.input_topic} failed: {describe_kafka_error(exc)}") from exc
         if self._fatal is not None:
@@ -104,6 +106,8 @@ class KafkaSource:
         topic = self._config.input_topic
         try:
             self._consumer.commit(offsets=[TopicPartition(topic, p, o) for p, o in offsets.items()], asynchronous=False)
+        except SystemError as exc:
+            raise SourceError(f"committing offsets of {topic} failed: {exc}") from exc
         except KafkaException as exc:
             if kafka_error_code(exc) in _REBALANCE_CODES:
                 self._log.warning("offset commit refused during a rebalance (%s): those messages may be labeled again by the new owner", describe_kafka_error(exc))
