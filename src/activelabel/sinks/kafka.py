@@ -40,6 +40,9 @@ _REFUSED_MESSAGE_CODES = frozenset(
 )
 
 
+_PURGED = frozenset({KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT})
+
+
 @dataclass(frozen=True, slots=True)
 class Produced:
     """One message handed to the producer, kept until the broker acknowledges its batch."""
@@ -77,6 +80,7 @@ class KafkaSink:
         self._journal: list[Produced] = []
         self._failed: list[tuple[int, KafkaError]] = []
         self._fatal: KafkaError | None = None
+        self._generation = 0
         self._producer = self._new_producer()
 
     def _new_producer(self) -> Producer:
@@ -101,8 +105,11 @@ class KafkaSink:
             self._log.warning("kafka producer: %s", err.str())
 
     def _delivery_callback(self, index: int) -> Callable[[KafkaError | None, Message], None]:
+        generation = self._generation
+
         def failed(err: KafkaError | None, _message: Message) -> None:
-            if err is not None:
+            # Reports from a replaced producer, or of our own purge, are not news about this batch.
+            if err is not None and generation == self._generation and err.code() not in _PURGED:
                 self._failed.append((index, err))
         return failed
 
@@ -164,25 +171,21 @@ class KafkaSink:
         return Delivery(refused=refused)
 
     def replay(self) -> None:
-        """Produce every message of the unconfirmed batch again (on a new producer after a fatal error).
+        """Produce every message of the unconfirmed batch again, on a new producer.
 
         Messages the broker had already stored are stored twice: delivery stays at
         least once, never at most once.
         """
-        if self._fatal is not None:
-            old, self._producer, self._fatal = self._producer, self._new_producer(), None
-            try:
-                old.purge()
-            except (KafkaException, SystemError, RuntimeError) as exc:
-                self._log.warning("discarding the failed producer: %s", describe_kafka_error(exc))
-        else:
-            try:
-                # What librdkafka still holds of the batch would otherwise be sent twice by us.
-                self._producer.purge(in_queue=True, in_flight=False)
-            except (KafkaException, SystemError) as exc:
-                self._log.warning("purging the producer queue: %s", describe_kafka_error(exc))
-        self._poll(0)  # serve the purge's delivery reports before forgetting them
-        self._failed = []
+        # Always on a new producer: after an outage the old one may be fenced or hold an
+        # idempotence sequence the restarted broker does not know, and retrying on it fails again.
+        old = self._producer
+        self._generation += 1
+        self._producer, self._fatal, self._failed = self._new_producer(), None, []
+        try:
+            old.purge()
+            old.flush(0)
+        except (KafkaException, SystemError, RuntimeError) as exc:
+            self._log.warning("discarding the previous producer: %s", describe_kafka_error(exc))
         for index, entry in enumerate(self._journal):
             self._send(entry, index)
 
