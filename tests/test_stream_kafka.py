@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, TIMESTAMP_CREATE_TIME, Consumer, Producer, TopicPartition
+from confluent_kafka import TIMESTAMP_CREATE_TIME, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from activelabel import Labeler
@@ -76,7 +76,7 @@ def _free_port() -> int:
 def _broker_ready(bootstrap: str) -> bool:
     try:
         AdminClient({"bootstrap.servers": bootstrap, "log_level": 0}).list_topics(timeout=1)
-    except Exception:
+    except Exception:  # noqa: BLE001 - any failure to answer means "not ready yet"
         return False
     return True
 
@@ -386,7 +386,7 @@ def test_two_workers_in_one_group_split_the_partitions_without_loss_or_duplicate
     def run(i: int) -> None:
         try:
             results[i] = workers[i].run()
-        except BaseException as exc:  # surfaced by the assertion below
+        except BaseException as exc:  # noqa: BLE001 - surfaced by the assertion below
             results[i] = exc
 
     threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(2)]
@@ -493,7 +493,7 @@ def test_config_refuses_a_loop_back_into_the_input_topic():
 
 def test_config_refuses_settings_that_would_break_at_least_once():
     """Turning auto commit back on through consumer_options, unknown fields and bad addresses are refused."""
-    with pytest.raises(ValueError, match="enable.auto.commit is set by the worker"):
+    with pytest.raises(ValueError, match=r"enable\.auto\.commit is set by the worker"):
         StreamConfig(bootstrap_servers="127.0.0.1:9092", input_topic="a", output_topic="b",
                      consumer_options={"enable.auto.commit": "true"})
     with pytest.raises(ValueError, match="Extra inputs are not permitted"):
@@ -614,7 +614,7 @@ def test_a_broker_restart_is_retried_and_the_batch_in_flight_is_not_lost(tmp_pat
             reader = TopicReader(bootstrap, names[1])
             try:
                 wanted = set(range(20, 30)) | set(range(100, 120))
-                wait_for(lambda: reader.drain() >= 0 and wanted <= {orjson.loads(m.value())["n"] for m in reader.messages}
+                wait_for(lambda: (reader.drain() >= 0 and wanted <= {orjson.loads(m.value())["n"] for m in reader.messages})
                          or "error" in result, "the batch in flight and the new messages reaching the new broker")
             finally:
                 reader.close()
