@@ -81,14 +81,20 @@ def _broker_ready(bootstrap: str) -> bool:
     return True
 
 
-def start_broker(port: int, log_path: Path) -> subprocess.Popen[bytes] | None:
-    """Start a Tansu broker with in-memory storage on ``port``; None if it did not come up."""
+def start_broker(port: int, log_path: Path, *, schemas: Path | None = None) -> subprocess.Popen[bytes] | None:
+    """Start a Tansu broker with in-memory storage on ``port``; None if it did not come up.
+
+    With ``schemas``, a folder of ``<topic>.json`` JSON schemas, the broker refuses
+    (``INVALID_RECORD``) every message to such a topic that does not conform.
+    """
     url = f"tcp://127.0.0.1:{port}"
+    extra = ["--schema-registry", "file://./" + schemas.name] if schemas is not None else []
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
             [_tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", "memory://tansu/"],
+             "--storage-engine", "memory://tansu/", *extra],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            cwd=schemas.parent if schemas is not None else None,  # Tansu resolves file:// URLs from its working directory
         )
     bootstrap = f"127.0.0.1:{port}"
     deadline = time.monotonic() + 15
@@ -158,7 +164,7 @@ def produce(bootstrap: str, topic: str, messages: list[dict[str, Any]]) -> None:
     assert left == 0, f"{left} test messages were not acknowledged by the broker"
 
 
-MARK = b"__end_of_test_read__"
+MARK = b'{"__end_of_test_read__": true}'  # a JSON object, so brokers validating a topic's schema take it
 
 
 class TopicReader:
@@ -630,3 +636,34 @@ def test_a_broker_restart_is_retried_and_the_batch_in_flight_is_not_lost(tmp_pat
     finally:
         if proc is not None:
             stop_broker(proc)
+
+
+def test_a_labeled_message_the_broker_refuses_goes_to_the_dlq_and_its_batch_neighbours_are_delivered(tmp_path, labeler):
+    """A broker that refuses some labeled messages (schema validation, INVALID_RECORD) gets them dead-lettered as output_refused with its reason; the rest of each batch is delivered and committed."""
+    names = ("in-refuse", "out-refuse", "dlq-refuse")
+    schemas = tmp_path / "schemas"
+    schemas.mkdir()
+    # The output topic accepts only messages labeled error=false: a real broker-side refusal.
+    (schemas / f"{names[1]}.json").write_text(orjson.dumps({"type": "object", "properties": {"value": {
+        "type": "object", "properties": {"labels": {"type": "object", "properties": {"error": {"const": False}}}}}}}).decode())
+    port = _free_port()
+    bootstrap = f"127.0.0.1:{port}"
+    proc = start_broker(port, tmp_path / "broker.log", schemas=schemas)
+    assert proc is not None, "the Tansu broker did not start"
+    try:
+        create_topics(bootstrap, names)
+        produce(bootstrap, names[0], [{"key": f"k{i}".encode(), "value": orjson.dumps({"n": i, "status": 503 if i % 5 == 0 else 200})}
+                                      for i in range(20)])
+        cfg = config(bootstrap, names, batch_size=10, max_messages=20)
+        stats = StreamWorker(labeler, cfg).run()
+        assert (stats["messages_in"], stats["labeled"], stats["dead_letter_kinds"]) == (20, 16, {"output_refused": 4})
+        assert sorted(orjson.loads(m.value())["n"] for m in read_topic(bootstrap, names[1])) == [i for i in range(20) if i % 5]
+        dead = read_topic(bootstrap, names[2])
+        assert sorted(int(m.key()[1:]) for m in dead) == [0, 5, 10, 15]
+        for m in dead:
+            h = headers_of(m)
+            assert h[DLQ_KIND_HEADER] == b"output_refused" and b"validate" in h[DLQ_REASON_HEADER]
+            assert m.value() == orjson.dumps({"n": int(m.key()[1:]), "status": 503})  # the original bytes
+        assert committed_offset(bootstrap, cfg.group_id, names[0]) == 20
+    finally:
+        stop_broker(proc)

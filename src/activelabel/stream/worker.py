@@ -258,9 +258,17 @@ class StreamWorker:
         ``SinkError`` before anything of the batch is committed.
         """
         cfg = self.config
-        outcome = self._await_delivery(source, sink)
+        refused = self._await_delivery(source, sink).refused
+        if len(refused) > 1:
+            # A broker refuses a whole record batch for one bad record (INVALID_RECORD):
+            # send each refused message alone, so only the ones refused on their own are dead letters.
+            alone = []
+            for produced, _reason in refused:
+                sink.produce(produced.topic, produced.key, produced.value, produced.headers, produced.timestamp_ms, produced.origin)
+                alone += self._await_delivery(source, sink).refused
+            refused = alone
         dead: list[tuple[Message, str, str]] = []
-        for produced, reason in outcome.refused:
+        for produced, reason in refused:
             if produced.topic != cfg.output_topic or produced.origin is None:
                 raise SinkError(f"the dead-letter topic {cfg.dead_letter_topic} refused a message ({reason}); "
                                 "the batch's offsets were not committed, so it will be labeled again")
