@@ -136,6 +136,20 @@ class KafkaSink:
             except SystemError as exc:  # confluent-kafka's report of a callback interrupted by a fatal error
                 raise SinkError(f"producing to {entry.topic} failed: {exc}") from exc
 
+    def missing_topics(self, topics: list[str], timeout_s: float) -> list[str] | None:
+        """The ``topics`` the cluster does not have, or None when it cannot be asked now.
+
+        Asked on the producer's connection: the consumer's is usually busy with a
+        long-poll fetch, behind which a metadata request waits up to ``fetch.wait.max.ms``.
+        The producer never asks the broker to create a topic (``allow.auto.create.topics``).
+        """
+        try:
+            metadata = self._producer.list_topics(timeout=timeout_s)
+        except (KafkaException, SystemError) as exc:
+            self._log.warning("kafka producer: listing topics failed: %s", describe_kafka_error(exc))
+            return None
+        return [t for t in topics if t not in metadata.topics or metadata.topics[t].error is not None]
+
     def _poll(self, timeout_s: float) -> None:
         try:
             self._producer.poll(timeout_s)

@@ -279,7 +279,7 @@ class StreamWorker:
             raise SinkError(f"the dead-letter topic {cfg.dead_letter_topic} refused a message; the batch's offsets were not committed")
         # Some brokers (Tansu) acknowledge writes to a topic deleted mid-run and keep
         # nothing: before committing, make sure the labeled copies have somewhere to be.
-        self._with_retry("checking the output topics", lambda: self._check_topics(source))
+        self._with_retry("checking the output topics", lambda: self._check_topics(sink))
         return dead
 
     def _await_delivery(self, source: KafkaSource, sink: KafkaSink) -> Delivery:
@@ -292,7 +292,7 @@ class StreamWorker:
             if outcome.unavailable is None:
                 return outcome
             with contextlib.suppress(SourceError):  # unreachable: keep retrying; missing: stop now
-                self._check_topics(source)
+                self._check_topics(sink)
             self._back_off(outcome.unavailable, "producing the batch again", backoff, deadline)
             backoff = min(backoff * 2, _MAX_BACKOFF_S)
             sink.replay()
@@ -322,9 +322,11 @@ class StreamWorker:
         self._log.warning("%s; %s in %.1fs", problem, then, backoff)
         self._stop.wait(backoff)
 
-    def _check_topics(self, source: KafkaSource) -> None:
+    def _check_topics(self, sink: KafkaSink) -> None:
         cfg = self.config
-        missing = source.missing_topics([cfg.output_topic, cfg.dead_letter_topic], cfg.metadata_timeout_s)
+        missing = sink.missing_topics([cfg.output_topic, cfg.dead_letter_topic], cfg.metadata_timeout_s)
+        if missing is None:
+            raise SourceError(f"cannot list the topics of {cfg.bootstrap_servers}")
         if missing:
             raise SinkError(f"topic{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
                             f"disappeared from {cfg.bootstrap_servers} while running; the last batch was not committed "
