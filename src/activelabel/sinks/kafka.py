@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
@@ -43,9 +43,11 @@ _REFUSED_MESSAGE_CODES = frozenset(
 _PURGED = frozenset({KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT})
 
 
-@dataclass(frozen=True, slots=True)
-class Produced:
-    """One message handed to the producer, kept until the broker acknowledges its batch."""
+class Produced(NamedTuple):
+    """One message handed to the producer, kept until the broker acknowledges its batch.
+
+    A tuple, not a dataclass: one is built per message on the hot path.
+    """
 
     topic: str
     key: bytes | None
@@ -78,7 +80,7 @@ class KafkaSink:
         self._config = config
         self._log = logger
         self._journal: list[Produced] = []
-        self._failed: list[tuple[int, KafkaError]] = []
+        self._failed: list[tuple[KafkaError, Message]] = []
         self._fatal: KafkaError | None = None
         self._generation = 0
         self._producer = self._new_producer()
@@ -89,6 +91,7 @@ class KafkaSink:
             # Successful deliveries need no callback: flush() returning 0 confirms them,
             # which keeps the per-message cost off the hot path.
             "delivery.report.only.error": True,
+            "on_delivery": self._delivery_callback(),
             "error_cb": self._on_error,
         }
         try:
@@ -104,27 +107,36 @@ class KafkaSink:
         else:
             self._log.warning("kafka producer: %s", err.str())
 
-    def _delivery_callback(self, index: int) -> Callable[[KafkaError | None, Message], None]:
+    def _delivery_callback(self) -> Callable[[KafkaError | None, Message], None]:
+        # One callback per producer, not per message (that would cost an object per message).
         generation = self._generation
 
-        def failed(err: KafkaError | None, _message: Message) -> None:
+        def failed(err: KafkaError | None, message: Message) -> None:
             # Reports from a replaced producer, or of our own purge, are not news about this batch.
             if err is not None and generation == self._generation and err.code() not in _PURGED:
-                self._failed.append((index, err))
+                self._failed.append((err, message))
         return failed
+
+    def _entry_of(self, message: Message) -> Produced | None:
+        """The journal entry a failed delivery report is about (rare path: a linear search)."""
+        topic, key, value = message.topic(), message.key(), message.value()
+        for entry in self._journal:
+            if entry.value == value and entry.key == key and entry.topic == topic:
+                return entry
+        return None
 
     def produce(self, topic: str, key: bytes | None, value: bytes | None, headers: Headers, timestamp_ms: int,
                 origin: object = None) -> None:
         """Queue one message; ``ValueTooLarge`` when its size is refused, ``SinkError`` otherwise."""
         entry = Produced(topic, key, value, headers, timestamp_ms, origin)
-        self._send(entry, len(self._journal))
+        self._send(entry)
         self._journal.append(entry)
 
-    def _send(self, entry: Produced, index: int) -> None:
+    def _send(self, entry: Produced) -> None:
         while True:
             try:
                 self._producer.produce(entry.topic, value=entry.value, key=entry.key, headers=entry.headers,
-                                       timestamp=entry.timestamp_ms, on_delivery=self._delivery_callback(index))
+                                       timestamp=entry.timestamp_ms)
                 return
             except BufferError:
                 # The local queue is full: serve delivery reports until there is room.
@@ -176,10 +188,11 @@ class KafkaSink:
             return Delivery(unavailable=f"{left} message{'s' if left != 1 else ''} not acknowledged by "
                                         f"{self._config.bootstrap_servers} within {timeout_s:g}s")
         refused: list[tuple[Produced, str]] = []
-        for index, err in self._failed:
-            if err.code() not in _REFUSED_MESSAGE_CODES:
+        for err, message in self._failed:
+            entry = self._entry_of(message)
+            if err.code() not in _REFUSED_MESSAGE_CODES or entry is None:
                 return Delivery(unavailable=f"{len(self._failed)} message(s) not delivered: {err.str()}")
-            refused.append((self._journal[index], f"the broker refused the message: {err.str()}"))
+            refused.append((entry, f"the broker refused the message: {err.str()}"))
         self._failed = []
         self._journal = []
         return Delivery(refused=refused)
@@ -200,8 +213,8 @@ class KafkaSink:
             old.flush(0)
         except (KafkaException, SystemError, RuntimeError) as exc:
             self._log.warning("discarding the previous producer: %s", describe_kafka_error(exc))
-        for index, entry in enumerate(self._journal):
-            self._send(entry, index)
+        for entry in self._journal:
+            self._send(entry)
 
     def flush(self, timeout_s: float | None = None) -> None:
         """Wait until every queued message is acknowledged; ``SinkError`` if any was not (the ``Sink`` protocol)."""
