@@ -72,9 +72,7 @@ def make_labeler(d: Path, **_: Any) -> Callable[[dict], dict]:
         cur = e.get("currency", e)
         if risk == "high":
             out["route"] = "manual_review"
-        elif cur is not e and cur in EUR_GBP and cur.__class__ is str and tier != "gold":
-            out["route"] = "secondary"
-        elif e.get("method") == "bank":
+        elif (cur is not e and cur in EUR_GBP and cur.__class__ is str and tier != "gold") or e.get("method") == "bank":
             out["route"] = "secondary"
         else:
             out["route"] = "primary"
