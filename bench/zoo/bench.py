@@ -175,12 +175,15 @@ def section(quick: bool, console: Any, names: tuple[str, ...] = NAMES) -> dict:
                       fmt(p.get("cli2", {}).get("ratio")) if workers2 else "no flag",
                       "identical" if c["outputs_differ"] == 0 else f"[red]{c['outputs_differ']} differ[/red]")
     console.print(table)
-    console.print("label(): paired ratio to the hand-written labeler (>1: faster); batch: label_batch(4096) vs the "
-                  "hand-written per-event loop; columnar: label_batch took the columnar path; err share: events that "
-                  "record a rule error (absent field or label, wrong type); err cost: label() µs/event on those vs "
-                  "on the rest (hand err: the same for the hand-written labeler); CLI: `activelabel label` vs "
-                  "bench/zoo/e2e_hand.py, wall, one core; CLI -w2: with --workers 2 on both cores; CLI labels: "
-                  "the two output files compared record by record.")
+    for line in ("label(): paired ratio to the hand-written labeler (>1: faster); batch: label_batch(4096) vs the "
+                 "hand-written per-event loop;",
+                 "columnar: label_batch took the columnar path; err share: events that record a rule error (absent "
+                 "field or label, wrong type);",
+                 "err cost: label() µs/event on those vs on the rest (hand err: the same for the hand-written labeler);",
+                 "CLI: `activelabel label` vs bench/zoo/e2e_hand.py, wall, one core; CLI -w2: with --workers 2 on both "
+                 "cores;",
+                 "CLI labels: the two output files compared record by record."):
+        console.print(line, soft_wrap=True, markup=False, highlight=False)
     t2 = Table(title="Policy zoo: worst case over the zoo vs the issue 9 targets")
     for col in ("target", "worst case", "policy", "met"):
         t2.add_column(col, justify="left" if col in ("target", "policy") else "right")
