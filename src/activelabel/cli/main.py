@@ -28,6 +28,7 @@ _COMMAND_MODULES = [
 
 _OPTIONAL_COMMAND_MODULES = [
     "activelabel.cli.feedback_cmd",
+    "activelabel.cli.loop_cmd",
     "activelabel.cli.report_cmd",
     "activelabel.cli.review_cmd",
     "activelabel.cli.serve_cmd",
