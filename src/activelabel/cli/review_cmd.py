@@ -135,3 +135,70 @@ def review_import(
     print_feedback_result(result, what=export.name)
     if result.rejected and not result.accepted:
         raise typer.Exit(1)
+
+
+@review_app.command("serve")
+def review_serve(
+    store: StoreOpt,
+    label: Annotated[str, typer.Option("--label", "-l", help="The label to review.")],
+    strategy: Annotated[str, typer.Option("--strategy", help="Which item comes next: uncertainty | margin | entropy | disagreement | novelty | random")] = "uncertainty",
+    text_field: Annotated[str | None, typer.Option("--text-field", help="Field shown as the item (default: the event as JSON).")] = None,
+    dedup_field: Annotated[str | None, typer.Option("--dedup-field", help="Show one item per template of this field.")] = None,
+    who: Annotated[str | None, typer.Option("--who", help="Reviewer name kept with each answer.")] = None,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port (0: any free port).")] = 8765,
+    policy: PolicyOpt = None,
+) -> None:
+    """The built-in review page: one item at a time with its explanation; keys 1-9 pick, n types a new value, s skips."""
+    from activelabel.quality.review import STRATEGIES, dedup_key_for
+    from activelabel.quality.review_server import ReviewPage
+
+    if strategy not in STRATEGIES:
+        fail(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    db = open_store(store, policy)
+    if label not in db.known_labels():
+        fail(f"unknown label {label!r}; the store knows: {', '.join(sorted(db.known_labels())) or 'none'}")
+    page = ReviewPage(db, label, strategy=strategy, text_field=text_field, who=who, host=host, port=port,
+                      dedup=dedup_key_for(dedup_field) if dedup_field else None)
+    url = page.start()
+    out.print(f"review page for {label}: {url}/  (Ctrl-C to stop)", highlight=False, markup=False, soft_wrap=True)
+    _wait_forever(page)
+
+
+@review_app.command("ml-backend")
+def review_ml_backend(
+    store: StoreOpt,
+    label: Annotated[str, typer.Option("--label", "-l", help="The label Label Studio annotates.")],
+    policy: Annotated[Path, typer.Option("--policy", "-p", help="The policy that makes the predictions.")],
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port (Label Studio's default for a backend is 9090).")] = 9090,
+    no_learn: Annotated[bool, typer.Option("--no-learn", help="Do not let online (river) models learn from annotations.")] = False,
+) -> None:
+    """Label Studio's ML backend: /predict sends our labels with their confidence, /webhook stores annotations."""
+    from activelabel.quality.review_server import LabelStudioBackend
+
+    if not policy.is_file():
+        fail(f"policy file {policy} does not exist")
+    db = open_store(store, None)
+    try:
+        backend = LabelStudioBackend(policy, db, label, host=host, port=port, learn=not no_learn)
+    except PolicyError as exc:
+        print_policy_error(exc)
+        raise typer.Exit(1) from exc
+    url = backend.start()
+    out.print(f"Label Studio ML backend for {label}: {url}  (add it under Settings > Model; "
+              f"webhooks: {url}/webhook)", highlight=False, markup=False, soft_wrap=True)
+    _wait_forever(backend)
+
+
+def _wait_forever(server: object) -> None:
+    import threading
+
+    stop = threading.Event()
+    try:
+        while not stop.wait(3600):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()  # type: ignore[attr-defined]
