@@ -72,7 +72,7 @@ class _BaseApp:
                 try:
                     status, ctype, payload, extra = app.handle(method, parts.path, parse_qs(parts.query), body,
                                                                dict(self.headers.items()))
-                except Exception as exc:  # a bug must not kill the server thread: answer 500 with the reason
+                except Exception as exc:  # noqa: BLE001 - a bug must not kill the server thread: answer 500 with the reason
                     status, ctype, extra = 500, "application/json", {}
                     payload = orjson.dumps({"error": f"{type(exc).__name__}: {exc}"})
                 self._send(status, ctype, payload, extra)
