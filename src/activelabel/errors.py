@@ -10,7 +10,8 @@
     ├── SinkError               a sink could not be written
     ├── ModelError              a model artifact failed to load or predict
     ├── StoreError              the decision / ground-truth store failed
-    └── FeedbackError           ground truth refused (unknown id, label or value)
+    ├── FeedbackError           ground truth refused (unknown id, label or value)
+    └── LoopError               the active loop cannot start or go on (its policy, data or answers)
 
 Third-party errors are translated at the boundary: ``raise X(...) from exc``.
 """
@@ -122,6 +123,11 @@ class FeedbackError(ActiveLabelError):
     """Ground truth was refused: unknown id, unknown label, or a value outside the label's type."""
 
 
+class LoopError(ActiveLabelError):
+    """The active loop cannot start or go on: its policy lacks the label or already has a model for it,
+    or its data or answers cannot be read."""
+
+
 __all__ = [
     "ActiveLabelError",
     "CELError",
@@ -129,6 +135,7 @@ __all__ = [
     "CELSyntaxError",
     "FeedbackError",
     "InputError",
+    "LoopError",
     "ModelError",
     "PolicyError",
     "PolicyIssue",

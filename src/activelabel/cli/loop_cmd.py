@@ -69,11 +69,13 @@ def loop(
     answers: Annotated[Path | None, typer.Option("--answers", help="Truth JSONL ({id, label, value} per line, as feedback import reads): a simulated annotator. Without it the loop writes Label Studio tasks and waits for answers.")] = None,
     output: Annotated[Path, typer.Option("--out", "-o", help="Directory for the store, models, round tasks and the per-round table.")] = Path("loop"),
     dedup_field: Annotated[str | None, typer.Option("--dedup-field", help="Field whose template is sent to review once (also the text shown); default: the whole event.")] = None,
+    no_dedup: Annotated[bool, typer.Option("--no-dedup", help="Allow near-duplicates in a round (one per template is the default).")] = False,
     rule_labels: Annotated[float | None, typer.Option("--rule-labels", min=0.0, max=1.0, help="Also train on pool lines a rule labeled with at least this confidence.")] = 0.9,
     no_rule_labels: Annotated[bool, typer.Option("--no-rule-labels", help="Train on reviewed items only.")] = False,
     min_confidence: Annotated[float, typer.Option("--min-confidence", min=0.0, max=1.0, help="The model abstains below this.")] = 0.5,
-    novelty_threshold: Annotated[float, typer.Option("--novelty-threshold", min=0.0, max=1.0, help="A line at or above this novelty is flagged novel.")] = 0.5,
+    novelty_threshold: Annotated[float, typer.Option("--novelty-threshold", min=0.0, max=1.0, help="A line at or above this novelty is flagged novel.")] = 0.4,
     wait_timeout: Annotated[float, typer.Option("--wait-timeout", min=0.0, help="Without --answers: seconds to wait for a round's answers before going on with those that came.")] = 3600.0,
+    poll_interval: Annotated[float, typer.Option("--poll-interval", min=0.01, help="Without --answers: seconds between looks for answers.")] = 1.0,
     json_out: Annotated[bool, typer.Option("--json", help="One JSON object per round on stdout, then a summary object.")] = False,
 ) -> None:
     """Rounds of select -> annotate -> import -> train -> relabel -> evaluate on a holdout."""
@@ -87,9 +89,10 @@ def loop(
             fail(f"{what} {path} does not exist")
     cfg = LoopConfig(policy=policy, data=data, label=label, out=output, id_field=id_field,
                      features=_parse_features(feature or []), rounds=rounds, budget=budget, strategy=strategy,
-                     holdout=holdout, seed=seed, answers=answers, dedup_field=dedup_field,
+                     holdout=holdout, seed=seed, answers=answers, dedup_field=dedup_field, dedup=not no_dedup,
                      rule_labels=None if no_rule_labels else rule_labels, min_confidence=min_confidence,
-                     novelty_threshold=novelty_threshold, wait_timeout=wait_timeout)
+                     novelty_threshold=novelty_threshold, wait_timeout=wait_timeout,
+                     poll_interval=poll_interval)
     rows: list[list[str]] = []
 
     def on_round(r: Any) -> None:

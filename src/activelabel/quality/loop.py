@@ -33,7 +33,7 @@ from typing import Any
 
 import orjson
 
-from activelabel.errors import ModelError, PolicyError
+from activelabel.errors import LoopError
 from activelabel.quality.feedback import FeedbackItem, apply_feedback, read_feedback_file
 from activelabel.quality.novelty import NoveltyIndex, novelty_path_for
 from activelabel.quality.store import DecisionStore, StoredDecision, record_id_for
@@ -97,7 +97,7 @@ def ensure_include(policy: Path, include: str) -> bool:
             pad = indent.group(1) if indent else "  "
             text = text[:m.end()] + f"\n{pad}- {include}" + text[m.end():]
         else:
-            raise PolicyError(f"{policy}: cannot add {include} to `include: {rest}`; "
+            raise LoopError(f"{policy}: cannot add {include} to `include: {rest}`; "
                               f"add it yourself (include: [{include}, ...])")
     else:
         sep = "" if text.endswith("\n") else "\n"
@@ -152,9 +152,10 @@ class LoopConfig:
     seed: int = 0
     answers: Path | None = None
     dedup_field: str | None = None
+    dedup: bool = True
     rule_labels: float | None = 0.9
     min_confidence: float = 0.5
-    novelty_threshold: float = 0.5
+    novelty_threshold: float = 0.4
     wait_timeout: float = 3600.0
     poll_interval: float = 1.0
 
@@ -189,9 +190,9 @@ def read_events(path: Path, id_field: str | None) -> tuple[list[str], list[dict[
             try:
                 event = orjson.loads(line)
             except orjson.JSONDecodeError as exc:
-                raise ModelError(f"{path}:{n}: not valid JSON ({exc}); --data must be JSON Lines") from exc
+                raise LoopError(f"{path}:{n}: not valid JSON ({exc}); --data must be JSON Lines") from exc
             if not isinstance(event, dict):
-                raise ModelError(f"{path}:{n}: expected a JSON object per line")
+                raise LoopError(f"{path}:{n}: expected a JSON object per line")
             rid = record_id_for(event, id_field)
             if rid in seen:
                 events[seen[rid]] = event
@@ -255,6 +256,18 @@ def evaluate(decisions: Mapping[str, StoredDecision], truth: Mapping[str, Any], 
     }
 
 
+def message_features(kinds: Mapping[str, str], rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The features novelty reads: free text of three words or more on average (the log message),
+    not short codes such as a level or a component, which every template shares."""
+    def mean_words(name: str) -> float:
+        values = [str(r.get(name)) for r in rows if r.get(name) is not None]
+        return sum(len(v.split()) for v in values) / len(values) if values else 0.0
+
+    text = [n for n, k in kinds.items() if k == "text"] or list(kinds)
+    long = [n for n in text if mean_words(n) >= 3]
+    return long or [max(text, key=mean_words)]
+
+
 # -- the loop --------------------------------------------------------------------------------------
 
 class Loop:
@@ -287,12 +300,12 @@ class Loop:
 
         policy = load_policy(self.policy)
         if self.cfg.label not in policy.labels:
-            raise PolicyError(f"{self.policy}: no label {self.cfg.label!r}; the policy declares "
+            raise LoopError(f"{self.policy}: no label {self.cfg.label!r}; the policy declares "
                               f"{', '.join(policy.labels) or 'none'}")
         owned = self.models_file.is_file()
         for spec in policy.models:
             if spec.label == self.cfg.label and not owned:
-                raise PolicyError(f"{self.policy}: model {spec.name!r} already labels {self.cfg.label!r}; "
+                raise LoopError(f"{self.policy}: model {spec.name!r} already labels {self.cfg.label!r}; "
                                   "remove it from the policy (the loop writes its own) or pick another label")
             if spec.label == self.cfg.label:
                 self.model_name = spec.name
@@ -363,7 +376,6 @@ class Loop:
 
     def _train(self, rnd: int, features: Mapping[str, str], programs: Mapping[str, Any],
                decisions: Mapping[str, StoredDecision]) -> bool:
-        from activelabel.models._artifacts import column_kinds
         from activelabel.quality.features import feature_rows, training_pairs
         from activelabel.quality.training import infer_kinds, train_model
 
@@ -378,8 +390,7 @@ class Loop:
         kinds = infer_kinds(list(features), rows)
         trained = train_model(rows, values, label=label, features=features, out_dir=self.out / "models",
                               name=self.model_name, holdout=0.0, seed=self.cfg.seed, feature_kinds=kinds)
-        text = [n for n, k in kinds.items() if k == "text"] or list(column_kinds(list(features), rows, None))
-        self.novelty = NoveltyIndex.build(rows, text, threshold=self.cfg.novelty_threshold)
+        self.novelty = NoveltyIndex.build(rows, message_features(kinds, rows), threshold=self.cfg.novelty_threshold)
         self.novelty.save(novelty_path_for(trained.artifact))
         self.store.record_model_build(label, trained.card["version"], [d.record_id for d, _, o in pairs if o == "truth"])
         write_models_file(self.models_file, name=self.model_name, label=label, artifact=trained.artifact,
@@ -480,9 +491,9 @@ class Loop:
                     dists = self._distributions(candidates)
                 last_picked = select_for_review(
                     candidates, label=label, budget=cfg.budget, strategy=cfg.strategy,
-                    dedup=dedup_key_for(cfg.dedup_field), exclude=exclude,
+                    dedup=dedup_key_for(cfg.dedup_field) if cfg.dedup else None, exclude=exclude,
                     rule_values=registry.rule_values if registry else {}, model_distributions=dists,
-                    novelty=novelty, seed=cfg.seed * 1000 + rnd)
+                    novelty=novelty, seed=cfg.seed * 1000 + rnd, fill=True)
                 self._annotate(rnd, last_picked)
                 self._train(rnd, features, programs, decisions)
             row.elapsed_s = round(time.perf_counter() - started, 3)

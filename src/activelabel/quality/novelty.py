@@ -26,7 +26,7 @@ import orjson
 
 from activelabel.quality.review import normalise_template
 
-DEFAULT_THRESHOLD = 0.5
+DEFAULT_THRESHOLD = 0.4
 _WORDS = re.compile(r"[A-Za-z_<>#]+")
 
 

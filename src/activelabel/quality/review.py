@@ -146,13 +146,15 @@ def select_for_review(
     model_distributions: Mapping[str, Mapping[Any, float]] | None = None,
     novelty: Mapping[str, float] | None = None,
     seed: int = 0,
+    fill: bool = False,
 ) -> list[ReviewItem]:
     """The ``budget`` items to review for ``label``, best first, one per dedup key.
 
     ``model_distributions`` (record id → class probabilities of the label's model)
     lets margin, entropy and disagreement use the model's whole distribution and
     see its opinion where a rule won. ``novelty`` (record id → 0..1, see ``quality.novelty``)
-    ranks the ``novelty`` strategy; without it that strategy ranks like uncertainty.
+    ranks the ``novelty`` strategy; without it that strategy ranks like uncertainty. With
+    ``fill``, a pool with fewer templates than ``budget`` gets the rest from the duplicates.
     """
     dists = model_distributions or {}
     if strategy not in STRATEGIES:
@@ -171,14 +173,19 @@ def select_for_review(
         ranked = [(s, d) for s, _, d in keyed]
     chosen: list[ReviewItem] = []
     seen: set[str] = set()
+    skipped: list[tuple[float, StoredDecision]] = []
     for score, d in ranked:
         if len(chosen) >= budget:
             break
         if dedup is not None:
             k = dedup(d)
             if k in seen:
+                skipped.append((score, d))
                 continue
             seen.add(k)
+        chosen.append(ReviewItem(d, label, score, d.labels.get(label), d.confidences.get(label), d.sources.get(label)))
+    # Fewer templates than budget: spend the rest on the best of the duplicates, in rank order.
+    for score, d in skipped[: max(0, budget - len(chosen))] if fill else ():
         chosen.append(ReviewItem(d, label, score, d.labels.get(label), d.confidences.get(label), d.sources.get(label)))
     return chosen
 
