@@ -4,7 +4,8 @@
     python -m venv /tmp/ls-venv && /tmp/ls-venv/bin/pip install label-studio
     LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN=true LABEL_STUDIO_USERNAME=loop@example.com \\
       LABEL_STUDIO_PASSWORD=loop-pass-123 LABEL_STUDIO_USER_TOKEN=<40 hex> \\
-      /tmp/ls-venv/bin/label-studio start --no-browser --port 18080 --data-dir /tmp/lsdata &
+      USE_DEFAULT_BANNED_SUBNETS=false SSRF_PROTECTION_ENABLED=false \\
+      /tmp/ls-venv/bin/label-studio start --no-browser --port 18080 --data-dir /tmp/lsdata &  # loopback backend allowed
     .venv/bin/python bench/label_studio_e2e.py --ls-url http://127.0.0.1:18080 --token <40 hex>
 
 Steps, each checked: record the fixture decisions in a store; `review export` tasks;

@@ -264,3 +264,35 @@ def test_review_page_shows_a_refused_value_with_its_reason(tmp_path):
     assert "refused: value &#x27;PURPLE&#x27; is outside label &#x27;category&#x27;" in res.text
     assert store.ground_truth() == [] and orjson.dumps(store.rejections()[0]["value"]) == b'"PURPLE"'
     store.close()
+
+
+def _serve(args: list[str], tmp_path: Path) -> tuple[subprocess.Popen[str], str]:
+    """Start an `activelabel review ...` server in a subprocess on a free port; return it and its URL."""
+    import os
+    import re
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    proc = subprocess.Popen([sys.executable, "-m", "activelabel.cli.main", "review", *args, "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    match = re.search(r"http://[\d.]+:\d+", line)
+    assert match, (line, proc.stderr.read() if proc.poll() is not None and proc.stderr else "")
+    return proc, match.group(0)
+
+
+def test_review_serve_and_ml_backend_commands_serve_on_a_free_port(tmp_path):
+    """`review serve` and `review ml-backend` print their URL and answer /health there."""
+    db = recorded_store(tmp_path)
+    page, page_url = _serve(["serve", "--store", str(db), "--label", "category"], tmp_path)
+    backend, backend_url = _serve(["ml-backend", "--store", str(db), "--label", "category",
+                                   "--policy", str(FIXTURES / "policy.yaml")], tmp_path)
+    try:
+        assert httpx.get(page_url + "/health").json() == {"status": "UP"}
+        assert "Review: category" in httpx.get(page_url + "/").text
+        assert httpx.get(backend_url + "/health").json()["status"] == "UP"
+    finally:
+        for proc in (page, backend):
+            proc.terminate()
+            proc.wait(timeout=30)

@@ -365,8 +365,8 @@ class Loop:
         deadline = time.monotonic() + self.cfg.wait_timeout
         while True:
             if export.is_file():
-                items, _ = read_feedback_file(export)
-                apply_feedback(self.store, items)
+                answered, _ = read_feedback_file(export)
+                apply_feedback(self.store, answered)
                 break
             have = {g.record_id for g in self.store.ground_truth(label)} & wanted
             if have == wanted or time.monotonic() >= deadline:
@@ -453,7 +453,7 @@ class Loop:
             truth_now = {g.record_id: g.value for g in self.store.ground_truth(label)}
             registry = self.store.registry()
             info = registry.labels.get(label) if registry else None
-            model_stats = next((s for s in stats.values() if s.get("label", label) == label), {}) if stats else {}
+            model_stats: dict[str, Any] = next((s for s in stats.values() if s.get("label", label) == label), {}) if stats else {}
             model_classes: set[str] = set()
             if self.artifact is not None:
                 from activelabel.models._artifacts import card_path_for

@@ -104,7 +104,7 @@ class _BaseApp:
     def url(self) -> str:
         assert self._httpd is not None, "start() first"
         host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     def serve_forever(self) -> None:
         self._httpd = _Server((self._host, self._port), self._handler())
