@@ -334,14 +334,19 @@ class Loop:
         stored = {d.record_id: d for d in self.store.decisions() if d.record_id in self.by_id}
         return stored, stats
 
-    def _novelty(self, decisions: Mapping[str, StoredDecision], programs: Mapping[str, Any]) -> dict[str, float]:
+    def _novelty(self, decisions: Mapping[str, StoredDecision],
+                 programs: Mapping[str, Any]) -> tuple[dict[str, float], dict[str, frozenset[str]]]:
+        """Novelty per record against the current model's index, and each record's template words."""
         if self.novelty is None:
-            return {}
+            return {}, {}
         from activelabel.quality.features import feature_rows
+        from activelabel.quality.novelty import row_text, template_words
 
         ds = [decisions[i] for i in self.ids]
         rows = feature_rows(ds, programs, hide_label=self.cfg.label)
-        return {d.record_id: s for d, s in zip(ds, self.novelty.scores(rows), strict=True)}
+        names = self.novelty.text_features
+        words = {d.record_id: template_words(row_text(r, names)) for d, r in zip(ds, rows, strict=True)}
+        return {d.record_id: s for d, s in zip(ds, self.novelty.scores(rows), strict=True)}, words
 
     def _annotate(self, rnd: int, picked: Sequence[Any]) -> int:
         from activelabel.quality.review import label_studio_config, label_studio_tasks
@@ -448,7 +453,7 @@ class Loop:
             if features is None:
                 features = self._features(policy, [decisions[i] for i in self.pool])
                 programs = compile_features(features)
-            novelty = self._novelty(decisions, programs)
+            novelty, words = self._novelty(decisions, programs)
             novel = {i: self.novelty.is_novel(s) for i, s in novelty.items()} if self.novelty else {}
             truth_now = {g.record_id: g.value for g in self.store.ground_truth(label)}
             registry = self.store.registry()
@@ -493,7 +498,7 @@ class Loop:
                     candidates, label=label, budget=cfg.budget, strategy=cfg.strategy,
                     dedup=dedup_key_for(cfg.dedup_field) if cfg.dedup else None, exclude=exclude,
                     rule_values=registry.rule_values if registry else {}, model_distributions=dists,
-                    novelty=novelty, seed=cfg.seed * 1000 + rnd, fill=True)
+                    novelty=novelty, template_words=words or None, seed=cfg.seed * 1000 + rnd, fill=True)
                 self._annotate(rnd, last_picked)
                 self._train(rnd, features, programs, decisions)
             row.elapsed_s = round(time.perf_counter() - started, 3)

@@ -145,6 +145,7 @@ def select_for_review(
     rule_values: Mapping[str, Any] | None = None,
     model_distributions: Mapping[str, Mapping[Any, float]] | None = None,
     novelty: Mapping[str, float] | None = None,
+    template_words: Mapping[str, frozenset[str]] | None = None,
     seed: int = 0,
     fill: bool = False,
 ) -> list[ReviewItem]:
@@ -155,6 +156,10 @@ def select_for_review(
     see its opinion where a rule won. ``novelty`` (record id → 0..1, see ``quality.novelty``)
     ranks the ``novelty`` strategy; without it that strategy ranks like uncertainty. With
     ``fill``, a pool with fewer templates than ``budget`` gets the rest from the duplicates.
+    With ``template_words`` (record id → the words of its template) the ``novelty`` strategy
+    picks greedily: after each pick, the others' novelty is lowered to their distance from
+    the picked line too (farthest-first), so one round does not spend its budget on ten
+    variants of one new template.
     """
     dists = model_distributions or {}
     if strategy not in STRATEGIES:
@@ -165,6 +170,8 @@ def select_for_review(
     if strategy == "random":
         rng.shuffle(pool)
         ranked = [(0.0, d) for d in pool]
+    elif strategy == "novelty" and novelty is not None and template_words is not None:
+        return _novelty_greedy(pool, label, budget, novelty, template_words, dedup, rng)
     else:
         # Random tie-break: many items share a score (e.g. every unmatched line has confidence 0).
         keyed = [(_score(strategy, d, label, rule_values, dists.get(d.record_id), novelty), rng.random(), d)
@@ -187,6 +194,44 @@ def select_for_review(
     # Fewer templates than budget: spend the rest on the best of the duplicates, in rank order.
     for score, d in skipped[: max(0, budget - len(chosen))] if fill else ():
         chosen.append(ReviewItem(d, label, score, d.labels.get(label), d.confidences.get(label), d.sources.get(label)))
+    return chosen
+
+
+def _jaccard_distance(a: frozenset[str], b: frozenset[str]) -> float:
+    union = len(a | b)
+    return 1.0 - (len(a & b) / union if union else 1.0)
+
+
+def _novelty_greedy(pool: Sequence[StoredDecision], label: str, budget: int, novelty: Mapping[str, float],
+                    words: Mapping[str, frozenset[str]], dedup: Callable[[StoredDecision], str] | None,
+                    rng: random.Random) -> list[ReviewItem]:
+    """Farthest-first: the most novel line, then the line most novel against training *and* the picks so far."""
+    tie = {d.record_id: rng.random() for d in pool}
+    current = {d.record_id: novelty.get(d.record_id, 0.0) for d in pool}
+    empty: frozenset[str] = frozenset()
+    remaining = list(pool)
+    chosen: list[ReviewItem] = []
+    seen: set[str] = set()
+    while remaining and len(chosen) < budget:
+        score = lambda d: current[d.record_id] + (1.0 - _confidence(d, label)) / 2
+        best = max(remaining, key=lambda d: (score(d), tie[d.record_id]))
+        remaining.remove(best)
+        if dedup is not None:
+            k = dedup(best)
+            if k in seen:
+                continue
+            seen.add(k)
+        chosen.append(ReviewItem(best, label, score(best), best.labels.get(label), best.confidences.get(label),
+                                 best.sources.get(label)))
+        picked = words.get(best.record_id, empty)
+        cache: dict[frozenset[str], float] = {}
+        for d in remaining:
+            w = words.get(d.record_id, empty)
+            dist = cache.get(w)
+            if dist is None:
+                dist = cache[w] = _jaccard_distance(w, picked)
+            if dist < current[d.record_id]:
+                current[d.record_id] = dist
     return chosen
 
 
