@@ -265,11 +265,15 @@ def summarise(name: str, runs: list[dict[str, Any]], args: Any) -> dict[str, Any
     if final:
         targets["macro_f1_at_150"] = final["macro_f1"]
         targets["unseen_handled_at_150"] = final["unseen_handled"]
-    at60 = next((i for i, r in enumerate(per.get("novelty", [])) if r["reviewed"] >= 60), None)
+    def at(arm: str, reviewed: int) -> int | None:
+        # The round where the arm had reviewed `reviewed` items (each arm counted on its own).
+        return next((i for i, r in enumerate(per.get(arm, [])) if r["reviewed"] >= reviewed), None)
+
     for base in ("random", "random-dedup"):
-        if at60 is not None and base in per:
-            ours = [r["rounds"][at60]["holdout"]["macro_f1"] for r in runs if r["arm"] == "novelty"]
-            theirs = [r["rounds"][at60]["holdout"]["macro_f1"] for r in runs if r["arm"] == base]
+        ours_i, theirs_i = at("novelty", 60), at(base, 60)
+        if ours_i is not None and theirs_i is not None:
+            ours = [r["rounds"][ours_i]["holdout"]["macro_f1"] for r in runs if r["arm"] == "novelty"]
+            theirs = [r["rounds"][theirs_i]["holdout"]["macro_f1"] for r in runs if r["arm"] == base]
             targets[f"ratio_at_60_vs_{base}"] = {
                 "novelty": fmt(stat(ours)), base: fmt(stat(theirs)),
                 "ratio_of_means": round(mean(ours) / mean(theirs), 3) if mean(theirs) else None}

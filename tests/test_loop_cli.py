@@ -225,3 +225,21 @@ def test_report_splits_scores_into_holdout_and_optimistic_training_feedback(tmp_
     splits = orjson.loads(res.stdout)["evaluation"]["alert_category"]["splits"]
     assert splits["holdout"]["n"] > 150 and not splits["holdout"]["optimistic"]
     assert splits["trained_on"]["optimistic"] and splits["trained_on"]["n"] == 40
+
+
+def test_novelty_strategy_spreads_a_round_over_different_new_templates():
+    """Budget 2 over two variants of one new template and one other new template picks one of each, not both variants."""
+    from activelabel.quality.novelty import template_words
+    from activelabel.quality.review import select_for_review
+    from activelabel.quality.store import StoredDecision
+
+    texts = {"a": "disk quota exceeded on volume home", "b": "disk quota exceeded on volume scratch",
+             "c": "fan speed low sensor tripped", "d": "PacketResponder 1 for block blk_2 terminating"}
+    decisions = [StoredDecision(k, 0.0, None, {}, {}, {}, {}, {"content": v}) for k, v in texts.items()]
+    index = NoveltyIndex.build([{"msg": texts["d"]}], ["msg"])
+    novelty = {k: index.score({"msg": v}) for k, v in texts.items()}
+    words = {k: template_words(v) for k, v in texts.items()}
+    picked = select_for_review(decisions, label="x", budget=2, strategy="novelty", novelty=novelty,
+                               template_words=words, seed=1)
+    ids = {p.decision.record_id for p in picked}
+    assert "c" in ids and len(ids & {"a", "b"}) == 1

@@ -171,7 +171,7 @@ def select_for_review(
         rng.shuffle(pool)
         ranked = [(0.0, d) for d in pool]
     elif strategy == "novelty" and novelty is not None and template_words is not None:
-        return _novelty_greedy(pool, label, budget, novelty, template_words, dedup, rng)
+        return _novelty_greedy(pool, label, budget, novelty, template_words, dedup, rng, fill)
     else:
         # Random tie-break: many items share a score (e.g. every unmatched line has confidence 0).
         keyed = [(_score(strategy, d, label, rule_values, dists.get(d.record_id), novelty), rng.random(), d)
@@ -204,7 +204,7 @@ def _jaccard_distance(a: frozenset[str], b: frozenset[str]) -> float:
 
 def _novelty_greedy(pool: Sequence[StoredDecision], label: str, budget: int, novelty: Mapping[str, float],
                     words: Mapping[str, frozenset[str]], dedup: Callable[[StoredDecision], str] | None,
-                    rng: random.Random) -> list[ReviewItem]:
+                    rng: random.Random, fill: bool = False) -> list[ReviewItem]:
     """Farthest-first: the most novel line, then the line most novel against training *and* the picks so far."""
     tie = {d.record_id: rng.random() for d in pool}
     current = {d.record_id: novelty.get(d.record_id, 0.0) for d in pool}
@@ -212,13 +212,15 @@ def _novelty_greedy(pool: Sequence[StoredDecision], label: str, budget: int, nov
     remaining = list(pool)
     chosen: list[ReviewItem] = []
     seen: set[str] = set()
+    skipped: list[StoredDecision] = []
+    score = lambda d: current[d.record_id] + (1.0 - _confidence(d, label)) / 2
     while remaining and len(chosen) < budget:
-        score = lambda d: current[d.record_id] + (1.0 - _confidence(d, label)) / 2
         best = max(remaining, key=lambda d: (score(d), tie[d.record_id]))
         remaining.remove(best)
         if dedup is not None:
             k = dedup(best)
             if k in seen:
+                skipped.append(best)
                 continue
             seen.add(k)
         chosen.append(ReviewItem(best, label, score(best), best.labels.get(label), best.confidences.get(label),
@@ -232,6 +234,9 @@ def _novelty_greedy(pool: Sequence[StoredDecision], label: str, budget: int, nov
                 dist = cache[w] = _jaccard_distance(w, picked)
             if dist < current[d.record_id]:
                 current[d.record_id] = dist
+    # Fewer templates than budget: the rest from the duplicates, in the order they came up.
+    for d in skipped[: max(0, budget - len(chosen))] if fill else ():
+        chosen.append(ReviewItem(d, label, score(d), d.labels.get(label), d.confidences.get(label), d.sources.get(label)))
     return chosen
 
 
