@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from activelabel.errors import SinkError
+from activelabel.errors import ValueTooLarge as ValueTooLarge
 from activelabel.sources.kafka import describe_kafka_error, kafka_error_code
 
 if TYPE_CHECKING:  # a runtime import would be circular: activelabel.stream imports this module
@@ -22,10 +23,6 @@ if TYPE_CHECKING:  # a runtime import would be circular: activelabel.stream impo
 
 Headers = list[tuple[str, str | bytes | None]]
 """Message headers as produced: ordered, names may repeat."""
-
-
-class ValueTooLarge(SinkError):
-    """The broker or producer refuses a message of this size (``MSG_SIZE_TOO_LARGE``)."""
 
 
 # Delivery errors that are about the message itself: sending it again cannot help, so
