@@ -48,6 +48,7 @@ def run_label(
     limits: ReadLimits = ReadLimits(),
     recorder: Any = None,
     progress: bool = False,
+    guard: Any = None,
 ) -> tuple[RunSummary, DeadLetterSink]:
     """Label every record of ``inputs`` into ``output``; bad lines go to ``dlq``."""
     source = JsonlSource(inputs, limits)
@@ -64,7 +65,8 @@ def run_label(
         bar.start()
     from activelabel.engine.record_loop import JsonlFileOutput, RecordLoop, jsonl_blocks
 
-    loop = RecordLoop(labeler, limits=limits, labels_field=labels_field, explain=explain, on_decision=recorder)
+    loop = RecordLoop(labeler, limits=limits, labels_field=labels_field, explain=explain, on_decision=recorder,
+                      guard=guard)  # privacy: the output's OutputGuard (None: nothing to protect)
 
     def blocks() -> Iterator[Block]:
         for block in jsonl_blocks(source):
@@ -84,6 +86,26 @@ def run_label(
     summary.dead_lettered = dead.count
     summary.elapsed = time.perf_counter() - summary.started
     return summary, dead
+
+
+def output_guards(labeler: Labeler, clearance: str | None, key_file: Path | None, *, door: str) -> tuple[Any, Any]:
+    """The guard of a command's labeled output (``clearance`` None: the policy's) and of its decision store.
+
+    Exits 2 before anything is read when the clearance is unknown or a named key is
+    missing or unusable: nothing is ever written in clear instead.
+    """
+    from activelabel.errors import PseudonymKeyError
+    from activelabel.governance import OutputGuard, Protector
+
+    try:
+        protector = Protector.configured(key_file)
+        guard = OutputGuard.of(labeler.policy, door=door, protector=protector, clearance=clearance)
+        store_guard = OutputGuard.of(labeler.policy, door="store", protector=protector)
+    except PseudonymKeyError as exc:
+        fail(str(exc), 2)
+    except ValueError as exc:
+        fail(f"--clearance: {exc}", 2)
+    return guard, store_guard
 
 
 def print_summary(labeler: Labeler, summary: RunSummary, dead: DeadLetterSink, output: str | None, dlq: str | None) -> None:
@@ -153,6 +175,8 @@ def label(
     record_sample: Annotated[float, typer.Option("--record-sample", help="Share of decisions to record with --record (by record id, deterministic).")] = 1.0,
     track_conflicts: Annotated[bool, typer.Option("--conflicts", help="Evaluate every rule to count conflicts between rules.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No summary.")] = False,
+    clearance: Annotated[str | None, typer.Option("--clearance", help="Highest sensitivity the output's readers may see in clear: public, internal, pii or secret (default: the policy's outputs.clearance, else internal). Labels above it get their protect: treatment.")] = None,
+    pseudonym_key_file: Annotated[Path | None, typer.Option("--pseudonym-key-file", help="File of `<key id>=<secret>` lines for pseudonyms (default: $ACTIVELABEL_PSEUDONYM_KEY; with neither, pseudonymize masks).")] = None,
 ) -> None:
     """Label JSONL records with a policy: each object gets a `labels` object; bad lines go to the DLQ."""
     inputs = inputs or ["-"]
@@ -162,6 +186,7 @@ def label(
     if dlq is None:
         dlq = f"{output}.dlq.jsonl" if output and output != "-" else "activelabel.dlq.jsonl"
     labeler = open_labeler(policy, track_conflicts=track_conflicts)
+    guard, store_guard = output_guards(labeler, clearance, pseudonym_key_file, door="label-file")
     recorder = None
     store = None
     if record is not None:
@@ -169,7 +194,7 @@ def label(
 
         if not 0.0 < record_sample <= 1.0:
             fail(f"--record-sample must be above 0 and at most 1, not {record_sample}", 2)
-        store = DecisionStore(record, policy=labeler.policy, sample_rate=record_sample)
+        store = DecisionStore(record, policy=labeler.policy, sample_rate=record_sample, guard=store_guard)
         if id_field is None and not quiet:
             # Feedback names a record by its id: say how to know it before any decision is stored.
             err.print(f"note: decisions in {record} are keyed by a content hash of each record (sha256:…, "
@@ -184,6 +209,7 @@ def label(
         summary, dead = run_label(
             labeler, inputs, output, dlq, explain=explain, labels_field=labels_field,
             limits=ReadLimits(max_line_bytes, max_depth), recorder=recorder, progress=sys.stderr.isatty() and not quiet,
+            guard=guard,
         )
     except ActiveLabelError as exc:
         fail(str(exc))
