@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from activelabel.cli._common import err, fail, open_labeler, out
@@ -225,7 +226,9 @@ def explain(
     event: Annotated[str, typer.Argument(help="The event: a JSON object, or - to read it from stdin.")],
     policy: Annotated[Path, typer.Option("--policy", "-p", help="Policy YAML file.")] = Path("policy.yaml"),
     as_json: Annotated[bool, typer.Option("--json", help="Print the explanation as JSON.")] = False,
-    show_sensitive: Annotated[bool, typer.Option("--show-sensitive", help="Show values of pii/secret labels instead of masking them.")] = False,
+    show_sensitive: Annotated[bool, typer.Option("--show-sensitive", help="Show values of pii/secret labels in clear (the same as --clearance secret: for the event's own owner).")] = False,
+    clearance: Annotated[str | None, typer.Option("--clearance", help="Highest sensitivity shown in clear (default: the policy's outputs.clearance, else internal); labels above it are shown as their protect: treatment.")] = None,
+    pseudonym_key_file: Annotated[Path | None, typer.Option("--pseudonym-key-file", help="Pseudonym keys (default: $ACTIVELABEL_PSEUDONYM_KEY).")] = None,
 ) -> None:
     """Show how each label of one event was decided: value, confidence, source, rules matched and lost."""
     text = sys.stdin.read() if event == "-" else event
@@ -236,8 +239,9 @@ def explain(
     if not isinstance(obj, dict):
         fail("the event must be a JSON object", 2)
     labeler = open_labeler(policy)
+    guard, _ = output_guards(labeler, "secret" if show_sensitive else clearance, pseudonym_key_file, door="explain")
     decision = labeler.label(obj)
-    info = decision.explain()
+    info = guard.explain(decision.explain())  # the one privacy step: labels above the clearance, treated or left out
     if as_json:
         out.print_json(orjson.dumps(info).decode())
         return
@@ -248,14 +252,17 @@ def explain(
     for name, entry in info["labels"].items():
         if not entry["set"]:
             value = "[dim]unset[/]"
-        elif specs[name].sensitivity in ("pii", "secret") and not show_sensitive:
-            value = f"[dim]‹{specs[name].sensitivity}›[/]"
         else:
-            value = orjson.dumps(entry["value"]).decode()
+            value = escape(orjson.dumps(entry["value"]).decode())
+            if name in guard.hidden:
+                value += f" [dim]‹{specs[name].sensitivity}›[/]"
         conf = f"{entry['confidence']:.2f}" if entry["confidence"] is not None else ""
         errors = "; ".join(f"{e['source']}: {e['error']}" for e in entry["errors"])
-        table.add_row(name, value, conf, entry["source"] or "", _short(entry["matched"]), _short(entry["lost"]), errors)
+        table.add_row(name, value, conf, entry["source"] or "", _short(entry["matched"]), _short(entry["lost"]), escape(errors))
     out.print(table)  # fits a terminal's width; whole lines in a pipe (cli/_common.py)
+    withheld = sorted(n for n in guard.hidden if n in decision.labels and n not in info["labels"])
+    if withheld:
+        out.print(f"[dim]withheld: {', '.join(withheld)} (above clearance {guard.clearance}; pass --clearance to see them)[/]")
 
 
 @app.command()

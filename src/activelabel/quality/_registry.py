@@ -59,6 +59,8 @@ class LabelRegistry:
         try:
             return label_types.parse_value(kind, value, info.values)
         except ValueError:
+            if info.sensitivity in ("pii", "secret"):  # a refusal is printed and stored: never quote the value
+                raise FeedbackError(f"the value is not a valid {kind} for label {label!r} (declared {info.sensitivity}: not quoted)") from None
             if kind in label_types.CHOICE_TYPES:
                 raise FeedbackError(f"value {value!r} is outside label {label!r}'s values: "
                                     f"{', '.join(map(str, info.values or []))}") from None

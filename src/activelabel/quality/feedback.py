@@ -97,11 +97,13 @@ def read_label_studio_export(data: Any, *, source: str = "export") -> tuple[list
             continue
         ann = max(live, key=lambda a: str(a.get("updated_at") or a.get("created_at") or ""))
         for res in ann.get("result", []):
-            if not isinstance(res, dict) or res.get("type") != "choices":
+            if not isinstance(res, dict) or res.get("type") not in ("choices", "textarea"):
                 continue
-            choices = (res.get("value") or {}).get("choices")
+            # A pii or secret label is reviewed in a free-text box (no value is offered as a choice).
+            key = "choices" if res.get("type") == "choices" else "text"
+            choices = (res.get("value") or {}).get(key)
             if not isinstance(choices, list) or len(choices) != 1:
-                raise FeedbackError(f"{source}: {name}: a choices result must hold exactly one choice, got {choices!r}")
+                raise FeedbackError(f"{source}: {name}: a {res.get('type')} result must hold exactly one answer, got {len(choices) if isinstance(choices, list) else type(choices).__name__}")
             label = str(res.get("from_name") or task["data"].get(LABEL_KEY) or "")
             items.append(FeedbackItem(str(record_id), label, choices[0], _annotator(ann.get("completed_by")),
                                       "label-studio", f"{source}: {name}"))

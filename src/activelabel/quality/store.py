@@ -184,6 +184,12 @@ class DecisionStore:
     def register_policy(self, policy: Policy) -> None:
         """Remember the policy's labels (types, enums) and constant rule values, for feedback and reports."""
         registry = registry_from_policy(policy)
+        if self.guard is not None:
+            # A reloaded policy's labels get their own sensitivities and redact: (the store's clearance stays).
+            from activelabel.governance.output import OutputGuard
+
+            g = self.guard
+            self.guard = OutputGuard.of(policy, door=g.door, protector=g.protector, clearance=g.clearance, counters=g.counters)
         self._exec("INSERT OR REPLACE INTO meta (key, value) VALUES ('registry', ?)", (_dumps(registry.to_json()),))
         self._exec("INSERT OR REPLACE INTO meta (key, value) VALUES ('policy_version', ?)",
                    (policy.version or "",))

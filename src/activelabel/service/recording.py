@@ -38,10 +38,16 @@ from activelabel.service.state import ServiceState, state_of
 log = logging.getLogger("activelabel.service.store")
 
 
-def open_store(path: str, policy: Any) -> Any:
+def open_store(path: str, policy: Any, protector: Any = None) -> Any:
+    """The decision store; with ``protector``, labels above the policy's outputs clearance are stored protected."""
     from activelabel.quality.store import DecisionStore  # only needed when recording
 
-    return DecisionStore(path, policy=policy)
+    guard = None
+    if protector is not None:
+        from activelabel.governance import OutputGuard
+
+        guard = OutputGuard.of(policy, door="store", protector=protector)
+    return DecisionStore(path, policy=policy, guard=guard)
 
 
 def record_decisions(state: ServiceState, items: list[tuple[Any, Any]]) -> list[str | None]:
