@@ -77,6 +77,7 @@ class Env:
     policy_path: Path
     protector: Protector
     cli: CliRun | None = None
+    kafka: str | None = None
 
 
 @pytest.fixture(scope="module")
@@ -259,7 +260,7 @@ def _sqlite_text(path: Path) -> str:
     db = sqlite3.connect(path)
     try:
         tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-        return "\n".join(str(row) for t in tables for row in db.execute(f"SELECT * FROM {t}"))  # noqa: S608 - names from the file itself
+        return "\n".join(str(row) for t in tables for row in db.execute(f"SELECT * FROM {t}"))
     finally:
         db.close()
 
@@ -310,11 +311,52 @@ def _dlq(env: Env) -> list[str]:
     return [orjson.dumps({k: v for k, v in r.items() if k != "raw"}).decode() for r in records] + [PUBLIC_VALUE]
 
 
+# ---- the Kafka doors: the stream worker's output topic and DLQ topic, on a real broker ----
+
+from test_stream_kafka import config as kafka_config  # noqa: E402 - the broker fixtures of the stream tests
+from test_stream_kafka import kafka, produce, read_topic  # noqa: E402,F401 - `kafka` is a fixture used by name
+
+
+def _kafka_topics(bootstrap: str) -> tuple[str, str, str]:
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    n = len(DOORS) + int.from_bytes(os.urandom(3), "big")
+    names = (f"pin-{os.getpid()}-{n}", f"pout-{os.getpid()}-{n}", f"pdlq-{os.getpid()}-{n}")
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for future in admin.create_topics([NewTopic(t, num_partitions=1, replication_factor=1) for t in names]).values():
+        future.result(timeout=30)
+    return names
+
+
+@door("kafka_output_and_dlq")
+def _kafka(env: Env) -> list[str]:
+    """`StreamWorker` with its default guard (the policy's clearance, no key: masks): output values, keys, headers; the DLQ's headers."""
+    from activelabel.engine import Labeler
+    from activelabel.stream import StreamWorker
+
+    assert env.kafka is not None
+    names = _kafka_topics(env.kafka)
+    produce(env.kafka, names[0], [{"key": b"k1", "value": orjson.dumps(EVENT)}, {"key": b"k2", "value": BAD_LINE},
+                                  {"key": b"k3", "value": orjson.dumps({**EVENT, "explain": True})}])
+    cfg = kafka_config(env.kafka, names, max_messages=3, explain=True, key_label="tier")
+    stats = StreamWorker(Labeler(load_policy(env.policy_path)), cfg).run(handle_signals=False)
+    assert (stats["labeled"], stats["dead_lettered"]) == (2, 1)
+    out = read_topic(env.kafka, names[1])
+    dead = read_topic(env.kafka, names[2])
+    assert [m.value() for m in dead] == [BAD_LINE], "the DLQ topic keeps the original bytes (input) of a bad message"
+    assert {m.key() for m in out} == {PUBLIC_VALUE.encode()}, "--key-label tier keys the output by the public label"
+    texts = [m.value().decode() for m in out] + [m.key().decode() for m in out]
+    texts += [f"{k}={v!r}" for m in [*out, *dead] for k, v in (m.headers() or [])]
+    return texts
+
+
 @pytest.mark.parametrize("name", sorted(DOORS))
 def test_no_canary_in_clear_at_any_door(env: Env, request: pytest.FixtureRequest, name: str) -> None:
     """No pii or secret canary reaches an uncleared reader in clear, and the door did write its labels."""
     if name.startswith("cli_"):
         env.cli = request.getfixturevalue("cli_run")  # the commands run once, for every CLI door
+    if name.startswith("kafka_"):
+        env.kafka = request.getfixturevalue("kafka")
     texts = DOORS[name](env)
     seen = "\n".join(texts)
     for canary in CANARIES:
@@ -379,3 +421,13 @@ def test_serve_stops_at_start_on_an_unusable_key(tmp_path: Path) -> None:
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60, check=False)
     assert done.returncode == 2
     assert "at least 32" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_pii_label_as_kafka_key_is_refused_at_the_label_declaration(env: Env, tmp_path: Path) -> None:
+    """`activelabel stream --key-label client` (a pii label) stops at start, naming policy file:line and what to use instead."""
+    done = subprocess.run([*CLI, "stream", "--input-topic", "a", "--output-topic", "b", "--policy", str(env.policy_path),
+                           "--key-label", "client", "--bootstrap", "127.0.0.1:1"], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2, done.stderr
+    line = next(n for n, text in enumerate(POLICY.splitlines(), 1) if text.strip().startswith("client:"))
+    assert f"{env.policy_path}:{line}:" in done.stderr and "cannot be used as a Kafka message key" in done.stderr
+    assert "public or internal" in done.stderr and "Traceback" not in done.stderr

@@ -37,8 +37,8 @@ from activelabel.sources.jsonl import PARSER_MAX_DEPTH, ReadLimits, decode_line
 
 if TYPE_CHECKING:
     from activelabel.engine.decision import Decision
-    from activelabel.governance.output import OutputGuard
     from activelabel.engine.labeler import LinesResult
+    from activelabel.governance.output import OutputGuard
 
 #: Records labeled at once (the columnar path's sweet spot; bounds memory per chunk).
 CHUNK_RECORDS = 4096

@@ -39,7 +39,6 @@ from activelabel.governance.sensitivity import (
 )
 from activelabel.sinks.jsonl import splice_fields
 
-
 #: Protected label values at least this long are also replaced wherever they occur in the event.
 ECHO_MIN_CHARS = 4
 #: What a dropped label's value becomes where the event repeats it.
