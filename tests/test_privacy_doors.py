@@ -311,6 +311,29 @@ def _dlq(env: Env) -> list[str]:
     return [orjson.dumps({k: v for k, v in r.items() if k != "raw"}).decode() for r in records] + [PUBLIC_VALUE]
 
 
+@door("audit_log_full")
+def _audit_log(env: Env) -> list[str]:
+    """The decision audit log at the Full level (labels and inputs), given the privacy protector: every segment line."""
+    import tempfile
+
+    from activelabel.engine import Labeler
+    from activelabel.governance import audit_privacy
+    from activelabel.governance.audit import AuditLog, LevelPolicy
+
+    policy = load_policy(env.policy_path)
+    decision = Labeler(policy).label(EVENT)
+    with tempfile.TemporaryDirectory() as tmp:
+        log = AuditLog(tmp, level_policy=LevelPolicy.from_mapping({"rules": [{"level": "Full"}]}), **audit_privacy(policy, env.protector))
+        with log:
+            log.log_decision(decision, door="cli", policy_name="doors", record_id="r1", event=EVENT)
+        texts = [p.read_text() for p in sorted(Path(tmp).rglob("*")) if p.is_file() and "keys" not in p.parts]
+    [record] = [orjson.loads(line) for t in texts for line in t.splitlines() if '"kind":"decision"' in line.replace(" ", "")]
+    assert record["result"]["client"].startswith("hm1:k1:"), "Full records carry the pii label's pseudonym, not an erasure"
+    assert record["input"]["client"].startswith("hm1:k1:"), "the field the pii label is computed from is protected too"
+    assert "key_owner" not in record["result"] and "/result/key_owner" in record["erased"]
+    return texts
+
+
 # ---- the Kafka doors: the stream worker's output topic and DLQ topic, on a real broker ----
 
 from test_stream_kafka import config as kafka_config  # noqa: E402 - the broker fixtures of the stream tests

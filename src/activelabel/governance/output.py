@@ -19,6 +19,7 @@ keep their columnar fast paths as they are.
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -282,3 +283,50 @@ class OutputGuard:
                     continue
                 self.counters.add("undeclared", (self.door, path or "body", r.entity_type))
         self.counters.add_scan(n, self.scanner.truncated - before)
+
+
+_EVENT_FIELD = re.compile(r"\bevent\s*(?:\.\s*([A-Za-z_][A-Za-z0-9_]*)|\[\s*[\"']([^\"']+)[\"']\s*\])")
+
+
+def sensitive_inputs_of(policy: Any, clearance: Clearance = Clearance()) -> dict[str, str]:
+    """Top-level event fields a label above ``clearance`` is computed from (its rules' ``value_expr``, its ``from``),
+    each with the most sensitive such label.
+
+    A value copied into a pii label is pii in the event too: audit records at the
+    Request level write these fields protected like that label.
+    """
+    registry = SensitivityRegistry.of(policy)
+    hidden = registry.above(clearance)
+    sources = [(r.label, str(r.value_expr)) for r in policy.rules if r.label in hidden and r.value_expr is not None]
+    sources += [(name, str(spec.bucket_from)) for name, spec in policy.labels.items()
+                if name in hidden and getattr(spec, "bucket_from", None) is not None]
+    fields: dict[str, str] = {}
+    for label, text in sources:
+        for m in _EVENT_FIELD.finditer(text):
+            name = m.group(1) or m.group(2)
+            if name not in fields or registry.sensitivity(label) > registry.sensitivity(fields[name]):
+                fields[name] = label
+    return fields
+
+
+def audit_privacy(policy: Any, protector: Protector, clearance: Clearance | str | None = None) -> dict[str, Any]:
+    """Keyword arguments that give an `AuditLog` the privacy mechanism: ``AuditLog(dir, **audit_privacy(policy, protector))``.
+
+    Full-level records then carry each pii label's pseudonym (or mask) instead of
+    erasing it, secret labels are erased (their treatment is ``drop``), and the
+    event fields those labels are computed from are protected the same way.
+    """
+    level = Clearance.parse(clearance) if isinstance(clearance, str) else (clearance or Clearance.parse(policy.outputs.clearance))
+    guard = OutputGuard(SensitivityRegistry.of(policy), level, protector, door="audit")
+    inputs = sensitive_inputs_of(policy, level)
+
+    def protect(name: str, value: Any) -> Any:
+        # A label by its own treatment; an input field by the treatment of the label computed from it.
+        seen = guard.single(name if name in guard.registry else inputs.get(name, name), value)
+        return None if seen is DROPPED else seen
+
+    return {
+        "sensitivity_of": {name: str(guard.registry.sensitivity(name)) for name in guard.registry},
+        "sensitive_inputs": list(inputs),
+        "protector": protect,
+    }
