@@ -454,3 +454,23 @@ def test_a_pii_label_as_kafka_key_is_refused_at_the_label_declaration(env: Env, 
     line = next(n for n, text in enumerate(POLICY.splitlines(), 1) if text.strip().startswith("client:"))
     assert f"{env.policy_path}:{line}:" in done.stderr and "cannot be used as a Kafka message key" in done.stderr
     assert "public or internal" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_serve_counts_undeclared_pii_in_recorded_decisions_on_metrics(tmp_path: Path) -> None:
+    """A validated e-mail in an undeclared field of a recorded event shows on /metrics as M9's undeclared count, by detector, never by value."""
+    from activelabel.service.config import StoreConfig
+
+    policy = tmp_path / "p.yaml"
+    policy.write_text(POLICY, encoding="utf-8")
+    config = ServiceConfig(store=StoreConfig(path=str(tmp_path / "d.db")))
+    app = create_app(policy, no_auth=True, config=config)
+    with serve_in_thread(app) as url:
+        for _ in range(2):
+            r = httpx.post(url + "/v1/label", json={**EVENT, "note": "write to canary.m9@example.org"})
+            assert r.status_code == 200
+        text = httpx.get(url + "/metrics").text
+    line = next(x for x in text.splitlines() if x.startswith("activelabel_pii_undeclared_total{"))
+    assert 'detector="EMAIL_ADDRESS"' in line and line.endswith(" 2.0")
+    assert "canary.m9@example.org" not in text and PII_CANARY not in text
+    stored = _sqlite_text(tmp_path / "d.db")
+    assert PII_CANARY not in stored and SECRET_CANARY not in stored, "the service's store keeps labels protected"

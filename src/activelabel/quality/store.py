@@ -189,7 +189,8 @@ class DecisionStore:
             from activelabel.governance.output import OutputGuard
 
             g = self.guard
-            self.guard = OutputGuard.of(policy, door=g.door, protector=g.protector, clearance=g.clearance, counters=g.counters)
+            self.guard = OutputGuard.of(policy, door=g.door, protector=g.protector, clearance=g.clearance, counters=g.counters,
+                                        scan_undeclared=g.scanner is not None)
         self._exec("INSERT OR REPLACE INTO meta (key, value) VALUES ('registry', ?)", (_dumps(registry.to_json()),))
         self._exec("INSERT OR REPLACE INTO meta (key, value) VALUES ('policy_version', ?)",
                    (policy.version or "",))
