@@ -103,7 +103,8 @@ def read_label_studio_export(data: Any, *, source: str = "export") -> tuple[list
             key = "choices" if res.get("type") == "choices" else "text"
             choices = (res.get("value") or {}).get(key)
             if not isinstance(choices, list) or len(choices) != 1:
-                raise FeedbackError(f"{source}: {name}: a {res.get('type')} result must hold exactly one answer, got {len(choices) if isinstance(choices, list) else type(choices).__name__}")
+                raise FeedbackError(f"{source}: {name}: a {res.get('type')} result must hold exactly one {'choice' if key == 'choices' else 'text'}, "
+                                    f"got {len(choices) if isinstance(choices, list) else type(choices).__name__}")
             label = str(res.get("from_name") or task["data"].get(LABEL_KEY) or "")
             items.append(FeedbackItem(str(record_id), label, choices[0], _annotator(ann.get("completed_by")),
                                       "label-studio", f"{source}: {name}"))
