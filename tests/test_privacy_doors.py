@@ -474,3 +474,34 @@ def test_serve_counts_undeclared_pii_in_recorded_decisions_on_metrics(tmp_path: 
     assert "canary.m9@example.org" not in text and PII_CANARY not in text
     stored = _sqlite_text(tmp_path / "d.db")
     assert PII_CANARY not in stored and SECRET_CANARY not in stored, "the service's store keeps labels protected"
+
+
+def test_label_clearance_option_shows_cleared_labels_and_pseudonyms_are_stable_across_runs(env: Env, tmp_path: Path) -> None:
+    """`label --clearance pii` writes the pii label in clear but not the secret; two runs with one key give one pseudonym, another key another."""
+    data = tmp_path / "in.jsonl"
+    data.write_bytes(orjson.dumps(EVENT) + b"\n")
+    keys = env.policy_path.parent / "pseudonym.keys"
+    other = tmp_path / "other.keys"
+    other.write_text("k2=another-test-only-key-fedcba9876543210\n", encoding="utf-8")
+
+    def labels(*args: str) -> dict[str, str]:
+        done = _cli(tmp_path, "label", str(data), "-p", str(env.policy_path), "-q", *args)
+        return orjson.loads(done.stdout)["labels"]
+
+    cleared = labels("--clearance", "pii")
+    assert cleared["client"] == PII_CANARY and "key_owner" not in cleared
+    first, second, third = (labels("--pseudonym-key-file", str(k)) for k in (keys, keys, other))
+    assert first["client"] == second["client"] == pseudonym(PseudonymKey("k1", KEY_SECRET.encode()), PII_CANARY)
+    assert third["client"].startswith("hm1:k2:") and third["client"] != first["client"]
+
+
+def test_label_stops_at_start_on_a_missing_key_file_or_unknown_clearance(env: Env, tmp_path: Path) -> None:
+    """A named key file that is missing, or an unknown --clearance, stops `label` with exit 2 and writes no output."""
+    data = tmp_path / "in.jsonl"
+    data.write_bytes(orjson.dumps(EVENT) + b"\n")
+    for args, says in ((["--pseudonym-key-file", str(tmp_path / "nope.keys")], "cannot read pseudonym key file"),
+                       (["--clearance", "top"], "unknown sensitivity 'top'")):
+        cmd = [*CLI, "label", str(data), "-p", str(env.policy_path), "-o", str(tmp_path / "o.jsonl"), *args]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == 2 and says in done.stderr and "Traceback" not in done.stderr
+        assert not (tmp_path / "o.jsonl").exists()

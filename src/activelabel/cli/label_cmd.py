@@ -280,7 +280,8 @@ def demo(
     failed = [t for t in tests if not t.passed]
     err.print(f"policy {labeler.policy.metadata.name} {labeler.version[:19]}: {len(tests) - len(failed)}/{len(tests)} policy tests pass", highlight=False)
     dlq = str(output) + ".dlq.jsonl"
-    summary, dead = run_label(labeler, [str(events)], str(output), dlq, progress=sys.stderr.isatty())
+    guard, _ = output_guards(labeler, None, None, door="label-file")  # the demo's file is an output like any other
+    summary, dead = run_label(labeler, [str(events)], str(output), dlq, progress=sys.stderr.isatty(), guard=guard)
     # One record per distinct outcome, so the table shows what the policy does, not 8 images.
     shown: dict[tuple[Any, ...], dict[str, Any]] = {}
     with output.open("rb") as fh:
