@@ -300,6 +300,23 @@ for _door in [
     _cli_door(*_door)
 
 
+@door("cli_diff_structural")
+def _diff_structural(env: Env) -> list[str]:
+    """`activelabel diff` of two versions whose pii/secret labels change constant values (a rule's value, a default)."""
+    root = env.policy_path.parent
+    old, new = root / "const-old.yaml", root / "const-new.yaml"
+    extra = "  - {id: k-const, label: key_owner, value: %s, when: 'has(event.vip)'}\n"
+    old.write_text(POLICY.replace("value: gold", "value: silver").replace("sensitivity: pii}", f"sensitivity: pii, default: {PII_CANARY}-old}}")
+                   + extra % (SECRET_CANARY + "-old"), encoding="utf-8")
+    new.write_text(POLICY.replace("sensitivity: pii}", f"sensitivity: pii, default: {PII_CANARY}}}") + extra % SECRET_CANARY, encoding="utf-8")
+    texts = []
+    for args in ([], ["--json"]):
+        done = _cli(root, "diff", *args, str(old), str(new))
+        texts.append(done.stdout.decode() + done.stderr.decode())
+    assert all("rule k-const: changed" in t and "label client: changed" in t for t in texts), texts
+    return texts
+
+
 @door("cli_dlq_file")
 def _dlq(env: Env) -> list[str]:
     """The DLQ of `label`: no label of a dead letter is written there; its ``raw`` is the input line, kept as it came."""
