@@ -381,6 +381,7 @@ def _kafka(env: Env) -> list[str]:
     cfg = kafka_config(env.kafka, names, max_messages=3, explain=True, key_label="tier")
     stats = StreamWorker(Labeler(load_policy(env.policy_path)), cfg).run(handle_signals=False)
     assert (stats["labeled"], stats["dead_lettered"]) == (2, 1)
+    assert stats["privacy"]["declared_leaks"] == 0 and stats["privacy"]["protected_labels"] == ["client", "key_owner"]
     out = read_topic(env.kafka, names[1])
     dead = read_topic(env.kafka, names[2])
     assert [m.value() for m in dead] == [BAD_LINE], "the DLQ topic keeps the original bytes (input) of a bad message"

@@ -133,6 +133,10 @@ class StreamWorker:
             "messages_per_s": round(c.messages_in / active, 1) if active > 0 else 0.0,
             "assigned_partitions": self.assignment,
             "stopped_because": self._stopped_because,
+            # M9 of the output topic: values protected, declared leaks (zero by construction); names and counts only.
+            "privacy": None if self.guard is None else {
+                "clearance": str(self.guard.clearance), "protected_labels": sorted(self.guard.hidden),
+                **{k: v for k, v in self.guard.counters.snapshot().items() if k in ("protected_values", "declared_leaks")}},
         }
 
     # ---- the run ------------------------------------------------------
