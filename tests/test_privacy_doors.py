@@ -523,3 +523,17 @@ def test_label_stops_at_start_on_a_missing_key_file_or_unknown_clearance(env: En
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
         assert done.returncode == 2 and says in done.stderr and "Traceback" not in done.stderr
         assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_an_escaped_copy_of_a_protected_value_in_the_event_is_replaced_too(env: Env) -> None:
+    """The event's copy of a pii value written with JSON escapes (\\u002d for '-') still leaves as the pseudonym."""
+    from activelabel.engine import Labeler
+
+    policy = load_policy(env.policy_path)
+    guard = OutputGuard.of(policy, door="label-file", protector=env.protector)
+    raw = b'{"path": "/pay", "note": "seen cnry\\u002dpii\\u002d7f3a9c0e here", "client": "' + PII_CANARY.encode() + b'"}'
+    event = orjson.loads(raw)
+    line = guard.line(raw, event, Labeler(policy).label(event).labels)
+    out = orjson.loads(line)
+    assert PII_CANARY not in line.decode() and PII_CANARY not in out["note"]
+    assert out["note"] == "seen " + out["labels"]["client"] + " here"

@@ -78,10 +78,10 @@ def hide_sensitive_values(structural: Any, old: Any, new: Any) -> Any:
 
     def sensitive(change: Any) -> bool:
         if change.section == "labels":
-            return change.name in hidden
+            return bool(change.name in hidden)
         if change.section == "rules":
-            return rule_label.get(change.name) in hidden
-        return change.section == "tests"  # a test's expectations may name any label's value
+            return bool(rule_label.get(change.name) in hidden)
+        return bool(change.section == "tests")  # a test's expectations may name any label's value
 
     changes = tuple(
         replace(c, fields=tuple((f, o, n) if f in _NOT_VALUES else (f, "‹changed›", "‹changed›") for f, o, n in c.fields))

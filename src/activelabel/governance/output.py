@@ -166,6 +166,7 @@ class OutputGuard:
         if not self.hidden:
             return dict(labels)
         out: dict[str, Any] = {}
+        protected: dict[str, int] = {}  # per treatment, counted once per record (the counters take a lock)
         for name, value in labels.items():
             if self.read_back and name in self.hidden and _already_protected(value):
                 out[name] = value
@@ -173,13 +174,16 @@ class OutputGuard:
             seen = protect_value(name, value, self.registry, self.clearance, self.protector)
             if name in self.hidden:
                 guard = self.registry.guard(name)
-                self.counters.add("protected", (self.door, guard.treatment.kind if guard else "drop"))
+                kind = guard.treatment.kind if guard else "drop"
+                protected[kind] = protected.get(kind, 0) + 1
                 if seen is not DROPPED and text_of(seen) == text_of(value) and text_of(value):
                     # Only a mask marker equal to the value itself can get here; count it, never write it.
                     self.counters.add("declared", (self.door, name))
                     seen = DROPPED
             if seen is not DROPPED:
                 out[name] = seen
+        for kind, n in protected.items():
+            self.counters.add("protected", (self.door, kind), n)
         return out
 
     @classmethod
@@ -212,8 +216,13 @@ class OutputGuard:
         *,
         labels_field: str = "labels",
         explain: Mapping[str, Any] | None = None,
+        raw: bytes | None = None,
     ) -> GuardedRecord:
-        """The record one output writes for ``event`` labeled ``labels``."""
+        """The record one output writes for ``event`` labeled ``labels``.
+
+        ``raw``: the event's JSON bytes, when the caller has them: a record whose bytes
+        hold none of the protected values (and no escapes) skips the search of its strings.
+        """
         shown = self.labels(labels)
         fields: dict[str, Any] = {labels_field: shown}
         if explain is not None:
@@ -225,6 +234,10 @@ class OutputGuard:
                 fields.update(summary.fields())
         if self.hidden:
             echoes = self._echoes(labels, shown)
+            # Without escapes every string of the line is its UTF-8 bytes: absent there, absent everywhere.
+            if (echoes and raw is not None and out_event is None and b"\\" not in raw
+                    and not any(clear.encode() in raw for clear in echoes)):
+                echoes = {}
             if echoes:
                 scrubbed, changed = _scrub(event if out_event is None else out_event, echoes)
                 if changed:
@@ -261,7 +274,7 @@ class OutputGuard:
         explain: Mapping[str, Any] | None = None,
     ) -> bytes:
         """The JSON line this output writes: ``raw`` with the protected fields spliced in, or the redacted event."""
-        out = self.record(event, labels, labels_field=labels_field, explain=explain)
+        out = self.record(event, labels, labels_field=labels_field, explain=explain, raw=raw)
         if out.event is None:
             return splice_fields(raw, event, out.fields)
         return orjson.dumps({**out.event, **out.fields}) if isinstance(out.event, Mapping) else orjson.dumps(out.fields)
