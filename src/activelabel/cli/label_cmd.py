@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from activelabel.cli._common import err, fail, open_labeler, out
@@ -48,6 +49,7 @@ def run_label(
     limits: ReadLimits = ReadLimits(),
     recorder: Any = None,
     progress: bool = False,
+    guard: Any = None,
 ) -> tuple[RunSummary, DeadLetterSink]:
     """Label every record of ``inputs`` into ``output``; bad lines go to ``dlq``."""
     source = JsonlSource(inputs, limits)
@@ -64,7 +66,8 @@ def run_label(
         bar.start()
     from activelabel.engine.record_loop import JsonlFileOutput, RecordLoop, jsonl_blocks
 
-    loop = RecordLoop(labeler, limits=limits, labels_field=labels_field, explain=explain, on_decision=recorder)
+    loop = RecordLoop(labeler, limits=limits, labels_field=labels_field, explain=explain, on_decision=recorder,
+                      guard=guard)  # privacy: the output's OutputGuard (None: nothing to protect)
 
     def blocks() -> Iterator[Block]:
         for block in jsonl_blocks(source):
@@ -84,6 +87,26 @@ def run_label(
     summary.dead_lettered = dead.count
     summary.elapsed = time.perf_counter() - summary.started
     return summary, dead
+
+
+def output_guards(labeler: Labeler, clearance: str | None, key_file: Path | None, *, door: str) -> tuple[Any, Any]:
+    """The guard of a command's labeled output (``clearance`` None: the policy's) and of its decision store.
+
+    Exits 2 before anything is read when the clearance is unknown or a named key is
+    missing or unusable: nothing is ever written in clear instead.
+    """
+    from activelabel.errors import PseudonymKeyError
+    from activelabel.governance import OutputGuard, Protector
+
+    try:
+        protector = Protector.configured(key_file)
+        guard = OutputGuard.of(labeler.policy, door=door, protector=protector, clearance=clearance)
+        store_guard = OutputGuard.of(labeler.policy, door="store", protector=protector)
+    except PseudonymKeyError as exc:
+        fail(str(exc), 2)
+    except ValueError as exc:
+        fail(f"--clearance: {exc}", 2)
+    return guard, store_guard
 
 
 def print_summary(labeler: Labeler, summary: RunSummary, dead: DeadLetterSink, output: str | None, dlq: str | None) -> None:
@@ -153,6 +176,8 @@ def label(
     record_sample: Annotated[float, typer.Option("--record-sample", help="Share of decisions to record with --record (by record id, deterministic).")] = 1.0,
     track_conflicts: Annotated[bool, typer.Option("--conflicts", help="Evaluate every rule to count conflicts between rules.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No summary.")] = False,
+    clearance: Annotated[str | None, typer.Option("--clearance", help="Highest sensitivity the output's readers may see in clear: public, internal, pii or secret (default: the policy's outputs.clearance, else internal). Labels above it get their protect: treatment.")] = None,
+    pseudonym_key_file: Annotated[Path | None, typer.Option("--pseudonym-key-file", help="File of `<key id>=<secret>` lines for pseudonyms (default: $ACTIVELABEL_PSEUDONYM_KEY; with neither, pseudonymize masks).")] = None,
 ) -> None:
     """Label JSONL records with a policy: each object gets a `labels` object; bad lines go to the DLQ."""
     inputs = inputs or ["-"]
@@ -162,6 +187,7 @@ def label(
     if dlq is None:
         dlq = f"{output}.dlq.jsonl" if output and output != "-" else "activelabel.dlq.jsonl"
     labeler = open_labeler(policy, track_conflicts=track_conflicts)
+    guard, store_guard = output_guards(labeler, clearance, pseudonym_key_file, door="label-file")
     recorder = None
     store = None
     if record is not None:
@@ -169,7 +195,7 @@ def label(
 
         if not 0.0 < record_sample <= 1.0:
             fail(f"--record-sample must be above 0 and at most 1, not {record_sample}", 2)
-        store = DecisionStore(record, policy=labeler.policy, sample_rate=record_sample)
+        store = DecisionStore(record, policy=labeler.policy, sample_rate=record_sample, guard=store_guard)
         if id_field is None and not quiet:
             # Feedback names a record by its id: say how to know it before any decision is stored.
             err.print(f"note: decisions in {record} are keyed by a content hash of each record (sha256:…, "
@@ -184,6 +210,7 @@ def label(
         summary, dead = run_label(
             labeler, inputs, output, dlq, explain=explain, labels_field=labels_field,
             limits=ReadLimits(max_line_bytes, max_depth), recorder=recorder, progress=sys.stderr.isatty() and not quiet,
+            guard=guard,
         )
     except ActiveLabelError as exc:
         fail(str(exc))
@@ -199,7 +226,9 @@ def explain(
     event: Annotated[str, typer.Argument(help="The event: a JSON object, or - to read it from stdin.")],
     policy: Annotated[Path, typer.Option("--policy", "-p", help="Policy YAML file.")] = Path("policy.yaml"),
     as_json: Annotated[bool, typer.Option("--json", help="Print the explanation as JSON.")] = False,
-    show_sensitive: Annotated[bool, typer.Option("--show-sensitive", help="Show values of pii/secret labels instead of masking them.")] = False,
+    show_sensitive: Annotated[bool, typer.Option("--show-sensitive", help="Show values of pii/secret labels in clear (the same as --clearance secret: for the event's own owner).")] = False,
+    clearance: Annotated[str | None, typer.Option("--clearance", help="Highest sensitivity shown in clear (default: the policy's outputs.clearance, else internal); labels above it are shown as their protect: treatment.")] = None,
+    pseudonym_key_file: Annotated[Path | None, typer.Option("--pseudonym-key-file", help="Pseudonym keys (default: $ACTIVELABEL_PSEUDONYM_KEY).")] = None,
 ) -> None:
     """Show how each label of one event was decided: value, confidence, source, rules matched and lost."""
     text = sys.stdin.read() if event == "-" else event
@@ -210,8 +239,9 @@ def explain(
     if not isinstance(obj, dict):
         fail("the event must be a JSON object", 2)
     labeler = open_labeler(policy)
+    guard, _ = output_guards(labeler, "secret" if show_sensitive else clearance, pseudonym_key_file, door="explain")
     decision = labeler.label(obj)
-    info = decision.explain()
+    info = guard.explain(decision.explain())  # the one privacy step: labels above the clearance, treated or left out
     if as_json:
         out.print_json(orjson.dumps(info).decode())
         return
@@ -222,14 +252,17 @@ def explain(
     for name, entry in info["labels"].items():
         if not entry["set"]:
             value = "[dim]unset[/]"
-        elif specs[name].sensitivity in ("pii", "secret") and not show_sensitive:
-            value = f"[dim]‹{specs[name].sensitivity}›[/]"
         else:
-            value = orjson.dumps(entry["value"]).decode()
+            value = escape(orjson.dumps(entry["value"]).decode())
+            if name in guard.hidden:
+                value += f" [dim]‹{specs[name].sensitivity}›[/]"
         conf = f"{entry['confidence']:.2f}" if entry["confidence"] is not None else ""
         errors = "; ".join(f"{e['source']}: {e['error']}" for e in entry["errors"])
-        table.add_row(name, value, conf, entry["source"] or "", _short(entry["matched"]), _short(entry["lost"]), errors)
+        table.add_row(name, value, conf, entry["source"] or "", _short(entry["matched"]), _short(entry["lost"]), escape(errors))
     out.print(table)  # fits a terminal's width; whole lines in a pipe (cli/_common.py)
+    withheld = sorted(n for n in guard.hidden if n in decision.labels and n not in info["labels"])
+    if withheld:
+        out.print(f"[dim]withheld: {', '.join(withheld)} (above clearance {guard.clearance}; pass --clearance to see them)[/]")
 
 
 @app.command()
@@ -247,7 +280,8 @@ def demo(
     failed = [t for t in tests if not t.passed]
     err.print(f"policy {labeler.policy.metadata.name} {labeler.version[:19]}: {len(tests) - len(failed)}/{len(tests)} policy tests pass", highlight=False)
     dlq = str(output) + ".dlq.jsonl"
-    summary, dead = run_label(labeler, [str(events)], str(output), dlq, progress=sys.stderr.isatty())
+    guard, _ = output_guards(labeler, None, None, door="label-file")  # the demo's file is an output like any other
+    summary, dead = run_label(labeler, [str(events)], str(output), dlq, progress=sys.stderr.isatty(), guard=guard)
     # One record per distinct outcome, so the table shows what the policy does, not 8 images.
     shown: dict[tuple[Any, ...], dict[str, Any]] = {}
     with output.open("rb") as fh:

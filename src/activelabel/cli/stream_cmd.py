@@ -74,6 +74,9 @@ def stream(
     as_json: Annotated[bool, typer.Option("--json", help="Print the final stats as one JSON object on stdout.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log group membership and Kafka client messages.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No summary.")] = False,
+    clearance: Annotated[str | None, typer.Option("--clearance", help="Highest sensitivity the output topic's readers may see in clear (default: the policy's outputs.clearance, else internal).")] = None,
+    pseudonym_key_file: Annotated[Path | None, typer.Option("--pseudonym-key-file", help="File of `<key id>=<secret>` lines for pseudonyms (default: $ACTIVELABEL_PSEUDONYM_KEY).")] = None,
+    key_label: Annotated[str | None, typer.Option("--key-label", help="Key labeled messages by this label's value (default: the input key); refused for a pii or secret label.")] = None,
 ) -> None:
     """Label a Kafka topic into another: consumer group in, labeled topic out, bad messages to a DLQ topic.
 
@@ -85,12 +88,19 @@ def stream(
         group_id=group, labels_field=labels_field, explain=explain, batch_size=batch_size, poll_timeout_s=poll_timeout,
         max_messages=max_messages, idle_timeout_s=idle_timeout, auto_offset_reset=offset_reset,
         session_timeout_ms=session_timeout_ms, max_value_bytes=max_value_bytes, max_depth=max_depth,
+        clearance=clearance, key_label=key_label,
     )
     labeler = open_labeler(policy)
+    from activelabel.cli.label_cmd import output_guards
+
+    guard, _ = output_guards(labeler, clearance, pseudonym_key_file, door="kafka")
     _configure_logging(verbose)
     from activelabel.stream import StreamWorker
 
-    worker = StreamWorker(labeler, config)
+    try:
+        worker = StreamWorker(labeler, config, guard=guard)
+    except StreamConfigError as exc:
+        fail(str(exc), 2)
     if not quiet:
         err.print(f"labeling {config.input_topic} → {config.output_topic} (dead letters → {config.dead_letter_topic}) "
                   f"as group {config.group_id} on {config.bootstrap_servers}", highlight=False)

@@ -38,6 +38,7 @@ from activelabel.sources.jsonl import PARSER_MAX_DEPTH, ReadLimits, decode_line
 if TYPE_CHECKING:
     from activelabel.engine.decision import Decision
     from activelabel.engine.labeler import LinesResult
+    from activelabel.governance.output import OutputGuard
 
 #: Records labeled at once (the columnar path's sweet spot; bounds memory per chunk).
 CHUNK_RECORDS = 4096
@@ -145,8 +146,11 @@ class RecordLoop:
 
     def __init__(self, labeler: BulkLabeler | EventLabeler, *, limits: ReadLimits = ReadLimits(), labels_field: str = "labels",
                  explain: bool = False, on_decision: Callable[[dict[str, Any], Decision], None] | None = None,
-                 jsonl: bool = True, chunk_records: int = CHUNK_RECORDS) -> None:
+                 jsonl: bool = True, chunk_records: int = CHUNK_RECORDS, guard: OutputGuard | None = None) -> None:
         self.labeler = as_bulk(labeler)
+        # Privacy hook: the output's guard protects each record's labels before it is written
+        # (None or ``guard.passthrough``: nothing to protect, the columnar fast path stays).
+        self.guard = guard if guard is not None and not guard.passthrough else None
         self.limits = limits
         self.labels_field = labels_field
         self.explain = explain
@@ -165,7 +169,7 @@ class RecordLoop:
         loads = orjson.loads
         decode_error = orjson.JSONDecodeError
         jsonl = self.jsonl
-        decisions = self.explain or self.on_decision is not None
+        decisions = self.explain or self.on_decision is not None or self.guard is not None
         chunk = self.chunk_records
         pend_where: list[Where] = []
         pend_raw: list[bytes] = []
@@ -245,11 +249,18 @@ class RecordLoop:
         explain = self.explain
         on_decision = self.on_decision
         key = self.labels_field
+        guard = self.guard
         lines: list[bytes] = []
         failed: list[tuple[int, str]] = []
         for i, (raw, event) in enumerate(zip(raws, events)):
             try:
                 decision = label(event)
+                if guard is not None:  # privacy hook: protected labels (and redacted event) only
+                    if on_decision is not None:
+                        on_decision(event, decision)
+                    lines.append(guard.line(raw, event, decision.labels, labels_field=key,
+                                            explain=decision.explain() if explain else None))
+                    continue
                 fields: dict[str, Any] = {key: decision.labels}
                 if explain:
                     fields["label_meta"] = decision.explain()

@@ -99,7 +99,7 @@ def create_app(
     metrics.follow_runtime(runtime)
     state = ServiceState(runtime=runtime, metrics=metrics, auth=Authenticator(None if no_auth else tokens), config=config)
     if config.store.path:
-        state.store = open_store(config.store.path, runtime.current.labeler.policy)
+        state.store = open_store(config.store.path, runtime.current.labeler.policy, protector, metrics.pii)
         metrics.follow_store(state.store, window_s=config.accuracy_window_s)
 
     # /v1/label and ext_authz are dispatched by LabelService before Starlette.

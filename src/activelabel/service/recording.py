@@ -38,10 +38,21 @@ from activelabel.service.state import ServiceState, state_of
 log = logging.getLogger("activelabel.service.store")
 
 
-def open_store(path: str, policy: Any) -> Any:
+def open_store(path: str, policy: Any, protector: Any = None, pii_metrics: Any = None) -> Any:
+    """The decision store; with ``protector``, labels above the policy's outputs clearance are stored protected.
+
+    ``pii_metrics`` (`PiiLeakMetrics`): the store guard's M9 counts (declared leaks, undeclared PII
+    found in what is recorded, sampled by the policy's ``pii.undeclared_sample``) go to /metrics.
+    """
     from activelabel.quality.store import DecisionStore  # only needed when recording
 
-    return DecisionStore(path, policy=policy)
+    guard = None
+    if protector is not None:
+        from activelabel.governance import OutputGuard, PrivacyCounters
+
+        guard = OutputGuard.of(policy, door="store", protector=protector, counters=PrivacyCounters(metrics=pii_metrics),
+                               scan_undeclared=pii_metrics is not None)
+    return DecisionStore(path, policy=policy, guard=guard)
 
 
 def record_decisions(state: ServiceState, items: list[tuple[Any, Any]]) -> list[str | None]:

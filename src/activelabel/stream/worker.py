@@ -20,10 +20,14 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any, Protocol, TypeVar
 
+import orjson
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
 
 from activelabel.engine.record_loop import RecordLoop, Where
-from activelabel.errors import SinkError, SourceError
+from activelabel.errors import SinkError, SourceError, StreamConfigError
+from activelabel.governance.output import OutputGuard
+from activelabel.governance.protect import Protector
+from activelabel.governance.sensitivity import policy_key_use_problems
 from activelabel.sinks.kafka import Delivery, KafkaSink, ValueTooLarge
 from activelabel.sources.jsonl import ReadLimits
 from activelabel.sources.kafka import KafkaSource
@@ -77,9 +81,17 @@ class StreamWorker:
     """
 
     def __init__(self, labeler: StreamLabeler, config: StreamConfig, *, logger: logging.Logger | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, guard: OutputGuard | None = None) -> None:
         self.config = config
         self._labeler = labeler
+        # Privacy: the output topic's guard (labels above its clearance leave treated); by default
+        # the policy's outputs.clearance with keys from $ACTIVELABEL_PSEUDONYM_KEY.
+        self.guard = guard if guard is not None else _default_guard(labeler, config)
+        if config.key_label is not None:
+            policy = getattr(labeler, "policy", None)
+            problems = policy_key_use_problems(policy, [config.key_label], "a Kafka message key", option="key_label") if policy is not None else []
+            if problems:
+                raise StreamConfigError("; ".join(problems))
         self._log = logger or logging.getLogger("activelabel.stream")
         self._clock = clock
         self._stop = threading.Event()
@@ -128,6 +140,10 @@ class StreamWorker:
             "messages_per_s": round(c.messages_in / active, 1) if active > 0 else 0.0,
             "assigned_partitions": self.assignment,
             "stopped_because": self._stopped_because,
+            # M9 of the output topic: values protected, declared leaks (zero by construction); names and counts only.
+            "privacy": None if self.guard is None else {
+                "clearance": str(self.guard.clearance), "protected_labels": sorted(self.guard.hidden),
+                **{k: v for k, v in self.guard.counters.snapshot().items() if k in ("protected_values", "declared_leaks")}},
         }
 
     # ---- the run ------------------------------------------------------
@@ -170,7 +186,7 @@ class StreamWorker:
     def _loop(self, source: KafkaSource, sink: KafkaSink) -> None:
         cfg = self.config
         loop = RecordLoop(self._labeler, limits=ReadLimits(cfg.max_value_bytes, cfg.max_depth),
-                          labels_field=cfg.labels_field, explain=cfg.explain, jsonl=False)
+                          labels_field=cfg.labels_field, explain=cfg.explain, jsonl=False, guard=self.guard)
         version = self._labeler.version.encode()
         # Joining the group can take up to a session timeout (and brokers may hold the
         # first join that long): that wait is not idleness, so the first deadline allows it.
@@ -204,7 +220,7 @@ class StreamWorker:
         offsets: dict[int, int] = {}
         for msg in messages:
             offsets[msg.partition()] = msg.offset() + 1  # type: ignore[index,operator]  # set on consumed messages
-        output = _TopicOutput(sink, cfg.output_topic, version)
+        output = _TopicOutput(sink, cfg.output_topic, version, key_label=cfg.key_label, labels_field=cfg.labels_field)
         counts = loop.run([(messages, [msg.value() for msg in messages])], output)
         # Dead letters go after the labeled messages, in input order, as they always have.
         for _pos, msg, kind, reason in sorted(output.dead, key=lambda d: d[0]):
@@ -360,10 +376,12 @@ class StreamWorker:
 class _TopicOutput:
     """The record loop's output for one batch: labeled messages produced at once, dead letters kept for after."""
 
-    def __init__(self, sink: KafkaSink, topic: str, version: bytes) -> None:
+    def __init__(self, sink: KafkaSink, topic: str, version: bytes, *, key_label: str | None = None, labels_field: str = "labels") -> None:
         self.sink = sink
         self.topic = topic
         self.version = version
+        self.key_label = key_label
+        self.labels_field = labels_field
         self.dead: list[tuple[int, Message, str, str]] = []  # (position in the batch, message, kind, reason)
 
     def write_many(self, where: list[Where], lines: list[bytes]) -> list[tuple[int, str, str]]:
@@ -372,14 +390,29 @@ class _TopicOutput:
         for i, ((messages, pos), value) in enumerate(zip(where, lines)):
             msg = messages[pos]
             try:
-                produce(self.topic, msg.key(), value, labeled_headers(msg.headers(), self.version), _timestamp(msg), msg)
+                produce(self.topic, msg.key() if self.key_label is None else self._key_of(value), value, labeled_headers(msg.headers(), self.version), _timestamp(msg), msg)
             except ValueTooLarge as exc:
                 refused.append((i, "output_too_large", f"the labeled message is too large to produce: {exc}"))
         return refused
 
+    def _key_of(self, value: bytes) -> bytes | None:
+        """The ``key_label`` value of a labeled message (checked public or internal at start), or no key when unset."""
+        labels = orjson.loads(value).get(self.labels_field) or {}
+        got = labels.get(self.key_label)
+        if got is None:
+            return None
+        return got.encode() if isinstance(got, str) else orjson.dumps(got)
+
     def dead_letter(self, where: Where, raw: bytes | None, kind: str, reason: str) -> None:
         messages, pos = where
         self.dead.append((pos, messages[pos], kind, reason))
+
+
+def _default_guard(labeler: Any, config: StreamConfig) -> OutputGuard | None:
+    policy = getattr(labeler, "policy", None)
+    if policy is None:
+        return None  # a bare StreamLabeler declares no sensitivities: nothing to protect by
+    return OutputGuard.of(policy, door="kafka", protector=Protector.configured(), clearance=config.clearance)
 
 
 def _timestamp(msg: Message) -> int:
