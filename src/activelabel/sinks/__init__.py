@@ -1,5 +1,5 @@
 """Sinks: where labeled records and dead letters go."""
 
-from activelabel.sinks.jsonl import DeadLetterSink, JsonlSink, splice_fields
+from activelabel.sinks.jsonl import DeadLetterSink, JsonlSink, default_dlq_path, splice_fields
 
-__all__ = ["DeadLetterSink", "JsonlSink", "splice_fields"]
+__all__ = ["DeadLetterSink", "JsonlSink", "default_dlq_path", "splice_fields"]
