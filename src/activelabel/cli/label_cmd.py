@@ -61,8 +61,6 @@ def run_label(
     recorder: Any = None,
     progress: bool = False,
     workers: int = 1,
-    policy: Path | None = None,
-    labeler_options: dict[str, Any] | None = None,
 ) -> tuple[RunSummary, DeadLetterSink]:
     """Label every record of ``inputs`` into ``output``; bad lines go to ``dlq`` (created on the first one).
 
@@ -72,7 +70,13 @@ def run_label(
     After each block the output is pushed through to the OS, so a reader on a pipe sees
     each record as soon as its input line has been read.
     """
-    from activelabel.engine.parallel import MIN_PARALLEL_BYTES, WorkerSettings, parallel_refusal, run_parallel
+    from activelabel.engine.parallel import (
+        MIN_PARALLEL_BYTES,
+        WorkerSettings,
+        fork_refusal,
+        parallel_refusal,
+        run_parallel,
+    )
     from activelabel.engine.record_loop import JsonlFileOutput, RecordLoop, jsonl_blocks
 
     source = JsonlSource(inputs, limits)
@@ -87,8 +91,8 @@ def run_label(
             refusal = "stdin and .gz inputs are read as a stream"
         elif total_bytes < MIN_PARALLEL_BYTES:
             refusal = f"the input is under {MIN_PARALLEL_BYTES >> 20} MiB"
-        elif policy is None:
-            refusal = "no policy file to compile in each worker"
+        elif refusal is None:
+            refusal = fork_refusal()
         summary.one_process_because = refusal
         parallel = refusal is None
     sink = JsonlSink(output)
@@ -97,16 +101,21 @@ def run_label(
     if progress and total_bytes:
         from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
 
-        bar = Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(), console=err, transient=True)
+        # Refreshed after each block, not by a thread: worker processes are forked from this one.
+        bar = Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
+                       console=err, transient=True, auto_refresh=False)
         task = bar.add_task("labeling", total=total_bytes)
         bar.start()
 
-    def block_done() -> None:
+    done = [0]
+
+    def block_done(nbytes: int | None = None) -> None:
         # The block is written: push it (and its dead letters) out before the next read may block.
         sink.push()
         dead.push()
         if bar is not None and task is not None:
-            bar.update(task, completed=source.bytes_read)
+            done[0] += nbytes or 0
+            bar.update(task, completed=source.bytes_read if nbytes is None else done[0], refresh=True)
 
     def blocks() -> Iterator[Block]:
         for block in jsonl_blocks(source):
@@ -115,9 +124,8 @@ def run_label(
 
     try:
         if parallel:
-            assert policy is not None  # checked above
-            settings = WorkerSettings(policy, dict(labeler_options or {}), limits, labels_field, explain)
-            run = run_parallel(labeler, settings, source.iter_line_blocks(), sink, dead, workers=workers, on_block=block_done)
+            settings = WorkerSettings(limits, labels_field, explain)
+            run = run_parallel(labeler, settings, [(p, p) for p in inputs], sink, dead, workers=workers, on_block=block_done)
             counts = run.counts
             summary.stats, summary.hits_by_source, summary.workers = run.stats, run.hits_by_source, run.workers
         else:
@@ -260,7 +268,7 @@ def label(
         summary, dead = run_label(
             labeler, inputs, output, dlq, explain=explain, labels_field=labels_field,
             limits=ReadLimits(max_line_bytes, max_depth), recorder=recorder, progress=sys.stderr.isatty() and not quiet,
-            workers=workers, policy=policy, labeler_options={"track_conflicts": track_conflicts},
+            workers=workers,
         )
     except ActiveLabelError as exc:
         fail(str(exc))

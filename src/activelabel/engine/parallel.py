@@ -1,15 +1,15 @@
 """The record loop on several cores: blocks of lines labeled in worker processes, written in input order.
 
-``activelabel label --workers N`` runs this for large regular files. The parent reads
-each file in blocks of whole lines (``JsonlSource.iter_line_blocks``) and hands each
-block, undecoded, to a pool of worker processes; each worker holds one Labeler
-(compiled once, or inherited from the parent on ``fork``) and runs the one
+``activelabel label --workers N`` runs this for large regular files. The parent cuts
+each file into blocks of whole lines (``file_spans``: byte offsets) and hands each
+block to a pool of worker processes, which read it themselves; each worker holds one Labeler
+(compiled once, in the parent, and inherited on ``fork``) and runs the one
 ``RecordLoop`` over its block, returning the labeled lines as one byte string and its
 dead letters. The parent writes results strictly in block order, so the output is the
 one-process output, byte for byte, and ``records_in == labeled + dead_lettered`` holds.
 
-Memory stays flat: at most ``2 × workers`` blocks are in flight (read, being labeled,
-or waiting to be written), whatever the input size.
+Memory stays flat: at most ``2 × workers`` blocks are in flight (being labeled or
+waiting to be written), whatever the input size.
 
 Counters: each worker answers every block with its labeler's cumulative ``stats()`` and
 ``hits_by_source()`` (the engine's public counters); the parent keeps each worker's
@@ -29,13 +29,13 @@ import multiprocessing
 import os
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, fields
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from activelabel.engine.record_loop import RecordCounts, RecordLoop, Where
-from activelabel.sources.jsonl import ReadLimits
+from activelabel.errors import ActiveLabelError
+from activelabel.sources.jsonl import UTF8_BOM, ReadLimits
 
 if TYPE_CHECKING:
     from multiprocessing.pool import AsyncResult
@@ -73,10 +73,8 @@ def parallel_refusal(labeler: Labeler) -> str | None:
 
 @dataclass(frozen=True)
 class WorkerSettings:
-    """What each worker needs to build its labeler and record loop (picklable)."""
+    """How each worker runs its record loop (the labeler itself is inherited on fork)."""
 
-    policy: Path
-    labeler_options: dict[str, Any]
     limits: ReadLimits
     labels_field: str
     explain: bool
@@ -87,6 +85,7 @@ class BlockResult:
     """One block's outcome, as a worker sends it back."""
 
     pid: int
+    lines: int  # physical lines in the block (blank ones included), for the next block's line numbers
     labeled: bytes  # the labeled lines joined by newlines (no trailing one); b"" if none
     labeled_count: int
     dead: list[tuple[int, bytes | None, str, str]]  # (position in the block, raw, kind, reason)
@@ -110,30 +109,63 @@ class _Collect:
         self.dead.append((where[1], raw, kind, reason))
 
 
-# One per worker process: set by the pool initializer (or inherited on fork).
+# One per worker process: set by the pool initializer from the labeler inherited on fork.
 _worker_loop: RecordLoop | None = None
 _worker_labeler: Labeler | None = None
 _inherited: Labeler | None = None
+_worker_files: dict[str, IO[bytes]] = {}
 
 
 def _init_worker(settings: WorkerSettings) -> None:
     global _worker_loop, _worker_labeler
     labeler = _inherited
-    if labeler is None:
-        from activelabel.engine.labeler import Labeler
-
-        labeler = Labeler.from_file(settings.policy, **settings.labeler_options)
+    assert labeler is not None, "workers are forked after run_parallel sets it"
     _worker_labeler = labeler
     _worker_loop = RecordLoop(labeler, limits=settings.limits, labels_field=settings.labels_field, explain=settings.explain)
 
 
-def _label_block(data: bytes) -> BlockResult:
+def _label_block(path: str, start: int, end: int) -> BlockResult:
     loop, labeler = _worker_loop, _worker_labeler
     assert loop is not None and labeler is not None, "the pool initializer sets both"
+    fh = _worker_files.get(path)
+    if fh is None:
+        fh = _worker_files[path] = open(path, "rb")  # noqa: SIM115 - kept open for this worker's next blocks
+    fh.seek(start)
+    data = fh.read(end - start)
+    if start == 0:
+        data = data.removeprefix(UTF8_BOM)
+    lines = data.split(b"\n")
+    if lines and not lines[-1]:
+        lines.pop()  # the block's last line ending
     out = _Collect()
-    counts = loop.run([(None, data.split(b"\n"))], out)
-    return BlockResult(os.getpid(), b"\n".join(out.lines), len(out.lines), out.dead, counts,
+    counts = loop.run([(None, lines)], out)
+    return BlockResult(os.getpid(), len(lines), b"\n".join(out.lines), len(out.lines), out.dead, counts,
                        labeler.stats(), labeler.hits_by_source())
+
+
+def file_spans(path: str, block_bytes: int = BLOCK_BYTES) -> Iterator[tuple[int, int]]:
+    """``(start, end)`` byte offsets of ``path`` cut into blocks of whole lines of about ``block_bytes``."""
+    size = os.path.getsize(path)
+    start = 0
+    with open(path, "rb") as fh:
+        while start < size:
+            end = start + block_bytes
+            if end >= size:
+                end = size
+            else:
+                fh.seek(end)
+                while True:  # on to the end of the line the cut falls in
+                    chunk = fh.read(1 << 16)
+                    if not chunk:
+                        end = size
+                        break
+                    at = chunk.find(b"\n")
+                    if at >= 0:
+                        end += at + 1
+                        break
+                    end += len(chunk)
+            yield start, end
+            start = end
 
 
 def merge_stats(parts: Iterable[LabelerStats]) -> LabelerStats | None:
@@ -179,35 +211,60 @@ class ParallelRun:
     workers: int
 
 
-def _context() -> multiprocessing.context.BaseContext:
-    # fork inherits the parent's compiled labeler (no second compile, no re-import) and is
-    # safe while the parent has a single thread; otherwise workers start clean.
-    if "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1:
-        return multiprocessing.get_context("fork")
-    return multiprocessing.get_context("spawn")
+def _os_threads() -> int:
+    """Threads of this process, native ones included (a Polars pool is invisible to ``threading``)."""
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return threading.active_count()
 
 
-def run_parallel(labeler: Labeler, settings: WorkerSettings, blocks: Iterable[tuple[str, int, bytes]],
+def fork_refusal() -> str | None:
+    """Why worker processes cannot be forked from this one now, or None when they can.
+
+    Workers are forked, so they inherit the compiled labeler (no second compile, no
+    re-import). Forking a process that has other threads (a Polars pool, a server) can
+    leave a lock held forever in the child, so such a process labels alone.
+    """
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return "this platform cannot fork worker processes"
+    if _os_threads() != 1:
+        return "this process already runs threads (forking it could deadlock a worker)"
+    return None
+
+
+def run_parallel(labeler: Labeler, settings: WorkerSettings, inputs: Iterable[tuple[str, str]],
                  sink: JsonlSink, dead: DeadLetterSink, *, workers: int,
-                 on_block: Callable[[], None] | None = None) -> ParallelRun:
-    """Label ``blocks`` (source name, first line number, whole lines) in ``workers`` processes, writing in order.
+                 on_block: Callable[[int], None] | None = None, block_bytes: int = BLOCK_BYTES) -> ParallelRun:
+    """Label the regular files ``inputs`` (``(path, name in dead letters)``) in ``workers`` processes, writing in order.
 
-    ``labeler`` is the parent's compiled labeler: workers forked from this process use it
-    (its counters are still zero: the parent labels nothing itself); spawned workers
-    compile ``settings.policy`` once each. ``on_block`` runs after each block is written.
+    Workers read their blocks from the files themselves (the parent only cuts them at
+    line ends, ``file_spans``), so the parent's work is writing the results in order.
+    ``labeler`` is the parent's compiled labeler: the forked workers each use their copy
+    (its counters are still zero: the parent labels nothing itself). Raises
+    ``ActiveLabelError`` when this process cannot fork safely (``fork_refusal``), before
+    anything is read. ``on_block(bytes of input done)`` runs after each block is written.
     """
     global _inherited
-    ctx = _context()
-    _inherited = labeler if ctx.get_start_method() == "fork" else None
+    refusal = fork_refusal()
+    if refusal is not None:
+        raise ActiveLabelError(f"cannot label in parallel: {refusal}; label in one process (--workers 1)")
+    ctx = multiprocessing.get_context("fork")
+    _inherited = labeler
     counts = RecordCounts()
     latest: dict[int, BlockResult] = {}
     pending: deque[tuple[str, int, AsyncResult[BlockResult]]] = deque()
+    line_no: dict[str, Any] = {"name": "", "next": 1}
     try:
         with ctx.Pool(workers, initializer=_init_worker, initargs=(settings,)) as pool:
 
             def finish_oldest() -> None:
-                name, first_line, future = pending.popleft()
+                name, size, future = pending.popleft()
                 result = future.get()
+                if line_no["name"] != name:
+                    line_no["name"], line_no["next"] = name, 1
+                first_line = line_no["next"]
+                line_no["next"] += result.lines
                 if result.labeled_count:
                     sink.write_block(result.labeled, result.labeled_count)
                 for pos, raw, kind, reason in result.dead:
@@ -220,12 +277,13 @@ def run_parallel(labeler: Labeler, settings: WorkerSettings, blocks: Iterable[tu
                     counts.dead_letter_kinds[kind] = counts.dead_letter_kinds.get(kind, 0) + n
                 latest[result.pid] = result  # cumulative per worker: the last one answered counts
                 if on_block is not None:
-                    on_block()
+                    on_block(size)
 
-            for name, first_line, data in blocks:
-                pending.append((name, first_line, pool.apply_async(_label_block, (data,))))
-                if len(pending) >= 2 * workers:
-                    finish_oldest()
+            for path, name in inputs:
+                for start, end in file_spans(path, block_bytes):
+                    pending.append((name, end - start, pool.apply_async(_label_block, (path, start, end))))
+                    if len(pending) >= 2 * workers:
+                        finish_oldest()
             while pending:
                 finish_oldest()
     finally:
@@ -234,5 +292,5 @@ def run_parallel(labeler: Labeler, settings: WorkerSettings, blocks: Iterable[tu
                        merge_sources(r.hits_by_source for r in latest.values()), workers)
 
 
-__all__ = ["BLOCK_BYTES", "MIN_PARALLEL_BYTES", "BlockResult", "ParallelRun", "WorkerSettings", "default_workers",
+__all__ = ["BLOCK_BYTES", "MIN_PARALLEL_BYTES", "BlockResult", "ParallelRun", "WorkerSettings", "default_workers", "file_spans", "fork_refusal",
            "merge_sources", "merge_stats", "parallel_refusal", "run_parallel"]

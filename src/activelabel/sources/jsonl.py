@@ -187,46 +187,6 @@ class JsonlSource:
                 if stream is not sys.stdin.buffer:
                     stream.close()
 
-    def iter_line_blocks(self, block_bytes: int = 1 << 20) -> Iterator[tuple[str, int, bytes]]:
-        """(source name, number of the first line, whole lines joined by newlines) about ``block_bytes`` at a time.
-
-        The lines stay one undecoded byte string, for handing to a worker process
-        (``engine/parallel.py``); ``data.split(b"\\n")`` gives the lines ``iter_blocks`` would.
-        """
-        for name in self.inputs:
-            label = "<stdin>" if name == "-" else name
-            stream = _open(name)
-            try:
-                carry = b""
-                line_no = 0
-                first = True
-                while True:
-                    data = stream.read(block_bytes)
-                    if not data:
-                        break
-                    self.bytes_read += len(data)
-                    if first:
-                        carry, first = carry + data, False
-                        if len(carry) < len(UTF8_BOM) and UTF8_BOM.startswith(carry):
-                            first = True  # a short read: decide on the next one
-                            continue
-                        data, carry = carry.removeprefix(UTF8_BOM), b""
-                    data = carry + data if carry else data
-                    cut = data.rfind(b"\n")
-                    if cut < 0:
-                        carry = data
-                        continue
-                    block, carry = data[:cut], data[cut + 1:]
-                    yield label, line_no + 1, block
-                    line_no += block.count(b"\n") + 1
-                if carry:
-                    yield label, line_no + 1, carry
-            except (OSError, EOFError, gzip.BadGzipFile) as exc:
-                raise SourceError(f"reading {label} failed: {exc}") from exc
-            finally:
-                if stream is not sys.stdin.buffer:
-                    stream.close()
-
     def iter_chunks(self, chunk_lines: int = 4096) -> Iterator[list[Record | BadRecord]]:
         """Records in lists of up to ``chunk_lines``, for batch labeling."""
         chunk: list[Record | BadRecord] = []
