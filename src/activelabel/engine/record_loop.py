@@ -32,6 +32,7 @@ import orjson
 
 from activelabel.errors import ActiveLabelError
 from activelabel.sinks import DeadLetterSink, JsonlSink, splice_fields
+from activelabel.sinks.jsonl import JSON_WHITESPACE, rewrite_refusal
 from activelabel.sources import JsonlSource
 from activelabel.sources.jsonl import PARSER_MAX_DEPTH, ReadLimits, decode_line
 
@@ -39,6 +40,10 @@ if TYPE_CHECKING:
     from activelabel.engine.decision import Decision
     from activelabel.engine.labeler import LinesResult
     from activelabel.governance.output import OutputGuard
+
+#: The bytes after which the fast splice cannot add `,"labels":...`: an opening brace
+#: and JSON's four whitespace characters (any other byte before `}` ends a value).
+NO_COMMA_BEFORE = (b"{", b" ", b"\t", b"\r", b"\n")
 
 #: Records labeled at once (the columnar path's sweet spot; bounds memory per chunk).
 CHUNK_RECORDS = 4096
@@ -104,13 +109,14 @@ def splice_each(labels_of: Callable[[dict[str, Any]], Any], raws: list[bytes], e
     for i, (raw, event) in enumerate(zip(raws, events)):
         try:
             labels = labels_of(event)[0] if pairs else labels_of(event)
-            # The common case, `{...}` with no labels field yet: append before the closing brace.
-            if raw[-1:] == b"}" and raw[-2:-1] not in (b"{", b" ", b"\t") and labels_field not in event:
+            # The common case, `{...}` with no labels field yet: append before the closing brace,
+            # unless it follows `{` or JSON whitespace (`{\r}`, `{"a":1 }`: splice_fields trims it).
+            if raw[-1:] == b"}" and raw[-2:-1] not in NO_COMMA_BEFORE and labels_field not in event:
                 append(raw[:-1] + prefix + dumps(labels) + b"}")
             else:
                 append(splice_fields(raw, event, {labels_field: labels}))
         except Exception as exc:  # noqa: BLE001 - a front door's last line of defence: never lose a record
-            failed.append((i, f"{type(exc).__name__}: {exc}"))
+            failed.append((i, str(exc) if isinstance(exc, ActiveLabelError) else f"{type(exc).__name__}: {exc}"))
     return lines, failed
 
 
@@ -169,6 +175,7 @@ class RecordLoop:
         loads = orjson.loads
         decode_error = orjson.JSONDecodeError
         jsonl = self.jsonl
+        labels_field, explain = self.labels_field, self.explain
         decisions = self.explain or self.on_decision is not None or self.guard is not None
         chunk = self.chunk_records
         pend_where: list[Where] = []
@@ -176,28 +183,23 @@ class RecordLoop:
         pend_event: list[dict[str, Any]] = []
         records = 0
 
+        pend_dead: list[tuple[Where, bytes | None, str, str]] = []
+
         def dead(where: Where, raw: bytes | None, kind: str, reason: str) -> None:
+            # Held until the pending records are labeled, so dead letters leave in input order
+            # (a record refused at labeling or writing sits among the ones refused at decoding).
             counts.dead_lettered += 1
             kinds[kind] = kinds.get(kind, 0) + 1
-            output.dead_letter(where, raw, kind, reason)
+            pend_dead.append((where, raw, kind, reason))
 
         def flush() -> None:
-            if decisions:
-                lines, failed = self._label_decisions(pend_raw, pend_event)
-            else:
-                result = self.labeler.label_lines(pend_raw, pend_event, self.labels_field)
-                lines, failed = result.lines, result.failed
-            kept: Sequence[int] = range(len(pend_where))
-            if failed:
-                bad = {i for i, _ in failed}
-                for i, reason in failed:
-                    dead(pend_where[i], pend_raw[i], "label_failed", reason)
-                kept = [i for i in kept if i not in bad]
-            wheres = pend_where if not failed else [pend_where[i] for i in kept]
-            refused = output.write_many(wheres, lines) if lines else []
-            for i, kind, reason in refused:
-                dead(wheres[i], pend_raw[kept[i]], kind, reason)
-            counts.labeled += len(lines) - len(refused)
+            if pend_event:
+                self._label_and_write(pend_where, pend_raw, pend_event, output, counts, dead, decisions)
+            if pend_dead:
+                pend_dead.sort(key=lambda d: d[0][1])  # one block's positions: input order
+                for where, raw, kind, reason in pend_dead:
+                    output.dead_letter(where, raw, kind, reason)
+                pend_dead.clear()
             pend_where.clear()
             pend_raw.clear()
             pend_event.clear()
@@ -211,8 +213,8 @@ class RecordLoop:
                 if jsonl:
                     if raw[-1:] == b"\r":
                         raw = raw[:-1]
-                    if not raw or raw.isspace():
-                        continue
+                    if not raw or (raw.isspace() and not raw.strip(JSON_WHITESPACE)):
+                        continue  # blank: JSON whitespace only (a `\x0b` or `\x0c` line is a bad record)
                 records += 1
                 if len(raw) > max_bytes or (max_depth < PARSER_MAX_DEPTH and raw.count(b"{") + raw.count(b"[") > max_depth):
                     decoded = decode_line(raw, limits)  # the slow, complete check: too large, too deep
@@ -233,15 +235,40 @@ class RecordLoop:
                             dead((origin, pos), raw, got[0], got[1])
                             continue
                         event = got
+                if labels_field in event or (explain and "label_meta" in event):
+                    refusal = rewrite_refusal(event, labels_field)
+                    if refusal is not None:  # found before labeling: the labeler's counters never see it
+                        dead((origin, pos), raw, "unwritable", refusal)
+                        continue
                 pend_where.append((origin, pos))
                 pend_raw.append(raw)
                 pend_event.append(event)
                 if len(pend_event) >= chunk:
                     flush()
-            if pend_event:
+            if pend_event or pend_dead:
                 flush()  # a block is what the source has now: a slow pipe is labeled as it arrives
         counts.records_in = records
         return counts
+
+    def _label_and_write(self, wheres: list[Where], raws: list[bytes], events: list[dict[str, Any]], output: RecordOutput,
+                         counts: RecordCounts, dead: Callable[[Where, bytes | None, str, str], None], decisions: bool) -> None:
+        """Label the pending records, write the labeled lines in order, dead-letter what labeling or writing refused."""
+        if decisions:
+            lines, failed = self._label_decisions(raws, events)
+        else:
+            result = self.labeler.label_lines(raws, events, self.labels_field)
+            lines, failed = result.lines, result.failed
+        kept: Sequence[int] = range(len(wheres))
+        if failed:
+            bad = {i for i, _ in failed}
+            for i, reason in failed:
+                dead(wheres[i], raws[i], "label_failed", reason)
+            kept = [i for i in kept if i not in bad]
+            wheres = [wheres[i] for i in kept]
+        refused = output.write_many(wheres, lines) if lines else []
+        for i, kind, reason in refused:
+            dead(wheres[i], raws[kept[i]], kind, reason)
+        counts.labeled += len(lines) - len(refused)
 
     def _label_decisions(self, raws: list[bytes], events: list[dict[str, Any]]) -> tuple[list[bytes], list[tuple[int, str]]]:
         """The records that need whole Decisions (--explain, --record), one at a time."""
