@@ -9,9 +9,9 @@ from typing import Annotated, Any
 import orjson
 import typer
 
-from activelabel.cli._common import err, fail, open_labeler
+from activelabel.cli._common import err, fail, open_labeler, print_policy_error
 from activelabel.cli.main import app
-from activelabel.errors import ActiveLabelError, StreamConfigError
+from activelabel.errors import ActiveLabelError, PolicyError, StreamConfigError
 from activelabel.sources.jsonl import DEFAULT_MAX_DEPTH, DEFAULT_MAX_LINE_BYTES
 
 
@@ -74,11 +74,15 @@ def stream(
     as_json: Annotated[bool, typer.Option("--json", help="Print the final stats as one JSON object on stdout.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log group membership and Kafka client messages.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No summary.")] = False,
+    metrics_port: Annotated[int, typer.Option("--metrics-port", help="Ops port: /metrics /healthz /readyz /ui /v1/tap (0 = off).", min=0, max=65535)] = 0,
+    metrics_host: Annotated[str, typer.Option("--metrics-host", help="Address the ops port listens on.")] = "0.0.0.0",
+    watch: Annotated[bool, typer.Option("--watch", help="Reload the policy when its file or a file it depends on changes (SIGHUP always reloads).")] = False,
 ) -> None:
     """Label a Kafka topic into another: consumer group in, labeled topic out, bad messages to a DLQ topic.
 
     Stops on SIGINT/SIGTERM (after delivering and committing the current batch),
-    or by itself with --max-messages / --idle-timeout.
+    or by itself with --max-messages / --idle-timeout. SIGHUP (and --watch) reloads
+    the policy; a refused policy is logged and the serving one keeps labeling.
     """
     config = _build_config(
         bootstrap_servers=bootstrap, input_topic=input_topic, output_topic=output_topic, dlq_topic=dlq_topic,
@@ -86,11 +90,12 @@ def stream(
         max_messages=max_messages, idle_timeout_s=idle_timeout, auto_offset_reset=offset_reset,
         session_timeout_ms=session_timeout_ms, max_value_bytes=max_value_bytes, max_depth=max_depth,
     )
-    labeler = open_labeler(policy)
     _configure_logging(verbose)
     from activelabel.stream import StreamWorker
 
-    worker = StreamWorker(labeler, config)
+    ops, server, restore = _start_ops(config, policy, metrics_port, metrics_host, watch, quiet)
+    labeler = ops.runtime.current.labeler if ops is not None else open_labeler(policy)
+    worker = StreamWorker(labeler, config, ops=ops)
     if not quiet:
         err.print(f"labeling {config.input_topic} → {config.output_topic} (dead letters → {config.dead_letter_topic}) "
                   f"as group {config.group_id} on {config.bootstrap_servers}", highlight=False)
@@ -101,7 +106,48 @@ def stream(
         if not quiet and partial["messages_in"]:
             print_stream_summary(partial, labeler, config.dead_letter_topic)  # what was committed before the failure
         fail(str(exc))
+    finally:
+        if server is not None:
+            server.close()
+        if ops is not None:
+            ops.close()
+        if restore is not None:
+            restore()
+    if ops is not None:
+        labeler = ops.runtime.current.labeler  # the summary names the policy serving at the end
     if not quiet:
         print_stream_summary(stats, labeler, config.dead_letter_topic)
     if as_json:
         typer.echo(orjson.dumps(stats).decode())
+
+
+def _start_ops(config: Any, policy: Path, port: int, host: str, watch: bool, quiet: bool) -> tuple[Any, Any, Any]:
+    """The worker's reloadable policy, ops port and reload triggers: (ops, server, restore SIGHUP)."""
+    try:
+        from activelabel.stream.ops_server import StreamOps
+    except ImportError:
+        if port or watch:
+            raise  # main() names the missing extra
+        return None, None, None  # without the [service] extra: a fixed policy, no reload
+    if not policy.exists():
+        fail(f"policy file {policy} does not exist (pass --policy PATH to a policy YAML)")
+    ops = StreamOps(config, policy)
+    server = None
+    if port:
+        try:
+            server = ops.serve(port, host)  # up before the policy loads: /readyz says what it waits for
+        except OSError as exc:
+            fail(f"cannot listen on {host}:{port} for the ops port: {exc.strerror or exc}; pick another --metrics-port")
+        if not quiet:
+            err.print(f"ops port on http://{host}:{server.port}: /metrics /healthz /readyz /ui /v1/tap", highlight=False)
+    try:
+        ops.load()
+    except PolicyError as exc:
+        if server is not None:
+            server.close()
+        print_policy_error(exc)
+        raise typer.Exit(1) from exc
+    restore = ops.install_sighup()
+    if watch:
+        ops.start_watch()
+    return ops, server, restore

@@ -144,9 +144,8 @@ def render(view: StatusView) -> str:
     parts.append("<h2>Rollout</h2>")
     if view.rollout:
         r = view.rollout
-        rows = [(_e(k), _e(r[k])) for k in ("id", "state", "step", "serving_version", "candidate_version", "reason")
-                if r.get(k) not in (None, "")]
-        parts.append(_table(("", ""), rows))
+        parts.append(_table(("", ""), [(_e(k), _e(r[k])) for k in ("id", "state", "step", "serving_version", "candidate_version", "reason")
+                                       if r.get(k) not in (None, "")]))
     else:
         parts.append('<div class="muted">none</div>')
     for heading, text in view.extra:
@@ -163,7 +162,7 @@ def render(view: StatusView) -> str:
     else:
         parts.append('<div class="muted">none</div>')
     parts.append("<h2>Labels (serving policy)</h2>")
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for lab in view.labels:
         cov = lab["coverage"]
         bar = f'<span class="bar" style="width:{round((cov or 0) * 80)}px"></span>' if cov is not None else ""

@@ -29,9 +29,9 @@ def tap_query(params: dict[str, str]) -> tuple[TapFilter, int | None]:
     tap_filter = TapFilter.parse(params.get("label"), params.get("rule"))
     raw = params.get("limit")
     limit: int | None = None
-    if raw not in (None, ""):
+    if raw:
         try:
-            limit = int(raw)  # type: ignore[arg-type]
+            limit = int(raw)
         except ValueError:
             raise ValueError(f"limit {raw!r} is not a whole number") from None
         if not 1 <= limit <= MAX_TAP_LIMIT:
