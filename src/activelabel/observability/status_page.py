@@ -92,8 +92,11 @@ def gather(process: str, runtime: Any, metrics: Any, tap: DecisionTap | None, *,
             entry["top"] = top
         view.labels.append(entry)
     totals = runtime.totals()
-    view.rules = [(r, totals.rule_matches.get(r, 0), totals.rule_errors.get(r, 0))
-                  for r in sorted(set(totals.rule_matches) | set(totals.rule_errors))]
+    # The serving policy's rules in policy order (a rule that never matched shows its 0), then retired ones.
+    ordered = [str(r.id) for r in getattr(snapshot.labeler.policy, "rules", ()) or () if getattr(r, "id", None)]
+    known = set(ordered)
+    ordered += sorted((set(totals.rule_matches) | set(totals.rule_errors)) - known)
+    view.rules = [(r, totals.rule_matches.get(r, 0), totals.rule_errors.get(r, 0)) for r in ordered]
     if tap is not None:
         for item in reversed(tap.recent()):
             rendered = render_entry(item, DEFAULT_CLEARANCE)
@@ -109,6 +112,7 @@ table{border-collapse:collapse;margin:.2em 0}td,th{padding:.25em .8em .25em 0;te
 th{font-weight:600;color:#4a5363;border-bottom:1px solid #d5d9e0}td.n{text-align:right;font-variant-numeric:tabular-nums}
 .ok{color:#17663a;font-weight:600}.bad{color:#a4161a;font-weight:600}.muted{color:#6b7380}
 code{font:12px ui-monospace,monospace;background:#eef0f4;padding:0 .25em;border-radius:3px}
+.nw{white-space:nowrap}
 .bar{display:inline-block;height:.7em;background:#4c78a8;vertical-align:middle;margin-right:.4em}
 """
 
@@ -178,7 +182,7 @@ def render(view: StatusView) -> str:
     parts.append(_table(("label", "sensitivity", "set", "coverage", "distinct", "top values"), rows, (2, 4)))
     parts.append("<h2>Rules</h2>")
     if view.rules:
-        parts.append(_table(("rule", "matches", "errors"),
+        parts.append(_table(("rule", "decided its label", "errors"),
                             ((f"<code>{_e(r)}</code>", _num(m), f'<span class="bad">{_num(x)}</span>' if x else "0")
                              for r, m, x in view.rules), (1, 2)))
     else:
@@ -187,12 +191,12 @@ def render(view: StatusView) -> str:
     if view.recent:
         rows = []
         for d in view.recent:
-            labels = ", ".join(f"{_e(k)}=<code>{_e(v)}</code>" for k, v in d["labels"].items()) or '<span class="muted">none</span>'
+            labels = ", ".join(f'<span class="nw">{_e(k)}=<code>{_e(v)}</code></span>' for k, v in d["labels"].items()) or '<span class="muted">none</span>'
             steps = "; ".join(
-                f"{_e(k)} &larr; {_e(s.get('source') or 'none')}"
+                f'<span class="nw">{_e(k)} &larr; {_e(s.get("source") or "none")}</span>'
                 + (f' <span class="muted">(lost: {_e(", ".join(s["lost"]))})</span>' if s.get("lost") else "")
                 for k, s in d["path"].items())
-            rows.append((_e(d["time"]), _e(d["door"]), labels, steps))
+            rows.append((f'<span class="nw">{_e(d["time"])}</span>', _e(d["door"]), labels, steps))
         parts.append(_table(("time (UTC)", "door", "labels", "decision path"), rows))
     else:
         parts.append('<div class="muted">no decision yet</div>')
