@@ -20,11 +20,11 @@ which of them are personal data.
 from __future__ import annotations
 
 import threading
-import time
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from time import time
 from typing import Any
 
 from activelabel.governance.sensitivity import Clearance, protect_explain, protect_labels
@@ -74,16 +74,9 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-class TapEntry:
-    """One decision as made: references only (the explanation is built when read)."""
-
-    __slots__ = ("decision", "door", "snapshot", "time")
-
-    def __init__(self, time_s: float, door: str, snapshot: Any, decision: Any) -> None:
-        self.time = time_s
-        self.door = door
-        self.snapshot = snapshot
-        self.decision = decision
+TapEntry = tuple[float, str, Any, Any]
+"""One decision as made: (Unix time, door, policy snapshot, decision). References only, a plain
+tuple because it is built on the request path; the explanation is computed when read."""
 
 
 class TapSubscriber:
@@ -131,7 +124,7 @@ class DecisionTap:
 
     def offer(self, door: str, snapshot: Any, decision: Any) -> None:
         """A door made ``decision`` with ``snapshot``'s policy (the hot path: keep it an append)."""
-        entry = TapEntry(time.time(), door, snapshot, decision)
+        entry = (time(), door, snapshot, decision)
         self._recent.append(entry)
         if self._subscribers:
             for subscriber in self._subscribers:
@@ -139,15 +132,15 @@ class DecisionTap:
 
     def offer_many(self, door: str, snapshot: Any, decisions: Iterable[Any]) -> None:
         """A batch: only the last ``recent`` are kept unless someone taps (who gets every one)."""
-        now = time.time()
+        now = time()
         subscribers = self._subscribers
         if not subscribers:
             maxlen = self._recent.maxlen or 0
             items = decisions if isinstance(decisions, list) else list(decisions)
-            self._recent.extend(TapEntry(now, door, snapshot, d) for d in items[-maxlen:])
+            self._recent.extend((now, door, snapshot, d) for d in items[-maxlen:])
             return
         for decision in decisions:
-            entry = TapEntry(now, door, snapshot, decision)
+            entry = (now, door, snapshot, decision)
             self._recent.append(entry)
             for subscriber in subscribers:
                 subscriber.push(entry)
@@ -176,7 +169,7 @@ def render_entry(entry: TapEntry, clearance: Clearance, tap_filter: TapFilter | 
 
     Filters see the labels as the reader does: a protected value can only be matched by its protected form.
     """
-    snapshot, decision = entry.snapshot, entry.decision
+    made_at, door, snapshot, decision = entry
     registry, protector = snapshot.registry, snapshot.protector
     labels = protect_labels(decision.labels, registry, clearance, protector)
     explain = decision.explain()
@@ -198,8 +191,8 @@ def render_entry(entry: TapEntry, clearance: Clearance, tap_filter: TapFilter | 
             step["lost_values"] = {c["source"]: c.get("value") for c in lost}
         path[name] = step
     return {
-        "time": datetime.fromtimestamp(entry.time, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-        "door": entry.door,
+        "time": datetime.fromtimestamp(made_at, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "door": door,
         "policy": snapshot.name,
         "policy_version": snapshot.version,
         "labels": labels,
