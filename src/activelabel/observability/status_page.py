@@ -39,8 +39,9 @@ class StatusView:
     labels: list[dict[str, Any]] = field(default_factory=list)
     rules: list[tuple[str, int, int]] = field(default_factory=list)  # rule, matches, errors
     recent: list[dict[str, Any]] = field(default_factory=list)
-    extra: list[tuple[str, str]] = field(default_factory=list)  # (heading, text) the door adds (lag, broker)
+    extra: list[tuple[str, str]] = field(default_factory=list)  # (heading, HTML built from escaped parts) a door adds
     uptime_s: float = 0.0
+    not_ready_reason: str = ""
 
 
 def _samples(metric: Any) -> Iterable[Any]:
@@ -117,6 +118,11 @@ code{font:12px ui-monospace,monospace;background:#eef0f4;padding:0 .25em;border-
 """
 
 
+def escape(value: Any) -> str:
+    """``value`` as HTML text."""
+    return html.escape(str(value), quote=True)
+
+
 def _e(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
@@ -125,19 +131,23 @@ def _num(value: float) -> str:
     return f"{int(value):,}" if float(value).is_integer() else f"{value:,.3f}"
 
 
-def _table(headers: Iterable[str], rows: Iterable[Iterable[str]], numeric: Iterable[int] = ()) -> str:
+def html_table(headers: Iterable[str], rows: Iterable[Iterable[str]], numeric: Iterable[int] = ()) -> str:
+    """A table of already escaped cells (``escape`` them); ``numeric`` columns align right."""
     nums = set(numeric)
-    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
+    titles = list(headers)
+    head = "<tr>" + "".join(f"<th>{_e(h)}</th>" for h in titles) + "</tr>" if any(titles) else ""
     body = "".join(
         "<tr>" + "".join(f'<td class="n">{c}</td>' if i in nums else f"<td>{c}</td>" for i, c in enumerate(row)) + "</tr>"
         for row in rows
     )
-    return f"<table><tr>{head}</tr>{body}</table>"
+    return f"<table>{head}{body}</table>"
 
 
 def render(view: StatusView) -> str:
     """The page as HTML text (every value escaped)."""
     state = '<span class="ok">ready</span>' if view.ready else '<span class="bad">not ready</span>'
+    if view.not_ready_reason:
+        state += f" ({_e(view.not_ready_reason)})"
     parts = [
         "<!doctype html><html lang=en><head><meta charset=utf-8>",
         f"<title>activelabel {_e(view.process)} status</title><style>{_STYLE}</style></head><body>",
@@ -148,7 +158,7 @@ def render(view: StatusView) -> str:
     parts.append("<h2>Rollout</h2>")
     if view.rollout:
         r = view.rollout
-        parts.append(_table(("", ""), [(_e(k), _e(r[k])) for k in ("id", "state", "step", "serving_version", "candidate_version", "reason")
+        parts.append(html_table(("", ""), [(_e(k), _e(r[k])) for k in ("id", "state", "step", "serving_version", "candidate_version", "reason")
                                        if r.get(k) not in (None, "")]))
     else:
         parts.append('<div class="muted">none</div>')
@@ -156,13 +166,13 @@ def render(view: StatusView) -> str:
         parts.append(f"<h2>{_e(heading)}</h2><div>{text}</div>")  # built by the door from escaped parts
     parts.append("<h2>Traffic</h2>")
     if view.doors:
-        parts.append(_table(("door", "events labeled", "dead-lettered"),
+        parts.append(html_table(("door", "events labeled", "dead-lettered"),
                             ((_e(d), _num(n), _num(x)) for d, n, x in view.doors), (1, 2)))
     else:
         parts.append('<div class="muted">no events yet</div>')
     parts.append("<h2>Dead letters by reason</h2>")
     if view.dead_letters:
-        parts.append(_table(("door", "reason", "events"), ((_e(d), _e(r), _num(n)) for d, r, n in view.dead_letters), (2,)))
+        parts.append(html_table(("door", "reason", "events"), ((_e(d), _e(r), _num(n)) for d, r, n in view.dead_letters), (2,)))
     else:
         parts.append('<div class="muted">none</div>')
     parts.append("<h2>Labels (serving policy)</h2>")
@@ -179,10 +189,10 @@ def render(view: StatusView) -> str:
             top = '<span class="muted">-</span>'
         distinct = _num(lab["distinct"]) if lab["distinct"] is not None else ""
         rows.append((_e(lab["name"]), _e(lab["sensitivity"]), _num(lab["set"]), cov_text, distinct, top))
-    parts.append(_table(("label", "sensitivity", "set", "coverage", "distinct", "top values"), rows, (2, 4)))
+    parts.append(html_table(("label", "sensitivity", "set", "coverage", "distinct", "top values"), rows, (2, 4)))
     parts.append("<h2>Rules</h2>")
     if view.rules:
-        parts.append(_table(("rule", "decided its label", "errors"),
+        parts.append(html_table(("rule", "decided its label", "errors"),
                             ((f"<code>{_e(r)}</code>", _num(m), f'<span class="bad">{_num(x)}</span>' if x else "0")
                              for r, m, x in view.rules), (1, 2)))
     else:
@@ -197,7 +207,7 @@ def render(view: StatusView) -> str:
                 + (f' <span class="muted">(lost: {_e(", ".join(s["lost"]))})</span>' if s.get("lost") else "")
                 for k, s in d["path"].items())
             rows.append((f'<span class="nw">{_e(d["time"])}</span>', _e(d["door"]), labels, steps))
-        parts.append(_table(("time (UTC)", "door", "labels", "decision path"), rows))
+        parts.append(html_table(("time (UTC)", "door", "labels", "decision path"), rows))
     else:
         parts.append('<div class="muted">no decision yet</div>')
     parts.append("</body></html>")

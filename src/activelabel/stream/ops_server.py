@@ -21,7 +21,6 @@ the serving policy keeps labeling; an accepted one takes over at the next batch.
 
 from __future__ import annotations
 
-import html
 import logging
 import signal
 import threading
@@ -37,7 +36,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from activelabel.governance.sensitivity import DEFAULT_CLEARANCE
 from activelabel.observability.metrics import LabelTimer, ServiceMetrics
-from activelabel.observability.status_page import gather, render
+from activelabel.observability.status_page import escape, gather, html_table, render
 from activelabel.observability.tap import render_entry
 from activelabel.service.policy_runtime import PolicyRuntime, PolicySnapshot, ReloadOutcome, load_checked_labeler
 from activelabel.stream.config import StreamConfig
@@ -212,13 +211,14 @@ class StreamOps:
         self._stop_watch.set()
 
     def status_html(self) -> str:
-        lag = ", ".join(f"partition {p}: {n:,}" for p, n in sorted(self.lag.items())) or "no partition assigned yet"
-        ready, why = self.ready()
-        extra = [("Kafka", html.escape(f"{self.config.input_topic} -> {self.config.output_topic} (dead letters -> "
-                                       f"{self.config.dead_letter_topic}), group {self.config.group_id} on "
-                                       f"{self.config.bootstrap_servers}; consumer lag {lag}"
-                                       + ("" if ready else f"; not ready: {why}")))]
-        view = gather("stream worker", self.runtime, self.metrics, self.tap, started_at=self.metrics.started_at, extra=extra)
+        cfg = self.config
+        rows = [("input topic", escape(cfg.input_topic)), ("output topic", escape(cfg.output_topic)),
+                ("dead-letter topic", escape(cfg.dead_letter_topic)), ("consumer group", escape(cfg.group_id)),
+                ("brokers", escape(cfg.bootstrap_servers))]
+        rows += [(f"lag, partition {p}", f"{n:,}") for p, n in sorted(self.lag.items())] or [("lag", "no partition assigned")]
+        view = gather("stream worker", self.runtime, self.metrics, self.tap, started_at=self.metrics.started_at,
+                      extra=[("Kafka", html_table(("", ""), rows))])
+        view.ready, view.not_ready_reason = self.ready()
         return render(view)
 
 
