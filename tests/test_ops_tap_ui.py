@@ -15,7 +15,7 @@ import orjson
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "service"))
-from harness import auth, build_app
+from harness import auth, build_app, build_labeler
 
 from activelabel.service.testing import serve_in_thread
 
@@ -92,3 +92,39 @@ def test_status_page_renders_in_headless_chromium_with_counts_only_for_sensitive
     r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
     bars = int(((abs(r - 0x4C) < 12) & (abs(g - 0x78) < 12) & (abs(b - 0xA8) < 12)).sum())  # the coverage bars' blue
     assert bars > 300
+
+
+def test_status_page_shows_the_rollout_in_progress_and_none_without_one():
+    """With a real rollout of a candidate policy the page names its id, state, step and both versions; without one it says none."""
+    from activelabel.governance.rollout import Rollout, RolloutSpec
+    from activelabel.observability.status_page import gather, render
+
+    app = build_app(no_auth=True)
+    state = app.state
+    serving = state.runtime.current.labeler
+    candidate = build_labeler()
+    spec = RolloutSpec.from_mapping({"key": "event.tenant", "steps": [10, 100], "interval": "10s", "min_events": 10})
+    rollout = Rollout("r-ui", spec, serving=serving, candidate=candidate)
+    page = render(gather("serve", state.runtime, state.metrics, state.metrics.tap, rollout=rollout))
+    rollout_part = page.split("<h2>Rollout</h2>", 1)[1].split("<h2>", 1)[0]
+    assert "r-ui" in rollout_part and "progressing" in rollout_part and str(serving.version) in rollout_part
+    bare = render(gather("serve", state.runtime, state.metrics, state.metrics.tap, rollout=None))
+    assert "none" in bare.split("<h2>Rollout</h2>", 1)[1].split("<h2>", 1)[0]
+
+
+def test_tap_lines_format_is_one_readable_line_per_decision(tmp_path):
+    """`activelabel tap --lines` prints time, door, labels and the decision path on one line each."""
+    with serve_in_thread(build_app()) as url:
+        stop = threading.Event()
+        sender = threading.Thread(target=_traffic, args=(url, stop, auth("label-token")), daemon=True)
+        sender.start()
+        try:
+            run = subprocess.run([sys.executable, "-m", "activelabel", "tap", "--url", url, "--token", "admin-token", "--rule", "pay-any",
+                                  "--limit", "1", "--lines"], capture_output=True, text=True, env=ENV, cwd=tmp_path, timeout=120)
+        finally:
+            stop.set()
+            sender.join(10)
+    assert run.returncode == 0, run.stderr
+    (line,) = run.stdout.splitlines()
+    assert " label priority=critical " in line
+    assert "priority<-rule:pay-5xx (lost: rule:pay-any)" in line and EMAIL not in line

@@ -55,9 +55,10 @@ def gather(process: str, runtime: Any, metrics: Any, tap: DecisionTap | None, *,
     view = StatusView(process=process, extra=list(extra))
     if started_at is not None:
         view.uptime_s = time.time() - started_at
-    if rollout is not None:
-        status = rollout.status() if hasattr(rollout, "status") else rollout
-        view.rollout = dict(status) if isinstance(status, Mapping) else {"state": str(status)}
+    # A rollout manager (``status()`` is None without a rollout), a Rollout, or its status dict.
+    status = rollout.status() if hasattr(rollout, "status") else rollout
+    if isinstance(status, Mapping):
+        view.rollout = dict(status)
     labeled: dict[str, float] = {}
     for s in _samples(metrics.events_labeled):
         if s.name.endswith("_total"):

@@ -85,6 +85,7 @@ async def ui_route(request: Request) -> Response:
         state.auth.caller(request.headers, "admin")
     except HttpError as exc:
         return exc.response()
+    # `rollouts` (a RolloutManager) is set by the rollout wiring when it is present; else "none".
     view = gather("serve", state.runtime, state.metrics, state.metrics.tap,
-                  rollout=getattr(state, "rollout", None), started_at=state.metrics.started_at)
+                  rollout=getattr(state, "rollouts", None), started_at=state.metrics.started_at)
     return HTMLResponse(render(view), headers={"cache-control": "no-store"})
