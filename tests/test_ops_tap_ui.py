@@ -128,3 +128,15 @@ def test_tap_lines_format_is_one_readable_line_per_decision(tmp_path):
     (line,) = run.stdout.splitlines()
     assert " label priority=critical " in line
     assert "priority<-rule:pay-5xx (lost: rule:pay-any)" in line and EMAIL not in line
+
+
+def test_recent_decisions_name_the_door_that_made_them():
+    """An Envoy ext_authz check and an admission review show up among the recent decisions under their own door."""
+    with serve_in_thread(build_app(no_auth=True)) as url, httpx.Client(base_url=url) as client:
+        assert client.get("/v1/extauthz/pay/1").status_code == 200
+        review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                  "request": {"uid": "u1", "kind": {"kind": "Pod"}, "operation": "CREATE", "object": {"metadata": {}, "spec": {"containers": []}}}}
+        assert client.post("/v1/admission", json=review).status_code == 200
+        page = client.get("/ui").text
+    recent = page.split("<h2>Recent decisions</h2>", 1)[1]
+    assert "<td>ext_authz</td>" in recent and "<td>admission</td>" in recent
