@@ -112,25 +112,6 @@ class KafkaSource:
             raise SourceError(f"committing offsets of {topic} failed: {_describe(exc)}") from exc
         return True
 
-    def lag(self, partitions: Sequence[int], timeout_s: float) -> dict[int, int]:
-        """Messages between the group's committed offset and the end of each partition ({} when the broker does not say).
-
-        A partition with no committed offset counts from where the group would start
-        (``auto_offset_reset``). Best effort: lag is a metric, never a reason to stop.
-        """
-        topic = self._config.input_topic
-        try:
-            committed = self._consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=timeout_s)
-            lag = {}
-            for tp in committed:
-                low, high = self._consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=timeout_s, cached=False)
-                start = tp.offset if tp.offset >= 0 else (low if self._config.auto_offset_reset == "earliest" else high)
-                lag[tp.partition] = max(0, high - start)
-        except (KafkaException, RuntimeError) as exc:
-            self._log.warning("consumer lag of %s not measured: %s", topic, _describe(exc))
-            return {}
-        return lag
-
     def close(self) -> None:
         """Leave the group (so the partitions move to the other workers at once)."""
         try:

@@ -25,7 +25,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -73,6 +73,7 @@ class StreamOps:
         self._lag_at = float("-inf")
         self._sampled_at = float("-inf")
         self._lag_children: dict[int, Any] = {}
+        self._lag_consumer: Any = None
         self._stop_watch = threading.Event()
 
     # ---- the policy ---------------------------------------------------------
@@ -132,12 +133,44 @@ class StreamOps:
         if isinstance(observed, ObservedOutput) and observed.labels:
             self.metrics.observe_decisions(snapshot, observed.labels)
 
-    def lag_due(self) -> bool:
-        return time.monotonic() - self._lag_at >= self.lag_interval_s
+    def measure_lag(self, partitions: Sequence[int], *, force: bool = False) -> None:
+        """Measure the lag of ``partitions`` (those the worker holds) at most every ``lag_interval_s``."""
+        if not force and time.monotonic() - self._lag_at < self.lag_interval_s:
+            return
+        self._lag_at = time.monotonic()
+        lag = self._read_lag(partitions) if partitions else {}
+        if lag is not None:
+            self.observe_lag(lag)
+
+    def _read_lag(self, partitions: Sequence[int]) -> dict[int, int] | None:
+        """Committed offset of the group vs high watermark, per partition; None when the broker does not say.
+
+        Through a consumer of its own that never joins the group (an offset fetch for the
+        group id is not a membership), so the worker's consumer is left alone.
+        """
+        from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+        cfg = self.config
+        try:
+            if self._lag_consumer is None:
+                settings = {**cfg.consumer_options, "bootstrap.servers": cfg.bootstrap_servers, "group.id": cfg.group_id,
+                            "enable.auto.commit": False}
+                self._lag_consumer = Consumer(settings)
+            consumer = self._lag_consumer
+            topic, timeout = cfg.input_topic, cfg.metadata_timeout_s
+            lag: dict[int, int] = {}
+            for tp in consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=timeout):
+                low, high = consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=timeout, cached=False)
+                start = tp.offset if tp.offset >= 0 else (low if cfg.auto_offset_reset == "earliest" else high)
+                lag[tp.partition] = max(0, high - start)
+        except (KafkaException, RuntimeError) as exc:
+            # Lag is a metric, never a reason to stop labeling.
+            log.warning("consumer lag of %s not measured: %s", cfg.input_topic, exc)
+            return None
+        return lag
 
     def observe_lag(self, lag: dict[int, int]) -> None:
         """The consumer lag of each partition this worker holds (partitions it lost leave the gauge)."""
-        self._lag_at = time.monotonic()
         topic = self.config.input_topic
         gauge = self.metrics.stream_consumer_lag
         for partition in set(self._lag_children) - set(lag):
@@ -209,6 +242,9 @@ class StreamOps:
 
     def close(self) -> None:
         self._stop_watch.set()
+        consumer, self._lag_consumer = self._lag_consumer, None
+        if consumer is not None:
+            consumer.close()
 
     def status_html(self) -> str:
         cfg = self.config

@@ -161,7 +161,7 @@ class StreamWorker:
         finally:
             if self._ops is not None:
                 self._ops.set_broker_ready(False)
-                self._measure_lag(source, force=True)
+                self._ops.measure_lag(self._assigned, force=True)
             if sink is not None:
                 # Every committed batch is already delivered; after a failure the uncommitted
                 # batch will be read again anyway, so there is nothing worth waiting for.
@@ -193,7 +193,7 @@ class StreamWorker:
                     return
             messages = source.poll(want, cfg.poll_timeout_s)
             if self._ops is not None:
-                self._measure_lag(source)
+                self._ops.measure_lag(self._assigned)
             if not messages:
                 if cfg.idle_timeout_s is not None and self._clock() - self._last_activity >= cfg.idle_timeout_s:
                     self._stopped_because = f"idle for {cfg.idle_timeout_s:g}s"
@@ -214,11 +214,6 @@ class StreamWorker:
         cfg = self.config
         return RecordLoop(labeler, limits=ReadLimits(cfg.max_value_bytes, cfg.max_depth), labels_field=cfg.labels_field,
                           explain=cfg.explain, jsonl=False, on_decision=on_decision)
-
-    def _measure_lag(self, source: KafkaSource, *, force: bool = False) -> None:
-        ops = self._ops
-        if ops is not None and self._assigned and (force or ops.lag_due()):
-            ops.observe_lag(source.lag(self._assigned, self.config.metadata_timeout_s))
 
     def _run_batch(self, messages: list[Message], source: KafkaSource, sink: KafkaSink,
                    loop: RecordLoop, version: bytes, snapshot: PolicySnapshot | None = None) -> None:
