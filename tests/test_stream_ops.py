@@ -50,33 +50,34 @@ def start(ops: StreamOps, cfg: Any) -> tuple[StreamWorker, threading.Thread, dic
 
 
 def test_each_stream_sli_has_its_value_after_a_known_sequence_of_messages(kafka, topics, write_policy):
-    """Three good messages, a bad JSON and a non-object give door="stream" latency, 3 labeled, DLQ by reason, coverage, rule errors, values, drift, CPU and zero lag."""
+    """21 good messages, a bad JSON and a non-object give door="stream" latency, 21 labeled, DLQ by reason, coverage, rule errors, values, drift, CPU and zero lag."""
     names = topics()
     registry = CollectorRegistry()
     ops = StreamOps(config(kafka, names), write_policy(POLICY), registry=registry)
-    ops.metrics.drift = LabelDrift(window=1, sample_every=1)  # reference: the first decision; current: the latest
+    ops.metrics.drift = LabelDrift(window=10, sample_every=1)  # reference: the first 10 decisions; current: the latest 10
     ops.load()
-    produce(kafka, names[0], [{"value": orjson.dumps(m)} for m in ({"status": 500, "ms": 5}, {"status": 200, "ms": 50})]
+    good = [{"status": 500, "ms": 5}] * 10 + [{"status": 200, "ms": 50}] * 10
+    produce(kafka, names[0], [{"value": orjson.dumps(m)} for m in good]
             + [{"value": b"{not json"}, {"value": b"[1, 2]"}, {"value": orjson.dumps({"ms": 1})}])
-    stats = StreamWorker(ops.runtime.current.labeler, config(kafka, names, max_messages=5), ops=ops).run(handle_signals=False)
-    assert (stats["labeled"], stats["dead_lettered"]) == (3, 2)
+    stats = StreamWorker(ops.runtime.current.labeler, config(kafka, names, max_messages=23), ops=ops).run(handle_signals=False)
+    assert (stats["labeled"], stats["dead_lettered"]) == (21, 2)
 
     # M1: one latency observation per committed batch, on the stream door.
     assert value(registry, "activelabel_service_label_latency_seconds_count", door="stream", arm="stable") == stats["batches"]
-    # M3: events labeled on the door, and coverage of the serving policy (band needs `ms`: all three have it).
-    assert value(registry, "activelabel_service_events_labeled_total", door="stream") == 3
+    # M3: events labeled on the door, and coverage of the serving policy (band needs `ms`: every good one has it).
+    assert value(registry, "activelabel_service_events_labeled_total", door="stream") == 21
     assert value(registry, "activelabel_label_coverage_ratio", label="error") == 1.0
-    assert value(registry, "activelabel_label_set_total", label="band") == 3
+    assert value(registry, "activelabel_label_set_total", label="band") == 21
     # M6: dead letters by reason, and the rule that errored on the message without `status`.
     assert value(registry, "activelabel_service_events_dead_lettered_total", door="stream", reason="invalid_json") == 1
     assert value(registry, "activelabel_service_events_dead_lettered_total", door="stream", reason="not_object") == 1
     assert value(registry, "activelabel_rule_errors_total", rule="err") == 1
-    assert value(registry, "activelabel_rule_matches_total", rule="err") == 1
+    assert value(registry, "activelabel_rule_matches_total", rule="err") == 10
     # M4: decisions per value of the bounded labels.
-    assert value(registry, "activelabel_label_values_total", label="error", value="true") == 1
-    assert value(registry, "activelabel_label_values_total", label="error", value="false") == 2
-    assert value(registry, "activelabel_label_values_total", label="band", value=">=10") == 1
-    # M7: the first decision (error=true) against the latest (error=false): all the distribution moved.
+    assert value(registry, "activelabel_label_values_total", label="error", value="true") == 10
+    assert value(registry, "activelabel_label_values_total", label="error", value="false") == 11
+    assert value(registry, "activelabel_label_values_total", label="band", value=">=10") == 10
+    # M7: the first 10 decisions (error=true) against the latest 10 (error=false): all the distribution moved.
     assert value(registry, "activelabel_label_drift_js_distance", label="error") > 0.5
     # M10: CPU spent labeling on the stream door.
     assert value(registry, "activelabel_service_label_cpu_seconds_total", door="stream") > 0
