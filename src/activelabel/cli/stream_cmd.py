@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -131,7 +132,8 @@ def _start_ops(config: Any, policy: Path, port: int, host: str, watch: bool, qui
         return None, None, None  # without the [service] extra: a fixed policy, no reload
     if not policy.exists():
         fail(f"policy file {policy} does not exist (pass --policy PATH to a policy YAML)")
-    ops = StreamOps(config, policy)
+    # Without the ops port nobody reads drift, the status page or a tap: skip what only they need.
+    ops = StreamOps(config, policy, observe_labels=bool(port), sample_interval_s=2.0 if port else math.inf)
     server = None
     if port:
         try:

@@ -58,7 +58,8 @@ class StreamOps:
     """
 
     def __init__(self, config: StreamConfig, policy_path: Path | str, *, registry: CollectorRegistry | None = None,
-                 track_conflicts: bool = True, lag_interval_s: float = 5.0, sample_interval_s: float = 2.0) -> None:
+                 track_conflicts: bool = True, lag_interval_s: float = 5.0, sample_interval_s: float = 2.0,
+                 observe_labels: bool = True) -> None:
         self.config = config
         self.metrics = ServiceMetrics(registry)
         self.door = self.metrics.door(DOOR)
@@ -68,6 +69,8 @@ class StreamOps:
         self.metrics.follow_runtime(self.runtime)
         self.lag_interval_s = lag_interval_s
         self.sample_interval_s = sample_interval_s
+        # Reading the labels back (M7, top values) costs a parse per message: off when nothing is served.
+        self.observe_labels = observe_labels
         self.broker_ready = False
         self.lag: dict[int, int] = {}
         self._lag_at = float("-inf")
@@ -121,9 +124,9 @@ class StreamOps:
     def batch_timer(self) -> LabelTimer:
         return LabelTimer()
 
-    def observe_output(self, output: Any) -> ObservedOutput:
+    def observe_output(self, output: Any) -> Any:
         """Wrap a batch's record output to keep the labels of what was produced (for M7 drift and top values)."""
-        return ObservedOutput(output, self.config.labels_field)
+        return ObservedOutput(output, self.config.labels_field) if self.observe_labels else output
 
     def observe_batch(self, snapshot: PolicySnapshot, spent: tuple[float, float], labeled: int,
                       dead_letter_kinds: dict[str, int], observed: Any) -> None:
