@@ -38,6 +38,7 @@ _OPTIONAL_COMMAND_MODULES = [
     "activelabel.cli.rollout_cmd",
     "activelabel.cli.serve_cmd",
     "activelabel.cli.stream_cmd",
+    "activelabel.cli.tap_cmd",
     "activelabel.cli.train_cmd",
 ]
 

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Annotated, Any
 
 import orjson
 import typer
 
-from activelabel.cli._common import err, fail, open_labeler
+from activelabel.cli._common import err, fail, open_labeler, print_policy_error
 from activelabel.cli.main import app
-from activelabel.errors import ActiveLabelError, StreamConfigError
+from activelabel.errors import ActiveLabelError, PolicyError, StreamConfigError
 from activelabel.sources.jsonl import DEFAULT_MAX_DEPTH, DEFAULT_MAX_LINE_BYTES
 
 
@@ -77,11 +78,15 @@ def stream(
     clearance: Annotated[str | None, typer.Option("--clearance", help="Highest sensitivity the output topic's readers may see in clear (default: the policy's outputs.clearance, else internal).")] = None,
     pseudonym_key_file: Annotated[Path | None, typer.Option("--pseudonym-key-file", help="File of `<key id>=<secret>` lines for pseudonyms (default: $ACTIVELABEL_PSEUDONYM_KEY).")] = None,
     key_label: Annotated[str | None, typer.Option("--key-label", help="Key labeled messages by this label's value (default: the input key); refused for a pii or secret label.")] = None,
+    metrics_port: Annotated[int, typer.Option("--metrics-port", help="Ops port: /metrics /healthz /readyz /ui /v1/tap (0 = off).", min=0, max=65535)] = 0,
+    metrics_host: Annotated[str, typer.Option("--metrics-host", help="Address the ops port listens on.")] = "0.0.0.0",
+    watch: Annotated[bool, typer.Option("--watch", help="Reload the policy when its file or a file it depends on changes (SIGHUP always reloads).")] = False,
 ) -> None:
     """Label a Kafka topic into another: consumer group in, labeled topic out, bad messages to a DLQ topic.
 
     Stops on SIGINT/SIGTERM (after delivering and committing the current batch),
-    or by itself with --max-messages / --idle-timeout.
+    or by itself with --max-messages / --idle-timeout. SIGHUP (and --watch) reloads
+    the policy; a refused policy is logged and the serving one keeps labeling.
     """
     config = _build_config(
         bootstrap_servers=bootstrap, input_topic=input_topic, output_topic=output_topic, dlq_topic=dlq_topic,
@@ -90,15 +95,15 @@ def stream(
         session_timeout_ms=session_timeout_ms, max_value_bytes=max_value_bytes, max_depth=max_depth,
         clearance=clearance, key_label=key_label,
     )
-    labeler = open_labeler(policy)
-    from activelabel.cli.label_cmd import output_guards
-
-    guard, _ = output_guards(labeler, clearance, pseudonym_key_file, door="kafka")
     _configure_logging(verbose)
+    from activelabel.cli.label_cmd import output_guards
     from activelabel.stream import StreamWorker
 
+    ops, server, restore = _start_ops(config, policy, metrics_port, metrics_host, watch, quiet)
+    labeler = ops.runtime.current.labeler if ops is not None else open_labeler(policy)
+    guard, _ = output_guards(labeler, clearance, pseudonym_key_file, door="kafka")
     try:
-        worker = StreamWorker(labeler, config, guard=guard)
+        worker = StreamWorker(labeler, config, guard=guard, ops=ops)
     except StreamConfigError as exc:
         fail(str(exc), 2)
     if not quiet:
@@ -111,7 +116,49 @@ def stream(
         if not quiet and partial["messages_in"]:
             print_stream_summary(partial, labeler, config.dead_letter_topic)  # what was committed before the failure
         fail(str(exc))
+    finally:
+        if server is not None:
+            server.close()
+        if ops is not None:
+            ops.close()
+        if restore is not None:
+            restore()
+    if ops is not None:
+        labeler = ops.runtime.current.labeler  # the summary names the policy serving at the end
     if not quiet:
         print_stream_summary(stats, labeler, config.dead_letter_topic)
     if as_json:
         typer.echo(orjson.dumps(stats).decode())
+
+
+def _start_ops(config: Any, policy: Path, port: int, host: str, watch: bool, quiet: bool) -> tuple[Any, Any, Any]:
+    """The worker's reloadable policy, ops port and reload triggers: (ops, server, restore SIGHUP)."""
+    try:
+        from activelabel.stream.ops_server import StreamOps
+    except ImportError:
+        if port or watch:
+            raise  # main() names the missing extra
+        return None, None, None  # without the [service] extra: a fixed policy, no reload
+    if not policy.exists():
+        fail(f"policy file {policy} does not exist (pass --policy PATH to a policy YAML)")
+    # Without the ops port nobody reads drift, the status page or a tap: skip what only they need.
+    ops = StreamOps(config, policy, observe_labels=bool(port), sample_interval_s=2.0 if port else math.inf)
+    server = None
+    if port:
+        try:
+            server = ops.serve(port, host)  # up before the policy loads: /readyz says what it waits for
+        except OSError as exc:
+            fail(f"cannot listen on {host}:{port} for the ops port: {exc.strerror or exc}; pick another --metrics-port")
+        if not quiet:
+            err.print(f"ops port on http://{host}:{server.port}: /metrics /healthz /readyz /ui /v1/tap", highlight=False)
+    try:
+        ops.load()
+    except PolicyError as exc:
+        if server is not None:
+            server.close()
+        print_policy_error(exc)
+        raise typer.Exit(1) from exc
+    restore = ops.install_sighup()
+    if watch:
+        ops.start_watch()
+    return ops, server, restore

@@ -30,7 +30,7 @@ from activelabel.errors import PolicyError, PolicyIssue
 from activelabel.governance.protect import Protector
 from activelabel.observability.metrics import ServiceMetrics
 from activelabel.observability.windows import LabelDrift
-from activelabel.service import routes_core, routes_edge, routes_otlp
+from activelabel.service import routes_core, routes_edge, routes_ops, routes_otlp
 from activelabel.service._http import Authenticator, HttpError, too_large
 from activelabel.service.auth import AuthConfigError, TokenTable
 from activelabel.service.config import ServiceConfig
@@ -113,6 +113,8 @@ def create_app(
         Route("/v1/policy", routes_core.policy_route, methods=["GET"]),
         Route("/v1/policy/reload", routes_core.reload_route, methods=["POST"]),
         Route("/v1/feedback", feedback_route, methods=["POST"]),
+        Route("/v1/tap", routes_ops.tap_route, methods=["GET"]),
+        Route("/ui", routes_ops.ui_route, methods=["GET"]),
     ]
 
     @contextlib.asynccontextmanager
@@ -245,7 +247,8 @@ async def _answer_early(state: ServiceState, scope: Scope, send: Send, error: Ht
     await send({"type": "http.response.body", "body": body})
 
 
-_ALWAYS_ANSWERED = frozenset({"/healthz", "/readyz", "/metrics"})
+# A tap stays open as long as its reader: it must not hold one of the max_in_flight slots.
+_ALWAYS_ANSWERED = frozenset({"/healthz", "/readyz", "/metrics", "/v1/tap", "/ui"})
 
 
 def _door_of(path: str, config: ServiceConfig) -> str:

@@ -97,6 +97,7 @@ async def _label_request(
             )
         results, labeled, dead, pairs = _label_batch(snapshot, events, caller, explain)
         state.metrics.observe_decisions(snapshot, (d.labels for _, (_, d) in pairs))
+        state.metrics.tap.offer_many("label", snapshot, [d for _, (_, d) in pairs])
         if state.store is not None:
             for (result, _), record_id in zip(pairs, record_decisions(state, [(e, d) for _, (e, d) in pairs]), strict=True):
                 result["id"] = record_id
@@ -112,6 +113,7 @@ async def _label_request(
         payload["policy_version"] = snapshot.version
         labeled, dead = 1, {}
         state.metrics.observe_decisions(snapshot, (decision.labels,))
+        state.metrics.tap.offer("label", snapshot, decision)
     else:
         raise HttpError(
             400,

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import orjson
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
@@ -38,6 +38,10 @@ _T = TypeVar("_T")
 # Backoff between attempts while the broker is away: doubled each time, up to the cap.
 _FIRST_BACKOFF_S = 0.5
 _MAX_BACKOFF_S = 30.0
+
+if TYPE_CHECKING:
+    from activelabel.service.policy_runtime import PolicySnapshot
+    from activelabel.stream.ops_server import StreamOps
 
 
 class StreamLabeler(Protocol):
@@ -76,14 +80,19 @@ class StreamWorker:
         stats = worker.run()      # until stop(), SIGINT/SIGTERM, max_messages or idle_timeout_s
 
     ``labeler`` is an ``activelabel.Labeler`` (or anything of ``StreamLabeler``'s shape).
+    With ``ops`` (``stream.ops_server.StreamOps``) the policy comes from its reloadable
+    runtime instead (a reload takes over at the next batch) and every batch is reported
+    to it (SLIs, consumer lag, tap).
     Run several workers with the same ``group_id`` to split the input topic's
     partitions between them.
     """
 
     def __init__(self, labeler: StreamLabeler, config: StreamConfig, *, logger: logging.Logger | None = None,
-                 clock: Callable[[], float] = time.monotonic, guard: OutputGuard | None = None) -> None:
+                 clock: Callable[[], float] = time.monotonic, guard: OutputGuard | None = None,
+                 ops: StreamOps | None = None) -> None:
         self.config = config
         self._labeler = labeler
+        self._ops = ops
         # Privacy: the output topic's guard (labels above its clearance leave treated); by default
         # the policy's outputs.clearance with keys from $ACTIVELABEL_PSEUDONYM_KEY.
         self.guard = guard if guard is not None else _default_guard(labeler, config)
@@ -169,9 +178,14 @@ class StreamWorker:
                 raise SinkError(f"topic{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
                                 f"do{'es' if len(missing) == 1 else ''} not exist on {cfg.bootstrap_servers}; create {'them' if len(missing) > 1 else 'it'} first")
             source.subscribe(self._on_assign, self._on_revoke)
+            if self._ops is not None:
+                self._ops.set_broker_ready(True)
             self._loop(source, sink)
             clean = True
         finally:
+            if self._ops is not None:
+                self._ops.set_broker_ready(False)
+                self._ops.measure_lag(self._assigned, force=True)
             if sink is not None:
                 # Every committed batch is already delivered; after a failure the uncommitted
                 # batch will be read again anyway, so there is nothing worth waiting for.
@@ -185,9 +199,9 @@ class StreamWorker:
 
     def _loop(self, source: KafkaSource, sink: KafkaSink) -> None:
         cfg = self.config
-        loop = RecordLoop(self._labeler, limits=ReadLimits(cfg.max_value_bytes, cfg.max_depth),
-                          labels_field=cfg.labels_field, explain=cfg.explain, jsonl=False, guard=self.guard)
+        loop = fast = self._record_loop(self._labeler)
         version = self._labeler.version.encode()
+        serving: PolicySnapshot | None = None  # the ops policy the loops were built for
         # Joining the group can take up to a session timeout (and brokers may hold the
         # first join that long): that wait is not idleness, so the first deadline allows it.
         self._last_activity = self._clock() + cfg.session_timeout_ms / 1000
@@ -202,6 +216,8 @@ class StreamWorker:
                     self._stopped_because = f"max messages ({cfg.max_messages}) reached"
                     return
             messages = source.poll(want, cfg.poll_timeout_s)
+            if self._ops is not None:
+                self._ops.measure_lag(self._assigned)
             if not messages:
                 if cfg.idle_timeout_s is not None and self._clock() - self._last_activity >= cfg.idle_timeout_s:
                     self._stopped_because = f"idle for {cfg.idle_timeout_s:g}s"
@@ -210,18 +226,38 @@ class StreamWorker:
             self._last_activity = self._clock()
             if self._counts.first_message_at is None:
                 self._counts.first_message_at = self._last_activity
-            self._run_batch(messages, source, sink, loop, version)
+            if self._ops is not None:
+                snapshot = self._ops.snapshot()
+                if snapshot is not serving:  # a reload was accepted: the next batch is labeled by it
+                    serving, fast, version = snapshot, self._record_loop(snapshot.labeler), snapshot.version.encode()
+                loop = self._record_loop(serving.labeler, self._ops.decision_hook(serving)) if self._ops.wants_decisions() else fast
+            self._run_batch(messages, source, sink, loop, version, serving)
             self._counts.last_commit_at = self._clock()
 
+    def _record_loop(self, labeler: Any, on_decision: Callable[[dict[str, Any], Any], None] | None = None) -> RecordLoop:
+        cfg = self.config
+        return RecordLoop(labeler, limits=ReadLimits(cfg.max_value_bytes, cfg.max_depth), labels_field=cfg.labels_field,
+                          explain=cfg.explain, jsonl=False, on_decision=on_decision, guard=self._guard_for(labeler))
+
+    def _guard_for(self, labeler: Any) -> OutputGuard | None:
+        """The output guard for ``labeler``'s policy: after a reload, the same clearance and keys over the new labels."""
+        if labeler is self._labeler or self.guard is None:
+            return self.guard if labeler is self._labeler else _default_guard(labeler, self.config)
+        return OutputGuard.of(labeler.policy, door=self.guard.door, protector=self.guard.protector,
+                              clearance=self.guard.clearance, counters=self.guard.counters)
+
     def _run_batch(self, messages: list[Message], source: KafkaSource, sink: KafkaSink,
-                   loop: RecordLoop, version: bytes) -> None:
+                   loop: RecordLoop, version: bytes, snapshot: PolicySnapshot | None = None) -> None:
         """Label and produce one batch (the shared record loop), wait for delivery, then commit it."""
         cfg = self.config
+        timer = self._ops.batch_timer() if self._ops is not None else None
         offsets: dict[int, int] = {}
         for msg in messages:
             offsets[msg.partition()] = msg.offset() + 1  # type: ignore[index,operator]  # set on consumed messages
         output = _TopicOutput(sink, cfg.output_topic, version, key_label=cfg.key_label, labels_field=cfg.labels_field)
-        counts = loop.run([(messages, [msg.value() for msg in messages])], output)
+        observed = self._ops.observe_output(output) if self._ops is not None else output
+        counts = loop.run([(messages, [msg.value() for msg in messages])], observed)
+        spent = (timer.seconds(), timer.cpu_seconds()) if timer is not None else (0.0, 0.0)  # labeling, not delivery
         # Dead letters go after the labeled messages, in input order, as they always have.
         for _pos, msg, kind, reason in sorted(output.dead, key=lambda d: d[0]):
             self._dead_letter(sink, msg, kind, reason, version)
@@ -240,6 +276,8 @@ class StreamWorker:
             c.batches += 1
             if not committed:
                 c.rebalanced_commits += 1
+        if self._ops is not None and snapshot is not None:
+            self._ops.observe_batch(snapshot, spent, counts.labeled, counts.dead_letter_kinds, observed)
 
     # ---- delivery, commit and broker outages ---------------------------
     # Kept apart from the record loop: these decide when a batch may be committed.
