@@ -12,6 +12,7 @@ chunk is written (``RecordLoop(observer=...)``), so neither can change what is s
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from activelabel.governance.audit import AuditLog
@@ -135,7 +136,7 @@ def open_audit_log(directory: str, *, policy: Any, key_file: str | None = None, 
         level_policy = LevelPolicy((LevelRule(AuditLevel.parse(level)),))
     elif level_policy_file is not None:
         try:
-            raw = yaml.safe_load(open(level_policy_file, encoding="utf-8").read()) or {}
+            raw = yaml.safe_load(Path(level_policy_file).read_text(encoding="utf-8")) or {}
         except (OSError, yaml.YAMLError) as exc:
             raise AuditError(f"cannot read the audit policy {level_policy_file}: {exc}") from exc
         if not isinstance(raw, Mapping):
