@@ -74,6 +74,13 @@ def stream(
     as_json: Annotated[bool, typer.Option("--json", help="Print the final stats as one JSON object on stdout.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log group membership and Kafka client messages.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No summary.")] = False,
+    rollout_spec: Annotated[Path | None, typer.Option("--rollout", help="Roll out --candidate by this spec YAML (the same as `rollout start --spec`).")] = None,
+    candidate: Annotated[Path | None, typer.Option("--candidate", help="The candidate policy of --rollout (it must pass validation and its own tests).")] = None,
+    rollout_state: Annotated[Path | None, typer.Option("--rollout-state", help="Where the rollout's state persists (default: SPEC.state.json); a restart resumes it.")] = None,
+    audit: Annotated[Path | None, typer.Option("--audit", help="Write every decision and rollout action to a tamper-evident audit log in this directory.")] = None,
+    audit_key: Annotated[Path | None, typer.Option("--audit-key", help="Ed25519 signing key (PEM) for --audit (default: generated into DIR/keys/).")] = None,
+    audit_level: Annotated[str | None, typer.Option("--audit-level", help="None | Metadata | Request | Full for every decision (default Metadata).")] = None,
+    audit_policy: Annotated[Path | None, typer.Option("--audit-policy", help="Audit level policy YAML (rules by door, label, sensitivity).")] = None,
 ) -> None:
     """Label a Kafka topic into another: consumer group in, labeled topic out, bad messages to a DLQ topic.
 
@@ -90,7 +97,20 @@ def stream(
     _configure_logging(verbose)
     from activelabel.stream import StreamWorker
 
-    worker = StreamWorker(labeler, config)
+    if (rollout_spec is None) != (candidate is None):
+        fail("--rollout SPEC.yaml and --candidate POLICY go together", 2)
+    audit_log = rollout = None
+    if audit is not None:
+        from activelabel.governance.observers import open_audit_log
+
+        try:
+            audit_log = open_audit_log(str(audit), policy=labeler.policy, key_file=str(audit_key) if audit_key else None,
+                                       level=audit_level, level_policy_file=str(audit_policy) if audit_policy else None)
+        except ActiveLabelError as exc:
+            fail(str(exc), 2)
+    if rollout_spec is not None and candidate is not None:
+        rollout = _open_rollout(labeler, rollout_spec, candidate, rollout_state, audit_log)
+    worker = StreamWorker(labeler, config, rollout=rollout, audit=audit_log)
     if not quiet:
         err.print(f"labeling {config.input_topic} → {config.output_topic} (dead letters → {config.dead_letter_topic}) "
                   f"as group {config.group_id} on {config.bootstrap_servers}", highlight=False)
@@ -101,7 +121,47 @@ def stream(
         if not quiet and partial["messages_in"]:
             print_stream_summary(partial, labeler, config.dead_letter_topic)  # what was committed before the failure
         fail(str(exc))
+    finally:
+        if audit_log is not None:
+            audit_log.close()
+    if rollout is not None:
+        stats["rollout"] = rollout.status()
+        if not quiet:
+            st = stats["rollout"]
+            err.print(f"rollout {st['id']}: {st['state']} at step {st['step']:g}%"
+                      + (f"; {st['reason']}" if st["reason"] else ""), highlight=False, markup=False)
     if not quiet:
         print_stream_summary(stats, labeler, config.dead_letter_topic)
     if as_json:
         typer.echo(orjson.dumps(stats).decode())
+
+
+def _open_rollout(labeler: Any, spec: Path, candidate: Path, state: Path | None, audit_log: Any) -> Any:
+    """The rollout the worker follows: a candidate refused by validation or its tests never enters one."""
+    from activelabel.cli._common import print_policy_error
+    from activelabel.errors import PolicyError
+    from activelabel.service.policy_runtime import load_checked_labeler
+    from activelabel.stream.rollout import open_stream_rollout
+
+    if not candidate.exists():
+        fail(f"candidate policy {candidate} does not exist")
+    try:
+        checked = load_checked_labeler(candidate, track_conflicts=False)
+    except PolicyError as exc:
+        print_policy_error(exc)
+        raise typer.Exit(1) from exc
+
+    def on_change(rollout: Any, what: str) -> None:
+        # Under the rollout's lock: read its fields only.
+        logging.getLogger("activelabel.stream").warning("rollout %s: %s at step %g%% %s", rollout.id, what,
+                                                        rollout.step, rollout.reason)
+        if audit_log is not None:
+            action = {"step": "rollout step", "promoted": "promote", "rolled_back": "rollback",
+                      "aborted": "rollout abort", "paused": "rollout pause"}.get(what, what)
+            audit_log.log_admin(action, actor="rollout", rollout=rollout.id, step=rollout.step,
+                                candidate=str(rollout.candidate.version), reason=rollout.reason)
+
+    try:
+        return open_stream_rollout(spec, labeler, checked, state_file=state, on_change=on_change)
+    except ActiveLabelError as exc:
+        fail(str(exc), 2)

@@ -15,6 +15,7 @@ from activelabel.stream import _needs_extra  # noqa: F401  (first: names the mis
 from activelabel.stream.config import StreamConfig
 from activelabel.stream.kafka import KafkaSink, KafkaSource, ValueTooLarge
 from activelabel.stream.records import (
+    ARM_HEADER,
     DLQ_KIND_HEADER,
     DLQ_OFFSET_HEADER,
     DLQ_PARTITION_HEADER,
@@ -26,6 +27,7 @@ from activelabel.stream.records import (
 from activelabel.stream.worker import StreamLabeler, StreamWorker
 
 __all__ = [
+    "ARM_HEADER",
     "DLQ_KIND_HEADER",
     "DLQ_OFFSET_HEADER",
     "DLQ_PARTITION_HEADER",

@@ -6,6 +6,13 @@ the batch's offsets. A crash anywhere before the commit means the batch is read
 again: at-least-once delivery, never a loss. Because a batch is committed before
 the next poll, and partitions are only handed over inside a poll, a clean
 rebalance or shutdown does not duplicate anything either.
+
+With a ``Rollout`` (``activelabel stream --rollout SPEC.yaml --candidate P``) every
+message is labeled through it: served by its sticky arm, compared with the other
+version, and produced with the ``activelabel-policy-version`` of the version that
+labeled it and its ``activelabel-arm``. The rollout is evaluated after each batch
+and persists its state, so a restarted worker resumes it at the same step. An
+``AuditLog`` observer writes each labeled message's decision (door ``stream``).
 """
 
 from __future__ import annotations
@@ -70,9 +77,13 @@ class StreamWorker:
     """
 
     def __init__(self, labeler: StreamLabeler, config: StreamConfig, *, logger: logging.Logger | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, rollout: Any = None, audit: Any = None) -> None:
         self.config = config
         self._labeler = labeler
+        self.rollout = rollout
+        self.audit = audit
+        self._through: _RolloutLabeler | None = None
+        self._output: _TopicOutput | None = None
         self._log = logger or logging.getLogger("activelabel.stream")
         self._clock = clock
         self._stop = threading.Event()
@@ -162,8 +173,12 @@ class StreamWorker:
 
     def _loop(self, source: KafkaSource, sink: KafkaSink) -> None:
         cfg = self.config
-        loop = RecordLoop(self._labeler, limits=ReadLimits(cfg.max_value_bytes, cfg.max_depth),
-                          labels_field=cfg.labels_field, explain=cfg.explain, jsonl=False)
+        self._through = _RolloutLabeler(self.rollout) if self.rollout is not None else None
+        observer = None
+        if self._through is not None or self.audit is not None:
+            observer = self._observe
+        loop = RecordLoop(self._through or self._labeler, limits=ReadLimits(cfg.max_value_bytes, cfg.max_depth),
+                          labels_field=cfg.labels_field, explain=cfg.explain, jsonl=False, observer=observer)
         version = self._labeler.version.encode()
         # Joining the group can take up to a session timeout (and brokers may hold the
         # first join that long): that wait is not idleness, so the first deadline allows it.
@@ -180,6 +195,9 @@ class StreamWorker:
                     return
             messages = source.poll(want, cfg.poll_timeout_s)
             if not messages:
+                if self.rollout is not None and self._counts.first_message_at is not None:
+                    # No traffic for an interval: Inconclusive, a pause (joining the group is not that).
+                    self.rollout.tick()
                 if cfg.idle_timeout_s is not None and self._clock() - self._last_activity >= cfg.idle_timeout_s:
                     self._stopped_because = f"idle for {cfg.idle_timeout_s:g}s"
                     return
@@ -189,6 +207,8 @@ class StreamWorker:
                 self._counts.first_message_at = self._last_activity
             self._run_batch(messages, source, sink, loop, version)
             self._counts.last_commit_at = self._clock()
+            if self.rollout is not None:
+                self.rollout.tick()  # evaluated between batches: no thread races the labeling
 
     def _run_batch(self, messages: list[Message], source: KafkaSource, sink: KafkaSink,
                    loop: RecordLoop, version: bytes) -> None:
@@ -198,6 +218,7 @@ class StreamWorker:
         for msg in messages:
             offsets[msg.partition()] = msg.offset() + 1  # type: ignore[index,operator]  # set on consumed messages
         output = _TopicOutput(sink, cfg.output_topic, version)
+        self._output = output
         counts = loop.run([(messages, [msg.value() for msg in messages])], output)
         # Dead letters go after the labeled messages, in input order, as they always have.
         for _pos, msg, kind, reason in sorted(output.dead, key=lambda d: d[0]):
@@ -214,6 +235,24 @@ class StreamWorker:
             c.batches += 1
             if not committed:
                 c.rebalanced_commits += 1
+
+    def _observe(self, wheres: list[Where], events: list[dict[str, Any]], decisions: list[Any]) -> None:
+        """The record loop's chunk observer: the version and arm of each message, and the audit log."""
+        output = self._output
+        through = self._through
+        assert output is not None  # set by _run_batch before the loop runs
+        for (messages, pos), decision in zip(wheres, decisions, strict=True):
+            arm = through.arm_of(decision) if through is not None else None
+            output.served[id(messages[pos])] = (decision.policy_version.encode(), arm.encode() if arm else None)
+        if self.audit is not None:
+            name = str(self._labeler.policy.metadata.name or "") if hasattr(self._labeler, "policy") else ""
+            for (messages, pos), event, decision in zip(wheres, events, decisions, strict=True):
+                msg = messages[pos]
+                self.audit.log_decision(decision, door="stream", policy_name=name,
+                                        record_id=f"{msg.topic()}/{msg.partition()}/{msg.offset()}", event=event,
+                                        arm=(through.arm_of(decision) if through is not None else "stable"))
+        if through is not None:
+            through.arms.clear()
 
     def _dead_letter(self, sink: KafkaSink, msg: Message, kind: str, reason: str, version: bytes) -> None:
         """Produce the original bytes, unchanged, with the reason and origin in headers."""
@@ -270,14 +309,17 @@ class _TopicOutput:
         self.topic = topic
         self.version = version
         self.dead: list[tuple[int, Message, str, str]] = []  # (position in the batch, message, kind, reason)
+        # Per message (by identity) during a rollout or an audit: the version and arm that labeled it.
+        self.served: dict[int, tuple[bytes, bytes | None]] = {}
 
     def write_many(self, where: list[Where], lines: list[bytes]) -> list[tuple[int, str, str]]:
         refused = []
         produce = self.sink.produce
         for i, ((messages, pos), value) in enumerate(zip(where, lines)):
             msg = messages[pos]
+            version, arm = self.served.get(id(msg), (self.version, None))
             try:
-                produce(self.topic, msg.key(), value, labeled_headers(msg.headers(), self.version), _timestamp(msg))
+                produce(self.topic, msg.key(), value, labeled_headers(msg.headers(), version, arm), _timestamp(msg))
             except ValueTooLarge as exc:
                 refused.append((i, "output_too_large", f"the labeled message is too large to produce: {exc}"))
         return refused
@@ -285,6 +327,28 @@ class _TopicOutput:
     def dead_letter(self, where: Where, raw: bytes | None, kind: str, reason: str) -> None:
         messages, pos = where
         self.dead.append((pos, messages[pos], kind, reason))
+
+
+class _RolloutLabeler:
+    """A labeler that labels through a rollout, remembering each decision's arm for the observer."""
+
+    def __init__(self, rollout: Any) -> None:
+        self.rollout = rollout
+        self.version = rollout.serving.version
+        self.arms: dict[int, str] = {}
+
+    def label(self, event: dict[str, Any]) -> Any:
+        from activelabel.quality.store import record_id_for
+
+        decision, arm = self.rollout.label(event, record_id=record_id_for(event))
+        self.arms[id(decision)] = arm
+        return decision
+
+    def labels_only(self, event: dict[str, Any]) -> dict[str, Any]:
+        return dict(self.label(event).labels)
+
+    def arm_of(self, decision: Any) -> str:
+        return self.arms.get(id(decision), "serving")
 
 
 def _timestamp(msg: Message) -> int:
