@@ -282,7 +282,7 @@ def test_rollout_calls_without_the_admin_scope_are_403_and_a_failing_candidate_i
     assert body["code"] == "candidate_refused" and body["errors"]
     assert all("policy test" in e["message"] for e in body["errors"])
     assert httpx.get(s.url + "/v1/rollout", headers=ADMIN, timeout=10).status_code == 404
-    assert [e["outcome"] for e in _history(s.store)][0] == "refused"
+    assert _history(s.store)[0]["outcome"] == "refused"
 
 
 def test_policy_rollback_swaps_back_to_an_earlier_version(served: Callable[..., Served], tmp_path: Path) -> None:

@@ -14,9 +14,9 @@ from typing import Any
 
 import orjson
 import yaml
-from test_stream_kafka import WAIT_S, headers_of, kafka, produce, read_topic, topics  # noqa: F401 - fixtures
 
 from activelabel.stream import ARM_HEADER, POLICY_VERSION_HEADER
+from test_stream_kafka import WAIT_S, headers_of, kafka, produce, read_topic, topics  # noqa: F401 - fixtures
 
 REPO = Path(__file__).resolve().parents[1]
 EDGE = REPO / "examples" / "edge"
