@@ -108,13 +108,13 @@ class AuditObserver:
         self.arm_of = arm_of
 
     def __call__(self, wheres: list[Any], events: list[dict[str, Any]], decisions: list[Any]) -> None:
-        log_decision = self.log.log_decision
         record_id_of = self.record_id_of
         arm_of = self.arm_of
-        for where, event, decision in zip(wheres, events, decisions, strict=True):
-            log_decision(decision, door=self.door, policy_name=self.policy_name,
-                         record_id=record_id_of(where, event) if record_id_of else None, event=event,
-                         arm=arm_of(where) if arm_of else "stable")
+        self.log.log_decisions(
+            [(decision, record_id_of(where, event) if record_id_of else None, event,
+              arm_of(where) if arm_of else "stable")
+             for where, event, decision in zip(wheres, events, decisions, strict=True)],
+            door=self.door, policy_name=self.policy_name)
 
 
 def open_audit_log(directory: str, *, policy: Any, key_file: str | None = None, level: str | None = None,

@@ -152,10 +152,8 @@ def _result(decision: Any, caller: Caller, snapshot: PolicySnapshot, explain: bo
 
 def _audit(state: ServiceState, snapshot: PolicySnapshot, items: list[tuple[Any, Any, str, str | None]]) -> None:
     """Each served decision into the audit log (its level policy decides what is written)."""
-    log_decision = state.audit.log_decision
-    name = snapshot.name
-    for event, decision, arm, record_id in items:
-        log_decision(decision, door="http", policy_name=name, record_id=record_id, event=event, arm=arm)
+    state.audit.log_decisions([(d, record_id, e, arm) for e, d, arm, record_id in items], door="http",
+                              policy_name=snapshot.name)
 
 
 def _label_in_rollout(

@@ -246,11 +246,12 @@ class StreamWorker:
             output.served[id(messages[pos])] = (decision.policy_version.encode(), arm.encode() if arm else None)
         if self.audit is not None:
             name = str(self._labeler.policy.metadata.name or "") if hasattr(self._labeler, "policy") else ""
+            items = []
             for (messages, pos), event, decision in zip(wheres, events, decisions, strict=True):
                 msg = messages[pos]
-                self.audit.log_decision(decision, door="stream", policy_name=name,
-                                        record_id=f"{msg.topic()}/{msg.partition()}/{msg.offset()}", event=event,
-                                        arm=(through.arm_of(decision) if through is not None else "stable"))
+                items.append((decision, f"{msg.topic()}/{msg.partition()}/{msg.offset()}", event,
+                              through.arm_of(decision) if through is not None else "stable"))
+            self.audit.log_decisions(items, door="stream", policy_name=name)
         if through is not None:
             through.arms.clear()
 
