@@ -97,6 +97,9 @@ def create_app(
             state.audit.log_admin("reload", actor=outcome.trigger, accepted=outcome.accepted,
                                   old_version=outcome.old_version, new_version=outcome.new_version,
                                   errors=len(outcome.errors))
+        if outcome.accepted and state.rollouts is not None and state.rollouts.active() is not None:
+            # The rollout compares against the policy it started with; a new serving policy ends it.
+            state.rollouts.abort(f"a reload ({outcome.trigger}) made {outcome.new_version} the serving policy")
         if outcome.accepted and state.store is not None:
             # Feedback is validated against the labels of the policy now serving.
             state.store.register_policy(runtime.current.labeler.policy)

@@ -98,8 +98,9 @@ class RolloutManager:
         return rollout.status()
 
     def abort(self, who: str) -> dict[str, Any]:
+        """Stop the rollout, the serving policy stays; ``who`` is a caller, or a sentence saying why."""
         rollout = self._need()
-        rollout.abort(f"aborted by {who}")
+        rollout.abort(f"aborted by {who}" if " " not in who else f"aborted: {who}")
         return rollout.status()
 
     def resume(self, who: str) -> dict[str, Any]:
@@ -127,7 +128,7 @@ class RolloutManager:
         candidate, reason = self.candidate, rollout.reason
         if candidate is None:
             return
-        actor = reason.removeprefix("promoted by ").removeprefix("aborted by ") if " by " in reason else "rollout"
+        actor = reason.removeprefix("promoted by ").removeprefix("aborted by ") if " by " in reason[:14] else "rollout"
         if what == "step":
             self._admin("rollout step", "rollout", rollout=rollout.id, step=rollout.step, candidate=candidate.version)
         elif what == "promoted":
