@@ -63,6 +63,7 @@ def run_label(
     progress: bool = False,
     guard: Any = None,
     workers: int = 1,
+    observer: Any = None,
 ) -> tuple[RunSummary, DeadLetterSink]:
     """Label every record of ``inputs`` into ``output``; bad lines go to ``dlq`` (created on the first one).
 
@@ -91,6 +92,8 @@ def run_label(
             refusal = "--record writes decisions from one process"
         elif guard is not None and not guard.passthrough:
             refusal = "labels above the output's clearance are protected (and counted) in one process"
+        elif observer is not None:
+            refusal = "--shadow and --audit observe every decision in one process"
         elif not _regular_files(inputs):
             refusal = "stdin and .gz inputs are read as a stream"
         elif total_bytes < MIN_PARALLEL_BYTES:
@@ -134,7 +137,8 @@ def run_label(
             summary.stats, summary.hits_by_source, summary.workers = run.stats, run.hits_by_source, run.workers
         else:
             loop = RecordLoop(labeler, limits=limits, labels_field=labels_field, explain=explain, on_decision=recorder,
-                              guard=guard)  # privacy: the output's OutputGuard (None: nothing to protect)
+                              guard=guard,  # privacy: the output's OutputGuard (None: nothing to protect)
+                              observer=observer)  # shadow / audit (None: nobody watches)
             counts = loop.run(blocks(), JsonlFileOutput(sink, dead))
     finally:
         if bar is not None:
@@ -259,6 +263,12 @@ def label(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No summary.")] = False,
     clearance: Annotated[str | None, typer.Option("--clearance", help="Highest sensitivity the output's readers may see in clear: public, internal, pii or secret (default: the policy's outputs.clearance, else internal). Labels above it get their protect: treatment.")] = None,
     pseudonym_key_file: Annotated[Path | None, typer.Option("--pseudonym-key-file", help="File of `<key id>=<secret>` lines for pseudonyms (default: $ACTIVELABEL_PSEUDONYM_KEY; with neither, pseudonymize masks).")] = None,
+    shadow: Annotated[Path | None, typer.Option("--shadow", help="A candidate policy evaluated beside the served one on every record; the output is unchanged.")] = None,
+    shadow_report: Annotated[Path | None, typer.Option("--shadow-report", help="Write the shadow comparison as JSON here (read it with `activelabel rollout report --from`).")] = None,
+    audit: Annotated[Path | None, typer.Option("--audit", help="Write every decision to a tamper-evident audit log in this directory (see docs/audit.md).")] = None,
+    audit_key: Annotated[Path | None, typer.Option("--audit-key", help="Ed25519 signing key (PEM) for --audit (default: generated into DIR/keys/).")] = None,
+    audit_level: Annotated[str | None, typer.Option("--audit-level", help="None | Metadata | Request | Full for every decision (default Metadata).")] = None,
+    audit_policy: Annotated[Path | None, typer.Option("--audit-policy", help="Audit level policy YAML (rules by door, label, sensitivity).")] = None,
 ) -> None:
     """Label JSONL records with a policy: each object gets a `labels` object; bad lines go to the DLQ."""
     inputs = inputs or ["-"]
@@ -292,23 +302,76 @@ def label(
         def recorder(event: dict[str, Any], decision: Any) -> None:
             store.record(record_id_for(event, id_field), event, decision)
 
+    if shadow_report is not None and shadow is None:
+        fail("--shadow-report needs --shadow CANDIDATE (the policy to compare with)", 2)
+    shadow_run, audit_log, observer = _observers(labeler, shadow, audit, audit_key, audit_level, audit_policy)
     try:
         summary, dead = run_label(
             labeler, inputs, output, dlq, explain=explain, labels_field=labels_field,
             limits=ReadLimits(max_line_bytes, max_depth), recorder=recorder, progress=sys.stderr.isatty() and not quiet,
             guard=guard,
             workers=workers,
+            observer=observer,
         )
     except ActiveLabelError as exc:
         fail(str(exc))
     finally:
         if store is not None and hasattr(store, "close"):
             store.close()
+        if audit_log is not None:
+            audit_log.close()
+    if shadow_run is not None:
+        _shadow_summary(shadow_run, shadow_report, quiet)
     if not asked_workers:
         summary.one_process_because = None  # the default asks for no more than what fits: no note
     if not quiet:
         print_summary(labeler, summary, dead, output, dlq)
     check_outcome(summary, dead, dlq, max_dlq_ratio)
+
+
+def _observers(labeler: Labeler, shadow: Path | None, audit: Path | None, audit_key: Path | None,
+               audit_level: str | None, audit_policy: Path | None) -> tuple[Any, Any, Any]:
+    """The shadow run and the audit log of `label`, and the one record-loop observer calling both."""
+    from activelabel.governance.observers import AuditObserver, ShadowRun, chain, cli_record_id, open_audit_log
+
+    shadow_run = audit_log = None
+    if shadow is not None:
+        # The candidate passes the same gate as a reload: validation and its own tests.
+        from activelabel.errors import PolicyError
+        from activelabel.service.policy_runtime import load_checked_labeler
+
+        if not shadow.exists():
+            fail(f"shadow candidate {shadow} does not exist")
+        try:
+            candidate = load_checked_labeler(shadow, track_conflicts=False)
+        except PolicyError as exc:
+            from activelabel.cli._common import print_policy_error
+
+            print_policy_error(exc)
+            raise typer.Exit(1) from exc
+        shadow_run = ShadowRun(labeler, candidate, record_id_of=cli_record_id)
+    if audit is not None:
+        try:
+            audit_log = open_audit_log(str(audit), policy=labeler.policy, key_file=str(audit_key) if audit_key else None,
+                                       level=audit_level, level_policy_file=str(audit_policy) if audit_policy else None)
+        except ActiveLabelError as exc:
+            fail(str(exc), 2)
+    audit_observer = None if audit_log is None else AuditObserver(audit_log, door="cli", policy=labeler.policy,
+                                                                   record_id_of=cli_record_id)
+    return shadow_run, audit_log, chain(shadow_run, audit_observer)
+
+
+def _shadow_summary(shadow_run: Any, report_file: Path | None, quiet: bool) -> None:
+    report = shadow_run.report()
+    if report_file is not None:
+        report_file.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
+    if quiet:
+        return
+    changed = ", ".join(f"{name} {lab['changed']}" for name, lab in report["labels"].items() if lab["changed"])
+    err.print(f"shadow {shadow_run.candidate.version[:19]}: {report['events']} records compared, "
+              f"{report['events_changed']} changed ({changed or 'no label changed'})"
+              + (f"; report: {report_file}" if report_file else "; pass --shadow-report FILE.json for the detail"),
+              highlight=False, markup=False)
 
 
 @app.command()

@@ -81,6 +81,13 @@ def stream(
     metrics_port: Annotated[int, typer.Option("--metrics-port", help="Ops port: /metrics /healthz /readyz /ui /v1/tap (0 = off).", min=0, max=65535)] = 0,
     metrics_host: Annotated[str, typer.Option("--metrics-host", help="Address the ops port listens on.")] = "0.0.0.0",
     watch: Annotated[bool, typer.Option("--watch", help="Reload the policy when its file or a file it depends on changes (SIGHUP always reloads).")] = False,
+    rollout_spec: Annotated[Path | None, typer.Option("--rollout", help="Roll out --candidate by this spec YAML (the same as `rollout start --spec`).")] = None,
+    candidate: Annotated[Path | None, typer.Option("--candidate", help="The candidate policy of --rollout (it must pass validation and its own tests).")] = None,
+    rollout_state: Annotated[Path | None, typer.Option("--rollout-state", help="Where the rollout's state persists (default: SPEC.state.json); a restart resumes it.")] = None,
+    audit: Annotated[Path | None, typer.Option("--audit", help="Write every decision and rollout action to a tamper-evident audit log in this directory.")] = None,
+    audit_key: Annotated[Path | None, typer.Option("--audit-key", help="Ed25519 signing key (PEM) for --audit (default: generated into DIR/keys/).")] = None,
+    audit_level: Annotated[str | None, typer.Option("--audit-level", help="None | Metadata | Request | Full for every decision (default Metadata).")] = None,
+    audit_policy: Annotated[Path | None, typer.Option("--audit-policy", help="Audit level policy YAML (rules by door, label, sensitivity).")] = None,
 ) -> None:
     """Label a Kafka topic into another: consumer group in, labeled topic out, bad messages to a DLQ topic.
 
@@ -102,8 +109,21 @@ def stream(
     ops, server, restore = _start_ops(config, policy, metrics_port, metrics_host, watch, quiet)
     labeler = ops.runtime.current.labeler if ops is not None else open_labeler(policy)
     guard, _ = output_guards(labeler, clearance, pseudonym_key_file, door="kafka")
+    if (rollout_spec is None) != (candidate is None):
+        fail("--rollout SPEC.yaml and --candidate POLICY go together", 2)
+    audit_log = rollout = None
+    if audit is not None:
+        from activelabel.governance.observers import open_audit_log
+
+        try:
+            audit_log = open_audit_log(str(audit), policy=labeler.policy, key_file=str(audit_key) if audit_key else None,
+                                       level=audit_level, level_policy_file=str(audit_policy) if audit_policy else None)
+        except ActiveLabelError as exc:
+            fail(str(exc), 2)
+    if rollout_spec is not None and candidate is not None:
+        rollout = _open_rollout(labeler, rollout_spec, candidate, rollout_state, audit_log)
     try:
-        worker = StreamWorker(labeler, config, guard=guard, ops=ops)
+        worker = StreamWorker(labeler, config, guard=guard, ops=ops, rollout=rollout, audit=audit_log)
     except StreamConfigError as exc:
         fail(str(exc), 2)
     if not quiet:
@@ -125,6 +145,14 @@ def stream(
             restore()
     if ops is not None:
         labeler = ops.runtime.current.labeler  # the summary names the policy serving at the end
+        if audit_log is not None:
+            audit_log.close()
+    if rollout is not None:
+        stats["rollout"] = rollout.status()
+        if not quiet:
+            st = stats["rollout"]
+            err.print(f"rollout {st['id']}: {st['state']} at step {st['step']:g}%"
+                      + (f"; {st['reason']}" if st["reason"] else ""), highlight=False, markup=False)
     if not quiet:
         print_stream_summary(stats, labeler, config.dead_letter_topic)
     if as_json:
@@ -162,3 +190,34 @@ def _start_ops(config: Any, policy: Path, port: int, host: str, watch: bool, qui
     if watch:
         ops.start_watch()
     return ops, server, restore
+
+
+def _open_rollout(labeler: Any, spec: Path, candidate: Path, state: Path | None, audit_log: Any) -> Any:
+    """The rollout the worker follows: a candidate refused by validation or its tests never enters one."""
+    from activelabel.cli._common import print_policy_error
+    from activelabel.errors import PolicyError
+    from activelabel.service.policy_runtime import load_checked_labeler
+    from activelabel.stream.rollout import open_stream_rollout
+
+    if not candidate.exists():
+        fail(f"candidate policy {candidate} does not exist")
+    try:
+        checked = load_checked_labeler(candidate, track_conflicts=False)
+    except PolicyError as exc:
+        print_policy_error(exc)
+        raise typer.Exit(1) from exc
+
+    def on_change(rollout: Any, what: str) -> None:
+        # Under the rollout's lock: read its fields only.
+        logging.getLogger("activelabel.stream").warning("rollout %s: %s at step %g%% %s", rollout.id, what,
+                                                        rollout.step, rollout.reason)
+        if audit_log is not None:
+            action = {"step": "rollout step", "promoted": "promote", "rolled_back": "rollback",
+                      "aborted": "rollout abort", "paused": "rollout pause"}.get(what, what)
+            audit_log.log_admin(action, actor="rollout", rollout=rollout.id, step=rollout.step,
+                                candidate=str(rollout.candidate.version), reason=rollout.reason)
+
+    try:
+        return open_stream_rollout(spec, labeler, checked, state_file=state, on_change=on_change)
+    except ActiveLabelError as exc:
+        fail(str(exc), 2)

@@ -132,6 +132,11 @@ class RecordOutput(Protocol):
         ...
 
 
+#: Sees each chunk once labeled, before it is written: where each record came from, the
+#: decoded events and the served Decisions, aligned (``RecordLoop(observer=...)``).
+ChunkObserver = Callable[[list[Where], list[dict[str, Any]], list["Decision"]], None]
+
+
 @dataclass
 class RecordCounts:
     """Counts of one run: ``records_in == labeled + dead_lettered`` always."""
@@ -147,12 +152,14 @@ class RecordLoop:
 
     ``jsonl``: records are lines of a text stream: blank lines are skipped (not records)
     and a trailing CR is dropped. ``explain`` adds a ``label_meta`` object;
-    ``on_decision(event, decision)`` sees each labeled record's Decision (``--record``).
+    ``on_decision(event, decision)`` sees each labeled record's Decision (``--record``);
+    ``observer(wheres, events, decisions)`` sees each labeled chunk (a shadow, the audit log).
     """
 
     def __init__(self, labeler: BulkLabeler | EventLabeler, *, limits: ReadLimits = ReadLimits(), labels_field: str = "labels",
                  explain: bool = False, on_decision: Callable[[dict[str, Any], Decision], None] | None = None,
-                 jsonl: bool = True, chunk_records: int = CHUNK_RECORDS, guard: OutputGuard | None = None) -> None:
+                 jsonl: bool = True, chunk_records: int = CHUNK_RECORDS, guard: OutputGuard | None = None,
+                 observer: ChunkObserver | None = None) -> None:
         self.labeler = as_bulk(labeler)
         # Privacy hook: the output's guard protects each record's labels before it is written
         # (None or ``guard.passthrough``: nothing to protect, the columnar fast path stays).
@@ -163,6 +170,7 @@ class RecordLoop:
         self.on_decision = on_decision
         self.jsonl = jsonl
         self.chunk_records = chunk_records
+        self.observer = observer
 
     def run(self, blocks: Iterable[Block], output: RecordOutput) -> RecordCounts:
         """Run every block through the loop; labeled records are written by the time this returns."""
@@ -253,8 +261,11 @@ class RecordLoop:
     def _label_and_write(self, wheres: list[Where], raws: list[bytes], events: list[dict[str, Any]], output: RecordOutput,
                          counts: RecordCounts, dead: Callable[[Where, bytes | None, str, str], None], decisions: bool) -> None:
         """Label the pending records, write the labeled lines in order, dead-letter what labeling or writing refused."""
+        decided: list[Decision] | None = None
         if decisions:
-            lines, failed = self._label_decisions(raws, events)
+            lines, failed, decided = self._label_decisions(raws, events)
+        elif self.observer is not None:
+            lines, failed, decided = self._label_observed(raws, events)
         else:
             result = self.labeler.label_lines(raws, events, self.labels_field)
             lines, failed = result.lines, result.failed
@@ -265,12 +276,43 @@ class RecordLoop:
                 dead(wheres[i], raws[i], "label_failed", reason)
             kept = [i for i in kept if i not in bad]
             wheres = [wheres[i] for i in kept]
+        if self.observer is not None and decided is not None:
+            # Observers (shadow, audit) see the served decisions of the records about to be written.
+            self.observer(wheres, events if not failed else [events[i] for i in kept], decided)
         refused = output.write_many(wheres, lines) if lines else []
         for i, kind, reason in refused:
             dead(wheres[i], raws[kept[i]], kind, reason)
         counts.labeled += len(lines) - len(refused)
 
-    def _label_decisions(self, raws: list[bytes], events: list[dict[str, Any]]) -> tuple[list[bytes], list[tuple[int, str]]]:
+    def _label_observed(self, raws: list[bytes], events: list[dict[str, Any]]
+                        ) -> tuple[list[bytes], list[tuple[int, str]], list[Decision]]:
+        """Whole Decisions for an observer, spliced exactly as the bulk path splices labels."""
+        batch = getattr(self.labeler, "label_batch", None)
+        got: list[Decision | None]
+        try:
+            got = list(batch(events)) if batch is not None else [self.labeler.label(e) for e in events]
+        except Exception:  # noqa: BLE001 - one bad event must not sink the chunk: label it per event
+            got = []
+            for event in events:
+                try:
+                    got.append(self.labeler.label(event))
+                except Exception:  # noqa: BLE001 - reported below as label_failed
+                    got.append(None)
+        kept = [(i, d) for i, d in enumerate(got) if d is not None]
+        served = iter([d.labels for _, d in kept])  # splice_each asks once per event, in order
+
+        def labels_of(_event: dict[str, Any]) -> dict[str, Any]:
+            return next(served)
+
+        lines, failed = splice_each(labels_of, [raws[i] for i, _ in kept], [events[i] for i, _ in kept],
+                                    self.labels_field)
+        bad = {i for i, _ in failed}
+        failed = [(kept[j][0], reason) for j, reason in failed]
+        failed += [(i, "the labeler raised on this event") for i, d in enumerate(got) if d is None]
+        return lines, sorted(failed), [d for j, (_, d) in enumerate(kept) if j not in bad]
+
+    def _label_decisions(self, raws: list[bytes], events: list[dict[str, Any]]
+                         ) -> tuple[list[bytes], list[tuple[int, str]], list[Decision]]:
         """The records that need whole Decisions (--explain, --record), one at a time."""
         label = self.labeler.label
         explain = self.explain
@@ -279,6 +321,7 @@ class RecordLoop:
         guard = self.guard
         lines: list[bytes] = []
         failed: list[tuple[int, str]] = []
+        decided: list[Decision] = []
         for i, (raw, event) in enumerate(zip(raws, events)):
             try:
                 decision = label(event)
@@ -287,6 +330,7 @@ class RecordLoop:
                         on_decision(event, decision)
                     lines.append(guard.line(raw, event, decision.labels, labels_field=key,
                                             explain=decision.explain() if explain else None))
+                    decided.append(decision)
                     continue
                 fields: dict[str, Any] = {key: decision.labels}
                 if explain:
@@ -294,9 +338,10 @@ class RecordLoop:
                 if on_decision is not None:
                     on_decision(event, decision)
                 lines.append(splice_fields(raw, event, fields))
+                decided.append(decision)
             except Exception as exc:  # noqa: BLE001 - a front door's last line of defence: never lose a record
                 failed.append((i, str(exc) if isinstance(exc, ActiveLabelError) else f"{type(exc).__name__}: {exc}"))
-        return lines, failed
+        return lines, failed, decided
 
 
 class JsonlFileOutput:
@@ -325,5 +370,5 @@ def jsonl_blocks(source: JsonlSource) -> Iterable[Block]:
         yield (name, first_line), lines
 
 
-__all__ = ["CHUNK_RECORDS", "Block", "BulkLabeler", "EventLabeler", "JsonlFileOutput", "PerEventLabeler", "RecordCounts", "RecordLoop", "RecordOutput", "Where",
+__all__ = ["CHUNK_RECORDS", "Block", "BulkLabeler", "ChunkObserver", "EventLabeler", "JsonlFileOutput", "PerEventLabeler", "RecordCounts", "RecordLoop", "RecordOutput", "Where",
            "as_bulk", "jsonl_blocks", "splice_each"]

@@ -18,6 +18,7 @@ from activelabel.sinks.kafka import KafkaSink, ValueTooLarge
 from activelabel.sources.kafka import KafkaSource
 from activelabel.stream.config import StreamConfig
 from activelabel.stream.records import (
+    ARM_HEADER,
     DLQ_KIND_HEADER,
     DLQ_OFFSET_HEADER,
     DLQ_PARTITION_HEADER,
@@ -29,6 +30,7 @@ from activelabel.stream.records import (
 from activelabel.stream.worker import StreamLabeler, StreamWorker
 
 __all__ = [
+    "ARM_HEADER",
     "DLQ_KIND_HEADER",
     "DLQ_OFFSET_HEADER",
     "DLQ_PARTITION_HEADER",

@@ -6,6 +6,13 @@ the batch's offsets. A crash anywhere before the commit means the batch is read
 again: at-least-once delivery, never a loss. Because a batch is committed before
 the next poll, and partitions are only handed over inside a poll, a clean
 rebalance or shutdown does not duplicate anything either.
+
+With a ``Rollout`` (``activelabel stream --rollout SPEC.yaml --candidate P``) every
+message is labeled through it: served by its sticky arm, compared with the other
+version, and produced with the ``activelabel-policy-version`` of the version that
+labeled it and its ``activelabel-arm``. The rollout is evaluated after each batch
+and persists its state, so a restarted worker resumes it at the same step. An
+``AuditLog`` observer writes each labeled message's decision (door ``stream``).
 """
 
 from __future__ import annotations
@@ -89,10 +96,14 @@ class StreamWorker:
 
     def __init__(self, labeler: StreamLabeler, config: StreamConfig, *, logger: logging.Logger | None = None,
                  clock: Callable[[], float] = time.monotonic, guard: OutputGuard | None = None,
-                 ops: StreamOps | None = None) -> None:
+                 ops: StreamOps | None = None, rollout: Any = None, audit: Any = None) -> None:
         self.config = config
         self._labeler = labeler
         self._ops = ops
+        self.rollout = rollout
+        self.audit = audit
+        self._through: _RolloutLabeler | None = None
+        self._output: _TopicOutput | None = None
         # Privacy: the output topic's guard (labels above its clearance leave treated); by default
         # the policy's outputs.clearance with keys from $ACTIVELABEL_PSEUDONYM_KEY.
         self.guard = guard if guard is not None else _default_guard(labeler, config)
@@ -199,6 +210,7 @@ class StreamWorker:
 
     def _loop(self, source: KafkaSource, sink: KafkaSink) -> None:
         cfg = self.config
+        self._through = _RolloutLabeler(self.rollout) if self.rollout is not None else None
         loop = fast = self._record_loop(self._labeler)
         version = self._labeler.version.encode()
         serving: PolicySnapshot | None = None  # the ops policy the loops were built for
@@ -219,6 +231,9 @@ class StreamWorker:
             if self._ops is not None:
                 self._ops.measure_lag(self._assigned)
             if not messages:
+                if self.rollout is not None and self._counts.first_message_at is not None:
+                    # No traffic for an interval: Inconclusive, a pause (joining the group is not that).
+                    self.rollout.tick()
                 if cfg.idle_timeout_s is not None and self._clock() - self._last_activity >= cfg.idle_timeout_s:
                     self._stopped_because = f"idle for {cfg.idle_timeout_s:g}s"
                     return
@@ -233,11 +248,16 @@ class StreamWorker:
                 loop = self._record_loop(serving.labeler, self._ops.decision_hook(serving)) if self._ops.wants_decisions() else fast
             self._run_batch(messages, source, sink, loop, version, serving)
             self._counts.last_commit_at = self._clock()
+            if self.rollout is not None:
+                self.rollout.tick()  # evaluated between batches: no thread races the labeling
 
     def _record_loop(self, labeler: Any, on_decision: Callable[[dict[str, Any], Any], None] | None = None) -> RecordLoop:
         cfg = self.config
-        return RecordLoop(labeler, limits=ReadLimits(cfg.max_value_bytes, cfg.max_depth), labels_field=cfg.labels_field,
-                          explain=cfg.explain, jsonl=False, on_decision=on_decision, guard=self._guard_for(labeler))
+        # A rollout labels through both versions; shadow and audit watch the served decisions.
+        observer = self._observe if (self._through is not None or self.audit is not None) else None
+        return RecordLoop(self._through or labeler, limits=ReadLimits(cfg.max_value_bytes, cfg.max_depth),
+                          labels_field=cfg.labels_field, explain=cfg.explain, jsonl=False, on_decision=on_decision,
+                          guard=self._guard_for(labeler), observer=observer)
 
     def _guard_for(self, labeler: Any) -> OutputGuard | None:
         """The output guard for ``labeler``'s policy: after a reload, the same clearance and keys over the new labels."""
@@ -255,6 +275,7 @@ class StreamWorker:
         for msg in messages:
             offsets[msg.partition()] = msg.offset() + 1  # type: ignore[index,operator]  # set on consumed messages
         output = _TopicOutput(sink, cfg.output_topic, version, key_label=cfg.key_label, labels_field=cfg.labels_field)
+        self._output = output
         observed = self._ops.observe_output(output) if self._ops is not None else output
         counts = loop.run([(messages, [msg.value() for msg in messages])], observed)
         spent = (timer.seconds(), timer.cpu_seconds()) if timer is not None else (0.0, 0.0)  # labeling, not delivery
@@ -364,6 +385,25 @@ class StreamWorker:
                             f"disappeared from {cfg.bootstrap_servers} while running; the last batch was not committed "
                             "and will be labeled again once the topic exists (create it, then start the worker)")
 
+    def _observe(self, wheres: list[Where], events: list[dict[str, Any]], decisions: list[Any]) -> None:
+        """The record loop's chunk observer: the version and arm of each message, and the audit log."""
+        output = self._output
+        through = self._through
+        assert output is not None  # set by _run_batch before the loop runs
+        for (messages, pos), decision in zip(wheres, decisions, strict=True):
+            arm = through.arm_of(decision) if through is not None else None
+            output.served[id(messages[pos])] = (decision.policy_version.encode(), arm.encode() if arm else None)
+        if self.audit is not None:
+            name = str(self._labeler.policy.metadata.name or "") if hasattr(self._labeler, "policy") else ""
+            items = []
+            for (messages, pos), event, decision in zip(wheres, events, decisions, strict=True):
+                msg = messages[pos]
+                items.append((decision, f"{msg.topic()}/{msg.partition()}/{msg.offset()}", event,
+                              through.arm_of(decision) if through is not None else "stable"))
+            self.audit.log_decisions(items, door="stream", policy_name=name)
+        if through is not None:
+            through.arms.clear()
+
     def _dead_letter(self, sink: KafkaSink, msg: Message, kind: str, reason: str, version: bytes) -> None:
         """Produce the original bytes, unchanged, with the reason and origin in headers."""
         headers = dead_letter_headers(msg.headers(), version, kind=kind, reason=reason,
@@ -421,14 +461,18 @@ class _TopicOutput:
         self.key_label = key_label
         self.labels_field = labels_field
         self.dead: list[tuple[int, Message, str, str]] = []  # (position in the batch, message, kind, reason)
+        # Per message (by identity) during a rollout or an audit: the version and arm that labeled it.
+        self.served: dict[int, tuple[bytes, bytes | None]] = {}
 
     def write_many(self, where: list[Where], lines: list[bytes]) -> list[tuple[int, str, str]]:
         refused = []
         produce = self.sink.produce
         for i, ((messages, pos), value) in enumerate(zip(where, lines)):
             msg = messages[pos]
+            version, arm = self.served.get(id(msg), (self.version, None))
             try:
-                produce(self.topic, msg.key() if self.key_label is None else self._key_of(value), value, labeled_headers(msg.headers(), self.version), _timestamp(msg), msg)
+                key = msg.key() if self.key_label is None else self._key_of(value)
+                produce(self.topic, key, value, labeled_headers(msg.headers(), version, arm), _timestamp(msg), msg)
             except ValueTooLarge as exc:
                 refused.append((i, "output_too_large", f"the labeled message is too large to produce: {exc}"))
         return refused
@@ -451,6 +495,28 @@ def _default_guard(labeler: Any, config: StreamConfig) -> OutputGuard | None:
     if policy is None:
         return None  # a bare StreamLabeler declares no sensitivities: nothing to protect by
     return OutputGuard.of(policy, door="kafka", protector=Protector.configured(), clearance=config.clearance)
+
+
+class _RolloutLabeler:
+    """A labeler that labels through a rollout, remembering each decision's arm for the observer."""
+
+    def __init__(self, rollout: Any) -> None:
+        self.rollout = rollout
+        self.version = rollout.serving.version
+        self.arms: dict[int, str] = {}
+
+    def label(self, event: dict[str, Any]) -> Any:
+        from activelabel.quality.store import record_id_for
+
+        decision, arm = self.rollout.label(event, record_id=record_id_for(event))
+        self.arms[id(decision)] = arm
+        return decision
+
+    def labels_only(self, event: dict[str, Any]) -> dict[str, Any]:
+        return dict(self.label(event).labels)
+
+    def arm_of(self, decision: Any) -> str:
+        return self.arms.get(id(decision), "serving")
 
 
 def _timestamp(msg: Message) -> int:
