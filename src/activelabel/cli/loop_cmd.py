@@ -74,6 +74,7 @@ def loop(
     no_rule_labels: Annotated[bool, typer.Option("--no-rule-labels", help="Train on reviewed items only.")] = False,
     min_confidence: Annotated[float, typer.Option("--min-confidence", min=0.0, max=1.0, help="The model abstains below this.")] = 0.5,
     novelty_threshold: Annotated[float, typer.Option("--novelty-threshold", min=0.0, max=1.0, help="A line at or above this novelty is flagged novel.")] = 0.4,
+    novelty_enricher: Annotated[str, typer.Option("--novelty-enricher", help="Name of the `type: novelty` enricher the loop keeps in its file (rules read NAME.novel and NAME.score); '' for none.")] = "novelty",
     wait_timeout: Annotated[float, typer.Option("--wait-timeout", min=0.0, help="Without --answers: seconds to wait for a round's answers before going on with those that came.")] = 3600.0,
     poll_interval: Annotated[float, typer.Option("--poll-interval", min=0.01, help="Without --answers: seconds between looks for answers.")] = 1.0,
     json_out: Annotated[bool, typer.Option("--json", help="One JSON object per round on stdout, then a summary object.")] = False,
@@ -82,6 +83,8 @@ def loop(
     from activelabel.quality.loop import Loop, LoopConfig
     from activelabel.quality.review import STRATEGIES
 
+    if novelty_enricher and not novelty_enricher.isidentifier():
+        fail(f"--novelty-enricher {novelty_enricher!r}: must be an identifier (rules read it as NAME.novel)")
     if strategy not in STRATEGIES:
         fail(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
     for path, what in ((policy, "policy"), (data, "--data"), (answers, "--answers")):
@@ -91,7 +94,8 @@ def loop(
                      features=_parse_features(feature or []), rounds=rounds, budget=budget, strategy=strategy,
                      holdout=holdout, seed=seed, answers=answers, dedup_field=dedup_field, dedup=not no_dedup,
                      rule_labels=None if no_rule_labels else rule_labels, min_confidence=min_confidence,
-                     novelty_threshold=novelty_threshold, wait_timeout=wait_timeout,
+                     novelty_threshold=novelty_threshold, novelty_enricher=novelty_enricher or None,
+                     wait_timeout=wait_timeout,
                      poll_interval=poll_interval)
     rows: list[list[str]] = []
 

@@ -548,7 +548,7 @@ class FileBuilder:
         fmt = self.choice(m, "format", LOOKUP_FORMATS, what)
         if file_text is not None:
             pending.locs["file"] = m.entries["file"][1].loc
-            if fmt is None and "format" not in m:
+            if fmt is None and "format" not in m and etype != "novelty":
                 fmt = FORMAT_BY_SUFFIX.get(Path(file_text).suffix.lower())
                 if fmt is None:
                     self.rep.add(
@@ -578,6 +578,18 @@ class FileBuilder:
                 pending.spec = EnricherSpec(
                     name=name, type="pii", file="", path=self.base_dir, format="", key=key,
                     description=self.string(m, "description", what), loc=m.loc,
+                )  # fmt: skip
+                self.doc.enrichers.append(pending)
+            return
+        if etype == "novelty":
+            # The file is a novelty index (JSON, as `activelabel loop` writes it), not a keyed table.
+            for k in ("format", "key_field", "table", "key_column"):
+                if k in m:
+                    self.rep.add(f"`{k}` is not used by novelty {what} (`file` is a novelty index)", m.entries[k][0].loc)
+            if name is not None and key is not None and file_text is not None:
+                pending.spec = EnricherSpec(
+                    name=name, type="novelty", file=file_text, path=(self.base_dir / file_text), format="novelty",
+                    key=key, description=self.string(m, "description", what), loc=m.loc,
                 )  # fmt: skip
                 self.doc.enrichers.append(pending)
             return

@@ -23,7 +23,7 @@ LABEL_TYPES = label_types.LABEL_TYPES
 RESOLVE_MODES = ("first_match", "max_confidence", "vote")
 SENSITIVITIES = ("public", "internal", "pii", "secret")
 MODEL_TYPES = ("sklearn", "onnx", "river")
-ENRICHER_TYPES = ("lookup", "cidr", "pii")
+ENRICHER_TYPES = ("lookup", "cidr", "pii", "novelty")
 LOOKUP_FORMATS = ("csv", "json", "jsonl", "sqlite")
 RESERVED_NAMES = ("event", "labels", "now")
 API_VERSION = "activelabel/v1"
@@ -103,7 +103,7 @@ class RuleSpec:
 
 @dataclass(frozen=True)
 class EnricherSpec:
-    """A ``lookup`` or ``cidr`` enricher; `build()` makes the runtime (whole table in memory)."""
+    """A ``lookup``, ``cidr``, ``pii`` or ``novelty`` enricher; `build()` makes the runtime (whole table in memory)."""
 
     name: str
     type: str
