@@ -90,7 +90,11 @@ NOVEL_RULE = """  # Novelty as a label source (added by bench/loop_experiment.py
 INJECTED = "rdma: link retrain on port {n} lane {m} after {k} CRC errors, queue pair {qp} reset"
 #: arm -> (strategy, extra flags). `random` is the issue's baseline (uniform random lines, as the old
 #: protocol's random arm); `random-dedup` is the same with one line per template (an ablation).
-ARMS = {"novelty": ("novelty", []), "random": ("random", ["--no-dedup"]), "random-dedup": ("random", [])}
+ARMS = {"novelty": ("novelty", []), "random": ("random", ["--no-dedup"]), "random-dedup": ("random", []),
+        # Declared before any run: besides the 50 % by record id, every line of 10 % of the templates
+        # (sha256("<seed>:template:<key>") of the near-duplicate key under 0.1) is held out, so the holdout
+        # has templates, and often classes, that review never had, in numbers large enough to judge.
+        "novelty-withheld": ("novelty", ["--holdout-templates", "0.1"])}
 
 
 def prepare(name: str, work: Path) -> tuple[Path, Path, Path, list[dict[str, Any]], dict[str, Any]]:

@@ -65,6 +65,7 @@ def loop(
     budget: Annotated[int, typer.Option("--budget", "-n", min=1, help="Items reviewed per round.")] = 30,
     strategy: Annotated[str, typer.Option("--strategy", help="novelty | uncertainty | margin | entropy | disagreement | random")] = "novelty",
     holdout: Annotated[float, typer.Option("--holdout", min=0.0, max=0.9, help="Share of records held out for scoring, chosen by record id before round 1 (0: evaluate elsewhere).")] = 0.5,
+    holdout_templates: Annotated[float, typer.Option("--holdout-templates", min=0.0, max=0.9, help="Also hold out every line of this share of templates (the --dedup-field template key, by a hash with the seed): templates, and often classes, review never had, to measure how novel lines are handled.")] = 0.0,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the holdout, random choice and training.")] = 0,
     answers: Annotated[Path | None, typer.Option("--answers", help="Truth JSONL ({id, label, value} per line, as feedback import reads): a simulated annotator. Without it the loop writes Label Studio tasks and waits for answers.")] = None,
     output: Annotated[Path, typer.Option("--out", "-o", help="Directory for the store, models, round tasks and the per-round table.")] = Path("loop"),
@@ -92,7 +93,7 @@ def loop(
             fail(f"{what} {path} does not exist")
     cfg = LoopConfig(policy=policy, data=data, label=label, out=output, id_field=id_field,
                      features=_parse_features(feature or []), rounds=rounds, budget=budget, strategy=strategy,
-                     holdout=holdout, seed=seed, answers=answers, dedup_field=dedup_field, dedup=not no_dedup,
+                     holdout=holdout, holdout_templates=holdout_templates, seed=seed, answers=answers, dedup_field=dedup_field, dedup=not no_dedup,
                      rule_labels=None if no_rule_labels else rule_labels, min_confidence=min_confidence,
                      novelty_threshold=novelty_threshold, novelty_enricher=novelty_enricher or None,
                      wait_timeout=wait_timeout,
@@ -117,8 +118,9 @@ def loop(
     try:
         runner = Loop(cfg, on_round=on_round, on_wait=on_wait)
         if not json_out:
+            withheld = f", {len(runner.withheld)} of them of withheld templates" if runner.withheld else ""
             err.print(f"{len(runner.ids)} records: {len(runner.pool)} in the review pool, {len(runner.hold)} held out "
-                      f"(seed {seed}); scores are on the holdout", highlight=False, markup=False, soft_wrap=True)
+                      f"(seed {seed}{withheld}); scores are on the holdout", highlight=False, markup=False, soft_wrap=True)
         result = runner.run()
     except PolicyError as exc:
         if exc.issues:

@@ -60,6 +60,7 @@ class LabelSpec:
     name: str
     type: str
     values: tuple[str, ...] | None = None
+    open: bool = False  # enum only: values beyond `values` are learned (from review, models, rules)
     default: Any = None
     has_default: bool = False
     resolve: str = "first_match"

@@ -18,6 +18,13 @@ class LabelInfo:
 
     type: str = "string"
     values: list[Any] | None = None
+    open: bool = False  # an enum with `open: true`: values beyond `values` are learned
+    max_cardinality: int | None = None
+
+    @property
+    def learns_values(self) -> bool:
+        """Whether people may give values the policy does not list (string labels, open enums)."""
+        return self.open or (self.type == "string" and not self.values)
 
 
 @dataclass
@@ -28,12 +35,17 @@ class LabelRegistry:
     rule_values: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {"labels": {k: {"type": v.type, "values": v.values} for k, v in self.labels.items()},
+        return {"labels": {k: {"type": v.type, "values": v.values,
+                               **({"open": True} if v.open else {}),
+                               **({"max_cardinality": v.max_cardinality} if v.max_cardinality else {})}
+                           for k, v in self.labels.items()},
                 "rule_values": self.rule_values}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> LabelRegistry:
-        return cls({k: LabelInfo(v.get("type", "string"), v.get("values")) for k, v in data.get("labels", {}).items()},
+        return cls({k: LabelInfo(v.get("type", "string"), v.get("values"), bool(v.get("open", False)),
+                                 v.get("max_cardinality"))
+                    for k, v in data.get("labels", {}).items()},
                    dict(data.get("rule_values", {})))
 
     def check(self, label: str, value: Any) -> Any:
@@ -41,7 +53,9 @@ class LabelRegistry:
         info = self.labels.get(label)
         if info is None:
             raise FeedbackError(f"unknown label {label!r}; the policy declares: {', '.join(self.labels) or 'none'}")
-        kind = info.type
+        kind = "string" if info.open else info.type
+        if info.open and (value is None or str(value) == ""):
+            raise FeedbackError(f"label {label!r} needs a value")
         try:
             return label_types.parse_value(kind, value, info.values)
         except ValueError:
@@ -62,6 +76,7 @@ def registry_from_policy(policy: Policy) -> LabelRegistry:
     labels: dict[str, LabelInfo] = {}
     for name, spec in policy.labels.items():
         values = label_types.allowed_values(spec)
-        labels[name] = LabelInfo(spec.type, list(values) if values else None)
+        labels[name] = LabelInfo(spec.type, list(values) if values else None, bool(getattr(spec, "open", False)),
+                                 spec.max_cardinality)
     rule_values = {str(rule.id): rule.value for rule in policy.rules if rule.value is not None}
     return LabelRegistry(labels, rule_values)

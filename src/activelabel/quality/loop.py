@@ -53,6 +53,19 @@ def holdout_ids(ids: Sequence[str], fraction: float, seed: int) -> set[str]:
     return out
 
 
+def withheld_template_ids(ids: Sequence[str], keys: Sequence[str], fraction: float, seed: int) -> set[str]:
+    """Every id whose template key's hash with the seed falls under ``fraction``: whole templates kept
+    out of the review pool (so the holdout has templates, and often classes, the pool never had)."""
+    if fraction <= 0:
+        return set()
+    chosen: dict[str, bool] = {}
+    for key in keys:
+        if key not in chosen:
+            digest = hashlib.sha256(f"{seed}:template:{key}".encode()).digest()
+            chosen[key] = int.from_bytes(digest[:8], "big") / 2**64 < fraction
+    return {rid for rid, key in zip(ids, keys, strict=True) if chosen[key]}
+
+
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float] | None:
     """95 % Wilson score interval for a proportion (sound at 0 and 1 and for small n)."""
     if n == 0:
@@ -178,6 +191,7 @@ class LoopConfig:
     budget: int = 30
     strategy: str = "novelty"
     holdout: float = 0.5
+    holdout_templates: float = 0.0  # also hold out whole templates (by --dedup-field's template key)
     seed: int = 0
     answers: Path | None = None
     dedup_field: str | None = None
@@ -318,6 +332,19 @@ class Loop:
         self.by_id = dict(zip(self.ids, self.events, strict=True))
         self.answers = read_answers(cfg.answers, cfg.label) if cfg.answers else None
         self.hold = holdout_ids(self.ids, cfg.holdout, cfg.seed)
+        self.withheld: set[str] = set()
+        if cfg.holdout_templates > 0:
+            from activelabel.quality.report import field_value
+            from activelabel.quality.review import template_key
+
+            def text(event: Mapping[str, Any]) -> str:
+                value = field_value(event, cfg.dedup_field) if cfg.dedup_field else event
+                return value if isinstance(value, str) else orjson.dumps(value, option=orjson.OPT_SORT_KEYS,
+                                                                         default=str).decode()
+
+            keys = [template_key(text(e)) for e in self.events]
+            self.withheld = withheld_template_ids(self.ids, keys, cfg.holdout_templates, cfg.seed)
+            self.hold |= self.withheld
         self.pool = [i for i in self.ids if i not in self.hold]
         self.rounds: list[Round] = []
         self.model_name = f"{cfg.label}_model"
@@ -389,7 +416,7 @@ class Loop:
         return {d.record_id: s for d, s in zip(ds, self.novelty.scores(rows), strict=True)}, words
 
     def _annotate(self, rnd: int, picked: Sequence[Any]) -> int:
-        from activelabel.quality.review import label_studio_config, label_studio_tasks
+        from activelabel.quality.review import label_choices, label_studio_config, label_studio_tasks
 
         label = self.cfg.label
         if self.answers is not None:
@@ -401,10 +428,8 @@ class Loop:
         export = self.out / f"round-{rnd}.export.json"
         tasks.write_bytes(orjson.dumps(label_studio_tasks(picked, text_field=self.cfg.dedup_field),
                                        option=orjson.OPT_INDENT_2))
-        registry = self.store.registry()
-        info = registry.labels.get(label) if registry else None
-        values = info.values if info and info.values else [v["value"] for v in self.store.learned_values(label)]
-        tasks.with_suffix(".xml").write_text(label_studio_config(label, values, open_set=not (info and info.values)))
+        values, open_set = label_choices(self.store, label, [])
+        tasks.with_suffix(".xml").write_text(label_studio_config(label, values, open_set=open_set))
         self.on_wait(tasks, len(picked))
         wanted = {it.decision.record_id for it in picked}
         deadline = time.monotonic() + self.cfg.wait_timeout
