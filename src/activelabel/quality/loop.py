@@ -11,6 +11,9 @@ to the policy (``<stem>.loop-models.yaml``) that it rewrites every round, and ad
 one ``include:`` line to the policy the first time. That keeps the policy's own text
 (comments, order, formatting) untouched without a YAML round-trip library, and a
 second run finds the include already there instead of a duplicate ``models:`` key.
+The same file declares a ``type: novelty`` enricher over ``<stem>.loop-novelty.json``
+(the newest model's training templates; empty before the first model), so the policy's
+rules can send novel lines to review at ``label``/``serve`` time.
 
 Annotation: ``answers`` (a simulated annotator reading the truth file, for
 experiments and CI) or, without answers, the loop writes each round's tasks as
