@@ -18,9 +18,15 @@ HDFS and Thunderbird, the alert category for BGL. HDFS and Thunderbird start fro
 policy with the label and no rules (type string: an open label set); BGL from the
 rules-only examples/bgl/policy.yaml (a copy: the loop edits its policy in place).
 
+Novelty is a label source in every run: each policy gets the rule `when: novelty.novel` →
+`__novel__` (after BGL's own rules; `__novel__` added to its enum), reading the `type: novelty`
+enricher the loop keeps current. The "by template" figures read the loop's store after the last
+round and group holdout lines by their loghub `event_id` (never reviewed vs reviewed).
+
 Arms: `novelty` (uncertainty with novelty first, the loop's default), `random`
 (uniform random lines: the issue's baseline, `--strategy random --no-dedup`) and
-`random-dedup` (random with one line per template: an ablation, and a stronger baseline).
+`random-dedup` (random with one line per template: an ablation, and a stronger baseline) and
+`novelty-withheld` (novelty with `--holdout-templates 0.1`: whole templates held out as well).
 After the runs, drift is checked with each seed's final policy and novelty index:
 on two random halves of the log (must stay quiet) and on the second half with 30 %
 of its lines replaced by a template the log never had (must fire). The drift checks
