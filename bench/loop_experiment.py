@@ -18,9 +18,15 @@ HDFS and Thunderbird, the alert category for BGL. HDFS and Thunderbird start fro
 policy with the label and no rules (type string: an open label set); BGL from the
 rules-only examples/bgl/policy.yaml (a copy: the loop edits its policy in place).
 
+Novelty is a label source in every run: each policy gets the rule `when: novelty.novel` →
+`__novel__` (after BGL's own rules; `__novel__` added to its enum), reading the `type: novelty`
+enricher the loop keeps current. The "by template" figures read the loop's store after the last
+round and group holdout lines by their loghub `event_id` (never reviewed vs reviewed).
+
 Arms: `novelty` (uncertainty with novelty first, the loop's default), `random`
 (uniform random lines: the issue's baseline, `--strategy random --no-dedup`) and
-`random-dedup` (random with one line per template: an ablation, and a stronger baseline).
+`random-dedup` (random with one line per template: an ablation, and a stronger baseline) and
+`novelty-withheld` (novelty with `--holdout-templates 0.1`: whole templates held out as well).
 After the runs, drift is checked with each seed's final policy and novelty index:
 on two random halves of the log (must stay quiet) and on the second half with 30 %
 of its lines replaced by a template the log never had (must fire). The drift checks
@@ -76,12 +82,25 @@ labels:
   template:
     type: string   # an open label set: values are learned from reviewers
     description: loghub template id (E1, E2, ...)
+rules:
+  # Novelty as a label source: a line unlike every template the model was trained on is sent to people
+  # (`novelty` is the enricher `activelabel loop` keeps in its included file). Confidence under
+  # --rule-labels, and the loop never trains on it either way.
+  - {{id: novel, label: template, value: __novel__, when: novelty.novel, confidence: 0.5}}
+"""
+NOVEL_RULE = """  # Novelty as a label source (added by bench/loop_experiment.py): after the rules, before the model.
+  - {id: novel, label: alert_category, value: __novel__, when: novelty.novel, confidence: 0.5}
+
 """
 # A template none of the three logs has (checked below), injected for the drift check.
 INJECTED = "rdma: link retrain on port {n} lane {m} after {k} CRC errors, queue pair {qp} reset"
 #: arm -> (strategy, extra flags). `random` is the issue's baseline (uniform random lines, as the old
 #: protocol's random arm); `random-dedup` is the same with one line per template (an ablation).
-ARMS = {"novelty": ("novelty", []), "random": ("random", ["--no-dedup"]), "random-dedup": ("random", [])}
+ARMS = {"novelty": ("novelty", []), "random": ("random", ["--no-dedup"]), "random-dedup": ("random", []),
+        # Declared before any run: besides the 50 % by record id, every line of 10 % of the templates
+        # (sha256("<seed>:template:<key>") of the near-duplicate key under 0.1) is held out, so the holdout
+        # has templates, and often classes, that review never had, in numbers large enough to judge.
+        "novelty-withheld": ("novelty", ["--holdout-templates", "0.1"])}
 
 
 def prepare(name: str, work: Path) -> tuple[Path, Path, Path, list[dict[str, Any]], dict[str, Any]]:
@@ -95,7 +114,14 @@ def prepare(name: str, work: Path) -> tuple[Path, Path, Path, list[dict[str, Any
     truth = {str(r["line_no"]): r[spec["truth"]] for r in rows}
     answers.write_bytes(b"".join(orjson.dumps({"id": k, "label": spec["label"], "value": v}) + b"\n"
                                  for k, v in truth.items()))
-    policy_text = spec["policy"].read_text() if spec["policy"] else OPEN_POLICY.format(name=name, slug=name.lower())
+    if spec["policy"]:
+        policy_text = spec["policy"].read_text()
+        # The rules-only policy plus novelty as a source: `__novel__` is a value, the rule goes after the others.
+        assert 'values: ["-", ' in policy_text and "\ntests:" in policy_text
+        policy_text = policy_text.replace('values: ["-", ', 'values: ["-", __novel__, ', 1)
+        policy_text = policy_text.replace("\ntests:", "\n" + NOVEL_RULE + "tests:", 1)
+    else:
+        policy_text = OPEN_POLICY.format(name=name, slug=name.lower())
     base = work / "policy.base.yaml"
     base.write_text(policy_text)
     return data, answers, base, events, truth
@@ -124,6 +150,42 @@ def run_loop(name: str, arm: str, seed: int, work: Path, data: Path, answers: Pa
     rounds = [x for x in lines if "round" in x]
     return {"arm": arm, "seed": seed, "wall_s": round(wall, 2), "rounds": rounds, "policy": str(policy),
             "command": " ".join(cmd[2:])}
+
+
+def template_handling(run: dict[str, Any], label: str, templates: dict[str, str], truth: dict[str, Any]) -> dict[str, Any]:
+    """How the final policy handled holdout lines by template (loghub `event_id`): of templates nobody
+    reviewed, the share flagged `__novel__` (the novelty rule), abstained (unset), labeled correctly or
+    mislabeled (a label's default counts as a label: on BGL `-` is a real class); of reviewed templates,
+    the share flagged novel (false novel). Read from the loop's store, i.e. the last round's decisions."""
+    from activelabel.quality.store import DecisionStore
+
+    store = DecisionStore(Path(run["policy"]).parent / "out" / "store.db")
+    hold = store.holdout_ids(label)
+    reviewed = {g.record_id for g in store.ground_truth(label)}
+    seen_templates = {templates[i] for i in reviewed}
+    counts = {"unseen": {"lines": 0, "flagged": 0, "abstained": 0, "correct": 0, "mislabeled": 0},
+              "seen": {"lines": 0, "flagged": 0, "abstained": 0, "correct": 0, "mislabeled": 0}}
+    for d in store.decisions():
+        if d.record_id not in hold:
+            continue
+        group = counts["seen" if templates[d.record_id] in seen_templates else "unseen"]
+        group["lines"] += 1
+        value = d.labels.get(label)
+        if value == "__novel__":
+            group["flagged"] += 1
+        elif label not in d.labels:
+            group["abstained"] += 1
+        elif str(value) == str(truth[d.record_id]):
+            group["correct"] += 1
+        else:
+            group["mislabeled"] += 1
+    store.close()
+    out: dict[str, Any] = {"unseen_templates": len({templates[i] for i in hold} - seen_templates)}
+    for name, c in counts.items():
+        n = c["lines"]
+        out[name] = {**c, **{f"{k}_share": (c[k] / n if n else None) for k in ("flagged", "abstained", "correct", "mislabeled")}}
+        out[name]["flagged_or_abstained_share"] = (c["flagged"] + c["abstained"]) / n if n else None
+    return out
 
 
 def drift_checks(name: str, run: dict[str, Any], events: list[dict[str, Any]], seed: int) -> dict[str, Any]:
@@ -206,10 +268,13 @@ def main() -> None:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         data, answers, base, events, _truth = prepare(name, work)
+        templates = {str(r["line_no"]): str(r["event_id"]) for r in
+                     (orjson.loads(x) for x in (LOGHUB / DATASETS[name]["file"]).read_bytes().splitlines() if x.strip())}
         runs = []
         for arm in args.arms.split(","):
             for seed in range(args.seeds):
                 run = run_loop(name, arm, seed, work, data, answers, base, args)
+                run["templates"] = template_handling(run, DATASETS[name]["label"], templates, _truth)
                 if arm == "novelty":
                     run["drift"] = drift_checks(name, run, events, seed)
                 runs.append(run)
@@ -277,6 +342,20 @@ def summarise(name: str, runs: list[dict[str, Any]], args: Any) -> dict[str, Any
             targets[f"ratio_at_60_vs_{base}"] = {
                 "novelty": fmt(stat(ours)), base: fmt(stat(theirs)),
                 "ratio_of_means": round(mean(ours) / mean(theirs), 3) if mean(theirs) else None}
+    for arm in arms:
+        ts = [r["templates"] for r in runs if r["arm"] == arm and "templates" in r]
+        if ts:
+            targets[f"templates_{arm}"] = {
+                "unseen_template_lines": fmt(stat([t["unseen"]["lines"] for t in ts])),
+                "unseen_flagged_or_abstained": fmt(stat([t["unseen"]["flagged_or_abstained_share"] for t in ts])),
+                "unseen_flagged": fmt(stat([t["unseen"]["flagged_share"] for t in ts])),
+                "unseen_correct": fmt(stat([t["unseen"]["correct_share"] for t in ts])),
+                "unseen_mislabeled": fmt(stat([t["unseen"]["mislabeled_share"] for t in ts])),
+                "seen_false_novel": fmt(stat([t["seen"]["flagged_share"] for t in ts])),
+                "pooled_unseen": f"{sum(t['unseen']['flagged'] + t['unseen']['abstained'] for t in ts)} flagged or "
+                                 f"abstained, {sum(t['unseen']['correct'] for t in ts)} correct, "
+                                 f"{sum(t['unseen']['mislabeled'] for t in ts)} mislabeled of "
+                                 f"{sum(t['unseen']['lines'] for t in ts)}"}
     drifts = [r["drift"] for r in runs if "drift" in r]
     if drifts:
         targets["drift_random_halves_quiet"] = [not d["random_halves"]["drifted"] for d in drifts]

@@ -213,6 +213,15 @@ def print_summary(labeler: Labeler, summary: RunSummary, dead: DeadLetterSink, o
         for rule, count in sorted(errors.items(), key=lambda kv: -kv[1]):
             et.add_row(rule, f"{count:,}")
         err.print(et)
+    for name, m in stats.models.items():  # what the policy's models did: abstentions are not silent
+        breaker = (m.get("breaker") or {}).get("state", "closed")
+        err.print(
+            f"model {name}: {m.get('rows', 0):,} rows, {m.get('predictions', 0):,} predictions, abstained "
+            f"{m.get('abstained_low_confidence', 0):,} below min_confidence + {m.get('abstained_breaker_open', 0):,} "
+            f"breaker open, {m.get('timeouts', 0):,} timeouts, {m.get('errors', 0):,} errors "
+            f"({m.get('fallbacks', 0):,} fallbacks), breaker {breaker}",
+            highlight=False, markup=False, soft_wrap=True,
+        )
 
 
 def check_outcome(summary: RunSummary, dead: DeadLetterSink, dlq: str | None, max_dlq_ratio: float | None) -> None:

@@ -65,6 +65,7 @@ def loop(
     budget: Annotated[int, typer.Option("--budget", "-n", min=1, help="Items reviewed per round.")] = 30,
     strategy: Annotated[str, typer.Option("--strategy", help="novelty | uncertainty | margin | entropy | disagreement | random")] = "novelty",
     holdout: Annotated[float, typer.Option("--holdout", min=0.0, max=0.9, help="Share of records held out for scoring, chosen by record id before round 1 (0: evaluate elsewhere).")] = 0.5,
+    holdout_templates: Annotated[float, typer.Option("--holdout-templates", min=0.0, max=0.9, help="Also hold out every line of this share of templates (the --dedup-field template key, by a hash with the seed): templates, and often classes, review never had, to measure how novel lines are handled.")] = 0.0,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the holdout, random choice and training.")] = 0,
     answers: Annotated[Path | None, typer.Option("--answers", help="Truth JSONL ({id, label, value} per line, as feedback import reads): a simulated annotator. Without it the loop writes Label Studio tasks and waits for answers.")] = None,
     output: Annotated[Path, typer.Option("--out", "-o", help="Directory for the store, models, round tasks and the per-round table.")] = Path("loop"),
@@ -74,6 +75,7 @@ def loop(
     no_rule_labels: Annotated[bool, typer.Option("--no-rule-labels", help="Train on reviewed items only.")] = False,
     min_confidence: Annotated[float, typer.Option("--min-confidence", min=0.0, max=1.0, help="The model abstains below this.")] = 0.5,
     novelty_threshold: Annotated[float, typer.Option("--novelty-threshold", min=0.0, max=1.0, help="A line at or above this novelty is flagged novel.")] = 0.4,
+    novelty_enricher: Annotated[str, typer.Option("--novelty-enricher", help="Name of the `type: novelty` enricher the loop keeps in its file (rules read NAME.novel and NAME.score); '' for none.")] = "novelty",
     wait_timeout: Annotated[float, typer.Option("--wait-timeout", min=0.0, help="Without --answers: seconds to wait for a round's answers before going on with those that came.")] = 3600.0,
     poll_interval: Annotated[float, typer.Option("--poll-interval", min=0.01, help="Without --answers: seconds between looks for answers.")] = 1.0,
     json_out: Annotated[bool, typer.Option("--json", help="One JSON object per round on stdout, then a summary object.")] = False,
@@ -82,6 +84,8 @@ def loop(
     from activelabel.quality.loop import Loop, LoopConfig
     from activelabel.quality.review import STRATEGIES
 
+    if novelty_enricher and not novelty_enricher.isidentifier():
+        fail(f"--novelty-enricher {novelty_enricher!r}: must be an identifier (rules read it as NAME.novel)")
     if strategy not in STRATEGIES:
         fail(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
     for path, what in ((policy, "policy"), (data, "--data"), (answers, "--answers")):
@@ -89,9 +93,10 @@ def loop(
             fail(f"{what} {path} does not exist")
     cfg = LoopConfig(policy=policy, data=data, label=label, out=output, id_field=id_field,
                      features=_parse_features(feature or []), rounds=rounds, budget=budget, strategy=strategy,
-                     holdout=holdout, seed=seed, answers=answers, dedup_field=dedup_field, dedup=not no_dedup,
+                     holdout=holdout, holdout_templates=holdout_templates, seed=seed, answers=answers, dedup_field=dedup_field, dedup=not no_dedup,
                      rule_labels=None if no_rule_labels else rule_labels, min_confidence=min_confidence,
-                     novelty_threshold=novelty_threshold, wait_timeout=wait_timeout,
+                     novelty_threshold=novelty_threshold, novelty_enricher=novelty_enricher or None,
+                     wait_timeout=wait_timeout,
                      poll_interval=poll_interval)
     rows: list[list[str]] = []
 
@@ -113,8 +118,9 @@ def loop(
     try:
         runner = Loop(cfg, on_round=on_round, on_wait=on_wait)
         if not json_out:
+            withheld = f", {len(runner.withheld)} of them of withheld templates" if runner.withheld else ""
             err.print(f"{len(runner.ids)} records: {len(runner.pool)} in the review pool, {len(runner.hold)} held out "
-                      f"(seed {seed}); scores are on the holdout", highlight=False, markup=False, soft_wrap=True)
+                      f"(seed {seed}{withheld}); scores are on the holdout", highlight=False, markup=False, soft_wrap=True)
         result = runner.run()
     except PolicyError as exc:
         if exc.issues:

@@ -56,6 +56,7 @@ def review_export(
         NEEDS_MODEL,
         STRATEGIES,
         dedup_key_for,
+        label_choices,
         label_studio_config,
         label_studio_tasks,
         select_for_review,
@@ -92,15 +93,13 @@ def review_export(
                               dedup=None if no_dedup else dedup_key_for(dedup_field), exclude=exclude,
                               rule_values=registry.rule_values if registry else {},
                               model_distributions=dists, seed=seed)
-    info = registry.labels.get(label) if registry else None
-    closed = bool(info and info.values)
-    values = [] if free_text else (info.values if info and info.values else None) or sorted(
-        {str(d.labels[label]) for d in decisions if label in d.labels}
-        | {str(v["value"]) for v in db.learned_values(label)})
+    values, open_set = label_choices(db, label, decisions)
+    if free_text:
+        values, open_set = [], False  # above the reviewers' clearance: a free-text box, no value listed
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_bytes(orjson.dumps(label_studio_tasks(items, text_field=text_field, free_text=free_text), option=orjson.OPT_INDENT_2))
     config = config or output.with_suffix(".xml")
-    config.write_text(label_studio_config(label, values, open_set=not closed and not free_text, free_text=free_text))
+    config.write_text(label_studio_config(label, values, open_set=open_set, free_text=free_text))
     table = Table(title=f"review queue for {label}: {len(items)} of {len(decisions)} records ({strategy})",
                   title_justify="left")
     for col in ("id", "current value", "confidence", "source", "score", "text"):

@@ -205,7 +205,7 @@ def _label_block(w: _Writer, ns: dict[str, Any], lp: LabelPlan, steps: list[Step
     check = None
     if any(rp.value_prog is not None for rp in lp.rules):
         ns[f"_ENUM_{li}"] = frozenset(spec.values or ())
-        check = label_types.generated_check(spec.type, f"_ENUM_{li}")
+        check = label_types.generated_check(label_types.value_type(spec), f"_ENUM_{li}")
     collect = every_rule or spec.resolve != "first_match"
     if not collect:
         _first_match_chain(w, ns, lp, steps, emit, emit_cond, bindings, check, default_v, default_w, runs, missing_test)

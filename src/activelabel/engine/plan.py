@@ -69,7 +69,7 @@ class Plan:
 
 def check_value(spec: LabelSpec, value: Any) -> Any:
     """``value`` converted to the label's type, or RuleValueError (a rule error, not a crash)."""
-    fitted = label_types.convert(spec.type, value, label_types.allowed_values(spec))
+    fitted = label_types.convert(label_types.value_type(spec), value, label_types.allowed_values(spec))
     if fitted is not label_types.NO_FIT:
         return fitted
     if spec.type == "enum":

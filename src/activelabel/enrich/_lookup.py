@@ -129,8 +129,12 @@ def read_table_file(
     return Table(rows, digest)
 
 
-def read_table(spec: Any) -> dict[str, dict[str, Any]]:
-    """The rows of an `EnricherSpec`'s table, read now."""
+def read_table(spec: Any) -> dict[str, Any]:
+    """The rows of an `EnricherSpec`'s table, read now (a novelty enricher's index as plain data)."""
+    if spec.type == "novelty":
+        from ._novelty import read_novelty_file
+
+        return read_novelty_file(spec.path)[0]
     return read_table_file(
         spec.path, spec.format, key_field=spec.key_field, table=spec.table, key_column=spec.key_column
     ).rows
@@ -267,8 +271,8 @@ def _read_sqlite(path: Path, data: bytes, table: str | None, key_column: str | N
         conn.close()
 
 
-def build_enricher(kind: str, name: str, rows: Mapping[str, Mapping[str, Any]]) -> Enricher:
-    """The runtime enricher of ``kind`` (``lookup`` or ``cidr``) over ``rows``; EnricherError if the rows do not fit."""
+def build_enricher(kind: str, name: str, rows: Mapping[str, Any]) -> Enricher:
+    """The runtime enricher of ``kind`` over ``rows`` (a novelty index for ``novelty``); EnricherError if they do not fit."""
     if kind == "lookup":
         return LookupEnricher(name, rows)
     if kind == "cidr":
@@ -279,4 +283,8 @@ def build_enricher(kind: str, name: str, rows: Mapping[str, Mapping[str, Any]]) 
         from ._pii import PiiEnricher
 
         return PiiEnricher(name)
-    raise EnricherError(f"unknown enricher type `{kind}`", suggestion="use lookup, cidr or pii")
+    if kind == "novelty":
+        from ._novelty import NoveltyEnricher
+
+        return NoveltyEnricher(name, rows)
+    raise EnricherError(f"unknown enricher type `{kind}`", suggestion="use lookup, cidr, pii or novelty")

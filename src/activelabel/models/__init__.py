@@ -98,7 +98,7 @@ def compile_features(features: Mapping[str, Expr | str]) -> dict[str, Program]:
 
 def _label_values(policy: Policy, label: str) -> list[Any] | None:
     spec = policy.labels.get(label)
-    values = spec.values if spec is not None else None
+    values = spec.values if spec is not None and not spec.open else None  # an open enum learns new classes
     return list(values) if values else None
 
 

@@ -51,7 +51,7 @@ CEL_RESERVED = frozenset(
 TOP_KEYS = ("apiVersion", "kind", "metadata", "include", "labels", "enrichers", "rules", "tests", "models", "outputs", "redact", "pii")
 METADATA_KEYS = ("name", "version", "owner", "description")
 LABEL_KEYS = (
-    "type", "values", "default", "description", "owner", "sensitivity",
+    "type", "values", "open", "default", "description", "owner", "sensitivity",
     "max_cardinality", "overflow", "window", "resolve", "from", "bounds", "protect",
 )  # fmt: skip
 RULE_KEYS = ("id", "label", "value", "value_expr", "when", "confidence", "description")
@@ -356,8 +356,18 @@ class FileBuilder:
         for key in ("from", "bounds"):
             if key in m and ltype is not None and ltype != "bucket":
                 self.rep.add(f"`{key}` is only for bucket labels ({what} is {ltype})", m.entries[key][0].loc)
+        is_open = False
+        open_node = m.get("open")
+        if open_node is not None:
+            if not isinstance(open_node, YScalar) or not isinstance(open_node.value, bool):
+                self.rep.add(f"`open` of {what} must be true or false, not {describe(open_node)}", open_node.loc)
+            elif ltype is not None and ltype != "enum":
+                self.rep.add(f"`open` is only for enum labels ({what} is {ltype}; a string label's values are open already)",
+                             m.entries["open"][0].loc)
+            else:
+                is_open = bool(open_node.value)
         values: tuple[str, ...] | None = None
-        if ltype == "enum":
+        if ltype == "enum" and not (is_open and "values" not in m):
             values = self.enum_values(m, what)
         bucket_from: Expr | None = None
         bounds: tuple[float, ...] = ()
@@ -383,6 +393,7 @@ class FileBuilder:
             name=name,
             type=ltype or "string",
             values=values,
+            open=is_open,
             resolve=self.choice(m, "resolve", RESOLVE_MODES, what) or "first_match",
             description=self.string(m, "description", what),
             owner=self.string(m, "owner", what),
@@ -398,7 +409,7 @@ class FileBuilder:
             loc=knode.loc,
         )
         # Constants are only checked against a label whose own definition is sound (no cascades).
-        sound = ltype is not None and (ltype != "enum" or values is not None) and (ltype != "bucket" or bool(names))
+        sound = ltype is not None and (ltype != "enum" or values is not None or is_open) and (ltype != "bucket" or bool(names))
         default_node = m.get("default")
         if default_node is not None and not (isinstance(default_node, YScalar) and default_node.value is None):
             value = to_plain(default_node)
@@ -548,7 +559,7 @@ class FileBuilder:
         fmt = self.choice(m, "format", LOOKUP_FORMATS, what)
         if file_text is not None:
             pending.locs["file"] = m.entries["file"][1].loc
-            if fmt is None and "format" not in m:
+            if fmt is None and "format" not in m and etype != "novelty":
                 fmt = FORMAT_BY_SUFFIX.get(Path(file_text).suffix.lower())
                 if fmt is None:
                     self.rep.add(
@@ -578,6 +589,18 @@ class FileBuilder:
                 pending.spec = EnricherSpec(
                     name=name, type="pii", file="", path=self.base_dir, format="", key=key,
                     description=self.string(m, "description", what), loc=m.loc,
+                )  # fmt: skip
+                self.doc.enrichers.append(pending)
+            return
+        if etype == "novelty":
+            # The file is a novelty index (JSON, as `activelabel loop` writes it), not a keyed table.
+            for k in ("format", "key_field", "table", "key_column"):
+                if k in m:
+                    self.rep.add(f"`{k}` is not used by novelty {what} (`file` is a novelty index)", m.entries[k][0].loc)
+            if name is not None and key is not None and file_text is not None:
+                pending.spec = EnricherSpec(
+                    name=name, type="novelty", file=file_text, path=(self.base_dir / file_text), format="novelty",
+                    key=key, description=self.string(m, "description", what), loc=m.loc,
                 )  # fmt: skip
                 self.doc.enrichers.append(pending)
             return

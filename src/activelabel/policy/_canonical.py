@@ -127,6 +127,7 @@ def canonical_form(
                 "bounds": list(lab.bound_texts),
                 # Written only when set, so policies without privacy syntax keep their versions.
                 **({"protect": _protect(lab.protect)} if lab.protect is not None else {}),
+                **({"open": True} if lab.open else {}),
             }
             for lab in labels.values()
         ],

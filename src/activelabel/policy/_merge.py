@@ -233,6 +233,16 @@ class Merger:
         except OSError as exc:
             self.rep.add(f"enricher `{spec.name}`: cannot read table `{spec.path}`: {exc.strerror or exc}", where)
             return
+        if spec.type == "novelty":
+            from activelabel.enrich._novelty import read_novelty_file
+
+            try:
+                index, digest = read_novelty_file(spec.path)
+            except EnricherError as exc:
+                self.rep.add(f"enricher `{spec.name}`: {exc}", where, suggestion=exc.suggestion)
+                return
+            p.spec = replace(spec, sha256=digest, _rows=index)
+            return
         try:
             table = read_table_file(
                 spec.path, spec.format, key_field=spec.key_field, table=spec.table, key_column=spec.key_column

@@ -45,6 +45,8 @@ def policy_json_schema() -> dict[str, Any]:
         {
             "type": {"enum": list(LABEL_TYPES)},
             "values": {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1, "uniqueItems": True},
+            "open": {"type": "boolean", "default": False,
+                     "description": "enum only: values beyond `values` are learned (review, models); max_cardinality still applies"},
             "default": {"description": "used when nothing sets the label; must fit the type"},
             "description": _TEXT,
             "owner": _TEXT,

@@ -23,7 +23,7 @@ LABEL_TYPES = label_types.LABEL_TYPES
 RESOLVE_MODES = ("first_match", "max_confidence", "vote")
 SENSITIVITIES = ("public", "internal", "pii", "secret")
 MODEL_TYPES = ("sklearn", "onnx", "river")
-ENRICHER_TYPES = ("lookup", "cidr", "pii")
+ENRICHER_TYPES = ("lookup", "cidr", "pii", "novelty")
 LOOKUP_FORMATS = ("csv", "json", "jsonl", "sqlite")
 RESERVED_NAMES = ("event", "labels", "now")
 API_VERSION = "activelabel/v1"
@@ -60,6 +60,7 @@ class LabelSpec:
     name: str
     type: str
     values: tuple[str, ...] | None = None
+    open: bool = False  # enum only: values beyond `values` are learned (from review, models, rules)
     default: Any = None
     has_default: bool = False
     resolve: str = "first_match"
@@ -103,7 +104,7 @@ class RuleSpec:
 
 @dataclass(frozen=True)
 class EnricherSpec:
-    """A ``lookup`` or ``cidr`` enricher; `build()` makes the runtime (whole table in memory)."""
+    """A ``lookup``, ``cidr``, ``pii`` or ``novelty`` enricher; `build()` makes the runtime (whole table in memory)."""
 
     name: str
     type: str

@@ -84,8 +84,16 @@ def fits(label_type: str, value: Any, allowed: Sequence[str] | None = None) -> b
     return False
 
 
+def value_type(label: LabelSpec) -> str:
+    """The type values are checked against: an open enum (``open: true``) takes any non-empty
+    string, like a string label, while its ``values`` stay the names known up front."""
+    return "string" if label.type == "enum" and getattr(label, "open", False) else label.type
+
+
 def label_fits(label: LabelSpec, value: Any) -> bool:
     """Whether ``value`` is a valid value of ``label`` (type, enum values, bucket names)."""
+    if value_type(label) != label.type:
+        return isinstance(value, str) and value != ""
     return fits(label.type, value, allowed_values(label))
 
 
@@ -229,4 +237,5 @@ __all__ = [
     "label_fits",
     "parse_value",
     "value_text",
+    "value_type",
 ]

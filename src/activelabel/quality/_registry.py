@@ -22,6 +22,13 @@ class LabelInfo:
     # before sensitivity was kept reads as internal, unless the command is given the policy.
     sensitivity: str = "internal"
     protect: dict[str, Any] | None = None
+    open: bool = False  # an enum with `open: true`: values beyond `values` are learned
+    max_cardinality: int | None = None
+
+    @property
+    def learns_values(self) -> bool:
+        """Whether people may give values the policy does not list (string labels, open enums)."""
+        return self.open or (self.type == "string" and not self.values)
 
 
 @dataclass
@@ -32,13 +39,16 @@ class LabelRegistry:
     rule_values: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {"labels": {k: {"type": v.type, "values": v.values, "sensitivity": v.sensitivity, "protect": v.protect}
+        return {"labels": {k: {"type": v.type, "values": v.values, "sensitivity": v.sensitivity, "protect": v.protect,
+                               **({"open": True} if v.open else {}),
+                               **({"max_cardinality": v.max_cardinality} if v.max_cardinality else {})}
                            for k, v in self.labels.items()},
                 "rule_values": self.rule_values}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> LabelRegistry:
-        return cls({k: LabelInfo(v.get("type", "string"), v.get("values"), v.get("sensitivity") or "internal", v.get("protect"))
+        return cls({k: LabelInfo(v.get("type", "string"), v.get("values"), v.get("sensitivity") or "internal", v.get("protect"),
+                                 bool(v.get("open", False)), v.get("max_cardinality"))
                     for k, v in data.get("labels", {}).items()},
                    dict(data.get("rule_values", {})))
 
@@ -55,7 +65,9 @@ class LabelRegistry:
         info = self.labels.get(label)
         if info is None:
             raise FeedbackError(f"unknown label {label!r}; the policy declares: {', '.join(self.labels) or 'none'}")
-        kind = info.type
+        kind = "string" if info.open else info.type
+        if info.open and (value is None or str(value) == ""):
+            raise FeedbackError(f"label {label!r} needs a value")
         try:
             return label_types.parse_value(kind, value, info.values)
         except ValueError:
@@ -81,6 +93,7 @@ def registry_from_policy(policy: Policy) -> LabelRegistry:
         protect = getattr(spec, "protect", None)
         labels[name] = LabelInfo(spec.type, list(values) if values else None, str(spec.sensitivity),
                                  None if protect is None else {"kind": protect.kind, "marker": protect.marker,
-                                                               "keep_prefix": protect.keep_prefix, "keep_suffix": protect.keep_suffix})
+                                                               "keep_prefix": protect.keep_prefix, "keep_suffix": protect.keep_suffix},
+                                 bool(getattr(spec, "open", False)), spec.max_cardinality)
     rule_values = {str(rule.id): rule.value for rule in policy.rules if rule.value is not None}
     return LabelRegistry(labels, rule_values)

@@ -11,6 +11,9 @@ to the policy (``<stem>.loop-models.yaml``) that it rewrites every round, and ad
 one ``include:`` line to the policy the first time. That keeps the policy's own text
 (comments, order, formatting) untouched without a YAML round-trip library, and a
 second run finds the include already there instead of a duplicate ``models:`` key.
+The same file declares a ``type: novelty`` enricher over ``<stem>.loop-novelty.json``
+(the newest model's training templates; empty before the first model), so the policy's
+rules can send novel lines to review at ``label``/``serve`` time.
 
 Annotation: ``answers`` (a simulated annotator reading the truth file, for
 experiments and CI) or, without answers, the loop writes each round's tasks as
@@ -51,6 +54,19 @@ def holdout_ids(ids: Sequence[str], fraction: float, seed: int) -> set[str]:
         if int.from_bytes(digest[:8], "big") / 2**64 < fraction:
             out.add(rid)
     return out
+
+
+def withheld_template_ids(ids: Sequence[str], keys: Sequence[str], fraction: float, seed: int) -> set[str]:
+    """Every id whose template key's hash with the seed falls under ``fraction``: whole templates kept
+    out of the review pool (so the holdout has templates, and often classes, the pool never had)."""
+    if fraction <= 0:
+        return set()
+    chosen: dict[str, bool] = {}
+    for key in keys:
+        if key not in chosen:
+            digest = hashlib.sha256(f"{seed}:template:{key}".encode()).digest()
+            chosen[key] = int.from_bytes(digest[:8], "big") / 2**64 < fraction
+    return {rid for rid, key in zip(ids, keys, strict=True) if chosen[key]}
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float] | None:
@@ -109,27 +125,56 @@ def ensure_include(policy: Path, include: str) -> bool:
     return True
 
 
-def write_models_file(path: Path, *, name: str, label: str, artifact: Path, features: Mapping[str, str],
-                      min_confidence: float, note: str) -> None:
-    """The loop's included file: one ``models:`` entry for the newest artifact."""
-    try:
-        rel = artifact.resolve().relative_to(path.parent.resolve())
-    except ValueError:
-        rel = artifact.resolve()
-    lines = [
-        f"# Written by `activelabel loop` ({note}). Rewritten every round: edit the policy, not this file.",
-        "models:",
-        f"  - name: {name}",
-        f"    label: {label}",
-        "    type: sklearn",
-        f"    path: {orjson.dumps(str(rel)).decode()}",
-        "    features:",
-        *[f"      {k}: {orjson.dumps(v).decode()}" for k, v in features.items()],
-        f"    min_confidence: {min_confidence}",
-        "    timeout_ms: 5000",
-        "    on_error: abstain",
-        "",
-    ]
+def owned_novelty_file(policy: Path) -> Path:
+    """The novelty index the loop's ``type: novelty`` enricher reads (beside the policy, so always inside its folder)."""
+    return policy.with_name(policy.stem + ".loop-novelty.json")
+
+
+def novelty_key(features: Mapping[str, str], text_features: Sequence[str]) -> str:
+    """The CEL key of the novelty enricher: the text the index was built from (as `row_text` joins it)."""
+    exprs = [features[n] for n in text_features if n in features]
+    if not exprs:
+        return '""'  # no index yet: every line scores 1.0 whatever the key
+    if len(exprs) == 1:
+        return exprs[0]
+    return ' + " | " + '.join(f"string({e})" for e in exprs)
+
+
+def write_models_file(path: Path, *, name: str, label: str, artifact: Path | None, features: Mapping[str, str],
+                      min_confidence: float, note: str, novelty_file: Path | None = None,
+                      novelty_enricher: str = "novelty", novelty_key_expr: str = '""') -> None:
+    """The loop's included file: the novelty enricher (rules read ``<enricher>.novel``) and one
+    ``models:`` entry for the newest artifact (none before the first model)."""
+    def rel(p: Path) -> str:
+        try:
+            return orjson.dumps(str(p.resolve().relative_to(path.parent.resolve()))).decode()
+        except ValueError:
+            return orjson.dumps(str(p.resolve())).decode()
+
+    lines = [f"# Written by `activelabel loop` ({note}). Rewritten every round: edit the policy, not this file."]
+    if novelty_file is not None:
+        lines += [
+            "enrichers:",
+            f"  - name: {novelty_enricher}",
+            "    type: novelty",
+            f"    key: {orjson.dumps(novelty_key_expr).decode()}",
+            f"    file: {rel(novelty_file)}",
+            "    description: how unlike the templates the newest model was trained on a line is (score, novel)",
+        ]
+    if artifact is not None:
+        lines += [
+            "models:",
+            f"  - name: {name}",
+            f"    label: {label}",
+            "    type: sklearn",
+            f"    path: {rel(artifact)}",
+            "    features:",
+            *[f"      {k}: {orjson.dumps(v).decode()}" for k, v in features.items()],
+            f"    min_confidence: {min_confidence}",
+            "    timeout_ms: 5000",
+            "    on_error: abstain",
+        ]
+    lines.append("")
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("\n".join(lines))
     tmp.replace(path)
@@ -149,6 +194,7 @@ class LoopConfig:
     budget: int = 30
     strategy: str = "novelty"
     holdout: float = 0.5
+    holdout_templates: float = 0.0  # also hold out whole templates (by --dedup-field's template key)
     seed: int = 0
     answers: Path | None = None
     dedup_field: str | None = None
@@ -156,6 +202,7 @@ class LoopConfig:
     rule_labels: float | None = 0.9
     min_confidence: float = 0.5
     novelty_threshold: float = 0.4
+    novelty_enricher: str | None = "novelty"  # None: no novelty enricher in the loop's file
     wait_timeout: float = 3600.0
     poll_interval: float = 1.0
 
@@ -282,16 +329,32 @@ class Loop:
         self.out = cfg.out.resolve()
         self.out.mkdir(parents=True, exist_ok=True)
         self.models_file = owned_models_file(self.policy)
+        self.novelty_file = owned_novelty_file(self.policy)
         self.store = DecisionStore(self.out / "store.db")
         self.ids, self.events = read_events(cfg.data, cfg.id_field)
         self.by_id = dict(zip(self.ids, self.events, strict=True))
         self.answers = read_answers(cfg.answers, cfg.label) if cfg.answers else None
         self.hold = holdout_ids(self.ids, cfg.holdout, cfg.seed)
+        self.withheld: set[str] = set()
+        if cfg.holdout_templates > 0:
+            from activelabel.quality.report import field_value
+            from activelabel.quality.review import template_key
+
+            def text(event: Mapping[str, Any]) -> str:
+                value = field_value(event, cfg.dedup_field) if cfg.dedup_field else event
+                return value if isinstance(value, str) else orjson.dumps(value, option=orjson.OPT_SORT_KEYS,
+                                                                         default=str).decode()
+
+            keys = [template_key(text(e)) for e in self.events]
+            self.withheld = withheld_template_ids(self.ids, keys, cfg.holdout_templates, cfg.seed)
+            self.hold |= self.withheld
         self.pool = [i for i in self.ids if i not in self.hold]
         self.rounds: list[Round] = []
         self.model_name = f"{cfg.label}_model"
         self.artifact: Path | None = None
         self.novelty: NoveltyIndex | None = None
+        self.declare_enricher = True  # False when the user's own files declare an enricher of that name
+        self.novelty_rules: set[str] = set()  # sources ("rule:<id>") of rules reading the novelty enricher
 
     # policy ---------------------------------------------------------------------------------------
 
@@ -302,13 +365,20 @@ class Loop:
         if self.cfg.label not in policy.labels:
             raise LoopError(f"{self.policy}: no label {self.cfg.label!r}; the policy declares "
                               f"{', '.join(policy.labels) or 'none'}")
-        owned = self.models_file.is_file()
         for spec in policy.models:
+            owned = Path(spec.loc.file).name == self.models_file.name
             if spec.label == self.cfg.label and not owned:
                 raise LoopError(f"{self.policy}: model {spec.name!r} already labels {self.cfg.label!r}; "
                                   "remove it from the policy (the loop writes its own) or pick another label")
             if spec.label == self.cfg.label:
                 self.model_name = spec.name
+        enricher = self.cfg.novelty_enricher
+        for e in policy.enrichers:
+            if e.name == enricher and Path(e.loc.file).name != self.models_file.name:
+                self.declare_enricher = False
+        if enricher:
+            self.novelty_rules = {f"rule:{r.id}" for r in policy.rules_for(self.cfg.label)
+                                  if r.when is not None and re.search(rf"\b{re.escape(enricher)}\.", r.when.source)}
         return policy
 
     def _features(self, policy: Any, decisions: Sequence[StoredDecision]) -> dict[str, str]:
@@ -349,7 +419,7 @@ class Loop:
         return {d.record_id: s for d, s in zip(ds, self.novelty.scores(rows), strict=True)}, words
 
     def _annotate(self, rnd: int, picked: Sequence[Any]) -> int:
-        from activelabel.quality.review import label_studio_config, label_studio_tasks
+        from activelabel.quality.review import label_choices, label_studio_config, label_studio_tasks
 
         label = self.cfg.label
         if self.answers is not None:
@@ -361,10 +431,8 @@ class Loop:
         export = self.out / f"round-{rnd}.export.json"
         tasks.write_bytes(orjson.dumps(label_studio_tasks(picked, text_field=self.cfg.dedup_field),
                                        option=orjson.OPT_INDENT_2))
-        registry = self.store.registry()
-        info = registry.labels.get(label) if registry else None
-        values = info.values if info and info.values else [v["value"] for v in self.store.learned_values(label)]
-        tasks.with_suffix(".xml").write_text(label_studio_config(label, values, open_set=not (info and info.values)))
+        values, open_set = label_choices(self.store, label, [])
+        tasks.with_suffix(".xml").write_text(label_studio_config(label, values, open_set=open_set))
         self.on_wait(tasks, len(picked))
         wanted = {it.decision.record_id for it in picked}
         deadline = time.monotonic() + self.cfg.wait_timeout
@@ -388,6 +456,9 @@ class Loop:
         truth = {g.record_id: g.value for g in self.store.ground_truth(label) if g.record_id not in self.hold}
         pool = {i: decisions[i] for i in self.pool}
         pairs = training_pairs(pool, truth, label, rule_labels_min_confidence=self.cfg.rule_labels)
+        # A rule that routes novel lines to review asserts "unknown", not a class: never a training label.
+        pairs = [(d, v, o) for d, v, o in pairs
+                 if o != "rule" or (d.sources.get(label) or "") not in self.novelty_rules]
         values = [v for _, v, _ in pairs]
         if len(set(map(str, values))) < 2:
             return False  # one class cannot train a classifier: the rules carry on alone
@@ -397,14 +468,41 @@ class Loop:
                               name=self.model_name, holdout=0.0, seed=self.cfg.seed, feature_kinds=kinds)
         self.novelty = NoveltyIndex.build(rows, message_features(kinds, rows), threshold=self.cfg.novelty_threshold)
         self.novelty.save(novelty_path_for(trained.artifact))
+        if self.cfg.novelty_enricher:
+            self.novelty.save(self.novelty_file)  # what the policy's novelty enricher reads from now on
         self.store.record_model_build(label, trained.card["version"], [d.record_id for d, _, o in pairs if o == "truth"])
-        write_models_file(self.models_file, name=self.model_name, label=label, artifact=trained.artifact,
-                          features=features, min_confidence=self.cfg.min_confidence,
-                          note=f"round {rnd + 1}, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, "
-                               f"{len(truth)} reviewed + {len(pairs) - len(truth)} rule labels")
-        ensure_include(self.policy, self.models_file.name)
+        self._write_owned(trained.artifact, features,
+                          f"round {rnd + 1}, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, "
+                          f"{len(truth)} reviewed + {len(pairs) - len(truth)} rule labels")
         self.artifact = trained.artifact
         return True
+
+    def _write_owned(self, artifact: Path | None, features: Mapping[str, str], note: str) -> None:
+        """(Re)write the loop's included file and make sure the policy includes it."""
+        names = self.novelty.text_features if self.novelty is not None else []
+        write_models_file(self.models_file, name=self.model_name, label=self.cfg.label, artifact=artifact,
+                          features=features, min_confidence=self.cfg.min_confidence, note=note,
+                          novelty_file=self.novelty_file if self.cfg.novelty_enricher and self.declare_enricher else None,
+                          novelty_enricher=self.cfg.novelty_enricher or "novelty",
+                          novelty_key_expr=novelty_key(features, names))
+        ensure_include(self.policy, self.models_file.name)
+
+    def _start_owned(self) -> None:
+        """Before round 0: an empty novelty index (every line novel: nothing is learned yet) behind the
+        enricher, so a policy whose rules read ``novelty.novel`` loads from the first round on."""
+        if not self.cfg.novelty_enricher or (self.models_file.is_file() and self.novelty_file.is_file()):
+            return
+        if not self.models_file.is_file():
+            from activelabel.errors import PolicyError
+            from activelabel.policy import load_policy
+
+            try:  # an enricher of that name in the user's own files: theirs stays, the loop declares none
+                if any(e.name == self.cfg.novelty_enricher for e in load_policy(self.policy).enrichers):
+                    self.declare_enricher = False
+            except PolicyError:
+                pass  # e.g. rules reading the enricher before it exists: the loop's file provides it
+        NoveltyIndex([], [], self.cfg.novelty_threshold).save(self.novelty_file)
+        self._write_owned(None, {}, "before round 1: no model yet")
 
     def _card_holdout(self, metrics: Mapping[str, Any], model_stats: Mapping[str, Any], classes_unseen: list[str]) -> None:
         """Put this round's holdout figures (about the model built last round) into its card."""
@@ -433,6 +531,7 @@ class Loop:
 
         cfg = self.cfg
         label = cfg.label
+        self._start_owned()
         policy = self._check_policy()
         self.store.set_holdout(label, self.hold)
         if self.answers is not None:
@@ -455,6 +554,9 @@ class Loop:
                 programs = compile_features(features)
             novelty, words = self._novelty(decisions, programs)
             novel = {i: self.novelty.is_novel(s) for i, s in novelty.items()} if self.novelty else {}
+            for i in self.ids:  # what the policy's novelty rules flagged (before round 1: everything they saw)
+                if self.novelty_rules and decisions[i].sources.get(label) in self.novelty_rules:
+                    novel[i] = True
             truth_now = {g.record_id: g.value for g in self.store.ground_truth(label)}
             registry = self.store.registry()
             info = registry.labels.get(label) if registry else None
@@ -486,7 +588,7 @@ class Loop:
             hold_novel = [novel.get(i, False) for i in self.hold]
             row = Round(round=rnd, reviewed=len(truth_now), model=self.artifact.name if self.artifact else None,
                         holdout=metrics, agreement=agreement, abstentions=abst, classes_unpredictable=unpredictable,
-                        novel_share=(sum(hold_novel) / len(hold_novel)) if hold_novel and self.novelty else None,
+                        novel_share=(sum(hold_novel) / len(hold_novel)) if hold_novel and (self.novelty or self.novelty_rules) else None,
                         elapsed_s=0.0)
             if rnd < cfg.rounds:
                 exclude = set(truth_now) | self.hold

@@ -57,7 +57,14 @@ class NoveltyIndex:
 
     def score(self, row: Mapping[str, Any]) -> float:
         """0 (a trained template) … 1 (nothing in common with any trained template)."""
-        words = template_words(row_text(row, self.text_features))
+        return self.score_words(template_words(row_text(row, self.text_features)))
+
+    def score_text(self, text: str) -> float:
+        """The novelty of one text (what the ``type: novelty`` enricher reads from its key)."""
+        return self.score_words(template_words(text))
+
+    def score_words(self, words: frozenset[str]) -> float:
+        """The novelty of a template given as its words (an empty index scores everything 1.0)."""
         hit = self._cache.get(words)
         if hit is not None:
             return hit

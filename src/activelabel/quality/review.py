@@ -285,10 +285,30 @@ def label_studio_tasks(items: Sequence[ReviewItem], *, text_field: str | None = 
     return tasks
 
 
+def label_choices(store: Any, label: str, decisions: Sequence[StoredDecision] | None = None) -> tuple[list[str], bool]:
+    """(the values a reviewer picks from, whether a new value may be typed) for ``label``.
+
+    A closed enum offers its values; an enum with ``open: true`` its values, then the ones
+    people added (first come first); a string label (no values) what people gave and what the
+    labelers produced, sorted. Open sets take a typed value.
+    """
+    registry = store.registry()
+    info = registry.labels.get(label) if registry else None
+    learned = [str(v["value"]) for v in store.learned_values(label)]
+    if info is not None and info.values:
+        listed = [str(v) for v in info.values]
+        if not info.open:
+            return listed, False
+        return listed + [v for v in dict.fromkeys(learned) if v not in listed], True
+    ds = decisions if decisions is not None else list(store.decisions())
+    return sorted(set(learned) | {str(d.labels[label]) for d in ds if label in d.labels}), True
+
+
 def label_studio_config(label: str, values: Sequence[Any], *, open_set: bool = False, free_text: bool = False) -> str:
     """The labeling-config XML matching the tasks: the text, and one single choice per value.
 
-    ``open_set`` (a label whose values are learned, ``type: string``) adds a free-text box
+    ``open_set`` (a label whose values are learned: ``type: string``, or an enum with
+    ``open: true``) adds a free-text box
     named ``<label>__new``: a value typed there wins over the choice on import, so the
     first reviewer of an empty label set can answer at all.
     ``free_text``: a free-text box instead of choices, for a label above the reviewers'

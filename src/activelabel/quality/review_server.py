@@ -167,13 +167,9 @@ class ReviewPage(_BaseApp):
         self._lock = threading.Lock()
 
     def _values(self) -> tuple[list[str], bool]:
-        registry = self.store.registry()
-        info = registry.labels.get(self.label) if registry else None
-        if info is not None and info.values:
-            return [str(v) for v in info.values], False
-        learned = [str(v["value"]) for v in self.store.learned_values(self.label)]
-        seen = {str(d.labels[self.label]) for d in self.store.decisions() if self.label in d.labels}
-        return sorted(set(learned) | seen), True
+        from activelabel.quality.review import label_choices
+
+        return label_choices(self.store, self.label)
 
     def next_item(self) -> Any:
         exclude = {g.record_id for g in self.store.ground_truth(self.label)} | self.store.holdout_ids(self.label) | self.skipped

@@ -329,12 +329,13 @@ class DecisionStore:
     def _note_value(self, label: str, value: Any, *, who: str | None, how: str | None, ts: float) -> None:
         registry = self.registry()
         info = registry.labels.get(label) if registry else None
-        if info is not None and info.values:
-            return  # a closed set: its values are the policy's, nothing to learn
+        if info is not None and info.values and (not info.open or value in info.values):
+            return  # a value the policy lists: nothing to learn
         self._exec("INSERT OR IGNORE INTO label_values VALUES (?, ?, ?, ?, ?)", (label, _dumps(value), who, ts, how))
 
     def learned_values(self, label: str) -> list[dict[str, Any]]:
-        """Values of an open label (``type: string``) that people gave, each with who and when it first came."""
+        """Values of an open label (``type: string``, or an enum with ``open: true``: only values it does not
+        list) that people gave, each with who and when it first came."""
         rows = self._exec("SELECT value, who, ts, how FROM label_values WHERE label = ? ORDER BY ts, rowid",
                           (label,)).fetchall()
         return [{"value": orjson.loads(r[0]), "who": r[1], "ts": r[2], "how": r[3]} for r in rows]
@@ -387,7 +388,19 @@ class DecisionStore:
             raise FeedbackError(f"unknown id {record_id!r}: no recorded decision has it")
         registry = self.registry()
         if registry is not None:
-            return registry.check(label, value)
+            value = registry.check(label, value)
+            info = registry.labels[label]
+            if info.max_cardinality is not None and info.learns_values:
+                # The policy's cardinality guard, at the door: a new value past the limit is refused
+                # here instead of being learned and then folded into the overflow value at labeling.
+                known = {_dumps(v) for v in info.values or ()} | {
+                    r[0] for r in self._exec("SELECT value FROM label_values WHERE label = ?", (label,)).fetchall()}
+                if _dumps(value) not in known and len(known) >= info.max_cardinality:
+                    raise FeedbackError(
+                        f"label {label!r} already has {len(known)} values, its max_cardinality; a new value "
+                        f"{value!r} would be folded into the overflow value: use an existing value, or raise "
+                        "max_cardinality in the policy and import again")
+            return value
         if label not in self.known_labels():
             raise FeedbackError(f"unknown label {label!r}; known: {', '.join(sorted(self.known_labels())) or 'none'}")
         return value
