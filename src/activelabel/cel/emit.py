@@ -192,8 +192,8 @@ class PythonEmitter:
             items = [self._const_code(x) for x in v]
             return _Code("[" + ", ".join(i.src for i in items) + "]", "list", const=v)
         elif c is dict:
-            items = [(self._const_code(k).src, self._const_code(x).src) for k, x in v.items()]
-            return _Code("{" + ", ".join(f"{k}: {x}" for k, x in items) + "}", "map", const=v)
+            pairs = [(self._const_code(k).src, self._const_code(x).src) for k, x in v.items()]
+            return _Code("{" + ", ".join(f"{k}: {x}" for k, x in pairs) + "}", "map", const=v)
         else:  # UInt, non-finite floats, types, timestamps, durations: immutable, install once
             src = self._install(v, f"k{len(self._installed)}")
         return _Code(src, kind, simple=True, const=v)

@@ -71,6 +71,15 @@ def resolve(mode: str, cands: list[Candidate]) -> tuple[Any, Any]:
     return first[winner].value, (first[winner].source_idx, share)
 
 
+def is_absent_error(message: str) -> bool:
+    """Whether a CEL error message says an absent field or unset label was read.
+
+    The evaluator's own words for reading a key a map does not have, or a field of
+    something that is not a map (the fast path reads both as an absent field).
+    """
+    return message.startswith("no such key") or "does not support field selection" in message
+
+
 def decide_label(plan: Plan, lp: LabelPlan, bindings: dict[str, Any], *, every_rule: bool,
                  predictions: tuple[dict[str, list[Any]], int] | None = None) -> LabelOutcome:
     """Decide one label exactly. ``every_rule`` evaluates all rules (explain, conflicts).
