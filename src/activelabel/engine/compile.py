@@ -22,7 +22,15 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from activelabel.cel.emit import MISSING
-from activelabel.engine.exact import Candidate, LabelOutcome, decide_label, decide_rule, features, is_absent_error
+from activelabel.engine.exact import (
+    Candidate,
+    LabelOutcome,
+    decide_label,
+    decide_rule,
+    failure,
+    features,
+    is_absent_error,
+)
 from activelabel.engine.generate import Counters, generate
 from activelabel.engine.index import index_plan
 from activelabel.engine.plan import LabelPlan, Plan, RulePlan, compile_plan
@@ -140,7 +148,7 @@ class CompiledPolicy:
             try:
                 return ep.key_prog.evaluate(bindings)
             except Exception as exc:  # noqa: BLE001 - a key CEL cannot compute is a miss, counted as the key's error
-                self._count_error(ep.source_idx, str(exc))
+                self._count_error(ep.source_idx, failure(str(exc), ep.key_prog, bindings))
                 return None
         lp = plan.labels[index]
         preds = self.batch_preds

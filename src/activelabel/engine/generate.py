@@ -303,7 +303,9 @@ def _label_block(w: _Writer, ns: dict[str, Any], lp: LabelPlan, table: SourceTab
         w(f"{pad}else:")
         w(f"{pad}    if (_x.__class__ is int or _x.__class__ is float) and _x == _x:")
         w(f"{pad}        _v = _BN_{li}[_bisect(_BB_{li}, _x)]; _w = {lp.from_idx}")
-        w(f"{pad}    else:  # null, a string, NaN...: an error of `from`, counted like a rule error")
+        w(f"{pad}    elif _x is None:  # a field that is there but null: no value, counted as absent")
+        w(f"{pad}        {_count_absent(lp.from_idx)}; _v = {default_v}; _w = {default_w}")
+        w(f"{pad}    else:  # a string, NaN...: an error of `from`, counted like a rule error")
         w(f"{pad}        _errors[{lp.from_idx}] += 1; _v = {default_v}; _w = {default_w}")
         return
     check = None
