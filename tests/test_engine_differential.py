@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from activelabel import Labeler, load_policy
 from activelabel.cel.emit import MISSING
 from activelabel.errors import PolicyError
+from activelabel.policy import load_policy_text
 
 POLICY = """
 apiVersion: activelabel/v1
@@ -278,3 +279,51 @@ def test_every_feature_fast_path_equals_exact_path(tmp_path_factory):
         assert {k: v for k, v in stats.rule_absent.items() if v} == absent, text
 
     check()
+
+
+_PREFIXES = ["/api/", "/api/v1/", "/api/v1/users", "/", "", "/static", "/api/v2/"]
+
+
+@st.composite
+def _route_policies(draw) -> str:
+    rules = []
+    for ri in range(draw(st.integers(3, 9))):
+        prefix = draw(st.sampled_from(_PREFIXES))
+        when = f'event.path.startsWith("{prefix}")'
+        if draw(st.booleans()):
+            method = f'event.method == "{draw(st.sampled_from(["GET", "POST"]))}"'
+            when = f"{when} && {method}" if draw(st.booleans()) else f"{method} && {when}"
+        rules.append({"id": f"r{ri}", "label": "owner", "value": draw(st.sampled_from(["t0", "t1", "t2"])), "when": when})
+    doc = {"apiVersion": "activelabel/v1", "kind": "Policy", "metadata": {"name": "routes"},
+           "labels": {"owner": {"type": "enum", "values": ["t0", "t1", "t2"]}}, "rules": rules}
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+_ROUTE_EVENTS = st.fixed_dictionaries({}, optional={
+    "path": st.one_of(st.sampled_from(["/api/v1/users/7", "/api/v2/x", "/", "", "/static/a.css", "/apix"]),
+                      st.none(), st.integers(0, 2)),
+    "method": st.one_of(st.sampled_from(["GET", "POST", "PUT"]), st.none(), st.booleans()),
+})
+
+
+def test_prefix_routes_fold_into_one_table_and_stay_exact():
+    """Runs of `path.startsWith(..)` rules, refined by a method, give the exact labels and counts on any event."""
+
+    @settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(_route_policies(), st.lists(_ROUTE_EVENTS, min_size=1, max_size=10))
+    def check(text, events):
+        policy = load_policy_text(text)
+        labeler = Labeler(policy)
+        for event in events:
+            assert labeler.label(event).labels == labeler.label_exact(event), (text, event)
+        errors, absent = _expected_counts(Labeler(policy), events)
+        stats = labeler.stats()
+        assert {k: v for k, v in stats.rule_errors.items() if v} == errors, text
+        assert {k: v for k, v in stats.rule_absent.items() if v} == absent, text
+
+    check()
+    three = yaml.safe_dump({"apiVersion": "activelabel/v1", "kind": "Policy", "metadata": {"name": "r"},
+                            "labels": {"owner": {"type": "enum", "values": ["a"]}},
+                            "rules": [{"id": f"r{i}", "label": "owner", "value": "a",
+                                       "when": f'event.path.startsWith("/{i}")'} for i in range(3)]})
+    assert "prefix table" in Labeler(load_policy_text(three)).generated_source

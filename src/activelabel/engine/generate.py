@@ -28,7 +28,7 @@ from typing import Any
 from activelabel.cel import Program, references
 from activelabel.cel import ast as cast
 from activelabel.cel.emit import MISSING, PythonEmitter
-from activelabel.engine.index import Dispatch, NotBool, Step
+from activelabel.engine.index import Dispatch, NotBool, Step, field_key
 from activelabel.engine.plan import LabelPlan, Plan, RulePlan
 from activelabel.policy import label_types
 
@@ -220,8 +220,8 @@ def generate(plan: Plan, steps: list[list[Step]], *, every_rule: bool, slow: Slo
     bindings = "{" + ", ".join(bind_names) + "}"
 
     for lp in plan.labels:
-        _label_block(w, ns, lp, plan.source_table, steps[lp.index], emit, emit_cond, emit_value, bindings, every_rule, runs,
-                     missing_test)
+        _label_block(w, ns, lp, plan.source_table, steps[lp.index], emit, em, bound, emit_cond, emit_value, bindings,
+                     every_rule, runs, missing_test)
         name = lp.spec.name
         if lp.guard is not None:
             ns[f"_guard_{lp.index}"] = lp.guard.admit
@@ -275,7 +275,7 @@ def _after_cond(cond: Cond, idx: int) -> list[str]:
 
 
 def _label_block(w: _Writer, ns: dict[str, Any], lp: LabelPlan, table: SourceTable, steps: list[Step], emit: Emit,
-                 emit_cond: EmitCond, emit_value: EmitValue, bindings: str, every_rule: bool,
+                 em: PythonEmitter, bound: dict[tuple[str, ...], str], emit_cond: EmitCond, emit_value: EmitValue, bindings: str, every_rule: bool,
                  runs: Runs, missing_test: MissingTest) -> None:
     spec = lp.spec
     li = lp.index
@@ -314,7 +314,7 @@ def _label_block(w: _Writer, ns: dict[str, Any], lp: LabelPlan, table: SourceTab
         check = label_types.generated_check(spec.type, f"_ENUM_{li}")
     collect = every_rule or spec.resolve != "first_match"
     if not collect:
-        _first_match_chain(w, ns, lp, steps, emit, emit_cond, emit_value, bindings, check, default_v, default_w, runs,
+        _first_match_chain(w, ns, lp, steps, emit, em, bound, emit_cond, emit_value, bindings, check, default_v, default_w, runs,
                            missing_test)
         return
     _collect(w, ns, lp, table, emit_cond, emit_value, bindings, check, default_v, default_w, runs, missing_test)
@@ -409,8 +409,14 @@ def _where(rp: RulePlan) -> str:
     return f"rule {rp.spec.id} ({loc.file}:{loc.line})" if loc.file else f"rule {rp.spec.id} (line {loc.line})"
 
 
+def _path_of(node: cast.Expr) -> tuple[str, ...]:
+    """The field path a folded run's field node reads (root without a leading dot)."""
+    key = field_key(node)
+    return (key[0].lstrip("."), *key[1:])
+
+
 def _first_match_chain(w: _Writer, ns: dict[str, Any], lp: LabelPlan, steps: list[Step], emit: Emit,
-                       emit_cond: EmitCond, emit_value: EmitValue, bindings: str, check: str | None,
+                       em: PythonEmitter, bound: dict[tuple[str, ...], str], emit_cond: EmitCond, emit_value: EmitValue, bindings: str, check: str | None,
                        default_v: str, default_w: str, runs: Runs, missing_test: MissingTest) -> None:
     """First match as a loop body of `if ...: break` steps, each in its own `try`.
 
@@ -421,8 +427,52 @@ def _first_match_chain(w: _Writer, ns: dict[str, Any], lp: LabelPlan, steps: lis
     ``steps`` come from the indexing pass (engine/index.py).
     """
     w("while True:")
+
+    def single(rp: RulePlan, pad: str) -> None:
+        w(f"{pad}# {_where(rp)}")
+        runs.append((lp, [rp], False))
+        run_id = len(runs) - 1
+        w(f"{pad}try:")
+        if rp.value_prog is None:
+            body = [f"_v = {_const(ns, rp.value)}; _w = {rp.source_idx}; break"]
+        else:
+            body = _value_lines(ns, rp, emit_value, check, missing_test, [f"_v = _x; _w = {rp.source_idx}; break"])
+        if rp.when is None:
+            for line in body:
+                w(f"{pad}    " + line)
+        else:
+            cond = emit_cond(rp.when)
+            for line in _if_cond(cond, rp.source_idx):
+                w(f"{pad}    " + line)
+            for line in body:
+                w(f"{pad}        " + line)
+            for line in _after_cond(cond, rp.source_idx):
+                w(f"{pad}    " + line)
+        w(f"{pad}except Exception:")
+        w(f"{pad}    if (_t := _exact_rules({run_id}, {bindings})) is not None:")
+        w(f"{pad}        _v, _w = _t; break")
+
     closed = False
     for step in steps:
+        if isinstance(step, Dispatch) and step.kind == "px":
+            # Prefix table when the fields are strings (then no rule of the run can error);
+            # otherwise the rules one by one, each deciding absent fields and errors as usual.
+            loaded = {**em.hoisted_paths(), **bound}
+            fields = [loaded.get(_path_of(f), "") for f in step.fields]
+            if not all(fields):  # not a loaded local (`labels.a.b`): no table
+                for rp in step.rules:
+                    single(rp, "    ")
+                continue
+            k = len(ns)
+            ns[f"_PX{k}"] = step.matcher
+            w(f"    # {len(step.rules)} rules as one prefix table: " + ", ".join(_where(rp) for rp in step.rules))
+            w(f"    if {' and '.join(f'{f}.__class__ is str' for f in fields)}:")
+            w(f"        if (_t := _PX{k}({', '.join(fields)})) is not None:")
+            w("            _v, _w = _t; break")
+            w("    else:")
+            for rp in step.rules:
+                single(rp, "        ")
+            continue
         if isinstance(step, Dispatch):
             rules, bulk = step.rules, step.bulk
             test = _dispatch_test(step, emit, ns)
@@ -444,30 +494,8 @@ def _first_match_chain(w: _Writer, ns: dict[str, Any], lp: LabelPlan, steps: lis
             w(f"        if (_t := _exact_rules({run_id}, {bindings})) is not None:")
             w("            _v, _w = _t; break")
             continue
-        rp = step
-        w(f"    # {_where(rp)}")
-        runs.append((lp, [rp], False))
-        run_id = len(runs) - 1
-        w("    try:")
-        if rp.value_prog is None:
-            body = [f"_v = {_const(ns, rp.value)}; _w = {rp.source_idx}; break"]
-        else:
-            body = _value_lines(ns, rp, emit_value, check, missing_test, [f"_v = _x; _w = {rp.source_idx}; break"])
-        if rp.when is None:
-            for line in body:
-                w("        " + line)
-        else:
-            cond = emit_cond(rp.when)
-            for line in _if_cond(cond, rp.source_idx):
-                w("        " + line)
-            for line in body:
-                w("            " + line)
-            for line in _after_cond(cond, rp.source_idx):
-                w("        " + line)
-        w("    except Exception:")
-        w(f"        if (_t := _exact_rules({run_id}, {bindings})) is not None:")
-        w("            _v, _w = _t; break")
-        if rp.when is None and rp.value_prog is None:
+        single(step, "    ")
+        if step.when is None and step.value_prog is None:
             closed = True  # an unconditional constant: later rules can never win
             break
     if not closed:
