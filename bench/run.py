@@ -16,6 +16,10 @@ Sections (all by default):
 - e2e       `activelabel label` on a JSONL file vs bench/handwritten_e2e.py,
             records/s, MB/s, peak memory; peak memory on a 10× bigger file.
 - ceilings  what parsing, serialising and building a Polars frame cost per event.
+- zoo       the policy zoo (bench/zoo/): eight realistic policies with enrichers,
+            guards, buckets, vote / max_confidence, models and messy events;
+            per policy and worst case, the paired ratios of label(),
+            label_batch() and the CLI vs hand-written Python (issue 9).
 
 Results print as tables and are written to bench/results/<date>-<name>.json.
 """
@@ -47,7 +51,7 @@ from bench.events import generate_events, write_jsonl
 from bench.policies import policy_spec, write_policy
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SECTIONS = ("peers", "batch", "scaling", "e2e", "ceilings")
+SECTIONS = ("peers", "batch", "scaling", "e2e", "ceilings", "zoo")
 BATCH_SIZE = 4096
 
 
@@ -382,6 +386,9 @@ def targets(res: dict) -> list[dict]:
     g = res.get("scaling", {}).get("growth_1000_over_40", {}).get("activelabel label()")
     rows.append({"target": "1,000 rules ≤ 5× the per-event cost of 40 (label())", "want": 5, "got": g,
                  "lower_is_better": True})
+    for w in res.get("zoo", {}).get("worst", {}).values():
+        rows.append({"target": f"zoo worst case: {w['target']}" + (f" ({w['policy']})" if w["policy"] else ""),
+                     "want": w["want"], "got": w["got"], "lower_is_better": w["lower"]})
     for r in rows:
         got, want = r["got"], r["want"]
         r["met"] = None if got is None else (got <= want if r.get("lower_is_better") else got >= want)
@@ -441,6 +448,10 @@ def main(argv: list[str] | None = None) -> int:
                 results["e2e"] = section_e2e(cfg, console, policies, workdir)
             elif section == "ceilings":
                 results["ceilings"] = section_ceilings(cfg, console, events)
+            elif section == "zoo":
+                from bench.zoo import bench as zoo_bench
+
+                results["zoo"] = zoo_bench.section(args.quick, console)
             results.setdefault("section_seconds", {})[section] = round(time.perf_counter() - t0, 1)
     results["targets"] = targets(results)
     console.rule("targets")

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import orjson
 
-from activelabel.governance.pii_audit import make_canaries, make_card, make_iban
 from activelabel.governance.pii import iban_ok, luhn_ok
+from activelabel.governance.pii_audit import make_canaries, make_card, make_iban
 
 REPO = Path(__file__).resolve().parents[1]
 EDGE = REPO / "examples" / "edge"

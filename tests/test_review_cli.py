@@ -106,7 +106,28 @@ def test_review_import_refuses_a_choice_list_with_two_values_naming_the_task(tmp
     export.write_bytes(orjson.dumps([{"id": 9, "data": {"activelabel_id": "e01"}, "annotations": [
         {"result": [{"from_name": "category", "type": "choices", "value": {"choices": ["none", "KERNDTLB"]}}]}]}]))
     res = runner.invoke(app, ["review", "import", str(export), "--store", str(db)])
-    assert res.exit_code == 1 and "task 9: a choices result must hold exactly one choice" in res.stderr
+    assert res.exit_code == 1 and "task 9: a choices result must hold exactly one choice" in " ".join(res.stderr.split())
+
+
+def test_review_import_refuses_foreign_and_multi_choice_tasks_one_by_one_and_imports_the_rest(tmp_path):
+    """One foreign task and one two-choice task are refused by name; the good task is still imported (exit 0)."""
+    db = _store(tmp_path)
+    good = {"id": 1, "data": {"activelabel_id": "e01", "text": "x"}, "annotations": [
+        {"completed_by": 3, "result": [{"from_name": "category", "to_name": "text", "type": "choices",
+                                        "value": {"choices": ["none"]}}]}]}
+    foreign = {"id": 2, "data": {"text": "a task made in Label Studio"}, "annotations": [
+        {"result": [{"from_name": "category", "to_name": "text", "type": "choices", "value": {"choices": ["none"]}}]}]}
+    multi = {"id": 3, "data": {"activelabel_id": "e02"}, "annotations": [
+        {"result": [{"from_name": "category", "type": "choices", "value": {"choices": ["none", "KERNDTLB"]}}]}]}
+    export = tmp_path / "export.json"
+    export.write_bytes(orjson.dumps([foreign, good, multi]))
+    res = runner.invoke(app, ["review", "import", str(export), "--store", str(db)])
+    assert res.exit_code == 0, res.output
+    stderr = " ".join(res.stderr.split())
+    assert "task 2: data has no 'activelabel_id'" in stderr and "task 3: a choices result must hold exactly one" in stderr
+    with DecisionStore(db) as store:
+        assert [(t.record_id, t.value) for t in store.ground_truth("category")] == [("e01", "none")]
+        assert len(store.rejections()) == 2
 
 
 def test_select_for_review_is_reproducible_for_a_seed(tmp_path):

@@ -205,34 +205,45 @@ def test_label_endpoint_only_takes_post(client):
 
 
 def test_requests_beyond_max_in_flight_get_503_with_retry_after():
-    """When max_in_flight requests are being handled, the next one is shed with 503 and Retry-After; health still answers."""
+    """When max_in_flight requests are being handled, the next one is shed with 503 and Retry-After; health still answers; a body still arriving does not count."""
     import socket
+    import threading
     from urllib.parse import urlsplit
 
-    with serve_in_thread(build_app(config=ServiceConfig(max_in_flight=1))) as url:
+    from activelabel.service.config import OtlpConfig
+
+    # The request held in flight is an OTLP export waiting on its next hop, a socket
+    # that accepts and never answers (a stalled collector).
+    stalled = socket.socket()
+    stalled.bind(("127.0.0.1", 0))
+    stalled.listen(8)
+    hop = f"http://127.0.0.1:{stalled.getsockname()[1]}"
+    config = ServiceConfig(max_in_flight=1, otlp=OtlpConfig(forward_endpoint=hop, forward_timeout_s=30))
+    spans = orjson.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "5b8efff798038103d269b633813fc60c",
+                                                                        "spanId": "eee19b7ec3c1b174", "name": "x"}]}]}]})
+    with serve_in_thread(build_app(config=config)) as url:
         host, port = urlsplit(url).hostname, urlsplit(url).port
-        body = b'{"path": "/pay", "status": 500}'
-        with socket.create_connection((host, port)) as slow:
-            slow.settimeout(10)
-            # A request whose body has not fully arrived stays in flight.
-            slow.sendall(
-                b"POST /v1/label HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
-                b"authorization: Bearer label-token\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body[:8]
-            )
-            with httpx.Client(base_url=url) as client:
-                for _ in range(100):  # until the server has taken the slow request in
-                    shed = client.post("/v1/label", json={"path": "/"}, headers=auth("label-token"))
-                    if shed.status_code == 503:
-                        break
+        with socket.create_connection((host, port)) as trickling, httpx.Client(base_url=url, timeout=10) as client:
+            # Headers and 8 bytes of a body: not in flight until the body is complete.
+            trickling.sendall(b"POST /v1/label HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                              b"authorization: Bearer label-token\r\ncontent-length: 31\r\n\r\n{\"path\":")
+            assert client.post("/v1/label", json={"path": "/"}, headers=auth("label-token")).status_code == 200
+            held: dict[str, int] = {}
+            forwarder = threading.Thread(target=lambda: held.update(status=client.post(
+                "/v1/traces", content=spans, headers={**auth("label-token"), "content-type": "application/json"}).status_code))
+            forwarder.start()
+            next_hop, _ = stalled.accept()  # the export is now in flight, waiting on us
+            with httpx.Client(base_url=url, timeout=10) as other:
+                shed = other.post("/v1/label", json={"path": "/"}, headers=auth("label-token"))
                 assert shed.status_code == 503
                 assert shed.headers["retry-after"] == "1"
                 assert shed.json()["error"]["code"] == "overloaded"
-                assert client.get("/healthz").status_code == 200
-            slow.sendall(body[8:])
-            answer = slow.recv(65536)
-        assert answer.startswith(b"HTTP/1.1 200")
-        with httpx.Client(base_url=url) as client:
-            assert client.post("/v1/label", json={"path": "/"}, headers=auth("label-token")).status_code == 200
+                assert other.get("/healthz").status_code == 200
+                next_hop.close()  # the next hop fails: the export is answered and leaves
+                forwarder.join(30)
+                assert held["status"] == 502
+                assert other.post("/v1/label", json={"path": "/"}, headers=auth("label-token")).status_code == 200
+    stalled.close()
 
 
 def test_unknown_paths_and_methods_get_json_errors(client):

@@ -152,10 +152,11 @@ def test_service_does_not_start_on_a_bad_policy():
     assert len(info.value.issues) == 3
 
 
-def test_file_watch_follows_included_files_in_other_directories(tmp_path):
-    """With watch_policy on, editing a file the policy includes from another directory reloads the policy."""
+def test_file_watch_follows_included_files_in_other_directories(tmp_path, monkeypatch):
+    """With watch_policy on, editing a file the policy includes from another (allowed) directory reloads the policy."""
     shared = tmp_path / "shared"
     shared.mkdir()
+    monkeypatch.setenv("ACTIVELABEL_ALLOW_PATHS", str(shared))  # what `activelabel --allow-path DIR serve` sets
     (shared / "rules.yaml").write_text(
         "rules:\n  - {id: slow, label: speed, value: slow, when: 'event.ms > 100'}\n"
     )

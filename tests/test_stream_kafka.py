@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, TIMESTAMP_CREATE_TIME, Consumer, Producer, TopicPartition
+from confluent_kafka import TIMESTAMP_CREATE_TIME, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from activelabel import Labeler
@@ -76,45 +76,67 @@ def _free_port() -> int:
 def _broker_ready(bootstrap: str) -> bool:
     try:
         AdminClient({"bootstrap.servers": bootstrap, "log_level": 0}).list_topics(timeout=1)
-    except Exception:
+    except Exception:  # noqa: BLE001 - any failure to answer means "not ready yet"
         return False
     return True
+
+
+def start_broker(port: int, log_path: Path, *, schemas: Path | None = None) -> subprocess.Popen[bytes] | None:
+    """Start a Tansu broker with in-memory storage on ``port``; None if it did not come up.
+
+    With ``schemas``, a folder of ``<topic>.json`` JSON schemas, the broker refuses
+    (``INVALID_RECORD``) every message to such a topic that does not conform.
+    """
+    url = f"tcp://127.0.0.1:{port}"
+    extra = ["--schema-registry", "file://./" + schemas.name] if schemas is not None else []
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(
+            [_tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+             "--storage-engine", "memory://tansu/", *extra],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            cwd=schemas.parent if schemas is not None else None,  # Tansu resolves file:// URLs from its working directory
+        )
+    bootstrap = f"127.0.0.1:{port}"
+    deadline = time.monotonic() + 15
+    while proc.poll() is None and time.monotonic() < deadline and not _broker_ready(bootstrap):
+        time.sleep(0.1)
+    if proc.poll() is None and _broker_ready(bootstrap):
+        return proc
+    stop_broker(proc)
+    return None
+
+
+def stop_broker(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        # It keeps serving open client connections for a while; its storage is memory only.
+        proc.wait(1)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
 
 
 @pytest.fixture(scope="session")
 def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A Tansu broker with in-memory storage on a free loopback port; yields its bootstrap address."""
-    binary = _tansu_binary()
     log_path = tmp_path_factory.mktemp("tansu") / "broker.log"
     for _attempt in range(3):  # the free port may be taken between probe and bind
         port = _free_port()
-        url = f"tcp://127.0.0.1:{port}"
-        with log_path.open("ab") as log:
-            proc = subprocess.Popen(
-                [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
-                 "--storage-engine", "memory://tansu/"],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            )
-        bootstrap = f"127.0.0.1:{port}"
-        deadline = time.monotonic() + 15
-        while proc.poll() is None and time.monotonic() < deadline and not _broker_ready(bootstrap):
-            time.sleep(0.1)
-        if proc.poll() is None and _broker_ready(bootstrap):
+        proc = start_broker(port, log_path)
+        if proc is not None:
             break
-        proc.kill()
-        proc.wait(10)
     else:
-        pytest.fail(f"the Tansu broker {binary} did not start; its log:\n{log_path.read_text()[-3000:]}")
+        pytest.fail(f"the Tansu broker {_tansu_binary()} did not start; its log:\n{log_path.read_text()[-3000:]}")
     try:
-        yield bootstrap
+        yield f"127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        try:
-            # It keeps serving open client connections for a while; its storage is memory only.
-            proc.wait(1)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        stop_broker(proc)
+
+
+def create_topics(bootstrap: str, names: tuple[str, ...], partitions: int = 1) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for future in admin.create_topics([NewTopic(t, num_partitions=partitions, replication_factor=1) for t in names]).values():
+        future.result(timeout=WAIT_S)
 
 
 _names = itertools.count()
@@ -127,9 +149,7 @@ def topics(kafka: str) -> Callable[..., tuple[str, str, str]]:
     def create(partitions: int = 1) -> tuple[str, str, str]:
         n = next(_names)
         names = (f"in-{os.getpid()}-{n}", f"out-{os.getpid()}-{n}", f"dlq-{os.getpid()}-{n}")
-        admin = AdminClient({"bootstrap.servers": kafka})
-        for future in admin.create_topics([NewTopic(t, num_partitions=partitions, replication_factor=1) for t in names]).values():
-            future.result(timeout=WAIT_S)
+        create_topics(kafka, names, partitions)
         return names
 
     return create
@@ -144,31 +164,30 @@ def produce(bootstrap: str, topic: str, messages: list[dict[str, Any]]) -> None:
     assert left == 0, f"{left} test messages were not acknowledged by the broker"
 
 
-MARK = b"__end_of_test_read__"
+MARK = b'{"__end_of_test_read__": true}'  # a JSON object, so brokers validating a topic's schema take it
 
 
 class TopicReader:
-    """Reads a topic from the beginning of every partition, without joining a group.
-
-    (Tansu's high watermarks lag behind multi-record batches, so the tests never
-    rely on them: completeness comes from an end marker, see ``read_topic``.)
-    """
+    """Reads a topic from offset 0 of every partition, without joining a group."""
 
     def __init__(self, bootstrap: str, topic: str) -> None:
         self._consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "activelabel-test-reader", "enable.auto.commit": False})
         self.partitions = sorted(self._consumer.list_topics(topic, timeout=WAIT_S).topics[topic].partitions)
-        self._consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in self.partitions])
+        assert self.partitions, f"topic {topic} does not exist"
+        self._consumer.assign([TopicPartition(topic, p, 0) for p in self.partitions])
         self.messages: list[Any] = []
-        self.marked: set[int] = set()
+        self.by_offset: dict[tuple[int, int], Any] = {}
 
     def drain(self, timeout_s: float = 0.2) -> int:
-        """Take what has arrived (waiting at most ``timeout_s`` for the first); return the total so far."""
+        """Take what has arrived (waiting at most ``timeout_s`` for the first); return the messages so far (markers excluded)."""
         for m in self._consumer.consume(1000, timeout_s):
             if m.error() is not None:
                 continue
-            if m.value() == MARK:
-                self.marked.add(m.partition())
-            else:
+            key = (m.partition(), m.offset())
+            if key in self.by_offset:
+                continue  # the same offset fetched twice is one message, not a duplicate
+            self.by_offset[key] = m
+            if m.value() != MARK:
                 self.messages.append(m)
         return len(self.messages)
 
@@ -176,16 +195,46 @@ class TopicReader:
         self._consumer.close()
 
 
+def end_offsets(bootstrap: str, topic: str, partitions: list[int]) -> dict[int, int]:
+    """Each partition's end offset, exactly: the offset the broker assigns to an end marker produced to it.
+
+    Tansu 0.6 reports high watermarks that lag behind multi-record batches
+    (``get_watermark_offsets(cached=False)`` said 9,439 of a partition holding
+    10,000 messages), so the broker's own answer to "where does this partition
+    end?" is taken from a produce acknowledgement instead, which carries the
+    offset the message was stored at.
+    """
+    ends: dict[int, int] = {}
+
+    def delivered(err: Any, msg: Any) -> None:
+        assert err is None, f"end marker to {topic}[{msg.partition()}] not delivered: {err}"
+        ends[msg.partition()] = msg.offset()
+
+    producer = Producer({"bootstrap.servers": bootstrap})
+    for p in partitions:
+        producer.produce(topic, value=MARK, partition=p, on_delivery=delivered)
+    assert producer.flush(WAIT_S) == 0, f"end markers to {topic} were not acknowledged"
+    return ends
+
+
 def read_topic(bootstrap: str, topic: str) -> list[Any]:
-    """Every message now in ``topic``: an end marker is appended to each partition and read up to."""
+    """Every message now in ``topic``: each partition read from offset 0 up to its end offset, each offset once.
+
+    The end of each partition is the offset of an end marker produced now (see
+    ``end_offsets``), and the read stops when the consumer has reached that very
+    offset, not at the first marker it meets: markers of earlier reads stay in the
+    topic, and stopping at one of them silently dropped everything produced after
+    it. Offsets the broker skips (it may leave gaps) are passed over, as a
+    consumer's position does; an offset fetched twice counts once.
+    """
     reader = TopicReader(bootstrap, topic)
     try:
-        produce(bootstrap, topic, [{"value": MARK, "partition": p} for p in reader.partitions])
+        ends = end_offsets(bootstrap, topic, reader.partitions)
         deadline = time.monotonic() + WAIT_S
-        while len(reader.marked) < len(reader.partitions):
-            assert time.monotonic() < deadline, f"the end of {topic} was not reached within {WAIT_S}s ({len(reader.messages)} messages read)"
+        while any((p, end) not in reader.by_offset for p, end in ends.items()):
+            assert time.monotonic() < deadline, f"the end offsets {ends} of {topic} were not reached within {WAIT_S}s"
             reader.drain()
-        return reader.messages
+        return sorted((m for m in reader.messages if m.offset() < ends[m.partition()]), key=lambda m: (m.partition(), m.offset()))
     finally:
         reader.close()
 
@@ -273,6 +322,16 @@ def test_bad_messages_go_to_the_dlq_with_reason_origin_and_original_bytes(kafka,
     assert b"not valid JSON" in headers_of(next(m for m in dead if m.key() == b"k1"))[DLQ_REASON_HEADER]
 
 
+def test_read_topic_counts_everything_also_after_an_earlier_read(kafka, topics):
+    """The test counter reads each partition up to its current end, so messages produced after an earlier count are counted too, each once."""
+    names = topics(partitions=2)
+    produce(kafka, names[0], [{"value": orjson.dumps({"n": i}), "partition": i % 2} for i in range(300)])
+    assert len(read_topic(kafka, names[0])) == 300
+    produce(kafka, names[0], [{"value": orjson.dumps({"n": i}), "partition": i % 2} for i in range(300, 1000)])
+    seen = [orjson.loads(m.value())["n"] for m in read_topic(kafka, names[0])]
+    assert sorted(seen) == list(range(1000))  # none lost behind the first read's end markers, none twice
+
+
 def test_a_restarted_worker_resumes_after_the_committed_offsets(kafka, topics, labeler):
     """Offsets are committed after delivery, so a second run of the group labels only the new messages."""
     names = topics()
@@ -333,7 +392,7 @@ def test_two_workers_in_one_group_split_the_partitions_without_loss_or_duplicate
     def run(i: int) -> None:
         try:
             results[i] = workers[i].run()
-        except BaseException as exc:  # surfaced by the assertion below
+        except BaseException as exc:  # noqa: BLE001 - surfaced by the assertion below
             results[i] = exc
 
     threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(2)]
@@ -440,7 +499,7 @@ def test_config_refuses_a_loop_back_into_the_input_topic():
 
 def test_config_refuses_settings_that_would_break_at_least_once():
     """Turning auto commit back on through consumer_options, unknown fields and bad addresses are refused."""
-    with pytest.raises(ValueError, match="enable.auto.commit is set by the worker"):
+    with pytest.raises(ValueError, match=r"enable\.auto\.commit is set by the worker"):
         StreamConfig(bootstrap_servers="127.0.0.1:9092", input_topic="a", output_topic="b",
                      consumer_options={"enable.auto.commit": "true"})
     with pytest.raises(ValueError, match="Extra inputs are not permitted"):
@@ -463,3 +522,148 @@ def test_a_labeled_value_over_the_producer_limit_is_dead_lettered_by_its_coordin
     assert dead.key() == b"big" and not dead.value()
     assert (h[DLQ_KIND_HEADER], h[DLQ_VALUE_DROPPED_HEADER], h[DLQ_OFFSET_HEADER]) == (b"output_too_large", b"too_large", b"0")
     assert [m.key() for m in read_topic(kafka, names[1])] == [b"small"]
+
+
+# ---- outages: a topic deleted, the broker restarted -----------------------------
+
+
+class GatedLabeler:
+    """A labeler that holds the worker inside a batch at the event with ``n == gate_at`` until ``release`` is set."""
+
+    def __init__(self, labeler: Labeler, gate_at: int) -> None:
+        self._labeler = labeler
+        self._gate_at = gate_at
+        self.version = labeler.version
+        self.reached = threading.Event()
+        self.release = threading.Event()
+
+    def labels_only(self, event: dict[str, Any]) -> dict[str, Any]:
+        if event.get("n") == self._gate_at:
+            self.reached.set()
+            assert self.release.wait(WAIT_S), "the test never released the gate"
+        return self._labeler.labels_only(event)
+
+    def label(self, event: dict[str, Any]) -> Any:
+        return self._labeler.label(event)
+
+
+def run_in_thread(worker: StreamWorker) -> tuple[threading.Thread, dict[str, Any]]:
+    result: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            result["stats"] = worker.run(handle_signals=False)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test's assertions
+            result["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, result
+
+
+def committed_offset(bootstrap: str, group: str, topic: str) -> int:
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        return c.committed([TopicPartition(topic, 0)], timeout=WAIT_S)[0].offset
+    finally:
+        c.close()
+
+
+def test_an_output_topic_deleted_mid_run_stops_the_worker_without_committing_past_it(kafka, topics, labeler):
+    """Deleting the output topic while a batch is being labeled makes the worker fail naming the topic, with nothing of that batch committed; once the topic is back, every later message is labeled."""
+    names = topics()
+    produce(kafka, names[0], [{"value": orjson.dumps({"n": i, "status": 200})} for i in range(100)])
+    gated = GatedLabeler(labeler, gate_at=35)
+    cfg = config(kafka, names, batch_size=10, flush_timeout_s=2, broker_retry_s=10)
+    thread, result = run_in_thread(StreamWorker(gated, cfg))
+    try:
+        assert gated.reached.wait(WAIT_S), "the worker never reached message 35"
+        admin = AdminClient({"bootstrap.servers": kafka})
+        admin.delete_topics([names[1]])[names[1]].result(timeout=WAIT_S)
+    finally:
+        gated.release.set()
+        thread.join(WAIT_S)
+    assert isinstance(result.get("error"), SinkError), result
+    assert f"{names[1]} disappeared" in str(result["error"])
+    assert committed_offset(kafka, cfg.group_id, names[0]) == 30  # the three batches before the deletion, not the fourth
+    create_topics(kafka, (names[1],))
+    resumed = StreamWorker(labeler, config(kafka, names, batch_size=10, max_messages=70, idle_timeout_s=30)).run()
+    assert resumed["messages_in"] == 70
+    seen = [orjson.loads(m.value())["n"] for m in read_topic(kafka, names[1])]
+    assert sorted(set(seen)) == list(range(30, 100))  # nothing lost
+    # Only the uncommitted batch may be there twice (its retry reached the broker as the topic came back).
+    assert all(seen.count(n) == 1 for n in range(40, 100))
+
+
+def test_a_broker_restart_is_retried_and_the_batch_in_flight_is_not_lost(tmp_path, labeler):
+    """A broker restarted while a batch is being labeled is retried with backoff: that batch reaches the new broker, later messages are labeled, and the worker keeps running."""
+    port = _free_port()
+    bootstrap = f"127.0.0.1:{port}"
+    names = ("in-restart", "out-restart", "dlq-restart")
+    proc = start_broker(port, tmp_path / "broker.log")
+    assert proc is not None, "the Tansu broker did not start"
+    try:
+        create_topics(bootstrap, names)
+        produce(bootstrap, names[0], [{"value": orjson.dumps({"n": i, "status": 200})} for i in range(30)])
+        gated = GatedLabeler(labeler, gate_at=25)
+        worker = StreamWorker(gated, config(bootstrap, names, batch_size=10, flush_timeout_s=2, broker_retry_s=WAIT_S * 2))
+        thread, result = run_in_thread(worker)
+        try:
+            assert gated.reached.wait(WAIT_S), "the worker never reached message 25"
+            stop_broker(proc)
+            # Memory storage: the new broker starts empty, so the topics are created again, as an operator would.
+            proc = start_broker(port, tmp_path / "broker.log")
+            assert proc is not None, "the Tansu broker did not restart"
+            create_topics(bootstrap, names)
+            gated.release.set()
+            produce(bootstrap, names[0], [{"value": orjson.dumps({"n": i, "status": 200})} for i in range(100, 120)])
+            reader = TopicReader(bootstrap, names[1])
+            try:
+                wanted = set(range(20, 30)) | set(range(100, 120))
+                wait_for(lambda: (reader.drain() >= 0 and wanted <= {orjson.loads(m.value())["n"] for m in reader.messages})
+                         or "error" in result, "the batch in flight and the new messages reaching the new broker")
+            finally:
+                reader.close()
+            assert "error" not in result, result
+            assert thread.is_alive()  # still running: the restart did not end it
+        finally:
+            gated.release.set()
+            worker.stop()
+            thread.join(WAIT_S)
+        assert "stats" in result, result
+        stats = result["stats"]
+        assert stats["messages_in"] == stats["labeled"] + stats["dead_lettered"]
+    finally:
+        if proc is not None:
+            stop_broker(proc)
+
+
+def test_a_labeled_message_the_broker_refuses_goes_to_the_dlq_and_its_batch_neighbours_are_delivered(tmp_path, labeler):
+    """A broker that refuses some labeled messages (schema validation, INVALID_RECORD) gets them dead-lettered as output_refused with its reason; the rest of each batch is delivered and committed."""
+    names = ("in-refuse", "out-refuse", "dlq-refuse")
+    schemas = tmp_path / "schemas"
+    schemas.mkdir()
+    # The output topic accepts only messages labeled error=false: a real broker-side refusal.
+    (schemas / f"{names[1]}.json").write_text(orjson.dumps({"type": "object", "properties": {"value": {
+        "type": "object", "properties": {"labels": {"type": "object", "properties": {"error": {"const": False}}}}}}}).decode())
+    port = _free_port()
+    bootstrap = f"127.0.0.1:{port}"
+    proc = start_broker(port, tmp_path / "broker.log", schemas=schemas)
+    assert proc is not None, "the Tansu broker did not start"
+    try:
+        create_topics(bootstrap, names)
+        produce(bootstrap, names[0], [{"key": f"k{i}".encode(), "value": orjson.dumps({"n": i, "status": 503 if i % 5 == 0 else 200})}
+                                      for i in range(20)])
+        cfg = config(bootstrap, names, batch_size=10, max_messages=20)
+        stats = StreamWorker(labeler, cfg).run()
+        assert (stats["messages_in"], stats["labeled"], stats["dead_letter_kinds"]) == (20, 16, {"output_refused": 4})
+        assert sorted(orjson.loads(m.value())["n"] for m in read_topic(bootstrap, names[1])) == [i for i in range(20) if i % 5]
+        dead = read_topic(bootstrap, names[2])
+        assert sorted(int(m.key()[1:]) for m in dead) == [0, 5, 10, 15]
+        for m in dead:
+            h = headers_of(m)
+            assert h[DLQ_KIND_HEADER] == b"output_refused" and b"validate" in h[DLQ_REASON_HEADER]
+            assert m.value() == orjson.dumps({"n": int(m.key()[1:]), "status": 503})  # the original bytes
+        assert committed_offset(bootstrap, cfg.group_id, names[0]) == 20
+    finally:
+        stop_broker(proc)

@@ -23,7 +23,8 @@
     ├── MissingExtraError       a feature needs an optional extra that is not installed (also an ImportError)
     ├── SLOSpecError            an SLO spec for `ops rules` is unreadable or invalid
     ├── AuditError              the audit log cannot be written, read or verified
-    └── RolloutError            a rollout spec was refused, or a rollout cannot start or resume
+    ├── RolloutError            a rollout spec was refused, or a rollout cannot start or resume
+    └── LoopError               the active loop cannot start or go on (its policy, data or answers)
 
 Third-party errors are translated at the boundary: ``raise X(...) from exc``
 (pydantic's ``ValidationError`` becomes a ``ConfigError`` through
@@ -247,6 +248,7 @@ __all__ = [
     "EnricherError",
     "FeedbackError",
     "InputError",
+    "LoopError",
     "MissingExtraError",
     "ModelError",
     "NotReadyError",
@@ -288,3 +290,8 @@ class AuditError(ActiveLabelError):
 
 class RolloutError(ActiveLabelError):
     """A rollout spec was refused, or a rollout cannot start or resume (every problem in the message)."""
+
+
+class LoopError(ActiveLabelError):
+    """The active loop cannot start or go on: its policy lacks the label or already has a model for it,
+    or its data or answers cannot be read."""

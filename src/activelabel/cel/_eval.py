@@ -13,6 +13,7 @@ import operator
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
+from activelabel.cel import _budget
 from activelabel.cel import _functions as F
 from activelabel.cel._ast import (
     Ast,
@@ -35,7 +36,7 @@ from activelabel.cel._runtime import MISSING
 from activelabel.cel._values import TYPE_NAMES, UInt, cel_compare, cel_equal, map_get, no_overload, type_name
 from activelabel.errors import CELEvalError, CELSyntaxError
 
-Fn = Callable[[dict], Any]
+Fn = Callable[[dict[Any, Any]], Any]
 
 _COMPARE = {"_<_", "_<=_", "_>_", "_>=_"}
 _PY_COMPARE = {"_<_": operator.lt, "_<=_": operator.le, "_>_": operator.gt, "_>=_": operator.ge}
@@ -47,7 +48,7 @@ def _const(v: Any) -> Fn:
 
 
 def _raiser(message: str) -> Fn:
-    def f(act: dict) -> Any:
+    def f(act: dict[Any, Any]) -> Any:
         raise CELEvalError(message)
 
     return f
@@ -85,7 +86,7 @@ class _Compiler:
         name = node.name.lstrip(".")
         type_value = TYPE_NAMES.get(name)
 
-        def ident(act: dict) -> Any:
+        def ident(act: dict[Any, Any]) -> Any:
             try:
                 v = act[name]
             except KeyError:
@@ -120,7 +121,7 @@ class _Compiler:
             return plain
         select = F.select
 
-        def qualified(act: dict) -> Any:
+        def qualified(act: dict[Any, Any]) -> Any:
             for dotted, rest in candidates:
                 if dotted in act:
                     v = act[dotted]
@@ -140,7 +141,7 @@ class _Compiler:
         field = node.field
         select = F.select
 
-        def sel(act: dict) -> Any:
+        def sel(act: dict[Any, Any]) -> Any:
             v = operand(act)
             if v.__class__ is dict:
                 try:
@@ -172,7 +173,7 @@ class _Compiler:
         if fn == "_==_":
             a, b = args
 
-            def equal(act: dict) -> bool:
+            def equal(act: dict[Any, Any]) -> bool:
                 x = a(act)
                 y = b(act)
                 c = x.__class__
@@ -188,7 +189,7 @@ class _Compiler:
             a, b = args
             py_op = _PY_COMPARE[fn]
 
-            def compare(act: dict) -> bool:
+            def compare(act: dict[Any, Any]) -> bool:
                 x = a(act)
                 y = b(act)
                 c = x.__class__
@@ -197,22 +198,23 @@ class _Compiler:
                 return cel_compare(fn, x, y)
 
             return compare
-        impl = F.FUNCTIONS.get(fn)
-        if impl is None:
+        found = F.FUNCTIONS.get(fn)
+        if found is None:
             return self._unknown(node, f"no such function '{fn}'", args)
+        fn_impl = found
         if len(args) == 1:
             a0 = args[0]
-            return lambda act: impl(a0(act))
+            return lambda act: fn_impl(a0(act))
         if len(args) == 2:
             a0, a1 = args
-            return lambda act: impl(a0(act), a1(act))
-        return lambda act: impl(*[a(act) for a in args])
+            return lambda act: fn_impl(a0(act), a1(act))
+        return lambda act: fn_impl(*[a(act) for a in args])
 
     def _unknown(self, node: Call, message: str, args: list[Fn]) -> Fn:
         if self.strict_functions:
             raise syntax_error(message, self.text, node.offset)
 
-        def unknown(act: dict) -> Any:
+        def unknown(act: dict[Any, Any]) -> Any:
             for a in args:  # argument errors win, as in cel-go
                 a(act)
             raise CELEvalError(message)
@@ -226,8 +228,8 @@ class _Compiler:
     def create_map(self, node: CreateMap, scope: frozenset[str]) -> Fn:
         entries = [(self.compile(k, scope), self.compile(v, scope)) for k, v in node.entries]
 
-        def create_map(act: dict) -> dict:
-            out: dict = {}
+        def create_map(act: dict[Any, Any]) -> dict[Any, Any]:
+            out: dict[Any, Any] = {}
             for kf, vf in entries:
                 k = kf(act)
                 kc = k.__class__
@@ -250,12 +252,12 @@ class _Compiler:
 def _logic(fn: str, a: Fn, b: Fn) -> Fn:
     absorbing = fn == "_||_"  # the value that decides alone: false for &&, true for ||
 
-    def logic(act: dict) -> bool:
+    def logic(act: dict[Any, Any]) -> bool:
         err: CELEvalError | None = None
         try:
             left = a(act)
             if left is absorbing:
-                return absorbing
+                return absorbing  # type: ignore[no-any-return]
             if left is not (not absorbing):
                 err = no_overload(fn, left)
         except CELEvalError as e:
@@ -267,7 +269,7 @@ def _logic(fn: str, a: Fn, b: Fn) -> Fn:
                 raise err from None
             raise
         if right is absorbing:
-            return absorbing
+            return absorbing  # type: ignore[no-any-return]
         if err is not None:
             raise err
         if right is not (not absorbing):
@@ -278,7 +280,7 @@ def _logic(fn: str, a: Fn, b: Fn) -> Fn:
 
 
 def _conditional(c: Fn, t: Fn, f: Fn) -> Fn:
-    def conditional(act: dict) -> Any:
+    def conditional(act: dict[Any, Any]) -> Any:
         cond = c(act)
         if cond is True:
             return t(act)
@@ -299,11 +301,15 @@ def _macro_all_exists(kind: str, target: Fn, var: str, bodies: list[Fn]) -> Fn:
     (pred,) = bodies
     decisive = kind == "exists"  # exists stops at true, all stops at false
 
-    def quantifier(act: dict) -> bool:
+    def quantifier(act: dict[Any, Any]) -> bool:
         items = _iter_range(kind, target(act))
         inner = dict(act)
         err: CELEvalError | None = None
+        budget = _budget.iteration_budget()
         for x in items:
+            budget[0] -= 1
+            if budget[0] < 0:
+                raise _budget.iterations_exceeded()
             inner[var] = x
             try:
                 r = pred(inner)
@@ -311,7 +317,7 @@ def _macro_all_exists(kind: str, target: Fn, var: str, bodies: list[Fn]) -> Fn:
                 err = err or e
                 continue
             if r is decisive:
-                return decisive
+                return decisive  # type: ignore[no-any-return]
             if r is not (not decisive):
                 err = err or no_overload(kind, r)
         if err is not None:
@@ -324,11 +330,15 @@ def _macro_all_exists(kind: str, target: Fn, var: str, bodies: list[Fn]) -> Fn:
 def _macro_exists_one(kind: str, target: Fn, var: str, bodies: list[Fn]) -> Fn:
     (pred,) = bodies
 
-    def exists_one(act: dict) -> bool:
+    def exists_one(act: dict[Any, Any]) -> bool:
         items = _iter_range(kind, target(act))
         inner = dict(act)
         count = 0
+        budget = _budget.iteration_budget()
         for x in items:
+            budget[0] -= 1
+            if budget[0] < 0:
+                raise _budget.iterations_exceeded()
             inner[var] = x
             r = pred(inner)
             if r is True:
@@ -344,11 +354,15 @@ def _macro_map(kind: str, target: Fn, var: str, bodies: list[Fn]) -> Fn:
     transform = bodies[-1]
     keep = bodies[0] if len(bodies) == 2 else None
 
-    def map_(act: dict) -> list:
+    def map_(act: dict[Any, Any]) -> list[Any]:
         items = _iter_range(kind, target(act))
         inner = dict(act)
         out = []
+        budget = _budget.iteration_budget()
         for x in items:
+            budget[0] -= 1
+            if budget[0] < 0:
+                raise _budget.iterations_exceeded()
             inner[var] = x
             if keep is not None:
                 k = keep(inner)
@@ -365,11 +379,15 @@ def _macro_map(kind: str, target: Fn, var: str, bodies: list[Fn]) -> Fn:
 def _macro_filter(kind: str, target: Fn, var: str, bodies: list[Fn]) -> Fn:
     (pred,) = bodies
 
-    def filter_(act: dict) -> list:
+    def filter_(act: dict[Any, Any]) -> list[Any]:
         items = _iter_range(kind, target(act))
         inner = dict(act)
         out = []
+        budget = _budget.iteration_budget()
         for x in items:
+            budget[0] -= 1
+            if budget[0] < 0:
+                raise _budget.iterations_exceeded()
             inner[var] = x
             r = pred(inner)
             if r is True:
@@ -407,17 +425,22 @@ class Program:
         """The CEL value of the expression for ``bindings``; CELEvalError if evaluation fails."""
         act = bindings if bindings.__class__ is dict else dict(bindings or {})
         fn = self._fn
-        if self._dotted and not self._dotted.isdisjoint(act):  # type: ignore[arg-type]
+        if self._dotted and not self._dotted.isdisjoint(act):
             fn = self._qualified_fn or self._compile_qualified()
+        token = _budget.start_evaluation()
         try:
-            return fn(act)  # type: ignore[arg-type]
+            return fn(act)
         except CELEvalError:
             raise
         except RecursionError:
             raise CELEvalError("evaluation nests too deeply") from None
+        except MemoryError:
+            raise CELEvalError("evaluation ran out of memory") from None
         except (TypeError, ValueError, AttributeError, OverflowError, KeyError, IndexError) as exc:
             # A Python value that is not a CEL value (e.g. a set) reached an operator.
             raise CELEvalError(f"evaluation failed: {exc}") from exc
+        finally:
+            _budget.end_evaluation(token)
 
     def _compile_qualified(self) -> Fn:
         self._qualified_fn = _Compiler(self._strict, self.text, qualified=True).compile(self.ast.root, frozenset())
@@ -464,12 +487,27 @@ def check_patterns(ast: Ast) -> None:
                 raise CELSyntaxError(str(exc), expr=ast.text, line=line, column=column) from None
 
 
+def check_cost(ast: Ast) -> None:
+    """CELSyntaxError when the expression's estimated cost is over the budget (see ``_budget``)."""
+    try:
+        _budget.estimate_cost(ast.root)
+    except _budget.CostExceeded as exc:
+        raise syntax_error(
+            f"estimated evaluation cost {exc.cost:,} exceeds the limit of {_budget.COST_LIMIT:,}"
+            " (string growth or nested macros); simplify the expression",
+            ast.text, exc.node.offset,
+        ) from None
+    except RecursionError:
+        raise syntax_error("expression nests too deeply to estimate its cost", ast.text, ast.root.offset) from None
+
+
 def compile_ast(ast: Ast, names: Collection[str] | None = None) -> Program:
     """Compile a parsed expression; with ``names``, unknown identifiers and functions and
     invalid constant regular expressions are refused at compile time."""
     if names is not None:
         check_names(ast, names)
         check_patterns(ast)
+        check_cost(ast)
     compiler = _Compiler(strict_functions=names is not None, text=ast.text)
     fn = compiler.compile(ast.root, frozenset())
     return Program(ast, fn, frozenset(compiler.dotted_names), strict=names is not None)

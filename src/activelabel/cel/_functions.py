@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from activelabel.cel._budget import check_size
 from activelabel.cel._pii_ext import PII_FUNCTIONS
 from activelabel.cel._regex import matches
 from activelabel.cel._strings_ext import STRING_FUNCTIONS
@@ -63,17 +64,18 @@ def add(a: Any, b: Any) -> Any:
     if ca is cb:
         if ca is int:
             return _int(a + b, "_+_")
-        if ca is float or ca is str or ca is bytes:
+        if ca is float:
+            return a + b
+        if ca is str or ca is bytes or ca is list:
+            check_size(len(a) + len(b), "_+_")
             return a + b
         if ca is UInt:
             return _uint(a + b, "_+_")
-        if ca is list:
-            return a + b
         if ca is timedelta:
             return duration_range(a + b)
-    if ca is tuple or cb is tuple:
-        if (ca is list or ca is tuple) and (cb is list or cb is tuple):
-            return list(a) + list(b)
+    if (ca is tuple or cb is tuple) and (ca is list or ca is tuple) and (cb is list or cb is tuple):
+        check_size(len(a) + len(b), "_+_")
+        return list(a) + list(b)
     if ca is datetime and cb is timedelta:
         return ts_add(a, b)
     if ca is timedelta and cb is datetime:
@@ -165,10 +167,7 @@ def logical_not(a: Any) -> bool:
 def contains_in(elem: Any, container: Any) -> bool:
     c = container.__class__
     if c is list or c is tuple:
-        for x in container:
-            if cel_equal(elem, x):
-                return True
-        return False
+        return any(cel_equal(elem, x) for x in container)
     if c is dict:
         return map_get(container, elem)[0]
     if isinstance(container, dict):
@@ -243,7 +242,7 @@ _INT_STRING = re.compile(r"[+-]?\d+")
 def to_int(v: Any) -> int:
     c = v.__class__
     if c is int:
-        return v
+        return v  # type: ignore[no-any-return]
     if c is UInt:
         if v > INT_MAX:
             raise CELEvalError(f"int() range error: {int(v)}u does not fit in int64")
@@ -264,7 +263,7 @@ def to_int(v: Any) -> int:
 def to_uint(v: Any) -> UInt:
     c = v.__class__
     if c is UInt:
-        return v
+        return v  # type: ignore[no-any-return]
     if c is int:
         if v < 0:
             raise CELEvalError(f"uint() range error: {v} is negative")
@@ -283,7 +282,7 @@ def to_uint(v: Any) -> UInt:
 def to_double(v: Any) -> float:
     c = v.__class__
     if c is float:
-        return v
+        return v  # type: ignore[no-any-return]
     if c is int or c is UInt:
         return float(v)
     if c is str:
@@ -321,7 +320,7 @@ def format_double(v: float) -> str:
 def to_string(v: Any) -> str:
     c = v.__class__
     if c is str:
-        return v
+        return v  # type: ignore[no-any-return]
     if c is bool:
         return "true" if v else "false"
     if c is int or c is UInt:
@@ -330,7 +329,7 @@ def to_string(v: Any) -> str:
         return format_double(v)
     if c is bytes:
         try:
-            return v.decode("utf-8")
+            return v.decode("utf-8")  # type: ignore[no-any-return]
         except UnicodeDecodeError:
             raise CELEvalError("string() conversion error: bytes are not valid UTF-8") from None
     if c is datetime:
@@ -338,7 +337,7 @@ def to_string(v: Any) -> str:
     if c is timedelta:
         return format_duration(v)
     if c is CelType:
-        return v.name
+        return v.name  # type: ignore[no-any-return]
     raise no_overload("string", v)
 
 

@@ -97,6 +97,10 @@ def _decode(body: str, is_bytes: bool, raw: bool, text: str, offset: int) -> str
         raise fail("string literal is not valid UTF-8", 0) from exc
 
 
+# int() raises a ValueError past 4,300 digits; a literal this long is far outside int64/uint64 anyway.
+_MAX_INT_DIGITS = 1_000
+
+
 def syntax_error(message: str, text: str, offset: int) -> CELSyntaxError:
     """A CELSyntaxError pointing at ``offset`` in ``text``."""
     line = text.count("\n", 0, offset) + 1
@@ -138,6 +142,8 @@ def tokenize(text: str) -> list[Token]:
         elif kind == "hex" or kind == "int":
             unsigned = tok[-1] in "uU"
             digits = tok[:-1] if unsigned else tok
+            if len(digits) > _MAX_INT_DIGITS:  # int() itself refuses past 4,300 digits with a ValueError
+                raise syntax_error(f"integer literal of {len(digits):,} digits is out of range", text, start)
             v = int(digits, 16) if kind == "hex" else int(digits)
             if unsigned:
                 if v > UINT64_MAX:

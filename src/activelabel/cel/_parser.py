@@ -284,14 +284,14 @@ class _Parser:
         if kind == "OP":
             if tok.text == ".":
                 self.advance()
-                name = self.peek()
-                if name.kind != "IDENT":
-                    raise self.error(f"expected an identifier after leading '.', found {self.describe(name)}")
+                ident = self.peek()
+                if ident.kind != "IDENT":
+                    raise self.error(f"expected an identifier after leading '.', found {self.describe(ident)}")
                 self.advance()
                 if self.at_op("("):
                     self.advance()
-                    return Call(name.text, self.args(")"), tok.offset)
-                return Ident("." + name.text, tok.offset)
+                    return Call(ident.text, self.args(")"), tok.offset)
+                return Ident("." + ident.text, tok.offset)
             if tok.text == "(":
                 self.advance()
                 e = self.expr()

@@ -11,7 +11,7 @@ pattern is still compiled by RE2 first, so invalid patterns fail the same way.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import re2
 
@@ -105,7 +105,7 @@ def _re2_search(rx: Any) -> Matcher:
         if hit is not None:
             return hit
         b = s.encode("utf-8")
-        result = match(anchor, b, 0, len(b))[0][0] != -1
+        result: bool = match(anchor, b, 0, len(b))[0][0] != -1
         if len(s) <= _MEMO_MAX_LEN:
             if len(seen) >= _MEMO_SIZE:
                 seen.clear()
@@ -116,25 +116,25 @@ def _re2_search(rx: Any) -> Matcher:
 
 
 def _literal_matcher(start: bool, end: bool, alts: list[str]) -> Matcher:
-    def guard(s: Any) -> None:
+    def guard(s: Any) -> NoReturn:
         raise no_overload("matches", s)
 
     if start and end:
         if len(alts) == 1:
             (lit,) = alts
-            return lambda s: s == lit if s.__class__ is str else guard(s)  # type: ignore[func-returns-value]
+            return lambda s: s == lit if s.__class__ is str else guard(s)
         options = frozenset(alts)
-        return lambda s: s in options if s.__class__ is str else guard(s)  # type: ignore[func-returns-value]
+        return lambda s: s in options if s.__class__ is str else guard(s)
     if start:
         prefixes = tuple(alts)
-        return lambda s: s.startswith(prefixes) if s.__class__ is str else guard(s)  # type: ignore[func-returns-value]
+        return lambda s: s.startswith(prefixes) if s.__class__ is str else guard(s)
     if end:
         suffixes = tuple(alts)
-        return lambda s: s.endswith(suffixes) if s.__class__ is str else guard(s)  # type: ignore[func-returns-value]
+        return lambda s: s.endswith(suffixes) if s.__class__ is str else guard(s)
     if len(alts) == 1:
         (lit,) = alts
-        return lambda s: lit in s if s.__class__ is str else guard(s)  # type: ignore[func-returns-value]
-    return lambda s: any(a in s for a in alts) if s.__class__ is str else guard(s)  # type: ignore[func-returns-value]
+        return lambda s: lit in s if s.__class__ is str else guard(s)
+    return lambda s: any(a in s for a in alts) if s.__class__ is str else guard(s)
 
 
 _cache: dict[str, Matcher] = {}

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, NoReturn
 
 from activelabel.cel import _functions as F
+from activelabel.cel._budget import MAX_ITERATIONS
 from activelabel.cel._values import UInt, cel_compare, cel_equal, map_get, type_name
 from activelabel.errors import CELEvalError
 
@@ -31,8 +32,8 @@ class _Missing:
 
     __slots__ = ()
 
-    __eq__ = __ne__ = __lt__ = __le__ = __gt__ = __ge__ = _refuse  # type: ignore[assignment]
-    __hash__ = __bool__ = __len__ = __iter__ = __contains__ = __getitem__ = _refuse  # type: ignore[assignment]
+    __eq__ = __ne__ = __lt__ = __le__ = __gt__ = __ge__ = _refuse
+    __hash__ = __bool__ = __len__ = __iter__ = __contains__ = __getitem__ = _refuse
     __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = _refuse
     __truediv__ = __rtruediv__ = __floordiv__ = __rfloordiv__ = __mod__ = __rmod__ = _refuse
     __neg__ = __pos__ = __abs__ = __invert__ = __index__ = __int__ = __float__ = _refuse
@@ -88,19 +89,19 @@ def _fast_order(a: Any, b: Any) -> bool:
 
 
 def lt(a: Any, b: Any) -> bool:
-    return a < b if _fast_order(a, b) else cel_compare("_<_", a, b)  # type: ignore[no-any-return]
+    return a < b if _fast_order(a, b) else cel_compare("_<_", a, b)
 
 
 def le(a: Any, b: Any) -> bool:
-    return a <= b if _fast_order(a, b) else cel_compare("_<=_", a, b)  # type: ignore[no-any-return]
+    return a <= b if _fast_order(a, b) else cel_compare("_<=_", a, b)
 
 
 def gt(a: Any, b: Any) -> bool:
-    return a > b if _fast_order(a, b) else cel_compare("_>_", a, b)  # type: ignore[no-any-return]
+    return a > b if _fast_order(a, b) else cel_compare("_>_", a, b)
 
 
 def ge(a: Any, b: Any) -> bool:
-    return a >= b if _fast_order(a, b) else cel_compare("_>=_", a, b)  # type: ignore[no-any-return]
+    return a >= b if _fast_order(a, b) else cel_compare("_>=_", a, b)
 
 
 def contains_in(elem: Any, container: Any) -> bool:
@@ -112,13 +113,14 @@ def contains_in(elem: Any, container: Any) -> bool:
 def iter_range(v: Any) -> Any:
     """The range of a comprehension macro: a list (its elements) or a map (its keys)."""
     c = v.__class__
-    if c is list or c is dict or c is tuple:
+    if (c is list or c is dict or c is tuple) and len(v) <= MAX_ITERATIONS:
         return v
-    raise NeedsExactEvaluation(f"macro range is {type_name(v)}")
+    # Too long a range: the exact evaluator counts its steps and turns the excess into a rule error.
+    raise NeedsExactEvaluation(f"macro range is {type_name(v)} of {len(v) if c in (list, dict, tuple) else 1} items")
 
 
-def make_map(entries: tuple[tuple[Any, Any], ...]) -> dict:
-    out: dict = {}
+def make_map(entries: tuple[tuple[Any, Any], ...]) -> dict[Any, Any]:
+    out: dict[Any, Any] = {}
     for k, v in entries:
         kc = k.__class__
         if kc is not str and kc is not int and kc is not UInt and kc is not bool:

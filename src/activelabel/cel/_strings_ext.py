@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from activelabel.cel._budget import check_size
 from activelabel.cel._values import no_overload
 from activelabel.errors import CELEvalError
 
@@ -48,6 +49,11 @@ def trim(s: Any) -> str:
 def replace(s: Any, old: Any, new: Any, n: Any = -1) -> str:
     _str("replace", s, old, new)
     _int("replace", n)
+    if len(new) > len(old):  # size the result before building it: nested replaces grow exponentially
+        count = s.count(old) if old else len(s) + 1
+        if n >= 0:
+            count = min(count, n)
+        check_size(len(s) + count * (len(new) - len(old)), "replace()")
     return str(s.replace(old, new, n if n >= 0 else -1))
 
 
@@ -59,7 +65,7 @@ def split(s: Any, sep: Any, n: Any = -1) -> list[str]:
     if sep == "":
         chars = list(s)
         if 0 < n < len(chars):
-            return chars[: n - 1] + ["".join(chars[n - 1 :])]
+            return [*chars[: n - 1], "".join(chars[n - 1 :])]
         return chars
     return s.split(sep, n - 1 if n > 0 else -1)  # type: ignore[no-any-return]
 
@@ -68,6 +74,7 @@ def join(items: Any, sep: Any = "") -> str:
     if items.__class__ is not list and items.__class__ is not tuple:
         raise no_overload("join", items)
     _str("join", sep, *items)
+    check_size(sum(map(len, items)) + len(sep) * max(0, len(items) - 1), "join()")
     return str(sep.join(items))
 
 

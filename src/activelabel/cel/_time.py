@@ -66,7 +66,7 @@ def to_duration(v: Any) -> timedelta:
 def to_timestamp(v: Any) -> datetime:
     c = v.__class__
     if c is datetime:
-        return v
+        return v  # type: ignore[no-any-return]
     if c is int:
         try:
             return EPOCH + timedelta(seconds=v)
@@ -112,7 +112,7 @@ def _tz(ts: datetime, tz: Any = None) -> datetime:
         from zoneinfo import ZoneInfo
 
         return ts.astimezone(ZoneInfo(tz))
-    except Exception:
+    except (ValueError, OSError, KeyError):  # ZoneInfoNotFoundError is a KeyError; bad names are ValueError
         raise CELEvalError(f"unknown time zone {tz!r}") from None
 
 

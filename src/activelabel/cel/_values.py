@@ -103,11 +103,11 @@ def type_name(v: Any) -> str:
 def _kind(v: Any) -> type:
     c = v.__class__
     if c in _TYPE_OF:
-        return c
+        return c  # type: ignore[no-any-return]
     for cls in _TYPE_OF:  # subclasses (e.g. OrderedDict): map to their CEL base
         if isinstance(v, cls):
             return bool if isinstance(v, bool) else cls
-    return c
+    return c  # type: ignore[no-any-return]
 
 
 def cel_equal(a: Any, b: Any) -> bool:
@@ -131,7 +131,7 @@ def cel_equal(a: Any, b: Any) -> bool:
     return False
 
 
-def _map_equal(a: dict, b: dict) -> bool:
+def _map_equal(a: dict[Any, Any], b: dict[Any, Any]) -> bool:
     if len(a) != len(b):
         return False
     for k, v in a.items():
@@ -141,7 +141,7 @@ def _map_equal(a: dict, b: dict) -> bool:
     return True
 
 
-def map_get(m: dict, key: Any) -> tuple[bool, Any]:
+def map_get(m: dict[Any, Any], key: Any) -> tuple[bool, Any]:
     """Look ``key`` up in a CEL map: numeric keys match across int/uint/double, bool never matches a number."""
     kk = _kind(key)
     if kk is float:
@@ -158,14 +158,14 @@ def map_get(m: dict, key: Any) -> tuple[bool, Any]:
         return False, None
     except TypeError:
         raise CELEvalError(f"unsupported map key type {type_name(key)}") from None
-    if (kk is bool or kk is int or kk is UInt) and (key == 0 or key == 1):
-        # Python dicts conflate True with 1 and False with 0; CEL does not.
-        if (_stored_key(m, key).__class__ is bool) != (kk is bool):
-            return False, None
+    # Python dicts conflate True with 1 and False with 0; CEL does not.
+    if (kk is bool or kk is int or kk is UInt) and (key == 0 or key == 1) and (
+            (_stored_key(m, key).__class__ is bool) != (kk is bool)):
+        return False, None
     return True, v
 
 
-def _stored_key(m: dict, key: Any) -> Any:
+def _stored_key(m: dict[Any, Any], key: Any) -> Any:
     # The key as stored (only needed for the rare bool/number ambiguity check).
     if key.__class__ is str:
         return key

@@ -45,6 +45,7 @@ from activelabel.cel._ast import (
     Select,
     walk,
 )
+from activelabel.cel._budget import has_nested_macro
 from activelabel.cel._eval import Program, compile_ast
 from activelabel.cel._parser import parse
 from activelabel.cel._regex import matcher
@@ -492,6 +493,8 @@ class PythonEmitter:
         return _Code(self._fallback)
 
     def _macro(self, node: Macro, scope: dict[str, str]) -> _Code:
+        if has_nested_macro(node):  # the exact evaluator counts nested steps against the budget
+            return _Code(self._fallback)
         rng = self._expr(node.target, scope)
         var = f"_v{self._id}_{next(self._vars)}"
         inner = {**scope, node.var: var}

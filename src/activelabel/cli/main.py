@@ -32,6 +32,7 @@ _COMMAND_MODULES = [
 _OPTIONAL_COMMAND_MODULES = [
     "activelabel.cli.audit_cmd",
     "activelabel.cli.feedback_cmd",
+    "activelabel.cli.loop_cmd",
     "activelabel.cli.report_cmd",
     "activelabel.cli.review_cmd",
     "activelabel.cli.rollout_cmd",

@@ -27,6 +27,28 @@ def _load(policy: Path):  # type: ignore[no-untyped-def]
         raise typer.Exit(1) from exc
 
 
+@app.callback()
+def _global_options(
+    allow_path: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--allow-path", metavar="DIR",
+            help="A folder outside the policy's own that its includes and enricher tables may read from "
+            "(repeatable; applies to every command, reloads of `serve` included).",
+        ),
+    ] = None,
+) -> None:
+    """Active labeling runtime: attach governed, explainable labels to events as they flow."""
+    if allow_path:
+        import os
+
+        from activelabel.policy import ALLOW_PATHS_ENV
+
+        # Through the environment, so every load in this process (and `serve`'s reloads) sees it.
+        current = [p for p in os.environ.get(ALLOW_PATHS_ENV, "").split(os.pathsep) if p]
+        os.environ[ALLOW_PATHS_ENV] = os.pathsep.join([*current, *(str(p.resolve()) for p in allow_path)])
+
+
 @app.command()
 def validate(
     policy: Annotated[Path, typer.Argument(help="Policy YAML file.")],
@@ -45,7 +67,7 @@ def validate(
     for warning in getattr(p, "warnings", ()):
         err.print(f"[yellow]warning:[/] {escape(warning.format())}", highlight=False)
     out.print(
-        f"[green]ok[/] {policy}: {len(p.labels)} labels, {len(p.rules)} rules, {len(p.enrichers)} enrichers, "
+        f"[green]ok[/] {escape(str(policy))}: {len(p.labels)} labels, {len(p.rules)} rules, {len(p.enrichers)} enrichers, "
         f"{len(p.tests)} tests; version {p.version}",
         highlight=False,
     )
@@ -59,15 +81,16 @@ def test_policy(
     labeler = _load(policy)
     results = labeler.run_tests()
     if not results:
-        err.print(f"{policy}: the policy has no tests: add a `tests:` list of {{name, event, expect}}")
+        err.print(f"{policy}: the policy has no tests: add a `tests:` list of {{name, event, expect}}", markup=False)
         raise typer.Exit(1)
-    out.print(f"[bold]{policy}[/]: {len(results)} tests", highlight=False)
+    # Test names and paths are user text: escaped, so `x [/] y` is printed, not parsed as markup.
+    out.print(f"[bold]{escape(str(policy))}[/]: {len(results)} tests", highlight=False)
     for r in results:
         mark = "[green]PASSED[/]" if r.passed else "[red]FAILED[/]"
-        out.print(f"{r.file}:{r.line} {r.name} {mark}", highlight=False)
+        out.print(f"{escape(str(r.file))}:{r.line} {escape(r.name)} {mark}", highlight=False)
     failed = [r for r in results if not r.passed]
     for r in failed:
-        out.print(f"\n[red]____ {r.name} ____[/]", highlight=False)
+        out.print(f"\n[red]____ {escape(r.name)} ____[/]", highlight=False)
         for label, (want, got) in r.mismatches.items():
             out.print(f"  {label}: expected {orjson.dumps(want).decode()}, got {orjson.dumps(got).decode()}", highlight=False, markup=False)
         out.print(f"  all labels: {orjson.dumps(r.got).decode()}", highlight=False, markup=False)

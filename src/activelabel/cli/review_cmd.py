@@ -9,7 +9,7 @@ import orjson
 import typer
 from rich.table import Table
 
-from activelabel.cli._common import fail, out, print_policy_error
+from activelabel.cli._common import err, fail, out, print_policy_error
 from activelabel.cli.feedback_cmd import PolicyOpt, StoreOpt, open_store, print_feedback_result
 from activelabel.cli.main import app
 from activelabel.errors import FeedbackError, PolicyError
@@ -38,7 +38,7 @@ def review_export(
     store: StoreOpt,
     label: Annotated[str, typer.Option("--label", "-l", help="The label people should check.")],
     budget: Annotated[int, typer.Option("--budget", "-n", min=1, help="How many items to send.")],
-    strategy: Annotated[str, typer.Option("--strategy", help="uncertainty | margin | entropy | disagreement | random")] = "uncertainty",
+    strategy: Annotated[str, typer.Option("--strategy", help="uncertainty | margin | entropy | disagreement | novelty | random")] = "uncertainty",
     output: Annotated[Path, typer.Option("--output", "-o", help="Label Studio tasks JSON to write.")] = Path("review.tasks.json"),
     config: Annotated[Path | None, typer.Option("--config", help="Labeling-config XML to write (default: OUTPUT with .xml).")] = None,
     dedup_field: Annotated[str | None, typer.Option("--dedup-field", help="Field whose template (numbers masked) is sent once (default: the whole event).")] = None,
@@ -51,6 +51,7 @@ def review_export(
     """Write the items whose label most needs a human as Label Studio tasks, plus the labeling config."""
     from activelabel.quality.report import field_value
     from activelabel.quality.review import (
+        NEEDS_MODEL,
         STRATEGIES,
         dedup_key_for,
         label_studio_config,
@@ -68,6 +69,11 @@ def review_export(
         fail(f"unknown label {label!r}; the store knows: {', '.join(sorted(db.known_labels())) or 'none'}")
     registry = db.registry()
     exclude = set() if include_reviewed else {g.record_id for g in db.ground_truth(label)}
+    # The holdout is for scoring: reviewing it would make the scores describe the training data.
+    exclude |= db.holdout_ids(label)
+    if strategy in NEEDS_MODEL and policy is None:
+        err.print(f"note: {strategy} ranks on the model's class distribution; without --policy it has only the "
+                  "recorded confidence and ranks like uncertainty", highlight=False, markup=False)
     try:
         dists = _model_distributions(policy, label, decisions) if policy is not None and strategy != "random" else None
     except PolicyError as exc:
@@ -78,12 +84,14 @@ def review_export(
                               rule_values=registry.rule_values if registry else {},
                               model_distributions=dists, seed=seed)
     info = registry.labels.get(label) if registry else None
+    closed = bool(info and info.values)
     values = (info.values if info and info.values else None) or sorted(
-        {str(d.labels[label]) for d in decisions if label in d.labels})
+        {str(d.labels[label]) for d in decisions if label in d.labels}
+        | {str(v["value"]) for v in db.learned_values(label)})
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_bytes(orjson.dumps(label_studio_tasks(items, text_field=text_field), option=orjson.OPT_INDENT_2))
     config = config or output.with_suffix(".xml")
-    config.write_text(label_studio_config(label, values))
+    config.write_text(label_studio_config(label, values, open_set=not closed))
     table = Table(title=f"review queue for {label}: {len(items)} of {len(decisions)} records ({strategy})",
                   title_justify="left")
     for col in ("id", "current value", "confidence", "source", "score", "text"):
@@ -106,7 +114,10 @@ def review_import(
     store: StoreOpt,
     policy: PolicyOpt = None,
 ) -> None:
-    """Read a Label Studio export into ground truth (cancelled annotations skipped, annotator kept)."""
+    """Read a Label Studio export into ground truth (cancelled annotations skipped, annotator kept).
+
+    A task that is not ours or holds several choices is refused on its own, with the reason;
+    the other tasks are imported."""
     from activelabel.quality.feedback import apply_feedback, read_label_studio_export
 
     if not export.exists():
@@ -118,9 +129,76 @@ def review_import(
     except orjson.JSONDecodeError as exc:
         fail(f"{export}: not valid JSON ({exc}); export the project as JSON from Label Studio")
     except FeedbackError as exc:
-        fail(f"{exc}; nothing imported")
+        fail(str(exc))
     result = apply_feedback(db, items)
     result.cancelled = cancelled
     print_feedback_result(result, what=export.name)
     if result.rejected and not result.accepted:
         raise typer.Exit(1)
+
+
+@review_app.command("serve")
+def review_serve(
+    store: StoreOpt,
+    label: Annotated[str, typer.Option("--label", "-l", help="The label to review.")],
+    strategy: Annotated[str, typer.Option("--strategy", help="Which item comes next: uncertainty | margin | entropy | disagreement | novelty | random")] = "uncertainty",
+    text_field: Annotated[str | None, typer.Option("--text-field", help="Field shown as the item (default: the event as JSON).")] = None,
+    dedup_field: Annotated[str | None, typer.Option("--dedup-field", help="Show one item per template of this field.")] = None,
+    who: Annotated[str | None, typer.Option("--who", help="Reviewer name kept with each answer.")] = None,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port (0: any free port).")] = 8765,
+    policy: PolicyOpt = None,
+) -> None:
+    """The built-in review page: one item at a time with its explanation; keys 1-9 pick, n types a new value, s skips."""
+    from activelabel.quality.review import STRATEGIES, dedup_key_for
+    from activelabel.quality.review_server import ReviewPage
+
+    if strategy not in STRATEGIES:
+        fail(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    db = open_store(store, policy)
+    if label not in db.known_labels():
+        fail(f"unknown label {label!r}; the store knows: {', '.join(sorted(db.known_labels())) or 'none'}")
+    page = ReviewPage(db, label, strategy=strategy, text_field=text_field, who=who, host=host, port=port,
+                      dedup=dedup_key_for(dedup_field) if dedup_field else None)
+    url = page.start()
+    out.print(f"review page for {label}: {url}/  (Ctrl-C to stop)", highlight=False, markup=False, soft_wrap=True)
+    _wait_forever(page)
+
+
+@review_app.command("ml-backend")
+def review_ml_backend(
+    store: StoreOpt,
+    label: Annotated[str, typer.Option("--label", "-l", help="The label Label Studio annotates.")],
+    policy: Annotated[Path, typer.Option("--policy", "-p", help="The policy that makes the predictions.")],
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port (Label Studio's default for a backend is 9090).")] = 9090,
+    no_learn: Annotated[bool, typer.Option("--no-learn", help="Do not let online (river) models learn from annotations.")] = False,
+) -> None:
+    """Label Studio's ML backend: /predict sends our labels with their confidence, /webhook stores annotations."""
+    from activelabel.quality.review_server import LabelStudioBackend
+
+    if not policy.is_file():
+        fail(f"policy file {policy} does not exist")
+    db = open_store(store, None)
+    try:
+        backend = LabelStudioBackend(policy, db, label, host=host, port=port, learn=not no_learn)
+    except PolicyError as exc:
+        print_policy_error(exc)
+        raise typer.Exit(1) from exc
+    url = backend.start()
+    out.print(f"Label Studio ML backend for {label}: {url}  (add it under Settings > Model; "
+              f"webhooks: {url}/webhook)", highlight=False, markup=False, soft_wrap=True)
+    _wait_forever(backend)
+
+
+def _wait_forever(server: object) -> None:
+    import threading
+
+    stop = threading.Event()
+    try:
+        while not stop.wait(3600):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()  # type: ignore[attr-defined]

@@ -5,14 +5,24 @@ from __future__ import annotations
 import gc
 import logging
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.markup import escape
 
-from activelabel.cli._common import err, fail, print_policy_error
+from activelabel.cli._common import err, print_policy_error
 from activelabel.cli.main import app
 from activelabel.errors import PolicyError, PseudonymKeyError
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Print ``error: message`` on stderr as one line and exit with ``code``.
+
+    Unlike the shared ``fail``, never wrapped at the console width: in a pipe or a
+    log file (where ``serve`` usually runs) a wrapped line breaks grep and the hint.
+    """
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
 
 
 @app.command()
@@ -34,8 +44,6 @@ def serve(
 
     The policy reloads on POST /v1/policy/reload (admin token), on SIGHUP, and with --watch on file change; a policy that fails validation or its own tests is refused and the running one keeps serving.
     """
-    import uvicorn
-
     from activelabel.service import (
         AuthConfigError,
         ServiceConfigError,
@@ -43,6 +51,7 @@ def serve(
         load_service_config,
         load_token_table,
     )
+    from activelabel.service._server import run_server
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not policy.exists():
@@ -59,11 +68,11 @@ def serve(
         settings = settings.model_copy(update=overrides)
         token_table = None if no_auth else load_token_table(tokens, env_var=settings.tokens_env)
     except (ServiceConfigError, AuthConfigError) as exc:
-        fail(escape(str(exc)), code=2)
+        fail(str(exc), code=2)
     if token_table is None and not no_auth:
         fail(
             "no tokens configured, so the service would accept anyone. Pass --tokens FILE "
-            + escape("(YAML: token -> {scopes: [label, feedback, admin], clearances: [secret]}), ")
+            + "(YAML: token -> {scopes: [label, feedback, admin], clearances: [secret]}), "
             + f"set ${settings.tokens_env}, "
             "or pass --no-auth for local use.",
             code=2,
@@ -73,6 +82,7 @@ def serve(
             "[bold yellow on red] WARNING [/] [bold]authentication is OFF (--no-auth)[/]: anyone who can reach "
             f"{settings.host}:{settings.port} may label and reload the policy. Use only on a trusted local machine.",
             highlight=False,
+            soft_wrap=True,
         )
     try:
         service = create_app(
@@ -102,14 +112,13 @@ def serve(
     # freezing them keeps full garbage collections (latency spikes) short.
     gc.collect()
     gc.freeze()
-    uvicorn.run(
+    run_server(
         service,
         host=settings.host,
         port=settings.port,
         log_level=log_level.lower(),
-        # No access log: request lines (ext_authz paths, query strings) can carry
-        # the very personal data a pii label is derived from.
-        access_log=False,
+        header_timeout_s=settings.header_timeout_s,
+        max_connections_per_client=settings.max_connections_per_client,
         ssl_certfile=str(tls_cert) if tls_cert else None,
         ssl_keyfile=str(tls_key) if tls_key else None,
     )

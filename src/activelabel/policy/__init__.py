@@ -19,6 +19,7 @@ See docs/policy.md for the format.
 from . import label_types
 from ._canonical import canonical_form
 from ._diff import Change, PolicyDiff, diff_policies
+from ._files import ALLOW_PATHS_ENV, MAX_POLICY_FILE_BYTES, MAX_TABLE_FILE_BYTES, READ_TIMEOUT_S
 from ._load import load_policy, load_policy_text
 from ._schema import policy_json_schema
 from ._spec import (
@@ -41,6 +42,7 @@ from ._suggest import closest, did_you_mean
 from ._yaml import Loc
 
 __all__ = [
+    "ALLOW_PATHS_ENV",
     "API_VERSION",
     "Change",
     "EnricherSpec",
@@ -48,11 +50,14 @@ __all__ = [
     "LABEL_TYPES",
     "LabelSpec",
     "Loc",
+    "MAX_POLICY_FILE_BYTES",
+    "MAX_TABLE_FILE_BYTES",
     "Metadata",
     "ModelSpec",
     "Policy",
     "PolicyDiff",
     "PolicyTest",
+    "READ_TIMEOUT_S",
     "RESERVED_NAMES",
     "RESOLVE_MODES",
     "RuleSpec",

@@ -280,7 +280,8 @@ class FileBuilder:
                 self.rep.add("the policy is empty", Loc(self.file, 1, 1))
             return doc
         if not isinstance(root, YMap):
-            self.rep.add(f"a policy must be a mapping, not {describe(root)}", root.loc)
+            # Not describe(root): a scalar's text could be a whole foreign file (/etc/passwd).
+            self.rep.add(f"a policy must be a mapping, not {'a list' if root.kind == 'list' else 'a single value'}", root.loc)
             return doc
         self.keys(root, TOP_KEYS, ("apiVersion", "kind") if is_root else (), "the policy")
         doc.api_version = self.string(root, "apiVersion", "the policy")

@@ -7,26 +7,33 @@
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Iterable
 from pathlib import Path
 
 from activelabel.errors import PolicyError
 
-from ._build import FileBuilder, FileDoc
+from ._build import TOP_KEYS, FileBuilder, FileDoc
 from ._canonical import canonical_form, digest_of, version_of
+from ._files import ALLOW_HINT, allowed_roots, outside, read_bounded
 from ._lint import lint
 from ._merge import Merger
 from ._privacy import check_protect
 from ._report import Reporter
 from ._spec import API_VERSION, KIND, Metadata, OutputsSpec, PiiSpec, Policy
-from ._yaml import Loc, parse_yaml
+from ._yaml import Loc, YMap, parse_yaml
+
+AllowPaths = Iterable[str | os.PathLike[str]] | None
 
 
-def load_policy(path: str | os.PathLike[str]) -> Policy:
+def load_policy(path: str | os.PathLike[str], *, allow_paths: AllowPaths = None) -> Policy:
     """Load, merge and validate the policy at ``path``.
 
     Raises `PolicyError` carrying every problem found (file:line:column, rule id,
     suggestion, caret excerpt); relative paths inside the policy are relative to
-    the policy file.
+    the policy file. Included files and enricher tables must lie in the policy's
+    folder or in one of ``allow_paths`` (or ``$ACTIVELABEL_ALLOW_PATHS``); every
+    file read is a regular file under a size limit (see docs/policy.md).
 
     >>> policy = load_policy("policy.yaml")          # doctest: +SKIP
     >>> list(policy.labels), policy.version           # doctest: +SKIP
@@ -38,32 +45,38 @@ def load_policy(path: str | os.PathLike[str]) -> Policy:
     except OSError as exc:
         rep.add(f"cannot read policy file: {exc.strerror or exc}", Loc(file, 0, 0))
         raise PolicyError(issues=rep.sorted_issues()) from exc
-    return _load(text, file, Path(file).parent, Path(file).resolve(), rep)
+    return _load(text, file, Path(file).parent, Path(file).resolve(), rep, allowed_roots(Path(file).parent, allow_paths))
 
 
-def load_policy_text(text: str, filename: str = "<string>", base_dir: str | os.PathLike[str] | None = None) -> Policy:
+def load_policy_text(
+    text: str, filename: str = "<string>", base_dir: str | os.PathLike[str] | None = None, *,
+    allow_paths: AllowPaths = None,
+) -> Policy:  # fmt: skip
     """Load a policy from ``text``; ``filename`` names it in errors, ``base_dir`` anchors relative paths.
 
     ``base_dir`` defaults to the directory of ``filename`` when that is a real
-    path, else the working directory.
+    path, else the working directory; it is also the folder includes and tables
+    must lie in, besides ``allow_paths``.
     """
     if base_dir is None:
         base = Path(filename).parent if not filename.startswith("<") else Path.cwd()
     else:
         base = Path(base_dir)
     key = (base / Path(filename).name).resolve() if not filename.startswith("<") else None
-    return _load(text, filename, base, key, Reporter())
+    return _load(text, filename, base, key, Reporter(), allowed_roots(base, allow_paths))
 
 
 def _read_text(path: Path) -> str:
-    data = path.read_bytes()
+    data = read_bounded(path)
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise OSError(f"not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
 
 
-def _expand_globs(includes: list[tuple[str, Loc]], base: Path, own: Path | None, rep: Reporter) -> list[tuple[str, Loc]]:
+def _expand_globs(
+    includes: list[tuple[str, Loc]], base: Path, own: Path | None, rep: Reporter, roots: tuple[Path, ...],
+) -> list[tuple[str, Loc]]:  # fmt: skip
     """``rules/*.yaml`` → every matching file but the including one, sorted by name; no match is an error."""
     out: list[tuple[str, Loc]] = []
     for inc, loc in includes:
@@ -73,12 +86,23 @@ def _expand_globs(includes: list[tuple[str, Loc]], base: Path, own: Path | None,
         pattern = Path(inc)
         root = Path(pattern.anchor) if pattern.is_absolute() else base
         relative = str(pattern.relative_to(pattern.anchor)) if pattern.is_absolute() else inc
+        # The fixed part of the pattern must be allowed before anything is walked (`/**/*.yaml` would walk the disk).
+        fixed = root.joinpath(*[part for part in Path(relative).parts[: _first_glob_part(relative)]])
+        if outside(fixed, roots):
+            rep.add(f"cannot include `{inc}`: outside the policy's folder ({roots[0]})", loc,
+                    suggestion=f"move the files into {roots[0]}, or {ALLOW_HINT}")
+            continue
         matches = sorted(p for p in root.glob(relative) if p.is_file() and p.resolve() != own)
         if not matches:
             rep.add(f"no file matches include pattern `{inc}` (in {root})", loc)
             continue
         out += [(str(m) if pattern.is_absolute() else os.path.relpath(m, base), loc) for m in matches]
     return out
+
+
+def _first_glob_part(relative: str) -> int:
+    parts = Path(relative).parts
+    return next((i for i, part in enumerate(parts) if any(ch in part for ch in "*?[")), len(parts))
 
 
 def _display(parent_file: str, parent_base: Path, include: str) -> str:
@@ -89,7 +113,24 @@ def _display(parent_file: str, parent_base: Path, include: str) -> str:
     return os.path.normpath(os.path.join(os.path.dirname(parent_file), include))
 
 
-def _load(text: str, file: str, base_dir: Path, key: Path | None, rep: Reporter) -> Policy:
+# A top-level policy key at the start of a line: a file that failed to parse may still be quoted if it has one.
+_POLICY_KEY_LINE = re.compile(r"^(?:apiVersion|kind|metadata|include|labels|enrichers|rules|tests|models)\s*:", re.M)
+
+
+def _looks_like_policy(text: str, root: object, parsed: bool) -> bool:
+    """Whether errors may quote ``text``: it parsed as a policy-shaped mapping, or it is policy-like text.
+
+    Anything else (``/proc/self/environ``, ``/etc/passwd``, a secrets file) is
+    reported by file and position only, never by content.
+    """
+    if "\x00" in text:
+        return False
+    if parsed:
+        return isinstance(root, YMap) and any(k in root for k in TOP_KEYS)
+    return _POLICY_KEY_LINE.search(text) is not None
+
+
+def _load(text: str, file: str, base_dir: Path, key: Path | None, rep: Reporter, roots: tuple[Path, ...]) -> Policy:
     docs: list[FileDoc] = []
     seen: set[Path] = set()
     read_paths: list[Path] = [key] if key is not None else []
@@ -97,12 +138,14 @@ def _load(text: str, file: str, base_dir: Path, key: Path | None, rep: Reporter)
     def visit(text: str, file: str, base: Path, key: Path | None, chain: list[tuple[Path | None, str]], is_root: bool) -> None:
         rep.add_source(file, text)
         root, problems = parse_yaml(text, file)
+        if not _looks_like_policy(text, root, root is not None and not problems):
+            rep.hidden.add(file)
         for p in problems:
             rep.add(p.message, p.loc, suggestion=p.suggestion)
         builder = FileBuilder(rep, file, base)
         # A file that does not parse contributes nothing (and is not also reported as empty).
         doc = builder.doc if root is None and problems else builder.build(root, is_root=is_root)
-        for inc, loc in _expand_globs(doc.includes, base, key, rep):
+        for inc, loc in _expand_globs(doc.includes, base, key, rep, roots):
             inc_path = Path(inc) if os.path.isabs(inc) else base / inc
             inc_key = inc_path.resolve()
             inc_file = _display(file, base, inc)
@@ -113,6 +156,12 @@ def _load(text: str, file: str, base_dir: Path, key: Path | None, rep: Reporter)
                 rep.add(f"include cycle: {cycle}", loc, suggestion="remove one of the includes")
                 continue
             if inc_key in seen:  # included twice through different files: merge it once
+                continue
+            if outside(inc_path, roots):
+                rep.add(
+                    f"cannot include `{inc}`: outside the policy's folder ({roots[0]})", loc,
+                    suggestion=f"move it into {roots[0]}, or {ALLOW_HINT}",
+                )
                 continue
             try:
                 inc_text = _read_text(inc_path)
@@ -129,7 +178,13 @@ def _load(text: str, file: str, base_dir: Path, key: Path | None, rep: Reporter)
         seen.add(key)
     visit(text, file, base_dir, key, [], True)
     root_doc = docs[-1]
-    merged = Merger(rep)
+    meta = root_doc.metadata
+    for field in ("name", "version", "owner"):
+        value = getattr(meta, field, None) if meta is not None else None
+        if isinstance(value, str) and not value.isprintable():
+            # These travel into logs, metric labels, file names and generated code.
+            rep.add(f"`metadata.{field}` must be printable text (no control characters)", meta.loc if meta else Loc(file, 1, 1))
+    merged = Merger(rep, roots)
     for doc in docs:
         merged.add(doc)
     merged.check()

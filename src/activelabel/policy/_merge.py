@@ -7,11 +7,13 @@ every check that needs the whole policy and reports through the `Reporter`.
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from activelabel.errors import CELSyntaxError
 
 from ._build import FileDoc, Pending
+from ._files import ALLOW_HINT, MAX_TABLE_FILE_BYTES, check_regular, outside
 from ._report import Reporter
 from ._spec import RESERVED_NAMES, EnricherSpec, LabelSpec, ModelSpec, PolicyTest, RuleSpec
 from ._suggest import did_you_mean
@@ -27,8 +29,9 @@ CEL_BUILTIN_IDENTS = frozenset(
 class Merger:
     """Merges file docs in order, then runs the checks that need the whole policy."""
 
-    def __init__(self, rep: Reporter) -> None:
+    def __init__(self, rep: Reporter, roots: tuple[Path, ...] = ()) -> None:
         self.rep = rep
+        self.roots = roots  # folders tables may be read from (the policy's own first); empty: anywhere
         self.labels: dict[str, Pending] = {}
         self.rules: list[Pending] = []
         self.enrichers: list[Pending] = []
@@ -80,6 +83,9 @@ class Merger:
             out.append(p)
         self.enrichers = out
 
+    def _reported_at(self, loc: Loc) -> bool:
+        return any((i.file, i.line, i.column) == (loc.file, loc.line, loc.column) for i in self.rep.issues)
+
     def label_problem(self, name: str, loc: Loc, rule_id: str | None, where: str = "") -> LabelSpec | None:
         p = self.labels.get(name)
         if p is None:
@@ -107,6 +113,8 @@ class Merger:
             label = None
             if spec.label:
                 label = self.label_problem(spec.label, p.locs.get("label", spec.loc), rid)
+            elif "label" in p.locs and not self._reported_at(p.locs["label"]):
+                self.rep.add("`label` of a rule must name a label, not be empty", p.locs["label"], rule_id=rid)
             if label is not None and label.type == "bucket":
                 self.rep.add(
                     f"bucket label `{label.name}` takes its value from `from`; rules cannot set it",
@@ -210,6 +218,20 @@ class Merger:
         spec: EnricherSpec = p.spec
         if spec.type == "pii":
             p.spec = replace(spec, _rows={})  # reads no file
+            return
+        where = p.locs.get("file", spec.loc)
+        if self.roots and outside(spec.path, self.roots):
+            self.rep.add(
+                f"enricher `{spec.name}`: table `{spec.path}` is outside the policy's folder ({self.roots[0]})",
+                where, suggestion=f"move it into {self.roots[0]}, or {ALLOW_HINT}",
+            )
+            return
+        try:
+            check_regular(spec.path, MAX_TABLE_FILE_BYTES)
+        except FileNotFoundError:
+            pass  # the table reader says so, with its own hint
+        except OSError as exc:
+            self.rep.add(f"enricher `{spec.name}`: cannot read table `{spec.path}`: {exc.strerror or exc}", where)
             return
         try:
             table = read_table_file(

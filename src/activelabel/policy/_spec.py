@@ -131,7 +131,7 @@ class EnricherSpec:
         rows = self._rows
         if self.type != "pii" and (rows is None or reload):
             rows = read_table(self)
-        return build_enricher(self.type, self.name, rows)
+        return build_enricher(self.type, self.name, rows or {})
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ _BOOL_TAG = "tag:yaml.org,2002:bool"
 _FLOAT_TAG = "tag:yaml.org,2002:float"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _STR_TAG = "tag:yaml.org,2002:str"
+_INT_MIN, _UINT_MAX = -(2**63), 2**64 - 1
 
 
 class _PolicyResolver(Resolver):
@@ -259,6 +260,13 @@ def _convert(
         except yaml.YAMLError as exc:
             problems.append(YamlProblem(f"invalid value: {exc}", loc))
             value = node.value
+        except ValueError:  # int() past 4,300 digits
+            problems.append(YamlProblem(f"number out of range: {len(node.value):,} digits (numbers must fit in 64 bits)", loc))
+            value = None
+        if value.__class__ is int and not _INT_MIN <= value <= _UINT_MAX:
+            # Nothing downstream (CEL, JSON output, the policy digest) takes a wider integer.
+            problems.append(YamlProblem("number out of range: integers must fit in 64 bits", loc))
+            value = None
         return YScalar(loc, node, value)
     if id(node) in active:  # a recursive alias (&a [*a]) cannot become data
         problems.append(YamlProblem("recursive YAML alias", loc))

@@ -1,9 +1,19 @@
 """Drift between a reference window and a current window: PSI and Jensen–Shannon distance.
 
 Binning and thresholds follow Evidently's defaults, so figures compare with what
-ML teams already watch: categorical values are their own bins, numeric values are
-binned on edges from both windows (Sturges' rule), empty bins get 0.0001 so the
-logarithms stay finite; PSI ≥ 0.1 and JS distance ≥ 0.1 count as drift.
+ML teams already watch: numeric values are binned on edges from both windows
+(Sturges' rule), empty bins get 0.0001 so the logarithms stay finite; PSI ≥ 0.1 and
+JS distance ≥ 0.1 count as drift.
+
+Categorical values are their own bins, except on a long tail: a value seen fewer
+than ``MIN_BIN_COUNT`` times over both windows, or beyond the ``TOP_BINS`` most
+common, goes to one ``(other)`` bin. Without that, every one-line class of a
+long-tail label is an empty bin in one window, the 0.0001 fill turns it into a large
+log ratio, and drift fires on random halves of the same log (Thunderbird's template
+ids: PSI 0.31–0.34 on random halves before this, see docs/active-loop.md).
+
+``decision_drift`` adds what a label's values alone do not show: the unset share,
+the mean confidence, and the share of novel lines (see ``quality.novelty``).
 """
 
 from __future__ import annotations
@@ -16,6 +26,11 @@ from typing import Any
 PSI_THRESHOLD = 0.1
 JS_THRESHOLD = 0.1
 EMPTY_BIN = 0.0001
+MIN_BIN_COUNT = 5
+TOP_BINS = 20
+OTHER = "(other)"
+#: Mean confidence moving by this much (absolute) counts as drift.
+CONFIDENCE_SHIFT = 0.1
 
 
 def _is_numeric(values: Sequence[Any]) -> bool:
@@ -39,6 +54,11 @@ def binned_shares(reference: Sequence[Any], current: Sequence[Any]) -> tuple[lis
     else:
         ref_c = Counter("(none)" if v is None else str(v) for v in reference)
         cur_c = Counter("(none)" if v is None else str(v) for v in current)
+        both = ref_c + cur_c
+        kept = {n for n, c in both.most_common(TOP_BINS) if c >= MIN_BIN_COUNT}
+        if len(kept) < len(both):
+            ref_c = _fold(ref_c, kept)
+            cur_c = _fold(cur_c, kept)
         names = sorted(set(ref_c) | set(cur_c))
         ref_share = [ref_c[n] / max(len(reference), 1) for n in names]
         cur_share = [cur_c[n] / max(len(current), 1) for n in names]
@@ -46,6 +66,13 @@ def binned_shares(reference: Sequence[Any], current: Sequence[Any]) -> tuple[lis
         return [x if x > 0 else EMPTY_BIN for x in xs]
 
     return names, fill(ref_share), fill(cur_share)
+
+
+def _fold(counts: Counter[str], kept: set[str]) -> Counter[str]:
+    out: Counter[str] = Counter()
+    for name, c in counts.items():
+        out[name if name in kept else OTHER] += c
+    return out
 
 
 def psi(reference: Sequence[Any], current: Sequence[Any]) -> float:
@@ -85,3 +112,37 @@ def drift_check(name: str, reference: Sequence[Any], current: Sequence[Any]) -> 
         "drifted": p >= PSI_THRESHOLD or j >= JS_THRESHOLD,
         "bins": names, "reference_shares": ref, "current_shares": cur,
     }
+
+
+def decision_drift(label: str, reference: Sequence[tuple[Any, float | None, bool]],
+                   current: Sequence[tuple[Any, float | None, bool]]) -> dict[str, Any]:
+    """Drift of one label's decisions; each item is (value or None when unset, confidence, novel?).
+
+    Checks: the value distribution, the unset share, the novel share (each PSI/JS on two
+    bins) and the mean confidence (drift when it moves by ``CONFIDENCE_SHIFT`` or more).
+    Any one drifting makes ``drifted`` true.
+    """
+    def mean_conf(items: Sequence[tuple[Any, float | None, bool]]) -> float | None:
+        confs = [c for v, c, _ in items if v is not None and c is not None]
+        return sum(confs) / len(confs) if confs else None
+
+    checks = {
+        "values": drift_check(label, [v for v, _, _ in reference], [v for v, _, _ in current]),
+        "unset_share": drift_check(f"{label} unset", [v is None for v, _, _ in reference],
+                                   [v is None for v, _, _ in current]),
+        "novel_share": drift_check(f"{label} novel", [n for *_, n in reference], [n for *_, n in current]),
+    }
+    ref_c, cur_c = mean_conf(reference), mean_conf(current)
+    shift = None if ref_c is None or cur_c is None else cur_c - ref_c
+    checks["mean_confidence"] = {"name": f"{label} mean confidence", "reference": ref_c, "current": cur_c,
+                                 "shift": shift, "threshold": CONFIDENCE_SHIFT,
+                                 "drifted": shift is not None and abs(shift) >= CONFIDENCE_SHIFT}
+    shares = {
+        "unset_share": (sum(v is None for v, _, _ in reference) / max(len(reference), 1),
+                        sum(v is None for v, _, _ in current) / max(len(current), 1)),
+        "novel_share": (sum(n for *_, n in reference) / max(len(reference), 1),
+                        sum(n for *_, n in current) / max(len(current), 1)),
+    }
+    return {"label": label, "checks": checks, "shares": shares,
+            "drifted": any(c["drifted"] for c in checks.values()),
+            "fired": [k for k, c in checks.items() if c["drifted"]]}

@@ -64,48 +64,92 @@ def _annotator(completed_by: Any) -> str | None:
     return None if completed_by is None else str(completed_by)
 
 
-def read_label_studio_export(data: Any, *, source: str = "export") -> tuple[list[FeedbackItem], int]:
+NEW_VALUE_SUFFIX = "__new"
+
+
+def read_label_studio_export(data: Any, *, source: str = "export") -> tuple[list[FeedbackItem | FeedbackError], int]:
     """Items from a Label Studio JSON export, and how many annotations were cancelled (skipped).
 
     Per task, the most recent annotation that was not cancelled wins; its ``choices``
-    result gives the value, its ``from_name`` the label, ``completed_by`` the annotator.
+    result gives the value (a ``textarea`` result named ``<label>__new`` — the free-text
+    box of an open label — wins over the choice), its ``from_name`` the label,
+    ``completed_by`` the annotator. A task that cannot be read (not ours, no data,
+    several choices) yields a FeedbackError naming it, and the other tasks go on.
     """
     if not isinstance(data, list):
         raise FeedbackError(f"{source}: a Label Studio export is a JSON list of tasks, got {type(data).__name__}")
-    items: list[FeedbackItem] = []
+    items: list[FeedbackItem | FeedbackError] = []
     cancelled = 0
     for index, task in enumerate(data):
-        name = f"task {task.get('id', f'#{index}') if isinstance(task, dict) else f'#{index}'}"
-        if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
-            raise FeedbackError(f"{source}: {name}: expected an object with a 'data' object "
-                                "(export the project as JSON, not JSON-MIN or CSV)")
-        record_id = task["data"].get(ID_KEY)
-        if record_id is None:
-            raise FeedbackError(f"{source}: {name}: data has no {ID_KEY!r}; was it exported by `activelabel review export`?")
-        annotations = task.get("annotations", [])
-        if not isinstance(annotations, list):
-            raise FeedbackError(f"{source}: {name}: 'annotations' must be a list")
-        live = []
-        for ann in annotations:
-            if not isinstance(ann, dict) or not isinstance(ann.get("result", []), list):
-                raise FeedbackError(f"{source}: {name}: each annotation must be an object with a 'result' list")
-            if ann.get("was_cancelled"):
-                cancelled += 1
-                continue
-            live.append(ann)
-        if not live:
-            continue
-        ann = max(live, key=lambda a: str(a.get("updated_at") or a.get("created_at") or ""))
-        for res in ann.get("result", []):
-            if not isinstance(res, dict) or res.get("type") != "choices":
-                continue
-            choices = (res.get("value") or {}).get("choices")
-            if not isinstance(choices, list) or len(choices) != 1:
-                raise FeedbackError(f"{source}: {name}: a choices result must hold exactly one choice, got {choices!r}")
-            label = str(res.get("from_name") or task["data"].get(LABEL_KEY) or "")
-            items.append(FeedbackItem(str(record_id), label, choices[0], _annotator(ann.get("completed_by")),
-                                      "label-studio", f"{source}: {name}"))
+        got, n_cancelled = _task_items(task, index, source)
+        items.extend(got)
+        cancelled += n_cancelled
     return items, cancelled
+
+
+def task_items(task: Any, *, source: str = "label-studio") -> list[FeedbackItem | FeedbackError]:
+    """The items of one Label Studio task (as a webhook or an export carries it)."""
+    return _task_items(task, 0, source)[0]
+
+
+def annotation_items(task: Mapping[str, Any], annotation: Mapping[str, Any], *,
+                     source: str = "label-studio") -> list[FeedbackItem | FeedbackError]:
+    """The items of one annotation of a task (a webhook's ``task`` and ``annotation``)."""
+    return _task_items({**task, "annotations": [annotation]}, 0, source)[0]
+
+
+def _task_items(task: Any, index: int, source: str) -> tuple[list[FeedbackItem | FeedbackError], int]:
+    name = f"task {task.get('id', f'#{index}') if isinstance(task, dict) else f'#{index}'}"
+    where = f"{source}: {name}"
+    if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
+        return [FeedbackError(f"{where}: expected an object with a 'data' object "
+                              "(export the project as JSON, not JSON-MIN or CSV); task skipped")], 0
+    record_id = task["data"].get(ID_KEY)
+    if record_id is None:
+        return [FeedbackError(f"{where}: data has no {ID_KEY!r} (not a task from `activelabel review export`); "
+                              "task skipped")], 0
+    annotations = task.get("annotations", [])
+    if not isinstance(annotations, list):
+        return [FeedbackError(f"{where}: 'annotations' must be a list; task skipped")], 0
+    live = []
+    cancelled = 0
+    for ann in annotations:
+        if not isinstance(ann, dict) or not isinstance(ann.get("result", []), list):
+            return [FeedbackError(f"{where}: each annotation must be an object with a 'result' list; task skipped")], 0
+        if ann.get("was_cancelled"):
+            cancelled += 1
+            continue
+        live.append(ann)
+    if not live:
+        return [], cancelled
+    ann = max(live, key=lambda a: str(a.get("updated_at") or a.get("created_at") or ""))
+    who = _annotator(ann.get("completed_by"))
+    values: dict[str, Any] = {}
+    typed: dict[str, Any] = {}
+    out: list[FeedbackItem | FeedbackError] = []
+    for res in ann.get("result", []):
+        if not isinstance(res, dict):
+            continue
+        label = str(res.get("from_name") or task["data"].get(LABEL_KEY) or "")
+        value = res.get("value") or {}
+        if res.get("type") == "textarea" and label.endswith(NEW_VALUE_SUFFIX):
+            text = value.get("text") if isinstance(value, dict) else None
+            text = text[0] if isinstance(text, list) and len(text) == 1 else text
+            if isinstance(text, str) and text.strip():
+                typed[label[: -len(NEW_VALUE_SUFFIX)]] = text.strip()
+            continue
+        if res.get("type") != "choices":
+            continue
+        choices = value.get("choices") if isinstance(value, dict) else None
+        if not isinstance(choices, list) or len(choices) != 1:
+            out.append(FeedbackError(f"{where}: a choices result must hold exactly one choice, got {choices!r}; "
+                                     "task skipped"))
+            continue
+        values[label] = choices[0]
+    values.update(typed)
+    for label, value in values.items():
+        out.append(FeedbackItem(str(record_id), label, value, who, "label-studio", where))
+    return out, cancelled
 
 
 def read_feedback_file(path: str | Path) -> tuple[list[FeedbackItem | FeedbackError], int]:
@@ -117,8 +161,7 @@ def read_feedback_file(path: str | Path) -> tuple[list[FeedbackItem | FeedbackEr
             data = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise FeedbackError(f"{p.name}: not valid JSON: {exc}") from exc
-        items, cancelled = read_label_studio_export(data, source=p.name)
-        return list(items), cancelled
+        return read_label_studio_export(data, source=p.name)
     return list(read_jsonl_feedback(p)), 0
 
 
@@ -131,6 +174,9 @@ def apply_feedback(store: DecisionStore, items: Iterable[FeedbackItem | Feedback
             store.record_rejection(str(item), how="import")
             result.rejected.append(("", str(item)))
             continue
+        if item.label.endswith(NEW_VALUE_SUFFIX):
+            item = FeedbackItem(item.record_id, item.label[: -len(NEW_VALUE_SUFFIX)], item.value, item.who,
+                                item.how, item.where)
         try:
             store.add_ground_truth(item.record_id, item.label, item.value, who=item.who or who, how=item.how)
         except FeedbackError as exc:

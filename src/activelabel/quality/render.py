@@ -42,6 +42,10 @@ def print_report(report: dict[str, Any], console: Console) -> None:
         overview.add_row(escape(name), _f(lab["coverage"]), str(lab["judged"]), _f(q["accuracy"]), _f(q["macro_f1"]),
                          _f(lab["conflict_rate"], 4), "[red]drift[/]" if d["drifted"] else "ok")
     console.print(overview)
+    from activelabel.quality.evaluation import evaluation_lines
+
+    for line in evaluation_lines(report):
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
     for name, lab in report["labels"].items():
         q = lab["quality"]
         if q["per_value"]:

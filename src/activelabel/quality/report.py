@@ -215,8 +215,12 @@ def report_from_store(store: DecisionStore, *, model_labelers: Sequence[Any] = (
     registry = store.registry()
     decisions = list(store.decisions())
     votes = model_votes_for(decisions, model_labelers) if model_labelers else None
-    return build_report(decisions, store.truth_map(), rule_values=registry.rule_values if registry else {},
-                        source=str(store.path), model_votes=votes, **kwargs)
+    report = build_report(decisions, store.truth_map(), rule_values=registry.rule_values if registry else {},
+                          source=str(store.path), model_votes=votes, **kwargs)
+    from activelabel.quality.evaluation import evaluation_split
+
+    report["evaluation"] = evaluation_split(store, decisions, kwargs.get("labels"))
+    return report
 
 
 def _read_jsonl(path: Path) -> Iterable[tuple[int, Any]]:

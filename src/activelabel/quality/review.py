@@ -7,10 +7,12 @@ Strategies rank the recorded decisions for one label:
 - ``margin``       smallest gap between the two most confident candidates
 - ``entropy``      highest entropy of the candidates' confidence distribution
 - ``disagreement`` labelers that disagreed (rule vs model, rule vs rule) first, then uncertainty
+- ``novelty``      lines least like anything the model was trained on first, then uncertainty
 - ``random``       a seeded shuffle (the baseline)
 
 Near-duplicates are suppressed: one item per template key (a chosen field, or the
-event's text with digits masked), so a budget is not spent on fifty copies of one line.
+event's text with IPs, paths, hex ids and signed numbers masked), so a budget is not
+spent on fifty copies of one line.
 """
 
 from __future__ import annotations
@@ -30,17 +32,35 @@ from activelabel.quality.metrics import Vote, votes_from_explain
 from activelabel.quality.report import field_value
 from activelabel.quality.store import StoredDecision
 
-STRATEGIES = ("uncertainty", "margin", "entropy", "disagreement", "random")
+STRATEGIES = ("uncertainty", "margin", "entropy", "disagreement", "novelty", "random")
+#: Strategies that rank on the model's class distribution: without the policy's model they rank like uncertainty.
+NEEDS_MODEL = ("margin", "entropy", "disagreement")
 ID_KEY = "activelabel_id"
 LABEL_KEY = "activelabel_label"
 TEXT_KEY = "text"
-# Any token holding a digit is a variable part: counts, ports, addresses, hex ids ("0244c1ec").
-_VARIABLE = re.compile(r"\w*\d\w*")
+# Variable parts, most specific first: IPs (with a port), paths, hex ids, then any token holding a
+# digit with its sign ("blk_-123" and "blk_123" are one template, "0244c1ec" is an id).
+_VARIABLES = (
+    (re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?::\d+)?"), "<ip>"),
+    (re.compile(r"\b[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){3,}\b"), "<hex>"),
+    (re.compile(r"(?:[\w.~-]*/)+[\w.~-]*"), "<path>"),
+    (re.compile(r"\b0[xX][0-9a-fA-F]+\b"), "<hex>"),
+    (re.compile(r"[\w+-]*\d[\w+-]*"), "#"),
+)
+# A list of ids ("blk_1 blk_2 blk_3") is one variable part, however long.
+_REPEATS = re.compile(r"(\S+)(?:\s+\1)+")
+
+
+def normalise_template(text: str) -> str:
+    """The text with its variable parts masked: what stays is the template a logger printed from."""
+    for pattern, mask in _VARIABLES:
+        text = pattern.sub(mask, text)
+    return _REPEATS.sub(r"\1", text)
 
 
 def template_key(text: str) -> str:
-    """Tokens with digits masked, then hashed: lines that differ only in ids, ports or times collide."""
-    return hashlib.sha256(_VARIABLE.sub("#", text).encode()).hexdigest()[:16]
+    """The normalised template, hashed: lines that differ only in ids, ports, paths or times collide."""
+    return hashlib.sha256(normalise_template(text).encode()).hexdigest()[:16]
 
 
 def dedup_key_for(field: str | None) -> Callable[[StoredDecision], str]:
@@ -85,10 +105,14 @@ def _candidate_confidences(d: StoredDecision, label: str, votes: Sequence[Vote])
 
 
 def _score(strategy: str, d: StoredDecision, label: str, rule_values: Mapping[str, Any],
-           model_dist: Mapping[Any, float] | None = None) -> float:
+           model_dist: Mapping[Any, float] | None = None, novelty: Mapping[str, float] | None = None) -> float:
     """Higher means review sooner. ``model_dist`` is the model's full class distribution, when known."""
     if strategy == "uncertainty":
         return 1.0 - _confidence(d, label)
+    if strategy == "novelty":
+        # Novel lines first (a whole point above any uncertainty), then the least certain.
+        n = (novelty or {}).get(d.record_id, 0.0)
+        return n + (1.0 - _confidence(d, label)) / 2
     votes = _votes(d, label, rule_values)
     if model_dist:
         probs = sorted(model_dist.values(), reverse=True)
@@ -120,13 +144,22 @@ def select_for_review(
     exclude: set[str] | frozenset[str] = frozenset(),
     rule_values: Mapping[str, Any] | None = None,
     model_distributions: Mapping[str, Mapping[Any, float]] | None = None,
+    novelty: Mapping[str, float] | None = None,
+    template_words: Mapping[str, frozenset[str]] | None = None,
     seed: int = 0,
+    fill: bool = False,
 ) -> list[ReviewItem]:
     """The ``budget`` items to review for ``label``, best first, one per dedup key.
 
     ``model_distributions`` (record id → class probabilities of the label's model)
     lets margin, entropy and disagreement use the model's whole distribution and
-    see its opinion where a rule won.
+    see its opinion where a rule won. ``novelty`` (record id → 0..1, see ``quality.novelty``)
+    ranks the ``novelty`` strategy; without it that strategy ranks like uncertainty. With
+    ``fill``, a pool with fewer templates than ``budget`` gets the rest from the duplicates.
+    With ``template_words`` (record id → the words of its template) the ``novelty`` strategy
+    picks greedily: after each pick, the others' novelty is lowered to their distance from
+    the picked line too (farthest-first), so one round does not spend its budget on ten
+    variants of one new template.
     """
     dists = model_distributions or {}
     if strategy not in STRATEGIES:
@@ -137,22 +170,76 @@ def select_for_review(
     if strategy == "random":
         rng.shuffle(pool)
         ranked = [(0.0, d) for d in pool]
+    elif strategy == "novelty" and novelty is not None and template_words is not None:
+        return _novelty_greedy(pool, label, budget, novelty, template_words, dedup, rng, fill)
     else:
         # Random tie-break: many items share a score (e.g. every unmatched line has confidence 0).
-        keyed = [(_score(strategy, d, label, rule_values, dists.get(d.record_id)), rng.random(), d) for d in pool]
+        keyed = [(_score(strategy, d, label, rule_values, dists.get(d.record_id), novelty), rng.random(), d)
+                 for d in pool]
         keyed.sort(key=lambda t: (-t[0], t[1]))
         ranked = [(s, d) for s, _, d in keyed]
     chosen: list[ReviewItem] = []
     seen: set[str] = set()
+    skipped: list[tuple[float, StoredDecision]] = []
     for score, d in ranked:
         if len(chosen) >= budget:
             break
         if dedup is not None:
             k = dedup(d)
             if k in seen:
+                skipped.append((score, d))
                 continue
             seen.add(k)
         chosen.append(ReviewItem(d, label, score, d.labels.get(label), d.confidences.get(label), d.sources.get(label)))
+    # Fewer templates than budget: spend the rest on the best of the duplicates, in rank order.
+    for score, d in skipped[: max(0, budget - len(chosen))] if fill else ():
+        chosen.append(ReviewItem(d, label, score, d.labels.get(label), d.confidences.get(label), d.sources.get(label)))
+    return chosen
+
+
+def _jaccard_distance(a: frozenset[str], b: frozenset[str]) -> float:
+    union = len(a | b)
+    return 1.0 - (len(a & b) / union if union else 1.0)
+
+
+def _novelty_greedy(pool: Sequence[StoredDecision], label: str, budget: int, novelty: Mapping[str, float],
+                    words: Mapping[str, frozenset[str]], dedup: Callable[[StoredDecision], str] | None,
+                    rng: random.Random, fill: bool = False) -> list[ReviewItem]:
+    """Farthest-first: the most novel line, then the line most novel against training *and* the picks so far."""
+    tie = {d.record_id: rng.random() for d in pool}
+    current = {d.record_id: novelty.get(d.record_id, 0.0) for d in pool}
+    empty: frozenset[str] = frozenset()
+    remaining = list(pool)
+    chosen: list[ReviewItem] = []
+    seen: set[str] = set()
+    skipped: list[StoredDecision] = []
+
+    def score(d: StoredDecision) -> float:
+        return current[d.record_id] + (1.0 - _confidence(d, label)) / 2
+
+    while remaining and len(chosen) < budget:
+        best = max(remaining, key=lambda d: (score(d), tie[d.record_id]))
+        remaining.remove(best)
+        if dedup is not None:
+            k = dedup(best)
+            if k in seen:
+                skipped.append(best)
+                continue
+            seen.add(k)
+        chosen.append(ReviewItem(best, label, score(best), best.labels.get(label), best.confidences.get(label),
+                                 best.sources.get(label)))
+        picked = words.get(best.record_id, empty)
+        cache: dict[frozenset[str], float] = {}
+        for d in remaining:
+            w = words.get(d.record_id, empty)
+            dist = cache.get(w)
+            if dist is None:
+                dist = cache[w] = _jaccard_distance(w, picked)
+            if dist < current[d.record_id]:
+                current[d.record_id] = dist
+    # Fewer templates than budget: the rest from the duplicates, in the order they came up.
+    for d in skipped[: max(0, budget - len(chosen))] if fill else ():
+        chosen.append(ReviewItem(d, label, score(d), d.labels.get(label), d.confidences.get(label), d.sources.get(label)))
     return chosen
 
 
@@ -191,15 +278,22 @@ def label_studio_tasks(items: Sequence[ReviewItem], *, text_field: str | None = 
     return tasks
 
 
-def label_studio_config(label: str, values: Sequence[Any]) -> str:
-    """The labeling-config XML matching the tasks: the text, and one single choice per value."""
+def label_studio_config(label: str, values: Sequence[Any], *, open_set: bool = False) -> str:
+    """The labeling-config XML matching the tasks: the text, and one single choice per value.
+
+    ``open_set`` (a label whose values are learned, ``type: string``) adds a free-text box
+    named ``<label>__new``: a value typed there wins over the choice on import, so the
+    first reviewer of an empty label set can answer at all.
+    """
     choices = "\n".join(f"    <Choice value={quoteattr(str(v))}/>" for v in values)
+    free = (f"  <TextArea name={quoteattr(label + '__new')} toName=\"{TEXT_KEY}\" maxSubmissions=\"1\" "
+            f"placeholder=\"or type a new value\"/>\n") if open_set else ""
+    body = f"  <Choices name={quoteattr(label)} toName=\"{TEXT_KEY}\" choice=\"single\" showInLine=\"true\">\n" \
+           f"{choices}\n  </Choices>\n" if values else ""
     return (
         "<View>\n"
         f"  <Header value={quoteattr('Check the label: ' + label)}/>\n"
         f"  <Text name=\"{TEXT_KEY}\" value=\"${TEXT_KEY}\"/>\n"
-        f"  <Choices name={quoteattr(label)} toName=\"{TEXT_KEY}\" choice=\"single\" showInLine=\"true\">\n"
-        f"{choices}\n"
-        "  </Choices>\n"
+        f"{body}{free}"
         "</View>\n"
     )

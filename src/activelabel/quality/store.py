@@ -61,6 +61,27 @@ CREATE TABLE IF NOT EXISTS feedback_rejections (
 );
 CREATE TABLE IF NOT EXISTS known_labels (label TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS holdout (
+    record_id TEXT NOT NULL,
+    label     TEXT NOT NULL,
+    value     TEXT,
+    PRIMARY KEY (record_id, label)
+);
+CREATE TABLE IF NOT EXISTS label_values (
+    label TEXT NOT NULL,
+    value TEXT NOT NULL,
+    who   TEXT,
+    ts    REAL NOT NULL,
+    how   TEXT,
+    PRIMARY KEY (label, value)
+);
+CREATE TABLE IF NOT EXISTS model_builds (
+    label       TEXT NOT NULL,
+    version     TEXT NOT NULL,
+    ts          REAL NOT NULL,
+    trained_ids TEXT NOT NULL,
+    PRIMARY KEY (label, version)
+);
 """
 
 
@@ -278,9 +299,65 @@ class DecisionStore:
         except FeedbackError as exc:
             self.record_rejection(str(exc), record_id=record_id, label=label, value=value, how=how, ts=now)
             raise
+        if self.is_holdout(record_id, label):
+            # Ground truth for a held-out item would be trained on: it goes to the holdout instead.
+            self.set_holdout_truth(record_id, label, value)
+            return GroundTruth(record_id, label, value, who, now, "holdout")
         self._exec("INSERT OR REPLACE INTO ground_truth VALUES (?, ?, ?, ?, ?, ?)",
                    (record_id, label, _dumps(value), who, now, how))
+        self._note_value(label, value, who=who, how=how, ts=now)
         return GroundTruth(record_id, label, value, who, now, how)
+
+    # -- open label sets: values learned from people ---------------------------------------------
+
+    def _note_value(self, label: str, value: Any, *, who: str | None, how: str | None, ts: float) -> None:
+        registry = self.registry()
+        info = registry.labels.get(label) if registry else None
+        if info is not None and info.values:
+            return  # a closed set: its values are the policy's, nothing to learn
+        self._exec("INSERT OR IGNORE INTO label_values VALUES (?, ?, ?, ?, ?)", (label, _dumps(value), who, ts, how))
+
+    def learned_values(self, label: str) -> list[dict[str, Any]]:
+        """Values of an open label (``type: string``) that people gave, each with who and when it first came."""
+        rows = self._exec("SELECT value, who, ts, how FROM label_values WHERE label = ? ORDER BY ts, rowid",
+                          (label,)).fetchall()
+        return [{"value": orjson.loads(r[0]), "who": r[1], "ts": r[2], "how": r[3]} for r in rows]
+
+    # -- the holdout: items review never selects and training never sees ------------------------
+
+    def set_holdout(self, label: str, record_ids: Iterable[str]) -> None:
+        """Mark records as held out for ``label`` (kept across runs; truth can be added later)."""
+        with self._lock:
+            self._db.executemany("INSERT OR IGNORE INTO holdout (record_id, label, value) VALUES (?, ?, NULL)",
+                                 [(rid, label) for rid in record_ids])
+
+    def set_holdout_truth(self, record_id: str, label: str, value: Any) -> None:
+        self._exec("INSERT OR REPLACE INTO holdout (record_id, label, value) VALUES (?, ?, ?)",
+                   (record_id, label, _dumps(value)))
+
+    def is_holdout(self, record_id: str, label: str) -> bool:
+        return self._exec("SELECT 1 FROM holdout WHERE record_id = ? AND label = ?",
+                          (record_id, label)).fetchone() is not None
+
+    def holdout_ids(self, label: str | None = None) -> set[str]:
+        sql = "SELECT record_id FROM holdout" + (" WHERE label = ?" if label else "")
+        return {r[0] for r in self._exec(sql, (label,) if label else ()).fetchall()}
+
+    def holdout_truth(self, label: str | None = None) -> dict[tuple[str, str], Any]:
+        """{(record_id, label): true value} for held-out items whose truth is known."""
+        sql = "SELECT record_id, label, value FROM holdout WHERE value IS NOT NULL" + (" AND label = ?" if label else "")
+        return {(r[0], r[1]): orjson.loads(r[2]) for r in self._exec(sql, (label,) if label else ()).fetchall()}
+
+    # -- model builds: which ground truth each model was trained on -----------------------------
+
+    def record_model_build(self, label: str, version: str, trained_ids: Iterable[str], *, ts: float | None = None) -> None:
+        self._exec("INSERT OR REPLACE INTO model_builds VALUES (?, ?, ?, ?)",
+                   (label, version, self._clock() if ts is None else ts, _dumps(sorted(trained_ids))))
+
+    def latest_model_build(self, label: str) -> dict[str, Any] | None:
+        row = self._exec("SELECT version, ts, trained_ids FROM model_builds WHERE label = ? ORDER BY ts DESC, rowid DESC"
+                         " LIMIT 1", (label,)).fetchone()
+        return None if row is None else {"version": row[0], "ts": row[1], "trained_ids": set(orjson.loads(row[2]))}
 
     def record_rejection(self, reason: str, *, record_id: str | None = None, label: str | None = None,
                          value: Any = None, how: str | None = None, ts: float | None = None) -> None:

@@ -57,7 +57,8 @@ def require_media_type(headers: Mapping[str, str], allowed: tuple[str, ...]) -> 
     return found
 
 
-def _too_large(limit: int) -> HttpError:
+def too_large(limit: int) -> HttpError:
+    """The 413 refusal of a body over ``limit`` bytes."""
     return HttpError(
         413,
         "body_too_large",
@@ -78,7 +79,7 @@ async def receive_body(receive: Receive, headers: Mapping[str, str], limit: int)
     """
     declared = headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _too_large(limit)
+        raise too_large(limit)
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -88,7 +89,7 @@ async def receive_body(receive: Receive, headers: Mapping[str, str], limit: int)
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise _too_large(limit)
+            raise too_large(limit)
         chunks.append(chunk)
         if not message.get("more_body", False):
             break
@@ -109,7 +110,7 @@ def _inflate(body: bytes, encoding: str, limit: int) -> bytes:
     except zlib.error:
         raise HttpError(400, "bad_encoding", f"body is not valid {encoding} data") from None
     if len(out) > limit or inflater.unconsumed_tail:
-        raise _too_large(limit)
+        raise too_large(limit)
     return out
 
 

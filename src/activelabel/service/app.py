@@ -16,7 +16,6 @@ import signal
 import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
 
 import anyio.to_thread
 import httpx
@@ -25,14 +24,14 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from activelabel.errors import PolicyError, PolicyIssue
 from activelabel.governance.protect import Protector
 from activelabel.observability.metrics import ServiceMetrics
 from activelabel.observability.windows import LabelDrift
 from activelabel.service import routes_core, routes_edge, routes_otlp
-from activelabel.service._http import Authenticator, HttpError
+from activelabel.service._http import Authenticator, HttpError, too_large
 from activelabel.service.auth import AuthConfigError, TokenTable
 from activelabel.service.config import ServiceConfig
 from activelabel.service.policy_runtime import (
@@ -165,21 +164,85 @@ class LabelService:
         if scope["type"] != "http" or scope["path"] in _ALWAYS_ANSWERED:
             await self.starlette(scope, receive, send)
             return
+        # The whole body first, within a deadline, and only then does the request count
+        # as in flight: a client trickling bodies must not fill the in-flight limit.
+        first = await _read_whole_body(self.state, scope, receive, send)
+        if first is None:
+            return  # already answered (408 / 413) or the client left
         if self._limit and self.in_flight >= self._limit:
             await _overloaded(self.state, scope, send)
             return
         # One event loop: the counter needs no lock.
         self.in_flight += 1
         try:
+            replay = _replay(first, receive)
             path = scope["path"]
             if path == "/v1/label":
-                await label_asgi(self.state, scope, receive, send)
+                await label_asgi(self.state, scope, replay, send)
             elif path == self._authz_prefix or path.startswith(self._authz_prefix + "/"):
-                await ext_authz_asgi(self.state, scope, receive, send)
+                await ext_authz_asgi(self.state, scope, replay, send)
             else:
-                await self.starlette(scope, receive, send)
+                await self.starlette(scope, replay, send)
         finally:
             self.in_flight -= 1
+
+
+async def _read_whole_body(state: ServiceState, scope: Scope, receive: Receive, send: Send) -> Message | None:
+    """The request's body as one ``http.request`` message, or None once the request is answered.
+
+    The raw (still compressed) body is held to ``max_body_bytes``, as the handlers'
+    own check does after decompression; ``body_timeout_s`` bounds the whole read.
+    """
+    limit = state.config.max_body_bytes
+    for name, value in scope["headers"]:
+        if name == b"content-length" and value.isdigit() and int(value) > limit:
+            await _answer_early(state, scope, send, too_large(limit), close=True)
+            return None
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async with asyncio.timeout(state.config.body_timeout_s):
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return None
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > limit:
+                    await _answer_early(state, scope, send, too_large(limit), close=True)
+                    return None
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    break
+    except TimeoutError:
+        error = HttpError(408, "request_timeout",
+                          f"the request body did not arrive within {state.config.body_timeout_s:g}s; send the whole body at once")
+        await _answer_early(state, scope, send, error, close=True)
+        return None
+    return {"type": "http.request", "body": chunks[0] if len(chunks) == 1 else b"".join(chunks), "more_body": False}
+
+
+def _replay(first: Message, receive: Receive) -> Receive:
+    """A ``receive`` giving the body already read, then whatever the client sends next (a disconnect)."""
+    pending: list[Message] = [first]
+
+    async def replay() -> Message:
+        if pending:
+            return pending.pop()
+        return await receive()
+
+    return replay
+
+
+async def _answer_early(state: ServiceState, scope: Scope, send: Send, error: HttpError, *, close: bool) -> None:
+    state.metrics.observe_error(_door_of(scope["path"], state.config), error.code)
+    body = error.body()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if close:
+        # The rest of the body is unread: the connection cannot carry another request.
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": error.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 _ALWAYS_ANSWERED = frozenset({"/healthz", "/readyz", "/metrics"})
@@ -235,12 +298,11 @@ def _install_sighup(runtime: PolicyRuntime) -> None:
         log.warning("SIGHUP reload not available (not the main thread); use POST /v1/policy/reload")
         return
     loop = asyncio.get_running_loop()
-    running: set[asyncio.Task[Any]] = set()
+    running: set[asyncio.Task[object]] = set()  # the loop keeps only weak references to tasks
 
     def on_sighup() -> None:
         # Reload off the event loop: compiling a policy must not stall requests.
         task = loop.create_task(anyio.to_thread.run_sync(runtime.reload, "sighup"))
-        # The loop holds tasks only weakly: keep a reference until the reload is done.
         running.add(task)
         task.add_done_callback(running.discard)
 
@@ -256,9 +318,31 @@ def _watched_files(runtime: PolicyRuntime) -> frozenset[Path]:
     return frozenset(files)
 
 
+def _watch_filter(files: frozenset[Path], policy_path: Path) -> Callable[[object, str], bool]:
+    """A watchfiles filter passing only changes to the policy's own files (or a ConfigMap swap).
+
+    Filtering inside watchfiles, not after it, is what keeps an unrelated file in the
+    policy's folder (a log being appended) from waking the watcher at all.
+    """
+    link = policy_path.absolute()  # a symlink swapped to another version is a change too
+    names = frozenset(f.name for f in files) | {"..data", link.name}
+
+    def keep(_change: object, path: str) -> bool:
+        p = Path(path)
+        # The cheap name test first: resolving every path of a busy folder costs syscalls.
+        return p.name in names and (p.name == "..data" or p == link or p.resolve() in files)
+
+    return keep
+
+
 async def _watch_policy(runtime: PolicyRuntime, stop: asyncio.Event) -> None:
     from watchfiles import awatch
 
+    # watchfiles logs every batch of changes ("1 change detected") at INFO: that is
+    # the watcher's chatter, not the service's news (reloads are logged by the runtime).
+    chatter = logging.getLogger("watchfiles")
+    if chatter.getEffectiveLevel() > logging.DEBUG:
+        chatter.setLevel(logging.WARNING)
     while not stop.is_set():
         files = _watched_files(runtime)
         # Watch directories, not files: editors and Kubernetes ConfigMap updates
@@ -267,8 +351,7 @@ async def _watch_policy(runtime: PolicyRuntime, stop: asyncio.Event) -> None:
         # symlink there while the resolved files sit in a directory that vanishes.
         parents = {f.parent for f in files} | {runtime.policy_path.absolute().parent}
         directories = sorted(str(d) for d in parents if d.exists())
-        async for changes in awatch(*directories, stop_event=stop, debounce=300, step=50):
-            if any(Path(p).resolve() in files or Path(p).name == "..data" for _, p in changes):
-                await anyio.to_thread.run_sync(runtime.reload, "watch")
-                if _watched_files(runtime) != files:
-                    break  # the new policy depends on other files: watch those
+        async for _changes in awatch(*directories, watch_filter=_watch_filter(files, runtime.policy_path), stop_event=stop, debounce=300, step=50):
+            await anyio.to_thread.run_sync(runtime.reload, "watch")
+            if _watched_files(runtime) != files:
+                break  # the new policy depends on other files: watch those

@@ -77,6 +77,15 @@ class ServiceConfig(_Strict):
     max_in_flight: int = Field(default=512, ge=0)
     """Requests being handled at once beyond which new ones get 503 + Retry-After (backpressure,
     seed F1); health, readiness and metrics are never refused. 0 = no limit."""
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    """Seconds a connection may take to send a request line and headers (from connecting, or
+    from the previous response); slower → 408 and the connection is closed."""
+    body_timeout_s: float = Field(default=30.0, gt=0)
+    """Seconds a request may take to send its whole body once its headers are in; slower → 408
+    and the connection is closed. Only a complete body counts toward ``max_in_flight``."""
+    max_connections_per_client: int = Field(default=256, ge=0)
+    """Open connections one client address may hold; more → 503 and closed at once, so one
+    client cannot take every connection. 0 = no limit (e.g. behind a proxy that is the only client)."""
     track_conflicts: bool = True
     """Evaluate every rule so conflicts between rules are counted (M5); costs some label latency."""
     watch_policy: bool = False

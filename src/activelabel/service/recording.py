@@ -87,16 +87,46 @@ async def feedback_route(request: Request) -> Response:
     if len(items) > state.config.max_batch_events:
         return HttpError(413, "batch_too_large", f"{len(items)} items; the limit is {state.config.max_batch_events}").response()
     protected = state.runtime.current.protected_labels
-    accepted, rejected = await anyio.to_thread.run_sync(_apply, state.store, items, caller.name, protected)
+    labels = dict(state.runtime.current.labeler.policy.labels)
+    accepted, rejected = await anyio.to_thread.run_sync(_apply, state.store, items, caller.name, protected, labels)
     state.metrics.feedback_items.labels("accepted").inc(accepted)
     state.metrics.feedback_items.labels("rejected").inc(len(rejected))
     # Agreement (M2) and feedback delay (M8) are read from the store, where imports land too.
     state.metrics.sync_ground_truth()
-    return json_response({"accepted": accepted, "rejected": rejected})
+    body = {"accepted": accepted, "rejected": rejected}
+    if rejected and not accepted:  # nothing stored: say so in the status too, so a client cannot miss it
+        first = rejected[0]["reason"]
+        body["error"] = {"code": "feedback_refused", "message": f"no item accepted; first reason: {first}"}
+        return json_response(body, status=422)
+    return json_response(body)
+
+
+def _value_problem(labels: dict[str, Any], label: str, value: Any) -> str | None:
+    """Why a JSON ``value`` cannot be a true value of ``label`` by its JSON type alone, else None.
+
+    No label type takes a list or an object, and a string label takes only a
+    string (the store would otherwise keep a Python repr such as ``"[1, 2]"``).
+    Everything finer (enum values, int text) is the store's check.
+    """
+    if isinstance(value, (list, dict)):
+        return f"label {label!r} takes a single value, not a JSON {'array' if isinstance(value, list) else 'object'}"
+    spec = labels.get(label)
+    kind = str(getattr(getattr(spec, "type", None), "value", getattr(spec, "type", ""))) if spec is not None else ""
+    if kind == "string" and not isinstance(value, str):
+        return f"label {label!r} is a string label: send the value as a JSON string, not {_json_kind(value)}"
+    return None
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    return "a number" if isinstance(value, (int, float)) else type(value).__name__
 
 
 def _apply(
-    store: Any, items: list[Any], who: str, protected: frozenset[str]
+    store: Any, items: list[Any], who: str, protected: frozenset[str], labels: dict[str, Any] | None = None,
 ) -> tuple[int, list[dict[str, Any]]]:
     accepted = 0
     rejected: list[dict[str, Any]] = []
@@ -105,6 +135,11 @@ def _apply(
             rejected.append({"index": index, "reason": "an item is an object with id, label and value"})
             continue
         label = str(item["label"])
+        problem = _value_problem(labels or {}, label, item["value"])
+        if problem is not None:
+            store.record_rejection(problem, record_id=str(item["id"]), label=label, how="api")
+            rejected.append({"index": index, "reason": problem})
+            continue
         try:
             store.add_ground_truth(str(item["id"]), label, item["value"], who=str(item.get("who") or who), how="api")
         except FeedbackError as exc:

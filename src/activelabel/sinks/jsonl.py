@@ -110,6 +110,11 @@ class DeadLetterSink:
             entry["raw_base64"] = base64.b64encode(raw).decode("ascii")
         self._sink.write_raw(orjson.dumps(entry))
 
+    def flush(self) -> None:
+        """Write the buffered dead letters out (the ``Sink`` protocol)."""
+        if self._sink is not None:
+            self._sink.flush()
+
     def close(self) -> None:
         if self._sink is not None:
             self._sink.close()

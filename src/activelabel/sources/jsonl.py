@@ -111,6 +111,9 @@ class JsonlSource:
         self.limits = limits
         self.bytes_read = 0
 
+    def close(self) -> None:
+        """Nothing to release: each input is opened and closed while it is read (the ``Source`` protocol)."""
+
     def __iter__(self) -> Iterator[Record | BadRecord]:
         limits = self.limits
         for label, line_no, raw in self.iter_raw():

@@ -11,9 +11,10 @@ Delivery is at-least-once: offsets are committed only after the batch's labeled
 and dead-lettered messages are acknowledged. See docs/stream.md.
 """
 
+from activelabel.sinks.kafka import KafkaSink, ValueTooLarge
+from activelabel.sources.kafka import KafkaSource
 from activelabel.stream import _needs_extra  # noqa: F401  (first: names the missing extra)
 from activelabel.stream.config import StreamConfig
-from activelabel.stream.kafka import KafkaSink, KafkaSource, ValueTooLarge
 from activelabel.stream.records import (
     DLQ_KIND_HEADER,
     DLQ_OFFSET_HEADER,

@@ -81,6 +81,10 @@ class StreamConfig(BaseModel):
     Some brokers (Tansu) also hold the first join for about half of it."""
     flush_timeout_s: float = Field(default=30.0, gt=0)
     """Seconds to wait for a batch's produced messages to be acknowledged before failing."""
+    broker_retry_s: float = Field(default=300.0, gt=0)
+    """Seconds a batch keeps being retried, with backoff, while the broker does not acknowledge it
+    or refuses the offset commit (a restart, a network cut); past it the worker stops with an
+    error, its offsets not committed, so nothing is lost."""
     metadata_timeout_s: float = Field(default=10.0, gt=0)
     """Seconds to wait at start for the cluster's topic list (reachability and topic check)."""
     consumer_options: dict[str, str] = Field(default_factory=dict)
@@ -155,6 +159,9 @@ class StreamConfig(BaseModel):
             "enable.idempotence": True,
             "acks": "all",
             "linger.ms": 5,
+            # A deleted output topic must stop the worker, not come back with the broker's
+            # default partition count because the producer asked for it.
+            "allow.auto.create.topics": False,
             **self.producer_options,
             "bootstrap.servers": self.bootstrap_servers,
         }

@@ -6,7 +6,7 @@ Pure functions, no Kafka client: the message formats are part of the contract
 
 from __future__ import annotations
 
-from activelabel.stream.kafka import Headers
+from activelabel.sinks.kafka import Headers
 
 # What ``Message.headers()`` may hand back: a list of pairs from the consumer, a dict if
 # someone built the message by hand, None without headers.
@@ -15,7 +15,7 @@ HeadersIn = Headers | dict[str, str | bytes | None] | None
 POLICY_VERSION_HEADER = "activelabel-policy-version"
 """On every output and dead-letter message: the version of the policy that labeled it."""
 DLQ_KIND_HEADER = "activelabel-dlq-kind"
-"""Stable machine-readable reason: invalid_json, invalid_utf8, not_object, too_large, too_deep, empty, label_failed, output_too_large."""
+"""Stable machine-readable reason: invalid_json, invalid_utf8, not_object, too_large, too_deep, empty, label_failed, output_too_large, output_refused."""
 DLQ_REASON_HEADER = "activelabel-dlq-reason"
 """Human-readable reason (UTF-8, at most ``MAX_REASON_BYTES``)."""
 DLQ_TOPIC_HEADER = "activelabel-source-topic"

@@ -10,6 +10,7 @@ rebalance or shutdown does not duplicate anything either.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
@@ -17,16 +18,22 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
 
 from activelabel.engine.record_loop import RecordLoop, Where
-from activelabel.errors import SinkError
+from activelabel.errors import SinkError, SourceError
+from activelabel.sinks.kafka import Delivery, KafkaSink, ValueTooLarge
 from activelabel.sources.jsonl import ReadLimits
+from activelabel.sources.kafka import KafkaSource
 from activelabel.stream.config import StreamConfig
-from activelabel.stream.kafka import KafkaSink, KafkaSource, ValueTooLarge
 from activelabel.stream.records import DLQ_VALUE_DROPPED_HEADER, dead_letter_headers, labeled_headers
+
+_T = TypeVar("_T")
+# Backoff between attempts while the broker is away: doubled each time, up to the cap.
+_FIRST_BACKOFF_S = 0.5
+_MAX_BACKOFF_S = 30.0
 
 
 class StreamLabeler(Protocol):
@@ -202,18 +209,106 @@ class StreamWorker:
         # Dead letters go after the labeled messages, in input order, as they always have.
         for _pos, msg, kind, reason in sorted(output.dead, key=lambda d: d[0]):
             self._dead_letter(sink, msg, kind, reason, version)
-        sink.flush(cfg.flush_timeout_s)
-        committed = source.commit(offsets)
+        # Labeled messages the broker refused for what they are: now dead letters.
+        refused = self._deliver(source, sink, version)
+        committed = self._commit(source, offsets)
         with self._lock:  # stats() may be read from another thread: keep the sums consistent
             c = self._counts
             c.messages_in += counts.records_in
-            c.dead_lettered += counts.dead_lettered
-            c.labeled += counts.labeled
+            c.dead_lettered += counts.dead_lettered + len(refused)
+            c.labeled += counts.labeled - len(refused)
             for kind, n in counts.dead_letter_kinds.items():
                 c.dead_letter_kinds[kind] = c.dead_letter_kinds.get(kind, 0) + n
+            if refused:
+                c.dead_letter_kinds["output_refused"] = c.dead_letter_kinds.get("output_refused", 0) + len(refused)
             c.batches += 1
             if not committed:
                 c.rebalanced_commits += 1
+
+    # ---- delivery, commit and broker outages ---------------------------
+    # Kept apart from the record loop: these decide when a batch may be committed.
+
+    def _deliver(self, source: KafkaSource, sink: KafkaSink, version: bytes) -> list[tuple[Message, str, str]]:
+        """Wait until the broker has the whole batch; return the labeled messages it refused, now dead-lettered.
+
+        A refused labeled message goes to the DLQ as ``output_refused``; a refused
+        dead letter, a deleted topic or an outage past ``broker_retry_s`` raises
+        ``SinkError`` before anything of the batch is committed.
+        """
+        cfg = self.config
+        refused = self._await_delivery(source, sink).refused
+        if len(refused) > 1:
+            # A broker refuses a whole record batch for one bad record (INVALID_RECORD):
+            # send each refused message alone, so only the ones refused on their own are dead letters.
+            alone = []
+            for produced, _reason in refused:
+                sink.produce(produced.topic, produced.key, produced.value, produced.headers, produced.timestamp_ms, produced.origin)
+                alone += self._await_delivery(source, sink).refused
+            refused = alone
+        dead: list[tuple[Message, str, str]] = []
+        for produced, reason in refused:
+            if produced.topic != cfg.output_topic or produced.origin is None:
+                raise SinkError(f"the dead-letter topic {cfg.dead_letter_topic} refused a message ({reason}); "
+                                "the batch's offsets were not committed, so it will be labeled again")
+            msg: Message = produced.origin  # type: ignore[assignment]  # the worker produces with the input message
+            dead.append((msg, "output_refused", reason))
+            self._dead_letter(sink, msg, "output_refused", reason, version)
+        if dead and self._await_delivery(source, sink).refused:
+            raise SinkError(f"the dead-letter topic {cfg.dead_letter_topic} refused a message; the batch's offsets were not committed")
+        # Some brokers (Tansu) acknowledge writes to a topic deleted mid-run and keep
+        # nothing: before committing, make sure the labeled copies have somewhere to be.
+        self._with_retry("checking the output topics", lambda: self._check_topics(sink))
+        return dead
+
+    def _await_delivery(self, source: KafkaSource, sink: KafkaSink) -> Delivery:
+        """``sink.deliver()``, producing the batch again with backoff while the broker is away."""
+        cfg = self.config
+        deadline = self._clock() + cfg.broker_retry_s
+        backoff = _FIRST_BACKOFF_S
+        while True:
+            outcome = sink.deliver(cfg.flush_timeout_s)
+            if outcome.unavailable is None:
+                return outcome
+            with contextlib.suppress(SourceError):  # unreachable: keep retrying; missing: stop now
+                self._check_topics(sink)
+            self._back_off(outcome.unavailable, "producing the batch again", backoff, deadline)
+            backoff = min(backoff * 2, _MAX_BACKOFF_S)
+            sink.replay()
+
+    def _commit(self, source: KafkaSource, offsets: dict[int, int]) -> bool:
+        """Commit the batch's offsets, retried with backoff while the group coordinator is away."""
+        return self._with_retry("committing offsets", lambda: source.commit(offsets))
+
+    def _with_retry(self, what: str, attempt: Callable[[], _T]) -> _T:
+        deadline = self._clock() + self.config.broker_retry_s
+        backoff = _FIRST_BACKOFF_S
+        while True:
+            try:
+                return attempt()
+            except SourceError as exc:
+                self._back_off(str(exc), what + " again", backoff, deadline)
+                backoff = min(backoff * 2, _MAX_BACKOFF_S)
+
+    def _back_off(self, problem: str, then: str, backoff: float, deadline: float) -> None:
+        """Wait ``backoff`` seconds before the next attempt, or raise ``SinkError`` when retrying is over."""
+        if self._stop.is_set():
+            raise SinkError(f"{problem}; stop requested while Kafka was unavailable: the last batch was not committed "
+                            "and will be labeled again by the next worker")
+        if self._clock() + backoff > deadline:
+            raise SinkError(f"{problem}; gave up after retrying for {self.config.broker_retry_s:g}s (broker_retry_s): "
+                            "the last batch was not committed and will be labeled again once Kafka is back")
+        self._log.warning("%s; %s in %.1fs", problem, then, backoff)
+        self._stop.wait(backoff)
+
+    def _check_topics(self, sink: KafkaSink) -> None:
+        cfg = self.config
+        missing = sink.missing_topics([cfg.output_topic, cfg.dead_letter_topic], cfg.metadata_timeout_s)
+        if missing is None:
+            raise SourceError(f"cannot list the topics of {cfg.bootstrap_servers}")
+        if missing:
+            raise SinkError(f"topic{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
+                            f"disappeared from {cfg.bootstrap_servers} while running; the last batch was not committed "
+                            "and will be labeled again once the topic exists (create it, then start the worker)")
 
     def _dead_letter(self, sink: KafkaSink, msg: Message, kind: str, reason: str, version: bytes) -> None:
         """Produce the original bytes, unchanged, with the reason and origin in headers."""
@@ -277,7 +372,7 @@ class _TopicOutput:
         for i, ((messages, pos), value) in enumerate(zip(where, lines)):
             msg = messages[pos]
             try:
-                produce(self.topic, msg.key(), value, labeled_headers(msg.headers(), self.version), _timestamp(msg))
+                produce(self.topic, msg.key(), value, labeled_headers(msg.headers(), self.version), _timestamp(msg), msg)
             except ValueTooLarge as exc:
                 refused.append((i, "output_too_large", f"the labeled message is too large to produce: {exc}"))
         return refused

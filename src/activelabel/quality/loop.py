@@ -1,0 +1,519 @@
+"""The active loop as one call: rounds of select → annotate → import → train → relabel → evaluate.
+
+Evaluation is on a **holdout** chosen before the first round: a record is held out
+when a hash of the seed and its id falls under the fraction, so the same seed holds
+out the same records in any process. Review never selects a held-out record and
+training never sees one (truth that arrives for one goes to the holdout table, not
+to ground truth). Scores are computed there only.
+
+The policy keeps referencing the newest model: the loop owns an included file next
+to the policy (``<stem>.loop-models.yaml``) that it rewrites every round, and adds
+one ``include:`` line to the policy the first time. That keeps the policy's own text
+(comments, order, formatting) untouched without a YAML round-trip library, and a
+second run finds the include already there instead of a duplicate ``models:`` key.
+
+Annotation: ``answers`` (a simulated annotator reading the truth file, for
+experiments and CI) or, without answers, the loop writes each round's tasks as
+Label Studio JSON and waits for their answers to arrive in the store (from
+``review import``, ``review serve`` or the Label Studio ML backend's webhook) or for
+an export dropped next to the tasks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from activelabel.errors import LoopError
+from activelabel.quality.feedback import FeedbackItem, apply_feedback, read_feedback_file
+from activelabel.quality.novelty import NoveltyIndex, novelty_path_for
+from activelabel.quality.store import DecisionStore, StoredDecision, record_id_for
+
+HOW = "loop-answers"
+
+
+def holdout_ids(ids: Sequence[str], fraction: float, seed: int) -> set[str]:
+    """The held-out ids: those whose hash with the seed falls under ``fraction`` (deterministic per seed)."""
+    if fraction <= 0:
+        return set()
+    out = set()
+    for rid in ids:
+        digest = hashlib.sha256(f"{seed}:{rid}".encode()).digest()
+        if int.from_bytes(digest[:8], "big") / 2**64 < fraction:
+            out.add(rid)
+    return out
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float] | None:
+    """95 % Wilson score interval for a proportion (sound at 0 and 1 and for small n)."""
+    if n == 0:
+        return None
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+# -- the policy file the loop owns ------------------------------------------------------------------
+
+def owned_models_file(policy: Path) -> Path:
+    return policy.with_name(policy.stem + ".loop-models.yaml")
+
+
+_INCLUDE = re.compile(r"^include:[ \t]*(?P<rest>.*)$", re.MULTILINE)
+
+
+def ensure_include(policy: Path, include: str) -> bool:
+    """Add ``include`` to the policy's top-level ``include:`` (created at the end if absent).
+
+    A text edit of one line, so comments and order stay as they are; returns whether
+    the file changed (False when the include is already there).
+    """
+    text = policy.read_text()
+    m = _INCLUDE.search(text)
+    if m is not None:
+        after = text[m.end():]
+        block = re.match(r"(?:\n[ \t]*(?:-[^\n]*|#[^\n]*)?(?=\n|$))*", after)
+        if include in m.group("rest") or (block and re.search(rf"-\s*['\"]?{re.escape(include)}['\"]?\s*$",
+                                                                block.group(0), re.MULTILINE)):
+            return False
+        rest = m.group("rest").strip()
+        if rest.startswith("["):
+            inner = rest[1:].lstrip()
+            new_line = f"include: [{include}{', ' if not inner.startswith(']') else ''}{inner}"
+            text = text[:m.start()] + new_line + text[m.end():]
+        elif rest in ("", "# ") or rest.startswith("#"):
+            indent = re.search(r"\n([ \t]*)-", after)
+            pad = indent.group(1) if indent else "  "
+            text = text[:m.end()] + f"\n{pad}- {include}" + text[m.end():]
+        else:
+            raise LoopError(f"{policy}: cannot add {include} to `include: {rest}`; "
+                              f"add it yourself (include: [{include}, ...])")
+    else:
+        sep = "" if text.endswith("\n") else "\n"
+        text += f"{sep}\n# The newest model from `activelabel loop` (the file is rewritten every round).\n" \
+                f"include:\n  - {include}\n"
+    tmp = policy.with_name(policy.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(policy)
+    return True
+
+
+def write_models_file(path: Path, *, name: str, label: str, artifact: Path, features: Mapping[str, str],
+                      min_confidence: float, note: str) -> None:
+    """The loop's included file: one ``models:`` entry for the newest artifact."""
+    try:
+        rel = artifact.resolve().relative_to(path.parent.resolve())
+    except ValueError:
+        rel = artifact.resolve()
+    lines = [
+        f"# Written by `activelabel loop` ({note}). Rewritten every round: edit the policy, not this file.",
+        "models:",
+        f"  - name: {name}",
+        f"    label: {label}",
+        "    type: sklearn",
+        f"    path: {orjson.dumps(str(rel)).decode()}",
+        "    features:",
+        *[f"      {k}: {orjson.dumps(v).decode()}" for k, v in features.items()],
+        f"    min_confidence: {min_confidence}",
+        "    timeout_ms: 5000",
+        "    on_error: abstain",
+        "",
+    ]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("\n".join(lines))
+    tmp.replace(path)
+
+
+# -- configuration and results -----------------------------------------------------------------------
+
+@dataclass
+class LoopConfig:
+    policy: Path
+    data: Path
+    label: str
+    out: Path
+    id_field: str | None = None
+    features: dict[str, str] = field(default_factory=dict)
+    rounds: int = 5
+    budget: int = 30
+    strategy: str = "novelty"
+    holdout: float = 0.5
+    seed: int = 0
+    answers: Path | None = None
+    dedup_field: str | None = None
+    dedup: bool = True
+    rule_labels: float | None = 0.9
+    min_confidence: float = 0.5
+    novelty_threshold: float = 0.4
+    wait_timeout: float = 3600.0
+    poll_interval: float = 1.0
+
+
+@dataclass
+class Round:
+    """What one round measured (on the holdout unless said otherwise)."""
+
+    round: int
+    reviewed: int
+    model: str | None
+    holdout: dict[str, Any]
+    agreement: dict[str, Any] | None
+    abstentions: dict[str, Any]
+    classes_unpredictable: list[str]
+    novel_share: float | None
+    elapsed_s: float
+
+    def to_json(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+def read_events(path: Path, id_field: str | None) -> tuple[list[str], list[dict[str, Any]]]:
+    """(ids, events) from JSON Lines; the same record id twice keeps the last line."""
+    ids: list[str] = []
+    events: list[dict[str, Any]] = []
+    seen: dict[str, int] = {}
+    with path.open("rb") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                event = orjson.loads(line)
+            except orjson.JSONDecodeError as exc:
+                raise LoopError(f"{path}:{n}: not valid JSON ({exc}); --data must be JSON Lines") from exc
+            if not isinstance(event, dict):
+                raise LoopError(f"{path}:{n}: expected a JSON object per line")
+            rid = record_id_for(event, id_field)
+            if rid in seen:
+                events[seen[rid]] = event
+                continue
+            seen[rid] = len(ids)
+            ids.append(rid)
+            events.append(event)
+    return ids, events
+
+
+def read_answers(path: Path, label: str) -> dict[str, Any]:
+    """{record id: true value} for ``label`` from a JSONL of {id, label, value} (other labels ignored)."""
+    out: dict[str, Any] = {}
+    for item, _ in ((x, None) for x in read_feedback_file(path)[0]):
+        if isinstance(item, FeedbackItem) and item.label == label:
+            out[item.record_id] = item.value
+    return out
+
+
+def _source_kind(source: str | None) -> str:
+    if not source:
+        return "unset"
+    return source.split(":", 1)[0] if ":" in source else source
+
+
+def evaluate(decisions: Mapping[str, StoredDecision], truth: Mapping[str, Any], ids: Sequence[str], label: str,
+             pool_classes: set[str], novel: Mapping[str, bool]) -> dict[str, Any]:
+    """Scores on ``ids`` (the holdout): macro-F1 and accuracy over lines whose class occurs in the
+    review pool, coverage, and how lines of classes the pool never had were handled."""
+    judged = [i for i in ids if i in truth]
+    seen = [i for i in judged if str(truth[i]) in pool_classes]
+    unseen = [i for i in judged if str(truth[i]) not in pool_classes]
+    pred = {i: decisions[i].labels.get(label) for i in judged}
+    classes = sorted({str(truth[i]) for i in seen})
+    f1s = []
+    for c in classes:
+        tp = sum(1 for i in seen if str(truth[i]) == c and str(pred[i]) == c)
+        fp = sum(1 for i in seen if str(truth[i]) != c and pred[i] is not None and str(pred[i]) == c)
+        fn = sum(1 for i in seen if str(truth[i]) == c and str(pred[i]) != c)
+        f1s.append(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
+    correct = sum(1 for i in seen if pred[i] is not None and str(pred[i]) == str(truth[i]))
+    set_n = sum(1 for i in ids if label in decisions[i].labels)
+    handled = 0
+    mislabeled = 0
+    for i in unseen:
+        kind = _source_kind(decisions[i].sources.get(label) if label in decisions[i].labels else None)
+        if kind in ("unset", "default") or novel.get(i, False):
+            handled += 1
+        elif str(pred[i]) != str(truth[i]):
+            mislabeled += 1
+    ci = wilson_interval(correct, len(seen))
+    return {
+        "size": len(ids), "judged": len(judged), "seen_class_lines": len(seen), "classes_scored": len(classes),
+        "macro_f1": sum(f1s) / len(f1s) if f1s else None,
+        "accuracy": correct / len(seen) if seen else None,
+        "accuracy_ci95": list(ci) if ci else None,
+        "coverage": set_n / len(ids) if ids else None,
+        "unseen_class_lines": len(unseen),
+        "unseen_abstained_or_novel": handled / len(unseen) if unseen else None,
+        "unseen_mislabeled": mislabeled / len(unseen) if unseen else None,
+    }
+
+
+def message_features(kinds: Mapping[str, str], rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The features novelty reads: free text of three words or more on average (the log message),
+    not short codes such as a level or a component, which every template shares."""
+    def mean_words(name: str) -> float:
+        values = [str(r.get(name)) for r in rows if r.get(name) is not None]
+        return sum(len(v.split()) for v in values) / len(values) if values else 0.0
+
+    text = [n for n, k in kinds.items() if k == "text"] or list(kinds)
+    long = [n for n in text if mean_words(n) >= 3]
+    return long or [max(text, key=mean_words)]
+
+
+# -- the loop --------------------------------------------------------------------------------------
+
+class Loop:
+    """One run of the active loop (see the module docstring); ``run`` yields each round as it ends."""
+
+    def __init__(self, cfg: LoopConfig, *, on_round: Callable[[Round], None] | None = None,
+                 on_wait: Callable[[Path, int], None] | None = None) -> None:
+        self.cfg = cfg
+        self.on_round = on_round or (lambda r: None)
+        self.on_wait = on_wait or (lambda p, n: None)
+        self.policy = cfg.policy.resolve()
+        self.out = cfg.out.resolve()
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.models_file = owned_models_file(self.policy)
+        self.store = DecisionStore(self.out / "store.db")
+        self.ids, self.events = read_events(cfg.data, cfg.id_field)
+        self.by_id = dict(zip(self.ids, self.events, strict=True))
+        self.answers = read_answers(cfg.answers, cfg.label) if cfg.answers else None
+        self.hold = holdout_ids(self.ids, cfg.holdout, cfg.seed)
+        self.pool = [i for i in self.ids if i not in self.hold]
+        self.rounds: list[Round] = []
+        self.model_name = f"{cfg.label}_model"
+        self.artifact: Path | None = None
+        self.novelty: NoveltyIndex | None = None
+
+    # policy ---------------------------------------------------------------------------------------
+
+    def _check_policy(self) -> Any:
+        from activelabel.policy import load_policy
+
+        policy = load_policy(self.policy)
+        if self.cfg.label not in policy.labels:
+            raise LoopError(f"{self.policy}: no label {self.cfg.label!r}; the policy declares "
+                              f"{', '.join(policy.labels) or 'none'}")
+        owned = self.models_file.is_file()
+        for spec in policy.models:
+            if spec.label == self.cfg.label and not owned:
+                raise LoopError(f"{self.policy}: model {spec.name!r} already labels {self.cfg.label!r}; "
+                                  "remove it from the policy (the loop writes its own) or pick another label")
+            if spec.label == self.cfg.label:
+                self.model_name = spec.name
+        return policy
+
+    def _features(self, policy: Any, decisions: Sequence[StoredDecision]) -> dict[str, str]:
+        from activelabel.quality.features import auto_features
+
+        if self.cfg.features:
+            return dict(self.cfg.features)
+        for spec in policy.models:
+            if spec.label == self.cfg.label:
+                return {k: str(v) for k, v in spec.features.items()}
+        return auto_features(decisions, self.cfg.label)
+
+    # one round's parts ------------------------------------------------------------------------------
+
+    def _label_all(self) -> tuple[dict[str, StoredDecision], dict[str, Any]]:
+        from activelabel.engine import Labeler
+
+        labeler = Labeler.from_file(self.policy)
+        decisions = labeler.label_batch(self.events)
+        self.store.register_policy(labeler.policy)
+        self.store.record_many(zip(self.ids, self.events, decisions, strict=True))
+        stats = labeler.stats().models
+        stored = {d.record_id: d for d in self.store.decisions() if d.record_id in self.by_id}
+        return stored, stats
+
+    def _novelty(self, decisions: Mapping[str, StoredDecision],
+                 programs: Mapping[str, Any]) -> tuple[dict[str, float], dict[str, frozenset[str]]]:
+        """Novelty per record against the current model's index, and each record's template words."""
+        if self.novelty is None:
+            return {}, {}
+        from activelabel.quality.features import feature_rows
+        from activelabel.quality.novelty import row_text, template_words
+
+        ds = [decisions[i] for i in self.ids]
+        rows = feature_rows(ds, programs, hide_label=self.cfg.label)
+        names = self.novelty.text_features
+        words = {d.record_id: template_words(row_text(r, names)) for d, r in zip(ds, rows, strict=True)}
+        return {d.record_id: s for d, s in zip(ds, self.novelty.scores(rows), strict=True)}, words
+
+    def _annotate(self, rnd: int, picked: Sequence[Any]) -> int:
+        from activelabel.quality.review import label_studio_config, label_studio_tasks
+
+        label = self.cfg.label
+        if self.answers is not None:
+            items = [FeedbackItem(it.decision.record_id, label, self.answers[it.decision.record_id], "answers", HOW,
+                                  f"answers for {it.decision.record_id}")
+                     for it in picked if it.decision.record_id in self.answers]
+            return apply_feedback(self.store, items).accepted
+        tasks = self.out / f"round-{rnd}.tasks.json"
+        export = self.out / f"round-{rnd}.export.json"
+        tasks.write_bytes(orjson.dumps(label_studio_tasks(picked, text_field=self.cfg.dedup_field),
+                                       option=orjson.OPT_INDENT_2))
+        registry = self.store.registry()
+        info = registry.labels.get(label) if registry else None
+        values = info.values if info and info.values else [v["value"] for v in self.store.learned_values(label)]
+        tasks.with_suffix(".xml").write_text(label_studio_config(label, values, open_set=not (info and info.values)))
+        self.on_wait(tasks, len(picked))
+        wanted = {it.decision.record_id for it in picked}
+        deadline = time.monotonic() + self.cfg.wait_timeout
+        while True:
+            if export.is_file():
+                answered, _ = read_feedback_file(export)
+                apply_feedback(self.store, answered)
+                break
+            have = {g.record_id for g in self.store.ground_truth(label)} & wanted
+            if have == wanted or time.monotonic() >= deadline:
+                break
+            time.sleep(self.cfg.poll_interval)
+        return len({g.record_id for g in self.store.ground_truth(label)} & wanted)
+
+    def _train(self, rnd: int, features: Mapping[str, str], programs: Mapping[str, Any],
+               decisions: Mapping[str, StoredDecision]) -> bool:
+        from activelabel.quality.features import feature_rows, training_pairs
+        from activelabel.quality.training import infer_kinds, train_model
+
+        label = self.cfg.label
+        truth = {g.record_id: g.value for g in self.store.ground_truth(label) if g.record_id not in self.hold}
+        pool = {i: decisions[i] for i in self.pool}
+        pairs = training_pairs(pool, truth, label, rule_labels_min_confidence=self.cfg.rule_labels)
+        values = [v for _, v, _ in pairs]
+        if len(set(map(str, values))) < 2:
+            return False  # one class cannot train a classifier: the rules carry on alone
+        rows = feature_rows([d for d, _, _ in pairs], programs, hide_label=label)
+        kinds = infer_kinds(list(features), rows)
+        trained = train_model(rows, values, label=label, features=features, out_dir=self.out / "models",
+                              name=self.model_name, holdout=0.0, seed=self.cfg.seed, feature_kinds=kinds)
+        self.novelty = NoveltyIndex.build(rows, message_features(kinds, rows), threshold=self.cfg.novelty_threshold)
+        self.novelty.save(novelty_path_for(trained.artifact))
+        self.store.record_model_build(label, trained.card["version"], [d.record_id for d, _, o in pairs if o == "truth"])
+        write_models_file(self.models_file, name=self.model_name, label=label, artifact=trained.artifact,
+                          features=features, min_confidence=self.cfg.min_confidence,
+                          note=f"round {rnd + 1}, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, "
+                               f"{len(truth)} reviewed + {len(pairs) - len(truth)} rule labels")
+        ensure_include(self.policy, self.models_file.name)
+        self.artifact = trained.artifact
+        return True
+
+    def _card_holdout(self, metrics: Mapping[str, Any], model_stats: Mapping[str, Any], classes_unseen: list[str]) -> None:
+        """Put this round's holdout figures (about the model built last round) into its card."""
+        if self.artifact is None:
+            return
+        from activelabel.models._artifacts import card_path_for
+
+        card_path = card_path_for(self.artifact)
+        card = orjson.loads(card_path.read_bytes())
+        rows = int(model_stats.get("rows") or 0)
+        low = int(model_stats.get("abstained_low_confidence") or 0)
+        card["holdout"] = {
+            "source": f"activelabel loop holdout ({self.cfg.holdout:g} of the data by record id, seed {self.cfg.seed})",
+            "size": metrics["judged"], "accuracy": metrics["accuracy"], "accuracy_ci95": metrics["accuracy_ci95"],
+            "macro_f1": metrics["macro_f1"], "classes_scored": metrics["classes_scored"],
+            "classes_seen": card.get("classes"), "classes_unseen": classes_unseen,
+            "below_min_confidence_share": low / rows if rows else None,
+        }
+        card_path.write_bytes(orjson.dumps(card, option=orjson.OPT_INDENT_2))
+
+    # the run ---------------------------------------------------------------------------------------
+
+    def run(self) -> list[Round]:
+        from activelabel.models import compile_features
+        from activelabel.quality.review import dedup_key_for, select_for_review
+
+        cfg = self.cfg
+        label = cfg.label
+        policy = self._check_policy()
+        self.store.set_holdout(label, self.hold)
+        if self.answers is not None:
+            for rid in self.hold:
+                if rid in self.answers:
+                    self.store.set_holdout_truth(rid, label, self.answers[rid])
+        pool_classes = {str(self.answers[i]) for i in self.pool if i in self.answers} if self.answers else set()
+        hold_truth = {rid: v for (rid, _), v in self.store.holdout_truth(label).items()}
+        if not pool_classes:
+            pool_classes = {str(g.value) for g in self.store.ground_truth(label)}
+        features: dict[str, str] | None = None
+        programs: dict[str, Any] = {}
+        registry = self.store.registry()
+        last_picked: list[Any] = []
+        for rnd in range(cfg.rounds + 1):
+            started = time.perf_counter()
+            decisions, stats = self._label_all()
+            if features is None:
+                features = self._features(policy, [decisions[i] for i in self.pool])
+                programs = compile_features(features)
+            novelty, words = self._novelty(decisions, programs)
+            novel = {i: self.novelty.is_novel(s) for i, s in novelty.items()} if self.novelty else {}
+            truth_now = {g.record_id: g.value for g in self.store.ground_truth(label)}
+            registry = self.store.registry()
+            info = registry.labels.get(label) if registry else None
+            model_stats: dict[str, Any] = next((s for s in stats.values() if s.get("label", label) == label), {}) if stats else {}
+            model_classes: set[str] = set()
+            if self.artifact is not None:
+                from activelabel.models._artifacts import card_path_for
+
+                model_classes = {str(c) for c in orjson.loads(card_path_for(self.artifact).read_bytes())["classes"]}
+            known = {str(v) for v in (info.values if info and info.values else [])} | {str(v) for v in truth_now.values()}
+            unpredictable = sorted(known - model_classes) if self.artifact is not None else sorted(known)
+            metrics = evaluate(decisions, hold_truth, sorted(self.hold), label, pool_classes, novel)
+            self._card_holdout(metrics, model_stats, unpredictable)
+            agreement = None
+            if last_picked:
+                pairs = [(it.predicted, truth_now.get(it.decision.record_id)) for it in last_picked
+                         if it.decision.record_id in truth_now]
+                agreed = sum(1 for p, t in pairs if p is not None and str(p) == str(t))
+                agreement = {"items": len(pairs), "agreed": agreed, "share": agreed / len(pairs) if pairs else None}
+            kinds = [_source_kind(decisions[i].sources.get(label) if label in decisions[i].labels else None)
+                     for i in self.ids]
+            abst = {
+                "unset": kinds.count("unset"), "default": kinds.count("default"),
+                "model_low_confidence": int(model_stats.get("abstained_low_confidence") or 0),
+                "model_timeouts": int(model_stats.get("timeouts") or 0),
+                "model_errors": int(model_stats.get("errors") or 0),
+                "breaker_open": int(model_stats.get("abstained_breaker_open") or 0),
+            }
+            hold_novel = [novel.get(i, False) for i in self.hold]
+            row = Round(round=rnd, reviewed=len(truth_now), model=self.artifact.name if self.artifact else None,
+                        holdout=metrics, agreement=agreement, abstentions=abst, classes_unpredictable=unpredictable,
+                        novel_share=(sum(hold_novel) / len(hold_novel)) if hold_novel and self.novelty else None,
+                        elapsed_s=0.0)
+            if rnd < cfg.rounds:
+                exclude = set(truth_now) | self.hold
+                candidates = [decisions[i] for i in self.pool]
+                dists = None
+                if cfg.strategy in ("margin", "entropy", "disagreement") and self.artifact is not None:
+                    dists = self._distributions(candidates)
+                last_picked = select_for_review(
+                    candidates, label=label, budget=cfg.budget, strategy=cfg.strategy,
+                    dedup=dedup_key_for(cfg.dedup_field) if cfg.dedup else None, exclude=exclude,
+                    rule_values=registry.rule_values if registry else {}, model_distributions=dists,
+                    novelty=novelty, template_words=words or None, seed=cfg.seed * 1000 + rnd, fill=True)
+                self._annotate(rnd, last_picked)
+                self._train(rnd, features, programs, decisions)
+            row.elapsed_s = round(time.perf_counter() - started, 3)
+            self.rounds.append(row)
+            self.on_round(row)
+        self.store.close()
+        return self.rounds
+
+    def _distributions(self, decisions: Sequence[StoredDecision]) -> dict[str, dict[Any, float]] | None:
+        from activelabel.models import build_model_labelers
+        from activelabel.policy import load_policy
+        from activelabel.quality.features import feature_rows
+
+        models = [m for m in build_model_labelers(load_policy(self.policy)) if m.label == self.cfg.label]
+        if not models:
+            return None
+        dists = models[0].distributions(feature_rows(decisions, models[0].feature_programs, hide_label=self.cfg.label))
+        return None if dists is None else {d.record_id: p for d, p in zip(decisions, dists, strict=True)}
