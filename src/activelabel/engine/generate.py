@@ -544,6 +544,7 @@ def _tri_cond(em: PythonEmitter, ast: cast.Ast, leaf_miss: LeafMiss) -> Cond:
     """
     names = itertools.count()
     text = ast.text
+    misses: list[str] = []
 
     def part(node: cast.Expr) -> tuple[str, bool]:  # (source, may be ERR)
         if isinstance(node, cast.Call) and node.target is None:
@@ -576,13 +577,19 @@ def _tri_cond(em: PythonEmitter, ast: cast.Ast, leaf_miss: LeafMiss) -> Cond:
         miss = leaf_miss(node, text)
         if miss is None:
             return src, False
+        misses.append(miss)
         return f"(_ERR if {miss} else {src})", True
 
     root = ast.root
     if not (isinstance(root, cast.Call) and root.target is None and root.function in ("_&&_", "_||_", "!_", "_?_:_")):
         return Cond(em.emit_bool(root), miss=leaf_miss(root, text))
     src, may_err = part(root)
-    return Cond(src, tri=may_err)
+    if not may_err:
+        return Cond(src)
+    # Only a leaf's absent field makes ERR: when none is absent (the usual event), the plain
+    # Python form (`A and B`) is the same function, without the three-valued bookkeeping.
+    any_absent = " or ".join(dict.fromkeys(m for miss in misses for m in miss.split(" or ")))
+    return Cond(f"({src} if ({any_absent}) else {em.emit_bool(root)})", tri=True)
 
 
 def _missing_test(node: cast.Expr, ast: cast.Ast, hoisted: dict[tuple[str, ...], str]) -> str | None:
