@@ -160,6 +160,10 @@ class CompiledPolicy:
             self.conflicts[index] += 1
         return outcome.value, outcome.code
 
+    def cel_error(self, idx: int, prog: Any, exc: Exception, bindings: dict[str, Any]) -> None:
+        """A CEL error the generated code caught in place (a strict expression): counted as the exact path would."""
+        self._count_error(idx, failure(str(exc) or type(exc).__name__, prog, bindings))
+
     def exact_rules(self, run_id: int, bindings: dict[str, Any]) -> tuple[Any, int] | None:
         """Re-decide one first-match step (a rule, or a folded run) exactly; count its errors."""
         lp, rules, bulk = self.runs[run_id]
@@ -244,7 +248,7 @@ def compile_policy(
     steps = index_plan(plan, every_rule=every_rule)
     counters = Counters(compiled.hits, compiled.errors, compiled.absent, compiled.run_absent, compiled.conflicts)
     source, ns = generate(plan, steps, every_rule=every_rule, slow=compiled.slow, counters=counters,
-                          exact_rules=compiled.exact_rules, runs=compiled.runs)
+                          exact_rules=compiled.exact_rules, runs=compiled.runs, cel_error=compiled.cel_error)
     compiled.run_absent.extend([0] * len(compiled.runs))
     ns["_clock_now"] = compiled.now
     compiled.source = source

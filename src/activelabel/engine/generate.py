@@ -30,6 +30,7 @@ from activelabel.cel import ast as cast
 from activelabel.cel.emit import MISSING, PythonEmitter
 from activelabel.engine.index import Dispatch, NotBool, Step, field_key
 from activelabel.engine.plan import LabelPlan, Plan, RulePlan
+from activelabel.errors import CELEvalError
 from activelabel.policy import label_types
 
 #: The exact-path fallbacks the generated code calls (``CompiledPolicy.slow`` / ``.exact_rules``).
@@ -41,6 +42,8 @@ Emit = Callable[[Program | cast.Expr], str]
 EmitValue = Callable[[Program], str]
 MissingTest = Callable[[Program], str | None]
 SourceTable = list[tuple[str, float]]
+#: Counts a CEL error the generated code caught in place: (source, program, error, bindings).
+CelErrorCount = Callable[[int, Program, Exception, dict[str, Any]], None]
 LeafMiss = Callable[[cast.Expr, str], "str | None"]
 
 
@@ -88,6 +91,7 @@ class Cond:
     src: str
     miss: str | None = None
     tri: bool = False
+    strict: bool = False  # no operator that can absorb an error: any CEL error is the rule's error
 
 
 EmitCond = Callable[[Program], Cond]
@@ -107,7 +111,7 @@ def _fail() -> Any:
 
 
 def generate(plan: Plan, steps: list[list[Step]], *, every_rule: bool, slow: SlowPath, counters: Counters,
-             exact_rules: ExactRules, runs: Runs) -> tuple[str, dict[str, Any]]:
+             exact_rules: ExactRules, runs: Runs, cel_error: CelErrorCount) -> tuple[str, dict[str, Any]]:
     """The source of ``label_event(event) -> (labels, codes)`` and its namespace.
 
     ``steps[i]``: label ``i``'s first-match steps from the indexing pass (``index.index_plan``).
@@ -115,7 +119,8 @@ def generate(plan: Plan, steps: list[list[Step]], *, every_rule: bool, slow: Slo
     ns: dict[str, Any] = {"_MISSING": MISSING, "_ERR": ERR, "_NotBool": NotBool, "_slow": slow,
                           "_hits": counters.hits, "_errors": counters.errors, "_absent": counters.absent,
                           "_run_absent": counters.run_absent, "_conflicts": counters.conflicts,
-                          "_bisect": label_types.bucket_index, "_fail": _fail, "_exact_rules": exact_rules}
+                          "_bisect": label_types.bucket_index, "_fail": _fail, "_exact_rules": exact_rules,
+                          "_CELError": CELEvalError, "_cel_error": cel_error}
     labels_referenced = {
         ref.path[1]
         for lp in plan.labels
@@ -321,17 +326,35 @@ def _label_block(w: _Writer, ns: dict[str, Any], lp: LabelPlan, table: SourceTab
 
 
 def _value_lines(ns: dict[str, Any], rp: RulePlan, emit_value: EmitValue, check: str | None,
-                 missing_test: MissingTest, then: list[str]) -> list[str]:
-    """Lines computing rule ``rp``'s value into ``_x`` and running ``then``; an absent read is counted."""
+                 missing_test: MissingTest, then: list[str], bindings: str) -> list[str]:
+    """Lines computing rule ``rp``'s value into ``_x`` and running ``then``; an absent read is counted.
+
+    A strict value expression that fails with a CEL error (`amount * 0.029` on an int) is
+    counted as the rule's error in place; anything else it raises goes to the caller's
+    `except`, which asks the exact path.
+    """
     if rp.value_prog is None:
         return [f"_x = {_const(ns, rp.value)}", *then]
     src = emit_value(rp.value_prog)
     value = src if check is None else check.format(src)
+    compute = [f"_x = {value}", *then]
+    if is_strict(rp.value_prog.ast.root):
+        prog = _const(ns, rp.value_prog)
+        compute = ["try:", f"    _x = {value}", "except _CELError as _e:",
+                   f"    _cel_error({rp.source_idx}, {prog}, _e, {bindings})", "else:", *("    " + t for t in then)]
     absent = missing_test(rp.value_prog)
     if absent is None:
-        return [f"_x = {value}", *then]
-    return [f"if {absent}: {_count_absent(rp.source_idx)}", "else:", f"    _x = {value}",
-            *("    " + t for t in then)]
+        return compute
+    return [f"if {absent}: {_count_absent(rp.source_idx)}", "else:", *("    " + t for t in compute)]
+
+
+def _cel_error_lines(ns: dict[str, Any], rp: RulePlan, cond: Cond | None, bindings: str) -> list[str]:
+    """`except _CELError` lines counting a strict condition's CEL error in place (empty when it may absorb one)."""
+    if rp.when is None or cond is None or not cond.strict:
+        return []
+    if rp.value_prog is not None and not is_strict(rp.value_prog.ast.root):
+        return []  # a CEL error of the value could reach this `except`: leave it to the exact path
+    return ["except _CELError as _e:", f"    _cel_error({rp.source_idx}, {_const(ns, rp.when)}, _e, {bindings})"]
 
 
 def _collect(w: _Writer, ns: dict[str, Any], lp: LabelPlan, table: SourceTable, emit_cond: EmitCond,
@@ -369,7 +392,8 @@ def _collect(w: _Writer, ns: dict[str, Any], lp: LabelPlan, table: SourceTable, 
         run_id = len(runs) - 1
         w(f"# {_where(rp)}")
         w("try:")
-        body = _value_lines(ns, rp, emit_value, check, missing_test, add)
+        body = _value_lines(ns, rp, emit_value, check, missing_test, add, bindings)
+        cond = None
         if rp.when is None:
             for line in body:
                 w("    " + line)
@@ -382,6 +406,8 @@ def _collect(w: _Writer, ns: dict[str, Any], lp: LabelPlan, table: SourceTable, 
                 w("        " + line)
             for line in _after_cond(cond, rp.source_idx):
                 w("    " + line)
+        for line in _cel_error_lines(ns, rp, cond, bindings):
+            w(line)
         w("except Exception:")
         w(f"    if (_t := _exact_rules({run_id}, {bindings})) is not None:")
         w("        _x = _t[0]")
@@ -436,7 +462,9 @@ def _first_match_chain(w: _Writer, ns: dict[str, Any], lp: LabelPlan, steps: lis
         if rp.value_prog is None:
             body = [f"_v = {_const(ns, rp.value)}; _w = {rp.source_idx}; break"]
         else:
-            body = _value_lines(ns, rp, emit_value, check, missing_test, [f"_v = _x; _w = {rp.source_idx}; break"])
+            body = _value_lines(ns, rp, emit_value, check, missing_test, [f"_v = _x; _w = {rp.source_idx}; break"],
+                                bindings)
+        cond = None
         if rp.when is None:
             for line in body:
                 w(f"{pad}    " + line)
@@ -448,6 +476,8 @@ def _first_match_chain(w: _Writer, ns: dict[str, Any], lp: LabelPlan, steps: lis
                 w(f"{pad}        " + line)
             for line in _after_cond(cond, rp.source_idx):
                 w(f"{pad}    " + line)
+        for line in _cel_error_lines(ns, rp, cond, bindings):
+            w(pad + line)
         w(f"{pad}except Exception:")
         w(f"{pad}    if (_t := _exact_rules({run_id}, {bindings})) is not None:")
         w(f"{pad}        _v, _w = _t; break")
@@ -582,7 +612,7 @@ def _tri_cond(em: PythonEmitter, ast: cast.Ast, leaf_miss: LeafMiss) -> Cond:
 
     root = ast.root
     if not (isinstance(root, cast.Call) and root.target is None and root.function in ("_&&_", "_||_", "!_", "_?_:_")):
-        return Cond(em.emit_bool(root), miss=leaf_miss(root, text))
+        return Cond(em.emit_bool(root), miss=leaf_miss(root, text), strict=is_strict(root))
     src, may_err = part(root)
     if not may_err:
         return Cond(src)
@@ -590,6 +620,16 @@ def _tri_cond(em: PythonEmitter, ast: cast.Ast, leaf_miss: LeafMiss) -> Cond:
     # Python form (`A and B`) is the same function, without the three-valued bookkeeping.
     any_absent = " or ".join(dict.fromkeys(m for miss in misses for m in miss.split(" or ")))
     return Cond(f"({src} if ({any_absent}) else {em.emit_bool(root)})", tri=True)
+
+
+def is_strict(node: cast.Expr) -> bool:
+    """No operator in ``node`` can absorb or skip an error (`&&`, `||`, `?:`, `has`, macros)."""
+    for n in cast.walk(node):
+        if isinstance(n, cast.Macro) or (isinstance(n, cast.Select) and n.test_only):
+            return False
+        if isinstance(n, cast.Call) and n.function in ("_&&_", "_||_", "_?_:_"):
+            return False
+    return True
 
 
 def _missing_test(node: cast.Expr, ast: cast.Ast, hoisted: dict[tuple[str, ...], str]) -> str | None:
