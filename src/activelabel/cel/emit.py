@@ -10,7 +10,8 @@ absorption, overflow).
 
 Field paths under a root (``event.http.status``) are *hoisted*: loaded once
 per call into a local by the statements :meth:`PythonEmitter.prologue` returns.
-Loads never raise; an absent field (or a non-map parent) loads ``MISSING``,
+Loads never raise; an absent field (or a parent that is not a map, a ``dict``
+or a subclass of it) loads ``MISSING``,
 on which every operation raises.
 
     >>> ns = {}
@@ -107,6 +108,7 @@ class PythonEmitter:
         self._T_dict = self._install(dict, "T_dict")
         self._T_list = self._install(list, "T_list")
         self._T_str = self._install(str, "T_str")
+        self._isinstance = self._install(isinstance, "isinstance")
         self._T_int = self._install(int, "T_int")
         self._T_float = self._install(float, "T_float")
         self._fallback = self._install(R.fallback, "fallback") + "()"
@@ -144,7 +146,9 @@ class PythonEmitter:
                 continue
             parent = self.roots[root] if len(path) == 2 else self._hoisted[path[:-1]]
             m = self.missing_name
-            out.append(f"{name} = {parent}.get({path[-1]!r}, {m}) if {parent}.__class__ is {self._T_dict} else {m}")
+            # A dict subclass (OrderedDict, a caller's Mapping converted at the top only) is a map to CEL too.
+            out.append(f"{name} = {parent}.get({path[-1]!r}, {m}) if {parent}.__class__ is {self._T_dict} "
+                       f"or {self._isinstance}({parent}, {self._T_dict}) else {m}")
         return out
 
     def hoisted_paths(self) -> dict[tuple[str, ...], str]:

@@ -139,7 +139,7 @@ def reads_absent(prog: Any, bindings: dict[str, Any]) -> bool:
         if v is MISSING:
             continue  # not a root this policy binds: never absent by an event
         for key in path[1:]:
-            if v.__class__ is dict and key in v:
+            if (v.__class__ is dict or isinstance(v, dict)) and key in v:
                 v = v[key]
             else:
                 return True
