@@ -152,6 +152,13 @@ def generate(plan: Plan, steps: list[list[Step]], *, every_rule: bool, slow: Slo
         return {**em.hoisted_paths(), **bound}
 
     def leaf_miss(node: cast.Expr, text: str) -> str | None:
+        if isinstance(node, cast.Select) and node.test_only:
+            # has(x.f) is an error when x itself is absent or not a map: the loaded x is MISSING
+            got = cast.select_path(node.operand)
+            if got is None or len(got[1]) == 1:
+                return None  # has(root.f): a root is always there
+            local = hoisted().get((got[1][0].lstrip("."), *got[1][1:]))
+            return None if local is None else f"{local} is _MISSING"
         return _missing_test(node, cast.Ast(node, text), hoisted())
 
     conds: dict[int, Cond] = {}
