@@ -4,7 +4,15 @@ Both run as child processes on the same file, pinned to one core with
 `taskset` when it exists (the issue's target is "on one core"), alternating
 which goes first. Wall time includes interpreter start-up and policy
 compilation, as a user running the command pays them. Peak memory is the
-child's own maximum resident set size (see `run_child`).
+child's own maximum resident set size (see `run_child`; with `--workers` it is
+the largest single process, parent or worker).
+
+`python -m bench.e2e` measures file mode on its own (issue 9): the 40-rule bench
+policy on generated events, and optionally any policy on any file against any
+hand-written command (`--policy P --input F --hand 'CMD {src} {dst}'`), with
+1 and N workers, plus peak memory on the input and on a 10x copy of it:
+
+    python -m bench.e2e --records 200000 --workers 1 2 --repeats 5
 """
 
 from __future__ import annotations
@@ -65,8 +73,10 @@ def run_child(cmd: list[str], pin_cpu: int | None = 0) -> ChildRun:
     return ChildRun(wall, usage.ru_utime + usage.ru_stime, max_rss_kb / 1024, proc.returncode, tail)
 
 
-def activelabel_cmd(policy: Path, src: Path, dst: Path) -> list[str]:
-    return [str(VENV_BIN / "activelabel"), "label", "--policy", str(policy), str(src), "-o", str(dst)]
+def activelabel_cmd(policy: Path, src: Path, dst: Path, workers: int | None = None) -> list[str]:
+    """`activelabel label`; ``workers`` None leaves the default (the CPUs the child may use: 1 when pinned)."""
+    extra = ["--workers", str(workers)] if workers is not None else []
+    return [str(VENV_BIN / "activelabel"), "label", "--policy", str(policy), str(src), "-o", str(dst), *extra]
 
 
 def columnar_cmd(policy: Path, src: Path, dst: Path) -> list[str]:
@@ -179,3 +189,123 @@ def peak_memory(policy: Path, src: Path, workdir: Path) -> ChildRun:
     run = run_child(activelabel_cmd(policy, src, out))
     out.unlink(missing_ok=True)
     return run
+
+
+# ---- `python -m bench.e2e`: file mode, 1 and N workers, memory vs input size ----------
+
+
+@dataclass
+class PairedRuns:
+    label: str
+    workers: int
+    activelabel_wall_s: float    # medians
+    activelabel_cpu_s: float
+    activelabel_max_rss_mb: float
+    handwritten_wall_s: float
+    handwritten_cpu_s: float
+    ratio: float                 # median of paired (handwritten wall / activelabel wall)
+    outputs_differ: int
+    error: str = ""
+
+
+def paired(label: str, al: list[str], hand: list[str], out_al: Path, out_hw: Path, workers: int, repeats: int) -> PairedRuns:
+    """``repeats`` alternating runs of both commands; one worker is pinned to core 0, N workers to cores 0..N-1."""
+    al_runs: list[ChildRun] = []
+    hw_runs: list[ChildRun] = []
+    cores = os.cpu_count() or 1
+    for r in range(repeats):
+        pair = [("al", al), ("hw", hand)]
+        if r % 2:
+            pair.reverse()
+        for who, cmd in pair:
+            if who == "al" and workers > 1:
+                run = run_child(["taskset", "-c", f"0-{min(workers, cores) - 1}", *cmd] if shutil.which("taskset") else cmd, pin_cpu=None)
+            else:
+                run = run_child(cmd)
+            if run.returncode != 0:
+                return PairedRuns(label, workers, 0, 0, 0, 0, 0, 0, -1, error=f"{who} exited {run.returncode}: {run.stderr_tail}")
+            (al_runs if who == "al" else hw_runs).append(run)
+    na, nb, diff = compare_outputs(out_al, out_hw)
+    return PairedRuns(
+        label, workers,
+        statistics.median(r.wall_s for r in al_runs), statistics.median(r.cpu_s for r in al_runs),
+        max(r.max_rss_mb for r in al_runs),
+        statistics.median(r.wall_s for r in hw_runs), statistics.median(r.cpu_s for r in hw_runs),
+        statistics.median(h.wall_s / a.wall_s for a, h in zip(al_runs, hw_runs)),
+        diff + abs(na - nb),
+    )
+
+
+def _copies(src: Path, dst: Path, n: int) -> Path:
+    data = src.read_bytes()
+    with open(dst, "wb") as fh:
+        for _ in range(n):
+            fh.write(data)
+    return dst
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import json
+
+    ap = argparse.ArgumentParser(description="activelabel label FILE end to end vs the hand-written script, 1 and N workers")
+    ap.add_argument("--records", type=int, default=200_000, help="generated events for the 40-rule bench policy (0: skip)")
+    ap.add_argument("--policy", type=Path, help="another policy to measure on --input against --hand")
+    ap.add_argument("--input", type=Path, help="its JSONL input")
+    ap.add_argument("--hand", help="its hand-written command, with {src} and {dst} placeholders")
+    ap.add_argument("--copies", type=int, default=1, help="label --input repeated this many times (a larger file)")
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--memory", type=int, nargs="*", default=[1, 10], help="peak RSS on the input repeated 1x and 10x")
+    ap.add_argument("--json", type=Path, help="also write the results here")
+    args = ap.parse_args(argv)
+
+    from bench.events import write_jsonl
+    from bench.policies import policy_spec, write_policy
+
+    work = Path(tempfile.mkdtemp(prefix="bench-filemode-"))
+    results: dict = {"load_before": os.getloadavg(), "cpus": os.cpu_count(), "runs": [], "memory": []}
+    cases: list[tuple[str, Path, Path, list[str]]] = []
+    try:
+        if args.records:
+            policy = write_policy(policy_spec(40), work)
+            src = work / "events.jsonl"
+            write_jsonl(src, args.records, seed=11)
+            cases.append(("40-rule bench policy, generated events", policy, src,
+                          handwritten_cmd(40, src, work / "out-hw.jsonl")))
+        if args.policy and args.input and args.hand:
+            src = _copies(args.input, work / "input.jsonl", args.copies) if args.copies > 1 else args.input
+            hand = [part.format(src=src, dst=work / "out-hw.jsonl") for part in args.hand.split()]
+            cases.append((f"{args.policy.name} on {args.input.name} x{args.copies}", args.policy, src, hand))
+        for label, policy, src, hand in cases:
+            with open(src, "rb") as fh:
+                records = sum(1 for _ in fh)
+            for workers in args.workers:
+                res = paired(label, activelabel_cmd(policy, src, work / "out-al.jsonl", workers), hand,
+                             work / "out-al.jsonl", work / "out-hw.jsonl", workers, args.repeats)
+                results["runs"].append({**asdict(res), "records": records, "input_mb": src.stat().st_size / 1e6})
+                print(f"{label}: {records:,} records, {src.stat().st_size / 1e6:,.0f} MB, --workers {workers}: "
+                      f"{res.ratio:.2f}x hand-written (wall, paired median of {args.repeats}); "
+                      f"activelabel {records / res.activelabel_wall_s:,.0f} rec/s wall, {res.activelabel_cpu_s:.2f} CPU s, "
+                      f"{res.activelabel_max_rss_mb:,.0f} MB peak; hand-written {records / res.handwritten_wall_s:,.0f} rec/s, "
+                      f"{res.handwritten_cpu_s:.2f} CPU s; labels differ on {res.outputs_differ} records{res.error}", flush=True)
+            for n in args.memory:
+                big = _copies(src, work / f"mem-{n}.jsonl", n)
+                for workers in args.workers:
+                    run = run_child(activelabel_cmd(policy, big, work / "out-mem.jsonl", workers), pin_cpu=0 if workers == 1 else None)
+                    results["memory"].append({"case": label, "copies": n, "workers": workers, "input_mb": big.stat().st_size / 1e6,
+                                              "max_rss_mb": run.max_rss_mb, "wall_s": run.wall_s, "returncode": run.returncode})
+                    print(f"  memory: x{n} ({big.stat().st_size / 1e6:,.0f} MB), --workers {workers}: peak RSS "
+                          f"{run.max_rss_mb:,.0f} MB (largest process), {run.wall_s:.2f} s wall", flush=True)
+                big.unlink()
+    finally:
+        results["load_after"] = os.getloadavg()
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"load average before {results['load_before'][0]:.2f}, after {results['load_after'][0]:.2f} on {results['cpus']} CPUs")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

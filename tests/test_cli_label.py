@@ -142,7 +142,10 @@ def test_edge_example_labels_the_whole_apache_log_and_counts_add_up(tmp_path):
     assert server_errors and all(r["labels"]["priority"] == "critical" for r in server_errors)
     googlebot = [r for r in recs if "Googlebot" in (r.get("user_agent") or "")]
     assert googlebot and all(r["labels"]["bot"] for r in googlebot)
-    assert any(r["labels"].get("client") == "__other__" for r in recs)  # the pii label is guarded
+    # The pii label leaves masked (no pseudonym key here), and so does the event's own copy of it.
+    assert all(r["labels"]["client"] == "[masked]" for r in recs if "client" in r["labels"])
+    originals = read_jsonl(src)
+    assert all(r.get("client_ip") != o.get("client_ip") for r, o in zip(recs, originals, strict=True) if o.get("client_ip"))
 
 
 def test_bgl_example_labels_alert_categories_from_message_text(tmp_path):

@@ -46,6 +46,11 @@ def test_audit_reports_the_three_numbers_and_never_the_values(tmp_path: Path):
     result = orjson.loads(done.stdout)
     loop = next(d for d in result["doors"] if d["door"] == "record-loop")
     assert loop["declared_leaks"] == 0
+    # The real doors: `activelabel label` file output and POST /v1/label on a real server.
+    doors = {d["door"]: d for d in result["doors"]}
+    assert set(doors) == {"label-file", "record-loop", "v1-label"}
+    assert all(d["declared_leaks"] == 0 for d in doors.values())
+    assert (doors["label-file"]["canaries_caught"], doors["v1-label"]["canaries_caught"]) == (24, 24)
     assert (loop["canaries_caught"], loop["canaries_injected"]) == (24, 24)
     assert result["detector_recall"] == 1.0
     assert set(loop["by_kind"]) == {"CREDIT_CARD", "EMAIL_ADDRESS", "IBAN_CODE"}

@@ -76,6 +76,8 @@ class Env:
     receiver: OtlpReceiver
     policy_path: Path
     protector: Protector
+    cli: CliRun | None = None
+    kafka: str | None = None
 
 
 @pytest.fixture(scope="module")
@@ -183,9 +185,219 @@ def _record_loop(env: Env) -> list[str]:
     return [orjson.dumps(out.fields).decode()]
 
 
+# ---- the command-line doors: one run of each command, as a user without clearance would run it ----
+
+CLI = [sys.executable, "-m", "activelabel"]
+BAD_LINE = b'{"not json'
+
+
+@dataclass
+class CliRun:
+    """The files and streams of every command run once over the door events."""
+
+    root: Path
+    outputs: dict[str, str]
+
+
+def _cli(root: Path, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    env = {k: v for k, v in os.environ.items() if k != "ACTIVELABEL_PSEUDONYM_KEY"}
+    done = subprocess.run([*CLI, *args], input=stdin, capture_output=True, cwd=root, env=env, timeout=120, check=False)
+    assert done.returncode == 0, f"activelabel {' '.join(args)} failed: {done.stderr.decode()[-2000:]}"
+    return done
+
+
+@pytest.fixture(scope="module")
+def cli_run(env: Env) -> CliRun:
+    """Label the door events with `activelabel label` (file, stdout, --explain, --record) and run every reader of its outputs."""
+    root = env.policy_path.parent
+    keys = str(root / "pseudonym.keys")
+    pol = str(env.policy_path)
+    events = [{**EVENT, "id": f"r{i}"} for i in range(6)]
+    data = root / "events.jsonl"
+    data.write_bytes(b"\n".join(orjson.dumps(e) for e in events) + b"\n" + BAD_LINE + b"\n")
+    o: dict[str, str] = {}
+    done = _cli(root, "label", str(data), "-p", pol, "-o", "out.jsonl", "--dlq", "out.dlq.jsonl", "--explain",
+                "--record", "store.db", "--id-field", "id", "--pseudonym-key-file", keys)
+    o["label_file"] = (root / "out.jsonl").read_text()
+    o["label_summary"] = done.stdout.decode() + done.stderr.decode()
+    o["dlq_file"] = (root / "out.dlq.jsonl").read_text()
+    done = _cli(root, "label", "-p", pol, "--dlq", "stdin.dlq.jsonl", stdin=orjson.dumps(EVENT) + b"\n")
+    o["label_stdout"] = done.stdout.decode() + done.stderr.decode()
+    o["store"] = _sqlite_text(root / "store.db")
+    for i in range(3):  # ground truth for the pii and secret labels, as a reviewer would give it
+        _cli(root, "feedback", "add", "--store", "store.db", "--id", f"r{i}", "--label", "client", "--value", PII_CANARY)
+        _cli(root, "feedback", "add", "--store", "store.db", "--id", f"r{i}", "--label", "key_owner", "--value", SECRET_CANARY)
+    (root / "truth.jsonl").write_text("".join(
+        orjson.dumps({"id": f"r{i}", "label": lab, "value": v}).decode() + "\n"
+        for i in range(3) for lab, v in (("client", PII_CANARY), ("key_owner", SECRET_CANARY), ("tier", PUBLIC_VALUE))))
+    done = _cli(root, "explain", orjson.dumps(EVENT).decode(), "-p", pol, "--pseudonym-key-file", keys)
+    o["explain_terminal"] = done.stdout.decode() + done.stderr.decode()
+    o["explain_json"] = _cli(root, "explain", "--json", orjson.dumps(EVENT).decode(), "-p", pol).stdout.decode()
+    changed = root / "changed.yaml"
+    changed.write_text(POLICY.replace("value: gold", "value: platinum").replace("value_expr: event.client", "value_expr: event.client + \"-x\"")
+                       .replace("value_expr: event.key_owner", "value_expr: event.key_owner + \"-x\""), encoding="utf-8")
+    o["diff"] = _cli(root, "diff", pol, str(changed), str(data)).stdout.decode()
+    o["diff_json"] = _cli(root, "diff", "--json", pol, str(changed), str(data)).stdout.decode()
+    for fmt, extra in (("report_terminal", []), ("report_json", ["--json"])):
+        done = _cli(root, "report", "--store", "store.db", *extra, "--pseudonym-key-file", keys)
+        o[fmt] = done.stdout.decode() + done.stderr.decode()
+    _cli(root, "report", "--store", "store.db", "--html", "report.html", "--json")
+    o["report_html"] = (root / "report.html").read_text()
+    done = _cli(root, "report", "--labeled", "out.jsonl", "--truth", "truth.jsonl", "--id-field", "id", "--policy", pol, "--json")
+    o["report_labeled_file"] = done.stdout.decode() + done.stderr.decode()
+    for lab in ("client", "key_owner", "tier"):
+        done = _cli(root, "review", "export", "--store", "store.db", "--label", lab, "--budget", "5",
+                    "-o", f"review-{lab}.json", "--include-reviewed", "--text-field", "path")
+        o[f"review_{lab}"] = "\n".join([done.stdout.decode(), done.stderr.decode(), (root / f"review-{lab}.json").read_text(),
+                                        (root / f"review-{lab}.xml").read_text()])
+    return CliRun(root, o)
+
+
+def _sqlite_text(path: Path) -> str:
+    """Every cell of every table of a SQLite file, as text: what anyone who can read the file sees."""
+    import sqlite3
+
+    db = sqlite3.connect(path)
+    try:
+        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        return "\n".join(str(row) for t in tables for row in db.execute(f"SELECT * FROM {t}"))
+    finally:
+        db.close()
+
+
+def _cli_door(name: str, key: str, note: str, wrote: str | None = None) -> None:
+    """A door over one CLI output; ``wrote``: a text that proves it wrote, for outputs that show no label value."""
+
+    def run(env: Env) -> list[str]:
+        assert env.cli is not None
+        text = env.cli.outputs[key]
+        if wrote is not None:
+            assert wrote in text, f"{name}: expected {wrote!r} in the output"
+            return [text, PUBLIC_VALUE]
+        return [text]
+
+    run.__doc__ = note
+    DOORS[name] = run
+
+
+for _door in [
+    ("cli_label_file", "label_file", "`activelabel label -o FILE --explain`: labels, label_meta and the event's copies of them"),
+    ("cli_label_stdout", "label_stdout", "`activelabel label` to stdout, with its summary on stderr"),
+    ("cli_label_summary", "label_summary", "the end-of-run summary of `label`", "rule:c-event"),
+    ("cli_store", "store", "the decision store `label --record` writes (every cell of the SQLite file)"),
+    ("cli_explain_terminal", "explain_terminal", "`activelabel explain` as a table"),
+    ("cli_explain_json", "explain_json", "`activelabel explain --json`"),
+    ("cli_diff", "diff", "`activelabel diff OLD NEW DATA` (terminal)"),
+    ("cli_diff_json", "diff_json", "`activelabel diff --json`"),
+    ("cli_report_terminal", "report_terminal", "`activelabel report --store` with ground truth for the pii and secret labels"),
+    ("cli_report_json", "report_json", "`activelabel report --json`"),
+    ("cli_report_html", "report_html", "`activelabel report --html`"),
+    ("cli_report_labeled_file", "report_labeled_file", "`activelabel report --labeled --truth --policy`"),
+    ("cli_review_client", "review_client", "`review export` of the pii label: table, tasks, labeling config", "<TextArea"),
+    ("cli_review_key_owner", "review_key_owner", "`review export` of the secret label: table, tasks, labeling config", "<TextArea"),
+    ("cli_review_tier", "review_tier", "`review export` of the public label (its events carry the pii and secret values)"),
+]:
+    _cli_door(*_door)
+
+
+@door("cli_diff_structural")
+def _diff_structural(env: Env) -> list[str]:
+    """`activelabel diff` of two versions whose pii/secret labels change constant values (a rule's value, a default)."""
+    root = env.policy_path.parent
+    old, new = root / "const-old.yaml", root / "const-new.yaml"
+    extra = "  - {id: k-const, label: key_owner, value: %s, when: 'has(event.vip)'}\n"
+    old.write_text(POLICY.replace("value: gold", "value: silver").replace("sensitivity: pii}", f"sensitivity: pii, default: {PII_CANARY}-old}}")
+                   + extra % (SECRET_CANARY + "-old"), encoding="utf-8")
+    new.write_text(POLICY.replace("sensitivity: pii}", f"sensitivity: pii, default: {PII_CANARY}}}") + extra % SECRET_CANARY, encoding="utf-8")
+    texts = []
+    for args in ([], ["--json"]):
+        done = _cli(root, "diff", *args, str(old), str(new))
+        texts.append(done.stdout.decode() + done.stderr.decode())
+    assert all("rule k-const: changed" in t and "label client: changed" in t for t in texts), texts
+    return texts
+
+
+@door("cli_dlq_file")
+def _dlq(env: Env) -> list[str]:
+    """The DLQ of `label`: no label of a dead letter is written there; its ``raw`` is the input line, kept as it came."""
+    assert env.cli is not None
+    text = env.cli.outputs["dlq_file"]
+    records = [orjson.loads(line) for line in text.splitlines()]
+    assert [r["raw"] for r in records] == [BAD_LINE.decode()], "the DLQ keeps the original bytes of a bad line"
+    # The raw bytes are input (the DLQ's readers are cleared for the input); everything the DLQ adds is checked.
+    return [orjson.dumps({k: v for k, v in r.items() if k != "raw"}).decode() for r in records] + [PUBLIC_VALUE]
+
+
+@door("audit_log_full")
+def _audit_log(env: Env) -> list[str]:
+    """The decision audit log at the Full level (labels and inputs), given the privacy protector: every segment line."""
+    import tempfile
+
+    from activelabel.engine import Labeler
+    from activelabel.governance import audit_privacy
+    from activelabel.governance.audit import AuditLog, LevelPolicy
+
+    policy = load_policy(env.policy_path)
+    decision = Labeler(policy).label(EVENT)
+    with tempfile.TemporaryDirectory() as tmp:
+        log = AuditLog(tmp, level_policy=LevelPolicy.from_mapping({"rules": [{"level": "Full"}]}), **audit_privacy(policy, env.protector))
+        with log:
+            log.log_decision(decision, door="cli", policy_name="doors", record_id="r1", event=EVENT)
+        texts = [p.read_text() for p in sorted(Path(tmp).rglob("*")) if p.is_file() and "keys" not in p.parts]
+    [record] = [orjson.loads(line) for t in texts for line in t.splitlines() if '"kind":"decision"' in line.replace(" ", "")]
+    assert record["result"]["client"].startswith("hm1:k1:"), "Full records carry the pii label's pseudonym, not an erasure"
+    assert record["input"]["client"].startswith("hm1:k1:"), "the field the pii label is computed from is protected too"
+    assert "key_owner" not in record["result"] and "/result/key_owner" in record["erased"]
+    return texts
+
+
+# ---- the Kafka doors: the stream worker's output topic and DLQ topic, on a real broker ----
+
+from test_stream_kafka import config as kafka_config  # noqa: E402 - the broker fixtures of the stream tests
+from test_stream_kafka import kafka, produce, read_topic  # noqa: E402,F401 - `kafka` is a fixture used by name
+
+
+def _kafka_topics(bootstrap: str) -> tuple[str, str, str]:
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    n = len(DOORS) + int.from_bytes(os.urandom(3), "big")
+    names = (f"pin-{os.getpid()}-{n}", f"pout-{os.getpid()}-{n}", f"pdlq-{os.getpid()}-{n}")
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for future in admin.create_topics([NewTopic(t, num_partitions=1, replication_factor=1) for t in names]).values():
+        future.result(timeout=30)
+    return names
+
+
+@door("kafka_output_and_dlq")
+def _kafka(env: Env) -> list[str]:
+    """`StreamWorker` with its default guard (the policy's clearance, no key: masks): output values, keys, headers; the DLQ's headers."""
+    from activelabel.engine import Labeler
+    from activelabel.stream import StreamWorker
+
+    assert env.kafka is not None
+    names = _kafka_topics(env.kafka)
+    produce(env.kafka, names[0], [{"key": b"k1", "value": orjson.dumps(EVENT)}, {"key": b"k2", "value": BAD_LINE},
+                                  {"key": b"k3", "value": orjson.dumps({**EVENT, "explain": True})}])
+    cfg = kafka_config(env.kafka, names, max_messages=3, explain=True, key_label="tier")
+    stats = StreamWorker(Labeler(load_policy(env.policy_path)), cfg).run(handle_signals=False)
+    assert (stats["labeled"], stats["dead_lettered"]) == (2, 1)
+    assert stats["privacy"]["declared_leaks"] == 0 and stats["privacy"]["protected_labels"] == ["client", "key_owner"]
+    out = read_topic(env.kafka, names[1])
+    dead = read_topic(env.kafka, names[2])
+    assert [m.value() for m in dead] == [BAD_LINE], "the DLQ topic keeps the original bytes (input) of a bad message"
+    assert {m.key() for m in out} == {PUBLIC_VALUE.encode()}, "--key-label tier keys the output by the public label"
+    texts = [m.value().decode() for m in out] + [m.key().decode() for m in out]
+    texts += [f"{k}={v!r}" for m in [*out, *dead] for k, v in (m.headers() or [])]
+    return texts
+
+
 @pytest.mark.parametrize("name", sorted(DOORS))
-def test_no_canary_in_clear_at_any_door(env: Env, name: str) -> None:
+def test_no_canary_in_clear_at_any_door(env: Env, request: pytest.FixtureRequest, name: str) -> None:
     """No pii or secret canary reaches an uncleared reader in clear, and the door did write its labels."""
+    if name.startswith("cli_"):
+        env.cli = request.getfixturevalue("cli_run")  # the commands run once, for every CLI door
+    if name.startswith("kafka_"):
+        env.kafka = request.getfixturevalue("kafka")
     texts = DOORS[name](env)
     seen = "\n".join(texts)
     for canary in CANARIES:
@@ -250,3 +462,78 @@ def test_serve_stops_at_start_on_an_unusable_key(tmp_path: Path) -> None:
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60, check=False)
     assert done.returncode == 2
     assert "at least 32" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_pii_label_as_kafka_key_is_refused_at_the_label_declaration(env: Env, tmp_path: Path) -> None:
+    """`activelabel stream --key-label client` (a pii label) stops at start, naming policy file:line and what to use instead."""
+    done = subprocess.run([*CLI, "stream", "--input-topic", "a", "--output-topic", "b", "--policy", str(env.policy_path),
+                           "--key-label", "client", "--bootstrap", "127.0.0.1:1"], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2, done.stderr
+    line = next(n for n, text in enumerate(POLICY.splitlines(), 1) if text.strip().startswith("client:"))
+    assert f"{env.policy_path}:{line}:" in done.stderr and "cannot be used as a Kafka message key" in done.stderr
+    assert "public or internal" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_serve_counts_undeclared_pii_in_recorded_decisions_on_metrics(tmp_path: Path) -> None:
+    """A validated e-mail in an undeclared field of a recorded event shows on /metrics as M9's undeclared count, by detector, never by value."""
+    from activelabel.service.config import StoreConfig
+
+    policy = tmp_path / "p.yaml"
+    policy.write_text(POLICY, encoding="utf-8")
+    config = ServiceConfig(store=StoreConfig(path=str(tmp_path / "d.db")))
+    app = create_app(policy, no_auth=True, config=config)
+    with serve_in_thread(app) as url:
+        for _ in range(2):
+            r = httpx.post(url + "/v1/label", json={**EVENT, "note": "write to canary.m9@example.org"})
+            assert r.status_code == 200
+        text = httpx.get(url + "/metrics").text
+    line = next(x for x in text.splitlines() if x.startswith("activelabel_pii_undeclared_total{"))
+    assert 'detector="EMAIL_ADDRESS"' in line and line.endswith(" 2.0")
+    assert "canary.m9@example.org" not in text and PII_CANARY not in text
+    stored = _sqlite_text(tmp_path / "d.db")
+    assert PII_CANARY not in stored and SECRET_CANARY not in stored, "the service's store keeps labels protected"
+
+
+def test_label_clearance_option_shows_cleared_labels_and_pseudonyms_are_stable_across_runs(env: Env, tmp_path: Path) -> None:
+    """`label --clearance pii` writes the pii label in clear but not the secret; two runs with one key give one pseudonym, another key another."""
+    data = tmp_path / "in.jsonl"
+    data.write_bytes(orjson.dumps(EVENT) + b"\n")
+    keys = env.policy_path.parent / "pseudonym.keys"
+    other = tmp_path / "other.keys"
+    other.write_text("k2=another-test-only-key-fedcba9876543210\n", encoding="utf-8")
+
+    def labels(*args: str) -> dict[str, str]:
+        done = _cli(tmp_path, "label", str(data), "-p", str(env.policy_path), "-q", *args)
+        return orjson.loads(done.stdout)["labels"]
+
+    cleared = labels("--clearance", "pii")
+    assert cleared["client"] == PII_CANARY and "key_owner" not in cleared
+    first, second, third = (labels("--pseudonym-key-file", str(k)) for k in (keys, keys, other))
+    assert first["client"] == second["client"] == pseudonym(PseudonymKey("k1", KEY_SECRET.encode()), PII_CANARY)
+    assert third["client"].startswith("hm1:k2:") and third["client"] != first["client"]
+
+
+def test_label_stops_at_start_on_a_missing_key_file_or_unknown_clearance(env: Env, tmp_path: Path) -> None:
+    """A named key file that is missing, or an unknown --clearance, stops `label` with exit 2 and writes no output."""
+    data = tmp_path / "in.jsonl"
+    data.write_bytes(orjson.dumps(EVENT) + b"\n")
+    for args, says in ((["--pseudonym-key-file", str(tmp_path / "nope.keys")], "cannot read pseudonym key file"),
+                       (["--clearance", "top"], "unknown sensitivity 'top'")):
+        cmd = [*CLI, "label", str(data), "-p", str(env.policy_path), "-o", str(tmp_path / "o.jsonl"), *args]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == 2 and says in done.stderr and "Traceback" not in done.stderr
+        assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_an_escaped_copy_of_a_protected_value_in_the_event_is_replaced_too(env: Env) -> None:
+    """The event's copy of a pii value written with JSON escapes (\\u002d for '-') still leaves as the pseudonym."""
+    from activelabel.engine import Labeler
+
+    policy = load_policy(env.policy_path)
+    guard = OutputGuard.of(policy, door="label-file", protector=env.protector)
+    raw = b'{"path": "/pay", "note": "seen cnry\\u002dpii\\u002d7f3a9c0e here", "client": "' + PII_CANARY.encode() + b'"}'
+    event = orjson.loads(raw)
+    line = guard.line(raw, event, Labeler(policy).label(event).labels)
+    out = orjson.loads(line)
+    assert PII_CANARY not in line.decode() and PII_CANARY not in out["note"]
+    assert out["note"] == "seen " + out["labels"]["client"] + " here"

@@ -71,7 +71,8 @@ def test_every_report_table_is_bounded_and_the_figures_stay_exact(tmp_path):
     assert all(sum(row) == pytest.approx(1.0) for row in note["timeline"]["shares"])
     report = orjson.loads(res.stdout)
     for check in (report["drift"]["labels"]["note"], report["drift"]["features"]["event.message"]):
-        assert len(check["bins"]) == TOP_VALUES + 1 and check["bins_total"] == 1500
+        # Values too rare to judge drift on (here: every one of them) fold into `(other)` too.
+        assert len(check["bins"]) <= TOP_VALUES + 1 and check["bins"][-1] == OTHER and check["values_total"] == 1500
 
 
 def test_terminal_report_names_the_folded_values(tmp_path):

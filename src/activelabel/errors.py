@@ -24,6 +24,7 @@
     ├── SLOSpecError            an SLO spec for `ops rules` is unreadable or invalid
     ├── AuditError              the audit log cannot be written, read or verified
     ├── RolloutError            a rollout spec was refused, or a rollout cannot start or resume
+    │   └── PolicyNotKnownError a rollback names a version this process never compiled
     └── LoopError               the active loop cannot start or go on (its policy, data or answers)
 
 Third-party errors are translated at the boundary: ``raise X(...) from exc``
@@ -254,6 +255,7 @@ __all__ = [
     "NotReadyError",
     "PolicyError",
     "PolicyIssue",
+    "PolicyNotKnownError",
     "PseudonymKeyError",
     "RolloutError",
     "RuleValueError",
@@ -290,6 +292,10 @@ class AuditError(ActiveLabelError):
 
 class RolloutError(ActiveLabelError):
     """A rollout spec was refused, or a rollout cannot start or resume (every problem in the message)."""
+
+
+class PolicyNotKnownError(RolloutError):
+    """A rollback names a policy version this process has not compiled (the message lists those it has)."""
 
 
 class LoopError(ActiveLabelError):

@@ -61,6 +61,36 @@ def shadow_diff(old: Any, new: Any, inputs: list[str], limits: ReadLimits = Read
     }
 
 
+# Fields of a changed item that say *how* something is decided, not a value it takes.
+_NOT_VALUES = frozenset({"position", "when", "value_expr", "sensitivity", "type", "protect", "owner", "description",
+                         "resolve", "max_cardinality", "priority", "confidence", "label", "from", "bounds"})
+
+
+def hide_sensitive_values(structural: Any, old: Any, new: Any) -> Any:
+    """The structural diff with every value a pii/secret label takes (a rule's constant, a default, a test's
+    expectation) shown as ‹changed›, so a diff pasted into a review or a CI log quotes none."""
+    from dataclasses import replace
+
+    hidden = {n for labeler in (old, new) for n, s in labeler.policy.labels.items() if is_sensitive(s.sensitivity)}
+    if not hidden:
+        return structural
+    rule_label = {str(r.id): r.label for labeler in (old, new) for r in labeler.policy.rules}
+
+    def sensitive(change: Any) -> bool:
+        if change.section == "labels":
+            return bool(change.name in hidden)
+        if change.section == "rules":
+            return bool(rule_label.get(change.name) in hidden)
+        return bool(change.section == "tests")  # a test's expectations may name any label's value
+
+    changes = tuple(
+        replace(c, fields=tuple((f, o, n) if f in _NOT_VALUES else (f, "‹changed›", "‹changed›") for f, o, n in c.fields))
+        if sensitive(c) else c
+        for c in structural.changes
+    )
+    return replace(structural, changes=changes)
+
+
 def _text(v: Any) -> str:
     return v if isinstance(v, str) else orjson.dumps(v).decode()
 
@@ -78,7 +108,7 @@ def diff(
     new = open_labeler(new_policy)
     from activelabel.policy import diff_policies
 
-    structural = diff_policies(old.policy, new.policy)
+    structural = hide_sensitive_values(diff_policies(old.policy, new.policy), old, new)
     result: dict[str, Any] = {
         "old_version": old.version,
         "new_version": new.version,

@@ -95,7 +95,10 @@ def feedback_add(
         truth = db.add_ground_truth(record_id, label, value, who=who, how="cli")
     except FeedbackError as exc:
         fail(f"{exc} (nothing stored; the refusal is counted)")
-    out.print(f"[green]stored[/] {truth.record_id} {truth.label} = {truth.value!r}", highlight=False)
+    registry = db.registry()
+    info = registry.labels.get(truth.label) if registry is not None else None
+    shown = f"{truth.value!r}" if info is None or info.sensitivity not in ("pii", "secret") else f"‹{info.sensitivity}, not shown›"
+    out.print(f"[green]stored[/] {truth.record_id} {truth.label} = {escape(shown)}", highlight=False)
     if learn and policy is not None:
         from activelabel.quality.feedback import FeedbackItem
 

@@ -10,24 +10,29 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from activelabel.cli._common import err, fail, open_labeler, out
 from activelabel.cli.main import app
 from activelabel.errors import ActiveLabelError
-from activelabel.sinks import DeadLetterSink, JsonlSink
+from activelabel.sinks import DeadLetterSink, JsonlSink, default_dlq_path
 from activelabel.sources import JsonlSource, ReadLimits
 from activelabel.sources.jsonl import DEFAULT_MAX_DEPTH, DEFAULT_MAX_LINE_BYTES
 
 if TYPE_CHECKING:
-    from activelabel.engine import Labeler
+    from activelabel.engine import Labeler, LabelerStats
     from activelabel.engine.record_loop import Block
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 
 
 class RunSummary:
-    """Counts of one labeling run; ``records_in == labeled + dead_lettered`` always."""
+    """Counts of one labeling run; ``records_in == labeled + dead_lettered`` always.
+
+    ``stats`` and ``hits_by_source`` are the labeler's counters for the run (merged from
+    every worker when it ran on several cores).
+    """
 
     def __init__(self) -> None:
         self.records_in = 0
@@ -35,6 +40,14 @@ class RunSummary:
         self.dead_lettered = 0
         self.started = time.perf_counter()
         self.elapsed = 0.0
+        self.stats: LabelerStats | None = None
+        self.hits_by_source: dict[str, dict[str, int]] = {}
+        self.workers = 1
+        self.one_process_because: str | None = None  # why --workers was not used, when it was asked for
+
+
+def _regular_files(inputs: list[str]) -> bool:
+    return all(p != "-" and not p.endswith(".gz") and Path(p).is_file() for p in inputs)
 
 
 def run_label(
@@ -48,37 +61,92 @@ def run_label(
     limits: ReadLimits = ReadLimits(),
     recorder: Any = None,
     progress: bool = False,
+    guard: Any = None,
+    workers: int = 1,
+    observer: Any = None,
 ) -> tuple[RunSummary, DeadLetterSink]:
-    """Label every record of ``inputs`` into ``output``; bad lines go to ``dlq``."""
+    """Label every record of ``inputs`` into ``output``; bad lines go to ``dlq`` (created on the first one).
+
+    ``workers`` > 1 labels large regular files on that many cores (engine/parallel.py),
+    in input order with the same output and counts; stdin, .gz inputs, small inputs,
+    ``recorder`` and policies that need input order (``parallel_refusal``) use one process.
+    After each block the output is pushed through to the OS, so a reader on a pipe sees
+    each record as soon as its input line has been read.
+    """
+    from activelabel.engine.parallel import (
+        MIN_PARALLEL_BYTES,
+        WorkerSettings,
+        fork_refusal,
+        parallel_refusal,
+        run_parallel,
+    )
+    from activelabel.engine.record_loop import JsonlFileOutput, RecordLoop, jsonl_blocks
+
     source = JsonlSource(inputs, limits)
+    summary = RunSummary()
+    total_bytes = sum(Path(p).stat().st_size for p in inputs if p != "-" and Path(p).is_file() and not p.endswith(".gz"))
+    parallel = False
+    if workers > 1:
+        refusal = parallel_refusal(labeler)
+        if recorder is not None:
+            refusal = "--record writes decisions from one process"
+        elif guard is not None and not guard.passthrough:
+            refusal = "labels above the output's clearance are protected (and counted) in one process"
+        elif observer is not None:
+            refusal = "--shadow and --audit observe every decision in one process"
+        elif not _regular_files(inputs):
+            refusal = "stdin and .gz inputs are read as a stream"
+        elif total_bytes < MIN_PARALLEL_BYTES:
+            refusal = f"the input is under {MIN_PARALLEL_BYTES >> 20} MiB"
+        elif refusal is None:
+            refusal = fork_refusal()
+        summary.one_process_because = refusal
+        parallel = refusal is None
     sink = JsonlSink(output)
     dead = DeadLetterSink(dlq)
-    summary = RunSummary()
-    total_bytes = sum(Path(p).stat().st_size for p in inputs if p != "-" and Path(p).exists() and not p.endswith(".gz"))
     bar = task = None
     if progress and total_bytes:
         from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
 
-        bar = Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(), console=err, transient=True)
+        # Refreshed after each block, not by a thread: worker processes are forked from this one.
+        bar = Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
+                       console=err, transient=True, auto_refresh=False)
         task = bar.add_task("labeling", total=total_bytes)
         bar.start()
-    from activelabel.engine.record_loop import JsonlFileOutput, RecordLoop, jsonl_blocks
 
-    loop = RecordLoop(labeler, limits=limits, labels_field=labels_field, explain=explain, on_decision=recorder)
+    done = [0]
+
+    def block_done(nbytes: int | None = None) -> None:
+        # The block is written: push it (and its dead letters) out before the next read may block.
+        sink.push()
+        dead.push()
+        if bar is not None and task is not None:
+            done[0] += nbytes or 0
+            bar.update(task, completed=source.bytes_read if nbytes is None else done[0], refresh=True)
 
     def blocks() -> Iterator[Block]:
         for block in jsonl_blocks(source):
             yield block
-            if bar is not None and task is not None:
-                bar.update(task, completed=source.bytes_read)
+            block_done()  # the loop finishes each block before it asks for the next
 
     try:
-        counts = loop.run(blocks(), JsonlFileOutput(sink, dead))
+        if parallel:
+            settings = WorkerSettings(limits, labels_field, explain)
+            run = run_parallel(labeler, settings, [(p, p) for p in inputs], sink, dead, workers=workers, on_block=block_done)
+            counts = run.counts
+            summary.stats, summary.hits_by_source, summary.workers = run.stats, run.hits_by_source, run.workers
+        else:
+            loop = RecordLoop(labeler, limits=limits, labels_field=labels_field, explain=explain, on_decision=recorder,
+                              guard=guard,  # privacy: the output's OutputGuard (None: nothing to protect)
+                              observer=observer)  # shadow / audit (None: nobody watches)
+            counts = loop.run(blocks(), JsonlFileOutput(sink, dead))
     finally:
         if bar is not None:
             bar.stop()
         sink.close()
         dead.close()
+    if summary.stats is None:
+        summary.stats, summary.hits_by_source = labeler.stats(), labeler.hits_by_source()
     summary.records_in = counts.records_in
     summary.labeled = counts.labeled
     summary.dead_lettered = dead.count
@@ -86,30 +154,53 @@ def run_label(
     return summary, dead
 
 
+def output_guards(labeler: Labeler, clearance: str | None, key_file: Path | None, *, door: str) -> tuple[Any, Any]:
+    """The guard of a command's labeled output (``clearance`` None: the policy's) and of its decision store.
+
+    Exits 2 before anything is read when the clearance is unknown or a named key is
+    missing or unusable: nothing is ever written in clear instead.
+    """
+    from activelabel.errors import PseudonymKeyError
+    from activelabel.governance import OutputGuard, Protector
+
+    try:
+        protector = Protector.configured(key_file)
+        guard = OutputGuard.of(labeler.policy, door=door, protector=protector, clearance=clearance)
+        store_guard = OutputGuard.of(labeler.policy, door="store", protector=protector)
+    except PseudonymKeyError as exc:
+        fail(str(exc), 2)
+    except ValueError as exc:
+        fail(f"--clearance: {exc}", 2)
+    return guard, store_guard
+
+
 def print_summary(labeler: Labeler, summary: RunSummary, dead: DeadLetterSink, output: str | None, dlq: str | None) -> None:
     """The end-of-run report on stderr: counts that add up, coverage, rule errors."""
-    stats = labeler.stats()
+    stats = summary.stats or labeler.stats()
     rate = summary.records_in / summary.elapsed if summary.elapsed > 0 else 0.0
     ok = summary.records_in == summary.labeled + summary.dead_lettered
+    cores = f", {summary.workers} workers" if summary.workers > 1 else ""
     err.print(
         f"[bold]{summary.records_in}[/] records in = [green]{summary.labeled}[/] labeled + "
         f"[{'red' if summary.dead_lettered else 'green'}]{summary.dead_lettered}[/] dead-lettered"
         f"{'' if ok else '  [bold red](MISMATCH)[/]'}   "
-        f"{summary.elapsed:.2f}s, {rate:,.0f} records/s   policy {labeler.policy.metadata.name or ''} {labeler.version[:19]}",
+        f"{summary.elapsed:.2f}s, {rate:,.0f} records/s{cores}   policy {labeler.policy.metadata.name or ''} {labeler.version[:19]}",
         highlight=False,
     )
+    if summary.one_process_because:
+        err.print(f"one process: {summary.one_process_because}", highlight=False, markup=False)
     if output:
-        err.print(f"labeled output: {output}", highlight=False)
+        err.print(f"labeled output: {output}", highlight=False, markup=False)
     if summary.dead_lettered:
         kinds = ", ".join(f"{k}: {v}" for k, v in sorted(dead.by_kind.items()))
-        err.print(f"dead letters ({kinds}): {dlq or '(not written: pass --dlq FILE)'}", highlight=False)
+        err.print(f"dead letters ({kinds}): {dlq or '(not written: pass --dlq FILE)'}", highlight=False, markup=False)
     table = Table(title="labels", title_justify="left")
     table.add_column("label")
     table.add_column("set", justify="right")
     table.add_column("coverage", justify="right")
     table.add_column("set by (events)")
     n = max(summary.labeled, 1)
-    values = _top_values(labeler)
+    values = _top_values(summary.hits_by_source or labeler.hits_by_source())
     for name, count in stats.label_set.items():
         table.add_row(name, f"{count:,}", f"{count / n:.1%}", values.get(name, ""))
     err.print(table)
@@ -135,14 +226,29 @@ def print_summary(labeler: Labeler, summary: RunSummary, dead: DeadLetterSink, o
         err.print(et)
 
 
+def check_outcome(summary: RunSummary, dead: DeadLetterSink, dlq: str | None, max_dlq_ratio: float | None) -> None:
+    """Exit non-zero when nothing could be labeled, or more than ``max_dlq_ratio`` of the records were dead-lettered."""
+    if not summary.records_in:
+        return
+    where = f"; the dead letters in {dlq} say why, line by line" if dlq and dead.written else ""
+    kinds = ", ".join(f"{k}: {v}" for k, v in sorted(dead.by_kind.items()))
+    if not summary.labeled:
+        fail(f"none of the {summary.records_in:,} records could be labeled ({kinds}). The input must be JSON Lines: "
+             f"one JSON object per line (convert CSV or plain log lines first){where}")
+    ratio = summary.dead_lettered / summary.records_in
+    if max_dlq_ratio is not None and ratio > max_dlq_ratio:
+        fail(f"{summary.dead_lettered:,} of {summary.records_in:,} records ({ratio:.1%}) were dead-lettered ({kinds}), "
+             f"over --max-dlq-ratio {max_dlq_ratio:g}{where}")
+
+
 def _short(items: list[str]) -> str:
     return ", ".join(i.removeprefix("rule:") for i in items)
 
 
-def _top_values(labeler: Labeler) -> dict[str, str]:
+def _top_values(hits_by_source: dict[str, dict[str, int]]) -> dict[str, str]:
     """Per label, the rules/defaults that set it most (value names only for non-sensitive labels)."""
     out_: dict[str, str] = {}
-    for name, counts in labeler.hits_by_source().items():
+    for name, counts in hits_by_source.items():
         if counts:
             best = sorted(counts.items(), key=lambda kv: -kv[1])[:3]
             out_[name] = ", ".join(f"{src} ({count:,})" for src, count in best)
@@ -154,7 +260,7 @@ def label(
     inputs: Annotated[list[str] | None, typer.Argument(help="JSONL inputs (files, .gz, or - for stdin). Default: stdin.")] = None,
     policy: Annotated[Path, typer.Option("--policy", "-p", help="Policy YAML file.")] = Path("policy.yaml"),
     output: Annotated[str | None, typer.Option("--output", "-o", help="Labeled JSONL output (default: stdout).")] = None,
-    dlq: Annotated[str | None, typer.Option("--dlq", help="Dead-letter JSONL for lines that cannot be labeled (default: OUTPUT.dlq.jsonl, or activelabel.dlq.jsonl when writing to stdout).")] = None,
+    dlq: Annotated[str | None, typer.Option("--dlq", help="Dead-letter JSONL for lines that cannot be labeled, created only if there are any (default: OUTPUT.dlq.jsonl next to a regular output file, else ./activelabel.dlq.jsonl: for stdout, /dev/null or a pipe).")] = None,
     explain: Annotated[bool, typer.Option("--explain", help="Add a label_meta object saying how each label was decided.")] = False,
     labels_field: Annotated[str, typer.Option("--labels-field", help="Name of the field the labels are written to.")] = "labels",
     max_line_bytes: Annotated[int, typer.Option("--max-line-bytes", help="Longer lines go to the DLQ.")] = DEFAULT_MAX_LINE_BYTES,
@@ -163,7 +269,17 @@ def label(
     id_field: Annotated[str | None, typer.Option("--id-field", help="Field holding a stable record id for --record (default: content hash).")] = None,
     record_sample: Annotated[float, typer.Option("--record-sample", help="Share of decisions to record with --record (by record id, deterministic).")] = 1.0,
     track_conflicts: Annotated[bool, typer.Option("--conflicts", help="Evaluate every rule to count conflicts between rules.")] = False,
+    workers: Annotated[int | None, typer.Option("--workers", "-w", help="Processes labeling a large file in parallel, output in input order (default: the CPUs available; 1: one process).", min=1)] = None,
+    max_dlq_ratio: Annotated[float | None, typer.Option("--max-dlq-ratio", help="Exit 1 if more than this share of the records (0-1) was dead-lettered. A run that labels nothing always exits 1.", min=0.0, max=1.0)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No summary.")] = False,
+    clearance: Annotated[str | None, typer.Option("--clearance", help="Highest sensitivity the output's readers may see in clear: public, internal, pii or secret (default: the policy's outputs.clearance, else internal). Labels above it get their protect: treatment.")] = None,
+    pseudonym_key_file: Annotated[Path | None, typer.Option("--pseudonym-key-file", help="File of `<key id>=<secret>` lines for pseudonyms (default: $ACTIVELABEL_PSEUDONYM_KEY; with neither, pseudonymize masks).")] = None,
+    shadow: Annotated[Path | None, typer.Option("--shadow", help="A candidate policy evaluated beside the served one on every record; the output is unchanged.")] = None,
+    shadow_report: Annotated[Path | None, typer.Option("--shadow-report", help="Write the shadow comparison as JSON here (read it with `activelabel rollout report --from`).")] = None,
+    audit: Annotated[Path | None, typer.Option("--audit", help="Write every decision to a tamper-evident audit log in this directory (see docs/audit.md).")] = None,
+    audit_key: Annotated[Path | None, typer.Option("--audit-key", help="Ed25519 signing key (PEM) for --audit (default: generated into DIR/keys/).")] = None,
+    audit_level: Annotated[str | None, typer.Option("--audit-level", help="None | Metadata | Request | Full for every decision (default Metadata).")] = None,
+    audit_policy: Annotated[Path | None, typer.Option("--audit-policy", help="Audit level policy YAML (rules by door, label, sensitivity).")] = None,
 ) -> None:
     """Label JSONL records with a policy: each object gets a `labels` object; bad lines go to the DLQ."""
     inputs = inputs or ["-"]
@@ -171,8 +287,14 @@ def label(
         if path != "-" and not Path(path).exists():
             fail(f"input {path} does not exist")
     if dlq is None:
-        dlq = f"{output}.dlq.jsonl" if output and output != "-" else "activelabel.dlq.jsonl"
+        dlq = default_dlq_path(output)
+    asked_workers = workers is not None
+    if workers is None:
+        from activelabel.engine.parallel import default_workers
+
+        workers = default_workers()
     labeler = open_labeler(policy, track_conflicts=track_conflicts)
+    guard, store_guard = output_guards(labeler, clearance, pseudonym_key_file, door="label-file")
     recorder = None
     store = None
     if record is not None:
@@ -180,7 +302,7 @@ def label(
 
         if not 0.0 < record_sample <= 1.0:
             fail(f"--record-sample must be above 0 and at most 1, not {record_sample}", 2)
-        store = DecisionStore(record, policy=labeler.policy, sample_rate=record_sample)
+        store = DecisionStore(record, policy=labeler.policy, sample_rate=record_sample, guard=store_guard)
         if id_field is None and not quiet:
             # Feedback names a record by its id: say how to know it before any decision is stored.
             err.print(f"note: decisions in {record} are keyed by a content hash of each record (sha256:…, "
@@ -191,18 +313,76 @@ def label(
         def recorder(event: dict[str, Any], decision: Any) -> None:
             store.record(record_id_for(event, id_field), event, decision)
 
+    if shadow_report is not None and shadow is None:
+        fail("--shadow-report needs --shadow CANDIDATE (the policy to compare with)", 2)
+    shadow_run, audit_log, observer = _observers(labeler, shadow, audit, audit_key, audit_level, audit_policy)
     try:
         summary, dead = run_label(
             labeler, inputs, output, dlq, explain=explain, labels_field=labels_field,
             limits=ReadLimits(max_line_bytes, max_depth), recorder=recorder, progress=sys.stderr.isatty() and not quiet,
+            guard=guard,
+            workers=workers,
+            observer=observer,
         )
     except ActiveLabelError as exc:
         fail(str(exc))
     finally:
         if store is not None and hasattr(store, "close"):
             store.close()
+        if audit_log is not None:
+            audit_log.close()
+    if shadow_run is not None:
+        _shadow_summary(shadow_run, shadow_report, quiet)
+    if not asked_workers:
+        summary.one_process_because = None  # the default asks for no more than what fits: no note
     if not quiet:
         print_summary(labeler, summary, dead, output, dlq)
+    check_outcome(summary, dead, dlq, max_dlq_ratio)
+
+
+def _observers(labeler: Labeler, shadow: Path | None, audit: Path | None, audit_key: Path | None,
+               audit_level: str | None, audit_policy: Path | None) -> tuple[Any, Any, Any]:
+    """The shadow run and the audit log of `label`, and the one record-loop observer calling both."""
+    from activelabel.governance.observers import AuditObserver, ShadowRun, chain, cli_record_id, open_audit_log
+
+    shadow_run = audit_log = None
+    if shadow is not None:
+        # The candidate passes the same gate as a reload: validation and its own tests.
+        from activelabel.errors import PolicyError
+        from activelabel.service.policy_runtime import load_checked_labeler
+
+        if not shadow.exists():
+            fail(f"shadow candidate {shadow} does not exist")
+        try:
+            candidate = load_checked_labeler(shadow, track_conflicts=False)
+        except PolicyError as exc:
+            from activelabel.cli._common import print_policy_error
+
+            print_policy_error(exc)
+            raise typer.Exit(1) from exc
+        shadow_run = ShadowRun(labeler, candidate, record_id_of=cli_record_id)
+    if audit is not None:
+        try:
+            audit_log = open_audit_log(str(audit), policy=labeler.policy, key_file=str(audit_key) if audit_key else None,
+                                       level=audit_level, level_policy_file=str(audit_policy) if audit_policy else None)
+        except ActiveLabelError as exc:
+            fail(str(exc), 2)
+    audit_observer = None if audit_log is None else AuditObserver(audit_log, door="cli", policy=labeler.policy,
+                                                                   record_id_of=cli_record_id)
+    return shadow_run, audit_log, chain(shadow_run, audit_observer)
+
+
+def _shadow_summary(shadow_run: Any, report_file: Path | None, quiet: bool) -> None:
+    report = shadow_run.report()
+    if report_file is not None:
+        report_file.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
+    if quiet:
+        return
+    changed = ", ".join(f"{name} {lab['changed']}" for name, lab in report["labels"].items() if lab["changed"])
+    err.print(f"shadow {shadow_run.candidate.version[:19]}: {report['events']} records compared, "
+              f"{report['events_changed']} changed ({changed or 'no label changed'})"
+              + (f"; report: {report_file}" if report_file else "; pass --shadow-report FILE.json for the detail"),
+              highlight=False, markup=False)
 
 
 @app.command()
@@ -210,7 +390,9 @@ def explain(
     event: Annotated[str, typer.Argument(help="The event: a JSON object, or - to read it from stdin.")],
     policy: Annotated[Path, typer.Option("--policy", "-p", help="Policy YAML file.")] = Path("policy.yaml"),
     as_json: Annotated[bool, typer.Option("--json", help="Print the explanation as JSON.")] = False,
-    show_sensitive: Annotated[bool, typer.Option("--show-sensitive", help="Show values of pii/secret labels instead of masking them.")] = False,
+    show_sensitive: Annotated[bool, typer.Option("--show-sensitive", help="Show values of pii/secret labels in clear (the same as --clearance secret: for the event's own owner).")] = False,
+    clearance: Annotated[str | None, typer.Option("--clearance", help="Highest sensitivity shown in clear (default: the policy's outputs.clearance, else internal); labels above it are shown as their protect: treatment.")] = None,
+    pseudonym_key_file: Annotated[Path | None, typer.Option("--pseudonym-key-file", help="Pseudonym keys (default: $ACTIVELABEL_PSEUDONYM_KEY).")] = None,
 ) -> None:
     """Show how each label of one event was decided: value, confidence, source, rules matched and lost."""
     text = sys.stdin.read() if event == "-" else event
@@ -221,8 +403,9 @@ def explain(
     if not isinstance(obj, dict):
         fail("the event must be a JSON object", 2)
     labeler = open_labeler(policy)
+    guard, _ = output_guards(labeler, "secret" if show_sensitive else clearance, pseudonym_key_file, door="explain")
     decision = labeler.label(obj)
-    info = decision.explain()
+    info = guard.explain(decision.explain())  # the one privacy step: labels above the clearance, treated or left out
     if as_json:
         out.print_json(orjson.dumps(info).decode())
         return
@@ -233,14 +416,17 @@ def explain(
     for name, entry in info["labels"].items():
         if not entry["set"]:
             value = "[dim]unset[/]"
-        elif specs[name].sensitivity in ("pii", "secret") and not show_sensitive:
-            value = f"[dim]‹{specs[name].sensitivity}›[/]"
         else:
-            value = orjson.dumps(entry["value"]).decode()
+            value = escape(orjson.dumps(entry["value"]).decode())
+            if name in guard.hidden:
+                value += f" [dim]‹{specs[name].sensitivity}›[/]"
         conf = f"{entry['confidence']:.2f}" if entry["confidence"] is not None else ""
         errors = "; ".join(f"{e['source']}: {e['error']}" for e in entry["errors"])
-        table.add_row(name, value, conf, entry["source"] or "", _short(entry["matched"]), _short(entry["lost"]), errors)
+        table.add_row(name, value, conf, entry["source"] or "", _short(entry["matched"]), _short(entry["lost"]), escape(errors))
     out.print(table)  # fits a terminal's width; whole lines in a pipe (cli/_common.py)
+    withheld = sorted(n for n in guard.hidden if n in decision.labels and n not in info["labels"])
+    if withheld:
+        out.print(f"[dim]withheld: {', '.join(withheld)} (above clearance {guard.clearance}; pass --clearance to see them)[/]")
 
 
 @app.command()
@@ -258,7 +444,8 @@ def demo(
     failed = [t for t in tests if not t.passed]
     err.print(f"policy {labeler.policy.metadata.name} {labeler.version[:19]}: {len(tests) - len(failed)}/{len(tests)} policy tests pass", highlight=False)
     dlq = str(output) + ".dlq.jsonl"
-    summary, dead = run_label(labeler, [str(events)], str(output), dlq, progress=sys.stderr.isatty())
+    guard, _ = output_guards(labeler, None, None, door="label-file")  # the demo's file is an output like any other
+    summary, dead = run_label(labeler, [str(events)], str(output), dlq, progress=sys.stderr.isatty(), guard=guard)
     # One record per distinct outcome, so the table shows what the policy does, not 8 images.
     shown: dict[tuple[Any, ...], dict[str, Any]] = {}
     with output.open("rb") as fh:

@@ -23,6 +23,7 @@ app = typer.Typer(
 # Each one owns one command group; keep this list sorted.
 _COMMAND_MODULES = [
     "activelabel.cli.diff_cmd",
+    "activelabel.cli.history_cmd",
     "activelabel.cli.label_cmd",
     "activelabel.cli.ops_cmd",
     "activelabel.cli.pii_cmd",
@@ -38,6 +39,7 @@ _OPTIONAL_COMMAND_MODULES = [
     "activelabel.cli.rollout_cmd",
     "activelabel.cli.serve_cmd",
     "activelabel.cli.stream_cmd",
+    "activelabel.cli.tap_cmd",
     "activelabel.cli.train_cmd",
 ]
 

@@ -14,6 +14,43 @@ from activelabel.cli.main import app
 from activelabel.errors import ActiveLabelError
 
 
+def reader_guard(policy: Path | None, registry: Any, clearance: str | None, key_file: Path | None, *, door: str) -> Any:
+    """The guard of a reader of stored decisions: sensitivities from ``policy`` when given, else the store's registry.
+
+    None for a labeled file reported without ``--policy``: it was protected when written.
+    Exits 2 on an unknown clearance or a named key that cannot be used.
+    """
+    from activelabel.errors import PseudonymKeyError
+    from activelabel.governance import OutputGuard, Protector
+
+    specs: Any = None
+    default = "internal"
+    if policy is not None:
+        from activelabel.policy import load_policy
+
+        loaded = load_policy(policy)
+        specs, default = loaded.labels, loaded.outputs.clearance
+    elif registry is not None:
+        specs = registry.privacy_specs()
+    if specs is None:
+        return None
+    try:
+        return OutputGuard.reader(specs, door=door, protector=Protector.configured(key_file), clearance=clearance or default)
+    except PseudonymKeyError as exc:
+        fail(str(exc), 2)
+    except ValueError as exc:
+        fail(f"--clearance: {exc}", 2)
+
+
+def privacy_section(guard: Any) -> dict[str, Any]:
+    """What the report says about privacy: the reader's clearance, the labels it sees protected, M9's counts (never values)."""
+    snap = guard.counters.snapshot()
+    return {"clearance": str(guard.clearance), "protected_labels": sorted(guard.hidden),
+            "protected_values": snap["protected_values"], "declared_leaks": snap["declared_leaks"],
+            "undeclared_pii": snap["undeclared_pii"], "undeclared_pii_by_field": snap["undeclared_pii_by_field"],
+            "canary_recall": snap["canary_recall"]}
+
+
 @app.command("report")
 def report(
     store: Annotated[Path | None, typer.Option("--store", "-s", help="The SQLite decision store.")] = None,
@@ -27,6 +64,8 @@ def report(
     policy: Annotated[Path | None, typer.Option("--policy", "-p", help="With --store: run the policy's models over the recorded events so each model's summary counts every prediction, not only the ones that won.")] = None,
     html: Annotated[Path | None, typer.Option("--html", help="Write a self-contained HTML report with plots here.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout (no tables).")] = False,
+    clearance: Annotated[str | None, typer.Option("--clearance", help="Highest sensitivity the report's readers may see in clear (default: the policy's outputs.clearance, else internal); pii labels above it are reported by pseudonym, secret ones left out.")] = None,
+    pseudonym_key_file: Annotated[Path | None, typer.Option("--pseudonym-key-file", help="Pseudonym keys (default: $ACTIVELABEL_PSEUDONYM_KEY).")] = None,
 ) -> None:
     """Report accuracy, F1, confusion, coverage, per-source summary, conflicts and drift."""
     from activelabel.quality.report import report_from_files, report_from_store
@@ -41,7 +80,8 @@ def report(
             for p in (labeled, truth):
                 if not p.exists():
                     fail(f"{p} does not exist")
-            data = report_from_files(labeled, truth, id_field=id_field, **options)
+            guard = reader_guard(policy, None, clearance, pseudonym_key_file, door="report")
+            data = report_from_files(labeled, truth, id_field=id_field, guard=guard, **options)
         else:
             if store is None:
                 fail("pass --store DB (from activelabel label --record DB), or --labeled FILE --truth FILE")
@@ -54,7 +94,10 @@ def report(
 
                 labelers = build_model_labelers(load_policy(policy))
             with DecisionStore(store) as db:
-                data = report_from_store(db, model_labelers=labelers, **options)
+                guard = reader_guard(policy, db.registry(), clearance, pseudonym_key_file, door="report")
+                data = report_from_store(db, model_labelers=labelers, guard=guard, **options)
+        if guard is not None:
+            data["privacy"] = privacy_section(guard)
     except ActiveLabelError as exc:
         fail(str(exc))
     if label:

@@ -47,6 +47,8 @@ def review_export(
     include_reviewed: Annotated[bool, typer.Option("--include-reviewed", help="Also pick items that already have ground truth.")] = False,
     policy: PolicyOpt = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed for random choice and tie-breaks.")] = 0,
+    clearance: Annotated[str | None, typer.Option("--clearance", help="Highest sensitivity reviewers may see in clear (default: the policy's outputs.clearance, else internal); a label above it is reviewed in a free-text box, its values never listed.")] = None,
+    pseudonym_key_file: Annotated[Path | None, typer.Option("--pseudonym-key-file", help="Pseudonym keys (default: $ACTIVELABEL_PSEUDONYM_KEY).")] = None,
 ) -> None:
     """Write the items whose label most needs a human as Label Studio tasks, plus the labeling config."""
     from activelabel.quality.report import field_value
@@ -68,6 +70,13 @@ def review_export(
     if label not in db.known_labels():
         fail(f"unknown label {label!r}; the store knows: {', '.join(sorted(db.known_labels())) or 'none'}")
     registry = db.registry()
+    from activelabel.cli.report_cmd import reader_guard
+    from activelabel.quality.report import guard_stored
+
+    guard = reader_guard(policy, registry, clearance, pseudonym_key_file, door="review")
+    free_text = guard is not None and label in guard.hidden
+    if guard is not None:  # the one privacy step: reviewers see what their clearance allows
+        decisions = guard_stored(decisions, {}, None, guard)[0]
     exclude = set() if include_reviewed else {g.record_id for g in db.ground_truth(label)}
     # The holdout is for scoring: reviewing it would make the scores describe the training data.
     exclude |= db.holdout_ids(label)
@@ -85,13 +94,13 @@ def review_export(
                               model_distributions=dists, seed=seed)
     info = registry.labels.get(label) if registry else None
     closed = bool(info and info.values)
-    values = (info.values if info and info.values else None) or sorted(
+    values = [] if free_text else (info.values if info and info.values else None) or sorted(
         {str(d.labels[label]) for d in decisions if label in d.labels}
         | {str(v["value"]) for v in db.learned_values(label)})
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_bytes(orjson.dumps(label_studio_tasks(items, text_field=text_field), option=orjson.OPT_INDENT_2))
+    output.write_bytes(orjson.dumps(label_studio_tasks(items, text_field=text_field, free_text=free_text), option=orjson.OPT_INDENT_2))
     config = config or output.with_suffix(".xml")
-    config.write_text(label_studio_config(label, values, open_set=not closed))
+    config.write_text(label_studio_config(label, values, open_set=not closed and not free_text, free_text=free_text))
     table = Table(title=f"review queue for {label}: {len(items)} of {len(decisions)} records ({strategy})",
                   title_justify="left")
     for col in ("id", "current value", "confidence", "source", "score", "text"):

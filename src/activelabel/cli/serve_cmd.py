@@ -12,7 +12,7 @@ from rich.markup import escape
 
 from activelabel.cli._common import err, print_policy_error
 from activelabel.cli.main import app
-from activelabel.errors import PolicyError, PseudonymKeyError
+from activelabel.errors import AuditError, PolicyError, PseudonymKeyError
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -39,6 +39,11 @@ def serve(
     record: Annotated[Path | None, typer.Option("--record", help="Record each decision in this SQLite store; enables POST /v1/feedback.")] = None,
     id_field: Annotated[str | None, typer.Option("--id-field", help="Event field holding the record id for --record (default: content hash).")] = None,
     log_level: Annotated[str, typer.Option("--log-level", help="debug | info | warning | error.")] = "info",
+    history: Annotated[Path | None, typer.Option("--history", help="SQLite file of the policy history (default: the --record store; in memory without one).")] = None,
+    audit: Annotated[Path | None, typer.Option("--audit", help="Write every decision and admin action to a tamper-evident audit log in this directory.")] = None,
+    audit_key: Annotated[Path | None, typer.Option("--audit-key", help="Ed25519 signing key (PEM) for --audit (default: generated into DIR/keys/).")] = None,
+    audit_level: Annotated[str | None, typer.Option("--audit-level", help="None | Metadata | Request | Full for every decision (default Metadata).")] = None,
+    audit_policy: Annotated[Path | None, typer.Option("--audit-policy", help="Audit level policy YAML (rules by door, label, sensitivity).")] = None,
 ) -> None:
     """Serve POST /v1/label, /metrics, ext_authz, OTLP /v1/traces and /v1/logs, and /v1/admission.
 
@@ -84,6 +89,16 @@ def serve(
             highlight=False,
             soft_wrap=True,
         )
+    # Opened inside create_app once the policy is in (it names the sensitive labels); a bad
+    # key or level policy stops serve there, before it listens.
+    audit_factory = None
+    if audit is not None:
+        from activelabel.governance.observers import open_audit_log
+
+        def audit_factory(served_policy: Any) -> Any:
+            return open_audit_log(str(audit), policy=served_policy, key_file=str(audit_key) if audit_key else None,
+                                  level=audit_level, level_policy_file=str(audit_policy) if audit_policy else None)
+
     try:
         service = create_app(
             policy,
@@ -93,11 +108,13 @@ def serve(
             handle_sighup=True,
             # Tokens rotate with the policy: SIGHUP / reload re-read them too.
             tokens_source=None if no_auth else lambda: load_token_table(tokens, env_var=settings.tokens_env),
+            history_path=history,
+            audit=audit_factory,
         )
     except PolicyError as exc:
         print_policy_error(exc)
         raise typer.Exit(1) from exc
-    except PseudonymKeyError as exc:
+    except (PseudonymKeyError, AuditError) as exc:
         fail(escape(str(exc)), code=2)
     snapshot = service.state.runtime.current
     scheme = "https" if tls_cert else "http"

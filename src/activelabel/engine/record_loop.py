@@ -32,12 +32,18 @@ import orjson
 
 from activelabel.errors import ActiveLabelError
 from activelabel.sinks import DeadLetterSink, JsonlSink, splice_fields
+from activelabel.sinks.jsonl import JSON_WHITESPACE, rewrite_refusal
 from activelabel.sources import JsonlSource
 from activelabel.sources.jsonl import PARSER_MAX_DEPTH, ReadLimits, decode_line
 
 if TYPE_CHECKING:
     from activelabel.engine.decision import Decision
     from activelabel.engine.labeler import LinesResult
+    from activelabel.governance.output import OutputGuard
+
+#: The bytes after which the fast splice cannot add `,"labels":...`: an opening brace
+#: and JSON's four whitespace characters (any other byte before `}` ends a value).
+NO_COMMA_BEFORE = (b"{", b" ", b"\t", b"\r", b"\n")
 
 #: Records labeled at once (the columnar path's sweet spot; bounds memory per chunk).
 CHUNK_RECORDS = 4096
@@ -103,13 +109,14 @@ def splice_each(labels_of: Callable[[dict[str, Any]], Any], raws: list[bytes], e
     for i, (raw, event) in enumerate(zip(raws, events)):
         try:
             labels = labels_of(event)[0] if pairs else labels_of(event)
-            # The common case, `{...}` with no labels field yet: append before the closing brace.
-            if raw[-1:] == b"}" and raw[-2:-1] not in (b"{", b" ", b"\t") and labels_field not in event:
+            # The common case, `{...}` with no labels field yet: append before the closing brace,
+            # unless it follows `{` or JSON whitespace (`{\r}`, `{"a":1 }`: splice_fields trims it).
+            if raw[-1:] == b"}" and raw[-2:-1] not in NO_COMMA_BEFORE and labels_field not in event:
                 append(raw[:-1] + prefix + dumps(labels) + b"}")
             else:
                 append(splice_fields(raw, event, {labels_field: labels}))
         except Exception as exc:  # noqa: BLE001 - a front door's last line of defence: never lose a record
-            failed.append((i, f"{type(exc).__name__}: {exc}"))
+            failed.append((i, str(exc) if isinstance(exc, ActiveLabelError) else f"{type(exc).__name__}: {exc}"))
     return lines, failed
 
 
@@ -123,6 +130,11 @@ class RecordOutput(Protocol):
     def dead_letter(self, where: Where, raw: bytes | None, kind: str, reason: str) -> None:
         """Hand over the original bytes of a record that could not be labeled, with why."""
         ...
+
+
+#: Sees each chunk once labeled, before it is written: where each record came from, the
+#: decoded events and the served Decisions, aligned (``RecordLoop(observer=...)``).
+ChunkObserver = Callable[[list[Where], list[dict[str, Any]], list["Decision"]], None]
 
 
 @dataclass
@@ -140,19 +152,25 @@ class RecordLoop:
 
     ``jsonl``: records are lines of a text stream: blank lines are skipped (not records)
     and a trailing CR is dropped. ``explain`` adds a ``label_meta`` object;
-    ``on_decision(event, decision)`` sees each labeled record's Decision (``--record``).
+    ``on_decision(event, decision)`` sees each labeled record's Decision (``--record``);
+    ``observer(wheres, events, decisions)`` sees each labeled chunk (a shadow, the audit log).
     """
 
     def __init__(self, labeler: BulkLabeler | EventLabeler, *, limits: ReadLimits = ReadLimits(), labels_field: str = "labels",
                  explain: bool = False, on_decision: Callable[[dict[str, Any], Decision], None] | None = None,
-                 jsonl: bool = True, chunk_records: int = CHUNK_RECORDS) -> None:
+                 jsonl: bool = True, chunk_records: int = CHUNK_RECORDS, guard: OutputGuard | None = None,
+                 observer: ChunkObserver | None = None) -> None:
         self.labeler = as_bulk(labeler)
+        # Privacy hook: the output's guard protects each record's labels before it is written
+        # (None or ``guard.passthrough``: nothing to protect, the columnar fast path stays).
+        self.guard = guard if guard is not None and not guard.passthrough else None
         self.limits = limits
         self.labels_field = labels_field
         self.explain = explain
         self.on_decision = on_decision
         self.jsonl = jsonl
         self.chunk_records = chunk_records
+        self.observer = observer
 
     def run(self, blocks: Iterable[Block], output: RecordOutput) -> RecordCounts:
         """Run every block through the loop; labeled records are written by the time this returns."""
@@ -165,35 +183,31 @@ class RecordLoop:
         loads = orjson.loads
         decode_error = orjson.JSONDecodeError
         jsonl = self.jsonl
-        decisions = self.explain or self.on_decision is not None
+        labels_field, explain = self.labels_field, self.explain
+        decisions = self.explain or self.on_decision is not None or self.guard is not None
         chunk = self.chunk_records
         pend_where: list[Where] = []
         pend_raw: list[bytes] = []
         pend_event: list[dict[str, Any]] = []
         records = 0
 
+        pend_dead: list[tuple[Where, bytes | None, str, str]] = []
+
         def dead(where: Where, raw: bytes | None, kind: str, reason: str) -> None:
+            # Held until the pending records are labeled, so dead letters leave in input order
+            # (a record refused at labeling or writing sits among the ones refused at decoding).
             counts.dead_lettered += 1
             kinds[kind] = kinds.get(kind, 0) + 1
-            output.dead_letter(where, raw, kind, reason)
+            pend_dead.append((where, raw, kind, reason))
 
         def flush() -> None:
-            if decisions:
-                lines, failed = self._label_decisions(pend_raw, pend_event)
-            else:
-                result = self.labeler.label_lines(pend_raw, pend_event, self.labels_field)
-                lines, failed = result.lines, result.failed
-            kept: Sequence[int] = range(len(pend_where))
-            if failed:
-                bad = {i for i, _ in failed}
-                for i, reason in failed:
-                    dead(pend_where[i], pend_raw[i], "label_failed", reason)
-                kept = [i for i in kept if i not in bad]
-            wheres = pend_where if not failed else [pend_where[i] for i in kept]
-            refused = output.write_many(wheres, lines) if lines else []
-            for i, kind, reason in refused:
-                dead(wheres[i], pend_raw[kept[i]], kind, reason)
-            counts.labeled += len(lines) - len(refused)
+            if pend_event:
+                self._label_and_write(pend_where, pend_raw, pend_event, output, counts, dead, decisions)
+            if pend_dead:
+                pend_dead.sort(key=lambda d: d[0][1])  # one block's positions: input order
+                for where, raw, kind, reason in pend_dead:
+                    output.dead_letter(where, raw, kind, reason)
+                pend_dead.clear()
             pend_where.clear()
             pend_raw.clear()
             pend_event.clear()
@@ -207,8 +221,8 @@ class RecordLoop:
                 if jsonl:
                     if raw[-1:] == b"\r":
                         raw = raw[:-1]
-                    if not raw or raw.isspace():
-                        continue
+                    if not raw or (raw.isspace() and not raw.strip(JSON_WHITESPACE)):
+                        continue  # blank: JSON whitespace only (a `\x0b` or `\x0c` line is a bad record)
                 records += 1
                 if len(raw) > max_bytes or (max_depth < PARSER_MAX_DEPTH and raw.count(b"{") + raw.count(b"[") > max_depth):
                     decoded = decode_line(raw, limits)  # the slow, complete check: too large, too deep
@@ -229,36 +243,105 @@ class RecordLoop:
                             dead((origin, pos), raw, got[0], got[1])
                             continue
                         event = got
+                if labels_field in event or (explain and "label_meta" in event):
+                    refusal = rewrite_refusal(event, labels_field)
+                    if refusal is not None:  # found before labeling: the labeler's counters never see it
+                        dead((origin, pos), raw, "unwritable", refusal)
+                        continue
                 pend_where.append((origin, pos))
                 pend_raw.append(raw)
                 pend_event.append(event)
                 if len(pend_event) >= chunk:
                     flush()
-            if pend_event:
+            if pend_event or pend_dead:
                 flush()  # a block is what the source has now: a slow pipe is labeled as it arrives
         counts.records_in = records
         return counts
 
-    def _label_decisions(self, raws: list[bytes], events: list[dict[str, Any]]) -> tuple[list[bytes], list[tuple[int, str]]]:
+    def _label_and_write(self, wheres: list[Where], raws: list[bytes], events: list[dict[str, Any]], output: RecordOutput,
+                         counts: RecordCounts, dead: Callable[[Where, bytes | None, str, str], None], decisions: bool) -> None:
+        """Label the pending records, write the labeled lines in order, dead-letter what labeling or writing refused."""
+        decided: list[Decision] | None = None
+        if decisions:
+            lines, failed, decided = self._label_decisions(raws, events)
+        elif self.observer is not None:
+            lines, failed, decided = self._label_observed(raws, events)
+        else:
+            result = self.labeler.label_lines(raws, events, self.labels_field)
+            lines, failed = result.lines, result.failed
+        kept: Sequence[int] = range(len(wheres))
+        if failed:
+            bad = {i for i, _ in failed}
+            for i, reason in failed:
+                dead(wheres[i], raws[i], "label_failed", reason)
+            kept = [i for i in kept if i not in bad]
+            wheres = [wheres[i] for i in kept]
+        if self.observer is not None and decided is not None:
+            # Observers (shadow, audit) see the served decisions of the records about to be written.
+            self.observer(wheres, events if not failed else [events[i] for i in kept], decided)
+        refused = output.write_many(wheres, lines) if lines else []
+        for i, kind, reason in refused:
+            dead(wheres[i], raws[kept[i]], kind, reason)
+        counts.labeled += len(lines) - len(refused)
+
+    def _label_observed(self, raws: list[bytes], events: list[dict[str, Any]]
+                        ) -> tuple[list[bytes], list[tuple[int, str]], list[Decision]]:
+        """Whole Decisions for an observer, spliced exactly as the bulk path splices labels."""
+        batch = getattr(self.labeler, "label_batch", None)
+        got: list[Decision | None]
+        try:
+            got = list(batch(events)) if batch is not None else [self.labeler.label(e) for e in events]
+        except Exception:  # noqa: BLE001 - one bad event must not sink the chunk: label it per event
+            got = []
+            for event in events:
+                try:
+                    got.append(self.labeler.label(event))
+                except Exception:  # noqa: BLE001 - reported below as label_failed
+                    got.append(None)
+        kept = [(i, d) for i, d in enumerate(got) if d is not None]
+        served = iter([d.labels for _, d in kept])  # splice_each asks once per event, in order
+
+        def labels_of(_event: dict[str, Any]) -> dict[str, Any]:
+            return next(served)
+
+        lines, failed = splice_each(labels_of, [raws[i] for i, _ in kept], [events[i] for i, _ in kept],
+                                    self.labels_field)
+        bad = {i for i, _ in failed}
+        failed = [(kept[j][0], reason) for j, reason in failed]
+        failed += [(i, "the labeler raised on this event") for i, d in enumerate(got) if d is None]
+        return lines, sorted(failed), [d for j, (_, d) in enumerate(kept) if j not in bad]
+
+    def _label_decisions(self, raws: list[bytes], events: list[dict[str, Any]]
+                         ) -> tuple[list[bytes], list[tuple[int, str]], list[Decision]]:
         """The records that need whole Decisions (--explain, --record), one at a time."""
         label = self.labeler.label
         explain = self.explain
         on_decision = self.on_decision
         key = self.labels_field
+        guard = self.guard
         lines: list[bytes] = []
         failed: list[tuple[int, str]] = []
+        decided: list[Decision] = []
         for i, (raw, event) in enumerate(zip(raws, events)):
             try:
                 decision = label(event)
+                if guard is not None:  # privacy hook: protected labels (and redacted event) only
+                    if on_decision is not None:
+                        on_decision(event, decision)
+                    lines.append(guard.line(raw, event, decision.labels, labels_field=key,
+                                            explain=decision.explain() if explain else None))
+                    decided.append(decision)
+                    continue
                 fields: dict[str, Any] = {key: decision.labels}
                 if explain:
                     fields["label_meta"] = decision.explain()
                 if on_decision is not None:
                     on_decision(event, decision)
                 lines.append(splice_fields(raw, event, fields))
+                decided.append(decision)
             except Exception as exc:  # noqa: BLE001 - a front door's last line of defence: never lose a record
                 failed.append((i, str(exc) if isinstance(exc, ActiveLabelError) else f"{type(exc).__name__}: {exc}"))
-        return lines, failed
+        return lines, failed, decided
 
 
 class JsonlFileOutput:
@@ -287,5 +370,5 @@ def jsonl_blocks(source: JsonlSource) -> Iterable[Block]:
         yield (name, first_line), lines
 
 
-__all__ = ["CHUNK_RECORDS", "Block", "BulkLabeler", "EventLabeler", "JsonlFileOutput", "PerEventLabeler", "RecordCounts", "RecordLoop", "RecordOutput", "Where",
+__all__ = ["CHUNK_RECORDS", "Block", "BulkLabeler", "ChunkObserver", "EventLabeler", "JsonlFileOutput", "PerEventLabeler", "RecordCounts", "RecordLoop", "RecordOutput", "Where",
            "as_bulk", "jsonl_blocks", "splice_each"]

@@ -13,7 +13,7 @@ Future home of policy history, rollout and the audit log.
 """
 
 from activelabel.governance.m9 import PrivacyCounters
-from activelabel.governance.output import GuardedRecord, OutputGuard
+from activelabel.governance.output import GuardedRecord, OutputGuard, audit_privacy, sensitive_inputs_of
 from activelabel.governance.pii import BUILTIN_ENTITIES, VALIDATED, PiiScanner, RecognizerResult
 from activelabel.governance.protect import KEY_ENV, Protector, PseudonymKey, load_keys
 from activelabel.governance.redact import RedactionSummary, Redactor
@@ -56,10 +56,12 @@ __all__ = [
     "Sensitivity",
     "SensitivityRegistry",
     "Treatment",
+    "audit_privacy",
     "is_sensitive",
     "key_use_problems",
     "load_keys",
     "protect_explain",
     "protect_labels",
     "protect_value",
+    "sensitive_inputs_of",
 ]

@@ -30,10 +30,26 @@ class PrivacyCounters:
     canaries_injected: int = 0
     canaries_caught: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+    # Prometheus families (`observability.metrics.PiiLeakMetrics`) every count is also sent to, when bound.
+    metrics: Any = field(default=None, repr=False, compare=False)
 
     def add(self, name: str, key: Any, n: int = 1) -> None:
         with self._lock:
             getattr(self, name)[key] += n
+        if self.metrics is not None:
+            if name == "declared":
+                self.metrics.count_declared_leak(key[0], key[1], n)
+            elif name == "undeclared":
+                self.metrics.count_undeclared(key[0], key[2], n)
+
+    def add_canaries(self, injected: int, caught: int) -> None:
+        """Count one canary run; the recall gauge follows the totals."""
+        with self._lock:
+            self.canaries_injected += injected
+            self.canaries_caught += caught
+            totals = (self.canaries_caught, self.canaries_injected)
+        if self.metrics is not None:
+            self.metrics.set_canary_recall(*totals)
 
     def add_scan(self, values: int, truncated: int) -> None:
         with self._lock:

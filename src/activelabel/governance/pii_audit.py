@@ -3,9 +3,10 @@
 1. Honeytokens (Luhn-valid test card numbers, unique e-mail addresses under
    the reserved ``.invalid`` domain, mod-97-valid IBANs) are generated for this
    run and injected into a free-text field of replayed events.
-2. The events go through a door - the real ``activelabel label`` command with
-   file output (``label-file``), and the function its record loop calls
-   (`OutputGuard.record`, ``record-loop``) - and every output line is searched
+2. The events go through the doors - the real ``activelabel label`` command with
+   file output (``label-file``), the function its record loop calls
+   (`OutputGuard.record`, ``record-loop``), and ``POST /v1/label`` on a real
+   server on a loopback port (``v1-label``) - and every output line is searched
    for the exact canary strings. A canary not found in clear was *caught*.
 3. Declared leaks: a label above the output's clearance whose clear value
    appears as that label's value in the output. Undeclared PII: a validated
@@ -32,7 +33,7 @@ import orjson
 from activelabel.governance.m9 import PrivacyCounters
 from activelabel.governance.output import OutputGuard
 from activelabel.governance.pii import VALIDATED, PiiScanner, walk_strings
-from activelabel.governance.protect import KEY_ENV, Protector, text_of
+from activelabel.governance.protect import Protector, text_of
 from activelabel.governance.sensitivity import Clearance, SensitivityRegistry
 
 CANARY_KINDS = ("CREDIT_CARD", "EMAIL_ADDRESS", "IBAN_CODE")
@@ -166,6 +167,28 @@ def _score(door: str, lines: Iterable[bytes], canaries: Sequence[Canary], sensit
     return result
 
 
+def _v1_label_lines(policy_path: Path, replay: Sequence[Any], key_file: Path | None, batch: int = 100) -> list[bytes]:
+    """Each result ``POST /v1/label`` answers for the replayed events, from a real server on a free loopback port.
+
+    The caller has no token clearance (``internal``), as an application's token would.
+    """
+    import httpx
+
+    from activelabel.service import ServiceConfig, create_app
+    from activelabel.service.testing import serve_in_thread
+
+    app = create_app(policy_path, no_auth=True, config=ServiceConfig(pseudonym_key_file=key_file))
+    objects = [e for e in replay if isinstance(e, dict)]
+    lines: list[bytes] = []
+    with serve_in_thread(app) as url, httpx.Client(base_url=url, timeout=120) as client:
+        for start in range(0, len(objects), batch):
+            answer = client.post("/v1/label", json={"events": objects[start:start + batch]})
+            if answer.status_code != 200:
+                raise RuntimeError(f"POST /v1/label answered {answer.status_code} during the audit")
+            lines.extend(orjson.dumps(result) for result in answer.json()["results"])
+    return lines
+
+
 def run_audit(
     policy_path: Path,
     events: list[Any],
@@ -175,7 +198,7 @@ def run_audit(
     fields: Sequence[str] = (),
     clearance: str | None = None,
     key_file: Path | None = None,
-    doors: Sequence[str] = ("label-file", "record-loop"),
+    doors: Sequence[str] = ("label-file", "record-loop", "v1-label"),
 ) -> dict[str, Any]:
     """Inject canaries into ``events``, run them through ``doors``, return the M9 numbers per door."""
     from activelabel.engine import Labeler
@@ -206,11 +229,11 @@ def run_audit(
         src.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in replay))
         if "label-file" in doors:
             out = Path(tmp) / "out.jsonl"
-            cmd = [sys.executable, "-m", "activelabel", "label", str(src), "--policy", str(policy_path), "-o", str(out), "--quiet"]
+            cmd = [sys.executable, "-m", "activelabel", "label", str(src), "--policy", str(policy_path), "-o", str(out), "--quiet",
+                   "--clearance", str(level)]
             env = dict(os.environ)
             if key_file is not None:
-                # The child reads the same keys through the environment (the file was read above).
-                env[KEY_ENV] = ",".join(f"{k.key_id}={k.secret.decode()}" for k in protector.keys)
+                cmd += ["--pseudonym-key-file", str(key_file)]
             done = subprocess.run(cmd, capture_output=True, env=env, timeout=600, check=False)
             if done.returncode != 0:
                 raise RuntimeError(f"`activelabel label` failed with exit code {done.returncode} (run it on the input to see why)")
@@ -229,6 +252,9 @@ def run_audit(
                 body = event if rec.event is None else rec.event
                 lines.append(orjson.dumps({**body, **rec.fields} if isinstance(body, dict) else {"body": body, **rec.fields}))
             results.append(_score("record-loop", lines, tokens, sensitive, "labels", scanner, registry, level))
+        if "v1-label" in doors:
+            results.append(_score("v1-label", _v1_label_lines(policy_path, replay, key_file), tokens, sensitive, "labels",
+                                  scanner, registry, Clearance()))
     # Would the detectors have seen them? Separates a detector gap from a policy (redact:) gap.
     finder = PiiScanner(policy.pii.detectors, max_scan_chars=policy.pii.max_scan_chars)
     found = 0

@@ -208,6 +208,24 @@ def key_use_problems(registry: SensitivityRegistry, names: Iterable[str], use: s
     return problems
 
 
+def policy_key_use_problems(policy: Any, names: Iterable[str], use: str, *, option: str) -> list[str]:
+    """`key_use_problems` for labels of a loaded policy, each at the ``file:line`` where the label is declared.
+
+    ``option`` says where the use was asked for (``--key-label``), for a name the policy does not declare.
+    """
+    registry = SensitivityRegistry.of(policy)
+    problems = []
+    for name in names:
+        spec = policy.labels.get(name)
+        if spec is None:
+            problems.append(f"{option}: the policy declares no label `{name}`; declared: {', '.join(policy.labels) or 'none'}")
+            continue
+        loc = getattr(spec, "loc", None)
+        where = f"{loc.file}:{loc.line}: " if loc is not None and loc.file else ""
+        problems.extend(f"{where}{p} (asked for by {option})" for p in key_use_problems(registry, [name], use))
+    return problems
+
+
 def protect_value(name: str, value: Any, registry: SensitivityRegistry, clearance: Clearance, protector: Protector) -> Any:
     """``value`` as a reader of ``clearance`` may see it: in clear, treated, or `DROPPED`."""
     guard = registry.guard(name)

@@ -39,6 +39,7 @@ from prometheus_client.registry import Collector
 from activelabel.errors import ActiveLabelError
 from activelabel.observability.catalog import CATALOG, COUNTER, GAUGE, HISTOGRAM, MetricSpec
 from activelabel.observability.labeler_stats import totals_from_stats
+from activelabel.observability.tap import DecisionTap
 from activelabel.observability.windows import GroundTruthFollower, LabelDrift, bounded_labels
 
 log = logging.getLogger("activelabel.metrics")
@@ -182,6 +183,9 @@ class ServiceMetrics:
         self.stream_consumer_lag = make("activelabel_stream_consumer_lag")
         self.pii = PiiLeakMetrics(self.registry)
         self.drift = LabelDrift()
+        # Recent decisions for `tap` and `/ui` (an append per decision; explained only when read).
+        self.tap = DecisionTap()
+        self.started_at = time.time()
         self.ground_truth: GroundTruthFollower | None = None
         self._runtime: Any = None
         self._bounded_cache: tuple[Any, frozenset[str]] = (None, frozenset())

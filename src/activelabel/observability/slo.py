@@ -23,7 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from activelabel.errors import SLOSpecError
-from activelabel.observability.metrics import LATENCY_BUCKETS
+from activelabel.observability.metrics import FRONT_DOORS, LATENCY_BUCKETS
 from activelabel.quality.drift import PSI_THRESHOLD
 
 _DURATION = re.compile(r"^([0-9]+)(ms|s|m|h|d|w|y)$")
@@ -76,8 +76,10 @@ class LatencySLO(_Strict):
     objective: float = Field(default=0.99, gt=0, lt=1)
     threshold_seconds: float = 0.01
     """Must be a bucket bound of the latency histogram (``LATENCY_BUCKETS``)."""
-    doors: str = ".*"
-    """Regular expression on the ``door`` label: which front doors the SLO covers."""
+    doors: str = "|".join(FRONT_DOORS)
+    """Regular expression on the ``door`` label: which front doors the SLO covers. By default the
+    request doors (one observation per request); not ``stream``, whose observation is a whole
+    batch (give it an SLO of its own with ``doors: stream`` and a batch-sized threshold)."""
 
     @field_validator("threshold_seconds")
     @classmethod

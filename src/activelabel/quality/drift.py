@@ -111,6 +111,8 @@ def drift_check(name: str, reference: Sequence[Any], current: Sequence[Any]) -> 
         "psi": p, "js_distance": j, "psi_threshold": PSI_THRESHOLD, "js_threshold": JS_THRESHOLD,
         "drifted": p >= PSI_THRESHOLD or j >= JS_THRESHOLD,
         "bins": names, "reference_shares": ref, "current_shares": cur,
+        # Distinct values before rare ones were folded into `(other)`: what the bins stand for.
+        "values_total": len({str(v) for v in reference} | {str(v) for v in current}),
     }
 
 

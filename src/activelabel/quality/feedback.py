@@ -132,11 +132,17 @@ def _task_items(task: Any, index: int, source: str) -> tuple[list[FeedbackItem |
             continue
         label = str(res.get("from_name") or task["data"].get(LABEL_KEY) or "")
         value = res.get("value") or {}
-        if res.get("type") == "textarea" and label.endswith(NEW_VALUE_SUFFIX):
+        if res.get("type") == "textarea":
             text = value.get("text") if isinstance(value, dict) else None
             text = text[0] if isinstance(text, list) and len(text) == 1 else text
-            if isinstance(text, str) and text.strip():
-                typed[label[: -len(NEW_VALUE_SUFFIX)]] = text.strip()
+            if label.endswith(NEW_VALUE_SUFFIX):
+                if isinstance(text, str) and text.strip():
+                    typed[label[: -len(NEW_VALUE_SUFFIX)]] = text.strip()
+            elif isinstance(text, str) and text.strip():
+                # A pii or secret label is reviewed in a free-text box (no value is offered as a choice).
+                values[label] = text.strip()
+            else:
+                out.append(FeedbackError(f"{where}: a textarea result must hold exactly one text; task skipped"))
             continue
         if res.get("type") != "choices":
             continue

@@ -73,6 +73,9 @@ def print_report(report: dict[str, Any], console: Console) -> None:
                 s.add_row(escape(src), escape(", ".join(m["polarity"])), _f(m["coverage"]), _f(m["overlaps"]),
                           _f(m["conflicts"]), str(m["correct"]), str(m["incorrect"]), _f(m["empirical_accuracy"]))
             console.print(s)
+    privacy = report.get("privacy")
+    if privacy:
+        console.print(privacy_line(privacy), highlight=False, markup=False)
     checks = [*report["drift"]["labels"].values(), *report["drift"]["features"].values()]
     if checks:
         t = Table(title=f"Drift: reference ({report['windows']['reference']}) vs current ({report['windows']['current']})")
@@ -84,6 +87,13 @@ def print_report(report: dict[str, Any], console: Console) -> None:
 
 
 # -- HTML ------------------------------------------------------------------------------------------
+
+def privacy_line(privacy: dict[str, Any]) -> str:
+    """One line on what the reader could not see and M9's counts (names and numbers, never values)."""
+    shown = ", ".join(privacy["protected_labels"]) or "none"
+    return (f"privacy: clearance {privacy['clearance']} · labels shown protected (pseudonym, mask) or left out: {shown} · "
+            f"M9: {privacy['declared_leaks']} declared leaks, {privacy['undeclared_pii']} undeclared PII findings (sampled)")
+
 
 def _short(value: str, width: int = 40) -> str:
     """A plot's tick label: free-form values can be any length, the axes must not grow with them."""
@@ -214,6 +224,7 @@ h2{border-bottom:2px solid #4c78a8;padding-bottom:.2rem;margin-top:2.2rem}
 </style></head><body>
 <h1>activelabel quality report</h1>
 <p>{{ r.records }} records · {{ r.ground_truth }} ground-truth items · source {{ r.source }} · generated {{ r.generated }}</p>
+{% if r.get('privacy') %}<p>{{ privacy_line(r.privacy) }}</p>{% endif %}
 <table><tr><th>label</th><th>coverage</th><th>judged</th><th>accuracy</th><th>macro-F1</th><th>conflict rate</th><th>drift</th></tr>
 {% for name, lab in r.labels.items() %}{% set d = r.drift.labels[name] %}
 <tr><td>{{ name }}</td><td>{{ f(lab.coverage) }}</td><td>{{ lab.judged }}</td><td>{{ f(lab.quality.accuracy) }}</td>
@@ -260,4 +271,4 @@ def render_html(report: dict[str, Any]) -> str:
     }
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     return env.from_string(_TEMPLATE).render(r=report, plots=plots, f=_f, value_name=_value_name,
-                                             top_sources=_top_sources)
+                                             top_sources=_top_sources, privacy_line=privacy_line)

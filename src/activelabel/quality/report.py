@@ -6,9 +6,10 @@ window. ``render.py`` turns it into terminal tables and a self-contained HTML pa
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -26,6 +27,9 @@ from activelabel.quality.metrics import (
     votes_from_explain,
 )
 from activelabel.quality.store import DecisionStore, StoredDecision, record_id_for
+
+if TYPE_CHECKING:
+    from activelabel.governance.output import OutputGuard
 
 TIMELINE_BUCKETS = 10
 
@@ -119,9 +123,19 @@ def build_report(
     source: str = "",
     time_field: str | None = None,
     model_votes: Mapping[str, Mapping[str, Sequence[Vote]]] | None = None,
+    guard: OutputGuard | None = None,
 ) -> dict[str, Any]:
-    """The whole report as JSON-ready data. ``decisions`` in recording order, or ordered by ``time_field``."""
+    """The whole report as JSON-ready data. ``decisions`` in recording order, or ordered by ``time_field``.
+
+    ``guard``: the report's reader (`OutputGuard.reader`): labels above its clearance are
+    reported by their pseudonyms (pii: counts, accuracy and drift still work, since
+    pseudonyms are deterministic) or left out (secret); no value of theirs is written.
+    """
     rule_values = rule_values or {}
+    hidden: frozenset[str] = frozenset()
+    if guard is not None:
+        hidden = guard.hidden
+        decisions, truth, model_votes = guard_stored(decisions, truth, model_votes, guard)
     decisions = order_by_time(decisions, time_field)
     names = list(labels) if labels else sorted({k for d in decisions for k in d.labels} | {k for _, k in truth})
     reference, current = _split(decisions, reference_fraction)
@@ -138,7 +152,7 @@ def build_report(
     for label in names:
         votes_per_record = [votes_from_explain((d.explain.get("labels") or {}).get(label) or
                                                {"value": d.labels.get(label), "source": d.sources.get(label)},
-                                               rule_values) if label in d.labels else []
+                                               {} if label in hidden else rule_values) if label in d.labels else []
                             for d in decisions]
         for d, votes in zip(decisions, votes_per_record, strict=True):
             for vote in (model_votes or {}).get(label, {}).get(d.record_id, ()):
@@ -165,6 +179,37 @@ def build_report(
         report["drift"]["features"][path] = _bounded_bins(drift_check(
             path, [field_value(d.event, path) for d in reference], [field_value(d.event, path) for d in current]))
     return report
+
+
+def guard_stored(
+    decisions: Sequence[StoredDecision],
+    truth: Mapping[tuple[str, str], Any],
+    model_votes: Mapping[str, Mapping[str, Sequence[Vote]]] | None,
+    guard: OutputGuard,
+) -> tuple[list[StoredDecision], dict[tuple[str, str], Any], dict[str, dict[str, list[Vote]]] | None]:
+    """Decisions, truth and model votes as ``guard``'s reader may see them (the one privacy step of reports and reviews)."""
+    from activelabel.governance.sensitivity import DROPPED
+
+    out = []
+    for d in decisions:
+        rec = guard.record(d.event, d.labels, explain=d.explain)
+        out.append(replace(d, labels=rec.fields["labels"], explain=rec.fields["label_meta"],
+                           event=d.event if rec.event is None else rec.event))
+    seen_truth = {}
+    for (rid, lab), value in truth.items():
+        seen = guard.stored_value(lab, value)
+        if seen is not DROPPED:
+            seen_truth[(rid, lab)] = seen
+    votes = None
+    if model_votes is not None:
+        votes = {}
+        for lab, per_id in model_votes.items():
+            kept: dict[str, list[Vote]] = {}
+            for rid, vs in per_id.items():
+                treated = [(v, guard.stored_value(lab, v.value)) for v in vs]
+                kept[rid] = [Vote(v.source, t, v.confidence) for v, t in treated if t is not DROPPED]
+            votes[lab] = kept
+    return out, seen_truth, votes
 
 
 def _bounded_bins(check: dict[str, Any], top: int = TOP_VALUES) -> dict[str, Any]:

@@ -254,9 +254,13 @@ def _flat_fields(event: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def label_studio_tasks(items: Sequence[ReviewItem], *, text_field: str | None = None,
-                       model_version: str | None = None) -> list[dict[str, Any]]:
+                       model_version: str | None = None, free_text: bool = False) -> list[dict[str, Any]]:
     """Label Studio tasks: ``data`` (our id, the label, the event's fields, a ``text`` to show) and
-    ``predictions`` (our current value as a ``choices`` result, ``score`` = our confidence)."""
+    ``predictions`` (our current value as a ``choices`` result, ``score`` = our confidence).
+
+    ``free_text``: the label is above the reviewers' clearance (see `label_studio_config`): no
+    prediction is offered to accept; the value as they may see it (a pseudonym) is in ``meta``.
+    """
     tasks = []
     for item in items:
         d = item.decision
@@ -265,7 +269,10 @@ def label_studio_tasks(items: Sequence[ReviewItem], *, text_field: str | None = 
             text = orjson.dumps(d.event, option=orjson.OPT_SORT_KEYS, default=str).decode() if text is None else str(text)
         data = {**_flat_fields(d.event), TEXT_KEY: text, ID_KEY: d.record_id, LABEL_KEY: item.label}
         task: dict[str, Any] = {"data": data, "meta": {"strategy_score": item.score, "source": item.source}}
-        if item.predicted is not None:
+        if free_text:
+            if item.predicted is not None:
+                task["meta"]["current_value"] = str(item.predicted)
+        elif item.predicted is not None:
             task["predictions"] = [{
                 "model_version": model_version or item.source or d.policy_version or "activelabel",
                 "score": float(item.confidence) if item.confidence is not None else 0.0,
@@ -278,13 +285,23 @@ def label_studio_tasks(items: Sequence[ReviewItem], *, text_field: str | None = 
     return tasks
 
 
-def label_studio_config(label: str, values: Sequence[Any], *, open_set: bool = False) -> str:
+def label_studio_config(label: str, values: Sequence[Any], *, open_set: bool = False, free_text: bool = False) -> str:
     """The labeling-config XML matching the tasks: the text, and one single choice per value.
 
     ``open_set`` (a label whose values are learned, ``type: string``) adds a free-text box
     named ``<label>__new``: a value typed there wins over the choice on import, so the
     first reviewer of an empty label set can answer at all.
+    ``free_text``: a free-text box instead of choices, for a label above the reviewers'
+    clearance (its values, pii or secret, are never listed).
     """
+    if free_text:
+        return (
+            "<View>\n"
+            f"  <Header value={quoteattr('Check the label: ' + label)}/>\n"
+            f"  <Text name=\"{TEXT_KEY}\" value=\"${TEXT_KEY}\"/>\n"
+            f"  <TextArea name={quoteattr(label)} toName=\"{TEXT_KEY}\" maxSubmissions=\"1\" editable=\"true\"/>\n"
+            "</View>\n"
+        )
     choices = "\n".join(f"    <Choice value={quoteattr(str(v))}/>" for v in values)
     free = (f"  <TextArea name={quoteattr(label + '__new')} toName=\"{TEXT_KEY}\" maxSubmissions=\"1\" "
             f"placeholder=\"or type a new value\"/>\n") if open_set else ""

@@ -27,6 +27,7 @@ from activelabel.errors import FeedbackError, StoreError
 from activelabel.quality._registry import LabelRegistry, registry_from_policy
 
 if TYPE_CHECKING:
+    from activelabel.governance.output import OutputGuard
     from activelabel.policy import Policy
 
 _SCHEMA = """
@@ -155,10 +156,14 @@ def _decision_parts(decision: Any) -> tuple[dict[str, Any], dict[str, Any], dict
 class DecisionStore:
     """Decisions and ground truth in one SQLite file (created on first use)."""
 
-    def __init__(self, path: str | Path, *, policy: Policy | None = None, clock: Callable[[], float] | None = None, sample_rate: float = 1.0) -> None:
+    def __init__(self, path: str | Path, *, policy: Policy | None = None, clock: Callable[[], float] | None = None, sample_rate: float = 1.0,
+                 guard: OutputGuard | None = None) -> None:
         if not 0.0 < sample_rate <= 1.0:
             raise StoreError(f"sample_rate must be in (0, 1], got {sample_rate}")
         self.path = Path(path)
+        # The store is an output with its own clearance: labels above it are stored as their
+        # protect: treatment, the event as that guard leaves it (redact:, protected echoes).
+        self.guard = guard
         self.sample_rate = sample_rate
         self.skipped_by_sampling = 0
         self._clock = clock or (lambda: datetime.now(UTC).timestamp())
@@ -200,6 +205,13 @@ class DecisionStore:
     def register_policy(self, policy: Policy) -> None:
         """Remember the policy's labels (types, enums) and constant rule values, for feedback and reports."""
         registry = registry_from_policy(policy)
+        if self.guard is not None:
+            # A reloaded policy's labels get their own sensitivities and redact: (the store's clearance stays).
+            from activelabel.governance.output import OutputGuard
+
+            g = self.guard
+            self.guard = OutputGuard.of(policy, door=g.door, protector=g.protector, clearance=g.clearance, counters=g.counters,
+                                        scan_undeclared=g.scanner is not None)
         self._exec("INSERT OR REPLACE INTO meta (key, value) VALUES ('registry', ?)", (_dumps(registry.to_json()),))
         self._exec("INSERT OR REPLACE INTO meta (key, value) VALUES ('policy_version', ?)",
                    (policy.version or "",))
@@ -224,6 +236,10 @@ class DecisionStore:
                 self.skipped_by_sampling += 1
                 continue
             lab, conf, src, version, explain = _decision_parts(decision)
+            if self.guard is not None:
+                guarded = self.guard.record(event, lab, explain=explain)
+                lab, explain = guarded.fields["labels"], guarded.fields["label_meta"]
+                event = event if guarded.event is None else guarded.event
             labels.update(lab)
             rows.append((record_id, now, version, _dumps(lab), _dumps(conf), _dumps(src), _dumps(explain), _dumps(event)))
         try:

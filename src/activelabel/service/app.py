@@ -16,6 +16,7 @@ import signal
 import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import anyio.to_thread
 import httpx
@@ -30,7 +31,7 @@ from activelabel.errors import PolicyError, PolicyIssue
 from activelabel.governance.protect import Protector
 from activelabel.observability.metrics import ServiceMetrics
 from activelabel.observability.windows import LabelDrift
-from activelabel.service import routes_core, routes_edge, routes_otlp
+from activelabel.service import routes_core, routes_edge, routes_ops, routes_otlp, routes_rollout
 from activelabel.service._http import Authenticator, HttpError, too_large
 from activelabel.service.auth import AuthConfigError, TokenTable
 from activelabel.service.config import ServiceConfig
@@ -59,6 +60,9 @@ def create_app(
     handle_sighup: bool = False,
     loader: LabelerLoader | None = None,
     tokens_source: Callable[[], TokenTable | None] | None = None,
+    history_path: Path | str | None = None,
+    audit: Callable[[Any], Any] | None = None,
+    rollout_state_file: Path | str | None = None,
 ) -> LabelService:
     """Build the service for ``policy_path``.
 
@@ -67,6 +71,11 @@ def create_app(
     ``tokens_source`` re-reads the token table on every reload (SIGHUP, API,
     watch) so tokens rotate without a restart; a table that fails to load is
     logged and the old one kept.
+
+    Every policy loaded or offered is kept in a policy history: ``history_path``, else the
+    decision store's file (``store.path``), else in memory. ``audit(policy)`` opens the
+    decision audit log (``--audit DIR``). A rollout's state is persisted in
+    ``rollout_state_file`` (default: ``<store or history>.rollout.json``) and resumed here.
     """
     config = config or ServiceConfig()
     if tokens is None and not no_auth:
@@ -84,23 +93,43 @@ def create_app(
         metrics.observe_reload(outcome.accepted, outcome.trigger)
         if state is None:
             return  # the first load
+        if state.audit is not None:
+            state.audit.log_admin("reload", actor=outcome.trigger, accepted=outcome.accepted,
+                                  old_version=outcome.old_version, new_version=outcome.new_version,
+                                  errors=len(outcome.errors))
+        if outcome.accepted and state.rollouts is not None and state.rollouts.active() is not None:
+            # The rollout compares against the policy it started with; a new serving policy ends it.
+            state.rollouts.abort(f"a reload ({outcome.trigger}) made {outcome.new_version} the serving policy")
         if outcome.accepted and state.store is not None:
             # Feedback is validated against the labels of the policy now serving.
-            state.store.register_policy(runtime.current.labeler.policy)
+            state.store.register_policy(state.runtime.current.labeler.policy)
         if tokens_source is not None:
             _rotate_tokens(state, tokens_source)
 
     # A named key that is missing or unreadable stops the service here, before it serves anything.
     protector = Protector.configured(config.pseudonym_key_file)
-    runtime = PolicyRuntime(policy_path, loader=loader, on_reload=on_reload, protector=protector)
+    from activelabel.governance.history import PolicyHistory
+    from activelabel.service.rollout_service import RolloutManager
+
+    history_file = history_path or config.store.path
+    history = PolicyHistory(history_file or ":memory:")
+    runtime = PolicyRuntime(policy_path, loader=loader, on_reload=on_reload, protector=protector, history=history)
     first = runtime.reload("start")
     if not first.accepted:
         raise PolicyError(issues=[PolicyIssue(**issue_fields(e)) for e in first.errors])
     metrics.follow_runtime(runtime)
     state = ServiceState(runtime=runtime, metrics=metrics, auth=Authenticator(None if no_auth else tokens), config=config)
     if config.store.path:
-        state.store = open_store(config.store.path, runtime.current.labeler.policy)
+        state.store = open_store(config.store.path, runtime.current.labeler.policy, protector, metrics.pii)
         metrics.follow_store(state.store, window_s=config.accuracy_window_s)
+    if audit is not None:
+        state.audit = audit(runtime.current.labeler.policy)
+        state.audit.log_admin("start", actor="serve", version=runtime.current.version, policy=str(policy_path))
+    if rollout_state_file is None and history_file:
+        rollout_state_file = f"{history_file}.rollout.json"
+    state.rollouts = RolloutManager(runtime, state_file=rollout_state_file, audit=state.audit)
+    state.rollouts.resume_persisted()
+    metrics.registry.register(_RolloutCollector(state.rollouts))
 
     # /v1/label and ext_authz are dispatched by LabelService before Starlette.
     routes = [
@@ -113,6 +142,16 @@ def create_app(
         Route("/v1/policy", routes_core.policy_route, methods=["GET"]),
         Route("/v1/policy/reload", routes_core.reload_route, methods=["POST"]),
         Route("/v1/feedback", feedback_route, methods=["POST"]),
+        Route("/v1/tap", routes_ops.tap_route, methods=["GET"]),
+        Route("/ui", routes_ops.ui_route, methods=["GET"]),
+        Route("/v1/policy/history", routes_rollout.history_route, methods=["GET"]),
+        Route("/v1/policy/rollback", routes_rollout.rollback_route, methods=["POST"]),
+        Route("/v1/rollout", routes_rollout.rollout_start_route, methods=["POST"]),
+        Route("/v1/rollout", routes_rollout.rollout_status_route, methods=["GET"]),
+        Route("/v1/rollout/report", routes_rollout.rollout_report_route, methods=["GET"]),
+        Route("/v1/rollout/promote", routes_rollout.rollout_promote_route, methods=["POST"]),
+        Route("/v1/rollout/abort", routes_rollout.rollout_abort_route, methods=["POST"]),
+        Route("/v1/rollout/resume", routes_rollout.rollout_resume_route, methods=["POST"]),
     ]
 
     @contextlib.asynccontextmanager
@@ -125,6 +164,7 @@ def create_app(
             _install_sighup(runtime)
         if config.watch_policy:
             tasks.append(asyncio.create_task(_watch_policy(runtime, stop_watching)))
+        tasks.append(asyncio.create_task(_tick_rollouts(state)))
         try:
             yield
         finally:
@@ -137,6 +177,10 @@ def create_app(
                 await state.forward_client.aclose()
             if state.store is not None:
                 state.store.close()
+            if state.audit is not None:
+                state.audit.log_admin("stop", actor="serve", version=runtime.current.version)
+                state.audit.close()
+            history.close()
 
     app = Starlette(
         routes=routes,
@@ -245,7 +289,8 @@ async def _answer_early(state: ServiceState, scope: Scope, send: Send, error: Ht
     await send({"type": "http.response.body", "body": body})
 
 
-_ALWAYS_ANSWERED = frozenset({"/healthz", "/readyz", "/metrics"})
+# A tap stays open as long as its reader: it must not hold one of the max_in_flight slots.
+_ALWAYS_ANSWERED = frozenset({"/healthz", "/readyz", "/metrics", "/v1/tap", "/ui"})
 
 
 def _door_of(path: str, config: ServiceConfig) -> str:
@@ -291,6 +336,33 @@ def _rotate_tokens(state: ServiceState, tokens_source: Callable[[], TokenTable |
         return
     state.auth.replace_tokens(table)
     log.info("token table reloaded: %d token(s)", len(table))
+
+
+class _RolloutCollector:
+    """The ``activelabel_rollout_*`` families, read from the rollout at scrape time."""
+
+    def __init__(self, manager: Any) -> None:
+        self.manager = manager
+
+    def collect(self) -> Any:
+        return self.manager.collect()
+
+    def describe(self) -> list[Any]:
+        return []  # families appear and go with rollouts: nothing to check at registration
+
+
+async def _tick_rollouts(state: ServiceState) -> None:
+    """Evaluate the rollout a few times per interval (off the event loop: analysis sorts latencies)."""
+    manager = state.rollouts
+    while True:
+        rollout = manager.active()
+        period = 1.0 if rollout is None else min(1.0, max(0.05, rollout.spec.interval_s / 5))
+        await asyncio.sleep(period)
+        if rollout is not None:
+            try:
+                await anyio.to_thread.run_sync(manager.tick)
+            except Exception:  # a failed evaluation must not stop later ones; it is logged
+                log.exception("rollout evaluation failed; retrying at the next tick")
 
 
 def _install_sighup(runtime: PolicyRuntime) -> None:

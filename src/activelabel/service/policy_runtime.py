@@ -6,6 +6,11 @@ candidate (load + compile + the policy's own ``tests:``) off to the side; only a
 candidate that passed everything replaces the snapshot, in one reference
 assignment, so in-flight requests finish on the labeler they started with and
 no request is ever dropped or sees a half-built policy.
+
+Every policy the runtime loads or is offered (a reload, a rollout candidate) is
+kept in a ``PolicyHistory`` (accepted or refused, who, why), and every compiled
+snapshot is kept by version, so ``rollback(version)`` is a pointer swap to a
+policy that already passed every check: it cannot fail validation.
 """
 
 from __future__ import annotations
@@ -20,12 +25,14 @@ from typing import TYPE_CHECKING, Any
 
 from activelabel.errors import ActiveLabelError, PolicyError, PolicyIssue
 from activelabel.errors import NotReadyError as NotReadyError
+from activelabel.errors import PolicyNotKnownError as PolicyNotKnownError
 from activelabel.governance.protect import Protector
 from activelabel.governance.sensitivity import DEFAULT_CLEARANCE, Sensitivity, SensitivityRegistry
 from activelabel.observability.labeler_stats import StatsTotals, totals_from_stats
 
 if TYPE_CHECKING:
     from activelabel.engine import Labeler, PolicyTestResult
+    from activelabel.governance.history import PolicyHistory
 
 log = logging.getLogger("activelabel.service.reload")
 
@@ -159,8 +166,12 @@ class PolicyRuntime:
         loader: LabelerLoader = load_checked_labeler,
         on_reload: Callable[[ReloadOutcome], None] | None = None,
         protector: Protector | None = None,
+        history: PolicyHistory | None = None,
     ) -> None:
         self.policy_path = Path(policy_path)
+        self.history = history
+        # Every compiled policy served or offered, by version: what rollback swaps to.
+        self._by_version: dict[str, PolicySnapshot] = {}
         self.protector = protector
         self._loader = loader
         self._on_reload = on_reload
@@ -196,29 +207,104 @@ class PolicyRuntime:
             raise NotReadyError("no policy loaded yet")
         return snapshot
 
-    def reload(self, trigger: str = "api") -> ReloadOutcome:
+    def reload(self, trigger: str = "api", *, who: str | None = None, message: str = "") -> ReloadOutcome:
         """Load the policy file again; keep serving the old policy if the new one is refused."""
         with self._reload_lock:
             old = self._snapshot
             old_version = old.version if old else None
             try:
-                candidate = PolicySnapshot.of(self._loader(self.policy_path), self.protector)
+                candidate = self._build(self.policy_path, who=who, message=message or f"reload ({trigger})",
+                                        outcome="loaded" if trigger == "start" else "accepted")
             except PolicyError as exc:
                 outcome = ReloadOutcome(
                     False, trigger, old_version, exc.candidate_version, [issue_as_json(i) for i in exc.issues]
                 )
-            except (OSError, ActiveLabelError) as exc:
-                outcome = ReloadOutcome(
-                    False, trigger, old_version, None, [{"message": str(exc), "file": str(self.policy_path)}]
-                )
             else:
-                self._retire(old)
-                self._snapshot = candidate
+                self._swap(candidate)
                 outcome = ReloadOutcome(True, trigger, old_version, candidate.version)
         self._log(outcome)
         if self._on_reload is not None:
             self._on_reload(outcome)
         return outcome
+
+    def offer(self, path: Path | str, *, who: str | None = None, message: str = "") -> PolicySnapshot:
+        """Build and fully check a candidate (a rollout's) without serving it; ``PolicyError`` with every issue.
+
+        Accepted or refused, the offer is kept in the history.
+        """
+        with self._reload_lock:
+            return self._build(Path(path), who=who, message=message or "rollout candidate", outcome="accepted")
+
+    def _build(self, path: Path, *, who: str | None, message: str, outcome: str) -> PolicySnapshot:
+        try:
+            snapshot = PolicySnapshot.of(self._loader(path), self.protector)
+        except PolicyError as exc:
+            self._record_refusal(path, [i.format() for i in exc.issues], who, message)
+            raise
+        except (OSError, ActiveLabelError) as exc:
+            self._record_refusal(path, [str(exc)], who, message)
+            raise PolicyError(issues=[PolicyIssue(message=str(exc), file=str(path))]) from exc
+        self._by_version[snapshot.version] = snapshot
+        self.record(snapshot, outcome, who=who, message=message)
+        return snapshot
+
+    def record(self, snapshot: PolicySnapshot, outcome: str, *, who: str | None = None, message: str = "") -> None:
+        """Add one row to the policy history (no-op without one)."""
+        if self.history is not None:
+            try:
+                self.history.record(snapshot.labeler.policy, outcome=outcome, who=who, message=message)
+            except ActiveLabelError as exc:
+                log.error("policy history not written (%s): %s", outcome, exc)
+
+    def _record_refusal(self, path: Path, errors: list[str], who: str | None, message: str) -> None:
+        if self.history is None:
+            return
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            text = None
+        try:
+            self.history.record_refusal(text, errors=errors, who=who, message=message, source=str(path))
+        except ActiveLabelError as exc:
+            log.error("policy history not written (refused): %s", exc)
+
+    def serve_snapshot(self, snapshot: PolicySnapshot, outcome: str, *, who: str | None = None,
+                       message: str = "") -> str | None:
+        """Serve an already checked snapshot now (a promote); returns the version it replaced."""
+        with self._reload_lock:
+            old = self._snapshot
+            self._by_version[snapshot.version] = snapshot
+            self._swap(snapshot)
+            source = getattr(snapshot.labeler.policy, "source", None)
+            if source:
+                # Reloads and the file watch follow the policy now serving.
+                self.policy_path = Path(str(source))
+            self.record(snapshot, outcome, who=who, message=message)
+        return old.version if old else None
+
+    def rollback(self, version: str, *, who: str | None = None, message: str = "") -> tuple[str | None, str]:
+        """Serve an earlier compiled version again (given whole or as a unique prefix): a pointer swap.
+
+        Returns ``(old version, new version)``; ``PolicyNotKnownError`` names the versions there are.
+        """
+        matches = [v for v in self._by_version if v.startswith(version)] if version else []
+        if len(matches) != 1:
+            known = ", ".join(sorted(self._by_version)) or "none"
+            what = "is ambiguous" if matches else "was not compiled by this process"
+            raise PolicyNotKnownError(f"version {version!r} {what}; versions that can be rolled back to: {known}")
+        return self.serve_snapshot(self._by_version[matches[0]], "rollback", who=who,
+                                   message=message or "rollback"), matches[0]
+
+    def versions(self) -> list[str]:
+        """The compiled versions this process can roll back to."""
+        return list(self._by_version)
+
+    def _swap(self, snapshot: PolicySnapshot) -> None:
+        old = self._snapshot
+        if old is snapshot:
+            return
+        self._retire(old)
+        self._snapshot = snapshot
 
     def _retire(self, old: PolicySnapshot | None) -> None:
         if old is None:

@@ -38,26 +38,47 @@ from activelabel.service.state import ServiceState, state_of
 log = logging.getLogger("activelabel.service.store")
 
 
-def open_store(path: str, policy: Any) -> Any:
+def open_store(path: str, policy: Any, protector: Any = None, pii_metrics: Any = None) -> Any:
+    """The decision store; with ``protector``, labels above the policy's outputs clearance are stored protected.
+
+    ``pii_metrics`` (`PiiLeakMetrics`): the store guard's M9 counts (declared leaks, undeclared PII
+    found in what is recorded, sampled by the policy's ``pii.undeclared_sample``) go to /metrics.
+    """
     from activelabel.quality.store import DecisionStore  # only needed when recording
 
-    return DecisionStore(path, policy=policy)
+    guard = None
+    if protector is not None:
+        from activelabel.governance import OutputGuard, PrivacyCounters
+
+        guard = OutputGuard.of(policy, door="store", protector=protector, counters=PrivacyCounters(metrics=pii_metrics),
+                               scan_undeclared=pii_metrics is not None)
+    return DecisionStore(path, policy=policy, guard=guard)
 
 
-def record_decisions(state: ServiceState, items: list[tuple[Any, Any]]) -> list[str | None]:
-    """Record (event, decision) pairs; the id of each, or ``None`` where it could not be recorded."""
+def record_decisions(state: ServiceState, items: list[tuple[Any, Any]], arms: list[str] | None = None,
+                     ids_known: list[str | None] | None = None) -> list[str | None]:
+    """Record (event, decision) pairs; the id of each, or ``None`` where it could not be recorded.
+
+    The stored explanation carries the decision's rollout ``arm`` (``stable`` outside a rollout)
+    beside its ``policy_version``.
+    """
     from activelabel.quality.store import record_id_for
 
     ids: list[str | None] = []
     rows = []
-    for event, decision in items:
+    for position, (event, decision) in enumerate(items):
+        arm = arms[position] if arms is not None else "stable"
+        if ids_known is not None and ids_known[position] is not None:
+            ids.append(ids_known[position])
+            rows.append((ids_known[position], event, _with_arm(decision, arm)))
+            continue
         try:
             record_id = record_id_for(event, state.config.store.id_field)
         except ActiveLabelError:
             ids.append(None)
             continue
         ids.append(record_id)
-        rows.append((record_id, event, decision))
+        rows.append((record_id, event, _with_arm(decision, arm)))
     try:
         if rows:
             state.store.record_many(rows)
@@ -68,6 +89,14 @@ def record_decisions(state: ServiceState, items: list[tuple[Any, Any]]) -> list[
     if missing:
         state.metrics.record_errors.inc(missing)
     return ids
+
+
+def _with_arm(decision: Any, arm: str) -> dict[str, Any]:
+    """The decision as the store keeps it, its explanation saying which arm served it."""
+    explain = dict(decision.explain())
+    explain["arm"] = arm
+    return {"labels": decision.labels, "confidences": decision.confidences, "sources": decision.sources,
+            "policy_version": decision.policy_version, "explain": explain}
 
 
 async def feedback_route(request: Request) -> Response:
@@ -89,6 +118,8 @@ async def feedback_route(request: Request) -> Response:
     protected = state.runtime.current.protected_labels
     labels = dict(state.runtime.current.labeler.policy.labels)
     accepted, rejected = await anyio.to_thread.run_sync(_apply, state.store, items, caller.name, protected, labels)
+    if state.audit is not None:
+        state.audit.log_admin("feedback import", actor=caller.name, accepted=accepted, rejected=len(rejected))
     state.metrics.feedback_items.labels("accepted").inc(accepted)
     state.metrics.feedback_items.labels("rejected").inc(len(rejected))
     # Agreement (M2) and feedback delay (M8) are read from the store, where imports land too.

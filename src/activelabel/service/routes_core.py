@@ -52,10 +52,10 @@ async def reload_route(request: Request) -> Response:
     """Reload the policy file; a refused policy leaves the serving one in place."""
     state = state_of(request)
     try:
-        state.auth.caller(request.headers, "admin")
+        caller = state.auth.caller(request.headers, "admin")
     except HttpError as exc:
         return exc.response()
-    outcome = await anyio.to_thread.run_sync(state.runtime.reload, "api")
+    outcome = await anyio.to_thread.run_sync(lambda: state.runtime.reload("api", who=caller.name))
     body = outcome.as_json()
     if outcome.accepted:
         return json_response(body)

@@ -89,6 +89,7 @@ def _check(state: ServiceState, scope: Scope) -> dict[str, str]:
     elapsed = watch.seconds()
     out["server-timing"] = f"label;dur={elapsed * 1000:.3f}"
     state.metrics.observe_labeled("ext_authz", elapsed, 1, cpu_seconds=watch.cpu_seconds())
+    state.metrics.tap.offer("ext_authz", snapshot, decision)
     return out
 
 
@@ -112,6 +113,7 @@ async def admission_route(request: Request) -> Response:
         response["patchType"] = "JSONPatch"
         response["patch"] = base64.b64encode(orjson.dumps(patch)).decode("ascii")
     state.metrics.observe_labeled("admission", watch.seconds(), 1, cpu_seconds=watch.cpu_seconds())
+    state.metrics.tap.offer("admission", snapshot, decision)
     return json_response(
         {"apiVersion": review["apiVersion"], "kind": "AdmissionReview", "response": response},
         headers={VERSION_HEADER: snapshot.version},

@@ -38,6 +38,8 @@ class ServiceState:
     config: ServiceConfig
     forward_client: httpx.AsyncClient | None = None
     store: Any = None  # activelabel.quality.store.DecisionStore when decisions are recorded
+    rollouts: Any = None  # activelabel.service.rollout_service.RolloutManager
+    audit: Any = None  # activelabel.governance.audit.AuditLog with --audit DIR
 
     def snapshot(self) -> PolicySnapshot:
         try:

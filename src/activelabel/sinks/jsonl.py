@@ -17,6 +17,9 @@ import orjson
 
 from activelabel.errors import SinkError
 
+#: JSON's whitespace, the only bytes a valid object may have around its tokens.
+JSON_WHITESPACE = b" \t\r\n"
+
 
 def splice_fields(raw: bytes, event: dict[str, Any], fields: dict[str, Any]) -> bytes:
     """Return ``raw`` (a JSON object) with ``fields`` added as top-level keys."""
@@ -24,14 +27,41 @@ def splice_fields(raw: bytes, event: dict[str, Any], fields: dict[str, Any]) -> 
         # The record already has the field: replace it rather than emit a duplicate key.
         merged = dict(event)
         merged.update(fields)
-        return orjson.dumps(merged)
-    body = raw.rstrip()
+        return _dumps_whole(merged, fields)
+    body = raw.rstrip(JSON_WHITESPACE)
     addition = orjson.dumps(fields)[1:-1]
     if body.endswith(b"}"):
-        inner = body[:-1].rstrip()
+        inner = body[:-1].rstrip(JSON_WHITESPACE)
         sep = b"" if inner.endswith(b"{") else b","
         return inner + sep + addition + b"}"
-    return orjson.dumps({**event, **fields})
+    return _dumps_whole({**event, **fields}, fields)
+
+
+def _refusal(names: str, exc: Exception) -> str:
+    return (f"the record cannot be written with {names} added: it already has a field named {names}, so it is "
+            f"re-serialised whole, and the JSON writer refused it ({exc}; it writes at most 254 levels of nesting); "
+            f"pass --labels-field NAME to write the labels to a field the records do not have")
+
+
+def rewrite_refusal(event: dict[str, Any], labels_field: str) -> str | None:
+    """Why a record that already has ``labels_field`` cannot be re-serialised with new labels, or None if it can.
+
+    Such a record is written whole by ``splice_fields``; the JSON writer refuses more than
+    254 levels of nesting (the reader accepts 1,024), so the loop asks before labeling it.
+    """
+    try:
+        orjson.dumps(event)
+    except orjson.JSONEncodeError as exc:
+        return _refusal(labels_field, exc)
+    return None
+
+
+def _dumps_whole(record: dict[str, Any], fields: dict[str, Any]) -> bytes:
+    """Re-serialise a whole record; the writer's refusal (deeper than 254 levels) is a SinkError."""
+    try:
+        return orjson.dumps(record)
+    except orjson.JSONEncodeError as exc:
+        raise SinkError(_refusal(", ".join(fields), exc)) from exc
 
 
 def _open_out(path: str | None) -> IO[bytes] | gzip.GzipFile:
@@ -69,6 +99,15 @@ class JsonlSink:
         if len(self._buffer) >= 4096:
             self.flush()
 
+    def write_block(self, data: bytes, count: int) -> None:
+        """``count`` lines already joined by newlines (no trailing one): a parallel worker's block."""
+        self.flush()
+        self.count += count
+        try:
+            self._stream.write(data + b"\n")
+        except OSError as exc:
+            raise SinkError(f"writing {self.path or '<stdout>'} failed: {exc}") from exc
+
     def flush(self) -> None:
         if self._buffer:
             self._buffer.append(b"")
@@ -77,6 +116,14 @@ class JsonlSink:
             except OSError as exc:
                 raise SinkError(f"writing {self.path or '<stdout>'} failed: {exc}") from exc
             self._buffer = []
+
+    def push(self) -> None:
+        """Write what is buffered through to the OS, so a reader on a pipe sees it now."""
+        self.flush()
+        try:
+            self._stream.flush()
+        except OSError as exc:
+            raise SinkError(f"writing {self.path or '<stdout>'} failed: {exc}") from exc
 
     def close(self) -> None:
         self.flush()
@@ -89,25 +136,33 @@ class JsonlSink:
 class DeadLetterSink:
     """The dead-letter output: one JSON object per rejected record, with its reason.
 
-    ``raw`` holds the original line when it is valid UTF-8, else ``raw_base64``.
+    ``raw`` holds the original line when it is valid UTF-8, else ``raw_base64``. The
+    file is created on the first dead letter: a clean run leaves no empty DLQ behind.
     """
 
     def __init__(self, path: str | None) -> None:
         self.path = path
-        self._sink = JsonlSink(path) if path is not None else None
+        self._sink: JsonlSink | None = None
         self.count = 0
         self.by_kind: dict[str, int] = {}
+
+    @property
+    def written(self) -> bool:
+        """Whether the DLQ file exists because this run wrote a dead letter to it."""
+        return self._sink is not None
 
     def write(self, *, source: str, line_no: int, raw: bytes, kind: str, reason: str) -> None:
         self.count += 1
         self.by_kind[kind] = self.by_kind.get(kind, 0) + 1
-        if self._sink is None:
+        if self.path is None:
             return
         entry: dict[str, Any] = {"source": source, "line": line_no, "kind": kind, "reason": reason}
         try:
             entry["raw"] = raw.decode("utf-8")
         except UnicodeDecodeError:
             entry["raw_base64"] = base64.b64encode(raw).decode("ascii")
+        if self._sink is None:
+            self._sink = JsonlSink(self.path)
         self._sink.write_raw(orjson.dumps(entry))
 
     def flush(self) -> None:
@@ -115,6 +170,25 @@ class DeadLetterSink:
         if self._sink is not None:
             self._sink.flush()
 
+    def push(self) -> None:
+        """Write buffered dead letters through to the OS (a streaming run shows them as they come)."""
+        if self._sink is not None:
+            self._sink.push()
+
     def close(self) -> None:
         if self._sink is not None:
             self._sink.close()
+
+
+def default_dlq_path(output: str | None) -> str:
+    """Where dead letters go without ``--dlq``: next to a regular output file, else ``./activelabel.dlq.jsonl``.
+
+    Standard output, ``-``, ``/dev/null``, a pipe or any other non-regular file has no
+    "next to" (``/dev/null.dlq.jsonl`` is no place for a file), so those runs use the
+    working directory. The file is only created if there is a dead letter.
+    """
+    if output and output != "-":
+        p = Path(output)
+        if not p.exists() or p.is_file():
+            return f"{output}.dlq.jsonl"
+    return "activelabel.dlq.jsonl"

@@ -1,7 +1,8 @@
 """JSON Lines input: files, ``-`` for stdin, ``.gz``; one record per line.
 
 Every physical line becomes exactly one ``Record`` or one ``BadRecord``, so the
-caller can promise ``in = out + DLQ``. Blank lines are not records.
+caller can promise ``in = out + DLQ``. Blank lines (JSON whitespace only) are not
+records; a UTF-8 byte order mark at the start of an input is dropped.
 """
 
 from __future__ import annotations
@@ -22,6 +23,11 @@ DEFAULT_MAX_LINE_BYTES = 1 << 20  # 1 MiB
 #: costs a scan of each line for brackets.
 PARSER_MAX_DEPTH = 1024
 DEFAULT_MAX_DEPTH = PARSER_MAX_DEPTH
+#: A UTF-8 byte order mark, which some editors and Windows tools put at the start of a
+#: file; JSON parsers refuse it, so it is dropped from the start of each input.
+UTF8_BOM = b"\xef\xbb\xbf"
+#: JSON's whitespace: a line of nothing else is blank, not a record.
+JSON_WHITESPACE = b" \t\r\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +139,9 @@ class JsonlSource:
                 for line_no, line in enumerate(stream, 1):
                     self.bytes_read += len(line)
                     raw = line.rstrip(b"\r\n")
-                    if raw and not raw.isspace():
+                    if line_no == 1 and raw.startswith(UTF8_BOM):
+                        raw = raw[len(UTF8_BOM):]
+                    if raw and raw.strip(JSON_WHITESPACE):
                         yield label, line_no, raw
             except (OSError, EOFError, gzip.BadGzipFile) as exc:
                 raise SourceError(f"reading {label} failed: {exc}") from exc
@@ -155,11 +163,20 @@ class JsonlSource:
             try:
                 carry = b""
                 line_no = 0
+                first = True
                 while True:
                     data = read(block_bytes)
                     if not data:
                         break
                     self.bytes_read += len(data)
+                    if first:
+                        head = carry + data
+                        if len(head) < len(UTF8_BOM) and UTF8_BOM.startswith(head):
+                            carry = head  # too short to tell yet (a slow pipe): decide on the next read
+                            continue
+                        first = False
+                        carry = b""
+                        data = head.removeprefix(UTF8_BOM)  # editors' byte order mark: not part of line 1's record
                     lines = (carry + data).split(b"\n")
                     carry = lines.pop()
                     if lines:

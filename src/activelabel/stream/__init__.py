@@ -11,11 +11,14 @@ Delivery is at-least-once: offsets are committed only after the batch's labeled
 and dead-lettered messages are acknowledged. See docs/stream.md.
 """
 
+# isort: off
+from activelabel.stream import _needs_extra  # noqa: F401  (first: names the missing extra)
+# isort: on
 from activelabel.sinks.kafka import KafkaSink, ValueTooLarge
 from activelabel.sources.kafka import KafkaSource
-from activelabel.stream import _needs_extra  # noqa: F401  (first: names the missing extra)
 from activelabel.stream.config import StreamConfig
 from activelabel.stream.records import (
+    ARM_HEADER,
     DLQ_KIND_HEADER,
     DLQ_OFFSET_HEADER,
     DLQ_PARTITION_HEADER,
@@ -27,6 +30,7 @@ from activelabel.stream.records import (
 from activelabel.stream.worker import StreamLabeler, StreamWorker
 
 __all__ = [
+    "ARM_HEADER",
     "DLQ_KIND_HEADER",
     "DLQ_OFFSET_HEADER",
     "DLQ_PARTITION_HEADER",

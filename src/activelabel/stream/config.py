@@ -60,6 +60,10 @@ class StreamConfig(BaseModel):
     """Top-level field the labels object is written to."""
     explain: bool = False
     """Also write a ``label_meta`` object saying how each label was decided (slower)."""
+    clearance: str | None = None
+    """Highest sensitivity the output and DLQ topics' readers may see in clear (``None``: the policy's ``outputs.clearance``)."""
+    key_label: str | None = None
+    """Produce labeled messages keyed by this label's value (``None``: the input message's key). Refused for a pii/secret label."""
     batch_size: int = Field(default=500, ge=1, le=100_000)
     """Most messages taken per poll; offsets are committed once per batch, after delivery."""
     poll_timeout_s: float = Field(default=1.0, gt=0, le=60)

@@ -14,6 +14,8 @@ HeadersIn = Headers | dict[str, str | bytes | None] | None
 
 POLICY_VERSION_HEADER = "activelabel-policy-version"
 """On every output and dead-letter message: the version of the policy that labeled it."""
+ARM_HEADER = "activelabel-arm"
+"""On output messages while a rollout runs: ``serving`` or ``candidate``, the arm whose version labeled it."""
 DLQ_KIND_HEADER = "activelabel-dlq-kind"
 """Stable machine-readable reason: invalid_json, invalid_utf8, not_object, too_large, too_deep, empty, label_failed, output_too_large, output_refused."""
 DLQ_REASON_HEADER = "activelabel-dlq-reason"
@@ -30,7 +32,7 @@ MAX_REASON_BYTES = 1024
 # The headers the worker sets itself: an input that already carries them (a labeled
 # topic labeled again) has its old values replaced, never duplicated.
 _OWN_HEADERS = frozenset({
-    POLICY_VERSION_HEADER, DLQ_KIND_HEADER, DLQ_REASON_HEADER, DLQ_TOPIC_HEADER,
+    POLICY_VERSION_HEADER, ARM_HEADER, DLQ_KIND_HEADER, DLQ_REASON_HEADER, DLQ_TOPIC_HEADER,
     DLQ_PARTITION_HEADER, DLQ_OFFSET_HEADER, DLQ_VALUE_DROPPED_HEADER,
 })
 
@@ -47,10 +49,12 @@ def _clip(reason: str) -> bytes:
     return reason.encode("utf-8", "replace")[:MAX_REASON_BYTES].decode("utf-8", "ignore").encode()
 
 
-def labeled_headers(headers: HeadersIn, policy_version: bytes) -> Headers:
-    """The input's headers, in order, plus the policy version."""
+def labeled_headers(headers: HeadersIn, policy_version: bytes, arm: bytes | None = None) -> Headers:
+    """The input's headers, in order, plus the policy version (and the rollout arm during a rollout)."""
     kept = _foreign(headers)
     kept.append((POLICY_VERSION_HEADER, policy_version))
+    if arm is not None:
+        kept.append((ARM_HEADER, arm))
     return kept
 
 

@@ -6,6 +6,13 @@ the batch's offsets. A crash anywhere before the commit means the batch is read
 again: at-least-once delivery, never a loss. Because a batch is committed before
 the next poll, and partitions are only handed over inside a poll, a clean
 rebalance or shutdown does not duplicate anything either.
+
+With a ``Rollout`` (``activelabel stream --rollout SPEC.yaml --candidate P``) every
+message is labeled through it: served by its sticky arm, compared with the other
+version, and produced with the ``activelabel-policy-version`` of the version that
+labeled it and its ``activelabel-arm``. The rollout is evaluated after each batch
+and persists its state, so a restarted worker resumes it at the same step. An
+``AuditLog`` observer writes each labeled message's decision (door ``stream``).
 """
 
 from __future__ import annotations
@@ -18,12 +25,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+import orjson
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
 
 from activelabel.engine.record_loop import RecordLoop, Where
-from activelabel.errors import SinkError, SourceError
+from activelabel.errors import SinkError, SourceError, StreamConfigError
+from activelabel.governance.output import OutputGuard
+from activelabel.governance.protect import Protector
+from activelabel.governance.sensitivity import policy_key_use_problems
 from activelabel.sinks.kafka import Delivery, KafkaSink, ValueTooLarge
 from activelabel.sources.jsonl import ReadLimits
 from activelabel.sources.kafka import KafkaSource
@@ -34,6 +45,10 @@ _T = TypeVar("_T")
 # Backoff between attempts while the broker is away: doubled each time, up to the cap.
 _FIRST_BACKOFF_S = 0.5
 _MAX_BACKOFF_S = 30.0
+
+if TYPE_CHECKING:
+    from activelabel.service.policy_runtime import PolicySnapshot
+    from activelabel.stream.ops_server import StreamOps
 
 
 class StreamLabeler(Protocol):
@@ -72,14 +87,31 @@ class StreamWorker:
         stats = worker.run()      # until stop(), SIGINT/SIGTERM, max_messages or idle_timeout_s
 
     ``labeler`` is an ``activelabel.Labeler`` (or anything of ``StreamLabeler``'s shape).
+    With ``ops`` (``stream.ops_server.StreamOps``) the policy comes from its reloadable
+    runtime instead (a reload takes over at the next batch) and every batch is reported
+    to it (SLIs, consumer lag, tap).
     Run several workers with the same ``group_id`` to split the input topic's
     partitions between them.
     """
 
     def __init__(self, labeler: StreamLabeler, config: StreamConfig, *, logger: logging.Logger | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, guard: OutputGuard | None = None,
+                 ops: StreamOps | None = None, rollout: Any = None, audit: Any = None) -> None:
         self.config = config
         self._labeler = labeler
+        self._ops = ops
+        self.rollout = rollout
+        self.audit = audit
+        self._through: _RolloutLabeler | None = None
+        self._output: _TopicOutput | None = None
+        # Privacy: the output topic's guard (labels above its clearance leave treated); by default
+        # the policy's outputs.clearance with keys from $ACTIVELABEL_PSEUDONYM_KEY.
+        self.guard = guard if guard is not None else _default_guard(labeler, config)
+        if config.key_label is not None:
+            policy = getattr(labeler, "policy", None)
+            problems = policy_key_use_problems(policy, [config.key_label], "a Kafka message key", option="key_label") if policy is not None else []
+            if problems:
+                raise StreamConfigError("; ".join(problems))
         self._log = logger or logging.getLogger("activelabel.stream")
         self._clock = clock
         self._stop = threading.Event()
@@ -128,6 +160,10 @@ class StreamWorker:
             "messages_per_s": round(c.messages_in / active, 1) if active > 0 else 0.0,
             "assigned_partitions": self.assignment,
             "stopped_because": self._stopped_because,
+            # M9 of the output topic: values protected, declared leaks (zero by construction); names and counts only.
+            "privacy": None if self.guard is None else {
+                "clearance": str(self.guard.clearance), "protected_labels": sorted(self.guard.hidden),
+                **{k: v for k, v in self.guard.counters.snapshot().items() if k in ("protected_values", "declared_leaks")}},
         }
 
     # ---- the run ------------------------------------------------------
@@ -153,9 +189,14 @@ class StreamWorker:
                 raise SinkError(f"topic{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
                                 f"do{'es' if len(missing) == 1 else ''} not exist on {cfg.bootstrap_servers}; create {'them' if len(missing) > 1 else 'it'} first")
             source.subscribe(self._on_assign, self._on_revoke)
+            if self._ops is not None:
+                self._ops.set_broker_ready(True)
             self._loop(source, sink)
             clean = True
         finally:
+            if self._ops is not None:
+                self._ops.set_broker_ready(False)
+                self._ops.measure_lag(self._assigned, force=True)
             if sink is not None:
                 # Every committed batch is already delivered; after a failure the uncommitted
                 # batch will be read again anyway, so there is nothing worth waiting for.
@@ -169,9 +210,10 @@ class StreamWorker:
 
     def _loop(self, source: KafkaSource, sink: KafkaSink) -> None:
         cfg = self.config
-        loop = RecordLoop(self._labeler, limits=ReadLimits(cfg.max_value_bytes, cfg.max_depth),
-                          labels_field=cfg.labels_field, explain=cfg.explain, jsonl=False)
+        self._through = _RolloutLabeler(self.rollout) if self.rollout is not None else None
+        loop = fast = self._record_loop(self._labeler)
         version = self._labeler.version.encode()
+        serving: PolicySnapshot | None = None  # the ops policy the loops were built for
         # Joining the group can take up to a session timeout (and brokers may hold the
         # first join that long): that wait is not idleness, so the first deadline allows it.
         self._last_activity = self._clock() + cfg.session_timeout_ms / 1000
@@ -186,7 +228,12 @@ class StreamWorker:
                     self._stopped_because = f"max messages ({cfg.max_messages}) reached"
                     return
             messages = source.poll(want, cfg.poll_timeout_s)
+            if self._ops is not None:
+                self._ops.measure_lag(self._assigned)
             if not messages:
+                if self.rollout is not None and self._counts.first_message_at is not None:
+                    # No traffic for an interval: Inconclusive, a pause (joining the group is not that).
+                    self.rollout.tick()
                 if cfg.idle_timeout_s is not None and self._clock() - self._last_activity >= cfg.idle_timeout_s:
                     self._stopped_because = f"idle for {cfg.idle_timeout_s:g}s"
                     return
@@ -194,18 +241,44 @@ class StreamWorker:
             self._last_activity = self._clock()
             if self._counts.first_message_at is None:
                 self._counts.first_message_at = self._last_activity
-            self._run_batch(messages, source, sink, loop, version)
+            if self._ops is not None:
+                snapshot = self._ops.snapshot()
+                if snapshot is not serving:  # a reload was accepted: the next batch is labeled by it
+                    serving, fast, version = snapshot, self._record_loop(snapshot.labeler), snapshot.version.encode()
+                loop = self._record_loop(serving.labeler, self._ops.decision_hook(serving)) if self._ops.wants_decisions() else fast
+            self._run_batch(messages, source, sink, loop, version, serving)
             self._counts.last_commit_at = self._clock()
+            if self.rollout is not None:
+                self.rollout.tick()  # evaluated between batches: no thread races the labeling
+
+    def _record_loop(self, labeler: Any, on_decision: Callable[[dict[str, Any], Any], None] | None = None) -> RecordLoop:
+        cfg = self.config
+        # A rollout labels through both versions; shadow and audit watch the served decisions.
+        observer = self._observe if (self._through is not None or self.audit is not None) else None
+        return RecordLoop(self._through or labeler, limits=ReadLimits(cfg.max_value_bytes, cfg.max_depth),
+                          labels_field=cfg.labels_field, explain=cfg.explain, jsonl=False, on_decision=on_decision,
+                          guard=self._guard_for(labeler), observer=observer)
+
+    def _guard_for(self, labeler: Any) -> OutputGuard | None:
+        """The output guard for ``labeler``'s policy: after a reload, the same clearance and keys over the new labels."""
+        if labeler is self._labeler or self.guard is None:
+            return self.guard if labeler is self._labeler else _default_guard(labeler, self.config)
+        return OutputGuard.of(labeler.policy, door=self.guard.door, protector=self.guard.protector,
+                              clearance=self.guard.clearance, counters=self.guard.counters)
 
     def _run_batch(self, messages: list[Message], source: KafkaSource, sink: KafkaSink,
-                   loop: RecordLoop, version: bytes) -> None:
+                   loop: RecordLoop, version: bytes, snapshot: PolicySnapshot | None = None) -> None:
         """Label and produce one batch (the shared record loop), wait for delivery, then commit it."""
         cfg = self.config
+        timer = self._ops.batch_timer() if self._ops is not None else None
         offsets: dict[int, int] = {}
         for msg in messages:
             offsets[msg.partition()] = msg.offset() + 1  # type: ignore[index,operator]  # set on consumed messages
-        output = _TopicOutput(sink, cfg.output_topic, version)
-        counts = loop.run([(messages, [msg.value() for msg in messages])], output)
+        output = _TopicOutput(sink, cfg.output_topic, version, key_label=cfg.key_label, labels_field=cfg.labels_field)
+        self._output = output
+        observed = self._ops.observe_output(output) if self._ops is not None else output
+        counts = loop.run([(messages, [msg.value() for msg in messages])], observed)
+        spent = (timer.seconds(), timer.cpu_seconds()) if timer is not None else (0.0, 0.0)  # labeling, not delivery
         # Dead letters go after the labeled messages, in input order, as they always have.
         for _pos, msg, kind, reason in sorted(output.dead, key=lambda d: d[0]):
             self._dead_letter(sink, msg, kind, reason, version)
@@ -224,6 +297,8 @@ class StreamWorker:
             c.batches += 1
             if not committed:
                 c.rebalanced_commits += 1
+        if self._ops is not None and snapshot is not None:
+            self._ops.observe_batch(snapshot, spent, counts.labeled, counts.dead_letter_kinds, observed)
 
     # ---- delivery, commit and broker outages ---------------------------
     # Kept apart from the record loop: these decide when a batch may be committed.
@@ -310,6 +385,25 @@ class StreamWorker:
                             f"disappeared from {cfg.bootstrap_servers} while running; the last batch was not committed "
                             "and will be labeled again once the topic exists (create it, then start the worker)")
 
+    def _observe(self, wheres: list[Where], events: list[dict[str, Any]], decisions: list[Any]) -> None:
+        """The record loop's chunk observer: the version and arm of each message, and the audit log."""
+        output = self._output
+        through = self._through
+        assert output is not None  # set by _run_batch before the loop runs
+        for (messages, pos), decision in zip(wheres, decisions, strict=True):
+            arm = through.arm_of(decision) if through is not None else None
+            output.served[id(messages[pos])] = (decision.policy_version.encode(), arm.encode() if arm else None)
+        if self.audit is not None:
+            name = str(self._labeler.policy.metadata.name or "") if hasattr(self._labeler, "policy") else ""
+            items = []
+            for (messages, pos), event, decision in zip(wheres, events, decisions, strict=True):
+                msg = messages[pos]
+                items.append((decision, f"{msg.topic()}/{msg.partition()}/{msg.offset()}", event,
+                              through.arm_of(decision) if through is not None else "stable"))
+            self.audit.log_decisions(items, door="stream", policy_name=name)
+        if through is not None:
+            through.arms.clear()
+
     def _dead_letter(self, sink: KafkaSink, msg: Message, kind: str, reason: str, version: bytes) -> None:
         """Produce the original bytes, unchanged, with the reason and origin in headers."""
         headers = dead_letter_headers(msg.headers(), version, kind=kind, reason=reason,
@@ -360,26 +454,69 @@ class StreamWorker:
 class _TopicOutput:
     """The record loop's output for one batch: labeled messages produced at once, dead letters kept for after."""
 
-    def __init__(self, sink: KafkaSink, topic: str, version: bytes) -> None:
+    def __init__(self, sink: KafkaSink, topic: str, version: bytes, *, key_label: str | None = None, labels_field: str = "labels") -> None:
         self.sink = sink
         self.topic = topic
         self.version = version
+        self.key_label = key_label
+        self.labels_field = labels_field
         self.dead: list[tuple[int, Message, str, str]] = []  # (position in the batch, message, kind, reason)
+        # Per message (by identity) during a rollout or an audit: the version and arm that labeled it.
+        self.served: dict[int, tuple[bytes, bytes | None]] = {}
 
     def write_many(self, where: list[Where], lines: list[bytes]) -> list[tuple[int, str, str]]:
         refused = []
         produce = self.sink.produce
         for i, ((messages, pos), value) in enumerate(zip(where, lines)):
             msg = messages[pos]
+            version, arm = self.served.get(id(msg), (self.version, None))
             try:
-                produce(self.topic, msg.key(), value, labeled_headers(msg.headers(), self.version), _timestamp(msg), msg)
+                key = msg.key() if self.key_label is None else self._key_of(value)
+                produce(self.topic, key, value, labeled_headers(msg.headers(), version, arm), _timestamp(msg), msg)
             except ValueTooLarge as exc:
                 refused.append((i, "output_too_large", f"the labeled message is too large to produce: {exc}"))
         return refused
 
+    def _key_of(self, value: bytes) -> bytes | None:
+        """The ``key_label`` value of a labeled message (checked public or internal at start), or no key when unset."""
+        labels = orjson.loads(value).get(self.labels_field) or {}
+        got = labels.get(self.key_label)
+        if got is None:
+            return None
+        return got.encode() if isinstance(got, str) else orjson.dumps(got)
+
     def dead_letter(self, where: Where, raw: bytes | None, kind: str, reason: str) -> None:
         messages, pos = where
         self.dead.append((pos, messages[pos], kind, reason))
+
+
+def _default_guard(labeler: Any, config: StreamConfig) -> OutputGuard | None:
+    policy = getattr(labeler, "policy", None)
+    if policy is None:
+        return None  # a bare StreamLabeler declares no sensitivities: nothing to protect by
+    return OutputGuard.of(policy, door="kafka", protector=Protector.configured(), clearance=config.clearance)
+
+
+class _RolloutLabeler:
+    """A labeler that labels through a rollout, remembering each decision's arm for the observer."""
+
+    def __init__(self, rollout: Any) -> None:
+        self.rollout = rollout
+        self.version = rollout.serving.version
+        self.arms: dict[int, str] = {}
+
+    def label(self, event: dict[str, Any]) -> Any:
+        from activelabel.quality.store import record_id_for
+
+        decision, arm = self.rollout.label(event, record_id=record_id_for(event))
+        self.arms[id(decision)] = arm
+        return decision
+
+    def labels_only(self, event: dict[str, Any]) -> dict[str, Any]:
+        return dict(self.label(event).labels)
+
+    def arm_of(self, decision: Any) -> str:
+        return self.arms.get(id(decision), "serving")
 
 
 def _timestamp(msg: Message) -> int:

@@ -1,0 +1,296 @@
+"""The record loop on several cores: blocks of lines labeled in worker processes, written in input order.
+
+``activelabel label --workers N`` runs this for large regular files. The parent cuts
+each file into blocks of whole lines (``file_spans``: byte offsets) and hands each
+block to a pool of worker processes, which read it themselves; each worker holds one Labeler
+(compiled once, in the parent, and inherited on ``fork``) and runs the one
+``RecordLoop`` over its block, returning the labeled lines as one byte string and its
+dead letters. The parent writes results strictly in block order, so the output is the
+one-process output, byte for byte, and ``records_in == labeled + dead_lettered`` holds.
+
+Memory stays flat: at most ``2 × workers`` blocks are in flight (being labeled or
+waiting to be written), whatever the input size.
+
+Counters: each worker answers every block with its labeler's cumulative ``stats()`` and
+``hits_by_source()`` (the engine's public counters); the parent keeps each worker's
+latest and sums them (``merge_stats``), so the end-of-run summary is the one a single
+process would print.
+
+What cannot run in parallel (``parallel_refusal``): labels with a cardinality guard or
+a ``window`` (the first N distinct values are decided in input order across the whole
+run) and policies with models (their state is learned in order). Those runs use one
+process, and the CLI says so.
+"""
+
+from __future__ import annotations
+
+import copy
+import multiprocessing
+import os
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, fields
+from typing import IO, TYPE_CHECKING, Any
+
+from activelabel.engine.record_loop import RecordCounts, RecordLoop, Where
+from activelabel.errors import ActiveLabelError
+from activelabel.sources.jsonl import UTF8_BOM, ReadLimits
+
+if TYPE_CHECKING:
+    from multiprocessing.pool import AsyncResult
+
+    from activelabel.engine.labeler import Labeler, LabelerStats
+    from activelabel.sinks.jsonl import DeadLetterSink, JsonlSink
+
+#: Bytes of input per block handed to a worker: large enough that the pickling and
+#: the pipe cost nothing next to labeling it, small enough that 2 × workers of them
+#: in flight are a few MiB.
+BLOCK_BYTES = 1 << 20
+
+#: Inputs smaller than this are labeled in one process: starting workers costs more.
+MIN_PARALLEL_BYTES = 4 << 20
+
+
+def default_workers() -> int:
+    """The CPUs this process may run on (the affinity mask, as ``taskset`` sets it), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def parallel_refusal(labeler: Labeler) -> str | None:
+    """Why ``labeler``'s policy must label in one process, or None when blocks may run in parallel."""
+    policy = labeler.policy
+    if policy.models:
+        return "the policy has models, whose state is learned in input order"
+    for spec in policy.labels.values():
+        if spec.max_cardinality is not None or spec.window is not None:
+            return f"label {spec.name} has a cardinality guard, decided in input order across the whole run"
+    return None
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """How each worker runs its record loop (the labeler itself is inherited on fork)."""
+
+    limits: ReadLimits
+    labels_field: str
+    explain: bool
+
+
+@dataclass
+class BlockResult:
+    """One block's outcome, as a worker sends it back."""
+
+    pid: int
+    lines: int  # physical lines in the block (blank ones included), for the next block's line numbers
+    labeled: bytes  # the labeled lines joined by newlines (no trailing one); b"" if none
+    labeled_count: int
+    dead: list[tuple[int, bytes | None, str, str]]  # (position in the block, raw, kind, reason)
+    counts: RecordCounts
+    stats: LabelerStats
+    hits_by_source: dict[str, dict[str, int]]
+
+
+class _Collect:
+    """A worker's ``RecordOutput``: labeled lines and dead letters kept for the parent."""
+
+    def __init__(self) -> None:
+        self.lines: list[bytes] = []
+        self.dead: list[tuple[int, bytes | None, str, str]] = []
+
+    def write_many(self, where: list[Where], lines: list[bytes]) -> list[tuple[int, str, str]]:
+        self.lines.extend(lines)
+        return []
+
+    def dead_letter(self, where: Where, raw: bytes | None, kind: str, reason: str) -> None:
+        self.dead.append((where[1], raw, kind, reason))
+
+
+# One per worker process: set by the pool initializer from the labeler inherited on fork.
+_worker_loop: RecordLoop | None = None
+_worker_labeler: Labeler | None = None
+_inherited: Labeler | None = None
+_worker_files: dict[str, IO[bytes]] = {}
+
+
+def _init_worker(settings: WorkerSettings) -> None:
+    global _worker_loop, _worker_labeler
+    labeler = _inherited
+    assert labeler is not None, "workers are forked after run_parallel sets it"
+    _worker_labeler = labeler
+    _worker_loop = RecordLoop(labeler, limits=settings.limits, labels_field=settings.labels_field, explain=settings.explain)
+
+
+def _label_block(path: str, start: int, end: int) -> BlockResult:
+    loop, labeler = _worker_loop, _worker_labeler
+    assert loop is not None and labeler is not None, "the pool initializer sets both"
+    fh = _worker_files.get(path)
+    if fh is None:
+        fh = _worker_files[path] = open(path, "rb")  # noqa: SIM115 - kept open for this worker's next blocks
+    fh.seek(start)
+    data = fh.read(end - start)
+    if start == 0:
+        data = data.removeprefix(UTF8_BOM)
+    lines = data.split(b"\n")
+    if lines and not lines[-1]:
+        lines.pop()  # the block's last line ending
+    out = _Collect()
+    counts = loop.run([(None, lines)], out)
+    return BlockResult(os.getpid(), len(lines), b"\n".join(out.lines), len(out.lines), out.dead, counts,
+                       labeler.stats(), labeler.hits_by_source())
+
+
+def file_spans(path: str, block_bytes: int = BLOCK_BYTES) -> Iterator[tuple[int, int]]:
+    """``(start, end)`` byte offsets of ``path`` cut into blocks of whole lines of about ``block_bytes``."""
+    size = os.path.getsize(path)
+    start = 0
+    with open(path, "rb") as fh:
+        while start < size:
+            end = start + block_bytes
+            if end >= size:
+                end = size
+            else:
+                fh.seek(end)
+                while True:  # on to the end of the line the cut falls in
+                    chunk = fh.read(1 << 16)
+                    if not chunk:
+                        end = size
+                        break
+                    at = chunk.find(b"\n")
+                    if at >= 0:
+                        end += at + 1
+                        break
+                    end += len(chunk)
+            yield start, end
+            start = end
+
+
+def merge_stats(parts: Iterable[LabelerStats]) -> LabelerStats | None:
+    """Sum several labelers' ``stats()`` into one: counts add; ``distinct`` takes the largest (a lower bound)."""
+    merged: LabelerStats | None = None
+    for part in parts:
+        if merged is None:
+            merged = copy.deepcopy(part)
+            continue
+        for f in fields(part):
+            mine, theirs = getattr(merged, f.name), getattr(part, f.name)
+            if isinstance(theirs, int):
+                setattr(merged, f.name, mine + theirs)
+            elif isinstance(theirs, dict):
+                for key, value in theirs.items():
+                    if not isinstance(value, int):
+                        mine.setdefault(key, value)  # per-model state: not a count
+                    elif f.name == "distinct":
+                        mine[key] = max(mine.get(key, 0), value)
+                    else:
+                        mine[key] = mine.get(key, 0) + value
+    return merged
+
+
+def merge_sources(parts: Iterable[dict[str, dict[str, int]]]) -> dict[str, dict[str, int]]:
+    """Sum several labelers' ``hits_by_source()``."""
+    merged: dict[str, dict[str, int]] = {}
+    for part in parts:
+        for label, counts in part.items():
+            mine = merged.setdefault(label, {})
+            for source, n in counts.items():
+                mine[source] = mine.get(source, 0) + n
+    return merged
+
+
+@dataclass
+class ParallelRun:
+    """What a parallel run returns: the loop's counts and the workers' merged counters."""
+
+    counts: RecordCounts
+    stats: LabelerStats | None
+    hits_by_source: dict[str, dict[str, int]]
+    workers: int
+
+
+def _os_threads() -> int:
+    """Threads of this process, native ones included (a Polars pool is invisible to ``threading``)."""
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return threading.active_count()
+
+
+def fork_refusal() -> str | None:
+    """Why worker processes cannot be forked from this one now, or None when they can.
+
+    Workers are forked, so they inherit the compiled labeler (no second compile, no
+    re-import). Forking a process that has other threads (a Polars pool, a server) can
+    leave a lock held forever in the child, so such a process labels alone.
+    """
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return "this platform cannot fork worker processes"
+    if _os_threads() != 1:
+        return "this process already runs threads (forking it could deadlock a worker)"
+    return None
+
+
+def run_parallel(labeler: Labeler, settings: WorkerSettings, inputs: Iterable[tuple[str, str]],
+                 sink: JsonlSink, dead: DeadLetterSink, *, workers: int,
+                 on_block: Callable[[int], None] | None = None, block_bytes: int = BLOCK_BYTES) -> ParallelRun:
+    """Label the regular files ``inputs`` (``(path, name in dead letters)``) in ``workers`` processes, writing in order.
+
+    Workers read their blocks from the files themselves (the parent only cuts them at
+    line ends, ``file_spans``), so the parent's work is writing the results in order.
+    ``labeler`` is the parent's compiled labeler: the forked workers each use their copy
+    (its counters are still zero: the parent labels nothing itself). Raises
+    ``ActiveLabelError`` when this process cannot fork safely (``fork_refusal``), before
+    anything is read. ``on_block(bytes of input done)`` runs after each block is written.
+    """
+    global _inherited
+    refusal = fork_refusal()
+    if refusal is not None:
+        raise ActiveLabelError(f"cannot label in parallel: {refusal}; label in one process (--workers 1)")
+    ctx = multiprocessing.get_context("fork")
+    _inherited = labeler
+    counts = RecordCounts()
+    latest: dict[int, BlockResult] = {}
+    pending: deque[tuple[str, int, AsyncResult[BlockResult]]] = deque()
+    line_no: dict[str, Any] = {"name": "", "next": 1}
+    try:
+        with ctx.Pool(workers, initializer=_init_worker, initargs=(settings,)) as pool:
+
+            def finish_oldest() -> None:
+                name, size, future = pending.popleft()
+                result = future.get()
+                if line_no["name"] != name:
+                    line_no["name"], line_no["next"] = name, 1
+                first_line = line_no["next"]
+                line_no["next"] += result.lines
+                if result.labeled_count:
+                    sink.write_block(result.labeled, result.labeled_count)
+                for pos, raw, kind, reason in result.dead:
+                    dead.write(source=name, line_no=first_line + pos, raw=raw or b"", kind=kind, reason=reason)
+                c = result.counts
+                counts.records_in += c.records_in
+                counts.labeled += c.labeled
+                counts.dead_lettered += c.dead_lettered
+                for kind, n in c.dead_letter_kinds.items():
+                    counts.dead_letter_kinds[kind] = counts.dead_letter_kinds.get(kind, 0) + n
+                latest[result.pid] = result  # cumulative per worker: the last one answered counts
+                if on_block is not None:
+                    on_block(size)
+
+            for path, name in inputs:
+                for start, end in file_spans(path, block_bytes):
+                    pending.append((name, end - start, pool.apply_async(_label_block, (path, start, end))))
+                    if len(pending) >= 2 * workers:
+                        finish_oldest()
+            while pending:
+                finish_oldest()
+    finally:
+        _inherited = None
+    return ParallelRun(counts, merge_stats(r.stats for r in latest.values()),
+                       merge_sources(r.hits_by_source for r in latest.values()), workers)
+
+
+__all__ = ["BLOCK_BYTES", "MIN_PARALLEL_BYTES", "BlockResult", "ParallelRun", "WorkerSettings", "default_workers", "file_spans", "fork_refusal",
+           "merge_sources", "merge_stats", "parallel_refusal", "run_parallel"]

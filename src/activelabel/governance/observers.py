@@ -1,0 +1,152 @@
+"""What a record loop's observer hook runs: a live shadow of a candidate policy, the audit log.
+
+Both see a labeled chunk once, after the served decisions are made and before the
+chunk is written (``RecordLoop(observer=...)``), so neither can change what is served:
+
+    shadow = ShadowRun(serving, candidate, record_id_of=cli_record_id)
+    audit = AuditObserver(log, door="cli", policy=serving.policy, record_id_of=cli_record_id)
+    loop = RecordLoop(serving, observer=chain(shadow, audit))
+    shadow.report()        # the same shape as `GET /v1/rollout/report`: `rollout report --from` reads it
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from activelabel.governance.audit import AuditLog
+from activelabel.governance.rollout import ShadowComparison
+
+#: A record loop chunk observer: (wheres, events, served decisions), aligned.
+Observer = Callable[[list[Any], list[dict[str, Any]], list[Any]], None]
+RecordIdOf = Callable[[Any, Mapping[str, Any]], str | None]
+
+_SENSITIVE = ("pii", "secret")
+
+
+def cli_record_id(where: Any, event: Mapping[str, Any]) -> str:
+    """``FILE:LINE`` of a record read by ``activelabel label`` (``-`` is stdin)."""
+    (name, first_line), pos = where
+    return f"{name}:{first_line + pos}"
+
+
+def chain(*observers: Observer | None) -> Observer | None:
+    """One observer calling each of ``observers`` in turn (None when none is given)."""
+    present = [o for o in observers if o is not None]
+    if not present:
+        return None
+    if len(present) == 1:
+        return present[0]
+
+    def both(wheres: list[Any], events: list[dict[str, Any]], decisions: list[Any]) -> None:
+        for observer in present:
+            observer(wheres, events, decisions)
+
+    return both
+
+
+class ShadowRun:
+    """A candidate policy evaluated on every served event, compared label by label (``label --shadow``)."""
+
+    def __init__(self, serving: Any, candidate: Any, *, record_id_of: RecordIdOf | None = None,
+                 run_id: str = "shadow") -> None:
+        self.serving = serving
+        self.candidate = candidate
+        self.record_id_of = record_id_of
+        self.run_id = run_id
+        policy = serving.policy
+        self.comparison = ShadowComparison(tuple(policy.labels),
+                                           {n: str(s.sensitivity) for n, s in policy.labels.items()})
+        self._errors_at_start = (_rule_errors(serving), _rule_errors(candidate))
+
+    def __call__(self, wheres: list[Any], events: list[dict[str, Any]], decisions: list[Any]) -> None:
+        batch = getattr(self.candidate, "label_batch", None)
+        try:
+            shadow = list(batch(events)) if batch is not None else [self.candidate.label(e) for e in events]
+        except Exception:  # noqa: BLE001 - a candidate that fails on an event fails alone, never the served output
+            shadow = []
+            for event in events:
+                try:
+                    shadow.append(self.candidate.label(event))
+                except Exception:  # noqa: BLE001 - counted as a candidate rule error below
+                    shadow.append(None)
+        add = self.comparison.add
+        record_id_of = self.record_id_of
+        for where, event, served, candidate in zip(wheres, events, decisions, shadow, strict=True):
+            if candidate is None:
+                self.comparison.rule_errors["candidate"] += 1
+                continue
+            add(served, candidate, record_id=record_id_of(where, event) if record_id_of else None)
+
+    def report(self) -> dict[str, Any]:
+        """Per-label report plus a status block, as a service's ``/v1/rollout/report`` gives it."""
+        self.comparison.rule_errors = {
+            "serving": _rule_errors(self.serving) - self._errors_at_start[0],
+            "candidate": self.comparison.rule_errors["candidate"] + _rule_errors(self.candidate)
+            - self._errors_at_start[1],
+        }
+        report = self.comparison.report()
+        report["status"] = {
+            "id": self.run_id, "state": "shadow", "step": 0.0, "step_index": 0, "steps": [0.0],
+            "serving_version": str(self.serving.version), "candidate_version": str(self.candidate.version),
+            "events": {"serving": self.comparison.events, "candidate": 0}, "checks": [],
+            "reason": "shadow only: the serving policy labeled every event", "history": [],
+        }
+        return report
+
+
+class AuditObserver:
+    """Writes each served decision of a chunk to an ``AuditLog`` at the level its policy picks."""
+
+    def __init__(self, log: AuditLog, *, door: str, policy: Any, record_id_of: RecordIdOf | None = None,
+                 arm_of: Callable[[Any], str] | None = None) -> None:
+        self.log = log
+        self.door = door
+        self.policy_name = str(policy.metadata.name or "")
+        self.record_id_of = record_id_of
+        self.arm_of = arm_of
+
+    def __call__(self, wheres: list[Any], events: list[dict[str, Any]], decisions: list[Any]) -> None:
+        record_id_of = self.record_id_of
+        arm_of = self.arm_of
+        self.log.log_decisions(
+            [(decision, record_id_of(where, event) if record_id_of else None, event,
+              arm_of(where) if arm_of else "stable")
+             for where, event, decision in zip(wheres, events, decisions, strict=True)],
+            door=self.door, policy_name=self.policy_name)
+
+
+def open_audit_log(directory: str, *, policy: Any, key_file: str | None = None, level: str | None = None,
+                   level_policy_file: str | None = None, registry: Any = None) -> AuditLog:
+    """An ``AuditLog`` for ``--audit DIR [--audit-key FILE] [--audit-level L | --audit-policy FILE]``.
+
+    ``pii`` / ``secret`` labels are known from the policy: their values, and event fields
+    of the same names, are never written in clear (erased: no privacy protector here).
+    """
+    import yaml
+
+    from activelabel.errors import AuditError
+    from activelabel.governance.audit import AuditLevel, LevelPolicy, LevelRule
+
+    if level is not None and level_policy_file is not None:
+        raise AuditError("give --audit-level or --audit-policy, not both")
+    level_policy = None
+    if level is not None:
+        level_policy = LevelPolicy((LevelRule(AuditLevel.parse(level)),))
+    elif level_policy_file is not None:
+        try:
+            raw = yaml.safe_load(Path(level_policy_file).read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise AuditError(f"cannot read the audit policy {level_policy_file}: {exc}") from exc
+        if not isinstance(raw, Mapping):
+            raise AuditError(f"{level_policy_file}: an audit policy is a mapping with `rules:`")
+        level_policy = LevelPolicy.from_mapping(raw)
+    sensitivity = {n: str(s.sensitivity) for n, s in policy.labels.items()}
+    sensitive: Sequence[str] = [n for n, s in sensitivity.items() if s in _SENSITIVE]
+    return AuditLog(directory, key_file=key_file, level_policy=level_policy, sensitivity_of=sensitivity,
+                    sensitive_inputs=sensitive, registry=registry)
+
+
+def _rule_errors(labeler: Any) -> int:
+    return int(sum(labeler.stats().rule_errors.values()))

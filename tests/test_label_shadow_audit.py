@@ -1,0 +1,136 @@
+"""`activelabel label --shadow` and `--audit`: what is served never changes; the report and the log are right."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+
+REPO = Path(__file__).resolve().parents[1]
+EDGE = REPO / "examples" / "edge"
+CLI = [sys.executable, "-m", "activelabel"]
+THIRTY_PERCENT_HIGH = """  - id: every-third-tenant-high
+    label: priority
+    value: high
+    when: event.n % 10 < 3
+"""
+# No enrichers: large chunks go through the column-wise engine.
+COLUMNAR = """
+apiVersion: activelabel/v1
+kind: Policy
+metadata: {name: cli, version: "VERSION"}
+labels:
+  error: {type: bool, default: false}
+  band: {type: bucket, from: event.ms, bounds: [10]}
+rules:
+  - {id: err, label: error, value: true, when: 'event.status >= THRESHOLD'}
+"""
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=300)
+
+
+def _edge(tmp_path: Path, name: str, version: str, extra_rule: str = "") -> Path:
+    text = (EDGE / "policy.yaml").read_text().replace('version: "1"', f'version: "{version}"')
+    if extra_rule:
+        text = text.replace("  - id: server-error-critical", extra_rule + "  - id: server-error-critical")
+    shutil.copy(EDGE / "known_clients.csv", tmp_path / "known_clients.csv")
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def _events(tmp_path: Path, n: int) -> Path:
+    path = tmp_path / "events.jsonl"
+    with path.open("wb") as fh:
+        for i in range(n):
+            fh.write(orjson.dumps({"status": 200 + (i % 400), "path": f"/page/{i}", "user_agent": "Mozilla/5.0",
+                                   "bytes": 900, "n": i, "ms": i % 20, "client_ip": f"10.0.{i % 200}.{i % 7}"}) + b"\n")
+        fh.write(b"not json\n")
+    return path
+
+
+def test_the_served_output_is_byte_identical_with_and_without_a_shadow(tmp_path: Path) -> None:
+    """Labeled output and dead letters are the same bytes with --shadow (and --audit) as without, on both engine paths."""
+    events = _events(tmp_path, 5000)
+    cases = [
+        (_edge(tmp_path, "v1.yaml", "1"), _edge(tmp_path, "v2.yaml", "2", THIRTY_PERCENT_HIGH)),
+        (tmp_path / "c1.yaml", tmp_path / "c2.yaml"),
+    ]
+    (tmp_path / "c1.yaml").write_text(COLUMNAR.replace("VERSION", "1").replace("THRESHOLD", "500"))
+    (tmp_path / "c2.yaml").write_text(COLUMNAR.replace("VERSION", "2").replace("THRESHOLD", "400"))
+    for n, (serving, candidate) in enumerate(cases):
+        plain, shadowed = tmp_path / f"plain{n}.jsonl", tmp_path / f"shadow{n}.jsonl"
+        assert run("label", str(events), "-p", str(serving), "-o", str(plain), "-q").returncode == 0
+        r = run("label", str(events), "-p", str(serving), "-o", str(shadowed), "-q", "--shadow", str(candidate),
+                "--shadow-report", str(tmp_path / f"r{n}.json"), "--audit", str(tmp_path / f"audit{n}"))
+        assert r.returncode == 0, r.stderr
+        assert plain.read_bytes() == shadowed.read_bytes()
+        assert Path(f"{plain}.dlq.jsonl").read_bytes() == Path(f"{shadowed}.dlq.jsonl").read_bytes()
+        report = orjson.loads((tmp_path / f"r{n}.json").read_bytes())
+        assert report["events"] == 5000 and report["events_changed"] > 0
+
+
+def test_the_shadow_report_counts_each_transition_and_reads_back_with_rollout_report(tmp_path: Path) -> None:
+    """30% of events go normal -> high under the candidate; `rollout report --from` prints it with example lines."""
+    serving, candidate = _edge(tmp_path, "v1.yaml", "1"), _edge(tmp_path, "v2.yaml", "2", THIRTY_PERCENT_HIGH)
+    events = _events(tmp_path, 1000)
+    report_file = tmp_path / "shadow.json"
+    r = run("label", str(events), "-p", str(serving), "-o", str(tmp_path / "out.jsonl"), "--shadow", str(candidate),
+            "--shadow-report", str(report_file))
+    assert r.returncode == 0, r.stderr
+    assert "1000 records compared" in r.stderr
+    report = orjson.loads(report_file.read_bytes())
+    priority = report["labels"]["priority"]
+    moved = {(t["from"], t["to"]): t for t in priority["transitions"]}
+    assert sum(t["count"] for t in priority["transitions"]) == priority["changed"]
+    assert priority["changed_because"] == {"rule:every-third-tenant-high": priority["changed"]}
+    # What the candidate alone would have labeled, line by line, is the ground truth of the diff.
+    assert run("label", str(events), "-p", str(candidate), "-o", str(tmp_path / "cand.jsonl"), "-q").returncode == 0
+    served = [orjson.loads(x)["labels"] for x in (tmp_path / "out.jsonl").read_bytes().splitlines()]
+    alone = [orjson.loads(x)["labels"] for x in (tmp_path / "cand.jsonl").read_bytes().splitlines()]
+    differ = [(a.get("priority"), b.get("priority")) for a, b in zip(served, alone, strict=True)
+              if a.get("priority") != b.get("priority")]
+    assert priority["changed"] == len(differ) > 200
+    assert {pair: n for pair, n in ((k, v["count"]) for k, v in moved.items())} == {
+        pair: differ.count(pair) for pair in set(differ)}
+    assert all(example.startswith(f"{events}:") for t in moved.values() for example in t["examples"])
+    assert report["labels"]["client"]["sensitive"] is True
+    text = run("rollout", "report", "--from", str(report_file))
+    assert text.returncode == 0, text.stderr
+    assert "priority: transitions old -> new" in text.stdout
+    assert "rule:every-third-tenant-high" in text.stdout
+    as_json = run("rollout", "report", "--from", str(report_file), "--json")
+    assert orjson.loads(as_json.stdout)["labels"]["priority"]["changed"] == priority["changed"]
+
+
+def test_a_failing_shadow_candidate_is_refused_before_anything_is_labeled(tmp_path: Path) -> None:
+    """A candidate whose own tests fail is refused with exit 1 and no output is written."""
+    serving = _edge(tmp_path, "v1.yaml", "1")
+    failing = REPO / "tests" / "fixtures" / "service" / "failing_tests_policy.yaml"
+    out = tmp_path / "out.jsonl"
+    r = run("label", str(_events(tmp_path, 10)), "-p", str(serving), "-o", str(out), "--shadow", str(failing))
+    assert r.returncode == 1
+    assert "policy test" in r.stderr
+    assert not out.exists()
+
+
+def test_label_audit_writes_one_verifiable_record_per_decision_without_sensitive_values(tmp_path: Path) -> None:
+    """At level Full each decision is logged with its labels, the pii label erased; the log verifies and names the door."""
+    serving = _edge(tmp_path, "v1.yaml", "1")
+    audit = tmp_path / "audit"
+    r = run("label", str(_events(tmp_path, 300)), "-p", str(serving), "-o", str(tmp_path / "out.jsonl"), "-q",
+            "--audit", str(audit), "--audit-level", "Full")
+    assert r.returncode == 0, r.stderr
+    verify = run("audit", "verify", str(audit))
+    assert verify.returncode == 0 and verify.stdout.startswith("intact: 300 records")
+    records = [orjson.loads(line) for line in run("audit", "show", str(audit), "-n", "0").stdout.splitlines()]
+    assert len(records) == 300
+    first = records[0]
+    assert first["door"] == "cli" and first["level"] == "Full" and first["decision_id"].endswith("events.jsonl:1")
+    assert "client" not in first["result"] and "/result/client" in first["erased"]
+    assert "priority" in first["result"]
