@@ -162,7 +162,8 @@ def test_constant_patterns_and_lists_are_installed_once() -> None:
 def test_constant_subexpressions_are_folded() -> None:
     """Subtrees without free identifiers are evaluated at emit time."""
     em = PythonEmitter({}, roots={"event": "event"})
-    assert em.emit(cel.parse("event.n > 60 * 60 * 24")).count("86400") == 1
+    src = em.emit(cel.parse("event.n > 60 * 60 * 24"))
+    assert "86400" in src and "60" not in src.replace("86400", "")
     assert em.emit(cel.parse("1 + 2")) == "3"
 
 

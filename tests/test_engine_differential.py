@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from hypothesis import HealthCheck, given, settings
+import yaml
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from activelabel import Labeler, load_policy
+from activelabel.cel.emit import MISSING
+from activelabel.errors import PolicyError
+from activelabel.policy import load_policy_text
 
 POLICY = """
 apiVersion: activelabel/v1
@@ -107,3 +111,219 @@ def _same(a: dict, b: dict) -> bool:
         if x != y and not (x != x and y != y):
             return False
     return True
+
+
+# ---- generated policies using every per-event feature --------------------------------
+
+_FIELDS = ["event.s", "event.n", "event.f", "event.flag", "event.obj.x", "event.obj.name", "event.nope",
+           'event["s"]', 'event.obj["x"]', "event.obj.nope.deeper", "org.tier", "org.nope"]
+_LITS = ["0", "3", "500", "0.5", '"a"', '"ab"', '""', "true", "false", "null", '"gold"']
+_LABEL_READS = ['labels.l0 == "v0"', 'labels.l1 != "v1"', 'has(labels.l0)', 'labels.l0 in ["v0", "v2"]',
+                "labels.b0 > 1.0", 'labels.s0.startsWith("a")']
+
+
+@st.composite
+def _leaf(draw, depth_labels: bool) -> str:
+    kind = draw(st.sampled_from(["cmp", "cmp", "in", "str", "has", "bare", "label", "other"]))
+    path = draw(st.sampled_from(_FIELDS))
+    lit = draw(st.sampled_from(_LITS))
+    if kind == "cmp":
+        op = draw(st.sampled_from(["==", "!=", "<", ">="]))
+        return f"{path} {op} {lit}"
+    if kind == "in":
+        return f"{path} in [{', '.join(draw(st.lists(st.sampled_from(_LITS), max_size=3)))}]"
+    if kind == "str":
+        return f'{path}.{draw(st.sampled_from(["startsWith", "contains", "matches"]))}("a")'
+    if kind == "has":
+        return f"has({path})" if "[" not in path else "has(event.obj)"
+    if kind == "bare":
+        return draw(st.sampled_from(["event.flag", "event.s", "org.vip"]))
+    if kind == "label" and depth_labels:
+        return draw(st.sampled_from(_LABEL_READS))
+    return draw(st.sampled_from(["size(event.s) > 1", "event.n + 1 > 3", "event.s == org.tier",
+                                 "[1, 2].exists(x, x == event.n)", "(event.n > 1 ? event.flag : event.s == \"a\")"]))
+
+
+@st.composite
+def _cond(draw, depth: int, labels_ok: bool) -> str:
+    if depth == 0 or draw(st.integers(0, 2)) == 0:
+        return draw(_leaf(labels_ok))
+    op = draw(st.sampled_from(["&&", "||", "!", "?:"]))
+    if op == "!":
+        return f"!({draw(_cond(depth - 1, labels_ok))})"
+    if op == "?:":
+        return (f"({draw(_cond(depth - 1, labels_ok))}) ? ({draw(_cond(depth - 1, labels_ok))}) : "
+                f"({draw(_cond(depth - 1, labels_ok))})")
+    return f"({draw(_cond(depth - 1, labels_ok))}) {op} ({draw(_cond(depth - 1, labels_ok))})"
+
+
+_VALUE_EXPRS = {
+    "enum": ['org.tier', '"v" + string(event.n)', "event.s"],
+    "string": ['event.s + "-" + string(event.n)', "org.tier", 'event.obj.name + "/" + event.s', "event.n"],
+    "float": ["event.f", "event.n", "double(event.n) * 0.5"],
+}
+
+
+@st.composite
+def _feature_policies(draw) -> str:
+    labels: dict[str, dict] = {
+        "l0": {"type": "enum", "values": ["v0", "v1", "v2", "gold"], "resolve": draw(st.sampled_from(["first_match", "max_confidence", "vote"]))},
+        "b0": {"type": "bucket", "from": draw(st.sampled_from(["event.f", "event.n", "org.size_n", "event.obj.x"])),
+               "bounds": [0.5, 100]},
+        "s0": {"type": "string", "max_cardinality": 1000, "overflow": "__other__"},
+        "l1": {"type": "enum", "values": ["v0", "v1", "v2", "gold"],
+               "resolve": draw(st.sampled_from(["first_match", "max_confidence", "vote"]))},
+        "f0": {"type": "float", "resolve": draw(st.sampled_from(["first_match", "max_confidence"]))},
+    }
+    if draw(st.booleans()):
+        labels["l1"]["default"] = "v2"
+    rules: list[dict] = []
+    for name, spec in labels.items():
+        if spec["type"] == "bucket":
+            continue
+        later = name in ("l1", "f0")  # may read labels decided before it
+        for ri in range(draw(st.integers(0, 4))):
+            rule: dict = {"id": f"{name}-r{ri}", "label": name}
+            kind = spec["type"]
+            if kind != "enum" or draw(st.integers(0, 3)) == 0:
+                rule["value_expr"] = draw(st.sampled_from(_VALUE_EXPRS["enum" if kind == "enum" else kind]))
+            else:
+                rule["value"] = draw(st.sampled_from(["v0", "v1", "v2"]))
+            if kind == "float" and "value_expr" not in rule:
+                rule["value_expr"] = "event.f"
+            if draw(st.integers(0, 5)):
+                rule["when"] = draw(_cond(2, later))
+            rule["confidence"] = draw(st.sampled_from([0.2, 0.5, 0.5, 0.9]))
+            rules.append(rule)
+    doc = {"apiVersion": "activelabel/v1", "kind": "Policy", "metadata": {"name": "features"},
+           "labels": labels, "rules": rules,
+           "enrichers": [{"name": "org", "type": "lookup", "file": "orgs.csv", "key": "event.tenant"}]}
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+_ANY_VALUE = st.one_of(st.none(), st.booleans(), st.integers(-3, 600), st.sampled_from([0.5, 3.0, 1e300, -0.0]),
+                       st.sampled_from(["a", "ab", "", "gold", "xa"]), st.lists(st.integers(0, 2), max_size=2))
+
+
+def _typed(value: st.SearchStrategy) -> st.SearchStrategy:
+    return st.one_of(value, value, value, _ANY_VALUE)
+
+
+_FEATURE_EVENTS = st.fixed_dictionaries({}, optional={
+    "tenant": st.sampled_from(["acme", "b", "zz", "", "nope"]),  # "zz", "nope", "": enrichment misses
+    "s": _typed(st.sampled_from(["a", "ab", "", "ba"])),
+    "n": _typed(st.integers(-3, 600)),
+    "f": _typed(st.sampled_from([0.25, 3.0, 700.5])),
+    "flag": _typed(st.booleans()),
+    "obj": st.one_of(st.fixed_dictionaries({}, optional={"x": _typed(st.integers(0, 3)),
+                                                         "name": _typed(st.sampled_from(["a", "q"]))}),
+                     st.none(), st.just("str")),
+})
+
+
+def _expected_counts(labeler: Labeler, events: list[dict]) -> tuple[dict[str, int], dict[str, int]]:
+    """(errors, absent) per source, counted by the exact path over the same events."""
+    from activelabel.engine.exact import decide_label, failure, is_absent_error
+
+    compiled = labeler.compiled
+    plan = compiled.plan
+    table = plan.source_table
+    errors: dict[str, int] = {}
+    absent: dict[str, int] = {}
+
+    def count(idx: int, msg: str) -> None:
+        src = table[idx][0].removeprefix("rule:")
+        errors[src] = errors.get(src, 0) + 1
+        if is_absent_error(msg):
+            absent[src] = absent.get(src, 0) + 1
+
+    for event in events:
+        for ep in plan.enrichers:
+            try:
+                ep.key_prog.evaluate({"event": event, "labels": {}})
+            except Exception as exc:  # noqa: BLE001 - a key CEL cannot compute is counted as the key's error
+                count(ep.source_idx, failure(str(exc), ep.key_prog, {"event": event}))
+        bindings = compiled.base_bindings(event)
+        for lp in plan.labels:
+            outcome = decide_label(plan, lp, bindings, every_rule=False)
+            for idx, msg in outcome.errors:
+                count(idx, msg)
+            if outcome.value is not MISSING:
+                bindings["labels"][lp.spec.name] = outcome.value
+    return errors, absent
+
+
+def test_every_feature_fast_path_equals_exact_path(tmp_path_factory):
+    """Generated policies with lookups that miss, labels read before they are set, max_confidence, vote, buckets,
+    value_expr and a guard give the exact labels, and the same error and absent-read counts, on hostile events."""
+    directory = tmp_path_factory.mktemp("features")
+    (directory / "orgs.csv").write_text("tenant,tier,vip,size_n\nacme,gold,true,40\nb,silver,false,x\n")
+
+    @settings(max_examples=250, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(_feature_policies(), st.lists(_FEATURE_EVENTS, min_size=1, max_size=12))
+    def check(text, events):
+        path = directory / "p.yaml"
+        path.write_text(text)
+        try:
+            policy = load_policy(path)
+        except PolicyError:
+            assume(False)
+        labeler = Labeler(policy)
+        for event in events:
+            fast = labeler.label(event).labels
+            exact = labeler.label_exact(event)
+            assert _same(fast, exact), (text, event, fast, exact)
+        errors, absent = _expected_counts(Labeler(policy), events)
+        stats = labeler.stats()
+        assert {k: v for k, v in stats.rule_errors.items() if v} == errors, text
+        assert {k: v for k, v in stats.rule_absent.items() if v} == absent, text
+
+    check()
+
+
+_PREFIXES = ["/api/", "/api/v1/", "/api/v1/users", "/", "", "/static", "/api/v2/"]
+
+
+@st.composite
+def _route_policies(draw) -> str:
+    rules = []
+    for ri in range(draw(st.integers(3, 9))):
+        prefix = draw(st.sampled_from(_PREFIXES))
+        when = f'event.path.startsWith("{prefix}")'
+        if draw(st.booleans()):
+            method = f'event.method == "{draw(st.sampled_from(["GET", "POST"]))}"'
+            when = f"{when} && {method}" if draw(st.booleans()) else f"{method} && {when}"
+        rules.append({"id": f"r{ri}", "label": "owner", "value": draw(st.sampled_from(["t0", "t1", "t2"])), "when": when})
+    doc = {"apiVersion": "activelabel/v1", "kind": "Policy", "metadata": {"name": "routes"},
+           "labels": {"owner": {"type": "enum", "values": ["t0", "t1", "t2"]}}, "rules": rules}
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+_ROUTE_EVENTS = st.fixed_dictionaries({}, optional={
+    "path": st.one_of(st.sampled_from(["/api/v1/users/7", "/api/v2/x", "/", "", "/static/a.css", "/apix"]),
+                      st.none(), st.integers(0, 2)),
+    "method": st.one_of(st.sampled_from(["GET", "POST", "PUT"]), st.none(), st.booleans()),
+})
+
+
+def test_prefix_routes_fold_into_one_table_and_stay_exact():
+    """Runs of `path.startsWith(..)` rules, refined by a method, give the exact labels and counts on any event."""
+
+    @settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(_route_policies(), st.lists(_ROUTE_EVENTS, min_size=1, max_size=10))
+    def check(text, events):
+        policy = load_policy_text(text)
+        labeler = Labeler(policy)
+        for event in events:
+            assert labeler.label(event).labels == labeler.label_exact(event), (text, event)
+        errors, absent = _expected_counts(Labeler(policy), events)
+        stats = labeler.stats()
+        assert {k: v for k, v in stats.rule_errors.items() if v} == errors, text
+        assert {k: v for k, v in stats.rule_absent.items() if v} == absent, text
+
+    check()
+    three = yaml.safe_dump({"apiVersion": "activelabel/v1", "kind": "Policy", "metadata": {"name": "r"},
+                            "labels": {"owner": {"type": "enum", "values": ["a"]}},
+                            "rules": [{"id": f"r{i}", "label": "owner", "value": "a",
+                                       "when": f'event.path.startsWith("/{i}")'} for i in range(3)]})
+    assert "prefix table" in Labeler(load_policy_text(three)).generated_source

@@ -10,7 +10,8 @@ absorption, overflow).
 
 Field paths under a root (``event.http.status``) are *hoisted*: loaded once
 per call into a local by the statements :meth:`PythonEmitter.prologue` returns.
-Loads never raise; an absent field (or a non-map parent) loads ``MISSING``,
+Loads never raise; an absent field (or a parent that is not a map, a ``dict``
+or a subclass of it) loads ``MISSING``,
 on which every operation raises.
 
     >>> ns = {}
@@ -107,6 +108,9 @@ class PythonEmitter:
         self._T_dict = self._install(dict, "T_dict")
         self._T_list = self._install(list, "T_list")
         self._T_str = self._install(str, "T_str")
+        self._isinstance = self._install(isinstance, "isinstance")
+        self._T_int = self._install(int, "T_int")
+        self._T_float = self._install(float, "T_float")
         self._fallback = self._install(R.fallback, "fallback") + "()"
 
     # ---- public API --------------------------------------------------------
@@ -142,7 +146,9 @@ class PythonEmitter:
                 continue
             parent = self.roots[root] if len(path) == 2 else self._hoisted[path[:-1]]
             m = self.missing_name
-            out.append(f"{name} = {parent}.get({path[-1]!r}, {m}) if {parent}.__class__ is {self._T_dict} else {m}")
+            # A dict subclass (OrderedDict, a caller's Mapping converted at the top only) is a map to CEL too.
+            out.append(f"{name} = {parent}.get({path[-1]!r}, {m}) if {parent}.__class__ is {self._T_dict} "
+                       f"or {self._isinstance}({parent}, {self._T_dict}) else {m}")
         return out
 
     def hoisted_paths(self) -> dict[tuple[str, ...], str]:
@@ -404,8 +410,10 @@ class PythonEmitter:
             if exact_number:
                 if other.kind in _NUMERIC_KINDS and not other.maybe_missing:
                     return _Code(src, "bool")
-                if other.simple:  # Python orders bools as numbers; CEL refuses
-                    return _Code(f"({src} if {other.src}.__class__ is not {self._T_bool} else {self._fallback})", "bool")
+                if other.simple:  # an int or a double compares exactly in Python; the rest as CEL says (bools: an error)
+                    o = other.src
+                    return _Code(f"({src} if {o}.__class__ is {self._T_int} or {o}.__class__ is {self._T_float} "
+                                 f"else {self._helper(name)}({a.src}, {b.src}))", "bool")
             break
         if a.kind == b.kind and a.kind in ("string", "int", "double") and not (a.maybe_missing or b.maybe_missing):
             return _Code(f"({a.src} {op} {b.src})", "bool")
@@ -438,6 +446,19 @@ class PythonEmitter:
             return _Code(f"({a.src} + {b.src})", a.kind)
         kind = a.kind if a.kind == b.kind and a.kind in _NUMERIC_KINDS else None
         helper = self._install(_ARITH[fn], {"_+_": "add", "_-_": "sub", "_*_": "mul", "_/_": "div", "_%_": "mod"}[fn])
+        if fn in ("_+_", "_-_", "_*_"):
+            for const_side, other in ((b, a), (a, b)):
+                c = const_side.const
+                if c.__class__ is float and math.isfinite(c) and other.const is _NO_CONST and (
+                        other.simple or other.kind == "double"):
+                    # double (op) double is IEEE arithmetic in both; any other operand as CEL says
+                    op = {"_+_": "+", "_-_": "-", "_*_": "*"}[fn]
+                    if other.kind == "double" and not other.maybe_missing:
+                        return _Code(f"({a.src} {op} {b.src})", "double")
+                    if other.simple:
+                        o = other.src
+                        return _Code(f"(({a.src} {op} {b.src}) if {o}.__class__ is {self._T_float} "
+                                     f"else {helper}({a.src}, {b.src}))", "double")
         return _Code(f"{helper}({a.src}, {b.src})", kind)
 
     def _index(self, node: Call, scope: dict[str, str]) -> _Code:

@@ -204,13 +204,24 @@ def print_summary(labeler: Labeler, summary: RunSummary, dead: DeadLetterSink, o
     for name, count in stats.label_set.items():
         table.add_row(name, f"{count:,}", f"{count / n:.1%}", values.get(name, ""))
     err.print(table)
-    errors = {k: v for k, v in stats.rule_errors.items() if v}
-    if errors:
-        err.print("rule errors: the rule did not match because a field was missing or of another type", highlight=False)
+    absent = {k: v for k, v in stats.rule_absent.items() if v}
+    failed = {k: v for k, v in stats.rule_failures.items() if v}
+    if absent:
+        err.print("rules that read a field or label with no value (absent or null), so the rule did not match; "
+                  "normal for optional fields and lookup misses:", highlight=False)
+        at = Table()
+        at.add_column("rule")
+        at.add_column("events", justify="right")
+        for rule, count in sorted(absent.items(), key=lambda kv: -kv[1]):
+            at.add_row(rule, f"{count:,}")
+        err.print(at)
+    if failed:
+        err.print("rule errors: the rule did not match because a value had the wrong type or did not fit its label:",
+                  highlight=False)
         et = Table()
         et.add_column("rule")
         et.add_column("errors", justify="right")
-        for rule, count in sorted(errors.items(), key=lambda kv: -kv[1]):
+        for rule, count in sorted(failed.items(), key=lambda kv: -kv[1]):
             et.add_row(rule, f"{count:,}")
         err.print(et)
     for name, m in stats.models.items():  # what the policy's models did: abstentions are not silent

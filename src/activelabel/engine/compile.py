@@ -22,8 +22,16 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from activelabel.cel.emit import MISSING
-from activelabel.engine.exact import Candidate, LabelOutcome, decide_label, decide_rule, features, resolve
-from activelabel.engine.generate import generate
+from activelabel.engine.exact import (
+    Candidate,
+    LabelOutcome,
+    decide_label,
+    decide_rule,
+    failure,
+    features,
+    is_absent_error,
+)
+from activelabel.engine.generate import Counters, generate
 from activelabel.engine.index import index_plan
 from activelabel.engine.plan import LabelPlan, Plan, RulePlan, compile_plan
 from activelabel.errors import PolicyError, PolicyIssue
@@ -58,7 +66,9 @@ class CompiledPolicy:
         self.version = policy.version
         self.source_table = plan.source_table
         self.hits = [0] * len(plan.source_table)
-        self.errors = [0] * len(plan.source_table)
+        self.errors = [0] * len(plan.source_table)  # every failure to evaluate
+        self.absent = [0] * len(plan.source_table)  # of those: an absent field or unset label was read
+        self.run_absent: list[int] = []  # per folded run (self.runs): absent reads of all its rules at once
         self.conflicts = [0] * len(plan.labels)
         self.source = ""
         self.fn: LabelFunction = _unbuilt
@@ -70,12 +80,33 @@ class CompiledPolicy:
 
     # ---- counters -----------------------------------------------------
 
-    def add_counts(self, hits: dict[int, int], errors: dict[int, int]) -> None:
-        """Merge counts computed elsewhere (the columnar path) into this policy's counters."""
+    def add_counts(self, hits: dict[int, int], errors: dict[int, int], absent: dict[int, int] | None = None) -> None:
+        """Merge counts computed elsewhere (the columnar path) into this policy's counters.
+
+        ``errors`` counts every failure; ``absent`` the part of them that read an absent field.
+        """
         for idx, c in hits.items():
             self.hits[idx] += c
         for idx, c in errors.items():
             self.errors[idx] += c
+        for idx, c in (absent or {}).items():
+            self.absent[idx] += c
+
+    def error_counts(self) -> tuple[list[int], list[int]]:
+        """Per source code: (every failure, the absent-field part of them), folded runs spread over their rules."""
+        errors = list(self.errors)
+        absent = list(self.absent)
+        for run_id, c in enumerate(self.run_absent):
+            if c:
+                for rp in self.runs[run_id][1]:
+                    errors[rp.source_idx] += c
+                    absent[rp.source_idx] += c
+        return errors, absent
+
+    def _count_error(self, idx: int, message: str) -> None:
+        self.errors[idx] += 1
+        if is_absent_error(message):
+            self.absent[idx] += 1
 
     # ---- the exact path -------------------------------------------------
 
@@ -116,54 +147,38 @@ class CompiledPolicy:
             ep = plan.enrichers[-1 - index]
             try:
                 return ep.key_prog.evaluate(bindings)
-            except Exception:  # noqa: BLE001 - a key CEL cannot compute is a miss, counted as the key's error
-                self.errors[ep.source_idx] += 1
+            except Exception as exc:  # noqa: BLE001 - a key CEL cannot compute is a miss, counted as the key's error
+                self._count_error(ep.source_idx, failure(str(exc), ep.key_prog, bindings))
                 return None
         lp = plan.labels[index]
         preds = self.batch_preds
         outcome = decide_label(plan, lp, bindings, every_rule=self.every_rule,
                                predictions=None if preds is None else (preds, self.batch_cursor))
-        for idx, _msg in outcome.errors:
-            self.errors[idx] += 1
+        for idx, msg in outcome.errors:
+            self._count_error(idx, msg)
         if outcome.conflict:
             self.conflicts[index] += 1
         return outcome.value, outcome.code
 
+    def cel_error(self, idx: int, prog: Any, exc: Exception, bindings: dict[str, Any]) -> None:
+        """A CEL error the generated code caught in place (a strict expression): counted as the exact path would."""
+        self._count_error(idx, failure(str(exc) or type(exc).__name__, prog, bindings))
+
     def exact_rules(self, run_id: int, bindings: dict[str, Any]) -> tuple[Any, int] | None:
         """Re-decide one first-match step (a rule, or a folded run) exactly; count its errors."""
         lp, rules, bulk = self.runs[run_id]
-        errors = self.errors
         for n, rp in enumerate(rules):
             got = decide_rule(self.plan, lp, rp, bindings)
             if isinstance(got, Candidate):
                 return got.value, got.source_idx
             if got is not None:
-                errors[rp.source_idx] += 1
+                self._count_error(rp.source_idx, got)
                 if bulk and n == 0:
                     # The run tests one field the same way: the field failed, so every rule fails.
                     for other in rules[1:]:
-                        errors[other.source_idx] += 1
+                        self._count_error(other.source_idx, got)
                     return None
         return None
-
-    def make_resolver(self, index: int) -> Callable[[list[tuple[Any, int]]], tuple[Any, Any]]:
-        """How label ``index`` picks among its candidates (max_confidence, vote, or conflict counting)."""
-        lp = self.plan.labels[index]
-        mode = lp.spec.resolve
-        table = self.source_table
-        default = (lp.spec.default, lp.default_idx) if lp.default_idx >= 0 else (MISSING, -1)
-        conflicts = self.conflicts
-
-        def resolve_label(cands: list[tuple[Any, int]]) -> tuple[Any, Any]:
-            if not cands:
-                return default
-            if len(cands) > 1 and len({(v.__class__, v) for v, _ in cands}) > 1:
-                conflicts[index] += 1
-            if mode == "first_match":
-                return cands[0]
-            return resolve(mode, [Candidate(v, table[i][1], i) for v, i in cands])
-
-        return resolve_label
 
     def explain(self, decision: Decision) -> dict[str, Any]:
         """``Decision.explain``: every label re-decided exactly, every rule evaluated."""
@@ -231,10 +246,10 @@ def compile_policy(
     plan = compile_plan(policy, models=models, clock=clock)
     compiled = CompiledPolicy(policy, plan, every_rule=every_rule, now=now or _wall_now)
     steps = index_plan(plan, every_rule=every_rule)
-    resolvers = [compiled.make_resolver(i) for i in range(len(plan.labels))]
-    source, ns = generate(plan, steps, every_rule=every_rule, slow=compiled.slow, resolvers=resolvers,
-                          hits=compiled.hits, errors=compiled.errors, exact_rules=compiled.exact_rules,
-                          runs=compiled.runs)
+    counters = Counters(compiled.hits, compiled.errors, compiled.absent, compiled.run_absent, compiled.conflicts)
+    source, ns = generate(plan, steps, every_rule=every_rule, slow=compiled.slow, counters=counters,
+                          exact_rules=compiled.exact_rules, runs=compiled.runs, cel_error=compiled.cel_error)
+    compiled.run_absent.extend([0] * len(compiled.runs))
     ns["_clock_now"] = compiled.now
     compiled.source = source
     try:

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from activelabel.cel import references
+from activelabel.cel.ast import Select, select_path, walk
 from activelabel.cel.emit import MISSING
 from activelabel.engine.plan import LabelPlan, Plan, RulePlan, bucket_value, check_value
 
@@ -71,6 +73,86 @@ def resolve(mode: str, cands: list[Candidate]) -> tuple[Any, Any]:
     return first[winner].value, (first[winner].source_idx, share)
 
 
+class RuleFailure(str):
+    """An error message from the exact path, knowing whether an absent read caused it (``absent``)."""
+
+    __slots__ = ("absent",)
+    absent: bool
+
+
+def is_absent_error(message: str) -> bool:
+    """Whether an error (a ``RuleFailure``, or a CEL error message) came from reading a field with no value.
+
+    A ``RuleFailure`` knows (``failure``); for a bare message: the evaluator's words for a
+    key a map does not have, a field of something that is not a map, or null given to an
+    operator or a bucket (a JSON field that is there without a value, such as the body
+    size of a 304 response).
+    """
+    known = getattr(message, "absent", None)
+    if known is not None:
+        return bool(known)
+    if message.startswith("no such key") or "does not support field selection" in message:
+        return True
+    if message.startswith("no such overload: "):
+        args = [a.strip() for a in message[message.find("(") + 1:message.rfind(")")].split(",")]
+        # `x["f"]` on something that is not a map reads as an absent field, as `x.f` does
+        return "null_type" in args or (message.startswith("no such overload: _[_](") and args[-1:] == ["string"])
+    return message.startswith("`from` of bucket label") and " gave null, " in message
+
+
+_READS: dict[int, tuple[Any, list[tuple[str, ...]]]] = {}
+
+
+def _reads(prog: Any) -> list[tuple[str, ...]]:
+    """The field paths ``prog`` reads as values (a path only tested by ``has()`` is not read)."""
+    got = _READS.get(id(prog))
+    if got is not None and got[0] is prog:
+        return got[1]
+    ast = prog.ast
+    tested: dict[tuple[str, ...], int] = {}
+    for node in walk(ast.root):
+        if isinstance(node, Select) and node.test_only:
+            sp = select_path(node.operand)
+            if sp is not None:
+                path = (sp[1][0].lstrip("."), *sp[1][1:], node.field)
+                tested[path] = tested.get(path, 0) + 1
+    paths = []
+    for ref in references(ast):
+        path = (ref.path[0].lstrip("."), *ref.path[1:])
+        if tested.get(path):
+            tested[path] -= 1
+            continue
+        paths.append(path)
+    if len(_READS) > 50_000:  # programs of policies long replaced: start over rather than grow
+        _READS.clear()
+    _READS[id(prog)] = (prog, paths)
+    return paths
+
+
+def reads_absent(prog: Any, bindings: dict[str, Any]) -> bool:
+    """Whether ``prog`` reads a field that ``bindings`` lack (a key not there, or a parent that is not a map).
+
+    The same test the generated code makes when it loads a field (``MISSING``).
+    """
+    for path in _reads(prog):
+        v = bindings.get(path[0], MISSING)
+        if v is MISSING:
+            continue  # not a root this policy binds: never absent by an event
+        for key in path[1:]:
+            if (v.__class__ is dict or isinstance(v, dict)) and key in v:
+                v = v[key]
+            else:
+                return True
+    return False
+
+
+def failure(message: str, prog: Any, bindings: dict[str, Any]) -> RuleFailure:
+    """``message`` as a ``RuleFailure``: absent when the message says so or ``prog`` read an absent field."""
+    out = RuleFailure(message)
+    out.absent = is_absent_error(message) or (prog is not None and reads_absent(prog, bindings))
+    return out
+
+
 def decide_label(plan: Plan, lp: LabelPlan, bindings: dict[str, Any], *, every_rule: bool,
                  predictions: tuple[dict[str, list[Any]], int] | None = None) -> LabelOutcome:
     """Decide one label exactly. ``every_rule`` evaluates all rules (explain, conflicts).
@@ -83,7 +165,7 @@ def decide_label(plan: Plan, lp: LabelPlan, bindings: dict[str, Any], *, every_r
         try:
             value = bucket_value(spec, lp.from_prog.evaluate(bindings))
         except Exception as exc:  # noqa: BLE001 - CEL semantics: an expression that errors does not match; counted per rule
-            outcome.errors.append((lp.from_idx, str(exc)))
+            outcome.errors.append((lp.from_idx, failure(str(exc), lp.from_prog, bindings)))
         else:
             outcome.candidates.append(Candidate(value, 1.0, lp.from_idx))
     stop_early = spec.resolve == "first_match" and not every_rule
@@ -121,13 +203,13 @@ def decide_rule(plan: Plan, lp: LabelPlan, rp: RulePlan, bindings: dict[str, Any
         try:
             hit = rp.when.evaluate(bindings)
         except Exception as exc:  # noqa: BLE001 - CEL semantics: an expression that errors does not match; counted per rule
-            return str(exc) or type(exc).__name__
+            return failure(str(exc) or type(exc).__name__, rp.when, bindings)
         if hit is not True:
-            return None if hit is False else f"`when` gave {type(hit).__name__}, not bool"
+            return None if hit is False else failure(f"`when` gave {type(hit).__name__}, not bool", None, bindings)
     try:
         value = rp.value if rp.value_prog is None else check_value(lp.spec, rp.value_prog.evaluate(bindings))
     except Exception as exc:  # noqa: BLE001 - a value that does not fit the label is a rule error, not a crash
-        return str(exc) or type(exc).__name__
+        return failure(str(exc) or type(exc).__name__, rp.value_prog, bindings)
     return Candidate(value, plan.source_table[rp.source_idx][1], rp.source_idx)
 
 

@@ -2,10 +2,17 @@
 
 The function reads every field the rules use once into a local (the CEL
 emitter's prologue), evaluates each label's rules as one ``if/elif`` chain,
-and records for each label only its value and an integer source code. A label
-whose fast code raises is handed to the exact path (``exact.decide_label``),
-which also counts the rule errors: the fast path never counts anything but
-hits, so it stays as cheap as hand-written code.
+and records for each label only its value and an integer source code.
+
+CEL's error semantics are decided inline, not by raising: an absent field or an
+unset label makes a strict condition (one with no operator that can absorb an
+error) an error without evaluating it, and the boolean operators above such parts
+are written out three-valued (``_tri_cond``), so ``labels.tier == "gold" && ...``
+on an event without a tier costs what a matching event costs. Those errors are
+counted in place as *absent* reads (``Counters.absent``). Only what the fast code
+cannot decide (a wrong type, a value that does not fit the label) raises, and that
+one rule is re-decided by the exact path (``CompiledPolicy.exact_rules``).
+``max_confidence`` and ``vote`` resolve inline too (``_collect``).
 
 ``generate(plan)`` returns the source and the namespace to ``exec`` it in;
 ``Labeler.generated_source`` shows it for debugging, as jinja2's ``raw=True``.
@@ -13,25 +20,81 @@ hits, so it stays as cheap as hand-written code.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from activelabel.cel import Program, references
 from activelabel.cel import ast as cast
 from activelabel.cel.emit import MISSING, PythonEmitter
-from activelabel.engine.index import Dispatch, NotBool, Step
+from activelabel.engine.index import Dispatch, NotBool, Step, field_key
 from activelabel.engine.plan import LabelPlan, Plan, RulePlan
+from activelabel.errors import CELEvalError
 from activelabel.policy import label_types
 
 #: The exact-path fallbacks the generated code calls (``CompiledPolicy.slow`` / ``.exact_rules``).
 SlowPath = Callable[[int, dict[str, Any]], Any]
 ExactRules = Callable[[int, dict[str, Any]], "tuple[Any, int] | None"]
-Resolver = Callable[[list[tuple[Any, int]]], tuple[Any, Any]]
 #: Per first-match step: (label plan, its rules, bulk), indexed by the step's run id.
 Runs = list[tuple[LabelPlan, list[RulePlan], bool]]
 Emit = Callable[[Program | cast.Expr], str]
-EmitCond = Callable[[Program], str]
+EmitValue = Callable[[Program], str]
 MissingTest = Callable[[Program], str | None]
+SourceTable = list[tuple[str, float]]
+#: Counts a CEL error the generated code caught in place: (source, program, error, bindings).
+CelErrorCount = Callable[[int, Program, Exception, dict[str, Any]], None]
+LeafMiss = Callable[[cast.Expr, str], "str | None"]
+
+
+class _Err:
+    """The value of a condition part that is a CEL error caused by an absent field or unset label."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "ERR"
+
+
+#: A three-valued condition part is True, False or ERR (see ``_tri_cond``).
+ERR: Any = _Err()
+
+
+@dataclass
+class Counters:
+    """The per-source counters the generated code increments (owned by ``CompiledPolicy``).
+
+    ``errors[i]``: times source ``i`` failed to evaluate (every kind); ``absent[i]``: of
+    those, the ones caused by an absent field or unset label; ``run_absent[r]``: absent
+    reads of a folded run ``r`` (every rule of the run failed), spread over its rules
+    when counters are read; ``conflicts[label]``: events whose candidates disagreed.
+    """
+
+    hits: list[int]
+    errors: list[int]
+    absent: list[int]
+    run_absent: list[int]
+    conflicts: list[int]
+
+
+@dataclass
+class Cond:
+    """How generated code decides a rule's `when`.
+
+    ``miss`` set: a strict condition (it errors exactly when a field it reads is absent);
+    `if miss: <absent> elif src:`. ``tri``: ``src`` gives True, False or ``ERR`` (CEL's
+    `&&`/`||`/`!`/`?:` over parts that may read absent fields). Otherwise ``src`` is a
+    Python bool. In every form ``src`` raises where the fast code cannot decide (a wrong
+    type), and the caller re-decides the rule exactly.
+    """
+
+    src: str
+    miss: str | None = None
+    tri: bool = False
+    strict: bool = False  # no operator that can absorb an error: any CEL error is the rule's error
+
+
+EmitCond = Callable[[Program], Cond]
 
 
 class _Writer:
@@ -47,14 +110,17 @@ def _fail() -> Any:
     raise NotBool
 
 
-def generate(plan: Plan, steps: list[list[Step]], *, every_rule: bool, slow: SlowPath, resolvers: list[Resolver],
-             hits: list[int], errors: list[int], exact_rules: ExactRules, runs: Runs) -> tuple[str, dict[str, Any]]:
+def generate(plan: Plan, steps: list[list[Step]], *, every_rule: bool, slow: SlowPath, counters: Counters,
+             exact_rules: ExactRules, runs: Runs, cel_error: CelErrorCount) -> tuple[str, dict[str, Any]]:
     """The source of ``label_event(event) -> (labels, codes)`` and its namespace.
 
     ``steps[i]``: label ``i``'s first-match steps from the indexing pass (``index.index_plan``).
     """
-    ns: dict[str, Any] = {"_MISSING": MISSING, "_NotBool": NotBool, "_slow": slow, "_hits": hits, "_errors": errors,
-                          "_bisect": label_types.bucket_index, "_fail": _fail, "_exact_rules": exact_rules}
+    ns: dict[str, Any] = {"_MISSING": MISSING, "_ERR": ERR, "_NotBool": NotBool, "_slow": slow,
+                          "_hits": counters.hits, "_errors": counters.errors, "_absent": counters.absent,
+                          "_run_absent": counters.run_absent, "_conflicts": counters.conflicts,
+                          "_bisect": label_types.bucket_index, "_fail": _fail, "_exact_rules": exact_rules,
+                          "_CELError": CELEvalError, "_cel_error": cel_error}
     labels_referenced = {
         ref.path[1]
         for lp in plan.labels
@@ -82,31 +148,53 @@ def generate(plan: Plan, steps: list[list[Step]], *, every_rule: bool, slow: Slo
             exprs[key] = em.emit(prog.ast.root if isinstance(prog, Program) else prog)
         return exprs[key]
 
-    conds: dict[int, str] = {}
+    def hoisted() -> dict[tuple[str, ...], str]:
+        return {**em.hoisted_paths(), **bound}
 
-    def emit_cond(prog: Program) -> str:
-        # A Python bool, or a raise when CEL's value is not a bool: `if <it>:` is exact.
+    def leaf_miss(node: cast.Expr, text: str) -> str | None:
+        if isinstance(node, cast.Select) and node.test_only:
+            # has(x.f) is an error when x itself is absent or not a map: the loaded x is MISSING
+            got = cast.select_path(node.operand)
+            if got is None or len(got[1]) == 1:
+                return None  # has(root.f): a root is always there
+            local = hoisted().get((got[1][0].lstrip("."), *got[1][1:]))
+            return None if local is None else f"{local} is _MISSING"
+        return _missing_test(node, cast.Ast(node, text), hoisted())
+
+    conds: dict[int, Cond] = {}
+
+    def emit_cond(prog: Program) -> Cond:
+        # How `if` decides the condition: a Python bool, a strict test behind an absent-field
+        # check, or a three-valued expression (True, False, _ERR) deciding CEL's error absorption.
         key = id(prog)
         if key not in conds:
-            conds[key] = em.emit_bool(prog.ast.root)
+            conds[key] = _tri_cond(em, prog.ast, leaf_miss)
         return conds[key]
 
+    values: dict[int, str | None] = {}
+
+    def emit_value(prog: Program) -> str:
+        key = id(prog)
+        if key not in values:
+            exprs[key] = em.emit(prog.ast.root)
+            values[key] = leaf_miss(prog.ast.root, prog.ast.text)
+        return exprs[key]
+
     for ep in plan.enrichers:
-        emit(ep.key_prog)
+        emit_value(ep.key_prog)
     for lp in plan.labels:
         if lp.from_prog is not None:
-            emit(lp.from_prog)
+            emit_value(lp.from_prog)
         for rp in lp.rules:
             if rp.when is not None:
                 emit_cond(rp.when)
             if rp.value_prog is not None:
-                emit(rp.value_prog)
-
-    hoisted: dict[tuple[str, ...], str] = {**em.hoisted_paths(), **bound}
+                emit_value(rp.value_prog)
 
     def missing_test(prog: Program) -> str | None:
-        """For a strict condition: a test true when a field it reads is absent (so it errors)."""
-        return _missing_test(prog.ast.root, prog.ast, hoisted)
+        """For a strict expression: a test true when a field or label it reads is absent (so it errors)."""
+        emit_value(prog)
+        return values[id(prog)]
 
     w = _Writer()
     bind_names = ["'event': event", "'labels': out"]
@@ -122,17 +210,21 @@ def generate(plan: Plan, steps: list[list[Step]], *, every_rule: bool, slow: Slo
     for ep in plan.enrichers:
         i = ep.source_idx
         ns[f"_lookup_{i}"] = ep.runtime.lookup
-        w("try:")
-        w(f"    _k = {emit(ep.key_prog)}")
-        w("except Exception:")
+        slow_key = f"_slow({-1 - plan.enrichers.index(ep)}, {{{', '.join(bind_names)}}})"
         absent = missing_test(ep.key_prog)
-        if absent is not None:  # the key field is absent: a miss, and an error of the key
-            w(f"    if {absent}:")
-            w(f"        _k = None; _errors[{ep.source_idx}] += 1")
-            w("    else:")
-            w(f"        _k = _slow({-1 - plan.enrichers.index(ep)}, {{{', '.join(bind_names)}}})")
+        if absent is not None:  # the key field is absent: a miss, and an absent read of the key
+            w(f"if {absent}:")
+            w(f"    _k = None; {_count_absent(i)}")
+            w("else:")
+            w("    try:")
+            w(f"        _k = {emit(ep.key_prog)}")
+            w("    except Exception:")
+            w(f"        _k = {slow_key}")
         else:
-            w(f"    _k = _slow({-1 - plan.enrichers.index(ep)}, {{{', '.join(bind_names)}}})")
+            w("try:")
+            w(f"    _k = {emit(ep.key_prog)}")
+            w("except Exception:")
+            w(f"    _k = {slow_key}")
         w(f"_enr_{i} = _lookup_{i}(_k)")
         bind_names.append(f"{ep.spec.name!r}: _enr_{i}")
         for line in em.prologue(ep.spec.name):
@@ -140,7 +232,8 @@ def generate(plan: Plan, steps: list[list[Step]], *, every_rule: bool, slow: Slo
     bindings = "{" + ", ".join(bind_names) + "}"
 
     for lp in plan.labels:
-        _label_block(w, ns, lp, steps[lp.index], emit, emit_cond, bindings, every_rule, resolvers, runs, missing_test)
+        _label_block(w, ns, lp, plan.source_table, steps[lp.index], emit, em, bound, emit_cond, emit_value, bindings,
+                     every_rule, runs, missing_test)
         name = lp.spec.name
         if lp.guard is not None:
             ns[f"_guard_{lp.index}"] = lp.guard.admit
@@ -170,8 +263,31 @@ def _const(ns: dict[str, Any], value: Any) -> str:
     return name
 
 
-def _label_block(w: _Writer, ns: dict[str, Any], lp: LabelPlan, steps: list[Step], emit: Emit,
-                 emit_cond: EmitCond, bindings: str, every_rule: bool, resolvers: list[Resolver],
+def _count_absent(idx: int) -> str:
+    """The statements counting an absent read for source ``idx`` (an error, and of the absent kind)."""
+    return f"_errors[{idx}] += 1; _absent[{idx}] += 1"
+
+
+def _if_cond(cond: Cond, idx: int) -> list[str]:
+    """The lines opening `if <the condition holds>:` for source ``idx``, counting an absent read in place.
+
+    The body follows, indented one level deeper than the returned lines; the caller
+    appends it after the first line (the returned tail, if any, closes the `if`).
+    """
+    if cond.miss is not None:
+        return [f"if {cond.miss}: {_count_absent(idx)}", f"elif {cond.src}:"]
+    if cond.tri:
+        return [f"if (_c := {cond.src}) is True:"]
+    return [f"if {cond.src}:"]
+
+
+def _after_cond(cond: Cond, idx: int) -> list[str]:
+    """Lines after the body of `_if_cond`: the error branch of a three-valued condition."""
+    return [f"elif _c is _ERR: {_count_absent(idx)}"] if cond.tri else []
+
+
+def _label_block(w: _Writer, ns: dict[str, Any], lp: LabelPlan, table: SourceTable, steps: list[Step], emit: Emit,
+                 em: PythonEmitter, bound: dict[tuple[str, ...], str], emit_cond: EmitCond, emit_value: EmitValue, bindings: str, every_rule: bool,
                  runs: Runs, missing_test: MissingTest) -> None:
     spec = lp.spec
     li = lp.index
@@ -185,22 +301,24 @@ def _label_block(w: _Writer, ns: dict[str, Any], lp: LabelPlan, steps: list[Step
     if lp.from_prog is not None:
         ns[f"_BN_{li}"] = spec.bucket_names
         ns[f"_BB_{li}"] = spec.bounds
-        w("try:")
-        w(f"    _x = {emit(lp.from_prog)}")
-        w("except Exception:")
         absent = missing_test(lp.from_prog)
+        pad = ""
         if absent is not None:
-            w(f"    if {absent}:")
-            w(f"        _errors[{lp.from_idx}] += 1; _v = {default_v}; _w = {default_w}")
-            w("    else:")
-            w(f"        _v, _w = _slow({li}, {bindings})")
-        else:
-            w(f"    _v, _w = _slow({li}, {bindings})")
-        w("else:")
-        w("    if (_x.__class__ is int or _x.__class__ is float) and _x == _x:")
-        w(f"        _v = _BN_{li}[_bisect(_BB_{li}, _x)]; _w = {lp.from_idx}")
-        w("    else:  # null, a string, NaN...: an error of `from`, counted like a rule error")
-        w(f"        _errors[{lp.from_idx}] += 1; _v = {default_v}; _w = {default_w}")
+            w(f"if {absent}:")
+            w(f"    {_count_absent(lp.from_idx)}; _v = {default_v}; _w = {default_w}")
+            w("else:")
+            pad = "    "
+        w(f"{pad}try:")
+        w(f"{pad}    _x = {emit(lp.from_prog)}")
+        w(f"{pad}except Exception:")
+        w(f"{pad}    _v, _w = _slow({li}, {bindings})")
+        w(f"{pad}else:")
+        w(f"{pad}    if (_x.__class__ is int or _x.__class__ is float) and _x == _x:")
+        w(f"{pad}        _v = _BN_{li}[_bisect(_BB_{li}, _x)]; _w = {lp.from_idx}")
+        w(f"{pad}    elif _x is None:  # a field that is there but null: no value, counted as absent")
+        w(f"{pad}        {_count_absent(lp.from_idx)}; _v = {default_v}; _w = {default_w}")
+        w(f"{pad}    else:  # a string, NaN...: an error of `from`, counted like a rule error")
+        w(f"{pad}        _errors[{lp.from_idx}] += 1; _v = {default_v}; _w = {default_w}")
         return
     check = None
     if any(rp.value_prog is not None for rp in lp.rules):
@@ -208,22 +326,114 @@ def _label_block(w: _Writer, ns: dict[str, Any], lp: LabelPlan, steps: list[Step
         check = label_types.generated_check(label_types.value_type(spec), f"_ENUM_{li}")
     collect = every_rule or spec.resolve != "first_match"
     if not collect:
-        _first_match_chain(w, ns, lp, steps, emit, emit_cond, bindings, check, default_v, default_w, runs, missing_test)
+        _first_match_chain(w, ns, lp, steps, emit, em, bound, emit_cond, emit_value, bindings, check, default_v, default_w, runs,
+                           missing_test)
         return
-    w("try:")
-    w("    _cs = []")
+    _collect(w, ns, lp, table, emit_cond, emit_value, bindings, check, default_v, default_w, runs, missing_test)
+
+
+def _value_lines(ns: dict[str, Any], rp: RulePlan, emit_value: EmitValue, check: str | None,
+                 missing_test: MissingTest, then: list[str], bindings: str) -> list[str]:
+    """Lines computing rule ``rp``'s value into ``_x`` and running ``then``; an absent read is counted.
+
+    A strict value expression that fails with a CEL error (`amount * 0.029` on an int) is
+    counted as the rule's error in place; anything else it raises goes to the caller's
+    `except`, which asks the exact path.
+    """
+    if rp.value_prog is None:
+        return [f"_x = {_const(ns, rp.value)}", *then]
+    src = emit_value(rp.value_prog)
+    value = src if check is None else check.format(src)
+    compute = [f"_x = {value}", *then]
+    if is_strict(rp.value_prog.ast.root):
+        prog = _const(ns, rp.value_prog)
+        compute = ["try:", f"    _x = {value}", "except _CELError as _e:",
+                   f"    _cel_error({rp.source_idx}, {prog}, _e, {bindings})", "else:", *("    " + t for t in then)]
+    absent = missing_test(rp.value_prog)
+    if absent is None:
+        return compute
+    return [f"if {absent}: {_count_absent(rp.source_idx)}", "else:", *("    " + t for t in compute)]
+
+
+def _cel_error_lines(ns: dict[str, Any], rp: RulePlan, cond: Cond | None, bindings: str) -> list[str]:
+    """`except _CELError` lines counting a strict condition's CEL error in place (empty when it may absorb one)."""
+    if rp.when is None or cond is None or not cond.strict:
+        return []
+    if rp.value_prog is not None and not is_strict(rp.value_prog.ast.root):
+        return []  # a CEL error of the value could reach this `except`: leave it to the exact path
+    return ["except _CELError as _e:", f"    _cel_error({rp.source_idx}, {_const(ns, rp.when)}, _e, {bindings})"]
+
+
+def _collect(w: _Writer, ns: dict[str, Any], lp: LabelPlan, table: SourceTable, emit_cond: EmitCond,
+             emit_value: EmitValue, bindings: str, check: str | None, default_v: str, default_w: str, runs: Runs,
+             missing_test: MissingTest) -> None:
+    """Every rule of the label evaluated (max_confidence, vote, or conflict tracking), resolved inline.
+
+    No candidate list: max_confidence keeps the best so far (strictly greater wins, so
+    ties keep the earlier rule), vote sums confidences per value in a dict, first_match
+    keeps the first; a second distinct value marks a conflict. Each rule has its own
+    `try`, so a rule the fast code cannot decide is re-decided exactly on its own.
+    """
+    spec = lp.spec
+    li = lp.index
+    mode = spec.resolve
+    w("_bw = -1; _cf = False")
+    if mode == "vote":
+        w("_vt = {}; _vf = {}")
     for rp in lp.rules:
-        value = _const(ns, rp.value) if rp.value_prog is None or check is None else check.format(emit(rp.value_prog))
-        w(f"    # {_where(rp)}")
+        conf = float(table[rp.source_idx][1])
+        if mode == "vote":
+            add = ["_kx = (_x.__class__, _x)",
+                   "if _kx in _vt:",
+                   f"    _vt[_kx] += {conf!r}",
+                   "else:",
+                   f"    _vt[_kx] = {0.0 + conf!r}; _vf[_kx] = (_x, {rp.source_idx})"]
+        else:
+            add = ["if _bw == -1:",
+                   f"    _bv = _fv = _x; _bw = {rp.source_idx}; _bc = {conf!r}",
+                   "else:",
+                   "    if not _cf and (_x.__class__ is not _fv.__class__ or (_x is not _fv and _x != _fv)): _cf = True"]
+            if mode == "max_confidence":
+                add.append(f"    if {conf!r} > _bc: _bv = _x; _bw = {rp.source_idx}; _bc = {conf!r}")
+        runs.append((lp, [rp], False))
+        run_id = len(runs) - 1
+        w(f"# {_where(rp)}")
+        w("try:")
+        body = _value_lines(ns, rp, emit_value, check, missing_test, add, bindings)
+        cond = None
         if rp.when is None:
-            w(f"    _cs.append(({value}, {rp.source_idx}))")
-            continue
-        w(f"    if {emit_cond(rp.when)}: _cs.append(({value}, {rp.source_idx}))")
-    w("except Exception:")
-    w(f"    _v, _w = _slow({li}, {bindings})")
+            for line in body:
+                w("    " + line)
+        else:
+            cond = emit_cond(rp.when)
+            head = _if_cond(cond, rp.source_idx)
+            for line in head:
+                w("    " + line)
+            for line in body:
+                w("        " + line)
+            for line in _after_cond(cond, rp.source_idx):
+                w("    " + line)
+        for line in _cel_error_lines(ns, rp, cond, bindings):
+            w(line)
+        w("except Exception:")
+        w(f"    if (_t := _exact_rules({run_id}, {bindings})) is not None:")
+        w("        _x = _t[0]")
+        for line in add:
+            w("        " + line)
+    if mode == "vote":
+        w("if _vt:")
+        w("    _kx = max(_vt, key=_vt.__getitem__)  # max keeps the first (earliest) of equal totals")
+        w("    _all = sum(_vt.values())")
+        w("    _v, _i = _vf[_kx]; _w = (_i, _vt[_kx] / _all if _all > 0 else 0.0)")
+        w(f"    if len(_vt) > 1: _conflicts[{li}] += 1")
+        w("else:")
+        w(f"    _v = {default_v}; _w = {default_w}")
+        return
+    w("if _bw != -1:")
+    w("    _v = _bv; _w = " + ("(_bw, _bc)" if mode == "max_confidence" else "_bw"))
+    w(f"    if _cf: _conflicts[{li}] += 1")
     w("else:")
-    ns[f"_resolve_{li}"] = resolvers[li]
-    w(f"    _v, _w = _resolve_{li}(_cs)")
+    w(f"    _v = {default_v}; _w = {default_w}")
 
 
 def _where(rp: RulePlan) -> str:
@@ -232,59 +442,97 @@ def _where(rp: RulePlan) -> str:
     return f"rule {rp.spec.id} ({loc.file}:{loc.line})" if loc.file else f"rule {rp.spec.id} (line {loc.line})"
 
 
+def _path_of(node: cast.Expr) -> tuple[str, ...]:
+    """The field path a folded run's field node reads (root without a leading dot)."""
+    key = field_key(node)
+    return (key[0].lstrip("."), *key[1:])
+
+
 def _first_match_chain(w: _Writer, ns: dict[str, Any], lp: LabelPlan, steps: list[Step], emit: Emit,
-                       emit_cond: EmitCond, bindings: str, check: str | None,
+                       em: PythonEmitter, bound: dict[tuple[str, ...], str], emit_cond: EmitCond, emit_value: EmitValue, bindings: str, check: str | None,
                        default_v: str, default_w: str, runs: Runs, missing_test: MissingTest) -> None:
     """First match as a loop body of `if ...: break` steps, each in its own `try`.
 
-    A step whose fast code raises (a missing field, a wrong type) is re-decided
-    exactly on its own, and the chain goes on: one odd field costs one rule's
-    exact evaluation, not the whole label's. `try` costs nothing in CPython 3.11+
-    until something raises. ``steps`` come from the indexing pass (engine/index.py).
+    An absent field or unset label is decided inline, as CEL does (the condition
+    errors, or `&&`/`||` absorb the error), and counted as an absent read. A step
+    whose fast code raises (a wrong type) is re-decided exactly on its own, and the
+    chain goes on. `try` costs nothing in CPython 3.11+ until something raises.
+    ``steps`` come from the indexing pass (engine/index.py).
     """
     w("while True:")
+
+    def single(rp: RulePlan, pad: str) -> None:
+        w(f"{pad}# {_where(rp)}")
+        runs.append((lp, [rp], False))
+        run_id = len(runs) - 1
+        w(f"{pad}try:")
+        if rp.value_prog is None:
+            body = [f"_v = {_const(ns, rp.value)}; _w = {rp.source_idx}; break"]
+        else:
+            body = _value_lines(ns, rp, emit_value, check, missing_test, [f"_v = _x; _w = {rp.source_idx}; break"],
+                                bindings)
+        cond = None
+        if rp.when is None:
+            for line in body:
+                w(f"{pad}    " + line)
+        else:
+            cond = emit_cond(rp.when)
+            for line in _if_cond(cond, rp.source_idx):
+                w(f"{pad}    " + line)
+            for line in body:
+                w(f"{pad}        " + line)
+            for line in _after_cond(cond, rp.source_idx):
+                w(f"{pad}    " + line)
+        for line in _cel_error_lines(ns, rp, cond, bindings):
+            w(pad + line)
+        w(f"{pad}except Exception:")
+        w(f"{pad}    if (_t := _exact_rules({run_id}, {bindings})) is not None:")
+        w(f"{pad}        _v, _w = _t; break")
+
     closed = False
     for step in steps:
-        test: str | None
+        if isinstance(step, Dispatch) and step.kind == "px":
+            # Prefix table when the fields are strings (then no rule of the run can error);
+            # otherwise the rules one by one, each deciding absent fields and errors as usual.
+            loaded = {**em.hoisted_paths(), **bound}
+            fields = [loaded.get(_path_of(f), "") for f in step.fields]
+            if not all(fields):  # not a loaded local (`labels.a.b`): no table
+                for rp in step.rules:
+                    single(rp, "    ")
+                continue
+            k = len(ns)
+            ns[f"_PX{k}"] = step.matcher
+            w(f"    # {len(step.rules)} rules as one prefix table: " + ", ".join(_where(rp) for rp in step.rules))
+            w(f"    if {' and '.join(f'{f}.__class__ is str' for f in fields)}:")
+            w(f"        if (_t := _PX{k}({', '.join(fields)})) is not None:")
+            w("            _v, _w = _t; break")
+            w("    else:")
+            for rp in step.rules:
+                single(rp, "        ")
+            continue
         if isinstance(step, Dispatch):
-            rules, bulk, test = step.rules, step.bulk, _dispatch_test(step, emit, ns)
+            rules, bulk = step.rules, step.bulk
+            test = _dispatch_test(step, emit, ns)
             w(f"    # {len(rules)} rules as one {'dict lookup' if step.kind == 'eq' else 'RE2 set'}: "
               + ", ".join(_where(rp) for rp in rules))
-        else:
-            rules, bulk, test = [step], False, None
-            w(f"    # {_where(step)}")
-        runs.append((lp, rules, bulk))
-        run_id = len(runs) - 1
-        w("    try:")
-        if test is not None:
-            w(f"        if (_t := {test}) is not None:")
+            runs.append((lp, rules, bulk))
+            run_id = len(runs) - 1
+            first_when = rules[0].when
+            absent = missing_test(first_when) if first_when is not None and bulk else None
+            w("    try:")
+            if absent is not None:
+                # Every rule of the run reads the field: each one's absent read is counted (per run).
+                w(f"        if {absent}: _run_absent[{run_id}] += 1")
+                w(f"        elif (_t := {test}) is not None:")
+            else:
+                w(f"        if (_t := {test}) is not None:")
             w("            _v, _w = _t; break")
-        else:
-            rp = rules[0]
-            value = _const(ns, rp.value) if rp.value_prog is None or check is None else check.format(emit(rp.value_prog))
-            if rp.when is None:
-                w(f"        _v = {value}; _w = {rp.source_idx}; break")
-            else:
-                w(f"        if {emit_cond(rp.when)}:")
-                w(f"            _v = {value}; _w = {rp.source_idx}; break")
-        w("    except Exception:")
-        # A field the step reads is absent: when CEL certainly errors, count it here
-        # instead of asking the evaluator (events often lack a field many rules read).
-        first_when = rules[0].when
-        absent = missing_test(first_when) if first_when is not None and (bulk or test is None) else None
-        if absent is not None:
-            if bulk:
-                ns[f"_RUN_ERR_{run_id}"] = [rp.source_idx for rp in rules]
-                w(f"        if {absent}:")
-                w(f"            for _i in _RUN_ERR_{run_id}: _errors[_i] += 1")
-            else:
-                w(f"        if {absent}:")
-                w(f"            _errors[{rules[0].source_idx}] += 1")
-            w(f"        elif (_t := _exact_rules({run_id}, {bindings})) is not None:")
-        else:
+            w("    except Exception:")
             w(f"        if (_t := _exact_rules({run_id}, {bindings})) is not None:")
-        w("            _v, _w = _t; break")
-        if test is None and rules[0].when is None and rules[0].value_prog is None:
+            w("            _v, _w = _t; break")
+            continue
+        single(step, "    ")
+        if step.when is None and step.value_prog is None:
             closed = True  # an unconditional constant: later rules can never win
             break
     if not closed:
@@ -319,6 +567,78 @@ def _dispatch_test(step: Dispatch, emit: Emit, ns: dict[str, Any]) -> str:
     return lookup
 
 
+_ROOTS_NEVER_MISSING = frozenset({"event", "now"})
+
+
+def _tri_cond(em: PythonEmitter, ast: cast.Ast, leaf_miss: LeafMiss) -> Cond:
+    """The condition ``ast`` as a ``Cond``: CEL's boolean structure decided inline.
+
+    The boolean operators at the top of the condition are written out; every other
+    node is a *leaf*, emitted as a Python bool. A strict leaf (no operator inside that
+    can absorb an error) reading an absent field is ``ERR`` without being evaluated.
+    Then, as CEL says: ``false && x`` and ``x && false`` are false, ``true || x`` and
+    ``x || true`` are true, ``!ERR``, ``ERR ? a : b`` and the rest are ``ERR``.
+    """
+    names = itertools.count()
+    text = ast.text
+    misses: list[str] = []
+
+    def part(node: cast.Expr) -> tuple[str, bool]:  # (source, may be ERR)
+        if isinstance(node, cast.Call) and node.target is None:
+            fn = node.function
+            if fn in ("_&&_", "_||_") and len(node.args) == 2:
+                (a, ea), (b, eb) = part(node.args[0]), part(node.args[1])
+                stop, go = ("False", "True") if fn == "_&&_" else ("True", "False")
+                op = "and" if fn == "_&&_" else "or"
+                if not ea:  # `A and B` / `A or B` is exact when A is a plain bool
+                    return f"({a} {op} {b})", eb
+                ta = f"_ta{next(names)}"
+                if not eb:
+                    return f"({stop} if ({ta} := {a}) is {stop} else ({b} {op} {ta}))", True
+                tb = f"_tb{next(names)}"
+                return (f"({stop} if ({ta} := {a}) is {stop} else ({stop} if ({tb} := {b}) is {stop} else "
+                        f"({ta} if {tb} is {go} else _ERR)))"), True
+            if fn == "!_" and len(node.args) == 1:
+                a, ea = part(node.args[0])
+                if not ea:
+                    return f"(not {a})", False
+                ta = f"_ta{next(names)}"
+                return f"(_ERR if ({ta} := {a}) is _ERR else not {ta})", True
+            if fn == "_?_:_" and len(node.args) == 3:
+                (c, ec), (t, et), (f, ef) = (part(x) for x in node.args)
+                if not ec:
+                    return f"({t} if {c} else {f})", et or ef
+                tc = f"_tc{next(names)}"
+                return f"(_ERR if ({tc} := {c}) is _ERR else ({t} if {tc} else {f}))", True
+        src = em.emit_bool(node)
+        miss = leaf_miss(node, text)
+        if miss is None:
+            return src, False
+        misses.append(miss)
+        return f"(_ERR if {miss} else {src})", True
+
+    root = ast.root
+    if not (isinstance(root, cast.Call) and root.target is None and root.function in ("_&&_", "_||_", "!_", "_?_:_")):
+        return Cond(em.emit_bool(root), miss=leaf_miss(root, text), strict=is_strict(root))
+    src, may_err = part(root)
+    if not may_err:
+        return Cond(src)
+    # Only a leaf's absent field makes ERR: when none is absent (the usual event), the plain
+    # Python form (`A and B`) is the same function, without the three-valued bookkeeping.
+    any_absent = " or ".join(dict.fromkeys(m for miss in misses for m in miss.split(" or ")))
+    return Cond(f"({src} if ({any_absent}) else {em.emit_bool(root)})", tri=True)
+
+
+def is_strict(node: cast.Expr) -> bool:
+    """No operator in ``node`` can absorb or skip an error (`&&`, `||`, `?:`, `has`, macros)."""
+    for n in cast.walk(node):
+        if isinstance(n, cast.Macro) or (isinstance(n, cast.Select) and n.test_only):
+            return False
+        if isinstance(n, cast.Call) and n.function in ("_&&_", "_||_", "_?_:_"):
+            return False
+    return True
+
+
 def _missing_test(node: cast.Expr, ast: cast.Ast, hoisted: dict[tuple[str, ...], str]) -> str | None:
     """``_a is _MISSING or ...`` over the fields a *strict* condition reads, else None.
 
@@ -333,6 +653,8 @@ def _missing_test(node: cast.Expr, ast: cast.Ast, hoisted: dict[tuple[str, ...],
             return None
     names = []
     for ref in references(ast):
+        if len(ref.path) == 1 and ref.path[0] in _ROOTS_NEVER_MISSING:
+            continue  # the event itself, `now`: always there
         local = hoisted.get(tuple(ref.path))
         if local is None:
             return None

@@ -7,7 +7,9 @@ the same field(s) against constants into one step:
 - equality tests (``F == c``, ``c == F``, ``F in [c, ...]``, or a conjunction of
   those over the same distinct fields) become one dict from the field values to
   the earliest rule's ``(value, source code)``;
-- ``F.matches("...")`` tests on one field become one RE2 Set pass.
+- ``F.matches("...")`` tests on one field become one RE2 Set pass;
+- ``F.startsWith("...")`` tests on one field, each optionally refined by ``G == "..."``
+  on one other field, become one table of prefixes by length (route tables).
 
 The pass decides *what* is folded and builds the tables; ``engine/generate.py``
 writes the Python that reads them. Exactness: a folded run keeps rule order (the
@@ -44,19 +46,21 @@ class Dispatch:
 
     ``kind`` is ``"eq"`` (``table`` maps a field value, or a tuple of them in ``fields``
     order, to the earliest rule's result) or ``"rx"`` (``matcher`` takes the field's
-    value). ``int_fields[n]``: field ``n`` is compared with int constants, so a bool
+    value; for ``"px"`` it takes the prefix field's string and, when the run has a refining
+    field, that field's string: the generated code calls it only when they are strings, and
+    runs the rules one by one otherwise). ``int_fields[n]``: field ``n`` is compared with int constants, so a bool
     must be kept out of the lookup (``True == 1`` in Python, not in CEL).
     ``bulk``: every rule of the run fails exactly when its first one fails (they all
     test one field the same way), so an error can be counted for the whole run at once.
     """
 
-    kind: Literal["eq", "rx"]
+    kind: Literal["eq", "rx", "px"]
     fields: list[Expr]  # the field nodes, in key order (one per key element)
     rules: list[RulePlan]
     bulk: bool
     table: dict[Any, tuple[Any, int]] | None = None
     int_fields: tuple[bool, ...] = ()
-    matcher: Callable[[Any], tuple[Any, int] | None] | None = None
+    matcher: Callable[..., tuple[Any, int] | None] | None = None
 
 
 #: One step of a first-match chain: a single rule, or a folded run.
@@ -77,6 +81,11 @@ def index_rules(rules: Sequence[RulePlan]) -> list[Step]:
     steps: list[Step] = []
     i = 0
     while i < len(rules):
+        px = _prefix_run(rules, i)
+        if px is not None:
+            steps.append(px)
+            i += len(px.rules)
+            continue
         run_kind: str | None = None
         run: list[tuple[RulePlan, Any]] = []
         run_fields: tuple[FieldKey, ...] | None = None
@@ -122,6 +131,85 @@ def index_rules(rules: Sequence[RulePlan]) -> list[Step]:
             steps.append(rules[i])
             i += 1
     return steps
+
+
+def _prefix_test(node: Expr) -> tuple[Expr, str, Expr | None, str | None] | None:
+    """(F, prefix, G, d) for `F.startsWith("p")` or `F.startsWith("p") && G == "d"` (either order)."""
+    parts = _conjuncts(node)
+    if len(parts) > 2:
+        return None
+    starts = [p for p in parts if isinstance(p, Call) and p.function == "startsWith" and p.target is not None
+              and len(p.args) == 1 and isinstance(p.args[0], CelLiteral) and p.args[0].value.__class__ is str
+              and _path_like(p.target)]
+    if len(starts) != 1:
+        return None
+    st = starts[0]
+    assert isinstance(st, Call) and st.target is not None
+    lit = st.args[0]
+    assert isinstance(lit, CelLiteral)
+    prefix: str = lit.value
+    if len(parts) == 1:
+        return st.target, prefix, None, None
+    other = parts[1] if parts[0] is st else parts[0]
+    eq = _eq_test(other)
+    if eq is None or len(eq[1]) != 1 or eq[1][0].__class__ is not str or not (
+            isinstance(other, Call) and other.function == "_==_"):
+        return None
+    return st.target, prefix, eq[0], eq[1][0]
+
+
+def _prefix_run(rules: Sequence[RulePlan], i: int) -> Dispatch | None:
+    """The run of prefix rules starting at ``rules[i]`` as one ``px`` Dispatch, or None when shorter than the minimum."""
+    run: list[tuple[RulePlan, str, str | None]] = []
+    f_key: FieldKey | None = None
+    g_key: FieldKey | None = None
+    nodes: list[Expr] = []
+    g_node: Expr | None = None
+    for rp in rules[i:]:
+        if rp.when is None or rp.value_prog is not None:
+            break
+        got = _prefix_test(rp.when.ast.root)
+        if got is None:
+            break
+        f, prefix, g, d = got
+        fk = field_key(f)
+        if f_key is None:
+            f_key, nodes = fk, [f]
+        elif fk != f_key:
+            break
+        if g is not None:
+            gk = field_key(g)
+            if gk == f_key or (g_key is not None and gk != g_key):
+                break
+            if g_key is None:
+                g_key, g_node = gk, g
+        run.append((rp, prefix, d))
+    if len(run) < MIN_DISPATCH_RUN:
+        return None
+    if g_node is not None:
+        nodes.append(g_node)
+    by_len: dict[int, dict[str, list[tuple[int, str | None, tuple[Any, int]]]]] = {}
+    for pos, (rp, prefix, d) in enumerate(run):
+        by_len.setdefault(len(prefix), {}).setdefault(prefix, []).append((pos, d, (rp.value, rp.source_idx)))
+    tables = sorted(by_len.items())
+
+    def first_prefix(s: str, g: str | None = None) -> tuple[Any, int] | None:
+        # Called with strings only: no rule of the run can error, so the earliest true one wins.
+        best_pos = len(run)
+        best: tuple[Any, int] | None = None
+        for n, table in tables:
+            cands = table.get(s[:n])
+            if cands is None or len(s) < n:
+                continue
+            for pos, d, res in cands:
+                if pos >= best_pos:
+                    break
+                if d is None or d == g:
+                    best_pos, best = pos, res
+                    break
+        return best
+
+    return Dispatch("px", nodes, [rp for rp, _, _ in run], False, matcher=first_prefix)
 
 
 def field_key(node: Expr) -> FieldKey:

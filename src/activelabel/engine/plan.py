@@ -80,7 +80,8 @@ def check_value(spec: LabelSpec, value: Any) -> Any:
 def bucket_value(spec: LabelSpec, number: Any) -> str:
     """The bucket name for ``number``, or RuleValueError for non-numbers and NaN."""
     if number.__class__ is bool or not isinstance(number, (int, float)) or (isinstance(number, float) and math.isnan(number)):
-        raise RuleValueError(f"`from` of bucket label {spec.name!r} gave {type(number).__name__}, not a number")
+        got = "null" if number is None else type(number).__name__
+        raise RuleValueError(f"`from` of bucket label {spec.name!r} gave {got}, not a number")
     return spec.bucket_of(number)
 
 
