@@ -101,7 +101,8 @@ def agreement(name: str, n: int, *, seed: int = 3, cli: bool = False, exact: boo
             src, dst = d / "events.jsonl", d / "out.jsonl"
             src.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in evs))
             exe = Path(sys.executable).parent / "activelabel"
-            subprocess.run([str(exe), "label", "--policy", str(d / "policy.yaml"), str(src), "-o", str(dst), "-q"],
+            subprocess.run([str(exe), "label", "--policy", str(d / "policy.yaml"), str(src), "-o", str(dst), "-q",
+                            "--clearance", "secret"],
                            check=True, cwd=REPO)
             got_cli = [orjson.loads(line).get("labels") for line in dst.read_bytes().splitlines()]
             hand_rt = mod.make_labeler(d)  # real clock and real now, as the CLI runs

@@ -102,7 +102,7 @@ def run_policy(name: str, n_events: int, repeats: int, e2e_records: int, e2e_rep
                 f.write(b"".join(orjson.dumps(e) + b"\n" for e in module(name).events(min(8192, e2e_records - i), seed=100 + i)))
         exe = Path(sys.executable).parent / "activelabel"
         o_al, o_hw = d / "out-al.jsonl", d / "out-hw.jsonl"
-        cmds = {"al": [str(exe), "label", "--policy", str(d / "policy.yaml"), str(src), "-o", str(o_al), "-q"],
+        cmds = {"al": [str(exe), "label", "--policy", str(d / "policy.yaml"), str(src), "-o", str(o_al), "-q", "--clearance", "secret"],
                 "hw": [sys.executable, str(Path(__file__).with_name("e2e_hand.py")), name, str(d), str(src), "-o", str(o_hw)]}
         if workers2:
             cmds["al2"] = [*cmds["al"], "--workers", "2"]
