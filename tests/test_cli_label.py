@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import orjson
@@ -195,3 +196,32 @@ def test_file_mode_columnar_path_gives_the_per_event_labels_in_input_order(tmp_p
     expected = [reference.label(orjson.loads(lines[i % len(lines)])).labels for i in range(5000)]
     assert [r["labels"] for r in got] == expected
     assert [r["line_no"] for r in got] == [orjson.loads(lines[i % len(lines)])["line_no"] for i in range(5000)]
+
+
+def test_the_summary_shows_conflicts_and_overflow(tmp_path):
+    """`label --conflicts` prints, per label, how often matching rules disagreed and how many values overflowed."""
+    policy = tmp_path / "p.yaml"
+    policy.write_text(textwrap.dedent("""\
+        apiVersion: activelabel/v1
+        kind: Policy
+        metadata: {name: c}
+        labels:
+          tier: {type: enum, values: [a, b]}
+          user: {type: string, max_cardinality: 2, overflow: __other__}
+        rules:
+          - {id: first, label: tier, value: a, when: event.n > 0}
+          - {id: second, label: tier, value: b, when: event.n > 1}
+          - {id: who, label: user, value_expr: event.u}
+        """))
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(f'{{"n": {i % 3}, "u": "u{i}"}}\n' for i in range(9)))
+    res = run("label", "-p", str(policy), str(src), "-o", str(tmp_path / "out.jsonl"), "--conflicts")
+    assert res.returncode == 0, res.stderr.decode()
+    lines = res.stderr.decode().splitlines()
+    header = next(line for line in lines if "conflicts" in line and "overflow" in line)
+    assert header.index("conflicts") < header.index("overflow")
+    tier = next(line for line in lines if line.strip("│┃ ").startswith("tier"))
+    user = next(line for line in lines if line.strip("│┃ ").startswith("user"))
+    cells = lambda line: [c.strip() for c in line.replace("┃", "│").split("│") if c.strip()]
+    assert cells(tier)[-2:] == ["3", "0"]  # n == 2 matched both rules, with different values: 3 events
+    assert cells(user)[-2:] == ["0", "7"]  # 9 distinct users, 2 admitted

@@ -199,10 +199,19 @@ def print_summary(labeler: Labeler, summary: RunSummary, dead: DeadLetterSink, o
     table.add_column("set", justify="right")
     table.add_column("coverage", justify="right")
     table.add_column("set by (events)")
+    # Conflicts (matching rules that disagreed; first_match counts them with --conflicts) and
+    # overflow (values replaced by the cardinality guard) get columns once any label has one.
+    extra = any(stats.conflicts.values()) or any(stats.overflow.values())
+    if extra:
+        table.add_column("conflicts", justify="right")
+        table.add_column("overflow", justify="right")
     n = max(summary.labeled, 1)
     values = _top_values(summary.hits_by_source or labeler.hits_by_source())
     for name, count in stats.label_set.items():
-        table.add_row(name, f"{count:,}", f"{count / n:.1%}", values.get(name, ""))
+        row = [name, f"{count:,}", f"{count / n:.1%}", values.get(name, "")]
+        if extra:
+            row += [f"{stats.conflicts.get(name, 0):,}", f"{stats.overflow.get(name, 0):,}"]
+        table.add_row(*row)
     err.print(table)
     absent = {k: v for k, v in stats.rule_absent.items() if v}
     failed = {k: v for k, v in stats.rule_failures.items() if v}
