@@ -237,6 +237,8 @@ def test_an_equivalent_candidate_is_promoted_through_every_step(served: Callable
     assert status["state"] == "promoted", status
     assert [h["step"] for h in status["history"]] == [0, 25]
     assert "candidate" in arms_seen and "serving" in arms_seen
+    metrics = httpx.get(s.url + "/metrics", timeout=10).text  # M1 per arm while the rollout ran
+    assert 'activelabel_service_label_latency_seconds_count{arm="candidate",door="label"}' in metrics
     after = httpx.post(s.url + "/v1/label", json=_events(50_000, 1)[0], headers=LABEL, timeout=10)
     assert after.headers["activelabel-policy-version"] == status["candidate_version"]
     assert httpx.get(s.url + "/readyz", timeout=10).json()["policy_version"] == status["candidate_version"]

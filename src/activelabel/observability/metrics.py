@@ -236,9 +236,10 @@ class ServiceMetrics:
     # Door-name shorthands, kept for the SDK hooks and routes that pass the door each time.
     def observe_labeled(
         self, door: str, seconds: float, events: int, dead_lettered: int | Mapping[str, int] = 0,
-        cpu_seconds: float | None = None,
+        cpu_seconds: float | None = None, arm: str = STABLE_ARM,
     ) -> None:
-        self.door(door).observe_labeled(seconds, events, dead_lettered, cpu_seconds)
+        """M1 and the door counters for one request; ``arm`` during a rollout (``mixed`` for a batch of both)."""
+        self.door(door, arm).observe_labeled(seconds, events, dead_lettered, cpu_seconds)
 
     def observe_error(self, door: str, reason: str, failed_events: int = 0) -> None:
         self.door(door).observe_error(reason, failed_events)

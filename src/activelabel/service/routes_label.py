@@ -93,7 +93,9 @@ async def _label_request(
     if rollout is not None:
         answer, version, arm, served, failed = _label_in_rollout(state, rollout, body, caller, explain)
         elapsed = watch.seconds()
-        state.metrics.observe_labeled("label", elapsed, served, failed, cpu_seconds=watch.cpu_seconds())
+        # M1 per arm: a batch served by both versions is timed once, as `mixed`.
+        state.metrics.observe_labeled("label", elapsed, served, failed, cpu_seconds=watch.cpu_seconds(),
+                                      arm=arm if "," not in arm else "mixed")
         return answer, version, arm, elapsed
 
     if _is_batch(body):
