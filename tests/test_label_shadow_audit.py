@@ -120,7 +120,7 @@ def test_a_failing_shadow_candidate_is_refused_before_anything_is_labeled(tmp_pa
 
 
 def test_label_audit_writes_one_verifiable_record_per_decision_without_sensitive_values(tmp_path: Path) -> None:
-    """At level Full each decision is logged with its labels, the pii label erased; the log verifies and names the door."""
+    """At level Full each decision is logged with its labels, the pii label protected (masked: no key here); the log verifies."""
     serving = _edge(tmp_path, "v1.yaml", "1")
     audit = tmp_path / "audit"
     r = run("label", str(_events(tmp_path, 300)), "-p", str(serving), "-o", str(tmp_path / "out.jsonl"), "-q",
@@ -132,5 +132,9 @@ def test_label_audit_writes_one_verifiable_record_per_decision_without_sensitive
     assert len(records) == 300
     first = records[0]
     assert first["door"] == "cli" and first["level"] == "Full" and first["decision_id"].endswith("events.jsonl:1")
-    assert "client" not in first["result"] and "/result/client" in first["erased"]
+    assert first["result"]["client"] == "[masked]" and "/result/client" in first["masked"]
     assert "priority" in first["result"]
+    events = [orjson.loads(line) for line in _events(tmp_path, 300).read_bytes().splitlines() if line.startswith(b"{")]
+    addresses = {e["client_ip"] for e in events if e.get("client_ip")}
+    segments = "".join(p.read_text() for p in (audit / "segments").glob("*.jsonl"))
+    assert addresses and not any(a in segments for a in addresses)  # no address in clear anywhere in the log

@@ -8,8 +8,9 @@ wrapped or truncated, with no escape codes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 from rich.console import Console, ConsoleDimensions
@@ -81,3 +82,30 @@ def open_labeler(policy: Path, **kwargs: object) -> Labeler:
         raise typer.Exit(1) from exc
     except ActiveLabelError as exc:
         fail(str(exc))
+
+
+def open_candidate(path: Path, what: str = "candidate policy") -> Labeler:
+    """A candidate that passed the gate of a reload (validation and its own tests), or exit 1 listing every problem."""
+    from activelabel.service.policy_runtime import load_checked_labeler
+
+    if not path.exists():
+        fail(f"{what} {path} does not exist")
+    try:
+        return load_checked_labeler(path, track_conflicts=False)
+    except PolicyError as exc:
+        print_policy_error(exc)
+        raise typer.Exit(1) from exc
+
+
+def audit_options(audit: Path, key: Path | None, level: str | None, policy_file: Path | None) -> Callable[[Any], Any]:
+    """How `--audit DIR --audit-key --audit-level --audit-policy` open the log for a policy (exit 2 when they cannot)."""
+    from activelabel.governance.observers import open_audit_log
+
+    def open_for(policy: Any) -> Any:
+        try:
+            return open_audit_log(str(audit), policy=policy, key_file=str(key) if key else None, level=level,
+                                  level_policy_file=str(policy_file) if policy_file else None)
+        except ActiveLabelError as exc:
+            fail(str(exc), 2)
+
+    return open_for

@@ -361,30 +361,14 @@ def label(
 def _observers(labeler: Labeler, shadow: Path | None, audit: Path | None, audit_key: Path | None,
                audit_level: str | None, audit_policy: Path | None) -> tuple[Any, Any, Any]:
     """The shadow run and the audit log of `label`, and the one record-loop observer calling both."""
-    from activelabel.governance.observers import AuditObserver, ShadowRun, chain, cli_record_id, open_audit_log
+    from activelabel.cli._common import audit_options, open_candidate
+    from activelabel.governance.observers import AuditObserver, ShadowRun, chain, cli_record_id
 
     shadow_run = audit_log = None
     if shadow is not None:
-        # The candidate passes the same gate as a reload: validation and its own tests.
-        from activelabel.errors import PolicyError
-        from activelabel.service.policy_runtime import load_checked_labeler
-
-        if not shadow.exists():
-            fail(f"shadow candidate {shadow} does not exist")
-        try:
-            candidate = load_checked_labeler(shadow, track_conflicts=False)
-        except PolicyError as exc:
-            from activelabel.cli._common import print_policy_error
-
-            print_policy_error(exc)
-            raise typer.Exit(1) from exc
-        shadow_run = ShadowRun(labeler, candidate, record_id_of=cli_record_id)
+        shadow_run = ShadowRun(labeler, open_candidate(shadow, "shadow candidate"), record_id_of=cli_record_id)
     if audit is not None:
-        try:
-            audit_log = open_audit_log(str(audit), policy=labeler.policy, key_file=str(audit_key) if audit_key else None,
-                                       level=audit_level, level_policy_file=str(audit_policy) if audit_policy else None)
-        except ActiveLabelError as exc:
-            fail(str(exc), 2)
+        audit_log = audit_options(audit, audit_key, audit_level, audit_policy)(labeler.policy)
     audit_observer = None if audit_log is None else AuditObserver(audit_log, door="cli", policy=labeler.policy,
                                                                    record_id_of=cli_record_id)
     return shadow_run, audit_log, chain(shadow_run, audit_observer)

@@ -93,11 +93,9 @@ def serve(
     # key or level policy stops serve there, before it listens.
     audit_factory = None
     if audit is not None:
-        from activelabel.governance.observers import open_audit_log
+        from activelabel.cli._common import audit_options
 
-        def audit_factory(served_policy: Any) -> Any:
-            return open_audit_log(str(audit), policy=served_policy, key_file=str(audit_key) if audit_key else None,
-                                  level=audit_level, level_policy_file=str(audit_policy) if audit_policy else None)
+        audit_factory = audit_options(audit, audit_key, audit_level, audit_policy)
 
     try:
         service = create_app(

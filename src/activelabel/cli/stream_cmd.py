@@ -113,13 +113,9 @@ def stream(
         fail("--rollout SPEC.yaml and --candidate POLICY go together", 2)
     audit_log = rollout = None
     if audit is not None:
-        from activelabel.governance.observers import open_audit_log
+        from activelabel.cli._common import audit_options
 
-        try:
-            audit_log = open_audit_log(str(audit), policy=labeler.policy, key_file=str(audit_key) if audit_key else None,
-                                       level=audit_level, level_policy_file=str(audit_policy) if audit_policy else None)
-        except ActiveLabelError as exc:
-            fail(str(exc), 2)
+        audit_log = audit_options(audit, audit_key, audit_level, audit_policy)(labeler.policy)
     if rollout_spec is not None and candidate is not None:
         rollout = _open_rollout(labeler, rollout_spec, candidate, rollout_state, audit_log)
     try:
@@ -194,18 +190,10 @@ def _start_ops(config: Any, policy: Path, port: int, host: str, watch: bool, qui
 
 def _open_rollout(labeler: Any, spec: Path, candidate: Path, state: Path | None, audit_log: Any) -> Any:
     """The rollout the worker follows: a candidate refused by validation or its tests never enters one."""
-    from activelabel.cli._common import print_policy_error
-    from activelabel.errors import PolicyError
-    from activelabel.service.policy_runtime import load_checked_labeler
+    from activelabel.cli._common import open_candidate
     from activelabel.stream.rollout import open_stream_rollout
 
-    if not candidate.exists():
-        fail(f"candidate policy {candidate} does not exist")
-    try:
-        checked = load_checked_labeler(candidate, track_conflicts=False)
-    except PolicyError as exc:
-        print_policy_error(exc)
-        raise typer.Exit(1) from exc
+    checked = open_candidate(candidate)
 
     def on_change(rollout: Any, what: str) -> None:
         # Under the rollout's lock: read its fields only.

@@ -11,7 +11,7 @@ chunk is written (``RecordLoop(observer=...)``), so neither can change what is s
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -118,11 +118,13 @@ class AuditObserver:
 
 
 def open_audit_log(directory: str, *, policy: Any, key_file: str | None = None, level: str | None = None,
-                   level_policy_file: str | None = None, registry: Any = None) -> AuditLog:
+                   level_policy_file: str | None = None, registry: Any = None, protector: Any = None) -> AuditLog:
     """An ``AuditLog`` for ``--audit DIR [--audit-key FILE] [--audit-level L | --audit-policy FILE]``.
 
-    ``pii`` / ``secret`` labels are known from the policy: their values, and event fields
-    of the same names, are never written in clear (erased: no privacy protector here).
+    ``pii`` / ``secret`` labels are known from the policy: their values, and the event fields
+    they are computed from, are never written in clear. They go through the privacy
+    mechanism (`governance.output.audit_privacy`): a keyed pseudonym or a mask for pii,
+    erased for secret. ``protector`` defaults to the configured one (``$ACTIVELABEL_PSEUDONYM_KEY``).
     """
     import yaml
 
@@ -142,10 +144,11 @@ def open_audit_log(directory: str, *, policy: Any, key_file: str | None = None, 
         if not isinstance(raw, Mapping):
             raise AuditError(f"{level_policy_file}: an audit policy is a mapping with `rules:`")
         level_policy = LevelPolicy.from_mapping(raw)
-    sensitivity = {n: str(s.sensitivity) for n, s in policy.labels.items()}
-    sensitive: Sequence[str] = [n for n, s in sensitivity.items() if s in _SENSITIVE]
-    return AuditLog(directory, key_file=key_file, level_policy=level_policy, sensitivity_of=sensitivity,
-                    sensitive_inputs=sensitive, registry=registry)
+    from activelabel.governance.output import audit_privacy
+    from activelabel.governance.protect import Protector
+
+    privacy = audit_privacy(policy, protector if protector is not None else Protector.configured())
+    return AuditLog(directory, key_file=key_file, level_policy=level_policy, registry=registry, **privacy)
 
 
 def _rule_errors(labeler: Any) -> int:
