@@ -19,6 +19,7 @@ from activelabel._extras import MODULE_EXTRAS
 
 REPO = Path(__file__).resolve().parents[1]
 EDGE = REPO / "examples" / "edge"
+EXAMPLES = REPO / "examples"
 FIXTURES = Path(__file__).parent / "fixtures" / "loop"
 
 
@@ -60,9 +61,11 @@ def test_the_core_runs_demo_label_validate_test_explain_diff_and_report_without_
                "--input-topic", "in", "--output-topic", "out"]),
     ("report", ["report", "--store", "STORE", "--html", "r.html"]),
     ("ml", ["train", "--store", "STORE", "--label", "category", "--feature", "msg=event.content"]),
+    ("audit", ["label", "--policy", str(EXAMPLES / "edge" / "policy.yaml"), str(EXAMPLES / "edge" / "requests.jsonl"),
+               "-o", "out.jsonl", "--audit", "audit-dir"]),
 ])
 def test_a_command_needing_a_missing_extra_says_which_to_install(tmp_path, extra, args):
-    """`serve`, `stream`, `report --html` and `train` without their extra exit 1 with `pip install 'activelabel[EXTRA]'`."""
+    """`serve`, `stream`, `report --html`, `train` and `label --audit` without their extra exit 1 naming `pip install 'activelabel[EXTRA]'`."""
     from activelabel.quality.store import DecisionStore
     from loop_store import recorded_store
 
@@ -113,7 +116,7 @@ def test_pyproject_extras_cover_every_mapped_module_and_test_pulls_all():
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     extras = project["optional-dependencies"]
     assert set(MODULE_EXTRAS.values()) <= set(extras)
-    assert extras["all"] == ["activelabel[service,kafka,ml,report]"]
+    assert extras["all"] == ["activelabel[service,kafka,ml,report,audit]"]
     assert "activelabel[all]" in extras["test"]
     core = " ".join(project["dependencies"])
     for heavy in ("scikit-learn", "onnxruntime", "river", "matplotlib", "confluent-kafka", "opentelemetry-sdk",

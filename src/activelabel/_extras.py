@@ -19,6 +19,7 @@ MODULE_EXTRAS: dict[str, str] = {
     "confluent_kafka": "kafka",
     "sklearn": "ml", "joblib": "ml", "skops": "ml", "onnxruntime": "ml", "river": "ml", "scipy": "ml",
     "matplotlib": "report", "jinja2": "report",
+    "cryptography": "audit",
 }
 
 #: What each extra is for, in the words of the message.
@@ -27,6 +28,7 @@ EXTRA_PURPOSE: dict[str, str] = {
     "kafka": "the Kafka stream worker (activelabel stream, activelabel.stream)",
     "ml": "models (a policy's `models:`, activelabel train, online learning)",
     "report": "the HTML quality report (activelabel report --html)",
+    "audit": "the signed decision audit log (--audit DIR, activelabel audit)",
 }
 
 

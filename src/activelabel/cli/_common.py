@@ -16,7 +16,7 @@ import typer
 from rich.console import Console, ConsoleDimensions
 from rich.markup import escape
 
-from activelabel.errors import ActiveLabelError, PolicyError
+from activelabel.errors import ActiveLabelError, MissingExtraError, PolicyError
 
 if TYPE_CHECKING:
     from activelabel.engine import Labeler
@@ -105,6 +105,8 @@ def audit_options(audit: Path, key: Path | None, level: str | None, policy_file:
         try:
             return open_audit_log(str(audit), policy=policy, key_file=str(key) if key else None, level=level,
                                   level_policy_file=str(policy_file) if policy_file else None)
+        except MissingExtraError as exc:
+            fail(str(exc))  # the install, not the options: as every command needing an extra does
         except ActiveLabelError as exc:
             fail(str(exc), 2)
 

@@ -134,8 +134,10 @@ def _crypto() -> Any:
     try:
         from cryptography.hazmat.primitives import serialization
         from cryptography.hazmat.primitives.asymmetric import ed25519
-    except ModuleNotFoundError as exc:  # pragma: no cover - depends on the install
-        raise AuditError("the audit log needs the `cryptography` package: pip install 'activelabel[audit]'") from exc
+    except ModuleNotFoundError as exc:
+        from activelabel._extras import missing_extra
+
+        raise (missing_extra(exc) or exc) from exc
     return serialization, ed25519
 
 
