@@ -40,7 +40,7 @@ from ._spec import (
 )
 from ._suggest import did_you_mean
 from ._values import bucket_names, coerce, constant_problem, describe, fmt_num
-from ._yaml import Loc, YMap, YNode, YScalar, YSeq, expr_position, to_plain
+from ._yaml import Loc, YMap, YNode, YScalar, YSeq, expr_position, text_line, to_plain
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Words CEL reserves: not usable after a dot (`labels.in`) nor as a name.
@@ -270,10 +270,9 @@ class FileBuilder:
                 pending.extra.setdefault("regex_spots", set()).add(loc)
 
     def _field_position(self, node: YScalar, text: str, ref: _cel.Ref, line: int, col: int) -> tuple[int, int]:
-        lines = text.split("\n")
-        if not 1 <= ref.line <= len(lines):
+        src = text_line(text, ref.line)
+        if src is None:
             return line, col
-        src = lines[ref.line - 1]
         dotted = ref.path[0] + "." + ref.path[1]
         at = ref.column - 1
         if src.startswith(dotted, at):
