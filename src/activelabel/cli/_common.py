@@ -3,17 +3,21 @@
 Every command prints through ``out`` (stdout) and ``err`` (stderr), made by
 :func:`make_console`, so output is right wherever it goes: in a terminal, tables fit
 its width and markup becomes colour; in a pipe or a file, lines are plain text, never
-wrapped or truncated, with no escape codes.
+wrapped or truncated, with no escape codes. Control characters in what is printed
+(a test name or label value holding ESC, say) are shown as ``\x1b`` escapes, never
+written raw, so a policy or an event cannot drive the terminal (:func:`printable`).
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 from rich.console import Console, ConsoleDimensions
 from rich.markup import escape
+from rich.text import Text
 
 from activelabel.errors import ActiveLabelError, PolicyError
 
@@ -23,6 +27,26 @@ if TYPE_CHECKING:
 #: The width a console assumes when its output is not a terminal: wide enough that no table
 #: cell is truncated and no line is wrapped (rich pads nothing to it; tables take what they need).
 PIPE_WIDTH = 1_000_000
+
+
+# C0 controls but tab and line feed, DEL, C1 controls, and the bidirectional overrides and
+# isolates (they reorder what the terminal shows: "Trojan source").
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+_CONTROL_ALL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def _escaped(m: re.Match[str]) -> str:
+    code = ord(m.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def printable(text: str, *, one_line: bool = False) -> str:
+    """``text`` with control characters written as escapes (``\\x1b``, ``\\u202e``).
+
+    Tab and line feed are kept unless ``one_line`` (for a name that must stay on its line).
+    Every console print already applies the default; call it for text written another way.
+    """
+    return (_CONTROL_ALL if one_line else _CONTROL).sub(_escaped, text)
 
 
 class CLIConsole(Console):
@@ -42,6 +66,10 @@ class CLIConsole(Console):
     @size.setter
     def size(self, new_size: tuple[int, int]) -> None:
         self._width, self._height = new_size
+
+    def render_str(self, text: str, **kwargs: Any) -> Text:
+        # Every string printed (and every table cell) passes here: the one place control characters are escaped.
+        return super().render_str(printable(text), **kwargs)
 
 
 def make_console(*, stderr: bool = False) -> Console:
