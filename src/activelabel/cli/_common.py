@@ -11,12 +11,15 @@ written raw, so a policy or an event cannot drive the terminal (:func:`printable
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 from rich.console import Console, ConsoleDimensions
 from rich.markup import escape
+from rich.measure import Measurement
+from rich.table import Table
 from rich.text import Text
 
 from activelabel.errors import ActiveLabelError, PolicyError
@@ -80,6 +83,33 @@ def make_console(*, stderr: bool = False) -> Console:
 
 out = make_console()
 err = make_console(stderr=True)
+
+
+def print_records(console: Console, title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """Records as a table where it fits whole (a terminal wide enough), else one block per record.
+
+    A block is ``- first column: value`` then ``  column: value`` lines (empty cells
+    left out), so nothing is squeezed to zero width, cut with ``…`` or split mid-word on a
+    narrow terminal, and a pipe gets whole unpadded lines. ``title`` and cells are rich
+    markup: escape user text in them.
+    """
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(escape(column), overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    natural = Measurement.get(console, console.options.update_width(PIPE_WIDTH), table).maximum  # unsqueezed
+    if console.is_terminal and natural <= console.width:
+        console.print(table)
+        return
+    console.print(title, highlight=False)
+    for row in rows:
+        console.print()
+        first = True
+        for column, cell in zip(columns, row, strict=True):
+            if cell:
+                console.print(f"{'- ' if first else '  '}{escape(column)}: {cell}", highlight=False)
+                first = False
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

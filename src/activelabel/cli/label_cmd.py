@@ -13,7 +13,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from activelabel.cli._common import err, fail, open_labeler, out
+from activelabel.cli._common import err, fail, open_labeler, out, print_records
 from activelabel.cli.main import app
 from activelabel.errors import ActiveLabelError
 from activelabel.sinks import DeadLetterSink, JsonlSink, default_dlq_path
@@ -336,9 +336,7 @@ def explain(
         out.print_json(orjson.dumps(info).decode())
         return
     specs = labeler.policy.labels
-    table = Table(title=f"{info['policy']} {info['policy_version'][:19]}  ({info['elapsed_us']} µs)", title_justify="left")
-    for col in ("label", "value", "conf.", "source", "matched rules", "lost", "errors"):
-        table.add_column(col, overflow="fold")
+    rows: list[list[str]] = []
     for name, entry in info["labels"].items():
         if not entry["set"]:
             value = "[dim]unset[/]"
@@ -348,8 +346,11 @@ def explain(
                 value += f" [dim]‹{specs[name].sensitivity}›[/]"
         conf = f"{entry['confidence']:.2f}" if entry["confidence"] is not None else ""
         errors = "; ".join(f"{e['source']}: {e['error']}" for e in entry["errors"])
-        table.add_row(name, value, conf, entry["source"] or "", _short(entry["matched"]), _short(entry["lost"]), escape(errors))
-    out.print(table)  # fits a terminal's width; whole lines in a pipe (cli/_common.py)
+        rows.append([escape(name), value, conf, escape(entry["source"] or ""), escape(_short(entry["matched"])),
+                     escape(_short(entry["lost"])), escape(errors)])
+    title = escape(f"{info['policy']} {info['policy_version'][:19]}  ({info['elapsed_us']} µs)")
+    # A table on a terminal wide enough, else one block per label; whole unpadded lines in a pipe (cli/_common.py).
+    print_records(out, title, ("label", "value", "conf.", "source", "matched rules", "lost", "errors"), rows)
     withheld = sorted(n for n in guard.hidden if n in decision.labels and n not in info["labels"])
     if withheld:
         out.print(f"[dim]withheld: {', '.join(withheld)} (above clearance {guard.clearance}; pass --clearance to see them)[/]")
@@ -382,18 +383,15 @@ def demo(
             if len(shown) >= show:
                 break
     specs = labeler.policy.labels
-    table = Table(title=f"{len(shown)} labeled records of {events.name}, one per distinct outcome", title_justify="left")
-    table.add_column("status")
-    table.add_column("path", overflow="ellipsis", no_wrap=True, max_width=34)
-    table.add_column("user agent", overflow="ellipsis", no_wrap=True, max_width=26)
     visible = [name for name, spec in specs.items() if spec.sensitivity not in ("pii", "secret")]
-    for name in visible:
-        table.add_column(name)
+    rows = []
     for rec in shown.values():
         labels = rec["labels"]
-        cells = [orjson.dumps(labels[n]).decode().strip('"') if n in labels else "[dim]-[/]" for n in visible]
-        table.add_row(str(rec.get("status")), str(rec.get("path")), str(rec.get("user_agent")), *cells)
-    out.print(table)  # fits a terminal's width; whole lines in a pipe (cli/_common.py)
+        cells = [escape(orjson.dumps(labels[n]).decode().strip('"')) if n in labels else "[dim]-[/]" for n in visible]
+        rows.append([escape(str(rec.get(k))) for k in ("status", "path", "user_agent")] + cells)
+    # A table on a terminal wide enough, else one block per record; whole unpadded lines in a pipe (cli/_common.py).
+    print_records(out, escape(f"{len(shown)} labeled records of {events.name}, one per distinct outcome"),
+                  ["status", "path", "user agent", *visible], rows)
     hidden = [name for name in specs if name not in visible]
     if hidden:
         out.print(f"[dim]not shown: {', '.join(hidden)} (sensitivity pii/secret)[/]")
