@@ -126,12 +126,15 @@ def print_policy_error(exc: PolicyError) -> None:
         err.print(issue.format(), highlight=False, markup=False, soft_wrap=True)
 
 
-def open_labeler(policy: Path, **kwargs: object) -> Labeler:
-    """The compiled labeler for ``policy``, or exit 1 with every policy error listed."""
+def open_labeler(policy: Path, *, hint: str = "pass --policy PATH to a policy YAML", **kwargs: object) -> Labeler:
+    """The compiled labeler for ``policy``, or exit 1 with every policy error listed.
+
+    ``hint`` is what a missing file's error tells the user to do, in the command's own terms.
+    """
     from activelabel.engine import Labeler
 
     if not policy.exists():
-        fail(f"policy file {policy} does not exist (pass --policy PATH to a policy YAML)")
+        fail(f"policy file {policy} does not exist ({hint})")
     try:
         return Labeler.from_file(policy, **kwargs)
     except PolicyError as exc:

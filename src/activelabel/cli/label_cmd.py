@@ -15,7 +15,7 @@ from rich.table import Table
 
 from activelabel.cli._common import err, fail, open_labeler, out, print_records
 from activelabel.cli.main import app
-from activelabel.errors import ActiveLabelError
+from activelabel.errors import ActiveLabelError, SourceError
 from activelabel.sinks import DeadLetterSink, JsonlSink, default_dlq_path
 from activelabel.sources import JsonlSource, ReadLimits
 from activelabel.sources.jsonl import DEFAULT_MAX_DEPTH, DEFAULT_MAX_LINE_BYTES
@@ -44,6 +44,7 @@ class RunSummary:
         self.hits_by_source: dict[str, dict[str, int]] = {}
         self.workers = 1
         self.one_process_because: str | None = None  # why --workers was not used, when it was asked for
+        self.read_error: str | None = None  # an input that could not be read to its end (a truncated .gz)
 
 
 def _regular_files(inputs: list[str]) -> bool:
@@ -122,7 +123,16 @@ def run_label(
             bar.update(task, completed=source.bytes_read if nbytes is None else done[0], refresh=True)
 
     def blocks() -> Iterator[Block]:
-        for block in jsonl_blocks(source):
+        it = iter(jsonl_blocks(source))
+        while True:
+            try:
+                block = next(it)
+            except StopIteration:
+                return
+            except SourceError as exc:
+                # A cut input (a truncated .gz): end the run here, so what was read is written and counted.
+                summary.read_error = str(exc)
+                return
             yield block
             block_done()  # the loop finishes each block before it asks for the next
 
@@ -308,6 +318,8 @@ def label(
         summary.one_process_because = None  # the default asks for no more than what fits: no note
     if not quiet:
         print_summary(labeler, summary, dead, output, dlq)
+    if summary.read_error:
+        fail(summary.read_error)
     check_outcome(summary, dead, dlq, max_dlq_ratio)
 
 
