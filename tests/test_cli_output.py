@@ -206,38 +206,62 @@ tests:
 
 
 def test_demo_fits_an_80_column_terminal(tmp_path):
-    """`demo` in a real 80-column terminal prints its record table within 80 columns."""
+    """`demo` in a real 80-column terminal prints one block per record within 80 columns, every label readable."""
     code, screen = run_in_terminal(["demo", "--output", str(tmp_path / "edge.jsonl")], tmp_path)
     assert code == 0, screen
     assert "labeled records" in screen
     assert_fits(screen)
+    for name in ("error_class", "bot", "static_asset", "size_band", "client_kind", "priority"):
+        assert re.search(rf"^  {name}: \S", screen, re.M), name  # a label with its value, not a zero-width column
+    assert "…" not in screen
 
 
-def test_piped_demo_prints_whole_rows(tmp_path):
-    """`demo | cat` prints every label column of the record table, none cut to 80 columns."""
+def test_demo_on_a_wide_terminal_is_a_table(tmp_path):
+    """On a terminal wide enough for every column, `demo` prints its records as one table."""
+    code, screen = run_in_terminal(["demo", "--output", str(tmp_path / "edge.jsonl")], tmp_path, columns=400)
+    assert code == 0, screen
+    header = next(line for line in screen.splitlines() if "status" in line and "path" in line)
+    for name in ("error_class", "bot", "priority", "client_kind"):
+        assert name in header
+    assert "…" not in screen
+
+
+def test_piped_demo_prints_whole_unpadded_lines(tmp_path):
+    """`demo | cat` prints every record's path, user agent and labels whole: no `…`, no trailing padding."""
     res = run_piped(["demo", "--output", str(tmp_path / "edge.jsonl")], tmp_path)
     assert res.returncode == 0, res.stderr
     assert "\x1b" not in res.stdout + res.stderr
-    header = next(line for line in res.stdout.splitlines() if "status" in line and "path" in line)
+    assert_plain(res.stdout)
+    assert not [line for line in res.stdout.splitlines() if line != line.rstrip()]
+    shown = [orjson.loads(line) for line in (tmp_path / "edge.jsonl").read_bytes().splitlines()]
+    agents = [line.removeprefix("  user agent: ") for line in res.stdout.splitlines() if line.startswith("  user agent: ")]
+    assert agents and all(any(a == r.get("user_agent") for r in shown) for a in agents)
     for name in ("error_class", "bot", "priority"):
-        assert name in header
+        assert f"  {name}: " in res.stdout
 
 
 EVENT = orjson.dumps({"status": 503, "path": "/api/v1/payments/" + "x" * 60, "user_agent": "curl/8.1 " + "y" * 40}).decode()
 
 
 def test_explain_fits_an_80_column_terminal(tmp_path):
-    """`explain` in a real 80-column terminal prints its table within 80 columns."""
+    """`explain` in a real 80-column terminal prints one block per label within 80 columns, words never split."""
     code, screen = run_in_terminal(["explain", "--policy", str(REPO / "examples/edge/policy.yaml"), EVENT], tmp_path)
     assert code == 0, screen
-    assert "error_cla" in screen  # folded to fit, never cut off
     assert_fits(screen)
+    assert "- label: error_class" in screen and '  value: "server_error"' in screen
+    assert "matched rules: status-5xx, status-4xx, status-3xx, status-2xx" in screen
+    for word in ("error_class", "server_error", "status-5xx", "client_kind", "static_asset"):
+        assert word in screen, f"{word} split across lines"
 
 
-def test_piped_explain_prints_whole_rows(tmp_path):
-    """`explain | cat` prints each label's row on one line, with the matched rules whole."""
+def test_piped_explain_prints_whole_unpadded_lines(tmp_path):
+    """`explain | cat` prints each label's value and matched rules whole on short lines, with no trailing padding."""
     res = run_piped(["explain", "--policy", str(REPO / "examples/edge/policy.yaml"), EVENT], tmp_path)
     assert res.returncode == 0, res.stderr
     assert_plain(res.stdout)
-    row = next(line for line in res.stdout.splitlines() if "error_class" in line)
-    assert "server_error" in row and "status-5xx, status-4xx, status-3xx, status-2xx" in row
+    lines = res.stdout.splitlines()
+    assert not [line for line in lines if line != line.rstrip()]
+    assert max(len(line) for line in lines) < 120
+    at = lines.index("- label: error_class")
+    assert lines[at + 1] == '  value: "server_error"'
+    assert "  matched rules: status-5xx, status-4xx, status-3xx, status-2xx" in lines

@@ -14,6 +14,7 @@ implement each macro directly, which is simpler and faster.
 from __future__ import annotations
 
 import bisect
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -199,6 +200,15 @@ def walk(node: Expr) -> list[Expr]:
         out.append(n)
         stack.extend(reversed(n.children()))
     return out
+
+
+def iter_nodes(node: Expr) -> Iterator[Expr]:
+    """`walk`, lazily: a search that stops at its first hit does not visit (or build a list of) the rest."""
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        yield n
+        stack.extend(reversed(n.children()))
 
 
 def select_path(node: Expr) -> tuple[Ident, tuple[str, ...]] | None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 from contextvars import ContextVar
 from dataclasses import dataclass
 
-from activelabel.cel._ast import Call, CreateList, CreateMap, Expr, Literal, Macro, Select, walk
+from activelabel.cel._ast import Call, CreateList, CreateMap, Expr, Literal, Macro, Select, iter_nodes
 from activelabel.errors import CELEvalError
 
 COST_LIMIT = 10_000_000
@@ -89,7 +89,7 @@ def has_nested_macro(node: Macro) -> bool:
     The generated fast path runs only single comprehensions; nested ones go to
     the exact evaluator, which counts every step against `MAX_ITERATIONS`.
     """
-    return any(isinstance(n, Macro) for part in (node.target, *node.args) for n in walk(part))
+    return any(isinstance(n, Macro) for part in (node.target, *node.args) for n in iter_nodes(part))
 
 
 @dataclass

@@ -4,7 +4,8 @@ Recursive descent following the grammar of google/cel-spec (``doc/langdef.md``)
 with precedence climbing for the binary operators. Macros (``has``, ``all``,
 ``exists``, ``exists_one``, ``map``, ``filter``) are recognised here, as in
 cel-go. Nesting deeper than :data:`MAX_DEPTH` is refused with a clear error
-instead of a Python ``RecursionError``.
+instead of a Python ``RecursionError``, and so is text longer than
+:data:`MAX_EXPR_SIZE` code points (cel-go's limits: 250 and 100,000).
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ from activelabel.cel._lexer import INT64_MAX, RESERVED, Token, syntax_error, tok
 from activelabel.cel._pii_ext import NAMESPACES
 
 MAX_DEPTH = 250
+# cel-go's default ExpressionSizeCodePointLimit: longer text is refused before it is tokenized,
+# so one rule cannot make validation take minutes (a 20,000-term `&&` chain is ~600,000).
+MAX_EXPR_SIZE = 100_000
 # Nesting and operator chains are each limited to MAX_DEPTH; combined they could
 # still build a tree too deep to evaluate recursively, hence a limit on the whole.
 MAX_TREE_DEPTH = 1000
@@ -350,6 +354,9 @@ def parse(text: str, *, macros: bool = True) -> Ast:
     >>> parse("event.status >= 500").root
     Call(_>=_(Select(Ident(event).status), Literal(500)))
     """
+    if len(text) > MAX_EXPR_SIZE:
+        raise syntax_error(f"expression is {len(text):,} characters long, more than the limit of {MAX_EXPR_SIZE:,};"
+                           " split it into several rules or move the values into a lookup table", text, 0)
     root = _Parser(text, macros).parse()
     if _tree_depth(root) > MAX_TREE_DEPTH:
         raise syntax_error(f"expression is nested too deeply (tree deeper than {MAX_TREE_DEPTH}); split it",

@@ -44,7 +44,7 @@ from activelabel.cel._ast import (
     Literal,
     Macro,
     Select,
-    walk,
+    iter_nodes,
 )
 from activelabel.cel._budget import has_nested_macro
 from activelabel.cel._eval import Program, compile_ast
@@ -246,7 +246,8 @@ class PythonEmitter:
         """Constant-fold a subtree without free identifiers (evaluated once, exactly)."""
         if isinstance(node, Literal):
             return self._const_code(node.value)
-        for n in walk(node):
+        # Lazily: the first free identifier ends the search, so folding is not a full subtree walk at every node.
+        for n in iter_nodes(node):
             if isinstance(n, (Macro, CreateStruct)):
                 return None
             if isinstance(n, Ident):

@@ -104,8 +104,9 @@ def diff(
     top: Annotated[int, typer.Option("--top", help="Transitions to show per label.")] = 5,
 ) -> None:
     """Compare two policy versions: changed labels and rules, and (with data) which decisions would change."""
-    old = open_labeler(old_policy)
-    new = open_labeler(new_policy)
+    usage = "usage: activelabel diff OLD.yaml NEW.yaml [DATA.jsonl]"
+    old = open_labeler(old_policy, hint=f"the running policy; {usage}")
+    new = open_labeler(new_policy, hint=f"the candidate policy; {usage}")
     from activelabel.policy import diff_policies
 
     structural = hide_sensitive_values(diff_policies(old.policy, new.policy), old, new)

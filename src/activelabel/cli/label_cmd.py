@@ -13,9 +13,9 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from activelabel.cli._common import err, fail, open_labeler, out
+from activelabel.cli._common import err, fail, open_labeler, out, print_records
 from activelabel.cli.main import app
-from activelabel.errors import ActiveLabelError
+from activelabel.errors import ActiveLabelError, SourceError
 from activelabel.sinks import DeadLetterSink, JsonlSink, default_dlq_path
 from activelabel.sources import JsonlSource, ReadLimits
 from activelabel.sources.jsonl import DEFAULT_MAX_DEPTH, DEFAULT_MAX_LINE_BYTES
@@ -44,6 +44,7 @@ class RunSummary:
         self.hits_by_source: dict[str, dict[str, int]] = {}
         self.workers = 1
         self.one_process_because: str | None = None  # why --workers was not used, when it was asked for
+        self.read_error: str | None = None  # an input that could not be read to its end (a truncated .gz)
 
 
 def _regular_files(inputs: list[str]) -> bool:
@@ -125,7 +126,16 @@ def run_label(
             bar.update(task, completed=source.bytes_read if nbytes is None else done[0], refresh=True)
 
     def blocks() -> Iterator[Block]:
-        for block in jsonl_blocks(source):
+        it = iter(jsonl_blocks(source))
+        while True:
+            try:
+                block = next(it)
+            except StopIteration:
+                return
+            except SourceError as exc:
+                # A cut input (a truncated .gz): end the run here, so what was read is written and counted.
+                summary.read_error = str(exc)
+                return
             yield block
             block_done()  # the loop finishes each block before it asks for the next
 
@@ -355,6 +365,8 @@ def label(
         summary.one_process_because = None  # the default asks for no more than what fits: no note
     if not quiet:
         print_summary(labeler, summary, dead, output, dlq)
+    if summary.read_error:
+        fail(summary.read_error)
     check_outcome(summary, dead, dlq, max_dlq_ratio)
 
 
@@ -412,9 +424,7 @@ def explain(
         out.print_json(orjson.dumps(info).decode())
         return
     specs = labeler.policy.labels
-    table = Table(title=f"{info['policy']} {info['policy_version'][:19]}  ({info['elapsed_us']} µs)", title_justify="left")
-    for col in ("label", "value", "conf.", "source", "matched rules", "lost", "errors"):
-        table.add_column(col, overflow="fold")
+    rows: list[list[str]] = []
     for name, entry in info["labels"].items():
         if not entry["set"]:
             value = "[dim]unset[/]"
@@ -424,8 +434,11 @@ def explain(
                 value += f" [dim]‹{specs[name].sensitivity}›[/]"
         conf = f"{entry['confidence']:.2f}" if entry["confidence"] is not None else ""
         errors = "; ".join(f"{e['source']}: {e['error']}" for e in entry["errors"])
-        table.add_row(name, value, conf, entry["source"] or "", _short(entry["matched"]), _short(entry["lost"]), escape(errors))
-    out.print(table)  # fits a terminal's width; whole lines in a pipe (cli/_common.py)
+        rows.append([escape(name), value, conf, escape(entry["source"] or ""), escape(_short(entry["matched"])),
+                     escape(_short(entry["lost"])), escape(errors)])
+    title = escape(f"{info['policy']} {info['policy_version'][:19]}  ({info['elapsed_us']} µs)")
+    # A table on a terminal wide enough, else one block per label; whole unpadded lines in a pipe (cli/_common.py).
+    print_records(out, title, ("label", "value", "conf.", "source", "matched rules", "lost", "errors"), rows)
     withheld = sorted(n for n in guard.hidden if n in decision.labels and n not in info["labels"])
     if withheld:
         out.print(f"[dim]withheld: {', '.join(withheld)} (above clearance {guard.clearance}; pass --clearance to see them)[/]")
@@ -458,18 +471,15 @@ def demo(
             if len(shown) >= show:
                 break
     specs = labeler.policy.labels
-    table = Table(title=f"{len(shown)} labeled records of {events.name}, one per distinct outcome", title_justify="left")
-    table.add_column("status")
-    table.add_column("path", overflow="ellipsis", no_wrap=True, max_width=34)
-    table.add_column("user agent", overflow="ellipsis", no_wrap=True, max_width=26)
     visible = [name for name, spec in specs.items() if spec.sensitivity not in ("pii", "secret")]
-    for name in visible:
-        table.add_column(name)
+    rows = []
     for rec in shown.values():
         labels = rec["labels"]
-        cells = [orjson.dumps(labels[n]).decode().strip('"') if n in labels else "[dim]-[/]" for n in visible]
-        table.add_row(str(rec.get("status")), str(rec.get("path")), str(rec.get("user_agent")), *cells)
-    out.print(table)  # fits a terminal's width; whole lines in a pipe (cli/_common.py)
+        cells = [escape(orjson.dumps(labels[n]).decode().strip('"')) if n in labels else "[dim]-[/]" for n in visible]
+        rows.append([escape(str(rec.get(k))) for k in ("status", "path", "user_agent")] + cells)
+    # A table on a terminal wide enough, else one block per record; whole unpadded lines in a pipe (cli/_common.py).
+    print_records(out, escape(f"{len(shown)} labeled records of {events.name}, one per distinct outcome"),
+                  ["status", "path", "user agent", *visible], rows)
     hidden = [name for name in specs if name not in visible]
     if hidden:
         out.print(f"[dim]not shown: {', '.join(hidden)} (sensitivity pii/secret)[/]")

@@ -9,7 +9,7 @@ import orjson
 import typer
 from rich.markup import escape
 
-from activelabel.cli._common import err, fail, out, print_policy_error
+from activelabel.cli._common import err, fail, out, print_policy_error, printable
 from activelabel.cli.main import app
 from activelabel.errors import PolicyError
 
@@ -62,7 +62,7 @@ def validate(
         err.print(f"[bold red]policy refused:[/] {len(failures)} failing polic{'y test' if len(failures) == 1 else 'y tests'}", highlight=False)
         for r in failures:
             for label, (want, got) in r.mismatches.items():
-                err.print(f"{r.file}:{r.line}:1: test {r.name!r}: {label}: expected {want!r}, got {got!r}", highlight=False, markup=False)
+                err.print(f"{r.file}:{r.line}:1: test {printable(repr(r.name))}: {printable(label, one_line=True)}: expected {want!r}, got {got!r}", highlight=False, markup=False)
         raise typer.Exit(1)
     for warning in getattr(p, "warnings", ()):
         err.print(f"[yellow]warning:[/] {escape(warning.format())}", highlight=False)
@@ -87,12 +87,12 @@ def test_policy(
     out.print(f"[bold]{escape(str(policy))}[/]: {len(results)} tests", highlight=False)
     for r in results:
         mark = "[green]PASSED[/]" if r.passed else "[red]FAILED[/]"
-        out.print(f"{escape(str(r.file))}:{r.line} {escape(r.name)} {mark}", highlight=False)
+        out.print(f"{escape(str(r.file))}:{r.line} {escape(printable(r.name, one_line=True))} {mark}", highlight=False)
     failed = [r for r in results if not r.passed]
     for r in failed:
-        out.print(f"\n[red]____ {escape(r.name)} ____[/]", highlight=False)
+        out.print(f"\n[red]____ {escape(printable(r.name, one_line=True))} ____[/]", highlight=False)
         for label, (want, got) in r.mismatches.items():
-            out.print(f"  {label}: expected {orjson.dumps(want).decode()}, got {orjson.dumps(got).decode()}", highlight=False, markup=False)
+            out.print(f"  {printable(label, one_line=True)}: expected {orjson.dumps(want).decode()}, got {orjson.dumps(got).decode()}", highlight=False, markup=False)
         out.print(f"  all labels: {orjson.dumps(r.got).decode()}", highlight=False, markup=False)
     summary = f"{len(results) - len(failed)} passed, {len(failed)} failed"
     out.print(f"[{'red' if failed else 'green'}]{summary}[/]", highlight=False)

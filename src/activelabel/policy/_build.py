@@ -40,7 +40,7 @@ from ._spec import (
 )
 from ._suggest import did_you_mean
 from ._values import bucket_names, coerce, constant_problem, describe, fmt_num
-from ._yaml import Loc, YMap, YNode, YScalar, YSeq, expr_position, to_plain
+from ._yaml import Loc, YMap, YNode, YScalar, YSeq, expr_position, text_line, to_plain
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Words CEL reserves: not usable after a dot (`labels.in`) nor as a name.
@@ -138,6 +138,15 @@ class FileBuilder:
             return node.raw
         self.rep.add(f"`{key}` of {what} must be a string, not {describe(node)}", node.loc, rule_id=rule_id)
         return None
+
+    def path(self, m: YMap, key: str, what: str) -> str | None:
+        """A string field naming a file: `string`, and no control characters (a NUL cannot reach the OS at all)."""
+        text = self.string(m, key, what)
+        if text is not None and not path_text_ok(text):
+            self.rep.add(f"`{key}` of {what} must be a file path without control characters, not {text!a}",
+                         m.entries[key][1].loc, suggestion="rename the file, or fix the path's spelling")
+            return None
+        return text
 
     def choice(self, m: YMap, key: str, choices: tuple[str, ...], what: str, rule_id: str | None = None) -> str | None:
         text = self.string(m, key, what, rule_id)
@@ -261,10 +270,9 @@ class FileBuilder:
                 pending.extra.setdefault("regex_spots", set()).add(loc)
 
     def _field_position(self, node: YScalar, text: str, ref: _cel.Ref, line: int, col: int) -> tuple[int, int]:
-        lines = text.split("\n")
-        if not 1 <= ref.line <= len(lines):
+        src = text_line(text, ref.line)
+        if src is None:
             return line, col
-        src = lines[ref.line - 1]
         dotted = ref.path[0] + "." + ref.path[1]
         at = ref.column - 1
         if src.startswith(dotted, at):
@@ -307,7 +315,11 @@ class FileBuilder:
         includes = self.sequence(root.get("include"), "`include`")
         for item in includes or ():
             if isinstance(item, YScalar) and isinstance(item.value, str) and item.value.strip():
-                doc.includes.append((item.value, item.loc))
+                if path_text_ok(item.value):
+                    doc.includes.append((item.value, item.loc))
+                else:
+                    self.rep.add(f"an include must be a file path without control characters, not {item.value!a}",
+                                 item.loc, suggestion="rename the file, or fix the path's spelling")
             else:
                 self.rep.add(f"an include must be a file path, not {describe(item)}", item.loc)
         labels = self.mapping(root.get("labels"), "`labels`")
@@ -555,7 +567,7 @@ class FileBuilder:
                 )
                 name = None
         etype = self.choice(m, "type", ENRICHER_TYPES, what)
-        file_text = self.string(m, "file", what)
+        file_text = self.path(m, "file", what)
         fmt = self.choice(m, "format", LOOKUP_FORMATS, what)
         if file_text is not None:
             pending.locs["file"] = m.entries["file"][1].loc
@@ -631,7 +643,7 @@ class FileBuilder:
         self.keys(m, MODEL_KEYS, ("name", "label", "type", "path"), what)
         label = self.string(m, "label", what)
         mtype = self.choice(m, "type", MODEL_TYPES, what)
-        path_text = self.string(m, "path", what)
+        path_text = self.path(m, "path", what)
         features: dict[str, Expr] = {}
         fnode = self.mapping(m.get("features"), f"`features` of {what}")
         for fname, (fknode, _) in (fnode.entries.items() if fnode else ()):
@@ -707,3 +719,8 @@ def _finite(value: Any) -> bool:
     if isinstance(value, int):
         return -(2**63) <= value < 2**63
     return isinstance(value, float) and math.isfinite(value)
+
+
+def path_text_ok(text: str) -> bool:
+    """Whether ``text`` can name a file: no control characters (NUL cannot reach the OS) and no lone surrogates."""
+    return not any(ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0 or 0xD800 <= ord(ch) < 0xE000 for ch in text)

@@ -276,7 +276,7 @@ class Merger:
                     )
                 else:
                     p.spec = replace(spec, on_error=coerce(label, spec.on_error))
-            if spec.type in ("sklearn", "onnx") and not spec.path.is_file():
+            if spec.type in ("sklearn", "onnx") and not _is_file(spec.path):
                 self.rep.add(f"model `{spec.name}`: file `{spec.path_text}` not found ({spec.path})", p.locs.get("path", spec.loc))
             self.check_refs(p, label.name if label else None, scope, rule_id=None, what="a model feature")
         self.models = [replace(p, spec=replace(p.spec, index=i)) for i, p in enumerate(self.models)]
@@ -320,3 +320,11 @@ def _function_hint(message: str) -> str | None:
     from activelabel import cel
 
     return did_you_mean(m.group(1), sorted(cel.function_names()))
+
+
+def _is_file(path: Path) -> bool:
+    """`Path.is_file`, but a name the OS refuses (too long, a loop of links) is "not a file" rather than an OSError."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False

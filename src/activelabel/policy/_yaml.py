@@ -341,6 +341,15 @@ def _line_starts(source: str) -> list[int]:
     return starts
 
 
+def text_line(text: str, line: int) -> str | None:
+    """Line ``line`` (1-based) of ``text`` without its line break, or None past either end."""
+    starts = _line_starts(text)
+    if not 1 <= line <= len(starts):
+        return None
+    end = starts[line] - 1 if line < len(starts) else len(text)
+    return text[starts[line - 1]:end]
+
+
 def _location(source: str, index: int) -> tuple[int, int]:
     starts = _line_starts(source)
     line = bisect.bisect_right(starts, index)
@@ -397,9 +406,10 @@ def value_offsets(node: YScalar, source: str, text: str) -> list[int]:
 
 def expr_position(node: YScalar, source: str, line: int, column: int, text: str) -> tuple[int, int]:
     """Map a 1-based (line, column) inside ``text`` (the scalar's value) to (line, column) in the file."""
-    lines = text.split("\n")
-    line = max(1, min(line, len(lines)))
-    offset = sum(len(ln) + 1 for ln in lines[: line - 1]) + max(0, column - 1)
+    # Line starts are cached per text: a rule with thousands of references asks thousands of times.
+    starts = _line_starts(text)
+    line = max(1, min(line, len(starts)))
+    offset = starts[line - 1] + max(0, column - 1)
     if node.offsets is None or node.offsets[0] != text:
         node.offsets = (text, value_offsets(node, source, text))
     offsets = node.offsets[1]

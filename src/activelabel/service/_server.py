@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections import Counter
 from typing import Any
 
@@ -35,11 +36,20 @@ def _raw_response(status: bytes, code: str, message: str, extra: bytes = b"") ->
             + b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
 
 
-def guarded_protocol(*, header_timeout_s: float, max_connections_per_client: int) -> type[asyncio.Protocol]:
+#: Seconds SIGTERM/SIGINT waits for requests in flight before closing their connections. Without
+#: a bound uvicorn waits for every connection: a client trickling a body holds the exit for the
+#: whole body timeout (30 s), a `/v1/tap` stream for ever. Labeling requests take milliseconds.
+SHUTDOWN_GRACE_S = 2.0
+
+
+def guarded_protocol(*, header_timeout_s: float, max_connections_per_client: int,
+                     shutdown_grace_s: float = SHUTDOWN_GRACE_S) -> type[asyncio.Protocol]:
     """uvicorn's HTTP protocol class (httptools or h11) with a header deadline and a per-address limit.
 
     ``max_connections_per_client`` 0 means no limit. The class keeps its own count
-    of open connections per address, shared by the server it is given to.
+    of open connections per address, shared by the server it is given to. On shutdown
+    a connection still busy after ``shutdown_grace_s`` is closed: the app sees a client
+    disconnect (its body read or tap stream ends cleanly) and the process can exit.
     """
     per_address: Counter[str] = Counter()
     base: Any = AutoHTTPProtocol
@@ -68,6 +78,15 @@ def guarded_protocol(*, header_timeout_s: float, max_connections_per_client: int
             per_address[address] += 1
             self._address = address
             self._arm()
+
+        def shutdown(self) -> None:
+            super().shutdown()  # idle: closed now; mid-request: closed after its response
+            if not self.transport.is_closing():
+                self.loop.call_later(shutdown_grace_s, self._close_at_shutdown)
+
+        def _close_at_shutdown(self) -> None:
+            if not self.transport.is_closing():
+                self.transport.close()
 
         def data_received(self, data: bytes) -> None:
             self._started = True
@@ -110,13 +129,20 @@ def guarded_protocol(*, header_timeout_s: float, max_connections_per_client: int
 
 def run_server(app: Any, *, host: str, port: int, log_level: str, header_timeout_s: float,
                max_connections_per_client: int, ssl_certfile: str | None = None,
-               ssl_keyfile: str | None = None) -> None:
-    """Serve ``app`` on uvicorn until SIGINT/SIGTERM, with the guards above."""
+               ssl_keyfile: str | None = None, shutdown_grace_s: float = SHUTDOWN_GRACE_S) -> None:
+    """Serve ``app`` on uvicorn until SIGINT/SIGTERM, with the guards above.
+
+    On the signal it stops accepting, gives requests in flight ``shutdown_grace_s`` to
+    finish, closes the connections still open, then runs the app's shutdown (the decision
+    store closes). uvicorn's own graceful timeout, a little later, cancels whatever the
+    app still runs after its client is gone.
+    """
     uvicorn.run(
         app,
         host=host,
         port=port,
-        http=guarded_protocol(header_timeout_s=header_timeout_s, max_connections_per_client=max_connections_per_client),
+        http=guarded_protocol(header_timeout_s=header_timeout_s, max_connections_per_client=max_connections_per_client,
+                              shutdown_grace_s=shutdown_grace_s),
         log_level=log_level,
         # No access log: request lines (ext_authz paths, query strings) can carry
         # the very personal data a pii label is derived from.
@@ -125,4 +151,5 @@ def run_server(app: Any, *, host: str, port: int, log_level: str, header_timeout
         ssl_keyfile=ssl_keyfile,
         # Enough for the held-open connections the per-address limit allows from many clients.
         backlog=4096,
+        timeout_graceful_shutdown=math.ceil(shutdown_grace_s) + 1,
     )

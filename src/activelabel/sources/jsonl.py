@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import sys
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,7 +144,7 @@ class JsonlSource:
                         raw = raw[len(UTF8_BOM):]
                     if raw and raw.strip(JSON_WHITESPACE):
                         yield label, line_no, raw
-            except (OSError, EOFError, gzip.BadGzipFile) as exc:
+            except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
                 raise SourceError(f"reading {label} failed: {exc}") from exc
             finally:
                 if stream is not sys.stdin.buffer:
@@ -184,8 +185,11 @@ class JsonlSource:
                         line_no += len(lines)
                 if carry:
                     yield label, line_no + 1, [carry]
-            except (OSError, EOFError, gzip.BadGzipFile) as exc:
-                raise SourceError(f"reading {label} failed: {exc}") from exc
+            except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
+                # Say where it stopped: what came before was labeled, the rest (and this partial line) was not read.
+                partial = f" and {len(carry):,} bytes of line {line_no + 1}" if carry else ""
+                raise SourceError(f"reading {label} failed after line {line_no:,}{partial}: {exc}; "
+                                  "the lines before it were labeled, the rest of the input was not read") from exc
             finally:
                 if stream is not sys.stdin.buffer:
                     stream.close()
