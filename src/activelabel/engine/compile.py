@@ -37,6 +37,7 @@ from activelabel.engine.plan import LabelPlan, Plan, RulePlan, compile_plan
 from activelabel.errors import PolicyError, PolicyIssue
 from activelabel.governance.sensitivity import is_sensitive
 from activelabel.policy import Policy
+from activelabel.policy._load import paused_gc
 
 if TYPE_CHECKING:
     from activelabel.engine.decision import Decision
@@ -243,6 +244,18 @@ def compile_policy(
     ``every_rule`` evaluates all rules of every label (conflict counting); ``clock`` feeds
     cardinality windows; ``now`` gives CEL's ``now`` (default: wall time, UTC).
     """
+    with paused_gc():  # see policy._load.paused_gc: builds only allocate
+        return _compile_policy(policy, models=models, every_rule=every_rule, clock=clock, now=now)
+
+
+def _compile_policy(
+    policy: Policy,
+    *,
+    models: list[ModelLabeler] | None,
+    every_rule: bool,
+    clock: Callable[[], float] | None,
+    now: Callable[[], datetime] | None,
+) -> CompiledPolicy:
     plan = compile_plan(policy, models=models, clock=clock)
     compiled = CompiledPolicy(policy, plan, every_rule=every_rule, now=now or _wall_now)
     steps = index_plan(plan, every_rule=every_rule)

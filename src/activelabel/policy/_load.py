@@ -6,9 +6,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from activelabel.errors import PolicyError
@@ -24,6 +26,24 @@ from ._spec import API_VERSION, KIND, Metadata, OutputsSpec, PiiSpec, Policy
 from ._yaml import Loc, YMap, parse_yaml
 
 AllowPaths = Iterable[str | os.PathLike[str]] | None
+
+
+@contextlib.contextmanager
+def paused_gc() -> Iterator[None]:
+    """The cyclic garbage collector paused while a policy is built.
+
+    Building allocates tens of objects per rule and frees almost none, so every
+    collection pass walks a heap that only grows: with 20,000 rules that made
+    loading and compiling grow faster than the rule count. Reference counting still
+    frees what is dropped; the collector runs again as soon as the build is done.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def load_policy(path: str | os.PathLike[str], *, allow_paths: AllowPaths = None) -> Policy:
@@ -45,7 +65,8 @@ def load_policy(path: str | os.PathLike[str], *, allow_paths: AllowPaths = None)
     except OSError as exc:
         rep.add(f"cannot read policy file: {exc.strerror or exc}", Loc(file, 0, 0))
         raise PolicyError(issues=rep.sorted_issues()) from exc
-    return _load(text, file, Path(file).parent, Path(file).resolve(), rep, allowed_roots(Path(file).parent, allow_paths))
+    with paused_gc():
+        return _load(text, file, Path(file).parent, Path(file).resolve(), rep, allowed_roots(Path(file).parent, allow_paths))
 
 
 def load_policy_text(
