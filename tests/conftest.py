@@ -24,3 +24,18 @@ def write_policy(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return write
+
+
+def edge_variant(tmp_path: Path, name: str, version: str, extra_rule: str = "") -> Path:
+    """The shipped edge policy with another metadata.version and, optionally, one rule placed before the priority rules.
+
+    The rollout, shadow and audit tests use it as a candidate: a new version only, or one that changes `priority`.
+    """
+    edge = EXAMPLES / "edge"
+    text = (edge / "policy.yaml").read_text().replace('version: "1"', f'version: "{version}"')
+    if extra_rule:
+        text = text.replace("  - id: server-error-critical", extra_rule + "  - id: server-error-critical")
+    (tmp_path / "known_clients.csv").write_bytes((edge / "known_clients.csv").read_bytes())
+    path = tmp_path / name
+    path.write_text(text)
+    return path

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import orjson
+
+from conftest import edge_variant as _edge
 
 REPO = Path(__file__).resolve().parents[1]
 EDGE = REPO / "examples" / "edge"
@@ -34,14 +35,6 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=300)
 
 
-def _edge(tmp_path: Path, name: str, version: str, extra_rule: str = "") -> Path:
-    text = (EDGE / "policy.yaml").read_text().replace('version: "1"', f'version: "{version}"')
-    if extra_rule:
-        text = text.replace("  - id: server-error-critical", extra_rule + "  - id: server-error-critical")
-    shutil.copy(EDGE / "known_clients.csv", tmp_path / "known_clients.csv")
-    path = tmp_path / name
-    path.write_text(text)
-    return path
 
 
 def _events(tmp_path: Path, n: int) -> Path:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -17,6 +16,8 @@ import httpx
 import orjson
 import pytest
 import yaml
+
+from conftest import edge_variant as _policy
 
 REPO = Path(__file__).resolve().parents[1]
 EDGE = REPO / "examples" / "edge"
@@ -47,14 +48,6 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _policy(tmp_path: Path, name: str, version: str, extra_rule: str = "") -> Path:
-    text = (EDGE / "policy.yaml").read_text().replace('version: "1"', f'version: "{version}"')
-    if extra_rule:
-        text = text.replace("  - id: server-error-critical", extra_rule + "  - id: server-error-critical")
-    shutil.copy(EDGE / "known_clients.csv", tmp_path / "known_clients.csv")
-    path = tmp_path / name
-    path.write_text(text)
-    return path
 
 
 class Served:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +15,7 @@ import orjson
 import yaml
 
 from activelabel.stream import ARM_HEADER, POLICY_VERSION_HEADER
+from conftest import edge_variant as _policy
 from test_stream_kafka import WAIT_S, headers_of, kafka, produce, read_topic, topics  # noqa: F401 - fixtures
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,14 +31,6 @@ SPEC = {"key": "event.tenant_id", "interval": "1s", "min_events": 100, "consecut
                      {"metric": "rule_error_rate_increase", "max": 0.001}]}
 
 
-def _policy(tmp_path: Path, name: str, version: str, extra_rule: str = "") -> Path:
-    text = (EDGE / "policy.yaml").read_text().replace('version: "1"', f'version: "{version}"')
-    if extra_rule:
-        text = text.replace("  - id: server-error-critical", extra_rule + "  - id: server-error-critical")
-    shutil.copy(EDGE / "known_clients.csv", tmp_path / "known_clients.csv")
-    path = tmp_path / name
-    path.write_text(text)
-    return path
 
 
 def _version(path: Path) -> str:
