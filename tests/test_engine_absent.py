@@ -88,3 +88,41 @@ def test_label_summary_separates_absent_fields_from_rule_errors(tmp_path: Path):
         text[absent_at:], text[errors_at:absent_at])
     assert "api-path" in absent_part and "api-path" not in errors_part
     assert "slow-ms" in errors_part
+
+
+TYPED = """
+apiVersion: activelabel/v1
+kind: Policy
+metadata: {name: typed}
+labels:
+  risk: {type: enum, values: [high, low], default: low}
+  fee: {type: float}
+  tier: {type: enum, values: [gold, silver]}
+rules:
+  - {id: big-card, label: risk, value: high, when: 'event.amount > 1000 && event.method == "card"'}
+  - {id: not-small, label: risk, value: high, when: '!(event.attempt < 3)'}
+  - {id: card-fee, label: fee, value_expr: event.amount * 0.029, when: 'event.method == "card"'}
+  - {id: tier, label: tier, value_expr: event.tier, when: has(event.tier)}
+"""
+
+
+def test_wrong_types_are_counted_as_failures_in_place_and_decide_as_cel_says():
+    """A string amount, a null attempt and a tier outside the enum: CEL's answer, counted per rule as the exact path counts."""
+    lab = Labeler(load_policy_text(TYPED))
+    events = [
+        {"amount": "12.50", "method": "wallet", "attempt": 1},  # "12.50" > 1000 errors, `&& false` absorbs it
+        {"amount": "12.50", "method": "card", "attempt": 1},  # ... `&& true` keeps it: a failure, not absent
+        {"amount": 50.0, "method": "card", "attempt": None, "tier": "platinum"},  # null attempt: absent-kind
+        {"method": "card", "attempt": "2", "tier": "gold"},  # amount absent; "2" < 3 is a type error
+        {"amount": 7, "method": "card", "attempt": 9},  # int * double: no overload in CEL, the fee stays unset
+    ]
+    got = [lab.label(e).labels for e in events]
+    assert got == [lab.label_exact(e) for e in events]
+    assert [g["risk"] for g in got] == ["low", "low", "low", "low", "high"]
+    assert "fee" not in got[4] and got[2]["fee"] == 50.0 * 0.029
+    assert "tier" not in got[2] and got[3]["tier"] == "gold"
+    stats = lab.stats()
+    assert stats.rule_errors["big-card"] == 2 and stats.rule_absent["big-card"] == 1  # event 2 fails, event 4 absent
+    assert stats.rule_errors["not-small"] == 2 and stats.rule_absent["not-small"] == 1  # null reads as absent, "2" fails
+    assert stats.rule_errors["card-fee"] == 3 and stats.rule_absent["card-fee"] == 1  # "12.50", absent, int
+    assert stats.rule_errors["tier"] == 1 and stats.rule_failures["tier"] == 1  # platinum does not fit the enum

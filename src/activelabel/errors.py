@@ -4,6 +4,7 @@
     ├── CELError
     │   ├── CELSyntaxError      expression does not parse (line, column, caret excerpt)
     │   └── CELEvalError        evaluation failed (no such key, overflow, no matching overload…)
+    │       ├── NoOverloadError no function of that name takes these argument types (message built on demand)
     │       └── RuleValueError  a rule computed a value its label does not take (counted as a rule error)
     ├── PolicyError             a policy was refused; carries every PolicyIssue at once
     ├── ConfigError             a configuration was refused; names each field, its problem, what to do
@@ -77,6 +78,30 @@ class CELSyntaxError(CELError):
 
 class CELEvalError(CELError):
     """Evaluation of a CEL expression failed (CEL's runtime error value)."""
+
+
+class NoOverloadError(CELEvalError):
+    """``no such overload: fn(type, ...)``: a function given argument types it has no overload for.
+
+    The commonest CEL error on real telemetry (a string where a number was expected), so
+    the message is built only when someone reads it: the hot path counts the error and
+    moves on. ``operands`` are the values given; ``null_operand`` says whether one was
+    null (then the error reads as an absent field).
+    """
+
+    def __init__(self, function: str, operands: tuple[object, ...]) -> None:
+        super().__init__(function, operands)
+        self.function = function
+        self.operands = operands
+
+    @property
+    def null_operand(self) -> bool:
+        return any(o is None for o in self.operands)
+
+    def __str__(self) -> str:
+        from activelabel.cel._values import type_name
+
+        return f"no such overload: {self.function}({', '.join(type_name(a) for a in self.operands)})"
 
 
 class RuleValueError(CELEvalError):
@@ -238,6 +263,7 @@ class PseudonymKeyError(ActiveLabelError):
 
 
 __all__ = [
+    "NoOverloadError",
     "ActiveLabelError",
     "AuditError",
     "AuthConfigError",

@@ -12,7 +12,7 @@ from typing import Any, NoReturn
 from activelabel.cel import _functions as F
 from activelabel.cel._budget import MAX_ITERATIONS
 from activelabel.cel._values import UInt, cel_compare, cel_equal, map_get, type_name
-from activelabel.errors import CELEvalError
+from activelabel.errors import CELEvalError, NoOverloadError
 
 
 class NeedsExactEvaluation(Exception):
@@ -102,6 +102,56 @@ def gt(a: Any, b: Any) -> bool:
 
 def ge(a: Any, b: Any) -> bool:
     return a >= b if _fast_order(a, b) else cel_compare("_>=_", a, b)
+
+
+class ErrorValue:
+    """A CEL error as a value, for generated conditions decided three-valued (True, False or an error).
+
+    ``ERR``: an error that reads as an absent field (an absent field or label, a null operand);
+    ``TYPE_ERR``: any other (a string compared with a number). Generated code counts them
+    as the exact path would, without raising.
+    """
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+    def __reduce__(self) -> str:
+        return self.name
+
+
+ERR: Any = ErrorValue("ERR")
+TYPE_ERR: Any = ErrorValue("TYPE_ERR")
+
+
+def _order3(op: str, a: Any, b: Any) -> Any:
+    if a is MISSING or b is MISSING:
+        raise MissingFieldError("field is missing")
+    try:
+        return cel_compare(op, a, b)
+    except NoOverloadError:
+        return ERR if a is None or b is None else TYPE_ERR
+
+
+def lt3(a: Any, b: Any) -> Any:
+    """``a < b`` as CEL says, or ``ERR`` / ``TYPE_ERR`` where CEL has no overload (never raises for that)."""
+    return a < b if _fast_order(a, b) else _order3("_<_", a, b)
+
+
+def le3(a: Any, b: Any) -> Any:
+    return a <= b if _fast_order(a, b) else _order3("_<=_", a, b)
+
+
+def gt3(a: Any, b: Any) -> Any:
+    return a > b if _fast_order(a, b) else _order3("_>_", a, b)
+
+
+def ge3(a: Any, b: Any) -> Any:
+    return a >= b if _fast_order(a, b) else _order3("_>=_", a, b)
 
 
 def contains_in(elem: Any, container: Any) -> bool:

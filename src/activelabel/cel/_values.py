@@ -15,7 +15,7 @@ import math
 from datetime import datetime, timedelta
 from typing import Any
 
-from activelabel.errors import CELEvalError
+from activelabel.errors import CELEvalError, NoOverloadError
 
 
 class UInt(int):
@@ -202,8 +202,7 @@ def cel_compare(op: str, a: Any, b: Any) -> bool:
 
 
 def no_overload(fn: str, *args: Any) -> CELEvalError:
-    types = ", ".join(type_name(a) for a in args)
-    return CELEvalError(f"no such overload: {fn}({types})")
+    return NoOverloadError(fn, args)
 
 
 def is_nan(v: Any) -> bool:

@@ -54,6 +54,10 @@ from activelabel.cel._values import TYPE_NAMES, CelType, UInt
 from activelabel.errors import CELEvalError
 
 MISSING = R.MISSING
+#: What a three-valued condition leaf gives for a CEL error (``emit_bool3``): one that reads as an
+#: absent field (a null operand), and any other (operand types CEL does not compare).
+ERR = R.ERR
+TYPE_ERR = R.TYPE_ERR
 NeedsExactEvaluation = R.NeedsExactEvaluation
 
 _EXACT_FLOAT_INT = 2**53  # ints up to here compare with doubles the same way in Python and CEL
@@ -122,6 +126,21 @@ class PythonEmitter:
         """Like :meth:`emit`, for conditions: the expression is a Python bool, and raises when
         CEL's value is not a bool (so ``if <it>:`` is exact)."""
         return self._finish(self._bool(self._top(ast)))
+
+    def emit_bool3(self, node: Expr) -> tuple[str, bool]:
+        """Like :meth:`emit_bool` for one condition leaf, and whether it is *three-valued*.
+
+        A three-valued leaf (an ordering comparison) gives True, False, ``ERR`` or
+        ``TYPE_ERR`` (see ``_runtime.ErrorValue``) instead of raising where CEL has no
+        overload for its operands' types (``"12" > 3``): telemetry with a wrong type
+        costs what a clean event costs. Its operands may still raise.
+        """
+        if isinstance(node, Call) and node.target is None and node.function in _COMPARE_OPS:
+            self._text = ""
+            args = [self._expr(a, {}) for a in node.args]
+            src = self._compare(node.function, args[0], args[1], soft=True)
+            return self._finish(src.src), src.kind != "bool"
+        return self.emit_bool(node), False
 
     def _top(self, ast: Ast | Expr) -> _Code:
         node = ast.root if isinstance(ast, Ast) else ast
@@ -396,8 +415,12 @@ class PythonEmitter:
         helper = self._helper("eq" if is_eq else "ne")
         return _Code(f"{helper}({a.src}, {b.src})", "bool")
 
-    def _compare(self, fn: str, a: _Code, b: _Code) -> _Code:
+    def _compare(self, fn: str, a: _Code, b: _Code, *, soft: bool = False) -> _Code:
+        """``a op b``; ``soft``: where the types may not compare, the three-valued helper
+        (``gt3``...) instead of one that raises, and the kind is left unknown (not "bool")."""
         op, name = _COMPARE_OPS[fn]
+        helper = self._helper(name + "3" if soft else name)
+        kind = None if soft else "bool"
         for const_side, other in ((b, a), (a, b)):
             c = const_side.const
             if c is _NO_CONST or other.const is not _NO_CONST:
@@ -405,7 +428,11 @@ class PythonEmitter:
             cc = c.__class__
             src = f"({a.src} {op} {b.src})"
             if cc is str or cc is bytes:
-                return _Code(src, "bool")  # Python raises TypeError for any other type
+                if soft and other.simple:  # Python raises TypeError for any other type; the helper says what CEL says
+                    o = other.src
+                    t = self._T_str if cc is str else self._install(bytes, "T_bytes")
+                    return _Code(f"({src} if {o}.__class__ is {t} else {helper}({a.src}, {b.src}))", kind)
+                return _Code(src, "bool")
             exact_number = (cc is int and abs(c) <= _EXACT_FLOAT_INT) or (
                 cc is float and math.isfinite(c) and abs(c) < _EXACT_FLOAT_INT)
             if exact_number:
@@ -414,11 +441,11 @@ class PythonEmitter:
                 if other.simple:  # an int or a double compares exactly in Python; the rest as CEL says (bools: an error)
                     o = other.src
                     return _Code(f"({src} if {o}.__class__ is {self._T_int} or {o}.__class__ is {self._T_float} "
-                                 f"else {self._helper(name)}({a.src}, {b.src}))", "bool")
+                                 f"else {helper}({a.src}, {b.src}))", kind)
             break
         if a.kind == b.kind and a.kind in ("string", "int", "double") and not (a.maybe_missing or b.maybe_missing):
             return _Code(f"({a.src} {op} {b.src})", "bool")
-        return _Code(f"{self._helper(name)}({a.src}, {b.src})", "bool")
+        return _Code(f"{helper}({a.src}, {b.src})", kind)
 
     def _in(self, elem: _Code, container: _Code) -> _Code:
         c = container.const

@@ -30,11 +30,12 @@ from activelabel.engine.exact import (
     failure,
     features,
     is_absent_error,
+    reads_absent,
 )
 from activelabel.engine.generate import Counters, generate
 from activelabel.engine.index import index_plan
 from activelabel.engine.plan import LabelPlan, Plan, RulePlan, compile_plan
-from activelabel.errors import PolicyError, PolicyIssue
+from activelabel.errors import NoOverloadError, PolicyError, PolicyIssue
 from activelabel.governance.sensitivity import is_sensitive
 from activelabel.policy import Policy
 from activelabel.policy._load import paused_gc
@@ -163,7 +164,25 @@ class CompiledPolicy:
 
     def cel_error(self, idx: int, prog: Any, exc: Exception, bindings: dict[str, Any]) -> None:
         """A CEL error the generated code caught in place (a strict expression): counted as the exact path would."""
+        if isinstance(exc, NoOverloadError):
+            # The commonest error (a string where a number was expected): classified from the
+            # operands, as `is_absent_error` would from the message, without building it.
+            ops = exc.operands
+            self.errors[idx] += 1
+            if (any(o is None for o in ops) or (exc.function == "_[_]" and ops[-1].__class__ is str)
+                    or (prog is not None and reads_absent(prog, bindings))):
+                self.absent[idx] += 1
+            return
         self._count_error(idx, failure(str(exc) or type(exc).__name__, prog, bindings))
+
+    def rule_error(self, idx: int, prog: Any, bindings: dict[str, Any]) -> None:
+        """A rule error decided in place (a value that does not fit, a comparison of wrong types).
+
+        Not an absent read by itself; absent when ``prog`` read an absent field, as on the exact path.
+        """
+        self.errors[idx] += 1
+        if reads_absent(prog, bindings):
+            self.absent[idx] += 1
 
     def exact_rules(self, run_id: int, bindings: dict[str, Any]) -> tuple[Any, int] | None:
         """Re-decide one first-match step (a rule, or a folded run) exactly; count its errors."""
@@ -261,7 +280,8 @@ def _compile_policy(
     steps = index_plan(plan, every_rule=every_rule)
     counters = Counters(compiled.hits, compiled.errors, compiled.absent, compiled.run_absent, compiled.conflicts)
     source, ns = generate(plan, steps, every_rule=every_rule, slow=compiled.slow, counters=counters,
-                          exact_rules=compiled.exact_rules, runs=compiled.runs, cel_error=compiled.cel_error)
+                          exact_rules=compiled.exact_rules, runs=compiled.runs, cel_error=compiled.cel_error,
+                          rule_error=compiled.rule_error)
     compiled.run_absent.extend([0] * len(compiled.runs))
     ns["_clock_now"] = compiled.now
     compiled.source = source

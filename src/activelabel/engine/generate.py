@@ -27,7 +27,7 @@ from typing import Any
 
 from activelabel.cel import Program, references
 from activelabel.cel import ast as cast
-from activelabel.cel.emit import MISSING, PythonEmitter
+from activelabel.cel.emit import ERR, MISSING, TYPE_ERR, PythonEmitter
 from activelabel.engine.index import Dispatch, NotBool, Step, field_key
 from activelabel.engine.plan import LabelPlan, Plan, RulePlan
 from activelabel.errors import CELEvalError
@@ -44,20 +44,14 @@ MissingTest = Callable[[Program], str | None]
 SourceTable = list[tuple[str, float]]
 #: Counts a CEL error the generated code caught in place: (source, program, error, bindings).
 CelErrorCount = Callable[[int, Program, Exception, dict[str, Any]], None]
+#: Counts a rule error decided in place that is not an absent read by itself (a value that does
+#: not fit its label, a comparison of wrong types): (source, program, bindings); the program's
+#: reads decide whether it counts as absent, as on the exact path.
+RuleErrorCount = Callable[[int, Program, dict[str, Any]], None]
 LeafMiss = Callable[[cast.Expr, str], "str | None"]
 
 
-class _Err:
-    """The value of a condition part that is a CEL error caused by an absent field or unset label."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "ERR"
-
-
-#: A three-valued condition part is True, False or ERR (see ``_tri_cond``).
-ERR: Any = _Err()
+# A three-valued condition part is True, False, ERR (an absent read) or TYPE_ERR (see ``_tri_cond``).
 
 
 @dataclass
@@ -83,15 +77,20 @@ class Cond:
 
     ``miss`` set: a strict condition (it errors exactly when a field it reads is absent);
     `if miss: <absent> elif src:`. ``tri``: ``src`` gives True, False or ``ERR`` (CEL's
-    `&&`/`||`/`!`/`?:` over parts that may read absent fields). Otherwise ``src`` is a
-    Python bool. In every form ``src`` raises where the fast code cannot decide (a wrong
-    type), and the caller re-decides the rule exactly.
+    `&&`/`||`/`!`/`?:` over parts that may read absent fields). ``soft``: ``src`` may also
+    give ``TYPE_ERR`` (an ordering comparison of types CEL does not compare), counted as
+    the rule's error in place. Otherwise ``src`` is a Python bool. In every form ``src``
+    raises where the fast code cannot decide, and the caller re-decides the rule exactly.
     """
 
     src: str
     miss: str | None = None
     tri: bool = False
     strict: bool = False  # no operator that can absorb an error: any CEL error is the rule's error
+    soft: bool = False
+    # soft: a test true when a field the condition reads is absent ("False": none can be,
+    # or the miss test has already been passed); None when some read has no such test.
+    any_absent: str | None = None
 
 
 EmitCond = Callable[[Program], Cond]
@@ -106,21 +105,30 @@ class _Writer:
         self.lines.append("    " * self.depth + line)
 
 
-def _fail() -> Any:
-    raise NotBool
+class _NoFit:
+    """What a label's value check gives for a value that does not fit the label (counted as a rule error)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NOFIT"
+
+
+NOFIT: Any = _NoFit()
 
 
 def generate(plan: Plan, steps: list[list[Step]], *, every_rule: bool, slow: SlowPath, counters: Counters,
-             exact_rules: ExactRules, runs: Runs, cel_error: CelErrorCount) -> tuple[str, dict[str, Any]]:
+             exact_rules: ExactRules, runs: Runs, cel_error: CelErrorCount,
+             rule_error: RuleErrorCount) -> tuple[str, dict[str, Any]]:
     """The source of ``label_event(event) -> (labels, codes)`` and its namespace.
 
     ``steps[i]``: label ``i``'s first-match steps from the indexing pass (``index.index_plan``).
     """
-    ns: dict[str, Any] = {"_MISSING": MISSING, "_ERR": ERR, "_NotBool": NotBool, "_slow": slow,
+    ns: dict[str, Any] = {"_MISSING": MISSING, "_ERR": ERR, "_TERR": TYPE_ERR, "_NotBool": NotBool, "_slow": slow,
                           "_hits": counters.hits, "_errors": counters.errors, "_absent": counters.absent,
                           "_run_absent": counters.run_absent, "_conflicts": counters.conflicts,
-                          "_bisect": label_types.bucket_index, "_fail": _fail, "_exact_rules": exact_rules,
-                          "_CELError": CELEvalError, "_cel_error": cel_error}
+                          "_bisect": label_types.bucket_index, "_NOFIT": NOFIT, "_exact_rules": exact_rules,
+                          "_CELError": CELEvalError, "_cel_error": cel_error, "_rule_error": rule_error}
     labels_referenced = {
         ref.path[1]
         for lp in plan.labels
@@ -274,16 +282,23 @@ def _if_cond(cond: Cond, idx: int) -> list[str]:
     The body follows, indented one level deeper than the returned lines; the caller
     appends it after the first line (the returned tail, if any, closes the `if`).
     """
+    test = f"(_c := {cond.src}) is True" if cond.tri or cond.soft else cond.src
     if cond.miss is not None:
-        return [f"if {cond.miss}: {_count_absent(idx)}", f"elif {cond.src}:"]
-    if cond.tri:
-        return [f"if (_c := {cond.src}) is True:"]
-    return [f"if {cond.src}:"]
+        return [f"if {cond.miss}: {_count_absent(idx)}", f"elif {test}:"]
+    return [f"if {test}:"]
 
 
-def _after_cond(cond: Cond, idx: int) -> list[str]:
-    """Lines after the body of `_if_cond`: the error branch of a three-valued condition."""
-    return [f"elif _c is _ERR: {_count_absent(idx)}"] if cond.tri else []
+def _after_cond(cond: Cond, idx: int, prog: str, bindings: str) -> list[str]:
+    """Lines after the body of `_if_cond`: the error branches of a three-valued condition."""
+    out = [f"elif _c is _ERR: {_count_absent(idx)}"] if cond.tri or cond.soft else []
+    if cond.soft:
+        if cond.any_absent is None:  # some read has no absent test: the exact test decides
+            out.append(f"elif _c is _TERR: _rule_error({idx}, {prog}, {bindings})")
+        elif cond.any_absent == "False":
+            out.append(f"elif _c is _TERR: _errors[{idx}] += 1")
+        else:  # a type error with another read absent counts as absent, as on the exact path
+            out.append(f"elif _c is _TERR: _errors[{idx}] += 1; _absent[{idx}] += {cond.any_absent}")
+    return out
 
 
 def _label_block(w: _Writer, ns: dict[str, Any], lp: LabelPlan, table: SourceTable, steps: list[Step], emit: Emit,
@@ -343,13 +358,21 @@ def _value_lines(ns: dict[str, Any], rp: RulePlan, emit_value: EmitValue, check:
     if rp.value_prog is None:
         return [f"_x = {_const(ns, rp.value)}", *then]
     src = emit_value(rp.value_prog)
-    value = src if check is None else check.format(src)
+    absent = missing_test(rp.value_prog)
+    prog = _const(ns, rp.value_prog)
+    value = src
+    if check is not None:
+        value = check.format(src)
+        # A value that does not fit the label is the rule's error, never an absent read when
+        # the absent test below has already been passed; otherwise the exact test decides that.
+        count = f"_errors[{rp.source_idx}] += 1" if absent is not None else f"_rule_error({rp.source_idx}, {prog}, {bindings})"
+        then = [f"if _x is _NOFIT: {count}", "else:", *("    " + t for t in then)]
     compute = [f"_x = {value}", *then]
     if is_strict(rp.value_prog.ast.root):
-        prog = _const(ns, rp.value_prog)
+        # Past the absent test no field is absent: the error's own kind decides (no program to re-read).
+        reads = "None" if absent is not None else prog
         compute = ["try:", f"    _x = {value}", "except _CELError as _e:",
-                   f"    _cel_error({rp.source_idx}, {prog}, _e, {bindings})", "else:", *("    " + t for t in then)]
-    absent = missing_test(rp.value_prog)
+                   f"    _cel_error({rp.source_idx}, {reads}, _e, {bindings})", "else:", *("    " + t for t in then)]
     if absent is None:
         return compute
     return [f"if {absent}: {_count_absent(rp.source_idx)}", "else:", *("    " + t for t in compute)]
@@ -361,7 +384,8 @@ def _cel_error_lines(ns: dict[str, Any], rp: RulePlan, cond: Cond | None, bindin
         return []
     if rp.value_prog is not None and not is_strict(rp.value_prog.ast.root):
         return []  # a CEL error of the value could reach this `except`: leave it to the exact path
-    return ["except _CELError as _e:", f"    _cel_error({rp.source_idx}, {_const(ns, rp.when)}, _e, {bindings})"]
+    reads = "None" if cond.miss is not None else _const(ns, rp.when)  # past `if miss:` no field is absent
+    return ["except _CELError as _e:", f"    _cel_error({rp.source_idx}, {reads}, _e, {bindings})"]
 
 
 def _collect(w: _Writer, ns: dict[str, Any], lp: LabelPlan, table: SourceTable, emit_cond: EmitCond,
@@ -411,7 +435,7 @@ def _collect(w: _Writer, ns: dict[str, Any], lp: LabelPlan, table: SourceTable, 
                 w("    " + line)
             for line in body:
                 w("        " + line)
-            for line in _after_cond(cond, rp.source_idx):
+            for line in _after_cond(cond, rp.source_idx, _const(ns, rp.when), bindings):
                 w("    " + line)
         for line in _cel_error_lines(ns, rp, cond, bindings):
             w(line)
@@ -481,7 +505,7 @@ def _first_match_chain(w: _Writer, ns: dict[str, Any], lp: LabelPlan, steps: lis
                 w(f"{pad}    " + line)
             for line in body:
                 w(f"{pad}        " + line)
-            for line in _after_cond(cond, rp.source_idx):
+            for line in _after_cond(cond, rp.source_idx, _const(ns, rp.when), bindings):
                 w(f"{pad}    " + line)
         for line in _cel_error_lines(ns, rp, cond, bindings):
             w(pad + line)
@@ -574,16 +598,25 @@ def _tri_cond(em: PythonEmitter, ast: cast.Ast, leaf_miss: LeafMiss) -> Cond:
     """The condition ``ast`` as a ``Cond``: CEL's boolean structure decided inline.
 
     The boolean operators at the top of the condition are written out; every other
-    node is a *leaf*, emitted as a Python bool. A strict leaf (no operator inside that
-    can absorb an error) reading an absent field is ``ERR`` without being evaluated.
-    Then, as CEL says: ``false && x`` and ``x && false`` are false, ``true || x`` and
-    ``x || true`` are true, ``!ERR``, ``ERR ? a : b`` and the rest are ``ERR``.
+    node is a *leaf*, emitted as a Python bool, or three-valued when it is an ordering
+    comparison whose operand types may not compare (``TYPE_ERR``, see ``emit_bool3``).
+    A strict leaf (no operator inside that can absorb an error) reading an absent field
+    is ``ERR`` without being evaluated. Then, as CEL says: ``false && x`` and
+    ``x && false`` are false, ``true || x`` and ``x || true`` are true, of two errors
+    the left one stands, ``!err``, ``err ? a : b`` and the rest are that error.
     """
     names = itertools.count()
     text = ast.text
     misses: list[str] = []
+    soft = False
+    covered = True  # every leaf that reads a field has an absent test
+    read_misses: list[str] = []  # the absent tests of the leaves that read a value
 
-    def part(node: cast.Expr) -> tuple[str, bool]:  # (source, may be ERR)
+    def is_err(name: str) -> str:
+        return f"({name} is not True and {name} is not False)"
+
+    def part(node: cast.Expr) -> tuple[str, bool]:  # (source, may be an error value)
+        nonlocal soft
         if isinstance(node, cast.Call) and node.target is None:
             fn = node.function
             if fn in ("_&&_", "_||_") and len(node.args) == 2:
@@ -597,36 +630,55 @@ def _tri_cond(em: PythonEmitter, ast: cast.Ast, leaf_miss: LeafMiss) -> Cond:
                     return f"({stop} if ({ta} := {a}) is {stop} else ({b} {op} {ta}))", True
                 tb = f"_tb{next(names)}"
                 return (f"({stop} if ({ta} := {a}) is {stop} else ({stop} if ({tb} := {b}) is {stop} else "
-                        f"({ta} if {tb} is {go} else _ERR)))"), True
+                        f"({ta} if {tb} is {go} or {ta} is not {go} else {tb})))"), True
             if fn == "!_" and len(node.args) == 1:
                 a, ea = part(node.args[0])
                 if not ea:
                     return f"(not {a})", False
                 ta = f"_ta{next(names)}"
-                return f"(_ERR if ({ta} := {a}) is _ERR else not {ta})", True
+                return f"({ta} if {is_err(f'({ta} := {a})')} else not {ta})", True
             if fn == "_?_:_" and len(node.args) == 3:
                 (c, ec), (t, et), (f, ef) = (part(x) for x in node.args)
                 if not ec:
                     return f"({t} if {c} else {f})", et or ef
                 tc = f"_tc{next(names)}"
-                return f"(_ERR if ({tc} := {c}) is _ERR else ({t} if {tc} else {f}))", True
-        src = em.emit_bool(node)
+                return f"({tc} if {is_err(f'({tc} := {c})')} else ({t} if {tc} else {f}))", True
+        nonlocal covered
+        src, three = em.emit_bool3(node)
+        soft = soft or three
         miss = leaf_miss(node, text)
         if miss is None:
-            return src, False
+            covered = covered and not _reads_fields(node, text)
+            return src, three
         misses.append(miss)
+        if not (isinstance(node, cast.Select) and node.test_only):
+            read_misses.append(miss)  # `has(x.f)` reads nothing to the exact path's absent test
         return f"(_ERR if {miss} else {src})", True
 
     root = ast.root
     if not (isinstance(root, cast.Call) and root.target is None and root.function in ("_&&_", "_||_", "!_", "_?_:_")):
-        return Cond(em.emit_bool(root), miss=leaf_miss(root, text), strict=is_strict(root))
+        src, three = em.emit_bool3(root)
+        miss = leaf_miss(root, text)
+        covered_root = miss is not None or not _reads_fields(root, text)
+        return Cond(src, miss=miss, strict=is_strict(root), soft=three, any_absent="False" if covered_root else None)
     src, may_err = part(root)
     if not may_err:
         return Cond(src)
+    if soft:
+        # A leaf may give TYPE_ERR on any event: the three-valued form always (the plain
+        # one would raise into the exact path on every event with a wrong type).
+        reads_absent = " or ".join(dict.fromkeys(m for miss in read_misses for m in miss.split(" or "))) or "False"
+        return Cond(src, tri=True, soft=True, any_absent=f"({reads_absent})" if covered else None)
+    any_absent = " or ".join(dict.fromkeys(m for miss in misses for m in miss.split(" or ")))
     # Only a leaf's absent field makes ERR: when none is absent (the usual event), the plain
     # Python form (`A and B`) is the same function, without the three-valued bookkeeping.
-    any_absent = " or ".join(dict.fromkeys(m for miss in misses for m in miss.split(" or ")))
     return Cond(f"({src} if ({any_absent}) else {em.emit_bool(root)})", tri=True)
+
+
+def _reads_fields(node: cast.Expr, text: str) -> bool:
+    """Whether ``node`` reads anything that can be absent (a field, a label: not only `event` or `now`)."""
+    return any(not (len(ref.path) == 1 and ref.path[0] in _ROOTS_NEVER_MISSING)
+               for ref in references(cast.Ast(node, text)))
 
 
 def is_strict(node: cast.Expr) -> bool:

@@ -127,12 +127,13 @@ def coerce(label: LabelSpec, value: Any) -> Any:
 GENERATED_CHECKS: Final[Mapping[str, str]] = {
     # Python expression templates the engine's generated code wraps around a
     # computed value: ``{}`` is the value expression, ``{enum}`` the name of a
-    # frozenset of the enum's values, ``_fail()`` raises. Same answers as `convert`.
-    "enum": "(_y if (_y := {}) in {enum} and _y.__class__ is str else _fail())",
-    "string": "(_y if (_y := {}).__class__ is str else _fail())",
-    "bool": "(_y if (_y := {}).__class__ is bool else _fail())",
-    "int": "(_y if (_y := {}).__class__ is int else _fail())",
-    "float": "(float(_y) if (_y := {}).__class__ is float or _y.__class__ is int else _fail())",
+    # frozenset of the enum's values, ``_NOFIT`` is what a value that does not fit gives
+    # (the generated code counts the rule's error in place). Same answers as `convert`.
+    "enum": "(_y if (_y := {}) in {enum} and _y.__class__ is str else _NOFIT)",
+    "string": "(_y if (_y := {}).__class__ is str else _NOFIT)",
+    "bool": "(_y if (_y := {}).__class__ is bool else _NOFIT)",
+    "int": "(_y if (_y := {}).__class__ is int else _NOFIT)",
+    "float": "(float(_y) if (_y := {}).__class__ is float or _y.__class__ is int else _NOFIT)",
 }
 
 
