@@ -159,8 +159,10 @@ def _cond(draw, depth: int, labels_ok: bool) -> str:
 
 _VALUE_EXPRS = {
     "enum": ['org.tier', '"v" + string(event.n)', "event.s"],
-    "string": ['event.s + "-" + string(event.n)', "org.tier", 'event.obj.name + "/" + event.s', "event.n"],
-    "float": ["event.f", "event.n", "double(event.n) * 0.5"],
+    "string": ['event.s + "-" + string(event.n)', "org.tier", 'event.obj.name + "/" + event.s', "event.n",
+               'event.s + "-"'],
+    "float": ["event.f", "event.n", "double(event.n) * 0.5", "event.f * 0.5 + 1.0", "event.n * 2 - event.obj.x",
+              "org.size_n * 1.5"],
 }
 
 

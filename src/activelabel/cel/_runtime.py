@@ -7,11 +7,13 @@ must raise whenever a MISSING value reaches them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any, NoReturn
 
 from activelabel.cel import _functions as F
 from activelabel.cel._budget import MAX_ITERATIONS
-from activelabel.cel._values import UInt, cel_compare, cel_equal, map_get, type_name
+from activelabel.cel._values import _ORDERED, NUMERIC, UInt, _kind, cel_compare, cel_equal, map_get, type_name
 from activelabel.errors import CELEvalError, NoOverloadError
 
 
@@ -131,10 +133,11 @@ TYPE_ERR: Any = ErrorValue("TYPE_ERR")
 def _order3(op: str, a: Any, b: Any) -> Any:
     if a is MISSING or b is MISSING:
         raise MissingFieldError("field is missing")
-    try:
-        return cel_compare(op, a, b)
-    except NoOverloadError:
+    ka, kb = _kind(a), _kind(b)
+    # The types cel_compare refuses, decided without raising.
+    if (ka is not kb and not (ka in NUMERIC and kb in NUMERIC)) or (ka is kb and ka not in _ORDERED):
         return ERR if a is None or b is None else TYPE_ERR
+    return cel_compare(op, a, b)
 
 
 def lt3(a: Any, b: Any) -> Any:
@@ -152,6 +155,47 @@ def gt3(a: Any, b: Any) -> Any:
 
 def ge3(a: Any, b: Any) -> Any:
     return a >= b if _fast_order(a, b) else _order3("_>=_", a, b)
+
+
+_TIMES = (datetime, timedelta)
+
+
+def _arith3(fn: Callable[[Any, Any], Any], a: Any, b: Any) -> Any:
+    """``fn(a, b)``, or the error value where CEL has no overload for the operands (an error operand passes on)."""
+    if a is MISSING or b is MISSING:
+        raise MissingFieldError("field is missing")
+    ca, cb = a.__class__, b.__class__
+    if ca is ErrorValue:
+        return a
+    if cb is ErrorValue:
+        return b
+    if ca is not cb and not (ca in _TIMES and cb in _TIMES):
+        return ERR if a is None or b is None else TYPE_ERR  # CEL has no mixed-type arithmetic
+    try:
+        return fn(a, b)
+    except NoOverloadError:
+        return ERR if a is None or b is None else TYPE_ERR
+
+
+def add3(a: Any, b: Any) -> Any:
+    """``a + b`` for a value expression decided three-valued: CEL's value, ``ERR`` or ``TYPE_ERR``."""
+    return _arith3(F.add, a, b)
+
+
+def sub3(a: Any, b: Any) -> Any:
+    return _arith3(F.sub, a, b)
+
+
+def mul3(a: Any, b: Any) -> Any:
+    return _arith3(F.mul, a, b)
+
+
+def div3(a: Any, b: Any) -> Any:
+    return _arith3(F.div, a, b)
+
+
+def mod3(a: Any, b: Any) -> Any:
+    return _arith3(F.mod, a, b)
 
 
 def contains_in(elem: Any, container: Any) -> bool:

@@ -116,6 +116,7 @@ class PythonEmitter:
         self._T_int = self._install(int, "T_int")
         self._T_float = self._install(float, "T_float")
         self._fallback = self._install(R.fallback, "fallback") + "()"
+        self._soft_arith = False  # set while emit_value3 emits three-valued arithmetic
 
     # ---- public API --------------------------------------------------------
     def emit(self, ast: Ast | Expr) -> str:
@@ -142,6 +143,26 @@ class PythonEmitter:
             return self._finish(src.src), src.kind != "bool"
         return self.emit_bool(node), False
 
+    def emit_value3(self, ast: Ast | Expr) -> tuple[str, bool]:
+        """Like :meth:`emit`, and whether the value is *three-valued*: arithmetic over fields
+        and literals only (``event.amount * 0.029 + 0.3``) gives ``ERR`` / ``TYPE_ERR`` where
+        CEL has no overload (an int times a double, a null) instead of raising. Anything
+        else is emitted as :meth:`emit` does (and says False)."""
+        node = ast.root if isinstance(ast, Ast) else ast
+        arith = False
+        for n in iter_nodes(node):
+            if isinstance(n, Call) and n.target is None and n.function in _ARITH and len(n.args) == 2:
+                arith = True
+            elif not (isinstance(n, (Literal, Ident)) or (isinstance(n, Select) and not n.test_only)):
+                return self.emit(ast), False
+        if not arith:
+            return self.emit(ast), False
+        self._soft_arith = True
+        try:
+            return self.emit(ast), True
+        finally:
+            self._soft_arith = False
+
     def _top(self, ast: Ast | Expr) -> _Code:
         node = ast.root if isinstance(ast, Ast) else ast
         self._text = ast.text if isinstance(ast, Ast) else ""
@@ -157,14 +178,22 @@ class PythonEmitter:
             return self._fallback
         return src
 
-    def prologue(self, root: str) -> list[str]:
-        """Statements loading every hoisted path under CEL root ``root``; call after all emit() calls."""
+    def prologue(self, root: str, *, map_local: str | None = None) -> list[str]:
+        """Statements loading every hoisted path under CEL root ``root``; call after all emit() calls.
+
+        ``map_local``: a local the caller has set to the root's value when that is a map (a
+        ``dict``), and to an empty map otherwise: fields directly under the root load from it
+        with no type test.
+        """
         out = []
         for path, name in sorted(self._hoisted.items(), key=lambda kv: (len(kv[0]), kv[0])):
             if path[0] != root:
                 continue
-            parent = self.roots[root] if len(path) == 2 else self._hoisted[path[:-1]]
             m = self.missing_name
+            if len(path) == 2 and map_local is not None:
+                out.append(f"{name} = {map_local}.get({path[-1]!r}, {m})")
+                continue
+            parent = self.roots[root] if len(path) == 2 else self._hoisted[path[:-1]]
             # A dict subclass (OrderedDict, a caller's Mapping converted at the top only) is a map to CEL too.
             out.append(f"{name} = {parent}.get({path[-1]!r}, {m}) if {parent}.__class__ is {self._T_dict} "
                        f"or {self._isinstance}({parent}, {self._T_dict}) else {m}")
@@ -413,6 +442,13 @@ class PythonEmitter:
         elif a.kind == b.kind and a.kind in ("string", "int") and not (a.maybe_missing or b.maybe_missing):
             return _Code(f"({a.src} {op} {b.src})", "bool")
         helper = self._helper("eq" if is_eq else "ne")
+        if c is _NO_CONST and a.simple and b.simple:
+            # Two fields of the same scalar class compare as Python compares them (doubles: NaN
+            # too); anything else (a bool and an int, lists, MISSING) as CEL says.
+            x, y = a.src, b.src
+            same = (f"{x}.__class__ is {y}.__class__ and ({x}.__class__ is {self._T_str} or "
+                    f"{x}.__class__ is {self._T_int} or {x}.__class__ is {self._T_float})")
+            return _Code(f"(({x} {op} {y}) if {same} else {helper}({x}, {y}))", "bool")
         return _Code(f"{helper}({a.src}, {b.src})", "bool")
 
     def _compare(self, fn: str, a: _Code, b: _Code, *, soft: bool = False) -> _Code:
@@ -473,20 +509,33 @@ class PythonEmitter:
                 a.maybe_missing or b.maybe_missing):
             return _Code(f"({a.src} + {b.src})", a.kind)
         kind = a.kind if a.kind == b.kind and a.kind in _NUMERIC_KINDS else None
-        helper = self._install(_ARITH[fn], {"_+_": "add", "_-_": "sub", "_*_": "mul", "_/_": "div", "_%_": "mod"}[fn])
+        name = {"_+_": "add", "_-_": "sub", "_*_": "mul", "_/_": "div", "_%_": "mod"}[fn]
+        if self._soft_arith:  # emit_value3: the helper gives an error value instead of raising
+            helper = self._helper(name + "3")
+            kind = None
+        else:
+            helper = self._install(_ARITH[fn], name)
         if fn in ("_+_", "_-_", "_*_"):
             for const_side, other in ((b, a), (a, b)):
                 c = const_side.const
+                soft_inner = self._soft_arith and other.const is _NO_CONST and not other.simple
                 if c.__class__ is float and math.isfinite(c) and other.const is _NO_CONST and (
-                        other.simple or other.kind == "double"):
+                        other.simple or other.kind == "double" or soft_inner):
                     # double (op) double is IEEE arithmetic in both; any other operand as CEL says
                     op = {"_+_": "+", "_-_": "-", "_*_": "*"}[fn]
                     if other.kind == "double" and not other.maybe_missing:
                         return _Code(f"({a.src} {op} {b.src})", "double")
+                    if soft_inner:
+                        # A three-valued inner result, held in a local: a conditional expression
+                        # evaluates its test (which binds it) before either branch.
+                        t = f"_cel_s{next(self._vars)}"
+                        xs, ys = (t, b.src) if other is a else (a.src, t)
+                        return _Code(f"(({xs} {op} {ys}) if ({t} := {other.src}).__class__ is {self._T_float} "
+                                     f"else {helper}({xs}, {ys}))", None)
                     if other.simple:
                         o = other.src
                         return _Code(f"(({a.src} {op} {b.src}) if {o}.__class__ is {self._T_float} "
-                                     f"else {helper}({a.src}, {b.src}))", "double")
+                                     f"else {helper}({a.src}, {b.src}))", None if self._soft_arith else "double")
         return _Code(f"{helper}({a.src}, {b.src})", kind)
 
     def _index(self, node: Call, scope: dict[str, str]) -> _Code:

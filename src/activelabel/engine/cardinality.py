@@ -65,6 +65,11 @@ class DistinctTracker:
         self._seen: set[Hashable] = set()
         self.overflowed = 0  # always 0: present so stats treat guards and trackers alike
 
+    @property
+    def seen(self) -> set[Hashable]:
+        """The values counted so far (generated code adds to it inline while it holds fewer than ``limit``)."""
+        return self._seen
+
     def admit(self, value: Any) -> Any:
         seen = self._seen
         if len(seen) < self.limit:

@@ -162,18 +162,21 @@ class CompiledPolicy:
             self.conflicts[index] += 1
         return outcome.value, outcome.code
 
-    def cel_error(self, idx: int, prog: Any, exc: Exception, bindings: dict[str, Any]) -> None:
-        """A CEL error the generated code caught in place (a strict expression): counted as the exact path would."""
+    def cel_error(self, idx: int, prog: Any, exc: Exception, bindings: dict[str, Any] | None) -> None:
+        """A CEL error the generated code caught in place (a strict expression): counted as the exact path would.
+
+        ``prog`` None (and no ``bindings``): the generated code has already seen every field it reads present.
+        """
         if isinstance(exc, NoOverloadError):
             # The commonest error (a string where a number was expected): classified from the
             # operands, as `is_absent_error` would from the message, without building it.
             ops = exc.operands
             self.errors[idx] += 1
             if (any(o is None for o in ops) or (exc.function == "_[_]" and ops[-1].__class__ is str)
-                    or (prog is not None and reads_absent(prog, bindings))):
+                    or (prog is not None and reads_absent(prog, bindings or {}))):
                 self.absent[idx] += 1
             return
-        self._count_error(idx, failure(str(exc) or type(exc).__name__, prog, bindings))
+        self._count_error(idx, failure(str(exc) or type(exc).__name__, prog, bindings or {}))
 
     def rule_error(self, idx: int, prog: Any, bindings: dict[str, Any]) -> None:
         """A rule error decided in place (a value that does not fit, a comparison of wrong types).

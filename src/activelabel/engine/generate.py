@@ -28,8 +28,11 @@ from typing import Any
 from activelabel.cel import Program, references
 from activelabel.cel import ast as cast
 from activelabel.cel.emit import ERR, MISSING, TYPE_ERR, PythonEmitter
+from activelabel.engine.cardinality import DistinctTracker
 from activelabel.engine.index import Dispatch, NotBool, Step, field_key
 from activelabel.engine.plan import LabelPlan, Plan, RulePlan
+from activelabel.enrich import EMPTY as EMPTY_ROW
+from activelabel.enrich import LookupEnricher
 from activelabel.errors import CELEvalError
 from activelabel.policy import label_types
 
@@ -43,7 +46,7 @@ EmitValue = Callable[[Program], str]
 MissingTest = Callable[[Program], str | None]
 SourceTable = list[tuple[str, float]]
 #: Counts a CEL error the generated code caught in place: (source, program, error, bindings).
-CelErrorCount = Callable[[int, Program, Exception, dict[str, Any]], None]
+CelErrorCount = Callable[[int, Program | None, Exception, dict[str, Any] | None], None]
 #: Counts a rule error decided in place that is not an absent read by itself (a value that does
 #: not fit its label, a comparison of wrong types): (source, program, bindings); the program's
 #: reads decide whether it counts as absent, as on the exact path.
@@ -52,6 +55,17 @@ LeafMiss = Callable[[cast.Expr, str], "str | None"]
 
 
 # A three-valued condition part is True, False, ERR (an absent read) or TYPE_ERR (see ``_tri_cond``).
+
+
+class _ValueSrc(str):
+    """An emitted value expression; ``three``: it gives ERR / TYPE_ERR instead of raising (``emit_value3``)."""
+
+    three: bool
+
+    def __new__(cls, src: str, three: bool) -> _ValueSrc:
+        out = super().__new__(cls, src)
+        out.three = three
+        return out
 
 
 @dataclass
@@ -188,6 +202,12 @@ def generate(plan: Plan, steps: list[list[Step]], *, every_rule: bool, slow: Slo
             values[key] = leaf_miss(prog.ast.root, prog.ast.text)
         return exprs[key]
 
+    def emit_rule_value(prog: Program) -> None:
+        # A rule's value: three-valued arithmetic where the emitter can (see _value_lines).
+        src, three = em.emit_value3(prog.ast.root)
+        exprs[id(prog)] = _ValueSrc(src, three)
+        values[id(prog)] = leaf_miss(prog.ast.root, prog.ast.text)
+
     for ep in plan.enrichers:
         emit_value(ep.key_prog)
     for lp in plan.labels:
@@ -197,7 +217,7 @@ def generate(plan: Plan, steps: list[list[Step]], *, every_rule: bool, slow: Slo
             if rp.when is not None:
                 emit_cond(rp.when)
             if rp.value_prog is not None:
-                emit_value(rp.value_prog)
+                emit_rule_value(rp.value_prog)
 
     def missing_test(prog: Program) -> str | None:
         """For a strict expression: a test true when a field or label it reads is absent (so it errors)."""
@@ -213,7 +233,10 @@ def generate(plan: Plan, steps: list[list[Step]], *, every_rule: bool, slow: Slo
     if plan.uses_now:
         ns["_clock_now"] = None  # set by the Labeler
         w("_now = _clock_now()")
-    for line in em.prologue("event"):
+    # The event is a dict on every path (the Labeler checks): one test here, not one per field.
+    w("_evm = event if event.__class__ is _T_dict or _isinstance(event, _T_dict) else _NOT_A_MAP")
+    ns.update(_NOT_A_MAP=EMPTY_ROW, _T_dict=dict, _isinstance=isinstance)
+    for line in em.prologue("event", map_local="_evm"):
         w(line)
     for ep in plan.enrichers:
         i = ep.source_idx
@@ -233,7 +256,12 @@ def generate(plan: Plan, steps: list[list[Step]], *, every_rule: bool, slow: Slo
             w(f"    _k = {emit(ep.key_prog)}")
             w("except Exception:")
             w(f"    _k = {slow_key}")
-        w(f"_enr_{i} = _lookup_{i}(_k)")
+        if isinstance(ep.runtime, LookupEnricher):  # a str key: the table's own dict.get, without a call
+            ns[f"_rows_{i}"] = ep.runtime.string_get
+            ns["_EMPTY_ROW"] = EMPTY_ROW
+            w(f"_enr_{i} = _rows_{i}(_k, _EMPTY_ROW) if _k.__class__ is str else _lookup_{i}(_k)")
+        else:
+            w(f"_enr_{i} = _lookup_{i}(_k)")
         bind_names.append(f"{ep.spec.name!r}: _enr_{i}")
         for line in em.prologue(ep.spec.name):
             w(line)
@@ -243,7 +271,10 @@ def generate(plan: Plan, steps: list[list[Step]], *, every_rule: bool, slow: Slo
         _label_block(w, ns, lp, plan.source_table, steps[lp.index], emit, em, bound, emit_cond, emit_value, bindings,
                      every_rule, runs, missing_test)
         name = lp.spec.name
-        if lp.guard is not None:
+        if isinstance(lp.guard, DistinctTracker):  # counts distinct values, never changes one: inline
+            ns[f"_seen_{lp.index}"] = lp.guard.seen
+            w(f"if _v is not _MISSING and len(_seen_{lp.index}) < {lp.guard.limit}: _seen_{lp.index}.add(_v)")
+        elif lp.guard is not None:
             ns[f"_guard_{lp.index}"] = lp.guard.admit
             w(f"if _v is not _MISSING: _v = _guard_{lp.index}(_v)")
         # A label with a default is always set (the exact path applies it too).
@@ -361,18 +392,25 @@ def _value_lines(ns: dict[str, Any], rp: RulePlan, emit_value: EmitValue, check:
     absent = missing_test(rp.value_prog)
     prog = _const(ns, rp.value_prog)
     value = src
+    # A rule error that is not an absent read by itself: never absent once the absent test
+    # below has been passed; otherwise the exact test of the program's reads decides.
+    count = f"_errors[{rp.source_idx}] += 1" if absent is not None else f"_rule_error({rp.source_idx}, {prog}, {bindings})"
     if check is not None:
-        value = check.format(src)
-        # A value that does not fit the label is the rule's error, never an absent read when
-        # the absent test below has already been passed; otherwise the exact test decides that.
-        count = f"_errors[{rp.source_idx}] += 1" if absent is not None else f"_rule_error({rp.source_idx}, {prog}, {bindings})"
+        value = check.format("_x" if getattr(src, "three", False) else src)
+        # A value that does not fit the label is the rule's error.
         then = [f"if _x is _NOFIT: {count}", "else:", *("    " + t for t in then)]
     compute = [f"_x = {value}", *then]
+    if getattr(src, "three", False):
+        # Three-valued arithmetic: an error value (an int times a double, a null) is counted here.
+        then = [f"if _x is _ERR: {_count_absent(rp.source_idx)}", f"elif _x is _TERR: {count}", "else:",
+                *("    " + t for t in ([f"_x = {value}", *then] if check is not None else then))]
+        value = src
+        compute = [f"_x = {value}", *then]
     if is_strict(rp.value_prog.ast.root):
         # Past the absent test no field is absent: the error's own kind decides (no program to re-read).
-        reads = "None" if absent is not None else prog
+        args = "None, _e, None" if absent is not None else f"{prog}, _e, {bindings}"
         compute = ["try:", f"    _x = {value}", "except _CELError as _e:",
-                   f"    _cel_error({rp.source_idx}, {reads}, _e, {bindings})", "else:", *("    " + t for t in then)]
+                   f"    _cel_error({rp.source_idx}, {args})", "else:", *("    " + t for t in then)]
     if absent is None:
         return compute
     return [f"if {absent}: {_count_absent(rp.source_idx)}", "else:", *("    " + t for t in compute)]
@@ -384,8 +422,9 @@ def _cel_error_lines(ns: dict[str, Any], rp: RulePlan, cond: Cond | None, bindin
         return []
     if rp.value_prog is not None and not is_strict(rp.value_prog.ast.root):
         return []  # a CEL error of the value could reach this `except`: leave it to the exact path
-    reads = "None" if cond.miss is not None else _const(ns, rp.when)  # past `if miss:` no field is absent
-    return ["except _CELError as _e:", f"    _cel_error({rp.source_idx}, {reads}, _e, {bindings})"]
+    # Past `if miss:` no field is absent: the error's own kind decides (nothing to re-read).
+    args = "None, _e, None" if cond.miss is not None else f"{_const(ns, rp.when)}, _e, {bindings}"
+    return ["except _CELError as _e:", f"    _cel_error({rp.source_idx}, {args})"]
 
 
 def _collect(w: _Writer, ns: dict[str, Any], lp: LabelPlan, table: SourceTable, emit_cond: EmitCond,

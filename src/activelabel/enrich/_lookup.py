@@ -11,7 +11,7 @@ import csv
 import hashlib
 import io
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -78,6 +78,14 @@ class LookupEnricher:
         self.name = name
         self._rows = dict(rows)
         self._get = self._rows.get
+
+    @property
+    def string_get(self) -> Callable[[str, Mapping[str, Any]], Mapping[str, Any]]:
+        """``get(key, default)`` for a ``str`` key: what ``lookup`` does for one, without the call.
+
+        Generated code inlines it (``get(k, EMPTY) if k.__class__ is str else lookup(k)``).
+        """
+        return self._get
 
     def lookup(self, key: Any) -> Mapping[str, Any]:
         """The row for ``key``, or the shared empty map on a miss."""
