@@ -162,7 +162,8 @@ _VALUE_EXPRS = {
     "string": ['event.s + "-" + string(event.n)', "org.tier", 'event.obj.name + "/" + event.s', "event.n",
                'event.s + "-"'],
     "float": ["event.f", "event.n", "double(event.n) * 0.5", "event.f * 0.5 + 1.0", "event.n * 2 - event.obj.x",
-              "org.size_n * 1.5"],
+              "org.size_n * 1.5",
+              '(event.s == "a" ? event.f : 2.5) * 2.0 + (event.flag ? event.n : 1.0)'],
 }
 
 

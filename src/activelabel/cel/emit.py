@@ -149,13 +149,7 @@ class PythonEmitter:
         CEL has no overload (an int times a double, a null) instead of raising. Anything
         else is emitted as :meth:`emit` does (and says False)."""
         node = ast.root if isinstance(ast, Ast) else ast
-        arith = False
-        for n in iter_nodes(node):
-            if isinstance(n, Call) and n.target is None and n.function in _ARITH and len(n.args) == 2:
-                arith = True
-            elif not (isinstance(n, (Literal, Ident)) or (isinstance(n, Select) and not n.test_only)):
-                return self.emit(ast), False
-        if not arith:
+        if not _soft_arith_ok(node) or not any(_is_arith(n) for n in iter_nodes(node)):
             return self.emit(ast), False
         self._soft_arith = True
         try:
@@ -616,6 +610,26 @@ class PythonEmitter:
         if len(bodies) == 2:
             return _Code(f"[{transform} for {var} in {it} if {self._bool(bodies[0])}]", "list")
         return _Code(f"[{transform} for {var} in {it}]", "list")
+
+
+def _is_arith(n: Expr) -> bool:
+    return isinstance(n, Call) and n.target is None and n.function in _ARITH and len(n.args) == 2
+
+
+def _soft_arith_ok(n: Expr) -> bool:
+    """Whether ``n`` can be emitted with three-valued arithmetic (``emit_value3``).
+
+    Arithmetic over fields and literals, and ``c ? a : b`` whose test does no arithmetic
+    (it is emitted as usual and raises where it must): an error value can then only
+    flow into arithmetic, which passes it on, never into a comparison or a function.
+    """
+    if isinstance(n, (Literal, Ident)) or (isinstance(n, Select) and not n.test_only):
+        return True
+    if isinstance(n, Call) and _is_arith(n):
+        return all(_soft_arith_ok(a) for a in n.args)
+    if isinstance(n, Call) and n.target is None and n.function == "_?_:_" and len(n.args) == 3:
+        return not any(_is_arith(x) for x in iter_nodes(n.args[0])) and all(_soft_arith_ok(a) for a in n.args[1:])
+    return False
 
 
 def _membership_constant(pred: Expr, var: str) -> Any:
