@@ -158,9 +158,9 @@ def _cond(draw, depth: int, labels_ok: bool) -> str:
 
 
 _VALUE_EXPRS = {
-    "enum": ['org.tier', '"v" + string(event.n)', "event.s"],
+    "enum": ['org.tier', '"v" + string(event.n)', "event.s", '(size(event.s) > 1 ? event.s : org.tier)'],
     "string": ['event.s + "-" + string(event.n)', "org.tier", 'event.obj.name + "/" + event.s', "event.n",
-               'event.s + "-"'],
+               'event.s + "-"', '(event.flag ? event.s : event.obj.name) + string(size(event.obj))'],
     "float": ["event.f", "event.n", "double(event.n) * 0.5", "event.f * 0.5 + 1.0", "event.n * 2 - event.obj.x",
               "org.size_n * 1.5",
               '(event.s == "a" ? event.f : 2.5) * 2.0 + (event.flag ? event.n : 1.0)'],

@@ -36,9 +36,9 @@ error was, so code that caught that still catches it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, ClassVar, TypeVar
 
 if TYPE_CHECKING:
     from pydantic import ValidationError
@@ -89,6 +89,10 @@ class NoOverloadError(CELEvalError):
     null (then the error reads as an absent field).
     """
 
+    #: CEL's name of a value's type; the expression language sets it when it loads (errors
+    #: come first in the import order, so this module cannot import it).
+    type_name: ClassVar[Callable[[object], str]] = staticmethod(lambda v: type(v).__name__)
+
     def __init__(self, function: str, operands: tuple[object, ...]) -> None:
         super().__init__(function, operands)
         self.function = function
@@ -99,9 +103,7 @@ class NoOverloadError(CELEvalError):
         return any(o is None for o in self.operands)
 
     def __str__(self) -> str:
-        from activelabel.cel._values import type_name
-
-        return f"no such overload: {self.function}({', '.join(type_name(a) for a in self.operands)})"
+        return f"no such overload: {self.function}({', '.join(NoOverloadError.type_name(a) for a in self.operands)})"
 
 
 class RuleValueError(CELEvalError):

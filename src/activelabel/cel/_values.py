@@ -201,6 +201,9 @@ def cel_compare(op: str, a: Any, b: Any) -> bool:
     return bool(a >= b)
 
 
+NoOverloadError.type_name = staticmethod(type_name)  # its message names CEL's types
+
+
 def no_overload(fn: str, *args: Any) -> CELEvalError:
     return NoOverloadError(fn, args)
 

@@ -566,7 +566,14 @@ class PythonEmitter:
 
     def _function(self, fn: str, args: list[_Code]) -> _Code:
         if fn == "size" and len(args) == 1:
-            return _Code(f"{self._builtin(len)}({args[0].src})", "int")
+            # len() where it is CEL's size (a string counts code points in both); the rest as
+            # CEL says (no overload for a number: a CEL error, not a Python TypeError).
+            a = args[0]
+            size = self._install(F.size, "size")
+            if a.simple:
+                return _Code(f"({self._builtin(len)}({a.src}) if {a.src}.__class__ is {self._T_str} or "
+                             f"{a.src}.__class__ is {self._T_list} else {size}({a.src}))", "int")
+            return _Code(f"{size}({a.src})", "int")
         if fn == "dyn" and len(args) == 1:
             return args[0]
         if fn == "matches" and len(args) == 2:

@@ -406,7 +406,7 @@ def _value_lines(ns: dict[str, Any], rp: RulePlan, emit_value: EmitValue, check:
                 *("    " + t for t in ([f"_x = {value}", *then] if check is not None else then))]
         value = src
         compute = [f"_x = {value}", *then]
-    if is_strict(rp.value_prog.ast.root):
+    if propagates_errors(rp.value_prog.ast.root):
         # Past the absent test no field is absent: the error's own kind decides (no program to re-read).
         args = "None, _e, None" if absent is not None else f"{prog}, _e, {bindings}"
         compute = ["try:", f"    _x = {value}", "except _CELError as _e:",
@@ -420,7 +420,7 @@ def _cel_error_lines(ns: dict[str, Any], rp: RulePlan, cond: Cond | None, bindin
     """`except _CELError` lines counting a strict condition's CEL error in place (empty when it may absorb one)."""
     if rp.when is None or cond is None or not cond.strict:
         return []
-    if rp.value_prog is not None and not is_strict(rp.value_prog.ast.root):
+    if rp.value_prog is not None and not propagates_errors(rp.value_prog.ast.root):
         return []  # a CEL error of the value could reach this `except`: leave it to the exact path
     # Past `if miss:` no field is absent: the error's own kind decides (nothing to re-read).
     args = "None, _e, None" if cond.miss is not None else f"{_const(ns, rp.when)}, _e, {bindings}"
@@ -718,6 +718,20 @@ def _reads_fields(node: cast.Expr, text: str) -> bool:
     """Whether ``node`` reads anything that can be absent (a field, a label: not only `event` or `now`)."""
     return any(not (len(ref.path) == 1 and ref.path[0] in _ROOTS_NEVER_MISSING)
                for ref in references(cast.Ast(node, text)))
+
+
+def propagates_errors(node: cast.Expr) -> bool:
+    """No operator in ``node`` can absorb an error (`&&`, `||`, `has`, macros): any CEL error raised is its value.
+
+    Unlike ``is_strict``, `c ? a : b` is allowed: it evaluates only the branch chosen, as
+    Python's conditional expression does, and absorbs nothing.
+    """
+    for n in cast.walk(node):
+        if isinstance(n, cast.Macro) or (isinstance(n, cast.Select) and n.test_only):
+            return False
+        if isinstance(n, cast.Call) and n.function in ("_&&_", "_||_"):
+            return False
+    return True
 
 
 def is_strict(node: cast.Expr) -> bool:
