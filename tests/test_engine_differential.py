@@ -141,7 +141,7 @@ def _leaf(draw, depth_labels: bool) -> str:
     if kind == "label" and depth_labels:
         return draw(st.sampled_from(_LABEL_READS))
     return draw(st.sampled_from(["size(event.s) > 1", "event.n + 1 > 3", "event.s == org.tier",
-                                 "[1, 2].exists(x, x == event.n)", "(event.n > 1 ? event.flag : event.s == \"a\")"]))
+                                 "[1, 2].exists(x, x == event.n)", 'event.obj.exists(k, k == "x")', "(event.n > 1 ? event.flag : event.s == \"a\")"]))
 
 
 @st.composite

@@ -174,6 +174,14 @@ def generate(plan: Plan, steps: list[list[Step]], *, every_rule: bool, slow: Slo
         return {**em.hoisted_paths(), **bound}
 
     def leaf_miss(node: cast.Expr, text: str) -> str | None:
+        if isinstance(node, cast.Macro):
+            # A comprehension over an absent field is an error, whatever its body: CEL's
+            # `no such key`, read as absent (its body's reads are of the loop variable).
+            got = cast.select_path(node.target)
+            if got is None or len(got[1]) == 1:
+                return None
+            local = hoisted().get((got[1][0].lstrip("."), *got[1][1:]))
+            return None if local is None else f"{local} is _MISSING"
         if isinstance(node, cast.Select) and node.test_only:
             # has(x.f) is an error when x itself is absent or not a map: the loaded x is MISSING
             got = cast.select_path(node.operand)
