@@ -140,7 +140,7 @@ def _leaf(draw, depth_labels: bool) -> str:
         return draw(st.sampled_from(["event.flag", "event.s", "org.vip"]))
     if kind == "label" and depth_labels:
         return draw(st.sampled_from(_LABEL_READS))
-    return draw(st.sampled_from(["size(event.s) > 1", "event.n + 1 > 3", "event.s == org.tier",
+    return draw(st.sampled_from(["size(event.s) > 1", "event.n + 1 > 3", "event.n * 3 - 7 >= event.obj.x", "event.s == org.tier",
                                  "[1, 2].exists(x, x == event.n)", 'event.obj.exists(k, k == "x")', "(event.n > 1 ? event.flag : event.s == \"a\")"]))
 
 
@@ -162,7 +162,7 @@ _VALUE_EXPRS = {
     "string": ['event.s + "-" + string(event.n)', "org.tier", 'event.obj.name + "/" + event.s', "event.n",
                'event.s + "-"', '(event.flag ? event.s : event.obj.name) + string(size(event.obj))'],
     "float": ["event.f", "event.n", "double(event.n) * 0.5", "event.f * 0.5 + 1.0", "event.n * 2 - event.obj.x",
-              "org.size_n * 1.5",
+              "org.size_n * 1.5", "event.n * 40000000000 * 300000000",
               '(event.s == "a" ? event.f : 2.5) * 2.0 + (event.flag ? event.n : 1.0)'],
 }
 

@@ -60,6 +60,7 @@ ERR = R.ERR
 TYPE_ERR = R.TYPE_ERR
 NeedsExactEvaluation = R.NeedsExactEvaluation
 
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _EXACT_FLOAT_INT = 2**53  # ints up to here compare with doubles the same way in Python and CEL
 _NO_CONST = object()
 _SCALARS = (int, UInt, float, str, bytes, bool, type(None), CelType, datetime, timedelta)
@@ -530,6 +531,15 @@ class PythonEmitter:
                         o = other.src
                         return _Code(f"(({a.src} {op} {b.src}) if {o}.__class__ is {self._T_float} "
                                      f"else {helper}({a.src}, {b.src}))", None if self._soft_arith else "double")
+            for const_side, other in ((b, a), (a, b)):
+                c = const_side.const
+                if c.__class__ is int and abs(c) <= _EXACT_FLOAT_INT and other.const is _NO_CONST and other.simple:
+                    # int (op) int is Python's arithmetic while the result fits CEL's int64;
+                    # an overflow, any other type, as CEL says (the helper).
+                    op = {"_+_": "+", "_-_": "-", "_*_": "*"}[fn]
+                    o, t = other.src, f"_cel_s{next(self._vars)}"
+                    return _Code(f"({t} if {o}.__class__ is {self._T_int} and {_INT64_MIN} <= ({t} := {a.src} {op} {b.src}) "
+                                 f"<= {_INT64_MAX} else {helper}({a.src}, {b.src}))", None if self._soft_arith else "int")
         return _Code(f"{helper}({a.src}, {b.src})", kind)
 
     def _index(self, node: Call, scope: dict[str, str]) -> _Code:
