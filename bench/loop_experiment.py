@@ -80,28 +80,37 @@ DATASETS: dict[str, dict[str, Any]] = {
 #: reported figures and are run once per change set, at the end.
 DEV_DATASETS = ("Android", "HPC", "Hadoop", "HealthApp", "Linux", "Mac", "OpenSSH", "OpenStack", "Spark",
                 "Windows", "Zookeeper")
+#: Coarse development labels, like BGL's alert category (one class spans many templates, a few rare
+#: classes): `dev:NAME:COLUMN` labels each line with that column, which is then left out of the event.
+DEV_COARSE = {"Android": "Level", "HPC": "State", "Hadoop": "Level", "OpenStack": "Level", "Zookeeper": "Level"}
 
 
 def dev_spec(name: str, loghub: Path) -> dict[str, Any]:
-    """A development dataset read from loghub's structured CSV: every column but the template is an event field."""
-    csv_path = loghub / name / f"{name}_2k.log_structured.csv"
+    """A development dataset read from loghub's structured CSV: every column but the template (and a
+    coarse label's column) is an event field."""
+    base, _, column = name.partition(":")
+    csv_path = loghub / base / f"{base}_2k.log_structured.csv"
     with csv_path.open(encoding="utf-8", errors="replace", newline="") as fh:
         header = next(csv.reader(fh))
-    fields = ("line_no", *(c.lower() for c in header if c not in ("LineId", "EventId", "EventTemplate")))
+    hidden = {"LineId", "EventId", "EventTemplate", column}
+    fields = ("line_no", *(c.lower() for c in header if c not in hidden))
     features = {"msg": "event.content"}
     if "component" in fields:
         features["component"] = "event.component"
-    return {"csv": csv_path, "label": "template", "truth": "event_id", "fields": fields, "features": features,
-            "policy": None, "dev": True}
+    label, truth = ("template", "event_id") if not column else (column.lower(), f"truth_{column.lower()}")
+    return {"csv": csv_path, "label": label, "truth": truth, "fields": fields, "features": features,
+            "policy": None, "dev": True, "column": column or None}
 
 
 def read_rows(spec: dict[str, Any]) -> list[dict[str, Any]]:
     """The dataset's lines as dicts with `line_no`, the event fields and the truth column."""
     if "csv" not in spec:
         return [orjson.loads(x) for x in (LOGHUB / spec["file"]).read_bytes().splitlines() if x.strip()]
+    column = spec.get("column")
     with spec["csv"].open(encoding="utf-8", errors="replace", newline="") as fh:
         return [{"line_no": int(r["LineId"]), "event_id": r["EventId"],
-                 **{k.lower(): v for k, v in r.items() if k not in ("LineId", "EventId", "EventTemplate")}}
+                 **({f"truth_{column.lower()}": r[column]} if column else {}),
+                 **{k.lower(): v for k, v in r.items() if k not in ("LineId", "EventId", "EventTemplate", column)}}
                 for r in csv.DictReader(fh)]
 
 
@@ -112,14 +121,14 @@ metadata:
   name: {slug}-templates
   version: "1"
 labels:
-  template:
+  {label}:
     type: string   # an open label set: values are learned from reviewers
-    description: loghub template id (E1, E2, ...)
+    description: {what}
 rules:
   # Novelty as a label source: a line unlike every template the model was trained on is sent to people
   # (`novelty` is the enricher `activelabel loop` keeps in its included file). Confidence under
   # --rule-labels, and the loop never trains on it either way.
-  - {{id: novel, label: template, value: __novel__, when: novelty.novel, confidence: 0.5}}
+  - {{id: novel, label: {label}, value: __novel__, when: novelty.novel, confidence: 0.5}}
 """
 NOVEL_RULE = """  # Novelty as a label source (added by bench/loop_experiment.py): after the rules, before the model.
   - {id: novel, label: alert_category, value: __novel__, when: novelty.novel, confidence: 0.5}
@@ -154,7 +163,9 @@ def prepare(name: str, work: Path) -> tuple[Path, Path, Path, list[dict[str, Any
         policy_text = policy_text.replace('values: ["-", ', 'values: ["-", __novel__, ', 1)
         policy_text = policy_text.replace("\ntests:", "\n" + NOVEL_RULE + "tests:", 1)
     else:
-        policy_text = OPEN_POLICY.format(name=name, slug=name.lower())
+        slug = "".join(c if c.isalnum() else "-" for c in name.lower())
+        what = f"the loghub column {spec['column']}" if spec.get("column") else "loghub template id (E1, E2, ...)"
+        policy_text = OPEN_POLICY.format(name=name, slug=slug, label=spec["label"], what=what)
     base = work / "policy.base.yaml"
     base.write_text(policy_text)
     return data, answers, base, events, truth
@@ -286,7 +297,8 @@ def fmt(s: dict[str, Any]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--dataset", required=True,
-                    help=f"{', '.join(sorted(DATASETS))}, or dev:NAME (NAME in {', '.join(DEV_DATASETS)}; needs --loghub)")
+                    help=f"{', '.join(sorted(DATASETS))}, dev:NAME (NAME in {', '.join(DEV_DATASETS)}) or "
+                         f"dev:NAME:COLUMN ({', '.join(f'{k}:{v}' for k, v in DEV_COARSE.items())}); dev needs --loghub")
     ap.add_argument("--loghub", type=Path, default=None, help="a logpai/loghub checkout (for the dev: datasets)")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=5)
@@ -299,8 +311,10 @@ def main() -> None:
 
     name = args.dataset
     if name.startswith("dev:"):
-        if name[4:] not in DEV_DATASETS or args.loghub is None:
-            raise SystemExit(f"{name}: use dev:NAME with NAME in {', '.join(DEV_DATASETS)}, and --loghub DIR")
+        base, _, column = name[4:].partition(":")
+        if base not in DEV_DATASETS or (column and DEV_COARSE.get(base) != column) or args.loghub is None:
+            raise SystemExit(f"{name}: use dev:NAME or dev:NAME:COLUMN with NAME in {', '.join(DEV_DATASETS)} and "
+                             f"COLUMN as in {DEV_COARSE}, and --loghub DIR")
         DATASETS[name] = dev_spec(name[4:], args.loghub)
     elif name not in DATASETS:
         raise SystemExit(f"--dataset {name}: choose {', '.join(sorted(DATASETS))} or dev:NAME")
