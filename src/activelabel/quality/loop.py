@@ -466,7 +466,9 @@ class Loop:
         kinds = infer_kinds(list(features), rows)
         trained = train_model(rows, values, label=label, features=features, out_dir=self.out / "models",
                               name=self.model_name, holdout=0.0, seed=self.cfg.seed, feature_kinds=kinds)
-        self.novelty = NoveltyIndex.build(rows, message_features(kinds, rows), threshold=self.cfg.novelty_threshold)
+        # With the labels it learned: a word that varies between lines of one class is a parameter.
+        self.novelty = NoveltyIndex.build(rows, message_features(kinds, rows), labels=values,
+                                          threshold=self.cfg.novelty_threshold)
         self.novelty.save(novelty_path_for(trained.artifact))
         if self.cfg.novelty_enricher:
             self.novelty.save(self.novelty_file)  # what the policy's novelty enricher reads from now on
