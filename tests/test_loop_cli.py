@@ -87,6 +87,21 @@ def test_a_second_loop_run_keeps_one_include_and_the_same_holdout(tmp_path):
     assert len(Labeler.from_file(policy).policy.models) == 1
 
 
+def test_a_policy_written_afresh_next_to_the_last_runs_files_still_gets_the_include(tmp_path):
+    """Replacing the policy with its original text (the loop's files left beside it) and looping again works."""
+    data, answers, policy = _bgl(tmp_path, 200)
+    # A rule that reads the loop's novelty enricher: the policy does not load without the include.
+    original = policy.read_text().replace('when: event.content.startsWith("rts panic")',
+                                          'when: event.content.startsWith("rts panic") && novelty.score >= 0.0')
+    assert original != policy.read_text()
+    policy.write_text(original)
+    for out in ("a", "b"):
+        res = runner.invoke(app, _loop_args(data, answers, policy, tmp_path / out))
+        assert res.exit_code == 0, res.output
+        assert policy.read_text().count("policy.loop-models.yaml") == 1
+        policy.write_text(original)
+
+
 def test_loop_refuses_a_policy_that_already_has_a_model_for_the_label(tmp_path):
     """A hand-written model for the label is not silently doubled: the loop says what to do."""
     data, answers, policy = _bgl(tmp_path, 200)

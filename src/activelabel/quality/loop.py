@@ -492,7 +492,11 @@ class Loop:
     def _start_owned(self) -> None:
         """Before round 0: an empty novelty index (every line novel: nothing is learned yet) behind the
         enricher, so a policy whose rules read ``novelty.novel`` loads from the first round on."""
-        if not self.cfg.novelty_enricher or (self.models_file.is_file() and self.novelty_file.is_file()):
+        if not self.cfg.novelty_enricher:
+            return
+        if self.models_file.is_file() and self.novelty_file.is_file():
+            # A policy written afresh over the last run's (its files are still there) needs the include again.
+            ensure_include(self.policy, self.models_file.name)
             return
         if not self.models_file.is_file():
             from activelabel.errors import PolicyError
