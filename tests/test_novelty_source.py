@@ -250,3 +250,13 @@ def test_word_parameters_are_learned_only_within_a_class_and_only_where_enough_o
     assert index.score_text("removing telnet") == 0.0
     assert index.is_novel(index.score_text("removing telnet now"))  # another length: not that pattern
     assert NoveltyIndex.load(index.save(tmp_path / "idx.json")).patterns == index.patterns
+
+
+def test_a_novelty_index_with_malformed_patterns_is_refused_with_what_to_do(tmp_path):
+    """`patterns` that are not lists of words make the policy fail to load, naming the file and the fix."""
+    (tmp_path / "policy.yaml").write_text(NOVELTY_POLICY)
+    (tmp_path / "index.novelty.json").write_bytes(orjson.dumps({"templates": [["a"]], "patterns": [["a", 3]]}))
+    with pytest.raises(PolicyError) as exc:
+        load_policy(tmp_path / "policy.yaml")
+    assert "index.novelty.json" in str(exc.value) and "patterns" in str(exc.value)
+    assert "activelabel loop" in str(exc.value)
