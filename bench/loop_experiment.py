@@ -39,6 +39,7 @@ Writes bench/results/loop_<dataset>.json and .txt (the tables).
 from __future__ import annotations
 
 import argparse
+import csv
 import os
 import platform
 import random
@@ -72,6 +73,47 @@ DATASETS: dict[str, dict[str, Any]] = {
             "features": {"msg": "event.content", "level": "event.level", "component": "event.component"},
             "policy": REPO / "examples" / "bgl" / "policy.yaml"},
 }
+#: Development data: other loghub 2k samples (a checkout of logpai/loghub, commit dd61d09, passed as
+#: --loghub DIR; not in the repository). Declared before any novelty or selection change was measured:
+#: every sample with at least 20 templates, labeled with its template id like HDFS and Thunderbird.
+#: Design choices and constants are examined on these only; HDFS, Thunderbird and BGL are the
+#: reported figures and are run once per change set, at the end.
+DEV_DATASETS = ("Android", "HPC", "Hadoop", "HealthApp", "Linux", "Mac", "OpenSSH", "OpenStack", "Spark",
+                "Windows", "Zookeeper")
+#: Coarse development labels, like BGL's alert category (one class spans many templates, a few rare
+#: classes): `dev:NAME:COLUMN` labels each line with that column, which is then left out of the event.
+DEV_COARSE = {"Android": "Level", "HPC": "State", "Hadoop": "Level", "OpenStack": "Level", "Zookeeper": "Level"}
+
+
+def dev_spec(name: str, loghub: Path) -> dict[str, Any]:
+    """A development dataset read from loghub's structured CSV: every column but the template (and a
+    coarse label's column) is an event field."""
+    base, _, column = name.partition(":")
+    csv_path = loghub / base / f"{base}_2k.log_structured.csv"
+    with csv_path.open(encoding="utf-8", errors="replace", newline="") as fh:
+        header = next(csv.reader(fh))
+    hidden = {"LineId", "EventId", "EventTemplate", column}
+    fields = ("line_no", *(c.lower() for c in header if c not in hidden))
+    features = {"msg": "event.content"}
+    if "component" in fields:
+        features["component"] = "event.component"
+    label, truth = ("template", "event_id") if not column else (column.lower(), f"truth_{column.lower()}")
+    return {"csv": csv_path, "label": label, "truth": truth, "fields": fields, "features": features,
+            "policy": None, "dev": True, "column": column or None}
+
+
+def read_rows(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """The dataset's lines as dicts with `line_no`, the event fields and the truth column."""
+    if "csv" not in spec:
+        return [orjson.loads(x) for x in (LOGHUB / spec["file"]).read_bytes().splitlines() if x.strip()]
+    column = spec.get("column")
+    with spec["csv"].open(encoding="utf-8", errors="replace", newline="") as fh:
+        return [{"line_no": int(r["LineId"]), "event_id": r["EventId"],
+                 **({f"truth_{column.lower()}": r[column]} if column else {}),
+                 **{k.lower(): v for k, v in r.items() if k not in ("LineId", "EventId", "EventTemplate", column)}}
+                for r in csv.DictReader(fh)]
+
+
 OPEN_POLICY = """# {name}: the loghub template id of each line, learned from review (no rules).
 apiVersion: activelabel/v1
 kind: Policy
@@ -79,14 +121,14 @@ metadata:
   name: {slug}-templates
   version: "1"
 labels:
-  template:
+  {label}:
     type: string   # an open label set: values are learned from reviewers
-    description: loghub template id (E1, E2, ...)
+    description: {what}
 rules:
   # Novelty as a label source: a line unlike every template the model was trained on is sent to people
   # (`novelty` is the enricher `activelabel loop` keeps in its included file). Confidence under
   # --rule-labels, and the loop never trains on it either way.
-  - {{id: novel, label: template, value: __novel__, when: novelty.novel, confidence: 0.5}}
+  - {{id: novel, label: {label}, value: __novel__, when: novelty.novel, confidence: 0.5}}
 """
 NOVEL_RULE = """  # Novelty as a label source (added by bench/loop_experiment.py): after the rules, before the model.
   - {id: novel, label: alert_category, value: __novel__, when: novelty.novel, confidence: 0.5}
@@ -105,7 +147,7 @@ ARMS = {"novelty": ("novelty", []), "random": ("random", ["--no-dedup"]), "rando
 
 def prepare(name: str, work: Path) -> tuple[Path, Path, Path, list[dict[str, Any]], dict[str, Any]]:
     spec = DATASETS[name]
-    rows = [orjson.loads(line) for line in (LOGHUB / spec["file"]).read_bytes().splitlines() if line.strip()]
+    rows = read_rows(spec)
     events = [{k: r[k] for k in spec["fields"] if k in r} for r in rows]
     assert not any("rdma: link retrain" in e["content"] for e in events)
     data = work / "data.jsonl"
@@ -121,7 +163,9 @@ def prepare(name: str, work: Path) -> tuple[Path, Path, Path, list[dict[str, Any
         policy_text = policy_text.replace('values: ["-", ', 'values: ["-", __novel__, ', 1)
         policy_text = policy_text.replace("\ntests:", "\n" + NOVEL_RULE + "tests:", 1)
     else:
-        policy_text = OPEN_POLICY.format(name=name, slug=name.lower())
+        slug = "".join(c if c.isalnum() else "-" for c in name.lower())
+        what = f"the loghub column {spec['column']}" if spec.get("column") else "loghub template id (E1, E2, ...)"
+        policy_text = OPEN_POLICY.format(name=name, slug=slug, label=spec["label"], what=what)
     base = work / "policy.base.yaml"
     base.write_text(policy_text)
     return data, answers, base, events, truth
@@ -136,7 +180,8 @@ def run_loop(name: str, arm: str, seed: int, work: Path, data: Path, answers: Pa
     cmd = [sys.executable, "-m", "activelabel.cli.main", "loop", "--policy", str(policy), "--data", str(data),
            "--label", spec["label"], "--id-field", "line_no", "--answers", str(answers),
            "--holdout", str(args.holdout), "--rounds", str(args.rounds), "--budget", str(args.budget),
-           "--strategy", ARMS[arm][0], *ARMS[arm][1], "--seed", str(seed), "--dedup-field", "content", "--json",
+           "--strategy", ARMS[arm][0], *ARMS[arm][1], *(args.novelty_flags.split() if ARMS[arm][0] == "novelty" else []),
+           "--seed", str(seed), "--dedup-field", "content", "--json",
            "-o", str(run_dir / "out")]
     for k, v in spec["features"].items():
         cmd += ["--feature", f"{k}={v}"]
@@ -252,24 +297,35 @@ def fmt(s: dict[str, Any]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--dataset", choices=sorted(DATASETS), required=True)
+    ap.add_argument("--dataset", required=True,
+                    help=f"{', '.join(sorted(DATASETS))}, dev:NAME (NAME in {', '.join(DEV_DATASETS)}) or "
+                         f"dev:NAME:COLUMN ({', '.join(f'{k}:{v}' for k, v in DEV_COARSE.items())}); dev needs --loghub")
+    ap.add_argument("--loghub", type=Path, default=None, help="a logpai/loghub checkout (for the dev: datasets)")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--budget", type=int, default=30)
     ap.add_argument("--holdout", type=float, default=0.5)
     ap.add_argument("--arms", default=",".join(ARMS))
+    ap.add_argument("--novelty-flags", default="", help="extra `activelabel loop` flags for the novelty arms (variants)")
     ap.add_argument("--work", type=Path, default=None, help="keep the runs here (default: a temporary folder)")
     args = ap.parse_args()
     import tempfile
 
     name = args.dataset
+    if name.startswith("dev:"):
+        base, _, column = name[4:].partition(":")
+        if base not in DEV_DATASETS or (column and DEV_COARSE.get(base) != column) or args.loghub is None:
+            raise SystemExit(f"{name}: use dev:NAME or dev:NAME:COLUMN with NAME in {', '.join(DEV_DATASETS)} and "
+                             f"COLUMN as in {DEV_COARSE}, and --loghub DIR")
+        DATASETS[name] = dev_spec(name[4:], args.loghub)
+    elif name not in DATASETS:
+        raise SystemExit(f"--dataset {name}: choose {', '.join(sorted(DATASETS))} or dev:NAME")
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix=f"loop-{name}-") as tmp:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         data, answers, base, events, _truth = prepare(name, work)
-        templates = {str(r["line_no"]): str(r["event_id"]) for r in
-                     (orjson.loads(x) for x in (LOGHUB / DATASETS[name]["file"]).read_bytes().splitlines() if x.strip())}
+        templates = {str(r["line_no"]): str(r["event_id"]) for r in read_rows(DATASETS[name])}
         runs = []
         for arm in args.arms.split(","):
             for seed in range(args.seeds):
@@ -282,14 +338,14 @@ def main() -> None:
                       f"{run['rounds'][-1]['holdout']['macro_f1']}", flush=True)
     table = summarise(name, runs, args)
     elapsed = round(time.perf_counter() - started, 1)
-    out = REPO / "bench" / "results" / f"loop_{name}.json"
+    out = REPO / "bench" / "results" / f"loop_{name.replace(':', '_')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    result = {"experiment": "loop_experiment", "dataset": name, "data": DATASETS[name]["file"],
+    result = {"experiment": "loop_experiment", "dataset": name, "data": str(DATASETS[name].get("file") or DATASETS[name]["csv"]),
               "label": DATASETS[name]["label"], "seeds": args.seeds, "rounds": args.rounds, "budget": args.budget,
               "holdout": args.holdout, "date": datetime.now(UTC).isoformat(timespec="seconds"),
               "machine": {"python": platform.python_version(), "platform": platform.platform(),
                           "cpus": os.cpu_count(), "load_avg_at_end": os.getloadavg()},
-              "elapsed_s": elapsed, "table": table, "runs": runs}
+              "novelty_flags": args.novelty_flags, "elapsed_s": elapsed, "table": table, "runs": runs}
     out.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
     out.with_suffix(".txt").write_text(table["text"] + f"\nwall time {elapsed} s (nice -n 10)\n")
     print(table["text"])

@@ -87,6 +87,21 @@ def test_a_second_loop_run_keeps_one_include_and_the_same_holdout(tmp_path):
     assert len(Labeler.from_file(policy).policy.models) == 1
 
 
+def test_a_policy_written_afresh_next_to_the_last_runs_files_still_gets_the_include(tmp_path):
+    """Replacing the policy with its original text (the loop's files left beside it) and looping again works."""
+    data, answers, policy = _bgl(tmp_path, 200)
+    # A rule that reads the loop's novelty enricher: the policy does not load without the include.
+    original = policy.read_text().replace('when: event.content.startsWith("rts panic")',
+                                          'when: event.content.startsWith("rts panic") && novelty.score >= 0.0')
+    assert original != policy.read_text()
+    policy.write_text(original)
+    for out in ("a", "b"):
+        res = runner.invoke(app, _loop_args(data, answers, policy, tmp_path / out))
+        assert res.exit_code == 0, res.output
+        assert policy.read_text().count("policy.loop-models.yaml") == 1
+        policy.write_text(original)
+
+
 def test_loop_refuses_a_policy_that_already_has_a_model_for_the_label(tmp_path):
     """A hand-written model for the label is not silently doubled: the loop says what to do."""
     data, answers, policy = _bgl(tmp_path, 200)
@@ -243,3 +258,27 @@ def test_novelty_strategy_spreads_a_round_over_different_new_templates():
                                template_words=words, seed=1)
     ids = {p.decision.record_id for p in picked}
     assert "c" in ids and len(ids & {"a", "b"}) == 1
+
+
+def test_novelty_strategy_spends_its_uncertainty_share_on_the_line_the_model_is_least_sure_of():
+    """A new class whose line looks like a known one ranks below unrelated new lines by novelty;
+    an uncertainty share reviews it first."""
+    from activelabel.quality.novelty import template_words
+    from activelabel.quality.review import select_for_review
+    from activelabel.quality.store import StoredDecision
+
+    texts = {"timeout": "ciod: Error reading message prefix on CioStream socket, Connection timed out",
+             "fan": "fan speed low sensor tripped", "disk": "disk quota exceeded on volume home",
+             "known": "ciod: Error reading message prefix on CioStream socket, Link has been severed"}
+    decisions = [StoredDecision(k, 0.0, None, {}, {}, {}, {}, {"content": v}) for k, v in texts.items()]
+    index = NoveltyIndex.build([{"msg": texts["known"]}], ["msg"])
+    novelty = {k: index.score({"msg": v}) for k, v in texts.items()}
+    words = {k: template_words(v) for k, v in texts.items()}
+    sure = {"timeout": 0.41, "fan": 0.55, "disk": 0.6, "known": 0.99}
+    plain = select_for_review(decisions, label="x", budget=2, strategy="novelty", novelty=novelty,
+                              template_words=words, seed=1, exclude={"known"})
+    assert {p.decision.record_id for p in plain} == {"fan", "disk"}
+    mixed = select_for_review(decisions, label="x", budget=2, strategy="novelty", novelty=novelty,
+                              template_words=words, seed=1, exclude={"known"}, confidence=sure,
+                              uncertainty_share=0.5)
+    assert mixed[0].decision.record_id == "timeout" and len(mixed) == 2

@@ -206,3 +206,57 @@ def test_review_export_and_the_review_page_offer_a_new_value_for_an_open_enum(tm
         page.stop()
     assert {v["value"]: v["who"] for v in store.learned_values("category")} == {"APPTO": "ana", "APPCHILD": "bo"}
     assert any(g.value == "APPCHILD" and g.who == "bo" for g in store.ground_truth("category"))
+
+
+THUNDERBIRD = REPO.parent / "shared" / "data" / "loghub" / "Thunderbird" / "Thunderbird_2k.labeled.jsonl"
+
+
+def test_a_line_of_a_reviewed_template_whose_word_varies_is_not_flagged_novel_at_label_time(tmp_path):
+    """Two reviewed lines of one class that differ in one word teach the index that word is a parameter:
+    `label` then leaves a third variant alone, while a new template is still `__novel__`."""
+    rows = [orjson.loads(x) for x in THUNDERBIRD.read_bytes().splitlines()]
+    removing = [r for r in rows if r["content"].startswith("removing ") and len(r["content"].split()) == 2]
+    services = sorted({r["content"].split()[1] for r in removing})
+    assert len(services) >= 4  # real Thunderbird lines: `removing kshell`, `removing echo`, ...
+    trained = [{"msg": f"removing {s}"} for s in services[:2]]
+    trained.append({"msg": "session opened for user root by (uid=0)"})
+    labels = [removing[0]["event_id"]] * 2 + ["E_session"]
+    NoveltyIndex.build(trained, ["msg"], labels=labels).save(tmp_path / "index.novelty.json")
+    (tmp_path / "policy.yaml").write_text(NOVELTY_POLICY)
+    events = [{"line_no": n, "content": f"removing {s}"} for n, s in enumerate(services[2:])]
+    events.append({"line_no": 900, "content": NEW_TEMPLATE.format(n=3)})
+    res = runner.invoke(app, ["label", "--policy", str(tmp_path / "policy.yaml"),
+                              str(_jsonl(tmp_path / "e.jsonl", events)), "-o", str(tmp_path / "out.jsonl")])
+    assert res.exit_code == 0, res.output
+    out = {o["line_no"]: o["labels"].get("template") for o in map(orjson.loads, (tmp_path / "out.jsonl").read_bytes().splitlines())}
+    assert out.pop(900) == "__novel__"
+    assert out and all(v != "__novel__" for v in out.values())
+    # Without the labels (one template per line, nothing learned) the same variants are novel.
+    NoveltyIndex.build(trained, ["msg"]).save(tmp_path / "index.novelty.json")
+    assert Labeler.from_file(tmp_path / "policy.yaml").label({"content": f"removing {services[-1]}"}).labels[
+        "template"] == "__novel__"
+
+
+def test_word_parameters_are_learned_only_within_a_class_and_only_where_enough_of_the_line_agrees(tmp_path):
+    """Lines of different classes, or of one class sharing too few words, are not merged into one pattern."""
+    from activelabel.quality.novelty import learn_patterns, template_tokens
+
+    lines = ["removing kshell", "removing echo", "link up on port", "fan speed is low"]
+    toks = [template_tokens(t) for t in lines]
+    assert learn_patterns(toks, ["A", "A", "B", "B"]) == [("removing", "<*>")]
+    assert learn_patterns(toks[:2], ["A", "B"]) == []  # the same words in two classes: two templates
+    assert learn_patterns(toks[2:], ["B", "B"]) == []  # one class, but no position in common
+    index = NoveltyIndex.build([{"m": t} for t in lines], ["m"], labels=["A", "A", "B", "B"])
+    assert index.score_text("removing telnet") == 0.0
+    assert index.is_novel(index.score_text("removing telnet now"))  # another length: not that pattern
+    assert NoveltyIndex.load(index.save(tmp_path / "idx.json")).patterns == index.patterns
+
+
+def test_a_novelty_index_with_malformed_patterns_is_refused_with_what_to_do(tmp_path):
+    """`patterns` that are not lists of words make the policy fail to load, naming the file and the fix."""
+    (tmp_path / "policy.yaml").write_text(NOVELTY_POLICY)
+    (tmp_path / "index.novelty.json").write_bytes(orjson.dumps({"templates": [["a"]], "patterns": [["a", 3]]}))
+    with pytest.raises(PolicyError) as exc:
+        load_policy(tmp_path / "policy.yaml")
+    assert "index.novelty.json" in str(exc.value) and "patterns" in str(exc.value)
+    assert "activelabel loop" in str(exc.value)

@@ -10,7 +10,9 @@
 ``activelabel loop`` next to every model it trains. ``lookup(text)`` gives
 ``{"score": 0..1, "novel": bool, "templates": n}``: the score is 1 - the largest
 Jaccard similarity between the words of the line's template (numbers, ids, paths and
-addresses masked) and those of any template in the index; ``novel`` is
+addresses masked) and those of any template in the index, where a template's word
+parameters learned from the training labels (``patterns``: "removing <*>") match any
+word at their position; ``novel`` is
 ``score >= threshold`` (the index's). An index with no templates (before the first
 model) scores every line 1.0: nothing has been learned yet. A key that is not a
 string is scored as the empty text.
@@ -51,6 +53,11 @@ def read_novelty_file(path: Path) -> tuple[dict[str, Any], str]:
             and all(isinstance(t, list) and all(isinstance(w, str) for w in t) for t in index["templates"])):
         raise EnricherError(f"`{path.name}` is not a novelty index (needs `templates`: lists of words)",
                             suggestion="point `file` at a <model>.novelty.json written by `activelabel loop`")
+    patterns = index.get("patterns", [])
+    if not (isinstance(patterns, list)
+            and all(isinstance(t, list) and all(isinstance(w, str) for w in t) for t in patterns)):
+        raise EnricherError(f"`{path.name}`: `patterns` must be lists of words",
+                            suggestion="point `file` at a <model>.novelty.json written by `activelabel loop`")
     threshold = index.get("threshold", 0.4)
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
         raise EnricherError(f"`{path.name}`: `threshold` must be a number from 0 to 1")
@@ -65,7 +72,7 @@ class NoveltyEnricher:
 
         self.name = name
         self._index = NoveltyIndex([], [frozenset(t) for t in index.get("templates", ())],
-                                   float(index.get("threshold", 0.4)))
+                                   float(index.get("threshold", 0.4)), [tuple(t) for t in index.get("patterns", ())])
         self._size = len(self._index.templates)
 
     def lookup(self, key: Any) -> Mapping[str, Any]:

@@ -202,6 +202,9 @@ class LoopConfig:
     rule_labels: float | None = 0.9
     min_confidence: float = 0.5
     novelty_threshold: float = 0.4
+    #: ``novelty`` strategy: the share of each round's budget spent on the least certain lines first
+    #: (the model's own confidence, see `Loop._model_confidence`); the rest goes farthest-first by novelty.
+    uncertainty_share: float = 0.5
     novelty_enricher: str | None = "novelty"  # None: no novelty enricher in the loop's file
     wait_timeout: float = 3600.0
     poll_interval: float = 1.0
@@ -418,6 +421,26 @@ class Loop:
         words = {d.record_id: template_words(row_text(r, names)) for d, r in zip(ds, rows, strict=True)}
         return {d.record_id: s for d, s in zip(ds, self.novelty.scores(rows), strict=True)}, words
 
+    def _model_confidence(self, candidates: Sequence[StoredDecision]) -> dict[str, float] | None:
+        """How sure the labeling is of each candidate, for the uncertainty share of the ``novelty``
+        strategy: a rule's own confidence where one of the policy's rules decided, else the model's
+        top class probability (also where the novelty rule hid the model's answer), else 0."""
+        if self.artifact is None:
+            return None
+        dists = self._distributions(candidates) or {}
+        label = self.cfg.label
+        out = {}
+        for d in candidates:
+            source = d.sources.get(label) if label in d.labels else None
+            if source and source.startswith("rule:") and source not in self.novelty_rules:
+                c = d.confidences.get(label)
+                out[d.record_id] = 1.0 if c is None else float(c)
+            elif dists.get(d.record_id):
+                out[d.record_id] = float(max(dists[d.record_id].values()))
+            else:
+                out[d.record_id] = 0.0
+        return out
+
     def _annotate(self, rnd: int, picked: Sequence[Any]) -> int:
         from activelabel.quality.review import label_choices, label_studio_config, label_studio_tasks
 
@@ -466,7 +489,9 @@ class Loop:
         kinds = infer_kinds(list(features), rows)
         trained = train_model(rows, values, label=label, features=features, out_dir=self.out / "models",
                               name=self.model_name, holdout=0.0, seed=self.cfg.seed, feature_kinds=kinds)
-        self.novelty = NoveltyIndex.build(rows, message_features(kinds, rows), threshold=self.cfg.novelty_threshold)
+        # With the labels it learned: a word that varies between lines of one class is a parameter.
+        self.novelty = NoveltyIndex.build(rows, message_features(kinds, rows), labels=values,
+                                          threshold=self.cfg.novelty_threshold)
         self.novelty.save(novelty_path_for(trained.artifact))
         if self.cfg.novelty_enricher:
             self.novelty.save(self.novelty_file)  # what the policy's novelty enricher reads from now on
@@ -490,7 +515,11 @@ class Loop:
     def _start_owned(self) -> None:
         """Before round 0: an empty novelty index (every line novel: nothing is learned yet) behind the
         enricher, so a policy whose rules read ``novelty.novel`` loads from the first round on."""
-        if not self.cfg.novelty_enricher or (self.models_file.is_file() and self.novelty_file.is_file()):
+        if not self.cfg.novelty_enricher:
+            return
+        if self.models_file.is_file() and self.novelty_file.is_file():
+            # A policy written afresh over the last run's (its files are still there) needs the include again.
+            ensure_include(self.policy, self.models_file.name)
             return
         if not self.models_file.is_file():
             from activelabel.errors import PolicyError
@@ -596,11 +625,15 @@ class Loop:
                 dists = None
                 if cfg.strategy in ("margin", "entropy", "disagreement") and self.artifact is not None:
                     dists = self._distributions(candidates)
+                sure = None
+                if cfg.strategy == "novelty" and cfg.uncertainty_share > 0:
+                    sure = self._model_confidence([c for c in candidates if c.record_id not in exclude])
                 last_picked = select_for_review(
                     candidates, label=label, budget=cfg.budget, strategy=cfg.strategy,
                     dedup=dedup_key_for(cfg.dedup_field) if cfg.dedup else None, exclude=exclude,
                     rule_values=registry.rule_values if registry else {}, model_distributions=dists,
-                    novelty=novelty, template_words=words or None, seed=cfg.seed * 1000 + rnd, fill=True)
+                    novelty=novelty, template_words=words or None, seed=cfg.seed * 1000 + rnd, fill=True,
+                    confidence=sure, uncertainty_share=cfg.uncertainty_share)
                 self._annotate(rnd, last_picked)
                 self._train(rnd, features, programs, decisions)
             row.elapsed_s = round(time.perf_counter() - started, 3)

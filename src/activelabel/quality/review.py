@@ -148,6 +148,8 @@ def select_for_review(
     template_words: Mapping[str, frozenset[str]] | None = None,
     seed: int = 0,
     fill: bool = False,
+    confidence: Mapping[str, float] | None = None,
+    uncertainty_share: float = 0.0,
 ) -> list[ReviewItem]:
     """The ``budget`` items to review for ``label``, best first, one per dedup key.
 
@@ -159,7 +161,12 @@ def select_for_review(
     With ``template_words`` (record id → the words of its template) the ``novelty`` strategy
     picks greedily: after each pick, the others' novelty is lowered to their distance from
     the picked line too (farthest-first), so one round does not spend its budget on ten
-    variants of one new template.
+    variants of one new template. With ``confidence`` (record id → how sure the labeling is,
+    e.g. the model's top probability) and ``uncertainty_share`` > 0, that share of the budget
+    goes first to the least certain lines (one per template), and farthest-first fills the rest
+    counting them as picked: novelty alone passes over a new class whose lines look like a known
+    one ("Connection timed out" next to "Link has been severed"), uncertainty alone over a
+    template nobody has seen that the model happens to be sure of.
     """
     dists = model_distributions or {}
     if strategy not in STRATEGIES:
@@ -171,7 +178,8 @@ def select_for_review(
         rng.shuffle(pool)
         ranked = [(0.0, d) for d in pool]
     elif strategy == "novelty" and novelty is not None and template_words is not None:
-        return _novelty_greedy(pool, label, budget, novelty, template_words, dedup, rng, fill)
+        return _novelty_greedy(pool, label, budget, novelty, template_words, dedup, rng, fill,
+                               confidence=confidence, uncertainty_share=uncertainty_share)
     else:
         # Random tie-break: many items share a score (e.g. every unmatched line has confidence 0).
         keyed = [(_score(strategy, d, label, rule_values, dists.get(d.record_id), novelty), rng.random(), d)
@@ -204,8 +212,10 @@ def _jaccard_distance(a: frozenset[str], b: frozenset[str]) -> float:
 
 def _novelty_greedy(pool: Sequence[StoredDecision], label: str, budget: int, novelty: Mapping[str, float],
                     words: Mapping[str, frozenset[str]], dedup: Callable[[StoredDecision], str] | None,
-                    rng: random.Random, fill: bool = False) -> list[ReviewItem]:
-    """Farthest-first: the most novel line, then the line most novel against training *and* the picks so far."""
+                    rng: random.Random, fill: bool = False, *, confidence: Mapping[str, float] | None = None,
+                    uncertainty_share: float = 0.0) -> list[ReviewItem]:
+    """Farthest-first: the most novel line, then the line most novel against training *and* the picks so far
+    (after the least certain lines, when ``confidence`` and ``uncertainty_share`` ask for them)."""
     tie = {d.record_id: rng.random() for d in pool}
     current = {d.record_id: novelty.get(d.record_id, 0.0) for d in pool}
     empty: frozenset[str] = frozenset()
@@ -217,9 +227,19 @@ def _novelty_greedy(pool: Sequence[StoredDecision], label: str, budget: int, nov
     def score(d: StoredDecision) -> float:
         return current[d.record_id] + (1.0 - _confidence(d, label)) / 2
 
+    unsure = round(budget * uncertainty_share) if confidence else 0
+    # Least certain last, so pop() takes the next one; ids taken so far are skipped.
+    by_doubt = sorted(pool, key=lambda d: ((confidence or {}).get(d.record_id, 0.0), tie[d.record_id]), reverse=True)
+    taken: set[str] = set()
     while remaining and len(chosen) < budget:
-        best = max(remaining, key=lambda d: (score(d), tie[d.record_id]))
+        if len(chosen) < unsure and by_doubt:
+            best = by_doubt.pop()
+            if best.record_id in taken:
+                continue
+        else:
+            best = max(remaining, key=lambda d: (score(d), tie[d.record_id]))
         remaining.remove(best)
+        taken.add(best.record_id)
         if dedup is not None:
             k = dedup(best)
             if k in seen:
