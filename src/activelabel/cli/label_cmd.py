@@ -81,7 +81,7 @@ def run_label(
         parallel_refusal,
         run_parallel,
     )
-    from activelabel.engine.record_loop import JsonlFileOutput, RecordLoop, jsonl_blocks
+    from activelabel.engine.record_loop import CodesObserver, JsonlFileOutput, RecordLoop, jsonl_blocks
 
     source = JsonlSource(inputs, limits)
     summary = RunSummary()
@@ -93,8 +93,9 @@ def run_label(
             refusal = "--record writes decisions from one process"
         elif guard is not None and not guard.passthrough:
             refusal = "labels above the output's clearance are protected (and counted) in one process"
-        elif observer is not None:
-            refusal = "--shadow and --audit observe every decision in one process"
+        elif observer is not None and (explain or not isinstance(observer, CodesObserver) or observer.needs_values):
+            # The audit log at Metadata needs only each record's source codes, which workers send back.
+            refusal = "--shadow, and --audit above level Metadata or with --explain, observe every decision in one process"
         elif not _regular_files(inputs):
             refusal = "stdin and .gz inputs are read as a stream"
         elif total_bytes < MIN_PARALLEL_BYTES:
@@ -141,8 +142,10 @@ def run_label(
 
     try:
         if parallel:
-            settings = WorkerSettings(limits, labels_field, explain)
-            run = run_parallel(labeler, settings, [(p, p) for p in inputs], sink, dead, workers=workers, on_block=block_done)
+            codes_observer = observer if isinstance(observer, CodesObserver) else None
+            settings = WorkerSettings(limits, labels_field, explain, codes=codes_observer is not None)
+            run = run_parallel(labeler, settings, [(p, p) for p in inputs], sink, dead, workers=workers, on_block=block_done,
+                               observer=codes_observer)
             counts = run.counts
             summary.stats, summary.hits_by_source, summary.workers = run.stats, run.hits_by_source, run.workers
         else:
@@ -374,7 +377,7 @@ def _observers(labeler: Labeler, shadow: Path | None, audit: Path | None, audit_
                audit_level: str | None, audit_policy: Path | None) -> tuple[Any, Any, Any]:
     """The shadow run and the audit log of `label`, and the one record-loop observer calling both."""
     from activelabel.cli._common import audit_options, open_candidate
-    from activelabel.governance.observers import AuditObserver, ShadowRun, chain, cli_record_id
+    from activelabel.governance.observers import AuditObserver, ShadowRun, chain, cli_record_id, cli_record_ids
 
     shadow_run = audit_log = None
     if shadow is not None:
@@ -382,7 +385,7 @@ def _observers(labeler: Labeler, shadow: Path | None, audit: Path | None, audit_
     if audit is not None:
         audit_log = audit_options(audit, audit_key, audit_level, audit_policy)(labeler.policy)
     audit_observer = None if audit_log is None else AuditObserver(audit_log, door="cli", policy=labeler.policy,
-                                                                   record_id_of=cli_record_id)
+                                                                   record_id_of=cli_record_id, record_ids_of=cli_record_ids)
     return shadow_run, audit_log, chain(shadow_run, audit_observer)
 
 

@@ -18,14 +18,17 @@ too. Field names follow OPA's decision log where they fit (``decision_id``,
 ``arm``, ``confidence``, ``sources``, ``door`` and ``labels_set``.
 
 What is written per decision is chosen by a level policy in the Kubernetes audit
-style (``None | Metadata | Request | Full``, first matching rule wins). The writer is
-synchronous (the caller's thread appends into an OS-buffered file), so it cannot fall
-behind; a record that cannot be written (disk full, closed log) is counted in
-``activelabel_audit_dropped_total{reason}`` and never vanishes unseen.
+style (``None | Metadata | Request | Full``, first matching rule wins). Records are
+written on the caller's thread, a chunk at a time, straight to the OS (one ``write``
+per run of records: a kill -9 loses none that were handed over), so the writer cannot
+fall behind; checkpoints are made durable and signed on a thread of their own
+(``_audit_write.py``). A record that cannot be written (disk full, closed log) is
+counted in ``activelabel_audit_dropped_total{reason}`` and never vanishes unseen.
 """
 
 from __future__ import annotations
 
+import binascii
 import os
 import threading
 import time
@@ -34,11 +37,22 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import IntEnum
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import orjson
 
 from activelabel.errors import AuditError
+from activelabel.governance._audit_write import (
+    CheckpointWriter,
+    Entry,
+    chain_lines,
+    door_piece,
+    record_prefix,
+    replace_file,
+    stamp_piece,
+    write_all,
+)
+from activelabel.governance._audit_write import Outcome as Outcome  # public: the argument of log_outcomes
 from activelabel.governance._merkle import (
     Checkpoint,
     MerkleFrontier,
@@ -46,12 +60,12 @@ from activelabel.governance._merkle import (
     canonical_json,
     leaf_hash,
     open_note,
-    sign_note,
     unb64,
 )
 
 KEY_NAME_DEFAULT = "activelabel-audit"
 _SEGMENT_DIGITS = 12
+_CACHE_LIMIT = 100_000  # distinct outcomes / level choices remembered before the caches start over
 
 
 class AuditLevel(IntEnum):
@@ -264,7 +278,12 @@ class AuditLog:
         self.dropped: dict[str, int] = {}
         self._dropped_metric = _dropped_counter(registry)
         self._tail = self._recover()
-        self._fh: TextIO | None = None
+        self._prev64 = binascii.b2a_base64(self._tail.prev, newline=False)
+        self._levels: dict[tuple[str, tuple[str, ...]], AuditLevel] = {}
+        self._outcomes: dict[tuple[tuple[str, ...], tuple[str, ...]], Outcome] = {}
+        self._checkpoints = CheckpointWriter(self.directory, key_name, self._key)
+        self._fd: int | None = None
+        self._torn_at: int | None = None
         self._segment_bytes = 0
         self._segment_opened = 0.0
         self._since_checkpoint = 0
@@ -272,6 +291,23 @@ class AuditLog:
         self._open_segment()
 
     # -- writing ----------------------------------------------------------------------------
+
+    def level_of(self, door: str, names: Sequence[str]) -> AuditLevel:
+        """The level the level policy picks for a decision at ``door`` that set the labels ``names``."""
+        key = (door, tuple(names))
+        level = self._levels.get(key)
+        if level is None:
+            if len(self._levels) > _CACHE_LIMIT:
+                self._levels.clear()
+            level = self._levels[key] = self.level_policy.level_for(door, key[1], self.sensitivity_of)
+        return level
+
+    @property
+    def highest_level(self) -> AuditLevel:
+        """The most the level policy ever writes (Metadata or less: no event field and no label value)."""
+        if not self.level_policy.rules:
+            return AuditLevel.METADATA
+        return max(rule.level for rule in self.level_policy.rules)
 
     def log_decision(
         self,
@@ -285,21 +321,162 @@ class AuditLog:
         arm: str = "stable",
     ) -> AuditLevel:
         """Write one decision at the level the policy picks; returns that level."""
-        labels: Mapping[str, Any] = decision.labels
-        names = list(labels)
-        level = self.level_policy.level_for(door, names, self.sensitivity_of)
+        names = tuple(decision.labels)
+        level = self.level_of(door, names)
         if level is AuditLevel.NONE:
             return level
         ts = self._clock()
+        stamp = _now_rfc3339(ts)
+        entry: Entry | None
+        if level is AuditLevel.METADATA:
+            entry = self._metadata_entry(self._outcome(names, decision.sources), record_id, ts,
+                                         record_prefix(arm, policy_name, decision.policy_version), door_piece(door),
+                                         stamp_piece(stamp))
+        else:
+            entry = self._full_record(level, door, policy_name, decision.policy_version, arm, record_id, ts, stamp,
+                                      names, decision.sources, decision.labels, decision.confidences, event, input_fields)
+        self._append([entry] if entry is not None else [], ts, unencodable=int(entry is None))
+        return level
+
+    def log_admin(self, action: str, *, actor: str, **details: Any) -> None:
+        """Write an administrative action (reload, rollout step, promote, rollback, feedback import, key rotation)."""
+        ts = self._clock()
+        self._append([{"kind": "admin", "action": action, "actor": actor, "timestamp": _now_rfc3339(ts),
+                       "details": details}], ts)
+
+    def log_decisions(self, items: Sequence[tuple[Any, str | None, Mapping[str, Any] | None, str]], *, door: str,
+                      policy_name: str) -> int:
+        """Write a chunk of ``(decision, record_id, event, arm)``; returns how many records were written.
+
+        The records are those ``log_decision`` writes one by one, in order, with one clock
+        reading for the chunk (its decisions were made within the same few milliseconds)
+        and one write for the chunk's lines.
+        """
+        ts = self._clock()
+        stamp = _now_rfc3339(ts)
+        tail = stamp_piece(stamp)
+        door_bytes = door_piece(door)
+        prefixes: dict[tuple[str, str], bytes] = {}
+        entries: list[Entry] = []
+        unencodable = 0
+        for decision, record_id, event, arm in items:
+            labels = decision.labels
+            names = tuple(labels)
+            level = self.level_of(door, names)
+            if level is AuditLevel.NONE:
+                continue
+            version = decision.policy_version
+            sources = decision.sources
+            entry: Entry | None
+            if level is AuditLevel.METADATA:
+                prefix = prefixes.get((arm, version))
+                if prefix is None:
+                    prefix = prefixes[(arm, version)] = record_prefix(arm, policy_name, version)
+                entry = self._metadata_entry(self._outcome(names, sources), record_id, ts, prefix, door_bytes, tail)
+            else:
+                entry = self._full_record(level, door, policy_name, version, arm, record_id, ts, stamp, names, sources,
+                                          labels, decision.confidences, event, None)
+            if entry is None:
+                unencodable += 1
+            else:
+                entries.append(entry)
+        return self._append(entries, ts, unencodable=unencodable)
+
+    def log_outcomes(
+        self,
+        record_ids: Sequence[str | None],
+        outcomes: Sequence[Outcome],
+        *,
+        door: str,
+        policy_name: str,
+        version: str,
+        arm: str | Sequence[str] = "stable",
+        values: Callable[[int], tuple[Mapping[str, Any] | None, Mapping[str, Any], Mapping[str, float]]] | None = None,
+    ) -> int:
+        """Write a chunk of decisions given as outcomes: record ``j`` is ``record_ids[j]``, decided as ``outcomes[j]``.
+
+        The bulk path's form (``AuditObserver.observe_codes``): decisions that came out
+        alike share one ``Outcome``, whose JSON is rendered once. A record the level
+        policy writes above Metadata needs ``values(j) -> (event, labels, confidences)``;
+        without it such a record is refused (AuditError) rather than written with less.
+        """
+        ts = self._clock()
+        stamp = _now_rfc3339(ts)
+        pieces_of: dict[int, tuple[bytes, bytes]] = {}  # per outcome in this chunk: its JSON, with the chunk's timestamp
+        stamp_bytes = stamp_piece(stamp)
+        arms = None if isinstance(arm, str) else arm
+        prefix = record_prefix(arm, policy_name, version) if isinstance(arm, str) else b""
+        prefixes: dict[str, bytes] = {}
+        door_bytes = door_piece(door)
+        level_of, metadata, none = self.level_of, AuditLevel.METADATA, AuditLevel.NONE
+        levels: dict[int, AuditLevel] = {}
+        dumps = orjson.dumps
+        entries: list[Entry] = []
+        add = entries.append
+        unencodable = 0
+        for j, (record_id, outcome) in enumerate(zip(record_ids, outcomes, strict=True)):
+            key = id(outcome)
+            level = levels.get(key)
+            if level is None:
+                level = levels[key] = level_of(door, outcome.names)
+            if level is metadata:
+                pieces = pieces_of.get(key)
+                try:
+                    if pieces is None:
+                        mid, sources = outcome.pieces()
+                        pieces = pieces_of[key] = (mid, sources + stamp_bytes)
+                    rid = dumps(record_id) if record_id is not None else dumps(_fresh_id(ts))
+                except TypeError:  # a name or id with no JSON form (a lone surrogate)
+                    unencodable += 1
+                    continue
+                if arms is not None:
+                    record_arm = arms[j]
+                    prefix = prefixes.get(record_arm) or prefixes.setdefault(
+                        record_arm, record_prefix(record_arm, policy_name, version))
+                add((prefix, rid, door_bytes, pieces[0], pieces[1]))
+            elif level is not none:
+                if values is None:
+                    raise AuditError(f"level {level.name.title()} writes event fields and label values, which this "
+                                     "caller did not give: log these decisions with log_decisions")
+                event, labels, confidences = values(j)
+                add(self._full_record(level, door, policy_name, version, arms[j] if arms is not None else str(arm),
+                                      record_id, ts, stamp, outcome.names, outcome.sources, labels, confidences, event,
+                                      None))
+        return self._append(entries, ts, unencodable=unencodable)
+
+    def _outcome(self, names: tuple[str, ...], sources: Mapping[str, str]) -> Outcome:
+        """The shared ``Outcome`` of decisions that set ``names`` from these sources."""
+        key = (names, tuple(sources.values()))
+        outcome = self._outcomes.get(key)
+        if outcome is None:
+            if len(self._outcomes) > _CACHE_LIMIT:
+                self._outcomes.clear()
+            outcome = self._outcomes[key] = Outcome(names, sources)
+        return outcome
+
+    def _metadata_entry(self, outcome: Outcome, record_id: str | None, ts: float, prefix: bytes, door: bytes,
+                        stamp: bytes) -> Entry | None:
+        try:
+            mid, sources = outcome.pieces()
+            rid = orjson.dumps(record_id if record_id is not None else _fresh_id(ts))
+        except TypeError:  # a name or id with no JSON form (a lone surrogate)
+            return None
+        return (prefix, rid, door, mid, sources + stamp)
+
+    def _full_record(self, level: AuditLevel, door: str, policy_name: str, version: str, arm: str,
+                     record_id: str | None, ts: float, stamp: str, names: Sequence[str], sources: Mapping[str, str],
+                     labels: Mapping[str, Any], confidences: Mapping[str, float], event: Mapping[str, Any] | None,
+                     input_fields: Sequence[str] | None) -> dict[str, Any]:
+        """A record above Metadata, as a dict for the general RFC 8785 path (sensitive values protected)."""
         record: dict[str, Any] = {
             "kind": "decision",
             "decision_id": record_id if record_id is not None else _fresh_id(ts),
-            "timestamp": _now_rfc3339(ts),
+            "timestamp": stamp,
             "door": door,
-            "bundles": {policy_name: {"revision": decision.policy_version}},
+            "bundles": {policy_name: {"revision": version}},
             "arm": arm,
-            "labels_set": names,
-            "sources": decision.sources,
+            "labels_set": list(names),
+            "sources": dict(sources),
             "level": level.name.title(),
         }
         erased: list[str] = []
@@ -332,132 +509,105 @@ class AuditLog:
                     value = protected
                 result[name] = value
             record["result"] = result
-            record["confidence"] = decision.confidences
+            record["confidence"] = dict(confidences)
         if erased:
             record["erased"] = erased
         if masked:
             record["masked"] = masked
-        # Below Request a record holds only strings, a list of label names and the index: orjson's
-        # sorted output is already RFC 8785 when its few free-form keys (label and policy names)
-        # are BMP text, so the general check (a walk of every value) can be skipped.
-        plain = level is AuditLevel.METADATA and all(_bmp(k) for k in names) and _bmp(policy_name)
-        self._append(record, ts, plain=plain)
-        return level
+        return record
 
-    def log_admin(self, action: str, *, actor: str, **details: Any) -> None:
-        """Write an administrative action (reload, rollout step, promote, rollback, feedback import, key rotation)."""
-        ts = self._clock()
-        self._append({"kind": "admin", "action": action, "actor": actor, "timestamp": _now_rfc3339(ts),
-                      "details": details}, ts)
-
-    def log_decisions(self, items: Sequence[tuple[Any, str | None, Mapping[str, Any] | None, str]], *, door: str,
-                      policy_name: str) -> int:
-        """Write a chunk of ``(decision, record_id, event, arm)``; returns how many records were written.
-
-        The records are those ``log_decision`` writes one by one, in order, with one clock
-        reading for the chunk (its decisions were made within the same few milliseconds).
-        Metadata records take a fast path: one lock for the chunk, no general RFC 8785 walk.
-        """
-        ts = self._clock()
-        stamp = _now_rfc3339(ts)
-        level_for, sensitivity_of = self.level_policy.level_for, self.sensitivity_of
-        metadata = AuditLevel.METADATA
-        plain_names: dict[tuple[str, ...], bool] = {}
-        plain_policy = _bmp(policy_name)
-        written = 0
+    def _append(self, entries: Sequence[Entry], ts: float, *, unencodable: int = 0) -> int:
+        """Append ``entries`` in order under the lock; returns how many records were written."""
         with self._lock:
-            for decision, record_id, event, arm in items:
-                names = list(decision.labels)
-                level = level_for(door, names, sensitivity_of)
-                if level is AuditLevel.NONE:
-                    continue
-                key = tuple(names)
-                plain = plain_names.get(key)
-                if plain is None:
-                    plain = plain_names[key] = plain_policy and all(_bmp(k) for k in names)
-                if level is not metadata or not plain:
-                    self._lock.release()  # the general path takes the lock itself, record by record
+            if self._checkpoints.failure is not None:
+                self._drop("checkpoint_error", len(entries) + unencodable)
+                self._checkpoints.raise_failure()
+            if unencodable:
+                self._drop("unencodable", unencodable)
+            return self._append_locked(entries, ts)
+
+    def _append_locked(self, entries: Sequence[Entry], ts: float) -> int:
+        """Chain, hash and write ``entries`` a run at a time; each run is one ``os.write``.
+
+        A run ends where a checkpoint is due (every ``checkpoint_every`` records) or the
+        segment is full, so checkpoints and rotation fall on the same records as when
+        records were written one by one. A run that cannot be written is cut back off the
+        file (no partial record inside the log) and counted as dropped.
+        """
+        written = 0
+        i, n = 0, len(entries)
+        tail = self._tail
+        while i < n:
+            fd = self._fd
+            if self._closed or fd is None:
+                self._drop("closed", n - i)
+                break
+            stop = min(n, i + max(1, self.checkpoint_every - self._since_checkpoint))
+            lines, leaves, i, nbytes, prev64, unencodable = chain_lines(
+                entries, i, stop, tail.index, self._prev64, self.segment_max_bytes - self._segment_bytes)
+            if unencodable:
+                self._drop("unencodable", unencodable)
+            if lines:
+                try:
+                    if self._torn_at is not None:
+                        os.ftruncate(fd, self._torn_at)  # a run that failed half-way: cut it off first
+                        self._torn_at = None
+                    write_all(fd, b"\n".join(lines) + b"\n")
+                except OSError:
+                    self._torn_at = self._segment_bytes
                     try:
-                        self.log_decision(decision, door=door, policy_name=policy_name, record_id=record_id,
-                                          event=event, arm=arm)
-                    finally:
-                        self._lock.acquire()
-                    written += 1
+                        os.ftruncate(fd, self._segment_bytes)
+                        self._torn_at = None
+                    except OSError:
+                        pass
+                    self._drop("write_error", len(lines))
                     continue
-                record = {
-                    "kind": "decision", "decision_id": record_id if record_id is not None else _fresh_id(ts),
-                    "timestamp": stamp, "door": door, "bundles": {policy_name: {"revision": decision.policy_version}},
-                    "arm": arm, "labels_set": names, "sources": decision.sources, "level": "Metadata",
-                }
-                written += self._append_locked(record, ts, plain=True)
+                tail.frontier.extend(leaves)
+                tail.prev = leaves[-1]
+                tail.index += len(lines)
+                self._prev64 = prev64
+                self._segment_bytes += nbytes
+                self._since_checkpoint += len(lines)
+                written += len(lines)
+            if (self._since_checkpoint >= self.checkpoint_every
+                    or (self._since_checkpoint and ts - self._last_checkpoint_at >= self.checkpoint_interval_s)):
+                self._checkpoint_locked(ts)
+            if (self._segment_bytes >= self.segment_max_bytes
+                    or ts - self._segment_opened >= self.segment_max_age_s):
+                self._rotate_locked(ts)
         return written
 
-    def _append(self, record: dict[str, Any], ts: float, *, plain: bool = False) -> None:
-        with self._lock:
-            self._append_locked(record, ts, plain=plain)
-
-    def _append_locked(self, record: dict[str, Any], ts: float, *, plain: bool = False) -> int:
-        if self._closed or self._fh is None:
-            self._drop("closed")
-            return 0
-        tail = self._tail
-        record["index"] = tail.index
-        record["prev"] = b64(tail.prev)
-        try:
-            line = orjson.dumps(record, option=orjson.OPT_SORT_KEYS) if plain else canonical_json(record)
-        except (AuditError, TypeError):
-            self._drop("unencodable")
-            return 0
-        try:
-            self._fh.write(line.decode() + "\n")
-        except (OSError, ValueError):
-            self._drop("write_error")
-            return 0
-        leaf = leaf_hash(line)
-        tail.frontier.append(leaf)
-        tail.prev = leaf
-        tail.index += 1
-        self._segment_bytes += len(line) + 1
-        self._since_checkpoint += 1
-        if (self._since_checkpoint >= self.checkpoint_every
-                or ts - self._last_checkpoint_at >= self.checkpoint_interval_s):
-            self._checkpoint_locked(ts)
-        if (self._segment_bytes >= self.segment_max_bytes
-                or ts - self._segment_opened >= self.segment_max_age_s):
-            self._rotate_locked(ts)
-        return 1
-
-    def _drop(self, reason: str) -> None:
-        self.dropped[reason] = self.dropped.get(reason, 0) + 1
+    def _drop(self, reason: str, count: int = 1) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + count
         if self._dropped_metric is not None:
-            self._dropped_metric.labels(reason=reason).inc()
+            self._dropped_metric.labels(reason=reason).inc(count)
 
     def checkpoint(self) -> Checkpoint:
-        """Flush and sign the current tree (also done every N records / T seconds and at close)."""
+        """Sign the current tree, and return once it and every record it covers are on disk.
+
+        Also done every N records / T seconds (then off the writing thread), at rotation and at close.
+        """
         with self._lock:
-            return self._checkpoint_locked(self._clock())
+            cp = self._checkpoint_locked(self._clock())
+            self._checkpoints.wait()
+            self._checkpoints.raise_failure()
+            return cp
 
     def _checkpoint_locked(self, ts: float) -> Checkpoint:
-        if self._fh is not None:
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
+        """Queue a signed checkpoint of every record written so far (its records are already in the OS)."""
         tail = self._tail
-        cp = Checkpoint(self.origin, tail.index, tail.frontier.root(),
-                        (f"last-leaf {b64(tail.prev)}",))
-        path = self.directory / "checkpoints" / f"{tail.index:0{_SEGMENT_DIGITS}d}.note"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(sign_note(cp, self.key_name, self._key))
-        os.replace(tmp, path)
-        state = {"size": tail.index, "prev": b64(tail.prev), "frontier": tail.frontier.to_json()}
-        (self.directory / "checkpoints" / "state.json").write_bytes(orjson.dumps(state))
+        cp = Checkpoint(self.origin, tail.index, tail.frontier.root(), (f"last-leaf {self._prev64.decode()}",))
+        note = self.directory / "checkpoints" / f"{tail.index:0{_SEGMENT_DIGITS}d}.note"
+        state = orjson.dumps({"size": tail.index, "prev": self._prev64.decode(), "frontier": tail.frontier.to_json()})
+        self._checkpoints.submit(os.dup(self._fd) if self._fd is not None else None, cp, note, state)
         self._since_checkpoint = 0
         self._last_checkpoint_at = ts
         return cp
 
     def _rotate_locked(self, ts: float) -> None:
         self._checkpoint_locked(ts)
-        if self._fh is not None:
-            self._fh.close()
+        if self._fd is not None:
+            os.close(self._fd)
         self._open_segment(new=True)
 
     def _open_segment(self, new: bool = False) -> None:
@@ -466,20 +616,29 @@ class AuditLog:
             path = segments[-1]
         else:
             path = self.directory / "segments" / _segment_name(self._tail.index)
-        self._fh = path.open("a", encoding="utf-8", buffering=1 << 16)
-        self._segment_bytes = path.stat().st_size
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._segment_bytes = os.fstat(self._fd).st_size
+        self._torn_at = None
         self._segment_opened = self._clock()
 
     def close(self) -> None:
-        """Write a final checkpoint and close; later writes are counted as dropped."""
+        """Write a final checkpoint, wait until everything is on disk, and close; later writes are counted as dropped.
+
+        Raises AuditError when a checkpoint could not be written (the records are on disk;
+        `audit verify` says how far the signatures reach).
+        """
         with self._lock:
             if self._closed:
                 return
-            self._checkpoint_locked(self._clock())
-            if self._fh is not None:
-                self._fh.close()
-            self._fh = None
             self._closed = True
+            try:
+                self._checkpoint_locked(self._clock())
+            finally:
+                self._checkpoints.close()
+                if self._fd is not None:
+                    os.close(self._fd)
+                self._fd = None
+            self._checkpoints.raise_failure()
 
     def __enter__(self) -> AuditLog:
         return self
@@ -504,6 +663,7 @@ class AuditLog:
             state = orjson.loads(state_path.read_bytes())
             if int(state["size"]) >= tail.index:
                 tail = _Tail(int(state["size"]), unb64(state["prev"]), MerkleFrontier.from_json(state["frontier"]))
+        leaves: list[bytes] = []
         for path, offset, raw in _iter_lines(self.directory, start_index=tail.index):
             if not raw.endswith(b"\n"):
                 torn = path.with_name(path.name + f".torn-{int(time.time())}")
@@ -511,11 +671,11 @@ class AuditLog:
                 with path.open("r+b") as fh:
                     fh.truncate(offset)
                 break
-            line = raw[:-1]
-            leaf = leaf_hash(line)
-            tail.frontier.append(leaf)
-            tail.prev = leaf
-            tail.index += 1
+            leaves.append(leaf_hash(raw[:-1]))
+        if leaves:
+            tail.frontier.extend(leaves)
+            tail.prev = leaves[-1]
+            tail.index += len(leaves)
         return tail
 
     # -- retention -----------------------------------------------------------------------------
@@ -529,6 +689,8 @@ class AuditLog:
         """
         with self._lock:
             self._checkpoint_locked(self._clock())
+            self._checkpoints.wait()
+            self._checkpoints.raise_failure()
             segments = _segments(self.directory)[:-1]
             cutoff = self._clock() - max_age_s
             previous = _read_retention(self.directory)
@@ -553,9 +715,7 @@ class AuditLog:
                 return 0
             state = {"next_index": next_index, "prev": b64(prev), "frontier": frontier.to_json(),
                      "removed": [*(previous.removed if previous else []), *removed]}
-            tmp = self.directory / "retention.json.tmp"
-            tmp.write_bytes(orjson.dumps(state))
-            os.replace(tmp, self.directory / "retention.json")
+            replace_file(self.directory / "retention.json", orjson.dumps(state))
             for item in removed:
                 (self.directory / "segments" / item["segment"]).unlink()
         count = sum(int(item["records"]) for item in removed)
@@ -563,11 +723,6 @@ class AuditLog:
                        prefix_root=b64(frontier.root()), segments=[item["segment"] for item in removed])
         self.checkpoint()
         return count
-
-
-def _bmp(key: str) -> bool:
-    """A key whose code-point order is its UTF-16 order (RFC 8785 sorts keys by UTF-16 units)."""
-    return key.isascii() or max(key) < "\ud800"
 
 
 def _fresh_id(ts: float) -> str:

@@ -1,0 +1,208 @@
+"""The audit log's write path: records rendered and chained a chunk at a time, checkpoints signed off-thread.
+
+Kept apart from ``audit.py`` (levels, recovery, retention, verification) because this is
+the part on the labeling thread's budget:
+
+- ``Outcome``: what a Metadata record says about one decision (which labels were set,
+  by which source). Decisions with the same outcome share one, and its canonical JSON
+  fragments are rendered once, not once per record.
+- ``chain_lines``: a run of records as canonical lines, each carrying its ``index`` and
+  the previous record's leaf hash (``prev``), with their RFC 9162 leaf hashes. A
+  Metadata record is joined from pre-rendered bytes; anything else goes through
+  ``canonical_json``. Both give the same RFC 8785 bytes (``tests/test_audit_log.py``
+  checks them against the reference implementation).
+- ``CheckpointWriter``: one thread that makes each checkpoint durable in order: fsync
+  of the segment, then the signed note, then ``state.json``, so a note never covers a
+  record that is not on disk, and the labeling thread never waits for the disk.
+"""
+
+from __future__ import annotations
+
+import binascii
+import hashlib
+import os
+import queue
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from activelabel.errors import AuditError
+from activelabel.governance._merkle import Checkpoint, canonical_json, sign_note
+
+#: A record to append: the five byte pieces of a Metadata record (see ``chain_lines``) or a record dict.
+Entry = tuple[bytes, bytes, bytes, bytes, bytes] | dict[str, Any]
+
+# The keys of a Metadata record in RFC 8785 order (all ASCII, so UTF-16 order is byte order):
+# arm, bundles, decision_id, door, index, kind, labels_set, level, prev, sources, timestamp.
+# ``index`` and ``prev`` sit between fixed pieces, so a record is a join of seven parts.
+_KIND_AND_SET = b',"kind":"decision","labels_set":'
+_LEVEL_AND_PREV = b',"level":"Metadata","prev":"'
+_SOURCES = b'","sources":'
+
+
+class Outcome:
+    """One way a decision came out, as a Metadata record says it: the labels set, and each one's source.
+
+    Immutable once made; ``AuditLog`` caches its rendered JSON on it, so share one object
+    between all the decisions it describes (``AuditObserver`` does, per distinct source codes).
+    """
+
+    __slots__ = ("_mid", "_sources_json", "names", "sources")
+
+    def __init__(self, names: Sequence[str], sources: Mapping[str, str]) -> None:
+        self.names: tuple[str, ...] = tuple(names)
+        self.sources: Mapping[str, str] = sources
+        self._mid: bytes | None = None
+        self._sources_json: bytes | None = None
+
+    def pieces(self) -> tuple[bytes, bytes]:
+        """``(labels_set up to prev, sources JSON)``, rendered on first use (TypeError: not encodable)."""
+        if self._mid is None:
+            self._sources_json = _SOURCES + canonical_json(dict(self.sources))
+            self._mid = _KIND_AND_SET + canonical_json(list(self.names)) + _LEVEL_AND_PREV
+        assert self._sources_json is not None
+        return self._mid, self._sources_json
+
+
+def record_prefix(arm: str, policy_name: str, version: str) -> bytes:
+    """The canonical bytes of a Metadata record before its ``decision_id`` value."""
+    return (b'{"arm":' + canonical_json(arm) + b',"bundles":' + canonical_json({policy_name: {"revision": version}})
+            + b',"decision_id":')
+
+
+def door_piece(door: str) -> bytes:
+    """The canonical bytes between a Metadata record's ``decision_id`` value and its ``index`` value."""
+    return b',"door":' + canonical_json(door) + b',"index":'
+
+
+def stamp_piece(stamp: str) -> bytes:
+    """The canonical bytes after a Metadata record's sources: its timestamp and the closing brace."""
+    return b',"timestamp":' + canonical_json(stamp) + b"}"
+
+
+def chain_lines(entries: Sequence[Entry], start: int, stop: int, index: int, prev64: bytes,
+                room_bytes: int) -> tuple[list[bytes], list[bytes], int, int, bytes, int]:
+    """Render ``entries[start:stop]`` as chained canonical lines, starting at record ``index`` after ``prev64``.
+
+    Stops early after the line that fills ``room_bytes`` (a segment's remaining size).
+    Returns ``(lines, leaf hashes, next position in entries, bytes incl. newlines,
+    prev64 after the last line, entries left out as unencodable)``.
+    """
+    sha = hashlib.sha256
+    b2a = binascii.b2a_base64
+    join = b"".join
+    lines: list[bytes] = []
+    leaves: list[bytes] = []
+    add_line, add_leaf = lines.append, leaves.append
+    nbytes = 0
+    unencodable = 0
+    j = start
+    while j < stop:
+        entry = entries[j]
+        j += 1
+        if entry.__class__ is tuple:
+            pre, rid, door, mid, tail = entry  # the five pieces of a Metadata record
+            line = join((pre, rid, door, b"%d" % index, mid, prev64, tail))
+        else:
+            record: dict[str, Any] = entry  # type: ignore[assignment]  # not a tuple: the record dict
+            record["index"] = index
+            record["prev"] = prev64.decode()
+            try:
+                line = canonical_json(record)
+            except (AuditError, TypeError):
+                unencodable += 1
+                continue
+        leaf = sha(b"\x00" + line).digest()
+        add_line(line)
+        add_leaf(leaf)
+        prev64 = b2a(leaf, newline=False)
+        index += 1
+        nbytes += len(line) + 1
+        if nbytes >= room_bytes:
+            break
+    return lines, leaves, j, nbytes, prev64, unencodable
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write every byte of ``data`` (OSError as the OS gives it)."""
+    view = memoryview(data)
+    done = 0
+    while done < len(data):
+        done += os.write(fd, view[done:])
+
+
+def replace_file(path: Path, data: bytes) -> None:
+    """Write ``path`` whole or not at all (a kill -9 mid-write leaves the old file)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+class CheckpointWriter:
+    """Makes checkpoints durable in order, on one thread: fsync the segment, sign and write the note, then state.json.
+
+    ``submit`` hands over a checkpoint whose records are already written (``os.write``:
+    in the page cache, so a kill -9 cannot lose them); the queue is bounded, so a disk
+    that cannot keep up slows the writer down instead of piling up. The thread starts
+    on first use (a process that forks labeling workers must have no other threads
+    before it forks). A failure is kept and raised by the next ``raise_failure``.
+    """
+
+    def __init__(self, directory: Path, key_name: str, key: Any, *, depth: int = 64) -> None:
+        self.directory = directory
+        self.key_name = key_name
+        self._key = key
+        self._queue: queue.Queue[tuple[int | None, Checkpoint, Path, bytes] | None] = queue.Queue(maxsize=depth)
+        self._thread: threading.Thread | None = None
+        self.failure: BaseException | None = None
+
+    def submit(self, fd: int | None, checkpoint: Checkpoint, note: Path, state: bytes) -> None:
+        """Queue a checkpoint; ``fd`` is a duplicate of the segment's descriptor, closed once synced."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="activelabel-audit-checkpoints", daemon=True)
+            self._thread.start()
+        self._queue.put((fd, checkpoint, note, state))
+
+    def wait(self) -> None:
+        """Return once every submitted checkpoint is on disk (or has failed)."""
+        if self._thread is not None:
+            self._queue.join()
+
+    def close(self) -> None:
+        """Finish what was submitted and stop the thread."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+
+    def raise_failure(self) -> None:
+        if self.failure is not None:
+            raise AuditError(f"the audit log could not write a checkpoint in {self.directory}: {self.failure}; "
+                             "free space or fix the permissions, then run `activelabel audit verify`") from self.failure
+
+    def _run(self) -> None:
+        while True:
+            job = self._queue.get()
+            try:
+                if job is None:
+                    return
+                fd, checkpoint, note, state = job
+                if self.failure is None:
+                    try:
+                        self._write(fd, checkpoint, note, state)
+                    except Exception as exc:  # noqa: BLE001 - kept and raised on the writer's thread
+                        self.failure = exc
+                elif fd is not None:
+                    os.close(fd)
+            finally:
+                self._queue.task_done()
+
+    def _write(self, fd: int | None, checkpoint: Checkpoint, note: Path, state: bytes) -> None:
+        if fd is not None:
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        replace_file(note, sign_note(checkpoint, self.key_name, self._key))
+        replace_file(self.directory / "checkpoints" / "state.json", state)
