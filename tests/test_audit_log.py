@@ -270,7 +270,7 @@ def test_metadata_records_joined_from_pieces_are_rfc8785(tmp_path_factory: pytes
     directory = tmp_path_factory.mktemp("audit")
     outcome = Outcome(labels, {name: f"rule:{name[::-1]}" for name in labels})
     with AuditLog(directory) as log:
-        assert log.log_outcomes(ids, [outcome] * len(ids), door=door, policy_name=policy_name,
+        assert log.log_outcomes(ids, [0] * len(ids), [outcome], door=door, policy_name=policy_name,
                                 version="sha256:ab/1", arm=arm) == len(ids)
     lines = (directory / "segments" / "000000000000.jsonl").read_bytes().splitlines()
     assert len(lines) == len(ids)
@@ -321,7 +321,7 @@ signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG from write() instead of a
 resource.setrlimit(resource.RLIMIT_FSIZE, (12_000, resource.RLIM_INFINITY))
 outcome = Outcome(["priority", "bot"], {{"priority": "rule:pay-5xx", "bot": "default"}})
 with AuditLog({str(tmp_path / "audit")!r}, checkpoint_every=7) as log:
-    written = sum(log.log_outcomes([f"r{{i}}-{{j}}" for j in range(20)], [outcome] * 20, door="cli",
+    written = sum(log.log_outcomes([f"r{{i}}-{{j}}" for j in range(20)], [0] * 20, [outcome], door="cli",
                                    policy_name="edge", version="sha256:ab/1") for i in range(10))
 print(json.dumps({{"written": written, "dropped": log.dropped}}))
 """

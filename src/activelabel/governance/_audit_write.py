@@ -6,10 +6,10 @@ the part on the labeling thread's budget:
 - ``Outcome``: what a Metadata record says about one decision (which labels were set,
   by which source). Decisions with the same outcome share one, and its canonical JSON
   fragments are rendered once, not once per record.
-- ``chain_lines``: a run of records as canonical lines, each carrying its ``index`` and
-  the previous record's leaf hash (``prev``), with their RFC 9162 leaf hashes. A
-  Metadata record is joined from pre-rendered bytes; anything else goes through
-  ``canonical_json``. Both give the same RFC 8785 bytes (``tests/test_audit_log.py``
+- ``Chunk`` / ``chain_lines``: a run of records as canonical lines, each carrying its
+  ``index`` and the previous record's leaf hash (``prev``), with their RFC 9162 leaf
+  hashes. A Metadata record is joined from pre-rendered bytes (its outcome's, its id's);
+  anything else goes through ``canonical_json``. Both give the same RFC 8785 bytes (``tests/test_audit_log.py``
   checks them against the reference implementation).
 - ``CheckpointWriter``: one thread that makes each checkpoint durable in order: fsync
   of the segment, then the signed note, then ``state.json``, so a note never covers a
@@ -24,14 +24,12 @@ import os
 import queue
 import threading
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from activelabel.errors import AuditError
 from activelabel.governance._merkle import Checkpoint, canonical_json, sign_note
-
-#: A record to append: the five byte pieces of a Metadata record (see ``chain_lines``) or a record dict.
-Entry = tuple[bytes, bytes, bytes, bytes, bytes] | dict[str, Any]
 
 # The keys of a Metadata record in RFC 8785 order (all ASCII, so UTF-16 order is byte order):
 # arm, bundles, decision_id, door, index, kind, labels_set, level, prev, sources, timestamp.
@@ -81,17 +79,44 @@ def stamp_piece(stamp: str) -> bytes:
     return b',"timestamp":' + canonical_json(stamp) + b"}"
 
 
-def chain_lines(entries: Sequence[Entry], start: int, stop: int, index: int, prev64: bytes,
+@dataclass
+class Chunk:
+    """Records to append, in order, in the form the chaining loop reads fastest.
+
+    Record ``j`` is a Metadata record when ``pieces[kinds[j]]`` is a ``(mid, tail)`` pair:
+    its line is ``prefix + heads[j] + door + index + mid + prev + tail``. ``kinds[j] == 0``
+    (``pieces[0]`` is None) marks any other record, given whole in ``general[j]``.
+    """
+
+    prefix: bytes = b""
+    door: bytes = b""
+    heads: list[bytes] = field(default_factory=list)
+    kinds: list[int] = field(default_factory=list)
+    pieces: list[tuple[bytes, bytes] | None] = field(default_factory=lambda: [None])
+    general: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+    @classmethod
+    def of_records(cls, records: Sequence[dict[str, Any]]) -> Chunk:
+        """A chunk of whole records (admin actions, decisions above Metadata)."""
+        return cls(heads=[b""] * len(records), kinds=[0] * len(records), general=dict(enumerate(records)))
+
+    def __len__(self) -> int:
+        return len(self.kinds)
+
+
+def chain_lines(chunk: Chunk, start: int, stop: int, index: int, prev64: bytes,
                 room_bytes: int) -> tuple[list[bytes], list[bytes], int, int, bytes, int]:
-    """Render ``entries[start:stop]`` as chained canonical lines, starting at record ``index`` after ``prev64``.
+    """Render records ``start..stop-1`` of ``chunk`` as chained canonical lines, from record ``index`` after ``prev64``.
 
     Stops early after the line that fills ``room_bytes`` (a segment's remaining size).
-    Returns ``(lines, leaf hashes, next position in entries, bytes incl. newlines,
-    prev64 after the last line, entries left out as unencodable)``.
+    Returns ``(lines, leaf hashes, next position in the chunk, bytes incl. newlines,
+    prev64 after the last line, records left out as unencodable)``.
     """
     sha = hashlib.sha256
     b2a = binascii.b2a_base64
     join = b"".join
+    prefix, door, heads, kinds, pieces, general = (chunk.prefix, chunk.door, chunk.heads, chunk.kinds, chunk.pieces,
+                                                   chunk.general)
     lines: list[bytes] = []
     leaves: list[bytes] = []
     add_line, add_leaf = lines.append, leaves.append
@@ -99,20 +124,20 @@ def chain_lines(entries: Sequence[Entry], start: int, stop: int, index: int, pre
     unencodable = 0
     j = start
     while j < stop:
-        entry = entries[j]
-        j += 1
-        if entry.__class__ is tuple:
-            pre, rid, door, mid, tail = entry  # the five pieces of a Metadata record
-            line = join((pre, rid, door, b"%d" % index, mid, prev64, tail))
+        piece = pieces[kinds[j]]
+        if piece is not None:
+            line = join((prefix, heads[j], door, b"%d" % index, piece[0], prev64, piece[1]))
         else:
-            record: dict[str, Any] = entry  # type: ignore[assignment]  # not a tuple: the record dict
+            record = general[j]
             record["index"] = index
             record["prev"] = prev64.decode()
             try:
                 line = canonical_json(record)
             except (AuditError, TypeError):
                 unencodable += 1
+                j += 1
                 continue
+        j += 1
         leaf = sha(b"\x00" + line).digest()
         add_line(line)
         add_leaf(leaf)

@@ -37,14 +37,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import IntEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
 from activelabel.errors import AuditError
 from activelabel.governance._audit_write import (
     CheckpointWriter,
-    Entry,
+    Chunk,
     chain_lines,
     door_piece,
     record_prefix,
@@ -66,6 +66,7 @@ from activelabel.governance._merkle import (
 KEY_NAME_DEFAULT = "activelabel-audit"
 _SEGMENT_DIGITS = 12
 _CACHE_LIMIT = 100_000  # distinct outcomes / level choices remembered before the caches start over
+_SKIP, _UNENCODABLE = -1, -2  # kinds of records that are not written (level None; no JSON form)
 
 
 class AuditLevel(IntEnum):
@@ -321,28 +322,16 @@ class AuditLog:
         arm: str = "stable",
     ) -> AuditLevel:
         """Write one decision at the level the policy picks; returns that level."""
-        names = tuple(decision.labels)
-        level = self.level_of(door, names)
-        if level is AuditLevel.NONE:
-            return level
-        ts = self._clock()
-        stamp = _now_rfc3339(ts)
-        entry: Entry | None
-        if level is AuditLevel.METADATA:
-            entry = self._metadata_entry(self._outcome(names, decision.sources), record_id, ts,
-                                         record_prefix(arm, policy_name, decision.policy_version), door_piece(door),
-                                         stamp_piece(stamp))
-        else:
-            entry = self._full_record(level, door, policy_name, decision.policy_version, arm, record_id, ts, stamp,
-                                      names, decision.sources, decision.labels, decision.confidences, event, input_fields)
-        self._append([entry] if entry is not None else [], ts, unencodable=int(entry is None))
+        level = self.level_of(door, tuple(decision.labels))
+        if level is not AuditLevel.NONE:
+            self._log_decisions([(decision, record_id, event, arm)], door, policy_name, input_fields)
         return level
 
     def log_admin(self, action: str, *, actor: str, **details: Any) -> None:
         """Write an administrative action (reload, rollout step, promote, rollback, feedback import, key rotation)."""
         ts = self._clock()
-        self._append([{"kind": "admin", "action": action, "actor": actor, "timestamp": _now_rfc3339(ts),
-                       "details": details}], ts)
+        self._append(Chunk.of_records([{"kind": "admin", "action": action, "actor": actor,
+                                        "timestamp": _now_rfc3339(ts), "details": details}]), ts)
 
     def log_decisions(self, items: Sequence[tuple[Any, str | None, Mapping[str, Any] | None, str]], *, door: str,
                       policy_name: str) -> int:
@@ -352,39 +341,36 @@ class AuditLog:
         reading for the chunk (its decisions were made within the same few milliseconds)
         and one write for the chunk's lines.
         """
-        ts = self._clock()
-        stamp = _now_rfc3339(ts)
-        tail = stamp_piece(stamp)
-        door_bytes = door_piece(door)
-        prefixes: dict[tuple[str, str], bytes] = {}
-        entries: list[Entry] = []
-        unencodable = 0
-        for decision, record_id, event, arm in items:
-            labels = decision.labels
-            names = tuple(labels)
-            level = self.level_of(door, names)
-            if level is AuditLevel.NONE:
-                continue
-            version = decision.policy_version
-            sources = decision.sources
-            entry: Entry | None
-            if level is AuditLevel.METADATA:
-                prefix = prefixes.get((arm, version))
-                if prefix is None:
-                    prefix = prefixes[(arm, version)] = record_prefix(arm, policy_name, version)
-                entry = self._metadata_entry(self._outcome(names, sources), record_id, ts, prefix, door_bytes, tail)
-            else:
-                entry = self._full_record(level, door, policy_name, version, arm, record_id, ts, stamp, names, sources,
-                                          labels, decision.confidences, event, None)
-            if entry is None:
-                unencodable += 1
-            else:
-                entries.append(entry)
-        return self._append(entries, ts, unencodable=unencodable)
+        return self._log_decisions(items, door, policy_name, None)
+
+    def _log_decisions(self, items: Sequence[tuple[Any, str | None, Mapping[str, Any] | None, str]], door: str,
+                       policy_name: str, input_fields: Sequence[str] | None) -> int:
+        outcomes: list[Outcome] = []
+        index_of: dict[int, int] = {}
+        outcome_of: list[int] = []
+        for decision, _record_id, _event, _arm in items:
+            names = tuple(decision.labels)
+            # A decision the policy does not log costs no source lookup.
+            outcome = (self._outcome(names, decision.sources) if self.level_of(door, names) is not AuditLevel.NONE
+                       else Outcome(names, {}))
+            k = index_of.get(id(outcome))
+            if k is None:
+                k = index_of[id(outcome)] = len(outcomes)
+                outcomes.append(outcome)
+            outcome_of.append(k)
+
+        def values(j: int) -> tuple[Mapping[str, Any] | None, Mapping[str, Any], Mapping[str, float]]:
+            decision, _, event, _ = items[j]
+            return event, decision.labels, decision.confidences
+
+        return self._log_outcomes(self._clock(), [item[1] for item in items], outcome_of, outcomes, door=door,
+                                  policy_name=policy_name, version=[item[0].policy_version for item in items],
+                                  arm=[item[3] for item in items], values=values, input_fields=input_fields)
 
     def log_outcomes(
         self,
         record_ids: Sequence[str | None],
+        outcome_of: Sequence[int],
         outcomes: Sequence[Outcome],
         *,
         door: str,
@@ -393,56 +379,103 @@ class AuditLog:
         arm: str | Sequence[str] = "stable",
         values: Callable[[int], tuple[Mapping[str, Any] | None, Mapping[str, Any], Mapping[str, float]]] | None = None,
     ) -> int:
-        """Write a chunk of decisions given as outcomes: record ``j`` is ``record_ids[j]``, decided as ``outcomes[j]``.
+        """Write a chunk of decisions given by outcome: record ``j`` is ``record_ids[j]``, decided as ``outcomes[outcome_of[j]]``.
 
         The bulk path's form (``AuditObserver.observe_codes``): decisions that came out
-        alike share one ``Outcome``, whose JSON is rendered once. A record the level
-        policy writes above Metadata needs ``values(j) -> (event, labels, confidences)``;
-        without it such a record is refused (AuditError) rather than written with less.
+        alike share one ``Outcome``, whose JSON is rendered once per chunk. A record the
+        level policy writes above Metadata needs ``values(j) -> (event, labels,
+        confidences)``; without it such a record is refused (AuditError) rather than
+        written with less. Returns how many records were written.
         """
-        ts = self._clock()
+        return self._log_outcomes(self._clock(), record_ids, outcome_of, outcomes, door=door, policy_name=policy_name,
+                                  version=version, arm=arm, values=values)
+
+    def _log_outcomes(
+        self,
+        ts: float,
+        record_ids: Sequence[str | None],
+        outcome_of: Sequence[int],
+        outcomes: Sequence[Outcome],
+        *,
+        door: str,
+        policy_name: str,
+        version: str | Sequence[str],
+        arm: str | Sequence[str],
+        values: Callable[[int], tuple[Mapping[str, Any] | None, Mapping[str, Any], Mapping[str, float]]] | None,
+        input_fields: Sequence[str] | None = None,
+    ) -> int:
         stamp = _now_rfc3339(ts)
-        pieces_of: dict[int, tuple[bytes, bytes]] = {}  # per outcome in this chunk: its JSON, with the chunk's timestamp
         stamp_bytes = stamp_piece(stamp)
-        arms = None if isinstance(arm, str) else arm
-        prefix = record_prefix(arm, policy_name, version) if isinstance(arm, str) else b""
-        prefixes: dict[str, bytes] = {}
-        door_bytes = door_piece(door)
-        level_of, metadata, none = self.level_of, AuditLevel.METADATA, AuditLevel.NONE
-        levels: dict[int, AuditLevel] = {}
-        dumps = orjson.dumps
-        entries: list[Entry] = []
-        add = entries.append
-        unencodable = 0
-        for j, (record_id, outcome) in enumerate(zip(record_ids, outcomes, strict=True)):
-            key = id(outcome)
-            level = levels.get(key)
-            if level is None:
-                level = levels[key] = level_of(door, outcome.names)
-            if level is metadata:
-                pieces = pieces_of.get(key)
+        # Per distinct outcome: its level and the index of its rendered pieces (0: a whole record;
+        # _SKIP: level None; _UNENCODABLE: a label name with no JSON form).
+        levels: list[AuditLevel] = []
+        kind_of: list[int] = []
+        pieces: list[tuple[bytes, bytes] | None] = [None]
+        for outcome in outcomes:
+            level = self.level_of(door, outcome.names)
+            levels.append(level)
+            if level is AuditLevel.METADATA:
                 try:
-                    if pieces is None:
-                        mid, sources = outcome.pieces()
-                        pieces = pieces_of[key] = (mid, sources + stamp_bytes)
-                    rid = dumps(record_id) if record_id is not None else dumps(_fresh_id(ts))
-                except TypeError:  # a name or id with no JSON form (a lone surrogate)
-                    unencodable += 1
+                    mid, sources = outcome.pieces()
+                except TypeError:
+                    kind_of.append(_UNENCODABLE)
                     continue
-                if arms is not None:
-                    record_arm = arms[j]
-                    prefix = prefixes.get(record_arm) or prefixes.setdefault(
-                        record_arm, record_prefix(record_arm, policy_name, version))
-                add((prefix, rid, door_bytes, pieces[0], pieces[1]))
-            elif level is not none:
-                if values is None:
-                    raise AuditError(f"level {level.name.title()} writes event fields and label values, which this "
-                                     "caller did not give: log these decisions with log_decisions")
-                event, labels, confidences = values(j)
-                add(self._full_record(level, door, policy_name, version, arms[j] if arms is not None else str(arm),
-                                      record_id, ts, stamp, outcome.names, outcome.sources, labels, confidences, event,
-                                      None))
-        return self._append(entries, ts, unencodable=unencodable)
+                pieces.append((mid, sources + stamp_bytes))
+                kind_of.append(len(pieces) - 1)
+            else:
+                kind_of.append(_SKIP if level is AuditLevel.NONE else 0)
+        kinds = [kind_of[k] for k in outcome_of]
+        positions: Sequence[int] = range(len(kinds))
+        unencodable = 0
+        if kinds and min(kinds) < 0:
+            unencodable = kinds.count(_UNENCODABLE)
+            positions = [j for j, kind in enumerate(kinds) if kind >= 0]
+            kinds = [kinds[j] for j in positions]
+        chosen = list(record_ids) if positions == range(len(record_ids)) else [record_ids[j] for j in positions]
+        ids: list[str] = ([_fresh_id(ts) if rid is None else rid for rid in chosen] if None in chosen
+                          else cast("list[str]", chosen))
+        prefix = b""
+        heads: list[bytes | None]
+        if isinstance(arm, str) and isinstance(version, str):
+            prefix = record_prefix(arm, policy_name, version)
+            try:
+                heads = [orjson.dumps(rid) for rid in ids]
+            except TypeError:  # an id with no JSON form (a lone surrogate): that record alone is left out
+                heads = [_json_or_none(rid) for rid in ids]
+        else:  # per-record arms or versions (a rollout): each head starts with its own prefix
+            prefixes: dict[tuple[str, str], bytes] = {}
+            heads = []
+            for j, rid in zip(positions, ids, strict=True):
+                key = (arm if isinstance(arm, str) else arm[j], version if isinstance(version, str) else version[j])
+                head = _json_or_none(rid)
+                if head is not None:
+                    record_head = prefixes.get(key)
+                    if record_head is None:
+                        record_head = prefixes[key] = record_prefix(key[0], policy_name, key[1])
+                    head = record_head + head
+                heads.append(head)
+        general: dict[int, dict[str, Any]] = {}
+        for at, (j, kind) in enumerate(zip(positions, kinds, strict=True)):
+            if kind:
+                continue
+            if values is None:
+                raise AuditError(f"level {levels[outcome_of[j]].name.title()} writes event fields and label values, "
+                                 "which this caller did not give: log these decisions with log_decisions")
+            event, labels, confidences = values(j)
+            outcome = outcomes[outcome_of[j]]
+            general[at] = self._full_record(
+                levels[outcome_of[j]], door, policy_name, version if isinstance(version, str) else version[j],
+                arm if isinstance(arm, str) else arm[j], ids[at], stamp, outcome.names, outcome.sources, labels,
+                confidences, event, input_fields)
+        if None in heads:  # ids with no JSON form: those records are left out (a whole record fails on its own)
+            keep = [at for at, head in enumerate(heads) if head is not None or at in general]
+            unencodable += len(heads) - len(keep)
+            general = {new: general[old] for new, old in enumerate(keep) if old in general}
+            heads = [heads[at] for at in keep]
+            kinds = [kinds[at] for at in keep]
+        chunk = Chunk(prefix, door_piece(door), [head or b"" for head in heads] if None in heads
+                      else cast("list[bytes]", heads), kinds, pieces, general)
+        return self._append(chunk, ts, unencodable=unencodable)
 
     def _outcome(self, names: tuple[str, ...], sources: Mapping[str, str]) -> Outcome:
         """The shared ``Outcome`` of decisions that set ``names`` from these sources."""
@@ -454,23 +487,14 @@ class AuditLog:
             outcome = self._outcomes[key] = Outcome(names, sources)
         return outcome
 
-    def _metadata_entry(self, outcome: Outcome, record_id: str | None, ts: float, prefix: bytes, door: bytes,
-                        stamp: bytes) -> Entry | None:
-        try:
-            mid, sources = outcome.pieces()
-            rid = orjson.dumps(record_id if record_id is not None else _fresh_id(ts))
-        except TypeError:  # a name or id with no JSON form (a lone surrogate)
-            return None
-        return (prefix, rid, door, mid, sources + stamp)
-
     def _full_record(self, level: AuditLevel, door: str, policy_name: str, version: str, arm: str,
-                     record_id: str | None, ts: float, stamp: str, names: Sequence[str], sources: Mapping[str, str],
+                     record_id: str, stamp: str, names: Sequence[str], sources: Mapping[str, str],
                      labels: Mapping[str, Any], confidences: Mapping[str, float], event: Mapping[str, Any] | None,
                      input_fields: Sequence[str] | None) -> dict[str, Any]:
         """A record above Metadata, as a dict for the general RFC 8785 path (sensitive values protected)."""
         record: dict[str, Any] = {
             "kind": "decision",
-            "decision_id": record_id if record_id is not None else _fresh_id(ts),
+            "decision_id": record_id,
             "timestamp": stamp,
             "door": door,
             "bundles": {policy_name: {"revision": version}},
@@ -516,18 +540,18 @@ class AuditLog:
             record["masked"] = masked
         return record
 
-    def _append(self, entries: Sequence[Entry], ts: float, *, unencodable: int = 0) -> int:
-        """Append ``entries`` in order under the lock; returns how many records were written."""
+    def _append(self, chunk: Chunk, ts: float, *, unencodable: int = 0) -> int:
+        """Append ``chunk``'s records in order under the lock; returns how many were written."""
         with self._lock:
             if self._checkpoints.failure is not None:
-                self._drop("checkpoint_error", len(entries) + unencodable)
+                self._drop("checkpoint_error", len(chunk) + unencodable)
                 self._checkpoints.raise_failure()
             if unencodable:
                 self._drop("unencodable", unencodable)
-            return self._append_locked(entries, ts)
+            return self._append_locked(chunk, ts)
 
-    def _append_locked(self, entries: Sequence[Entry], ts: float) -> int:
-        """Chain, hash and write ``entries`` a run at a time; each run is one ``os.write``.
+    def _append_locked(self, chunk: Chunk, ts: float) -> int:
+        """Chain, hash and write ``chunk`` a run at a time; each run is one ``os.write``.
 
         A run ends where a checkpoint is due (every ``checkpoint_every`` records) or the
         segment is full, so checkpoints and rotation fall on the same records as when
@@ -535,7 +559,7 @@ class AuditLog:
         file (no partial record inside the log) and counted as dropped.
         """
         written = 0
-        i, n = 0, len(entries)
+        i, n = 0, len(chunk)
         tail = self._tail
         while i < n:
             fd = self._fd
@@ -544,7 +568,7 @@ class AuditLog:
                 break
             stop = min(n, i + max(1, self.checkpoint_every - self._since_checkpoint))
             lines, leaves, i, nbytes, prev64, unencodable = chain_lines(
-                entries, i, stop, tail.index, self._prev64, self.segment_max_bytes - self._segment_bytes)
+                chunk, i, stop, tail.index, self._prev64, self.segment_max_bytes - self._segment_bytes)
             if unencodable:
                 self._drop("unencodable", unencodable)
             if lines:
@@ -723,6 +747,13 @@ class AuditLog:
                        prefix_root=b64(frontier.root()), segments=[item["segment"] for item in removed])
         self.checkpoint()
         return count
+
+
+def _json_or_none(text: str) -> bytes | None:
+    try:
+        return orjson.dumps(text)
+    except TypeError:
+        return None
 
 
 def _fresh_id(ts: float) -> str:

@@ -172,7 +172,7 @@ class AuditObserver:
             ids = [record_id_of(w, e) for w, e in zip(wheres, events or [{}] * len(wheres), strict=True)]
         else:
             ids = [None] * len(wheres)
-        outcomes = self._outcomes_of(codes)
+        outcome_of, outcomes = self._outcomes_of(codes)
         values = None
         if events is not None and labels is not None:
             chunk_events, chunk_labels, confidence = events, labels, self._confidence
@@ -181,31 +181,40 @@ class AuditObserver:
                 return chunk_events[j], chunk_labels[j], confidence(codes[j])
 
         arm_of = self.arm_of
-        self.log.log_outcomes(ids, outcomes, door=self.door, policy_name=self.policy_name,
+        self.log.log_outcomes(ids, outcome_of, outcomes, door=self.door, policy_name=self.policy_name,
                               version=str(labeler.version), values=values,
                               arm=[arm_of(w) for w in wheres] if arm_of is not None else "stable")
 
-    def _outcomes_of(self, codes: list[dict[str, Any]]) -> list[Outcome]:
-        """One shared Outcome per distinct codes: by identity within the chunk (the column-wise path
-        shares one codes dict per outcome), else by value."""
+    def _outcomes_of(self, codes: list[dict[str, Any]]) -> tuple[list[int], list[Outcome]]:
+        """Each record's index into the chunk's distinct Outcomes, and those Outcomes.
+
+        Codes are matched by identity first (the column-wise path shares one codes dict per
+        outcome), then by value; an Outcome is made once per distinct codes for the run.
+        """
         seen = self._outcomes
         if len(seen) > _OUTCOMES_LIMIT:
             seen.clear()
         sources = self._sources
-        by_id: dict[int, Outcome] = {}
-        out: list[Outcome] = []
-        add = out.append
+        by_id: dict[int, int] = {}  # id of a codes dict -> its index in outcomes
+        index_of: dict[int, int] = {}  # id of an Outcome -> its index in outcomes
+        outcomes: list[Outcome] = []
+        outcome_of: list[int] = []
+        add = outcome_of.append
         for c in codes:
-            outcome = by_id.get(id(c))
-            if outcome is None:
+            k = by_id.get(id(c))
+            if k is None:
                 key = tuple(c.items())
                 outcome = seen.get(key)
                 if outcome is None:
                     outcome = seen[key] = Outcome(tuple(c), {name: sources[code if code.__class__ is int else code[0]]
                                                              for name, code in c.items()})
-                by_id[id(c)] = outcome
-            add(outcome)
-        return out
+                k = index_of.get(id(outcome))
+                if k is None:
+                    k = index_of[id(outcome)] = len(outcomes)
+                    outcomes.append(outcome)
+                by_id[id(c)] = k
+            add(k)
+        return outcome_of, outcomes
 
     def _confidence(self, codes: dict[str, Any]) -> dict[str, float]:
         table = self._confidences
