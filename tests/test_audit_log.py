@@ -321,12 +321,14 @@ signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG from write() instead of a
 resource.setrlimit(resource.RLIMIT_FSIZE, (12_000, resource.RLIM_INFINITY))
 outcome = Outcome(["priority", "bot"], {{"priority": "rule:pay-5xx", "bot": "default"}})
 with AuditLog({str(tmp_path / "audit")!r}, checkpoint_every=7) as log:
-    written = sum(log.log_outcomes([f"r{{i}}-{{j}}" for j in range(20)], [0] * 20, [outcome], door="cli",
-                                   policy_name="edge", version="sha256:ab/1") for i in range(10))
-print(json.dumps({{"written": written, "dropped": log.dropped}}))
+    for i in range(10):
+        log.log_outcomes([f"r{{i}}-{{j}}" for j in range(20)], [0] * 20, [outcome], door="cli", policy_name="edge",
+                         version="sha256:ab/1")
+print(json.dumps({{"written": log.size, "dropped": log.dropped}}))
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     outcome = orjson.loads(done.stdout)
     assert 0 < outcome["written"] < 200 and outcome["dropped"] == {"write_error": 200 - outcome["written"]}
     result = verify_log(tmp_path / "audit")
     assert result.ok and result.records == outcome["written"] and not result.torn_tail
+    assert result.checkpoints >= 1  # the last checkpoint signs what is on disk, not what was refused

@@ -11,9 +11,10 @@ the part on the labeling thread's budget:
   hashes. A Metadata record is joined from pre-rendered bytes (its outcome's, its id's);
   anything else goes through ``canonical_json``. Both give the same RFC 8785 bytes (``tests/test_audit_log.py``
   checks them against the reference implementation).
-- ``CheckpointWriter``: one thread that makes each checkpoint durable in order: fsync
-  of the segment, then the signed note, then ``state.json``, so a note never covers a
-  record that is not on disk, and the labeling thread never waits for the disk.
+- ``SegmentWriter``: one thread that writes the runs of records and makes each
+  checkpoint durable, in order: fsync of the segment, then the signed note, then
+  ``state.json``, so a note never covers a record that is not on disk, and the labeling
+  thread never waits for the disk.
 """
 
 from __future__ import annotations
@@ -164,35 +165,73 @@ def replace_file(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-class CheckpointWriter:
-    """Makes checkpoints durable in order, on one thread: fsync the segment, sign and write the note, then state.json.
+@dataclass(frozen=True)
+class WriterState:
+    """Where the log stood before a run of records: what a failed write rewinds to."""
 
-    ``submit`` hands over a checkpoint whose records are already written (``os.write``:
-    in the page cache, so a kill -9 cannot lose them); the queue is bounded, so a disk
-    that cannot keep up slows the writer down instead of piling up. The thread starts
-    on first use (a process that forks labeling workers must have no other threads
-    before it forks). A failure is kept and raised by the next ``raise_failure``.
+    index: int
+    prev: bytes
+    prev64: bytes
+    subtrees: tuple[tuple[int, bytes], ...]
+    segment_bytes: int
+    since_checkpoint: int
+
+
+class SegmentWriter:
+    """Writes records and makes checkpoints durable, in order, on one thread.
+
+    Jobs run in the order they are submitted: ``write`` (one run of records, one
+    ``os.write``), ``checkpoint`` (fsync the segment, then the signed note, then
+    ``state.json``: a note never covers a record that is not on disk) and ``close``.
+    The labeling thread chains and hashes; the write and the fsync release the GIL, so
+    they run on another core. The queue is short, so a disk that cannot keep up slows
+    the labeler down instead of piling records up in memory (and a kill -9 loses only
+    the few runs still queued).
+
+    A write that fails is cut back off the file (no partial record is left inside the
+    log); it and every run queued after it (they chain onto it) are skipped and counted
+    in ``lost``, and ``rewind_to`` says where the labeling thread must go back to
+    (``take_write_failure``). A checkpoint that fails is kept and raised by
+    ``raise_failure``. The thread starts on first use: a process that forks labeling
+    workers must have no other thread before it forks.
     """
 
-    def __init__(self, directory: Path, key_name: str, key: Any, *, depth: int = 64) -> None:
+    def __init__(self, directory: Path, key_name: str, key: Any, *, depth: int = 8) -> None:
         self.directory = directory
         self.key_name = key_name
         self._key = key
-        self._queue: queue.Queue[tuple[int | None, Checkpoint, Path, bytes] | None] = queue.Queue(maxsize=depth)
+        self._queue: queue.Queue[tuple[Any, ...] | None] = queue.Queue(maxsize=depth)
         self._thread: threading.Thread | None = None
-        self.failure: BaseException | None = None
+        self.failure: BaseException | None = None  # a checkpoint that could not be written
+        self.write_failure: BaseException | None = None
+        self.rewind_to: WriterState | None = None
+        self.lost = 0
+        self._torn: dict[int, int] = {}  # fd -> size to cut it back to before its next write
 
-    def submit(self, fd: int | None, checkpoint: Checkpoint, note: Path, state: bytes) -> None:
-        """Queue a checkpoint; ``fd`` is a duplicate of the segment's descriptor, closed once synced."""
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="activelabel-audit-checkpoints", daemon=True)
-            self._thread.start()
-        self._queue.put((fd, checkpoint, note, state))
+    def write(self, fd: int, data: bytes, count: int, before: WriterState) -> None:
+        """Queue one run of ``count`` records (``data``: their lines) for the segment open as ``fd``."""
+        self._put(("write", fd, data, count, before))
+
+    def checkpoint(self, fd: int | None, checkpoint: Checkpoint, note: Path, state: bytes) -> None:
+        """Queue a checkpoint of everything written to ``fd`` before it."""
+        self._put(("checkpoint", fd, checkpoint, note, state))
+
+    def close_fd(self, fd: int) -> None:
+        """Queue the closing of a segment once everything before is done."""
+        self._put(("close", fd))
 
     def wait(self) -> None:
-        """Return once every submitted checkpoint is on disk (or has failed)."""
+        """Return once every submitted job has run (or was skipped)."""
         if self._thread is not None:
             self._queue.join()
+
+    def take_write_failure(self) -> tuple[BaseException, WriterState, int] | None:
+        """After ``wait``: the failed write's error, the state to rewind to and the records lost; then clear it."""
+        if self.write_failure is None or self.rewind_to is None:
+            return None
+        got = (self.write_failure, self.rewind_to, self.lost)
+        self.write_failure, self.rewind_to, self.lost = None, None, 0
+        return got
 
     def close(self) -> None:
         """Finish what was submitted and stop the thread."""
@@ -206,28 +245,51 @@ class CheckpointWriter:
             raise AuditError(f"the audit log could not write a checkpoint in {self.directory}: {self.failure}; "
                              "free space or fix the permissions, then run `activelabel audit verify`") from self.failure
 
+    def _put(self, job: tuple[Any, ...]) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="activelabel-audit-writer", daemon=True)
+            self._thread.start()
+        self._queue.put(job)
+
     def _run(self) -> None:
         while True:
             job = self._queue.get()
             try:
                 if job is None:
                     return
-                fd, checkpoint, note, state = job
-                if self.failure is None:
-                    try:
-                        self._write(fd, checkpoint, note, state)
-                    except Exception as exc:  # noqa: BLE001 - kept and raised on the writer's thread
-                        self.failure = exc
-                elif fd is not None:
-                    os.close(fd)
+                self._do(job)
+            except Exception as exc:  # noqa: BLE001 - kept and raised on the labeling thread
+                self.failure = self.failure or exc
             finally:
                 self._queue.task_done()
 
-    def _write(self, fd: int | None, checkpoint: Checkpoint, note: Path, state: bytes) -> None:
-        if fd is not None:
+    def _do(self, job: tuple[Any, ...]) -> None:
+        kind, fd = job[0], job[1]
+        if kind == "close":
+            self._torn.pop(fd, None)
+            os.close(fd)
+            return
+        if kind == "write":
+            _, _, data, count, before = job
+            if self.write_failure is not None:
+                self.lost += count  # it chains onto a record that is not on disk
+                return
             try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+                torn = self._torn.pop(fd, None)
+                if torn is not None:
+                    os.ftruncate(fd, torn)
+                write_all(fd, data)
+            except OSError as exc:
+                self.write_failure, self.rewind_to, self.lost = exc, before, self.lost + count
+                try:
+                    os.ftruncate(fd, before.segment_bytes)  # no partial record inside the log
+                except OSError:
+                    self._torn[fd] = before.segment_bytes  # cut it back before the next write
+            return
+        _, _, checkpoint, note, state = job
+        if self.write_failure is not None or self.failure is not None:
+            return  # it would sign records that are not on disk
+        if fd is not None:
+            os.fsync(fd)
         replace_file(note, sign_note(checkpoint, self.key_name, self._key))
         replace_file(self.directory / "checkpoints" / "state.json", state)

@@ -43,14 +43,14 @@ import orjson
 
 from activelabel.errors import AuditError
 from activelabel.governance._audit_write import (
-    CheckpointWriter,
     Chunk,
+    SegmentWriter,
+    WriterState,
     chain_lines,
     door_piece,
     record_prefix,
     replace_file,
     stamp_piece,
-    write_all,
 )
 from activelabel.governance._audit_write import Outcome as Outcome  # public: the argument of log_outcomes
 from activelabel.governance._merkle import (
@@ -282,9 +282,8 @@ class AuditLog:
         self._prev64 = binascii.b2a_base64(self._tail.prev, newline=False)
         self._levels: dict[tuple[str, tuple[str, ...]], AuditLevel] = {}
         self._outcomes: dict[tuple[tuple[str, ...], tuple[str, ...]], Outcome] = {}
-        self._checkpoints = CheckpointWriter(self.directory, key_name, self._key)
+        self._writer = SegmentWriter(self.directory, key_name, self._key)
         self._fd: int | None = None
-        self._torn_at: int | None = None
         self._segment_bytes = 0
         self._segment_opened = 0.0
         self._since_checkpoint = 0
@@ -541,22 +540,24 @@ class AuditLog:
         return record
 
     def _append(self, chunk: Chunk, ts: float, *, unencodable: int = 0) -> int:
-        """Append ``chunk``'s records in order under the lock; returns how many were written."""
+        """Append ``chunk``'s records in order under the lock; returns how many were handed to the writer."""
         with self._lock:
-            if self._checkpoints.failure is not None:
+            if self._writer.failure is not None:
                 self._drop("checkpoint_error", len(chunk) + unencodable)
-                self._checkpoints.raise_failure()
+                self._writer.raise_failure()
             if unencodable:
                 self._drop("unencodable", unencodable)
+            self._rewind_if_failed()
             return self._append_locked(chunk, ts)
 
     def _append_locked(self, chunk: Chunk, ts: float) -> int:
-        """Chain, hash and write ``chunk`` a run at a time; each run is one ``os.write``.
+        """Chain and hash ``chunk`` a run at a time, and hand each run to the writer thread as one write.
 
         A run ends where a checkpoint is due (every ``checkpoint_every`` records) or the
         segment is full, so checkpoints and rotation fall on the same records as when
-        records were written one by one. A run that cannot be written is cut back off the
-        file (no partial record inside the log) and counted as dropped.
+        records were written one by one. The log's state moves on as each run is handed
+        over; a run the disk refuses is cut back off the file by the writer, and the next
+        call goes back to where the log stood before it (``_rewind_if_failed``).
         """
         written = 0
         i, n = 0, len(chunk)
@@ -572,27 +573,17 @@ class AuditLog:
             if unencodable:
                 self._drop("unencodable", unencodable)
             if lines:
-                try:
-                    if self._torn_at is not None:
-                        os.ftruncate(fd, self._torn_at)  # a run that failed half-way: cut it off first
-                        self._torn_at = None
-                    write_all(fd, b"\n".join(lines) + b"\n")
-                except OSError:
-                    self._torn_at = self._segment_bytes
-                    try:
-                        os.ftruncate(fd, self._segment_bytes)
-                        self._torn_at = None
-                    except OSError:
-                        pass
-                    self._drop("write_error", len(lines))
-                    continue
+                before = WriterState(tail.index, tail.prev, self._prev64, tuple(tail.frontier.subtrees),
+                                     self._segment_bytes, self._since_checkpoint)
+                lines.append(b"")
+                self._writer.write(fd, b"\n".join(lines), len(leaves), before)
                 tail.frontier.extend(leaves)
                 tail.prev = leaves[-1]
-                tail.index += len(lines)
+                tail.index += len(leaves)
                 self._prev64 = prev64
                 self._segment_bytes += nbytes
-                self._since_checkpoint += len(lines)
-                written += len(lines)
+                self._since_checkpoint += len(leaves)
+                written += len(leaves)
             if (self._since_checkpoint >= self.checkpoint_every
                     or (self._since_checkpoint and ts - self._last_checkpoint_at >= self.checkpoint_interval_s)):
                 self._checkpoint_locked(ts)
@@ -600,6 +591,21 @@ class AuditLog:
                     or ts - self._segment_opened >= self.segment_max_age_s):
                 self._rotate_locked(ts)
         return written
+
+    def _rewind_if_failed(self, wait: bool = False) -> bool:
+        """After a write the disk refused: go back to the state before it, and count what was lost."""
+        if self._writer.write_failure is None and not wait:
+            return False
+        self._writer.wait()  # every run queued after the failed one is skipped (it chains onto it)
+        failed = self._writer.take_write_failure()
+        if failed is None:
+            return False
+        _exc, state, lost = failed
+        tail = self._tail
+        tail.index, tail.prev, tail.frontier = state.index, state.prev, MerkleFrontier(state.subtrees)
+        self._prev64, self._segment_bytes, self._since_checkpoint = state.prev64, state.segment_bytes, state.since_checkpoint
+        self._drop("write_error", lost)
+        return True
 
     def _drop(self, reason: str, count: int = 1) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + count
@@ -609,29 +615,38 @@ class AuditLog:
     def checkpoint(self) -> Checkpoint:
         """Sign the current tree, and return once it and every record it covers are on disk.
 
-        Also done every N records / T seconds (then off the writing thread), at rotation and at close.
+        Also done every N records / T seconds (then off the labeling thread), at rotation and at close.
         """
         with self._lock:
-            cp = self._checkpoint_locked(self._clock())
-            self._checkpoints.wait()
-            self._checkpoints.raise_failure()
-            return cp
+            return self._sync_locked(self._clock())
+
+    def _sync_locked(self, ts: float) -> Checkpoint:
+        """A checkpoint of everything handed over so far, waited for until it is on disk."""
+        self._rewind_if_failed(wait=True)
+        cp = self._checkpoint_locked(ts)
+        if self._rewind_if_failed(wait=True):  # a write failed after all: sign what is on disk instead
+            cp = self._checkpoint_locked(ts)
+            self._writer.wait()
+        self._writer.raise_failure()
+        return cp
 
     def _checkpoint_locked(self, ts: float) -> Checkpoint:
-        """Queue a signed checkpoint of every record written so far (its records are already in the OS)."""
+        """Queue a signed checkpoint of every record handed to the writer so far (written before it, in order)."""
         tail = self._tail
         cp = Checkpoint(self.origin, tail.index, tail.frontier.root(), (f"last-leaf {self._prev64.decode()}",))
         note = self.directory / "checkpoints" / f"{tail.index:0{_SEGMENT_DIGITS}d}.note"
         state = orjson.dumps({"size": tail.index, "prev": self._prev64.decode(), "frontier": tail.frontier.to_json()})
-        self._checkpoints.submit(os.dup(self._fd) if self._fd is not None else None, cp, note, state)
+        self._writer.checkpoint(self._fd, cp, note, state)
         self._since_checkpoint = 0
         self._last_checkpoint_at = ts
         return cp
 
     def _rotate_locked(self, ts: float) -> None:
         self._checkpoint_locked(ts)
+        if self._rewind_if_failed(wait=True):
+            return  # the segment is where it was before the refused run: not full after all
         if self._fd is not None:
-            os.close(self._fd)
+            self._writer.close_fd(self._fd)
         self._open_segment(new=True)
 
     def _open_segment(self, new: bool = False) -> None:
@@ -642,7 +657,6 @@ class AuditLog:
             path = self.directory / "segments" / _segment_name(self._tail.index)
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self._segment_bytes = os.fstat(self._fd).st_size
-        self._torn_at = None
         self._segment_opened = self._clock()
 
     def close(self) -> None:
@@ -656,13 +670,12 @@ class AuditLog:
                 return
             self._closed = True
             try:
-                self._checkpoint_locked(self._clock())
+                self._sync_locked(self._clock())
             finally:
-                self._checkpoints.close()
                 if self._fd is not None:
-                    os.close(self._fd)
+                    self._writer.close_fd(self._fd)
                 self._fd = None
-            self._checkpoints.raise_failure()
+                self._writer.close()
 
     def __enter__(self) -> AuditLog:
         return self
@@ -712,9 +725,7 @@ class AuditLog:
         ``audit verify`` still checks every remaining record and checkpoint.
         """
         with self._lock:
-            self._checkpoint_locked(self._clock())
-            self._checkpoints.wait()
-            self._checkpoints.raise_failure()
+            self._sync_locked(self._clock())
             segments = _segments(self.directory)[:-1]
             cutoff = self._clock() - max_age_s
             previous = _read_retention(self.directory)
