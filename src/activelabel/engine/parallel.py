@@ -119,6 +119,11 @@ class _CollectCodes:
         self.positions, self.index, self.outcomes, self._seen = [], [], [], {}
         return got
 
+    def observe_indexed_codes(self, labeler: Any, wheres: list[Where], index: list[int],
+                              distinct: list[dict[str, Any]], events: list[dict[str, Any]] | None = None,
+                              labels: list[dict[str, Any]] | None = None) -> None:
+        raise ActiveLabelError("a worker's codes go to the parent, not back into a worker")
+
     def observe_codes(self, labeler: Any, wheres: list[Where], events: list[dict[str, Any]] | None,
                       labels: list[dict[str, Any]] | None, codes: list[dict[str, Any]]) -> None:
         seen, outcomes = self._seen, self.outcomes
@@ -322,8 +327,7 @@ def run_parallel(labeler: Labeler, settings: WorkerSettings, inputs: Iterable[tu
                 if observer is not None and result.codes is not None:
                     positions, index, outcomes = result.codes
                     origin = (name, first_line)  # the one-process loop's Where for this block
-                    observer.observe_codes(labeler, [(origin, pos) for pos in positions], None, None,
-                                           [outcomes[k] for k in index])
+                    observer.observe_indexed_codes(labeler, [(origin, pos) for pos in positions], index, outcomes)
                 if result.labeled_count:
                     sink.write_block(result.labeled, result.labeled_count)
                 for pos, raw, kind, reason in result.dead:

@@ -179,7 +179,12 @@ class CodesObserver(Protocol):
 
     def observe_codes(self, labeler: CodesLabeler, wheres: list[Where], events: list[dict[str, Any]] | None,
                       labels: list[dict[str, Any]] | None, codes: list[dict[str, Any]]) -> None:
-        ...
+        """A labeled chunk: record ``j`` has the source codes ``codes[j]``."""
+
+    def observe_indexed_codes(self, labeler: CodesLabeler, wheres: list[Where], index: list[int],
+                              distinct: list[dict[str, Any]], events: list[dict[str, Any]] | None = None,
+                              labels: list[dict[str, Any]] | None = None) -> None:
+        """The same, with each distinct codes dict given once: record ``j`` has ``distinct[index[j]]``."""
 
     def __call__(self, wheres: list[Where], events: list[dict[str, Any]], decisions: list[Decision]) -> None:
         ...

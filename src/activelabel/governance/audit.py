@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import IntEnum
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, cast, overload
 
 import orjson
 
@@ -230,6 +230,38 @@ class _Tail:
     index: int = 0
     prev: bytes = b""
     frontier: MerkleFrontier = field(default_factory=MerkleFrontier)
+
+
+class NumberedIds(Sequence[str]):
+    """Record ids that are one prefix and a decimal number each (``FILE:LINE``, ``topic/partition/offset``).
+
+    ``AuditLog.log_outcomes`` renders them as JSON in one step each, without making the strings.
+    """
+
+    __slots__ = ("numbers", "prefix")
+
+    def __init__(self, prefix: str, numbers: Sequence[int]) -> None:
+        self.prefix = prefix
+        self.numbers = numbers
+
+    def __len__(self) -> int:
+        return len(self.numbers)
+
+    @overload
+    def __getitem__(self, j: int) -> str: ...
+
+    @overload
+    def __getitem__(self, j: slice) -> list[str]: ...
+
+    def __getitem__(self, j: int | slice) -> str | list[str]:
+        if isinstance(j, slice):
+            return [f"{self.prefix}{n}" for n in self.numbers[j]]
+        return f"{self.prefix}{self.numbers[j]}"
+
+    def json(self) -> list[bytes]:
+        """Each id as its canonical JSON string (TypeError: a prefix with no JSON form)."""
+        head = orjson.dumps(self.prefix)[:-1]  # the opening quote and the escaped prefix
+        return [b'%s%d"' % (head, n) for n in self.numbers]
 
 
 class AuditLog:
@@ -430,15 +462,21 @@ class AuditLog:
             unencodable = kinds.count(_UNENCODABLE)
             positions = [j for j, kind in enumerate(kinds) if kind >= 0]
             kinds = [kinds[j] for j in positions]
-        chosen = list(record_ids) if positions == range(len(record_ids)) else [record_ids[j] for j in positions]
-        ids: list[str] = ([_fresh_id(ts) if rid is None else rid for rid in chosen] if None in chosen
-                          else cast("list[str]", chosen))
+        all_of_them = positions == range(len(record_ids))
+        ids: Sequence[str]
+        if isinstance(record_ids, NumberedIds):
+            ids = record_ids if all_of_them else NumberedIds(record_ids.prefix, [record_ids.numbers[j] for j in positions])
+        else:
+            chosen = list(record_ids) if all_of_them else [record_ids[j] for j in positions]
+            ids = ([_fresh_id(ts) if rid is None else rid for rid in chosen] if None in chosen
+                   else cast("list[str]", chosen))
         prefix = b""
         heads: list[bytes | None]
         if isinstance(arm, str) and isinstance(version, str):
             prefix = record_prefix(arm, policy_name, version)
             try:
-                heads = [orjson.dumps(rid) for rid in ids]
+                rendered = ids.json() if isinstance(ids, NumberedIds) else [orjson.dumps(rid) for rid in ids]
+                heads = cast("list[bytes | None]", rendered)
             except TypeError:  # an id with no JSON form (a lone surrogate): that record alone is left out
                 heads = [_json_or_none(rid) for rid in ids]
         else:  # per-record arms or versions (a rollout): each head starts with its own prefix

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from activelabel.errors import AuditError
-from activelabel.governance.audit import AuditLevel, AuditLog, Outcome
+from activelabel.governance.audit import AuditLevel, AuditLog, NumberedIds, Outcome
 from activelabel.governance.rollout import ShadowComparison
 
 #: A record loop chunk observer: (wheres, events, served decisions), aligned.
@@ -35,19 +35,15 @@ def cli_record_id(where: Any, event: Mapping[str, Any] | None) -> str:
     return f"{name}:{first_line + pos}"
 
 
-def cli_record_ids(wheres: list[Any], events: list[dict[str, Any]] | None) -> list[str]:
-    """``cli_record_id`` of each record of a chunk, the file name formatted once per block."""
-    out: list[str] = []
-    add = out.append
-    origin: Any = None
-    prefix, first = "", 0
-    for where_origin, pos in wheres:
-        if where_origin is not origin:
-            origin = where_origin
-            name, first = origin
-            prefix = f"{name}:"
-        add(f"{prefix}{first + pos}")
-    return out
+def cli_record_ids(wheres: list[Any], events: list[dict[str, Any]] | None) -> Sequence[str]:
+    """``cli_record_id`` of each record of a chunk: ``FILE:`` and line numbers when the chunk is one block."""
+    if not wheres:
+        return []
+    origin = wheres[0][0]
+    if all(where[0] is origin for where in wheres):
+        name, first = origin
+        return NumberedIds(f"{name}:", [first + pos for _, pos in wheres])
+    return [cli_record_id(where, None) for where in wheres]
 
 
 def chain(*observers: Observer | None) -> Observer | None:
@@ -156,8 +152,33 @@ class AuditObserver:
                       labels: list[dict[str, Any]] | None, codes: list[dict[str, Any]]) -> None:
         """Write a chunk labeled in bulk: ``codes[j]`` indexes ``labeler.source_table()`` per label set.
 
-        ``events`` and ``labels`` may be None when ``needs_values`` is False (labels
-        were made in another process, which sent only the codes).
+        Codes are matched by identity first (the column-wise path shares one codes dict per
+        outcome), then by value, so the chunk is written as its distinct outcomes.
+        """
+        by_id: dict[int, int] = {}  # id of a codes dict -> its index in distinct
+        by_value: dict[tuple[tuple[str, Any], ...], int] = {}
+        distinct: list[dict[str, Any]] = []
+        index: list[int] = []
+        add = index.append
+        for c in codes:
+            k = by_id.get(id(c))
+            if k is None:
+                key = tuple(c.items())
+                k = by_value.get(key)
+                if k is None:
+                    k = by_value[key] = len(distinct)
+                    distinct.append(c)
+                by_id[id(c)] = k
+            add(k)
+        self.observe_indexed_codes(labeler, wheres, index, distinct, events, labels)
+
+    def observe_indexed_codes(self, labeler: Any, wheres: list[Any], index: list[int], distinct: list[dict[str, Any]],
+                              events: list[dict[str, Any]] | None = None,
+                              labels: list[dict[str, Any]] | None = None) -> None:
+        """Write a chunk whose record ``j`` has the source codes ``distinct[index[j]]``.
+
+        The form labeling workers send (engine/parallel.py): each distinct codes dict once.
+        ``events`` and ``labels`` may be None when ``needs_values`` is False.
         """
         if labeler is not self._labeler:
             table = labeler.source_table()
@@ -165,56 +186,37 @@ class AuditObserver:
             self._sources = [source for source, _label, _conf in table]
             self._confidences = [conf for _source, _label, conf in table]
             self._outcomes = {}
+        ids: Sequence[str | None]
         if self.record_ids_of is not None:
-            ids: list[str | None] = list(self.record_ids_of(wheres, events))
+            ids = self.record_ids_of(wheres, events)
         elif self.record_id_of is not None:
             record_id_of = self.record_id_of
             ids = [record_id_of(w, e) for w, e in zip(wheres, events or [{}] * len(wheres), strict=True)]
         else:
             ids = [None] * len(wheres)
-        outcome_of, outcomes = self._outcomes_of(codes)
         values = None
         if events is not None and labels is not None:
             chunk_events, chunk_labels, confidence = events, labels, self._confidence
 
             def values(j: int) -> tuple[dict[str, Any], dict[str, Any], dict[str, float]]:
-                return chunk_events[j], chunk_labels[j], confidence(codes[j])
+                return chunk_events[j], chunk_labels[j], confidence(distinct[index[j]])
 
         arm_of = self.arm_of
-        self.log.log_outcomes(ids, outcome_of, outcomes, door=self.door, policy_name=self.policy_name,
-                              version=str(labeler.version), values=values,
+        self.log.log_outcomes(ids, index, [self._outcome(c) for c in distinct], door=self.door,
+                              policy_name=self.policy_name, version=str(labeler.version), values=values,
                               arm=[arm_of(w) for w in wheres] if arm_of is not None else "stable")
 
-    def _outcomes_of(self, codes: list[dict[str, Any]]) -> tuple[list[int], list[Outcome]]:
-        """Each record's index into the chunk's distinct Outcomes, and those Outcomes.
-
-        Codes are matched by identity first (the column-wise path shares one codes dict per
-        outcome), then by value; an Outcome is made once per distinct codes for the run.
-        """
-        seen = self._outcomes
-        if len(seen) > _OUTCOMES_LIMIT:
-            seen.clear()
-        sources = self._sources
-        by_id: dict[int, int] = {}  # id of a codes dict -> its index in outcomes
-        index_of: dict[int, int] = {}  # id of an Outcome -> its index in outcomes
-        outcomes: list[Outcome] = []
-        outcome_of: list[int] = []
-        add = outcome_of.append
-        for c in codes:
-            k = by_id.get(id(c))
-            if k is None:
-                key = tuple(c.items())
-                outcome = seen.get(key)
-                if outcome is None:
-                    outcome = seen[key] = Outcome(tuple(c), {name: sources[code if code.__class__ is int else code[0]]
-                                                             for name, code in c.items()})
-                k = index_of.get(id(outcome))
-                if k is None:
-                    k = index_of[id(outcome)] = len(outcomes)
-                    outcomes.append(outcome)
-                by_id[id(c)] = k
-            add(k)
-        return outcome_of, outcomes
+    def _outcome(self, codes: dict[str, Any]) -> Outcome:
+        """The one Outcome of these source codes (made once per distinct codes for the run)."""
+        key = tuple(codes.items())
+        outcome = self._outcomes.get(key)
+        if outcome is None:
+            if len(self._outcomes) > _OUTCOMES_LIMIT:
+                self._outcomes.clear()
+            sources = self._sources
+            outcome = self._outcomes[key] = Outcome(
+                tuple(codes), {name: sources[code if code.__class__ is int else code[0]] for name, code in codes.items()})
+        return outcome
 
     def _confidence(self, codes: dict[str, Any]) -> dict[str, float]:
         table = self._confidences
