@@ -18,12 +18,13 @@ too. Field names follow OPA's decision log where they fit (``decision_id``,
 ``arm``, ``confidence``, ``sources``, ``door`` and ``labels_set``.
 
 What is written per decision is chosen by a level policy in the Kubernetes audit
-style (``None | Metadata | Request | Full``, first matching rule wins). Records are
-written on the caller's thread, a chunk at a time, straight to the OS (one ``write``
-per run of records: a kill -9 loses none that were handed over), so the writer cannot
-fall behind; checkpoints are made durable and signed on a thread of their own
-(``_audit_write.py``). A record that cannot be written (disk full, closed log) is
-counted in ``activelabel_audit_dropped_total{reason}`` and never vanishes unseen.
+style (``None | Metadata | Request | Full``, first matching rule wins). The caller's
+thread renders, chains and hashes a chunk of records at a time; one writer thread
+writes each run of records (one ``write``) and makes checkpoints durable and signed,
+in order (``_audit_write.py``). Its queue is short, so it cannot fall behind by more
+than a few runs: a full queue slows the caller down. A record that cannot be written
+(disk full, closed log) is counted in ``activelabel_audit_dropped_total{reason}`` and
+never vanishes unseen. Reading and verifying a log is ``audit_files.py``.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import binascii
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import IntEnum
@@ -44,6 +45,7 @@ import orjson
 from activelabel.errors import AuditError
 from activelabel.governance._audit_write import (
     Chunk,
+    Outcome,
     SegmentWriter,
     WriterState,
     chain_lines,
@@ -52,19 +54,23 @@ from activelabel.governance._audit_write import (
     replace_file,
     stamp_piece,
 )
-from activelabel.governance._audit_write import Outcome as Outcome  # public: the argument of log_outcomes
-from activelabel.governance._merkle import (
-    Checkpoint,
-    MerkleFrontier,
-    b64,
-    canonical_json,
-    leaf_hash,
-    open_note,
-    unb64,
+from activelabel.governance._merkle import Checkpoint, MerkleFrontier, b64, leaf_hash, unb64
+from activelabel.governance.audit_files import (
+    KEY_NAME_DEFAULT,
+    SEGMENT_DIGITS,
+    VerifyResult,
+    iter_lines,
+    load_or_create_key,
+    load_public_key,
+    parse_ts,
+    read_records,
+    read_retention,
+    search_records,
+    segment_files,
+    segment_name,
+    verify_log,
 )
 
-KEY_NAME_DEFAULT = "activelabel-audit"
-_SEGMENT_DIGITS = 12
 _CACHE_LIMIT = 100_000  # distinct outcomes / level choices remembered before the caches start over
 _SKIP, _UNENCODABLE = -1, -2  # kinds of records that are not written (level None; no JSON form)
 
@@ -140,83 +146,6 @@ class LevelPolicy:
 # or None to leave it out. The privacy mechanism provides one; without it, sensitive
 # values are erased.
 Protector = Callable[[str, Any], Any]
-
-
-# --- keys ------------------------------------------------------------------------------------
-
-
-def _crypto() -> Any:
-    try:
-        from cryptography.hazmat.primitives import serialization
-        from cryptography.hazmat.primitives.asymmetric import ed25519
-    except ModuleNotFoundError as exc:
-        from activelabel._extras import missing_extra
-
-        raise (missing_extra(exc) or exc) from exc
-    return serialization, ed25519
-
-
-def load_or_create_key(directory: Path, key_file: Path | None = None) -> Any:
-    """The Ed25519 signing key: ``key_file`` if given, else ``DIR/keys/audit.key`` (created once)."""
-    serialization, ed25519 = _crypto()
-    path = key_file or directory / "keys" / "audit.key"
-    if path.exists():
-        try:
-            key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-        except (ValueError, TypeError) as exc:
-            raise AuditError(f"{path}: not a PEM Ed25519 private key ({exc}); give --audit-key a key made by "
-                             "`openssl genpkey -algorithm ed25519`") from exc
-        if not isinstance(key, ed25519.Ed25519PrivateKey):
-            raise AuditError(f"{path}: the audit key must be Ed25519")
-        _write_public(directory, key)
-        return key
-    if key_file is not None:
-        raise AuditError(f"{key_file}: audit key file not found; leave out --audit-key to generate one in {directory}/keys/")
-    key = ed25519.Ed25519PrivateKey.generate()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(pem)
-    _write_public(directory, key)
-    return key
-
-
-def _write_public(directory: Path, key: Any) -> None:
-    serialization, _ = _crypto()
-    pub = directory / "keys" / "audit.pub"
-    pem = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    if not pub.exists() or pub.read_bytes() != pem:
-        pub.parent.mkdir(parents=True, exist_ok=True)
-        pub.write_bytes(pem)
-
-
-def load_public_key(path: Path) -> Any:
-    serialization, ed25519 = _crypto()
-    try:
-        key = serialization.load_pem_public_key(path.read_bytes())
-    except (OSError, ValueError) as exc:
-        raise AuditError(f"{path}: cannot read the audit public key ({exc})") from exc
-    if not isinstance(key, ed25519.Ed25519PublicKey):
-        raise AuditError(f"{path}: the audit public key must be Ed25519")
-    return key
-
-
-# --- records on disk -------------------------------------------------------------------------
-
-
-def _segment_name(first_index: int) -> str:
-    return f"{first_index:0{_SEGMENT_DIGITS}d}.jsonl"
-
-
-def _segments(directory: Path) -> list[Path]:
-    seg_dir = directory / "segments"
-    return sorted(seg_dir.glob("*.jsonl")) if seg_dir.is_dir() else []
-
-
-def _checkpoint_files(directory: Path) -> list[Path]:
-    cp_dir = directory / "checkpoints"
-    return sorted(cp_dir.glob("*.note")) if cp_dir.is_dir() else []
 
 
 def _now_rfc3339(ts: float) -> str:
@@ -672,7 +601,7 @@ class AuditLog:
         """Queue a signed checkpoint of every record handed to the writer so far (written before it, in order)."""
         tail = self._tail
         cp = Checkpoint(self.origin, tail.index, tail.frontier.root(), (f"last-leaf {self._prev64.decode()}",))
-        note = self.directory / "checkpoints" / f"{tail.index:0{_SEGMENT_DIGITS}d}.note"
+        note = self.directory / "checkpoints" / f"{tail.index:0{SEGMENT_DIGITS}d}.note"
         state = orjson.dumps({"size": tail.index, "prev": self._prev64.decode(), "frontier": tail.frontier.to_json()})
         self._writer.checkpoint(self._fd, cp, note, state)
         self._since_checkpoint = 0
@@ -688,11 +617,11 @@ class AuditLog:
         self._open_segment(new=True)
 
     def _open_segment(self, new: bool = False) -> None:
-        segments = _segments(self.directory)
+        segments = segment_files(self.directory)
         if segments and not new:
             path = segments[-1]
         else:
-            path = self.directory / "segments" / _segment_name(self._tail.index)
+            path = self.directory / "segments" / segment_name(self._tail.index)
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self._segment_bytes = os.fstat(self._fd).st_size
         self._segment_opened = self._clock()
@@ -730,7 +659,7 @@ class AuditLog:
     def _recover(self) -> _Tail:
         """Resume after the last complete record; a torn tail (kill -9) is moved aside."""
         tail = _Tail()
-        retention = _read_retention(self.directory)
+        retention = read_retention(self.directory)
         if retention is not None:
             tail = _Tail(retention.next_index, retention.prev, retention.frontier)
         state_path = self.directory / "checkpoints" / "state.json"
@@ -739,7 +668,7 @@ class AuditLog:
             if int(state["size"]) >= tail.index:
                 tail = _Tail(int(state["size"]), unb64(state["prev"]), MerkleFrontier.from_json(state["frontier"]))
         leaves: list[bytes] = []
-        for path, offset, raw in _iter_lines(self.directory, start_index=tail.index):
+        for path, offset, raw in iter_lines(self.directory, start_index=tail.index):
             if not raw.endswith(b"\n"):
                 torn = path.with_name(path.name + f".torn-{int(time.time())}")
                 torn.write_bytes(raw)
@@ -764,9 +693,9 @@ class AuditLog:
         """
         with self._lock:
             self._sync_locked(self._clock())
-            segments = _segments(self.directory)[:-1]
+            segments = segment_files(self.directory)[:-1]
             cutoff = self._clock() - max_age_s
-            previous = _read_retention(self.directory)
+            previous = read_retention(self.directory)
             frontier = previous.frontier if previous else MerkleFrontier()
             prev = previous.prev if previous else b""
             next_index = previous.next_index if previous else 0
@@ -775,7 +704,7 @@ class AuditLog:
                 lines = path.read_bytes().splitlines()
                 if not lines:
                     continue
-                newest = _parse_ts(orjson.loads(lines[-1]).get("timestamp"))
+                newest = parse_ts(orjson.loads(lines[-1]).get("timestamp"))
                 if newest is None or newest >= cutoff:
                     break
                 for line in lines:
@@ -809,15 +738,6 @@ def _fresh_id(ts: float) -> str:
     return f"{int(ts * 1e6):x}-{os.urandom(4).hex()}"
 
 
-def _parse_ts(text: Any) -> float | None:
-    if not isinstance(text, str):
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
-
-
 def _dropped_counter(registry: Any) -> Any:
     if registry is None:
         return None
@@ -828,196 +748,7 @@ def _dropped_counter(registry: Any) -> Any:
                    ["reason"], registry=registry)
 
 
-@dataclass(frozen=True)
-class _Retention:
-    next_index: int
-    prev: bytes
-    frontier: MerkleFrontier
-    removed: list[dict[str, Any]]
-
-
-def _read_retention(directory: Path) -> _Retention | None:
-    path = directory / "retention.json"
-    if not path.exists():
-        return None
-    data = orjson.loads(path.read_bytes())
-    return _Retention(int(data["next_index"]), unb64(data["prev"]), MerkleFrontier.from_json(data["frontier"]),
-                      list(data.get("removed") or []))
-
-
-def _iter_lines(directory: Path, start_index: int = 0) -> Iterator[tuple[Path, int, bytes]]:
-    """(segment, byte offset, raw line with its newline if any) from ``start_index`` on."""
-    segments = _segments(directory)
-    firsts = [int(p.stem) for p in segments]
-    for path, first in zip(segments, firsts, strict=True):
-        following = [f for f in firsts if f > first]
-        if following and following[0] <= start_index:
-            continue
-        index = first
-        offset = 0
-        with path.open("rb") as fh:
-            for raw in fh:
-                if index >= start_index:
-                    yield path, offset, raw
-                offset += len(raw)
-                index += 1
-
-
-# --- verification ----------------------------------------------------------------------------
-
-
-@dataclass
-class VerifyResult:
-    """What ``audit verify`` found; ``ok`` is False on the first break, which ``problem`` names."""
-
-    ok: bool
-    records: int
-    checkpoints: int
-    first_bad_index: int | None = None
-    problem: str = ""
-    torn_tail: str = ""
-    retained_from: int = 0
-    unverifiable_checkpoints: int = 0
-
-    def summary(self) -> str:
-        if self.ok:
-            text = (f"intact: {self.records} records from index {self.retained_from}, "
-                    f"{self.checkpoints} signed checkpoints verified")
-            if self.unverifiable_checkpoints:
-                text += f" ({self.unverifiable_checkpoints} older checkpoints cover removed segments)"
-            if self.torn_tail:
-                text += f"; {self.torn_tail}"
-            return text
-        return f"BROKEN at record {self.first_bad_index}: {self.problem}"
-
-
-def verify_log(directory: str | Path, *, public_key_file: str | Path | None = None,
-               key_name: str = KEY_NAME_DEFAULT) -> VerifyResult:
-    """Check every record, the chain, every signed checkpoint, and that nothing is missing."""
-    directory = Path(directory)
-    pub_path = Path(public_key_file) if public_key_file else directory / "keys" / "audit.pub"
-    public_key = load_public_key(pub_path)
-    checkpoints: dict[int, Checkpoint] = {}
-    for path in _checkpoint_files(directory):
-        try:
-            cp = open_note(path.read_bytes(), key_name, public_key)
-        except AuditError as exc:
-            return VerifyResult(False, 0, 0, int(path.stem), f"checkpoint {path.name}: {exc}")
-        checkpoints[cp.size] = cp
-    retention = _read_retention(directory)
-    expected = retention.next_index if retention else 0
-    frontier = retention.frontier if retention else MerkleFrontier()
-    prev = retention.prev if retention else b""
-    result = VerifyResult(True, 0, 0, retained_from=expected)
-    if retention is not None:
-        cut = checkpoints.get(expected)
-        if cut is None or cut.root != frontier.root():
-            return VerifyResult(False, 0, 0, expected,
-                                "retention.json's frontier does not match the signed checkpoint at the cut")
-        result.unverifiable_checkpoints = sum(1 for size in checkpoints if size < expected)
-    if expected in checkpoints and expected > 0:
-        result.checkpoints += 1
-    segments = _segments(directory)
-    for seg_no, path in enumerate(segments):
-        data = path.read_bytes()
-        lines = data.split(b"\n")
-        complete, torn = lines[:-1], lines[-1]
-        first = int(path.stem)
-        if first != expected:
-            return _broken(result, expected, f"segment {path.name} starts at index {first}; records "
-                                             f"{expected}..{first - 1} are missing")
-        for line_no, line in enumerate(complete, 1):
-            where = f"{path.name} line {line_no}"
-            try:
-                record = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                return _broken(result, expected, f"{where} is not valid JSON (edited?)")
-            if not isinstance(record, dict):
-                return _broken(result, expected, f"{where} is not a JSON object")
-            index = record.get("index")
-            if index != expected:
-                if isinstance(index, int) and index > expected:
-                    return _broken(result, expected, f"{where} has index {index}: record {expected} is missing "
-                                                     "(deleted or reordered)")
-                return _broken(result, max(0, expected - 1) if isinstance(index, int) and index == expected - 1
-                               else expected, f"{where} has index {index}, expected {expected} (inserted or reordered)")
-            if record.get("prev") != b64(prev):
-                return _broken(result, expected - 1, f"record {expected - 1} does not hash to what record "
-                                                     f"{expected} recorded (edited)")
-            if canonical_json(record) != line:
-                return _broken(result, expected, f"{where} is not in canonical form (edited)")
-            leaf = leaf_hash(line)
-            frontier.append(leaf)
-            prev = leaf
-            expected += 1
-            result.records += 1
-            signed = checkpoints.get(expected)
-            if signed is not None:
-                if signed.extension("last-leaf") not in (None, b64(prev)):
-                    return _broken(result, expected - 1, f"record {expected - 1} differs from the one the "
-                                                         f"checkpoint at size {expected} signed (edited)")
-                if signed.root != frontier.root():
-                    return _broken(result, expected - 1, f"the Merkle root of the first {expected} records does "
-                                                         "not match its signed checkpoint (records rewritten)")
-                result.checkpoints += 1
-        if torn:
-            if seg_no != len(segments) - 1:
-                return _broken(result, expected, f"{path.name} ends in a partial record inside the log")
-            result.torn_tail = (f"torn tail of {len(torn)} bytes begins at byte {len(data) - len(torn)} of "
-                                f"{path.name}, after record {expected - 1} (an interrupted write)")
-    newest = max(checkpoints, default=0)
-    if newest > expected:
-        return _broken(result, expected, f"truncated: a signed checkpoint covers {newest} records but only "
-                                         f"{expected} are present; record {expected} onwards is missing")
-    return result
-
-
-def _broken(result: VerifyResult, index: int, problem: str) -> VerifyResult:
-    result.ok = False
-    result.first_bad_index = index
-    result.problem = problem
-    return result
-
-
-def read_records(directory: str | Path) -> Iterator[dict[str, Any]]:
-    """Every complete record of the log, in index order (for ``audit show`` / ``search``)."""
-    for _, _, raw in _iter_lines(Path(directory)):
-        if raw.endswith(b"\n"):
-            try:
-                record = orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                continue
-            if isinstance(record, dict):
-                yield record
-
-
-def search_records(
-    directory: str | Path,
-    *,
-    decision_id: str | None = None,
-    version: str | None = None,
-    label: tuple[str, str] | None = None,
-    since: float | None = None,
-    until: float | None = None,
-    kind: str | None = None,
-) -> Iterator[dict[str, Any]]:
-    """Records matching every given criterion (label values only where the level wrote them)."""
-    for record in read_records(directory):
-        if kind is not None and record.get("kind") != kind:
-            continue
-        if decision_id is not None and record.get("decision_id") != decision_id:
-            continue
-        if version is not None and not any(
-            b.get("revision") == version for b in (record.get("bundles") or {}).values() if isinstance(b, dict)
-        ):
-            continue
-        if label is not None:
-            result = record.get("result") or {}
-            if str(result.get(label[0])) != label[1]:
-                continue
-        ts = _parse_ts(record.get("timestamp"))
-        if since is not None and (ts is None or ts < since):
-            continue
-        if until is not None and (ts is None or ts > until):
-            continue
-        yield record
+__all__ = [
+    "KEY_NAME_DEFAULT", "AuditLevel", "AuditLog", "LevelPolicy", "LevelRule", "NumberedIds", "Outcome", "Protector",
+    "VerifyResult", "load_or_create_key", "load_public_key", "read_records", "search_records", "verify_log",
+]
