@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, fields
 from typing import IO, TYPE_CHECKING, Any
 
-from activelabel.engine.record_loop import CodesObserver, RecordCounts, RecordLoop, Where
+from activelabel.engine.record_loop import CodesObserver, RecordCounts, RecordLoop, Where, index_codes
 from activelabel.errors import ActiveLabelError
 from activelabel.sources.jsonl import UTF8_BOM, ReadLimits
 
@@ -101,7 +101,7 @@ class BlockResult:
 class _CollectCodes:
     """A worker's ``CodesObserver``: each labeled record's position and source codes, for the parent.
 
-    Distinct codes are sent once per block; the parent's observer (the audit log) sees
+    Distinct codes are sent once per chunk; the parent's observer (the audit log) sees
     the block as if it had labeled it itself, without the events or label values.
     """
 
@@ -111,35 +111,25 @@ class _CollectCodes:
         self.positions: list[int] = []
         self.index: list[int] = []
         self.outcomes: list[dict[str, Any]] = []
-        self._seen: dict[tuple[tuple[str, Any], ...], int] = {}
 
     def take(self) -> tuple[list[int], list[int], list[dict[str, Any]]]:
         """This block's codes, and a fresh start for the next block."""
         got = (self.positions, self.index, self.outcomes)
-        self.positions, self.index, self.outcomes, self._seen = [], [], [], {}
+        self.positions, self.index, self.outcomes = [], [], []
         return got
+
+    def observe_codes(self, labeler: Any, wheres: list[Where], events: list[dict[str, Any]] | None,
+                      labels: list[dict[str, Any]] | None, codes: list[dict[str, Any]]) -> None:
+        index, distinct = index_codes(codes)
+        base = len(self.outcomes)
+        self.outcomes.extend(distinct)
+        self.index.extend([k + base for k in index] if base else index)
+        self.positions.extend([pos for _, pos in wheres])
 
     def observe_indexed_codes(self, labeler: Any, wheres: list[Where], index: list[int],
                               distinct: list[dict[str, Any]], events: list[dict[str, Any]] | None = None,
                               labels: list[dict[str, Any]] | None = None) -> None:
         raise ActiveLabelError("a worker's codes go to the parent, not back into a worker")
-
-    def observe_codes(self, labeler: Any, wheres: list[Where], events: list[dict[str, Any]] | None,
-                      labels: list[dict[str, Any]] | None, codes: list[dict[str, Any]]) -> None:
-        seen, outcomes = self._seen, self.outcomes
-        by_id: dict[int, int] = {}
-        add_pos, add_index = self.positions.append, self.index.append
-        for (_origin, pos), c in zip(wheres, codes, strict=True):
-            k = by_id.get(id(c))
-            if k is None:
-                key = tuple(c.items())
-                k = seen.get(key)
-                if k is None:
-                    k = seen[key] = len(outcomes)
-                    outcomes.append(c)
-                by_id[id(c)] = k
-            add_pos(pos)
-            add_index(k)
 
     def __call__(self, wheres: list[Where], events: list[dict[str, Any]], decisions: list[Any]) -> None:
         raise ActiveLabelError("a parallel audited run builds no Decisions (--explain audits in one process)")

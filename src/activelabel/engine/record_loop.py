@@ -129,6 +129,28 @@ def splice_each(labels_of: Callable[[dict[str, Any]], Any], raws: list[bytes], e
     return lines, failed
 
 
+def index_codes(codes: list[dict[str, Any]]) -> tuple[list[int], list[dict[str, Any]]]:
+    """Each record's index into its chunk's distinct source codes, and those codes, each once.
+
+    Codes dicts are matched by identity first (the column-wise path shares one dict per
+    outcome, so this is a few C-level passes), then by value (the per-event path makes
+    one dict per event).
+    """
+    ids = list(map(id, codes))
+    by_id = dict(zip(ids, codes, strict=True))
+    slot: dict[int, int] = {}
+    by_value: dict[tuple[tuple[str, Any], ...], int] = {}
+    distinct: list[dict[str, Any]] = []
+    for key_id, c in by_id.items():
+        key = tuple(c.items())
+        k = by_value.get(key)
+        if k is None:
+            k = by_value[key] = len(distinct)
+            distinct.append(c)
+        slot[key_id] = k
+    return list(map(slot.__getitem__, ids)), distinct
+
+
 class RecordOutput(Protocol):
     """Where a record loop's results go (a JSONL file pair, a Kafka topic pair, an HTTP response)."""
 
@@ -437,4 +459,4 @@ def jsonl_blocks(source: JsonlSource) -> Iterable[Block]:
 
 
 __all__ = ["CHUNK_RECORDS", "Block", "BulkLabeler", "ChunkObserver", "CodesLabeler", "CodesObserver", "EventLabeler", "JsonlFileOutput", "PerEventLabeler", "RecordCounts", "RecordLoop", "RecordOutput", "Where",
-           "as_bulk", "jsonl_blocks", "splice_each"]
+           "as_bulk", "index_codes", "jsonl_blocks", "splice_each"]

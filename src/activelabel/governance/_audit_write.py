@@ -104,6 +104,12 @@ class Chunk:
     def __len__(self) -> int:
         return len(self.kinds)
 
+    def metadata_line_bound(self) -> int:
+        """An upper bound on the bytes of any Metadata line of the chunk (its newline included)."""
+        head = max(map(len, self.heads), default=0)
+        piece = max((len(p[0]) + len(p[1]) for p in self.pieces if p is not None), default=0)
+        return len(self.prefix) + head + len(self.door) + 20 + piece + 44 + 1  # 20: index digits, 44: prev
+
 
 def chain_lines(chunk: Chunk, start: int, stop: int, index: int, prev64: bytes,
                 room_bytes: int) -> tuple[list[bytes], list[bytes], int, int, bytes, int]:
@@ -121,6 +127,17 @@ def chain_lines(chunk: Chunk, start: int, stop: int, index: int, prev64: bytes,
     lines: list[bytes] = []
     leaves: list[bytes] = []
     add_line, add_leaf = lines.append, leaves.append
+    if not general and chunk.metadata_line_bound() * (stop - start) < room_bytes:
+        # The common run: Metadata records only, and the segment has room for all of them.
+        for head, kind in zip(heads[start:stop], kinds[start:stop]):
+            mid, tail = pieces[kind]  # type: ignore[misc]  # no whole records in this chunk: never None
+            line = join((prefix, head, door, b"%d" % index, mid, prev64, tail))
+            leaf = sha(b"\x00" + line).digest()
+            add_line(line)
+            add_leaf(leaf)
+            prev64 = b2a(leaf, newline=False)
+            index += 1
+        return lines, leaves, stop, sum(map(len, lines)) + len(lines), prev64, 0
     nbytes = 0
     unencodable = 0
     j = start

@@ -243,6 +243,8 @@ class AuditLog:
         self._prev64 = binascii.b2a_base64(self._tail.prev, newline=False)
         self._levels: dict[tuple[str, tuple[str, ...]], AuditLevel] = {}
         self._outcomes: dict[tuple[tuple[str, ...], tuple[str, ...]], Outcome] = {}
+        # Per door, per Outcome: its level and, at Metadata, its rendered pieces (an Outcome never changes).
+        self._rendered: dict[str, dict[Outcome, tuple[Any, ...]]] = {}
         self._writer = SegmentWriter(self.directory, key_name, self._key)
         self._fd: int | None = None
         self._segment_bytes = 0
@@ -371,19 +373,25 @@ class AuditLog:
         levels: list[AuditLevel] = []
         kind_of: list[int] = []
         pieces: list[tuple[bytes, bytes] | None] = [None]
+        rendered = self._rendered.get(door)
+        if rendered is None or len(rendered) > _CACHE_LIMIT:
+            rendered = self._rendered[door] = {}
         for outcome in outcomes:
-            level = self.level_of(door, outcome.names)
-            levels.append(level)
-            if level is AuditLevel.METADATA:
+            known = rendered.get(outcome)
+            if known is None:
+                level = self.level_of(door, outcome.names)
                 try:
-                    mid, sources = outcome.pieces()
+                    known = rendered[outcome] = (level, *outcome.pieces()) if level is AuditLevel.METADATA else (level,)
                 except TypeError:
-                    kind_of.append(_UNENCODABLE)
-                    continue
-                pieces.append((mid, sources + stamp_bytes))
+                    known = rendered[outcome] = (level, None)
+            levels.append(known[0])
+            if len(known) == 3:
+                pieces.append((known[1], known[2] + stamp_bytes))  # a (level, mid, sources) triple
                 kind_of.append(len(pieces) - 1)
+            elif len(known) == 2:
+                kind_of.append(_UNENCODABLE)
             else:
-                kind_of.append(_SKIP if level is AuditLevel.NONE else 0)
+                kind_of.append(_SKIP if known[0] is AuditLevel.NONE else 0)
         kinds = [kind_of[k] for k in outcome_of]
         positions: Sequence[int] = range(len(kinds))
         unencodable = 0
@@ -404,8 +412,8 @@ class AuditLog:
         if isinstance(arm, str) and isinstance(version, str):
             prefix = record_prefix(arm, policy_name, version)
             try:
-                rendered = ids.json() if isinstance(ids, NumberedIds) else [orjson.dumps(rid) for rid in ids]
-                heads = cast("list[bytes | None]", rendered)
+                as_json = ids.json() if isinstance(ids, NumberedIds) else [orjson.dumps(rid) for rid in ids]
+                heads = cast("list[bytes | None]", as_json)
             except TypeError:  # an id with no JSON form (a lone surrogate): that record alone is left out
                 heads = [_json_or_none(rid) for rid in ids]
         else:  # per-record arms or versions (a rollout): each head starts with its own prefix
@@ -421,7 +429,7 @@ class AuditLog:
                     head = record_head + head
                 heads.append(head)
         general: dict[int, dict[str, Any]] = {}
-        for at, (j, kind) in enumerate(zip(positions, kinds, strict=True)):
+        for at, (j, kind) in enumerate(zip(positions, kinds, strict=True)) if 0 in kinds else ():
             if kind:
                 continue
             if values is None:

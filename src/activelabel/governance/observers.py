@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from activelabel.engine.record_loop import index_codes
 from activelabel.errors import AuditError
 from activelabel.governance.audit import AuditLevel, AuditLog, NumberedIds, Outcome
 from activelabel.governance.rollout import ShadowComparison
@@ -152,24 +153,9 @@ class AuditObserver:
                       labels: list[dict[str, Any]] | None, codes: list[dict[str, Any]]) -> None:
         """Write a chunk labeled in bulk: ``codes[j]`` indexes ``labeler.source_table()`` per label set.
 
-        Codes are matched by identity first (the column-wise path shares one codes dict per
-        outcome), then by value, so the chunk is written as its distinct outcomes.
+        The chunk is written as its distinct outcomes (``index_codes``).
         """
-        by_id: dict[int, int] = {}  # id of a codes dict -> its index in distinct
-        by_value: dict[tuple[tuple[str, Any], ...], int] = {}
-        distinct: list[dict[str, Any]] = []
-        index: list[int] = []
-        add = index.append
-        for c in codes:
-            k = by_id.get(id(c))
-            if k is None:
-                key = tuple(c.items())
-                k = by_value.get(key)
-                if k is None:
-                    k = by_value[key] = len(distinct)
-                    distinct.append(c)
-                by_id[id(c)] = k
-            add(k)
+        index, distinct = index_codes(codes)
         self.observe_indexed_codes(labeler, wheres, index, distinct, events, labels)
 
     def observe_indexed_codes(self, labeler: Any, wheres: list[Any], index: list[int], distinct: list[dict[str, Any]],
