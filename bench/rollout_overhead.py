@@ -5,7 +5,8 @@ every run; the shadow candidate is that policy with only ``metadata.version`` ch
 it does exactly the work of the serving one. In-process runs time ``RecordLoop.run`` over
 pre-read blocks into an output that discards lines (no disk); the CLI runs time the
 whole ``activelabel label FILE -o OUT -q`` process, startup included, at the default
-``--workers`` (the CPUs available) and at ``--workers 1``.
+``--workers`` (the CPUs available; one less with ``--audit``, whose writer process gets
+a core) and at ``--workers 1``.
 
 Runs alternate: each of N rounds runs every variant once, in the same order, so a load
 change on a shared machine hits every variant alike. Each figure is the best of its N
@@ -38,7 +39,7 @@ import orjson
 from activelabel import Labeler
 from activelabel.engine.parallel import default_workers
 from activelabel.engine.record_loop import CHUNK_RECORDS, RecordLoop
-from activelabel.governance.observers import AuditObserver, ShadowRun, cli_record_id, open_audit_log
+from activelabel.governance.observers import AuditObserver, ShadowRun, cli_record_id, cli_record_ids, open_audit_log
 from bench.events import write_jsonl
 from bench.policies import policy_spec, write_policy
 
@@ -88,11 +89,11 @@ def _timed(fn: Callable[[], object]) -> float:
 def in_process(serving_path: Path, candidate_path: Path, events: Path, repeats: int, tmp: Path) -> dict[str, list[float]]:
     """Seconds of RecordLoop.run per round (labeler compiled and warmed up beforehand, outside the timing)."""
     blocks = _blocks(events)
-    decoded = [[orjson.loads(r) for r in raws] for _, raws in blocks]
+    first = [orjson.loads(r) for r in blocks[0][1]]
     serving = Labeler.from_file(serving_path)
     candidate = Labeler.from_file(candidate_path)
     for labeler in (serving, candidate):  # build the column-wise plan and warm the caches once
-        labeler.label_batch(decoded[0])
+        labeler.label_batch(first)
     runs = iter(range(1000))
 
     def loop(make_observer: Callable[[], Any] | None) -> Callable[[], float]:
@@ -106,21 +107,33 @@ def in_process(serving_path: Path, candidate_path: Path, events: Path, repeats: 
             return time.perf_counter() - t0
         return run
 
-    def audited() -> Any:
-        log = open_audit_log(str(tmp / f"audit-inproc-{next(runs)}"), policy=serving.policy, level="Metadata")
-        observer = AuditObserver(log, door="cli", policy=serving.policy, record_id_of=cli_record_id)
-        observer.close = log.close  # type: ignore[attr-defined]  # the loop above closes what it opened
-        return observer
+    def audited(process: bool) -> Callable[[], Any]:
+        def make() -> Any:
+            log = open_audit_log(str(tmp / f"audit-inproc-{next(runs)}"), policy=serving.policy, level="Metadata")
+            if process:
+                log.start_writer_process()  # what `activelabel label --audit` does
+            observer = AuditObserver(log, door="cli", policy=serving.policy, record_id_of=cli_record_id,
+                                     record_ids_of=cli_record_ids)
+            observer.close = log.close  # type: ignore[attr-defined]  # the loop above closes what it opened
+            return observer
+        return make
 
     def no_op(w: Any, e: Any, d: Any) -> None:
         return None
+
+    def candidate_eval() -> float:
+        # Decoded here, outside the timing, and dropped after: no variant runs beside a heap of
+        # every event decoded (a fork would copy it, a garbage collection would walk it).
+        decoded = [[orjson.loads(r) for r in raws] for _, raws in blocks]
+        return _timed(lambda: [candidate.label_batch(chunk) for chunk in decoded])
 
     times = _alternate({
         "plain_s": loop(None),
         "decisions_s": loop(lambda: no_op),
         "shadow_s": loop(lambda: ShadowRun(serving, candidate)),
-        "audit_metadata_s": loop(audited),
-        "candidate_eval_s": lambda: _timed(lambda: [candidate.label_batch(chunk) for chunk in decoded]),
+        "audit_metadata_s": loop(audited(process=True)),
+        "audit_metadata_thread_s": loop(audited(process=False)),
+        "candidate_eval_s": candidate_eval,
     }, repeats)
     return times
 
@@ -197,9 +210,13 @@ def main(argv: list[str] | None = None) -> int:
         f"  shadow - decisions = {p['shadow_s'] - p['decisions_s']:.3f}s vs one evaluation {p['candidate_eval_s']:.3f}s"
         f" (ratio {(p['shadow_s'] - p['decisions_s']) / p['candidate_eval_s']:.2f})",
         f"  with --audit Metadata       {p['audit_metadata_s']:.3f}s  {rate(p['audit_metadata_s'])}"
-        f"  {_cost(inproc, 'plain_s', 'audit_metadata_s')}",
-        f"    CPU (all threads)         plain {p['plain_cpu_s']:.3f}s, audit {p['audit_metadata_cpu_s']:.3f}s"
+        f"  {_cost(inproc, 'plain_s', 'audit_metadata_s')}  (writer process, as `label` runs it)",
+        f"    CPU (with the writer)     plain {p['plain_cpu_s']:.3f}s, audit {p['audit_metadata_cpu_s']:.3f}s"
         f"  {_cost(inproc, 'plain_cpu_s', 'audit_metadata_cpu_s')}",
+        f"  audit, writer thread only   {p['audit_metadata_thread_s']:.3f}s  {rate(p['audit_metadata_thread_s'])}"
+        f"  {_cost(inproc, 'plain_s', 'audit_metadata_thread_s')}",
+        f"    CPU (all threads)         {p['audit_metadata_thread_cpu_s']:.3f}s"
+        f"  {_cost(inproc, 'plain_cpu_s', 'audit_metadata_thread_cpu_s')}",
         "CLI end to end (activelabel label FILE -o OUT -q, startup included; CPU: the process and its workers):",
     ]
     c = end_to_end

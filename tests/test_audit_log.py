@@ -332,3 +332,41 @@ print(json.dumps({{"written": log.size, "dropped": log.dropped}}))
     result = verify_log(tmp_path / "audit")
     assert result.ok and result.records == outcome["written"] and not result.torn_tail
     assert result.checkpoints >= 1  # the last checkpoint signs what is on disk, not what was refused
+
+
+def test_a_second_writer_on_the_same_log_is_refused_while_the_first_is_open(tmp_path: Path) -> None:
+    """Two writers would interleave one chain: the second waits for writer.lock, then says who holds the log."""
+    from activelabel.errors import AuditError
+
+    with AuditLog(tmp_path / "audit") as log:
+        log.log_admin("start", actor="ops")
+        with pytest.raises(AuditError, match="being written by another process"):
+            AuditLog(tmp_path / "audit", lock_wait_s=0.2)
+    with AuditLog(tmp_path / "audit") as again:  # released at close
+        again.log_admin("restart", actor="ops")
+    assert verify_log(tmp_path / "audit").records == 2
+
+
+def test_a_writer_process_writes_the_log_the_writer_thread_writes(tmp_path: Path) -> None:
+    """With the chaining in a forked child, the records, checkpoints, counts and size are those of one process."""
+    from activelabel.governance.audit import Outcome
+
+    outcome = Outcome(["priority", "bot"], {"priority": "rule:pay-5xx", "bot": "default"})
+    logs = {}
+    for mode in ("thread", "process"):
+        directory = tmp_path / mode
+        with AuditLog(directory, checkpoint_every=50, clock=lambda: 1_000_000.0) as log:
+            if mode == "process":
+                log.start_writer_process()
+            for i in range(7):
+                log.log_outcomes([f"r{i}-{j}" for j in range(30)], [0] * 30, [outcome], door="cli", policy_name="edge",
+                                 version="sha256:ab/1")
+            log.log_outcomes(["\ud800"], [0], [outcome], door="cli", policy_name="edge", version="sha256:ab/1")
+            log.log_admin("reload", actor="ana")
+            assert log.checkpoint().size == 211 and log.size == 211
+        assert log.dropped == {"unencodable": 1} and log.size == 211
+        result = verify_log(directory)
+        assert result.ok and result.records == 211, result.problem
+        logs[mode] = ((directory / "segments" / "000000000000.jsonl").read_bytes(),
+                      sorted(p.name for p in (directory / "checkpoints").glob("*.note")))
+    assert logs["thread"] == logs["process"]

@@ -300,7 +300,7 @@ def label(
     id_field: Annotated[str | None, typer.Option("--id-field", help="Field holding a stable record id for --record (default: content hash).")] = None,
     record_sample: Annotated[float, typer.Option("--record-sample", help="Share of decisions to record with --record (by record id, deterministic).")] = 1.0,
     track_conflicts: Annotated[bool, typer.Option("--conflicts", help="Evaluate every rule to count conflicts between rules.")] = False,
-    workers: Annotated[int | None, typer.Option("--workers", "-w", help="Processes labeling a large file in parallel, output in input order (default: the CPUs available; 1: one process).", min=1)] = None,
+    workers: Annotated[int | None, typer.Option("--workers", "-w", help="Processes labeling a large file in parallel, output in input order (default: the CPUs available, one less with --audit; 1: one process).", min=1)] = None,
     max_dlq_ratio: Annotated[float | None, typer.Option("--max-dlq-ratio", help="Exit 1 if more than this share of the records (0-1) was dead-lettered. A run that labels nothing always exits 1.", min=0.0, max=1.0)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No summary.")] = False,
     clearance: Annotated[str | None, typer.Option("--clearance", help="Highest sensitivity the output's readers may see in clear: public, internal, pii or secret (default: the policy's outputs.clearance, else internal). Labels above it get their protect: treatment.")] = None,
@@ -324,6 +324,9 @@ def label(
         from activelabel.engine.parallel import default_workers
 
         workers = default_workers()
+        if audit is not None:
+            # The audit log's writer process chains and hashes every record: leave it a core.
+            workers = max(1, workers - 1)
     labeler = open_labeler(policy, track_conflicts=track_conflicts)
     guard, store_guard = output_guards(labeler, clearance, pseudonym_key_file, door="label-file")
     recorder = None
@@ -384,6 +387,8 @@ def _observers(labeler: Labeler, shadow: Path | None, audit: Path | None, audit_
         shadow_run = ShadowRun(labeler, open_candidate(shadow, "shadow candidate"), record_id_of=cli_record_id)
     if audit is not None:
         audit_log = audit_options(audit, audit_key, audit_level, audit_policy)(labeler.policy)
+        # Chaining and hashing each record is sequential work: a child process does it on another core.
+        audit_log.start_writer_process()
     audit_observer = None if audit_log is None else AuditObserver(audit_log, door="cli", policy=labeler.policy,
                                                                    record_id_of=cli_record_id, record_ids_of=cli_record_ids)
     return shadow_run, audit_log, chain(shadow_run, audit_observer)

@@ -20,11 +20,14 @@ the part on the labeling thread's budget:
 from __future__ import annotations
 
 import binascii
+import contextlib
 import hashlib
 import os
+import pickle
 import queue
+import signal
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -310,3 +313,193 @@ class SegmentWriter:
             os.fsync(fd)
         replace_file(note, sign_note(checkpoint, self.key_name, self._key))
         replace_file(self.directory / "checkpoints" / "state.json", state)
+
+
+class WriterProcess:
+    """A forked child that does a log's sequential work (chain, hash, write, checkpoints) on another core.
+
+    The labeling process hands it each chunk (``send``) and goes on labeling; the pipe
+    between them is the queue, so a child that falls behind slows the sender down and
+    nothing piles up. ``call`` waits for an answer (a checkpoint, the close). The child
+    owns the log's files from the fork on; it ignores SIGINT and SIGTERM and ends when
+    it is told to close or when the pipe closes (its parent exited, even by kill -9),
+    after writing what it was sent and a final checkpoint. An error in a chunk sent
+    without an answer is kept by the child and raised by the next ``call``.
+    """
+
+    def __init__(self, serve: Callable[[tuple[Any, ...]], Any], finish: Callable[[], Any],
+                 in_child: Callable[[], Any]) -> None:
+        global _forking_writer
+        to_child_r, to_child_w = os.pipe()
+        to_parent_r, to_parent_w = os.pipe()
+        _grow_pipe(to_child_w)
+        _forking_writer = True
+        try:
+            pid = os.fork()
+        finally:
+            _forking_writer = False
+        if pid == 0:  # the child: never returns
+            os.close(to_child_w)
+            os.close(to_parent_r)
+            _child_main(to_child_r, to_parent_w, serve, finish, in_child)
+        os.close(to_child_r)
+        os.close(to_parent_w)
+        self.pid = pid
+        self._w, self._r = to_child_w, to_parent_r
+        _PARENT_ONLY.update((to_child_w, to_parent_r))
+        self._alive = True
+
+    def send(self, message: tuple[Any, ...]) -> None:
+        """Hand ``message`` to the child; no answer (AuditError when the child has gone)."""
+        self._put((False, message))
+
+    def call(self, message: tuple[Any, ...]) -> Any:
+        """Hand ``message`` to the child and return its answer (AuditError for an error it had)."""
+        self._put((True, message))
+        reply = _read_message(self._r)
+        if reply is None:
+            self._alive = False
+            raise AuditError("the audit writer process ended without answering; its records may be incomplete: "
+                             "run `activelabel audit verify`")
+        ok, value = reply
+        if not ok:
+            raise AuditError(str(value))
+        return value
+
+    def wait(self) -> int:
+        """Wait for the child to exit; its exit status."""
+        for fd in (self._w, self._r):
+            _PARENT_ONLY.discard(fd)
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        _, status = os.waitpid(self.pid, 0)
+        self._alive = False
+        return os.waitstatus_to_exitcode(status)
+
+    def _put(self, message: tuple[bool, tuple[Any, ...]]) -> None:
+        if not self._alive:
+            raise AuditError("the audit writer process has ended; nothing more can be written")
+        try:
+            write_all(self._w, _frame(message))
+        except OSError as exc:  # BrokenPipeError: the child died
+            self._alive = False
+            raise AuditError(f"the audit writer process died ({exc}); run `activelabel audit verify`") from exc
+
+
+def _grow_pipe(fd: int) -> None:
+    """A 1 MiB pipe (Linux), so a chunk or two are in flight without the sender waiting."""
+    try:
+        import fcntl
+
+        fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), 1 << 20)
+    except (OSError, ImportError):
+        pass  # the default size works too, with more waiting
+
+
+def _read_exactly(fd: int, n: int) -> bytes | None:
+    parts: list[bytes] = []
+    while n:
+        got = os.read(fd, min(n, 1 << 20))
+        if not got:
+            return None
+        parts.append(got)
+        n -= len(got)
+    return b"".join(parts)
+
+
+def _read_message(fd: int) -> Any:
+    head = _read_exactly(fd, 8)
+    if head is None:
+        return None
+    body = _read_exactly(fd, int.from_bytes(head, "little"))
+    return None if body is None else pickle.loads(body)  # our own pipe, from our own fork
+
+
+def _child_main(r: int, w: int, serve: Callable[[tuple[Any, ...]], Any], finish: Callable[[], Any],
+                in_child: Callable[[], Any]) -> None:
+    """The writer process: serve messages until told to close or the pipe closes, then exit."""
+    code = 0
+    try:
+        in_child()  # fresh locks and threads: the fork copied only the thread that forked
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C stops the labeler, which then closes the log
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        null = os.open(os.devnull, os.O_RDWR)
+        for std in (0, 1, 2):  # hold no end of the caller's pipes (a reader waits for their EOF)
+            os.dup2(null, std)
+        pending: str | None = None
+        while True:
+            message = _read_message(r)
+            if message is None:  # the labeling process is gone: keep what it sent
+                finish()
+                break
+            wants_answer, body = message
+            try:
+                value = serve(body)
+            except Exception as exc:  # noqa: BLE001 - reported to the labeling process, never lost
+                pending = pending or f"{exc}"
+                value = None
+            if wants_answer:
+                write_all(w, _frame((False, pending) if pending else (True, value)))
+                pending = None
+            if body[0] == "close":
+                break
+    except BaseException:  # noqa: BLE001 - a child must never return into the parent's code
+        code = 1
+    finally:
+        os._exit(code)
+
+
+def _frame(message: Any) -> bytes:
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    return len(data).to_bytes(8, "little") + data
+
+
+# File descriptors a forked child must not keep (a labeling worker, not the writer process):
+# the parent's ends of writer pipes and the logs' directory locks. A worker that kept them
+# would keep a writer process waiting, or a log locked, after its parent died.
+_PARENT_ONLY: set[int] = set()
+_forking_writer = False
+
+
+def _close_parent_only() -> None:
+    if _forking_writer:
+        return  # the writer process itself: it keeps the lock it writes under
+    for fd in list(_PARENT_ONLY):
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _PARENT_ONLY.clear()
+
+
+os.register_at_fork(after_in_child=_close_parent_only)
+
+
+def lock_directory(directory: Path, wait_s: float = 30.0) -> int:
+    """Hold ``DIR/writer.lock`` (one writer per log): a second writer waits for it, then gives up.
+
+    Returns the descriptor that holds the lock; closing it (in every process that has it)
+    releases it.
+    """
+    import fcntl
+    import time
+
+    fd = os.open(directory / "writer.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                raise AuditError(f"{directory} is being written by another process (it holds writer.lock); wait for "
+                                 "it to finish, or give --audit another directory") from None
+            time.sleep(0.05)  # the other writer is finishing (a writer process closing after its labeler)
+        else:
+            _PARENT_ONLY.add(fd)
+            return fd
+
+
+def unlock_directory(fd: int) -> None:
+    """Release a lock taken by ``lock_directory``."""
+    _PARENT_ONLY.discard(fd)
+    with contextlib.suppress(OSError):
+        os.close(fd)

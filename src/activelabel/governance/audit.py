@@ -47,12 +47,15 @@ from activelabel.governance._audit_write import (
     Chunk,
     Outcome,
     SegmentWriter,
+    WriterProcess,
     WriterState,
     chain_lines,
     door_piece,
+    lock_directory,
     record_prefix,
     replace_file,
     stamp_piece,
+    unlock_directory,
 )
 from activelabel.governance._merkle import Checkpoint, MerkleFrontier, b64, leaf_hash, unb64
 from activelabel.governance.audit_files import (
@@ -219,6 +222,7 @@ class AuditLog:
         segment_max_age_s: float = 86400.0,
         clock: Callable[[], float] = time.time,
         registry: Any = None,
+        lock_wait_s: float = 30.0,
     ) -> None:
         self.directory = Path(directory)
         for sub in ("segments", "checkpoints"):
@@ -239,6 +243,8 @@ class AuditLog:
         self._closed = False
         self.dropped: dict[str, int] = {}
         self._dropped_metric = _dropped_counter(registry)
+        self._dir_lock = lock_directory(self.directory, lock_wait_s)  # one writer per log, from recovery on
+        self._remote: WriterProcess | None = None
         self._tail = self._recover()
         self._prev64 = binascii.b2a_base64(self._tail.prev, newline=False)
         self._levels: dict[tuple[str, tuple[str, ...]], AuditLevel] = {}
@@ -514,8 +520,57 @@ class AuditLog:
             record["masked"] = masked
         return record
 
+    def start_writer_process(self) -> None:
+        """From now on, chain, hash and write in a forked child process (``activelabel label`` does).
+
+        The labeling thread then only renders each chunk's pieces and hands them over, so
+        the sequential work runs on another core; records, order, checkpoints and
+        ``close()`` are as before (``close`` returns once the child has written
+        everything, and ``dropped`` gets the child's counts then). For a process that
+        forks only labeling workers after this; a threaded server keeps the in-process
+        writer thread.
+        """
+        with self._lock:
+            if self._remote is not None or self._closed:
+                return
+            self._writer.wait()  # nothing of this process's writer thread may be in flight
+            remote = WriterProcess(self._serve, self._finish_child, self._after_fork)
+            self._remote = remote
+
+    def _after_fork(self) -> None:
+        """In the writer process: a lock and a writer thread of its own (the fork copied this one's, held)."""
+        self._lock = threading.Lock()
+        self._writer = SegmentWriter(self.directory, self.key_name, self._key)
+        self._remote = None
+
+    def _serve(self, message: tuple[Any, ...]) -> Any:
+        """What the writer process does with a message from the labeling process."""
+        kind = message[0]
+        if kind == "append":
+            return self._append(message[1], message[2], unencodable=message[3])
+        if kind == "checkpoint":
+            return self.checkpoint()
+        if kind == "retention":
+            return self.apply_retention(message[1], actor=message[2])
+        if kind == "size":
+            return self.size
+        if kind == "close":
+            self.close()
+            return dict(self.dropped), self.size
+        raise AuditError(f"the audit writer process got an unknown message {kind!r}")
+
+    def _finish_child(self) -> None:
+        self.close()
+
     def _append(self, chunk: Chunk, ts: float, *, unencodable: int = 0) -> int:
         """Append ``chunk``'s records in order under the lock; returns how many were handed to the writer."""
+        if self._remote is not None:
+            with self._lock:
+                if self._closed:
+                    self._drop("closed", len(chunk) + unencodable)
+                    return 0
+                self._remote.send(("append", chunk, ts, unencodable))
+                return len(chunk)
         with self._lock:
             if self._writer.failure is not None:
                 self._drop("checkpoint_error", len(chunk) + unencodable)
@@ -592,6 +647,10 @@ class AuditLog:
 
         Also done every N records / T seconds (then off the labeling thread), at rotation and at close.
         """
+        if self._remote is not None:
+            with self._lock:
+                cp: Checkpoint = self._remote.call(("checkpoint",))
+                return cp
         with self._lock:
             return self._sync_locked(self._clock())
 
@@ -645,12 +704,29 @@ class AuditLog:
                 return
             self._closed = True
             try:
-                self._sync_locked(self._clock())
+                if self._remote is not None:
+                    self._close_remote(self._remote)
+                else:
+                    self._sync_locked(self._clock())
             finally:
                 if self._fd is not None:
-                    self._writer.close_fd(self._fd)
+                    if self._remote is not None:
+                        os.close(self._fd)  # the writer process wrote it, this process never did
+                    else:
+                        self._writer.close_fd(self._fd)
                 self._fd = None
                 self._writer.close()
+                unlock_directory(self._dir_lock)
+
+    def _close_remote(self, remote: WriterProcess) -> None:
+        """Tell the writer process to finish, take its counts, and wait for it to exit."""
+        try:
+            dropped, size = remote.call(("close",))
+        finally:
+            remote.wait()
+        for reason, count in dropped.items():
+            self._drop(reason, count)
+        self._tail.index = size
 
     def __enter__(self) -> AuditLog:
         return self
@@ -660,6 +736,11 @@ class AuditLog:
 
     @property
     def size(self) -> int:
+        """Records in the log (handed to the writer and not dropped, once the writer has caught up)."""
+        if self._remote is not None and not self._closed:
+            with self._lock:
+                size: int = self._remote.call(("size",))
+                return size
         return self._tail.index
 
     # -- recovery ------------------------------------------------------------------------------
@@ -699,6 +780,10 @@ class AuditLog:
         removed is itself logged, and the frontier of the removed prefix is kept, so
         ``audit verify`` still checks every remaining record and checkpoint.
         """
+        if self._remote is not None:
+            with self._lock:
+                count_removed: int = self._remote.call(("retention", max_age_s, actor))
+                return count_removed
         with self._lock:
             self._sync_locked(self._clock())
             segments = segment_files(self.directory)[:-1]
