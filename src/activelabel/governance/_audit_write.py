@@ -470,16 +470,20 @@ def _close_parent_only() -> None:
     _PARENT_ONLY.clear()
 
 
-os.register_at_fork(after_in_child=_close_parent_only)
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_close_parent_only)
 
 
 def lock_directory(directory: Path, wait_s: float = 30.0) -> int:
     """Hold ``DIR/writer.lock`` (one writer per log): a second writer waits for it, then gives up.
 
     Returns the descriptor that holds the lock; closing it (in every process that has it)
-    releases it.
+    releases it. Without ``fcntl`` (Windows) there is no lock: -1.
     """
-    import fcntl
+    try:
+        import fcntl
+    except ImportError:
+        return -1
     import time
 
     fd = os.open(directory / "writer.lock", os.O_RDWR | os.O_CREAT, 0o644)
@@ -500,6 +504,8 @@ def lock_directory(directory: Path, wait_s: float = 30.0) -> int:
 
 def unlock_directory(fd: int) -> None:
     """Release a lock taken by ``lock_directory``."""
+    if fd < 0:
+        return
     _PARENT_ONLY.discard(fd)
     with contextlib.suppress(OSError):
         os.close(fd)

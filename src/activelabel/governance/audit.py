@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import binascii
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -528,8 +529,10 @@ class AuditLog:
         ``close()`` are as before (``close`` returns once the child has written
         everything, and ``dropped`` gets the child's counts then). For a process that
         forks only labeling workers after this; a threaded server keeps the in-process
-        writer thread.
+        writer thread. Linux only (elsewhere the writer thread stays).
         """
+        if not sys.platform.startswith("linux"):
+            return  # fork is the safe default only there (macOS spawns; Windows has none): keep the thread
         with self._lock:
             if self._remote is not None or self._closed:
                 return
