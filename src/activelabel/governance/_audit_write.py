@@ -272,47 +272,69 @@ class SegmentWriter:
         self._queue.put(job)
 
     def _run(self) -> None:
+        # Checkpoints wait here until the queue is empty (or a segment closes): one fsync then
+        # covers all of them, so a slow fsync holds back one batch of notes, not every write.
+        pending: list[tuple[Any, ...]] = []
         while True:
-            job = self._queue.get()
             try:
+                job = self._queue.get(block=not pending)
+            except queue.Empty:
+                self._flush(pending)
+                continue
+            if job is not None and job[0] == "checkpoint":
+                pending.append(job)  # done (task_done) once flushed
+                continue
+            try:
+                if job is None or job[0] == "close":
+                    self._flush(pending)
                 if job is None:
                     return
-                self._do(job)
+                self._do(job, pending)
             except Exception as exc:  # noqa: BLE001 - kept and raised on the labeling thread
                 self.failure = self.failure or exc
             finally:
                 self._queue.task_done()
 
-    def _do(self, job: tuple[Any, ...]) -> None:
+    def _do(self, job: tuple[Any, ...], pending: list[tuple[Any, ...]]) -> None:
         kind, fd = job[0], job[1]
         if kind == "close":
             self._torn.pop(fd, None)
             os.close(fd)
             return
-        if kind == "write":
-            _, _, data, count, before = job
-            if self.write_failure is not None:
-                self.lost += count  # it chains onto a record that is not on disk
-                return
-            try:
-                torn = self._torn.pop(fd, None)
-                if torn is not None:
-                    os.ftruncate(fd, torn)
-                write_all(fd, data)
-            except OSError as exc:
-                self.write_failure, self.rewind_to, self.lost = exc, before, self.lost + count
-                try:
-                    os.ftruncate(fd, before.segment_bytes)  # no partial record inside the log
-                except OSError:
-                    self._torn[fd] = before.segment_bytes  # cut it back before the next write
+        _, _, data, count, before = job
+        if self.write_failure is not None:
+            self.lost += count  # it chains onto a record that is not on disk
             return
-        _, _, checkpoint, note, state = job
-        if self.write_failure is not None or self.failure is not None:
-            return  # it would sign records that are not on disk
-        if fd is not None:
-            os.fsync(fd)
-        replace_file(note, sign_note(checkpoint, self.key_name, self._key))
-        replace_file(self.directory / "checkpoints" / "state.json", state)
+        try:
+            torn = self._torn.pop(fd, None)
+            if torn is not None:
+                os.ftruncate(fd, torn)
+            write_all(fd, data)
+        except OSError as exc:
+            try:
+                os.ftruncate(fd, before.segment_bytes)  # no partial record inside the log
+            except OSError:
+                self._torn[fd] = before.segment_bytes  # cut it back before the next write
+            self._flush(pending)  # the checkpoints queued before this run sign records that are on disk
+            self.write_failure, self.rewind_to, self.lost = exc, before, self.lost + count
+
+    def _flush(self, pending: list[tuple[Any, ...]]) -> None:
+        """Make the queued checkpoints durable: fsync each segment once, then the notes in order, then state.json."""
+        if not pending:
+            return
+        try:
+            if self.write_failure is None and self.failure is None:  # else they would sign records not on disk
+                for fd in dict.fromkeys(job[1] for job in pending if job[1] is not None):
+                    os.fsync(fd)
+                for _, _, checkpoint, note, _state in pending:
+                    replace_file(note, sign_note(checkpoint, self.key_name, self._key))
+                replace_file(self.directory / "checkpoints" / "state.json", pending[-1][4])
+        except Exception as exc:  # noqa: BLE001 - kept and raised on the labeling thread
+            self.failure = self.failure or exc
+        finally:
+            for _ in pending:
+                self._queue.task_done()
+            pending.clear()
 
 
 class WriterProcess:
