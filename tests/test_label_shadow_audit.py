@@ -215,3 +215,38 @@ def test_label_audit_killed_mid_run_verifies_and_the_next_run_goes_on(tmp_path: 
     assert r.returncode == 0, r.stderr
     again = run("audit", "verify", str(audit))
     assert again.returncode == 0 and again.stdout.startswith(f"intact: {kept + 200} records"), again.stdout
+
+
+def test_label_exits_1_when_its_audit_writer_process_dies(tmp_path: Path) -> None:
+    """If the writer process is killed, `label` stops with exit 1 naming it, and what it wrote still verifies."""
+    import contextlib
+    import os
+    import signal
+    import time
+
+    policy = tmp_path / "c1.yaml"
+    policy.write_text(COLUMNAR.replace("VERSION", "1").replace("THRESHOLD", "500"))
+    audit = tmp_path / "audit"
+    proc = subprocess.Popen([*CLI, "label", "-", "-p", str(policy), "-o", str(tmp_path / "out.jsonl"), "-q",
+                             "--audit", str(audit)], stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdin is not None and proc.stderr is not None
+    try:
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+        deadline = time.monotonic() + 120
+        while not (children.exists() and children.read_text().split()):  # the writer is forked when the log opens
+            assert time.monotonic() < deadline and proc.poll() is None, "no writer process appeared"
+        writer = int(children.read_text().split()[0])
+        os.kill(writer, signal.SIGKILL)
+        with contextlib.suppress(BrokenPipeError):  # label stops reading once it finds out
+            for i in range(0, 20_000, 500):
+                proc.stdin.write(b"".join(b'{"status":%d,"ms":%d}\n' % (200 + j % 400, j % 20) for j in range(i, i + 500)))
+                proc.stdin.flush()
+            proc.stdin.close()
+        code = proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    stderr = proc.stderr.read().decode()
+    assert code == 1 and "audit writer process" in stderr, stderr
+    assert run("audit", "verify", str(audit)).returncode == 0

@@ -364,7 +364,10 @@ def label(
         if store is not None and hasattr(store, "close"):
             store.close()
         if audit_log is not None:
-            audit_log.close()
+            try:
+                audit_log.close()  # returns once every record and the last checkpoint are on disk
+            except ActiveLabelError as exc:
+                fail(str(exc))
     if shadow_run is not None:
         _shadow_summary(shadow_run, shadow_report, quiet)
     if not asked_workers:
