@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import binascii
 import contextlib
+import gc
 import hashlib
 import os
 import pickle
@@ -442,6 +443,9 @@ def _child_main(r: int, w: int, serve: Callable[[tuple[Any, ...]], Any], finish:
     """The writer process: serve messages until told to close or the pipe closes, then exit."""
     code = 0
     try:
+        # Everything inherited is shared with the labeling process page by page until written:
+        # keep the collector off it, or each collection would copy the whole heap.
+        gc.freeze()
         in_child()  # fresh locks and threads: the fork copied only the thread that forked
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C stops the labeler, which then closes the log
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
