@@ -1,20 +1,23 @@
-"""The audit log's write path: records rendered and chained a chunk at a time, checkpoints signed off-thread.
+"""The audit log's write path: records rendered and chained a chunk at a time, written and signed off the labeler.
 
-Kept apart from ``audit.py`` (levels, recovery, retention, verification) because this is
-the part on the labeling thread's budget:
+Kept apart from ``audit.py`` (levels, record building, recovery, retention) and
+``audit_files.py`` (layout, keys, verification) because this is the part on the
+labeling path's budget:
 
 - ``Outcome``: what a Metadata record says about one decision (which labels were set,
   by which source). Decisions with the same outcome share one, and its canonical JSON
   fragments are rendered once, not once per record.
 - ``Chunk`` / ``chain_lines``: a run of records as canonical lines, each carrying its
   ``index`` and the previous record's leaf hash (``prev``), with their RFC 9162 leaf
-  hashes. A Metadata record is joined from pre-rendered bytes (its outcome's, its id's);
-  anything else goes through ``canonical_json``. Both give the same RFC 8785 bytes (``tests/test_audit_log.py``
-  checks them against the reference implementation).
-- ``SegmentWriter``: one thread that writes the runs of records and makes each
-  checkpoint durable, in order: fsync of the segment, then the signed note, then
-  ``state.json``, so a note never covers a record that is not on disk, and the labeling
-  thread never waits for the disk.
+  hashes. A Metadata record is joined from pre-rendered bytes (its outcome's, its
+  id's); anything else goes through ``canonical_json``. Both give the same RFC 8785
+  bytes (``tests/test_audit_log.py`` checks them against the reference implementation).
+- ``SegmentWriter``: one thread that writes the runs of records and makes checkpoints
+  durable, in order: fsync of the segment, then the signed notes, then ``state.json``,
+  so a note never covers a record that is not on disk.
+- ``WriterProcess``: a forked child that runs all of the above for a labeling process
+  (``AuditLog.start_writer_process``), fed chunk by chunk through a pipe.
+- ``lock_directory``: ``writer.lock``, one writer per log.
 """
 
 from __future__ import annotations
