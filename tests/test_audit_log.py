@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from activelabel import Labeler
 from activelabel.governance._merkle import canonical_json, leaf_hash, merkle_root, node_hash
-from activelabel.governance.audit import AuditLevel, AuditLog, LevelPolicy, search_records, verify_log
+from activelabel.governance.audit import AuditLevel, AuditLog, LevelPolicy, read_records, search_records, verify_log
 
 REPO = Path(__file__).resolve().parents[1]
 EDGE = REPO / "examples" / "edge" / "policy.yaml"
@@ -239,3 +239,134 @@ def test_audit_search_and_show_print_json_lines(tmp_path: Path) -> None:
     shown = subprocess.run([*CLI, "audit", "show", str(directory), "--from", "10", "-n", "3"], capture_output=True,
                            text=True, check=True)
     assert [orjson.loads(line)["index"] for line in shown.stdout.splitlines()] == [10, 11, 12]
+
+
+def test_extending_the_tree_in_runs_gives_the_tree_of_single_appends() -> None:
+    """Leaves appended in runs of any length give the same subtrees and root as one at a time."""
+    from activelabel.governance._merkle import MerkleFrontier
+
+    leaves = [leaf_hash(str(i).encode()) for i in range(600)]
+    for run in (1, 2, 3, 7, 64, 100, 255, 600):
+        one, runs = MerkleFrontier(), MerkleFrontier()
+        for i in range(0, len(leaves), run):
+            for leaf in leaves[i:i + run]:
+                one.append(leaf)
+            runs.extend(leaves[i:i + run])
+            assert runs.subtrees == one.subtrees and runs.root() == _mth(leaves[:i + len(leaves[i:i + run])])
+
+
+names = st.lists(st.text(min_size=1, max_size=8), min_size=0, max_size=5, unique=True)
+
+
+@settings(max_examples=150, deadline=None)
+@given(ids=st.lists(st.text(max_size=12), min_size=1, max_size=6), labels=names, policy_name=st.text(max_size=8),
+       arm=st.text(max_size=6), door=st.text(max_size=6))
+def test_metadata_records_joined_from_pieces_are_rfc8785(tmp_path_factory: pytest.TempPathFactory, ids: list[str],
+                                                         labels: list[str], policy_name: str, arm: str,
+                                                         door: str) -> None:
+    """A Metadata record built from pre-rendered pieces is byte-identical to the reference RFC 8785 form, any text."""
+    from activelabel.governance.audit import Outcome
+
+    directory = tmp_path_factory.mktemp("audit")
+    outcome = Outcome(labels, {name: f"rule:{name[::-1]}" for name in labels})
+    with AuditLog(directory) as log:
+        assert log.log_outcomes(ids, [0] * len(ids), [outcome], door=door, policy_name=policy_name,
+                                version="sha256:ab/1", arm=arm) == len(ids)
+    lines = (directory / "segments" / "000000000000.jsonl").read_bytes().splitlines()
+    assert len(lines) == len(ids)
+    for line, record_id in zip(lines, ids, strict=True):
+        record = orjson.loads(line)
+        assert rfc8785.dumps(record) == line
+        assert record["decision_id"] == record_id and record["labels_set"] == labels and record["arm"] == arm
+    assert verify_log(directory).ok
+
+
+def test_the_bulk_path_writes_the_records_the_decision_path_writes(tmp_path: Path) -> None:
+    """Records written from source codes (no Decisions) equal those written from whole Decisions, but for the time."""
+    from activelabel.engine.record_loop import RecordLoop
+    from activelabel.governance.observers import AuditObserver, cli_record_id, cli_record_ids
+
+    labeler = Labeler.from_file(EDGE)
+    raws = [line for line in (REPO / "examples/edge/requests.jsonl").read_bytes().splitlines() if line.startswith(b"{")]
+    blocks = [(("requests.jsonl", 1), raws[:300]), (("requests.jsonl", 301), raws[300:])]
+
+    class Discard:
+        def write_many(self, where: object, lines: list[bytes]) -> list[tuple[int, str, str]]:
+            return []
+
+        def dead_letter(self, *args: object) -> None:
+            return None
+
+    records = []
+    for name, kwargs in (("codes", {"record_ids_of": cli_record_ids}), ("decisions", {})):
+        directory = tmp_path / name
+        with AuditLog(directory) as log:
+            observer = AuditObserver(log, door="cli", policy=labeler.policy, record_id_of=cli_record_id, **kwargs)
+            # A plain function around the observer hides observe_codes: the loop builds Decisions for it.
+            counts = RecordLoop(labeler, observer=observer if name == "codes" else (lambda w, e, d, o=observer: o(w, e, d)),
+                                chunk_records=128).run(blocks, Discard())
+        assert verify_log(directory).ok
+        records.append([{k: v for k, v in r.items() if k not in ("timestamp", "prev")} for r in read_records(directory)])
+        assert len(records[-1]) == counts.labeled > 500
+    assert records[0] == records[1]
+    assert records[0][5]["decision_id"] == "requests.jsonl:6" and records[0][5]["sources"]
+
+
+def test_a_run_the_disk_refuses_is_cut_off_and_counted_never_left_half_written(tmp_path: Path) -> None:
+    """When the segment cannot grow (a file size limit), each refused run is dropped whole and counted; the log verifies."""
+    script = f"""
+import json, resource, signal
+from activelabel.governance.audit import AuditLog, Outcome
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG from write() instead of a killed process
+resource.setrlimit(resource.RLIMIT_FSIZE, (12_000, resource.RLIM_INFINITY))
+outcome = Outcome(["priority", "bot"], {{"priority": "rule:pay-5xx", "bot": "default"}})
+with AuditLog({str(tmp_path / "audit")!r}, checkpoint_every=7) as log:
+    for i in range(10):
+        log.log_outcomes([f"r{{i}}-{{j}}" for j in range(20)], [0] * 20, [outcome], door="cli", policy_name="edge",
+                         version="sha256:ab/1")
+print(json.dumps({{"written": log.size, "dropped": log.dropped}}))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    outcome = orjson.loads(done.stdout)
+    assert 0 < outcome["written"] < 200 and outcome["dropped"] == {"write_error": 200 - outcome["written"]}
+    result = verify_log(tmp_path / "audit")
+    assert result.ok and result.records == outcome["written"] and not result.torn_tail
+    assert result.checkpoints >= 1  # the last checkpoint signs what is on disk, not what was refused
+
+
+def test_a_second_writer_on_the_same_log_is_refused_while_the_first_is_open(tmp_path: Path) -> None:
+    """Two writers would interleave one chain: the second waits for writer.lock, then says who holds the log."""
+    from activelabel.errors import AuditError
+
+    with AuditLog(tmp_path / "audit") as log:
+        log.log_admin("start", actor="ops")
+        with pytest.raises(AuditError, match="being written by another process"):
+            AuditLog(tmp_path / "audit", lock_wait_s=0.2)
+    with AuditLog(tmp_path / "audit") as again:  # released at close
+        again.log_admin("restart", actor="ops")
+    assert verify_log(tmp_path / "audit").records == 2
+
+
+def test_a_writer_process_writes_the_log_the_writer_thread_writes(tmp_path: Path) -> None:
+    """With the chaining in a forked child, the records, checkpoints, counts and size are those of one process."""
+    from activelabel.governance.audit import Outcome
+
+    outcome = Outcome(["priority", "bot"], {"priority": "rule:pay-5xx", "bot": "default"})
+    logs = {}
+    for mode in ("thread", "process"):
+        directory = tmp_path / mode
+        with AuditLog(directory, checkpoint_every=50, clock=lambda: 1_000_000.0) as log:
+            if mode == "process":
+                log.start_writer_process()
+            for i in range(7):
+                log.log_outcomes([f"r{i}-{j}" for j in range(30)], [0] * 30, [outcome], door="cli", policy_name="edge",
+                                 version="sha256:ab/1")
+            log.log_outcomes(["\ud800"], [0], [outcome], door="cli", policy_name="edge", version="sha256:ab/1")
+            log.log_admin("reload", actor="ana")
+            assert log.checkpoint().size == 211 and log.size == 211
+        assert log.dropped == {"unencodable": 1} and log.size == 211
+        result = verify_log(directory)
+        assert result.ok and result.records == 211, result.problem
+        logs[mode] = ((directory / "segments" / "000000000000.jsonl").read_bytes(),
+                      sorted(p.name for p in (directory / "checkpoints").glob("*.note")))
+    assert logs["thread"] == logs["process"]

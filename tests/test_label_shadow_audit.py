@@ -131,3 +131,122 @@ def test_label_audit_writes_one_verifiable_record_per_decision_without_sensitive
     addresses = {e["client_ip"] for e in events if e.get("client_ip")}
     segments = "".join(p.read_text() for p in (audit / "segments").glob("*.jsonl"))
     assert addresses and not any(a in segments for a in addresses)  # no address in clear anywhere in the log
+
+
+def _records(audit: Path) -> list[dict[str, object]]:
+    shown = run("audit", "show", str(audit), "-n", "0")
+    assert shown.returncode == 0, shown.stderr
+    return [{k: v for k, v in orjson.loads(line).items() if k not in ("timestamp", "prev")}
+            for line in shown.stdout.splitlines()]
+
+
+def test_label_audit_on_two_workers_writes_the_records_one_process_writes(tmp_path: Path) -> None:
+    """At Metadata a large file is labeled on two workers, and its audit log holds the one-process records, in order."""
+    from activelabel.engine.parallel import MIN_PARALLEL_BYTES
+
+    policy = tmp_path / "c1.yaml"
+    policy.write_text(COLUMNAR.replace("VERSION", "1").replace("THRESHOLD", "500"))
+    events = tmp_path / "big.jsonl"
+    line = b'{"status":%d,"ms":%d,"path":"/page/%d","pad":"' + b"x" * 160 + b'"}\n'
+    with events.open("wb") as fh:
+        for i in range(MIN_PARALLEL_BYTES // 180 + 2000):
+            fh.write(b"\n" if i % 997 == 5 else b"not json\n" if i % 1499 == 7 else line % (200 + i % 400, i % 20, i))
+    runs = {}
+    for workers in ("1", "2"):
+        audit = tmp_path / f"audit{workers}"
+        r = run("label", str(events), "-p", str(policy), "-o", str(tmp_path / f"out{workers}.jsonl"), "--workers", workers,
+                "--audit", str(audit), "--audit-level", "Metadata")
+        assert r.returncode == 0, r.stderr
+        assert ("2 workers" in r.stderr) == (workers == "2") and "one process" not in r.stderr
+        assert run("audit", "verify", str(audit)).returncode == 0
+        runs[workers] = _records(audit)
+    assert runs["1"] == runs["2"]
+    assert len(runs["2"]) == len((tmp_path / "out2.jsonl").read_bytes().splitlines())
+    assert runs["2"][6]["decision_id"] == f"{events}:9"  # line 6 is blank, line 8 not JSON: ids are line numbers
+    assert (tmp_path / "out1.jsonl").read_bytes() == (tmp_path / "out2.jsonl").read_bytes()
+
+
+def test_label_audit_above_metadata_labels_in_one_process_and_says_so(tmp_path: Path) -> None:
+    """At level Full every record needs its event and labels, so --workers 2 labels in one process and says why."""
+    from activelabel.engine.parallel import MIN_PARALLEL_BYTES
+
+    policy = tmp_path / "c1.yaml"
+    policy.write_text(COLUMNAR.replace("VERSION", "1").replace("THRESHOLD", "500"))
+    events = tmp_path / "big.jsonl"
+    events.write_bytes((b'{"status":503,"ms":3,"pad":"' + b"x" * 200 + b'"}\n') * (MIN_PARALLEL_BYTES // 200))
+    r = run("label", str(events), "-p", str(policy), "-o", str(tmp_path / "out.jsonl"), "--workers", "2",
+            "--audit", str(tmp_path / "audit"), "--audit-level", "Full")
+    assert r.returncode == 0, r.stderr
+    assert "one process: --shadow, and --audit above level Metadata" in r.stderr
+
+
+def test_label_audit_killed_mid_run_verifies_and_the_next_run_goes_on(tmp_path: Path) -> None:
+    """kill -9 while `label --audit` reads a pipe: what was written verifies, and a second run continues the log."""
+    import signal
+    import time
+
+    policy = tmp_path / "c1.yaml"
+    policy.write_text(COLUMNAR.replace("VERSION", "1").replace("THRESHOLD", "500"))
+    audit = tmp_path / "audit"
+    proc = subprocess.Popen([*CLI, "label", "-", "-p", str(policy), "-o", str(tmp_path / "out.jsonl"), "-q",
+                             "--audit", str(audit)], stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdin is not None
+    try:
+        deadline = time.monotonic() + 120
+        sent = 0
+        segment = audit / "segments" / "000000000000.jsonl"
+        while not (segment.exists() and segment.stat().st_size > 0):  # the pipe's first blocks are labeled as they come
+            assert time.monotonic() < deadline, "nothing reached the audit log"
+            proc.stdin.write(b"".join(b'{"status":%d,"ms":%d}\n' % (200 + i % 400, i % 20) for i in range(sent, sent + 500)))
+            proc.stdin.flush()
+            sent += 500
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    first = run("audit", "verify", str(audit))
+    assert first.returncode == 0, first.stdout
+    kept = int(first.stdout.split("intact: ")[1].split(" records")[0])
+    assert kept > 0
+    events = _events(tmp_path, 200)
+    r = run("label", str(events), "-p", str(policy), "-o", str(tmp_path / "out2.jsonl"), "-q", "--audit", str(audit))
+    assert r.returncode == 0, r.stderr
+    again = run("audit", "verify", str(audit))
+    assert again.returncode == 0 and again.stdout.startswith(f"intact: {kept + 200} records"), again.stdout
+
+
+def test_label_exits_1_when_its_audit_writer_process_dies(tmp_path: Path) -> None:
+    """If the writer process is killed, `label` stops with exit 1 naming it, and what it wrote still verifies."""
+    import contextlib
+    import os
+    import signal
+    import time
+
+    policy = tmp_path / "c1.yaml"
+    policy.write_text(COLUMNAR.replace("VERSION", "1").replace("THRESHOLD", "500"))
+    audit = tmp_path / "audit"
+    proc = subprocess.Popen([*CLI, "label", "-", "-p", str(policy), "-o", str(tmp_path / "out.jsonl"), "-q",
+                             "--audit", str(audit)], stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdin is not None and proc.stderr is not None
+    try:
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+        deadline = time.monotonic() + 120
+        while not (children.exists() and children.read_text().split()):  # the writer is forked when the log opens
+            assert time.monotonic() < deadline and proc.poll() is None, "no writer process appeared"
+        writer = int(children.read_text().split()[0])
+        os.kill(writer, signal.SIGKILL)
+        with contextlib.suppress(BrokenPipeError):  # label stops reading once it finds out
+            for i in range(0, 20_000, 500):
+                proc.stdin.write(b"".join(b'{"status":%d,"ms":%d}\n' % (200 + j % 400, j % 20) for j in range(i, i + 500)))
+                proc.stdin.flush()
+            proc.stdin.close()
+        code = proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    stderr = proc.stderr.read().decode()
+    assert code == 1 and "audit writer process" in stderr, stderr
+    assert run("audit", "verify", str(audit)).returncode == 0

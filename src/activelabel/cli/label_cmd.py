@@ -81,7 +81,7 @@ def run_label(
         parallel_refusal,
         run_parallel,
     )
-    from activelabel.engine.record_loop import JsonlFileOutput, RecordLoop, jsonl_blocks
+    from activelabel.engine.record_loop import CodesObserver, JsonlFileOutput, RecordLoop, jsonl_blocks
 
     source = JsonlSource(inputs, limits)
     summary = RunSummary()
@@ -93,8 +93,9 @@ def run_label(
             refusal = "--record writes decisions from one process"
         elif guard is not None and not guard.passthrough:
             refusal = "labels above the output's clearance are protected (and counted) in one process"
-        elif observer is not None:
-            refusal = "--shadow and --audit observe every decision in one process"
+        elif observer is not None and (explain or not isinstance(observer, CodesObserver) or observer.needs_values):
+            # The audit log at Metadata needs only each record's source codes, which workers send back.
+            refusal = "--shadow, and --audit above level Metadata or with --explain, observe every decision in one process"
         elif not _regular_files(inputs):
             refusal = "stdin and .gz inputs are read as a stream"
         elif total_bytes < MIN_PARALLEL_BYTES:
@@ -141,8 +142,10 @@ def run_label(
 
     try:
         if parallel:
-            settings = WorkerSettings(limits, labels_field, explain)
-            run = run_parallel(labeler, settings, [(p, p) for p in inputs], sink, dead, workers=workers, on_block=block_done)
+            codes_observer = observer if isinstance(observer, CodesObserver) else None
+            settings = WorkerSettings(limits, labels_field, explain, codes=codes_observer is not None)
+            run = run_parallel(labeler, settings, [(p, p) for p in inputs], sink, dead, workers=workers, on_block=block_done,
+                               observer=codes_observer)
             counts = run.counts
             summary.stats, summary.hits_by_source, summary.workers = run.stats, run.hits_by_source, run.workers
         else:
@@ -297,7 +300,7 @@ def label(
     id_field: Annotated[str | None, typer.Option("--id-field", help="Field holding a stable record id for --record (default: content hash).")] = None,
     record_sample: Annotated[float, typer.Option("--record-sample", help="Share of decisions to record with --record (by record id, deterministic).")] = 1.0,
     track_conflicts: Annotated[bool, typer.Option("--conflicts", help="Evaluate every rule to count conflicts between rules.")] = False,
-    workers: Annotated[int | None, typer.Option("--workers", "-w", help="Processes labeling a large file in parallel, output in input order (default: the CPUs available; 1: one process).", min=1)] = None,
+    workers: Annotated[int | None, typer.Option("--workers", "-w", help="Processes labeling a large file in parallel, output in input order (default: the CPUs available, one less with --audit; 1: one process).", min=1)] = None,
     max_dlq_ratio: Annotated[float | None, typer.Option("--max-dlq-ratio", help="Exit 1 if more than this share of the records (0-1) was dead-lettered. A run that labels nothing always exits 1.", min=0.0, max=1.0)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No summary.")] = False,
     clearance: Annotated[str | None, typer.Option("--clearance", help="Highest sensitivity the output's readers may see in clear: public, internal, pii or secret (default: the policy's outputs.clearance, else internal). Labels above it get their protect: treatment.")] = None,
@@ -321,6 +324,9 @@ def label(
         from activelabel.engine.parallel import default_workers
 
         workers = default_workers()
+        if audit is not None:
+            # The audit log's writer process chains and hashes every record: leave it a core.
+            workers = max(1, workers - 1)
     labeler = open_labeler(policy, track_conflicts=track_conflicts)
     guard, store_guard = output_guards(labeler, clearance, pseudonym_key_file, door="label-file")
     recorder = None
@@ -358,7 +364,10 @@ def label(
         if store is not None and hasattr(store, "close"):
             store.close()
         if audit_log is not None:
-            audit_log.close()
+            try:
+                audit_log.close()  # returns once every record and the last checkpoint are on disk
+            except ActiveLabelError as exc:
+                fail(str(exc))
     if shadow_run is not None:
         _shadow_summary(shadow_run, shadow_report, quiet)
     if not asked_workers:
@@ -374,15 +383,17 @@ def _observers(labeler: Labeler, shadow: Path | None, audit: Path | None, audit_
                audit_level: str | None, audit_policy: Path | None) -> tuple[Any, Any, Any]:
     """The shadow run and the audit log of `label`, and the one record-loop observer calling both."""
     from activelabel.cli._common import audit_options, open_candidate
-    from activelabel.governance.observers import AuditObserver, ShadowRun, chain, cli_record_id
+    from activelabel.governance.observers import AuditObserver, ShadowRun, chain, cli_record_id, cli_record_ids
 
     shadow_run = audit_log = None
     if shadow is not None:
         shadow_run = ShadowRun(labeler, open_candidate(shadow, "shadow candidate"), record_id_of=cli_record_id)
     if audit is not None:
         audit_log = audit_options(audit, audit_key, audit_level, audit_policy)(labeler.policy)
+        # Chaining and hashing each record is sequential work: a child process does it on another core.
+        audit_log.start_writer_process()
     audit_observer = None if audit_log is None else AuditObserver(audit_log, door="cli", policy=labeler.policy,
-                                                                   record_id_of=cli_record_id)
+                                                                   record_id_of=cli_record_id, record_ids_of=cli_record_ids)
     return shadow_run, audit_log, chain(shadow_run, audit_observer)
 
 

@@ -84,6 +84,11 @@ class LinesResult:
 
     lines: list[bytes]  # one per labeled event, in input order (failed ones left out)
     failed: list[tuple[int, str]]  # (position in the input, reason), in input order
+    # With ``label_lines(..., codes=True)``, aligned with ``lines``: each event's labels and its
+    # source codes (``Labeler.source_table()`` indexes). Codes dicts may be shared between events
+    # with the same outcome: read-only.
+    labels: list[dict[str, Any]] | None = None
+    codes: list[dict[str, Any]] | None = None
 
 
 class Labeler:
@@ -215,14 +220,16 @@ class Labeler:
         self._events += 1
         return self._fn(event)
 
-    def label_lines(self, raws: list[bytes], events: list[dict[str, Any]], labels_field: str = "labels") -> LinesResult:
+    def label_lines(self, raws: list[bytes], events: list[dict[str, Any]], labels_field: str = "labels", *,
+                    codes: bool = False) -> LinesResult:
         """Label decoded events and splice each one's labels into its original JSON line.
 
         ``raws[i]`` is the line ``events[i]`` was decoded from. Output is the line with a
         ``labels_field`` object added (replaced, if the event had one). Large batches go
         column-wise when the policy allows (engine/batch.py); an event whose labeling
         raises is reported in ``failed`` with the reason, never lost. The counters
-        (``stats()``) include every labeled event.
+        (``stats()``) include every labeled event. ``codes``: also give each labeled
+        event's labels and source codes (what an audit log needs, without building Decisions).
         """
         columnar = self.columnar_plan() if len(events) >= COLUMNAR_MIN_BATCH else None
         if columnar is not None:
@@ -233,14 +240,20 @@ class Labeler:
             else:
                 self._compiled.add_counts(result.hits, result.errors)
                 self._events += len(lines)
+                if codes:
+                    return LinesResult(lines, [], result.labels, result.why)
                 return LinesResult(lines, [])
-        return self._label_lines_each(raws, events, labels_field)
+        return self._label_lines_each(raws, events, labels_field, codes)
 
-    def _label_lines_each(self, raws: list[bytes], events: list[dict[str, Any]], labels_field: str) -> LinesResult:
+    def _label_lines_each(self, raws: list[bytes], events: list[dict[str, Any]], labels_field: str,
+                          codes: bool = False) -> LinesResult:
         from activelabel.engine.record_loop import splice_each
 
-        lines, failed = splice_each(self._fn, raws, events, labels_field, pairs=True)
+        answers: list[tuple[dict[str, Any], dict[str, Any]]] | None = [] if codes else None
+        lines, failed = splice_each(self._fn, raws, events, labels_field, pairs=True, answers=answers)
         self._events += len(lines)
+        if answers is not None:
+            return LinesResult(lines, failed, [a[0] for a in answers], [a[1] for a in answers])
         return LinesResult(lines, failed)
 
     # ---- the exact path -----------------------------------------------

@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, fields
 from typing import IO, TYPE_CHECKING, Any
 
-from activelabel.engine.record_loop import RecordCounts, RecordLoop, Where
+from activelabel.engine.record_loop import CodesObserver, RecordCounts, RecordLoop, Where, index_codes
 from activelabel.errors import ActiveLabelError
 from activelabel.sources.jsonl import UTF8_BOM, ReadLimits
 
@@ -78,6 +78,7 @@ class WorkerSettings:
     limits: ReadLimits
     labels_field: str
     explain: bool
+    codes: bool = False  # send each labeled record's source codes back (for the parent's audit log)
 
 
 @dataclass
@@ -92,6 +93,46 @@ class BlockResult:
     counts: RecordCounts
     stats: LabelerStats
     hits_by_source: dict[str, dict[str, int]]
+    # With ``WorkerSettings.codes``: (position of each labeled record, index of its codes in
+    # the third list, each distinct codes dict once). None otherwise.
+    codes: tuple[list[int], list[int], list[dict[str, Any]]] | None = None
+
+
+class _CollectCodes:
+    """A worker's ``CodesObserver``: each labeled record's position and source codes, for the parent.
+
+    Distinct codes are sent once per chunk; the parent's observer (the audit log) sees
+    the block as if it had labeled it itself, without the events or label values.
+    """
+
+    needs_values = False
+
+    def __init__(self) -> None:
+        self.positions: list[int] = []
+        self.index: list[int] = []
+        self.outcomes: list[dict[str, Any]] = []
+
+    def take(self) -> tuple[list[int], list[int], list[dict[str, Any]]]:
+        """This block's codes, and a fresh start for the next block."""
+        got = (self.positions, self.index, self.outcomes)
+        self.positions, self.index, self.outcomes = [], [], []
+        return got
+
+    def observe_codes(self, labeler: Any, wheres: list[Where], events: list[dict[str, Any]] | None,
+                      labels: list[dict[str, Any]] | None, codes: list[dict[str, Any]]) -> None:
+        index, distinct = index_codes(codes)
+        base = len(self.outcomes)
+        self.outcomes.extend(distinct)
+        self.index.extend([k + base for k in index] if base else index)
+        self.positions.extend([pos for _, pos in wheres])
+
+    def observe_indexed_codes(self, labeler: Any, wheres: list[Where], index: list[int],
+                              distinct: list[dict[str, Any]], events: list[dict[str, Any]] | None = None,
+                              labels: list[dict[str, Any]] | None = None) -> None:
+        raise ActiveLabelError("a worker's codes go to the parent, not back into a worker")
+
+    def __call__(self, wheres: list[Where], events: list[dict[str, Any]], decisions: list[Any]) -> None:
+        raise ActiveLabelError("a parallel audited run builds no Decisions (--explain audits in one process)")
 
 
 class _Collect:
@@ -112,16 +153,19 @@ class _Collect:
 # One per worker process: set by the pool initializer from the labeler inherited on fork.
 _worker_loop: RecordLoop | None = None
 _worker_labeler: Labeler | None = None
+_worker_codes: _CollectCodes | None = None
 _inherited: Labeler | None = None
 _worker_files: dict[str, IO[bytes]] = {}
 
 
 def _init_worker(settings: WorkerSettings) -> None:
-    global _worker_loop, _worker_labeler
+    global _worker_loop, _worker_labeler, _worker_codes
     labeler = _inherited
     assert labeler is not None, "workers are forked after run_parallel sets it"
     _worker_labeler = labeler
-    _worker_loop = RecordLoop(labeler, limits=settings.limits, labels_field=settings.labels_field, explain=settings.explain)
+    _worker_codes = _CollectCodes() if settings.codes else None
+    _worker_loop = RecordLoop(labeler, limits=settings.limits, labels_field=settings.labels_field, explain=settings.explain,
+                              observer=_worker_codes)
 
 
 def _label_block(path: str, start: int, end: int) -> BlockResult:
@@ -140,7 +184,8 @@ def _label_block(path: str, start: int, end: int) -> BlockResult:
     out = _Collect()
     counts = loop.run([(None, lines)], out)
     return BlockResult(os.getpid(), len(lines), b"\n".join(out.lines), len(out.lines), out.dead, counts,
-                       labeler.stats(), labeler.hits_by_source())
+                       labeler.stats(), labeler.hits_by_source(),
+                       _worker_codes.take() if _worker_codes is not None else None)
 
 
 def file_spans(path: str, block_bytes: int = BLOCK_BYTES) -> Iterator[tuple[int, int]]:
@@ -235,7 +280,8 @@ def fork_refusal() -> str | None:
 
 def run_parallel(labeler: Labeler, settings: WorkerSettings, inputs: Iterable[tuple[str, str]],
                  sink: JsonlSink, dead: DeadLetterSink, *, workers: int,
-                 on_block: Callable[[int], None] | None = None, block_bytes: int = BLOCK_BYTES) -> ParallelRun:
+                 on_block: Callable[[int], None] | None = None, block_bytes: int = BLOCK_BYTES,
+                 observer: CodesObserver | None = None) -> ParallelRun:
     """Label the regular files ``inputs`` (``(path, name in dead letters)``) in ``workers`` processes, writing in order.
 
     Workers read their blocks from the files themselves (the parent only cuts them at
@@ -244,6 +290,9 @@ def run_parallel(labeler: Labeler, settings: WorkerSettings, inputs: Iterable[tu
     (its counters are still zero: the parent labels nothing itself). Raises
     ``ActiveLabelError`` when this process cannot fork safely (``fork_refusal``), before
     anything is read. ``on_block(bytes of input done)`` runs after each block is written.
+    ``observer`` (one whose ``needs_values`` is False: the audit log at Metadata) sees each
+    block's source codes in input order, before the block is written, as in one process;
+    ``settings.codes`` must be set for the workers to send them.
     """
     global _inherited
     refusal = fork_refusal()
@@ -265,6 +314,10 @@ def run_parallel(labeler: Labeler, settings: WorkerSettings, inputs: Iterable[tu
                     line_no["name"], line_no["next"] = name, 1
                 first_line = line_no["next"]
                 line_no["next"] += result.lines
+                if observer is not None and result.codes is not None:
+                    positions, index, outcomes = result.codes
+                    origin = (name, first_line)  # the one-process loop's Where for this block
+                    observer.observe_indexed_codes(labeler, [(origin, pos) for pos in positions], index, outcomes)
                 if result.labeled_count:
                     sink.write_block(result.labeled, result.labeled_count)
                 for pos, raw, kind, reason in result.dead:

@@ -96,28 +96,59 @@ def as_bulk(labeler: BulkLabeler | EventLabeler) -> BulkLabeler:
 
 
 def splice_each(labels_of: Callable[[dict[str, Any]], Any], raws: list[bytes], events: list[dict[str, Any]],
-                labels_field: str, *, pairs: bool = False) -> tuple[list[bytes], list[tuple[int, str]]]:
+                labels_field: str, *, pairs: bool = False, answers: list[Any] | None = None
+                ) -> tuple[list[bytes], list[tuple[int, str]]]:
     """Each event's labels spliced into its line; ``(position, reason)`` for those whose labeling raised.
 
-    ``pairs``: ``labels_of`` returns ``(labels, codes)`` (the generated function itself, no wrapper call).
+    ``pairs``: ``labels_of`` returns ``(labels, codes)`` (the generated function itself, no wrapper call);
+    ``answers`` then collects each spliced event's pair, aligned with the lines.
     """
     dumps = orjson.dumps
     prefix = b"," + dumps(labels_field) + b":"
     lines: list[bytes] = []
     append = lines.append
     failed: list[tuple[int, str]] = []
+    keep = answers.append if answers is not None and pairs else None
     for i, (raw, event) in enumerate(zip(raws, events)):
         try:
-            labels = labels_of(event)[0] if pairs else labels_of(event)
+            if pairs:
+                answer = labels_of(event)
+                labels = answer[0]
+            else:
+                labels = labels_of(event)
             # The common case, `{...}` with no labels field yet: append before the closing brace,
             # unless it follows `{` or JSON whitespace (`{\r}`, `{"a":1 }`: splice_fields trims it).
             if raw[-1:] == b"}" and raw[-2:-1] not in NO_COMMA_BEFORE and labels_field not in event:
                 append(raw[:-1] + prefix + dumps(labels) + b"}")
             else:
                 append(splice_fields(raw, event, {labels_field: labels}))
+            if keep is not None:
+                keep(answer)
         except Exception as exc:  # noqa: BLE001 - a front door's last line of defence: never lose a record
             failed.append((i, str(exc) if isinstance(exc, ActiveLabelError) else f"{type(exc).__name__}: {exc}"))
     return lines, failed
+
+
+def index_codes(codes: list[dict[str, Any]]) -> tuple[list[int], list[dict[str, Any]]]:
+    """Each record's index into its chunk's distinct source codes, and those codes, each once.
+
+    Codes dicts are matched by identity first (the column-wise path shares one dict per
+    outcome, so this is a few C-level passes), then by value (the per-event path makes
+    one dict per event).
+    """
+    ids = list(map(id, codes))
+    by_id = dict(zip(ids, codes, strict=True))
+    slot: dict[int, int] = {}
+    by_value: dict[tuple[tuple[str, Any], ...], int] = {}
+    distinct: list[dict[str, Any]] = []
+    for key_id, c in by_id.items():
+        key = tuple(c.items())
+        k = by_value.get(key)
+        if k is None:
+            k = by_value[key] = len(distinct)
+            distinct.append(c)
+        slot[key_id] = k
+    return list(map(slot.__getitem__, ids)), distinct
 
 
 class RecordOutput(Protocol):
@@ -137,6 +168,50 @@ class RecordOutput(Protocol):
 ChunkObserver = Callable[[list[Where], list[dict[str, Any]], list["Decision"]], None]
 
 
+@runtime_checkable
+class CodesLabeler(Protocol):
+    """A labeler whose bulk path can give each event's labels and source codes (``activelabel.Labeler``)."""
+
+    @property
+    def version(self) -> str:
+        ...
+
+    def label_lines(self, raws: list[bytes], events: list[dict[str, Any]], labels_field: str = "labels", *,
+                    codes: bool = False) -> LinesResult:
+        ...
+
+    def source_table(self) -> list[tuple[str, str | None, float]]:
+        ...
+
+
+@runtime_checkable
+class CodesObserver(Protocol):
+    """A chunk observer that can do with each record's labels and source codes instead of whole Decisions.
+
+    The loop then keeps its bulk path (no Decision is built) and calls ``observe_codes``;
+    it still calls the observer with Decisions when it builds them anyway (``explain``,
+    ``on_decision``, an output guard) or when the labeler cannot give codes. With
+    ``needs_values`` False, ``events`` and ``labels`` may be None (the parallel path
+    sends only the codes from its workers, engine/parallel.py).
+    """
+
+    @property
+    def needs_values(self) -> bool:
+        ...
+
+    def observe_codes(self, labeler: CodesLabeler, wheres: list[Where], events: list[dict[str, Any]] | None,
+                      labels: list[dict[str, Any]] | None, codes: list[dict[str, Any]]) -> None:
+        """A labeled chunk: record ``j`` has the source codes ``codes[j]``."""
+
+    def observe_indexed_codes(self, labeler: CodesLabeler, wheres: list[Where], index: list[int],
+                              distinct: list[dict[str, Any]], events: list[dict[str, Any]] | None = None,
+                              labels: list[dict[str, Any]] | None = None) -> None:
+        """The same, with each distinct codes dict given once: record ``j`` has ``distinct[index[j]]``."""
+
+    def __call__(self, wheres: list[Where], events: list[dict[str, Any]], decisions: list[Decision]) -> None:
+        ...
+
+
 @dataclass
 class RecordCounts:
     """Counts of one run: ``records_in == labeled + dead_lettered`` always."""
@@ -153,7 +228,8 @@ class RecordLoop:
     ``jsonl``: records are lines of a text stream: blank lines are skipped (not records)
     and a trailing CR is dropped. ``explain`` adds a ``label_meta`` object;
     ``on_decision(event, decision)`` sees each labeled record's Decision (``--record``);
-    ``observer(wheres, events, decisions)`` sees each labeled chunk (a shadow, the audit log).
+    ``observer(wheres, events, decisions)`` sees each labeled chunk (a shadow, the audit log);
+    a ``CodesObserver`` sees it as labels and source codes on the bulk path instead.
     """
 
     def __init__(self, labeler: BulkLabeler | EventLabeler, *, limits: ReadLimits = ReadLimits(), labels_field: str = "labels",
@@ -171,6 +247,10 @@ class RecordLoop:
         self.jsonl = jsonl
         self.chunk_records = chunk_records
         self.observer = observer
+        # The audit log needs only each record's source codes: no Decisions, the bulk path stays.
+        coder = self.labeler if isinstance(self.labeler, CodesLabeler) else None
+        self._codes: tuple[CodesObserver, CodesLabeler] | None = (
+            (observer, coder) if coder is not None and isinstance(observer, CodesObserver) else None)
 
     def run(self, blocks: Iterable[Block], output: RecordOutput) -> RecordCounts:
         """Run every block through the loop; labeled records are written by the time this returns."""
@@ -262,8 +342,12 @@ class RecordLoop:
                          counts: RecordCounts, dead: Callable[[Where, bytes | None, str, str], None], decisions: bool) -> None:
         """Label the pending records, write the labeled lines in order, dead-letter what labeling or writing refused."""
         decided: list[Decision] | None = None
+        coded: LinesResult | None = None
         if decisions:
             lines, failed, decided = self._label_decisions(raws, events)
+        elif self._codes is not None:
+            coded = self._codes[1].label_lines(raws, events, self.labels_field, codes=True)
+            lines, failed = coded.lines, coded.failed
         elif self.observer is not None:
             lines, failed, decided = self._label_observed(raws, events)
         else:
@@ -276,8 +360,12 @@ class RecordLoop:
                 dead(wheres[i], raws[i], "label_failed", reason)
             kept = [i for i in kept if i not in bad]
             wheres = [wheres[i] for i in kept]
-        if self.observer is not None and decided is not None:
-            # Observers (shadow, audit) see the served decisions of the records about to be written.
+        # Observers (shadow, audit) see the served decisions of the records about to be written.
+        if coded is not None and self._codes is not None and coded.codes is not None:
+            observer, coder = self._codes
+            observer.observe_codes(coder, wheres, events if not failed else [events[i] for i in kept], coded.labels,
+                                   coded.codes)
+        elif self.observer is not None and decided is not None:
             self.observer(wheres, events if not failed else [events[i] for i in kept], decided)
         refused = output.write_many(wheres, lines) if lines else []
         for i, kind, reason in refused:
@@ -370,5 +458,5 @@ def jsonl_blocks(source: JsonlSource) -> Iterable[Block]:
         yield (name, first_line), lines
 
 
-__all__ = ["CHUNK_RECORDS", "Block", "BulkLabeler", "ChunkObserver", "EventLabeler", "JsonlFileOutput", "PerEventLabeler", "RecordCounts", "RecordLoop", "RecordOutput", "Where",
-           "as_bulk", "jsonl_blocks", "splice_each"]
+__all__ = ["CHUNK_RECORDS", "Block", "BulkLabeler", "ChunkObserver", "CodesLabeler", "CodesObserver", "EventLabeler", "JsonlFileOutput", "PerEventLabeler", "RecordCounts", "RecordLoop", "RecordOutput", "Where",
+           "as_bulk", "index_codes", "jsonl_blocks", "splice_each"]

@@ -18,40 +18,65 @@ too. Field names follow OPA's decision log where they fit (``decision_id``,
 ``arm``, ``confidence``, ``sources``, ``door`` and ``labels_set``.
 
 What is written per decision is chosen by a level policy in the Kubernetes audit
-style (``None | Metadata | Request | Full``, first matching rule wins). The writer is
-synchronous (the caller's thread appends into an OS-buffered file), so it cannot fall
-behind; a record that cannot be written (disk full, closed log) is counted in
-``activelabel_audit_dropped_total{reason}`` and never vanishes unseen.
+style (``None | Metadata | Request | Full``, first matching rule wins). The caller's
+thread renders, chains and hashes a chunk of records at a time; one writer thread
+writes each run of records (one ``write``) and makes checkpoints durable and signed,
+in order (``_audit_write.py``). Its queue is short, so it cannot fall behind by more
+than a few runs: a full queue slows the caller down. A record that cannot be written
+(disk full, closed log) is counted in ``activelabel_audit_dropped_total{reason}`` and
+never vanishes unseen. Reading and verifying a log is ``audit_files.py``.
 """
 
 from __future__ import annotations
 
+import binascii
 import os
+import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import IntEnum
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, cast, overload
 
 import orjson
 
 from activelabel.errors import AuditError
-from activelabel.governance._merkle import (
-    Checkpoint,
-    MerkleFrontier,
-    b64,
-    canonical_json,
-    leaf_hash,
-    open_note,
-    sign_note,
-    unb64,
+from activelabel.governance._audit_write import (
+    Chunk,
+    Outcome,
+    SegmentWriter,
+    WriterProcess,
+    WriterState,
+    chain_lines,
+    door_piece,
+    lock_directory,
+    record_prefix,
+    replace_file,
+    stamp_piece,
+    unlock_directory,
+)
+from activelabel.governance._merkle import Checkpoint, MerkleFrontier, b64, leaf_hash, unb64
+from activelabel.governance.audit_files import (
+    KEY_NAME_DEFAULT,
+    SEGMENT_DIGITS,
+    VerifyResult,
+    iter_lines,
+    load_or_create_key,
+    load_public_key,
+    parse_ts,
+    read_records,
+    read_retention,
+    search_records,
+    segment_files,
+    segment_name,
+    verify_log,
 )
 
-KEY_NAME_DEFAULT = "activelabel-audit"
-_SEGMENT_DIGITS = 12
+_CACHE_LIMIT = 100_000  # distinct outcomes / level choices remembered before the caches start over
+_SKIP, _UNENCODABLE = -1, -2  # kinds of records that are not written (level None; no JSON form)
 
 
 class AuditLevel(IntEnum):
@@ -127,83 +152,6 @@ class LevelPolicy:
 Protector = Callable[[str, Any], Any]
 
 
-# --- keys ------------------------------------------------------------------------------------
-
-
-def _crypto() -> Any:
-    try:
-        from cryptography.hazmat.primitives import serialization
-        from cryptography.hazmat.primitives.asymmetric import ed25519
-    except ModuleNotFoundError as exc:
-        from activelabel._extras import missing_extra
-
-        raise (missing_extra(exc) or exc) from exc
-    return serialization, ed25519
-
-
-def load_or_create_key(directory: Path, key_file: Path | None = None) -> Any:
-    """The Ed25519 signing key: ``key_file`` if given, else ``DIR/keys/audit.key`` (created once)."""
-    serialization, ed25519 = _crypto()
-    path = key_file or directory / "keys" / "audit.key"
-    if path.exists():
-        try:
-            key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-        except (ValueError, TypeError) as exc:
-            raise AuditError(f"{path}: not a PEM Ed25519 private key ({exc}); give --audit-key a key made by "
-                             "`openssl genpkey -algorithm ed25519`") from exc
-        if not isinstance(key, ed25519.Ed25519PrivateKey):
-            raise AuditError(f"{path}: the audit key must be Ed25519")
-        _write_public(directory, key)
-        return key
-    if key_file is not None:
-        raise AuditError(f"{key_file}: audit key file not found; leave out --audit-key to generate one in {directory}/keys/")
-    key = ed25519.Ed25519PrivateKey.generate()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(pem)
-    _write_public(directory, key)
-    return key
-
-
-def _write_public(directory: Path, key: Any) -> None:
-    serialization, _ = _crypto()
-    pub = directory / "keys" / "audit.pub"
-    pem = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    if not pub.exists() or pub.read_bytes() != pem:
-        pub.parent.mkdir(parents=True, exist_ok=True)
-        pub.write_bytes(pem)
-
-
-def load_public_key(path: Path) -> Any:
-    serialization, ed25519 = _crypto()
-    try:
-        key = serialization.load_pem_public_key(path.read_bytes())
-    except (OSError, ValueError) as exc:
-        raise AuditError(f"{path}: cannot read the audit public key ({exc})") from exc
-    if not isinstance(key, ed25519.Ed25519PublicKey):
-        raise AuditError(f"{path}: the audit public key must be Ed25519")
-    return key
-
-
-# --- records on disk -------------------------------------------------------------------------
-
-
-def _segment_name(first_index: int) -> str:
-    return f"{first_index:0{_SEGMENT_DIGITS}d}.jsonl"
-
-
-def _segments(directory: Path) -> list[Path]:
-    seg_dir = directory / "segments"
-    return sorted(seg_dir.glob("*.jsonl")) if seg_dir.is_dir() else []
-
-
-def _checkpoint_files(directory: Path) -> list[Path]:
-    cp_dir = directory / "checkpoints"
-    return sorted(cp_dir.glob("*.note")) if cp_dir.is_dir() else []
-
-
 def _now_rfc3339(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
@@ -215,6 +163,38 @@ class _Tail:
     index: int = 0
     prev: bytes = b""
     frontier: MerkleFrontier = field(default_factory=MerkleFrontier)
+
+
+class NumberedIds(Sequence[str]):
+    """Record ids that are one prefix and a decimal number each (``FILE:LINE``, ``topic/partition/offset``).
+
+    ``AuditLog.log_outcomes`` renders them as JSON in one step each, without making the strings.
+    """
+
+    __slots__ = ("numbers", "prefix")
+
+    def __init__(self, prefix: str, numbers: Sequence[int]) -> None:
+        self.prefix = prefix
+        self.numbers = numbers
+
+    def __len__(self) -> int:
+        return len(self.numbers)
+
+    @overload
+    def __getitem__(self, j: int) -> str: ...
+
+    @overload
+    def __getitem__(self, j: slice) -> list[str]: ...
+
+    def __getitem__(self, j: int | slice) -> str | list[str]:
+        if isinstance(j, slice):
+            return [f"{self.prefix}{n}" for n in self.numbers[j]]
+        return f"{self.prefix}{self.numbers[j]}"
+
+    def json(self) -> list[bytes]:
+        """Each id as its canonical JSON string (TypeError: a prefix with no JSON form)."""
+        head = orjson.dumps(self.prefix)[:-1]  # the opening quote and the escaped prefix
+        return [b'%s%d"' % (head, n) for n in self.numbers]
 
 
 class AuditLog:
@@ -243,6 +223,7 @@ class AuditLog:
         segment_max_age_s: float = 86400.0,
         clock: Callable[[], float] = time.time,
         registry: Any = None,
+        lock_wait_s: float = 30.0,
     ) -> None:
         self.directory = Path(directory)
         for sub in ("segments", "checkpoints"):
@@ -263,8 +244,16 @@ class AuditLog:
         self._closed = False
         self.dropped: dict[str, int] = {}
         self._dropped_metric = _dropped_counter(registry)
+        self._dir_lock = lock_directory(self.directory, lock_wait_s)  # one writer per log, from recovery on
+        self._remote: WriterProcess | None = None
         self._tail = self._recover()
-        self._fh: TextIO | None = None
+        self._prev64 = binascii.b2a_base64(self._tail.prev, newline=False)
+        self._levels: dict[tuple[str, tuple[str, ...]], AuditLevel] = {}
+        self._outcomes: dict[tuple[tuple[str, ...], tuple[str, ...]], Outcome] = {}
+        # Per door, per Outcome: its level and, at Metadata, its rendered pieces (an Outcome never changes).
+        self._rendered: dict[str, dict[Outcome, tuple[Any, ...]]] = {}
+        self._writer = SegmentWriter(self.directory, key_name, self._key)
+        self._fd: int | None = None
         self._segment_bytes = 0
         self._segment_opened = 0.0
         self._since_checkpoint = 0
@@ -272,6 +261,23 @@ class AuditLog:
         self._open_segment()
 
     # -- writing ----------------------------------------------------------------------------
+
+    def level_of(self, door: str, names: Sequence[str]) -> AuditLevel:
+        """The level the level policy picks for a decision at ``door`` that set the labels ``names``."""
+        key = (door, tuple(names))
+        level = self._levels.get(key)
+        if level is None:
+            if len(self._levels) > _CACHE_LIMIT:
+                self._levels.clear()
+            level = self._levels[key] = self.level_policy.level_for(door, key[1], self.sensitivity_of)
+        return level
+
+    @property
+    def highest_level(self) -> AuditLevel:
+        """The most the level policy ever writes (Metadata or less: no event field and no label value)."""
+        if not self.level_policy.rules:
+            return AuditLevel.METADATA
+        return max(rule.level for rule in self.level_policy.rules)
 
     def log_decision(
         self,
@@ -285,21 +291,197 @@ class AuditLog:
         arm: str = "stable",
     ) -> AuditLevel:
         """Write one decision at the level the policy picks; returns that level."""
-        labels: Mapping[str, Any] = decision.labels
-        names = list(labels)
-        level = self.level_policy.level_for(door, names, self.sensitivity_of)
-        if level is AuditLevel.NONE:
-            return level
+        level = self.level_of(door, tuple(decision.labels))
+        if level is not AuditLevel.NONE:
+            self._log_decisions([(decision, record_id, event, arm)], door, policy_name, input_fields)
+        return level
+
+    def log_admin(self, action: str, *, actor: str, **details: Any) -> None:
+        """Write an administrative action (reload, rollout step, promote, rollback, feedback import, key rotation)."""
         ts = self._clock()
+        self._append(Chunk.of_records([{"kind": "admin", "action": action, "actor": actor,
+                                        "timestamp": _now_rfc3339(ts), "details": details}]), ts)
+
+    def log_decisions(self, items: Sequence[tuple[Any, str | None, Mapping[str, Any] | None, str]], *, door: str,
+                      policy_name: str) -> int:
+        """Write a chunk of ``(decision, record_id, event, arm)``; returns how many records were written.
+
+        The records are those ``log_decision`` writes one by one, in order, with one clock
+        reading for the chunk (its decisions were made within the same few milliseconds)
+        and one write for the chunk's lines.
+        """
+        return self._log_decisions(items, door, policy_name, None)
+
+    def _log_decisions(self, items: Sequence[tuple[Any, str | None, Mapping[str, Any] | None, str]], door: str,
+                       policy_name: str, input_fields: Sequence[str] | None) -> int:
+        outcomes: list[Outcome] = []
+        index_of: dict[int, int] = {}
+        outcome_of: list[int] = []
+        for decision, _record_id, _event, _arm in items:
+            names = tuple(decision.labels)
+            # A decision the policy does not log costs no source lookup.
+            outcome = (self._outcome(names, decision.sources) if self.level_of(door, names) is not AuditLevel.NONE
+                       else Outcome(names, {}))
+            k = index_of.get(id(outcome))
+            if k is None:
+                k = index_of[id(outcome)] = len(outcomes)
+                outcomes.append(outcome)
+            outcome_of.append(k)
+
+        def values(j: int) -> tuple[Mapping[str, Any] | None, Mapping[str, Any], Mapping[str, float]]:
+            decision, _, event, _ = items[j]
+            return event, decision.labels, decision.confidences
+
+        return self._log_outcomes(self._clock(), [item[1] for item in items], outcome_of, outcomes, door=door,
+                                  policy_name=policy_name, version=[item[0].policy_version for item in items],
+                                  arm=[item[3] for item in items], values=values, input_fields=input_fields)
+
+    def log_outcomes(
+        self,
+        record_ids: Sequence[str | None],
+        outcome_of: Sequence[int],
+        outcomes: Sequence[Outcome],
+        *,
+        door: str,
+        policy_name: str,
+        version: str,
+        arm: str | Sequence[str] = "stable",
+        values: Callable[[int], tuple[Mapping[str, Any] | None, Mapping[str, Any], Mapping[str, float]]] | None = None,
+    ) -> int:
+        """Write a chunk of decisions given by outcome: record ``j`` is ``record_ids[j]``, decided as ``outcomes[outcome_of[j]]``.
+
+        The bulk path's form (``AuditObserver.observe_codes``): decisions that came out
+        alike share one ``Outcome``, whose JSON is rendered once per chunk. A record the
+        level policy writes above Metadata needs ``values(j) -> (event, labels,
+        confidences)``; without it such a record is refused (AuditError) rather than
+        written with less. Returns how many records were written.
+        """
+        return self._log_outcomes(self._clock(), record_ids, outcome_of, outcomes, door=door, policy_name=policy_name,
+                                  version=version, arm=arm, values=values)
+
+    def _log_outcomes(
+        self,
+        ts: float,
+        record_ids: Sequence[str | None],
+        outcome_of: Sequence[int],
+        outcomes: Sequence[Outcome],
+        *,
+        door: str,
+        policy_name: str,
+        version: str | Sequence[str],
+        arm: str | Sequence[str],
+        values: Callable[[int], tuple[Mapping[str, Any] | None, Mapping[str, Any], Mapping[str, float]]] | None,
+        input_fields: Sequence[str] | None = None,
+    ) -> int:
+        stamp = _now_rfc3339(ts)
+        stamp_bytes = stamp_piece(stamp)
+        # Per distinct outcome: its level and the index of its rendered pieces (0: a whole record;
+        # _SKIP: level None; _UNENCODABLE: a label name with no JSON form).
+        levels: list[AuditLevel] = []
+        kind_of: list[int] = []
+        pieces: list[tuple[bytes, bytes] | None] = [None]
+        rendered = self._rendered.get(door)
+        if rendered is None or len(rendered) > _CACHE_LIMIT:
+            rendered = self._rendered[door] = {}
+        for outcome in outcomes:
+            known = rendered.get(outcome)
+            if known is None:
+                level = self.level_of(door, outcome.names)
+                try:
+                    known = rendered[outcome] = (level, *outcome.pieces()) if level is AuditLevel.METADATA else (level,)
+                except TypeError:
+                    known = rendered[outcome] = (level, None)
+            levels.append(known[0])
+            if len(known) == 3:
+                pieces.append((known[1], known[2] + stamp_bytes))  # a (level, mid, sources) triple
+                kind_of.append(len(pieces) - 1)
+            elif len(known) == 2:
+                kind_of.append(_UNENCODABLE)
+            else:
+                kind_of.append(_SKIP if known[0] is AuditLevel.NONE else 0)
+        kinds = [kind_of[k] for k in outcome_of]
+        positions: Sequence[int] = range(len(kinds))
+        unencodable = 0
+        if kinds and min(kinds) < 0:
+            unencodable = kinds.count(_UNENCODABLE)
+            positions = [j for j, kind in enumerate(kinds) if kind >= 0]
+            kinds = [kinds[j] for j in positions]
+        all_of_them = positions == range(len(record_ids))
+        ids: Sequence[str]
+        if isinstance(record_ids, NumberedIds):
+            ids = record_ids if all_of_them else NumberedIds(record_ids.prefix, [record_ids.numbers[j] for j in positions])
+        else:
+            chosen = list(record_ids) if all_of_them else [record_ids[j] for j in positions]
+            ids = ([_fresh_id(ts) if rid is None else rid for rid in chosen] if None in chosen
+                   else cast("list[str]", chosen))
+        prefix = b""
+        heads: list[bytes | None]
+        if isinstance(arm, str) and isinstance(version, str):
+            prefix = record_prefix(arm, policy_name, version)
+            try:
+                as_json = ids.json() if isinstance(ids, NumberedIds) else [orjson.dumps(rid) for rid in ids]
+                heads = cast("list[bytes | None]", as_json)
+            except TypeError:  # an id with no JSON form (a lone surrogate): that record alone is left out
+                heads = [_json_or_none(rid) for rid in ids]
+        else:  # per-record arms or versions (a rollout): each head starts with its own prefix
+            prefixes: dict[tuple[str, str], bytes] = {}
+            heads = []
+            for j, rid in zip(positions, ids, strict=True):
+                key = (arm if isinstance(arm, str) else arm[j], version if isinstance(version, str) else version[j])
+                head = _json_or_none(rid)
+                if head is not None:
+                    record_head = prefixes.get(key)
+                    if record_head is None:
+                        record_head = prefixes[key] = record_prefix(key[0], policy_name, key[1])
+                    head = record_head + head
+                heads.append(head)
+        general: dict[int, dict[str, Any]] = {}
+        for at, (j, kind) in enumerate(zip(positions, kinds, strict=True)) if 0 in kinds else ():
+            if kind:
+                continue
+            if values is None:
+                raise AuditError(f"level {levels[outcome_of[j]].name.title()} writes event fields and label values, "
+                                 "which this caller did not give: log these decisions with log_decisions")
+            event, labels, confidences = values(j)
+            outcome = outcomes[outcome_of[j]]
+            general[at] = self._full_record(
+                levels[outcome_of[j]], door, policy_name, version if isinstance(version, str) else version[j],
+                arm if isinstance(arm, str) else arm[j], ids[at], stamp, outcome.names, outcome.sources, labels,
+                confidences, event, input_fields)
+        if None in heads:  # ids with no JSON form: those records are left out (a whole record fails on its own)
+            keep = [at for at, head in enumerate(heads) if head is not None or at in general]
+            unencodable += len(heads) - len(keep)
+            general = {new: general[old] for new, old in enumerate(keep) if old in general}
+            heads = [heads[at] for at in keep]
+            kinds = [kinds[at] for at in keep]
+        chunk = Chunk(prefix, door_piece(door), [head or b"" for head in heads] if None in heads
+                      else cast("list[bytes]", heads), kinds, pieces, general)
+        return self._append(chunk, ts, unencodable=unencodable)
+
+    def _outcome(self, names: tuple[str, ...], sources: Mapping[str, str]) -> Outcome:
+        """The shared ``Outcome`` of decisions that set ``names`` from these sources."""
+        key = (names, tuple(sources.values()))
+        outcome = self._outcomes.get(key)
+        if outcome is None:
+            if len(self._outcomes) > _CACHE_LIMIT:
+                self._outcomes.clear()
+            outcome = self._outcomes[key] = Outcome(names, sources)
+        return outcome
+
+    def _full_record(self, level: AuditLevel, door: str, policy_name: str, version: str, arm: str,
+                     record_id: str, stamp: str, names: Sequence[str], sources: Mapping[str, str],
+                     labels: Mapping[str, Any], confidences: Mapping[str, float], event: Mapping[str, Any] | None,
+                     input_fields: Sequence[str] | None) -> dict[str, Any]:
+        """A record above Metadata, as a dict for the general RFC 8785 path (sensitive values protected)."""
         record: dict[str, Any] = {
             "kind": "decision",
-            "decision_id": record_id if record_id is not None else _fresh_id(ts),
-            "timestamp": _now_rfc3339(ts),
+            "decision_id": record_id,
+            "timestamp": stamp,
             "door": door,
-            "bundles": {policy_name: {"revision": decision.policy_version}},
+            "bundles": {policy_name: {"revision": version}},
             "arm": arm,
-            "labels_set": names,
-            "sources": decision.sources,
+            "labels_set": list(names),
+            "sources": dict(sources),
             "level": level.name.title(),
         }
         erased: list[str] = []
@@ -332,154 +514,222 @@ class AuditLog:
                     value = protected
                 result[name] = value
             record["result"] = result
-            record["confidence"] = decision.confidences
+            record["confidence"] = dict(confidences)
         if erased:
             record["erased"] = erased
         if masked:
             record["masked"] = masked
-        # Below Request a record holds only strings, a list of label names and the index: orjson's
-        # sorted output is already RFC 8785 when its few free-form keys (label and policy names)
-        # are BMP text, so the general check (a walk of every value) can be skipped.
-        plain = level is AuditLevel.METADATA and all(_bmp(k) for k in names) and _bmp(policy_name)
-        self._append(record, ts, plain=plain)
-        return level
+        return record
 
-    def log_admin(self, action: str, *, actor: str, **details: Any) -> None:
-        """Write an administrative action (reload, rollout step, promote, rollback, feedback import, key rotation)."""
-        ts = self._clock()
-        self._append({"kind": "admin", "action": action, "actor": actor, "timestamp": _now_rfc3339(ts),
-                      "details": details}, ts)
+    def start_writer_process(self) -> None:
+        """From now on, chain, hash and write in a forked child process (``activelabel label`` does).
 
-    def log_decisions(self, items: Sequence[tuple[Any, str | None, Mapping[str, Any] | None, str]], *, door: str,
-                      policy_name: str) -> int:
-        """Write a chunk of ``(decision, record_id, event, arm)``; returns how many records were written.
-
-        The records are those ``log_decision`` writes one by one, in order, with one clock
-        reading for the chunk (its decisions were made within the same few milliseconds).
-        Metadata records take a fast path: one lock for the chunk, no general RFC 8785 walk.
+        The labeling thread then only renders each chunk's pieces and hands them over, so
+        the sequential work runs on another core; records, order, checkpoints and
+        ``close()`` are as before (``close`` returns once the child has written
+        everything, and ``dropped`` gets the child's counts then). For a process that
+        forks only labeling workers after this; a threaded server keeps the in-process
+        writer thread. Linux only (elsewhere the writer thread stays).
         """
-        ts = self._clock()
-        stamp = _now_rfc3339(ts)
-        level_for, sensitivity_of = self.level_policy.level_for, self.sensitivity_of
-        metadata = AuditLevel.METADATA
-        plain_names: dict[tuple[str, ...], bool] = {}
-        plain_policy = _bmp(policy_name)
-        written = 0
+        if not sys.platform.startswith("linux"):
+            return  # fork is the safe default only there (macOS spawns; Windows has none): keep the thread
         with self._lock:
-            for decision, record_id, event, arm in items:
-                names = list(decision.labels)
-                level = level_for(door, names, sensitivity_of)
-                if level is AuditLevel.NONE:
-                    continue
-                key = tuple(names)
-                plain = plain_names.get(key)
-                if plain is None:
-                    plain = plain_names[key] = plain_policy and all(_bmp(k) for k in names)
-                if level is not metadata or not plain:
-                    self._lock.release()  # the general path takes the lock itself, record by record
-                    try:
-                        self.log_decision(decision, door=door, policy_name=policy_name, record_id=record_id,
-                                          event=event, arm=arm)
-                    finally:
-                        self._lock.acquire()
-                    written += 1
-                    continue
-                record = {
-                    "kind": "decision", "decision_id": record_id if record_id is not None else _fresh_id(ts),
-                    "timestamp": stamp, "door": door, "bundles": {policy_name: {"revision": decision.policy_version}},
-                    "arm": arm, "labels_set": names, "sources": decision.sources, "level": "Metadata",
-                }
-                written += self._append_locked(record, ts, plain=True)
+            if self._remote is not None or self._closed:
+                return
+            self._writer.wait()  # nothing of this process's writer thread may be in flight
+            remote = WriterProcess(self._serve, self._finish_child, self._after_fork)
+            self._remote = remote
+
+    def _after_fork(self) -> None:
+        """In the writer process: a lock and a writer thread of its own (the fork copied this one's, held)."""
+        self._lock = threading.Lock()
+        self._writer = SegmentWriter(self.directory, self.key_name, self._key)
+        self._remote = None
+
+    def _serve(self, message: tuple[Any, ...]) -> Any:
+        """What the writer process does with a message from the labeling process."""
+        kind = message[0]
+        if kind == "append":
+            return self._append(message[1], message[2], unencodable=message[3])
+        if kind == "checkpoint":
+            return self.checkpoint()
+        if kind == "retention":
+            return self.apply_retention(message[1], actor=message[2])
+        if kind == "size":
+            return self.size
+        if kind == "close":
+            self.close()
+            return dict(self.dropped), self.size
+        raise AuditError(f"the audit writer process got an unknown message {kind!r}")
+
+    def _finish_child(self) -> None:
+        self.close()
+
+    def _append(self, chunk: Chunk, ts: float, *, unencodable: int = 0) -> int:
+        """Append ``chunk``'s records in order under the lock; returns how many were handed to the writer."""
+        if self._remote is not None:
+            with self._lock:
+                if self._closed:
+                    self._drop("closed", len(chunk) + unencodable)
+                    return 0
+                self._remote.send(("append", chunk, ts, unencodable))
+                return len(chunk)
+        with self._lock:
+            if self._writer.failure is not None:
+                self._drop("checkpoint_error", len(chunk) + unencodable)
+                self._writer.raise_failure()
+            if unencodable:
+                self._drop("unencodable", unencodable)
+            self._rewind_if_failed()
+            return self._append_locked(chunk, ts)
+
+    def _append_locked(self, chunk: Chunk, ts: float) -> int:
+        """Chain and hash ``chunk`` a run at a time, and hand each run to the writer thread as one write.
+
+        A run ends where a checkpoint is due (every ``checkpoint_every`` records) or the
+        segment is full, so checkpoints and rotation fall on the same records as when
+        records were written one by one. The log's state moves on as each run is handed
+        over; a run the disk refuses is cut back off the file by the writer, and the next
+        call goes back to where the log stood before it (``_rewind_if_failed``).
+        """
+        written = 0
+        i, n = 0, len(chunk)
+        tail = self._tail
+        while i < n:
+            fd = self._fd
+            if self._closed or fd is None:
+                self._drop("closed", n - i)
+                break
+            stop = min(n, i + max(1, self.checkpoint_every - self._since_checkpoint))
+            lines, leaves, i, nbytes, prev64, unencodable = chain_lines(
+                chunk, i, stop, tail.index, self._prev64, self.segment_max_bytes - self._segment_bytes)
+            if unencodable:
+                self._drop("unencodable", unencodable)
+            if lines:
+                before = WriterState(tail.index, tail.prev, self._prev64, tuple(tail.frontier.subtrees),
+                                     self._segment_bytes, self._since_checkpoint)
+                lines.append(b"")
+                self._writer.write(fd, b"\n".join(lines), len(leaves), before)
+                tail.frontier.extend(leaves)
+                tail.prev = leaves[-1]
+                tail.index += len(leaves)
+                self._prev64 = prev64
+                self._segment_bytes += nbytes
+                self._since_checkpoint += len(leaves)
+                written += len(leaves)
+            if (self._since_checkpoint >= self.checkpoint_every
+                    or (self._since_checkpoint and ts - self._last_checkpoint_at >= self.checkpoint_interval_s)):
+                self._checkpoint_locked(ts)
+            if (self._segment_bytes >= self.segment_max_bytes
+                    or ts - self._segment_opened >= self.segment_max_age_s):
+                self._rotate_locked(ts)
         return written
 
-    def _append(self, record: dict[str, Any], ts: float, *, plain: bool = False) -> None:
-        with self._lock:
-            self._append_locked(record, ts, plain=plain)
-
-    def _append_locked(self, record: dict[str, Any], ts: float, *, plain: bool = False) -> int:
-        if self._closed or self._fh is None:
-            self._drop("closed")
-            return 0
+    def _rewind_if_failed(self, wait: bool = False) -> bool:
+        """After a write the disk refused: go back to the state before it, and count what was lost."""
+        if self._writer.write_failure is None and not wait:
+            return False
+        self._writer.wait()  # every run queued after the failed one is skipped (it chains onto it)
+        failed = self._writer.take_write_failure()
+        if failed is None:
+            return False
+        _exc, state, lost = failed
         tail = self._tail
-        record["index"] = tail.index
-        record["prev"] = b64(tail.prev)
-        try:
-            line = orjson.dumps(record, option=orjson.OPT_SORT_KEYS) if plain else canonical_json(record)
-        except (AuditError, TypeError):
-            self._drop("unencodable")
-            return 0
-        try:
-            self._fh.write(line.decode() + "\n")
-        except (OSError, ValueError):
-            self._drop("write_error")
-            return 0
-        leaf = leaf_hash(line)
-        tail.frontier.append(leaf)
-        tail.prev = leaf
-        tail.index += 1
-        self._segment_bytes += len(line) + 1
-        self._since_checkpoint += 1
-        if (self._since_checkpoint >= self.checkpoint_every
-                or ts - self._last_checkpoint_at >= self.checkpoint_interval_s):
-            self._checkpoint_locked(ts)
-        if (self._segment_bytes >= self.segment_max_bytes
-                or ts - self._segment_opened >= self.segment_max_age_s):
-            self._rotate_locked(ts)
-        return 1
+        tail.index, tail.prev, tail.frontier = state.index, state.prev, MerkleFrontier(state.subtrees)
+        self._prev64, self._segment_bytes, self._since_checkpoint = state.prev64, state.segment_bytes, state.since_checkpoint
+        self._drop("write_error", lost)
+        return True
 
-    def _drop(self, reason: str) -> None:
-        self.dropped[reason] = self.dropped.get(reason, 0) + 1
+    def _drop(self, reason: str, count: int = 1) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + count
         if self._dropped_metric is not None:
-            self._dropped_metric.labels(reason=reason).inc()
+            self._dropped_metric.labels(reason=reason).inc(count)
 
     def checkpoint(self) -> Checkpoint:
-        """Flush and sign the current tree (also done every N records / T seconds and at close)."""
+        """Sign the current tree, and return once it and every record it covers are on disk.
+
+        Also done every N records / T seconds (then off the labeling thread), at rotation and at close.
+        """
+        if self._remote is not None:
+            with self._lock:
+                cp: Checkpoint = self._remote.call(("checkpoint",))
+                return cp
         with self._lock:
-            return self._checkpoint_locked(self._clock())
+            return self._sync_locked(self._clock())
+
+    def _sync_locked(self, ts: float) -> Checkpoint:
+        """A checkpoint of everything handed over so far, waited for until it is on disk."""
+        self._rewind_if_failed(wait=True)
+        cp = self._checkpoint_locked(ts)
+        if self._rewind_if_failed(wait=True):  # a write failed after all: sign what is on disk instead
+            cp = self._checkpoint_locked(ts)
+            self._writer.wait()
+        self._writer.raise_failure()
+        return cp
 
     def _checkpoint_locked(self, ts: float) -> Checkpoint:
-        if self._fh is not None:
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
+        """Queue a signed checkpoint of every record handed to the writer so far (written before it, in order)."""
         tail = self._tail
-        cp = Checkpoint(self.origin, tail.index, tail.frontier.root(),
-                        (f"last-leaf {b64(tail.prev)}",))
-        path = self.directory / "checkpoints" / f"{tail.index:0{_SEGMENT_DIGITS}d}.note"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(sign_note(cp, self.key_name, self._key))
-        os.replace(tmp, path)
-        state = {"size": tail.index, "prev": b64(tail.prev), "frontier": tail.frontier.to_json()}
-        (self.directory / "checkpoints" / "state.json").write_bytes(orjson.dumps(state))
+        cp = Checkpoint(self.origin, tail.index, tail.frontier.root(), (f"last-leaf {self._prev64.decode()}",))
+        note = self.directory / "checkpoints" / f"{tail.index:0{SEGMENT_DIGITS}d}.note"
+        state = orjson.dumps({"size": tail.index, "prev": self._prev64.decode(), "frontier": tail.frontier.to_json()})
+        self._writer.checkpoint(self._fd, cp, note, state)
         self._since_checkpoint = 0
         self._last_checkpoint_at = ts
         return cp
 
     def _rotate_locked(self, ts: float) -> None:
         self._checkpoint_locked(ts)
-        if self._fh is not None:
-            self._fh.close()
+        if self._rewind_if_failed(wait=True):
+            return  # the segment is where it was before the refused run: not full after all
+        if self._fd is not None:
+            self._writer.close_fd(self._fd)
         self._open_segment(new=True)
 
     def _open_segment(self, new: bool = False) -> None:
-        segments = _segments(self.directory)
+        segments = segment_files(self.directory)
         if segments and not new:
             path = segments[-1]
         else:
-            path = self.directory / "segments" / _segment_name(self._tail.index)
-        self._fh = path.open("a", encoding="utf-8", buffering=1 << 16)
-        self._segment_bytes = path.stat().st_size
+            path = self.directory / "segments" / segment_name(self._tail.index)
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._segment_bytes = os.fstat(self._fd).st_size
         self._segment_opened = self._clock()
 
     def close(self) -> None:
-        """Write a final checkpoint and close; later writes are counted as dropped."""
+        """Write a final checkpoint, wait until everything is on disk, and close; later writes are counted as dropped.
+
+        Raises AuditError when a checkpoint could not be written (the records are on disk;
+        `audit verify` says how far the signatures reach).
+        """
         with self._lock:
             if self._closed:
                 return
-            self._checkpoint_locked(self._clock())
-            if self._fh is not None:
-                self._fh.close()
-            self._fh = None
             self._closed = True
+            try:
+                if self._remote is not None:
+                    self._close_remote(self._remote)
+                else:
+                    self._sync_locked(self._clock())
+            finally:
+                if self._fd is not None:
+                    if self._remote is not None:
+                        os.close(self._fd)  # the writer process wrote it, this process never did
+                    else:
+                        self._writer.close_fd(self._fd)
+                self._fd = None
+                self._writer.close()
+                unlock_directory(self._dir_lock)
+
+    def _close_remote(self, remote: WriterProcess) -> None:
+        """Tell the writer process to finish, take its counts, and wait for it to exit."""
+        try:
+            dropped, size = remote.call(("close",))
+        finally:
+            remote.wait()
+        for reason, count in dropped.items():
+            self._drop(reason, count)
+        self._tail.index = size
 
     def __enter__(self) -> AuditLog:
         return self
@@ -489,6 +739,11 @@ class AuditLog:
 
     @property
     def size(self) -> int:
+        """Records in the log (handed to the writer and not dropped, once the writer has caught up)."""
+        if self._remote is not None and not self._closed:
+            with self._lock:
+                size: int = self._remote.call(("size",))
+                return size
         return self._tail.index
 
     # -- recovery ------------------------------------------------------------------------------
@@ -496,7 +751,7 @@ class AuditLog:
     def _recover(self) -> _Tail:
         """Resume after the last complete record; a torn tail (kill -9) is moved aside."""
         tail = _Tail()
-        retention = _read_retention(self.directory)
+        retention = read_retention(self.directory)
         if retention is not None:
             tail = _Tail(retention.next_index, retention.prev, retention.frontier)
         state_path = self.directory / "checkpoints" / "state.json"
@@ -504,18 +759,19 @@ class AuditLog:
             state = orjson.loads(state_path.read_bytes())
             if int(state["size"]) >= tail.index:
                 tail = _Tail(int(state["size"]), unb64(state["prev"]), MerkleFrontier.from_json(state["frontier"]))
-        for path, offset, raw in _iter_lines(self.directory, start_index=tail.index):
+        leaves: list[bytes] = []
+        for path, offset, raw in iter_lines(self.directory, start_index=tail.index):
             if not raw.endswith(b"\n"):
                 torn = path.with_name(path.name + f".torn-{int(time.time())}")
                 torn.write_bytes(raw)
                 with path.open("r+b") as fh:
                     fh.truncate(offset)
                 break
-            line = raw[:-1]
-            leaf = leaf_hash(line)
-            tail.frontier.append(leaf)
-            tail.prev = leaf
-            tail.index += 1
+            leaves.append(leaf_hash(raw[:-1]))
+        if leaves:
+            tail.frontier.extend(leaves)
+            tail.prev = leaves[-1]
+            tail.index += len(leaves)
         return tail
 
     # -- retention -----------------------------------------------------------------------------
@@ -527,11 +783,15 @@ class AuditLog:
         removed is itself logged, and the frontier of the removed prefix is kept, so
         ``audit verify`` still checks every remaining record and checkpoint.
         """
+        if self._remote is not None:
+            with self._lock:
+                count_removed: int = self._remote.call(("retention", max_age_s, actor))
+                return count_removed
         with self._lock:
-            self._checkpoint_locked(self._clock())
-            segments = _segments(self.directory)[:-1]
+            self._sync_locked(self._clock())
+            segments = segment_files(self.directory)[:-1]
             cutoff = self._clock() - max_age_s
-            previous = _read_retention(self.directory)
+            previous = read_retention(self.directory)
             frontier = previous.frontier if previous else MerkleFrontier()
             prev = previous.prev if previous else b""
             next_index = previous.next_index if previous else 0
@@ -540,7 +800,7 @@ class AuditLog:
                 lines = path.read_bytes().splitlines()
                 if not lines:
                     continue
-                newest = _parse_ts(orjson.loads(lines[-1]).get("timestamp"))
+                newest = parse_ts(orjson.loads(lines[-1]).get("timestamp"))
                 if newest is None or newest >= cutoff:
                     break
                 for line in lines:
@@ -553,9 +813,7 @@ class AuditLog:
                 return 0
             state = {"next_index": next_index, "prev": b64(prev), "frontier": frontier.to_json(),
                      "removed": [*(previous.removed if previous else []), *removed]}
-            tmp = self.directory / "retention.json.tmp"
-            tmp.write_bytes(orjson.dumps(state))
-            os.replace(tmp, self.directory / "retention.json")
+            replace_file(self.directory / "retention.json", orjson.dumps(state))
             for item in removed:
                 (self.directory / "segments" / item["segment"]).unlink()
         count = sum(int(item["records"]) for item in removed)
@@ -565,22 +823,15 @@ class AuditLog:
         return count
 
 
-def _bmp(key: str) -> bool:
-    """A key whose code-point order is its UTF-16 order (RFC 8785 sorts keys by UTF-16 units)."""
-    return key.isascii() or max(key) < "\ud800"
+def _json_or_none(text: str) -> bytes | None:
+    try:
+        return orjson.dumps(text)
+    except TypeError:
+        return None
 
 
 def _fresh_id(ts: float) -> str:
     return f"{int(ts * 1e6):x}-{os.urandom(4).hex()}"
-
-
-def _parse_ts(text: Any) -> float | None:
-    if not isinstance(text, str):
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
 
 
 def _dropped_counter(registry: Any) -> Any:
@@ -593,196 +844,7 @@ def _dropped_counter(registry: Any) -> Any:
                    ["reason"], registry=registry)
 
 
-@dataclass(frozen=True)
-class _Retention:
-    next_index: int
-    prev: bytes
-    frontier: MerkleFrontier
-    removed: list[dict[str, Any]]
-
-
-def _read_retention(directory: Path) -> _Retention | None:
-    path = directory / "retention.json"
-    if not path.exists():
-        return None
-    data = orjson.loads(path.read_bytes())
-    return _Retention(int(data["next_index"]), unb64(data["prev"]), MerkleFrontier.from_json(data["frontier"]),
-                      list(data.get("removed") or []))
-
-
-def _iter_lines(directory: Path, start_index: int = 0) -> Iterator[tuple[Path, int, bytes]]:
-    """(segment, byte offset, raw line with its newline if any) from ``start_index`` on."""
-    segments = _segments(directory)
-    firsts = [int(p.stem) for p in segments]
-    for path, first in zip(segments, firsts, strict=True):
-        following = [f for f in firsts if f > first]
-        if following and following[0] <= start_index:
-            continue
-        index = first
-        offset = 0
-        with path.open("rb") as fh:
-            for raw in fh:
-                if index >= start_index:
-                    yield path, offset, raw
-                offset += len(raw)
-                index += 1
-
-
-# --- verification ----------------------------------------------------------------------------
-
-
-@dataclass
-class VerifyResult:
-    """What ``audit verify`` found; ``ok`` is False on the first break, which ``problem`` names."""
-
-    ok: bool
-    records: int
-    checkpoints: int
-    first_bad_index: int | None = None
-    problem: str = ""
-    torn_tail: str = ""
-    retained_from: int = 0
-    unverifiable_checkpoints: int = 0
-
-    def summary(self) -> str:
-        if self.ok:
-            text = (f"intact: {self.records} records from index {self.retained_from}, "
-                    f"{self.checkpoints} signed checkpoints verified")
-            if self.unverifiable_checkpoints:
-                text += f" ({self.unverifiable_checkpoints} older checkpoints cover removed segments)"
-            if self.torn_tail:
-                text += f"; {self.torn_tail}"
-            return text
-        return f"BROKEN at record {self.first_bad_index}: {self.problem}"
-
-
-def verify_log(directory: str | Path, *, public_key_file: str | Path | None = None,
-               key_name: str = KEY_NAME_DEFAULT) -> VerifyResult:
-    """Check every record, the chain, every signed checkpoint, and that nothing is missing."""
-    directory = Path(directory)
-    pub_path = Path(public_key_file) if public_key_file else directory / "keys" / "audit.pub"
-    public_key = load_public_key(pub_path)
-    checkpoints: dict[int, Checkpoint] = {}
-    for path in _checkpoint_files(directory):
-        try:
-            cp = open_note(path.read_bytes(), key_name, public_key)
-        except AuditError as exc:
-            return VerifyResult(False, 0, 0, int(path.stem), f"checkpoint {path.name}: {exc}")
-        checkpoints[cp.size] = cp
-    retention = _read_retention(directory)
-    expected = retention.next_index if retention else 0
-    frontier = retention.frontier if retention else MerkleFrontier()
-    prev = retention.prev if retention else b""
-    result = VerifyResult(True, 0, 0, retained_from=expected)
-    if retention is not None:
-        cut = checkpoints.get(expected)
-        if cut is None or cut.root != frontier.root():
-            return VerifyResult(False, 0, 0, expected,
-                                "retention.json's frontier does not match the signed checkpoint at the cut")
-        result.unverifiable_checkpoints = sum(1 for size in checkpoints if size < expected)
-    if expected in checkpoints and expected > 0:
-        result.checkpoints += 1
-    segments = _segments(directory)
-    for seg_no, path in enumerate(segments):
-        data = path.read_bytes()
-        lines = data.split(b"\n")
-        complete, torn = lines[:-1], lines[-1]
-        first = int(path.stem)
-        if first != expected:
-            return _broken(result, expected, f"segment {path.name} starts at index {first}; records "
-                                             f"{expected}..{first - 1} are missing")
-        for line_no, line in enumerate(complete, 1):
-            where = f"{path.name} line {line_no}"
-            try:
-                record = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                return _broken(result, expected, f"{where} is not valid JSON (edited?)")
-            if not isinstance(record, dict):
-                return _broken(result, expected, f"{where} is not a JSON object")
-            index = record.get("index")
-            if index != expected:
-                if isinstance(index, int) and index > expected:
-                    return _broken(result, expected, f"{where} has index {index}: record {expected} is missing "
-                                                     "(deleted or reordered)")
-                return _broken(result, max(0, expected - 1) if isinstance(index, int) and index == expected - 1
-                               else expected, f"{where} has index {index}, expected {expected} (inserted or reordered)")
-            if record.get("prev") != b64(prev):
-                return _broken(result, expected - 1, f"record {expected - 1} does not hash to what record "
-                                                     f"{expected} recorded (edited)")
-            if canonical_json(record) != line:
-                return _broken(result, expected, f"{where} is not in canonical form (edited)")
-            leaf = leaf_hash(line)
-            frontier.append(leaf)
-            prev = leaf
-            expected += 1
-            result.records += 1
-            signed = checkpoints.get(expected)
-            if signed is not None:
-                if signed.extension("last-leaf") not in (None, b64(prev)):
-                    return _broken(result, expected - 1, f"record {expected - 1} differs from the one the "
-                                                         f"checkpoint at size {expected} signed (edited)")
-                if signed.root != frontier.root():
-                    return _broken(result, expected - 1, f"the Merkle root of the first {expected} records does "
-                                                         "not match its signed checkpoint (records rewritten)")
-                result.checkpoints += 1
-        if torn:
-            if seg_no != len(segments) - 1:
-                return _broken(result, expected, f"{path.name} ends in a partial record inside the log")
-            result.torn_tail = (f"torn tail of {len(torn)} bytes begins at byte {len(data) - len(torn)} of "
-                                f"{path.name}, after record {expected - 1} (an interrupted write)")
-    newest = max(checkpoints, default=0)
-    if newest > expected:
-        return _broken(result, expected, f"truncated: a signed checkpoint covers {newest} records but only "
-                                         f"{expected} are present; record {expected} onwards is missing")
-    return result
-
-
-def _broken(result: VerifyResult, index: int, problem: str) -> VerifyResult:
-    result.ok = False
-    result.first_bad_index = index
-    result.problem = problem
-    return result
-
-
-def read_records(directory: str | Path) -> Iterator[dict[str, Any]]:
-    """Every complete record of the log, in index order (for ``audit show`` / ``search``)."""
-    for _, _, raw in _iter_lines(Path(directory)):
-        if raw.endswith(b"\n"):
-            try:
-                record = orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                continue
-            if isinstance(record, dict):
-                yield record
-
-
-def search_records(
-    directory: str | Path,
-    *,
-    decision_id: str | None = None,
-    version: str | None = None,
-    label: tuple[str, str] | None = None,
-    since: float | None = None,
-    until: float | None = None,
-    kind: str | None = None,
-) -> Iterator[dict[str, Any]]:
-    """Records matching every given criterion (label values only where the level wrote them)."""
-    for record in read_records(directory):
-        if kind is not None and record.get("kind") != kind:
-            continue
-        if decision_id is not None and record.get("decision_id") != decision_id:
-            continue
-        if version is not None and not any(
-            b.get("revision") == version for b in (record.get("bundles") or {}).values() if isinstance(b, dict)
-        ):
-            continue
-        if label is not None:
-            result = record.get("result") or {}
-            if str(result.get(label[0])) != label[1]:
-                continue
-        ts = _parse_ts(record.get("timestamp"))
-        if since is not None and (ts is None or ts < since):
-            continue
-        if until is not None and (ts is None or ts > until):
-            continue
-        yield record
+__all__ = [
+    "KEY_NAME_DEFAULT", "AuditLevel", "AuditLog", "LevelPolicy", "LevelRule", "NumberedIds", "Outcome", "Protector",
+    "VerifyResult", "load_or_create_key", "load_public_key", "read_records", "search_records", "verify_log",
+]

@@ -11,24 +11,40 @@ chunk is written (``RecordLoop(observer=...)``), so neither can change what is s
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from activelabel.governance.audit import AuditLog
+from activelabel.engine.record_loop import index_codes
+from activelabel.errors import AuditError
+from activelabel.governance.audit import AuditLevel, AuditLog, NumberedIds, Outcome
 from activelabel.governance.rollout import ShadowComparison
 
 #: A record loop chunk observer: (wheres, events, served decisions), aligned.
 Observer = Callable[[list[Any], list[dict[str, Any]], list[Any]], None]
-RecordIdOf = Callable[[Any, Mapping[str, Any]], str | None]
+RecordIdOf = Callable[[Any, Mapping[str, Any] | None], str | None]
+RecordIdsOf = Callable[[list[Any], list[dict[str, Any]] | None], Sequence[str | None]]
+
+_OUTCOMES_LIMIT = 100_000  # distinct source-code combinations remembered before starting over
 
 _SENSITIVE = ("pii", "secret")
 
 
-def cli_record_id(where: Any, event: Mapping[str, Any]) -> str:
+def cli_record_id(where: Any, event: Mapping[str, Any] | None) -> str:
     """``FILE:LINE`` of a record read by ``activelabel label`` (``-`` is stdin)."""
     (name, first_line), pos = where
     return f"{name}:{first_line + pos}"
+
+
+def cli_record_ids(wheres: list[Any], events: list[dict[str, Any]] | None) -> Sequence[str]:
+    """``cli_record_id`` of each record of a chunk: ``FILE:`` and line numbers when the chunk is one block."""
+    if not wheres:
+        return []
+    origin = wheres[0][0]
+    if all(where[0] is origin for where in wheres):
+        name, first = origin
+        return NumberedIds(f"{name}:", [first + pos for _, pos in wheres])
+    return [cli_record_id(where, None) for where in wheres]
 
 
 def chain(*observers: Observer | None) -> Observer | None:
@@ -97,15 +113,32 @@ class ShadowRun:
 
 
 class AuditObserver:
-    """Writes each served decision of a chunk to an ``AuditLog`` at the level its policy picks."""
+    """Writes each served decision of a chunk to an ``AuditLog`` at the level its policy picks.
+
+    The record loop hands it either whole Decisions (``__call__``, when it builds them
+    anyway: ``--explain``, a shadow beside it) or, on the bulk path, each record's labels
+    and source codes (``observe_codes``): decisions with the same codes share one
+    ``Outcome``, so a source is looked up once per distinct outcome, not once per record.
+    ``record_ids_of(wheres, events)`` gives a chunk's ids at once (``cli_record_ids``).
+    """
 
     def __init__(self, log: AuditLog, *, door: str, policy: Any, record_id_of: RecordIdOf | None = None,
-                 arm_of: Callable[[Any], str] | None = None) -> None:
+                 arm_of: Callable[[Any], str] | None = None, record_ids_of: RecordIdsOf | None = None) -> None:
         self.log = log
         self.door = door
         self.policy_name = str(policy.metadata.name or "")
         self.record_id_of = record_id_of
+        self.record_ids_of = record_ids_of
         self.arm_of = arm_of
+        self._labeler: Any = None
+        self._sources: list[str] = []
+        self._confidences: list[float] = []
+        self._outcomes: dict[tuple[tuple[str, Any], ...], Outcome] = {}
+
+    @property
+    def needs_values(self) -> bool:
+        """Whether records need events and label values (a level above Metadata), not only source codes."""
+        return self.log.highest_level > AuditLevel.METADATA
 
     def __call__(self, wheres: list[Any], events: list[dict[str, Any]], decisions: list[Any]) -> None:
         record_id_of = self.record_id_of
@@ -115,6 +148,65 @@ class AuditObserver:
               arm_of(where) if arm_of else "stable")
              for where, event, decision in zip(wheres, events, decisions, strict=True)],
             door=self.door, policy_name=self.policy_name)
+
+    def observe_codes(self, labeler: Any, wheres: list[Any], events: list[dict[str, Any]] | None,
+                      labels: list[dict[str, Any]] | None, codes: list[dict[str, Any]]) -> None:
+        """Write a chunk labeled in bulk: ``codes[j]`` indexes ``labeler.source_table()`` per label set.
+
+        The chunk is written as its distinct outcomes (``index_codes``).
+        """
+        index, distinct = index_codes(codes)
+        self.observe_indexed_codes(labeler, wheres, index, distinct, events, labels)
+
+    def observe_indexed_codes(self, labeler: Any, wheres: list[Any], index: list[int], distinct: list[dict[str, Any]],
+                              events: list[dict[str, Any]] | None = None,
+                              labels: list[dict[str, Any]] | None = None) -> None:
+        """Write a chunk whose record ``j`` has the source codes ``distinct[index[j]]``.
+
+        The form labeling workers send (engine/parallel.py): each distinct codes dict once.
+        ``events`` and ``labels`` may be None when ``needs_values`` is False.
+        """
+        if labeler is not self._labeler:
+            table = labeler.source_table()
+            self._labeler = labeler
+            self._sources = [source for source, _label, _conf in table]
+            self._confidences = [conf for _source, _label, conf in table]
+            self._outcomes = {}
+        ids: Sequence[str | None]
+        if self.record_ids_of is not None:
+            ids = self.record_ids_of(wheres, events)
+        elif self.record_id_of is not None:
+            record_id_of = self.record_id_of
+            ids = [record_id_of(w, e) for w, e in zip(wheres, events or [{}] * len(wheres), strict=True)]
+        else:
+            ids = [None] * len(wheres)
+        values = None
+        if events is not None and labels is not None:
+            chunk_events, chunk_labels, confidence = events, labels, self._confidence
+
+            def values(j: int) -> tuple[dict[str, Any], dict[str, Any], dict[str, float]]:
+                return chunk_events[j], chunk_labels[j], confidence(distinct[index[j]])
+
+        arm_of = self.arm_of
+        self.log.log_outcomes(ids, index, [self._outcome(c) for c in distinct], door=self.door,
+                              policy_name=self.policy_name, version=str(labeler.version), values=values,
+                              arm=[arm_of(w) for w in wheres] if arm_of is not None else "stable")
+
+    def _outcome(self, codes: dict[str, Any]) -> Outcome:
+        """The one Outcome of these source codes (made once per distinct codes for the run)."""
+        key = tuple(codes.items())
+        outcome = self._outcomes.get(key)
+        if outcome is None:
+            if len(self._outcomes) > _OUTCOMES_LIMIT:
+                self._outcomes.clear()
+            sources = self._sources
+            outcome = self._outcomes[key] = Outcome(
+                tuple(codes), {name: sources[code if code.__class__ is int else code[0]] for name, code in codes.items()})
+        return outcome
+
+    def _confidence(self, codes: dict[str, Any]) -> dict[str, float]:
+        table = self._confidences
+        return {name: code[1] if code.__class__ is tuple else table[code] for name, code in codes.items()}
 
 
 def open_audit_log(directory: str, *, policy: Any, key_file: str | None = None, level: str | None = None,
@@ -128,8 +220,7 @@ def open_audit_log(directory: str, *, policy: Any, key_file: str | None = None, 
     """
     import yaml
 
-    from activelabel.errors import AuditError
-    from activelabel.governance.audit import AuditLevel, LevelPolicy, LevelRule
+    from activelabel.governance.audit import LevelPolicy, LevelRule
 
     if level is not None and level_policy_file is not None:
         raise AuditError("give --audit-level or --audit-policy, not both")
