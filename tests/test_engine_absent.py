@@ -126,3 +126,19 @@ def test_wrong_types_are_counted_as_failures_in_place_and_decide_as_cel_says():
     assert stats.rule_errors["not-small"] == 2 and stats.rule_absent["not-small"] == 1  # null reads as absent, "2" fails
     assert stats.rule_errors["card-fee"] == 3 and stats.rule_absent["card-fee"] == 1  # "12.50", absent, int
     assert stats.rule_errors["tier"] == 1 and stats.rule_failures["tier"] == 1  # platinum does not fit the enum
+
+
+def test_a_float_value_without_a_json_form_does_not_fit_its_label():
+    """inf and NaN (1e308 * 2.0) are rule errors, not labels written out as null, on the fast and the exact path."""
+    lab = Labeler(load_policy_text("""
+apiVersion: activelabel/v1
+kind: Policy
+metadata: {name: finite}
+labels: {total: {type: float}, spread: {type: float}}
+rules:
+  - {id: total, label: total, value_expr: 'event.x * 2.0'}
+  - {id: spread, label: spread, value_expr: 'event.x * 2.0 - event.x * 2.0'}
+"""))
+    assert lab.label({"x": 1e308}).labels == lab.label_exact({"x": 1e308}) == {}
+    assert lab.label({"x": 2.5}).labels == {"total": 5.0, "spread": 0.0}
+    assert lab.stats().rule_failures == {"total": 1, "spread": 1}

@@ -18,6 +18,8 @@ True
 
 from __future__ import annotations
 
+import math
+
 from bisect import bisect_right
 from collections.abc import Callable, Mapping, Sequence
 from itertools import pairwise
@@ -113,7 +115,11 @@ def convert(label_type: str, value: Any, allowed: Sequence[str] | frozenset[str]
     if label_type == "int":
         return int(value) if isinstance(value, int) and cls is not bool else NO_FIT
     if label_type == "float":
-        return float(value) if isinstance(value, (int, float)) and cls is not bool else NO_FIT
+        if not isinstance(value, (int, float)) or cls is bool:
+            return NO_FIT
+        number = float(value)
+        # inf and NaN have no JSON form: written out they would read back as null
+        return number if -math.inf < number < math.inf else NO_FIT
     return NO_FIT
 
 
@@ -133,7 +139,8 @@ GENERATED_CHECKS: Final[Mapping[str, str]] = {
     "string": "(_y if (_y := {}).__class__ is str else _NOFIT)",
     "bool": "(_y if (_y := {}).__class__ is bool else _NOFIT)",
     "int": "(_y if (_y := {}).__class__ is int else _NOFIT)",
-    "float": "(float(_y) if (_y := {}).__class__ is float or _y.__class__ is int else _NOFIT)",
+    "float": "(_yf if ((_y := {}).__class__ is float or _y.__class__ is int) and -1e309 < (_yf := float(_y)) < 1e309 "
+             "else _NOFIT)",
 }
 
 
