@@ -19,7 +19,6 @@ True
 from __future__ import annotations
 
 import math
-
 from bisect import bisect_right
 from collections.abc import Callable, Mapping, Sequence
 from itertools import pairwise
