@@ -49,6 +49,28 @@ class CardinalityGuard:
         self.overflowed += 1
         return self.overflow_value
 
+    def admit_many(self, values: list[Any]) -> list[Any]:
+        """``admit`` of each value in order (the batch path), in one pass where no window is read.
+
+        Without a window the set only grows until it is full, so the values admitted are the
+        first new ones in order of first appearance, and every other new value overflows.
+        """
+        if self.window is not None:
+            return [self.admit(v) for v in values]  # the clock is read per value, as per event
+        seen = self._seen
+        room = self.limit - len(seen)
+        if room > 0:
+            for v in dict.fromkeys(values):
+                if v not in seen:
+                    seen.add(v)
+                    room -= 1
+                    if room == 0:
+                        break
+        over = self.overflow_value
+        out = [v if v in seen else over for v in values]
+        self.overflowed += sum(1 for v in values if v not in seen)
+        return out
+
     @property
     def distinct(self) -> int:
         """Distinct values admitted in the current window."""
@@ -70,6 +92,16 @@ class DistinctTracker:
         if len(seen) < self.limit:
             seen.add(value)
         return value
+
+    def admit_many(self, values: list[Any]) -> list[Any]:
+        """``admit`` of each value in order: the first distinct values, until the limit."""
+        seen = self._seen
+        if len(seen) < self.limit:
+            for v in dict.fromkeys(values):
+                if len(seen) >= self.limit:
+                    break
+                seen.add(v)
+        return values
 
     @property
     def distinct(self) -> int:

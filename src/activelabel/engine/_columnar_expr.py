@@ -1,0 +1,977 @@
+"""CEL expressions evaluated over a whole batch: one ``Col`` per expression node.
+
+``ExprCompiler.build(ast_node)`` turns a parsed expression into a tree of nodes,
+built once per policy (equal subtrees are shared, so ``event.amount`` read by ten
+rules is read once per batch). ``node.eval(batch)`` gives its value on every row
+as a ``Col`` (engine/_columnar_extract.py): a kind per row (a value of some CEL
+type, or an error, told apart as the exact path does: absent-field errors, whose
+messages say so, from the rest), with typed payloads.
+
+Each node follows the evaluator (cel/_eval.py) step by step: arguments are
+evaluated left to right and the first error is the call's error; ``&&``/``||``
+absorb errors exactly as ``_logic`` does; ``?:`` errors on a condition that is not
+a bool. Numbers, strings and bools are computed with numpy and Polars where the
+result is the same for every value of those kinds; every other row (lists, maps,
+timestamps, ints beyond 2**53, a pattern Polars' regex engine reads differently
+from RE2) is evaluated by the CEL evaluator itself, one small program over the
+row's argument values (``a0 < a1``), remembered per distinct argument tuple. What
+no node expresses (macros, map literals) raises ``Untranslatable`` and the whole
+expression becomes a ``RowNode``: the evaluator per row.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from activelabel import cel
+from activelabel.cel.ast import Call, CreateList, Expr, Ident, Literal, Macro, Select, select_path, walk
+from activelabel.engine._columnar_extract import (
+    K_BOOL,
+    K_DBL,
+    K_ERRA,
+    K_ERRF,
+    K_INT,
+    K_NULL,
+    K_OTHER,
+    K_STR,
+    Col,
+    const_kind,
+)
+from activelabel.engine.exact import is_absent_error
+
+_EXACT_INT = 2**53
+_CMP_OPS = {"_<_": np.less, "_<=_": np.less_equal, "_>_": np.greater, "_>=_": np.greater_equal}
+_CMP_TEXT = {"_<_": "<", "_<=_": "<=", "_>_": ">", "_>=_": ">="}
+_ARITH_TEXT = {"_+_": "+", "_-_": "-", "_*_": "*", "_/_": "/", "_%_": "%"}
+_STRING_FNS = ("startsWith", "endsWith", "contains", "matches")
+_LONG_STRING = 1 << 16  # concatenations longer than this are checked against CEL's size limit by the evaluator
+
+# A regex subset that RE2 (CEL's `matches`) and Rust's regex crate (Polars) read the same
+# way once `\b`, `\d`, `\w`, `\s` are made ASCII for Rust (RE2's are ASCII): ASCII text,
+# groups, alternation, classes, repetition, escaped punctuation. Braces only as `{n}`,
+# `{n,}`, `{n,m}`: RE2 reads `{,m}` as text, Rust as a repetition.
+_SAFE_REGEX = re.compile(
+    r"^(\(\?i\))?(?:[A-Za-z0-9 _\-/:;,'\"=<>!@#%&~`^$.|()*+?]|\{[0-9]+(?:,[0-9]*)?\}|\[(?![:^]?\])(?!:)|\]"
+    r"|\\[.^$|()\[\]{}*+?\\/\-]|\\[bBdDwWsS])*$"
+)
+_ASCII_CLASSES = {"\\b": "(?-u:\\b)", "\\B": "(?-u:\\B)", "\\d": "[0-9]", "\\D": "[^0-9]",
+                  "\\w": "(?-u:\\w)", "\\W": "(?-u:\\W)", "\\s": "(?-u:\\s)", "\\S": "(?-u:\\S)"}
+
+
+class Untranslatable(Exception):
+    """This expression has no node form: it is evaluated per row as a whole."""
+
+
+# ---- the batch an expression is evaluated on ------------------------------------------
+
+
+class Batch:
+    """What nodes read while one batch is evaluated: its columns, labels so far, ``now``."""
+
+    def __init__(self, n: int, paths: dict[tuple[str, ...], Col], now: Any) -> None:
+        self.n = n
+        self.paths = paths  # (root, field, ...) -> the column read from the objects
+        self.labels: dict[str, Col] = {}  # label name -> its value column (unset: K_ERRA)
+        self.now = now
+        self.objects: dict[str, Sequence[Any]] = {}  # root name -> the object per row (events, lookup rows)
+        self.memo: dict[int, Col] = {}
+        self.label_memo: list[tuple[frozenset[str], int]] = []  # (labels read, memo key)
+
+    def set_label(self, name: str, col: Col) -> None:
+        """Label ``name`` is decided: later reads see ``col``, and memos that read it are dropped."""
+        self.labels[name] = col
+        keep = []
+        for deps, key in self.label_memo:
+            if name in deps:
+                self.memo.pop(key, None)
+            else:
+                keep.append((deps, key))
+        self.label_memo = keep
+
+    def bindings(self, i: int, roots: dict[str, Any], labels: Sequence[str] | None) -> dict[str, Any]:
+        """The exact path's bindings for row ``i`` (labels: the ones named, when set; None: every one so far)."""
+        out = {name: get(i) for name, get in roots.items()}
+        got: dict[str, Any] = {}
+        for name in self.labels if labels is None else labels:
+            col = self.labels.get(name)
+            if col is not None and col.kind[i] > K_ERRF:
+                got[name] = col.raw()[i]
+        out["labels"] = got
+        if self.now is not None:
+            out["now"] = self.now
+        return out
+
+
+class Node(ABC):
+    """An expression node; ``eval`` gives its column (memoized per batch).
+
+    ``deps``: the labels it reads, so its memo is dropped when one of them is set
+    (a rule may read a label declared after its own, which is absent until then).
+    """
+
+    __slots__ = ("deps",)
+    deps: frozenset[str]
+
+    def eval(self, b: Batch) -> Col:
+        key = id(self)
+        got = b.memo.get(key)
+        if got is None:
+            got = self.compute(b)
+            b.memo[key] = got
+            if self.deps:
+                b.label_memo.append((self.deps, key))
+        return got
+
+    @abstractmethod
+    def compute(self, b: Batch) -> Col:
+        """This node's column on batch ``b`` (its children through their ``eval``)."""
+
+
+class ConstNode(Node):
+    __slots__ = ("kind", "value")
+
+    def __init__(self, value: Any, kind: int | None = None) -> None:
+        self.value = value
+        self.kind = const_kind(value) if kind is None else kind
+
+    def compute(self, b: Batch) -> Col:
+        return Col(np.full(b.n, self.kind, dtype=np.int8), raw=[self.value] * b.n)
+
+
+class PathNode(Node):
+    __slots__ = ("path",)
+
+    def __init__(self, path: tuple[str, ...]) -> None:
+        self.path = path
+
+    def compute(self, b: Batch) -> Col:
+        return b.paths[self.path]
+
+
+class LabelNode(Node):
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def compute(self, b: Batch) -> Col:
+        got = b.labels.get(self.name)
+        if got is None:  # a label declared later (or never set): absent, as `labels` lacks it
+            return Col(np.zeros(b.n, dtype=np.int8), raw=[None] * b.n)
+        return got
+
+
+class NowNode(Node):
+    __slots__ = ()
+
+    def compute(self, b: Batch) -> Col:
+        return Col(np.full(b.n, K_OTHER, dtype=np.int8), raw=[b.now] * b.n)
+
+
+# ---- booleans -----------------------------------------------------------------------
+
+
+def bool_parts(col: Col) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(true, false, absent-error) rows of ``col`` as an operand of ``&&``, ``||``, ``!`` or ``?:``.
+
+    A value that is not a bool is an error there ("no such overload"), absent when it is null.
+    """
+    kind = col.kind
+    isb = kind == K_BOOL
+    absent = (kind == K_ERRA) | (kind == K_NULL)
+    if not isb.any():
+        return isb, isb, absent
+    v = col.bools()
+    return isb & v, isb & ~v, absent
+
+
+def bool_col(t: np.ndarray, f: np.ndarray, absent: np.ndarray) -> Col:
+    """A boolean column: true rows, false rows, the rest errors (absent where ``absent``)."""
+    kind = np.where(t | f, K_BOOL, np.where(absent, K_ERRA, K_ERRF)).astype(np.int8)
+    return Col(kind, bools=t)
+
+
+class NotNode(Node):
+    __slots__ = ("a",)
+
+    def __init__(self, a: Node) -> None:
+        self.a = a
+
+    def compute(self, b: Batch) -> Col:
+        t, f, ea = bool_parts(self.a.eval(b))
+        return bool_col(f, t, ea)
+
+
+class LogicNode(Node):
+    __slots__ = ("a", "b", "is_and")
+
+    def __init__(self, is_and: bool, a: Node, b: Node) -> None:
+        self.is_and, self.a, self.b = is_and, a, b
+
+    def compute(self, b: Batch) -> Col:
+        at, af, aea = bool_parts(self.a.eval(b))
+        bt, bf, bea = bool_parts(self.b.eval(b))
+        if self.is_and:
+            t, f = at & bt, af | bf
+        else:
+            t, f = at | bt, af & bf
+        a_err = ~(at | af)
+        return bool_col(t, f, np.where(a_err, aea, bea))
+
+
+class CondNode(Node):
+    __slots__ = ("c", "f", "t")
+
+    def __init__(self, c: Node, t: Node, f: Node) -> None:
+        self.c, self.t, self.f = c, t, f
+
+    def compute(self, b: Batch) -> Col:
+        ct, cf, cea = bool_parts(self.c.eval(b))
+        tc, fc = self.t.eval(b), self.f.eval(b)
+        err = np.where(cea, K_ERRA, K_ERRF).astype(np.int8)
+        return merge([(ct, tc), (cf, fc)], err)
+
+
+def merge(parts: list[tuple[np.ndarray, Col]], rest: np.ndarray) -> Col:
+    """Rows of each part's column where its mask holds (first mask wins); ``rest`` kinds elsewhere."""
+    kind = rest.copy()
+    taken = np.zeros(len(rest), dtype=bool)
+    live = []
+    for mask, col in parts:
+        m = mask & ~taken
+        if m.any():
+            kind[m] = col.kind[m]
+            taken |= m
+            live.append((m, col))
+    return _MergedCol(kind, live)
+
+
+class _MergedCol(Col):
+    """A column whose rows come from other columns: payloads gathered from them when asked."""
+
+    __slots__ = ("_parts",)
+
+    def __init__(self, kind: np.ndarray, parts: list[tuple[np.ndarray, Col]]) -> None:
+        super().__init__(kind)
+        self._parts = parts
+
+    def raw(self) -> list[Any]:
+        if self._raw is None:
+            out: list[Any] = [None] * self.n
+            for m, col in self._parts:
+                src = col.raw()
+                for i in np.flatnonzero(m).tolist():
+                    out[i] = src[i]
+            self._raw = out
+        return self._raw
+
+    def num(self) -> np.ndarray:
+        if self._num is None:
+            out = np.zeros(self.n, dtype=np.float64)
+            for m, col in self._parts:
+                if ((col.kind == K_INT) | (col.kind == K_DBL))[m].any():
+                    out[m] = col.num()[m]
+            self._num = out
+        return self._num
+
+    def bools(self) -> np.ndarray:
+        if self._bool is None:
+            out = np.zeros(self.n, dtype=bool)
+            for m, col in self._parts:
+                if (col.kind == K_BOOL)[m].any():
+                    out[m] = col.bools()[m]
+            self._bool = out
+        return self._bool
+
+    def strs(self) -> pl.Series:
+        if self._str is None:
+            out = pl.Series([""] * self.n, dtype=pl.String)
+            for m, col in self._parts:
+                if (col.kind == K_STR)[m].any():
+                    out = col.strs().zip_with(pl.Series(m), out)
+            self._str = out
+        return self._str
+
+
+# ---- exact evaluation of single operations, per row -----------------------------------
+
+_PROGRAMS: dict[str, cel.Program] = {}
+
+
+def _program(text: str) -> cel.Program:
+    prog = _PROGRAMS.get(text)
+    if prog is None:
+        if len(_PROGRAMS) > 10_000:
+            _PROGRAMS.clear()
+        prog = _PROGRAMS[text] = cel.compile(text)
+    return prog
+
+
+def _memo_key(v: Any) -> Any:
+    """A dict key telling apart every value an operation could treat differently (1, 1.0, True, -0.0)."""
+    c = v.__class__
+    if c is str:
+        return v
+    if c is float:
+        return (float, repr(v))
+    if c is list or c is dict:
+        raise TypeError  # unhashable: evaluated without memo
+    return (c, v)
+
+
+def exact_rows(text: str, args: Sequence[Col], rows: np.ndarray, kind: np.ndarray, values: list[Any] | None) -> None:
+    """Evaluate ``text`` (over ``a0``, ``a1``...) on ``rows`` with the CEL evaluator.
+
+    Writes each row's kind into ``kind`` and, when ``values`` is given, its value there.
+    """
+    prog = _program(text)
+    raws = [a.raw() for a in args]
+    names = [f"a{j}" for j in range(len(args))]
+    memo: dict[Any, tuple[int, Any]] = {}
+    for i in rows.tolist():
+        vals = [r[i] for r in raws]
+        try:
+            key: Any = tuple(_memo_key(v) for v in vals)
+            got = memo.get(key)
+        except TypeError:
+            key, got = None, None
+        if got is None:
+            try:
+                v = prog.evaluate(dict(zip(names, vals)))
+            except Exception as exc:  # noqa: BLE001 - a CEL error is a value of the row
+                got = (K_ERRA if is_absent_error(str(exc)) else K_ERRF, None)
+            else:
+                got = (const_kind(v), v)
+            if key is not None:
+                memo[key] = got
+        kind[i] = got[0]
+        if values is not None:
+            values[i] = got[1]
+
+
+def first_error(cols: Sequence[Col], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rows where some argument is an error, the kind of the first such error per row)."""
+    err = np.zeros(n, dtype=bool)
+    kind = np.full(n, K_ERRF, dtype=np.int8)
+    for c in cols:
+        e = (c.kind <= K_ERRF) & ~err
+        if e.any():
+            kind[e] = c.kind[e]
+            err |= e
+    return err, kind
+
+
+class ExactCallNode(Node):
+    """An operation done per row by the evaluator (``size(a0)``, ``a0[a1]``, ``a0.f``), after its arguments."""
+
+    __slots__ = ("args", "text")
+
+    def __init__(self, text: str, args: list[Node]) -> None:
+        self.text, self.args = text, args
+
+    def compute(self, b: Batch) -> Col:
+        cols = [a.eval(b) for a in self.args]
+        err, kind = first_error(cols, b.n)
+        values: list[Any] = [None] * b.n
+        rows = np.flatnonzero(~err)
+        if len(rows):
+            exact_rows(self.text, cols, rows, kind, values)
+        return Col(kind, raw=values)
+
+
+# ---- comparisons ----------------------------------------------------------------------
+
+
+def _kinds(c: Col) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    k = c.kind
+    return (k == K_INT) | (k == K_DBL), k == K_STR, k == K_BOOL, k == K_OTHER
+
+
+def _str_cmp(op: str, a: Col, b: Col, rows: np.ndarray) -> np.ndarray:
+    sa, sb = a.strs(), b.strs()
+    if op == "_==_":
+        got = sa == sb
+    elif op == "_<_":
+        got = sa < sb
+    elif op == "_<=_":
+        got = sa <= sb
+    elif op == "_>_":
+        got = sa > sb
+    else:
+        got = sa >= sb
+    out: np.ndarray = got.to_numpy() & rows
+    return out
+
+
+class CompareNode(Node):
+    """``<``, ``<=``, ``>``, ``>=``: numbers across int and double, strings, bools; else no overload."""
+
+    __slots__ = ("a", "b", "op")
+
+    def __init__(self, op: str, a: Node, b: Node) -> None:
+        self.op, self.a, self.b = op, a, b
+
+    def compute(self, b: Batch) -> Col:
+        ca, cb = self.a.eval(b), self.b.eval(b)
+        n = b.n
+        err, kind = first_error([ca, cb], n)
+        ok = ~err
+        na, sa, ba, oa = _kinds(ca)
+        nb, sb, bb, ob = _kinds(cb)
+        result = np.zeros(n, dtype=bool)
+        done = np.zeros(n, dtype=bool)
+        m = ok & na & nb
+        if m.any():
+            with np.errstate(invalid="ignore"):
+                result |= _CMP_OPS[self.op](ca.num(), cb.num()) & m
+            done |= m
+        m = ok & sa & sb
+        if m.any():
+            result |= _str_cmp(self.op, ca, cb, m)
+            done |= m
+        m = ok & ba & bb
+        if m.any():
+            result |= _CMP_OPS[self.op](ca.bools().astype(np.int8), cb.bools().astype(np.int8)) & m
+            done |= m
+        exotic = ok & ~done & (oa | ob)
+        if exotic.any():
+            vals: list[Any] = [None] * n
+            exact_rows(f"a0 {_CMP_TEXT[self.op]} a1", [ca, cb], np.flatnonzero(exotic), kind, vals)
+            for i in np.flatnonzero(exotic & (kind == K_BOOL)).tolist():
+                result[i] = vals[i]
+            done |= exotic
+            ok = ok & ~(exotic & (kind != K_BOOL))
+        # no overload for the rest: absent when an operand is null
+        rest = ok & ~done
+        if rest.any():
+            kind[rest] = np.where((ca.kind == K_NULL) | (cb.kind == K_NULL), K_ERRA, K_ERRF)[rest]
+        kind[done & ok] = K_BOOL
+        return Col(kind, bools=result)
+
+
+class EqualNode(Node):
+    """``==`` / ``!=``: CEL's heterogeneous equality (never an error on values)."""
+
+    __slots__ = ("a", "b", "negate")
+
+    def __init__(self, negate: bool, a: Node, b: Node) -> None:
+        self.negate, self.a, self.b = negate, a, b
+
+    def compute(self, b: Batch) -> Col:
+        ca, cb = self.a.eval(b), self.b.eval(b)
+        n = b.n
+        err, kind = first_error([ca, cb], n)
+        ok = ~err
+        result = _equal(ca, cb, ok, n)
+        if self.negate:
+            result = ~result & ok
+        kind[ok] = K_BOOL
+        return Col(kind, bools=result)
+
+
+def _equal(ca: Col, cb: Col, ok: np.ndarray, n: int) -> np.ndarray:
+    """CEL ``a == b`` on the rows ``ok`` (neither an error)."""
+    na, sa, ba, oa = _kinds(ca)
+    nb, sb, bb, ob = _kinds(cb)
+    result = np.zeros(n, dtype=bool)
+    m = ok & na & nb
+    if m.any():
+        result |= (ca.num() == cb.num()) & m
+    m = ok & sa & sb
+    if m.any():
+        result |= _str_cmp("_==_", ca, cb, m)
+    m = ok & ba & bb
+    if m.any():
+        result |= (ca.bools() == cb.bools()) & m
+    m = ok & (ca.kind == K_NULL) & (cb.kind == K_NULL)
+    result |= m
+    exotic = ok & (oa | ob)
+    if exotic.any():
+        kind = np.zeros(n, dtype=np.int8)
+        vals: list[Any] = [None] * n
+        exact_rows("a0 == a1", [ca, cb], np.flatnonzero(exotic), kind, vals)
+        for i in np.flatnonzero(exotic).tolist():
+            result[i] = vals[i] is True
+    return result
+
+
+class InListNode(Node):
+    """``x in [literal, ...]``: equality with any element."""
+
+    __slots__ = ("a", "items")
+
+    def __init__(self, a: Node, items: list[Any]) -> None:
+        self.a, self.items = a, items
+
+    def compute(self, b: Batch) -> Col:
+        ca = self.a.eval(b)
+        n = b.n
+        kind = ca.kind
+        ok = kind > K_ERRF
+        result = np.zeros(n, dtype=bool)
+        na, sa, ba, oa = _kinds(ca)
+        nums = [float(v) for v in self.items if v.__class__ in (int, float)]
+        strs = [v for v in self.items if v.__class__ is str]
+        bools = [v for v in self.items if v.__class__ is bool]
+        if nums and (m := ok & na).any():
+            result |= np.isin(ca.num(), nums) & m
+        if strs and (m := ok & sa).any():
+            col = ca.strs()
+            if len(strs) <= 8:
+                hit = np.zeros(n, dtype=bool)
+                for v in strs:
+                    hit |= (col == v).to_numpy()
+            else:
+                hit = col.is_in(strs).to_numpy()
+            result |= hit & m
+        if bools and (m := ok & ba).any():
+            result |= np.isin(ca.bools(), bools) & m
+        if any(v is None for v in self.items):
+            result |= ok & (kind == K_NULL)
+        exotic = ok & oa
+        if exotic.any():
+            lst = Col.const(list(self.items), n)
+            k2 = np.zeros(n, dtype=np.int8)
+            vals: list[Any] = [None] * n
+            exact_rows("a0 in a1", [ca, lst], np.flatnonzero(exotic), k2, vals)
+            for i in np.flatnonzero(exotic).tolist():
+                result[i] = vals[i] is True
+        out = kind.copy()
+        out[ok] = K_BOOL
+        return Col(out, bools=result)
+
+
+class HasNode(Node):
+    """``has(root.a.b)``: true when present, false when the parent map lacks the key, else an error."""
+
+    __slots__ = ("path",)
+
+    def __init__(self, path: tuple[str, ...]) -> None:
+        self.path = path
+
+    def compute(self, b: Batch) -> Col:
+        col = b.paths[self.path]
+        kind = col.kind
+        absent = kind == K_ERRA
+        nokey = col.nokey() if absent.any() else absent
+        t = ~absent
+        # a parent that is absent or not a map: `no such key` / `does not support field selection`
+        return bool_col(t, nokey, absent)
+
+
+class LabelHasNode(Node):
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def compute(self, b: Batch) -> Col:
+        got = b.labels.get(self.name)
+        t = np.zeros(b.n, dtype=bool) if got is None else got.kind > K_ERRF
+        return bool_col(t, ~t, t)
+
+
+# ---- strings --------------------------------------------------------------------------
+
+
+def polars_regex(pattern: str) -> str | None:
+    """``pattern`` for Polars when its reading there is RE2's, else None."""
+    if not _SAFE_REGEX.match(pattern):
+        return None
+    out = pattern
+    for k, v in _ASCII_CLASSES.items():
+        out = out.replace(k, v)
+    try:
+        pl.Series(["x"]).str.contains(out)
+    except Exception:  # noqa: BLE001 - Rust's regex refuses it: RE2 per value
+        return None
+    return out
+
+
+class StringFnNode(Node):
+    """``s.startsWith(lit)``, ``endsWith``, ``contains``, ``matches``: Polars on strings, per row otherwise."""
+
+    __slots__ = ("arg", "fn", "rx", "target", "text")
+
+    def __init__(self, fn: str, target: Node, arg: str, text: str) -> None:
+        self.fn, self.target, self.arg, self.text = fn, target, arg, text
+        self.rx = polars_regex(arg) if fn == "matches" else None
+
+    def compute(self, b: Batch) -> Col:
+        col = self.target.eval(b)
+        n = b.n
+        kind = col.kind.copy()
+        isstr = kind == K_STR
+        result = np.zeros(n, dtype=bool)
+        if isstr.any():
+            result = self._on_strings(col, isstr)
+        # not a string: no such overload (absent for null); lists, maps... per row
+        other = (kind == K_OTHER)
+        if other.any():
+            vals: list[Any] = [None] * n
+            exact_rows(self.text, [col, Col.const(self.arg, n)], np.flatnonzero(other), kind, vals)
+            for i in np.flatnonzero(other & (kind == K_BOOL)).tolist():
+                result[i] = vals[i]
+        rest = (kind > K_ERRF) & ~isstr & ~other
+        kind[rest & (kind == K_NULL)] = K_ERRA
+        kind[rest & (kind != K_ERRA)] = K_ERRF
+        kind[isstr] = K_BOOL
+        return Col(kind, bools=result & (kind == K_BOOL))
+
+    def _on_strings(self, col: Col, isstr: np.ndarray) -> np.ndarray:
+        fn, arg = self.fn, self.arg
+        if fn != "matches" or self.rx is not None:
+            s = col.strs()
+            if fn == "startsWith":
+                got = s.str.starts_with(arg)
+            elif fn == "endsWith":
+                got = s.str.ends_with(arg)
+            elif fn == "contains":
+                got = s.str.contains(arg, literal=True)
+            else:
+                got = s.str.contains(self.rx, literal=False, strict=True)  # type: ignore[arg-type]
+            hits: np.ndarray = got.to_numpy() & isstr
+            return hits
+        # RE2 itself, once per distinct string
+        match = cel.regex_matcher(arg)
+        raw = col.raw()
+        memo: dict[str, bool] = {}
+        out = np.zeros(col.n, dtype=bool)
+        for i in np.flatnonzero(isstr).tolist():
+            v = raw[i]
+            got_b = memo.get(v)
+            if got_b is None:
+                got_b = memo[v] = bool(match(v))
+            out[i] = got_b
+        return out
+
+
+# ---- arithmetic -----------------------------------------------------------------------
+
+
+class ArithNode(Node):
+    """``+ - * / %``: doubles with doubles and ints with ints in numpy, the rest per row."""
+
+    __slots__ = ("a", "b", "op")
+
+    def __init__(self, op: str, a: Node, b: Node) -> None:
+        self.op, self.a, self.b = op, a, b
+
+    def compute(self, b: Batch) -> Col:
+        ca, cb = self.a.eval(b), self.b.eval(b)
+        n = b.n
+        op = self.op
+        err, kind = first_error([ca, cb], n)
+        ok = ~err
+        num = np.zeros(n, dtype=np.float64)
+        done = np.zeros(n, dtype=bool)
+        dd = ok & (ca.kind == K_DBL) & (cb.kind == K_DBL)
+        if dd.any() and op != "_%_":
+            x, y = ca.num(), cb.num()
+            with np.errstate(all="ignore"):
+                got = {"_+_": np.add, "_-_": np.subtract, "_*_": np.multiply, "_/_": np.divide}[op](x, y)
+            num[dd] = got[dd]
+            kind[dd] = K_DBL
+            done |= dd
+        ii = ok & (ca.kind == K_INT) & (cb.kind == K_INT)
+        if ii.any():
+            x, y = ca.num(), cb.num()
+            with np.errstate(all="ignore"):
+                if op in ("_+_", "_-_"):
+                    got = x + y if op == "_+_" else x - y
+                    fits = ii & (np.abs(got) < _EXACT_INT)
+                elif op == "_*_":
+                    got = x * y
+                    fits = ii & (np.abs(got) < _EXACT_INT)
+                else:  # truncating division and C-style modulus, by exact int64
+                    xi, yi = x.astype(np.int64), y.astype(np.int64)
+                    nz = yi != 0
+                    safe = np.where(nz, yi, 1)
+                    q = np.abs(xi) // np.abs(safe)
+                    if op == "_/_":
+                        got = np.where((xi < 0) != (safe < 0), -q, q).astype(np.float64)
+                    else:
+                        r = np.abs(xi) % np.abs(safe)
+                        got = np.where(xi < 0, -r, r).astype(np.float64)
+                    fits = ii & nz
+            num[fits] = got[fits]
+            kind[fits] = K_INT
+            done |= fits
+        vals: list[Any] | None = None
+        valued = np.zeros(n, dtype=bool)
+        if op == "_+_":
+            ss = ok & (ca.kind == K_STR) & (cb.kind == K_STR)
+            if ss.any():
+                vals = [None] * n
+                ra, rb = ca.raw(), cb.raw()
+                for i in np.flatnonzero(ss).tolist():
+                    joined = ra[i] + rb[i]
+                    if len(joined) <= _LONG_STRING:  # longer: the evaluator checks CEL's size limit
+                        vals[i] = joined
+                        kind[i] = K_STR
+                        done[i] = valued[i] = True
+        rest = ok & ~done
+        if rest.any():
+            # no overload between these kinds (absent when one is null); lists, timestamps...: per row
+            same = ii | (ok & (ca.kind == K_STR) & (cb.kind == K_STR) & (op == "_+_"))
+            plain = rest & ~same & (ca.kind != K_OTHER) & (cb.kind != K_OTHER)
+            if plain.any():
+                kind[plain] = np.where((ca.kind == K_NULL) | (cb.kind == K_NULL), K_ERRA, K_ERRF)[plain]
+                rest &= ~plain
+        if rest.any():
+            if vals is None:
+                vals = [None] * n
+            exact_rows(f"a0 {_ARITH_TEXT[op]} a1", [ca, cb], np.flatnonzero(rest), kind, vals)
+            valued |= rest
+        if vals is None:
+            return Col(kind, num=num)
+        return _with_values(kind, num, done & ~valued, vals)
+
+
+def _with_values(kind: np.ndarray, num: np.ndarray, numeric: np.ndarray, vals: list[Any]) -> Col:
+    """A column of Python values ``vals``, with the ``numeric`` rows filled in from ``num``."""
+    for i in np.flatnonzero(numeric).tolist():
+        vals[i] = int(num[i]) if kind[i] == K_INT else float(num[i])
+    return Col(kind, raw=vals)
+
+
+class NegNode(Node):
+    __slots__ = ("a",)
+
+    def __init__(self, a: Node) -> None:
+        self.a = a
+
+    def compute(self, b: Batch) -> Col:
+        ca = self.a.eval(b)
+        kind = ca.kind.copy()
+        isnum = (kind == K_INT) | (kind == K_DBL)
+        num = np.where(isnum, -ca.num(), 0.0) if isnum.any() else np.zeros(b.n)
+        rest = (kind > K_ERRF) & ~isnum
+        plain = rest & (kind != K_OTHER)
+        if plain.any():
+            kind[plain] = np.where(kind == K_NULL, K_ERRA, K_ERRF)[plain]
+            rest &= ~plain
+        if rest.any():
+            vals: list[Any] = [None] * b.n
+            exact_rows("-a0", [ca], np.flatnonzero(rest), kind, vals)
+            return _with_values(kind, num, isnum, vals)
+        return Col(kind, num=num)
+
+
+# ---- whole expressions per row --------------------------------------------------------
+
+
+class RowNode(Node):
+    """A whole expression evaluated per row by the CEL evaluator (macros, maps, comprehension variables)."""
+
+    __slots__ = ("labels", "prog", "roots")
+
+    def __init__(self, prog: cel.Program, roots: dict[str, Callable[[Batch], Callable[[int], Any]]],
+                 labels: list[str] | None) -> None:
+        self.prog, self.roots, self.labels = prog, roots, labels
+
+    def compute(self, b: Batch) -> Col:
+        n = b.n
+        kind = np.zeros(n, dtype=np.int8)
+        values: list[Any] = [None] * n
+        getters = {name: make(b) for name, make in self.roots.items()}
+        evaluate = self.prog.evaluate
+        for i in range(n):
+            try:
+                v = evaluate(b.bindings(i, getters, self.labels))
+            except Exception as exc:  # noqa: BLE001 - a CEL error is a value of the row
+                kind[i] = K_ERRA if is_absent_error(str(exc)) else K_ERRF
+            else:
+                kind[i] = const_kind(v)
+                values[i] = v
+        return Col(kind, raw=values)
+
+
+# ---- building -------------------------------------------------------------------------
+
+
+def _key(n: Expr) -> Any:
+    """A structural key: equal keys are the same expression."""
+    if isinstance(n, Literal):
+        v = n.value
+        return ("lit", v.__class__.__name__, repr(v))
+    if isinstance(n, Ident):
+        return ("id", n.name)
+    if isinstance(n, Select):
+        return ("sel", n.test_only, n.field, _key(n.operand))
+    if isinstance(n, Call):
+        return ("call", n.function, None if n.target is None else _key(n.target), tuple(_key(a) for a in n.args))
+    if isinstance(n, CreateList):
+        return ("list", tuple(_key(e) for e in n.elements))
+    raise Untranslatable
+
+
+def _is_ident(name: str) -> bool:
+    return name.isidentifier() and name not in _RESERVED
+
+
+_RESERVED = frozenset({"true", "false", "null", "in", "as", "break", "const", "continue", "else", "for", "function",
+                       "if", "import", "let", "loop", "package", "namespace", "return", "var", "void", "while"})
+
+
+class ExprCompiler:
+    """Builds nodes for the expressions of one policy, sharing equal subtrees.
+
+    ``roots``: the CEL names rules see (``event``, each enricher, ``labels``, ``now``);
+    paths under ``event`` and the enrichers are read from objects (``paths`` collects them).
+    """
+
+    def __init__(self, object_roots: set[str], uses_now: bool) -> None:
+        self.object_roots = object_roots
+        self.uses_now = uses_now
+        self.paths: dict[tuple[str, ...], None] = {}
+        self._nodes: dict[Any, Node] = {}
+
+    def build(self, n: Expr) -> Node:
+        key = _key(n)
+        got = self._nodes.get(key)
+        if got is None:
+            got = self._build(n)
+            got.deps = self.label_reads(n)
+            self._nodes[key] = got
+        return got
+
+    def label_reads(self, n: Expr) -> frozenset[str]:
+        """The labels expression ``n`` reads (``labels.x``, ``has(labels.x)``)."""
+        out = set()
+        for node in walk(n):
+            if isinstance(node, Select) and node.test_only:
+                base = self._path(node.operand)
+                if base == ("labels",):
+                    out.add(node.field)
+                continue
+            p = self._path(node)
+            if p is not None and p[0] == "labels" and len(p) > 1:
+                out.add(p[1])
+        return frozenset(out)
+
+    def _path(self, n: Expr) -> tuple[str, ...] | None:
+        got = select_path(n)
+        if got is None:
+            return None
+        root = got[1][0].lstrip(".")
+        return (root, *got[1][1:])
+
+    def _build(self, n: Expr) -> Node:
+        if isinstance(n, Literal):
+            return ConstNode(n.value)
+        if isinstance(n, CreateList):
+            if all(isinstance(e, Literal) for e in n.elements):
+                return ConstNode([e.value for e in n.elements])  # type: ignore[attr-defined]
+            raise Untranslatable
+        if isinstance(n, Select) and n.test_only:
+            base = self._path(n.operand)
+            if base is None:
+                raise Untranslatable
+            if base[0] == "labels" and len(base) == 1:
+                return LabelHasNode(n.field)
+            if base[0] in self.object_roots:
+                tested = (*base, n.field)
+                self.paths[tested] = None
+                return HasNode(tested)
+            raise Untranslatable
+        path = self._path(n)
+        if path is not None:
+            root = path[0]
+            if root == "now" and len(path) == 1 and self.uses_now:
+                return NowNode()
+            if root == "labels" and len(path) >= 2:
+                node: Node = LabelNode(path[1])
+                for f in path[2:]:
+                    if not _is_ident(f):
+                        raise Untranslatable
+                    node = ExactCallNode(f"a0.{f}", [node])
+                return node
+            if root in self.object_roots and len(path) >= 2:
+                self.paths[path] = None
+                return PathNode(path)
+            raise Untranslatable
+        if isinstance(n, Select):
+            if not _is_ident(n.field):
+                raise Untranslatable
+            return ExactCallNode(f"a0.{n.field}", [self.build(n.operand)])
+        if isinstance(n, Macro) or not isinstance(n, Call):
+            raise Untranslatable
+        return self._call(n)
+
+    def _call(self, n: Call) -> Node:
+        f = n.function
+        args = n.args
+        if n.target is None:
+            if f in ("_&&_", "_||_") and len(args) == 2:
+                return LogicNode(f == "_&&_", self.build(args[0]), self.build(args[1]))
+            if f == "!_" and len(args) == 1:
+                return NotNode(self.build(args[0]))
+            if f == "_?_:_" and len(args) == 3:
+                return CondNode(*(self.build(a) for a in args))
+            if f in ("_==_", "_!=_") and len(args) == 2:
+                return EqualNode(f == "_!=_", self.build(args[0]), self.build(args[1]))
+            if f in _CMP_OPS and len(args) == 2:
+                return CompareNode(f, self.build(args[0]), self.build(args[1]))
+            if f in _ARITH_TEXT and len(args) == 2:
+                return ArithNode(f, self.build(args[0]), self.build(args[1]))
+            if f == "-_" and len(args) == 1:
+                return NegNode(self.build(args[0]))
+            if f == "@in" and len(args) == 2 and isinstance(args[1], CreateList) and all(
+                    isinstance(e, Literal) and (e.value is None or e.value.__class__ in (bool, int, float, str))
+                    for e in args[1].elements):
+                items = [e.value for e in args[1].elements]  # type: ignore[attr-defined]
+                if all(v.__class__ is not int or -_EXACT_INT < v < _EXACT_INT for v in items):
+                    return InListNode(self.build(args[0]), items)
+            if f == "matches" and len(args) == 2 and isinstance(args[1], Literal) and args[1].value.__class__ is str:
+                return StringFnNode(f, self.build(args[0]), args[1].value, "matches(a0, a1)")
+        elif f in _STRING_FNS and len(args) == 1 and isinstance(args[0], Literal) and args[0].value.__class__ is str:
+            return StringFnNode(f, self.build(n.target), args[0].value, f"a0.{f}(a1)")
+        text = _call_text(n)
+        nodes = ([self.build(n.target)] if n.target is not None else []) + [self.build(a) for a in args]
+        if all(isinstance(a, ConstNode) for a in nodes):
+            # constant arguments (`duration("720h")`): evaluated once, here
+            for a in nodes:
+                if a.kind <= K_ERRF:  # type: ignore[attr-defined]
+                    return ConstNode(None, a.kind)  # type: ignore[attr-defined]
+            kind = np.zeros(1, dtype=np.int8)
+            vals: list[Any] = [None]
+            exact_rows(text, [Col.const(a.value, 1) for a in nodes], np.zeros(1, dtype=np.int64), kind, vals)  # type: ignore[attr-defined]
+            return ConstNode(vals[0], int(kind[0]))
+        return ExactCallNode(text, nodes)
+
+
+def _call_text(n: Call) -> str:
+    """The CEL text of call ``n`` over arguments ``a0``, ``a1``... (target first)."""
+    f = n.function
+    k = len(n.args) + (n.target is not None)
+    names = [f"a{j}" for j in range(k)]
+    if n.target is not None:
+        if not _is_ident(f):
+            raise Untranslatable
+        return f"a0.{f}({', '.join(names[1:])})"
+    if f == "_[_]" and k == 2:
+        return "a0[a1]"
+    if f == "@in" and k == 2:
+        return "a0 in a1"
+    if f in _CMP_TEXT and k == 2:
+        return f"a0 {_CMP_TEXT[f]} a1"
+    if f in _ARITH_TEXT and k == 2:
+        return f"a0 {_ARITH_TEXT[f]} a1"
+    if f == "-_" and k == 1:
+        return "-a0"
+    if f == "!_" and k == 1:
+        return "!a0"
+    if not all(_is_ident(part) for part in f.split(".")) or f.startswith("_"):
+        raise Untranslatable
+    return f"{f}({', '.join(names)})"
+
+
+__all__ = ["Batch", "Col", "ExprCompiler", "Node", "RowNode", "Untranslatable", "bool_col", "bool_parts",
+           "exact_rows"]
