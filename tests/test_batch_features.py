@@ -271,3 +271,26 @@ def test_enrichment_misses_are_absent_reads_not_failures(tables: Path) -> None:
     stats = batched.stats()
     assert stats.rule_errors["size"] == stats.rule_absent["size"] + 3  # "x" > 10 fails on b's rows
     assert stats.label_set == {"tier": 12, "vip": 12}
+
+
+def test_vote_and_max_confidence_ties_resolve_as_per_event(tables: Path) -> None:
+    """Equal vote totals go to the value whose rule matched first, equal confidences to the earlier rule."""
+    text = yaml.safe_dump({
+        "apiVersion": "activelabel/v1", "kind": "Policy", "metadata": {"name": "ties"},
+        "labels": {"v": {"type": "enum", "values": ["a", "b", "c"], "resolve": "vote"},
+                   "m": {"type": "enum", "values": ["a", "b"], "resolve": "max_confidence", "default": "a"}},
+        "rules": [{"id": "v1", "label": "v", "value": "a", "confidence": 0.5, "when": "event.n > 1"},
+                  {"id": "v2", "label": "v", "value": "b", "confidence": 0.5, "when": "event.n > 0"},
+                  {"id": "v3", "label": "v", "value": "b", "confidence": 0.25, "when": "event.n > 2"},
+                  {"id": "v4", "label": "v", "value": "c", "confidence": 0.25, "when": "event.n > 2"},
+                  {"id": "m1", "label": "m", "value": "b", "confidence": 0.5, "when": "event.n > 1"},
+                  {"id": "m2", "label": "m", "value": "a", "confidence": 0.5, "when": "event.n > 0"}],
+    })
+    path = tables / "ties.yaml"
+    path.write_text(text)
+    batch = [{"n": n} for n in (0, 1, 2, 3, 5)] + [{}, {"n": "x"}]
+    batched = assert_batch_equals_per_event(load_policy(path), [batch])
+    with mock.patch.object(labeler_module, "COLUMNAR_MIN_BATCH", 1):
+        got = [d.labels for d in batched.label_batch([{"n": 2}, {"n": 3}])]
+    assert got == [{"v": "a", "m": "b"}, {"v": "b", "m": "b"}]
+    assert batched.stats().conflicts == {"v": 5, "m": 5}
