@@ -34,6 +34,9 @@ _OTHER = [
     'now - timestamp(event.ts) > duration("1h")', "event.tags[0] == 1", "event.obj.x % 2 == 1", "size(event.tags) > 0",
     'event.s.split("/")[0] == "a"', "event.s == event.obj.name", "event.n < event.f", "event.obj == {}",
     "event.n / 2 >= 1", "event.f - 1.0 < event.n",
+    "event.items.exists(i, has(i.x) && i.x > 1)", 'event.items.all(i, i.name.startsWith("a"))',
+    "event.items.exists_one(i, i.x == event.n)", 'event.obj.exists(k, k == "x")', "event.tags.all(t, t != labels.l0)",
+    "size(event.items) == 2 && event.items[1].x == 2", "event.items.exists(i, i.x == 1) || event.tags.exists(t, t == 1)",
 ]
 
 
@@ -167,6 +170,7 @@ feature_events = st.fixed_dictionaries({}, optional={
     "ts": st.one_of(st.sampled_from(["2026-01-02T11:30:00Z", "2025-12-01T00:00:00Z", "2027-01-01T00:00:00+02:00",
                                      "not a time", "2026-01-02"]), st.integers(0, 2)),
     "tags": st.one_of(st.lists(st.sampled_from(["a", 1, "b"]), max_size=3), st.just("a")),
+    "items": st.one_of(st.lists(_OBJ, max_size=3), st.lists(_ANY, max_size=2), st.none()),
 })
 
 

@@ -31,6 +31,7 @@ import polars as pl
 
 from activelabel import cel
 from activelabel.cel.ast import Call, CreateList, Expr, Ident, Literal, Macro, Select, select_path, walk
+from activelabel.cel.emit import PythonEmitter
 from activelabel.engine._columnar_extract import (
     K_BOOL,
     K_DBL,
@@ -42,6 +43,7 @@ from activelabel.engine._columnar_extract import (
     K_STR,
     Col,
     const_kind,
+    make_extractor,
 )
 from activelabel.engine.exact import is_absent_error
 
@@ -117,6 +119,22 @@ class Node(ABC):
 
     __slots__ = ("deps",)
     deps: frozenset[str]
+    kids: tuple[str, ...] = ()  # the slots holding child nodes (a node, or a list of nodes)
+
+    def children(self) -> list[Node]:
+        out: list[Node] = []
+        for name in self.kids:
+            got = getattr(self, name)
+            out += got if isinstance(got, list) else [got]
+        return out
+
+    def replace_child(self, old: Node, new: Node) -> None:
+        for name in self.kids:
+            got = getattr(self, name)
+            if isinstance(got, list):
+                setattr(self, name, [new if c is old else c for c in got])
+            elif got is old:
+                setattr(self, name, new)
 
     def eval(self, b: Batch) -> Col:
         key = id(self)
@@ -199,6 +217,7 @@ def bool_col(t: np.ndarray, f: np.ndarray, absent: np.ndarray) -> Col:
 
 class NotNode(Node):
     __slots__ = ("a",)
+    kids = ("a",)
 
     def __init__(self, a: Node) -> None:
         self.a = a
@@ -210,6 +229,7 @@ class NotNode(Node):
 
 class LogicNode(Node):
     __slots__ = ("a", "b", "is_and")
+    kids = ("a", "b")
 
     def __init__(self, is_and: bool, a: Node, b: Node) -> None:
         self.is_and, self.a, self.b = is_and, a, b
@@ -227,6 +247,7 @@ class LogicNode(Node):
 
 class CondNode(Node):
     __slots__ = ("c", "f", "t")
+    kids = ("c", "t", "f")
 
     def __init__(self, c: Node, t: Node, f: Node) -> None:
         self.c, self.t, self.f = c, t, f
@@ -301,16 +322,31 @@ class _MergedCol(Col):
 
 # ---- exact evaluation of single operations, per row -----------------------------------
 
-_PROGRAMS: dict[str, cel.Program] = {}
+_PROGRAMS: dict[str, tuple[cel.Program, Callable[..., Any]]] = {}
 
 
-def _program(text: str) -> cel.Program:
-    prog = _PROGRAMS.get(text)
-    if prog is None:
+def _program(text: str, arity: int) -> tuple[cel.Program, Callable[..., Any]]:
+    """The CEL program of ``text`` over ``a0``, ``a1``..., and its Python form (cel.emit).
+
+    The Python form's value is CEL's whenever it returns; when it raises, the program decides.
+    """
+    got = _PROGRAMS.get(text)
+    if got is None:
         if len(_PROGRAMS) > 10_000:
             _PROGRAMS.clear()
-        prog = _PROGRAMS[text] = cel.compile(text)
-    return prog
+        prog = cel.compile(text)
+        names = [f"a{j}" for j in range(arity)]
+        ns: dict[str, Any] = {}
+        em = PythonEmitter(ns, roots={name: name for name in names})
+        src = em.emit(prog.ast)
+        body = [line for name in names for line in em.prologue(name)]
+        code = f"def fast({', '.join(names)}):\n" + "".join(f"    {line}\n" for line in body) + f"    return {src}\n"
+        exec(compile(code, f"<activelabel columnar {text}>", "exec"), ns)  # noqa: S102 - emitted from a parsed CEL text
+        got = _PROGRAMS[text] = (prog, ns["fast"])
+    return got
+
+
+_UNHASHABLE = (list, dict)
 
 
 def _memo_key(v: Any) -> Any:
@@ -326,26 +362,33 @@ def _memo_key(v: Any) -> Any:
 
 
 def exact_rows(text: str, args: Sequence[Col], rows: np.ndarray, kind: np.ndarray, values: list[Any] | None) -> None:
-    """Evaluate ``text`` (over ``a0``, ``a1``...) on ``rows`` with the CEL evaluator.
+    """Evaluate ``text`` (over ``a0``, ``a1``...) on ``rows`` exactly, once per distinct argument tuple.
 
     Writes each row's kind into ``kind`` and, when ``values`` is given, its value there.
     """
-    prog = _program(text)
+    prog, fast = _program(text, len(args))
     raws = [a.raw() for a in args]
     names = [f"a{j}" for j in range(len(args))]
     memo: dict[Any, tuple[int, Any]] = {}
+    single = raws[0] if len(raws) == 1 else None
     for i in rows.tolist():
-        vals = [r[i] for r in raws]
-        try:
-            key: Any = tuple(_memo_key(v) for v in vals)
+        vals = [single[i]] if single is not None else [r[i] for r in raws]
+        if any(v.__class__ in _UNHASHABLE for v in vals):
+            key: Any = None
+            got = None
+        else:
+            key = _memo_key(vals[0]) if single is not None else tuple(_memo_key(v) for v in vals)
             got = memo.get(key)
-        except TypeError:
-            key, got = None, None
         if got is None:
             try:
-                v = prog.evaluate(dict(zip(names, vals)))
-            except Exception as exc:  # noqa: BLE001 - a CEL error is a value of the row
-                got = (K_ERRA if is_absent_error(str(exc)) else K_ERRF, None)
+                v = fast(*vals)
+            except Exception:  # noqa: BLE001 - the Python form cannot decide: the evaluator does
+                try:
+                    v = prog.evaluate(dict(zip(names, vals)))
+                except Exception as exc:  # noqa: BLE001 - a CEL error is a value of the row
+                    got = (K_ERRA if is_absent_error(str(exc)) else K_ERRF, None)
+                else:
+                    got = (const_kind(v), v)
             else:
                 got = (const_kind(v), v)
             if key is not None:
@@ -371,6 +414,7 @@ class ExactCallNode(Node):
     """An operation done per row by the evaluator (``size(a0)``, ``a0[a1]``, ``a0.f``), after its arguments."""
 
     __slots__ = ("args", "text")
+    kids = ("args",)
 
     def __init__(self, text: str, args: list[Node]) -> None:
         self.text, self.args = text, args
@@ -383,6 +427,124 @@ class ExactCallNode(Node):
         if len(rows):
             exact_rows(self.text, cols, rows, kind, values)
         return Col(kind, raw=values)
+
+
+class IndexNode(Node):
+    """``a[i]``: a list with an int in range, or a map with a string key it has, read directly; the rest exactly."""
+
+    __slots__ = ("a", "b")
+    kids = ("a", "b")
+
+    def __init__(self, a: Node, b: Node) -> None:
+        self.a, self.b = a, b
+
+    def compute(self, b: Batch) -> Col:
+        ca, cb = self.a.eval(b), self.b.eval(b)
+        n = b.n
+        err, kind = first_error([ca, cb], n)
+        values: list[Any] = [None] * n
+        rest = ~err
+        cand = rest & (ca.kind == K_OTHER) & ((cb.kind == K_INT) | (cb.kind == K_STR))
+        if cand.any():
+            ra, rb = ca.raw(), cb.raw()
+            for i in np.flatnonzero(cand).tolist():
+                c, k = ra[i], rb[i]
+                if (c.__class__ is list and k.__class__ is int and 0 <= k < len(c)) or (c.__class__ is dict and k.__class__ is str and k in c):
+                    values[i] = c[k]
+                else:
+                    continue
+                rest[i] = False
+        if rest.any():
+            exact_rows("a0[a1]", [ca, cb], np.flatnonzero(rest), kind, values)
+        return _computed(kind, values, ~err & ~rest)
+
+
+class SelectNode(Node):
+    """``a.f`` on a computed map: its value, or an absent read when the map lacks the key; the rest exactly."""
+
+    __slots__ = ("a", "field")
+    kids = ("a",)
+
+    def __init__(self, a: Node, field: str) -> None:
+        self.a, self.field = a, field
+
+    def compute(self, b: Batch) -> Col:
+        ca = self.a.eval(b)
+        n = b.n
+        kind = ca.kind.copy()
+        values: list[Any] = [None] * n
+        ok = kind > K_ERRF
+        found = np.zeros(n, dtype=bool)
+        maps = ok & (kind == K_OTHER)
+        f = self.field
+        if maps.any():
+            ra = ca.raw()
+            for i in np.flatnonzero(maps).tolist():
+                c = ra[i]
+                if c.__class__ is dict:
+                    if f in c:
+                        values[i] = c[f]
+                        found[i] = True
+                    else:
+                        kind[i] = K_ERRA  # no such key
+                        ok[i] = False
+        rest = ok & ~found
+        if rest.any():
+            exact_rows(f"a0.{f}", [ca], np.flatnonzero(rest), kind, values)
+        return _computed(kind, values, found)
+
+
+class SizeNode(Node):
+    """``size(x)``: code points of a string, elements of a list or map; no overload otherwise."""
+
+    __slots__ = ("a",)
+    kids = ("a",)
+
+    def __init__(self, a: Node) -> None:
+        self.a = a
+
+    def compute(self, b: Batch) -> Col:
+        ca = self.a.eval(b)
+        kind = ca.kind.copy()
+        num = np.zeros(b.n, dtype=np.float64)
+        isstr = kind == K_STR
+        if isstr.any():
+            num[isstr] = ca.strs().str.len_chars().to_numpy()[isstr]
+        other = kind == K_OTHER
+        if other.any():
+            ra = ca.raw()
+            rows = np.flatnonzero(other)
+            sized = [ra[i] for i in rows.tolist()]
+            if all(v.__class__ in _UNHASHABLE for v in sized):
+                num[rows] = list(map(len, sized))
+                kind[rows] = K_INT
+            else:
+                values: list[Any] = [None] * b.n
+                exact_rows("size(a0)", [ca], rows, kind, values)
+                for i in rows.tolist():
+                    if kind[i] == K_INT:
+                        num[i] = values[i]
+        plain = (kind > K_ERRF) & ~isstr & ~other
+        kind[plain & (kind == K_NULL)] = K_ERRA
+        kind[plain & (kind != K_ERRA)] = K_ERRF
+        kind[isstr] = K_INT
+        big = (kind == K_INT) & (num >= _EXACT_INT)
+        if big.any():  # more elements than a double counts exactly: not in memory, but stay exact
+            kind[big] = K_OTHER
+            vals: list[Any] = [None] * b.n
+            for i in np.flatnonzero(big).tolist():
+                vals[i] = int(num[i])
+            return _with_values(kind, num, kind == K_INT, vals)
+        return Col(kind, num=num)
+
+
+def _computed(kind: np.ndarray, values: list[Any], direct: np.ndarray) -> Col:
+    """A column of values read out of lists and maps on the ``direct`` rows (kinds found from the values)."""
+    if direct.any():
+        rows = np.flatnonzero(direct)
+        got = Col.from_values([values[i] for i in rows.tolist()])
+        kind[rows] = got.kind
+    return Col(kind, raw=values)
 
 
 # ---- comparisons ----------------------------------------------------------------------
@@ -413,6 +575,7 @@ class CompareNode(Node):
     """``<``, ``<=``, ``>``, ``>=``: numbers across int and double, strings, bools; else no overload."""
 
     __slots__ = ("a", "b", "op")
+    kids = ("a", "b")
 
     def __init__(self, op: str, a: Node, b: Node) -> None:
         self.op, self.a, self.b = op, a, b
@@ -459,6 +622,7 @@ class EqualNode(Node):
     """``==`` / ``!=``: CEL's heterogeneous equality (never an error on values)."""
 
     __slots__ = ("a", "b", "negate")
+    kids = ("a", "b")
 
     def __init__(self, negate: bool, a: Node, b: Node) -> None:
         self.negate, self.a, self.b = negate, a, b
@@ -505,6 +669,7 @@ class InListNode(Node):
     """``x in [literal, ...]``: equality with any element."""
 
     __slots__ = ("a", "items")
+    kids = ("a",)
 
     def __init__(self, a: Node, items: list[Any]) -> None:
         self.a, self.items = a, items
@@ -598,6 +763,7 @@ class StringFnNode(Node):
     """``s.startsWith(lit)``, ``endsWith``, ``contains``, ``matches``: Polars on strings, per row otherwise."""
 
     __slots__ = ("arg", "fn", "rx", "target", "text")
+    kids = ("target",)
 
     def __init__(self, fn: str, target: Node, arg: str, text: str) -> None:
         self.fn, self.target, self.arg, self.text = fn, target, arg, text
@@ -659,6 +825,7 @@ class ArithNode(Node):
     """``+ - * / %``: doubles with doubles and ints with ints in numpy, the rest per row."""
 
     __slots__ = ("a", "b", "op")
+    kids = ("a", "b")
 
     def __init__(self, op: str, a: Node, b: Node) -> None:
         self.op, self.a, self.b = op, a, b
@@ -743,6 +910,7 @@ def _with_values(kind: np.ndarray, num: np.ndarray, numeric: np.ndarray, vals: l
 
 class NegNode(Node):
     __slots__ = ("a",)
+    kids = ("a",)
 
     def __init__(self, a: Node) -> None:
         self.a = a
@@ -767,29 +935,291 @@ class NegNode(Node):
 # ---- whole expressions per row --------------------------------------------------------
 
 
+_MAX_STEPS = 100_000  # the evaluator's comprehension steps per evaluation (cel._budget.MAX_ITERATIONS)
+
+
+class MacroNode(Node):
+    """``x.exists(v, p)``, ``all``, ``exists_one`` over every element of every row at once.
+
+    The elements of the lists (the keys of maps) become the rows of a child batch, where
+    ``v`` is read like a root and the outer fields are the parent row's; the body is one
+    column there, folded back per parent row in element order as ``_macro_all_exists``
+    and ``_macro_exists_one`` fold it (the first error is the one reported, the step
+    budget ends what the decisive element did not). Only for expressions with this one
+    macro: several share one step budget per evaluation, and go per row instead.
+    """
+
+    __slots__ = ("body", "kind", "target", "var", "var_paths")
+    kids = ("target",)
+
+    def __init__(self, kind: str, target: Node, var: str, body: Node, var_paths: list[tuple[str, ...]]) -> None:
+        self.kind, self.target, self.var, self.body, self.var_paths = kind, target, var, body, var_paths
+
+    def compute(self, b: Batch) -> Col:
+        t = self.target.eval(b)
+        n = b.n
+        kind = t.kind.copy()
+        result = np.zeros(n, dtype=bool)
+        items_of: list[Any] = []
+        parents: list[int] = []
+        raw = t.raw() if (kind == K_OTHER).any() else None
+        rows = np.flatnonzero(kind > K_ERRF)
+        for i in rows.tolist():
+            v = raw[i] if raw is not None else None
+            if v.__class__ is list or isinstance(v, dict):
+                items = list(v)
+                items_of += items
+                parents += [i] * len(items)
+            else:
+                kind[i] = K_ERRF  # "<macro>() macro needs a list or map"
+        listed = (kind > K_ERRF)
+        pidx = np.array(parents, dtype=np.int64)
+        m = len(items_of)
+        if m:
+            child = _child_batch(b, pidx, self.var, items_of, self.var_paths)
+            got = self.body.eval(child)
+            et, ef, eabsent = bool_parts(got)
+        else:
+            et = ef = eabsent = np.zeros(0, dtype=bool)
+        eerr = ~(et | ef)
+        # position of each element within its row's list
+        counts = np.bincount(pidx, minlength=n) if m else np.zeros(n, dtype=np.int64)
+        starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+        pos = np.arange(m) - starts[pidx] if m else np.zeros(0, dtype=np.int64)
+        in_budget = pos < _MAX_STEPS
+        over = counts > _MAX_STEPS
+        first_err = np.full(n, -1, dtype=np.int64)
+        bad = np.flatnonzero(eerr & in_budget)
+        if len(bad):
+            uniq_p, first = np.unique(pidx[bad], return_index=True)
+            first_err[uniq_p] = bad[first]
+        if self.kind == "exists_one":
+            hits = np.bincount(pidx[et & in_budget], minlength=n) if m else np.zeros(n, dtype=np.int64)
+            result = hits == 1
+            failed = first_err >= 0
+            budget = over & ~failed
+        else:
+            decisive = et if self.kind == "exists" else ef
+            found = np.zeros(n, dtype=bool)
+            if m:
+                found[np.unique(pidx[decisive & in_budget])] = True
+            result = found if self.kind == "exists" else ~found
+            failed = ~found & (first_err >= 0)
+            budget = ~found & over
+        out = kind
+        done = listed & ~failed & ~budget
+        out[done] = K_BOOL
+        fe = listed & failed & ~budget
+        if fe.any():
+            idx = first_err[fe]
+            out[fe] = np.where(eabsent[idx], K_ERRA, K_ERRF)
+        out[listed & budget] = K_ERRF  # comprehension steps exceed the limit
+        return Col(out, bools=result & done)
+
+
+def _child_batch(b: Batch, pidx: np.ndarray, var: str, items: list[Any], var_paths: list[tuple[str, ...]]) -> Batch:
+    """The batch whose rows are ``items`` (each under its parent row ``pidx``): ``var`` paths read from them."""
+    paths = _ChildPaths(b, pidx)
+    cols, _odd = make_extractor([p[1:] for p in var_paths if len(p) > 1])(items) if any(
+        len(p) > 1 for p in var_paths) else ([], [])
+    for p, raw in zip([p for p in var_paths if len(p) > 1], cols):
+        paths[p] = Col.from_values(raw)
+    paths[(var,)] = Col.from_values(items)
+    child = Batch(len(items), paths, b.now)
+    child.labels = _ChildLabels(b, pidx)
+    return child
+
+
+class _ChildPaths(dict[tuple[str, ...], Col]):
+    """A child batch's fields: its own, and the parent row's for the rest (gathered on first read)."""
+
+    def __init__(self, parent: Batch, pidx: np.ndarray) -> None:
+        super().__init__()
+        self.parent, self.pidx = parent, pidx
+
+    def __missing__(self, key: tuple[str, ...]) -> Col:
+        got = self[key] = _Gathered(self.parent.paths[key], self.pidx)
+        return got
+
+
+class _ChildLabels(dict[str, Col]):
+    def __init__(self, parent: Batch, pidx: np.ndarray) -> None:
+        super().__init__()
+        self.parent, self.pidx = parent, pidx
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if key not in self:
+            col = self.parent.labels.get(key)
+            if col is None:
+                return default
+            self[key] = _Gathered(col, self.pidx)
+        return self[key]
+
+
+class DistinctNode(Node):
+    """An expression of one field, evaluated once per distinct value of that field and gathered back.
+
+    Used where the expression has per-row work (``size``, ``split``, ``[i]``...) and the
+    field repeats (paths, user agents, services); a batch of mostly distinct values
+    skips the detour.
+    """
+
+    __slots__ = ("inner", "path")
+    kids = ("inner",)
+
+    def __init__(self, inner: Node, path: tuple[str, ...]) -> None:
+        self.inner, self.path = inner, path
+
+    def compute(self, b: Batch) -> Col:
+        col = b.paths[self.path]
+        raw = col.raw()
+        n = b.n
+        index: dict[Any, int] = {}
+        uniq: list[Any] = []
+        codes = np.empty(n, dtype=np.int64)
+        if (col.kind == K_OTHER).any() and any(v.__class__ in _UNHASHABLE or isinstance(v, dict) for v in raw):
+            return self.inner.eval(b)  # lists and maps do not repeat by identity: nothing to share
+        for i, v in enumerate(raw):
+            key = _memo_key(v)
+            c = index.get(key)
+            if c is None:
+                c = index[key] = len(uniq)
+                uniq.append(v)
+            codes[i] = c
+        if len(uniq) * 2 > n:
+            return self.inner.eval(b)
+        mini_col = Col(col.kind[np.unique(codes, return_index=True)[1]], raw=uniq)
+        mini = Batch(len(uniq), {self.path: mini_col}, b.now)
+        got = self.inner.eval(mini)
+        return _Gathered(got, codes)
+
+
+class _Gathered(Col):
+    """Rows of a column picked by index (``codes``): payloads gathered when asked."""
+
+    __slots__ = ("_codes", "_src")
+
+    def __init__(self, src: Col, codes: np.ndarray) -> None:
+        super().__init__(src.kind[codes])
+        self._src, self._codes = src, codes
+
+    def raw(self) -> list[Any]:
+        if self._raw is None:
+            src = self._src.raw()
+            self._raw = [src[c] for c in self._codes.tolist()]
+        return self._raw
+
+    def num(self) -> np.ndarray:
+        if self._num is None:
+            self._num = self._src.num()[self._codes]
+        return self._num
+
+    def bools(self) -> np.ndarray:
+        if self._bool is None:
+            self._bool = self._src.bools()[self._codes]
+        return self._bool
+
+    def strs(self) -> pl.Series:
+        if self._str is None:
+            self._str = self._src.strs().gather(self._codes)
+        return self._str
+
+
+def distinct_inputs(node: Node, memo: dict[int, frozenset[tuple[str, ...]] | None]) -> frozenset[tuple[str, ...]] | None:
+    """The field paths an expression reads, or None when it reads labels or whole rows."""
+    key = id(node)
+    if key in memo:
+        return memo[key]
+    got: frozenset[tuple[str, ...]] | None
+    if isinstance(node, (PathNode, HasNode)):
+        got = frozenset([node.path])
+    elif isinstance(node, (LabelNode, LabelHasNode, RowNode, DistinctNode, MacroNode)):
+        got = None  # labels, whole rows, a macro body's outer reads: not one field's function
+    else:
+        acc: set[tuple[str, ...]] = set()
+        got = frozenset()
+        for c in node.children():
+            sub = distinct_inputs(c, memo)
+            if sub is None:
+                got = None
+                break
+            acc |= sub
+        else:
+            got = frozenset(acc)
+    memo[key] = got
+    return got
+
+
+def _costly(node: Node) -> bool:
+    """Whether evaluating ``node`` has per-row work (the evaluator, or RE2 in Python)."""
+    if isinstance(node, (ExactCallNode, RowNode, IndexNode, SelectNode)) or (isinstance(node, StringFnNode) and node.fn == "matches"
+                                                       and node.rx is None):
+        return True
+    return any(_costly(c) for c in node.children())
+
+
+def share_distinct(root: Node, wrapped: dict[int, Node], memo: dict[int, frozenset[tuple[str, ...]] | None]) -> Node:
+    """``root`` with each largest subtree of one field that has per-row work evaluated per distinct value."""
+    key = id(root)
+    if key in wrapped:
+        return wrapped[key]
+    inputs = distinct_inputs(root, memo)
+    if inputs is not None and len(inputs) == 1 and _costly(root):
+        (path,) = inputs
+        node: Node = DistinctNode(root, path)
+        node.deps = root.deps
+        wrapped[key] = node
+        return node
+    wrapped[key] = root
+    for c in root.children():
+        new = share_distinct(c, wrapped, memo)
+        if new is not c:
+            root.replace_child(c, new)
+    return root
+
+
 class RowNode(Node):
-    """A whole expression evaluated per row by the CEL evaluator (macros, maps, comprehension variables)."""
+    """A whole expression evaluated per row (macros, maps, comprehension variables).
 
-    __slots__ = ("labels", "prog", "roots")
+    Its Python form (cel.emit, over the row's objects) first; the CEL evaluator when that raises.
+    """
 
-    def __init__(self, prog: cel.Program, roots: dict[str, Callable[[Batch], Callable[[int], Any]]],
-                 labels: list[str] | None) -> None:
+    __slots__ = ("fast", "labels", "prog", "roots")
+
+    def __init__(self, prog: cel.Program, roots: list[str], labels: list[str] | None) -> None:
         self.prog, self.roots, self.labels = prog, roots, labels
+        params = [f"_r{j}" for j in range(len(roots))]
+        ns: dict[str, Any] = {}
+        em = PythonEmitter(ns, roots={**dict(zip(roots, params)), "labels": "_labels", "now": "_now"})
+        src = em.emit(prog.ast)
+        body = [line for root in [*roots, "labels"] for line in em.prologue(root)]
+        code = (f"def fast({', '.join([*params, '_labels', '_now'])}):\n" + "".join(f"    {line}\n" for line in body)
+                + f"    return {src}\n")
+        exec(compile(code, "<activelabel columnar row>", "exec"), ns)  # noqa: S102 - emitted from a parsed policy
+        self.fast = ns["fast"]
 
     def compute(self, b: Batch) -> Col:
         n = b.n
         kind = np.zeros(n, dtype=np.int8)
         values: list[Any] = [None] * n
-        getters = {name: make(b) for name, make in self.roots.items()}
-        evaluate = self.prog.evaluate
+        objects = [b.objects[name] for name in self.roots]
+        getters = {name: b.objects[name].__getitem__ for name in self.roots}
+        evaluate, fast, now = self.prog.evaluate, self.fast, b.now
+        wanted = self.labels
+        label_cols = [(name, col.kind, col.raw()) for name, col in b.labels.items()
+                      if wanted is None or name in wanted]
         for i in range(n):
+            labels = {name: raw[i] for name, k, raw in label_cols if k[i] > K_ERRF}
             try:
-                v = evaluate(b.bindings(i, getters, self.labels))
-            except Exception as exc:  # noqa: BLE001 - a CEL error is a value of the row
-                kind[i] = K_ERRA if is_absent_error(str(exc)) else K_ERRF
-            else:
-                kind[i] = const_kind(v)
-                values[i] = v
+                v = fast(*[objs[i] for objs in objects], labels, now)
+            except Exception:  # noqa: BLE001 - the Python form cannot decide: the evaluator does
+                try:
+                    v = evaluate(b.bindings(i, getters, wanted))
+                except Exception as exc:  # noqa: BLE001 - a CEL error is a value of the row
+                    kind[i] = K_ERRA if is_absent_error(str(exc)) else K_ERRF
+                    continue
+            kind[i] = const_kind(v)
+            values[i] = v
         return Col(kind, raw=values)
 
 
@@ -809,6 +1239,8 @@ def _key(n: Expr) -> Any:
         return ("call", n.function, None if n.target is None else _key(n.target), tuple(_key(a) for a in n.args))
     if isinstance(n, CreateList):
         return ("list", tuple(_key(e) for e in n.elements))
+    if isinstance(n, Macro):
+        return ("macro", n.kind, n.var, _key(n.target), tuple(_key(a) for a in n.args))
     raise Untranslatable
 
 
@@ -832,6 +1264,7 @@ class ExprCompiler:
         self.uses_now = uses_now
         self.paths: dict[tuple[str, ...], None] = {}
         self._nodes: dict[Any, Node] = {}
+        self._vars: set[str] = set()  # macro variables in scope: read whole, as a root
 
     def build(self, n: Expr) -> Node:
         key = _key(n)
@@ -893,17 +1326,44 @@ class ExprCompiler:
                         raise Untranslatable
                     node = ExactCallNode(f"a0.{f}", [node])
                 return node
-            if root in self.object_roots and len(path) >= 2:
+            if root in self.object_roots and (len(path) >= 2 or root in self._vars):
                 self.paths[path] = None
                 return PathNode(path)
             raise Untranslatable
         if isinstance(n, Select):
             if not _is_ident(n.field):
                 raise Untranslatable
-            return ExactCallNode(f"a0.{n.field}", [self.build(n.operand)])
-        if isinstance(n, Macro) or not isinstance(n, Call):
+            return SelectNode(self.build(n.operand), n.field)
+        if isinstance(n, Macro):
+            return self._macro(n)
+        if not isinstance(n, Call):
             raise Untranslatable
         return self._call(n)
+
+    def _macro(self, n: Macro) -> Node:
+        """An ``exists``/``all``/``exists_one`` whose body is an expression of its variable and the roots."""
+        var = n.var
+        if n.kind not in ("exists", "all", "exists_one") or var in self.object_roots or var in ("labels", "now"):
+            raise Untranslatable
+        target = self.build(n.target)
+        outer_paths = self.paths
+        self.paths = {}
+        self.object_roots = self.object_roots | {var}
+        self._vars.add(var)
+        saved = self._nodes
+        self._nodes = {}  # the body's nodes read the child batch: never shared with the parent's
+        try:
+            body = self.build(n.args[0])
+        finally:
+            self.object_roots = self.object_roots - {var}
+            self._vars.discard(var)
+            self._nodes = saved
+            inner_paths, self.paths = self.paths, outer_paths
+        var_paths = [p for p in inner_paths if p[0] == var]
+        for p in inner_paths:
+            if p[0] != var:
+                self.paths[p] = None  # outer fields read in the body: the parent batch reads them
+        return MacroNode(n.kind, target, var, body, [(var,), *var_paths])
 
     def _call(self, n: Call) -> Node:
         f = n.function
@@ -935,6 +1395,11 @@ class ExprCompiler:
             return StringFnNode(f, self.build(n.target), args[0].value, f"a0.{f}(a1)")
         text = _call_text(n)
         nodes = ([self.build(n.target)] if n.target is not None else []) + [self.build(a) for a in args]
+        if not all(isinstance(a, ConstNode) for a in nodes):
+            if text == "a0[a1]":
+                return IndexNode(*nodes)
+            if text in ("size(a0)", "a0.size()"):
+                return SizeNode(nodes[0])
         if all(isinstance(a, ConstNode) for a in nodes):
             # constant arguments (`duration("720h")`): evaluated once, here
             for a in nodes:
@@ -974,4 +1439,4 @@ def _call_text(n: Call) -> str:
 
 
 __all__ = ["Batch", "Col", "ExprCompiler", "Node", "RowNode", "Untranslatable", "bool_col", "bool_parts",
-           "exact_rows"]
+           "exact_rows", "share_distinct"]

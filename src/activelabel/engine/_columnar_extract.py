@@ -169,9 +169,11 @@ class Col:
 
     @classmethod
     def from_values(cls, values: list[Any]) -> Col:
-        """A column of computed Python values (every class CEL has: unknown ones are OTHER)."""
-        kind = np.array([const_kind(v) for v in values], dtype=np.int8) if values else np.zeros(0, dtype=np.int8)
-        return cls(kind, raw=values)
+        """A column of computed Python values (every class CEL has: timestamps, lists... are OTHER)."""
+        col, odd = cls.from_raw(values)
+        if odd:
+            col.kind[odd] = [const_kind(values[i]) for i in odd]
+        return col
 
     # ---- payloads -------------------------------------------------------
 

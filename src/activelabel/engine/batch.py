@@ -55,6 +55,7 @@ import numpy as np
 import orjson
 
 from activelabel import cel
+from activelabel.cel.ast import Macro, walk
 from activelabel.cel.emit import MISSING
 from activelabel.engine._columnar_expr import (
     Batch,
@@ -63,6 +64,7 @@ from activelabel.engine._columnar_expr import (
     Node,
     RowNode,
     Untranslatable,
+    share_distinct,
 )
 from activelabel.engine._columnar_extract import (
     K_BOOL,
@@ -198,6 +200,8 @@ class ColumnarPlan:
             return None
         roots = {"event", *(ep.spec.name for ep in plan.enrichers)}
         comp = ExprCompiler(roots, plan.uses_now)
+        wrapped: dict[int, Node] = {}
+        inputs: dict[int, frozenset[tuple[str, ...]] | None] = {}
 
         def node(prog: cel.Program) -> tuple[Node, list[tuple[str, ...]]]:
             reads = [p for p in _reads(prog) if p[0] in roots and len(p) > 1] + [
@@ -205,8 +209,10 @@ class ColumnarPlan:
             for p in reads:
                 if p[0] != "labels":
                     comp.paths[p] = None
+            if sum(isinstance(x, Macro) for x in walk(prog.ast.root)) > 1:
+                return _row_node(prog, plan, comp), reads  # macros share one step budget per evaluation
             try:
-                return comp.build(prog.ast.root), reads
+                return share_distinct(comp.build(prog.ast.root), wrapped, inputs), reads
             except Untranslatable:
                 return _row_node(prog, plan, comp), reads
 
@@ -727,10 +733,7 @@ def _label_reads(lp: LabelPlan) -> list[str] | None:
 
 def _row_node(prog: cel.Program, plan: Plan, comp: ExprCompiler) -> RowNode:
     """A whole expression evaluated per row by the CEL evaluator."""
-    roots: dict[str, Callable[[Batch], Callable[[int], Any]]] = {
-        name: (lambda b, name=name: b.objects[name].__getitem__)  # type: ignore[misc]
-        for name in ["event", *(ep.spec.name for ep in plan.enrichers)]
-    }
+    roots = ["event", *(ep.spec.name for ep in plan.enrichers)]
     refs = [ref.path for ref in cel.references(prog.ast) if ref.path[0] == "labels"]
     labels = None if any(len(p) == 1 for p in refs) else sorted({p[1] for p in refs})
     node = RowNode(prog, roots, labels)
