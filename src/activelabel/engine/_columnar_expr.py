@@ -448,12 +448,12 @@ class IndexNode(Node):
         if cand.any():
             ra, rb = ca.raw(), cb.raw()
             for i in np.flatnonzero(cand).tolist():
-                c, k = ra[i], rb[i]
-                if (c.__class__ is list and k.__class__ is int and 0 <= k < len(c)) or (c.__class__ is dict and k.__class__ is str and k in c):
+                c: Any = ra[i]
+                k: Any = rb[i]
+                in_list = c.__class__ is list and k.__class__ is int and 0 <= k < len(c)
+                if in_list or (c.__class__ is dict and k.__class__ is str and k in c):
                     values[i] = c[k]
-                else:
-                    continue
-                rest[i] = False
+                    rest[i] = False
         if rest.any():
             exact_rows("a0[a1]", [ca, cb], np.flatnonzero(rest), kind, values)
         return _computed(kind, values, ~err & ~rest)
