@@ -298,3 +298,44 @@ def test_vote_and_max_confidence_ties_resolve_as_per_event(tables: Path) -> None
         got = [d.labels for d in batched.label_batch([{"n": 2}, {"n": 3}])]
     assert got == [{"v": "a", "m": "b"}, {"v": "b", "m": "b"}]
     assert batched.stats().conflicts == {"v": 5, "m": 5}
+
+
+@st.composite
+def _rfc3339_like(draw: Any) -> str:
+    """Texts near RFC 3339: valid instants, impossible dates (Feb 30, second 60, year 0), odd offsets and fractions."""
+    year = draw(st.sampled_from(["0000", "0001", "1970", "2024", "2026", "9999"]))
+    month = draw(st.sampled_from(["01", "02", "12", "13", "00"]))
+    day = draw(st.sampled_from(["01", "28", "29", "30", "31", "32"]))
+    hms = draw(st.sampled_from(["00:00:00", "23:59:59", "12:30:60", "24:00:00", "11:30:00"]))
+    frac = draw(st.sampled_from(["", ".5", ".12", ".123456", ".1234567", "."]))
+    zone = draw(st.sampled_from(["Z", "z", "+00:00", "-05:30", "+23:59", "+24:00", "", "+0100", "+01:00:30"]))
+    sep = draw(st.sampled_from(["T", "T", "T", " ", "t"]))
+    return f"{year}-{month}-{day}{sep}{hms}{frac}{zone}"
+
+
+def test_timestamps_parse_and_compare_as_cel_does(tables: Path) -> None:
+    """timestamp() of RFC 3339-like texts, compared with now and durations, agrees with the evaluator on every text."""
+    text = yaml.safe_dump({
+        "apiVersion": "activelabel/v1", "kind": "Policy", "metadata": {"name": "times"},
+        "labels": {"future": {"type": "bool", "default": False}, "age": {"type": "enum", "values": ["old", "new"]},
+                   "shown": {"type": "string"}, "span": {"type": "bool"}},
+        "rules": [{"id": "future", "label": "future", "value": True, "when": "timestamp(event.ts) > now"},
+                  {"id": "old", "label": "age", "value": "old",
+                   "when": 'now - timestamp(event.ts) > duration("720h")'},
+                  {"id": "new", "label": "age", "value": "new", "when": "timestamp(event.ts) + duration(\"1h\") >= now"},
+                  {"id": "shown", "label": "shown", "value_expr": "string(timestamp(event.ts))"},
+                  {"id": "span", "label": "span", "value": True,
+                   "when": "timestamp(event.ts) - timestamp(event.other) < duration(\"-1s\")"}],
+    })
+    path = tables / "times.yaml"
+    path.write_text(text)
+    policy = load_policy(path)
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.lists(st.fixed_dictionaries({"ts": _rfc3339_like()},
+                                          optional={"other": st.one_of(_rfc3339_like(), st.integers(0, 10**12))}),
+                    min_size=1, max_size=30))
+    def check(batch: list[dict[str, Any]]) -> None:
+        assert_batch_equals_per_event(policy, [batch])
+
+    check()

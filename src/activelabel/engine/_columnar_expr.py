@@ -40,8 +40,11 @@ from activelabel.engine._columnar_extract import (
     K_INT,
     K_NULL,
     K_OTHER,
+    K_DUR,
     K_STR,
+    K_TS,
     Col,
+    ConstCol,
     const_kind,
     make_extractor,
 )
@@ -53,6 +56,12 @@ _CMP_TEXT = {"_<_": "<", "_<=_": "<=", "_>_": ">", "_>=_": ">="}
 _ARITH_TEXT = {"_+_": "+", "_-_": "-", "_*_": "*", "_/_": "/", "_%_": "%"}
 _STRING_FNS = ("startsWith", "endsWith", "contains", "matches")
 _LONG_STRING = 1 << 16  # concatenations longer than this are checked against CEL's size limit by the evaluator
+_DUR_MAX = 315_576_000_000 * 1_000_000  # CEL's duration range, in microseconds
+_TS_MIN = -62_135_596_800 * 1_000_000  # 0001-01-01T00:00:00Z
+_TS_MAX = 253_402_300_799 * 1_000_000 + 999_999  # 9999-12-31T23:59:59.999999Z
+# RFC 3339 texts that datetime.fromisoformat (CEL's timestamp()) and Polars' parser read alike
+_RFC3339 = (r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
+            r"(\.[0-9]{1,6})?([zZ]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$")
 
 # A regex subset that RE2 (CEL's `matches`) and Rust's regex crate (Polars) read the same
 # way once `\b`, `\d`, `\w`, `\s` are made ASCII for Rust (RE2's are ASCII): ASCII text,
@@ -159,7 +168,7 @@ class ConstNode(Node):
         self.kind = const_kind(value) if kind is None else kind
 
     def compute(self, b: Batch) -> Col:
-        return Col(np.full(b.n, self.kind, dtype=np.int8), raw=[self.value] * b.n)
+        return ConstCol(self.value, self.kind, b.n)
 
 
 class PathNode(Node):
@@ -189,7 +198,7 @@ class NowNode(Node):
     __slots__ = ()
 
     def compute(self, b: Batch) -> Col:
-        return Col(np.full(b.n, K_OTHER, dtype=np.int8), raw=[b.now] * b.n)
+        return ConstCol(b.now, const_kind(b.now), b.n)
 
 
 # ---- booleans -----------------------------------------------------------------------
@@ -309,6 +318,15 @@ class _MergedCol(Col):
                     out[m] = col.bools()[m]
             self._bool = out
         return self._bool
+
+    def i64(self) -> np.ndarray:
+        if self._i64 is None:
+            out = np.zeros(self.n, dtype=np.int64)
+            for m, col in self._parts:
+                if ((col.kind == K_TS) | (col.kind == K_DUR))[m].any():
+                    out[m] = col.i64()[m]
+            self._i64 = out
+        return self._i64
 
     def strs(self) -> pl.Series:
         if self._str is None:
@@ -538,6 +556,51 @@ class SizeNode(Node):
         return Col(kind, num=num)
 
 
+class TimestampNode(Node):
+    """``timestamp(s)``: RFC 3339 strings parsed column-wise (Polars); other texts, ints and the rest exactly."""
+
+    __slots__ = ("a",)
+    kids = ("a",)
+
+    def __init__(self, a: Node) -> None:
+        self.a = a
+
+    def compute(self, b: Batch) -> Col:
+        ca = self.a.eval(b)
+        n = b.n
+        kind = ca.kind.copy()
+        i64 = np.zeros(n, dtype=np.int64)
+        isstr = kind == K_STR
+        parsed = np.zeros(n, dtype=bool)
+        if isstr.any():
+            s = ca.strs()
+            shaped = isstr & s.str.contains(_RFC3339).to_numpy()
+            if shaped.any():
+                text = s.str.replace(r"[zZ]$", "+00:00")
+                got = text.str.strptime(pl.Datetime("us", "UTC"), format="%Y-%m-%dT%H:%M:%S%.f%:z", strict=False)
+                micros = got.cast(pl.Int64)
+                ok = micros.is_not_null().to_numpy()
+                values = micros.fill_null(0).to_numpy()
+                parsed = shaped & ok & (values >= _TS_MIN) & (values <= _TS_MAX)
+                i64[parsed] = values[parsed]
+                kind[parsed] = K_TS
+        ts = ca.kind == K_TS
+        if ts.any():
+            i64[ts] = ca.i64()[ts]
+        rest = (kind > K_ERRF) & ~parsed & ~ts & ((kind == K_STR) | (kind == K_INT) | (kind == K_OTHER))
+        plain = (kind > K_ERRF) & ~parsed & ~ts & ~rest
+        kind[plain] = np.where(kind == K_NULL, K_ERRA, K_ERRF)[plain]  # no such overload
+        if rest.any():
+            vals: list[Any] = [None] * n
+            exact_rows("timestamp(a0)", [ca], np.flatnonzero(rest), kind, vals)
+            col = Col(kind, i64=i64)
+            base = col.raw()
+            for i in np.flatnonzero(rest).tolist():
+                base[i] = vals[i]
+            return Col(kind, raw=base)
+        return Col(kind, i64=i64)
+
+
 def _computed(kind: np.ndarray, values: list[Any], direct: np.ndarray) -> Col:
     """A column of values read out of lists and maps on the ``direct`` rows (kinds found from the values)."""
     if direct.any():
@@ -551,12 +614,18 @@ def _computed(kind: np.ndarray, values: list[Any], direct: np.ndarray) -> Col:
 
 
 def _kinds(c: Col) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    k = c.kind
-    return (k == K_INT) | (k == K_DBL), k == K_STR, k == K_BOOL, k == K_OTHER
+    return c.masks()
 
 
 def _str_cmp(op: str, a: Col, b: Col, rows: np.ndarray) -> np.ndarray:
-    sa, sb = a.strs(), b.strs()
+    sa = a.value if isinstance(a, ConstCol) else a.strs()
+    sb = b.value if isinstance(b, ConstCol) else b.strs()
+    if isinstance(sa, str):  # a constant on the left: flip, so the series is the left operand
+        sa, sb = sb, sa
+        op = {"_<_": "_>_", "_<=_": "_>=_", "_>_": "_<_", "_>=_": "_<=_"}.get(op, op)
+    if isinstance(sa, str):  # two constants
+        both = {"_==_": sa == sb, "_<_": sa < sb, "_<=_": sa <= sb, "_>_": sa > sb, "_>=_": sa >= sb}[op]
+        return rows & bool(both)
     if op == "_==_":
         got = sa == sb
     elif op == "_<_":
@@ -601,6 +670,10 @@ class CompareNode(Node):
         m = ok & ba & bb
         if m.any():
             result |= _CMP_OPS[self.op](ca.bools().astype(np.int8), cb.bools().astype(np.int8)) & m
+            done |= m
+        m = ok & (((ca.kind == K_TS) & (cb.kind == K_TS)) | ((ca.kind == K_DUR) & (cb.kind == K_DUR)))
+        if m.any():
+            result |= _CMP_OPS[self.op](ca.i64(), cb.i64()) & m
             done |= m
         exotic = ok & ~done & (oa | ob)
         if exotic.any():
@@ -655,6 +728,9 @@ def _equal(ca: Col, cb: Col, ok: np.ndarray, n: int) -> np.ndarray:
         result |= (ca.bools() == cb.bools()) & m
     m = ok & (ca.kind == K_NULL) & (cb.kind == K_NULL)
     result |= m
+    m = ok & (((ca.kind == K_TS) & (cb.kind == K_TS)) | ((ca.kind == K_DUR) & (cb.kind == K_DUR)))
+    if m.any():
+        result |= (ca.i64() == cb.i64()) & m
     exotic = ok & (oa | ob)
     if exotic.any():
         kind = np.zeros(n, dtype=np.int8)
@@ -870,6 +946,23 @@ class ArithNode(Node):
             num[fits] = got[fits]
             kind[fits] = K_INT
             done |= fits
+        i64 = None
+        if op in ("_+_", "_-_"):
+            ka, kb = ca.kind, cb.kind
+            tt = ok & (ka == K_TS) & (kb == K_TS) if op == "_-_" else np.zeros(n, dtype=bool)
+            td = ok & (ka == K_TS) & (kb == K_DUR)
+            dt = ok & (ka == K_DUR) & (kb == K_TS) if op == "_+_" else np.zeros(n, dtype=bool)
+            uu = ok & (ka == K_DUR) & (kb == K_DUR)
+            timed = tt | td | dt | uu
+            if timed.any():
+                x, y = ca.i64(), cb.i64()
+                got = x + y if op == "_+_" else x - y
+                i64 = np.where(timed, got, 0)
+                to_ts = td | dt
+                in_range = np.where(to_ts, (got >= _TS_MIN) & (got <= _TS_MAX), np.abs(got) <= _DUR_MAX)
+                kind[timed] = np.where(to_ts, K_TS, K_DUR)[timed]
+                kind[timed & ~in_range] = K_ERRF  # timestamp / duration out of range
+                done |= timed
         vals: list[Any] | None = None
         valued = np.zeros(n, dtype=bool)
         if op == "_+_":
@@ -897,7 +990,13 @@ class ArithNode(Node):
             exact_rows(f"a0 {_ARITH_TEXT[op]} a1", [ca, cb], np.flatnonzero(rest), kind, vals)
             valued |= rest
         if vals is None:
-            return Col(kind, num=num)
+            return Col(kind, num=num, i64=i64)
+        if i64 is not None:
+            col = Col(kind, num=num, i64=i64)
+            base = col.raw()
+            for i in np.flatnonzero(valued).tolist():
+                base[i] = vals[i]
+            return Col(kind, raw=base)
         return _with_values(kind, num, done & ~valued, vals)
 
 
@@ -920,6 +1019,11 @@ class NegNode(Node):
         kind = ca.kind.copy()
         isnum = (kind == K_INT) | (kind == K_DBL)
         num = np.where(isnum, -ca.num(), 0.0) if isnum.any() else np.zeros(b.n)
+        isdur = kind == K_DUR
+        if isdur.any():  # the range is symmetric: a negated duration stays in it
+            if (isnum | isdur | (kind <= K_ERRF)).all():
+                return Col(kind, num=num, i64=np.where(isdur, -ca.i64(), 0))
+            isnum = isnum | isdur
         rest = (kind > K_ERRF) & ~isnum
         plain = rest & (kind != K_OTHER)
         if plain.any():
@@ -1123,6 +1227,11 @@ class _Gathered(Col):
         if self._str is None:
             self._str = self._src.strs().gather(self._codes)
         return self._str
+
+    def i64(self) -> np.ndarray:
+        if self._i64 is None:
+            self._i64 = self._src.i64()[self._codes]
+        return self._i64
 
 
 def distinct_inputs(node: Node, memo: dict[int, frozenset[tuple[str, ...]] | None]) -> frozenset[tuple[str, ...]] | None:
@@ -1400,6 +1509,8 @@ class ExprCompiler:
                 return IndexNode(*nodes)
             if text in ("size(a0)", "a0.size()"):
                 return SizeNode(nodes[0])
+            if text == "timestamp(a0)":
+                return TimestampNode(nodes[0])
         if all(isinstance(a, ConstNode) for a in nodes):
             # constant arguments (`duration("720h")`): evaluated once, here
             for a in nodes:

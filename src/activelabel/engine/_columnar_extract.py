@@ -15,6 +15,7 @@ timestamp...) are handed back so the per-event path labels them.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,11 @@ K_INT = 4  # |value| < 2**53, so its float64 form is exact
 K_DBL = 5
 K_STR = 6
 K_OTHER = 7  # anything else CEL has: decided per row by the exact evaluator
+K_TS = 8  # a timestamp in UTC, as int64 microseconds since the epoch
+K_DUR = 9  # a duration, as int64 microseconds
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICRO = timedelta(microseconds=1)
 
 _EXACT_INT = 2**53
 
@@ -116,16 +122,18 @@ class Col:
     Payload slots hold anything on rows of another kind.
     """
 
-    __slots__ = ("_bool", "_num", "_raw", "_str", "kind", "n")
+    __slots__ = ("_bool", "_i64", "_masks", "_num", "_raw", "_str", "kind", "n")
 
     def __init__(self, kind: np.ndarray, *, raw: list[Any] | None = None, num: np.ndarray | None = None,
-                 strs: pl.Series | None = None, bools: np.ndarray | None = None) -> None:
+                 strs: pl.Series | None = None, bools: np.ndarray | None = None, i64: np.ndarray | None = None) -> None:
         self.kind = kind
         self.n = len(kind)
         self._raw = raw
         self._num = num
         self._str = strs
         self._bool = bools
+        self._i64 = i64
+        self._masks: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
 
     # ---- construction ---------------------------------------------------
 
@@ -175,6 +183,13 @@ class Col:
             col.kind[odd] = [const_kind(values[i]) for i in odd]
         return col
 
+    def masks(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(number, string, bool, other) rows, computed once."""
+        if self._masks is None:
+            k = self.kind
+            self._masks = ((k == K_INT) | (k == K_DBL), k == K_STR, k == K_BOOL, k == K_OTHER)
+        return self._masks
+
     # ---- payloads -------------------------------------------------------
 
     def raw(self) -> list[Any]:
@@ -183,7 +198,8 @@ class Col:
             out: list[Any] = [None] * self.n
             kind = self.kind
             for k, have, get in ((K_BOOL, self._bool, self._bools_as_list), (K_INT, self._num, self._ints_as_list),
-                                 (K_DBL, self._num, self._floats_as_list), (K_STR, self._str, self._strs_as_list)):
+                                 (K_DBL, self._num, self._floats_as_list), (K_STR, self._str, self._strs_as_list),
+                                 (K_TS, self._i64, self._times_as_list), (K_DUR, self._i64, self._durations_as_list)):
                 if have is None:
                     continue
                 rows = np.flatnonzero(kind == k)
@@ -204,6 +220,24 @@ class Col:
 
     def _strs_as_list(self, rows: np.ndarray) -> list[Any]:
         return self.strs().gather(rows).to_list()
+
+    def _times_as_list(self, rows: np.ndarray) -> list[Any]:
+        return [EPOCH + timedelta(microseconds=x) for x in self.i64()[rows].tolist()]
+
+    def _durations_as_list(self, rows: np.ndarray) -> list[Any]:
+        return [timedelta(microseconds=x) for x in self.i64()[rows].tolist()]
+
+    def i64(self) -> np.ndarray:
+        """int64 microseconds per row, on TS (since the epoch) and DUR rows."""
+        if self._i64 is None:
+            raw = self.raw()
+            out = np.zeros(self.n, dtype=np.int64)
+            for k, base in ((K_TS, EPOCH), (K_DUR, None)):
+                rows = np.flatnonzero(self.kind == k)
+                if len(rows):
+                    out[rows] = [((raw[i] - base) if base is not None else raw[i]) // _MICRO for i in rows.tolist()]
+            self._i64 = out
+        return self._i64
 
     def num(self) -> np.ndarray:
         """float64 per row, exact on INT and DBL rows."""
@@ -265,6 +299,49 @@ def kinds_of(raw: list[Any]) -> np.ndarray:
 _KIND_ITEM = KIND_OF.__getitem__
 
 
+class ConstCol(Col):
+    """One value on every row: payloads are broadcasts, and operations may use ``value`` as a scalar."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any, kind: int, n: int) -> None:
+        super().__init__(np.full(n, kind, dtype=np.int8))
+        self.value = value
+
+    def raw(self) -> list[Any]:
+        if self._raw is None:
+            self._raw = [self.value] * self.n
+        return self._raw
+
+    def num(self) -> np.ndarray:
+        if self._num is None:
+            v = self.value
+            try:
+                x = float(v) if v.__class__ in (int, float) else 0.0
+            except OverflowError:  # an int beyond a double: OTHER, decided per row
+                x = 0.0
+            self._num = np.full(self.n, x)
+        return self._num
+
+    def strs(self) -> pl.Series:
+        if self._str is None:
+            v = self.value
+            self._str = pl.Series([v if v.__class__ is str else ""], dtype=pl.String).new_from_index(0, self.n)
+        return self._str
+
+    def bools(self) -> np.ndarray:
+        if self._bool is None:
+            self._bool = np.full(self.n, self.value is True)
+        return self._bool
+
+    def i64(self) -> np.ndarray:
+        if self._i64 is None:
+            v = self.value
+            x = ((v - EPOCH) // _MICRO if v.__class__ is datetime else v // _MICRO) if v.__class__ in (datetime, timedelta) else 0
+            self._i64 = np.full(self.n, x, dtype=np.int64)
+        return self._i64
+
+
 _CONST_KINDS: dict[type, int] = {type(None): K_NULL, bool: K_BOOL, float: K_DBL, str: K_STR}
 
 
@@ -276,4 +353,8 @@ def const_kind(v: Any) -> int:
         return k
     if c is int:
         return K_INT if -_EXACT_INT < v < _EXACT_INT else K_OTHER
+    if c is datetime and v.tzinfo is UTC:
+        return K_TS
+    if c is timedelta:
+        return K_DUR
     return K_OTHER

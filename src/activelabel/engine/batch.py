@@ -53,6 +53,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
+import polars as pl
 
 from activelabel import cel
 from activelabel.cel.ast import Macro, walk
@@ -64,6 +65,7 @@ from activelabel.engine._columnar_expr import (
     Node,
     RowNode,
     Untranslatable,
+    merge,
     share_distinct,
 )
 from activelabel.engine._columnar_extract import (
@@ -155,6 +157,7 @@ class _Out:
     dyn: np.ndarray | None = None        # rows whose value is in dyn_vals
     dyn_vals: list[Any] | None = None
     dyn_codes: list[Any] | None = None   # per row, where the outcome's code is _DYN
+    dyn_parts: list[tuple[np.ndarray, Col]] = field(default_factory=list)  # value columns behind dyn rows
 
     def values(self) -> list[Any]:
         """The label's value per row (MISSING where unset)."""
@@ -411,6 +414,7 @@ class ColumnarPlan:
         out = _Out(oid, outcomes, dyn)
         if dyn is not None:
             out.dyn_vals = _gather_values(dyn_cols, n)
+            out.dyn_parts = dyn_cols
         _set_default(out, lab, len(rules))
         if lab.lp.models:
             self._models(lab, b, out, undecided & live)
@@ -906,33 +910,67 @@ def _guarded(out: _Out, lab: _Label, live: np.ndarray) -> _Out:
     return out
 
 
-class _LabelCol(Col):
-    """A label's value as a column (``labels.x``): per-outcome payloads gathered by outcome id."""
+class _OutcomeCol(Col):
+    """A label's constant outcomes as a column: payloads gathered from the outcome table by outcome id."""
 
-    __slots__ = ("_out",)
+    __slots__ = ("_oid", "_table")
 
     def __init__(self, kind: np.ndarray, out: _Out) -> None:
         super().__init__(kind)
-        self._out = out
+        self._oid = out.oid
+        self._table = [v if s and v is not _DYN else None for s, v, _c in out.outcomes] or [None]
 
     def raw(self) -> list[Any]:
         if self._raw is None:
-            vals = self._out.values()
-            self._raw = [None if v is MISSING else v for v in vals]
+            table = self._table
+            self._raw = [table[o] for o in self._oid.tolist()]
         return self._raw
+
+    def num(self) -> np.ndarray:
+        if self._num is None:
+            nums = np.array([float(v) if v.__class__ in (int, float) else 0.0 for v in self._table])
+            self._num = nums[self._oid]
+        return self._num
+
+    def strs(self) -> pl.Series:
+        if self._str is None:
+            strs = pl.Series([v if v.__class__ is str else "" for v in self._table], dtype=pl.String)
+            self._str = strs.gather(self._oid)
+        return self._str
+
+    def bools(self) -> np.ndarray:
+        if self._bool is None:
+            self._bool = np.array([v is True for v in self._table])[self._oid]
+        return self._bool
 
 
 def _label_col(out: _Out, lab: _Label) -> Col:
-    """The value column of a decided label: unset rows are absent (``labels`` lacks the key)."""
+    """The value column of a decided label (``labels.x``): unset rows are absent (``labels`` lacks the key)."""
     kinds = np.array([const_kind(v) if s and v is not _DYN else (K_ERRA if not s else K_NULL)
                       for s, v, _c in out.outcomes] or [K_ERRA], dtype=np.int8)
     kind = kinds[out.oid] if len(out.outcomes) else np.full(len(out.oid), K_ERRA, dtype=np.int8)
-    if out.dyn is not None and out.dyn.any():
+    static = _OutcomeCol(kind, out)
+    if out.dyn is None or not out.dyn.any():
+        return static
+    parts: list[tuple[np.ndarray, Col]] = []
+    covered = np.zeros(len(kind), dtype=bool)
+    for mask, col in out.dyn_parts:
+        m = mask & out.dyn & ~covered
+        if m.any():
+            parts.append((m, col))
+            covered |= m
+    rest = out.dyn & ~covered
+    if rest.any():  # values with no column behind them (models, the exact path, guard overflow of those)
         assert out.dyn_vals is not None
         dv = out.dyn_vals
-        for i in np.flatnonzero(out.dyn).tolist():
-            kind[i] = const_kind(dv[i])
-    return _LabelCol(kind, out)
+        rows = np.flatnonzero(rest)
+        vals: list[Any] = [None] * len(kind)
+        for i in rows.tolist():
+            vals[i] = dv[i]
+        col = Col.from_values(vals)
+        parts.append((rest, col))
+    parts.append((np.ones(len(kind), dtype=bool), static))
+    return merge(parts, kind)
 
 
 #: Below this many events the per-event path is as fast.
