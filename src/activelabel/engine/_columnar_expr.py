@@ -35,12 +35,12 @@ from activelabel.cel.emit import PythonEmitter
 from activelabel.engine._columnar_extract import (
     K_BOOL,
     K_DBL,
+    K_DUR,
     K_ERRA,
     K_ERRF,
     K_INT,
     K_NULL,
     K_OTHER,
-    K_DUR,
     K_STR,
     K_TS,
     Col,

@@ -337,7 +337,11 @@ class ConstCol(Col):
     def i64(self) -> np.ndarray:
         if self._i64 is None:
             v = self.value
-            x = ((v - EPOCH) // _MICRO if v.__class__ is datetime else v // _MICRO) if v.__class__ in (datetime, timedelta) else 0
+            x = 0
+            if isinstance(v, datetime):
+                x = (v - EPOCH) // _MICRO
+            elif isinstance(v, timedelta):
+                x = v // _MICRO
             self._i64 = np.full(self.n, x, dtype=np.int64)
         return self._i64
 
