@@ -21,6 +21,7 @@ expression becomes a ``RowNode``: the evaluator per row.
 
 from __future__ import annotations
 
+import itertools
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -383,20 +384,28 @@ def exact_rows(text: str, args: Sequence[Col], rows: np.ndarray, kind: np.ndarra
     """Evaluate ``text`` (over ``a0``, ``a1``...) on ``rows`` exactly, once per distinct argument tuple.
 
     Writes each row's kind into ``kind`` and, when ``values`` is given, its value there.
+    Constant arguments are left out of the memo's key.
     """
     prog, fast = _program(text, len(args))
-    raws = [a.raw() for a in args]
     names = [f"a{j}" for j in range(len(args))]
+    varying = [j for j, a in enumerate(args) if not isinstance(a, ConstCol)]
+    fixed = [a.value if isinstance(a, ConstCol) else None for a in args]
+    raws = [args[j].raw() for j in varying]
     memo: dict[Any, tuple[int, Any]] = {}
-    single = raws[0] if len(raws) == 1 else None
+    one = raws[0] if len(raws) == 1 else None
+    slot = varying[0] if one is not None else -1
+    vals = list(fixed)
     for i in rows.tolist():
-        vals = [single[i]] if single is not None else [r[i] for r in raws]
-        if any(v.__class__ in _UNHASHABLE for v in vals):
-            key: Any = None
-            got = None
+        if one is not None:
+            x = one[i]
+            vals[slot] = x
+            key: Any = None if x.__class__ in _UNHASHABLE else _memo_key(x)
         else:
-            key = _memo_key(vals[0]) if single is not None else tuple(_memo_key(v) for v in vals)
-            got = memo.get(key)
+            for j, r in zip(varying, raws):
+                vals[j] = r[i]
+            key = None if any(vals[j].__class__ in _UNHASHABLE for j in varying) else tuple(
+                [_memo_key(vals[j]) for j in varying])
+        got = memo.get(key) if key is not None else None
         if got is None:
             try:
                 v = fast(*vals)
@@ -968,14 +977,18 @@ class ArithNode(Node):
         if op == "_+_":
             ss = ok & (ca.kind == K_STR) & (cb.kind == K_STR)
             if ss.any():
+                # joined by Polars; very long results are left to the evaluator's size check
+                joined = ca.strs() + cb.strs()
+                short = ss & (joined.str.len_bytes().to_numpy() <= _LONG_STRING)
+                kind[short] = K_STR
+                done |= short
+                if not (ok & ~done).any() and i64 is None:
+                    return Col(kind, num=num, strs=joined)
                 vals = [None] * n
-                ra, rb = ca.raw(), cb.raw()
-                for i in np.flatnonzero(ss).tolist():
-                    joined = ra[i] + rb[i]
-                    if len(joined) <= _LONG_STRING:  # longer: the evaluator checks CEL's size limit
-                        vals[i] = joined
-                        kind[i] = K_STR
-                        done[i] = valued[i] = True
+                got = joined.to_list()
+                for i in np.flatnonzero(short).tolist():
+                    vals[i] = got[i]
+                valued |= short
         rest = ok & ~done
         if rest.any():
             # no overload between these kinds (absent when one is null); lists, timestamps...: per row
@@ -1183,13 +1196,26 @@ class DistinctNode(Node):
         codes = np.empty(n, dtype=np.int64)
         if (col.kind == K_OTHER).any() and any(v.__class__ in _UNHASHABLE or isinstance(v, dict) for v in raw):
             return self.inner.eval(b)  # lists and maps do not repeat by identity: nothing to share
-        for i, v in enumerate(raw):
-            key = _memo_key(v)
-            c = index.get(key)
-            if c is None:
-                c = index[key] = len(uniq)
-                uniq.append(v)
-            codes[i] = c
+        kinds = col.kind
+        if ((kinds == K_STR) | (kinds == K_ERRA) | (kinds == K_NULL)).all():
+            # strings, sentinels and None never collide as keys: the values themselves will do
+            setdefault = index.setdefault
+            codes = np.fromiter(map(setdefault, raw, itertools.count()), dtype=np.int64, count=n)
+            if len(index) * 2 > n:
+                return self.inner.eval(b)
+            order = sorted(index.items(), key=lambda kv: kv[1])
+            uniq = [k for k, _c in order]
+            dense = np.empty(max(index.values()) + 1 if index else 0, dtype=np.int64)
+            dense[[c for _k, c in order]] = np.arange(len(order))
+            codes = dense[codes]
+        else:
+            for i, v in enumerate(raw):
+                key = _memo_key(v)
+                c = index.get(key)
+                if c is None:
+                    c = index[key] = len(uniq)
+                    uniq.append(v)
+                codes[i] = c
         if len(uniq) * 2 > n:
             return self.inner.eval(b)
         mini_col = Col(col.kind[np.unique(codes, return_index=True)[1]], raw=uniq)

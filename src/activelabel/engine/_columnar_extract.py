@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from itertools import repeat
+from operator import is_
 from typing import Any
 
 import numpy as np
@@ -59,7 +61,21 @@ KIND_OF: dict[type, int] = {type(None): K_NULL, bool: K_BOOL, int: K_INT, float:
 Extracted = tuple[list[list[Any]], list[int]]
 
 
+_EXTRACTORS: dict[tuple[tuple[str, ...], ...], Callable[[Sequence[Any]], Extracted]] = {}
+
+
 def make_extractor(paths: Sequence[tuple[str, ...]]) -> Callable[[Sequence[Any]], Extracted]:
+    """The extraction loop for ``paths`` (generated once per set of paths)."""
+    key = tuple(paths)
+    got = _EXTRACTORS.get(key)
+    if got is None:
+        if len(_EXTRACTORS) > 1000:
+            _EXTRACTORS.clear()
+        got = _EXTRACTORS[key] = _generate_extractor(paths)
+    return got
+
+
+def _generate_extractor(paths: Sequence[tuple[str, ...]]) -> Callable[[Sequence[Any]], Extracted]:
     """Generate one loop reading every path of every object into per-path lists.
 
     Returns (columns, odd rows). A value is the field's value, ``NOKEY`` or
@@ -264,14 +280,17 @@ class Col:
             if isstr.all():
                 self._str = pl.Series(raw, dtype=pl.String)
             else:
-                self._str = pl.Series([v if s else "" for v, s in zip(raw, isstr.tolist())], dtype=pl.String)
+                vals = list(raw)
+                for i in np.flatnonzero(~isstr).tolist():
+                    vals[i] = ""
+                self._str = pl.Series(vals, dtype=pl.String)
         return self._str
 
     def bools(self) -> np.ndarray:
         """A bool array: the value on BOOL rows, False elsewhere."""
         if self._bool is None:
             raw = self.raw()
-            self._bool = np.fromiter((v is True for v in raw), dtype=bool, count=self.n)
+            self._bool = np.fromiter(map(is_, raw, repeat(True)), dtype=bool, count=self.n)
         return self._bool
 
     def nokey(self) -> np.ndarray:
@@ -280,7 +299,7 @@ class Col:
         assert raw is not None, "nokey() is asked of columns read from objects"
         if not (self.kind == K_ERRA).any():
             return np.zeros(self.n, dtype=bool)
-        return np.fromiter((v is NOKEY for v in raw), dtype=bool, count=self.n)
+        return np.fromiter(map(is_, raw, repeat(NOKEY)), dtype=bool, count=self.n)
 
     def take(self, rows: np.ndarray) -> Col:
         """The rows ``rows`` of this column, as a new column."""
