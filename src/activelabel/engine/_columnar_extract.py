@@ -165,7 +165,9 @@ class Col:
             k = KIND_OF.get(c)
             if k is not None and k != K_INT:
                 return cls(np.full(n, k, dtype=np.int8), raw=raw), []
-        kind = kinds_of(raw)
+        kind = _few_kinds(raw, classes)
+        if kind is None:
+            kind = kinds_of(raw)
         odd: list[int] = []
         if (kind < 0).any():
             odd = np.flatnonzero(kind < 0).tolist()
@@ -263,6 +265,11 @@ class Col:
             isnum = (kind == K_INT) | (kind == K_DBL)
             if isnum.all():
                 self._num = np.array(raw, dtype=np.float64)
+            elif isnum.sum() * 2 > self.n:  # mostly numbers: blank the rest, convert at once
+                vals = list(raw)
+                for i in np.flatnonzero(~isnum).tolist():
+                    vals[i] = 0.0
+                self._num = np.array(vals, dtype=np.float64)
             else:
                 out = np.zeros(self.n, dtype=np.float64)
                 rows = np.flatnonzero(isnum)
@@ -305,6 +312,26 @@ class Col:
         """The rows ``rows`` of this column, as a new column."""
         raw = self.raw()
         return Col(self.kind[rows], raw=[raw[i] for i in rows.tolist()])
+
+
+_MARKERS = {_Sentinel: K_ERRA, type(None): K_NULL}
+
+
+def _few_kinds(raw: list[Any], classes: set[type]) -> np.ndarray | None:
+    """Kinds of a column of one JSON class plus absent keys and/or nulls, by C-level masks; else None."""
+    rest = classes - _MARKERS.keys()
+    if len(rest) > 1 or not rest:
+        return None
+    k = KIND_OF.get(next(iter(rest)))
+    if k is None:
+        return None
+    n = len(raw)
+    kind = np.full(n, k, dtype=np.int8)
+    for marker_cls, marker_kind in _MARKERS.items():
+        if marker_cls in classes:
+            rows = np.fromiter(map(is_, map(type, raw), repeat(marker_cls)), dtype=bool, count=n)
+            kind[rows] = marker_kind
+    return kind
 
 
 def kinds_of(raw: list[Any]) -> np.ndarray:

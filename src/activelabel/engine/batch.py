@@ -777,8 +777,17 @@ def _convert(lab: _Label, v: Col) -> tuple[np.ndarray, Col]:
     vt = lab.value_type
     if vt in label_types.CHOICE_TYPES:
         isstr = k == K_STR
-        ok = isstr & v.strs().is_in(sorted(lab.allowed or ())).to_numpy() if isstr.any() else isstr
-        return ok, v
+        if not isstr.any():
+            return isstr, v
+        allowed = sorted(lab.allowed or ())
+        strs = v.strs()
+        if len(allowed) <= 16:  # a few equality tests beat one is_in
+            hit = np.zeros(v.n, dtype=bool)
+            for name in allowed:
+                hit |= (strs == name).to_numpy()
+        else:
+            hit = strs.is_in(allowed).to_numpy()
+        return isstr & hit, v
     if vt == "string":
         return k == K_STR, v
     if vt == "bool":
