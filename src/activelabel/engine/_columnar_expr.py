@@ -22,6 +22,7 @@ expression becomes a ``RowNode``: the evaluator per row.
 from __future__ import annotations
 
 import itertools
+import operator
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -472,6 +473,16 @@ class IndexNode(Node):
         values: list[Any] = [None] * n
         rest = ~err
         cand = rest & (ca.kind == K_OTHER) & ((cb.kind == K_INT) | (cb.kind == K_STR))
+        if cand.any() and isinstance(cb, ConstCol) and cb.value.__class__ is int and cb.value >= 0:
+            # a constant position: every list long enough is read at C speed
+            ra = ca.raw()
+            rows = np.flatnonzero(cand).tolist()
+            lists = [ra[i] for i in rows]
+            if all(c.__class__ is list for c in lists) and min(map(len, lists)) > cb.value:
+                for i, v in zip(rows, map(operator.itemgetter(cb.value), lists)):
+                    values[i] = v
+                rest[rows] = False
+                cand[:] = False
         if cand.any():
             ra, rb = ca.raw(), cb.raw()
             for i in np.flatnonzero(cand).tolist():
@@ -1077,20 +1088,20 @@ class MacroNode(Node):
         n = b.n
         kind = t.kind.copy()
         result = np.zeros(n, dtype=bool)
-        items_of: list[Any] = []
-        parents: list[int] = []
         raw = t.raw() if (kind == K_OTHER).any() else None
-        rows = np.flatnonzero(kind > K_ERRF)
-        for i in rows.tolist():
-            v = raw[i] if raw is not None else None
-            if v.__class__ is list or isinstance(v, dict):
-                items = list(v)
-                items_of += items
-                parents += [i] * len(items)
-            else:
-                kind[i] = K_ERRF  # "<macro>() macro needs a list or map"
+        rows = np.flatnonzero(kind > K_ERRF).tolist()
+        targets = [raw[i] for i in rows] if raw is not None else [None] * len(rows)
+        iterable = [v.__class__ is list or isinstance(v, dict) for v in targets]
+        if not all(iterable):
+            for i, ok in zip(rows, iterable):
+                if not ok:
+                    kind[i] = K_ERRF  # "<macro>() macro needs a list or map"
+            targets = [v for v, ok in zip(targets, iterable) if ok]
+            rows = [i for i, ok in zip(rows, iterable) if ok]
+        lens = np.fromiter(map(len, targets), dtype=np.int64, count=len(targets))
+        items_of = list(itertools.chain.from_iterable(targets))  # list elements, map keys
         listed = (kind > K_ERRF)
-        pidx = np.array(parents, dtype=np.int64)
+        pidx = np.repeat(np.array(rows, dtype=np.int64), lens)
         m = len(items_of)
         if m:
             child = _child_batch(b, pidx, self.var, items_of, self.var_paths)
