@@ -1090,7 +1090,7 @@ class MacroNode(Node):
         result = np.zeros(n, dtype=bool)
         raw = t.raw() if (kind == K_OTHER).any() else None
         rows = np.flatnonzero(kind > K_ERRF).tolist()
-        targets = [raw[i] for i in rows] if raw is not None else [None] * len(rows)
+        targets: list[Any] = [raw[i] for i in rows] if raw is not None else [None] * len(rows)
         iterable = [v.__class__ is list or isinstance(v, dict) for v in targets]
         if not all(iterable):
             for i, ok in zip(rows, iterable):
