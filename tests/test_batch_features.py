@@ -26,7 +26,8 @@ _FIELDS = ["event.s", "event.n", "event.f", "event.flag", "event.obj.x", "event.
            'event["s"]', "event.obj.nope.deeper", "org.tier", "org.nope", "org.size_n", "org.vip", "net.zone"]
 _LITS = ["0", "3", "500", "0.5", "-0.0", '"a"', '"ab"', '""', "true", "false", "null", '"gold"',
          "9007199254740993", "1u", '"é"']
-_PATTERNS = ["^a", "b$", "(?i)A", "[a-c]+", "\\\\d", "\\\\bab\\\\b", "x{2}", "a{,2}", "^é", "[^0-9]"]
+_PATTERNS = ["^a", "b$", "(?i)A", "[a-c]+", "\\\\d", "\\\\bab\\\\b", "x{2}", "a{,2}", "^é", "[^0-9]",
+             "a\\\\sb", "[\\\\d/]+", "\\\\\\\\d", "\\\\Wb"]
 _OTHER = [
     "size(event.s) > 1", "event.n + 1 > 3", "event.n * 3 == 9", "event.f / 0.0 > 1.0", "-event.n < 0",
     'event.s + "x" == "ax"', "int(event.f) == 3", 'string(event.n) == "3"', "[1, 2].exists(x, x == event.n)",
@@ -162,7 +163,7 @@ _OBJ = st.fixed_dictionaries({}, optional={"x": _typed(st.integers(0, 3)), "name
 feature_events = st.fixed_dictionaries({}, optional={
     "tenant": st.sampled_from(["acme", "b", "zz", "", "nope", 7, None]),  # zz, nope, "", 7, None: misses
     "ip": st.sampled_from(["10.1.2.3", "10.9.0.1", "8.8.8.8", "x", ""]),
-    "s": _typed(st.sampled_from(["a", "ab", "", "ba", "a/b", "é"])),
+    "s": _typed(st.sampled_from(["a", "ab", "", "ba", "a/b", "é", "a\x0bb", "a b", "\\d", "1/2", "éb"])),
     "n": _typed(st.integers(-3, 600)),
     "f": _typed(st.sampled_from([0.25, 3.0, 700.5, -1.5])),
     "flag": _typed(st.booleans()),
@@ -339,3 +340,19 @@ def test_timestamps_parse_and_compare_as_cel_does(tables: Path) -> None:
         assert_batch_equals_per_event(policy, [batch])
 
     check()
+
+
+def test_regexes_match_as_re2_matches(tables: Path) -> None:
+    """Patterns with \\s, \\d, \\w, \\b, an escaped backslash, classes and (?i) match on the columnar path as RE2 does."""
+    patterns = ["a\\\\sb", "a\\\\Sb", "x\\\\d", "\\\\bab\\\\b", "\\\\\\\\d", "[\\\\d,]+$", "(?i)k", "^\\\\w+$", "a\\\\Wb"]
+    rules = [{"id": f"p{i}", "label": f"m{i}", "value": True, "when": f'event.s.matches("{p}")'}
+             for i, p in enumerate(patterns)]
+    text = yaml.safe_dump({
+        "apiVersion": "activelabel/v1", "kind": "Policy", "metadata": {"name": "regex"},
+        "labels": {f"m{i}": {"type": "bool", "default": False} for i in range(len(patterns))}, "rules": rules,
+    }, allow_unicode=True)
+    path = tables / "regex.yaml"
+    path.write_text(text)
+    values = ["a\x0bb", "a b", "a\tb", "x5", "x٣", "éab", "ab", "\\d", "1,2", "\u212a", "K", "ab_9", "é", "a-b", 5, None]
+    batched = assert_batch_equals_per_event(load_policy(path), [[{"s": v} for v in values]])
+    assert batched.stats().label_set["m0"] == len(values)  # defaults count too

@@ -73,8 +73,9 @@ _SAFE_REGEX = re.compile(
     r"^(\(\?i\))?(?:[A-Za-z0-9 _\-/:;,'\"=<>!@#%&~`^$.|()*+?]|\{[0-9]+(?:,[0-9]*)?\}|\[(?![:^]?\])(?!:)|\]"
     r"|\\[.^$|()\[\]{}*+?\\/\-]|\\[bBdDwWsS])*$"
 )
+# RE2's \s is [\t\n\f\r ] (no \v, which Rust's ASCII \s has): spelled out.
 _ASCII_CLASSES = {"\\b": "(?-u:\\b)", "\\B": "(?-u:\\B)", "\\d": "[0-9]", "\\D": "[^0-9]",
-                  "\\w": "(?-u:\\w)", "\\W": "(?-u:\\W)", "\\s": "(?-u:\\s)", "\\S": "(?-u:\\S)"}
+                  "\\w": "(?-u:\\w)", "\\W": "(?-u:\\W)", "\\s": "[\\t\\n\\f\\r ]", "\\S": "[^\\t\\n\\f\\r ]"}
 
 
 class Untranslatable(Exception):
@@ -845,9 +846,17 @@ def polars_regex(pattern: str) -> str | None:
     """``pattern`` for Polars when its reading there is RE2's, else None."""
     if not _SAFE_REGEX.match(pattern):
         return None
-    out = pattern
-    for k, v in _ASCII_CLASSES.items():
-        out = out.replace(k, v)
+    parts = []
+    i = 0
+    while i < len(pattern):  # escapes pairwise, so an escaped backslash before a `d` stays one
+        if pattern[i] == "\\":
+            pair = pattern[i:i + 2]
+            parts.append(_ASCII_CLASSES.get(pair, pair))
+            i += 2
+        else:
+            parts.append(pattern[i])
+            i += 1
+    out = "".join(parts)
     try:
         pl.Series(["x"]).str.contains(out)
     except Exception:  # noqa: BLE001 - Rust's regex refuses it: RE2 per value

@@ -1,46 +1,60 @@
 """The columnar batch path: a compiled policy evaluated column-wise, label by label.
 
-``ColumnarPlan.build(plan)`` turns every expression of the policy (enricher keys,
+``ColumnarPlan.build(compiled)`` turns every expression of the policy (enricher keys,
 rule conditions, ``value_expr``, bucket ``from``) into nodes over columns
 (engine/_columnar_expr.py); ``run(events, per_event)`` reads the fields the policy
 uses from a batch of event dicts in one pass, then, in the order the labels are
-declared, the per-event function's steps on whole columns:
+declared, does the per-event function's steps on whole columns:
 
 - enrichers: the key column, one ``lookup`` per row (the enricher's own, so misses,
   number keys and CIDR matching are its own), and the fields rules read from the rows
-  it returned, as columns;
+  it returned, as columns (a key that fails is counted as the key's error);
 - each label: its rules' conditions and values (``first_match`` in rule order, each
   rule's errors counted on the rows it was reached; ``max_confidence``, ``vote`` and
-  conflict tracking over every rule, resolved once per distinct set of matching rules,
-  exactly as the generated code resolves one event); a bucket's ``from`` column;
-  models called once for the rows no rule decided (``predict_batch``); the default;
-  then the cardinality guard or distinct tracker, in input order (first N distinct
-  values: one pass over the new values; windows: one ``admit`` per row, as the clock
-  must be read per value). Later labels read the label as a column (``labels.x``);
-- the per-event ``labels`` / ``why`` dicts, from one template per distinct outcome
-  (batches repeat the same label combinations), computed values filled in per row.
+  conflict tracking over every rule, resolved once per distinct set of matching
+  constant-valued rules and once per row where a ``value_expr`` rule matched, exactly
+  as the generated code resolves one event); a bucket's ``from`` column; models
+  called once for the rows no rule decided (``predict_batch``); the default; then the
+  cardinality guard or distinct tracker, in input order (first N distinct values: one
+  pass over the new values; windows: one ``admit`` per row, as the clock is read per
+  value). Later labels read the label as a column (``labels.x``);
+- the per-event ``labels`` / ``why`` dicts, from one template per distinct outcome,
+  computed values filled in per row.
 
 Results are identical to the per-event path: labels, ``why`` codes, and the counters
 (hits, errors and the absent-read part of them, conflicts, guard overflow and distinct
 values). A CEL value that is an error carries its kind, absent (the message tells of
 an absent field or a null, or the expression read an absent field) or not, as the
-exact path's ``failure`` decides it; ``now`` is the labeler's ``now``, read once per
-batch.
+exact path's ``failure`` decides it. ``now`` is the labeler's ``now``, read once per
+batch (the per-event path reads it per event). A model's confidence is what its
+``predict_batch`` gives, which for scikit-learn can differ from ``predict`` on one row
+in the last bit.
 
 What is not computed column-wise falls back, never approximated:
 
-- an operation on values numpy and Polars do not compute exactly (lists, maps,
-  timestamps, ints beyond 2**53, a regex Polars reads differently from RE2) runs the
-  CEL evaluator on those rows, once per distinct argument tuple;
-- an expression using what no node expresses (macros such as ``exists``, map
-  literals) is evaluated whole by the CEL evaluator, per row;
-- a label the columns cannot resolve (``max_confidence`` or ``vote`` with a
-  ``value_expr`` rule or a model, a bucket label with rules) is decided per row by
-  the exact path (``CompiledPolicy.slow``), given the labels decided before it;
-- a row whose event is not a plain dict, or that holds a value of a class outside
-  JSON's (a tuple, bytes, a dict subclass), is labeled by the per-event function;
-  when the policy has a guard or a distinct tracker (whose state depends on input
-  order), or a second windowed guard, such a batch is labeled by it whole.
+- an operation on values numpy and Polars do not compute exactly runs the CEL
+  evaluator's own code (the Python form cel.emit gives it, the evaluator where that
+  raises) on those rows, once per distinct argument tuple: lists and maps (beyond
+  ``size``, an index, a field, ``in`` a literal list and the macros below), ints
+  beyond 2**53, timestamps not in UTC, conversions (``int()``, ``string()``...),
+  ``split`` and the other string extensions, a ``timestamp()`` text not in the RFC
+  3339 shape Polars and ``fromisoformat`` read alike, a regex outside the subset RE2
+  and Rust's regex read alike (RE2 itself, once per distinct string). An expression
+  of one field with such work is evaluated once per distinct value of that field;
+- a whole expression is evaluated per row (its emitted Python form, the evaluator
+  where that raises) when it has a map literal, a ``map`` or ``filter`` macro, two
+  macros (they share one step budget per evaluation), or a macro variable named like
+  a root; one ``exists`` / ``all`` / ``exists_one`` runs over all elements at once;
+- a label the columns do not resolve (``max_confidence``, ``vote`` or conflict
+  tracking on a label with a model; a bucket label that also has rules or a model)
+  is decided per row by the exact path (``CompiledPolicy.slow``), given the labels
+  decided before it; it counts its own errors and conflicts;
+- a row whose event is not a dict, or that holds a value of a class outside JSON's
+  (a tuple, bytes, a datetime), is labeled by the per-event function; when the
+  policy has a guard or a distinct tracker (whose state depends on input order),
+  such a batch is labeled by it whole;
+- a policy with two windowed guards (their clock reads interleave per event) has no
+  columnar plan (``build`` returns None): ``label_batch`` labels it per event.
 """
 
 from __future__ import annotations
