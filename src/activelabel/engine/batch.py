@@ -72,16 +72,7 @@ import polars as pl
 from activelabel import cel
 from activelabel.cel.ast import Macro, walk
 from activelabel.cel.emit import MISSING
-from activelabel.engine._columnar_expr import (
-    Batch,
-    Col,
-    ExprCompiler,
-    Node,
-    RowNode,
-    Untranslatable,
-    merge,
-    share_distinct,
-)
+from activelabel.engine._columnar_expr import ExprCompiler
 from activelabel.engine._columnar_extract import (
     K_BOOL,
     K_DBL,
@@ -91,9 +82,12 @@ from activelabel.engine._columnar_extract import (
     K_NULL,
     K_OTHER,
     K_STR,
+    Col,
     const_kind,
     make_extractor,
 )
+from activelabel.engine._columnar_nodes import Batch, Node, Untranslatable, merge
+from activelabel.engine._columnar_rows import RowNode, share_distinct
 from activelabel.engine.exact import _reads, features
 from activelabel.engine.plan import LabelPlan, Plan
 from activelabel.policy import label_types
