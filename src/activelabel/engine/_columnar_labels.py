@@ -289,28 +289,31 @@ def _guarded(out: _Out, lab: _Label, live: np.ndarray) -> _Out:
     """The label's values through its guard (or distinct tracker), in input order."""
     guard = lab.lp.guard
     assert guard is not None
+    if getattr(guard, "full", False):
+        return out  # a distinct tracker that has seen its limit: nothing more to record
     values = out.values()
     rows = [i for i in np.flatnonzero(live).tolist() if values[i] is not MISSING]
-    admitted = guard.admit_many([values[i] for i in rows])
-    changed = [(i, a) for i, a in zip(rows, admitted) if a is not values[i] and a != values[i]]
-    if not changed:
+    over = guard.admit_many([values[i] for i in rows])
+    if not over:
         return out
     # overflow rows keep their source code, with the overflow value
+    overflow = guard.overflow_value  # type: ignore[union-attr]  # only a CardinalityGuard overflows
     extra: dict[int, int] = {}
     if out.dyn is None:
         out.dyn = np.zeros(len(out.oid), dtype=bool)
         out.dyn_vals = [None] * len(out.oid)
     assert out.dyn_vals is not None
-    for i, a in changed:
+    for pos in over:
+        i = rows[pos]
         o = int(out.oid[i])
         _present, _v, code = out.outcomes[o]
         if code is _DYN:
-            out.dyn_vals[i] = a
+            out.dyn_vals[i] = overflow
             out.dyn[i] = True
             continue
         if o not in extra:
             extra[o] = len(out.outcomes)
-            out.outcomes.append((True, a, code))
+            out.outcomes.append((True, overflow, code))
         out.oid[i] = extra[o]
         out.dyn[i] = False
     return out

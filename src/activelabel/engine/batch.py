@@ -110,6 +110,9 @@ if TYPE_CHECKING:
     from activelabel.engine.compile import CompiledPolicy
     from activelabel.engine.decision import Decision
 
+#: Label value types `_convert` checks column-wise (a new type is decided per row until it learns it).
+_CONVERTED = frozenset({*label_types.CHOICE_TYPES, "string", "bool", "int", "float"})
+
 PerEvent = Callable[[Any], "tuple[dict[str, Any], dict[str, Any]]"]
 Now = Callable[[], Any]
 
@@ -211,6 +214,8 @@ class ColumnarPlan:
                 mode = "exact" if lp.models else "collect"
             else:
                 mode = "first"
+            if label_types.value_type(spec) not in _CONVERTED:
+                mode = "exact"  # a label type the column conversion does not know: the exact path checks its values
             lab = _Label(lp, mode, rules, resolve, value_type=label_types.value_type(spec),
                          allowed=frozenset(label_types.allowed_values(spec) or ()) if spec.type in label_types.CHOICE_TYPES else None)
             if lp.from_prog is not None and mode == "bucket":
