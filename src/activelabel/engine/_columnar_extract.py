@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from itertools import repeat
-from operator import is_
+from operator import eq, is_
 from typing import Any
 
 import numpy as np
@@ -304,9 +304,22 @@ class Col:
         """Rows whose parent map lacks the key (a read column only)."""
         raw = self._raw
         assert raw is not None, "nokey() is asked of columns read from objects"
-        if not (self.kind == K_ERRA).any():
-            return np.zeros(self.n, dtype=bool)
-        return np.fromiter(map(is_, raw, repeat(NOKEY)), dtype=bool, count=self.n)
+        out = np.zeros(self.n, dtype=bool)
+        for i in np.flatnonzero(self.kind == K_ERRA).tolist():  # only the absent rows need a look
+            out[i] = raw[i] is NOKEY
+        return out
+
+    def equal_str(self, value: str) -> np.ndarray:
+        """Rows equal to the string ``value`` (meaningful on STR rows): Polars when the series exists, else C-level."""
+        if self._str is not None:
+            got: np.ndarray = (self._str == value).to_numpy()
+            return got
+        raw = self.raw()
+        try:
+            return np.fromiter(map(eq, raw, repeat(value)), dtype=bool, count=self.n)
+        except (TypeError, ValueError):  # a row of an odd class compares oddly: the series has "" there
+            got = (self.strs() == value).to_numpy()
+            return got
 
     def take(self, rows: np.ndarray) -> Col:
         """The rows ``rows`` of this column, as a new column."""
@@ -379,6 +392,9 @@ class ConstCol(Col):
         if self._bool is None:
             self._bool = np.full(self.n, self.value is True)
         return self._bool
+
+    def equal_str(self, value: str) -> np.ndarray:
+        return np.full(self.n, self.value.__class__ is str and self.value == value)
 
     def i64(self) -> np.ndarray:
         if self._i64 is None:

@@ -177,13 +177,12 @@ def _convert(lab: _Label, v: Col) -> tuple[np.ndarray, Col]:
         if not isstr.any():
             return isstr, v
         allowed = sorted(lab.allowed or ())
-        strs = v.strs()
         if len(allowed) <= 16:  # a few equality tests beat one is_in
             hit = np.zeros(v.n, dtype=bool)
             for name in allowed:
-                hit |= (strs == name).to_numpy()
+                hit |= v.equal_str(name)
         else:
-            hit = strs.is_in(allowed).to_numpy()
+            hit = v.strs().is_in(allowed).to_numpy()
         return isstr & hit, v
     if vt == "string":
         return k == K_STR, v
@@ -351,6 +350,10 @@ class _OutcomeCol(Col):
         if self._bool is None:
             self._bool = np.array([v is True for v in self._table])[self._oid]
         return self._bool
+
+    def equal_str(self, value: str) -> np.ndarray:
+        got: np.ndarray = np.array([v.__class__ is str and v == value for v in self._table])[self._oid]
+        return got
 
 
 def _label_col(out: _Out, lab: _Label) -> Col:

@@ -232,6 +232,10 @@ class _MergedCol(Col):
             self._i64 = out
         return self._i64
 
+    def equal_str(self, value: str) -> np.ndarray:
+        got: np.ndarray = (self.strs() == value).to_numpy()
+        return got
+
     def strs(self) -> pl.Series:
         if self._str is None:
             out = pl.Series([""] * self.n, dtype=pl.String)
@@ -365,3 +369,7 @@ class _Gathered(Col):
         if self._i64 is None:
             self._i64 = self._src.i64()[self._codes]
         return self._i64
+
+    def equal_str(self, value: str) -> np.ndarray:
+        got: np.ndarray = self._src.equal_str(value)[self._codes]
+        return got

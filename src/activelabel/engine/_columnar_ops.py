@@ -304,6 +304,10 @@ def _kinds(c: Col) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return c.masks()
 
 def _str_cmp(op: str, a: Col, b: Col, rows: np.ndarray) -> np.ndarray:
+    if op == "_==_" and isinstance(b, ConstCol) != isinstance(a, ConstCol):
+        col, const = (a, b) if isinstance(b, ConstCol) else (b, a)
+        hit: np.ndarray = col.equal_str(const.value) & rows  # type: ignore[attr-defined]
+        return hit
     sa = a.value if isinstance(a, ConstCol) else a.strs()
     sb = b.value if isinstance(b, ConstCol) else b.strs()
     if isinstance(sa, str):  # a constant on the left: flip, so the series is the left operand
@@ -445,13 +449,12 @@ class InListNode(Node):
         if nums and (m := ok & na).any():
             result |= np.isin(ca.num(), nums) & m
         if strs and (m := ok & sa).any():
-            col = ca.strs()
             if len(strs) <= 8:
                 hit = np.zeros(n, dtype=bool)
                 for v in strs:
-                    hit |= (col == v).to_numpy()
+                    hit |= ca.equal_str(v)
             else:
-                hit = col.is_in(strs).to_numpy()
+                hit = ca.strs().is_in(strs).to_numpy()
             result |= hit & m
         if bools and (m := ok & ba).any():
             result |= np.isin(ca.bools(), bools) & m
