@@ -132,50 +132,47 @@ def _compile(text: str) -> Labeler:
         raise
 
 
-def _per_event(labeler: Labeler, batch: list[dict]) -> tuple[list[tuple[dict, dict]], dict, dict]:
+def _per_event(labeler: Labeler, batch: list[dict]) -> tuple[list[tuple[dict, dict]], dict, dict, dict]:
     decisions = [labeler.label(e) for e in batch]
     stats = labeler.stats()
-    return [(d.labels, d.sources) for d in decisions], stats.rule_hits, stats.rule_errors
+    return [(d.labels, d.sources) for d in decisions], stats.rule_hits, stats.rule_errors, stats.rule_absent
 
 
-def _columnar(labeler: Labeler, batch: list[dict]) -> tuple[list[tuple[dict, dict]], dict, dict]:
+def _columnar(labeler: Labeler, batch: list[dict]) -> tuple[list[tuple[dict, dict]], dict, dict, dict]:
     plan = ColumnarPlan.build(labeler._plan)
     assert plan is not None
     table = labeler._plan.source_table
     got: list[tuple[dict, dict]] = []
-    hit_counts: dict[int, int] = {}
-    error_counts: dict[int, int] = {}
-    # Two batches through one plan: its caches (expressions per schema, templates) carry over.
+    counts: dict[str, dict[int, int]] = {"hits": {}, "errors": {}, "absent": {}}
+    # Two batches through one plan: what it keeps between batches carries over.
     half = len(batch) // 2
     for part in (batch[:half], batch[half:]):
         result = plan.run(part, labeler._fn)
         got += [(labels, {k: table[v][0] for k, v in why.items()}) for labels, why in zip(result.labels, result.why)]
-        for idx, n in result.hits.items():
-            hit_counts[idx] = hit_counts.get(idx, 0) + n
-        for idx, n in result.errors.items():
-            error_counts[idx] = error_counts.get(idx, 0) + n
+        for kind in counts:
+            for idx, n in getattr(result, kind).items():
+                counts[kind][idx] = counts[kind].get(idx, 0) + n
     # Rows the per-event path took counted on the labeler; columnar rows are in the results.
     stats = labeler.stats()
-    hits, errors = dict(stats.rule_hits), dict(stats.rule_errors)
-    for idx, n in hit_counts.items():
-        src = table[idx][0]
-        if src.startswith("rule:"):
-            hits[src[5:]] = hits.get(src[5:], 0) + n
-    for idx, n in error_counts.items():
-        rid = table[idx][0][5:]
-        errors[rid] = errors.get(rid, 0) + n
-    return got, hits, errors
+    out = [dict(stats.rule_hits), dict(stats.rule_errors), dict(stats.rule_absent)]
+    for target, kind in zip(out, counts):
+        for idx, n in counts[kind].items():
+            src = table[idx][0]
+            if src.startswith("rule:"):
+                target[src[5:]] = target.get(src[5:], 0) + n
+    return got, out[0], out[1], out[2]
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 @given(policy=policies(), batch=st.lists(events(), min_size=1, max_size=40))
 def test_columnar_batch_equals_per_event(policy: str, batch: list[dict]) -> None:
-    """Labels, their sources, rule hits and rule error counts are the same on both paths."""
+    """Labels, their sources, rule hits, rule errors and their absent-read part are the same on both paths."""
     expected = _per_event(_compile(policy), batch)
     got = _columnar(_compile(policy), batch)
     assert got[0] == expected[0]
     assert got[1] == expected[1]
     assert got[2] == expected[2]
+    assert got[3] == expected[3]
 
 
 def test_bench_policy_columnar_equals_per_event() -> None:
@@ -193,28 +190,45 @@ def test_bench_policy_columnar_equals_per_event() -> None:
     assert result.labels == [reference.label(e).labels for e in batch]
 
 
-def test_policy_outside_the_columnar_subset_has_no_plan() -> None:
-    """A policy whose labels read other labels stays on the per-event path (build gives None)."""
+def test_labels_reading_labels_are_columnar() -> None:
+    """A policy whose labels read other labels gets a columnar plan, and the later label sees the earlier one."""
     text = yaml.safe_dump({
         "apiVersion": "activelabel/v1", "kind": "Policy", "metadata": {"name": "dep"},
         "labels": {"a": {"type": "enum", "values": ["x"]}, "b": {"type": "enum", "values": ["y"]}},
         "rules": [{"id": "r1", "label": "a", "value": "x", "when": "event.n > 1"},
                   {"id": "r2", "label": "b", "value": "y", "when": 'labels.a == "x"'}],
     })
-    assert ColumnarPlan.build(Labeler(load_policy_text(text))._plan) is None
+    labeler = Labeler(load_policy_text(text))
+    plan = labeler.columnar_plan()
+    assert plan is not None
+    result = plan.run([{"n": 2}, {"n": 0}, {}], labeler._fn)
+    assert result.labels == [{"a": "x", "b": "y"}, {}, {}]
+    assert result.errors == {0: 1, 1: 2} and result.absent == {0: 1, 1: 2}  # the absent n, the unset a
 
 
-def test_batch_with_nan_falls_back_to_per_event() -> None:
-    """A NaN double (ordered differently by Polars) sends the whole batch down the per-event path."""
+def test_two_windowed_guards_have_no_columnar_plan() -> None:
+    """Two guards with windows read one clock per value in event order: such a policy stays on the per-event path."""
+    guarded = {"type": "string", "max_cardinality": 2, "window": 60}
+    text = yaml.safe_dump({
+        "apiVersion": "activelabel/v1", "kind": "Policy", "metadata": {"name": "windows"},
+        "labels": {"a": dict(guarded), "b": dict(guarded)},
+        "rules": [{"id": "r1", "label": "a", "value_expr": "event.s"}, {"id": "r2", "label": "b", "value_expr": "event.s"}],
+    })
+    assert Labeler(load_policy_text(text)).columnar_plan() is None
+
+
+def test_nan_doubles_are_compared_as_cel_does() -> None:
+    """A NaN double is greater than nothing and unequal to itself, on the columnar path too."""
     text = yaml.safe_dump({
         "apiVersion": "activelabel/v1", "kind": "Policy", "metadata": {"name": "nan"},
-        "labels": {"a": {"type": "enum", "values": ["big"]}},
-        "rules": [{"id": "r1", "label": "a", "value": "big", "when": "event.f > 1.0"}],
+        "labels": {"a": {"type": "enum", "values": ["big"]}, "b": {"type": "enum", "values": ["ne"]}},
+        "rules": [{"id": "r1", "label": "a", "value": "big", "when": "event.f > 1.0"},
+                  {"id": "r2", "label": "b", "value": "ne", "when": "event.f != event.f"}],
     })
     labeler = Labeler(load_policy_text(text))
     result = ColumnarPlan.build(labeler._plan).run([{"f": float("nan")}, {"f": 2.0}], labeler._fn)
-    assert not result.columnar
-    assert result.labels == [{}, {"a": "big"}]
+    assert result.columnar and result.per_event_rows == 0
+    assert result.labels == [{"b": "ne"}, {"a": "big"}]
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])

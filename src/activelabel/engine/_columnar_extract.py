@@ -1,39 +1,87 @@
-"""Extraction for the columnar batch path: event dicts to typed Polars columns.
+"""Extraction for the columnar batch path: objects to typed value columns.
 
-One generated loop reads the fields a policy uses out of a batch of event dicts
-(recording absent keys and non-map parents as it goes); the values become typed
-Series, with rows of an unexpected type handed back to the per-event path.
-String functions over columns with few distinct values run once per value with
-the CEL evaluator's own functions. Split from ``engine/batch.py``, which owns
-the translation and the plan.
+One generated loop reads the field paths an expression set uses out of a batch
+of objects (the events, or the rows enrichers returned), recording an absent key
+(``NOKEY``) apart from a parent that is absent or not a map (``NOPARENT``): both
+are an absent read, but ``has()`` is false on the first and an error on the
+second. A ``Col`` is one value per row with its CEL kind (an error, absent or not,
+null, bool, int, double, string, or ``OTHER`` for what only the exact evaluator
+handles: lists, maps, timestamps, ints beyond 2**53) and the typed payloads
+(numbers as float64, strings as a Polars Series) built only when an operation
+asks. Rows holding a value of a type outside JSON's (a tuple, bytes, a
+timestamp...) are handed back so the per-event path labels them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from itertools import repeat
+from operator import eq, is_
 from typing import Any
 
+import numpy as np
 import polars as pl
 
-from activelabel.cel import regex_matcher as matcher
+# Kinds: the CEL type of each row's value. Errors first, so `kind <= K_ERRF` tests for one.
+K_ERRA = 0  # an error whose message tells of an absent field or a null (counted as an absent read)
+K_ERRF = 1  # any other error (a wrong type, a value that does not fit)
+K_NULL = 2
+K_BOOL = 3
+K_INT = 4  # |value| < 2**53, so its float64 form is exact
+K_DBL = 5
+K_STR = 6
+K_OTHER = 7  # anything else CEL has: decided per row by the exact evaluator
+K_TS = 8  # a timestamp in UTC, as int64 microseconds since the epoch
+K_DUR = 9  # a duration, as int64 microseconds
 
-_INT64 = (-(2**63), 2**63 - 1)
-_EXACT_FLOAT_INT = 2**53  # ints up to here convert to doubles exactly
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICRO = timedelta(microseconds=1)
 
-_ABSENT = object()  # what the extractor's `.get` returns for a key that is not there
-
-Extracted = tuple[list[list[Any]], list[int], list[list[int]], list[list[int]]]
+_EXACT_INT = 2**53
 
 
-def _make_extractor(paths: list[tuple[str, ...]], stateful: set[tuple[str, ...]]) -> Callable[[Sequence[Any]], Extracted]:
-    """Generate one loop that reads every path of every event into per-path lists.
+class _Sentinel:
+    __slots__ = ("name",)
 
-    Returns (columns, odd rows, missing rows per path, parent-error rows per path).
-    A missing field reads as None; for the paths in ``stateful`` (where a JSON
-    null and a missing field give different results) the loop also records the
-    rows where the key was absent, and where a parent was absent or not a map.
-    A parent that is a dict subclass marks the row for the per-event path,
-    since the fast reads only descend into plain dicts.
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+NOKEY = _Sentinel("NOKEY")  # the parent is a map without this key
+NOPARENT = _Sentinel("NOPARENT")  # a parent is absent, or not a map
+
+#: Classes a column reads natively; a row holding any other class goes to the per-event path.
+KIND_OF: dict[type, int] = {type(None): K_NULL, bool: K_BOOL, int: K_INT, float: K_DBL, str: K_STR,
+                            list: K_OTHER, dict: K_OTHER, _Sentinel: K_ERRA}
+
+Extracted = tuple[list[list[Any]], list[int]]
+
+
+_EXTRACTORS: dict[tuple[tuple[str, ...], ...], Callable[[Sequence[Any]], Extracted]] = {}
+
+
+def make_extractor(paths: Sequence[tuple[str, ...]]) -> Callable[[Sequence[Any]], Extracted]:
+    """The extraction loop for ``paths`` (generated once per set of paths)."""
+    key = tuple(paths)
+    got = _EXTRACTORS.get(key)
+    if got is None:
+        if len(_EXTRACTORS) > 1000:
+            _EXTRACTORS.clear()
+        got = _EXTRACTORS[key] = _generate_extractor(paths)
+    return got
+
+
+def _generate_extractor(paths: Sequence[tuple[str, ...]]) -> Callable[[Sequence[Any]], Extracted]:
+    """Generate one loop reading every path of every object into per-path lists.
+
+    Returns (columns, odd rows). A value is the field's value, ``NOKEY`` or
+    ``NOPARENT``. Dict subclasses are maps, as in the generated code and the
+    evaluator; an object that is not a dict at all makes its row odd (the
+    per-event path labels it).
     """
     tree: dict[Any, Any] = {}
     for j, p in enumerate(paths):
@@ -41,16 +89,13 @@ def _make_extractor(paths: list[tuple[str, ...]], stateful: set[tuple[str, ...]]
         for k in p[:-1]:
             node = node.setdefault(k, {})
         node.setdefault(("leaf", p[-1]), []).append(j)
-    tracked = [j for j, p in enumerate(paths) if p in stateful]
-    lines = ["def extract(events):"]
+    lines = ["def extract(rows):"]
     for j in range(len(paths)):
         lines.append(f"    c{j} = []; a{j} = c{j}.append")
-    for j in tracked:
-        lines.append(f"    ms{j} = []; m{j} = ms{j}.append; ps{j} = []; p{j} = ps{j}.append")
-    lines += ["    odd = []", "    for i, e in enumerate(events):", "        if e.__class__ is not dict:",
-              "            odd.append(i)"]
+    lines += ["    odd = []", "    for i, e in enumerate(rows):",
+              "        if e.__class__ is not dict and not isinstance(e, dict):", "            odd.append(i)"]
     for j in range(len(paths)):
-        lines.append(f"            a{j}(None)")
+        lines.append(f"            a{j}(_NOPARENT)")
     lines.append("            continue")
     counter = [0]
 
@@ -65,125 +110,317 @@ def _make_extractor(paths: list[tuple[str, ...]], stateful: set[tuple[str, ...]]
         for key, sub in node.items():
             if isinstance(key, tuple):
                 for j in sub:
-                    if j in tracked:
-                        lines.append(f"{pad}x = {var}.get({key[1]!r}, _ABSENT)")
-                        lines.append(f"{pad}if x is _ABSENT: x = None; m{j}(i)")
-                        lines.append(f"{pad}a{j}(x)")
-                    else:
-                        lines.append(f"{pad}a{j}({var}.get({key[1]!r}))")
+                    lines.append(f"{pad}a{j}({var}.get({key[1]!r}, _NOKEY))")
                 continue
             counter[0] += 1
             v = f"v{counter[0]}"
-            lines.append(f"{pad}{v} = {var}.get({key!r})")
-            lines.append(f"{pad}if {v}.__class__ is dict:")
+            lines.append(f"{pad}{v} = {var}.get({key!r}, _NOKEY)")
+            lines.append(f"{pad}if {v}.__class__ is dict or isinstance({v}, dict):")
             emit(sub, v, depth + 1)
             lines.append(f"{pad}else:")
-            lines.append(f"{pad}    if {v} is not None and isinstance({v}, dict): odd.append(i)")
             for j in leaves_under(sub):
-                lines.append(f"{pad}    a{j}(None)")
-                if j in tracked:
-                    lines.append(f"{pad}    m{j}(i); p{j}(i)")
+                lines.append(f"{pad}    a{j}(_NOPARENT)")
 
     emit(tree, "e", 2)
     cols = ", ".join(f"c{j}" for j in range(len(paths)))
-    miss = ", ".join(f"ms{j}" if j in tracked else "[]" for j in range(len(paths)))
-    perr = ", ".join(f"ps{j}" if j in tracked else "[]" for j in range(len(paths)))
-    lines.append(f"    return [{cols}], odd, [{miss}], [{perr}]")
-    ns: dict[str, Any] = {"_ABSENT": _ABSENT}
+    lines.append(f"    return [{cols}], odd")
+    ns: dict[str, Any] = {"_NOKEY": NOKEY, "_NOPARENT": NOPARENT}
     exec(compile("\n".join(lines) + "\n", "<activelabel columnar extract>", "exec"), ns)  # noqa: S102
     extract: Callable[[Sequence[Any]], Extracted] = ns["extract"]
     return extract
 
 
-_DTYPES = {str: pl.String, int: pl.Int64, float: pl.Float64, bool: pl.Boolean}
-# Values no translated operation can see inside: equal to no scalar literal, an error
-# for ordering and string functions, present for has(). They read as null in the column.
-_OPAQUE = (list, tuple, dict, bytes)
+class Col:
+    """One CEL value per row: ``kind`` (an int8 array of ``K_*``) and typed payloads, built on demand.
 
-
-def _to_series(name: str, values: list[Any]) -> tuple[pl.Series, list[int], list[int]]:
-    """A typed Series of ``values``; the rows left to the per-event path (values of
-    unusual types); the rows whose value is opaque (a list, map or bytes, read as null)."""
-    classes = set(map(type, values))
-    classes.discard(type(None))
-    if not classes:
-        return pl.Series(name, values, dtype=pl.Null), [], []
-    if len(classes) == 1:
-        cls = next(iter(classes))
-        dtype = _DTYPES.get(cls)
-        if dtype is not None:
-            try:
-                return pl.Series(name, values, dtype=dtype, strict=True), [], []
-            except (TypeError, OverflowError, pl.exceptions.PolarsError):
-                pass  # ints beyond int64
-    elif classes == {int, float} and all(
-        -_EXACT_FLOAT_INT <= v <= _EXACT_FLOAT_INT for v in values if v.__class__ is int
-    ):
-        # CEL compares ints with doubles as doubles: exact up to 2**53.
-        return pl.Series(name, [float(v) if v.__class__ is int else v for v in values], dtype=pl.Float64), [], []
-    return _to_series_mixed(name, values)
-
-
-def _to_series_mixed(name: str, values: list[Any]) -> tuple[pl.Series, list[int], list[int]]:
-    counts: dict[type, int] = {}
-    for v in values:
-        if v.__class__ in _DTYPES:
-            counts[v.__class__] = counts.get(v.__class__, 0) + 1
-    dominant = max(counts, key=counts.__getitem__) if counts else type(None)
-    clean = list(values)
-    bad: list[int] = []
-    opaque: list[int] = []
-    for i, v in enumerate(values):
-        c = v.__class__
-        if v is None or (c is dominant and (c is not int or _INT64[0] <= v <= _INT64[1])):
-            continue
-        clean[i] = None
-        (opaque if isinstance(v, _OPAQUE) else bad).append(i)
-    dtype = _DTYPES.get(dominant, pl.Null)
-    return pl.Series(name, clean, dtype=dtype, strict=True), bad, opaque
-
-
-def _apply_string_fn(s: Any, fn: str, arg: str) -> Any:
-    """The Polars form of a CEL string function (on a Series or an expression)."""
-    if fn == "startsWith":
-        return s.str.starts_with(arg)
-    if fn == "endsWith":
-        return s.str.ends_with(arg)
-    if fn == "contains":
-        return s.str.contains(arg, literal=True)
-    return s.str.contains(arg, literal=False, strict=True)
-
-
-_EXACT_STRING_FNS: dict[str, Callable[[str, str], bool]] = {
-    "startsWith": str.startswith,
-    "endsWith": str.endswith,
-    "contains": lambda s, sub: sub in s,
-    "matches": lambda s, pattern: matcher(pattern)(s),
-}
-
-
-def _string_leaf_columns(series: pl.Series, values: list[Any], leaves: list[tuple[int, str, str]],
-                         clean: bool) -> dict[str, pl.Series]:
-    """Boolean columns ``s<id>`` for the string functions over a column with few distinct values.
-
-    Each function runs once per distinct value, with the CEL evaluator's own
-    functions (RE2 for `matches`), and the results are gathered back to rows.
-    Columns with many distinct values give nothing: their functions stay Polars expressions.
+    ``raw`` (a Python value per row) is what a column read from objects starts from;
+    computed columns start from payload arrays and build ``raw`` only when asked.
+    Payload slots hold anything on rows of another kind.
     """
-    n = len(values)
-    if series.dtype != pl.String or not clean:
-        return {}
+
+    __slots__ = ("_bool", "_i64", "_masks", "_num", "_raw", "_str", "kind", "n")
+
+    def __init__(self, kind: np.ndarray, *, raw: list[Any] | None = None, num: np.ndarray | None = None,
+                 strs: pl.Series | None = None, bools: np.ndarray | None = None, i64: np.ndarray | None = None) -> None:
+        self.kind = kind
+        self.n = len(kind)
+        self._raw = raw
+        self._num = num
+        self._str = strs
+        self._bool = bools
+        self._i64 = i64
+        self._masks: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    # ---- construction ---------------------------------------------------
+
+    @classmethod
+    def from_raw(cls, raw: list[Any]) -> tuple[Col, list[int]]:
+        """The column of Python values ``raw``, and the rows whose value it cannot hold (odd)."""
+        n = len(raw)
+        classes = set(map(type, raw))
+        if not classes:
+            return cls(np.zeros(0, dtype=np.int8), raw=raw), []
+        if len(classes) == 1:
+            c = next(iter(classes))
+            k = KIND_OF.get(c)
+            if k is not None and k != K_INT:
+                return cls(np.full(n, k, dtype=np.int8), raw=raw), []
+        kind = _few_kinds(raw, classes)
+        if kind is None:
+            kind = kinds_of(raw)
+        odd: list[int] = []
+        if (kind < 0).any():
+            odd = np.flatnonzero(kind < 0).tolist()
+            kind[odd] = K_NULL  # never read: the per-event path labels these rows
+        col = cls(kind, raw=raw)
+        if int in classes:
+            ints = np.flatnonzero(kind == K_INT)
+            try:
+                vals = np.array(raw if len(ints) == n else [raw[i] for i in ints.tolist()], dtype=np.float64)
+            except OverflowError:  # beyond a double: exact per row
+                vals = np.array([float(raw[i]) if -_EXACT_INT < raw[i] < _EXACT_INT else np.inf
+                                 for i in ints.tolist()], dtype=np.float64)
+            big = np.abs(vals) >= _EXACT_INT
+            if big.any():
+                kind[ints[big]] = K_OTHER  # exact ints beyond a double's reach: per row
+            if len(ints) == n:
+                col._num = vals
+        return col, odd
+
+    @classmethod
+    def const(cls, value: Any, n: int) -> Col:
+        """``value`` on every row."""
+        k = const_kind(value)
+        return cls(np.full(n, k, dtype=np.int8), raw=[value] * n)
+
+    @classmethod
+    def from_values(cls, values: list[Any]) -> Col:
+        """A column of computed Python values (every class CEL has: timestamps, lists... are OTHER)."""
+        col, odd = cls.from_raw(values)
+        if odd:
+            col.kind[odd] = [const_kind(values[i]) for i in odd]
+        return col
+
+    def masks(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(number, string, bool, other) rows, computed once."""
+        if self._masks is None:
+            k = self.kind
+            self._masks = ((k == K_INT) | (k == K_DBL), k == K_STR, k == K_BOOL, k == K_OTHER)
+        return self._masks
+
+    # ---- payloads -------------------------------------------------------
+
+    def raw(self) -> list[Any]:
+        """The Python value of each row (anything on error rows, and on rows of a kind without a payload)."""
+        if self._raw is None:
+            out: list[Any] = [None] * self.n
+            kind = self.kind
+            for k, have, get in ((K_BOOL, self._bool, self._bools_as_list), (K_INT, self._num, self._ints_as_list),
+                                 (K_DBL, self._num, self._floats_as_list), (K_STR, self._str, self._strs_as_list),
+                                 (K_TS, self._i64, self._times_as_list), (K_DUR, self._i64, self._durations_as_list)):
+                if have is None:
+                    continue
+                rows = np.flatnonzero(kind == k)
+                if len(rows):
+                    for i, v in zip(rows.tolist(), get(rows)):
+                        out[i] = v
+            self._raw = out
+        return self._raw
+
+    def _bools_as_list(self, rows: np.ndarray) -> list[Any]:
+        return self.bools()[rows].tolist()  # type: ignore[no-any-return]
+
+    def _ints_as_list(self, rows: np.ndarray) -> list[Any]:
+        return self.num()[rows].astype(np.int64).tolist()  # type: ignore[no-any-return]
+
+    def _floats_as_list(self, rows: np.ndarray) -> list[Any]:
+        return self.num()[rows].tolist()  # type: ignore[no-any-return]
+
+    def _strs_as_list(self, rows: np.ndarray) -> list[Any]:
+        return self.strs().gather(rows).to_list()
+
+    def _times_as_list(self, rows: np.ndarray) -> list[Any]:
+        return [EPOCH + timedelta(microseconds=x) for x in self.i64()[rows].tolist()]
+
+    def _durations_as_list(self, rows: np.ndarray) -> list[Any]:
+        return [timedelta(microseconds=x) for x in self.i64()[rows].tolist()]
+
+    def i64(self) -> np.ndarray:
+        """int64 microseconds per row, on TS (since the epoch) and DUR rows."""
+        if self._i64 is None:
+            raw = self.raw()
+            out = np.zeros(self.n, dtype=np.int64)
+            for k, base in ((K_TS, EPOCH), (K_DUR, None)):
+                rows = np.flatnonzero(self.kind == k)
+                if len(rows):
+                    out[rows] = [((raw[i] - base) if base is not None else raw[i]) // _MICRO for i in rows.tolist()]
+            self._i64 = out
+        return self._i64
+
+    def num(self) -> np.ndarray:
+        """float64 per row, exact on INT and DBL rows."""
+        if self._num is None:
+            raw = self.raw()
+            kind = self.kind
+            isnum = (kind == K_INT) | (kind == K_DBL)
+            if isnum.all():
+                self._num = np.array(raw, dtype=np.float64)
+            elif isnum.sum() * 2 > self.n:  # mostly numbers: blank the rest, convert at once
+                vals = list(raw)
+                for i in np.flatnonzero(~isnum).tolist():
+                    vals[i] = 0.0
+                self._num = np.array(vals, dtype=np.float64)
+            else:
+                out = np.zeros(self.n, dtype=np.float64)
+                rows = np.flatnonzero(isnum)
+                if len(rows):
+                    out[rows] = [raw[i] for i in rows.tolist()]
+                self._num = out
+        return self._num
+
+    def strs(self) -> pl.Series:
+        """A Polars String series: the string on STR rows, "" elsewhere (no nulls: results need no fill)."""
+        if self._str is None:
+            raw = self.raw()
+            kind = self.kind
+            isstr = kind == K_STR
+            if isstr.all():
+                self._str = pl.Series(raw, dtype=pl.String)
+            else:
+                vals = list(raw)
+                for i in np.flatnonzero(~isstr).tolist():
+                    vals[i] = ""
+                self._str = pl.Series(vals, dtype=pl.String)
+        return self._str
+
+    def bools(self) -> np.ndarray:
+        """A bool array: the value on BOOL rows, False elsewhere."""
+        if self._bool is None:
+            raw = self.raw()
+            self._bool = np.fromiter(map(is_, raw, repeat(True)), dtype=bool, count=self.n)
+        return self._bool
+
+    def nokey(self) -> np.ndarray:
+        """Rows whose parent map lacks the key (a read column only)."""
+        raw = self._raw
+        assert raw is not None, "nokey() is asked of columns read from objects"
+        out = np.zeros(self.n, dtype=bool)
+        for i in np.flatnonzero(self.kind == K_ERRA).tolist():  # only the absent rows need a look
+            out[i] = raw[i] is NOKEY
+        return out
+
+    def equal_str(self, value: str) -> np.ndarray:
+        """Rows equal to the string ``value`` (meaningful on STR rows): Polars when the series exists, else C-level."""
+        if self._str is not None:
+            got: np.ndarray = (self._str == value).to_numpy()
+            return got
+        raw = self.raw()
+        try:
+            return np.fromiter(map(eq, raw, repeat(value)), dtype=bool, count=self.n)
+        except (TypeError, ValueError):  # a row of an odd class compares oddly: the series has "" there
+            got = (self.strs() == value).to_numpy()
+            return got
+
+    def take(self, rows: np.ndarray) -> Col:
+        """The rows ``rows`` of this column, as a new column."""
+        raw = self.raw()
+        return Col(self.kind[rows], raw=[raw[i] for i in rows.tolist()])
+
+
+_MARKERS = {_Sentinel: K_ERRA, type(None): K_NULL}
+
+
+def _few_kinds(raw: list[Any], classes: set[type]) -> np.ndarray | None:
+    """Kinds of a column of one JSON class plus absent keys and/or nulls, by C-level masks; else None."""
+    rest = classes - _MARKERS.keys()
+    if len(rest) > 1 or not rest:
+        return None
+    k = KIND_OF.get(next(iter(rest)))
+    if k is None:
+        return None
+    n = len(raw)
+    kind = np.full(n, k, dtype=np.int8)
+    for marker_cls, marker_kind in _MARKERS.items():
+        if marker_cls in classes:
+            rows = np.fromiter(map(is_, map(type, raw), repeat(marker_cls)), dtype=bool, count=n)
+            kind[rows] = marker_kind
+    return kind
+
+
+def kinds_of(raw: list[Any]) -> np.ndarray:
+    """The kind of each value (-1 for classes no kind holds)."""
     try:
-        distinct = set(values)
-    except TypeError:  # opaque values (lists, maps) among the strings
-        return {}
-    if len(distinct) * 4 > n:
-        return {}
-    distinct.discard(None)
-    uniq = list(distinct)
-    index: dict[Any, int | None] = {v: i for i, v in enumerate(uniq)}
-    index[None] = None
-    codes = pl.Series([index[v] for v in values], dtype=pl.Int64)
-    per_value = pl.DataFrame({f"s{i}": pl.Series([_EXACT_STRING_FNS[fn](v, arg) for v in uniq], dtype=pl.Boolean)
-                              for i, fn, arg in leaves})
-    return per_value.select(pl.all().gather(codes)).to_dict()
+        return np.fromiter(map(_KIND_ITEM, map(type, raw)), dtype=np.int8, count=len(raw))
+    except KeyError:  # a class no kind holds: the slower path marks it (maps of dict subclasses are maps)
+        return np.array([KIND_OF.get(type(v), K_OTHER if isinstance(v, dict) else -1) for v in raw], dtype=np.int8)
+
+
+_KIND_ITEM = KIND_OF.__getitem__
+
+
+class ConstCol(Col):
+    """One value on every row: payloads are broadcasts, and operations may use ``value`` as a scalar."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any, kind: int, n: int) -> None:
+        super().__init__(np.full(n, kind, dtype=np.int8))
+        self.value = value
+
+    def raw(self) -> list[Any]:
+        if self._raw is None:
+            self._raw = [self.value] * self.n
+        return self._raw
+
+    def num(self) -> np.ndarray:
+        if self._num is None:
+            v = self.value
+            try:
+                x = float(v) if v.__class__ in (int, float) else 0.0
+            except OverflowError:  # an int beyond a double: OTHER, decided per row
+                x = 0.0
+            self._num = np.full(self.n, x)
+        return self._num
+
+    def strs(self) -> pl.Series:
+        if self._str is None:
+            v = self.value
+            self._str = pl.Series([v if v.__class__ is str else ""], dtype=pl.String).new_from_index(0, self.n)
+        return self._str
+
+    def bools(self) -> np.ndarray:
+        if self._bool is None:
+            self._bool = np.full(self.n, self.value is True)
+        return self._bool
+
+    def equal_str(self, value: str) -> np.ndarray:
+        return np.full(self.n, self.value.__class__ is str and self.value == value)
+
+    def i64(self) -> np.ndarray:
+        if self._i64 is None:
+            v = self.value
+            x = 0
+            if isinstance(v, datetime):
+                x = (v - EPOCH) // _MICRO
+            elif isinstance(v, timedelta):
+                x = v // _MICRO
+            self._i64 = np.full(self.n, x, dtype=np.int64)
+        return self._i64
+
+
+_CONST_KINDS: dict[type, int] = {type(None): K_NULL, bool: K_BOOL, float: K_DBL, str: K_STR}
+
+
+def const_kind(v: Any) -> int:
+    """The kind of a computed value (an exact int outside ±2**53, a list, a timestamp...: OTHER)."""
+    c = v.__class__
+    k = _CONST_KINDS.get(c)
+    if k is not None:
+        return k
+    if c is int:
+        return K_INT if -_EXACT_INT < v < _EXACT_INT else K_OTHER
+    if c is datetime and v.tzinfo is UTC:
+        return K_TS
+    if c is timedelta:
+        return K_DUR
+    return K_OTHER

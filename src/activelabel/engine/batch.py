@@ -1,230 +1,627 @@
-"""The columnar batch path: a compiled policy evaluated column-wise with Polars.
+"""The columnar batch path: a compiled policy evaluated column-wise, label by label.
 
-``ColumnarPlan.build(plan)`` translates each rule's ``when`` into a Polars
-expression over columns of the fields the policy reads; ``run(events, per_event)``
-extracts those fields from a batch of event dicts in one pass, evaluates every
-rule over the whole batch, picks each label's first matching rule, and builds
-the per-event ``labels`` / ``why`` dicts from a few templates (batches repeat
-the same label combinations).
+``ColumnarPlan.build(compiled)`` turns every expression of the policy (enricher keys,
+rule conditions, ``value_expr``, bucket ``from``) into nodes over columns
+(engine/_columnar_expr.py); ``run(events, per_event)`` reads the fields the policy
+uses from a batch of event dicts in one pass, then, in the order the labels are
+declared, does the per-event function's steps on whole columns:
 
-Results are identical to the per-event path, CEL errors included. A CEL value
-that is an error is a Polars null, and CEL's commutative ``&&``/``||``/``!``
-are exactly Kleene logic on nulls, so a rule matches iff its column is true.
-Leaves are translated only where the translation is exact for every column
-type; a missing field and a JSON ``null`` (both Polars nulls) are told apart
-from the events where it matters (``==``, ``!=``, ``in``, ``has``).
+- enrichers: the key column, one ``lookup`` per row (the enricher's own, so misses,
+  number keys and CIDR matching are its own), and the fields rules read from the rows
+  it returned, as columns (a key that fails is counted as the key's error);
+- each label: its rules' conditions and values (``first_match`` in rule order, each
+  rule's errors counted on the rows it was reached; ``max_confidence``, ``vote`` and
+  conflict tracking over every rule, resolved once per distinct set of matching
+  constant-valued rules and once per row where a ``value_expr`` rule matched, exactly
+  as the generated code resolves one event); a bucket's ``from`` column; models
+  called once for the rows no rule decided (``predict_batch``); the default; then the
+  cardinality guard or distinct tracker, in input order (first N distinct values: one
+  pass over the new values; windows: one ``admit`` per row, as the clock is read per
+  value). Later labels read the label as a column (``labels.x``);
+- the per-event ``labels`` / ``why`` dicts, from one template per distinct outcome,
+  computed values filled in per row.
 
-What is not translated falls back, never approximated:
+Results are identical to the per-event path: labels, ``why`` codes, and the counters
+(hits, errors and the absent-read part of them, conflicts, guard overflow and distinct
+values). A CEL value that is an error carries its kind, absent (the message tells of
+an absent field or a null, or the expression read an absent field) or not, as the
+exact path's ``failure`` decides it. ``now`` is the labeler's ``now``, read once per
+batch (the per-event path reads it per event). A model's confidence is what its
+``predict_batch`` gives, which for scikit-learn can differ from ``predict`` on one row
+in the last bit.
 
-- a rule whose condition uses anything else (arithmetic, macros, ``size``,
-  regexes outside a subset Rust's and RE2's engines read the same way) is
-  evaluated per event with the exact CEL evaluator, as one column;
-- a row whose field has a value of a different type from the rest of its column,
-  or that is not a plain dict, is labeled by the per-event path;
-- lists, maps and bytes read as opaque values (equal to no scalar literal, an
-  error for ordering and string functions), exactly as CEL treats them there;
-- a batch with a NaN double (Polars orders NaN, CEL does not) is labeled by
-  the per-event path;
-- a policy with enrichers, models, ``value_expr``, bucket labels, cardinality
-  guards, non-first-match resolution, ``labels.*`` or ``now`` has no columnar plan
-  (``build`` returns None).
+What is not computed column-wise falls back, never approximated:
+
+- an operation on values numpy and Polars do not compute exactly runs the CEL
+  evaluator's own code (the Python form cel.emit gives it, the evaluator where that
+  raises) on those rows, once per distinct argument tuple: lists and maps (beyond
+  ``size``, an index, a field, ``in`` a literal list and the macros below), ints
+  beyond 2**53, timestamps not in UTC, conversions (``int()``, ``string()``...),
+  ``split`` and the other string extensions, a ``timestamp()`` text not in the RFC
+  3339 shape Polars and ``fromisoformat`` read alike, a regex outside the subset RE2
+  and Rust's regex read alike (RE2 itself, once per distinct string). An expression
+  of one field with such work is evaluated once per distinct value of that field;
+- a whole expression is evaluated per row (its emitted Python form, the evaluator
+  where that raises) when it has a map literal, a ``map`` or ``filter`` macro, two
+  macros (they share one step budget per evaluation), or a macro variable named like
+  a root; one ``exists`` / ``all`` / ``exists_one`` runs over all elements at once;
+- a label the columns do not resolve (``max_confidence``, ``vote`` or conflict
+  tracking on a label with a model; a bucket label that also has rules or a model)
+  is decided per row by the exact path (``CompiledPolicy.slow``), given the labels
+  decided before it; it counts its own errors and conflicts;
+- a row whose event is not a dict, or that holds a value of a class outside JSON's
+  (a tuple, bytes, a datetime), is labeled by the per-event function; when the
+  policy has a guard or a distinct tracker (whose state depends on input order),
+  such a batch is labeled by it whole;
+- a policy with two windowed guards (their clock reads interleave per event) has no
+  columnar plan (``build`` returns None): ``label_batch`` labels it per event.
 """
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
-import polars as pl
 
-from activelabel.cel.ast import Call, CreateList, Expr, Ident, Literal, Select, select_path, walk
+from activelabel import cel
+from activelabel.cel.ast import Macro, walk
+from activelabel.cel.emit import MISSING
+from activelabel.engine._columnar_expr import ExprCompiler
 from activelabel.engine._columnar_extract import (
-    _INT64,
-    _apply_string_fn,
-    _make_extractor,
-    _string_leaf_columns,
-    _to_series,
+    K_BOOL,
+    K_DBL,
+    K_ERRA,
+    K_ERRF,
+    K_INT,
+    K_NULL,
+    K_OTHER,
+    Col,
+    make_extractor,
 )
+from activelabel.engine._columnar_labels import (
+    _DYN,
+    _absent_mask,
+    _convert,
+    _Counts,
+    _gather_values,
+    _guarded,
+    _Label,
+    _label_col,
+    _label_reads,
+    _Out,
+    _reads_absent,
+    _resolve,
+    _Rule,
+    _set_default,
+)
+from activelabel.engine._columnar_nodes import Batch, Node, Untranslatable
+from activelabel.engine._columnar_rows import RowNode, share_distinct
+from activelabel.engine.exact import _reads, features
 from activelabel.engine.plan import Plan
+from activelabel.policy import label_types
+from activelabel.policy._load import paused_gc
 
 if TYPE_CHECKING:
     from activelabel.engine.compile import CompiledPolicy
     from activelabel.engine.decision import Decision
 
+#: Label value types `_convert` checks column-wise (a new type is decided per row until it learns it).
+_CONVERTED = frozenset({*label_types.CHOICE_TYPES, "string", "bool", "int", "float"})
+
 PerEvent = Callable[[Any], "tuple[dict[str, Any], dict[str, Any]]"]
-
-_ORDER_OPS = {"_<_": "lt", "_<=_": "le", "_>_": "gt", "_>=_": "ge"}
-_FLIP = {"lt": "gt", "le": "ge", "gt": "lt", "ge": "le"}
-_STRING_FNS = {"startsWith", "endsWith", "contains", "matches"}
-# A regex subset that RE2 (CEL's `matches`) and Rust's regex crate (Polars) read the
-# same way: ASCII text, groups, alternation, classes, repetition, escaped punctuation.
-# Braces only as `{n}`, `{n,}`, `{n,m}`: RE2 reads `{,m}` as text, Rust as a repetition.
-_SAFE_REGEX = re.compile(
-    r"^(\(\?i\))?(?:[A-Za-z0-9 _\-/:;,'\"=<>!@#%&~`^$.|()*+?]|\{[0-9]+(?:,[0-9]*)?\}|\[(?!:)|\]"
-    r"|\\[.^$|()\[\]{}*+?\\/\-])*$"
-)
-
-
-class Untranslatable(Exception):
-    """This expression has no exact columnar form (its rule is evaluated per event)."""
-
+Now = Callable[[], Any]
 
 @dataclass
 class BatchResult:
-    """What `ColumnarPlan.run` gives back; `hits`/`errors` count only columnar rows."""
+    """What `ColumnarPlan.run` gives back; the counts cover only the rows it decided column-wise."""
 
     labels: list[dict[str, Any]]
     why: list[dict[str, Any]]    # shared between rows with the same outcome: read-only
     hits: dict[int, int] = field(default_factory=dict)    # source index -> labels set by it
     errors: dict[int, int] = field(default_factory=dict)  # source index -> evaluation errors
+    absent: dict[int, int] = field(default_factory=dict)  # of those: an absent field or label was read
+    conflicts: dict[int, int] = field(default_factory=dict)  # label index -> events whose rules disagreed
     per_event_rows: int = 0                               # rows handed to the per-event path
     columnar: bool = True                                 # False when the whole batch fell back
-    keys: list[int] | None = None                         # per row: its outcome's template key (-1: per event)
+    keys: list[int] | None = None                         # per row: its outcome's template key (-1: its own)
+    exact_labels: tuple[str, ...] = ()                    # labels decided per row by the exact path
+
+
+# ---- the compiled form ----------------------------------------------------------------
 
 
 @dataclass
-class _Rule:
-    source_idx: int
-    value: Any
-    node: Expr | None        # the `when` root; None means "always"
-    program: Any             # the exact cel.Program, for per-event evaluation
-    exact_only: bool = False  # no columnar form: evaluate per event
-
-
-@dataclass
-class _Label:
+class _Enricher:
     name: str
-    rules: list[_Rule]
-    default: tuple[Any, int] | None  # (value, source index) or None when unset
-    # When every rule is `field == literal` / `field in [literals]` on one field:
-    # (path, literals per rule), and the winner is one dictionary lookup.
-    lookup: tuple[tuple[str, ...], list[list[Any]]] | None = None
-
-
-@dataclass
-class _Queries:
-    """Everything evaluated on one batch frame; depends on its schema, so cached per schema."""
-
-    conds: list[pl.Expr]               # one boolean column per rule (null: a CEL error)
-    wins: list[pl.Expr]                # one winner column per label: rule position, or len(rules)
-    cond_names: list[str]
-    win_names: list[str]
-    rule_errors: list[tuple[str, str, int, int]]  # (condition column, winner column, position, source)
-    mask_errors: list[tuple[str, list[int]]]      # (missing-field column of a lookup label, its rules)
-
-
-class _BatchFallback(Exception):
-    """This batch holds values the columnar form does not cover: use the per-event path."""
+    source_idx: int
+    key: Node
+    key_reads: list[tuple[str, ...]]
+    lookup: Callable[[Any], Any]
+    paths: list[tuple[str, ...]]  # field paths under this enricher (root included)
 
 
 class ColumnarPlan:
-    """A policy's rules as Polars expressions, built once per compiled policy."""
+    """A policy's expressions as column nodes, built once per compiled policy."""
 
-    def __init__(self, labels: list[_Label], paths: list[tuple[str, ...]], stateful: set[tuple[str, ...]],
-                 string_leaves: list[Call]) -> None:
+    def __init__(self, plan: Plan, labels: list[_Label], enrichers: list[_Enricher],
+                 event_paths: list[tuple[str, ...]], now: Now | None, every_rule: bool,
+                 slow: Callable[[int, dict[str, Any]], Any] | None) -> None:
+        self._plan = plan
         self._labels = labels
-        self._paths = paths
-        self._stateful = stateful
-        # String functions over a field: (leaf id, path, function, argument), computed per batch
-        # on the column's distinct values when it has few (user agents, countries).
-        self._leaf_ids = {id(n): i for i, n in enumerate(string_leaves)}
-        self._string_leaves: dict[tuple[str, ...], list[tuple[int, str, str]]] = {}
-        for i, n in enumerate(string_leaves):
-            target, arg = (n.target, n.args[0]) if n.target is not None else n.args
-            self._string_leaves.setdefault(_known_path(target), []).append((i, n.function, arg.value))  # type: ignore[attr-defined]
-        self._col = {p: f"f{i}" for i, p in enumerate(paths)}
-        self._extract = _make_extractor(paths, stateful)
-        self._exprs: dict[tuple[Any, ...], _Queries] = {}  # by the batch frame's schema (column dtypes, masks present)
-        self._templates: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
-        self._label_json: dict[int, bytes] = {}  # template key -> its labels as JSON (run_lines)
+        self._enrichers = enrichers
+        self._event_paths = event_paths
+        self._extract = make_extractor([p[1:] for p in event_paths])
+        self._now = now
+        self._every_rule = every_rule
+        self._ordered = any(lp.guard is not None for lp in plan.labels)
+        self._slow = slow
 
     # ---- building ---------------------------------------------------------
 
     @classmethod
-    def build(cls, plan: Plan) -> ColumnarPlan | None:
-        """The columnar form of ``plan``, or None when the policy uses what it cannot express."""
-        if plan.enrichers or plan.uses_now:
+    def build(cls, source: CompiledPolicy | Plan) -> ColumnarPlan | None:
+        """The columnar form of a compiled policy (or of a bare plan, with no exact-path fallback).
+
+        None when the policy has two windowed guards (the clock reads of their windows
+        interleave per event), or, for a bare plan, a label only the exact path decides.
+        """
+        if isinstance(source, Plan):
+            plan, now, every_rule, slow = source, None, False, None
+        else:
+            plan, now, every_rule, slow = source.plan, source.now, source.every_rule, source.slow
+        if sum(1 for lp in plan.labels if lp.guard is not None and getattr(lp.guard, "window", None)) > 1:
             return None
-        labels: list[_Label] = []
-        paths: dict[tuple[str, ...], None] = {}
-        stateful: set[tuple[str, ...]] = set()
-        string_leaves: list[Call] = []
+        roots = {"event", *(ep.spec.name for ep in plan.enrichers)}
+        comp = ExprCompiler(roots, plan.uses_now)
+        wrapped: dict[int, Node] = {}
+        inputs: dict[int, frozenset[tuple[str, ...]] | None] = {}
+
+        def node(prog: cel.Program) -> tuple[Node, list[tuple[str, ...]]]:
+            reads = [p for p in _reads(prog) if p[0] in roots and len(p) > 1] + [
+                p for p in _reads(prog) if p[0] == "labels" and len(p) > 1]
+            for p in reads:
+                if p[0] != "labels":
+                    comp.paths[p] = None
+            if sum(isinstance(x, Macro) for x in walk(prog.ast.root)) > 1:
+                return _row_node(prog, plan, comp), reads  # macros share one step budget per evaluation
+            try:
+                return share_distinct(comp.build(prog.ast.root), wrapped, inputs), reads
+            except Untranslatable:
+                return _row_node(prog, plan, comp), reads
+
+        enrichers = []
+        for ep in plan.enrichers:
+            key, key_reads = node(ep.key_prog)
+            enrichers.append(_Enricher(ep.spec.name, ep.source_idx, key, key_reads, ep.runtime.lookup, []))
+        labels = []
         for lp in plan.labels:
             spec = lp.spec
-            if lp.models or lp.from_prog is not None or lp.guard is not None or spec.resolve != "first_match":
-                return None
             rules = []
             for rp in lp.rules:
-                if rp.value_prog is not None:
-                    return None
-                node = rp.when.ast.root if rp.when is not None else None
-                if node is not None and not _only_event_refs(node):
-                    return None  # labels.*, enrichers: the per-event path owns those
-                rule = _Rule(rp.source_idx, rp.value, node, rp.when)
-                if node is not None:
-                    try:
-                        for p in _leaf_paths(node, stateful):
-                            paths[p] = None
-                    except Untranslatable:
-                        rule.exact_only = True
-                    else:
-                        string_leaves += [n for n in walk(node) if isinstance(n, Call) and n.function in _STRING_FNS]
-                rules.append(rule)
-            default = (spec.default, lp.default_idx) if lp.default_idx >= 0 else None
-            labels.append(_Label(spec.name, rules, default, _lookup_form(rules)))
-        return cls(labels, list(paths), stateful, string_leaves)
+                cond, cond_reads = node(rp.when) if rp.when is not None else (None, [])
+                vnode, vreads = node(rp.value_prog) if rp.value_prog is not None else (None, [])
+                conf = float(plan.source_table[rp.source_idx][1])
+                rules.append(_Rule(rp.source_idx, conf, cond, cond_reads, rp.value, vnode, vreads))
+            resolve = spec.resolve
+            if lp.from_prog is not None:
+                mode = "exact" if lp.rules or lp.models else "bucket"
+            elif every_rule or resolve != "first_match":
+                mode = "exact" if lp.models else "collect"
+            else:
+                mode = "first"
+            if label_types.value_type(spec) not in _CONVERTED:
+                mode = "exact"  # a label type the column conversion does not know: the exact path checks its values
+            lab = _Label(lp, mode, rules, resolve, value_type=label_types.value_type(spec),
+                         allowed=frozenset(label_types.allowed_values(spec) or ()) if spec.type in label_types.CHOICE_TYPES else None)
+            if lp.from_prog is not None and mode == "bucket":
+                lab.from_node, lab.from_reads = node(lp.from_prog)
+            if mode == "exact" or lp.models:
+                lab.reads = _label_reads(lp)
+            if mode == "exact" and slow is None:
+                return None
+            labels.append(lab)
+        paths = list(comp.paths)
+        for en in enrichers:
+            en.paths = [p for p in paths if p[0] == en.name]
+        event_paths = [p for p in paths if p[0] == "event"]
+        return cls(plan, labels, enrichers, event_paths, now, every_rule, slow)
 
     # ---- running ----------------------------------------------------------
 
     def run(self, events: Sequence[Any], per_event: PerEvent) -> BatchResult:
-        """Label ``events``; ``per_event(event) -> (labels, why)`` labels the rows the columns cannot."""
+        """Label ``events``; ``per_event(event) -> (labels, why)`` labels the rows the columns cannot.
+
+        The cyclic collector is paused meanwhile: a batch allocates thousands of acyclic dicts
+        and lists, and each collection pass would walk the batch's whole heap again.
+        """
+        with paused_gc():
+            return self._run(events, per_event)
+
+    def _run(self, events: Sequence[Any], per_event: PerEvent) -> BatchResult:
         n = len(events)
-        try:
-            frame, fallback = self._frame(events)
-        except _BatchFallback:
-            labels, why = [], []
-            for e in events:
-                lab, w = per_event(e)
-                labels.append(lab)
-                why.append(w)
-            return BatchResult(labels, why, per_event_rows=n, columnar=False)
-        exact_cols = self._exact_columns(events, fallback)
-        if exact_cols:
-            frame = frame.with_columns(**exact_cols)
-        q = self._expressions(frame.schema)
-        # with_columns, not select: a literal-only expression list must still give one row per event.
-        decided = (frame.lazy().with_columns(q.conds).with_columns(q.wins)
-                   .select(q.cond_names + q.win_names).collect())
-        counted = decided
-        if fallback:
-            keep = np.ones(n, dtype=bool)
-            keep[fallback] = False
-            counted = decided.filter(pl.Series(keep))
-        hits, errors = self._counts(q, counted)
-        labels, why, keys = self._assemble(decided.select(q.win_names), n)
-        for i in fallback:
+        if n == 0:
+            return BatchResult([], [], keys=[])
+        b, odd, key_errors = self._read(events)
+        if odd and self._ordered:
+            return self._all_per_event(events, per_event)
+        live = np.ones(n, dtype=bool)
+        if odd:
+            live[odd] = False
+        counts = _Counts(live)
+        for idx, err, absent in key_errors:
+            counts.error(idx, err, absent)
+        outs: list[_Out] = []
+        exact_labels = []
+        for lab in self._labels:
+            out = self._decide(lab, b, events, counts, live)
+            if lab.mode == "exact":
+                exact_labels.append(lab.lp.spec.name)
+            outs.append(out)
+            b.set_label(lab.lp.spec.name, _label_col(out, lab))
+        labels, why, keys = self._assemble(outs, n)
+        for i in odd:
             labels[i], why[i] = per_event(events[i])
             if keys is not None:
                 keys[i] = -1
-        return BatchResult(labels, why, hits, errors, per_event_rows=len(fallback), keys=keys)
+        return BatchResult(labels, why, counts.hits, counts.errors, counts.absent, counts.conflicts,
+                           per_event_rows=len(odd), keys=keys, exact_labels=tuple(exact_labels))
+
+    def _all_per_event(self, events: Sequence[Any], per_event: PerEvent) -> BatchResult:
+        labels, why = [], []
+        for e in events:
+            lab, w = per_event(e)
+            labels.append(lab)
+            why.append(w)
+        return BatchResult(labels, why, per_event_rows=len(events), columnar=False)
+
+    def _read(self, events: Sequence[Any]) -> tuple[Batch, list[int], list[tuple[int, np.ndarray, np.ndarray]]]:
+        """The batch with every column read: event fields, then each enricher's key, lookup and fields."""
+        n = len(events)
+        columns, odd_rows = self._extract(events)
+        odd = set(odd_rows)
+        paths: dict[tuple[str, ...], Col] = {}
+        for p, raw in zip(self._event_paths, columns):
+            col, bad = Col.from_raw(raw)
+            odd.update(bad)
+            paths[p] = col
+        now = self._now() if (self._now is not None and self._plan.uses_now) else None
+        b = Batch(n, paths, now)
+        b.objects["event"] = events
+        key_errors = []
+        for en in self._enrichers:
+            key = en.key.eval(b)
+            kind = key.kind
+            err = kind <= K_ERRF
+            raw = key.raw()
+            keys = [None if e else v for v, e in zip(raw, err.tolist())] if err.any() else raw
+            results = list(map(en.lookup, keys))
+            b.objects[en.name] = results
+            key_errors.append((en.source_idx, err, _absent_mask(kind, err, en.key_reads, b)))
+            if en.paths:
+                cols, bad_rows = make_extractor([p[1:] for p in en.paths])(results)
+                odd.update(bad_rows)
+                for p, raw_col in zip(en.paths, cols):
+                    col, bad = Col.from_raw(raw_col)
+                    odd.update(bad)
+                    paths[p] = col
+        return b, sorted(odd), key_errors
+
+    # ---- one label ----------------------------------------------------------
+
+    def _decide(self, lab: _Label, b: Batch, events: Sequence[Any], counts: _Counts, live: np.ndarray) -> _Out:
+        if lab.mode == "bucket":
+            out = self._bucket(lab, b, counts)
+        elif lab.mode == "first":
+            out = self._first_match(lab, b, counts, live)
+        elif lab.mode == "collect":
+            out = self._collect(lab, b, counts)
+        else:
+            out = self._exact(lab, b, events, live)
+        if lab.lp.guard is not None:
+            out = _guarded(out, lab, live)
+        counts.hit(out, live)
+        return out
+
+    def _cond(self, r: _Rule, b: Batch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(matches, errors, absent errors) of a rule's condition; a non-bool value is an error, never absent."""
+        n = b.n
+        if r.cond is None:
+            return np.ones(n, dtype=bool), np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+        c = r.cond.eval(b)
+        k = c.kind
+        isb = k == K_BOOL
+        t = isb & c.bools() if isb.any() else isb
+        err_eval = k <= K_ERRF
+        err = ~isb
+        absent = (k == K_ERRA)
+        if (err_eval & ~absent).any():
+            absent = absent | (err_eval & _reads_absent(r.cond_reads, b))
+        return t, err, absent
+
+    def _value(self, lab: _Label, r: _Rule, b: Batch) -> tuple[np.ndarray, Col, np.ndarray]:
+        """(fits, the value column converted to the label's type, absent errors) of a rule's value_expr."""
+        assert r.value_node is not None
+        v = r.value_node.eval(b)
+        ok, col = _convert(lab, v)
+        bad = ~ok
+        absent = v.kind == K_ERRA
+        if (bad & ~absent).any():
+            absent = absent | (bad & _reads_absent(r.value_reads, b))
+        return ok, col, absent
+
+    def _first_match(self, lab: _Label, b: Batch, counts: _Counts, live: np.ndarray) -> _Out:
+        n = b.n
+        rules = lab.rules
+        oid = np.full(n, len(rules), dtype=np.int32)  # len(rules): none matched
+        undecided = np.ones(n, dtype=bool)
+        outcomes: list[tuple[bool, Any, Any]] = []
+        dyn: np.ndarray | None = None
+        dyn_cols: list[tuple[np.ndarray, Col]] = []
+        for j, r in enumerate(rules):
+            if not undecided.any():
+                outcomes.append((True, r.value if r.value_node is None else _DYN, r.source_idx))
+                continue
+            t, err, absent = self._cond(r, b)
+            if r.value_node is not None:
+                ok, col, vabsent = self._value(lab, r, b)
+                bad = t & ~ok
+                won = t & ok
+                err = err | bad
+                absent = absent | (bad & vabsent)
+                outcomes.append((True, _DYN, r.source_idx))
+            else:
+                won = t
+                outcomes.append((True, r.value, r.source_idx))
+            counts.error(r.source_idx, err & undecided, absent & undecided)
+            w = won & undecided
+            if w.any():
+                oid[w] = j
+                if r.value_node is not None:
+                    dyn = w if dyn is None else dyn | w
+                    dyn_cols.append((w, col))
+            undecided &= ~w
+            if r.cond is None and r.value_node is None:
+                break
+        outcomes += [(True, r.value, r.source_idx) for r in rules[len(outcomes):]]
+        out = _Out(oid, outcomes, dyn)
+        if dyn is not None:
+            out.dyn_vals = _gather_values(dyn_cols, n)
+            out.dyn_parts = dyn_cols
+        _set_default(out, lab, len(rules))
+        if lab.lp.models:
+            self._models(lab, b, out, undecided & live)
+        return out
+
+    def _models(self, lab: _Label, b: Batch, out: _Out, rows: np.ndarray) -> None:
+        """Each model once for the rows no rule decided; the first answer (in model order) wins."""
+        idx = np.flatnonzero(rows).tolist()
+        if not idx:
+            return
+        getters = _getters(b)
+        binds = [b.bindings(i, getters, lab.reads) for i in idx]
+        open_rows = list(idx)
+        if out.dyn is None:
+            out.dyn = np.zeros(b.n, dtype=bool)
+            out.dyn_vals = [None] * b.n
+        assert out.dyn_vals is not None
+        out.dyn_codes = [None] * b.n
+        model_outcome = len(out.outcomes)
+        out.outcomes.append((True, _DYN, _DYN))
+        for model, src in zip(lab.lp.models, lab.lp.model_sources):
+            preds = model.predict_batch([features(model, bd) for bd in binds])
+            for i, pred in zip(idx, preds):
+                if pred is not None and out.oid[i] == len(lab.rules) and i in open_rows:
+                    out.oid[i] = model_outcome
+                    out.dyn[i] = True
+                    out.dyn_vals[i] = pred[0]
+                    out.dyn_codes[i] = (src, float(pred[1]))
+            open_rows = [i for i in open_rows if out.oid[i] != model_outcome]
+
+    def _collect(self, lab: _Label, b: Batch, counts: _Counts) -> _Out:
+        """Every rule on every row, resolved as the generated code's `_collect` resolves one event.
+
+        Rows where only constant-valued rules match are resolved once per distinct set of
+        matching rules; rows where a ``value_expr`` rule matches, once per row.
+        """
+        n = b.n
+        rules = lab.rules
+        bits = []
+        values: list[Col | None] = []
+        for r in rules:
+            t, err, absent = self._cond(r, b)
+            if r.value_node is not None:
+                ok, col, vabsent = self._value(lab, r, b)
+                bad = t & ~ok
+                err = err | bad
+                absent = absent | (bad & vabsent)
+                t = t & ok
+                values.append(col)
+            else:
+                values.append(None)
+            counts.error(r.source_idx, err, absent)
+            bits.append(t)
+        if not rules:
+            out = _Out(np.zeros(n, dtype=np.int32), [])
+            _set_default(out, lab, 0)
+            return out
+        matrix = np.stack(bits, axis=1)
+        dyn_rules = [j for j, v in enumerate(values) if v is not None]
+        dyn: np.ndarray | None = np.asarray(matrix[:, dyn_rules].any(axis=1)) if dyn_rules else None
+        if dyn is not None and dyn.any():
+            matrix = matrix & ~dyn[:, None]  # resolved per row below
+        if len(rules) <= 62:
+            weights = (np.int64(1) << np.arange(len(rules), dtype=np.int64))
+            packed = matrix.astype(np.int64) @ weights
+            uniq, inv = np.unique(packed, return_inverse=True)
+            sets = [[j for j in range(len(rules)) if (int(u) >> j) & 1] for u in uniq.tolist()]
+        else:
+            rows_bytes = np.packbits(matrix, axis=1)
+            view = np.ascontiguousarray(rows_bytes).view(np.dtype((np.void, rows_bytes.shape[1])))
+            uniq_v, inv = np.unique(view, return_inverse=True)
+            first_row = {int(g): i for i, g in reversed(list(enumerate(inv.ravel().tolist())))}
+            sets = [np.flatnonzero(matrix[first_row[g]]).tolist() for g in range(len(uniq_v))]
+        outcomes = []
+        conflicts = np.zeros(len(sets) + 1, dtype=np.int64)
+        for g, matched in enumerate(sets):
+            value, code, conflict = _resolve(lab, [(rules[j].value, rules[j].conf, rules[j].source_idx) for j in matched])
+            outcomes.append((value is not MISSING, value, code))
+            conflicts[g] = conflict
+        oid = inv.ravel().astype(np.int32)
+        out = _Out(oid, outcomes)
+        per_row_conflict = conflicts[oid]
+        if dyn is not None and dyn.any():
+            out.outcomes.append((True, _DYN, _DYN))
+            dyn_id = len(out.outcomes) - 1
+            out.dyn = dyn
+            dyn_vals: list[Any] = [None] * n
+            dyn_codes: list[Any] = [None] * n
+            raws = [None if v is None else v.raw() for v in values]
+            for i in np.flatnonzero(dyn).tolist():
+                cands = []
+                for j, r in enumerate(rules):
+                    if bits[j][i]:
+                        got = raws[j]
+                        cands.append((r.value if got is None else got[i], r.conf, r.source_idx))
+                value, code, conflict = _resolve(lab, cands)
+                out.oid[i] = dyn_id
+                dyn_vals[i] = value
+                dyn_codes[i] = code
+                per_row_conflict[i] = conflict
+            out.dyn_vals, out.dyn_codes = dyn_vals, dyn_codes
+        if per_row_conflict.any():
+            counts.conflict(lab.lp.index, per_row_conflict)
+        return out
+
+    def _bucket(self, lab: _Label, b: Batch, counts: _Counts) -> _Out:
+        """``from`` as a column: numbers (not NaN) to their bucket; null, absent or anything else an error."""
+        assert lab.from_node is not None
+        lp = lab.lp
+        spec = lp.spec
+        x = lab.from_node.eval(b)
+        k = x.kind
+        n = b.n
+        names = list(spec.bucket_names)
+        nb = len(names)
+        oid = np.full(n, nb, dtype=np.int32)
+        isnum = (k == K_INT) | (k == K_DBL)
+        num = x.num() if isnum.any() else np.zeros(n)
+        nan = isnum & np.isnan(num)
+        isnum &= ~nan
+        bounds = np.array(spec.bounds, dtype=np.float64)
+        exact_bounds = all(float(v) == v for v in spec.bounds)
+        if isnum.any() and exact_bounds:
+            idx = np.searchsorted(bounds, num, side="right").astype(np.int32)
+            oid[isnum] = idx[isnum]
+        elif isnum.any():
+            raw = x.raw()
+            for i in np.flatnonzero(isnum).tolist():
+                oid[i] = label_types.bucket_index(spec.bounds, raw[i])
+        other = k == K_OTHER
+        if other.any():
+            raw = x.raw()
+            for i in np.flatnonzero(other).tolist():
+                v = raw[i]
+                if v.__class__ is int or (v.__class__ is float and v == v):
+                    oid[i] = label_types.bucket_index(spec.bounds, v)
+                    isnum[i] = True
+        err = ~isnum
+        absent = (k == K_ERRA) | (k == K_NULL)
+        rest = err & ~absent
+        if rest.any():
+            absent = absent | (rest & (k <= K_ERRF) & _reads_absent(lab.from_reads, b))
+        counts.error(lp.from_idx, err, absent)
+        outcomes: list[tuple[bool, Any, Any]] = [(True, name, lp.from_idx) for name in names]
+        out = _Out(oid, outcomes)
+        _set_default(out, lab, nb)
+        return out
+
+    def _exact(self, lab: _Label, b: Batch, events: Sequence[Any], live: np.ndarray) -> _Out:
+        """The label decided per row by the exact path (it counts its own errors and conflicts)."""
+        lp = lab.lp
+        compiled_slow = self._slow
+        assert compiled_slow is not None, "build() refuses exact-mode labels without a compiled policy"
+        n = b.n
+        getters = _getters(b)
+        vals: list[Any] = [MISSING] * n
+        codes: list[Any] = [-1] * n
+        for i in np.flatnonzero(live).tolist():
+            vals[i], codes[i] = compiled_slow(lp.index, b.bindings(i, getters, lab.reads))
+        out = _Out(np.zeros(n, dtype=np.int32), [(True, _DYN, _DYN), (False, None, -1)])
+        unset = np.array([v is MISSING for v in vals], dtype=bool)
+        out.oid[unset] = 1
+        out.dyn = ~unset
+        out.dyn_vals = vals
+        out.dyn_codes = codes
+        return out
+
+    # ---- assembling the per-row dicts -----------------------------------------
+
+    def _assemble(self, outs: list[_Out], n: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[int] | None]:
+        if not outs:
+            return [{} for _ in range(n)], [{} for _ in range(n)], None
+        key = np.zeros(n, dtype=np.int64)
+        radix = 1
+        for out in outs:
+            size = max(1, len(out.outcomes))
+            if radix * size >= 2**62:
+                key = np.unique(key, return_inverse=True)[1].ravel().astype(np.int64)
+                radix = n + 1
+            key = key * size + out.oid
+            radix *= size
+        inv = np.unique(key, return_inverse=True)[1].ravel()
+        firsts = np.unique(inv, return_index=True)[1]
+        names = [lab.lp.spec.name for lab in self._labels]
+        tpl_labels: list[dict[str, Any]] = []
+        tpl_why: list[dict[str, Any]] = []
+        for i in firsts.tolist():
+            lab_d: dict[str, Any] = {}
+            why_d: dict[str, Any] = {}
+            for name, out in zip(names, outs):
+                present, value, code = out.outcomes[out.oid[i]]
+                if present:
+                    lab_d[name] = value
+                    why_d[name] = code
+            tpl_labels.append(lab_d)
+            tpl_why.append(why_d)
+        ids = inv.tolist()
+        labels = [tpl_labels[k].copy() for k in ids]
+        why = [tpl_why[k] for k in ids]
+        own_why: set[int] = set()
+        dynamic = False
+        for name, out in zip(names, outs):
+            if out.dyn is None or not out.dyn.any():
+                continue
+            dynamic = True
+            dv = out.dyn_vals
+            dc = out.dyn_codes
+            assert dv is not None
+            for i in np.flatnonzero(out.dyn).tolist():
+                labels[i][name] = dv[i]
+                if dc is not None and dc[i] is not None and not (dc[i].__class__ is int and dc[i] < 0):
+                    if i not in own_why:
+                        why[i] = dict(why[i])
+                        own_why.add(i)
+                    why[i][name] = dc[i]
+        return labels, why, None if dynamic else ids
 
     def run_lines(self, raws: Sequence[bytes], events: Sequence[Any], per_event: PerEvent,
                   field: str = "labels") -> tuple[BatchResult, list[bytes]]:
         """Label decoded records and splice each one's labels into its original bytes.
 
         ``raws[i]`` is the JSON text ``events[i]`` was decoded from. The labels'
-        JSON is serialised once per distinct outcome, not once per record; a record
-        that already has ``field`` (or is not a plain ``{...}``) is re-serialised whole.
+        JSON is serialised once per distinct outcome where the batch's labels are all
+        template outcomes; a record that already has ``field`` (or is not a plain
+        ``{...}``) is re-serialised whole.
         """
         result = self.run(events, per_event)
         dumps = orjson.dumps
         prefix = b"," + dumps(field) + b":"
-        cache = self._label_json
+        cache: dict[int, bytes] = {}
         keys = result.keys
         lines: list[bytes] = []
         append = lines.append
@@ -245,219 +642,34 @@ class ColumnarPlan:
                     cache[k] = text
             inner = body[:-1].rstrip()
             append(inner + (prefix[1:] if inner.endswith(b"{") else prefix) + text + b"}")
-        if len(cache) > 100_000:
-            cache.clear()
         return result, lines
 
-    def _frame(self, events: Sequence[Any]) -> tuple[pl.DataFrame, list[int]]:
-        columns, odd_rows, missing, parent_errors = self._extract(events)
-        fallback: set[int] = set(odd_rows)
-        data: dict[str, Any] = {}
-        n = len(events)
-        for j, (path, values) in enumerate(zip(self._paths, columns)):
-            name = self._col[path]
-            series, bad, opaque = _to_series(name, values)
-            fallback.update(bad)
-            if series.dtype == pl.Float64 and series.is_nan().any():
-                raise _BatchFallback  # NaN orders differently in Polars and CEL
-            data[name] = series
-            leaves = self._string_leaves.get(path)
-            if leaves:
-                data.update(_string_leaf_columns(series, values, leaves, clean=not bad))
-            if path in self._stateful and series.null_count():
-                # Null in the column: missing (an error), parent not a map, JSON null, or opaque.
-                miss = np.zeros(n, dtype=bool)
-                miss[missing[j]] = True
-                perr = np.zeros(n, dtype=bool)
-                perr[parent_errors[j]] = True
-                jnull = series.is_null().to_numpy() & ~miss
-                jnull[opaque] = False
-                jnull[bad] = False
-                data[name + "_miss"] = pl.Series(miss)
-                data[name + "_perr"] = pl.Series(perr)
-                data[name + "_null"] = pl.Series(jnull)
-        data["_n"] = pl.Series(np.zeros(n, dtype=bool))  # the frame's height, even without fields
-        return pl.DataFrame(data), sorted(fallback)
 
-    def _exact_columns(self, events: Sequence[Any], fallback: list[int]) -> dict[str, pl.Series]:
-        skip = set(fallback)
-        out: dict[str, pl.Series] = {}
-        for lab in self._labels:
-            for r in lab.rules:
-                if not r.exact_only:
-                    continue
-                evaluate = r.program.evaluate
-                vals: list[bool | None] = []
-                for i, e in enumerate(events):
-                    if i in skip:
-                        vals.append(None)
-                        continue
-                    try:
-                        got = evaluate({"event": e})
-                    except Exception:  # noqa: BLE001 - a CEL error: the rule does not match
-                        got = None
-                    vals.append(got if got is True or got is False else None)
-                out[f"x{r.source_idx}"] = pl.Series(vals, dtype=pl.Boolean)
-        return out
-
-    def _expressions(self, schema: Any) -> _Queries:
-        """The expressions for a batch frame of this schema (built once per schema)."""
-        key = tuple(schema.items())
-        cached = self._exprs.get(key)
-        if cached is not None:
-            return cached
-        dtypes = dict(schema.items())
-        translate = _Translator(self._col, dtypes, self._leaf_ids).bool_expr
-        conds: list[pl.Expr] = []
-        wins: list[pl.Expr] = []
-        rule_errors: list[tuple[str, str, int, int]] = []
-        mask_errors: list[tuple[str, list[int]]] = []
-        for li, lab in enumerate(self._labels):
-            lookup = self._lookup_winner(lab, dtypes) if lab.lookup is not None else None
-            if lookup is not None:
-                win, miss = lookup
-                wins.append(win.alias(f"w{li}"))
-                if miss is not None:
-                    # A missing field errors every rule (none matches, so all are reached).
-                    conds.append(miss.alias(f"m{li}"))
-                    mask_errors.append((f"m{li}", [r.source_idx for r in lab.rules]))
-                continue
-            firsts = []
-            for j, r in enumerate(lab.rules):
-                name = f"r{r.source_idx}"
-                if r.node is None:
-                    cond = pl.lit(True)
-                elif r.exact_only:
-                    cond = pl.col(f"x{r.source_idx}")
-                else:
-                    cond = translate(r.node)
-                conds.append(cond.cast(pl.Boolean).alias(name))
-                firsts.append(pl.when(pl.col(name)).then(pl.lit(j, dtype=pl.Int32)))
-                if r.node is not None:
-                    rule_errors.append((name, f"w{li}", j, r.source_idx))
-            k = pl.lit(len(lab.rules), dtype=pl.Int32)
-            wins.append((pl.coalesce(*firsts, k) if firsts else k).alias(f"w{li}"))
-        if not conds:
-            conds.append(pl.lit(True).alias("_none"))
-        q = _Queries(conds, wins, [c.meta.output_name() for c in conds],
-                     [f"w{li}" for li in range(len(self._labels))], rule_errors, mask_errors)
-        self._exprs[key] = q
-        return q
-
-    def _counts(self, q: _Queries, counted: pl.DataFrame) -> tuple[dict[int, int], dict[int, int]]:
-        """(hits, errors) per source index over the rows the columns decided."""
-        hits: dict[int, int] = {}
-        for li, lab in enumerate(self._labels):
-            k = len(lab.rules)
-            per = np.bincount(counted[f"w{li}"].to_numpy(), minlength=k + 1)
-            for j, r in enumerate(lab.rules):
-                if per[j]:
-                    hits[r.source_idx] = hits.get(r.source_idx, 0) + int(per[j])
-            if lab.default is not None and per[k]:
-                hits[lab.default[1]] = hits.get(lab.default[1], 0) + int(per[k])
-        # An error counts when its rule was reached: no earlier rule of the label matched.
-        # Only columns with nulls can have any, so only those are counted.
-        exprs: list[pl.Expr] = []
-        targets: list[list[int]] = []
-        if q.rule_errors:
-            nulls = counted.select([name for name, _, _, _ in q.rule_errors]).null_count().row(0)
-            for (name, win, j, idx), c in zip(q.rule_errors, nulls):
-                if c:
-                    exprs.append((pl.col(name).is_null() & (pl.col(win) >= j)).sum().alias(f"_e{len(exprs)}"))
-                    targets.append([idx])
-        for name, idxs in q.mask_errors:
-            exprs.append(pl.col(name).sum().alias(f"_e{len(exprs)}"))
-            targets.append(idxs)
-        errors: dict[int, int] = {}
-        if exprs:
-            for idxs, v in zip(targets, counted.select(exprs).row(0)):
-                if v:
-                    for idx in idxs:
-                        errors[idx] = errors.get(idx, 0) + int(v)
-        return hits, errors
-
-    def _lookup_winner(self, lab: _Label, dtypes: dict[str, Any]) -> tuple[pl.Expr, pl.Expr | None] | None:
-        """(winner expression, missing-row mask) for a label in lookup form, or None to evaluate rule by rule."""
-        assert lab.lookup is not None
-        path, per_rule = lab.lookup
-        c = self._col[path]
-        dtype = dtypes[c]
-        if dtype not in (pl.String, pl.Int64, pl.Boolean, pl.Null):
-            return None  # doubles: -0.0 and 0.0 must stay equal, which hashing does not promise
-        fam = _family(dtype)
-        table: dict[Any, int] = {}
-        null_rule = None
-        for j, lits in enumerate(per_rule):
-            for v in lits:
-                if v is None:
-                    null_rule = j if null_rule is None else null_rule
-                elif _lit_family(v) == fam:
-                    if dtype == pl.Int64 and v.__class__ is float:
-                        if not v.is_integer() or not _INT64[0] <= v <= _INT64[1]:
-                            continue
-                        v = int(v)
-                    table.setdefault(v, j)
-        k = len(lab.rules)
-        none = pl.lit(k, dtype=pl.Int32)
-        col = pl.col(c)
-        found = (col.replace_strict(list(table), list(table.values()), default=k, return_dtype=pl.Int32)
-                 if table and dtype != pl.Null else none)
-        if c + "_miss" not in dtypes:
-            return pl.when(col.is_null()).then(none).otherwise(found), None
-        on_null = pl.lit(null_rule if null_rule is not None else k, dtype=pl.Int32)
-        win = pl.when(pl.col(c + "_null")).then(on_null).when(col.is_null()).then(none).otherwise(found)
-        return win, pl.col(c + "_miss")
-
-    def _assemble(self, winners: pl.DataFrame, n: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[int] | None]:
-        """Per row: a fresh labels dict, the (shared, read-only) why dict of its outcome, and its template key."""
-        if not self._labels:
-            return [{} for _ in range(n)], [{} for _ in range(n)], None
-        # One integer per distinct combination of winners (mixed radix, re-densified
-        # before it can overflow); templates are kept across batches while the radix fits.
-        key = pl.Series("k", np.zeros(n, dtype=np.int64))
-        radix = 1
-        stable = True
-        for li, lab in enumerate(self._labels):
-            size = len(lab.rules) + 1
-            if radix * size >= 2**62:
-                key = key.rank("dense").cast(pl.Int64)
-                radix = n + 1
-                stable = False
-            key = key * size + winners[f"w{li}"].cast(pl.Int64)
-            radix *= size
-        ids = key.to_list()
-        templates = self._templates if stable else {}
-        new = [i for i, k in enumerate(ids) if k not in templates] if templates else list(range(n))
-        if new:
-            seen: set[int] = set()
-            firsts = [i for i in new if not (ids[i] in seen or seen.add(ids[i]))]  # type: ignore[func-returns-value]
-            if stable and len(templates) + len(firsts) > 100_000:
-                templates.clear()
-                self._label_json.clear()
-            for i, row in zip(firsts, winners[firsts].rows()):
-                lab_d: dict[str, Any] = {}
-                why_d: dict[str, Any] = {}
-                for lab, j in zip(self._labels, row):
-                    if j < len(lab.rules):
-                        r = lab.rules[j]
-                        lab_d[lab.name] = r.value
-                        why_d[lab.name] = r.source_idx
-                    elif lab.default is not None:
-                        lab_d[lab.name] = lab.default[0]
-                        why_d[lab.name] = lab.default[1]
-                templates[ids[i]] = (lab_d, why_d)
-        return ([templates[k][0].copy() for k in ids], [templates[k][1] for k in ids],
-                ids if stable else None)
+# ---- counters -------------------------------------------------------------------------
 
 
-#: Below this many events the per-event path is as fast (at 512 they break even on the bench policy).
+def _row_node(prog: cel.Program, plan: Plan, comp: ExprCompiler) -> RowNode:
+    """A whole expression evaluated per row by the CEL evaluator."""
+    roots = ["event", *(ep.spec.name for ep in plan.enrichers)]
+    refs = [ref.path for ref in cel.references(prog.ast) if ref.path[0] == "labels"]
+    labels = None if any(len(p) == 1 for p in refs) else sorted({p[1] for p in refs})
+    node = RowNode(prog, roots, labels)
+    node.deps = frozenset(lp.spec.name for lp in plan.labels) if labels is None else frozenset(labels)
+    return node
+
+
+def _getters(b: Batch) -> dict[str, Callable[[int], Any]]:
+    return {name: objs.__getitem__ for name, objs in b.objects.items()}
+
+
+#: Below this many events the per-event path is as fast.
 COLUMNAR_MIN_BATCH = 1024
 
 
 def decide_batch(compiled: CompiledPolicy, plan: ColumnarPlan, events: Sequence[Any]) -> list[Decision]:
     """``Labeler.label_batch`` through the columnar path: Decisions, and the counters as ``label`` leaves them.
 
-    The hits and errors are merged into ``compiled``; the caller (the Labeler) counts the events.
+    The hits, errors and conflicts are merged into ``compiled``; the caller (the Labeler) counts the events.
     """
     from activelabel.engine.decision import Decision
     from activelabel.errors import InputError
@@ -473,9 +685,16 @@ def decide_batch(compiled: CompiledPolicy, plan: ColumnarPlan, events: Sequence[
 
     t0 = time.perf_counter_ns()
     result = plan.run(events, per_event)
-    compiled.add_counts(result.hits, result.errors)
+    add_counts(compiled, result)
     each = (time.perf_counter_ns() - t0) // max(1, len(events))
-    return [Decision(lab, why, compiled, e, each) for lab, why, e in zip(result.labels, result.why, events)]
+    return list(map(Decision, result.labels, result.why, repeat(compiled), events, repeat(each)))
+
+
+def add_counts(compiled: CompiledPolicy, result: BatchResult) -> None:
+    """Merge a columnar result's counters into the compiled policy's."""
+    compiled.add_counts(result.hits, result.errors, result.absent)
+    for li, c in result.conflicts.items():
+        compiled.conflicts[li] += c
 
 
 def label_batch_columnar(plan: ColumnarPlan | Plan, events: Sequence[Any], per_event: PerEvent) -> list[dict[str, Any]]:
@@ -486,269 +705,4 @@ def label_batch_columnar(plan: ColumnarPlan | Plan, events: Sequence[Any], per_e
     return cp.run(events, per_event).labels
 
 
-# ---- translation -------------------------------------------------------------
-
-
-def _lookup_form(rules: list[_Rule]) -> tuple[tuple[str, ...], list[list[Any]]] | None:
-    """(path, literals per rule) when every rule is `field == literal` or `field in [literals]` on one field."""
-    if not rules:
-        return None
-    path = None
-    per_rule: list[list[Any]] = []
-    for r in rules:
-        n = r.node
-        if n is None or r.exact_only or not isinstance(n, Call):
-            return None
-        try:
-            if n.function == "_==_":
-                a, b = n.args
-                p, lit = (_field_path(a), b) if _field_path(a) is not None else (_field_path(b), a)
-                lits = [_literal(lit)]
-            elif n.function == "@in" and isinstance(n.args[1], CreateList):
-                p = _field_path(n.args[0])
-                lits = [_literal(el) for el in n.args[1].elements]
-            else:
-                return None
-        except Untranslatable:
-            return None
-        if p is None or (path is not None and p != path):
-            return None
-        path = p
-        per_rule.append(lits)
-    return (path, per_rule) if path is not None and len(rules) >= 4 else None
-
-
-def _known_path(node: Expr) -> tuple[str, ...]:
-    """The field path of a node translation already accepted as one (so it is never None here)."""
-    got = _field_path(node)
-    assert got is not None, "translation admitted a leaf that is not a field path"
-    return got
-
-
-def _only_event_refs(node: Expr) -> bool:
-    return all(n.name == "event" for n in walk(node) if isinstance(n, Ident))
-
-
-def _field_path(node: Expr) -> tuple[str, ...] | None:
-    got = select_path(node)
-    if got is None or got[0].name != "event" or len(got[1]) < 2:
-        return None
-    return got[1][1:]
-
-
-def _has_path(n: Select) -> tuple[str, ...]:
-    """The field path `has(event.a.b)` tests; Untranslatable for anything else."""
-    if isinstance(n.operand, Ident):
-        if n.operand.name != "event":
-            raise Untranslatable
-        return (n.field,)
-    base = _field_path(n.operand)
-    if base is None:
-        raise Untranslatable
-    return (*base, n.field)
-
-
-def _literal(node: Expr) -> Any:
-    if not isinstance(node, Literal):
-        raise Untranslatable
-    v = node.value
-    if v is None or v.__class__ in (bool, str, float):
-        return v
-    if isinstance(v, int):
-        if not _INT64[0] <= v <= _INT64[1]:
-            raise Untranslatable
-        return int(v)
-    raise Untranslatable  # bytes and other literals
-
-
-def _leaf_paths(node: Expr, stateful: set[tuple[str, ...]] | None = None) -> list[tuple[str, ...]]:
-    """The field paths a translatable condition reads; Untranslatable otherwise.
-
-    Paths read by `==`, `!=`, `in` or `has` go into ``stateful``: there a JSON
-    null and a missing field give different results, so the batch tells them apart.
-    """
-    out: list[tuple[str, ...]] = []
-    states: set[tuple[str, ...]] = set()
-
-    def bool_node(n: Expr) -> None:
-        if isinstance(n, Literal):
-            return
-        if isinstance(n, Select) and n.test_only:
-            out.append(_has_path(n))
-            states.add(out[-1])
-            return
-        p = _field_path(n)
-        if p is not None:
-            out.append(p)
-            return
-        if not isinstance(n, Call):
-            raise Untranslatable
-        f = n.function
-        if f in ("_&&_", "_||_"):
-            bool_node(n.args[0])
-            bool_node(n.args[1])
-        elif f == "!_":
-            bool_node(n.args[0])
-        elif f in ("_==_", "_!=_") or f in _ORDER_OPS:
-            a, b = n.args
-            pa_, pb = _field_path(a), _field_path(b)
-            if pa_ is not None and isinstance(b, Literal):
-                _literal(b)
-                out.append(pa_)
-            elif pb is not None and isinstance(a, Literal):
-                _literal(a)
-                out.append(pb)
-            else:
-                raise Untranslatable
-            if f in _ORDER_OPS and (_literal(b if pa_ is not None else a).__class__ in (bool, type(None))):
-                raise Untranslatable
-            if f not in _ORDER_OPS:
-                states.add(out[-1])
-        elif f == "@in":
-            p = _field_path(n.args[0])
-            if p is None or not isinstance(n.args[1], CreateList):
-                raise Untranslatable
-            for el in n.args[1].elements:
-                _literal(el)
-            out.append(p)
-            states.add(p)
-        elif f in _STRING_FNS:
-            if n.target is not None and len(n.args) == 1:
-                target, arg = n.target, n.args[0]
-            elif n.target is None and f == "matches" and len(n.args) == 2:
-                target, arg = n.args
-            else:
-                raise Untranslatable
-            p = _field_path(target)
-            if p is None or not isinstance(arg, Literal) or arg.value.__class__ is not str:
-                raise Untranslatable
-            if f == "matches" and not _regex_ok(arg.value):
-                raise Untranslatable
-            out.append(p)
-        else:
-            raise Untranslatable
-
-    bool_node(node)
-    if stateful is not None:
-        stateful.update(states)
-    return out
-
-
-def _regex_ok(pattern: str) -> bool:
-    if not _SAFE_REGEX.match(pattern):
-        return False
-    try:
-        pl.Series(["x"]).str.contains(pattern)
-    except Exception:  # noqa: BLE001 - Rust's regex refuses it: evaluate per event
-        return False
-    return True
-
-
-def _family(dtype: Any) -> str:
-    if dtype == pl.String:
-        return "str"
-    if dtype in (pl.Int64, pl.Float64):
-        return "num"
-    if dtype == pl.Boolean:
-        return "bool"
-    return "null"
-
-
-def _lit_family(v: Any) -> str:
-    if v is None:
-        return "null"
-    if v.__class__ is bool:
-        return "bool"
-    if v.__class__ is str:
-        return "str"
-    return "num"
-
-
-_NULL_BOOL = pl.lit(None, dtype=pl.Boolean)
-
-
-class _Translator:
-    """CEL node -> Polars boolean expression whose null means a CEL error."""
-
-    def __init__(self, columns: dict[tuple[str, ...], str], dtypes: dict[str, Any], string_leaves: dict[int, int]) -> None:
-        self.columns = columns
-        self.dtypes = dtypes
-        self.string_leaves = string_leaves
-
-    def bool_expr(self, n: Expr) -> pl.Expr:
-        if isinstance(n, Literal):
-            return pl.lit(n.value, dtype=pl.Boolean) if n.value.__class__ is bool else _NULL_BOOL
-        if isinstance(n, Select) and n.test_only:
-            c = self.columns[_has_path(n)]
-            if c + "_miss" not in self.dtypes:
-                return pl.lit(True)  # no nulls in this batch: present on every row
-            # has(): error when the parent is not a map, false when the key is absent.
-            return pl.when(pl.col(c + "_perr")).then(_NULL_BOOL).otherwise(~pl.col(c + "_miss"))
-        p = _field_path(n)
-        if p is not None:
-            c = self.columns[p]
-            return pl.col(c) if self.dtypes[c] == pl.Boolean else _NULL_BOOL
-        assert isinstance(n, Call)
-        f = n.function
-        if f == "_&&_":
-            return self.bool_expr(n.args[0]) & self.bool_expr(n.args[1])
-        if f == "_||_":
-            return self.bool_expr(n.args[0]) | self.bool_expr(n.args[1])
-        if f == "!_":
-            return ~self.bool_expr(n.args[0])
-        if f in ("_==_", "_!=_"):
-            a, b = n.args
-            path, lit = (_known_path(a), _literal(b)) if _field_path(a) is not None else (_known_path(b), _literal(a))
-            eq = self._equal_any(self.columns[path], [lit])
-            return eq if f == "_==_" else ~eq
-        if f in _ORDER_OPS:
-            a, b = n.args
-            op = _ORDER_OPS[f]
-            if _field_path(a) is not None:
-                path, lit = _known_path(a), _literal(b)
-            else:
-                path, lit, op = _known_path(b), _literal(a), _FLIP[op]
-            c = self.columns[path]
-            if _family(self.dtypes[c]) != _lit_family(lit):
-                return _NULL_BOOL  # no such overload (or null / missing): an error
-            col = pl.col(c)
-            compared: pl.Expr = {"lt": col < lit, "le": col <= lit, "gt": col > lit, "ge": col >= lit}[op]
-            return compared
-        if f == "@in":
-            path = _known_path(n.args[0])
-            lits = [_literal(el) for el in n.args[1].elements]  # type: ignore[attr-defined]
-            return self._equal_any(self.columns[path], lits)
-        # string functions: precomputed when the column has few distinct values
-        leaf = f"s{self.string_leaves[id(n)]}"
-        if leaf in self.dtypes:
-            return pl.col(leaf)
-        target, arg = (n.target, n.args[0]) if n.target is not None else n.args
-        c = self.columns[_known_path(target)]
-        if self.dtypes[c] != pl.String:
-            return _NULL_BOOL
-        applied: pl.Expr = _apply_string_fn(pl.col(c), f, arg.value)  # type: ignore[attr-defined]
-        return applied
-
-    def _equal_any(self, c: str, lits: list[Any]) -> pl.Expr:
-        """CEL `field == l1 || field == l2 ...` (heterogeneous equality, never an error on values)."""
-        fam = _family(self.dtypes[c])
-        same = [v for v in lits if _lit_family(v) == fam and fam != "null"]
-        col = pl.col(c)
-        if not same:
-            present = pl.lit(False)
-        elif fam == "num":
-            if self.dtypes[c] == pl.Int64 and all(v.__class__ is int for v in same):
-                present = col.is_in(same)
-            else:
-                present = pl.any_horizontal(*[col == v for v in same]) if len(same) > 1 else col == same[0]
-        else:
-            present = col.is_in(same) if len(same) > 1 else col == same[0]
-        if c + "_miss" not in self.dtypes:
-            return present  # no nulls in this batch
-        present = present.fill_null(False)
-        if any(v is None for v in lits):
-            return pl.when(pl.col(c + "_miss")).then(_NULL_BOOL).otherwise(pl.col(c + "_null") | present)
-        return pl.when(~pl.col(c + "_miss")).then(present)  # null (an error) where missing
-
-
-__all__ = ["COLUMNAR_MIN_BATCH", "BatchResult", "ColumnarPlan", "decide_batch", "label_batch_columnar"]
+__all__ = ["COLUMNAR_MIN_BATCH", "BatchResult", "ColumnarPlan", "add_counts", "decide_batch", "label_batch_columnar"]

@@ -49,6 +49,36 @@ class CardinalityGuard:
         self.overflowed += 1
         return self.overflow_value
 
+    def admit_many(self, values: list[Any]) -> list[int]:
+        """``admit`` of each value in order (the batch path); the positions that overflowed.
+
+        Without a window the set only grows until it is full, so the values admitted are
+        the first new ones in order of first appearance, and every other new value
+        overflows: one pass, not one call per value.
+        """
+        if self.window is not None:  # the clock is read per value, as per event
+            out = []
+            for i, v in enumerate(values):
+                before = self.overflowed
+                self.admit(v)
+                if self.overflowed != before:
+                    out.append(i)
+            return out
+        seen = self._seen
+        room = self.limit - len(seen)
+        if room > 0:
+            for v in dict.fromkeys(values):
+                if v not in seen:
+                    seen.add(v)
+                    room -= 1
+                    if room == 0:
+                        break
+        if seen.issuperset(values):
+            return []
+        over = [i for i, v in enumerate(values) if v not in seen]
+        self.overflowed += len(over)
+        return over
+
     @property
     def distinct(self) -> int:
         """Distinct values admitted in the current window."""
@@ -75,6 +105,21 @@ class DistinctTracker:
         if len(seen) < self.limit:
             seen.add(value)
         return value
+
+    def admit_many(self, values: list[Any]) -> list[int]:
+        """``admit`` of each value in order (the first distinct values, until the limit); nothing overflows."""
+        seen = self._seen
+        if len(seen) < self.limit:
+            for v in dict.fromkeys(values):
+                if len(seen) >= self.limit:
+                    break
+                seen.add(v)
+        return []
+
+    @property
+    def full(self) -> bool:
+        """No value can change the tracker any more."""
+        return len(self._seen) >= self.limit
 
     @property
     def distinct(self) -> int:

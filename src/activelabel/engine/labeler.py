@@ -189,22 +189,15 @@ class Labeler:
             compiled.batch_preds = None
 
     def columnar_plan(self) -> ColumnarPlan | None:
-        """The policy evaluated column-wise (engine/batch.py), or None when it uses what that cannot express.
+        """The policy evaluated column-wise (engine/batch.py), or None when it has no columnar form.
 
-        Built on first use: many labelers (policy tests, reload candidates) never see a batch.
+        Built on first use: many labelers (policy tests, reload candidates) never see a batch,
+        and importing Polars costs ~0.15 s.
         """
         if self._columnar is _UNBUILT:
-            plan = self._plan
-            # What ColumnarPlan.build refuses anyway, checked without importing Polars (~0.15 s).
-            if self.track_conflicts or plan.enrichers or plan.uses_now or any(
-                lp.models or lp.from_prog is not None or lp.guard is not None or lp.spec.resolve != "first_match"
-                for lp in plan.labels
-            ):
-                self._columnar = None
-            else:
-                from activelabel.engine.batch import ColumnarPlan
+            from activelabel.engine.batch import ColumnarPlan
 
-                self._columnar = ColumnarPlan.build(plan)
+            self._columnar = ColumnarPlan.build(self._compiled)
         return self._columnar  # type: ignore[return-value]  # set to a ColumnarPlan or None above
 
     def labels_only(self, event: dict[str, Any]) -> dict[str, Any]:
@@ -233,12 +226,14 @@ class Labeler:
         """
         columnar = self.columnar_plan() if len(events) >= COLUMNAR_MIN_BATCH else None
         if columnar is not None:
+            from activelabel.engine.batch import add_counts
+
             try:
                 result, lines = columnar.run_lines(raws, events, self._fn, labels_field)
             except Exception:  # noqa: BLE001 - a fault in the batch path must not lose the batch: label it per event
                 pass
             else:
-                self._compiled.add_counts(result.hits, result.errors)
+                add_counts(self._compiled, result)
                 self._events += len(lines)
                 if codes:
                     return LinesResult(lines, [], result.labels, result.why)
