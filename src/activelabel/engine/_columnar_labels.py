@@ -200,6 +200,9 @@ def _convert(lab: _Label, v: Col) -> tuple[np.ndarray, Col]:
         return ok, v
     if vt == "float":
         ok = (k == K_INT) | (k == K_DBL)
+        dbl = k == K_DBL
+        if dbl.any():  # inf and NaN do not fit a float label (label_types.convert: no JSON form)
+            ok &= ~(dbl & ~np.isfinite(v.num()))
         other = k == K_OTHER
         vals: list[Any] | None = None
         if other.any():

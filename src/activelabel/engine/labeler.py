@@ -130,6 +130,10 @@ class Labeler:
         # Models whose features need no label can be called once per batch.
         self._batch_models = [m for lp in compiled.plan.labels for m in lp.models if not _reads_labels(m)]
         self._columnar: object = _UNBUILT  # ColumnarPlan | None once built
+        # Which batch path is faster for this policy, measured on its own traffic (_batch_path).
+        self._path_trial: list[str] = ["warm", "per_event", "columnar"]
+        self._path_cost: dict[str, float] = {}
+        self._path_choice: str | None = None
 
     @classmethod
     def from_file(cls, path: str | Path, **kwargs: Any) -> Labeler:
@@ -166,16 +170,19 @@ class Labeler:
         per event, when its features read only the event, enrichers and ``now``.
         """
         batch = list(events)
-        if len(batch) >= COLUMNAR_MIN_BATCH:
-            columnar = self.columnar_plan()
-            if columnar is not None:
-                from activelabel.engine.batch import decide_batch
+        columnar, step = self._batch_path(len(batch))
+        t0 = _perf_ns()
+        if columnar is not None:
+            from activelabel.engine.batch import decide_batch
 
-                decisions = decide_batch(self._compiled, columnar, batch)
-                self._events += len(decisions)
-                return decisions
+            decisions = decide_batch(self._compiled, columnar, batch)
+            self._events += len(decisions)
+            self._path_measured(step, _perf_ns() - t0, len(batch))
+            return decisions
         if not self._batch_models or len(batch) < 2:
-            return [self.label(e) for e in batch]
+            out = [self.label(e) for e in batch]
+            self._path_measured(step, _perf_ns() - t0, len(batch))
+            return out
         dicts = [e if e.__class__ is dict else dict(e) for e in batch]
         compiled = self._compiled
         compiled.batch_preds = compiled.predict_batch(self._batch_models, dicts)
@@ -184,9 +191,34 @@ class Labeler:
             for i, event in enumerate(dicts):
                 compiled.batch_cursor = i
                 out.append(self.label(event))
-            return out
         finally:
             compiled.batch_preds = None
+        self._path_measured(step, _perf_ns() - t0, len(batch))
+        return out
+
+    def _batch_path(self, n: int) -> tuple[ColumnarPlan | None, str | None]:
+        """The columnar plan if a batch of ``n`` events should go column-wise, and the trial step it serves.
+
+        Both paths give identical results; which is faster depends on the policy and its
+        traffic (the columnar path wins on regexes, models and repeated values, the
+        generated function on short policies). So the first eligible batches try each
+        (one to warm Polars up, then one per path) and the faster is kept.
+        """
+        if n < COLUMNAR_MIN_BATCH or self._path_choice == "per_event":
+            return None, None
+        plan = self.columnar_plan()
+        if plan is None or self._path_choice == "columnar":
+            return plan, None
+        step = self._path_trial[len(self._path_cost)]
+        return (None if step == "per_event" else plan), step
+
+    def _path_measured(self, step: str | None, ns: int, n: int) -> None:
+        if step is None:
+            return
+        self._path_cost[step] = ns / max(n, 1)
+        if len(self._path_cost) == len(self._path_trial):
+            cost = self._path_cost
+            self._path_choice = "columnar" if cost["columnar"] < cost["per_event"] else "per_event"
 
     def columnar_plan(self) -> ColumnarPlan | None:
         """The policy evaluated column-wise (engine/batch.py), or None when it has no columnar form.
@@ -224,7 +256,8 @@ class Labeler:
         (``stats()``) include every labeled event. ``codes``: also give each labeled
         event's labels and source codes (what an audit log needs, without building Decisions).
         """
-        columnar = self.columnar_plan() if len(events) >= COLUMNAR_MIN_BATCH else None
+        columnar, step = self._batch_path(len(events))
+        t0 = _perf_ns()
         if columnar is not None:
             from activelabel.engine.batch import add_counts
 
@@ -235,10 +268,13 @@ class Labeler:
             else:
                 add_counts(self._compiled, result)
                 self._events += len(lines)
+                self._path_measured(step, _perf_ns() - t0, len(events))
                 if codes:
                     return LinesResult(lines, [], result.labels, result.why)
                 return LinesResult(lines, [])
-        return self._label_lines_each(raws, events, labels_field, codes)
+        out = self._label_lines_each(raws, events, labels_field, codes)
+        self._path_measured(step, _perf_ns() - t0, len(events))
+        return out
 
     def _label_lines_each(self, raws: list[bytes], events: list[dict[str, Any]], labels_field: str,
                           codes: bool = False) -> LinesResult:
