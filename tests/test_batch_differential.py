@@ -139,15 +139,15 @@ def _per_event(labeler: Labeler, batch: list[dict]) -> tuple[list[tuple[dict, di
 
 
 def _columnar(labeler: Labeler, batch: list[dict]) -> tuple[list[tuple[dict, dict]], dict, dict, dict]:
-    plan = ColumnarPlan.build(labeler._plan)
+    plan = ColumnarPlan.build(labeler.compiled.plan)
     assert plan is not None
-    table = labeler._plan.source_table
+    table = labeler.compiled.plan.source_table
     got: list[tuple[dict, dict]] = []
     counts: dict[str, dict[int, int]] = {"hits": {}, "errors": {}, "absent": {}}
     # Two batches through one plan: what it keeps between batches carries over.
     half = len(batch) // 2
     for part in (batch[:half], batch[half:]):
-        result = plan.run(part, labeler._fn)
+        result = plan.run(part, labeler.compiled.fn)
         got += [(labels, {k: table[v][0] for k, v in why.items()}) for labels, why in zip(result.labels, result.why)]
         for kind in counts:
             for idx, n in getattr(result, kind).items():
@@ -182,9 +182,9 @@ def test_bench_policy_columnar_equals_per_event() -> None:
 
     labeler = Labeler(load_policy_text(to_yaml(policy_spec(40))))
     batch = generate_events(3000, seed=17)
-    plan = ColumnarPlan.build(labeler._plan)
+    plan = ColumnarPlan.build(labeler.compiled.plan)
     assert plan is not None
-    result = plan.run(batch, labeler._fn)
+    result = plan.run(batch, labeler.compiled.fn)
     assert result.per_event_rows == 0
     reference = Labeler(load_policy_text(to_yaml(policy_spec(40))))
     assert result.labels == [reference.label(e).labels for e in batch]
@@ -201,7 +201,7 @@ def test_labels_reading_labels_are_columnar() -> None:
     labeler = Labeler(load_policy_text(text))
     plan = labeler.columnar_plan()
     assert plan is not None
-    result = plan.run([{"n": 2}, {"n": 0}, {}], labeler._fn)
+    result = plan.run([{"n": 2}, {"n": 0}, {}], labeler.compiled.fn)
     assert result.labels == [{"a": "x", "b": "y"}, {}, {}]
     assert result.errors == {0: 1, 1: 2} and result.absent == {0: 1, 1: 2}  # the absent n, the unset a
 
@@ -226,7 +226,7 @@ def test_nan_doubles_are_compared_as_cel_does() -> None:
                   {"id": "r2", "label": "b", "value": "ne", "when": "event.f != event.f"}],
     })
     labeler = Labeler(load_policy_text(text))
-    result = ColumnarPlan.build(labeler._plan).run([{"f": float("nan")}, {"f": 2.0}], labeler._fn)
+    result = ColumnarPlan.build(labeler.compiled.plan).run([{"f": float("nan")}, {"f": 2.0}], labeler.compiled.fn)
     assert result.columnar and result.per_event_rows == 0
     assert result.labels == [{"b": "ne"}, {"a": "big"}]
 
@@ -244,8 +244,8 @@ def test_run_lines_splices_like_the_cli(policy: str, batch: list[dict]) -> None:
     batch = [dict(e, labels="old") if i % 7 == 3 else e for i, e in enumerate(batch)]
     raws = [orjson.dumps(e, option=orjson.OPT_NON_STR_KEYS) for e in batch]
     events_ = [orjson.loads(r) for r in raws]
-    plan = ColumnarPlan.build(labeler._plan)
+    plan = ColumnarPlan.build(labeler.compiled.plan)
     assert plan is not None
-    _, lines = plan.run_lines(raws, events_, labeler._fn)
+    _, lines = plan.run_lines(raws, events_, labeler.compiled.fn)
     expected = [splice_fields(r, e, {"labels": reference.label(e).labels}) for r, e in zip(raws, events_)]
     assert lines == expected
