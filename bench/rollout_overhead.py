@@ -5,8 +5,8 @@ every run; the shadow candidate is that policy with only ``metadata.version`` ch
 it does exactly the work of the serving one. In-process runs time ``RecordLoop.run`` over
 pre-read blocks into an output that discards lines (no disk); the CLI runs time the
 whole ``activelabel label FILE -o OUT -q`` process, startup included, at the default
-``--workers`` (the CPUs available; one less with ``--audit``, whose writer process gets
-a core) and at ``--workers 1``.
+``--workers`` (the CPUs available; with ``--audit`` one less from 3 CPUs on, where its
+writer process gets a core) and at ``--workers 1``.
 
 Runs alternate: each of N rounds runs every variant once, in the same order, so a load
 change on a shared machine hits every variant alike. Each figure is the best of its N

@@ -281,6 +281,34 @@ def test_metadata_records_joined_from_pieces_are_rfc8785(tmp_path_factory: pytes
     assert verify_log(directory).ok
 
 
+@settings(max_examples=100, deadline=None)
+@given(prefix=st.one_of(st.text(max_size=12), st.just("bad\ud800:")), first=st.integers(0, 10**12), gaps=st.lists(st.integers(1, 3), min_size=1, max_size=6),
+       consecutive=st.booleans(), labels=names)
+def test_numbered_ids_rendered_by_the_writer_are_rfc8785(tmp_path_factory: pytest.TempPathFactory, prefix: str,
+                                                          first: int, gaps: list[int], consecutive: bool,
+                                                          labels: list[str]) -> None:
+    """``FILE:LINE`` ids given as a prefix and numbers (a range or a list with gaps) give the same canonical records."""
+    from activelabel.governance.audit import NumberedIds, Outcome
+
+    numbers: list[int] | range = range(first, first + len(gaps)) if consecutive else [
+        first + sum(gaps[:k]) for k in range(len(gaps))]
+    ids = NumberedIds(prefix, numbers)
+    directory = tmp_path_factory.mktemp("audit")
+    outcome = Outcome(labels, {name: f"rule:{name}" for name in labels})
+    with AuditLog(directory) as log:
+        written = log.log_outcomes(ids, [0] * len(ids), [outcome], door="cli", policy_name="p", version="sha256:ab/1")
+    lines = (directory / "segments" / "000000000000.jsonl").read_bytes().splitlines()
+    if any(0xD800 <= ord(c) <= 0xDFFF for c in prefix):  # no JSON form: left out and counted, never written broken
+        assert written == 0 and lines == [] and log.dropped == {"unencodable": len(ids)}
+        return
+    assert written == len(lines) == len(ids)
+    for line, number in zip(lines, numbers, strict=True):
+        record = orjson.loads(line)
+        assert rfc8785.dumps(record) == line
+        assert record["decision_id"] == f"{prefix}{number}"
+    assert verify_log(directory).ok
+
+
 def test_the_bulk_path_writes_the_records_the_decision_path_writes(tmp_path: Path) -> None:
     """Records written from source codes (no Decisions) equal those written from whole Decisions, but for the time."""
     from activelabel.engine.record_loop import RecordLoop
@@ -370,3 +398,31 @@ def test_a_writer_process_writes_the_log_the_writer_thread_writes(tmp_path: Path
         logs[mode] = ((directory / "segments" / "000000000000.jsonl").read_bytes(),
                       sorted(p.name for p in (directory / "checkpoints").glob("*.note")))
     assert logs["thread"] == logs["process"]
+
+
+def test_outcome_pieces_cross_to_the_writer_process_once_and_survive_a_cache_reset(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunks that reuse, add and (past the cache limit) forget outcomes give the same log in a child as in one process."""
+    import activelabel.governance.audit as audit_module
+    from activelabel.governance.audit import NumberedIds, Outcome
+
+    monkeypatch.setattr(audit_module, "_CACHE_LIMIT", 4)  # the table starts over every few outcomes
+    outcomes = [Outcome(["priority"], {"priority": f"rule:r{k}"}) for k in range(9)]
+    logs = {}
+    for mode in ("thread", "process"):
+        directory = tmp_path / mode
+        with AuditLog(directory, checkpoint_every=25, clock=lambda: 1_000_000.0) as log:
+            if mode == "process":
+                log.start_writer_process()
+            for chunk in range(12):
+                used = [outcomes[(chunk + k) % 9] for k in range(3)]  # overlapping runs of outcomes
+                log.log_outcomes(NumberedIds("in.jsonl:", range(chunk * 10 + 1, chunk * 10 + 11)),
+                                 [j % 3 for j in range(10)], used, door="cli", policy_name="edge", version="sha256:ab/1")
+        result = verify_log(directory)
+        assert result.ok and result.records == 120, result.problem
+        logs[mode] = (directory / "segments" / "000000000000.jsonl").read_bytes()
+    assert logs["thread"] == logs["process"]
+    records = [orjson.loads(line) for line in logs["process"].splitlines()]
+    # Chunk 11 uses outcomes 2, 3, 4 (11 % 9 = 2), in turn: its records name those rules.
+    assert [r["sources"]["priority"] for r in records[110:113]] == ["rule:r2", "rule:r3", "rule:r4"]
+    assert records[119]["decision_id"] == "in.jsonl:120"

@@ -249,3 +249,25 @@ def test_run_lines_splices_like_the_cli(policy: str, batch: list[dict]) -> None:
     _, lines = plan.run_lines(raws, events_, labeler.compiled.fn)
     expected = [splice_fields(r, e, {"labels": reference.label(e).labels}) for r, e in zip(raws, events_)]
     assert lines == expected
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(policy=policies(), batch=st.lists(events(), min_size=1, max_size=40))
+def test_a_source_code_names_its_label_on_every_path(policy: str, batch: list[dict]) -> None:
+    """Each label's source code is one of that label's own sources, per event and column-wise.
+
+    The audit log relies on it: it tells two decisions apart by their codes alone (index_codes).
+    """
+    from activelabel.engine.record_loop import index_codes
+
+    labeler = _compile(policy)
+    owner = [label for _source, label, _conf in labeler.source_table()]
+    plan = ColumnarPlan.build(labeler.compiled.plan)
+    assert plan is not None
+    per_event = [labeler.label_codes(e)[1] for e in batch]
+    columnar = plan.run(batch, labeler.compiled.fn).why
+    for codes in (*per_event, *columnar):
+        for name, code in codes.items():
+            assert owner[code if code.__class__ is int else code[0]] == name
+    index, distinct = index_codes([*per_event, *columnar])
+    assert [distinct[k] for k in index] == [*per_event, *columnar]

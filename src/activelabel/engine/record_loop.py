@@ -132,23 +132,22 @@ def splice_each(labels_of: Callable[[dict[str, Any]], Any], raws: list[bytes], e
 def index_codes(codes: list[dict[str, Any]]) -> tuple[list[int], list[dict[str, Any]]]:
     """Each record's index into its chunk's distinct source codes, and those codes, each once.
 
-    Codes dicts are matched by identity first (the column-wise path shares one dict per
-    outcome, so this is a few C-level passes), then by value (the per-event path makes
-    one dict per event).
+    Two codes dicts are equal when their values are: a source code belongs to one label
+    (``Labeler.source_table()``), so the codes say which labels are set. That makes the
+    key a tuple of a few ints, not of ``(name, code)`` pairs.
     """
-    ids = list(map(id, codes))
-    by_id = dict(zip(ids, codes, strict=True))
-    slot: dict[int, int] = {}
-    by_value: dict[tuple[tuple[str, Any], ...], int] = {}
+    by_value: dict[tuple[Any, ...], int] = {}
     distinct: list[dict[str, Any]] = []
-    for key_id, c in by_id.items():
-        key = tuple(c.items())
-        k = by_value.get(key)
+    index: list[int] = []
+    add, get = index.append, by_value.get
+    for c in codes:
+        key = tuple(c.values())
+        k = get(key)
         if k is None:
             k = by_value[key] = len(distinct)
             distinct.append(c)
-        slot[key_id] = k
-    return list(map(slot.__getitem__, ids)), distinct
+        add(k)
+    return index, distinct
 
 
 class RecordOutput(Protocol):

@@ -87,21 +87,37 @@ def stamp_piece(stamp: str) -> bytes:
     return b',"timestamp":' + canonical_json(stamp) + b"}"
 
 
+_NO_PIECES: list[tuple[bytes, bytes] | None] = [None]  # a table with kind 0 only: whole records
+
+
 @dataclass
 class Chunk:
     """Records to append, in order, in the form the chaining loop reads fastest.
 
     Record ``j`` is a Metadata record when ``pieces[kinds[j]]`` is a ``(mid, tail)`` pair:
-    its line is ``prefix + heads[j] + door + index + mid + prev + tail``. ``kinds[j] == 0``
+    its line is ``prefix + heads[j] + door + index + mid + prev + tail + stamp``. ``kinds[j] == 0``
     (``pieces[0]`` is None) marks any other record, given whole in ``general[j]``.
+
+    Ids numbered under one prefix (``FILE:LINE``) come as ``numbers`` instead of ``heads``:
+    ``heads[j]`` is then ``b"%d" % numbers[j]`` (``prefix`` ends with the id's opening quote
+    and prefix, ``door`` starts with its closing quote). The writer renders them as it chains,
+    so the labeling process neither renders nor pickles a head per record.
     """
 
     prefix: bytes = b""
     door: bytes = b""
     heads: list[bytes] = field(default_factory=list)
     kinds: list[int] = field(default_factory=list)
-    pieces: list[tuple[bytes, bytes] | None] = field(default_factory=lambda: [None])
+    # None: the log's pieces table (AuditLog fills it in before chaining), which
+    # ``fresh`` adds to (after clearing it when ``reset``): an outcome's pieces cross
+    # to a writer process once, not with every chunk.
+    pieces: list[tuple[bytes, bytes] | None] | None = field(default_factory=lambda: _NO_PIECES.copy())
     general: dict[int, dict[str, Any]] = field(default_factory=dict)
+    numbers: Sequence[int] | None = None
+    stamp: bytes = b""  # the timestamp and closing brace, after the sources piece
+    fresh: dict[int, tuple[bytes, bytes]] = field(default_factory=dict)
+    reset: bool = False
+    _piece_bound: int | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def of_records(cls, records: Sequence[dict[str, Any]]) -> Chunk:
@@ -113,9 +129,19 @@ class Chunk:
 
     def metadata_line_bound(self) -> int:
         """An upper bound on the bytes of any Metadata line of the chunk (its newline included)."""
-        head = max(map(len, self.heads), default=0)
-        piece = max((len(p[0]) + len(p[1]) for p in self.pieces if p is not None), default=0)
-        return len(self.prefix) + head + len(self.door) + 20 + piece + 44 + 1  # 20: index digits, 44: prev
+        if self.numbers is not None:
+            numbers = self.numbers
+            ends = (numbers[0], numbers[-1]) if isinstance(numbers, range) and numbers else numbers
+            head = len(b"%d" % max(map(abs, ends), default=0)) + 1  # and its sign, if any
+        else:
+            head = max(map(len, self.heads), default=0)
+        if self._piece_bound is None:  # the pieces a chunk uses never change
+            pieces = self.pieces
+            assert pieces is not None, "AuditLog sets the pieces table before chaining"
+            used = (pieces[kind] for kind in set(self.kinds) if kind > 0)
+            self._piece_bound = max((len(p[0]) + len(p[1]) for p in used if p is not None), default=0)
+        return (len(self.prefix) + head + len(self.door) + 20 + self._piece_bound + len(self.stamp) + 44
+                + 1)  # 20: index digits, 44: prev
 
 
 def chain_lines(chunk: Chunk, start: int, stop: int, index: int, prev64: bytes,
@@ -131,14 +157,26 @@ def chain_lines(chunk: Chunk, start: int, stop: int, index: int, prev64: bytes,
     join = b"".join
     prefix, door, heads, kinds, pieces, general = (chunk.prefix, chunk.door, chunk.heads, chunk.kinds, chunk.pieces,
                                                    chunk.general)
+    numbers, stamp = chunk.numbers, chunk.stamp
+    assert pieces is not None, "AuditLog sets the pieces table before chaining"
     lines: list[bytes] = []
     leaves: list[bytes] = []
     add_line, add_leaf = lines.append, leaves.append
     if not general and chunk.metadata_line_bound() * (stop - start) < room_bytes:
         # The common run: Metadata records only, and the segment has room for all of them.
+        if numbers is not None:
+            for number, kind in zip(numbers[start:stop], kinds[start:stop]):
+                mid, tail = pieces[kind]  # type: ignore[misc]  # no whole records in this chunk: never None
+                line = b"%s%d%s%d%s%s%s%s" % (prefix, number, door, index, mid, prev64, tail, stamp)
+                leaf = sha(b"\x00" + line).digest()
+                add_line(line)
+                add_leaf(leaf)
+                prev64 = b2a(leaf, newline=False)
+                index += 1
+            return lines, leaves, stop, sum(map(len, lines)) + len(lines), prev64, 0
         for head, kind in zip(heads[start:stop], kinds[start:stop]):
             mid, tail = pieces[kind]  # type: ignore[misc]  # no whole records in this chunk: never None
-            line = join((prefix, head, door, b"%d" % index, mid, prev64, tail))
+            line = join((prefix, head, door, b"%d" % index, mid, prev64, tail, stamp))
             leaf = sha(b"\x00" + line).digest()
             add_line(line)
             add_leaf(leaf)
@@ -151,7 +189,8 @@ def chain_lines(chunk: Chunk, start: int, stop: int, index: int, prev64: bytes,
     while j < stop:
         piece = pieces[kinds[j]]
         if piece is not None:
-            line = join((prefix, heads[j], door, b"%d" % index, piece[0], prev64, piece[1]))
+            head = b"%d" % numbers[j] if numbers is not None else heads[j]
+            line = join((prefix, head, door, b"%d" % index, piece[0], prev64, piece[1], stamp))
         else:
             record = general[j]
             record["index"] = index

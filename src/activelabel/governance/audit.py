@@ -191,9 +191,16 @@ class NumberedIds(Sequence[str]):
             return [f"{self.prefix}{n}" for n in self.numbers[j]]
         return f"{self.prefix}{self.numbers[j]}"
 
+    def json_head(self) -> bytes:
+        """The canonical JSON of every id up to its number: the opening quote and the escaped prefix.
+
+        TypeError: a prefix with no JSON form (a lone surrogate).
+        """
+        return orjson.dumps(self.prefix)[:-1]
+
     def json(self) -> list[bytes]:
         """Each id as its canonical JSON string (TypeError: a prefix with no JSON form)."""
-        head = orjson.dumps(self.prefix)[:-1]  # the opening quote and the escaped prefix
+        head = self.json_head()
         return [b'%s%d"' % (head, n) for n in self.numbers]
 
 
@@ -217,7 +224,7 @@ class AuditLog:
         sensitivity_of: Mapping[str, str] | None = None,
         sensitive_inputs: Sequence[str] = (),
         protector: Protector | None = None,
-        checkpoint_every: int = 1000,
+        checkpoint_every: int = 10_000,
         checkpoint_interval_s: float = 1.0,
         segment_max_bytes: int = 64 << 20,
         segment_max_age_s: float = 86400.0,
@@ -251,7 +258,10 @@ class AuditLog:
         self._levels: dict[tuple[str, tuple[str, ...]], AuditLevel] = {}
         self._outcomes: dict[tuple[tuple[str, ...], tuple[str, ...]], Outcome] = {}
         # Per door, per Outcome: its level and, at Metadata, its rendered pieces (an Outcome never changes).
-        self._rendered: dict[str, dict[Outcome, tuple[Any, ...]]] = {}
+        self._rendered: dict[str, dict[Outcome, tuple[AuditLevel, int]]] = {}
+        # Rendered (mid, sources) pieces by kind (Chunk.kinds); in a writer process, the child's
+        # copy is kept in step by the definitions each chunk carries (Chunk.fresh).
+        self._pieces: list[tuple[bytes, bytes] | None] = [None]
         self._writer = SegmentWriter(self.directory, key_name, self._key)
         self._fd: int | None = None
         self._segment_bytes = 0
@@ -375,30 +385,38 @@ class AuditLog:
     ) -> int:
         stamp = _now_rfc3339(ts)
         stamp_bytes = stamp_piece(stamp)
-        # Per distinct outcome: its level and the index of its rendered pieces (0: a whole record;
-        # _SKIP: level None; _UNENCODABLE: a label name with no JSON form).
+        # Per distinct outcome: its level and the index of its rendered pieces in the log's table
+        # (0: a whole record; _SKIP: level None; _UNENCODABLE: a label name with no JSON form).
+        # An outcome's pieces go to the writer once, with the first chunk that uses them.
         levels: list[AuditLevel] = []
         kind_of: list[int] = []
-        pieces: list[tuple[bytes, bytes] | None] = [None]
+        table = self._pieces
+        fresh: dict[int, tuple[bytes, bytes]] = {}
+        reset = False
         rendered = self._rendered.get(door)
-        if rendered is None or len(rendered) > _CACHE_LIMIT:
+        if len(table) > _CACHE_LIMIT or (rendered is not None and len(rendered) > _CACHE_LIMIT):
+            self._rendered.clear()
+            del table[1:]
+            reset, rendered = True, None
+        if rendered is None:
             rendered = self._rendered[door] = {}
         for outcome in outcomes:
             known = rendered.get(outcome)
             if known is None:
                 level = self.level_of(door, outcome.names)
-                try:
-                    known = rendered[outcome] = (level, *outcome.pieces()) if level is AuditLevel.METADATA else (level,)
-                except TypeError:
-                    known = rendered[outcome] = (level, None)
+                if level is AuditLevel.METADATA:
+                    try:
+                        fresh[len(table)] = piece = outcome.pieces()
+                    except TypeError:
+                        known = (level, _UNENCODABLE)
+                    else:
+                        known = (level, len(table))
+                        table.append(piece)
+                else:
+                    known = (level, _SKIP if level is AuditLevel.NONE else 0)
+                rendered[outcome] = known
             levels.append(known[0])
-            if len(known) == 3:
-                pieces.append((known[1], known[2] + stamp_bytes))  # a (level, mid, sources) triple
-                kind_of.append(len(pieces) - 1)
-            elif len(known) == 2:
-                kind_of.append(_UNENCODABLE)
-            else:
-                kind_of.append(_SKIP if known[0] is AuditLevel.NONE else 0)
+            kind_of.append(known[1])
         kinds = [kind_of[k] for k in outcome_of]
         positions: Sequence[int] = range(len(kinds))
         unencodable = 0
@@ -415,8 +433,16 @@ class AuditLog:
             ids = ([_fresh_id(ts) if rid is None else rid for rid in chosen] if None in chosen
                    else cast("list[str]", chosen))
         prefix = b""
+        door_bytes = door_piece(door)
         heads: list[bytes | None]
-        if isinstance(arm, str) and isinstance(version, str):
+        numbers: Sequence[int] | None = None
+        id_head = _numbered_head(ids) if isinstance(arm, str) and isinstance(version, str) else None
+        if id_head is not None:  # FILE:LINE ids: the writer renders each line number as it chains
+            assert isinstance(ids, NumberedIds)
+            prefix = record_prefix(cast("str", arm), policy_name, cast("str", version)) + id_head
+            door_bytes = b'"' + door_bytes
+            numbers, heads = ids.numbers, []
+        elif isinstance(arm, str) and isinstance(version, str):
             prefix = record_prefix(arm, policy_name, version)
             try:
                 as_json = ids.json() if isinstance(ids, NumberedIds) else [orjson.dumps(rid) for rid in ids]
@@ -454,8 +480,8 @@ class AuditLog:
             general = {new: general[old] for new, old in enumerate(keep) if old in general}
             heads = [heads[at] for at in keep]
             kinds = [kinds[at] for at in keep]
-        chunk = Chunk(prefix, door_piece(door), [head or b"" for head in heads] if None in heads
-                      else cast("list[bytes]", heads), kinds, pieces, general)
+        chunk = Chunk(prefix, door_bytes, [head or b"" for head in heads] if None in heads
+                      else cast("list[bytes]", heads), kinds, None, general, numbers, stamp_bytes, fresh, reset)
         return self._append(chunk, ts, unencodable=unencodable)
 
     def _outcome(self, names: tuple[str, ...], sources: Mapping[str, str]) -> Outcome:
@@ -575,6 +601,7 @@ class AuditLog:
                 self._remote.send(("append", chunk, ts, unencodable))
                 return len(chunk)
         with self._lock:
+            chunk.pieces = self._take_pieces(chunk)  # before anything is refused: later chunks use them
             if self._writer.failure is not None:
                 self._drop("checkpoint_error", len(chunk) + unencodable)
                 self._writer.raise_failure()
@@ -582,6 +609,21 @@ class AuditLog:
                 self._drop("unencodable", unencodable)
             self._rewind_if_failed()
             return self._append_locked(chunk, ts)
+
+    def _take_pieces(self, chunk: Chunk) -> list[tuple[bytes, bytes] | None]:
+        """The pieces table ``chunk``'s kinds index, with the definitions it brings (a writer process's copy)."""
+        if chunk.pieces is not None:  # a chunk that brings its own (whole records only)
+            return chunk.pieces
+        table = self._pieces
+        if chunk.reset:
+            del table[1:]
+        for kind, piece in chunk.fresh.items():
+            if kind < len(table):
+                table[kind] = piece  # the labeling process's own table: already there
+            else:
+                table.extend([None] * (kind - len(table)))
+                table.append(piece)
+        return table
 
     def _append_locked(self, chunk: Chunk, ts: float) -> int:
         """Chain and hash ``chunk`` a run at a time, and hand each run to the writer thread as one write.
@@ -821,6 +863,16 @@ class AuditLog:
                        prefix_root=b64(frontier.root()), segments=[item["segment"] for item in removed])
         self.checkpoint()
         return count
+
+
+def _numbered_head(ids: Sequence[str]) -> bytes | None:
+    """``ids.json_head()`` when ``ids`` are numbered ids that all have a JSON form, else None."""
+    if not isinstance(ids, NumberedIds):
+        return None
+    try:
+        return ids.json_head()
+    except TypeError:
+        return None
 
 
 def _json_or_none(text: str) -> bytes | None:

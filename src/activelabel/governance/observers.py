@@ -43,6 +43,9 @@ def cli_record_ids(wheres: list[Any], events: list[dict[str, Any]] | None) -> Se
     origin = wheres[0][0]
     if all(where[0] is origin for where in wheres):
         name, first = origin
+        low, high = first + wheres[0][1], first + wheres[-1][1]
+        if high - low == len(wheres) - 1:  # positions only grow: no gap (nothing dead-lettered)
+            return NumberedIds(f"{name}:", range(low, high + 1))  # a range travels to the writer in a few bytes
         return NumberedIds(f"{name}:", [first + pos for _, pos in wheres])
     return [cli_record_id(where, None) for where in wheres]
 
@@ -133,7 +136,7 @@ class AuditObserver:
         self._labeler: Any = None
         self._sources: list[str] = []
         self._confidences: list[float] = []
-        self._outcomes: dict[tuple[tuple[str, Any], ...], Outcome] = {}
+        self._outcomes: dict[tuple[Any, ...], Outcome] = {}
 
     @property
     def needs_values(self) -> bool:
@@ -194,7 +197,7 @@ class AuditObserver:
 
     def _outcome(self, codes: dict[str, Any]) -> Outcome:
         """The one Outcome of these source codes (made once per distinct codes for the run)."""
-        key = tuple(codes.items())
+        key = tuple(codes.values())  # a source code names its label (index_codes)
         outcome = self._outcomes.get(key)
         if outcome is None:
             if len(self._outcomes) > _OUTCOMES_LIMIT:
