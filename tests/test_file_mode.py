@@ -368,3 +368,62 @@ def test_merged_worker_counters_equal_one_labelers_counters():
     assert (merged.events, merged.rule_hits, merged.rule_errors, merged.label_set) == (
         want.events, want.rule_hits, want.rule_errors, want.label_set)
     assert merge_sources([a.hits_by_source(), b.hits_by_source()]) == whole.hits_by_source()
+
+
+GUARDED = """
+apiVersion: activelabel/v1
+kind: Policy
+metadata: {name: guarded}
+labels:
+  kind: {type: enum, values: [api, page]}
+  route: {type: string, max_cardinality: 25, overflow: __other__}
+  slow_route: {type: string, max_cardinality: 3, window: 3600, overflow: many}
+rules:
+  - {id: api, label: kind, value: api, when: 'event.path.startsWith("/api")'}
+  - {id: page, label: kind, value: page, when: 'event.path.endsWith(".html")'}
+  - {id: route, label: route, value_expr: 'event.path', when: 'has(event.path)'}
+  - {id: slow, label: slow_route, value_expr: 'event.path', when: 'event.ms > 140'}
+"""
+
+
+def test_guarded_labels_label_on_workers_with_the_one_process_output(write_policy, tmp_path):
+    """Cardinality guards no rule reads: --workers 2 writes the bytes, dead letters and overflow counts of one process."""
+    policy = write_policy(GUARDED)
+    src = tmp_path / "big.jsonl"
+    lines = big_input(src, 60_000)
+    # Records that already carry a labels object are serialised whole: their overflow is put in there too.
+    extra = [b'{"labels":{"old":1},"path":"/api/again/%d","ms":150}' % i for i in range(0, 3000, 7)]
+    with src.open("ab") as fh:
+        fh.write(b"\n".join(extra) + b"\n")
+    runs = {}
+    for n in ("1", "2"):
+        out, dlq = tmp_path / f"out{n}.jsonl", tmp_path / f"dlq{n}.jsonl"
+        res = run("label", "-p", str(policy), str(src), "-o", str(out), "--dlq", str(dlq), "--workers", n)
+        assert res.returncode == 0, res.stderr.decode()
+        summary = res.stderr.decode().replace(f"out{n}.", "outN.").replace(f"dlq{n}.", "dlqN.")
+        runs[n] = (out.read_bytes(), dlq.read_bytes(), summary)
+    assert "2 workers" in runs["2"][2] and "one process" not in runs["2"][2]
+    assert runs["1"][:2] == runs["2"][:2]
+    strip = [line.split("   ")[0] for line in runs["1"][2].splitlines()]  # rates differ, not the figures
+    assert strip == [line.split("   ")[0].replace(", 2 workers", "") for line in runs["2"][2].splitlines()]
+    out = [orjson.loads(line) for line in runs["2"][0].splitlines()]
+    routes = [r["labels"]["route"] for r in out]
+    assert len(set(routes) - {"__other__"}) == 25 and routes.count("__other__") > 50_000
+    assert routes[:25] == [r["path"] for r in out[:25]]  # the first 25 distinct, in input order
+    slow = [r["path"] for r in out if r.get("ms", 0) > 140]
+    assert {r["labels"]["slow_route"] for r in out if "slow_route" in r["labels"]} == {*slow[:3], "many"}
+    again = [r for r in out if r["path"].startswith("/api/again/")]
+    assert len(again) == len(extra) and all(r["labels"] == {"kind": "api", "route": "__other__", "slow_route": "many"}
+                                            for r in again)
+
+
+def test_a_guarded_label_that_a_rule_reads_labels_in_one_process_and_says_why(write_policy, tmp_path):
+    """A rule that reads a guarded label must see the guarded value: that run stays in one process."""
+    text = GUARDED.replace("rules:\n", "  hot: {type: bool, default: false}\nrules:\n")
+    policy = write_policy(text + "  - {id: hot, label: hot, value: true, when: 'labels.route == \"/api/x\"'}\n")
+    src = tmp_path / "big.jsonl"
+    big_input(src, 60_000)
+    res = run("label", "-p", str(policy), str(src), "-o", str(tmp_path / "out.jsonl"), "--workers", "2")
+    assert res.returncode == 0, res.stderr.decode()
+    assert "one process: label route has a cardinality guard" in res.stderr.decode()
+    assert "a rule reads it" in res.stderr.decode()

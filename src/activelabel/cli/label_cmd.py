@@ -77,6 +77,7 @@ def run_label(
     from activelabel.engine.parallel import (
         MIN_PARALLEL_BYTES,
         WorkerSettings,
+        deferred_guards,
         fork_refusal,
         parallel_refusal,
         run_parallel,
@@ -93,6 +94,8 @@ def run_label(
             refusal = "--record writes decisions from one process"
         elif guard is not None and not guard.passthrough:
             refusal = "labels above the output's clearance are protected (and counted) in one process"
+        elif explain and deferred_guards(labeler):
+            refusal = "--explain with a cardinality guard explains each value before the guard: one process"
         elif observer is not None and (explain or not isinstance(observer, CodesObserver) or observer.needs_values):
             # The audit log at Metadata needs only each record's source codes, which workers send back.
             refusal = "--shadow, and --audit above level Metadata or with --explain, observe every decision in one process"
@@ -143,7 +146,8 @@ def run_label(
     try:
         if parallel:
             codes_observer = observer if isinstance(observer, CodesObserver) else None
-            settings = WorkerSettings(limits, labels_field, explain, codes=codes_observer is not None)
+            settings = WorkerSettings(limits, labels_field, explain, codes=codes_observer is not None,
+                                      guarded=tuple(deferred_guards(labeler)))
             run = run_parallel(labeler, settings, [(p, p) for p in inputs], sink, dead, workers=workers, on_block=block_done,
                                observer=codes_observer)
             counts = run.counts
@@ -300,7 +304,7 @@ def label(
     id_field: Annotated[str | None, typer.Option("--id-field", help="Field holding a stable record id for --record (default: content hash).")] = None,
     record_sample: Annotated[float, typer.Option("--record-sample", help="Share of decisions to record with --record (by record id, deterministic).")] = 1.0,
     track_conflicts: Annotated[bool, typer.Option("--conflicts", help="Evaluate every rule to count conflicts between rules.")] = False,
-    workers: Annotated[int | None, typer.Option("--workers", "-w", help="Processes labeling a large file in parallel, output in input order (default: the CPUs available, one less with --audit; 1: one process).", min=1)] = None,
+    workers: Annotated[int | None, typer.Option("--workers", "-w", help="Processes labeling a large file in parallel, output in input order (default: the CPUs available, one less with --audit from 3 CPUs on; 1: one process).", min=1)] = None,
     max_dlq_ratio: Annotated[float | None, typer.Option("--max-dlq-ratio", help="Exit 1 if more than this share of the records (0-1) was dead-lettered. A run that labels nothing always exits 1.", min=0.0, max=1.0)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No summary.")] = False,
     clearance: Annotated[str | None, typer.Option("--clearance", help="Highest sensitivity the output's readers may see in clear: public, internal, pii or secret (default: the policy's outputs.clearance, else internal). Labels above it get their protect: treatment.")] = None,
@@ -324,9 +328,11 @@ def label(
         from activelabel.engine.parallel import default_workers
 
         workers = default_workers()
-        if audit is not None:
-            # The audit log's writer process chains and hashes every record: leave it a core.
-            workers = max(1, workers - 1)
+        if audit is not None and workers > 2:
+            # The audit log's writer process chains and hashes every record, about a fifth of
+            # what labeling costs: from three CPUs on, leave it one. On two, one labeling
+            # process and the writer leave most of a core idle (measured: bench/rollout_overhead.py).
+            workers -= 1
     labeler = open_labeler(policy, track_conflicts=track_conflicts)
     guard, store_guard = output_guards(labeler, clearance, pseudonym_key_file, door="label-file")
     recorder = None

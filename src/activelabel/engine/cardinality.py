@@ -79,10 +79,38 @@ class CardinalityGuard:
         self.overflowed += len(over)
         return over
 
+    def admit_everything(self) -> None:
+        """From now on admit every value and count nothing: for a labeling worker whose parent guards.
+
+        A parallel run (engine/parallel.py) decides the guard in the parent, in input
+        order, on the values the workers send back; the workers must pass every value
+        through unchanged. The generated code holds this guard's ``admit``, so the guard
+        is changed in place: a window no more, and a set that holds every value.
+        """
+        self.window = None
+        self._window_end = float("inf")
+        self._seen = _EVERY_VALUE
+
     @property
     def distinct(self) -> int:
         """Distinct values admitted in the current window."""
         return len(self._seen)
+
+
+class _EveryValue(set):  # type: ignore[type-arg]
+    """A set that contains every value and keeps none (``CardinalityGuard.admit_everything``)."""
+
+    def __contains__(self, value: object) -> bool:
+        return True
+
+    def issuperset(self, other: object) -> bool:
+        return True
+
+    def add(self, value: object) -> None:
+        return None
+
+
+_EVERY_VALUE = _EveryValue()
 
 
 class DistinctTracker:

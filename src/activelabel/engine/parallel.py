@@ -16,10 +16,14 @@ Counters: each worker answers every block with its labeler's cumulative ``stats(
 latest and sums them (``merge_stats``), so the end-of-run summary is the one a single
 process would print.
 
-What cannot run in parallel (``parallel_refusal``): labels with a cardinality guard or
-a ``window`` (the first N distinct values are decided in input order across the whole
-run) and policies with models (their state is learned in order). Those runs use one
-process, and the CLI says so.
+Cardinality guards (with or without a ``window``) admit the first N distinct values in
+input order across the whole run, so no worker can decide them. When no rule reads a
+guarded label (``deferred_guards``), the workers pass its values through unguarded and
+send each one back; the parent runs the one guard over them in input order and, for a
+value that overflows, puts the overflow value into that record's labels (the bytes of
+the one-process output). What cannot run in parallel (``parallel_refusal``): a guarded
+label that a rule reads (it would see the value before the guard) and policies with
+models (their state is learned in order). Those runs use one process, and the CLI says so.
 """
 
 from __future__ import annotations
@@ -33,6 +37,9 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, fields
 from typing import IO, TYPE_CHECKING, Any
 
+import orjson
+
+from activelabel.engine.cardinality import CardinalityGuard
 from activelabel.engine.record_loop import CodesObserver, RecordCounts, RecordLoop, Where, index_codes
 from activelabel.errors import ActiveLabelError
 from activelabel.sources.jsonl import UTF8_BOM, ReadLimits
@@ -65,10 +72,38 @@ def parallel_refusal(labeler: Labeler) -> str | None:
     policy = labeler.policy
     if policy.models:
         return "the policy has models, whose state is learned in input order"
-    for spec in policy.labels.values():
-        if spec.max_cardinality is not None or spec.window is not None:
-            return f"label {spec.name} has a cardinality guard, decided in input order across the whole run"
+    read = _guarded_labels_read(labeler)
+    if read:
+        return (f"label {read[0]} has a cardinality guard, decided in input order across the whole run, "
+                "and a rule reads it")
     return None
+
+
+def deferred_guards(labeler: Labeler) -> dict[str, CardinalityGuard]:
+    """The cardinality guards of labels no rule reads, by label: the parent decides them after the workers."""
+    if _guarded_labels_read(labeler):
+        return {}
+    return {lp.spec.name: lp.guard for lp in labeler.compiled.plan.labels if isinstance(lp.guard, CardinalityGuard)}
+
+
+def _guarded_labels_read(labeler: Labeler) -> list[str]:
+    """Guarded labels some rule's condition or value reads (all of them if one reads ``labels`` whole)."""
+    from activelabel.cel import references
+
+    plan = labeler.compiled.plan
+    guarded = [lp.spec.name for lp in plan.labels if isinstance(lp.guard, CardinalityGuard)]
+    if not guarded:
+        return []
+    read: set[str] = set()
+    for lp in plan.labels:
+        for rp in lp.rules:
+            for prog in (rp.when, rp.value_prog):
+                for ref in references(prog.ast) if prog is not None else ():
+                    if ref.path[0] == "labels":
+                        if len(ref.path) == 1:
+                            return guarded
+                        read.add(str(ref.path[1]))
+    return [name for name in guarded if name in read]
 
 
 @dataclass(frozen=True)
@@ -79,6 +114,7 @@ class WorkerSettings:
     labels_field: str
     explain: bool
     codes: bool = False  # send each labeled record's source codes back (for the parent's audit log)
+    guarded: tuple[str, ...] = ()  # labels whose guard the parent decides: send their values back
 
 
 @dataclass
@@ -96,35 +132,67 @@ class BlockResult:
     # With ``WorkerSettings.codes``: (position of each labeled record, index of its codes in
     # the third list, each distinct codes dict once). None otherwise.
     codes: tuple[list[int], list[int], list[dict[str, Any]]] | None = None
+    # With ``WorkerSettings.guarded``, per label: the labeled lines (their index) that set
+    # it, its value in each, and where each line's labels object starts (-1: the whole
+    # line is one serialised object), for the parent's guard.
+    guarded: dict[str, tuple[list[int], list[Any], list[int]]] | None = None
 
 
 class _CollectCodes:
-    """A worker's ``CodesObserver``: each labeled record's position and source codes, for the parent.
+    """A worker's ``CodesObserver``: what the parent needs of each labeled record, for its block.
 
-    Distinct codes are sent once per chunk; the parent's observer (the audit log) sees
-    the block as if it had labeled it itself, without the events or label values.
+    With ``codes``: each record's position and source codes (distinct codes sent once per
+    chunk), so the parent's observer (the audit log) sees the block as if it had labeled
+    it itself, without the events or label values. With ``guarded``: the values of those
+    labels and each record's labels, for the parent's guard (``guarded_values``).
     """
 
     needs_values = False
 
-    def __init__(self) -> None:
+    def __init__(self, codes: bool = True, guarded: tuple[str, ...] = ()) -> None:
+        self.codes = codes
+        self.guarded = guarded
         self.positions: list[int] = []
         self.index: list[int] = []
         self.outcomes: list[dict[str, Any]] = []
+        self.labeled = 0
+        self.sets: dict[str, tuple[list[int], list[Any], list[dict[str, Any]]]] = {n: ([], [], []) for n in guarded}
 
-    def take(self) -> tuple[list[int], list[int], list[dict[str, Any]]]:
-        """This block's codes, and a fresh start for the next block."""
-        got = (self.positions, self.index, self.outcomes)
+    def take(self) -> tuple[list[int], list[int], list[dict[str, Any]]] | None:
+        """This block's codes (None without ``codes``), and a fresh start for the next block."""
+        got = (self.positions, self.index, self.outcomes) if self.codes else None
         self.positions, self.index, self.outcomes = [], [], []
         return got
 
+    def guarded_values(self, lines: list[bytes]) -> dict[str, tuple[list[int], list[Any], list[int]]] | None:
+        """Per guarded label, this block's (line index, value, labels offset) (``BlockResult.guarded``); a fresh start."""
+        if not self.guarded:
+            return None
+        out: dict[str, tuple[list[int], list[Any], list[int]]] = {}
+        for name, (at, values, labels) in self.sets.items():
+            out[name] = (at, values, [_labels_offset(lines[k], labels_k) for k, labels_k in zip(at, labels, strict=True)])
+        self.sets = {n: ([], [], []) for n in self.guarded}
+        self.labeled = 0
+        return out
+
     def observe_codes(self, labeler: Any, wheres: list[Where], events: list[dict[str, Any]] | None,
                       labels: list[dict[str, Any]] | None, codes: list[dict[str, Any]]) -> None:
-        index, distinct = index_codes(codes)
-        base = len(self.outcomes)
-        self.outcomes.extend(distinct)
-        self.index.extend([k + base for k in index] if base else index)
-        self.positions.extend([pos for _, pos in wheres])
+        if self.codes:
+            index, distinct = index_codes(codes)
+            base = len(self.outcomes)
+            self.outcomes.extend(distinct)
+            self.index.extend([k + base for k in index] if base else index)
+            self.positions.extend([pos for _, pos in wheres])
+        if self.guarded:
+            assert labels is not None, "the bulk path gives each record's labels with its codes"
+            base = self.labeled
+            for name, (at, values, kept) in self.sets.items():
+                for k, record_labels in enumerate(labels):
+                    if name in record_labels:
+                        at.append(base + k)
+                        values.append(record_labels[name])
+                        kept.append(record_labels)
+        self.labeled += len(codes)
 
     def observe_indexed_codes(self, labeler: Any, wheres: list[Where], index: list[int],
                               distinct: list[dict[str, Any]], events: list[dict[str, Any]] | None = None,
@@ -133,6 +201,44 @@ class _CollectCodes:
 
     def __call__(self, wheres: list[Where], events: list[dict[str, Any]], decisions: list[Any]) -> None:
         raise ActiveLabelError("a parallel audited run builds no Decisions (--explain audits in one process)")
+
+
+def _labels_offset(line: bytes, labels: dict[str, Any]) -> int:
+    """Where ``labels``' JSON starts in ``line`` when the line ends with it (a spliced line), else -1."""
+    text = orjson.dumps(labels)
+    if len(line) > len(text) and line.endswith(b"}") and line[-1 - len(text):-1] == text:
+        return len(line) - 1 - len(text)
+    return -1
+
+
+def _overflowed(line: bytes, offset: int, name: str, overflow: str, labels_field: str) -> bytes:
+    """``line`` with label ``name`` set to the overflow value, as the one-process run writes it."""
+    if offset >= 0:  # the labels object spliced in before the closing brace: change only it
+        labels = orjson.loads(line[offset:-1])
+        labels[name] = overflow
+        return line[:offset] + orjson.dumps(labels) + b"}"
+    record = orjson.loads(line)  # a record the loop serialised whole: so does this
+    record[labels_field][name] = overflow
+    return orjson.dumps(record)
+
+
+def apply_guards(guards: dict[str, CardinalityGuard], found: dict[str, tuple[list[int], list[Any], list[int]]],
+                 labeled: bytes, labels_field: str) -> bytes:
+    """A block's labeled lines after the parent's guards, in input order: overflowing values replaced."""
+    changes: dict[int, list[tuple[str, int, str]]] = {}
+    for name, (at, values, offsets) in found.items():
+        guard = guards[name]
+        for i in guard.admit_many(values):
+            changes.setdefault(at[i], []).append((name, offsets[i], guard.overflow_value))
+    if not changes:
+        return labeled
+    lines = labeled.split(b"\n")
+    for k, overflows in changes.items():
+        line = lines[k]
+        for name, offset, overflow in overflows:
+            line = _overflowed(line, offset, name, overflow, labels_field)
+        lines[k] = line
+    return b"\n".join(lines)
 
 
 class _Collect:
@@ -163,7 +269,10 @@ def _init_worker(settings: WorkerSettings) -> None:
     labeler = _inherited
     assert labeler is not None, "workers are forked after run_parallel sets it"
     _worker_labeler = labeler
-    _worker_codes = _CollectCodes() if settings.codes else None
+    for lp in labeler.compiled.plan.labels:
+        if lp.spec.name in settings.guarded and isinstance(lp.guard, CardinalityGuard):
+            lp.guard.admit_everything()  # the parent guards these, in input order
+    _worker_codes = _CollectCodes(settings.codes, settings.guarded) if settings.codes or settings.guarded else None
     _worker_loop = RecordLoop(labeler, limits=settings.limits, labels_field=settings.labels_field, explain=settings.explain,
                               observer=_worker_codes)
 
@@ -185,7 +294,8 @@ def _label_block(path: str, start: int, end: int) -> BlockResult:
     counts = loop.run([(None, lines)], out)
     return BlockResult(os.getpid(), len(lines), b"\n".join(out.lines), len(out.lines), out.dead, counts,
                        labeler.stats(), labeler.hits_by_source(),
-                       _worker_codes.take() if _worker_codes is not None else None)
+                       _worker_codes.take() if _worker_codes is not None else None,
+                       _worker_codes.guarded_values(out.lines) if _worker_codes is not None else None)
 
 
 def file_spans(path: str, block_bytes: int = BLOCK_BYTES) -> Iterator[tuple[int, int]]:
@@ -295,6 +405,9 @@ def run_parallel(labeler: Labeler, settings: WorkerSettings, inputs: Iterable[tu
     ``settings.codes`` must be set for the workers to send them.
     """
     global _inherited
+    guards = deferred_guards(labeler) if settings.guarded else {}
+    if set(guards) != set(settings.guarded):
+        raise ActiveLabelError("cannot label in parallel: a rule reads a guarded label; label in one process (--workers 1)")
     refusal = fork_refusal()
     if refusal is not None:
         raise ActiveLabelError(f"cannot label in parallel: {refusal}; label in one process (--workers 1)")
@@ -318,8 +431,11 @@ def run_parallel(labeler: Labeler, settings: WorkerSettings, inputs: Iterable[tu
                     positions, index, outcomes = result.codes
                     origin = (name, first_line)  # the one-process loop's Where for this block
                     observer.observe_indexed_codes(labeler, [(origin, pos) for pos in positions], index, outcomes)
+                labeled = result.labeled
+                if result.guarded:  # the guards, in input order, on the values the worker let through
+                    labeled = apply_guards(guards, result.guarded, labeled, settings.labels_field)
                 if result.labeled_count:
-                    sink.write_block(result.labeled, result.labeled_count)
+                    sink.write_block(labeled, result.labeled_count)
                 for pos, raw, kind, reason in result.dead:
                     dead.write(source=name, line_no=first_line + pos, raw=raw or b"", kind=kind, reason=reason)
                 c = result.counts
@@ -341,9 +457,14 @@ def run_parallel(labeler: Labeler, settings: WorkerSettings, inputs: Iterable[tu
                 finish_oldest()
     finally:
         _inherited = None
-    return ParallelRun(counts, merge_stats(r.stats for r in latest.values()),
-                       merge_sources(r.hits_by_source for r in latest.values()), workers)
+    stats = merge_stats(r.stats for r in latest.values())
+    if stats is not None:
+        for name, guard in guards.items():  # the workers' guards let everything through: the parent's count
+            stats.overflow[name] = guard.overflowed
+            stats.distinct[name] = guard.distinct
+    return ParallelRun(counts, stats, merge_sources(r.hits_by_source for r in latest.values()), workers)
 
 
-__all__ = ["BLOCK_BYTES", "MIN_PARALLEL_BYTES", "BlockResult", "ParallelRun", "WorkerSettings", "default_workers", "file_spans", "fork_refusal",
-           "merge_sources", "merge_stats", "parallel_refusal", "run_parallel"]
+__all__ = ["BLOCK_BYTES", "MIN_PARALLEL_BYTES", "BlockResult", "ParallelRun", "WorkerSettings", "apply_guards",
+           "deferred_guards", "default_workers", "file_spans", "fork_refusal", "merge_sources", "merge_stats",
+           "parallel_refusal", "run_parallel"]
