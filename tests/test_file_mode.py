@@ -390,7 +390,7 @@ def test_guarded_labels_label_on_workers_with_the_one_process_output(write_polic
     """Cardinality guards no rule reads: --workers 2 writes the bytes, dead letters and overflow counts of one process."""
     policy = write_policy(GUARDED)
     src = tmp_path / "big.jsonl"
-    lines = big_input(src, 60_000)
+    big_input(src, 60_000)
     # Records that already carry a labels object are serialised whole: their overflow is put in there too.
     extra = [b'{"labels":{"old":1},"path":"/api/again/%d","ms":150}' % i for i in range(0, 3000, 7)]
     with src.open("ab") as fh:

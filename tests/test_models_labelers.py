@@ -253,3 +253,41 @@ def test_labeler_label_batch_calls_each_model_once_per_batch(write_policy, train
     assert [d.labels for d in batch] == [d.labels for d in single]
     assert [d.confidences for d in batch] == [d.confidences for d in single]
     assert all(d.sources["category"].startswith("model:cat@") for d in batch)
+
+
+def _fitted_lr(n_classes: int) -> tuple[LogisticRegression, np.ndarray]:
+    rng = np.random.default_rng(n_classes)
+    x = rng.normal(size=(300, 3)) * [5.0, 1.0, 0.2]
+    y = np.array(["none", "KERNDTLB", "APPREAD", "KERNSTOR"][:n_classes])[
+        np.argmax(x @ rng.normal(size=(3, n_classes)) + rng.normal(size=(300, n_classes)), axis=1)]
+    return LogisticRegression(max_iter=1000).fit(x, y), x
+
+
+@pytest.mark.parametrize("n_classes", [2, 3, 4])
+def test_a_bare_logistic_regression_is_scored_in_python_like_predict_proba(write_policy, tmp_path, n_classes):
+    """An unnamed-matrix LogisticRegression gets sklearn's probabilities from a dot product, without a watchdog thread."""
+    model, x = _fitted_lr(n_classes)
+    path = tmp_path / "num.joblib"
+    joblib.dump(model, path)
+    feats = {"a": "double(event.a)", "b": "double(event.b)", "c": "double(event.c)"}
+    (lab,) = build_model_labelers(load_policy(_policy(write_policy, path, features=feats, extra="timeout_ms: 50")))
+    rows = [{"a": float(r[0]), "b": float(r[1]), "c": float(r[2])} for r in x[:100]]
+    threads_before = set(threading.enumerate())
+    got = lab.predictor.predict_proba(rows)[1]
+    assert np.allclose(got, model.predict_proba(x[:100]), rtol=0, atol=1e-12)
+    assert [v for v, _ in lab.predict_batch(rows)] == list(model.predict(x[:100]))
+    assert not set(threading.enumerate()) - threads_before  # called inline (it cannot hang): no watchdog thread
+    # A feature the model cannot take (missing) is a model error, as sklearn's NaN refusal is: no prediction.
+    assert lab.predict({"a": 1.0, "b": None, "c": 0.0}) is None and lab.state()["errors"] == 1
+    lab.close()
+
+
+def test_a_one_vs_rest_logistic_regression_goes_through_sklearn(tmp_path):
+    """One-vs-rest probabilities (a model pickled by a scikit-learn that had multi_class) are not a softmax: not compiled."""
+    from activelabel.models._compiled import compile_linear_model
+
+    model, _ = _fitted_lr(3)
+    model.multi_class = "ovr"  # what such an artifact carries; this scikit-learn fits multinomial only
+    assert compile_linear_model(model, ["a", "b", "c"]) is None
+    assert compile_linear_model(_fitted_lr(3)[0], ["a", "b", "c"]) is not None
+    assert compile_linear_model(_fitted_lr(3)[0], ["a", "b"]) is None  # not the width it was fitted on

@@ -127,6 +127,8 @@ def compile_linear_pipeline(model: Any) -> Scorer | None:
             return None
         blocks.append(block)
         offset += width
+    if not _softmax_or_logistic(clf):
+        return None
     coef = clf.coef_.tolist()
     if offset != len(coef[0]):
         return None
@@ -143,14 +145,62 @@ def compile_linear_pipeline(model: Any) -> Scorer | None:
                     w = columns[j]
                     for k in range(len(logits)):
                         logits[k] += w[k] * x
-            if binary:
-                p = 1.0 / (1.0 + math.exp(-logits[0])) if logits[0] >= -700 else 0.0
-                out.append([1.0 - p, p])
-            else:
-                top = max(logits)
-                exps = [math.exp(v - top) for v in logits]
-                total = sum(exps)
-                out.append([e / total for e in exps])
+            out.append(_probabilities(logits, binary))
         return out
 
     return score
+
+
+def compile_linear_model(model: Any, columns: Sequence[str]) -> Scorer | None:
+    """A pure-Python scorer equal to a bare ``LogisticRegression``'s ``predict_proba`` on ``columns``, else None.
+
+    The model was fitted on an unnamed matrix whose columns are the policy's features in
+    order. As sklearn does, a missing or non-finite feature is refused (ValueError): the
+    model labeler counts it as a model error, never as a prediction.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    if not isinstance(model, LogisticRegression) or not _softmax_or_logistic(model):
+        return None
+    coef = model.coef_.tolist()
+    if getattr(model, "n_features_in_", None) != len(columns) or len(coef[0]) != len(columns):
+        return None
+    names = list(columns)
+    weights = list(zip(*coef, strict=True))  # per feature: its weight for each class row
+    intercept = model.intercept_.tolist()
+    binary = len(coef) == 1
+    isfinite = math.isfinite
+
+    def score(rows: Sequence[Mapping[str, Any]]) -> list[list[float]]:
+        out = []
+        for row in rows:
+            logits = list(intercept)
+            for name, w in zip(names, weights, strict=True):
+                x = _number(row.get(name))
+                if not isfinite(x):
+                    raise ValueError(f"Input X contains NaN or infinity (feature {name!r}): the model needs every feature")
+                for k in range(len(logits)):
+                    logits[k] += w[k] * x
+            out.append(_probabilities(logits, binary))
+        return out
+
+    return score
+
+
+def _softmax_or_logistic(clf: Any) -> bool:
+    """Whether ``clf``'s probabilities are the softmax of its logits (or the logistic of one): not one-vs-rest."""
+    n_classes = len(getattr(clf, "classes_", ()))
+    if n_classes <= 2:
+        return True
+    multi = getattr(clf, "multi_class", "auto")
+    return multi != "ovr" and not (multi in ("auto", "deprecated") and clf.solver == "liblinear")
+
+
+def _probabilities(logits: list[float], binary: bool) -> list[float]:
+    if binary:
+        p = 1.0 / (1.0 + math.exp(-logits[0])) if logits[0] >= -700 else 0.0
+        return [1.0 - p, p]
+    top = max(logits)
+    exps = [math.exp(v - top) for v in logits]
+    total = sum(exps)
+    return [e / total for e in exps]

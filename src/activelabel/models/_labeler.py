@@ -110,7 +110,9 @@ class ArtifactModelLabeler:
         return [self._choose(classes, p) for p in probs]
 
     def _call(self, rows: Sequence[Mapping[str, Any]]) -> tuple[list[Any], list[list[float]]]:
-        if self.timeout_ms is None:
+        if self.timeout_ms is None or getattr(self.predictor, "bounded", False):
+            # A predictor whose cost is fixed per row (a compiled linear model) cannot hang:
+            # handing each call to a watchdog thread would cost more than the call itself.
             return self.predictor.predict_proba(rows)
         if self._executor is None:
             with self._lock:
