@@ -393,6 +393,9 @@ def test_guarded_labels_label_on_workers_with_the_one_process_output(write_polic
     big_input(src, 60_000)
     # Records that already carry a labels object are serialised whole: their overflow is put in there too.
     extra = [b'{"labels":{"old":1},"path":"/api/again/%d","ms":150}' % i for i in range(0, 3000, 7)]
+    # ...even when their last field holds an object equal to the labels before the guard (found in review).
+    extra += [b'{"labels":{},"path":"/api/tail/%d","ms":150,"tail":{"kind":"api","route":"/api/tail/%d",'
+              b'"slow_route":"/api/tail/%d"}}' % (i, i, i) for i in range(300)]
     with src.open("ab") as fh:
         fh.write(b"\n".join(extra) + b"\n")
     runs = {}
@@ -412,8 +415,11 @@ def test_guarded_labels_label_on_workers_with_the_one_process_output(write_polic
     assert routes[:25] == [r["path"] for r in out[:25]]  # the first 25 distinct, in input order
     slow = [r["path"] for r in out if r.get("ms", 0) > 140]
     assert {r["labels"]["slow_route"] for r in out if "slow_route" in r["labels"]} == {*slow[:3], "many"}
+    tails = [r for r in out if r["path"].startswith("/api/tail/")]
+    assert len(tails) == 300 and all(r["tail"]["route"] == r["path"] and r["labels"]["route"] == "__other__"
+                                     for r in tails)
     again = [r for r in out if r["path"].startswith("/api/again/")]
-    assert len(again) == len(extra) and all(r["labels"] == {"kind": "api", "route": "__other__", "slow_route": "many"}
+    assert len(again) == len(extra) - 300 and all(r["labels"] == {"kind": "api", "route": "__other__", "slow_route": "many"}
                                             for r in again)
 
 

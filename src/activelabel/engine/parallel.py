@@ -149,14 +149,15 @@ class _CollectCodes:
 
     needs_values = False
 
-    def __init__(self, codes: bool = True, guarded: tuple[str, ...] = ()) -> None:
+    def __init__(self, codes: bool = True, guarded: tuple[str, ...] = (), labels_field: str = "labels") -> None:
         self.codes = codes
         self.guarded = guarded
+        self.labels_field = labels_field
         self.positions: list[int] = []
         self.index: list[int] = []
         self.outcomes: list[dict[str, Any]] = []
         self.labeled = 0
-        self.sets: dict[str, tuple[list[int], list[Any], list[dict[str, Any]]]] = {n: ([], [], []) for n in guarded}
+        self.sets: dict[str, tuple[list[int], list[Any], list[dict[str, Any] | None]]] = {n: ([], [], []) for n in guarded}
 
     def take(self) -> tuple[list[int], list[int], list[dict[str, Any]]] | None:
         """This block's codes (None without ``codes``), and a fresh start for the next block."""
@@ -186,12 +187,16 @@ class _CollectCodes:
         if self.guarded:
             assert labels is not None, "the bulk path gives each record's labels with its codes"
             base = self.labeled
+            field = self.labels_field
+            # A record that already had the labels field is serialised whole, its labels where
+            # the field was: None tells _labels_offset so (its tail may hold an equal object).
+            whole = [events is None or field in event for event in events] if events is not None else None
             for name, (at, values, kept) in self.sets.items():
                 for k, record_labels in enumerate(labels):
                     if name in record_labels:
                         at.append(base + k)
                         values.append(record_labels[name])
-                        kept.append(record_labels)
+                        kept.append(None if whole is None or whole[k] else record_labels)
         self.labeled += len(codes)
 
     def observe_indexed_codes(self, labeler: Any, wheres: list[Where], index: list[int],
@@ -203,8 +208,10 @@ class _CollectCodes:
         raise ActiveLabelError("a parallel audited run builds no Decisions (--explain audits in one process)")
 
 
-def _labels_offset(line: bytes, labels: dict[str, Any]) -> int:
-    """Where ``labels``' JSON starts in ``line`` when the line ends with it (a spliced line), else -1."""
+def _labels_offset(line: bytes, labels: dict[str, Any] | None) -> int:
+    """Where ``labels``' JSON starts in ``line`` when it was spliced in last, else -1 (None: serialised whole)."""
+    if labels is None:
+        return -1
     text = orjson.dumps(labels)
     if len(line) > len(text) and line.endswith(b"}") and line[-1 - len(text):-1] == text:
         return len(line) - 1 - len(text)
@@ -272,7 +279,8 @@ def _init_worker(settings: WorkerSettings) -> None:
     for lp in labeler.compiled.plan.labels:
         if lp.spec.name in settings.guarded and isinstance(lp.guard, CardinalityGuard):
             lp.guard.admit_everything()  # the parent guards these, in input order
-    _worker_codes = _CollectCodes(settings.codes, settings.guarded) if settings.codes or settings.guarded else None
+    _worker_codes = (_CollectCodes(settings.codes, settings.guarded, settings.labels_field)
+                     if settings.codes or settings.guarded else None)
     _worker_loop = RecordLoop(labeler, limits=settings.limits, labels_field=settings.labels_field, explain=settings.explain,
                               observer=_worker_codes)
 
