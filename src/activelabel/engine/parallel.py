@@ -190,7 +190,7 @@ class _CollectCodes:
             field = self.labels_field
             # A record that already had the labels field is serialised whole, its labels where
             # the field was: None tells _labels_offset so (its tail may hold an equal object).
-            whole = [events is None or field in event for event in events] if events is not None else None
+            whole = [field in event for event in events] if events is not None else None
             for name, (at, values, kept) in self.sets.items():
                 for k, record_labels in enumerate(labels):
                     if name in record_labels:

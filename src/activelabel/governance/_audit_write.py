@@ -164,19 +164,12 @@ def chain_lines(chunk: Chunk, start: int, stop: int, index: int, prev64: bytes,
     add_line, add_leaf = lines.append, leaves.append
     if not general and chunk.metadata_line_bound() * (stop - start) < room_bytes:
         # The common run: Metadata records only, and the segment has room for all of them.
-        if numbers is not None:
-            for number, kind in zip(numbers[start:stop], kinds[start:stop]):
-                mid, tail = pieces[kind]  # type: ignore[misc]  # no whole records in this chunk: never None
-                line = b"%s%d%s%d%s%s%s%s" % (prefix, number, door, index, mid, prev64, tail, stamp)
-                leaf = sha(b"\x00" + line).digest()
-                add_line(line)
-                add_leaf(leaf)
-                prev64 = b2a(leaf, newline=False)
-                index += 1
-            return lines, leaves, stop, sum(map(len, lines)) + len(lines), prev64, 0
-        for head, kind in zip(heads[start:stop], kinds[start:stop]):
+        # A record's id is its number (rendered here) or its ready JSON head: one format for either.
+        line_format = b"%s%d%s%d%s%s%s%s" if numbers is not None else b"%s%s%s%d%s%s%s%s"
+        ids = numbers[start:stop] if numbers is not None else heads[start:stop]
+        for record_id, kind in zip(ids, kinds[start:stop]):
             mid, tail = pieces[kind]  # type: ignore[misc]  # no whole records in this chunk: never None
-            line = join((prefix, head, door, b"%d" % index, mid, prev64, tail, stamp))
+            line = line_format % (prefix, record_id, door, index, mid, prev64, tail, stamp)
             leaf = sha(b"\x00" + line).digest()
             add_line(line)
             add_leaf(leaf)

@@ -109,11 +109,12 @@ class SklearnPredictor:
         self.declared_kinds = dict(declared_kinds or {})
         from activelabel.models._compiled import compile_linear_model, compile_linear_pipeline
 
-        self._compiled = compile_linear_pipeline(model) if self.named else compile_linear_model(model, self.columns)
+        scorer = compile_linear_pipeline(model) if self.named else compile_linear_model(model, self.columns)
+        self._compiled = scorer
         self._direct = _direct_plan(model) if self.named else None
         # A bare linear model compiled to a dot product costs the same for every row (no text
         # to tokenise): it needs no watchdog thread for its timeout (ModelLabeler._call).
-        self.bounded = self._compiled is not None and not self.named
+        self.bounded = scorer is not None and not self.named
 
     def expected_features(self) -> list[str] | None:
         return self.columns if self.named else None
