@@ -426,3 +426,88 @@ def test_outcome_pieces_cross_to_the_writer_process_once_and_survive_a_cache_res
     # Chunk 11 uses outcomes 2, 3, 4 (11 % 9 = 2), in turn: its records name those rules.
     assert [r["sources"]["priority"] for r in records[110:113]] == ["rule:r2", "rule:r3", "rule:r4"]
     assert records[119]["decision_id"] == "in.jsonl:120"
+
+
+def _log_runs(log: AuditLog, runs: int, size: int = 20, start: int = 0) -> None:
+    from activelabel.governance.audit import Outcome
+
+    outcome = Outcome(["priority", "bot"], {"priority": "rule:pay-5xx", "bot": "default"})
+    for i in range(start, start + runs):
+        log.log_outcomes([f"r{i}-{j}" for j in range(size)], [0] * size, [outcome], door="cli", policy_name="edge",
+                         version="sha256:ab/1")
+
+
+def test_a_writer_that_falls_behind_spills_to_disk_and_the_labeler_goes_on(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stalled disk does not stall labeling: runs wait in DIR/spill/, then reach the log in order, none lost.
+
+    The stall is simulated (no real slow disk here): the writer thread's fsync waits for an
+    event the test sets. Everything else (the spill file, the reads back, the log) is real.
+    """
+    import os
+    import threading
+
+    stalled, release = threading.Event(), threading.Event()
+    real_fsync = os.fsync
+
+    def slow_fsync(fd: int) -> None:
+        stalled.set()
+        release.wait(30)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", slow_fsync)
+    directory = tmp_path / "audit"
+    registry = __import__("prometheus_client").CollectorRegistry()
+    with AuditLog(directory, checkpoint_every=20, writer_memory_bytes=4096, registry=registry) as log:
+        _log_runs(log, 1)
+        assert stalled.wait(10)  # the writer thread is now stuck in the checkpoint's fsync
+        _log_runs(log, 200, start=1)  # 4,000 records more: returns although nothing can be written
+        spill = directory / "spill" / "runs.spill"
+        assert spill.stat().st_size > 100_000
+        assert registry.get_sample_value("activelabel_audit_spilled_bytes_total") > 100_000
+        release.set()
+    assert not spill.exists()  # read back and emptied once the writer caught up
+    assert log.dropped == {} and log.size == 4020
+    result = verify_log(directory)
+    assert result.ok and result.records == 4020, result.problem
+    ids = [r["decision_id"] for r in read_records(directory)]
+    assert ids == [f"r{i}-{j}" for i in range(201) for j in range(20)]  # in order
+
+
+def _crashed_with_spill(directory: Path, on_disk: int, spilled: range) -> None:
+    """A log as a kill -9 leaves it: records ``0..on_disk-1`` in the segment, ``spilled`` of the rest in the spill file.
+
+    Made from a real log of 100 records: the later lines are cut off the segment and
+    written to DIR/spill/runs.spill as the writer had spilled them; checkpoints past the
+    cut are removed (a note is only ever written after its records' fsync).
+    """
+    with AuditLog(directory, checkpoint_every=1000) as log:
+        _log_runs(log, 5)
+    segment, lines = _lines(directory)
+    segment.write_bytes(b"".join(lines[:on_disk]))
+    (directory / "spill").mkdir()
+    (directory / "spill" / "runs.spill").write_bytes(b"".join(lines[k] for k in spilled))
+    for note in (directory / "checkpoints").glob("*.note"):
+        note.unlink()
+    (directory / "checkpoints" / "state.json").unlink()
+
+
+@pytest.mark.parametrize("on_disk, spilled, recovered, lost", [
+    (60, range(60, 100), 100, 0),  # everything after the segment's last record was spilled
+    (60, range(40, 100), 100, 0),  # the writer had written some spilled runs before the kill
+    (60, range(80, 100), 60, 20),  # a run still in memory (60..79) was lost: the rest cannot chain on
+])
+def test_after_a_kill_the_next_writer_replays_the_spilled_runs_that_chain_on(
+        tmp_path: Path, on_disk: int, spilled: range, recovered: int, lost: int) -> None:
+    """Spilled runs survive a kill -9: reopening writes those that follow the log; what cannot chain is kept and counted."""
+    directory = tmp_path / "audit"
+    _crashed_with_spill(directory, on_disk, spilled)
+    with AuditLog(directory) as log:
+        assert log.size == recovered
+        assert log.dropped == ({"lost_in_crash": lost} if lost else {})
+        log.log_admin("restart", actor="ops")
+    result = verify_log(directory)
+    assert result.ok and result.records == recovered + 1, result.problem
+    assert not (directory / "spill" / "runs.spill").exists()
+    orphans = list((directory / "spill").glob("runs.spill.orphan-*"))
+    assert len(orphans) == (1 if lost else 0)

@@ -87,7 +87,12 @@ def stamp_piece(stamp: str) -> bytes:
     return b',"timestamp":' + canonical_json(stamp) + b"}"
 
 
-_NO_PIECES: list[tuple[bytes, bytes] | None] = [None]  # a table with kind 0 only: whole records
+_NO_PIECES: list[tuple[bytes, bytes] | None] = [None]
+
+# Where runs wait when the writer is behind (SegmentWriter), under the log's directory.
+SPILL_DIR = "spill"
+SPILL_FILE = "runs.spill"
+_MAX_PENDING_CHECKPOINTS = 16  # a table with kind 0 only: whole records
 
 
 @dataclass
@@ -240,9 +245,14 @@ class SegmentWriter:
     ``os.write``), ``checkpoint`` (fsync the segment, then the signed note, then
     ``state.json``: a note never covers a record that is not on disk) and ``close``.
     The labeling thread chains and hashes; the write and the fsync release the GIL, so
-    they run on another core. The queue is short, so a disk that cannot keep up slows
-    the labeler down instead of piling records up in memory (and a kill -9 loses only
-    the few runs still queued).
+    they run on another core. Queued runs are held in memory up to ``memory_bytes``;
+    when the writer falls behind (a slow fsync, a stalled disk) further runs spill to
+    ``DIR/spill/runs.spill`` and the labeler goes on: the queue then holds only where
+    each run sits in that file. The writer reads them back in order and empties the
+    file once it has caught up. Only when the spill file reaches ``spill_max_bytes``
+    does the labeler wait, so nothing is ever dropped for being late. A kill -9 loses
+    the runs still in memory; spilled runs that chain on to the log's last record are
+    written by the next ``AuditLog`` to open the directory (``replay_spill``).
 
     A write that fails is cut back off the file (no partial record is left inside the
     log); it and every run queued after it (they chain onto it) are skipped and counted
@@ -252,21 +262,83 @@ class SegmentWriter:
     workers must have no other thread before it forks.
     """
 
-    def __init__(self, directory: Path, key_name: str, key: Any, *, depth: int = 8) -> None:
+    def __init__(self, directory: Path, key_name: str, key: Any, *, memory_bytes: int = 32 << 20,
+                 spill_max_bytes: int = 1 << 30, on_spill: Callable[[int], Any] | None = None) -> None:
         self.directory = directory
         self.key_name = key_name
         self._key = key
-        self._queue: queue.Queue[tuple[Any, ...] | None] = queue.Queue(maxsize=depth)
+        # Unbounded: a run's bytes beyond memory_bytes wait in the spill file, the queue holds where.
+        self._queue: queue.Queue[tuple[Any, ...] | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         self.failure: BaseException | None = None  # a checkpoint that could not be written
         self.write_failure: BaseException | None = None
         self.rewind_to: WriterState | None = None
         self.lost = 0
         self._torn: dict[int, int] = {}  # fd -> size to cut it back to before its next write
+        self.memory_bytes = memory_bytes
+        self.spill_max_bytes = spill_max_bytes
+        self._on_spill = on_spill
+        self._room = threading.Condition()  # guards the byte counts below
+        self._in_memory = 0  # bytes of queued runs held in memory
+        self._spill_fd: int | None = None
+        self._spill_end = 0  # bytes in the spill file
+        self._spilled_queued = 0  # spilled runs not yet written to their segment
+        self.spilled_bytes = 0  # total, for the log's metrics and its tests
 
     def write(self, fd: int, data: bytes, count: int, before: WriterState) -> None:
-        """Queue one run of ``count`` records (``data``: their lines) for the segment open as ``fd``."""
-        self._put(("write", fd, data, count, before))
+        """Queue one run of ``count`` records (``data``: their lines) for the segment open as ``fd``.
+
+        In memory while the queued runs fit in ``memory_bytes``, else appended to the spill
+        file; waits only when that is full too.
+        """
+        size = len(data)
+        with self._room:
+            while True:
+                if self._in_memory + size <= self.memory_bytes or self._in_memory == 0:
+                    self._in_memory += size
+                    job: tuple[Any, ...] = ("write", fd, data, count, before)
+                    break
+                if self._spill_end + size <= self.spill_max_bytes:
+                    job = ("write", fd, self._spill(data), count, before)
+                    break
+                self._room.wait(1.0)  # the disk is far behind: the labeler waits, nothing is dropped
+        self._put(job)
+
+    def _spill(self, data: bytes) -> tuple[int, int]:
+        """Append ``data`` to the spill file (under ``_room``); where it now sits."""
+        if self._spill_fd is None:
+            spill = self.directory / SPILL_DIR
+            spill.mkdir(exist_ok=True)
+            self._spill_fd = os.open(spill / SPILL_FILE, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+            self._spill_end = os.fstat(self._spill_fd).st_size
+        at = self._spill_end
+        write_all(self._spill_fd, data)
+        self._spill_end += len(data)
+        self._spilled_queued += 1
+        self.spilled_bytes += len(data)
+        if self._on_spill is not None:
+            self._on_spill(len(data))
+        return at, len(data)
+
+    def _take_data(self, data: bytes | tuple[int, int]) -> bytes:
+        """A queued run's bytes: as queued, or read back from the spill file."""
+        if isinstance(data, bytes):
+            return data
+        at, size = data
+        assert self._spill_fd is not None, "a spilled run was queued after the spill file was opened"
+        return os.pread(self._spill_fd, size, at)
+
+    def _release(self, data: bytes | tuple[int, int]) -> None:
+        """A queued run is done (written or skipped): free its room; an emptied spill file is cut back to 0."""
+        with self._room:
+            if isinstance(data, bytes):
+                self._in_memory -= len(data)
+            else:
+                self._spilled_queued -= 1
+                if self._spilled_queued == 0 and self._spill_fd is not None:
+                    os.ftruncate(self._spill_fd, 0)
+                    self._spill_end = 0
+            self._room.notify_all()
 
     def checkpoint(self, fd: int | None, checkpoint: Checkpoint, note: Path, state: bytes) -> None:
         """Queue a checkpoint of everything written to ``fd`` before it."""
@@ -295,6 +367,12 @@ class SegmentWriter:
             self._queue.put(None)
             self._thread.join()
             self._thread = None
+        if self._spill_fd is not None:
+            os.close(self._spill_fd)
+            self._spill_fd = None
+            with contextlib.suppress(OSError):
+                if os.path.getsize(self.directory / SPILL_DIR / SPILL_FILE) == 0:
+                    os.unlink(self.directory / SPILL_DIR / SPILL_FILE)
 
     def raise_failure(self) -> None:
         if self.failure is not None:
@@ -319,6 +397,8 @@ class SegmentWriter:
                 continue
             if job is not None and job[0] == "checkpoint":
                 pending.append(job)  # done (task_done) once flushed
+                if len(pending) >= _MAX_PENDING_CHECKPOINTS:  # a writer kept busy still signs as it goes
+                    self._flush(pending)
                 continue
             try:
                 if job is None or job[0] == "close":
@@ -337,11 +417,19 @@ class SegmentWriter:
             self._torn.pop(fd, None)
             os.close(fd)
             return
-        _, _, data, count, before = job
+        _, _, queued, count, before = job
+        try:
+            self._write_run(fd, queued, count, before, pending)
+        finally:
+            self._release(queued)
+
+    def _write_run(self, fd: int, queued: bytes | tuple[int, int], count: int, before: WriterState,
+                   pending: list[tuple[Any, ...]]) -> None:
         if self.write_failure is not None:
             self.lost += count  # it chains onto a record that is not on disk
             return
         try:
+            data = self._take_data(queued)
             torn = self._torn.pop(fd, None)
             if torn is not None:
                 os.ftruncate(fd, torn)

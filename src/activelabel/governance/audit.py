@@ -45,6 +45,8 @@ import orjson
 
 from activelabel.errors import AuditError
 from activelabel.governance._audit_write import (
+    SPILL_DIR,
+    SPILL_FILE,
     Chunk,
     Outcome,
     SegmentWriter,
@@ -57,6 +59,7 @@ from activelabel.governance._audit_write import (
     replace_file,
     stamp_piece,
     unlock_directory,
+    write_all,
 )
 from activelabel.governance._merkle import Checkpoint, MerkleFrontier, b64, leaf_hash, unb64
 from activelabel.governance.audit_files import (
@@ -231,6 +234,7 @@ class AuditLog:
         clock: Callable[[], float] = time.time,
         registry: Any = None,
         lock_wait_s: float = 30.0,
+        writer_memory_bytes: int = 32 << 20,
     ) -> None:
         self.directory = Path(directory)
         for sub in ("segments", "checkpoints"):
@@ -251,6 +255,7 @@ class AuditLog:
         self._closed = False
         self.dropped: dict[str, int] = {}
         self._dropped_metric = _dropped_counter(registry)
+        self._spilled_metric = _spilled_counter(registry)
         self._dir_lock = lock_directory(self.directory, lock_wait_s)  # one writer per log, from recovery on
         self._remote: WriterProcess | None = None
         self._tail = self._recover()
@@ -262,7 +267,9 @@ class AuditLog:
         # Rendered (mid, sources) pieces by kind (Chunk.kinds); in a writer process, the child's
         # copy is kept in step by the definitions each chunk carries (Chunk.fresh).
         self._pieces: list[tuple[bytes, bytes] | None] = [None]
-        self._writer = SegmentWriter(self.directory, key_name, self._key)
+        self._writer_memory = writer_memory_bytes  # queued runs held in memory; beyond, they spill to DIR/spill/
+        self._writer = SegmentWriter(self.directory, key_name, self._key, memory_bytes=writer_memory_bytes,
+                                     on_spill=self._spilled)
         self._fd: int | None = None
         self._segment_bytes = 0
         self._segment_opened = 0.0
@@ -569,7 +576,8 @@ class AuditLog:
     def _after_fork(self) -> None:
         """In the writer process: a lock and a writer thread of its own (the fork copied this one's, held)."""
         self._lock = threading.Lock()
-        self._writer = SegmentWriter(self.directory, self.key_name, self._key)
+        self._writer = SegmentWriter(self.directory, self.key_name, self._key, memory_bytes=self._writer_memory,
+                                     on_spill=self._spilled)
         self._remote = None
 
     def _serve(self, message: tuple[Any, ...]) -> Any:
@@ -681,6 +689,10 @@ class AuditLog:
         self._prev64, self._segment_bytes, self._since_checkpoint = state.prev64, state.segment_bytes, state.since_checkpoint
         self._drop("write_error", lost)
         return True
+
+    def _spilled(self, nbytes: int) -> None:
+        if self._spilled_metric is not None:
+            self._spilled_metric.inc(nbytes)
 
     def _drop(self, reason: str, count: int = 1) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + count
@@ -814,7 +826,58 @@ class AuditLog:
             tail.frontier.extend(leaves)
             tail.prev = leaves[-1]
             tail.index += len(leaves)
+        self._replay_spill(tail)
         return tail
+
+    def _replay_spill(self, tail: _Tail) -> None:
+        """Write the runs a killed writer had spilled and not yet written, where they chain on to the log.
+
+        Spilled records already in a segment (written before the kill) are skipped; the
+        rest are appended while each one's ``index`` and ``prev`` follow the log's last
+        record. Records after a gap (a run that was still in memory) cannot chain on: the
+        file is kept beside as ``runs.spill.orphan-<time>`` and its records are counted
+        as dropped (``lost_in_crash``).
+        """
+        path = self.directory / SPILL_DIR / SPILL_FILE
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            return
+        complete = raw[:raw.rfind(b"\n") + 1]  # a line cut by the kill has no newline: never written
+        lines = complete.split(b"\n")[:-1]
+        replay: list[bytes] = []
+        prev64 = b64(tail.prev)
+        left = 0
+        for k, line in enumerate(lines):
+            try:
+                record = orjson.loads(line)
+                index, prev = int(record["index"]), record["prev"]
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                left = len(lines) - k
+                break
+            if index < tail.index:
+                continue
+            if index != tail.index or prev != prev64:
+                left = len(lines) - k
+                break
+            leaf = leaf_hash(line)
+            replay.append(line)
+            tail.frontier.append(leaf)
+            tail.prev, tail.index, prev64 = leaf, tail.index + 1, b64(leaf)
+        if replay:
+            segments = segment_files(self.directory)
+            target = segments[-1] if segments else self.directory / "segments" / segment_name(tail.index - len(replay))
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            try:
+                write_all(fd, b"\n".join(replay) + b"\n")
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        if left:
+            path.rename(path.with_name(f"{SPILL_FILE}.orphan-{int(time.time())}"))
+            self._drop("lost_in_crash", left)
+        else:
+            path.unlink()
 
     # -- retention -----------------------------------------------------------------------------
 
@@ -884,6 +947,15 @@ def _json_or_none(text: str) -> bytes | None:
 
 def _fresh_id(ts: float) -> str:
     return f"{int(ts * 1e6):x}-{os.urandom(4).hex()}"
+
+
+def _spilled_counter(registry: Any) -> Any:
+    if registry is None:
+        return None
+    from prometheus_client import Counter
+
+    return Counter("activelabel_audit_spilled_bytes", "Audit record bytes queued on disk because the writer was behind "
+                   "(written later, in order; not lost).", registry=registry)
 
 
 def _dropped_counter(registry: Any) -> Any:
