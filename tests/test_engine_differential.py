@@ -119,11 +119,14 @@ _FIELDS = ["event.s", "event.n", "event.f", "event.flag", "event.obj.x", "event.
            'event["s"]', 'event.obj["x"]', "event.obj.nope.deeper", "org.tier", "org.nope"]
 _LITS = ["0", "3", "500", "0.5", '"a"', '"ab"', '""', "true", "false", "null", '"gold"']
 _LABEL_READS = ['labels.l0 == "v0"', 'labels.l1 != "v1"', 'has(labels.l0)', 'labels.l0 in ["v0", "v2"]',
-                "labels.b0 > 1.0", 'labels.s0.startsWith("a")']
+                "labels.b0 > 1.0", 'labels.s0.startsWith("a")',
+                # labels that may have a default (always set): read without an absent test
+                "labels.k0", "!labels.k0 || event.flag", "labels.k0 == (event.n > 3)", "labels.l0 >= \"v1\""]
+_L1_READS = ['labels.l1 == "v2"', 'labels.l1 + "x" == "v2x"', '(labels.l1 == "v0") && event.n > 3']  # f0's rules only
 
 
 @st.composite
-def _leaf(draw, depth_labels: bool) -> str:
+def _leaf(draw, depth_labels: list[str]) -> str:
     kind = draw(st.sampled_from(["cmp", "cmp", "in", "str", "has", "bare", "label", "other"]))
     path = draw(st.sampled_from(_FIELDS))
     lit = draw(st.sampled_from(_LITS))
@@ -139,13 +142,13 @@ def _leaf(draw, depth_labels: bool) -> str:
     if kind == "bare":
         return draw(st.sampled_from(["event.flag", "event.s", "org.vip"]))
     if kind == "label" and depth_labels:
-        return draw(st.sampled_from(_LABEL_READS))
+        return draw(st.sampled_from(depth_labels))
     return draw(st.sampled_from(["size(event.s) > 1", "event.n + 1 > 3", "event.n * 3 - 7 >= event.obj.x", "event.s == org.tier",
                                  "[1, 2].exists(x, x == event.n)", 'event.obj.exists(k, k == "x")', "(event.n > 1 ? event.flag : event.s == \"a\")"]))
 
 
 @st.composite
-def _cond(draw, depth: int, labels_ok: bool) -> str:
+def _cond(draw, depth: int, labels_ok: list[str]) -> str:
     if depth == 0 or draw(st.integers(0, 2)) == 0:
         return draw(_leaf(labels_ok))
     op = draw(st.sampled_from(["&&", "||", "!", "?:"]))
@@ -173,6 +176,7 @@ def _feature_policies(draw) -> str:
         "l0": {"type": "enum", "values": ["v0", "v1", "v2", "gold"], "resolve": draw(st.sampled_from(["first_match", "max_confidence", "vote"]))},
         "b0": {"type": "bucket", "from": draw(st.sampled_from(["event.f", "event.n", "org.size_n", "event.obj.x"])),
                "bounds": [0.5, 100]},
+        "k0": {"type": "bool", "default": False},
         "s0": {"type": "string", "max_cardinality": 1000, "overflow": "__other__"},
         "l1": {"type": "enum", "values": ["v0", "v1", "v2", "gold"],
                "resolve": draw(st.sampled_from(["first_match", "max_confidence", "vote"]))},
@@ -180,15 +184,21 @@ def _feature_policies(draw) -> str:
     }
     if draw(st.booleans()):
         labels["l1"]["default"] = "v2"
+    if draw(st.booleans()):
+        labels["l0"]["default"] = "v1"
+    if draw(st.booleans()):
+        del labels["k0"]["default"]
     rules: list[dict] = []
     for name, spec in labels.items():
         if spec["type"] == "bucket":
             continue
-        later = name in ("l1", "f0")  # may read labels decided before it
+        later = {"l1": _LABEL_READS, "f0": _LABEL_READS + _L1_READS}.get(name, [])  # labels decided before it
         for ri in range(draw(st.integers(0, 4))):
             rule: dict = {"id": f"{name}-r{ri}", "label": name}
             kind = spec["type"]
-            if kind != "enum" or draw(st.integers(0, 3)) == 0:
+            if kind == "bool":
+                rule["value"] = draw(st.booleans())
+            elif kind != "enum" or draw(st.integers(0, 3)) == 0:
                 rule["value_expr"] = draw(st.sampled_from(_VALUE_EXPRS["enum" if kind == "enum" else kind]))
             else:
                 rule["value"] = draw(st.sampled_from(["v0", "v1", "v2"]))
