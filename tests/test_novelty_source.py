@@ -260,3 +260,33 @@ def test_a_novelty_index_with_malformed_patterns_is_refused_with_what_to_do(tmp_
         load_policy(tmp_path / "policy.yaml")
     assert "index.novelty.json" in str(exc.value) and "patterns" in str(exc.value)
     assert "activelabel loop" in str(exc.value)
+
+
+def test_review_export_ranks_by_the_policys_novelty_enricher_and_says_so_when_it_cannot(tmp_path):
+    """`review export --strategy novelty --policy P` sends lines of a never-trained template first; without P it says
+    it ranks like uncertainty (and then the unset known-template lines, confidence 0, come first)."""
+    rows = _hdfs(300)
+    trained = [r for r in rows if r["event_id"] in ("E10", "E6", "E11")]
+    NoveltyIndex.build(({"msg": r["content"]} for r in trained), ["msg"]).save(tmp_path / "index.novelty.json")
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(NOVELTY_POLICY)
+    events = [{k: r[k] for k in HDFS_FIELDS} for r in trained[:20]]
+    events += [{"line_no": 9000 + n, "content": NEW_TEMPLATE.format(n=n)} for n in range(5)]
+    store = tmp_path / "s.db"
+    res = runner.invoke(app, ["label", "--policy", str(policy), str(_jsonl(tmp_path / "events.jsonl", events)),
+                              "--record", str(store), "--id-field", "line_no", "-o", str(tmp_path / "out.jsonl")])
+    assert res.exit_code == 0, res.output
+    exported = {}
+    for with_policy in (True, False):
+        tasks = tmp_path / f"tasks-{with_policy}.json"
+        res = runner.invoke(app, ["review", "export", "--store", str(store), "--label", "template", "--budget", "3",
+                                  "--strategy", "novelty", "--no-dedup", "-o", str(tasks),
+                                  *(["--policy", str(policy)] if with_policy else [])])
+        assert res.exit_code == 0, res.output
+        exported[with_policy] = ([int(t["data"]["activelabel_id"]) for t in orjson.loads(tasks.read_bytes())],
+                                 " ".join(res.stderr.split()))
+    ids, note = exported[True]  # best first; farthest-first then spends the rest away from that template
+    assert ids[0] >= 9000 and sum(i >= 9000 for i in ids) == 1 and "ranks like uncertainty" not in note
+    ids, note = exported[False]
+    assert all(i < 9000 for i in ids)
+    assert "novelty ranks by the policy's `type: novelty` enricher" in note and "without --policy" in note

@@ -33,6 +33,56 @@ def _model_distributions(policy: Path, label: str, decisions: list[Any]) -> dict
     return None if dists is None else {d.record_id: p for d, p in zip(decisions, dists, strict=True)}
 
 
+def _novelty_scores(policy: Path, decisions: list[Any]) -> tuple[dict[str, float], dict[str, frozenset[str]]] | None:
+    """Each decision's novelty by the policy's ``type: novelty`` enricher, and its template's words; None without one."""
+    from activelabel import Labeler
+    from activelabel.quality.novelty import template_words
+
+    plans = [ep for ep in Labeler.from_file(policy).compiled.plan.enrichers if ep.spec.type == "novelty"]
+    if not plans:
+        return None
+    enricher = plans[0]
+    scores: dict[str, float] = {}
+    words: dict[str, frozenset[str]] = {}
+    for d in decisions:
+        try:
+            text = enricher.key_prog.evaluate({"event": d.event, "labels": {}})
+        except Exception:  # noqa: BLE001 - a key CEL cannot compute: scored as the empty text, as the enricher does
+            text = ""
+        text = text if isinstance(text, str) else ""
+        scores[d.record_id] = float(enricher.runtime.lookup(text)["score"])
+        words[d.record_id] = template_words(text)
+    return scores, words
+
+
+def _ranking(strategy: str, policy: Path | None, label: str, decisions: list[Any], *, note: bool = True) -> dict[str, Any]:
+    """What ``select_for_review`` needs beyond the stored decisions for ``strategy``, with a note when it is missing.
+
+    margin, entropy and disagreement read the policy's model for the label (its whole class
+    distribution); novelty reads the policy's ``type: novelty`` enricher. Without them each
+    ranks like uncertainty, and says so on stderr instead of degrading silently.
+    """
+    from activelabel.quality.review import NEEDS_MODEL
+
+    if strategy in NEEDS_MODEL:
+        dists = _model_distributions(policy, label, decisions) if policy is not None else None
+        if dists is None and note:
+            why = "without --policy" if policy is None else f"{policy} has no model giving class probabilities for {label}, so"
+            err.print(f"note: {strategy} ranks on the model's class distribution; {why} it has only the "
+                      "recorded confidence and ranks like uncertainty", highlight=False, markup=False)
+        return {"model_distributions": dists}
+    if strategy == "novelty":
+        got = _novelty_scores(policy, decisions) if policy is not None else None
+        if got is None:
+            why = "without --policy" if policy is None else f"{policy} has none, so"
+            if note:
+                err.print(f"note: novelty ranks by the policy's `type: novelty` enricher (the templates its model "
+                          f"was trained on); {why} it ranks like uncertainty", highlight=False, markup=False)
+            return {}
+        return {"novelty": got[0], "template_words": got[1]}
+    return {}
+
+
 @review_app.command("export")
 def review_export(
     store: StoreOpt,
@@ -53,7 +103,6 @@ def review_export(
     """Write the items whose label most needs a human as Label Studio tasks, plus the labeling config."""
     from activelabel.quality.report import field_value
     from activelabel.quality.review import (
-        NEEDS_MODEL,
         STRATEGIES,
         dedup_key_for,
         label_choices,
@@ -81,18 +130,14 @@ def review_export(
     exclude = set() if include_reviewed else {g.record_id for g in db.ground_truth(label)}
     # The holdout is for scoring: reviewing it would make the scores describe the training data.
     exclude |= db.holdout_ids(label)
-    if strategy in NEEDS_MODEL and policy is None:
-        err.print(f"note: {strategy} ranks on the model's class distribution; without --policy it has only the "
-                  "recorded confidence and ranks like uncertainty", highlight=False, markup=False)
     try:
-        dists = _model_distributions(policy, label, decisions) if policy is not None and strategy != "random" else None
+        ranking = _ranking(strategy, policy, label, decisions)
     except PolicyError as exc:
         print_policy_error(exc)
         raise typer.Exit(1) from exc
     items = select_for_review(decisions, label=label, budget=budget, strategy=strategy,
                               dedup=None if no_dedup else dedup_key_for(dedup_field), exclude=exclude,
-                              rule_values=registry.rule_values if registry else {},
-                              model_distributions=dists, seed=seed)
+                              rule_values=registry.rule_values if registry else {}, seed=seed, **ranking)
     values, open_set = label_choices(db, label, decisions)
     if free_text:
         values, open_set = [], False  # above the reviewers' clearance: a free-text box, no value listed
@@ -166,8 +211,18 @@ def review_serve(
     db = open_store(store, policy)
     if label not in db.known_labels():
         fail(f"unknown label {label!r}; the store knows: {', '.join(sorted(db.known_labels())) or 'none'}")
+    if strategy != "random":
+        try:
+            _ranking(strategy, policy, label, list(db.decisions()))  # fails early on a bad policy; notes what is missing
+        except PolicyError as exc:
+            print_policy_error(exc)
+            raise typer.Exit(1) from exc
+
+    def ranking(decisions: list[Any]) -> dict[str, Any]:
+        return _ranking(strategy, policy, label, decisions, note=False)  # noted once above, not per page view
+
     page = ReviewPage(db, label, strategy=strategy, text_field=text_field, who=who, host=host, port=port,
-                      dedup=dedup_key_for(dedup_field) if dedup_field else None)
+                      dedup=dedup_key_for(dedup_field) if dedup_field else None, ranking=ranking)
     url = page.start()
     out.print(f"review page for {label}: {url}/  (Ctrl-C to stop)", highlight=False, markup=False, soft_wrap=True)
     _wait_forever(page)

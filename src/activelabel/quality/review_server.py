@@ -158,9 +158,12 @@ class ReviewPage(_BaseApp):
 
     def __init__(self, store: DecisionStore, label: str, *, strategy: str = "uncertainty",
                  text_field: str | None = None, who: str | None = None, dedup: Callable[[StoredDecision], str] | None = None,
-                 host: str = "127.0.0.1", port: int = 0, seed: int = 0) -> None:
+                 host: str = "127.0.0.1", port: int = 0, seed: int = 0,
+                 ranking: Callable[[list[StoredDecision]], dict[str, Any]] | None = None) -> None:
         super().__init__(host, port)
         self.store, self.label, self.strategy = store, label, strategy
+        # What the strategy reads beyond the store (the model's distributions, novelty), per page view.
+        self.ranking = ranking
         self.text_field, self.who, self.dedup, self.seed = text_field, who, dedup, seed
         self.skipped: set[str] = set()
         self.answered = 0
@@ -174,9 +177,11 @@ class ReviewPage(_BaseApp):
     def next_item(self) -> Any:
         exclude = {g.record_id for g in self.store.ground_truth(self.label)} | self.store.holdout_ids(self.label) | self.skipped
         registry = self.store.registry()
-        items = select_for_review(list(self.store.decisions()), label=self.label, budget=1, strategy=self.strategy,
+        decisions = list(self.store.decisions())
+        extra = self.ranking(decisions) if self.ranking is not None and self.strategy != "random" else {}
+        items = select_for_review(decisions, label=self.label, budget=1, strategy=self.strategy,
                                   exclude=exclude, dedup=self.dedup, seed=self.seed,
-                                  rule_values=registry.rule_values if registry else {})
+                                  rule_values=registry.rule_values if registry else {}, **extra)
         return items[0] if items else None
 
     def _render(self, message: str = "", ok: bool = True) -> bytes:
