@@ -511,3 +511,23 @@ def test_after_a_kill_the_next_writer_replays_the_spilled_runs_that_chain_on(
     assert not (directory / "spill" / "runs.spill").exists()
     orphans = list((directory / "spill").glob("runs.spill.orphan-*"))
     assert len(orphans) == (1 if lost else 0)
+
+
+def test_a_log_cut_below_its_last_checkpoint_is_never_written_after(tmp_path: Path) -> None:
+    """Bytes cut off a record a checkpoint signed: the next writer refuses (naming verify) instead of gluing records on."""
+    from activelabel.errors import AuditError
+
+    directory = tmp_path / "audit"
+    _write_log(directory)
+    segment, lines = _lines(directory)
+    segment.write_bytes(b"".join(lines)[:-20])  # the last record loses its end, newline included
+    with pytest.raises(AuditError, match="was cut: its segments hold 50 complete records but a signed checkpoint "
+                                         "covers 51"):
+        AuditLog(directory)
+    assert segment.read_bytes() == b"".join(lines)[:-20]  # untouched: it is the evidence
+    done = subprocess.run([*CLI, "label", "-p", str(EDGE), str(REPO / "examples/edge/requests.jsonl"), "-o",
+                           str(tmp_path / "out.jsonl"), "--audit", str(directory)], capture_output=True, text=True,
+                          check=False)
+    assert done.returncode == 2 and "Traceback" not in done.stderr  # refused at start, as a bad key is
+    assert "was cut" in done.stderr and "audit verify" in done.stderr
+    assert "BROKEN at record 50" in _verify(directory).stdout

@@ -258,7 +258,11 @@ class AuditLog:
         self._spilled_metric = _spilled_counter(registry)
         self._dir_lock = lock_directory(self.directory, lock_wait_s)  # one writer per log, from recovery on
         self._remote: WriterProcess | None = None
-        self._tail = self._recover()
+        try:
+            self._tail = self._recover()
+        except BaseException:
+            unlock_directory(self._dir_lock)  # a log this process cannot write is not held against the next one
+            raise
         self._prev64 = binascii.b2a_base64(self._tail.prev, newline=False)
         self._levels: dict[tuple[str, tuple[str, ...]], AuditLevel] = {}
         self._outcomes: dict[tuple[tuple[str, ...], tuple[str, ...]], Outcome] = {}
@@ -813,6 +817,12 @@ class AuditLog:
             state = orjson.loads(state_path.read_bytes())
             if int(state["size"]) >= tail.index:
                 tail = _Tail(int(state["size"]), unb64(state["prev"]), MerkleFrontier.from_json(state["frontier"]))
+        on_disk = _complete_records(self.directory, retention.next_index if retention is not None else 0)
+        if on_disk < tail.index:  # a checkpoint signed records that are no longer there: never write after a cut
+            raise AuditError(
+                f"the audit log {self.directory} was cut: its segments hold {on_disk} complete records but a signed "
+                f"checkpoint covers {tail.index}; run `activelabel audit verify {self.directory}`, keep that directory "
+                "as it is (it is the evidence) and give --audit a new one")
         leaves: list[bytes] = []
         for path, offset, raw in iter_lines(self.directory, start_index=tail.index):
             if not raw.endswith(b"\n"):
@@ -926,6 +936,18 @@ class AuditLog:
                        prefix_root=b64(frontier.root()), segments=[item["segment"] for item in removed])
         self.checkpoint()
         return count
+
+
+def _complete_records(directory: Path, first_kept: int) -> int:
+    """How many records the segments hold whole (newline-terminated), counting those retention removed."""
+    segments = segment_files(directory)
+    if not segments:
+        return first_kept
+    lines = 0
+    with segments[-1].open("rb") as fh:
+        while block := fh.read(1 << 20):
+            lines += block.count(b"\n")
+    return int(segments[-1].stem) + lines
 
 
 def _numbered_head(ids: Sequence[str]) -> bytes | None:
