@@ -250,3 +250,44 @@ def test_label_exits_1_when_its_audit_writer_process_dies(tmp_path: Path) -> Non
     stderr = proc.stderr.read().decode()
     assert code == 1 and "audit writer process" in stderr, stderr
     assert run("audit", "verify", str(audit)).returncode == 0
+
+
+REDACTING = """
+apiVersion: activelabel/v1
+kind: Policy
+metadata: {name: redacting}
+labels:
+  from_bot: {type: bool, default: false}
+  slow: {type: bool, default: false}
+redact:
+  entities: [IP_ADDRESS]
+rules:
+  - {id: bot, label: from_bot, value: true, when: 'event.raw.contains("bot")'}
+  - {id: slow, label: slow, value: true, when: 'event.ms > 500'}
+"""
+
+
+def test_audit_above_metadata_writes_only_the_fields_rules_read_redacted_as_the_output_is(tmp_path: Path) -> None:
+    """Request and Full records carry the event fields the policy reads (OPA's input), after the policy's redact:
+    a client address inside a read field is masked in the log as in the output, and unread fields are not written."""
+    policy = tmp_path / "p.yaml"
+    policy.write_text(REDACTING)
+    events = tmp_path / "e.jsonl"
+    events.write_bytes(b"".join(orjson.dumps({"raw": f"203.0.113.{i} GET /x googlebot", "ms": 100 * i,
+                                              "referrer": f"http://198.51.100.{i}/", "n": i}) + b"\n"
+                                for i in range(1, 9)))
+    for level in ("Request", "Full"):
+        audit = tmp_path / f"audit-{level}"
+        r = run("label", str(events), "-p", str(policy), "-o", str(tmp_path / f"out-{level}.jsonl"),
+                "--audit", str(audit), "--audit-level", level)
+        assert r.returncode == 0, r.stderr
+        log = b"".join(p.read_bytes() for p in sorted((audit / "segments").glob("*.jsonl")))
+        assert b"203.0.113." not in log and b"198.51.100." not in log  # nothing of an address, read or not
+        records = [orjson.loads(line) for line in run("audit", "show", str(audit)).stdout.splitlines()]
+        decisions = [rec for rec in records if rec["kind"] == "decision"]
+        assert len(decisions) == 8
+        assert all(set(rec["input"]) == {"raw", "ms"} for rec in decisions)  # referrer and n are never read
+        assert all(rec["input"]["raw"].endswith(" GET /x googlebot") and "/input/raw" in rec["masked"]
+                   for rec in decisions)
+    out = (tmp_path / "out-Full.jsonl").read_bytes()
+    assert b"203.0.113." not in out  # the labeled output was redacted the same way

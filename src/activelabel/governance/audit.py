@@ -227,6 +227,8 @@ class AuditLog:
         sensitivity_of: Mapping[str, str] | None = None,
         sensitive_inputs: Sequence[str] = (),
         protector: Protector | None = None,
+        input_fields: Sequence[str] | None = None,
+        redact: Callable[[dict[str, Any]], tuple[dict[str, Any], list[str], list[str]]] | None = None,
         checkpoint_every: int = 10_000,
         checkpoint_interval_s: float = 1.0,
         segment_max_bytes: int = 64 << 20,
@@ -246,6 +248,9 @@ class AuditLog:
         self.sensitivity_of = dict(sensitivity_of or {})
         self.sensitive_inputs = frozenset(sensitive_inputs)
         self.protector = protector
+        # At Request and above: the event fields written (None: all), and the policy's redaction of them.
+        self.input_fields = list(input_fields) if input_fields is not None else None
+        self.redact = redact
         self.checkpoint_every = max(1, checkpoint_every)
         self.checkpoint_interval_s = checkpoint_interval_s
         self.segment_max_bytes = segment_max_bytes
@@ -524,7 +529,8 @@ class AuditLog:
         erased: list[str] = []
         masked: list[str] = []
         if level >= AuditLevel.REQUEST and event is not None:
-            keys = input_fields if input_fields is not None else list(event)
+            keys = input_fields if input_fields is not None else (
+                self.input_fields if self.input_fields is not None else list(event))
             written: dict[str, Any] = {}
             for key in keys:
                 if key not in event:
@@ -538,6 +544,10 @@ class AuditLog:
                     masked.append(f"/input/{key}")
                     value = protected
                 written[key] = value
+            if self.redact is not None:  # the policy's redact: what the labeled output gets, the log gets
+                written, by_redaction, removed = self.redact(written)
+                masked += by_redaction
+                erased += removed
             record["input"] = written
         if level >= AuditLevel.FULL:
             result: dict[str, Any] = {}

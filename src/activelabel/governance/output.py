@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -322,12 +322,43 @@ def sensitive_inputs_of(policy: Any, clearance: Clearance = Clearance()) -> dict
     return fields
 
 
+def event_fields_read(policy: Any) -> list[str] | None:
+    """The top-level event fields the policy reads (rules, enricher keys, buckets, model features), in policy order.
+
+    None when an expression reads the event whole (``size(event)``, a macro over it, a
+    computed key): then every field is an input.
+    """
+    from activelabel.cel import parse, references
+
+    exprs: list[Any] = []
+    for spec in policy.labels.values():
+        exprs.append(spec.bucket_from)
+    exprs += [e.key for e in policy.enrichers]
+    for rule in policy.rules:
+        exprs += [rule.when, rule.value_expr]
+    for model in policy.models:
+        exprs += list(model.features.values())
+    fields: dict[str, None] = {}
+    for expr in exprs:
+        if expr is None:
+            continue
+        for ref in references(expr.ast if expr.ast is not None else parse(expr.source)):
+            if ref.path[0].lstrip(".") != "event":
+                continue
+            if len(ref.path) == 1:
+                return None
+            fields[str(ref.path[1])] = None
+    return list(fields)
+
+
 def audit_privacy(policy: Any, protector: Protector, clearance: Clearance | str | None = None) -> dict[str, Any]:
     """Keyword arguments that give an `AuditLog` the privacy mechanism: ``AuditLog(dir, **audit_privacy(policy, protector))``.
 
     Full-level records then carry each pii label's pseudonym (or mask) instead of
     erasing it, secret labels are erased (their treatment is ``drop``), and the
-    event fields those labels are computed from are protected the same way.
+    event fields those labels are computed from are protected the same way. Records
+    at Request and above carry only the event fields the policy reads (OPA's ``input``),
+    after the policy's ``redact:`` (the same redaction the labeled output gets).
     """
     level = Clearance.parse(clearance) if isinstance(clearance, str) else (clearance or Clearance.parse(policy.outputs.clearance))
     guard = OutputGuard(SensitivityRegistry.of(policy), level, protector, door="audit")
@@ -338,8 +369,24 @@ def audit_privacy(policy: Any, protector: Protector, clearance: Clearance | str 
         seen = guard.single(name if name in guard.registry else inputs.get(name, name), value)
         return None if seen is DROPPED else seen
 
+    from activelabel.governance.redact import Redactor
+
+    redactor = Redactor.of(policy, protector)
     return {
         "sensitivity_of": {name: str(guard.registry.sensitivity(name)) for name in guard.registry},
         "sensitive_inputs": list(inputs),
         "protector": protect,
+        "input_fields": event_fields_read(policy),
+        "redact": None if redactor is None else _audit_redaction(redactor),
     }
+
+
+def _audit_redaction(redactor: Any) -> Callable[[dict[str, Any]], tuple[dict[str, Any], list[str], list[str]]]:
+    """The policy's ``redact:`` for an audit record's input: (fields, masked paths, removed paths) as OPA lists them."""
+
+    def redact(fields: dict[str, Any]) -> tuple[dict[str, Any], list[str], list[str]]:
+        out, summary = redactor.redact(fields)
+        return (out, [f"/input/{k.replace('.', '/')}" for k in dict.fromkeys(summary.masked_keys)],
+                [f"/input/{k.replace('.', '/')}" for k in summary.redacted_keys])
+
+    return redact
