@@ -531,3 +531,30 @@ def test_a_log_cut_below_its_last_checkpoint_is_never_written_after(tmp_path: Pa
     assert done.returncode == 2 and "Traceback" not in done.stderr  # refused at start, as a bad key is
     assert "was cut" in done.stderr and "audit verify" in done.stderr
     assert "BROKEN at record 50" in _verify(directory).stdout
+
+
+def test_decisions_of_a_reloaded_or_candidate_policy_are_written_with_that_policys_privacy(tmp_path: Path) -> None:
+    """The log was opened for a policy with no pii label; a later version (a reload, a rollout's candidate) adds one:
+    its values are masked at level Full, and a level rule on `sensitivities: [pii]` now matches it."""
+    from activelabel.governance.observers import open_audit_log
+
+    base = tmp_path / "v1.yaml"
+    base.write_text("apiVersion: activelabel/v1\nkind: Policy\nmetadata: {name: p, version: '1'}\nlabels:\n"
+                    "  route: {type: string}\nrules:\n  - {id: r, label: route, value_expr: event.path}\n")
+    later = tmp_path / "v2.yaml"
+    later.write_text(base.read_text().replace("version: '1'", "version: '2'")
+                     .replace("labels:\n", "labels:\n  who: {type: string, sensitivity: pii}\n")
+                     .replace("rules:\n", "rules:\n  - {id: w, label: who, value_expr: event.user}\n"))
+    v1, v2 = Labeler.from_file(base), Labeler.from_file(later)
+    policy = tmp_path / "levels.yaml"
+    policy.write_text("rules:\n  - {level: Full, sensitivities: [pii]}\n  - {level: Metadata}\n")
+    event = {"path": "/a", "user": "alice@example.com"}
+    log = open_audit_log(str(tmp_path / "audit"), policy=v1.policy, level_policy_file=str(policy))
+    with log:
+        log.log_decisions([(v1.label(event), "r1", event, "stable")], door="http", policy_name="p")
+        log.log_decisions([(v2.label(event), "r2", event, "canary")], door="http", policy_name="p")
+    raw = b"".join(p.read_bytes() for p in (tmp_path / "audit" / "segments").glob("*.jsonl"))
+    assert b"alice" not in raw
+    first, second = [r for r in read_records(tmp_path / "audit") if r["kind"] == "decision"]
+    assert first["level"] == "Metadata" and second["level"] == "Full"
+    assert second["result"]["route"] == "/a" and "/result/who" in (second.get("masked", []) + second.get("erased", []))

@@ -33,6 +33,11 @@ class Decision:
         return self._compiled.version
 
     @property
+    def policy(self) -> Any:
+        """The policy that made this decision (its labels' sensitivity, its ``redact:``)."""
+        return self._compiled.policy
+
+    @property
     def confidences(self) -> dict[str, float]:
         """Per label set: the confidence of its value (1.0 for defaults and buckets)."""
         table = self._compiled.source_table

@@ -229,6 +229,7 @@ class AuditLog:
         protector: Protector | None = None,
         input_fields: Sequence[str] | None = None,
         redact: Callable[[dict[str, Any]], tuple[dict[str, Any], list[str], list[str]]] | None = None,
+        privacy_for: Callable[[Any], Mapping[str, Any]] | None = None,
         checkpoint_every: int = 10_000,
         checkpoint_interval_s: float = 1.0,
         segment_max_bytes: int = 64 << 20,
@@ -245,12 +246,15 @@ class AuditLog:
         self.key_name = key_name
         self.origin = origin or f"activelabel.audit/{self.directory.resolve().name}"
         self.level_policy = level_policy or LevelPolicy()
-        self.sensitivity_of = dict(sensitivity_of or {})
-        self.sensitive_inputs = frozenset(sensitive_inputs)
-        self.protector = protector
-        # At Request and above: the event fields written (None: all), and the policy's redaction of them.
-        self.input_fields = list(input_fields) if input_fields is not None else None
-        self.redact = redact
+        # The privacy of decisions whose policy version was not registered (see register_policy).
+        self._privacy = _Privacy(dict(sensitivity_of or {}), frozenset(sensitive_inputs), protector,
+                                 list(input_fields) if input_fields is not None else None, redact)
+        # Every sensitivity seen in any registered policy, for the level policy's `sensitivities` matcher.
+        self.sensitivity_of = dict(self._privacy.sensitivity_of)
+        # A reload, a rollout's candidate or a promote brings another policy: its decisions are
+        # written with its own privacy (``privacy_for(policy)``: ``audit_privacy``'s keyword arguments).
+        self._privacy_for = privacy_for
+        self._privacy_by_version: dict[str, _Privacy] = {}
         self.checkpoint_every = max(1, checkpoint_every)
         self.checkpoint_interval_s = checkpoint_interval_s
         self.segment_max_bytes = segment_max_bytes
@@ -285,6 +289,31 @@ class AuditLog:
         self._since_checkpoint = 0
         self._last_checkpoint_at = clock()
         self._open_segment()
+
+    # -- privacy ----------------------------------------------------------------------------
+
+    def register_policy(self, policy: Any) -> None:
+        """Write the decisions of ``policy``'s version with that policy's privacy (its pii/secret labels, redact, inputs).
+
+        Called for every policy whose decisions reach the log (the serving one, a reloaded
+        one, a rollout's candidate); ``log_decisions`` does it from each decision's policy.
+        A label sensitive in any registered policy counts as sensitive for the level policy.
+        """
+        version = str(policy.version)
+        if self._privacy_for is None or version in self._privacy_by_version:
+            return
+        got = self._privacy_for(policy)
+        fields = got.get("input_fields")
+        self._privacy_by_version[version] = _Privacy(dict(got.get("sensitivity_of") or {}),
+                                                     frozenset(got.get("sensitive_inputs") or ()), got.get("protector"),
+                                                     list(fields) if fields is not None else None, got.get("redact"))
+        merged = dict(self.sensitivity_of)
+        for name, level in self._privacy_by_version[version].sensitivity_of.items():
+            if merged.get(name, "internal") not in ("pii", "secret") or level == "secret":
+                merged[name] = level
+        if merged != self.sensitivity_of:
+            self.sensitivity_of = merged
+            self._levels.clear()  # levels chosen by sensitivity are chosen again
 
     # -- writing ----------------------------------------------------------------------------
 
@@ -340,6 +369,10 @@ class AuditLog:
 
     def _log_decisions(self, items: Sequence[tuple[Any, str | None, Mapping[str, Any] | None, str]], door: str,
                        policy_name: str, input_fields: Sequence[str] | None) -> int:
+        if self._privacy_for is not None:
+            for version, policy in {str(d.policy_version): getattr(d, "policy", None) for d, _, _, _ in items}.items():
+                if version not in self._privacy_by_version and policy is not None:
+                    self.register_policy(policy)
         outcomes: list[Outcome] = []
         index_of: dict[int, int] = {}
         outcome_of: list[int] = []
@@ -526,34 +559,35 @@ class AuditLog:
             "sources": dict(sources),
             "level": level.name.title(),
         }
+        privacy = self._privacy_by_version.get(version, self._privacy)
         erased: list[str] = []
         masked: list[str] = []
         if level >= AuditLevel.REQUEST and event is not None:
             keys = input_fields if input_fields is not None else (
-                self.input_fields if self.input_fields is not None else list(event))
+                privacy.input_fields if privacy.input_fields is not None else list(event))
             written: dict[str, Any] = {}
             for key in keys:
                 if key not in event:
                     continue
                 value = event[key]
-                if key in self.sensitive_inputs:
-                    protected = self.protector(key, value) if self.protector else None
+                if key in privacy.sensitive_inputs:
+                    protected = privacy.protector(key, value) if privacy.protector else None
                     if protected is None:
                         erased.append(f"/input/{key}")
                         continue
                     masked.append(f"/input/{key}")
                     value = protected
                 written[key] = value
-            if self.redact is not None:  # the policy's redact: what the labeled output gets, the log gets
-                written, by_redaction, removed = self.redact(written)
+            if privacy.redact is not None:  # the policy's redact: what the labeled output gets, the log gets
+                written, by_redaction, removed = privacy.redact(written)
                 masked += by_redaction
                 erased += removed
             record["input"] = written
         if level >= AuditLevel.FULL:
             result: dict[str, Any] = {}
             for name, value in labels.items():
-                if self.sensitivity_of.get(name, "internal") in ("pii", "secret"):
-                    protected = self.protector(name, value) if self.protector else None
+                if privacy.sensitivity_of.get(name, "internal") in ("pii", "secret"):
+                    protected = privacy.protector(name, value) if privacy.protector else None
                     if protected is None:
                         erased.append(f"/result/{name}")
                         continue
@@ -946,6 +980,17 @@ class AuditLog:
                        prefix_root=b64(frontier.root()), segments=[item["segment"] for item in removed])
         self.checkpoint()
         return count
+
+
+@dataclass(frozen=True)
+class _Privacy:
+    """How one policy's decisions are written above Metadata (``governance.output.audit_privacy``)."""
+
+    sensitivity_of: dict[str, str]
+    sensitive_inputs: frozenset[str]
+    protector: Protector | None
+    input_fields: list[str] | None  # None: every event field
+    redact: Callable[[dict[str, Any]], tuple[dict[str, Any], list[str], list[str]]] | None
 
 
 def _complete_records(directory: Path, first_kept: int) -> int:

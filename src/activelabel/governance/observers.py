@@ -170,6 +170,8 @@ class AuditObserver:
         ``events`` and ``labels`` may be None when ``needs_values`` is False.
         """
         if labeler is not self._labeler:
+            if getattr(labeler, "policy", None) is not None:
+                self.log.register_policy(labeler.policy)  # its decisions are written with its own privacy
             table = labeler.source_table()
             self._labeler = labeler
             self._sources = [source for source, _label, _conf in table]
@@ -241,8 +243,11 @@ def open_audit_log(directory: str, *, policy: Any, key_file: str | None = None, 
     from activelabel.governance.output import audit_privacy
     from activelabel.governance.protect import Protector
 
-    privacy = audit_privacy(policy, protector if protector is not None else Protector.configured())
-    return AuditLog(directory, key_file=key_file, level_policy=level_policy, registry=registry, **privacy)
+    base = protector if protector is not None else Protector.configured()
+    log = AuditLog(directory, key_file=key_file, level_policy=level_policy, registry=registry,
+                   privacy_for=lambda other: audit_privacy(other, base), **audit_privacy(policy, base))
+    log.register_policy(policy)
+    return log
 
 
 def _rule_errors(labeler: Any) -> int:
