@@ -558,3 +558,15 @@ def test_decisions_of_a_reloaded_or_candidate_policy_are_written_with_that_polic
     first, second = [r for r in read_records(tmp_path / "audit") if r["kind"] == "decision"]
     assert first["level"] == "Metadata" and second["level"] == "Full"
     assert second["result"]["route"] == "/a" and "/result/who" in (second.get("masked", []) + second.get("erased", []))
+
+
+def test_verify_says_which_records_no_signed_checkpoint_covers_yet(tmp_path: Path) -> None:
+    """Records after the newest note verify by their chain only: verify passes and says so, naming how many."""
+    directory = tmp_path / "audit"
+    _write_log(directory)
+    assert "after the newest signed checkpoint" not in _verify(directory).stdout  # close() signed everything
+    newest = sorted((directory / "checkpoints").glob("*.note"))[-1]
+    newest.unlink()  # as a killed writer leaves it, or someone who also removed the newest note
+    done = _verify(directory)
+    assert done.returncode == 0
+    assert "the last 1 records are after the newest signed checkpoint" in done.stdout

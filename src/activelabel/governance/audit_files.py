@@ -163,6 +163,7 @@ class VerifyResult:
     torn_tail: str = ""
     retained_from: int = 0
     unverifiable_checkpoints: int = 0
+    unsigned: int = 0  # records after the newest signed checkpoint
 
     def summary(self) -> str:
         if self.ok:
@@ -170,6 +171,11 @@ class VerifyResult:
                     f"{self.checkpoints} signed checkpoints verified")
             if self.unverifiable_checkpoints:
                 text += f" ({self.unverifiable_checkpoints} older checkpoints cover removed segments)"
+            if self.unsigned:
+                # No signature covers them yet (a writer still running, or killed): a cut or an edit of these
+                # records, or of them together with the newest checkpoints, is not detectable from this copy.
+                text += (f"; the last {self.unsigned} records are after the newest signed checkpoint: compare with a "
+                         "checkpoint kept elsewhere, or verify again once the writer has closed the log")
             if self.torn_tail:
                 text += f"; {self.torn_tail}"
             return text
@@ -254,6 +260,7 @@ def verify_log(directory: str | Path, *, public_key_file: str | Path | None = No
     if newest > expected:
         return _broken(result, expected, f"truncated: a signed checkpoint covers {newest} records but only "
                                          f"{expected} are present; record {expected} onwards is missing")
+    result.unsigned = expected - max(newest, result.retained_from)
     return result
 
 
