@@ -50,7 +50,7 @@ def parse_duration(text: Any) -> float:
         return float(text)
     match = _DURATION.match(str(text))
     if not match:
-        raise RolloutError(f"interval {text!r}: write a duration such as 30s, 10m or 1h")
+        raise RolloutError(f"interval {_r(text)}: write a duration such as 30s, 10m or 1h")
     return float(match.group(1)) * _UNIT[match.group(2)]
 
 
@@ -106,7 +106,7 @@ class RolloutSpec:
             p.add("interval", str(exc).removeprefix("interval "))
         else:
             if not (math.isfinite(interval) and interval > 0):
-                p.add("interval", f"{data.get('interval')!r}: a duration above 0, such as 30s, 10m or 1h")
+                p.add("interval", f"{_r(data.get('interval'))}: a duration above 0, such as 30s, 10m or 1h")
         min_events = _spec_int(data, "min_events", cls.min_events, 1, p)
         failure_limit = _spec_int(data, "failure_limit", cls.failure_limit, 0, p)
         successes = _spec_int(data, "consecutive_success_limit", cls.consecutive_success_limit, 1, p)
@@ -126,7 +126,7 @@ class RolloutSpec:
     def label_problems(self, labels: Collection[str]) -> list[str]:
         """A check on a label neither policy has would pause Inconclusive forever: name it before the start."""
         known = sorted(labels)
-        return [f"analysis[{i}].label: {c.label!r} is not a label of the serving or the candidate policy "
+        return [f"analysis[{i}].label: {_r(c.label)} is not a label of the serving or the candidate policy "
                 f"(labels: {', '.join(known) or 'none'})"
                 for i, c in enumerate(self.analysis) if c.label is not None and c.label not in labels]
 
@@ -166,13 +166,19 @@ class _Problems:
             raise RolloutError("rollout spec refused:\n  " + "\n  ".join(self.items), problems=self.items)
 
 
+def _r(value: Any) -> str:
+    """A value as the spec wrote it, cut short: a problem line stays one readable line."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _spec_number(value: Any, path: str, p: _Problems) -> float | None:
     if not _is_number(value):
-        p.add(path, f"{value!r} is not a number")
+        p.add(path, f"{_r(value)} is not a number")
         return None
     return float(value)
 
@@ -180,10 +186,10 @@ def _spec_number(value: Any, path: str, p: _Problems) -> float | None:
 def _spec_int(data: Mapping[str, Any], name: str, default: int, minimum: int, p: _Problems) -> int:
     value = data.get(name, default)
     if not _is_number(value) or value != int(value):
-        p.add(name, f"{value!r} is not a whole number (give {minimum} or more)")
+        p.add(name, f"{_r(value)} is not a whole number (give {minimum} or more)")
         return default
     if value < minimum:
-        p.add(name, f"{value!r}: give {minimum} or more")
+        p.add(name, f"{_r(value)}: give {minimum} or more")
         return default
     return int(value)
 
@@ -191,7 +197,7 @@ def _spec_int(data: Mapping[str, Any], name: str, default: int, minimum: int, p:
 def _spec_key(value: Any, p: _Problems) -> str:
     """``record_id`` or CEL that compiles and reads the event (a constant would put every entity on one arm)."""
     if not isinstance(value, str) or not value.strip():
-        p.add("key", f"{value!r}: write record_id or a CEL expression over the event, e.g. event.tenant_id")
+        p.add("key", f"{_r(value)}: write record_id or a CEL expression over the event, e.g. event.tenant_id")
         return RolloutSpec.key
     if value in ("record_id", "id"):
         return value
@@ -203,24 +209,24 @@ def _spec_key(value: Any, p: _Problems) -> str:
         cel.compile(value)
     except CELError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        p.add("key", f"{value!r} is not valid CEL: {first}")
+        p.add("key", f"{_r(value)} is not valid CEL: {first}")
         return RolloutSpec.key
     if "event" not in roots:
-        p.add("key", f"{value!r} does not read the event: every entity would land on the same arm; "
+        p.add("key", f"{_r(value)} does not read the event: every entity would land on the same arm; "
                      "write e.g. event.tenant_id")
     elif roots - {"event"}:
-        p.add("key", f"{value!r} reads {', '.join(sorted(roots - {'event'}))}: a key can read only `event`")
+        p.add("key", f"{_r(value)} reads {', '.join(sorted(roots - {'event'}))}: a key can read only `event`")
     return value
 
 
 def _spec_steps(value: Any, p: _Problems) -> tuple[float, ...]:
     hint = "a strictly rising list of percentages from 0 to 100 that ends at 100, e.g. [0, 5, 25, 50, 100]"
     if not isinstance(value, (list, tuple)) or not value or not all(_is_number(s) for s in value):
-        p.add("steps", f"{value!r}: {hint}")
+        p.add("steps", f"{_r(value)}: {hint}")
         return RolloutSpec.steps
     steps = tuple(float(s) for s in value)
     if any(not 0 <= s <= 100 for s in steps) or any(b <= a for a, b in itertools.pairwise(steps)) or steps[-1] != 100:
-        p.add("steps", f"{list(value)!r}: {hint}")
+        p.add("steps", f"{_r(list(value))}: {hint}")
     return steps
 
 
@@ -228,20 +234,20 @@ def _spec_checks(value: Any, p: _Problems) -> list[Check]:
     if value is None:
         return []
     if not isinstance(value, (list, tuple)):
-        p.add("analysis", f"{value!r}: a list of checks, e.g. [{{metric: label_change_rate, label: priority, "
+        p.add("analysis", f"{_r(value)}: a list of checks, e.g. [{{metric: label_change_rate, label: priority, "
                           "max: 0.02}]")
         return []
     checks: list[Check] = []
     for i, raw in enumerate(value):
         path = f"analysis[{i}]"
         if not isinstance(raw, Mapping):
-            p.add(path, f"{raw!r}: a check is a mapping such as {{metric: latency_p99_ratio, max: 1.5}}")
+            p.add(path, f"{_r(raw)}: a check is a mapping such as {{metric: latency_p99_ratio, max: 1.5}}")
             continue
         for extra in sorted(set(map(str, raw)) - _CHECK_KEYS):
             p.add(f"{path}.{extra}", f"unknown key (known: {', '.join(sorted(_CHECK_KEYS))})")
         metric = raw.get("metric")
         if metric not in METRICS:
-            p.add(f"{path}.metric", f"{metric!r}: one of {', '.join(METRICS)}")
+            p.add(f"{path}.metric", f"{_r(metric)}: one of {', '.join(METRICS)}")
             continue
         bounds: dict[str, float | None] = {}
         for bound in ("max", "min"):
@@ -275,7 +281,7 @@ def _spec_dry_run(value: Any, checks: Sequence[Check], p: _Problems) -> frozense
     if value is None:
         return frozenset()
     if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-        p.add("dry_run", f"{value!r}: a list of metric names from analysis, e.g. [accuracy_delta]")
+        p.add("dry_run", f"{_r(value)}: a list of metric names from analysis, e.g. [accuracy_delta]")
         return frozenset()
     names = frozenset(value)
     unknown = names - {c.metric for c in checks} - {c.name for c in checks}
