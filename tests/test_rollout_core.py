@@ -304,3 +304,25 @@ def test_rollout_report_prints_plain_tables_and_an_html_heatmap_chromium_paints(
     rgb = np.asarray(Image.open(shot).convert("RGB")).astype(int)
     red = int(((rgb[..., 0] > 190) & (rgb[..., 1] < 90) & (rgb[..., 2] < 90)).sum())
     assert red > 500, "the transition heatmap's full-count cell is painted"
+
+
+@pytest.mark.parametrize(("content", "expected"), [
+    (b"- just\n", "spec.yaml: a rollout spec is a mapping (key, steps, interval, analysis, ...), not a list"),
+    (b"\xff\xfe\x00bad", "cannot read the spec"),
+    (b"key: [unclosed\n", "is not YAML"),
+])
+def test_rollout_start_refuses_a_bad_spec_file_before_calling_the_service(tmp_path: Path, content: bytes,
+                                                                          expected: str) -> None:
+    """Checked locally first: the (unreachable) URL is never tried, no traceback, exit 1."""
+    from typer.testing import CliRunner
+
+    from activelabel.cli.main import _register, app
+
+    _register()
+    spec = tmp_path / "spec.yaml"
+    spec.write_bytes(content)
+    result = CliRunner().invoke(app, ["rollout", "start", str(tmp_path / "cand.yaml"), "--url", "http://127.0.0.1:1",
+                                      "--spec", str(spec)])
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "error:" in result.output and expected in result.output and "cannot reach" not in result.output

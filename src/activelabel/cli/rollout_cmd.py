@@ -97,9 +97,9 @@ def start(
     from activelabel.governance.rollout import RolloutSpec
 
     try:
-        raw = yaml.safe_load(spec.read_text())
+        raw = yaml.safe_load(spec.read_text(encoding="utf-8"))
         RolloutSpec.from_mapping({} if raw is None else raw)
-    except OSError as exc:
+    except (OSError, UnicodeDecodeError) as exc:
         fail(f"cannot read the spec {spec}: {exc}")
     except yaml.YAMLError as exc:
         fail(f"{spec} is not YAML: {exc}")

@@ -33,7 +33,7 @@ def load_spec(spec_file: str | Path, *, labels: Collection[str] | None = None) -
     """The rollout spec YAML; ``RolloutError`` naming every problem (``problems``: one per field)."""
     try:
         raw = yaml.safe_load(Path(spec_file).read_text(encoding="utf-8"))
-    except OSError as exc:
+    except (OSError, UnicodeDecodeError) as exc:
         raise RolloutError(f"cannot read the rollout spec {spec_file}: {exc}") from exc
     except yaml.YAMLError as exc:
         raise RolloutError(f"{spec_file} is not YAML: {exc}") from exc
