@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from activelabel import Labeler
-from activelabel.errors import RolloutError
+from activelabel.errors import RolloutConflictError, RolloutError
 from activelabel.governance.rollout import (
     Rollout,
     RolloutSpec,
@@ -184,9 +184,83 @@ def test_a_bad_spec_is_refused_with_every_problem() -> None:
                                                                            {"metric": "latency_p99_ratio"}],
                                   "interval": "soon"})
     text = str(info.value)
-    for expected in ("unknown key 'stepz'", "steps: a rising list", "metric must be one of",
-                     "give a `max` or a `min`", "interval 'soon'"):
+    for expected in ("stepz: unknown key", "steps: [50, 5]: a strictly rising list", "analysis[0].metric: 'nope'",
+                     "analysis[1]: latency_p99_ratio: give a `max` or a `min`", "interval: 'soon'"):
         assert expected in text
+    assert len(info.value.problems) == 5
+
+
+# What the review sent (finding 4, 5, 6 and `analysis: "oops"`): each is refused by the field it names,
+# with the problem the user has to fix, and never as a Python exception from deep inside.
+BAD_SPECS = [
+    (["just"], "a rollout spec is a mapping (key, steps, interval, analysis, ...), not a list"),
+    ({"key": "event.client_ip +++"}, "key: 'event.client_ip +++' is not valid CEL: unexpected '+'"),
+    ({"key": "event."}, "key: 'event.' is not valid CEL"),
+    ({"key": 42}, "key: 42: write record_id or a CEL expression over the event"),
+    ({"key": "42"}, "key: '42' does not read the event: every entity would land on the same arm"),
+    ({"key": "event.a + other.b"}, "key: 'event.a + other.b' reads other: a key can read only `event`"),
+    ({"steps": "abc"}, "steps: 'abc': a strictly rising list"),
+    ({"steps": [0, 5, 5]}, "steps: [0, 5, 5]: a strictly rising list"),
+    ({"steps": [0, 50]}, "steps: [0, 50]: a strictly rising list of percentages from 0 to 100 that ends at 100"),
+    ({"steps": [0, 150]}, "steps: [0, 150]: a strictly rising list"),
+    ({"interval": "0s"}, "interval: '0s': a duration above 0"),
+    ({"interval": "soon"}, "interval: 'soon': write a duration such as 30s"),
+    ({"min_events": -5}, "min_events: -5: give 1 or more"),
+    ({"failure_limit": "x"}, "failure_limit: 'x' is not a whole number (give 0 or more)"),
+    ({"failure_limit": 1.5}, "failure_limit: 1.5 is not a whole number"),
+    ({"consecutive_success_limit": 0}, "consecutive_success_limit: 0: give 1 or more"),
+    ({"shadow_fraction": 0}, "shadow_fraction: 0: between 0 (exclusive) and 1"),
+    ({"analysis": "oops"}, "analysis: 'oops': a list of checks"),
+    ({"analysis": ["oops"]}, "analysis[0]: 'oops': a check is a mapping"),
+    ({"analysis": [{"metric": "latency_p99_ratio", "max": "abc"}]}, "analysis[0].max: 'abc' is not a number"),
+    ({"analysis": [{"metric": "latency_p99_ratio", "max": 2, "mx": 2}]}, "analysis[0].mx: unknown key"),
+    ({"analysis": [{"metric": "accuracy_delta", "min": 0, "min_discordant": -1}]},
+     "analysis[0].min_discordant: -1: give 0 or more"),
+    ({"analysis": [{"metric": "label_change_rate", "max": 0.1}]}, "analysis[0].label: label_change_rate needs"),
+    ({"analysis": [{"metric": "label_change_rate", "label": "nolabel", "max": 0.1}]},
+     "analysis[0].label: 'nolabel' is not a label of the serving or the candidate policy (labels: client, priority)"),
+    ({"analysis": [{"metric": "latency_p99_ratio", "max": 2}], "dry_run": ["accuracy_delta"]},
+     "dry_run: ['accuracy_delta'] are not metrics in analysis (latency_p99_ratio)"),
+    ({"dry_run": "accuracy_delta"}, "dry_run: 'accuracy_delta': a list of metric names"),
+]
+
+
+@pytest.mark.parametrize(("spec", "expected"), BAD_SPECS, ids=[e.split(":")[0] for _, e in BAD_SPECS])
+def test_every_bad_spec_value_is_refused_by_its_field_path(spec: object, expected: str) -> None:
+    with pytest.raises(RolloutError) as info:
+        RolloutSpec.from_mapping(spec, labels={"priority", "client"})
+    assert len(info.value.problems) == 1, info.value.problems
+    assert info.value.problems[0].startswith(expected), info.value.problems[0]
+
+
+def test_a_spec_with_many_problems_lists_them_all_at_once() -> None:
+    spec = {"key": "42", "steps": [0, 5, 5], "interval": 0, "min_events": -5, "failure_limit": "x",
+            "consecutive_success_limit": 0, "analysis": [{"metric": "label_change_rate", "label": "nolabel",
+                                                          "max": "abc"}]}
+    with pytest.raises(RolloutError) as info:
+        RolloutSpec.from_mapping(spec, labels={"priority"})
+    fields = [p.split(":")[0] for p in info.value.problems]
+    assert fields == ["key", "steps", "interval", "min_events", "failure_limit", "consecutive_success_limit",
+                      "analysis[0].max", "analysis[0].label"]
+
+
+def test_a_good_spec_survives_its_own_persisted_form() -> None:
+    """What a state file keeps (to_json) parses back to the same spec, a threshold of 0 included."""
+    spec = RolloutSpec.from_mapping({**SPEC, "analysis": [*SPEC["analysis"],  # type: ignore[list-item]
+                                                          {"metric": "dlq_rate_increase", "max": 0}]})
+    assert RolloutSpec.from_mapping(spec.to_json(), labels={"priority"}) == spec
+
+
+def test_a_finished_rollout_refuses_promote_abort_and_resume(tmp_path: Path) -> None:
+    """Once rolled back it never changes again: each action says so instead of answering as if it acted."""
+    serving = _policy(tmp_path, "v1.yaml", version="1")
+    candidate = _policy(tmp_path, "v2.yaml", version="2")
+    rollout = Rollout("r9", RolloutSpec.from_mapping(SPEC), serving=serving, candidate=candidate)
+    rollout.abort("aborted by ops")
+    for action in (rollout.promote, rollout.abort, rollout.resume):
+        with pytest.raises(RolloutConflictError, match=r"^rollout r9 is already aborted \(aborted by ops\)"):
+            action()
+    assert rollout.status()["state"] == "aborted"
 
 
 def test_mcnemar_is_exact_on_small_counts() -> None:
@@ -230,3 +304,25 @@ def test_rollout_report_prints_plain_tables_and_an_html_heatmap_chromium_paints(
     rgb = np.asarray(Image.open(shot).convert("RGB")).astype(int)
     red = int(((rgb[..., 0] > 190) & (rgb[..., 1] < 90) & (rgb[..., 2] < 90)).sum())
     assert red > 500, "the transition heatmap's full-count cell is painted"
+
+
+@pytest.mark.parametrize(("content", "expected"), [
+    (b"- just\n", "spec.yaml: a rollout spec is a mapping (key, steps, interval, analysis, ...), not a list"),
+    (b"\xff\xfe\x00bad", "cannot read the spec"),
+    (b"key: [unclosed\n", "is not YAML"),
+])
+def test_rollout_start_refuses_a_bad_spec_file_before_calling_the_service(tmp_path: Path, content: bytes,
+                                                                          expected: str) -> None:
+    """Checked locally first: the (unreachable) URL is never tried, no traceback, exit 1."""
+    from typer.testing import CliRunner
+
+    from activelabel.cli.main import _register, app
+
+    _register()
+    spec = tmp_path / "spec.yaml"
+    spec.write_bytes(content)
+    result = CliRunner().invoke(app, ["rollout", "start", str(tmp_path / "cand.yaml"), "--url", "http://127.0.0.1:1",
+                                      "--spec", str(spec)])
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "error:" in result.output and expected in result.output and "cannot reach" not in result.output

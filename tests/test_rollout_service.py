@@ -359,3 +359,103 @@ def test_a_reload_during_a_rollout_aborts_it_and_serves_the_reloaded_policy(
     served_now = httpx.post(s.url + "/v1/label", json=_events(0, 1)[0], headers=LABEL, timeout=10)
     assert served_now.headers["activelabel-policy-version"] == reload["new_version"]
     assert served_now.headers["activelabel-arm"] == "stable"
+
+
+# Finding 4 (bad spec values -> 500, and a history row for a rollout that never started): each is a 422
+# naming the field, nothing starts and the history keeps only the policy loaded at start.
+REFUSED_SPECS = [
+    (["just"], "a rollout spec is a mapping"),
+    ({**BASE_SPEC, "key": "event.client_ip +++"}, "key: 'event.client_ip +++' is not valid CEL"),
+    ({**BASE_SPEC, "key": "event."}, "key: 'event.' is not valid CEL"),
+    ({**BASE_SPEC, "key": 42}, "key: 42: write record_id or a CEL expression"),
+    ({**BASE_SPEC, "steps": "abc"}, "steps: 'abc': a strictly rising list"),
+    ({**BASE_SPEC, "failure_limit": "x"}, "failure_limit: 'x' is not a whole number"),
+    ({**BASE_SPEC, "analysis": [{"metric": "latency_p99_ratio", "max": "abc"}]}, "analysis[0].max: 'abc' is not a number"),
+    ({**BASE_SPEC, "analysis": "oops"}, "analysis: 'oops': a list of checks"),
+    ({**BASE_SPEC, "analysis": [{"metric": "label_change_rate", "label": "nolabel", "max": 0.1}]},
+     "analysis[0].label: 'nolabel' is not a label of the serving or the candidate policy"),
+    ({**BASE_SPEC, "min_events": -5, "steps": [0, 5, 5]}, "steps: [0, 5, 5]"),
+]
+
+
+def test_a_bad_spec_is_422_with_every_problem_and_nothing_starts(served: Callable[..., Served],
+                                                                  tmp_path: Path) -> None:
+    s = served()
+    candidate = _policy(tmp_path, "v2.yaml", "2")
+    for spec, expected in REFUSED_SPECS:
+        r = _start(s.url, candidate, spec)  # type: ignore[arg-type]
+        assert r.status_code == 422, (spec, r.status_code, r.text)
+        error = r.json()["error"]
+        assert error["code"] == "bad_spec" and "no rollout started" in error["message"]
+        assert error["problems"][0].startswith(expected), error["problems"]
+    several = _start(s.url, candidate, {**BASE_SPEC, "min_events": -5, "steps": [0, 5, 5], "interval": "0s"})
+    assert [p.split(":")[0] for p in several.json()["error"]["problems"]] == ["steps", "interval", "min_events"]
+    broken = httpx.post(s.url + "/v1/rollout", content=b'{"candidate": "x", "spec": {', headers={
+        **ADMIN, "content-type": "application/json"}, timeout=10)
+    assert broken.status_code == 400 and broken.json()["error"]["code"] == "bad_json"
+    assert httpx.get(s.url + "/v1/rollout", headers=ADMIN, timeout=10).status_code == 404
+    assert [e["outcome"] for e in _history(s.store)] == ["loaded"]
+    assert "internal error" not in (tmp_path / "serve.log").read_text()
+    good = _start(s.url, candidate, {**BASE_SPEC, "steps": [0, 100], "interval": "1h"})
+    assert good.status_code == 201, good.text  # the refusals left nothing in the way
+    assert [e["outcome"] for e in _history(s.store)] == ["accepted", "loaded"]
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, env=_env(), timeout=60)
+
+
+def test_rollout_start_with_a_bad_spec_prints_error_lines_and_exits_1(served: Callable[..., Served],
+                                                                      tmp_path: Path) -> None:
+    """Finding 5: a list spec or bad values print `error: SPEC.yaml: field: ...`, never a traceback."""
+    s = served()
+    candidate = _policy(tmp_path, "v2.yaml", "2")
+    spec = tmp_path / "spec.yaml"
+    cases = [("- just\n", ["a rollout spec is a mapping (key, steps, interval, analysis, ...), not a list"]),
+             (yaml.safe_dump({**BASE_SPEC, "failure_limit": "x",
+                              "analysis": [{"metric": "latency_p99_ratio", "max": "abc"}]}),
+              ["failure_limit: 'x' is not a whole number (give 0 or more)", "analysis[0].max: 'abc' is not a number"])]
+    for text, problems in cases:
+        spec.write_text(text)
+        r = _cli("rollout", "start", str(candidate), "--url", s.url, "--spec", str(spec), "--token", "admin-token")
+        assert r.returncode == 1, r.stderr
+        assert "Traceback" not in r.stderr
+        assert r.stderr.splitlines() == [f"error: {spec}: {p}" for p in problems]
+    # Only the service knows the policies' labels: its refusal comes back as the same lines.
+    spec.write_text(yaml.safe_dump({**BASE_SPEC, "analysis": [{"metric": "label_change_rate", "label": "nolabel",
+                                                               "max": 0.1}]}))
+    r = _cli("rollout", "start", str(candidate), "--url", s.url, "--spec", str(spec), "--token", "admin-token")
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr.startswith(f"error: {spec}: analysis[0].label: 'nolabel' is not a label of the serving or "
+                               "the candidate policy (labels: ")
+    assert httpx.get(s.url + "/v1/rollout", headers=ADMIN, timeout=10).status_code == 404
+    assert [e["outcome"] for e in _history(s.store)] == ["loaded"]
+
+
+def test_abort_promote_resume_on_a_finished_rollout_are_409_and_the_cli_exits_1(
+        served: Callable[..., Served], tmp_path: Path) -> None:
+    """Finding 8: once aborted (or promoted) every action says the rollout is finished, and changes nothing."""
+    s = served()
+    candidate = _policy(tmp_path, "v2.yaml", "2")
+    started = _start(s.url, candidate, {**BASE_SPEC, "steps": [0, 100], "interval": "1h"}).json()
+    assert httpx.post(s.url + "/v1/rollout/abort", headers=ADMIN, timeout=10).json()["state"] == "aborted"
+    rows = len(_history(s.store))
+    for action in ("abort", "promote", "resume"):
+        r = httpx.post(s.url + f"/v1/rollout/{action}", headers=ADMIN, timeout=10)
+        assert r.status_code == 409, r.text
+        error = r.json()["error"]
+        assert error["code"] == "rollout_finished"
+        assert error["message"].startswith(f"rollout {started['id']} is already aborted (aborted by ops); "
+                                           f"there is nothing to {action}")
+        cli = _cli("rollout", action, "--url", s.url, "--token", "admin-token")
+        assert cli.returncode == 1, cli.stdout
+        assert f"409: rollout {started['id']} is already aborted" in cli.stderr and cli.stdout == ""
+    assert _status(s.url)["state"] == "aborted"
+    assert len(_history(s.store)) == rows
+    assert httpx.get(s.url + "/readyz", timeout=10).json()["policy_version"] == started["serving_version"]
+    # Promoted is finished too: a second promote is refused, the candidate keeps serving.
+    again = _start(s.url, candidate, {**BASE_SPEC, "steps": [0, 100], "interval": "1h"}).json()
+    assert httpx.post(s.url + "/v1/rollout/promote", headers=ADMIN, timeout=10).json()["state"] == "promoted"
+    r = httpx.post(s.url + "/v1/rollout/abort", headers=ADMIN, timeout=10)
+    assert r.status_code == 409 and f"rollout {again['id']} is already promoted" in r.json()["error"]["message"]
+    assert httpx.get(s.url + "/readyz", timeout=10).json()["policy_version"] == again["candidate_version"]

@@ -142,3 +142,31 @@ def test_stream_resumes_after_kill_9_at_the_same_step_and_promotes_through_every
     pairs = {(headers_of(m)[ARM_HEADER], headers_of(m)[POLICY_VERSION_HEADER]) for m in read_topic(kafka, names[1])}
     assert pairs == {(b"serving", v1), (b"candidate", v2)}
     assert stats["rollout"]["state"] == "promoted"
+
+
+def test_stream_with_a_bad_rollout_spec_prints_error_lines_and_exits_1_before_anything_starts(tmp_path: Path) -> None:
+    """Finding 5 in the worker: each problem is an `error: SPEC.yaml: field: ...` line; no broker is contacted,
+    no state file or audit log is written."""
+    spec = tmp_path / "spec.yaml"
+    candidate = _policy(tmp_path, "v2.yaml", "2")
+    base = [*CLI, "stream", "--input-topic", "in", "--output-topic", "out", "--bootstrap", "127.0.0.1:1",
+            "--policy", str(_policy(tmp_path, "v1.yaml", "1")), "--rollout", str(spec), "--candidate", str(candidate),
+            "--audit", str(tmp_path / "audit")]
+    cases = [("- just\n", ["a rollout spec is a mapping (key, steps, interval, analysis, ...), not a list"]),
+             (yaml.safe_dump({**SPEC, "failure_limit": "x", "analysis": [
+                 {"metric": "latency_p99_ratio", "max": "abc"},
+                 {"metric": "label_change_rate", "label": "nolabel", "max": 0.1}]}),
+              ["failure_limit: 'x' is not a whole number (give 0 or more)", "analysis[0].max: 'abc' is not a number",
+               "analysis[1].label: 'nolabel' is not a label of the serving or the candidate policy (labels: "])]
+    for text, problems in cases:
+        spec.write_text(text)
+        r = subprocess.run(base, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                           timeout=120)
+        assert r.returncode == 1, r.stderr
+        assert "Traceback" not in r.stderr
+        lines = r.stderr.splitlines()
+        assert len(lines) == len(problems), lines
+        for line, problem in zip(lines, problems, strict=True):
+            assert line.startswith(f"error: {spec}: {problem}"), line
+    assert not (tmp_path / "spec.yaml.state.json").exists()
+    assert not (tmp_path / "audit").exists()

@@ -25,6 +25,7 @@
     ├── SLOSpecError            an SLO spec for `ops rules` is unreadable or invalid
     ├── AuditError              the audit log cannot be written, read or verified
     ├── RolloutError            a rollout spec was refused, or a rollout cannot start or resume
+    │   ├── RolloutConflictError  the rollout's state forbids the action (already finished, another running)
     │   └── PolicyNotKnownError a rollback names a version this process never compiled
     └── LoopError               the active loop cannot start or go on (its policy, data or answers)
 
@@ -285,6 +286,7 @@ __all__ = [
     "PolicyIssue",
     "PolicyNotKnownError",
     "PseudonymKeyError",
+    "RolloutConflictError",
     "RolloutError",
     "RuleValueError",
     "SLOSpecError",
@@ -319,7 +321,19 @@ class AuditError(ActiveLabelError):
 
 
 class RolloutError(ActiveLabelError):
-    """A rollout spec was refused, or a rollout cannot start or resume (every problem in the message)."""
+    """A rollout spec was refused, or a rollout cannot start or resume (every problem in the message).
+
+    ``problems`` lists a refused spec's problems one by one, each led by its field path
+    (``analysis[0].max: ...``), for an API error body or one CLI line each.
+    """
+
+    def __init__(self, message: str, *, problems: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.problems = tuple(problems)
+
+
+class RolloutConflictError(RolloutError):
+    """The rollout is not in a state that allows the action (another is running, or it already finished)."""
 
 
 class PolicyNotKnownError(RolloutError):

@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import orjson
 import typer
+from rich.markup import escape
 
-from activelabel.cli._common import fail
+from activelabel.cli._common import err, fail
 from activelabel.cli.main import app
 
 rollout_app = typer.Typer(help="Shadow and canary a candidate policy on a running `activelabel serve`, "
@@ -21,7 +22,15 @@ UrlOpt = Annotated[str, typer.Option("--url", help="Base URL of the running serv
 TokenOpt = Annotated[str | None, typer.Option("--token", help="Admin bearer token (default: $ACTIVELABEL_TOKEN).")]
 
 
-def _call(method: str, url: str, path: str, token: str | None, body: dict[str, Any] | None = None) -> dict[str, Any]:
+def _fail_each(lines: list[str], code: int = 1) -> NoReturn:
+    """One ``error: …`` line per problem (a refused spec lists them all), then exit."""
+    for line in lines:
+        err.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _call(method: str, url: str, path: str, token: str | None, body: dict[str, Any] | None = None,
+          *, spec_file: Path | None = None) -> dict[str, Any]:
     import httpx
 
     token = token or os.environ.get("ACTIVELABEL_TOKEN")
@@ -38,6 +47,13 @@ def _call(method: str, url: str, path: str, token: str | None, body: dict[str, A
         fail(f"{url}{path}: 403 forbidden: rollouts need a token with the admin scope (--token or $ACTIVELABEL_TOKEN)")
     if response.status_code == 401:
         fail(f"{url}{path}: 401: give an admin bearer token with --token or $ACTIVELABEL_TOKEN")
+    error = data.get("error") if isinstance(data, dict) else None
+    if response.status_code >= 400 and isinstance(error, dict) and error.get("problems"):
+        # A spec the service refused (e.g. a check on a label only it could see is not there).
+        where = spec_file or f"{url}{path}"
+        _fail_each([f"{where}: {p}" for p in error["problems"]])
+    if response.status_code == 409 and isinstance(error, dict) and error.get("message"):
+        fail(f"{url}{path}: 409: {error['message']}")
     if response.status_code >= 400:
         detail = data.get("error") or data.get("detail") or data
         errors = data.get("errors") or []
@@ -81,16 +97,16 @@ def start(
     from activelabel.governance.rollout import RolloutSpec
 
     try:
-        raw = yaml.safe_load(spec.read_text())
-        RolloutSpec.from_mapping(raw or {})
-    except OSError as exc:
+        raw = yaml.safe_load(spec.read_text(encoding="utf-8"))
+        RolloutSpec.from_mapping({} if raw is None else raw)
+    except (OSError, UnicodeDecodeError) as exc:
         fail(f"cannot read the spec {spec}: {exc}")
     except yaml.YAMLError as exc:
         fail(f"{spec} is not YAML: {exc}")
     except RolloutError as exc:
-        fail(f"{spec}: {exc}")
+        _fail_each([f"{spec}: {p}" for p in exc.problems] or [f"{spec}: {exc}"])
     status = _call("POST", url, "/v1/rollout", token,
-                   {"candidate": str(candidate.resolve()), "spec": raw, "message": message})
+                   {"candidate": str(candidate.resolve()), "spec": raw, "message": message}, spec_file=spec)
     _print_status(status, as_json)
 
 

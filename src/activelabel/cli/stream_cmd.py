@@ -9,10 +9,11 @@ from typing import Annotated, Any
 
 import orjson
 import typer
+from rich.markup import escape
 
 from activelabel.cli._common import err, fail, open_labeler, print_policy_error
 from activelabel.cli.main import app
-from activelabel.errors import ActiveLabelError, PolicyError, StreamConfigError
+from activelabel.errors import ActiveLabelError, PolicyError, RolloutError, StreamConfigError
 from activelabel.sources.jsonl import DEFAULT_MAX_DEPTH, DEFAULT_MAX_LINE_BYTES
 
 
@@ -111,13 +112,15 @@ def stream(
     guard, _ = output_guards(labeler, clearance, pseudonym_key_file, door="kafka")
     if (rollout_spec is None) != (candidate is None):
         fail("--rollout SPEC.yaml and --candidate POLICY go together", 2)
-    audit_log = rollout = None
+    audit_log = rollout = checked = None
+    if rollout_spec is not None and candidate is not None:
+        checked = _checked_rollout(labeler, rollout_spec, candidate)  # before the audit log records a start
     if audit is not None:
         from activelabel.cli._common import audit_options
 
         audit_log = audit_options(audit, audit_key, audit_level, audit_policy)(labeler.policy)
-    if rollout_spec is not None and candidate is not None:
-        rollout = _open_rollout(labeler, rollout_spec, candidate, rollout_state, audit_log)
+    if rollout_spec is not None and checked is not None:
+        rollout = _open_rollout(labeler, rollout_spec, checked, rollout_state, audit_log)
     try:
         worker = StreamWorker(labeler, config, guard=guard, ops=ops, rollout=rollout, audit=audit_log)
     except StreamConfigError as exc:
@@ -188,12 +191,28 @@ def _start_ops(config: Any, policy: Path, port: int, host: str, watch: bool, qui
     return ops, server, restore
 
 
-def _open_rollout(labeler: Any, spec: Path, candidate: Path, state: Path | None, audit_log: Any) -> Any:
-    """The rollout the worker follows: a candidate refused by validation or its tests never enters one."""
+def _checked_rollout(labeler: Any, spec: Path, candidate: Path) -> Any:
+    """The candidate, once it and the spec are checked whole; else exit 1 listing every problem.
+
+    A candidate refused by validation or its tests never enters a rollout; a refused spec prints
+    one ``error: SPEC.yaml: field: …`` line per problem.
+    """
     from activelabel.cli._common import open_candidate
-    from activelabel.stream.rollout import open_stream_rollout
+    from activelabel.stream.rollout import load_spec
 
     checked = open_candidate(candidate)
+    try:
+        load_spec(spec, labels=set(labeler.policy.labels) | set(checked.policy.labels))
+    except RolloutError as exc:
+        for problem in exc.problems[:-1]:
+            err.print(f"[bold red]error:[/] {escape(f'{spec}: {problem}')}", highlight=False, soft_wrap=True)
+        fail(f"{spec}: {exc.problems[-1]}" if exc.problems else str(exc))
+    return checked
+
+
+def _open_rollout(labeler: Any, spec: Path, checked: Any, state: Path | None, audit_log: Any) -> Any:
+    """The rollout the worker follows (a new one, or the persisted one of the same candidate)."""
+    from activelabel.stream.rollout import open_stream_rollout
 
     def on_change(rollout: Any, what: str) -> None:
         # Under the rollout's lock: read its fields only.

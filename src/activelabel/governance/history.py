@@ -1,4 +1,7 @@
-"""Policy history: every policy the runtime loaded or was offered, accepted or refused.
+"""Policy history: every policy the runtime loaded, accepted (a reload, a rollout's candidate) or refused.
+
+A rollout refused for its spec (before or after its candidate compiled) never started: its
+candidate gets no row; a candidate refused by validation or its tests gets a ``refused`` one.
 
 One append-only SQLite table (UPDATE and DELETE are refused by triggers), in the same
 file as the decision store by default. A row keeps the canonical form (tables'

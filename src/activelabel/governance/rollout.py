@@ -21,19 +21,20 @@ step, and too little data is **Inconclusive → pause**, never pass or fail
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from activelabel.errors import RolloutError
+from activelabel.errors import RolloutConflictError, RolloutError
 
 STATES = ("progressing", "paused", "promoted", "rolled_back", "aborted")
 METRICS = ("label_change_rate", "rule_error_rate_increase", "dlq_rate_increase", "latency_p99_ratio", "accuracy_delta")
@@ -49,7 +50,7 @@ def parse_duration(text: Any) -> float:
         return float(text)
     match = _DURATION.match(str(text))
     if not match:
-        raise RolloutError(f"interval {text!r}: write a duration such as 30s, 10m or 1h")
+        raise RolloutError(f"interval {_r(text)}: write a duration such as 30s, 10m or 1h")
     return float(match.group(1)) * _UNIT[match.group(2)]
 
 
@@ -83,59 +84,211 @@ class RolloutSpec:
     shadow_fraction: float = 1.0
 
     @classmethod
-    def from_mapping(cls, data: Mapping[str, Any]) -> RolloutSpec:
-        """Validate a spec, reporting every problem at once."""
-        problems: list[str] = []
-        known = {"key", "steps", "interval", "min_events", "analysis", "failure_limit", "consecutive_success_limit",
-                 "dry_run", "shadow_fraction"}
-        for extra in sorted(set(data) - known):
-            problems.append(f"unknown key {extra!r} (known: {', '.join(sorted(known))})")
-        steps = tuple(float(s) for s in data.get("steps", cls.steps))
-        if not steps or any(not 0 <= s <= 100 for s in steps) or list(steps) != sorted(steps):
-            problems.append("steps: a rising list of percentages between 0 and 100, e.g. [0, 5, 25, 50, 100]")
-        checks: list[Check] = []
-        for i, raw in enumerate(data.get("analysis") or []):
-            if not isinstance(raw, Mapping) or raw.get("metric") not in METRICS:
-                problems.append(f"analysis[{i}]: metric must be one of {', '.join(METRICS)}")
-                continue
-            if raw.get("max") is None and raw.get("min") is None:
-                problems.append(f"analysis[{i}] ({raw['metric']}): give a `max` or a `min` threshold")
-            if raw["metric"] == "label_change_rate" and not raw.get("label"):
-                problems.append(f"analysis[{i}]: label_change_rate needs `label`")
-            checks.append(Check(str(raw["metric"]), raw.get("label"),
-                                None if raw.get("max") is None else float(raw["max"]),
-                                None if raw.get("min") is None else float(raw["min"]),
-                                int(raw.get("min_discordant", 0))))
-        dry_run = frozenset(map(str, data.get("dry_run") or ()))
-        unknown_dry = dry_run - {c.metric for c in checks} - {c.name for c in checks}
-        if unknown_dry:
-            problems.append(f"dry_run names checks that are not in analysis: {sorted(unknown_dry)}")
+    def from_mapping(cls, data: Any, *, labels: Collection[str] | None = None) -> RolloutSpec:
+        """Validate a spec completely, reporting every problem at once (each led by its field path).
+
+        ``labels`` (the serving and the candidate policy's) also checks each check's ``label``;
+        without them that one check is left to ``label_problems``.
+        """
+        if not isinstance(data, Mapping):
+            what = "a list" if isinstance(data, list) else type(data).__name__
+            problem = f"a rollout spec is a mapping (key, steps, interval, analysis, ...), not {what}"
+            raise RolloutError(f"rollout spec refused:\n  {problem}", problems=[problem])
+        p = _Problems()
+        for extra in sorted(set(map(str, data)) - _SPEC_KEYS):
+            p.add(extra, f"unknown key (known: {', '.join(sorted(_SPEC_KEYS))})")
+        key = _spec_key(data.get("key", cls.key), p)
+        steps = _spec_steps(data.get("steps", list(cls.steps)), p)
+        interval = cls.interval_s
         try:
             interval = parse_duration(data.get("interval", cls.interval_s))
         except RolloutError as exc:
-            problems.append(str(exc))
-            interval = cls.interval_s
-        fraction = float(data.get("shadow_fraction", 1.0))
-        if not 0 < fraction <= 1:
-            problems.append("shadow_fraction: between 0 (exclusive) and 1")
-        if problems:
-            raise RolloutError("rollout spec refused:\n  " + "\n  ".join(problems))
-        return cls(
-            key=str(data.get("key", cls.key)), steps=steps, interval_s=interval,
-            min_events=int(data.get("min_events", cls.min_events)), analysis=tuple(checks),
-            failure_limit=int(data.get("failure_limit", 0)),
-            consecutive_success_limit=max(1, int(data.get("consecutive_success_limit", 3))),
-            dry_run=dry_run, shadow_fraction=fraction,
-        )
+            p.add("interval", str(exc).removeprefix("interval "))
+        else:
+            if not (math.isfinite(interval) and interval > 0):
+                p.add("interval", f"{_r(data.get('interval'))}: a duration above 0, such as 30s, 10m or 1h")
+        min_events = _spec_int(data, "min_events", cls.min_events, 1, p)
+        failure_limit = _spec_int(data, "failure_limit", cls.failure_limit, 0, p)
+        successes = _spec_int(data, "consecutive_success_limit", cls.consecutive_success_limit, 1, p)
+        fraction = _spec_number(data.get("shadow_fraction", cls.shadow_fraction), "shadow_fraction", p)
+        if fraction is not None and not 0 < fraction <= 1:
+            p.add("shadow_fraction", f"{fraction:g}: between 0 (exclusive) and 1")
+        checks = _spec_checks(data.get("analysis"), p)
+        dry_run = _spec_dry_run(data.get("dry_run"), checks, p)
+        spec = cls(key=key, steps=steps, interval_s=interval, min_events=min_events, analysis=tuple(checks),
+                   failure_limit=failure_limit, consecutive_success_limit=successes, dry_run=dry_run,
+                   shadow_fraction=fraction or cls.shadow_fraction)
+        if labels is not None:
+            p.items.extend(spec.label_problems(labels))
+        p.raise_if_any()
+        return spec
+
+    def label_problems(self, labels: Collection[str]) -> list[str]:
+        """A check on a label neither policy has would pause Inconclusive forever: name it before the start."""
+        known = sorted(labels)
+        return [f"analysis[{i}].label: {_r(c.label)} is not a label of the serving or the candidate policy "
+                f"(labels: {', '.join(known) or 'none'})"
+                for i, c in enumerate(self.analysis) if c.label is not None and c.label not in labels]
+
+    def refuse_unknown_labels(self, labels: Collection[str]) -> None:
+        """``RolloutError`` listing every check on a label the two policies do not have."""
+        p = _Problems()
+        p.items.extend(self.label_problems(labels))
+        p.raise_if_any()
 
     def to_json(self) -> dict[str, Any]:
         return {
             "key": self.key, "steps": list(self.steps), "interval": self.interval_s, "min_events": self.min_events,
-            "analysis": [{k: v for k, v in c.__dict__.items() if (v is not None and v != 0) or k == "metric"}
-                         for c in self.analysis],
+            # A threshold of 0 is a threshold: only an absent one (None) and a min_discordant of 0 are left out.
+            "analysis": [{k: v for k, v in c.__dict__.items()
+                          if v is not None and (k != "min_discordant" or v != 0)} for c in self.analysis],
             "failure_limit": self.failure_limit, "consecutive_success_limit": self.consecutive_success_limit,
             "dry_run": sorted(self.dry_run), "shadow_fraction": self.shadow_fraction,
         }
+
+
+_SPEC_KEYS = frozenset({"key", "steps", "interval", "min_events", "analysis", "failure_limit",
+                        "consecutive_success_limit", "dry_run", "shadow_fraction"})
+_CHECK_KEYS = frozenset({"metric", "label", "max", "min", "min_discordant"})
+
+
+class _Problems:
+    """A spec's problems, collected so that all are reported at once, each as ``path: what is wrong``."""
+
+    def __init__(self) -> None:
+        self.items: list[str] = []
+
+    def add(self, path: str, message: str) -> None:
+        self.items.append(f"{path}: {message}")
+
+    def raise_if_any(self) -> None:
+        if self.items:
+            raise RolloutError("rollout spec refused:\n  " + "\n  ".join(self.items), problems=self.items)
+
+
+def _r(value: Any) -> str:
+    """A value as the spec wrote it, cut short: a problem line stays one readable line."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _spec_number(value: Any, path: str, p: _Problems) -> float | None:
+    if not _is_number(value):
+        p.add(path, f"{_r(value)} is not a number")
+        return None
+    return float(value)
+
+
+def _spec_int(data: Mapping[str, Any], name: str, default: int, minimum: int, p: _Problems) -> int:
+    value = data.get(name, default)
+    if not _is_number(value) or value != int(value):
+        p.add(name, f"{_r(value)} is not a whole number (give {minimum} or more)")
+        return default
+    if value < minimum:
+        p.add(name, f"{_r(value)}: give {minimum} or more")
+        return default
+    return int(value)
+
+
+def _spec_key(value: Any, p: _Problems) -> str:
+    """``record_id`` or CEL that compiles and reads the event (a constant would put every entity on one arm)."""
+    if not isinstance(value, str) or not value.strip():
+        p.add("key", f"{_r(value)}: write record_id or a CEL expression over the event, e.g. event.tenant_id")
+        return RolloutSpec.key
+    if value in ("record_id", "id"):
+        return value
+    from activelabel import cel
+    from activelabel.errors import CELError
+
+    try:
+        roots = {ref.path[0] for ref in cel.references(cel.parse(value))}
+        cel.compile(value)
+    except CELError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        p.add("key", f"{_r(value)} is not valid CEL: {first}")
+        return RolloutSpec.key
+    if "event" not in roots:
+        p.add("key", f"{_r(value)} does not read the event: every entity would land on the same arm; "
+                     "write e.g. event.tenant_id")
+    elif roots - {"event"}:
+        p.add("key", f"{_r(value)} reads {', '.join(sorted(roots - {'event'}))}: a key can read only `event`")
+    return value
+
+
+def _spec_steps(value: Any, p: _Problems) -> tuple[float, ...]:
+    hint = "a strictly rising list of percentages from 0 to 100 that ends at 100, e.g. [0, 5, 25, 50, 100]"
+    if not isinstance(value, (list, tuple)) or not value or not all(_is_number(s) for s in value):
+        p.add("steps", f"{_r(value)}: {hint}")
+        return RolloutSpec.steps
+    steps = tuple(float(s) for s in value)
+    if any(not 0 <= s <= 100 for s in steps) or any(b <= a for a, b in itertools.pairwise(steps)) or steps[-1] != 100:
+        p.add("steps", f"{_r(list(value))}: {hint}")
+    return steps
+
+
+def _spec_checks(value: Any, p: _Problems) -> list[Check]:
+    if value is None:
+        return []
+    if not isinstance(value, (list, tuple)):
+        p.add("analysis", f"{_r(value)}: a list of checks, e.g. [{{metric: label_change_rate, label: priority, "
+                          "max: 0.02}]")
+        return []
+    checks: list[Check] = []
+    for i, raw in enumerate(value):
+        path = f"analysis[{i}]"
+        if not isinstance(raw, Mapping):
+            p.add(path, f"{_r(raw)}: a check is a mapping such as {{metric: latency_p99_ratio, max: 1.5}}")
+            continue
+        for extra in sorted(set(map(str, raw)) - _CHECK_KEYS):
+            p.add(f"{path}.{extra}", f"unknown key (known: {', '.join(sorted(_CHECK_KEYS))})")
+        metric = raw.get("metric")
+        if metric not in METRICS:
+            p.add(f"{path}.metric", f"{_r(metric)}: one of {', '.join(METRICS)}")
+            continue
+        bounds: dict[str, float | None] = {}
+        for bound in ("max", "min"):
+            bounds[bound] = None if raw.get(bound) is None else _spec_number(raw[bound], f"{path}.{bound}", p)
+        if raw.get("max") is None and raw.get("min") is None:
+            p.add(path, f"{metric}: give a `max` or a `min` threshold")
+        label = raw.get("label")
+        if metric == "label_change_rate" and (not isinstance(label, str) or not label):
+            p.add(f"{path}.label", "label_change_rate needs the name of a label")
+            label = None
+        elif metric != "label_change_rate" and label is not None:
+            p.add(f"{path}.label", f"{metric} is measured over all labels; only label_change_rate takes `label`")
+            label = None
+        discordant = _spec_int(raw, "min_discordant", 0, 0, _Prefixed(p, path))
+        checks.append(Check(str(metric), label, bounds["max"], bounds["min"], discordant))
+    return checks
+
+
+class _Prefixed(_Problems):
+    """The problems of one check: paths under ``analysis[i]``."""
+
+    def __init__(self, parent: _Problems, prefix: str) -> None:
+        super().__init__()
+        self.parent, self.prefix = parent, prefix
+
+    def add(self, path: str, message: str) -> None:
+        self.parent.add(f"{self.prefix}.{path}", message)
+
+
+def _spec_dry_run(value: Any, checks: Sequence[Check], p: _Problems) -> frozenset[str]:
+    if value is None:
+        return frozenset()
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        p.add("dry_run", f"{_r(value)}: a list of metric names from analysis, e.g. [accuracy_delta]")
+        return frozenset()
+    names = frozenset(value)
+    unknown = names - {c.metric for c in checks} - {c.name for c in checks}
+    if unknown:
+        p.add("dry_run", f"{sorted(unknown)} are not metrics in analysis "
+                         f"({', '.join(sorted({c.metric for c in checks})) or 'none'})")
+    return names
 
 
 def bucket_of(rollout_id: str, key: Any) -> float:
@@ -427,23 +580,34 @@ class Rollout:
         return state
 
     def promote(self, reason: str = "promoted by an operator") -> None:
+        """Serve the candidate now; ``RolloutConflictError`` once the rollout has finished."""
         with self._lock:
-            if self.state in ("progressing", "paused"):
-                self._transition("promoted", reason)
+            self._refuse_if_finished("promote")
+            self._transition("promoted", reason)
 
     def abort(self, reason: str = "aborted by an operator") -> None:
+        """Stop; the serving policy stays. ``RolloutConflictError`` once the rollout has finished."""
         with self._lock:
-            if self.state in ("progressing", "paused"):
-                self._transition("aborted", reason)
+            self._refuse_if_finished("abort")
+            self._transition("aborted", reason)
 
     def resume(self) -> None:
-        """Leave a pause and measure the step again."""
+        """Leave a pause and measure the step again (a no-op while progressing; refused once finished)."""
         with self._lock:
+            self._refuse_if_finished("resume")
             if self.state == "paused":
                 self.state = "progressing"
                 self.reason = ""
                 self._restart_window()
                 self._save()
+
+    def _refuse_if_finished(self, action: str) -> None:
+        # A finished rollout never changes again: saying "done" while doing nothing would mislead the operator.
+        if self.state not in ("progressing", "paused"):
+            why = f" ({self.reason})" if self.reason else ""
+            raise RolloutConflictError(f"rollout {self.id} is already {self.state.replace('_', ' ')}{why}; "
+                                       f"there is nothing to {action}: start a new rollout with "
+                                       "`activelabel rollout start CANDIDATE --url URL --spec SPEC.yaml`")
 
     def _measure(self) -> list[CheckResult]:
         out = []

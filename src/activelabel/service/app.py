@@ -27,7 +27,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
-from activelabel.errors import PolicyError, PolicyIssue
+from activelabel.errors import PolicyError, PolicyIssue, RolloutConflictError
 from activelabel.governance.protect import Protector
 from activelabel.observability.metrics import ServiceMetrics
 from activelabel.observability.windows import LabelDrift
@@ -99,7 +99,8 @@ def create_app(
                                   errors=len(outcome.errors))
         if outcome.accepted and state.rollouts is not None and state.rollouts.active() is not None:
             # The rollout compares against the policy it started with; a new serving policy ends it.
-            state.rollouts.abort(f"a reload ({outcome.trigger}) made {outcome.new_version} the serving policy")
+            with contextlib.suppress(RolloutConflictError):  # it finished on its own in between: nothing to abort
+                state.rollouts.abort(f"a reload ({outcome.trigger}) made {outcome.new_version} the serving policy")
         if outcome.accepted and state.store is not None:
             # Feedback is validated against the labels of the policy now serving.
             state.store.register_policy(state.runtime.current.labeler.policy)

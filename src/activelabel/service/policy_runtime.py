@@ -235,7 +235,23 @@ class PolicyRuntime:
         with self._reload_lock:
             return self._build(Path(path), who=who, message=message or "rollout candidate", outcome="accepted")
 
-    def _build(self, path: Path, *, who: str | None, message: str, outcome: str) -> PolicySnapshot:
+    def check_candidate(self, path: Path | str, *, who: str | None = None, message: str = "") -> PolicySnapshot:
+        """Build and check a candidate like ``offer``, but keep an accepted one out of the history for now.
+
+        A rollout start still has checks to make once the candidate compiles (the spec's labels, not the
+        serving version); ``adopt`` records it when the rollout does start. A refused candidate is kept
+        in the history at once, as ``offer`` does.
+        """
+        with self._reload_lock:
+            return self._build(Path(path), who=who, message=message or "rollout candidate", outcome=None)
+
+    def adopt(self, snapshot: PolicySnapshot, *, who: str | None = None, message: str = "") -> None:
+        """Record a checked candidate as ``accepted`` and make it a version rollback can swap to."""
+        with self._reload_lock:
+            self._by_version[snapshot.version] = snapshot
+            self.record(snapshot, "accepted", who=who, message=message or "rollout candidate")
+
+    def _build(self, path: Path, *, who: str | None, message: str, outcome: str | None) -> PolicySnapshot:
         try:
             snapshot = PolicySnapshot.of(self._loader(path), self.protector)
         except PolicyError as exc:
@@ -244,8 +260,9 @@ class PolicyRuntime:
         except (OSError, ActiveLabelError) as exc:
             self._record_refusal(path, [str(exc)], who, message)
             raise PolicyError(issues=[PolicyIssue(message=str(exc), file=str(path))]) from exc
-        self._by_version[snapshot.version] = snapshot
-        self.record(snapshot, outcome, who=who, message=message)
+        if outcome is not None:
+            self._by_version[snapshot.version] = snapshot
+            self.record(snapshot, outcome, who=who, message=message)
         return snapshot
 
     def record(self, snapshot: PolicySnapshot, outcome: str, *, who: str | None = None, message: str = "") -> None:

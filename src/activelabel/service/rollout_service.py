@@ -24,7 +24,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from activelabel.errors import ActiveLabelError, RolloutError
+from activelabel.errors import ActiveLabelError, RolloutConflictError, RolloutError
 from activelabel.governance.rollout import Rollout, RolloutSpec, read_state, resume_rollout
 from activelabel.service.policy_runtime import PolicyRuntime, PolicySnapshot
 
@@ -65,19 +65,23 @@ class RolloutManager:
 
     # -- control --------------------------------------------------------------------------
 
-    def start(self, candidate_path: str, spec_data: Mapping[str, Any], *, who: str, message: str = "") -> dict[str, Any]:
-        """Offer and shadow a candidate; ``PolicyError`` (every issue) or ``RolloutError`` when refused."""
+    def start(self, candidate_path: str, spec_data: Any, *, who: str, message: str = "") -> dict[str, Any]:
+        """Offer and shadow a candidate; ``PolicyError`` (every issue) or ``RolloutError`` when refused.
+
+        Everything is checked before anything is recorded: a bad spec never reaches the candidate,
+        and a rollout refused after the candidate compiled (a check on a label neither policy has,
+        the candidate already serving) leaves no ``accepted`` row for a rollout that never ran.
+        """
         spec = RolloutSpec.from_mapping(spec_data)
         with self._lock:
-            if self.active() is not None:
-                assert self.rollout is not None
-                raise RolloutError(f"rollout {self.rollout.id} is still {self.rollout.state}; promote or abort it "
-                                   "before starting another")
-            candidate = self.runtime.offer(candidate_path, who=who, message=message or "rollout candidate")
+            self._refuse_if_running()
+            candidate = self.runtime.check_candidate(candidate_path, who=who, message=message)
             serving = self.runtime.current
+            spec.refuse_unknown_labels(set(serving.labeler.policy.labels) | set(candidate.labeler.policy.labels))
             if candidate.version == serving.version:
                 raise RolloutError(f"the candidate {candidate_path} is the policy already serving "
                                    f"({serving.version}); there is nothing to roll out")
+            self.runtime.adopt(candidate, who=who, message=message or "rollout candidate")
             rollout_id = f"r-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:6]}"
             self.serving, self.candidate = serving, candidate
             self.events_by_arm = {"serving": 0, "candidate": 0}
@@ -87,6 +91,12 @@ class RolloutManager:
                     spec=spec.to_json(), message=message)
         log.info("rollout %s started: candidate %s against %s", rollout_id, candidate.version, serving.version)
         return self.rollout.status()
+
+    def _refuse_if_running(self) -> None:
+        if self.active() is not None:
+            assert self.rollout is not None
+            raise RolloutConflictError(f"rollout {self.rollout.id} is still {self.rollout.state}; promote or abort "
+                                       "it before starting another")
 
     def tick(self) -> str | None:
         rollout = self.active()

@@ -16,7 +16,7 @@ import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import Response
 
-from activelabel.errors import PolicyError, PolicyNotKnownError, RolloutError
+from activelabel.errors import PolicyError, PolicyNotKnownError, RolloutConflictError, RolloutError
 from activelabel.service._http import HttpError, decode_json, json_response, read_body, require_media_type
 from activelabel.service.auth import Caller
 from activelabel.service.policy_runtime import issue_as_json
@@ -85,22 +85,27 @@ async def rollout_start_route(request: Request) -> Response:
     body = await _body(request, state)
     if state.rollouts is None:
         raise HttpError(501, "no_rollouts", "rollouts are not enabled on this server")
-    candidate, spec = body.get("candidate"), body.get("spec") or {}
+    candidate, spec = body.get("candidate"), body.get("spec")
     if not isinstance(candidate, str) or not candidate:
         raise HttpError(400, "no_candidate", 'send {"candidate": "/path/to/policy.yaml", "spec": {...}}')
-    if not isinstance(spec, dict):
-        raise HttpError(400, "bad_spec", "spec is a JSON object (the rollout spec YAML as JSON)")
     manager = state.rollouts
     try:
+        # The spec is checked whole (a list, a string, a bad value: every problem with its field path).
         status = await anyio.to_thread.run_sync(
-            lambda: manager.start(candidate, spec, who=caller.name, message=str(body.get("message") or "")))
+            lambda: manager.start(candidate, {} if spec is None else spec, who=caller.name,
+                                  message=str(body.get("message") or "")))
     except PolicyError as exc:
         errors = [issue_as_json(i) for i in exc.issues]
         raise HttpError(422, "candidate_refused", f"the candidate was refused with {len(errors)} error(s); "
                         "it did not enter a rollout", errors=errors) from None
+    except RolloutConflictError as exc:
+        raise HttpError(409, "rollout_active", str(exc)) from None
     except RolloutError as exc:
-        code, status_code = ("rollout_active", 409) if "still" in str(exc) else ("bad_rollout", 422)
-        raise HttpError(status_code, code, str(exc)) from None
+        if exc.problems:
+            n = len(exc.problems)
+            raise HttpError(422, "bad_spec", f"the rollout spec was refused with {n} problem{'s' if n != 1 else ''}; "
+                            "no rollout started", problems=list(exc.problems)) from None
+        raise HttpError(422, "bad_rollout", str(exc)) from None
     return json_response(status, status=201)
 
 
@@ -131,7 +136,10 @@ def _action(name: str) -> Any:
         manager = state.rollouts
         if manager is None or manager.rollout is None:
             raise _no_rollout(state)
-        status = await anyio.to_thread.run_sync(lambda: getattr(manager, name)(caller.name))
+        try:
+            status = await anyio.to_thread.run_sync(lambda: getattr(manager, name)(caller.name))
+        except RolloutConflictError as exc:
+            raise HttpError(409, "rollout_finished", str(exc)) from None
         return json_response(status)
 
     route.__name__ = f"rollout_{name}_route"

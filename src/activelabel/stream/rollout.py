@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -29,23 +29,21 @@ def default_state_file(spec_file: str | Path) -> Path:
     return Path(f"{spec_file}.state.json")
 
 
-def load_spec(spec_file: str | Path) -> RolloutSpec:
-    """The rollout spec YAML; ``RolloutError`` naming every problem."""
+def load_spec(spec_file: str | Path, *, labels: Collection[str] | None = None) -> RolloutSpec:
+    """The rollout spec YAML; ``RolloutError`` naming every problem (``problems``: one per field)."""
     try:
-        raw = yaml.safe_load(Path(spec_file).read_text(encoding="utf-8")) or {}
-    except OSError as exc:
+        raw = yaml.safe_load(Path(spec_file).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
         raise RolloutError(f"cannot read the rollout spec {spec_file}: {exc}") from exc
     except yaml.YAMLError as exc:
         raise RolloutError(f"{spec_file} is not YAML: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise RolloutError(f"{spec_file}: a rollout spec is a mapping (key, steps, interval, analysis, ...)")
-    return RolloutSpec.from_mapping(raw)
+    return RolloutSpec.from_mapping({} if raw is None else raw, labels=labels)
 
 
 def open_stream_rollout(spec_file: str | Path, serving: Any, candidate: Any, *, state_file: str | Path | None = None,
                         on_change: Callable[[Rollout, str], None] | None = None) -> Rollout:
     """A new rollout of ``candidate``, or the persisted one for the same candidate, at its step and state."""
-    spec = load_spec(spec_file)
+    spec = load_spec(spec_file, labels=set(serving.policy.labels) | set(candidate.policy.labels))
     path = Path(state_file) if state_file else default_state_file(spec_file)
     data = read_state(path)
     if data is not None and data.get("candidate_version") == str(candidate.version):
