@@ -32,6 +32,8 @@ import orjson
 from activelabel.errors import StoreError
 
 OUTCOMES = ("accepted", "refused", "promoted", "rolled_back", "rollback", "loaded")
+#: The message every reload's ``accepted`` row starts with (an offered candidate's does not: it never served).
+RELOAD_MESSAGE = "reload ("
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS policy_history (
@@ -162,6 +164,26 @@ class PolicyHistory:
         if len(versions) > 1:
             raise StoreError(f"version prefix {version!r} is ambiguous ({len(versions)} versions); give more of it")
         return _entry(rows[0])
+
+    def last_serving(self) -> tuple[HistoryEntry | None, HistoryEntry | None]:
+        """The newest ``loaded`` row (what the last start served) and the newest row that made a policy serve.
+
+        A row serves when it is ``loaded``, ``promoted``, ``rollback`` or a reload's ``accepted`` (an
+        offered candidate's ``accepted`` and a ``rolled_back`` candidate never served). Read before a
+        start records its own ``loaded`` row: a restart serves again what was serving before it.
+        """
+        loaded = serving = None
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM policy_history WHERE outcome IN ('loaded', 'promoted', 'rollback')"
+                " OR (outcome = 'accepted' AND message LIKE ? || '%') ORDER BY seq DESC", (RELOAD_MESSAGE,))
+            for row in rows:
+                entry = _entry(row)
+                serving = serving or entry
+                if entry.outcome == "loaded":
+                    loaded = entry
+                    break
+        return loaded, serving
 
     def close(self) -> None:
         with self._lock:

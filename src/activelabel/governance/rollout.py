@@ -713,6 +713,79 @@ def resume_rollout(path: str | Path, *, serving: Any, candidate: Any, **kwargs: 
     return rollout
 
 
+def restart_refusal(data: Mapping[str, Any], *, serving_version: str, candidate_version: str | None,
+                    candidate_error: str = "") -> str | None:
+    """Why a persisted progressing or paused rollout must not resume after a restart; None: resume it.
+
+    ``candidate_version`` is what the candidate file loads as now (None: it no longer loads, see
+    ``candidate_error``). The rollout measured its candidate against the policy serving when it
+    started: another candidate, or another serving policy, is not the rollout that was persisted.
+    """
+    rollout_id, source = data.get("id"), data.get("candidate_source")
+    recorded, baseline = data.get("candidate_version"), data.get("serving_version")
+    if candidate_version is None:
+        return (f"aborted at restart: the candidate {source} no longer loads ({candidate_error}); "
+                f"rollout {rollout_id} was not resumed")
+    if candidate_version != recorded:
+        return (f"aborted at restart: the candidate file {source} is now {candidate_version}, not the rollout's "
+                f"candidate {recorded}; rollout {rollout_id} was not resumed")
+    if serving_version != baseline:
+        return (f"aborted at restart: the service restarted serving {serving_version}, not the rollout's baseline "
+                f"{baseline}; rollout {rollout_id} compared against {baseline} and was not resumed")
+    return None
+
+
+class _Recorded:
+    """A labeler standing for the version a persisted rollout recorded (the rollout has ended: status only)."""
+
+    def __init__(self, labeler: Any, version: Any) -> None:
+        self._labeler = labeler
+        self.version = str(version)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._labeler, name)
+
+
+def ended_rollout(data: Mapping[str, Any], *, serving: Any, candidate: Any | None = None,
+                  on_change: Callable[[Rollout, str], None] | None = None) -> Rollout:
+    """A persisted rollout that has ended, for its status after a restart: it names the versions it recorded.
+
+    ``serving`` labels what is served now (an ended rollout labels with its serving arm);
+    ``candidate`` stands in for a candidate that may no longer load (default: ``serving``).
+    Nothing is written: an ended rollout never changes again.
+    """
+    rollout = Rollout(str(data["id"]), RolloutSpec.from_mapping(data["spec"]),
+                      serving=_Recorded(serving, data.get("serving_version")),
+                      candidate=_Recorded(candidate if candidate is not None else serving,
+                                          data.get("candidate_version")),
+                      state_file=None, on_change=on_change, step_index=int(data.get("step_index", 0)),
+                      state=str(data.get("state")))
+    rollout.reason = str(data.get("reason", ""))
+    rollout.history = list(data.get("history") or [])
+    return rollout
+
+
+def abort_persisted(path: str | Path, reason: str, *, serving: Any, candidate: Any,
+                    on_change: Callable[[Rollout, str], None] | None = None) -> Rollout:
+    """End a persisted rollout as aborted at a restart: its file says so, and the rollout keeps its own versions.
+
+    ``on_change(rollout, "aborted")`` is called once, as for an abort while running.
+    """
+    p = Path(path)
+    data = read_state(p)
+    if data is None:
+        raise RolloutError(f"{p}: no persisted rollout to abort")
+    # The file keeps its versions and candidate source; only the state and why change (a later restart keeps it ended).
+    ended = {**data, "state": "aborted", "reason": reason, "saved_at": time.time()}
+    tmp = p.with_suffix(".tmp")
+    tmp.write_bytes(orjson.dumps(ended, option=orjson.OPT_INDENT_2))
+    tmp.replace(p)
+    rollout = ended_rollout(ended, serving=serving, candidate=candidate, on_change=on_change)
+    if on_change is not None:
+        on_change(rollout, "aborted")
+    return rollout
+
+
 def _key_function(key: str) -> Callable[[Mapping[str, Any], str | None], Any]:
     """``record_id`` or a CEL expression over ``event`` (an error or absent key falls back to the record id)."""
     if key in ("record_id", "id"):

@@ -110,14 +110,18 @@ def create_app(
     # A named key that is missing or unreadable stops the service here, before it serves anything.
     protector = Protector.configured(config.pseudonym_key_file)
     from activelabel.governance.history import PolicyHistory
-    from activelabel.service.rollout_service import RolloutManager
+    from activelabel.service.rollout_service import RolloutManager, restore_serving
 
     history_file = history_path or config.store.path
     history = PolicyHistory(history_file or ":memory:")
+    before = history.last_serving()  # what served before this start (read before it records its own row)
     runtime = PolicyRuntime(policy_path, loader=loader, on_reload=on_reload, protector=protector, history=history)
     first = runtime.reload("start")
     if not first.accepted:
         raise PolicyError(issues=[PolicyIssue(**issue_fields(e)) for e in first.errors])
+    # A promote, rollback or reload before the restart still holds: the store, the audit log's
+    # start record and the rollout all see the policy that serves.
+    restored = restore_serving(runtime, before)
     metrics.follow_runtime(runtime)
     state = ServiceState(runtime=runtime, metrics=metrics, auth=Authenticator(None if no_auth else tokens), config=config)
     if config.store.path:
@@ -125,11 +129,12 @@ def create_app(
         metrics.follow_store(state.store, window_s=config.accuracy_window_s)
     if audit is not None:
         state.audit = audit(runtime.current.labeler.policy)
-        state.audit.log_admin("start", actor="serve", version=runtime.current.version, policy=str(policy_path))
+        state.audit.log_admin("start", actor="serve", version=runtime.current.version, policy=str(policy_path),
+                              **({"loaded": first.new_version} if restored is not None else {}))
     if rollout_state_file is None and history_file:
         rollout_state_file = f"{history_file}.rollout.json"
     state.rollouts = RolloutManager(runtime, state_file=rollout_state_file, audit=state.audit)
-    state.rollouts.resume_persisted()
+    state.rollouts.resume_persisted(restored)
     metrics.registry.register(_RolloutCollector(state.rollouts))
 
     # /v1/label and ext_authz are dispatched by LabelService before Starlette.

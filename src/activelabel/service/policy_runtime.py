@@ -213,7 +213,9 @@ class PolicyRuntime:
             old = self._snapshot
             old_version = old.version if old else None
             try:
-                candidate = self._build(self.policy_path, who=who, message=message or f"reload ({trigger})",
+                # Every reload's row starts with "reload (": a restart tells it from an offer that never served.
+                candidate = self._build(self.policy_path, who=who,
+                                        message=f"reload ({trigger})" + (f": {message}" if message else ""),
                                         outcome="loaded" if trigger == "start" else "accepted")
             except PolicyError as exc:
                 outcome = ReloadOutcome(
@@ -272,6 +274,10 @@ class PolicyRuntime:
                 self.history.record(snapshot.labeler.policy, outcome=outcome, who=who, message=message)
             except ActiveLabelError as exc:
                 log.error("policy history not written (%s): %s", outcome, exc)
+
+    def refuse(self, path: Path | str, errors: list[str], *, who: str | None = None, message: str = "") -> None:
+        """Record a policy file as refused for a reason of the caller's (not a validation error)."""
+        self._record_refusal(Path(path), errors, who, message)
 
     def _record_refusal(self, path: Path, errors: list[str], who: str | None, message: str) -> None:
         if self.history is None:

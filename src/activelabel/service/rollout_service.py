@@ -21,11 +21,21 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from activelabel.errors import ActiveLabelError, RolloutConflictError, RolloutError
-from activelabel.governance.rollout import Rollout, RolloutSpec, read_state, resume_rollout
+from activelabel.governance.history import HistoryEntry
+from activelabel.governance.rollout import (
+    Rollout,
+    RolloutSpec,
+    abort_persisted,
+    ended_rollout,
+    read_state,
+    restart_refusal,
+    resume_rollout,
+)
 from activelabel.service.policy_runtime import PolicyRuntime, PolicySnapshot
 
 log = logging.getLogger("activelabel.service.rollout")
@@ -163,31 +173,52 @@ class RolloutManager:
 
     # -- restart ------------------------------------------------------------------------------
 
-    def resume_persisted(self) -> str | None:
-        """After a restart: resume a persisted rollout at its step, or serve a promoted candidate again."""
+    def resume_persisted(self, restored: Restored | None = None) -> str | None:
+        """After a restart: audit what ``restore_serving`` served again, then resume or end the persisted rollout.
+
+        A progressing or paused rollout resumes only with the same candidate against the same
+        serving policy; otherwise it ends as aborted at the restart, saying why (history, audit
+        log, status). A finished one stays finished.
+        """
+        if restored is not None:
+            self._admin("restore", "restart", version=restored.version, replaced=restored.replaced,
+                        outcome=restored.outcome, reason=restored.reason)
         if self.state_file is None:
             return None
         data = read_state(self.state_file)
         if data is None:
             return None
-        state, source = data.get("state"), str(data.get("candidate_source") or "")
-        serving = self.runtime.current
-        if state not in (*ACTIVE, "promoted") or not source:
-            return None
-        if state == "promoted":
-            if data.get("serving_version") != serving.version:
-                return None  # the service was started on another policy since: that one wins
-            try:
-                candidate = self.runtime.offer(source, who="restart", message=f"rollout {data.get('id')} promoted")
-            except ActiveLabelError as exc:
-                log.error("the promoted policy %s no longer loads, serving %s: %s", source, serving.version, exc)
-                return None
-            self.runtime.serve_snapshot(candidate, "promoted", who="restart",
-                                        message=f"rollout {data.get('id')} was promoted before the restart")
-            return "promoted"
         try:
-            candidate = self.runtime.offer(source, who="restart", message=f"resume rollout {data.get('id')}")
-            rollout = resume_rollout(self.state_file, serving=serving.labeler, candidate=candidate.labeler,
+            return self._after_restart(data)
+        except ActiveLabelError as exc:  # e.g. a persisted spec this version refuses: serve without it, say why
+            log.error("the persisted rollout %s in %s is not taken up (%s); serving %s without it", data.get("id"),
+                      self.state_file, exc, self.runtime.current.version)
+            return None
+
+    def _after_restart(self, data: Mapping[str, Any]) -> str | None:
+        serving = self.runtime.current
+        if data.get("state") not in ACTIVE:
+            # Ended before the restart: `rollout status` still says how (it is not a rollout to resume).
+            self.rollout = ended_rollout(data, serving=serving.labeler)
+            return None
+        source, rollout_id = str(data.get("candidate_source") or ""), data.get("id")
+        candidate: PolicySnapshot | None = None
+        error = ""
+        try:
+            candidate = self.runtime.check_candidate(source, who="restart", message=f"resume rollout {rollout_id}")
+        except ActiveLabelError as exc:
+            error = str(exc).splitlines()[0]
+        reason = restart_refusal(data, serving_version=serving.version, candidate_error=error,
+                                 candidate_version=candidate.version if candidate is not None else None)
+        if reason is None and candidate is not None:
+            return self._resume(data, serving, candidate)
+        assert reason is not None
+        self._end_at_restart(data, reason, serving, candidate)
+        return "aborted"
+
+    def _resume(self, data: Mapping[str, Any], serving: PolicySnapshot, candidate: PolicySnapshot) -> str | None:
+        try:
+            rollout = resume_rollout(self.state_file or "", serving=serving.labeler, candidate=candidate.labeler,
                                      on_change=self._on_change)
         except ActiveLabelError as exc:
             log.error("the persisted rollout %s cannot resume (%s); serving %s without it", data.get("id"), exc,
@@ -195,10 +226,33 @@ class RolloutManager:
             return None
         if rollout is None:
             return None
+        # Only now is the candidate back in a rollout: its history row says so.
+        self.runtime.adopt(candidate, who="restart", message=f"resume rollout {rollout.id}")
         self.serving, self.candidate, self.rollout = serving, candidate, rollout
         self._admin("rollout resume", "restart", rollout=rollout.id, step=rollout.step, state=rollout.state)
         log.info("rollout %s resumed after a restart: %s at step %g%%", rollout.id, rollout.state, rollout.step)
         return rollout.state
+
+    def _end_at_restart(self, data: Mapping[str, Any], reason: str, serving: PolicySnapshot,
+                        candidate: PolicySnapshot | None) -> None:
+        """A rollout the restart did not resume: aborted in its file, the history, the audit log and the status."""
+        assert self.state_file is not None
+        rollout_id = str(data.get("id"))
+        same = candidate is not None and candidate.version == data.get("candidate_version")
+        if same and candidate is not None:
+            self.runtime.record(candidate, "rolled_back", who="restart", message=f"rollout {rollout_id}: {reason}")
+        elif candidate is not None:
+            # The file now holds another policy: refused as this rollout's candidate (one that no longer
+            # loads was already recorded as refused, with its errors, by the check).
+            self.runtime.refuse(str(data.get("candidate_source") or ""), [reason], who="restart",
+                                message=f"resume rollout {rollout_id}")
+        self.serving, self.candidate = serving, candidate if same else None
+        self.rollout = abort_persisted(self.state_file, reason, serving=serving.labeler,
+                                       candidate=(candidate or serving).labeler)
+        self.aborted["restart"] = self.aborted.get("restart", 0) + 1
+        self._admin("rollout abort", "restart", rollout=rollout_id, candidate=data.get("candidate_version"),
+                    serving=data.get("serving_version"), now_serving=serving.version, reason=reason)
+        log.warning("rollout %s %s; serving %s", rollout_id, reason, serving.version)
 
     # -- metrics --------------------------------------------------------------------------------
 
@@ -258,6 +312,50 @@ class RolloutManager:
                 bound.add_metric([rollout.id, check.name, "min"], check.min)
         yield value
         yield bound
+
+
+@dataclass(frozen=True)
+class Restored:
+    """A policy served again at a restart because it was serving before it (not the one ``--policy`` names)."""
+
+    version: str
+    replaced: str
+    outcome: str
+    reason: str
+
+
+def restore_serving(runtime: PolicyRuntime, before: tuple[HistoryEntry | None, HistoryEntry | None]) -> Restored | None:
+    """Serve again what was serving before a restart (a promote, a rollback, a reload): the history's newest word.
+
+    ``before`` is ``PolicyHistory.last_serving()`` read before this start recorded its own row: the
+    previous start's ``loaded`` row and the newest row that made a policy serve. When the service
+    starts on another policy than the previous start did, the operator chose it: it keeps serving.
+    """
+    loaded, serving = before
+    now = runtime.current
+    if serving is None or serving.version is None or serving.version == now.version or not serving.source:
+        return None
+    if loaded is not None and loaded.version != now.version:
+        log.info("started on %s (the last start served %s): it serves, not %s", now.version, loaded.version,
+                 serving.version)
+        return None
+    why = f"{serving.outcome} by {serving.who} before the restart" + (f": {serving.message}" if serving.message else "")
+    try:
+        snapshot = runtime.check_candidate(serving.source, who="restart", message=f"serve again: {why}")
+    except ActiveLabelError as exc:
+        log.error("%s served before the restart but %s no longer loads; serving %s: %s", serving.version,
+                  serving.source, now.version, str(exc).splitlines()[0])
+        return None
+    if snapshot.version != serving.version:
+        log.error("%s served before the restart but %s is now %s; serving %s", serving.version, serving.source,
+                  snapshot.version, now.version)
+        return None
+    outcome = serving.outcome if serving.outcome in ("promoted", "rollback") else "accepted"
+    # A reload's row starts with "reload (": the next restart knows this one served too.
+    message = ("reload (restart): " if outcome == "accepted" else "") + f"serving again: {why}"
+    replaced = runtime.serve_snapshot(snapshot, outcome, who="restart", message=message)
+    log.info("serving %s again (%s)", snapshot.version, why)
+    return Restored(snapshot.version, replaced or now.version, serving.outcome, why)
 
 
 def _check_of(reason: str) -> str:

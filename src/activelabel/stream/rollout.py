@@ -20,7 +20,15 @@ from typing import Any
 import yaml
 
 from activelabel.errors import RolloutError
-from activelabel.governance.rollout import Rollout, RolloutSpec, read_state, resume_rollout
+from activelabel.governance.rollout import (
+    Rollout,
+    RolloutSpec,
+    abort_persisted,
+    ended_rollout,
+    read_state,
+    restart_refusal,
+    resume_rollout,
+)
 
 log = logging.getLogger("activelabel.stream.rollout")
 
@@ -48,16 +56,19 @@ def open_stream_rollout(spec_file: str | Path, serving: Any, candidate: Any, *, 
     data = read_state(path)
     if data is not None and data.get("candidate_version") == str(candidate.version):
         if data.get("state") in ("progressing", "paused"):
+            # As `serve` does: a rollout measured against another serving policy is not resumed against this one.
+            reason = restart_refusal(data, serving_version=str(serving.version),
+                                     candidate_version=str(candidate.version))
+            if reason is not None:
+                log.warning("rollout %s %s", data.get("id"), reason)
+                return abort_persisted(path, reason, serving=serving, candidate=candidate, on_change=on_change)
             rollout = resume_rollout(path, serving=serving, candidate=candidate, on_change=on_change)
             if rollout is not None:
                 log.warning("rollout %s resumed: %s at step %g%%", rollout.id, rollout.state, rollout.step)
                 return rollout
         # Finished: it never changes again, so the file (with its reason) is left as it is.
-        finished = Rollout(str(data["id"]), RolloutSpec.from_mapping(data["spec"]), serving=serving,
-                           candidate=candidate, state_file=None, step_index=int(data.get("step_index", 0)),
-                           state=str(data["state"]), on_change=on_change)
-        finished.reason = str(data.get("reason", ""))
-        finished.history = list(data.get("history") or [])
+        # Its status names the versions it recorded (a promoted candidate labels: it is this candidate).
+        finished = ended_rollout(data, serving=serving, candidate=candidate, on_change=on_change)
         log.warning("rollout %s was already %s: %s", finished.id, finished.state, finished.reason)
         return finished
     rollout_id = f"stream-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}"
