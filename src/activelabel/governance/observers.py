@@ -11,6 +11,7 @@ chunk is written (``RecordLoop(observer=...)``), so neither can change what is s
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,8 @@ RecordIdsOf = Callable[[list[Any], list[dict[str, Any]] | None], Sequence[str | 
 _OUTCOMES_LIMIT = 100_000  # distinct source-code combinations remembered before starting over
 
 _SENSITIVE = ("pii", "secret")
+_TIMED_ALL = 2000  # `label --shadow` times every event up to this many, then one in _TIMED_EVERY
+_TIMED_EVERY = 8
 
 
 def cli_record_id(where: Any, event: Mapping[str, Any] | None) -> str:
@@ -66,7 +69,17 @@ def chain(*observers: Observer | None) -> Observer | None:
 
 
 class ShadowRun:
-    """A candidate policy evaluated on every served event, compared label by label (``label --shadow``)."""
+    """A candidate policy evaluated on every served event, compared label by label (``label --shadow``).
+
+    The labels compared are the served decisions'; the latencies are not theirs. The served
+    decisions were made before the candidate ran (whoever runs second finds warm caches), maybe
+    one at a time (``--explain``, a privacy guard) where the candidate labels a batch, and a
+    batch's decisions share one average. So latency is timed apart, event by event, on a sample
+    (every event up to ``_TIMED_ALL``, then one in ``_TIMED_EVERY``): a twin of the serving
+    policy (compiled apart, its counters never reported) and the candidate each label the event,
+    each going first on about half of them (a coin toss per event). Identical logic measures a
+    p99 ratio near 1.
+    """
 
     def __init__(self, serving: Any, candidate: Any, *, record_id_of: RecordIdOf | None = None,
                  run_id: str = "shadow") -> None:
@@ -78,25 +91,49 @@ class ShadowRun:
         self.comparison = ShadowComparison(tuple(policy.labels),
                                            {n: str(s.sensitivity) for n, s in policy.labels.items()})
         self._errors_at_start = (_rule_errors(serving), _rule_errors(candidate))
+        self._twin = _twin_of(serving)
+        self._seen = 0  # events observed
+        # Who goes first, per timed event: a coin toss (a strict alternation would hand the coldest
+        # event of every chunk to the same version); seeded, so a rerun times the same way round.
+        self._turns = random.Random(run_id)
 
     def __call__(self, wheres: list[Any], events: list[dict[str, Any]], decisions: list[Any]) -> None:
-        batch = getattr(self.candidate, "label_batch", None)
-        try:
-            shadow = list(batch(events)) if batch is not None else [self.candidate.label(e) for e in events]
-        except Exception:  # noqa: BLE001 - a candidate that fails on an event fails alone, never the served output
-            shadow = []
-            for event in events:
-                try:
-                    shadow.append(self.candidate.label(event))
-                except Exception:  # noqa: BLE001 - counted as a candidate rule error below
-                    shadow.append(None)
-        add = self.comparison.add
+        timed = self._twin is not None
+        if timed:
+            self._time(events)  # before the candidate's batch: neither timed version has seen these events
+        shadow = _label_each(self.candidate, events)
+        comparison = self.comparison
+        add = comparison.add
         record_id_of = self.record_id_of
         for where, event, served, candidate in zip(wheres, events, decisions, shadow, strict=True):
             if candidate is None:
-                self.comparison.rule_errors["candidate"] += 1
+                comparison.rule_errors["candidate"] += 1
                 continue
-            add(served, candidate, record_id=record_id_of(where, event) if record_id_of else None)
+            add(served, candidate, record_id=record_id_of(where, event) if record_id_of else None, timed=not timed)
+
+    def _time(self, events: list[dict[str, Any]]) -> None:
+        """Time the serving twin and the candidate on the chunk's sampled events, taking turns at going first."""
+        twin, candidate = self._twin, self.candidate
+        latency, first = self.comparison.latency_ns, self.comparison.ran_first
+        seen = self._seen
+        self._seen += len(events)
+        for i, event in enumerate(events):
+            n = seen + i
+            if n >= _TIMED_ALL and n % _TIMED_EVERY:
+                continue
+            candidate_first = self._turns.getrandbits(1) == 1
+            try:
+                if candidate_first:
+                    c = candidate.label(event).elapsed_ns
+                    s = twin.label(event).elapsed_ns
+                else:
+                    s = twin.label(event).elapsed_ns
+                    c = candidate.label(event).elapsed_ns
+            except Exception:  # noqa: BLE001 - an event a version raises on has no latency (counted elsewhere)
+                continue
+            latency["serving"].append(int(s))
+            latency["candidate"].append(int(c))
+            first["candidate" if candidate_first else "serving"] += 1
 
     def report(self) -> dict[str, Any]:
         """Per-label report plus a status block, as a service's ``/v1/rollout/report`` gives it."""
@@ -248,6 +285,30 @@ def open_audit_log(directory: str, *, policy: Any, key_file: str | None = None, 
                    privacy_for=lambda other: audit_privacy(other, base), **audit_privacy(policy, base))
     log.register_policy(policy)
     return log
+
+
+def _label_each(labeler: Any, events: list[dict[str, Any]]) -> list[Any]:
+    """Decisions for a chunk (None for an event the labeler raised on): one batch call when it has one."""
+    batch = getattr(labeler, "label_batch", None)
+    try:
+        return list(batch(events)) if batch is not None else [labeler.label(e) for e in events]
+    except Exception:  # noqa: BLE001 - a version that fails on an event fails alone, never the served output
+        out = []
+        for event in events:
+            try:
+                out.append(labeler.label(event))
+            except Exception:  # noqa: BLE001 - counted as a rule error by the caller
+                out.append(None)
+        return out
+
+
+def _twin_of(labeler: Any) -> Any:
+    """A second compiled copy of a serving ``Labeler`` to time beside the candidate (None for another kind)."""
+    from activelabel.engine import Labeler
+
+    if type(labeler) is not Labeler:
+        return None
+    return Labeler(labeler.policy, track_conflicts=labeler.track_conflicts)
 
 
 def _rule_errors(labeler: Any) -> int:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import math
+import random
 import re
 import threading
 import time
@@ -331,14 +332,22 @@ class ShadowComparison:
         self.events = 0
         self.events_changed = 0
         self.latency_ns: dict[str, list[int]] = {"serving": [], "candidate": []}
+        # Which version labeled first, per event or batch: the second one finds warm caches, so a
+        # fair latency comparison runs each first about half the time (counted to show it did).
+        self.ran_first: dict[str, int] = {"serving": 0, "candidate": 0}
         self.rule_errors: dict[str, int] = {"serving": 0, "candidate": 0}
         self.truth_pairs = {"both_right": 0, "both_wrong": 0, "serving_only": 0, "candidate_only": 0}
 
-    def add(self, serving: Any, candidate: Any, *, record_id: str | None = None) -> dict[str, tuple[Any, Any]]:
-        """Compare one event's two decisions; returns the changed labels as ``{label: (old, new)}``."""
+    def add(self, serving: Any, candidate: Any, *, record_id: str | None = None,
+            timed: bool = True) -> dict[str, tuple[Any, Any]]:
+        """Compare one event's two decisions; returns the changed labels as ``{label: (old, new)}``.
+
+        ``timed=False``: the decisions' latencies are not comparable (the caller times the versions apart).
+        """
         self.events += 1
-        self.latency_ns["serving"].append(int(serving.elapsed_ns))
-        self.latency_ns["candidate"].append(int(candidate.elapsed_ns))
+        if timed:
+            self.latency_ns["serving"].append(int(serving.elapsed_ns))
+            self.latency_ns["candidate"].append(int(candidate.elapsed_ns))
         old_labels, new_labels = serving.labels, candidate.labels
         changed: dict[str, tuple[Any, Any]] = {}
         new_sources: dict[str, str] | None = None
@@ -401,6 +410,7 @@ class ShadowComparison:
             "events_changed": self.events_changed,
             "labels": labels,
             "latency_p99_ms": {arm: self.p99_ms(arm) for arm in self.latency_ns},
+            "latency_ran_first": dict(self.ran_first),
             "rule_errors": dict(self.rule_errors),
             "truth_pairs": dict(self.truth_pairs),
         }
@@ -475,6 +485,7 @@ class Rollout:
         self._label_names = tuple(policy.labels)
         self._sensitivity = {n: str(s.sensitivity) for n, s in policy.labels.items()}
         self.total = ShadowComparison(self._label_names, self._sensitivity)
+        self._turns = random.Random(rollout_id)  # who labels first, per event (seeded: a rerun repeats it)
         self._new_step()
         self._save()
 
@@ -496,13 +507,26 @@ class Rollout:
         arm = self.arm_for(event, record_id)
         if self.state not in ("progressing", "paused"):
             return (self.candidate if arm == "candidate" else self.serving).label(event), arm
-        serving = self.serving.label(event)
         sampled = self.spec.shadow_fraction >= 1.0 or (
             bucket_of(self.id + "/shadow", record_id) < self.spec.shadow_fraction * 100)
-        candidate = self.candidate.label(event) if (sampled or arm == "candidate") else None
+        both = sampled or arm == "candidate"
+        # Whichever labels second finds the event (and the engine's caches) warm: who goes first is a
+        # coin toss per event, so latency_p99_ratio compares like with like. Not a strict alternation:
+        # the first event of each request is the coldest, and with even batch sizes it would always
+        # fall to the same version (its p99 is then those events). getrandbits is atomic under the GIL.
+        candidate_first = both and self._turns.getrandbits(1) == 1
+        if candidate_first:
+            candidate = self.candidate.label(event)
+            serving = self.serving.label(event)
+        else:
+            serving = self.serving.label(event)
+            candidate = self.candidate.label(event) if both else None
         with self._lock:
             self._arms[arm].events += 1
             if sampled and candidate is not None:
+                first = "candidate" if candidate_first else "serving"
+                self.total.ran_first[first] += 1
+                self.window.ran_first[first] += 1
                 self.total.add(serving, candidate, record_id=record_id)
                 self.window.add(serving, candidate, record_id=record_id)
         return (candidate if arm == "candidate" else serving), arm
