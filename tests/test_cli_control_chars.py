@@ -14,7 +14,7 @@ from pathlib import Path
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 # Each would act on a terminal: clear the screen, set the window title, return to column 0, reverse the text.
 HOSTILE = {"\x1b[2J": "\\x1b[2J", "\x1b]0;pwned\x07": "\\x1b]0;pwned\\x07", "\r": "\\x0d", "\u202e": "\\u202e",
-           "\x9b": "\\x9b", "\x00": "\\x00", "\x7f": "\\x7f", "\n": "\\x0a"}
+           "\x9b": "\\x9b", "\x00": "\\x00", "\x7f": "\\x7f", "\n": "\\n"}
 RAW = [k for k in HOSTILE if k != "\n"]
 
 

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import orjson
 import typer
 
-from activelabel.cli._common import err, fail, out, print_policy_error
+from activelabel.cli._common import err, fail, out, print_policy_error, printable
 from activelabel.cli.main import app
 from activelabel.errors import ActiveLabelError, PolicyError
 
@@ -39,7 +39,7 @@ def round_cells(r: Any) -> list[str]:
 
 def format_table(rows: list[list[str]]) -> str:
     """Columns padded to their widest cell; never truncated or wrapped."""
-    table = [list(COLUMNS), *rows]
+    table = [list(COLUMNS), *([printable(c, one_line=True) for c in r] for r in rows)]  # class names are data
     widths = [max(len(r[i]) for r in table) for i in range(len(COLUMNS))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in table)
 

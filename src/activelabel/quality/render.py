@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from activelabel._text import printable
 from activelabel.quality.metrics import OTHER, TOP_VALUES
 
 
@@ -28,6 +29,11 @@ def _top_sources(sources: dict[str, Any], top: int = TOP_VALUES) -> tuple[dict[s
     """The ``top`` sources that fired most, and how many more there are (all of them are in the JSON)."""
     ranked = sorted(sources, key=lambda s: (-sources[s]["coverage"], s))
     return {s: sources[s] for s in ranked[:top]}, max(len(ranked) - top, 0)
+
+
+def _cell(value: str) -> str:
+    """A label value as a table cell: markup escaped, control characters as escapes, on one line."""
+    return escape(printable(value, one_line=True))
 
 
 def print_report(report: dict[str, Any], console: Console) -> None:
@@ -54,14 +60,14 @@ def print_report(report: dict[str, Any], console: Console) -> None:
             for col in ("value", "precision", "recall", "F1", "support"):
                 t.add_column(col, justify="right" if col != "value" else "left")
             for v, m in q["per_value"].items():
-                t.add_row(escape(_value_name(v, m)), _f(m["precision"]), _f(m["recall"]), _f(m["f1"]), str(m["support"]))
+                t.add_row(_cell(_value_name(v, m)), _f(m["precision"]), _f(m["recall"]), _f(m["f1"]), str(m["support"]))
             console.print(t)
             cm = Table(title=escape(f"{name}: confusion (rows true, columns predicted)"))
             cm.add_column("true \\ pred")
             for v in q["confusion"]["values"]:
-                cm.add_column(escape(v), justify="right")
+                cm.add_column(_cell(v), justify="right")
             for v, row in zip(q["confusion"]["values"], q["confusion"]["matrix"], strict=True):
-                cm.add_row(escape(v), *[str(x) if x else "·" for x in row])
+                cm.add_row(_cell(v), *[str(x) if x else "·" for x in row])
             console.print(cm)
         if lab["sources"]:
             shown, more = _top_sources(lab["sources"])
