@@ -19,7 +19,7 @@ from typing import Any
 from activelabel.engine.record_loop import index_codes
 from activelabel.errors import AuditError
 from activelabel.governance.audit import AuditLevel, AuditLog, NumberedIds, Outcome
-from activelabel.governance.rollout import ShadowComparison
+from activelabel.governance.rollout import ShadowComparison, compared_labels, rule_counts
 
 #: A record loop chunk observer: (wheres, events, served decisions), aligned.
 Observer = Callable[[list[Any], list[dict[str, Any]], list[Any]], None]
@@ -87,10 +87,11 @@ class ShadowRun:
         self.candidate = candidate
         self.record_id_of = record_id_of
         self.run_id = run_id
-        policy = serving.policy
-        self.comparison = ShadowComparison(tuple(policy.labels),
-                                           {n: str(s.sensitivity) for n, s in policy.labels.items()})
-        self._errors_at_start = (_rule_errors(serving), _rule_errors(candidate))
+        # The candidate's new labels too: they are compared from (unset).
+        self.comparison = ShadowComparison(*compared_labels(serving.policy, candidate.policy))
+        self._rules_at_start = (rule_counts(serving), rule_counts(candidate))
+        self._candidate_failures = 0  # events the candidate could not label at all
+        self._timing_rules = (0, 0)  # the candidate's rule counts from timing runs: not counted twice
         self._twin = _twin_of(serving)
         self._seen = 0  # events observed
         # Who goes first, per timed event: a coin toss (a strict alternation would hand the coldest
@@ -100,14 +101,17 @@ class ShadowRun:
     def __call__(self, wheres: list[Any], events: list[dict[str, Any]], decisions: list[Any]) -> None:
         timed = self._twin is not None
         if timed:
+            before = rule_counts(self.candidate)
             self._time(events)  # before the candidate's batch: neither timed version has seen these events
+            after, (errors, absent) = rule_counts(self.candidate), self._timing_rules
+            self._timing_rules = (errors + after[0] - before[0], absent + after[1] - before[1])
         shadow = _label_each(self.candidate, events)
         comparison = self.comparison
         add = comparison.add
         record_id_of = self.record_id_of
         for where, event, served, candidate in zip(wheres, events, decisions, shadow, strict=True):
             if candidate is None:
-                comparison.rule_errors["candidate"] += 1
+                self._candidate_failures += 1
                 continue
             add(served, candidate, record_id=record_id_of(where, event) if record_id_of else None, timed=not timed)
 
@@ -137,11 +141,11 @@ class ShadowRun:
 
     def report(self) -> dict[str, Any]:
         """Per-label report plus a status block, as a service's ``/v1/rollout/report`` gives it."""
-        self.comparison.rule_errors = {
-            "serving": _rule_errors(self.serving) - self._errors_at_start[0],
-            "candidate": self.comparison.rule_errors["candidate"] + _rule_errors(self.candidate)
-            - self._errors_at_start[1],
-        }
+        serving0, (errors0, absent0) = self._rules_at_start
+        timing_errors, timing_absent = self._timing_rules
+        self.comparison.count_rules((rule_counts(self.serving), rule_counts(self.candidate)),
+                                    (serving0, (errors0 + timing_errors, absent0 + timing_absent)),
+                                    self._candidate_failures)
         report = self.comparison.report()
         report["status"] = {
             "id": self.run_id, "state": "shadow", "step": 0.0, "step_index": 0, "steps": [0.0],
@@ -309,7 +313,3 @@ def _twin_of(labeler: Any) -> Any:
     if type(labeler) is not Labeler:
         return None
     return Labeler(labeler.policy, track_conflicts=labeler.track_conflicts)
-
-
-def _rule_errors(labeler: Any) -> int:
-    return int(sum(labeler.stats().rule_errors.values()))

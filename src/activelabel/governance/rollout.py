@@ -323,6 +323,33 @@ def _shown(value: Any) -> str:
     return str(value)
 
 
+def compared_labels(serving: Any, candidate: Any) -> tuple[tuple[str, ...], dict[str, str]]:
+    """The labels a comparison of two policies counts, and the sensitivity each is shown with.
+
+    The serving policy's labels, then those only the candidate has (they change from
+    ``(unset)``): a label the candidate adds is what a reviewer most needs to see. A label
+    either policy calls pii or secret is sensitive (counts only).
+    """
+    names = (*serving.labels, *(n for n in candidate.labels if n not in serving.labels))
+    sensitivity = {}
+    for name in names:
+        kinds = [str(p.labels[name].sensitivity) for p in (serving, candidate) if name in p.labels]
+        sensitivity[name] = next((k for k in kinds if k in _SENSITIVE), kinds[0])
+    return names, sensitivity
+
+
+def rule_counts(labeler: Any) -> tuple[int, int]:
+    """``(rule errors, absent reads)`` since ``labeler`` was built.
+
+    A rule that read a field or label with no value (an optional field, a lookup miss) did
+    not match, as meant: an absent read. A rule error is the rest (a wrong type, a value
+    that does not fit its label). The `label` summary tells the two apart; so do reports.
+    """
+    stats = labeler.stats()
+    absent = sum(stats.rule_absent.values())
+    return sum(stats.rule_errors.values()) - absent, absent
+
+
 class ShadowComparison:
     """Counts of what the candidate changes, event by event, with latencies and rule errors per version."""
 
@@ -335,7 +362,8 @@ class ShadowComparison:
         # Which version labeled first, per event or batch: the second one finds warm caches, so a
         # fair latency comparison runs each first about half the time (counted to show it did).
         self.ran_first: dict[str, int] = {"serving": 0, "candidate": 0}
-        self.rule_errors: dict[str, int] = {"serving": 0, "candidate": 0}
+        self.rule_errors: dict[str, int] = {"serving": 0, "candidate": 0}  # wrong types and the like
+        self.rule_absent: dict[str, int] = {"serving": 0, "candidate": 0}  # reads of a field with no value
         self.truth_pairs = {"both_right": 0, "both_wrong": 0, "serving_only": 0, "candidate_only": 0}
 
     def add(self, serving: Any, candidate: Any, *, record_id: str | None = None,
@@ -370,6 +398,17 @@ class ShadowComparison:
         if changed:
             self.events_changed += 1
         return changed
+
+    def count_rules(self, now: tuple[tuple[int, int], tuple[int, int]], start: tuple[tuple[int, int], tuple[int, int]],
+                    candidate_failures: int = 0) -> None:
+        """Set the rule errors and absent reads per version: ``rule_counts`` of (serving, candidate) now minus at the start.
+
+        ``candidate_failures``: events the candidate could not label at all, counted as its rule errors.
+        """
+        for arm, (errors, absent), (errors0, absent0) in zip(("serving", "candidate"), now, start, strict=True):
+            self.rule_errors[arm] = errors - errors0
+            self.rule_absent[arm] = absent - absent0
+        self.rule_errors["candidate"] += candidate_failures
 
     def add_truth(self, serving_right: bool, candidate_right: bool) -> None:
         """One event with ground truth: which versions got it right (for McNemar's test)."""
@@ -412,6 +451,7 @@ class ShadowComparison:
             "latency_p99_ms": {arm: self.p99_ms(arm) for arm in self.latency_ns},
             "latency_ran_first": dict(self.ran_first),
             "rule_errors": dict(self.rule_errors),
+            "rule_absent": dict(self.rule_absent),
             "truth_pairs": dict(self.truth_pairs),
         }
 
@@ -481,11 +521,10 @@ class Rollout:
         self.reason = ""
         self.checks: list[CheckResult] = []
         self.history: list[dict[str, Any]] = []
-        policy = serving.policy
-        self._label_names = tuple(policy.labels)
-        self._sensitivity = {n: str(s.sensitivity) for n, s in policy.labels.items()}
+        self._label_names, self._sensitivity = compared_labels(serving.policy, candidate.policy)
         self.total = ShadowComparison(self._label_names, self._sensitivity)
         self._turns = random.Random(rollout_id)  # who labels first, per event (seeded: a rerun repeats it)
+        self._rules_at_start = (rule_counts(serving), rule_counts(candidate))
         self._new_step()
         self._save()
 
@@ -553,10 +592,7 @@ class Rollout:
         with self._lock:
             if self.state != "progressing" or self._clock() - self._step_started < self.spec.interval_s:
                 return self.state
-            self.window.rule_errors = {
-                "serving": _rule_errors(self.serving) - self._errors_at_start[0],
-                "candidate": _rule_errors(self.candidate) - self._errors_at_start[1],
-            }
+            self.window.count_rules((rule_counts(self.serving), rule_counts(self.candidate)), self._errors_at_start)
             self.checks = self._measure()
             gating = [c for c in self.checks if not c.dry_run]
             events = self.window.events
@@ -592,7 +628,7 @@ class Rollout:
     def _restart_window(self) -> None:
         self.window = ShadowComparison(self._label_names, self._sensitivity)
         self._arms = {"serving": _ArmCounters(), "candidate": _ArmCounters()}
-        self._errors_at_start = (_rule_errors(self.serving), _rule_errors(self.candidate))
+        self._errors_at_start = (rule_counts(self.serving), rule_counts(self.candidate))
         self._step_started = self._clock()
 
     def _transition(self, state: str, reason: str) -> str:
@@ -692,6 +728,7 @@ class Rollout:
     def report(self) -> dict[str, Any]:
         """The whole shadow comparison since the rollout began, plus its status."""
         with self._lock:
+            self.total.count_rules((rule_counts(self.serving), rule_counts(self.candidate)), self._rules_at_start)
             report = self.total.report()
         report["status"] = self.status()
         return report
@@ -707,10 +744,6 @@ class Rollout:
         tmp = self.state_file.with_suffix(".tmp")
         tmp.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2))
         tmp.replace(self.state_file)
-
-
-def _rule_errors(labeler: Any) -> int:
-    return sum(labeler.stats().rule_errors.values())
 
 
 def read_state(path: str | Path) -> dict[str, Any] | None:
