@@ -85,11 +85,24 @@ def _time(text: str | None, flag: str) -> float | None:
         fail(f"{flag} {text!r} is not an ISO 8601 time (e.g. 2026-12-01T10:00:00Z)", code=2)
 
 
+def _whole_version(directory: Path, given: str) -> str:
+    """The one version of the log that ``given`` starts, as `policy rollback` resolves it (exit 2 if several do)."""
+    from activelabel.governance import versions
+    from activelabel.governance.audit_files import log_versions
+
+    if versions.is_whole(given):
+        return versions.normalized(given)
+    found = versions.matches(given, log_versions(directory))
+    if len(found) > 1:
+        fail(versions.ambiguous(given, found), code=2)
+    return found[0] if found else versions.normalized(given)  # none: no record matches, said as such
+
+
 @audit_app.command("search")
 def search(
     directory: DirArg,
     decision_id: Annotated[str | None, typer.Option("--id", help="A decision id (the record id).")] = None,
-    version: Annotated[str | None, typer.Option("--version", help="A policy version (sha256:…).")] = None,
+    version: Annotated[str | None, typer.Option("--version", help="A policy version (sha256:…), or a unique prefix of one (`sha256:` may be left out).")] = None,
     label: Annotated[str | None, typer.Option("--label", help="LABEL=VALUE (records written at level Full).")] = None,
     since: Annotated[str | None, typer.Option("--since", help="ISO 8601 time, inclusive.")] = None,
     until: Annotated[str | None, typer.Option("--until", help="ISO 8601 time, inclusive.")] = None,
@@ -106,6 +119,8 @@ def search(
         if not sep or not name:
             fail(f"--label {label!r}: write LABEL=VALUE", code=2)
         pair = (name, value)
+    if version is not None:
+        version = _whole_version(directory, version)
     found: list[dict[str, object]] = []
     for record in search_records(directory, decision_id=decision_id, version=version, label=pair,
                                  since=_time(since, "--since"), until=_time(until, "--until"), kind=kind):

@@ -283,6 +283,17 @@ def read_records(directory: str | Path) -> Iterator[dict[str, Any]]:
                 yield record
 
 
+def record_versions(record: dict[str, Any]) -> list[str]:
+    """The policy versions a record names (its bundles' revisions)."""
+    return [b["revision"] for b in (record.get("bundles") or {}).values()
+            if isinstance(b, dict) and isinstance(b.get("revision"), str)]
+
+
+def log_versions(directory: str | Path) -> set[str]:
+    """Every policy version the records of the log name (to resolve a version prefix against)."""
+    return {v for record in read_records(directory) for v in record_versions(record)}
+
+
 def search_records(
     directory: str | Path,
     *,
@@ -299,9 +310,7 @@ def search_records(
             continue
         if decision_id is not None and record.get("decision_id") != decision_id:
             continue
-        if version is not None and not any(
-            b.get("revision") == version for b in (record.get("bundles") or {}).values() if isinstance(b, dict)
-        ):
+        if version is not None and version not in record_versions(record):
             continue
         if label is not None:
             result = record.get("result") or {}
