@@ -10,7 +10,7 @@ written raw, so a policy or an event cannot drive the terminal (:func:`printable
 
 from __future__ import annotations
 
-import re
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -22,6 +22,7 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
+from activelabel._text import printable as printable  # re-exported: every command escapes with it
 from activelabel.errors import ActiveLabelError, MissingExtraError, PolicyError
 
 if TYPE_CHECKING:
@@ -30,26 +31,6 @@ if TYPE_CHECKING:
 #: The width a console assumes when its output is not a terminal: wide enough that no table
 #: cell is truncated and no line is wrapped (rich pads nothing to it; tables take what they need).
 PIPE_WIDTH = 1_000_000
-
-
-# C0 controls but tab and line feed, DEL, C1 controls, and the bidirectional overrides and
-# isolates (they reorder what the terminal shows: "Trojan source").
-_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
-_CONTROL_ALL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
-
-
-def _escaped(m: re.Match[str]) -> str:
-    code = ord(m.group())
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
-
-
-def printable(text: str, *, one_line: bool = False) -> str:
-    """``text`` with control characters written as escapes (``\\x1b``, ``\\u202e``).
-
-    Tab and line feed are kept unless ``one_line`` (for a name that must stay on its line).
-    Every console print already applies the default; call it for text written another way.
-    """
-    return (_CONTROL_ALL if one_line else _CONTROL).sub(_escaped, text)
 
 
 class CLIConsole(Console):
@@ -93,6 +74,8 @@ def print_records(console: Console, title: str, columns: Sequence[str], rows: Se
     narrow terminal, and a pipe gets whole unpadded lines. ``title`` and cells are rich
     markup: escape user text in them.
     """
+    # A cell holding a newline (a label value from the data) is shown as \n: one row stays one row.
+    rows = [[printable(cell, one_line=True) for cell in row] for row in rows]
     table = Table(title=title, title_justify="left")
     for column in columns:
         table.add_column(escape(column), overflow="fold")
@@ -157,9 +140,56 @@ def open_candidate(path: Path, what: str = "candidate policy") -> Labeler:
         raise typer.Exit(1) from exc
 
 
+def writable_output(path: Path, flag: str) -> None:
+    """Exit 1 unless ``path`` can be written as a file, checked before any work is done.
+
+    Its folder is created when missing, as ``-o`` creates the labeled output's: what a
+    file written at the end of a run needs is known before the run, not after it.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        fail(f"{flag} {path}: cannot create the folder {path.parent} ({exc.strerror or exc}); "
+             "give a path in a folder you can write")
+    if path.is_dir():
+        fail(f"{flag} {path} is a directory; give the path of a file to write")
+    if not os.access(path if path.exists() else path.parent, os.W_OK):
+        fail(f"{flag} {path}: permission denied; give a path in a folder you can write")
+
+
+def _audit_dir_problem(audit: Path) -> str | None:
+    """Why the audit log cannot be written in ``audit`` (None: it can be, or be created there)."""
+    if audit.exists() and not audit.is_dir():
+        return "is a file, not a directory; give --audit a directory (it is created if missing)"
+    existing = audit
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"cannot be created: {existing} is a file; give --audit a directory (it is created if missing)"
+    # The log writes segments/, checkpoints/, keys/ and takes writer.lock: each must be writable.
+    needed = [existing] if existing != audit else [audit, *(audit / n for n in ("segments", "checkpoints", "keys"))]
+    for place in needed:
+        if place.exists() and not os.access(place, os.W_OK | os.X_OK):
+            return (f"cannot be written: permission denied on {place}; give --audit a directory you can write, "
+                    "or run as the user who owns the log")
+    lock = audit / "writer.lock"
+    if lock.exists() and not os.access(lock, os.W_OK):
+        return (f"cannot be written: permission denied on {lock}; give --audit a directory you can write, "
+                "or run as the user who owns the log")
+    return None
+
+
 def audit_options(audit: Path, key: Path | None, level: str | None, policy_file: Path | None) -> Callable[[Any], Any]:
-    """How `--audit DIR --audit-key --audit-level --audit-policy` open the log for a policy (exit 2 when they cannot)."""
+    """How `--audit DIR --audit-key --audit-level --audit-policy` open the log for a policy (exit 2 when they cannot).
+
+    A directory that cannot hold the log (a regular file, a read-only folder or log) is
+    refused here, exit 1, before anything is labeled or served.
+    """
     from activelabel.governance.observers import open_audit_log
+
+    problem = _audit_dir_problem(audit)
+    if problem is not None:
+        fail(f"--audit {audit} {problem}")
 
     def open_for(policy: Any) -> Any:
         try:
@@ -169,5 +199,9 @@ def audit_options(audit: Path, key: Path | None, level: str | None, policy_file:
             fail(str(exc))  # the install, not the options: as every command needing an extra does
         except ActiveLabelError as exc:
             fail(str(exc), 2)
+        except OSError as exc:  # what the check above cannot see (an ACL, a full disk): still one line
+            where = exc.filename or audit
+            fail(f"--audit {audit}: cannot write the audit log ({exc.strerror or exc}: {where}); "
+                 "give --audit a directory you can write")
 
     return open_for

@@ -10,7 +10,7 @@ from typing import Annotated
 import orjson
 import typer
 
-from activelabel.cli._common import fail
+from activelabel.cli._common import fail, printable
 from activelabel.cli.main import app
 from activelabel.errors import StoreError
 
@@ -59,9 +59,10 @@ def history(
                 f"  by {e.who}")
         if e.message:
             line += f"  \"{e.message}\""
-        sys.stdout.write(line + "\n")
+        # One line per row: a message or a name holding ESC or a newline is shown escaped, never raw.
+        sys.stdout.write(printable(line, one_line=True) + "\n")
         for error in e.errors:
-            sys.stdout.write(f"         error: {error}\n")
+            sys.stdout.write(f"         error: {printable(error, one_line=True)}\n")
 
 
 @policy_app.command("show")
@@ -70,14 +71,24 @@ def show(
     store: StoreOpt = Path("decisions.db"),
 ) -> None:
     """Print the canonical form of a version, as it was loaded (tables' hashes included)."""
+    from activelabel.governance import versions
+
+    history_store = _open(store)
+    if not versions.is_whole(version):
+        found = versions.matches(version, (e.version for e in history_store.entries() if e.outcome != "refused"))
+        if len(found) > 1:
+            fail(versions.ambiguous(version, found))
+        if found:
+            version = found[0]
     try:
-        entry = _open(store).find(version)
+        entry = history_store.find(versions.normalized(version))
     except StoreError as exc:
         fail(str(exc))
-    sys.stderr.write(f"{entry.version} ({entry.name or 'unnamed'}, metadata.version {entry.metadata_version}) "
-                     f"from {entry.source}, {entry.outcome} {_when(entry.ts)} by {entry.who}\n")
+    sys.stderr.write(printable(f"{entry.version} ({entry.name or 'unnamed'}, metadata.version {entry.metadata_version}) "
+                               f"from {entry.source}, {entry.outcome} {_when(entry.ts)} by {entry.who}", one_line=True)
+                     + "\n")
     for path, digest in entry.tables.items():
-        sys.stderr.write(f"  table {path}: {digest}\n")
+        sys.stderr.write(printable(f"  table {path}: {digest}", one_line=True) + "\n")
     sys.stdout.write((entry.canonical or "") + "\n")
 
 
@@ -90,6 +101,8 @@ def rollback(
 ) -> None:
     """Serve an earlier version again on a running service: a pointer swap to a policy already compiled."""
     from activelabel.cli.rollout_cmd import _call
+    from activelabel.governance.versions import normalized
 
-    body = _call("POST", url, "/v1/policy/rollback", token, {"version": version, "message": message})
-    sys.stdout.write(f"serving {body.get('new_version')} (was {body.get('old_version')})\n")
+    # `9f77` is `sha256:9f77`, as `policy show` and `audit search --version` read it.
+    body = _call("POST", url, "/v1/policy/rollback", token, {"version": normalized(version), "message": message})
+    sys.stdout.write(printable(f"serving {body.get('new_version')} (was {body.get('old_version')})", one_line=True) + "\n")

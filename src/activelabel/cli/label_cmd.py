@@ -13,7 +13,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from activelabel.cli._common import err, fail, open_labeler, out, print_records
+from activelabel.cli._common import err, fail, open_labeler, out, print_records, writable_output
 from activelabel.cli.main import app
 from activelabel.errors import ActiveLabelError, SourceError
 from activelabel.sinks import DeadLetterSink, JsonlSink, default_dlq_path
@@ -321,6 +321,10 @@ def label(
     for path in inputs:
         if path != "-" and not Path(path).exists():
             fail(f"input {path} does not exist")
+    if shadow_report is not None and shadow is None:
+        fail("--shadow-report needs --shadow CANDIDATE (the policy to compare with)", 2)
+    if shadow_report is not None:
+        writable_output(shadow_report, "--shadow-report")  # written after the run: known to be writable before it
     if dlq is None:
         dlq = default_dlq_path(output)
     asked_workers = workers is not None
@@ -353,8 +357,6 @@ def label(
         def recorder(event: dict[str, Any], decision: Any) -> None:
             store.record(record_id_for(event, id_field), event, decision)
 
-    if shadow_report is not None and shadow is None:
-        fail("--shadow-report needs --shadow CANDIDATE (the policy to compare with)", 2)
     shadow_run, audit_log, observer = _observers(labeler, shadow, audit, audit_key, audit_level, audit_policy)
     try:
         summary, dead = run_label(
@@ -406,7 +408,10 @@ def _observers(labeler: Labeler, shadow: Path | None, audit: Path | None, audit_
 def _shadow_summary(shadow_run: Any, report_file: Path | None, quiet: bool) -> None:
     report = shadow_run.report()
     if report_file is not None:
-        report_file.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
+        try:
+            report_file.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
+        except OSError as exc:  # checked before the run; this is what changed since (a full disk, a removed folder)
+            fail(f"cannot write --shadow-report {report_file}: {exc.strerror or exc}")
     if quiet:
         return
     changed = ", ".join(f"{name} {lab['changed']}" for name, lab in report["labels"].items() if lab["changed"])

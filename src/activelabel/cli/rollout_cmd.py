@@ -143,19 +143,29 @@ def report(
     html_out: Annotated[Path | None, typer.Option("--html", help="Also write an HTML page with heatmaps here.")] = None,
 ) -> None:
     """What the candidate changes, per label: transitions old -> new, why, examples, latency, rule errors."""
-    from activelabel.governance.rollout_render import rollout_html, rollout_text
+    from activelabel.cli._common import writable_output
+    from activelabel.governance.rollout_render import report_problem, rollout_html, rollout_text
 
     if (url is None) == (source is None):
         fail("give exactly one of --url (a running service) or --from (a saved report JSON)", code=2)
+    if html_out is not None:
+        writable_output(html_out, "--html")  # before a service is asked: a page that cannot be written says so first
     if source is not None:
         try:
             data = orjson.loads(source.read_bytes())
         except (OSError, orjson.JSONDecodeError) as exc:
             fail(f"cannot read the report {source}: {exc}")
+        problem = report_problem(data)
+        if problem is not None:
+            fail(f"{source} is not a shadow/rollout report ({problem}); write one with "
+                 "`activelabel label ... --shadow CANDIDATE --shadow-report FILE`")
     else:
         data = _call("GET", url or "", "/v1/rollout/report", token)
     if html_out is not None:
-        html_out.write_text(rollout_html(data))
+        try:
+            html_out.write_text(rollout_html(data), encoding="utf-8")
+        except OSError as exc:
+            fail(f"cannot write --html {html_out}: {exc.strerror or exc}; give a path in a folder you can write")
         sys.stderr.write(f"wrote {html_out}\n")
     if as_json:
         sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")

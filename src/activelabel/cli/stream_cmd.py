@@ -107,6 +107,11 @@ def stream(
     from activelabel.cli.label_cmd import output_guards
     from activelabel.stream import StreamWorker
 
+    open_audit = None
+    if audit is not None:
+        from activelabel.cli._common import audit_options
+
+        open_audit = audit_options(audit, audit_key, audit_level, audit_policy)  # a bad DIR stops here: nothing started
     ops, server, restore = _start_ops(config, policy, metrics_port, metrics_host, watch, quiet)
     labeler = ops.runtime.current.labeler if ops is not None else open_labeler(policy)
     guard, _ = output_guards(labeler, clearance, pseudonym_key_file, door="kafka")
@@ -115,10 +120,8 @@ def stream(
     audit_log = rollout = checked = None
     if rollout_spec is not None and candidate is not None:
         checked = _checked_rollout(labeler, rollout_spec, candidate)  # before the audit log records a start
-    if audit is not None:
-        from activelabel.cli._common import audit_options
-
-        audit_log = audit_options(audit, audit_key, audit_level, audit_policy)(labeler.policy)
+    if open_audit is not None:
+        audit_log = open_audit(labeler.policy)
     if rollout_spec is not None and checked is not None:
         rollout = _open_rollout(labeler, rollout_spec, checked, rollout_state, audit_log)
     try:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import html
 from typing import Any
 
+from activelabel._text import printable, text_table
+
 
 def _fmt(value: Any) -> str:
     if value is None:
@@ -17,14 +19,6 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
-
-
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
-    line = "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip()
-    out = [line, "  ".join("-" * w for w in widths)]
-    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
-    return out
 
 
 def rollout_text(report: dict[str, Any]) -> str:
@@ -42,14 +36,14 @@ def rollout_text(report: dict[str, Any]) -> str:
     rows = [[name, str(lab["compared"]), str(lab["changed"]), f"{lab['change_rate']:.4f}",
              ", ".join(f"{src} ({n})" for src, n in list(lab["changed_because"].items())[:3]) or "-"]
             for name, lab in report["labels"].items()]
-    lines += _table(["label", "compared", "changed", "change rate", "changed because (top 3)"], rows)
+    lines += text_table(["label", "compared", "changed", "change rate", "changed because (top 3)"], rows)
     for name, lab in report["labels"].items():
         if not lab["transitions"]:
             continue
         lines.append("")
         title = f"{name}: transitions old -> new"
         lines.append(title + (" (sensitive: values hidden)" if lab["sensitive"] else ""))
-        lines += _table(["from", "to", "count", "examples"],
+        lines += text_table(["from", "to", "count", "examples"],
                         [[t["from"], t["to"], str(t["count"]), ", ".join(t["examples"]) or "-"]
                          for t in lab["transitions"][:20]])
         if len(lab["transitions"]) > 20:
@@ -57,15 +51,28 @@ def rollout_text(report: dict[str, Any]) -> str:
     checks = status.get("checks") or []
     if checks:
         lines.append("")
-        lines += _table(["check", "value", "threshold", "verdict"],
+        lines += text_table(["check", "value", "threshold", "verdict"],
                         [[c["metric"] + (" (dry run)" if c.get("dry_run") else ""), _fmt(c["value"]), c["threshold"],
                           c["verdict"]] for c in checks])
+    lines.append("")
+    lines += text_table(["version", *VERSION_COLUMNS], version_rows(report))
+    # Every line, not only the tables' cells: ids, versions and reasons come from the data too.
+    return "\n".join(printable(line, one_line=True) for line in lines) + "\n"
+
+
+#: Per version: latency, and the two kinds of rule evaluation that did not match, told apart
+#: as the `label` summary tells them: a read of a field with no value (normal for optional
+#: fields and lookup misses) is not an error.
+VERSION_COLUMNS = ("latency p99 (ms)", "rule errors (wrong type or value)", "reads of a field with no value")
+
+
+def version_rows(report: dict[str, Any]) -> list[list[str]]:
+    """One row per version (serving, candidate) under :data:`VERSION_COLUMNS`; ``-`` where a report has no count."""
     p99 = report.get("latency_p99_ms") or {}
     errors = report.get("rule_errors") or {}
-    lines.append("")
-    lines += _table(["version", "latency p99 (ms)", "rule errors"],
-                    [[arm, _fmt(p99.get(arm)), str(errors.get(arm, 0))] for arm in ("serving", "candidate")])
-    return "\n".join(lines) + "\n"
+    absent = report.get("rule_absent") or {}  # a report written before the two were told apart has none
+    return [[arm, _fmt(p99.get(arm)), _fmt(errors.get(arm, 0)), _fmt(absent.get(arm))]
+            for arm in ("serving", "candidate")]
 
 
 def _heatmap(name: str, lab: dict[str, Any]) -> str:
@@ -101,6 +108,8 @@ def rollout_html(report: dict[str, Any]) -> str:
         f"<tr><td>{esc(name)}</td><td>{lab['compared']}</td><td>{lab['changed']}</td>"
         f"<td>{lab['change_rate']:.4f}</td></tr>" for name, lab in report["labels"].items())
     heatmaps = "".join(_heatmap(name, lab) for name, lab in report["labels"].items() if lab["transitions"])
+    version_head = "".join(f"<th>{esc(c)}</th>" for c in ("version", *VERSION_COLUMNS))
+    versions = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in version_rows(report))
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>activelabel rollout {esc(str(status.get('id', '')))}</title>
 <style>
@@ -119,9 +128,51 @@ th:first-child, td:first-child {{ text-align: left; }}
 <p>{report['events']} events compared on both versions, {report['events_changed']} changed.</p>
 <h2>Checks</h2>
 <table><tr><th>check</th><th>measured</th><th>threshold</th><th>verdict</th></tr>{checks}</table>
+<h2>Versions</h2>
+<table><tr>{version_head}</tr>{versions}</table>
 <h2>Labels</h2>
 <table><tr><th>label</th><th>compared</th><th>changed</th><th>change rate</th></tr>{labels}</table>
 <h2>Transitions</h2>
 {heatmaps or '<p>No label changed.</p>'}
 </body></html>
 """
+
+
+def report_problem(data: Any) -> str | None:
+    """Why ``data`` is not a shadow/rollout report the renderers can show (None: it is one).
+
+    ``rollout report --from FILE`` reads any JSON: a file of another kind is named as such,
+    not met half-way through rendering as a missing key.
+    """
+    if not isinstance(data, dict):
+        return f"the JSON is {type(data).__name__}, not an object"
+    for key in ("events", "events_changed"):
+        if not isinstance(data.get(key), int):
+            return f"no `{key}` count"
+    labels = data.get("labels")
+    if not isinstance(labels, dict):
+        return "no `labels` object"
+    for name, lab in labels.items():
+        if not isinstance(lab, dict):
+            return f"label {name!r} is not an object"
+        for key, kind in (("compared", int), ("changed", int), ("change_rate", (int, float)), ("transitions", list),
+                          ("changed_because", dict), ("sensitive", bool)):
+            if not isinstance(lab.get(key), kind):
+                return f"label {name!r} has no `{key}`"
+        for t in lab["transitions"]:
+            if not (isinstance(t, dict) and isinstance(t.get("from"), str) and isinstance(t.get("to"), str)
+                    and isinstance(t.get("count"), int) and isinstance(t.get("examples"), list)
+                    and all(isinstance(e, str) for e in t["examples"])):
+                return f"label {name!r} has a transition that is not {{from, to, count, examples}}"
+    status = data.get("status", {})
+    if not isinstance(status, dict):
+        return "`status` is not an object"
+    checks = status.get("checks") or []
+    if not isinstance(checks, list) or not all(
+            isinstance(c, dict) and all(isinstance(c.get(k), str) for k in ("metric", "threshold", "verdict"))
+            and (c.get("value") is None or isinstance(c.get("value"), (int, float))) for c in checks):
+        return "`status.checks` is not a list of {metric, value, threshold, verdict}"
+    for key in ("latency_p99_ms", "rule_errors", "rule_absent"):
+        if not isinstance(data.get(key) or {}, dict):
+            return f"`{key}` is not an object"
+    return None
