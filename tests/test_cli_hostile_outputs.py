@@ -320,3 +320,24 @@ def test_audit_search_version_takes_a_unique_prefix_and_refuses_an_ambiguous_one
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "ambiguous" in r.stderr and v1 in r.stderr and v2 in r.stderr
     assert r.stdout == ""
+
+
+def test_a_service_rollout_report_has_the_new_labels_and_rule_errors_apart_from_absent_reads(tmp_path: Path) -> None:
+    """What `rollout report --url` shows for a rollout on `serve`: the same as `label --shadow` (shadow step 0)."""
+    from activelabel import Labeler
+    from activelabel.governance.rollout import Rollout, RolloutSpec
+    from activelabel.governance.rollout_render import rollout_text
+
+    serving_file, candidate_file = _policies(tmp_path)
+    serving, candidate = Labeler.from_file(serving_file), Labeler.from_file(candidate_file)
+    spec = RolloutSpec.from_mapping({"key": "record_id", "steps": [0, 100], "interval": "10s", "min_events": 1,
+                                     "analysis": [{"metric": "rule_error_rate_increase", "max": 0.001}]})
+    rollout = Rollout("r-new", spec, serving=serving, candidate=candidate)
+    for i, line in enumerate(_events(tmp_path).read_bytes().splitlines()):
+        rollout.label(orjson.loads(line), record_id=str(i))
+    report = rollout.report()
+    assert [(t["from"], t["to"], t["count"]) for t in report["labels"]["is_post"]["transitions"]] == [
+        ("(unset)", "true", 15)]
+    assert report["rule_errors"] == {"serving": 10, "candidate": 10}
+    assert report["rule_absent"]["serving"] == 10
+    assert "is_post: transitions old -> new" in rollout_text(report)
