@@ -175,7 +175,7 @@ def test_output_paths_are_checked_before_labeling_and_their_folders_created_as_f
     out = tmp_path / "out.jsonl"
     r = run("label", str(events), "-p", str(serving), "-o", str(out), "--shadow", str(candidate),
             "--shadow-report", str(afile / "x.json"))
-    _assert_one_error_line(r, f"--shadow-report {afile / 'x.json'}", "cannot create the folder")
+    _assert_one_error_line(r, f"--shadow-report {afile / 'x.json'}", f"{afile} is a file, not a folder")
     assert not out.exists()  # refused before any record was labeled
     report = tmp_path / "new" / "dir" / "shadow.json"
     r = run("label", str(events), "-p", str(serving), "-o", str(tmp_path / "o2" / "out.jsonl"), "-q",
@@ -183,7 +183,7 @@ def test_output_paths_are_checked_before_labeling_and_their_folders_created_as_f
     assert r.returncode == 0, r.stderr
     assert orjson.loads(report.read_bytes())["events"] == 30
     r = run("rollout", "report", "--from", str(report), "--html", str(afile / "x.html"))
-    _assert_one_error_line(r, f"--html {afile / 'x.html'}", "cannot create the folder")
+    _assert_one_error_line(r, f"--html {afile / 'x.html'}", f"{afile} is a file, not a folder")
     page = tmp_path / "pages" / "x.html"
     r = run("rollout", "report", "--from", str(report), "--html", str(page))
     assert r.returncode == 0, r.stderr

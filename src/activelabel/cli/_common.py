@@ -146,6 +146,11 @@ def writable_output(path: Path, flag: str) -> None:
     Its folder is created when missing, as ``-o`` creates the labeled output's: what a
     file written at the end of a run needs is known before the run, not after it.
     """
+    existing = path.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        fail(f"{flag} {path}: {existing} is a file, not a folder; give a path in a folder you can write")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -10,7 +10,7 @@ from typing import Annotated
 import orjson
 import typer
 
-from activelabel.cli._common import fail
+from activelabel.cli._common import fail, printable
 from activelabel.cli.main import app
 from activelabel.errors import AuditError
 
@@ -45,7 +45,7 @@ def verify(
     if json_out:
         sys.stdout.write(orjson.dumps(result.__dict__).decode() + "\n")
     else:
-        sys.stdout.write(result.summary() + "\n")
+        sys.stdout.write(printable(result.summary(), one_line=True) + "\n")  # a problem may quote the log's bytes
     raise typer.Exit(0 if result.ok else 1)
 
 
