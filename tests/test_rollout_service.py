@@ -459,3 +459,12 @@ def test_abort_promote_resume_on_a_finished_rollout_are_409_and_the_cli_exits_1(
     r = httpx.post(s.url + "/v1/rollout/abort", headers=ADMIN, timeout=10)
     assert r.status_code == 409 and f"rollout {again['id']} is already promoted" in r.json()["error"]["message"]
     assert httpx.get(s.url + "/readyz", timeout=10).json()["policy_version"] == again["candidate_version"]
+
+
+def test_the_cli_prints_the_services_error_message_not_its_json(served: Callable[..., Served]) -> None:
+    """`rollout status` on a service with no rollout: the service's message on one line, not a Python dict."""
+    s = served()
+    cli = _cli("rollout", "status", "--url", s.url, "--token", "admin-token")
+    assert cli.returncode == 1 and cli.stdout == ""
+    assert "404: " in cli.stderr and "no rollout" in cli.stderr
+    assert "{'code'" not in cli.stderr and "'message'" not in cli.stderr

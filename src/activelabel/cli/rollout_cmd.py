@@ -11,7 +11,7 @@ import orjson
 import typer
 from rich.markup import escape
 
-from activelabel.cli._common import err, fail
+from activelabel.cli._common import err, fail, printable
 from activelabel.cli.main import app
 
 rollout_app = typer.Typer(help="Shadow and canary a candidate policy on a running `activelabel serve`, "
@@ -53,13 +53,16 @@ def _call(method: str, url: str, path: str, token: str | None, body: dict[str, A
         where = spec_file or f"{url}{path}"
         _fail_each([f"{where}: {p}" for p in error["problems"]])
     if response.status_code == 409 and isinstance(error, dict) and error.get("message"):
-        fail(f"{url}{path}: 409: {error['message']}")
+        fail(f"{url}{path}: 409: {printable(str(error['message']), one_line=True)}")
     if response.status_code >= 400:
-        detail = data.get("error") or data.get("detail") or data
-        errors = data.get("errors") or []
+        # The service's JSON error ({"code", "message"}) as its message, not as a Python dict.
+        detail = (error.get("message") or error.get("code") if isinstance(error, dict) else error) \
+            or (data.get("detail") if isinstance(data, dict) else None) or data
+        errors = (data.get("errors") or []) if isinstance(data, dict) else []
         for e in errors:
-            sys.stderr.write((e.get("text") or e.get("message") or str(e)) + "\n")
-        fail(f"{url}{path}: {response.status_code}: {detail}")
+            text = (e.get("text") or e.get("message") or str(e)) if isinstance(e, dict) else str(e)
+            sys.stderr.write(printable(text, one_line=True) + "\n")
+        fail(f"{url}{path}: {response.status_code}: {printable(str(detail), one_line=True)}")
     return data if isinstance(data, dict) else {"result": data}
 
 
@@ -78,7 +81,8 @@ def _print_status(status: dict[str, Any], as_json: bool) -> None:
         value = "-" if check["value"] is None else f"{check['value']:.4g}"
         lines.append(f"  {check['metric']}: {value} (threshold {check['threshold']}) {check['verdict']}"
                      + (" [dry run]" if check.get("dry_run") else ""))
-    sys.stdout.write("\n".join(lines) + "\n")
+    # A reason quotes names from the policies (labels, rule ids): never a control character on the terminal.
+    sys.stdout.write("\n".join(printable(line, one_line=True) for line in lines) + "\n")
 
 
 @rollout_app.command("start")
