@@ -282,3 +282,35 @@ def test_novelty_strategy_spends_its_uncertainty_share_on_the_line_the_model_is_
                               template_words=words, seed=1, exclude={"known"}, confidence=sure,
                               uncertainty_share=0.5)
     assert mixed[0].decision.record_id == "timeout" and len(mixed) == 2
+
+
+def test_novelty_strategy_spends_what_is_left_once_nothing_is_novel_on_a_second_example_of_a_class_reviewed_once():
+    """A class reviewed on one line cannot show which of its words is a parameter, so its other lines stay novel.
+    Once no line is novel, the round goes to a line the model takes for that class (one per class), not to the
+    line farthest from training: after it, the class's lines with other words there are not novel any more."""
+    from activelabel.quality.novelty import template_tokens, template_words
+    from activelabel.quality.review import select_for_review
+    from activelabel.quality.store import StoredDecision
+
+    reviewed = {"kshell": ("E1", "session opened for admin by service kshell"),
+                "fan": ("E2", "fan speed low on sensor 3 tripped now")}
+    texts = {"ftp": "session opened for admin by service ftp",    # E1 again, another service
+             "cron": "session opened for admin by service cron",  # E1 again: only one per class
+             "fan2": "fan speed low on sensor 4 reading",  # E2, far from its line, other length
+             "fan3": "fan speed low on sensor 5 tripped now"}  # E2, its reviewed template
+    decisions = [StoredDecision(k, 0.0, None, {}, {}, {}, {}, {"content": v}) for k, v in texts.items()]
+    index = NoveltyIndex.build([{"msg": t} for _, t in reviewed.values()], ["msg"], labels=[c for c, _ in reviewed.values()])
+    novelty = {k: index.score({"msg": v}) for k, v in texts.items()}
+    assert not any(index.is_novel(s) for s in novelty.values()) and novelty["fan2"] > novelty["ftp"]
+    words = {k: template_words(v) for k, v in texts.items()}
+    seconds = {"ftp": ("E1", 0.7), "cron": ("E1", 0.6)}
+    kw = {"label": "x", "budget": 2, "strategy": "novelty", "novelty": novelty, "template_words": words, "seed": 1}
+    plain = [p.decision.record_id for p in select_for_review(decisions, **kw)]
+    assert plain[0] == "fan2"
+    picked = [p.decision.record_id for p in select_for_review(decisions, **kw, second_examples=seconds,
+                                                              novelty_threshold=index.threshold)]
+    assert picked[0] == "ftp" and "cron" not in picked and len(picked) == 2
+    # What the second example teaches: `service` is a parameter, so another service's line is not novel.
+    toks = [template_tokens(reviewed["kshell"][1]), template_tokens(texts["ftp"])]
+    taught = NoveltyIndex.build([{"msg": reviewed["kshell"][1]}, {"msg": texts["ftp"]}], ["msg"], labels=["E1", "E1"])
+    assert len(toks[0]) == len(toks[1]) and taught.score_text("session opened for admin by service telnet") == 0.0

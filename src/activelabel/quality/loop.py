@@ -203,8 +203,11 @@ class LoopConfig:
     min_confidence: float = 0.5
     novelty_threshold: float = 0.4
     #: ``novelty`` strategy: the share of each round's budget spent on the least certain lines first
-    #: (the model's own confidence, see `Loop._model_confidence`); the rest goes farthest-first by novelty.
+    #: (the model's own confidence, see `Loop._guesses`); the rest goes farthest-first by novelty.
     uncertainty_share: float = 0.5
+    #: ``novelty`` strategy: once nothing left is novel, spend the rest of the round on second examples
+    #: of classes reviewed once (see `Loop._second_examples`) before lines the model already knows.
+    second_examples: bool = True
     novelty_enricher: str | None = "novelty"  # None: no novelty enricher in the loop's file
     wait_timeout: float = 3600.0
     poll_interval: float = 1.0
@@ -407,38 +410,75 @@ class Loop:
         stored = {d.record_id: d for d in self.store.decisions() if d.record_id in self.by_id}
         return stored, stats
 
-    def _novelty(self, decisions: Mapping[str, StoredDecision],
-                 programs: Mapping[str, Any]) -> tuple[dict[str, float], dict[str, frozenset[str]]]:
-        """Novelty per record against the current model's index, and each record's template words."""
+    def _novelty(self, decisions: Mapping[str, StoredDecision], programs: Mapping[str, Any]
+                 ) -> tuple[dict[str, float], dict[str, tuple[str, ...]]]:
+        """Novelty per record against the current model's index, and each record's template words in order."""
         if self.novelty is None:
             return {}, {}
         from activelabel.quality.features import feature_rows
-        from activelabel.quality.novelty import row_text, template_words
+        from activelabel.quality.novelty import row_text, template_tokens
 
         ds = [decisions[i] for i in self.ids]
         rows = feature_rows(ds, programs, hide_label=self.cfg.label)
         names = self.novelty.text_features
-        words = {d.record_id: template_words(row_text(r, names)) for d, r in zip(ds, rows, strict=True)}
-        return {d.record_id: s for d, s in zip(ds, self.novelty.scores(rows), strict=True)}, words
+        tokens = {d.record_id: template_tokens(row_text(r, names)) for d, r in zip(ds, rows, strict=True)}
+        return {d.record_id: s for d, s in zip(ds, self.novelty.scores(rows), strict=True)}, tokens
 
-    def _model_confidence(self, candidates: Sequence[StoredDecision]) -> dict[str, float] | None:
-        """How sure the labeling is of each candidate, for the uncertainty share of the ``novelty``
-        strategy: a rule's own confidence where one of the policy's rules decided, else the model's
-        top class probability (also where the novelty rule hid the model's answer), else 0."""
+    def _guesses(self, candidates: Sequence[StoredDecision]) -> dict[str, tuple[str | None, float]] | None:
+        """What the labeling thinks each candidate is, and how sure it is, for the ``novelty`` strategy:
+        a rule's value and own confidence where one of the policy's rules decided, else the model's top
+        class and its probability (also where the novelty rule hid the model's answer), else (None, 0)."""
         if self.artifact is None:
             return None
         dists = self._distributions(candidates) or {}
         label = self.cfg.label
-        out = {}
+        out: dict[str, tuple[str | None, float]] = {}
         for d in candidates:
             source = d.sources.get(label) if label in d.labels else None
             if source and source.startswith("rule:") and source not in self.novelty_rules:
                 c = d.confidences.get(label)
-                out[d.record_id] = 1.0 if c is None else float(c)
+                out[d.record_id] = (str(d.labels[label]), 1.0 if c is None else float(c))
             elif dists.get(d.record_id):
-                out[d.record_id] = float(max(dists[d.record_id].values()))
+                top = max(dists[d.record_id], key=dists[d.record_id].__getitem__)
+                out[d.record_id] = (str(top), float(dists[d.record_id][top]))
             else:
-                out[d.record_id] = 0.0
+                out[d.record_id] = (None, 0.0)
+        return out
+
+    def _second_examples(self, guesses: Mapping[str, tuple[str | None, float]], truth: Mapping[str, Any],
+                         tokens: Mapping[str, tuple[str, ...]], decisions: Mapping[str, StoredDecision]
+                         ) -> dict[str, tuple[str, float]]:
+        """Candidates that would be a second, different example of a class reviewed once: the labeling
+        guesses that class, and the line has as many words as the class's one reviewed line and differs
+        from it while agreeing in at least `MERGE_SIMILARITY` of the positions (what `learn_patterns`
+        merges into one template with parameters). Record id → (class, how sure the guess is).
+
+        One line cannot show which of its words is a parameter: the index then calls the class's
+        other lines with another word there novel, and the model has one line to learn the class
+        from. Classes a rule labels are left out (the rule gives them training lines)."""
+        from activelabel.quality.novelty import MERGE_SIMILARITY
+
+        label = self.cfg.label
+        pool = set(self.pool)
+        seen: dict[str, set[tuple[str, ...]]] = {}  # class -> the distinct templates reviewed
+        for rid, value in truth.items():
+            if rid in pool:
+                seen.setdefault(str(value), set()).add(tokens.get(rid, ()))
+        ruled = set()
+        for rid in self.pool:
+            source = decisions[rid].sources.get(label) if label in decisions[rid].labels else None
+            if source and source.startswith("rule:") and source not in self.novelty_rules:
+                ruled.add(str(decisions[rid].labels[label]))
+        once = {c: next(iter(ts)) for c, ts in seen.items() if len(ts) == 1 and c not in ruled}
+        out: dict[str, tuple[str, float]] = {}
+        for rid, (cls, sure) in guesses.items():
+            if cls is None or cls not in once or rid in truth:
+                continue
+            ref, toks = once[cls], tokens.get(rid, ())
+            if not toks or len(toks) != len(ref) or toks == ref:
+                continue
+            if sum(1 for a, b in zip(toks, ref, strict=True) if a == b) >= MERGE_SIMILARITY * len(toks):
+                out[rid] = (cls, sure)
         return out
 
     def _annotate(self, rnd: int, picked: Sequence[Any]) -> int:
@@ -581,7 +621,8 @@ class Loop:
             if features is None:
                 features = self._features(policy, [decisions[i] for i in self.pool])
                 programs = compile_features(features)
-            novelty, words = self._novelty(decisions, programs)
+            novelty, tokens = self._novelty(decisions, programs)
+            words = {i: frozenset(t) for i, t in tokens.items()}
             novel = {i: self.novelty.is_novel(s) for i, s in novelty.items()} if self.novelty else {}
             for i in self.ids:  # what the policy's novelty rules flagged (before round 1: everything they saw)
                 if self.novelty_rules and decisions[i].sources.get(label) in self.novelty_rules:
@@ -625,15 +666,20 @@ class Loop:
                 dists = None
                 if cfg.strategy in ("margin", "entropy", "disagreement") and self.artifact is not None:
                     dists = self._distributions(candidates)
-                sure = None
-                if cfg.strategy == "novelty" and cfg.uncertainty_share > 0:
-                    sure = self._model_confidence([c for c in candidates if c.record_id not in exclude])
+                sure = seconds = None
+                if cfg.strategy == "novelty" and (cfg.uncertainty_share > 0 or cfg.second_examples):
+                    guesses = self._guesses([c for c in candidates if c.record_id not in exclude])
+                    if guesses is not None and cfg.uncertainty_share > 0:
+                        sure = {i: c for i, (_, c) in guesses.items()}
+                    if guesses is not None and cfg.second_examples and tokens:
+                        seconds = self._second_examples(guesses, truth_now, tokens, decisions)
                 last_picked = select_for_review(
                     candidates, label=label, budget=cfg.budget, strategy=cfg.strategy,
                     dedup=dedup_key_for(cfg.dedup_field) if cfg.dedup else None, exclude=exclude,
                     rule_values=registry.rule_values if registry else {}, model_distributions=dists,
                     novelty=novelty, template_words=words or None, seed=cfg.seed * 1000 + rnd, fill=True,
-                    confidence=sure, uncertainty_share=cfg.uncertainty_share)
+                    confidence=sure, uncertainty_share=cfg.uncertainty_share, second_examples=seconds,
+                    novelty_threshold=self.novelty.threshold if self.novelty is not None else None)
                 self._annotate(rnd, last_picked)
                 self._train(rnd, features, programs, decisions)
             row.elapsed_s = round(time.perf_counter() - started, 3)

@@ -150,6 +150,8 @@ def select_for_review(
     fill: bool = False,
     confidence: Mapping[str, float] | None = None,
     uncertainty_share: float = 0.0,
+    second_examples: Mapping[str, tuple[str, float]] | None = None,
+    novelty_threshold: float | None = None,
 ) -> list[ReviewItem]:
     """The ``budget`` items to review for ``label``, best first, one per dedup key.
 
@@ -166,7 +168,13 @@ def select_for_review(
     goes first to the least certain lines (one per template), and farthest-first fills the rest
     counting them as picked: novelty alone passes over a new class whose lines look like a known
     one ("Connection timed out" next to "Link has been severed"), uncertainty alone over a
-    template nobody has seen that the model happens to be sure of.
+    template nobody has seen that the model happens to be sure of. With ``second_examples``
+    (record id → (class, priority): lines that would be a second, different example of a class
+    reviewed once, see `Loop._second_examples`) and ``novelty_threshold``, the farthest-first
+    part, once no line left is novel (below the threshold against training and the picks so
+    far), takes those first, the highest priority of each class, one per class: the budget
+    then goes to what a second example teaches (the class's word parameters, a second line
+    for the model) instead of to lines the model already gets right.
     """
     dists = model_distributions or {}
     if strategy not in STRATEGIES:
@@ -179,7 +187,8 @@ def select_for_review(
         ranked = [(0.0, d) for d in pool]
     elif strategy == "novelty" and novelty is not None and template_words is not None:
         return _novelty_greedy(pool, label, budget, novelty, template_words, dedup, rng, fill,
-                               confidence=confidence, uncertainty_share=uncertainty_share)
+                               confidence=confidence, uncertainty_share=uncertainty_share,
+                               second_examples=second_examples, novelty_threshold=novelty_threshold)
     else:
         # Random tie-break: many items share a score (e.g. every unmatched line has confidence 0).
         keyed = [(_score(strategy, d, label, rule_values, dists.get(d.record_id), novelty), rng.random(), d)
@@ -213,9 +222,11 @@ def _jaccard_distance(a: frozenset[str], b: frozenset[str]) -> float:
 def _novelty_greedy(pool: Sequence[StoredDecision], label: str, budget: int, novelty: Mapping[str, float],
                     words: Mapping[str, frozenset[str]], dedup: Callable[[StoredDecision], str] | None,
                     rng: random.Random, fill: bool = False, *, confidence: Mapping[str, float] | None = None,
-                    uncertainty_share: float = 0.0) -> list[ReviewItem]:
+                    uncertainty_share: float = 0.0, second_examples: Mapping[str, tuple[str, float]] | None = None,
+                    novelty_threshold: float | None = None) -> list[ReviewItem]:
     """Farthest-first: the most novel line, then the line most novel against training *and* the picks so far
-    (after the least certain lines, when ``confidence`` and ``uncertainty_share`` ask for them)."""
+    (after the least certain lines, when ``confidence`` and ``uncertainty_share`` ask for them; and once
+    nothing left is novel, second examples of classes reviewed once first, when ``second_examples`` are given)."""
     tie = {d.record_id: rng.random() for d in pool}
     current = {d.record_id: novelty.get(d.record_id, 0.0) for d in pool}
     empty: frozenset[str] = frozenset()
@@ -231,6 +242,10 @@ def _novelty_greedy(pool: Sequence[StoredDecision], label: str, budget: int, nov
     # Least certain last, so pop() takes the next one; ids taken so far are skipped.
     by_doubt = sorted(pool, key=lambda d: ((confidence or {}).get(d.record_id, 0.0), tie[d.record_id]), reverse=True)
     taken: set[str] = set()
+    # Second examples, best last (pop() takes the next); a class gets one per round.
+    seconds = sorted((d for d in pool if d.record_id in (second_examples or {})),
+                     key=lambda d: ((second_examples or {})[d.record_id][1], tie[d.record_id]))
+    classes_taken: set[str] = set()
     while remaining and len(chosen) < budget:
         if len(chosen) < unsure and by_doubt:
             best = by_doubt.pop()
@@ -238,6 +253,13 @@ def _novelty_greedy(pool: Sequence[StoredDecision], label: str, budget: int, nov
                 continue
         else:
             best = max(remaining, key=lambda d: (score(d), tie[d.record_id]))
+            if seconds and novelty_threshold is not None and current[best.record_id] < novelty_threshold:
+                second = seconds.pop()
+                cls = (second_examples or {})[second.record_id][0]
+                if second.record_id in taken or cls in classes_taken:
+                    continue
+                classes_taken.add(cls)
+                best = second
         remaining.remove(best)
         taken.add(best.record_id)
         if dedup is not None:
