@@ -262,6 +262,6 @@ def test_label_shadow_times_each_version_first_about_half_the_time(tmp_path: Pat
     assert r.returncode == 0, r.stderr
     got = orjson.loads(report.read_bytes())
     first = got["latency_ran_first"]
-    # Every event up to 2000 is timed, then one in 8: 2000 + 125, each version first on about half.
-    assert first["serving"] + first["candidate"] == 2125 and 850 < first["serving"] < 1275
+    # Every event up to 2000 is timed, then one in 32 (events 2016, 2048, ..., 2976): 2031, each first on about half.
+    assert first["serving"] + first["candidate"] == 2031 and 810 < first["serving"] < 1220
     assert got["events"] == 3000 and all(v is not None for v in got["latency_p99_ms"].values())
