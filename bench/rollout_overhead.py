@@ -208,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
         f"  with --shadow               {p['shadow_s']:.3f}s  {rate(p['shadow_s'])}",
         f"  candidate label_batch alone {p['candidate_eval_s']:.3f}s (one extra evaluation of decoded events)",
         f"  shadow - decisions = {p['shadow_s'] - p['decisions_s']:.3f}s vs one evaluation {p['candidate_eval_s']:.3f}s"
-        f" (ratio {(p['shadow_s'] - p['decisions_s']) / p['candidate_eval_s']:.2f})",
+        f" (ratio {(p['shadow_s'] - p['decisions_s']) / p['candidate_eval_s']:.2f}; paired median "
+        f"{statistics.median((sh - de) / ev for sh, de, ev in zip(inproc['shadow_s'], inproc['decisions_s'], inproc['candidate_eval_s'], strict=True)):.2f})",
         f"  with --audit Metadata       {p['audit_metadata_s']:.3f}s  {rate(p['audit_metadata_s'])}"
         f"  {_cost(inproc, 'plain_s', 'audit_metadata_s')}  (writer process, as `label` runs it)",
         f"    CPU (with the writer)     plain {p['plain_cpu_s']:.3f}s, audit {p['audit_metadata_cpu_s']:.3f}s"
