@@ -468,3 +468,15 @@ def test_the_cli_prints_the_services_error_message_not_its_json(served: Callable
     assert cli.returncode == 1 and cli.stdout == ""
     assert "404: " in cli.stderr and "no rollout" in cli.stderr
     assert "{'code'" not in cli.stderr and "'message'" not in cli.stderr
+
+
+def test_the_cli_says_whether_a_token_was_missing_unknown_or_lacks_the_admin_scope(served: Callable[..., Served]) -> None:
+    """401 without a token or with one the service does not know, 403 with a label-only token: each says which."""
+    s = served()
+    missing = _cli("rollout", "status", "--url", s.url)
+    unknown = _cli("rollout", "status", "--url", s.url, "--token", "not-a-token")
+    label_only = _cli("policy", "rollback", "sha256:00", "--url", s.url, "--token", "label-token")
+    assert missing.returncode == unknown.returncode == label_only.returncode == 1
+    assert "401: no token was given" in missing.stderr
+    assert "401: the service does not know the token given" in unknown.stderr
+    assert "403 forbidden: this needs a token with the admin scope" in label_only.stderr

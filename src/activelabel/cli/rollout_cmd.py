@@ -44,9 +44,11 @@ def _call(method: str, url: str, path: str, token: str | None, body: dict[str, A
     except ValueError:
         data = {"error": response.text[:500]}
     if response.status_code == 403:
-        fail(f"{url}{path}: 403 forbidden: rollouts need a token with the admin scope (--token or $ACTIVELABEL_TOKEN)")
+        fail(f"{url}{path}: 403 forbidden: this needs a token with the admin scope; the one given has not "
+             "(--token or $ACTIVELABEL_TOKEN)")
     if response.status_code == 401:
-        fail(f"{url}{path}: 401: give an admin bearer token with --token or $ACTIVELABEL_TOKEN")
+        given = "no token was given" if not token else "the service does not know the token given"
+        fail(f"{url}{path}: 401: {given}; pass an admin token with --token or $ACTIVELABEL_TOKEN")
     error = data.get("error") if isinstance(data, dict) else None
     if response.status_code >= 400 and isinstance(error, dict) and error.get("problems"):
         # A spec the service refused (e.g. a check on a label only it could see is not there).
