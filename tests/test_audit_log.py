@@ -570,3 +570,30 @@ def test_verify_says_which_records_no_signed_checkpoint_covers_yet(tmp_path: Pat
     done = _verify(directory)
     assert done.returncode == 0
     assert "the last 1 records are after the newest signed checkpoint" in done.stdout
+
+
+def test_a_cut_log_is_refused_even_without_state_json_and_when_the_cut_is_inside(tmp_path: Path) -> None:
+    """Deleting checkpoints/state.json does not hide a cut (the signed notes count), and a segment cut short
+    inside a log of several segments is found too: the next writer refuses, the log is left as it was."""
+    from activelabel.errors import AuditError
+
+    tail_cut = tmp_path / "tail"
+    _write_log(tail_cut)
+    segment, lines = _lines(tail_cut)
+    segment.write_bytes(b"".join(lines)[:-20])
+    (tail_cut / "checkpoints" / "state.json").unlink()
+    with pytest.raises(AuditError, match="was cut: its segments hold 50 complete records but a signed checkpoint "
+                                         "covers 51"):
+        AuditLog(tail_cut)
+    inside = tmp_path / "inside"
+    with AuditLog(inside, segment_max_bytes=4_000, checkpoint_every=7) as log:
+        _log_runs(log, 12)
+    segments = sorted((inside / "segments").glob("*.jsonl"))
+    assert len(segments) > 3
+    second = segments[1].read_bytes()
+    segments[1].write_bytes(second[:second.rstrip(b"\n").rfind(b"\n") + 1])  # its last record removed whole
+    before = {p.name: p.read_bytes() for p in segments}
+    with pytest.raises(AuditError, match=f"was cut inside: {segments[1].name} does not end with record"):
+        AuditLog(inside)
+    assert {p.name: p.read_bytes() for p in sorted((inside / "segments").glob("*.jsonl"))} == before
+    assert verify_log(inside).ok is False

@@ -30,6 +30,7 @@ never vanishes unseen. Reading and verifying a log is ``audit_files.py``.
 from __future__ import annotations
 
 import binascii
+import itertools
 import os
 import sys
 import threading
@@ -66,6 +67,7 @@ from activelabel.governance.audit_files import (
     KEY_NAME_DEFAULT,
     SEGMENT_DIGITS,
     VerifyResult,
+    checkpoint_files,
     iter_lines,
     load_or_create_key,
     load_public_key,
@@ -862,10 +864,12 @@ class AuditLog:
             if int(state["size"]) >= tail.index:
                 tail = _Tail(int(state["size"]), unb64(state["prev"]), MerkleFrontier.from_json(state["frontier"]))
         on_disk = _complete_records(self.directory, retention.next_index if retention is not None else 0)
-        if on_disk < tail.index:  # a checkpoint signed records that are no longer there: never write after a cut
+        # The newest signed note counts too: state.json is a cache anyone who can cut the log can delete.
+        signed = max([tail.index, *(int(p.stem) for p in checkpoint_files(self.directory) if p.stem.isdigit())])
+        if on_disk < signed:  # a checkpoint signed records that are no longer there: never write after a cut
             raise AuditError(
                 f"the audit log {self.directory} was cut: its segments hold {on_disk} complete records but a signed "
-                f"checkpoint covers {tail.index}; run `activelabel audit verify {self.directory}`, keep that directory "
+                f"checkpoint covers {signed}; run `activelabel audit verify {self.directory}`, keep that directory "
                 "as it is (it is the evidence) and give --audit a new one")
         leaves: list[bytes] = []
         for path, offset, raw in iter_lines(self.directory, start_index=tail.index):
@@ -994,15 +998,45 @@ class _Privacy:
 
 
 def _complete_records(directory: Path, first_kept: int) -> int:
-    """How many records the segments hold whole (newline-terminated), counting those retention removed."""
+    """How many records the segments hold whole (newline-terminated), counting those retention removed.
+
+    Only the last segment is counted line by line; each earlier one must end with a whole
+    record whose ``index`` is one before the next segment's first (its name), so a cut
+    inside the log is found by reading a few KiB per segment. AuditError when one does not.
+    """
     segments = segment_files(directory)
     if not segments:
         return first_kept
+    written = list(segments)
+    while len(written) > 1 and written[-1].stat().st_size == 0:
+        written.pop()  # a segment opened at rotation before a kill: the one before may end torn
+    for path, following in itertools.pairwise(written):
+        if not _ends_before(path, int(following.stem)):
+            raise AuditError(
+                f"the audit log {directory} was cut inside: {path.name} does not end with record "
+                f"{int(following.stem) - 1}, the one before {following.name}; run `activelabel audit verify "
+                f"{directory}`, keep that directory as it is (it is the evidence) and give --audit a new one")
     lines = 0
     with segments[-1].open("rb") as fh:
         while block := fh.read(1 << 20):
             lines += block.count(b"\n")
     return int(segments[-1].stem) + lines
+
+
+def _ends_before(path: Path, next_first: int) -> bool:
+    """Whether segment ``path`` ends with a whole record whose index is ``next_first - 1``."""
+    with path.open("rb") as fh:
+        size = fh.seek(0, os.SEEK_END)
+        fh.seek(max(0, size - (256 << 10)))
+        tail = fh.read()
+    if not tail.endswith(b"\n"):
+        return False
+    last = tail[:-1].rsplit(b"\n", 1)[-1]
+    try:
+        record = orjson.loads(last)
+        return isinstance(record, dict) and record.get("index") == next_first - 1
+    except orjson.JSONDecodeError:
+        return False
 
 
 def _numbered_head(ids: Sequence[str]) -> bytes | None:
