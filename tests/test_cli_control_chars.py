@@ -14,12 +14,14 @@ from pathlib import Path
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 # Each would act on a terminal: clear the screen, set the window title, return to column 0, reverse the text.
 HOSTILE = {"\x1b[2J": "\\x1b[2J", "\x1b]0;pwned\x07": "\\x1b]0;pwned\\x07", "\r": "\\x0d", "\u202e": "\\u202e",
-           "\x9b": "\\x9b", "\x00": "\\x00", "\x7f": "\\x7f", "\n": "\\n"}
+           "\x9b": "\\x9b", "\x00": "\\x00", "\x7f": "\\x7f", "\n": "\\n",
+           # a row break for editors and splitlines(), a hidden character, a direction mark
+           "\u2028": "\\u2028", "\u200b": "\\u200b", "\u200f": "\\u200f"}
 RAW = [k for k in HOSTILE if k != "\n"]
 
 
 def _yaml_escape(text: str) -> str:
-    return "".join(f"\\u{ord(c):04x}" if ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 or 0x202A <= ord(c) <= 0x202E else c
+    return "".join(f"\\u{ord(c):04x}" if ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 or 0x200B <= ord(c) <= 0x202E else c
                    for c in text)
 
 

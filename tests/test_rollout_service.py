@@ -480,3 +480,13 @@ def test_the_cli_says_whether_a_token_was_missing_unknown_or_lacks_the_admin_sco
     assert "401: no token was given" in missing.stderr
     assert "401: the service does not know the token given" in unknown.stderr
     assert "403 forbidden: this needs a token with the admin scope" in label_only.stderr
+
+
+def test_rollout_start_prints_why_the_candidate_was_refused(served: Callable[..., Served], tmp_path: Path) -> None:
+    """A candidate failing its own tests: the CLI prints each error the service gave, not only their count."""
+    s = served()
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(BASE_SPEC))
+    cli = _cli("rollout", "start", str(FAILING), "--url", s.url, "--token", "admin-token", "--spec", str(spec))
+    assert cli.returncode == 1
+    assert "422: the candidate was refused" in cli.stderr and "policy test" in cli.stderr

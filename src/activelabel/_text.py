@@ -12,10 +12,12 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-# C0 controls but tab and line feed, DEL, C1 controls, and the bidirectional overrides and
-# isolates (they reorder what the terminal shows: "Trojan source").
-_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
-_CONTROL_ALL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+# C0 controls but tab and line feed, DEL, C1 controls, the bidirectional overrides, isolates and
+# marks (they reorder what the terminal shows: "Trojan source"), the zero-width characters that
+# hide text, and the line and paragraph separators that editors and str.splitlines() break on.
+_INVISIBLE = "\u061c\u200b-\u200f\u2028\u2029\u202a-\u202e\u2060-\u2069\ufeff"
+_CONTROL = re.compile(f"[\x00-\x08\x0b-\x1f\x7f-\x9f{_INVISIBLE}]")
+_CONTROL_ALL = re.compile(f"[\x00-\x1f\x7f-\x9f{_INVISIBLE}]")
 _NAMED = {"\n": "\\n", "\t": "\\t"}  # the two a reader knows by name; the rest by code
 
 

@@ -60,7 +60,9 @@ def _call(method: str, url: str, path: str, token: str | None, body: dict[str, A
         # The service's JSON error ({"code", "message"}) as its message, not as a Python dict.
         detail = (error.get("message") or error.get("code") if isinstance(error, dict) else error) \
             or (data.get("detail") if isinstance(data, dict) else None) or data
-        errors = (data.get("errors") or []) if isinstance(data, dict) else []
+        # A refused candidate's errors come inside the error object ({"error": {..., "errors": [...]}}).
+        errors = ((error.get("errors") if isinstance(error, dict) else None) or data.get("errors") or []) \
+            if isinstance(data, dict) else []
         for e in errors:
             text = (e.get("text") or e.get("message") or str(e)) if isinstance(e, dict) else str(e)
             sys.stderr.write(printable(text, one_line=True) + "\n")
