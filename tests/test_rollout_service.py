@@ -25,7 +25,7 @@ FAILING = REPO / "tests" / "fixtures" / "service" / "failing_tests_policy.yaml"
 CLI = [sys.executable, "-m", "activelabel"]
 TOKENS = {
     "label-token": {"scopes": ["label"], "name": "app"},
-    "admin-token": {"scopes": ["label", "admin"], "name": "ops"},
+    "admin-token": {"scopes": ["label", "admin", "feedback"], "name": "ops"},
 }
 ADMIN = {"authorization": "Bearer admin-token"}
 LABEL = {"authorization": "Bearer label-token"}
@@ -490,3 +490,27 @@ def test_rollout_start_prints_why_the_candidate_was_refused(served: Callable[...
     cli = _cli("rollout", "start", str(FAILING), "--url", s.url, "--token", "admin-token", "--spec", str(spec))
     assert cli.returncode == 1
     assert "422: the candidate was refused" in cli.stderr and "policy test" in cli.stderr
+
+
+def test_feedback_follows_the_labels_of_a_promoted_candidate_and_of_a_rollback(
+        served: Callable[..., Served], tmp_path: Path) -> None:
+    """A candidate adds a label; once promoted, /v1/feedback takes truth for it; rolled back, it refuses it again."""
+    s = served()
+    candidate = _policy(tmp_path, "v2.yaml", "2",
+                        "  - {id: post, label: is_post, value: true, when: 'event.method == \"POST\"'}\n")
+    candidate.write_text(candidate.read_text().replace("labels:\n", "labels:\n  is_post: {type: bool, default: false}\n", 1))
+    started = _start(s.url, candidate, {**BASE_SPEC, "steps": [0, 100], "interval": "1h"})
+    assert started.status_code == 201, started.text
+    assert httpx.post(s.url + "/v1/rollout/promote", headers=ADMIN, timeout=10).json()["state"] == "promoted"
+
+    def truth_for_is_post() -> dict[str, Any]:
+        labeled = httpx.post(s.url + "/v1/label", headers=LABEL, timeout=10,
+                             json={"method": "POST", "path": "/api/x", "status": 200, "tenant_id": "t1"}).json()
+        return httpx.post(s.url + "/v1/feedback", headers=ADMIN, timeout=10,
+                          json={"items": [{"id": labeled["id"], "label": "is_post", "value": True}]}).json()
+
+    assert truth_for_is_post()["accepted"] == 1
+    rolled = httpx.post(s.url + "/v1/policy/rollback", headers=ADMIN, timeout=10,
+                        json={"version": started.json()["serving_version"]})
+    assert rolled.status_code == 200, rolled.text
+    assert truth_for_is_post()["accepted"] == 0

@@ -127,6 +127,9 @@ def create_app(
     if config.store.path:
         state.store = open_store(config.store.path, runtime.current.labeler.policy, protector, metrics.pii)
         metrics.follow_store(state.store, window_s=config.accuracy_window_s)
+        store = state.store
+        # Feedback is validated against the labels of the policy now serving, after a promote or a rollback too.
+        runtime.on_serve.append(lambda snapshot: store.register_policy(snapshot.labeler.policy))
     if audit is not None:
         state.audit = audit(runtime.current.labeler.policy)
         state.audit.log_admin("start", actor="serve", version=runtime.current.version, policy=str(policy_path),

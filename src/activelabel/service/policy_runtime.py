@@ -181,6 +181,8 @@ class PolicyRuntime:
         # (requests may still be finishing on it); older ones are folded in.
         self._baseline = StatsTotals()
         self._recently_retired: Labeler | None = None
+        # Called with the snapshot a promote or a rollback starts serving (a reload has ``on_reload``).
+        self.on_serve: list[Callable[[PolicySnapshot], None]] = []
 
     @classmethod
     def load(cls, policy_path: Path | str, **kwargs: Any) -> PolicyRuntime:
@@ -303,6 +305,8 @@ class PolicyRuntime:
                 # Reloads and the file watch follow the policy now serving.
                 self.policy_path = Path(str(source))
             self.record(snapshot, outcome, who=who, message=message)
+        for listener in self.on_serve:
+            listener(snapshot)
         return old.version if old else None
 
     def rollback(self, version: str, *, who: str | None = None, message: str = "") -> tuple[str | None, str]:
