@@ -301,7 +301,8 @@ def test_policy_rollback_swaps_back_to_an_earlier_version(served: Callable[..., 
     candidate = _policy(tmp_path, "v2.yaml", "2")
     assert _start(s.url, candidate, {**BASE_SPEC, "steps": [0, 100]}).status_code == 201
     assert httpx.post(s.url + "/v1/rollout/promote", headers=ADMIN, timeout=10).json()["state"] == "promoted"
-    assert httpx.get(s.url + "/readyz", timeout=10).json()["policy_version"] != v1
+    candidate_version = httpx.get(s.url + "/readyz", timeout=10).json()["policy_version"]
+    assert candidate_version != v1
     r = subprocess.run([*CLI, "policy", "rollback", v1[:20], "--url", s.url, "--token", "admin-token", "-m", "undo"],
                        capture_output=True, text=True, env=_env(), timeout=60)
     assert r.returncode == 0, r.stderr
@@ -312,6 +313,11 @@ def test_policy_rollback_swaps_back_to_an_earlier_version(served: Callable[..., 
     shown = subprocess.run([*CLI, "policy", "show", v1[:20], "--store", str(s.store)], capture_output=True,
                            text=True, env=_env(), timeout=60)
     assert shown.returncode == 0 and orjson.loads(shown.stdout)["metadata"]["version"] == "1"
+    # The API reads a version as the CLI does: a bare hex prefix, without `sha256:`.
+    bare = httpx.post(s.url + "/v1/policy/rollback", headers=ADMIN, timeout=10,
+                      json={"version": candidate_version[len("sha256:"):][:12]})
+    assert bare.status_code == 200, bare.text
+    assert httpx.get(s.url + "/readyz", timeout=10).json()["policy_version"] == candidate_version
 
 
 def test_after_kill_9_the_audit_log_verifies_up_to_the_last_complete_record(

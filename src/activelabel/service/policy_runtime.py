@@ -314,13 +314,17 @@ class PolicyRuntime:
 
         Returns ``(old version, new version)``; ``PolicyNotKnownError`` names the versions there are.
         """
-        matches = [v for v in self._by_version if v.startswith(version)] if version else []
-        if len(matches) != 1:
+        from activelabel.governance import versions
+
+        found = versions.matches(version, self._by_version)  # as `policy show` and `audit search` read one
+        if len(found) > 1:
+            raise PolicyNotKnownError(versions.ambiguous(version, found))
+        if not found:
             known = ", ".join(sorted(self._by_version)) or "none"
-            what = "is ambiguous" if matches else "was not compiled by this process"
-            raise PolicyNotKnownError(f"version {version!r} {what}; versions that can be rolled back to: {known}")
-        return self.serve_snapshot(self._by_version[matches[0]], "rollback", who=who,
-                                   message=message or "rollback"), matches[0]
+            raise PolicyNotKnownError(f"version {version!r} was not compiled by this process; "
+                                      f"versions that can be rolled back to: {known}")
+        return self.serve_snapshot(self._by_version[found[0]], "rollback", who=who,
+                                   message=message or "rollback"), found[0]
 
     def versions(self) -> list[str]:
         """The compiled versions this process can roll back to."""
