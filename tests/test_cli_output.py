@@ -265,3 +265,35 @@ def test_piped_explain_prints_whole_unpadded_lines(tmp_path):
     at = lines.index("- label: error_class")
     assert lines[at + 1] == '  value: "server_error"'
     assert "  matched rules: status-5xx, status-4xx, status-3xx, status-2xx" in lines
+
+
+DLQ_HELP = ("Dead-letter JSONL for lines that cannot be labeled, created only if there are any (default: "
+            "OUTPUT.dlq.jsonl next to a regular output file, else ./activelabel.dlq.jsonl: for stdout, /dev/null "
+            "or a pipe).")
+
+
+def test_piped_help_is_plain_whole_lines(tmp_path):
+    """`activelabel label --help > file`: click's plain help, each option's text whole on its own line, no boxes."""
+    res = run_piped(["label", "--help"], tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert_plain(res.stdout)
+    assert not re.search("[│╭╰─]", res.stdout), "box drawing in piped help"
+    dlq = [line for line in res.stdout.splitlines() if line.lstrip().startswith("--dlq")]
+    assert len(dlq) == 1 and dlq[0].endswith(DLQ_HELP), dlq
+
+
+def test_piped_command_list_is_not_cut(tmp_path):
+    """`activelabel --help | less`: each command's short help is whole (no `...`)."""
+    res = run_piped(["--help"], tmp_path)
+    assert res.returncode == 0, res.stderr
+    rollout = [line for line in res.stdout.splitlines() if line.lstrip().startswith("rollout ")]
+    assert rollout and rollout[0].rstrip().endswith("with automatic promote or rollback."), rollout
+    assert "..." not in res.stdout.split("Commands:")[1]
+
+
+def test_help_in_an_80_column_terminal_fits(tmp_path):
+    """On a terminal, help stays typer's panels and fits the window."""
+    code, screen = run_in_terminal(["label", "--help"], tmp_path)
+    assert code == 0, screen
+    assert "╭─ Options" in screen
+    assert_fits(screen)

@@ -7,6 +7,7 @@ this module only assembles them, so adding a command never touches another.
 from __future__ import annotations
 
 import importlib
+import sys
 
 import typer
 from rich.markup import escape
@@ -56,10 +57,27 @@ def _register() -> None:
                 raise
 
 
+def _help_settings() -> dict[str, int]:
+    """Click context settings for ``--help`` and usage errors where they go.
+
+    In a terminal, typer's rich panels fit the window. In a pipe or a file they would be
+    drawn 80 columns wide with long defaults cut (``…``) and short help truncated, so there
+    help is click's plain text, one line per option and command, never wrapped or cut.
+    """
+    if sys.stdout.isatty() and sys.stderr.isatty():
+        return {}
+    import typer.core
+
+    from activelabel.cli._common import PIPE_WIDTH
+
+    typer.core.HAS_RICH = False  # read per call by typer's help and error formatting
+    return {"terminal_width": PIPE_WIDTH, "max_content_width": PIPE_WIDTH}
+
+
 def main() -> None:
     _register()
     try:
-        app()
+        app(**_help_settings())
     except ImportError as exc:
         # A command reached a module of an optional extra that is not installed: name the extra
         # (every command imports such modules lazily, so this is the one place that sees them).
