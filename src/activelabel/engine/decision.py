@@ -39,7 +39,7 @@ class Decision:
 
     @property
     def confidences(self) -> dict[str, float]:
-        """Per label set: the confidence of its value (1.0 for defaults and buckets)."""
+        """Per label set: the confidence of its value (0.0 for a default: no evidence; 1.0 for a bucket)."""
         table = self._compiled.source_table
         out: dict[str, float] = {}
         for name, code in self._why.items():

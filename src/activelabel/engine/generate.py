@@ -141,7 +141,7 @@ def generate(plan: Plan, steps: list[list[Step]], *, every_rule: bool, slow: Slo
     ns: dict[str, Any] = {"_MISSING": MISSING, "_ERR": ERR, "_TERR": TYPE_ERR, "_NotBool": NotBool, "_slow": slow,
                           "_hits": counters.hits, "_errors": counters.errors, "_absent": counters.absent,
                           "_run_absent": counters.run_absent, "_conflicts": counters.conflicts,
-                          "_bisect": label_types.bucket_index, "_NOFIT": NOFIT, "_exact_rules": exact_rules,
+                          "_bisect": label_types.bucket_index, "_vote_sum": vote_sum, "_NOFIT": NOFIT, "_exact_rules": exact_rules,
                           "_CELError": CELEvalError, "_cel_error": cel_error, "_rule_error": rule_error}
     labels_referenced = {
         ref.path[1]
@@ -449,11 +449,22 @@ def _collect(w: _Writer, ns: dict[str, Any], lp: LabelPlan, table: SourceTable, 
     li = lp.index
     mode = spec.resolve
     w("_bw = -1; _cf = False")
-    if mode == "vote":
+    slots = _vote_slots(lp) if mode == "vote" else None
+    if slots is not None:
+        ns[f"_VV_{li}"] = tuple(value for _, value in slots)
+        w(" = ".join(f"_t{j}" for j in range(len(slots))) + " = 0.0; " + " = ".join(f"_f{j}" for j in range(len(slots))) + " = -1")
+    elif mode == "vote":
         w("_vt = {}; _vf = {}")
+    seen_slots: set[int] = set()
     for rp in lp.rules:
         conf = float(table[rp.source_idx][1])
-        if mode == "vote":
+        if slots is not None:
+            # Constant values: one total and one first-rule index per value, in locals (no dict, no key tuple).
+            j = slots[(rp.value.__class__, rp.value)]
+            first = "" if j in seen_slots else "  # the first rule giving this value"
+            add = [f"_t{j} += {conf!r}", f"_f{j} = {rp.source_idx}{first}" if first else f"if _f{j} < 0: _f{j} = {rp.source_idx}"]
+            seen_slots.add(j)
+        elif mode == "vote":
             add = ["_kx = (_x.__class__, _x)",
                    "if _kx in _vt:",
                    f"    _vt[_kx] += {conf!r}",
@@ -491,6 +502,9 @@ def _collect(w: _Writer, ns: dict[str, Any], lp: LabelPlan, table: SourceTable, 
         w("        _x = _t[0]")
         for line in add:
             w("        " + line)
+    if slots is not None:
+        _vote_resolution(w, li, len(slots), default_v, default_w)
+        return
     if mode == "vote":
         w("if _vt:")
         w("    _kx = max(_vt, key=_vt.__getitem__)  # max keeps the first (earliest) of equal totals")
@@ -505,6 +519,50 @@ def _collect(w: _Writer, ns: dict[str, Any], lp: LabelPlan, table: SourceTable, 
     w(f"    if _cf: _conflicts[{li}] += 1")
     w("else:")
     w(f"    _v = {default_v}; _w = {default_w}")
+
+
+def _vote_slots(lp: LabelPlan) -> dict[tuple[type, Any], int] | None:
+    """For a vote whose rules all give constant values: each distinct value's slot, in rule order (else None)."""
+    slots: dict[tuple[type, Any], int] = {}
+    try:
+        for rp in lp.rules:
+            if rp.value_prog is not None:
+                return None
+            slots.setdefault((rp.value.__class__, rp.value), len(slots))
+    except TypeError:  # an unhashable constant: the dict form keys it
+        return None
+    return slots or None
+
+
+def _vote_resolution(w: _Writer, li: int, n: int, default_v: str, default_w: str) -> None:
+    """The winner of a constant-value vote, as ``exact.resolve`` picks it.
+
+    The highest total wins; of equal totals, the value whose first matching rule is earliest
+    (``_f``). The share divides by the sum of the totals in first-match order (what
+    ``sum(totals.values())`` adds): with at most two values matched the other totals are 0.0
+    and the plain sum is that sum exactly; with more, ``_vote_sum`` orders them.
+    """
+    matched = " + ".join(f"(_f{j} >= 0)" for j in range(n))
+    w(f"_n = {matched}")
+    w("if _n:")
+    w("    _bj = 0; _bt = _t0; _bf = _f0")
+    for j in range(1, n):
+        w(f"    if _f{j} >= 0 and (_bf < 0 or _t{j} > _bt or (_t{j} == _bt and _f{j} < _bf)): _bj = {j}; _bt = _t{j}; _bf = _f{j}")
+    plain = " + ".join(f"_t{j}" for j in range(n))
+    if n >= 3:
+        pairs = ", ".join(f"(_f{j}, _t{j})" for j in range(n))
+        w(f"    _all = {plain} if _n < 3 else _vote_sum(({pairs},))")
+    else:
+        w(f"    _all = {plain}")
+    w(f"    _v = _VV_{li}[_bj]; _w = (_bf, _bt / _all if _all > 0 else 0.0)")
+    w(f"    if _n > 1: _conflicts[{li}] += 1")
+    w("else:")
+    w(f"    _v = {default_v}; _w = {default_w}")
+
+
+def vote_sum(pairs: tuple[tuple[int, float], ...]) -> float:
+    """The sum of the matched values' totals in first-match order (``pairs``: (first rule index or -1, total))."""
+    return sum(total for first, total in sorted(p for p in pairs if p[0] >= 0))
 
 
 def _where(rp: RulePlan) -> str:
