@@ -45,7 +45,49 @@ _OPTIONAL_COMMAND_MODULES = [
 ]
 
 
-def _register() -> None:
+#: The module that defines each top-level command (tests/test_cli_registry.py checks it against
+#: what the modules register). It lets one command start without building the other thirty:
+#: typer reads every registered command's signature before it runs any.
+COMMAND_MODULES = {
+    "audit": "activelabel.cli.audit_cmd", "demo": "activelabel.cli.label_cmd", "diff": "activelabel.cli.diff_cmd",
+    "explain": "activelabel.cli.label_cmd", "feedback": "activelabel.cli.feedback_cmd",
+    "label": "activelabel.cli.label_cmd", "loop": "activelabel.cli.loop_cmd", "ops": "activelabel.cli.ops_cmd",
+    "pii": "activelabel.cli.pii_cmd", "policy": "activelabel.cli.history_cmd", "report": "activelabel.cli.report_cmd",
+    "review": "activelabel.cli.review_cmd", "rollout": "activelabel.cli.rollout_cmd",
+    "serve": "activelabel.cli.serve_cmd", "stream": "activelabel.cli.stream_cmd", "tap": "activelabel.cli.tap_cmd",
+    "test": "activelabel.cli.policy_cmd", "train": "activelabel.cli.train_cmd",
+    "validate": "activelabel.cli.policy_cmd",
+}
+#: Defines the global options (``--allow-path``): always registered.
+_ROOT_MODULE = "activelabel.cli.policy_cmd"
+
+
+def _command_named(argv: list[str]) -> str | None:
+    """The top-level command ``argv`` runs, if it names one (global options before it skipped)."""
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--allow-path":
+            i += 2
+        elif arg.startswith("--allow-path="):
+            i += 1
+        else:
+            return arg if arg in COMMAND_MODULES else None
+    return None
+
+
+def _register(argv: list[str] | None = None) -> None:
+    """Import the command modules: only the one ``argv`` runs when it names a command, else all of them."""
+    command = _command_named(argv) if argv is not None else None
+    if command is not None:
+        try:
+            importlib.import_module(COMMAND_MODULES[command])
+        except ModuleNotFoundError as exc:
+            if exc.name != COMMAND_MODULES[command]:
+                raise
+        else:
+            importlib.import_module(_ROOT_MODULE)
+            return
     for name in _COMMAND_MODULES:
         importlib.import_module(name)
     for name in _OPTIONAL_COMMAND_MODULES:
@@ -75,7 +117,7 @@ def _help_settings() -> dict[str, int]:
 
 
 def main() -> None:
-    _register()
+    _register(sys.argv[1:])
     try:
         app(**_help_settings())
     except ImportError as exc:
