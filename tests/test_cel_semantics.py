@@ -292,6 +292,19 @@ def test_macros_map_filter_exists_one() -> None:
     assert ev("[1, 1].exists_one(x, x == 1)") is False
 
 
+def test_timestamp_of_one_field_read_twice_is_the_same_value_and_bad_text_fails_every_time() -> None:
+    """Two rules converting the same string agree; a string that is not RFC 3339 is an error each time it is read."""
+    program = cel.compile("now - timestamp(event.t) > duration('1h') && timestamp(event.t) < now")
+    now = datetime(2026, 6, 1, tzinfo=UTC)
+    event = {"t": "2026-05-31T22:00:00+02:00"}
+    assert program.evaluate({"event": event, "now": now}) is True
+    assert ev("timestamp(t) == timestamp(t)", t=event["t"]) is True
+    for _ in range(2):
+        with pytest.raises(CELEvalError, match="not RFC 3339"):
+            ev("timestamp(t)", t="yesterday")
+    assert ev("timestamp(t)", t="2026-05-31T20:00:00Z") == datetime(2026, 5, 31, 20, tzinfo=UTC)
+
+
 def test_timestamps_and_durations() -> None:
     """timestamp() and duration() map to datetime/timedelta and support arithmetic and accessors."""
     now = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)

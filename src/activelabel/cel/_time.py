@@ -63,8 +63,24 @@ def to_duration(v: Any) -> timedelta:
     return duration_range(timedelta(microseconds=micros))
 
 
+#: The last string ``timestamp()`` parsed and its result, as one tuple (swapped whole, so a
+#: reader in another thread sees a matching pair). Rules of one policy often convert the same
+#: field (``timestamp(event.start_time) > now`` and ``now - timestamp(event.start_time) > ...``):
+#: the second conversion of the very same string object is then a lookup. Holding the string
+#: keeps it alive, so no other string can have its identity.
+_last_parsed: tuple[Any, Any] = (None, None)
+
+
 def to_timestamp(v: Any) -> datetime:
+    global _last_parsed
     c = v.__class__
+    if c is str:
+        last = _last_parsed
+        if v is last[0]:
+            return last[1]  # type: ignore[no-any-return]
+        ts = _parse_timestamp(v)
+        _last_parsed = (v, ts)
+        return ts
     if c is datetime:
         return v  # type: ignore[no-any-return]
     if c is int:
@@ -72,15 +88,17 @@ def to_timestamp(v: Any) -> datetime:
             return EPOCH + timedelta(seconds=v)
         except OverflowError:
             raise CELEvalError(f"timestamp() range error: {v}") from None
-    if c is str:
-        try:
-            ts = datetime.fromisoformat(v.replace("z", "Z").replace("Z", "+00:00"))
-        except ValueError:
-            raise CELEvalError(f"timestamp() conversion error: {v!r} is not RFC 3339") from None
-        if ts.tzinfo is None:
-            raise CELEvalError(f"timestamp() conversion error: {v!r} has no time zone offset")
-        return ts.astimezone(UTC)
     raise no_overload("timestamp", v)
+
+
+def _parse_timestamp(v: str) -> datetime:
+    try:
+        ts = datetime.fromisoformat(v.replace("z", "Z").replace("Z", "+00:00"))
+    except ValueError:
+        raise CELEvalError(f"timestamp() conversion error: {v!r} is not RFC 3339") from None
+    if ts.tzinfo is None:
+        raise CELEvalError(f"timestamp() conversion error: {v!r} has no time zone offset")
+    return ts.astimezone(UTC)
 
 
 def format_timestamp(ts: datetime) -> str:
