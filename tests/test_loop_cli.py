@@ -314,3 +314,98 @@ def test_novelty_strategy_spends_what_is_left_once_nothing_is_novel_on_a_second_
     toks = [template_tokens(reviewed["kshell"][1]), template_tokens(texts["ftp"])]
     taught = NoveltyIndex.build([{"msg": reviewed["kshell"][1]}, {"msg": texts["ftp"]}], ["msg"], labels=["E1", "E1"])
     assert len(toks[0]) == len(toks[1]) and taught.score_text("session opened for admin by service telnet") == 0.0
+
+
+def _stderr(res) -> str:
+    return " ".join(res.stderr.split())
+
+
+def test_answers_for_another_label_or_unmatched_ids_are_refused_with_what_to_do(tmp_path):
+    """A truth file that cannot answer anything stops the loop before it edits the policy, saying why."""
+    data, answers, policy = _bgl(tmp_path, 200)
+    original = policy.read_bytes()
+    other = tmp_path / "other.jsonl"
+    other.write_text(answers.read_text().replace('"label":"alert_category"', '"label":"category"'))
+    res = runner.invoke(app, _loop_args(data, other, policy, tmp_path / "o1"))
+    assert res.exit_code == 1 and "no answer for label 'alert_category'" in _stderr(res)
+    assert "category (200)" in _stderr(res)
+    args = [a for a in _loop_args(data, answers, policy, tmp_path / "o2") if a not in ("--id-field", "line_no")]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 1 and "none of its 200 ids is a record" in _stderr(res) and "--id-field" in _stderr(res)
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    res = runner.invoke(app, _loop_args(empty, answers, policy, tmp_path / "o3"))
+    assert res.exit_code == 1 and "no records" in _stderr(res)
+    assert policy.read_bytes() == original and not policy.with_name("policy.loop-models.yaml").exists()
+
+
+def test_bad_answer_lines_and_values_the_label_refuses_are_named_and_left_out_of_the_holdout(tmp_path):
+    data, answers, policy = _bgl(tmp_path, 300)
+    lines = answers.read_text().splitlines()
+    lines[5] = lines[5].replace(orjson.loads(lines[5])["value"], "NOT_A_CLASS")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("\n".join(["{not json", '["an", "array"]', *lines]) + "\n")
+    res = runner.invoke(app, [*_loop_args(data, bad, policy, tmp_path / "out", rounds=1), "--json"])
+    assert res.exit_code == 0, res.output
+    err = _stderr(res)
+    assert "2 lines ignored" in err and "bad.jsonl:1" in err
+    assert "1 answers refused by label 'alert_category'" in err and "NOT_A_CLASS" in err
+    refused_id = str(orjson.loads(lines[5])["id"])
+    with DecisionStore(tmp_path / "out" / "store.db") as store:
+        assert "NOT_A_CLASS" not in {str(v) for v in store.holdout_truth("alert_category").values()}
+        assert refused_id not in {g.record_id for g in store.ground_truth("alert_category")}
+    first = orjson.loads(res.stdout.splitlines()[1])  # round 1
+    assert first["annotation"]["picked"] == 20 and first["annotation"]["accepted"] + \
+        first["annotation"]["unanswered"] == 20
+
+
+def test_another_seed_on_the_same_store_is_refused_and_the_same_command_goes_on_keeping_history(tmp_path):
+    """A second holdout in one store would score models on their training data; the same run again continues."""
+    data, answers, policy = _bgl(tmp_path, 300)
+    out = tmp_path / "out"
+    assert runner.invoke(app, _loop_args(data, answers, policy, out, rounds=1)).exit_code == 0
+    res = runner.invoke(app, [*_loop_args(data, answers, policy, out, rounds=1), "--json"])
+    assert res.exit_code == 0, res.output
+    assert "continuing:" in _stderr(res) and "already holds 20 reviewed items" in _stderr(res)
+    first = orjson.loads(res.stdout.splitlines()[0])
+    assert first["reviewed"] == 20 and first["model"] is not None  # the earlier run's model, scored as it is
+    assert len((out / "rounds.jsonl").read_text().splitlines()) == 4  # two runs of rounds 0 and 1
+    assert (out / "rounds.txt").read_text().count("round  reviewed") == 2
+    args = _loop_args(data, answers, policy, out, rounds=1)
+    args[args.index("--seed") + 1] = "4"
+    res = runner.invoke(app, args)
+    assert res.exit_code == 1 and "already holds a holdout of" in _stderr(res) and "new --out" in _stderr(res)
+
+
+def test_a_refused_run_leaves_the_policy_as_it_was(tmp_path):
+    data, answers, policy = _bgl(tmp_path, 200)
+    original = policy.read_bytes()
+    answers.write_text(answers.read_text().replace('"label":"alert_category"', '"label":"nosuch"'))
+    args = _loop_args(data, answers, policy, tmp_path / "out")
+    args[args.index("--label") + 1] = "nosuch"
+    res = runner.invoke(app, args)
+    assert res.exit_code == 1 and "no label 'nosuch'" in _stderr(res)
+    assert policy.read_bytes() == original
+    assert not policy.with_name("policy.loop-models.yaml").exists()
+    assert not policy.with_name("policy.loop-novelty.json").exists()
+
+
+def test_a_crlf_policy_keeps_its_line_endings(tmp_path):
+    policy = tmp_path / "p.yaml"
+    policy.write_bytes(b"# ours\r\napiVersion: activelabel/v1\r\nkind: Policy\r\n")
+    assert ensure_include(policy, "p.loop-models.yaml")
+    raw = policy.read_bytes()
+    assert raw.startswith(b"# ours\r\napiVersion") and b"\n" not in raw.replace(b"\r\n", b"")
+    assert b"  - p.loop-models.yaml\r\n" in raw
+
+
+def test_repeated_ids_and_the_default_features_are_said(tmp_path):
+    data, answers, policy = _bgl(tmp_path, 200)
+    data.write_bytes(data.read_bytes() + data.read_bytes().splitlines(keepends=True)[3])
+    args = [a for a in _loop_args(data, answers, policy, tmp_path / "out", rounds=1) if not a.startswith(("--feature", "msg=", "level="))]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    err = _stderr(res)
+    assert "1 lines repeat the record id of an earlier line (first: line 201)" in err
+    features = err.split("features (")[1].split(" 200 records")[0]
+    assert "content=event.content" in features and "line_no" not in features

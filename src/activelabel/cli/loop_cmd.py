@@ -91,8 +91,10 @@ def loop(
     if strategy not in STRATEGIES:
         fail(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
     for path, what in ((policy, "policy"), (data, "--data"), (answers, "--answers")):
-        if path is not None and not path.is_file():
+        if path is not None and not path.exists():
             fail(f"{what} {path} does not exist")
+        if path is not None and path.is_dir():
+            fail(f"{what} {path} is a directory; give a file")
     cfg = LoopConfig(policy=policy, data=data, label=label, out=output, id_field=id_field,
                      features=_parse_features(feature or []), rounds=rounds, budget=budget, strategy=strategy,
                      holdout=holdout, holdout_templates=holdout_templates, seed=seed, answers=answers, dedup_field=dedup_field, dedup=not no_dedup,
@@ -111,6 +113,10 @@ def loop(
         else:
             out.print(format_table(rows).splitlines()[-1] if len(rows) > 1 else format_table(rows),
                       highlight=False, markup=False, soft_wrap=True)
+            out.file.flush()  # a pipe or a file sees each round as it ends, not after the next wait
+
+    def on_note(text: str) -> None:
+        err.print(text, highlight=False, markup=False, soft_wrap=True)
 
     def on_wait(tasks: Path, n: int) -> None:
         err.print(f"waiting for {n} answers: import {tasks} into Label Studio (config {tasks.with_suffix('.xml')}) "
@@ -119,11 +125,13 @@ def loop(
                   highlight=False, markup=False, soft_wrap=True)
 
     try:
-        runner = Loop(cfg, on_round=on_round, on_wait=on_wait)
+        runner = Loop(cfg, on_round=on_round, on_wait=on_wait, on_note=on_note)
         if not json_out:
             withheld = f", {len(runner.withheld)} of them of withheld templates" if runner.withheld else ""
+            scored = "scores are on the holdout" if runner.hold else \
+                "no holdout (--holdout 0): nothing is scored here, evaluate elsewhere"
             err.print(f"{len(runner.ids)} records: {len(runner.pool)} in the review pool, {len(runner.hold)} held out "
-                      f"(seed {seed}{withheld}); scores are on the holdout", highlight=False, markup=False, soft_wrap=True)
+                      f"(seed {seed}{withheld}); {scored}", highlight=False, markup=False, soft_wrap=True)
         result = runner.run()
     except PolicyError as exc:
         if exc.issues:
@@ -133,8 +141,12 @@ def loop(
     except ActiveLabelError as exc:
         fail(str(exc))
     output.mkdir(parents=True, exist_ok=True)
-    (output / "rounds.txt").write_text(format_table(rows) + "\n")
-    (output / "rounds.jsonl").write_bytes(b"".join(orjson.dumps(r.to_json()) + b"\n" for r in result))
+    # A run on the same --out goes on from the last one: its rows are added, the earlier runs' kept.
+    table, history = output / "rounds.txt", output / "rounds.jsonl"
+    earlier = table.read_text() + "\n" if table.is_file() and table.stat().st_size else ""
+    table.write_text(earlier + format_table(rows) + "\n")
+    with history.open("ab") as fh:
+        fh.write(b"".join(orjson.dumps(r.to_json()) + b"\n" for r in result))
     summary = {"policy": str(policy), "models_file": str(runner.models_file), "model": result[-1].model,
                "rounds": len(result) - 1, "reviewed": result[-1].reviewed, "holdout": result[-1].holdout,
                "out": str(output)}

@@ -24,11 +24,12 @@ an export dropped next to the tasks.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,7 +37,7 @@ from typing import Any
 
 import orjson
 
-from activelabel.errors import LoopError
+from activelabel.errors import LoopError, StoreError
 from activelabel.quality.feedback import FeedbackItem, apply_feedback, read_feedback_file
 from activelabel.quality.novelty import NoveltyIndex, novelty_path_for
 from activelabel.quality.store import DecisionStore, StoredDecision, record_id_for
@@ -95,7 +96,9 @@ def ensure_include(policy: Path, include: str) -> bool:
     A text edit of one line, so comments and order stay as they are; returns whether
     the file changed (False when the include is already there).
     """
-    text = policy.read_text()
+    raw = policy.read_bytes().decode()
+    crlf = "\r\n" in raw  # a Windows-edited policy keeps its line endings
+    text = raw.replace("\r\n", "\n") if crlf else raw
     m = _INCLUDE.search(text)
     if m is not None:
         after = text[m.end():]
@@ -120,7 +123,7 @@ def ensure_include(policy: Path, include: str) -> bool:
         text += f"{sep}\n# The newest model from `activelabel loop` (the file is rewritten every round).\n" \
                 f"include:\n  - {include}\n"
     tmp = policy.with_name(policy.name + ".tmp")
-    tmp.write_text(text)
+    tmp.write_bytes((text.replace("\n", "\r\n") if crlf else text).encode())
     tmp.replace(policy)
     return True
 
@@ -226,13 +229,20 @@ class Round:
     classes_unpredictable: list[str]
     novel_share: float | None
     elapsed_s: float
+    #: The review of the items the round before picked (what ``reviewed`` grew by): picked, accepted,
+    #: rejected (a value the label refuses, the reason on stderr) and unanswered (no answer came).
+    annotation: dict[str, int] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return self.__dict__.copy()
 
 
-def read_events(path: Path, id_field: str | None) -> tuple[list[str], list[dict[str, Any]]]:
-    """(ids, events) from JSON Lines; the same record id twice keeps the last line."""
+def read_events(path: Path, id_field: str | None, duplicates: list[int] | None = None
+                ) -> tuple[list[str], list[dict[str, Any]]]:
+    """(ids, events) from JSON Lines; the same record id twice keeps the last line.
+
+    ``duplicates`` collects the line numbers of records whose id an earlier line had.
+    """
     ids: list[str] = []
     events: list[dict[str, Any]] = []
     seen: dict[str, int] = {}
@@ -246,23 +256,49 @@ def read_events(path: Path, id_field: str | None) -> tuple[list[str], list[dict[
                 raise LoopError(f"{path}:{n}: not valid JSON ({exc}); --data must be JSON Lines") from exc
             if not isinstance(event, dict):
                 raise LoopError(f"{path}:{n}: expected a JSON object per line")
-            rid = record_id_for(event, id_field)
+            try:
+                rid = record_id_for(event, id_field)
+            except StoreError as exc:
+                raise LoopError(f"{path}:{n}: {exc}") from exc
             if rid in seen:
                 events[seen[rid]] = event
+                if duplicates is not None:
+                    duplicates.append(n)
                 continue
             seen[rid] = len(ids)
             ids.append(rid)
             events.append(event)
+    if not ids:
+        raise LoopError(f"{path}: no records (an empty file, or blank lines only); --data needs JSON Lines of events")
     return ids, events
 
 
-def read_answers(path: Path, label: str) -> dict[str, Any]:
-    """{record id: true value} for ``label`` from a JSONL of {id, label, value} (other labels ignored)."""
-    out: dict[str, Any] = {}
-    for item, _ in ((x, None) for x in read_feedback_file(path)[0]):
-        if isinstance(item, FeedbackItem) and item.label == label:
-            out[item.record_id] = item.value
-    return out
+@dataclass
+class Answers:
+    """A truth file read for one label: its answers, and what in it could not be used."""
+
+    values: dict[str, Any]  # record id -> true value of the label
+    bad_lines: list[str]  # "file:line: why" for lines that are not {id, label, value}
+    other_labels: dict[str, int]  # answers for other labels (ignored), per label
+
+
+def read_answers(path: Path, label: str) -> Answers:
+    """The answers for ``label`` in a JSONL of {id, label, value}, and the lines that could not be used."""
+    from activelabel.errors import FeedbackError
+
+    try:
+        items = read_feedback_file(path)[0]
+    except FeedbackError as exc:
+        raise LoopError(f"--answers {path}: {exc}") from exc
+    answers = Answers({}, [], {})
+    for item in items:
+        if not isinstance(item, FeedbackItem):
+            answers.bad_lines.append(str(item))
+        elif item.label == label:
+            answers.values[item.record_id] = item.value
+        else:
+            answers.other_labels[item.label] = answers.other_labels.get(item.label, 0) + 1
+    return answers
 
 
 def _source_kind(source: str | None) -> str:
@@ -327,19 +363,25 @@ class Loop:
     """One run of the active loop (see the module docstring); ``run`` yields each round as it ends."""
 
     def __init__(self, cfg: LoopConfig, *, on_round: Callable[[Round], None] | None = None,
-                 on_wait: Callable[[Path, int], None] | None = None) -> None:
+                 on_wait: Callable[[Path, int], None] | None = None,
+                 on_note: Callable[[str], None] | None = None) -> None:
         self.cfg = cfg
         self.on_round = on_round or (lambda r: None)
         self.on_wait = on_wait or (lambda p, n: None)
+        self.note = on_note or (lambda text: None)  # what a user should know, one line each (stderr in the CLI)
         self.policy = cfg.policy.resolve()
         self.out = cfg.out.resolve()
-        self.out.mkdir(parents=True, exist_ok=True)
         self.models_file = owned_models_file(self.policy)
         self.novelty_file = owned_novelty_file(self.policy)
-        self.store = DecisionStore(self.out / "store.db")
-        self.ids, self.events = read_events(cfg.data, cfg.id_field)
+        duplicates: list[int] = []
+        self.ids, self.events = read_events(cfg.data, cfg.id_field, duplicates)
+        if duplicates:
+            self.note(f"{cfg.data}: {len(duplicates)} lines repeat the record id of an earlier line (first: line "
+                      f"{duplicates[0]}); the last line of each id is the record")
         self.by_id = dict(zip(self.ids, self.events, strict=True))
-        self.answers = read_answers(cfg.answers, cfg.label) if cfg.answers else None
+        self.answers = self._read_answers() if cfg.answers else None
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.store = DecisionStore(self.out / "store.db")
         self.hold = holdout_ids(self.ids, cfg.holdout, cfg.seed)
         self.withheld: set[str] = set()
         if cfg.holdout_templates > 0:
@@ -362,6 +404,90 @@ class Loop:
         self.declare_enricher = True  # False when the user's own files declare an enricher of that name
         self.novelty_rules: set[str] = set()  # sources ("rule:<id>") of rules reading the novelty enricher
 
+    def _read_answers(self) -> dict[str, Any]:
+        """The truth file's answers for the label, refusing one that cannot answer anything."""
+        cfg = self.cfg
+        assert cfg.answers is not None
+        got = read_answers(cfg.answers, cfg.label)
+        if got.bad_lines:
+            self.note(f"--answers {cfg.answers}: {len(got.bad_lines)} lines ignored, e.g. " + "; ".join(got.bad_lines[:3]))
+        if not got.values:
+            others = ", ".join(f"{k} ({v})" for k, v in sorted(got.other_labels.items()))
+            hint = f"it answers other labels: {others}; pass --label with one of them" if others else \
+                "each line is {\"id\": ..., \"label\": ..., \"value\": ...}"
+            raise LoopError(f"--answers {cfg.answers} has no answer for label {cfg.label!r}: {hint}")
+        if got.other_labels:
+            self.note(f"--answers {cfg.answers}: answers for other labels ignored: "
+                      + ", ".join(f"{k} ({v})" for k, v in sorted(got.other_labels.items())))
+        unknown = [rid for rid in got.values if rid not in self.by_id]
+        if len(unknown) == len(got.values):
+            hint = (" (the records' ids are content hashes: pass --id-field with the field the answers' ids come from)"
+                    if cfg.id_field is None else f" (record ids come from the field {cfg.id_field!r})")
+            raise LoopError(f"--answers {cfg.answers}: none of its {len(unknown)} ids is a record of --data "
+                            f"{cfg.data}{hint}; e.g. {unknown[0]!r}")
+        if unknown:
+            self.note(f"--answers {cfg.answers}: {len(unknown)} answers name no record of --data (ignored), "
+                      f"e.g. {unknown[0]!r}")
+        unanswered = len(self.ids) - (len(got.values) - len(unknown))
+        if unanswered:
+            self.note(f"--answers {cfg.answers}: {unanswered} of the {len(self.ids)} records have no answer: "
+                      "the review cannot label them and the holdout is scored without them")
+        return {rid: v for rid, v in got.values.items() if rid in self.by_id}
+
+    def _check_answers(self, policy: Any) -> None:
+        """Answers whose value the label refuses (outside a closed enum, a wrong type): named now, then left
+        out, so neither the review nor the holdout's score reads a value the policy cannot give."""
+        if self.answers is None:
+            return
+        from activelabel.errors import FeedbackError
+
+        self.store.register_policy(policy)
+        registry = self.store.registry()
+        if registry is None:
+            return
+        refused: dict[str, str] = {}
+        for rid, value in self.answers.items():
+            try:
+                self.answers[rid] = registry.check(self.cfg.label, value)
+            except FeedbackError as exc:
+                refused[rid] = str(exc)
+        if refused:
+            first = next(iter(refused))
+            self.note(f"--answers {self.cfg.answers}: {len(refused)} answers refused by label {self.cfg.label!r} and "
+                      f"left out (e.g. {first}: {refused[first]})")
+            for rid in refused:
+                del self.answers[rid]
+
+    def _check_holdout(self) -> None:
+        """One holdout per store and label: a store that holds another one (other --seed or --holdout) would
+        score this run on records an earlier model was trained on."""
+        label = self.cfg.label
+        before = self.store.holdout_ids(label)
+        if before and before != self.hold:
+            raise LoopError(f"{self.out / 'store.db'} already holds a holdout of {len(before)} records for {label!r}, "
+                            f"chosen with another --seed or --holdout (this run's: {len(self.hold)}): its models were "
+                            "trained beside that holdout, so scoring another would be scoring training data. "
+                            "Use a new --out, or the earlier run's --seed and --holdout")
+        reviewed = len(self.store.ground_truth(label))
+        if reviewed:
+            self.note(f"continuing: {self.out / 'store.db'} already holds {reviewed} reviewed items for {label!r} "
+                      "(an earlier run); rounds go on from there")
+
+    @contextlib.contextmanager
+    def _undo_on_failure(self) -> Iterator[None]:
+        """A run refused before its first round leaves the policy and the loop's files as they were."""
+        files = [self.policy, self.models_file, self.novelty_file]
+        saved = {p: p.read_bytes() if p.is_file() else None for p in files}
+        try:
+            yield
+        except BaseException:
+            for p, content in saved.items():
+                if content is None:
+                    p.unlink(missing_ok=True)
+                elif not p.is_file() or p.read_bytes() != content:
+                    p.write_bytes(content)
+            raise
+
     # policy ---------------------------------------------------------------------------------------
 
     def _check_policy(self) -> Any:
@@ -378,6 +504,12 @@ class Loop:
                                   "remove it from the policy (the loop writes its own) or pick another label")
             if spec.label == self.cfg.label:
                 self.model_name = spec.name
+                if self.artifact is None and spec.path.is_file():
+                    # An earlier run's model: rounds score it and go on from it (its novelty index too).
+                    self.artifact = spec.path
+                    index = novelty_path_for(spec.path)
+                    if index.is_file():
+                        self.novelty = NoveltyIndex.load(index)
         enricher = self.cfg.novelty_enricher
         for e in policy.enrichers:
             if e.name == enricher and Path(e.loc.file).name != self.models_file.name:
@@ -395,7 +527,10 @@ class Loop:
         for spec in policy.models:
             if spec.label == self.cfg.label:
                 return {k: str(v) for k, v in spec.features.items()}
-        return auto_features(decisions, self.cfg.label)
+        chosen = auto_features(decisions, self.cfg.label, exclude=[self.cfg.id_field.split(".")[0]] if self.cfg.id_field else [])
+        self.note("features (every scalar event field but the id; name them with --feature to choose): "
+                  + ", ".join(f"{k}={v}" for k, v in chosen.items()))
+        return chosen
 
     # one round's parts ------------------------------------------------------------------------------
 
@@ -481,15 +616,21 @@ class Loop:
                 out[rid] = (cls, sure)
         return out
 
-    def _annotate(self, rnd: int, picked: Sequence[Any]) -> int:
+    def _annotate(self, rnd: int, picked: Sequence[Any]) -> dict[str, int]:
+        """Get the picked items reviewed; returns picked / accepted / rejected / unanswered counts."""
+        from activelabel.errors import FeedbackError
         from activelabel.quality.review import label_choices, label_studio_config, label_studio_tasks
 
         label = self.cfg.label
+        wanted = {it.decision.record_id for it in picked}
         if self.answers is not None:
             items = [FeedbackItem(it.decision.record_id, label, self.answers[it.decision.record_id], "answers", HOW,
                                   f"answers for {it.decision.record_id}")
                      for it in picked if it.decision.record_id in self.answers]
-            return apply_feedback(self.store, items).accepted
+            result = apply_feedback(self.store, items)
+            self._note_rejected(rnd, result.rejected)
+            return {"picked": len(picked), "accepted": result.accepted, "rejected": len(result.rejected),
+                    "unanswered": len(picked) - len(items)}
         tasks = self.out / f"round-{rnd}.tasks.json"
         export = self.out / f"round-{rnd}.export.json"
         tasks.write_bytes(orjson.dumps(label_studio_tasks(picked, text_field=self.cfg.dedup_field),
@@ -497,18 +638,43 @@ class Loop:
         values, open_set = label_choices(self.store, label, [])
         tasks.with_suffix(".xml").write_text(label_studio_config(label, values, open_set=open_set))
         self.on_wait(tasks, len(picked))
-        wanted = {it.decision.record_id for it in picked}
+        before = {g.record_id for g in self.store.ground_truth(label)} & wanted
         deadline = time.monotonic() + self.cfg.wait_timeout
+        rejected = 0
+        unreadable: str | None = None
         while True:
             if export.is_file():
-                answered, _ = read_feedback_file(export)
-                apply_feedback(self.store, answered)
-                break
+                try:
+                    answered, _ = read_feedback_file(export)
+                except FeedbackError as exc:  # e.g. still being copied: look again until the deadline
+                    unreadable = str(exc)
+                else:
+                    if answered and all(isinstance(a, FeedbackError) for a in answered) and \
+                            time.monotonic() < deadline:
+                        unreadable = str(answered[0])  # nothing readable yet: maybe half written
+                    else:
+                        result = apply_feedback(self.store, answered)
+                        self._note_rejected(rnd, result.rejected)
+                        rejected = len(result.rejected)
+                        unreadable = None
+                        break
             have = {g.record_id for g in self.store.ground_truth(label)} & wanted
             if have == wanted or time.monotonic() >= deadline:
                 break
             time.sleep(self.cfg.poll_interval)
-        return len({g.record_id for g in self.store.ground_truth(label)} & wanted)
+        have = {g.record_id for g in self.store.ground_truth(label)} & wanted
+        if unreadable is not None:
+            self.note(f"round {rnd + 1}: could not read {export}: {unreadable}")
+        if have != wanted:
+            self.note(f"round {rnd + 1}: {len(have)} of {len(picked)} items answered after waiting "
+                      f"{self.cfg.wait_timeout:g} s; going on with those (raise --wait-timeout to wait longer)")
+        return {"picked": len(picked), "accepted": len(have - before), "rejected": rejected,
+                "unanswered": len(wanted - have)}
+
+    def _note_rejected(self, rnd: int, rejected: Sequence[tuple[str, str]]) -> None:
+        if rejected:
+            where, why = rejected[0]
+            self.note(f"round {rnd + 1}: {len(rejected)} answers refused, e.g. {where + ': ' if where else ''}{why}")
 
     def _train(self, rnd: int, features: Mapping[str, str], programs: Mapping[str, Any],
                decisions: Mapping[str, StoredDecision]) -> bool:
@@ -600,8 +766,11 @@ class Loop:
 
         cfg = self.cfg
         label = cfg.label
-        self._start_owned()
-        policy = self._check_policy()
+        with self._undo_on_failure():
+            self._start_owned()
+            policy = self._check_policy()
+            self._check_holdout()
+            self._check_answers(policy)
         self.store.set_holdout(label, self.hold)
         if self.answers is not None:
             for rid in self.hold:
@@ -615,6 +784,7 @@ class Loop:
         programs: dict[str, Any] = {}
         registry = self.store.registry()
         last_picked: list[Any] = []
+        last_annotation: dict[str, int] | None = None  # the review of last round's picks, shown with this round
         for rnd in range(cfg.rounds + 1):
             started = time.perf_counter()
             decisions, stats = self._label_all()
@@ -659,7 +829,7 @@ class Loop:
             row = Round(round=rnd, reviewed=len(truth_now), model=self.artifact.name if self.artifact else None,
                         holdout=metrics, agreement=agreement, abstentions=abst, classes_unpredictable=unpredictable,
                         novel_share=(sum(hold_novel) / len(hold_novel)) if hold_novel and (self.novelty or self.novelty_rules) else None,
-                        elapsed_s=0.0)
+                        elapsed_s=0.0, annotation=last_annotation)
             if rnd < cfg.rounds:
                 exclude = set(truth_now) | self.hold
                 candidates = [decisions[i] for i in self.pool]
@@ -680,7 +850,7 @@ class Loop:
                     novelty=novelty, template_words=words or None, seed=cfg.seed * 1000 + rnd, fill=True,
                     confidence=sure, uncertainty_share=cfg.uncertainty_share, second_examples=seconds,
                     novelty_threshold=self.novelty.threshold if self.novelty is not None else None)
-                self._annotate(rnd, last_picked)
+                last_annotation = self._annotate(rnd, last_picked)
                 self._train(rnd, features, programs, decisions)
             row.elapsed_s = round(time.perf_counter() - started, 3)
             self.rounds.append(row)
