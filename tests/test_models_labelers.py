@@ -291,3 +291,24 @@ def test_a_one_vs_rest_logistic_regression_goes_through_sklearn(tmp_path):
     assert compile_linear_model(model, ["a", "b", "c"]) is None
     assert compile_linear_model(_fitted_lr(3)[0], ["a", "b", "c"]) is not None
     assert compile_linear_model(_fitted_lr(3)[0], ["a", "b"]) is None  # not the width it was fitted on
+
+
+def test_explaining_or_recording_a_decision_does_not_count_as_another_model_call(write_policy, trained, tmp_path):
+    """`--record` explains each decision; that must not double the model's calls and abstentions in stats()."""
+    from activelabel.quality.store import DecisionStore
+
+    policy = load_policy(_policy(write_policy, trained.artifact, extra="min_confidence: 0.9"))
+    events = [orjson.loads(line) for line in (FIXTURES / "alerts.jsonl").read_text().splitlines()]
+    labeler = Labeler(policy)
+    decisions = labeler.label_batch(events)
+    before = {k: v for k, v in labeler.stats().models["cat"].items() if k != "breaker"}
+    assert before["abstained_low_confidence"] + before["predictions"] == len(events)
+    explained = [d.explain()["labels"]["category"] for d in decisions]
+    with DecisionStore(tmp_path / "s.db") as store:
+        store.record_many((str(i), e, d) for i, (e, d) in enumerate(zip(events, decisions, strict=True)))
+    for e in events:
+        labeler.label_exact(e)
+    after = {k: v for k, v in labeler.stats().models["cat"].items() if k != "breaker"}
+    assert after == before
+    # The explanation still shows the model's answer where it decided.
+    assert all(x["matched"] == [x["source"]] for x in explained if (x["source"] or "").startswith("model:"))

@@ -136,7 +136,7 @@ class CompiledPolicy:
         plan = self.plan
         bindings = self.base_bindings(event)
         for lp in plan.labels:
-            outcome = decide_label(plan, lp, bindings, every_rule=False)
+            outcome = decide_label(plan, lp, bindings, every_rule=False, counted=False)
             if outcome.value is not MISSING:
                 bindings["labels"][lp.spec.name] = outcome.value
         labels: dict[str, Any] = bindings["labels"]
@@ -215,7 +215,7 @@ class CompiledPolicy:
         out: dict[str, Any] = {}
         for lp in plan.labels:
             name = lp.spec.name
-            outcome: LabelOutcome = decide_label(plan, lp, bindings, every_rule=True)
+            outcome: LabelOutcome = decide_label(plan, lp, bindings, every_rule=True, counted=False)
             winner = codes.get(name)
             win_idx = winner[0] if isinstance(winner, tuple) else winner
             matched = [table[c.source_idx][0] for c in outcome.candidates]

@@ -154,10 +154,12 @@ def failure(message: str, prog: Any, bindings: dict[str, Any]) -> RuleFailure:
 
 
 def decide_label(plan: Plan, lp: LabelPlan, bindings: dict[str, Any], *, every_rule: bool,
-                 predictions: tuple[dict[str, list[Any]], int] | None = None) -> LabelOutcome:
+                 predictions: tuple[dict[str, list[Any]], int] | None = None, counted: bool = True) -> LabelOutcome:
     """Decide one label exactly. ``every_rule`` evaluates all rules (explain, conflicts).
 
     ``predictions``: model answers computed for a whole batch, and this event's index.
+    ``counted=False`` (explanations, ``label_exact``): models answer without counting a call,
+    an abstention or a failure, and without moving their circuit breaker.
     """
     spec = lp.spec
     outcome = LabelOutcome(MISSING, -1)
@@ -182,7 +184,10 @@ def decide_label(plan: Plan, lp: LabelPlan, bindings: dict[str, Any], *, every_r
             if predictions is not None and model.name in predictions[0]:
                 pred = predictions[0][model.name][predictions[1]]
             else:
-                pred = model.predict(features(model, bindings))
+                row = features(model, bindings)
+                # A model without the uncounted form (a test double, a plug-in) answers as it does.
+                quiet = None if counted else getattr(model, "predict_uncounted", None)
+                pred = model.predict(row) if quiet is None else quiet(row)
             if pred is not None:
                 outcome.candidates.append(Candidate(pred[0], float(pred[1]), idx))
     value, code = resolve(spec.resolve, outcome.candidates)

@@ -126,17 +126,29 @@ class ArtifactModelLabeler:
         assert self.timeout_ms is not None
         return self.timeout_ms / 1000.0 * max(1.0, n_rows / ROWS_PER_TIMEOUT)
 
-    def _choose(self, classes: Sequence[Any], probs: Sequence[float]) -> Prediction:
+    def predict_uncounted(self, features: Mapping[str, Any]) -> Prediction:
+        """What ``predict`` would answer for one row, for an explanation: nothing counted, breaker untouched.
+
+        An explanation re-decides a label after the fact; counting that call would make every
+        recorded decision a second call, an abstention or a failure in ``stats()`` and metrics.
+        """
+        try:
+            classes, probs = self._call([features])
+        except Exception:  # noqa: BLE001 - an explanation of a failing model shows it abstaining
+            return None
+        return self._pick(classes, probs[0])
+
+    def _pick(self, classes: Sequence[Any], probs: Sequence[float]) -> Prediction:
         if not probs:
-            self._bump("abstained_low_confidence")
             return None
         best = max(range(len(probs)), key=probs.__getitem__)
         confidence = float(probs[best])
-        if confidence < self.min_confidence:
-            self._bump("abstained_low_confidence")
-            return None
-        self._bump("predictions")
-        return classes[best], confidence
+        return None if confidence < self.min_confidence else (classes[best], confidence)
+
+    def _choose(self, classes: Sequence[Any], probs: Sequence[float]) -> Prediction:
+        pred = self._pick(classes, probs)
+        self._bump("abstained_low_confidence" if pred is None else "predictions")
+        return pred
 
     def _on_failure(self, n: int) -> list[Prediction]:
         if self.on_error in (None, "abstain"):
