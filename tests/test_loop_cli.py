@@ -71,6 +71,7 @@ def test_loop_with_answers_runs_rounds_scores_on_the_holdout_and_leaves_a_policy
     card = orjson.loads(next((tmp_path / "out" / "models").glob(summary["model"].replace(".joblib", ".card.json"))).read_bytes())
     assert card["holdout"]["size"] == len(held) and "loop holdout" in card["holdout"]["source"]
     assert "classes_unseen" in card["holdout"] and card["holdout"]["below_min_confidence_share"] is not None
+    assert card["policy_version"].startswith("sha256:")  # the policy (with the loop's file) it labeled with
     table = (tmp_path / "out" / "rounds.txt").read_text().splitlines()
     assert table[0].startswith("round") and len(table) == 4
 

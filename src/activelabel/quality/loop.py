@@ -403,6 +403,7 @@ class Loop:
         self.novelty: NoveltyIndex | None = None
         self.declare_enricher = True  # False when the user's own files declare an enricher of that name
         self.novelty_rules: set[str] = set()  # sources ("rule:<id>") of rules reading the novelty enricher
+        self.policy_version: str | None = None
 
     def _read_answers(self) -> dict[str, Any]:
         """The truth file's answers for the label, refusing one that cannot answer anything."""
@@ -538,6 +539,7 @@ class Loop:
         from activelabel.engine import Labeler
 
         labeler = Labeler.from_file(self.policy)
+        self.policy_version = labeler.version  # what the next model's card names as its policy
         decisions = labeler.label_batch(self.events)
         self.store.register_policy(labeler.policy)
         self.store.record_many(zip(self.ids, self.events, decisions, strict=True))
@@ -694,7 +696,8 @@ class Loop:
         rows = feature_rows([d for d, _, _ in pairs], programs, hide_label=label)
         kinds = infer_kinds(list(features), rows)
         trained = train_model(rows, values, label=label, features=features, out_dir=self.out / "models",
-                              name=self.model_name, holdout=0.0, seed=self.cfg.seed, feature_kinds=kinds)
+                              name=self.model_name, holdout=0.0, seed=self.cfg.seed, feature_kinds=kinds,
+                              policy_version=self.policy_version)
         # With the labels it learned: a word that varies between lines of one class is a parameter.
         self.novelty = NoveltyIndex.build(rows, message_features(kinds, rows), labels=values,
                                           threshold=self.cfg.novelty_threshold)
