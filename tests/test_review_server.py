@@ -296,3 +296,30 @@ def test_review_serve_and_ml_backend_commands_serve_on_a_free_port(tmp_path):
         for proc in (page, backend):
             proc.terminate()
             proc.wait(timeout=30)
+
+
+def test_review_page_renders_items_a_rule_decided_in_a_store_written_by_label_record(tmp_path):
+    """`label --record` keeps each label's matched rules as source strings: the page shows them (it used to answer 500)."""
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    db = tmp_path / "edge.db"
+    subprocess.run([sys.executable, "-m", "activelabel", "label", str(repo / "examples" / "edge" / "requests.jsonl"),
+                    "--policy", str(repo / "examples" / "edge" / "policy.yaml"), "--record", str(db),
+                    "-o", str(tmp_path / "out.jsonl")], check=True, capture_output=True, timeout=120)
+    store = DecisionStore(db)
+    page = ReviewPage(store, "priority", strategy="random")
+    page.start()
+    try:
+        seen = []
+        for _ in range(5):
+            res = httpx.get(page.url + "/")
+            assert res.status_code == 200, res.text
+            seen.append(res.text)
+            rid = res.text.split('data-id="')[1].split('"')[0]
+            httpx.post(page.url + "/skip", data={"id": rid}, follow_redirects=False)
+    finally:
+        page.stop()
+        store.close()
+    assert any("<td>rules matched</td><td>rule:" in html for html in seen)
+    assert not any(">None<" in html for html in seen)

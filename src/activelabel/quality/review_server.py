@@ -205,8 +205,12 @@ class ReviewPage(_BaseApp):
         if not isinstance(text, str):
             text = orjson.dumps(d.event, option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2, default=str).decode()
         exp = (d.explain.get("labels") or {}).get(self.label) or {}
-        matched = ", ".join(str(m.get("rule") or m.get("source") or m) for m in exp.get("matched", []) or []) or "none"
+        # The store keeps `matched` as source strings ("rule:tlb"); older explanations held mappings.
+        matched = ", ".join(str(m.get("rule") or m.get("source") or m) if isinstance(m, Mapping) else str(m)
+                            for m in exp.get("matched", []) or []) or "none"
         conf = "-" if item.confidence is None else f"{float(item.confidence):.3f}"
+        current = "unset" if item.predicted is None else str(item.predicted)
+        source = "no rule or model decided" if item.source is None else str(item.source)
         values, open_set = self._values()
         rid = html.escape(d.record_id, quote=True)
         buttons = []
@@ -222,9 +226,9 @@ class ReviewPage(_BaseApp):
         return (
             f'<div class="item" id="item" data-id="{rid}">{html.escape(text)}</div>\n'
             '<table class="why"><tr><td>record</td><td id="record-id">' + html.escape(d.record_id) + "</td></tr>"
-            f"<tr><td>current value</td><td id=\"current\">{html.escape(str(item.predicted))}</td></tr>"
+            f"<tr><td>current value</td><td id=\"current\">{html.escape(current)}</td></tr>"
             f"<tr><td>confidence</td><td>{conf}</td></tr>"
-            f"<tr><td>source</td><td>{html.escape(str(item.source))}</td></tr>"
+            f"<tr><td>source</td><td>{html.escape(source)}</td></tr>"
             f"<tr><td>rules matched</td><td>{html.escape(matched)}</td></tr>"
             f"<tr><td>why here</td><td>{html.escape(self.strategy)} score {item.score:.3f}</td></tr></table>\n"
             f'<form method="post" action="/answer" class="choices"><input type="hidden" name="id" value="{rid}">'
