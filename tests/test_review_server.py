@@ -323,3 +323,19 @@ def test_review_page_renders_items_a_rule_decided_in_a_store_written_by_label_re
         store.close()
     assert any("<td>rules matched</td><td>rule:" in html for html in seen)
     assert not any(">None<" in html for html in seen)
+
+
+def test_review_serve_on_a_port_in_use_says_so_in_one_line(tmp_path):
+    import os
+    import sys
+
+    db = recorded_store(tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+        res = subprocess.run([sys.executable, "-m", "activelabel", "review", "serve", "--store", str(db), "--label",
+                              "category", "--port", str(port)], capture_output=True, text=True, timeout=60, env=env)
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    assert f"port {port} cannot be used" in res.stderr and "--port" in res.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -223,7 +224,7 @@ def review_serve(
 
     page = ReviewPage(db, label, strategy=strategy, text_field=text_field, who=who, host=host, port=port,
                       dedup=dedup_key_for(dedup_field) if dedup_field else None, ranking=ranking)
-    url = page.start()
+    url = _start(page, port)
     out.print(f"review page for {label}: {url}/  (Ctrl-C to stop)", highlight=False, markup=False, soft_wrap=True)
     _wait_forever(page)
 
@@ -248,7 +249,7 @@ def review_ml_backend(
     except PolicyError as exc:
         print_policy_error(exc)
         raise typer.Exit(1) from exc
-    url = backend.start()
+    url = _start(backend, port)
     out.print(f"Label Studio ML backend for {label}: {url}  (add it under Settings > Model; "
               f"webhooks: {url}/webhook)", highlight=False, markup=False, soft_wrap=True)
     _wait_forever(backend)
@@ -265,3 +266,13 @@ def _wait_forever(server: object) -> None:
         pass
     finally:
         server.stop()  # type: ignore[attr-defined]
+
+
+def _start(server: Any, port: int) -> str:
+    """Start a review server; a port already taken is a one-line error that says what to do."""
+    try:
+        return str(server.start())
+    except OSError as exc:
+        if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+            fail(f"port {port} cannot be used ({exc.strerror}): pass another --port, or 0 for a free one")
+        raise
