@@ -180,7 +180,7 @@ def run_loop(name: str, arm: str, seed: int, work: Path, data: Path, answers: Pa
     cmd = [sys.executable, "-m", "activelabel.cli.main", "loop", "--policy", str(policy), "--data", str(data),
            "--label", spec["label"], "--id-field", "line_no", "--answers", str(answers),
            "--holdout", str(args.holdout), "--rounds", str(args.rounds), "--budget", str(args.budget),
-           "--strategy", ARMS[arm][0], *ARMS[arm][1], *(args.novelty_flags.split() if ARMS[arm][0] == "novelty" else []),
+           "--strategy", ARMS[arm][0], *ARMS[arm][1], *(args.novelty_flags.split() if ARMS[arm][0] == "novelty" else []), *args.flags.split(),
            "--seed", str(seed), "--dedup-field", "content", "--json",
            "-o", str(run_dir / "out")]
     for k, v in spec["features"].items():
@@ -307,6 +307,7 @@ def main() -> None:
     ap.add_argument("--holdout", type=float, default=0.5)
     ap.add_argument("--arms", default=",".join(ARMS))
     ap.add_argument("--novelty-flags", default="", help="extra `activelabel loop` flags for the novelty arms (variants)")
+    ap.add_argument("--flags", default="", help="extra `activelabel loop` flags for every arm (variants of the labeling)")
     ap.add_argument("--work", type=Path, default=None, help="keep the runs here (default: a temporary folder)")
     args = ap.parse_args()
     import tempfile
@@ -345,7 +346,7 @@ def main() -> None:
               "holdout": args.holdout, "date": datetime.now(UTC).isoformat(timespec="seconds"),
               "machine": {"python": platform.python_version(), "platform": platform.platform(),
                           "cpus": os.cpu_count(), "load_avg_at_end": os.getloadavg()},
-              "novelty_flags": args.novelty_flags, "elapsed_s": elapsed, "table": table, "runs": runs}
+              "novelty_flags": args.novelty_flags, "flags": args.flags, "elapsed_s": elapsed, "table": table, "runs": runs}
     out.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
     out.with_suffix(".txt").write_text(table["text"] + f"\nwall time {elapsed} s (nice -n 10)\n")
     print(table["text"])

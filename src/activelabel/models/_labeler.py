@@ -43,7 +43,11 @@ class ArtifactModelLabeler:
         breaker: CircuitBreaker | None = None,
         path: Path | None = None,
         card: Mapping[str, Any] | None = None,
+        nearest: Any = None,
     ) -> None:
+        """``nearest``: a `NoveltyIndex` with classes (``below_confidence: nearest-template``): a row
+        below ``min_confidence`` gets the class of its most similar trained template when the row is
+        not novel to the index and one class is nearest; otherwise it abstains as before."""
         self.name = name
         self.label = label
         self.version = version
@@ -56,11 +60,13 @@ class ArtifactModelLabeler:
         self.breaker = breaker or CircuitBreaker()
         self.path = path
         self.card = dict(card or {})
+        self.nearest = nearest
         self.source = f"model:{name}@{version}"
         self._executor: cf.ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
         self._counts = {"calls": 0, "rows": 0, "predictions": 0, "abstained_low_confidence": 0,
-                        "abstained_breaker_open": 0, "errors": 0, "timeouts": 0, "fallbacks": 0}
+                        "abstained_breaker_open": 0, "errors": 0, "timeouts": 0, "fallbacks": 0,
+                        "nearest_template": 0}
         self.last_error: str | None = None
 
     # -- features -------------------------------------------------------------------------------
@@ -107,7 +113,7 @@ class ArtifactModelLabeler:
             self.breaker.record_failure()
             return self._on_failure(len(rows))
         self.breaker.record_success()
-        return [self._choose(classes, p) for p in probs]
+        return [self._choose(classes, p, row) for p, row in zip(probs, rows, strict=True)]
 
     def _call(self, rows: Sequence[Mapping[str, Any]]) -> tuple[list[Any], list[list[float]]]:
         if self.timeout_ms is None or getattr(self.predictor, "bounded", False):
@@ -126,17 +132,33 @@ class ArtifactModelLabeler:
         assert self.timeout_ms is not None
         return self.timeout_ms / 1000.0 * max(1.0, n_rows / ROWS_PER_TIMEOUT)
 
-    def _choose(self, classes: Sequence[Any], probs: Sequence[float]) -> Prediction:
+    def _choose(self, classes: Sequence[Any], probs: Sequence[float], row: Mapping[str, Any] | None = None) -> Prediction:
         if not probs:
             self._bump("abstained_low_confidence")
             return None
         best = max(range(len(probs)), key=probs.__getitem__)
         confidence = float(probs[best])
         if confidence < self.min_confidence:
+            guess = self._nearest(classes, probs, row) if self.nearest is not None and row is not None else None
+            if guess is not None:
+                self._bump("nearest_template")
+                return guess
             self._bump("abstained_low_confidence")
             return None
         self._bump("predictions")
         return classes[best], confidence
+
+    def _nearest(self, classes: Sequence[Any], probs: Sequence[float], row: Mapping[str, Any]) -> Prediction:
+        """The class of the row's most similar trained template, when the row is not novel to the index
+        and that class is one the model knows; the confidence is that template's similarity."""
+        from activelabel.quality.novelty import row_text, template_tokens
+
+        index = self.nearest
+        cls, similarity = index.nearest(template_tokens(row_text(row, index.text_features)))
+        if cls is None or index.is_novel(1.0 - similarity):
+            return None
+        by_text = {str(c): c for c in classes}
+        return (by_text[cls], float(similarity)) if cls in by_text else None
 
     def _on_failure(self, n: int) -> list[Prediction]:
         if self.on_error in (None, "abstain"):

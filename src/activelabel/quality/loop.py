@@ -142,7 +142,8 @@ def novelty_key(features: Mapping[str, str], text_features: Sequence[str]) -> st
 
 def write_models_file(path: Path, *, name: str, label: str, artifact: Path | None, features: Mapping[str, str],
                       min_confidence: float, note: str, novelty_file: Path | None = None,
-                      novelty_enricher: str = "novelty", novelty_key_expr: str = '""') -> None:
+                      novelty_enricher: str = "novelty", novelty_key_expr: str = '""',
+                      nearest_template: bool = False) -> None:
     """The loop's included file: the novelty enricher (rules read ``<enricher>.novel``) and one
     ``models:`` entry for the newest artifact (none before the first model)."""
     def rel(p: Path) -> str:
@@ -171,6 +172,7 @@ def write_models_file(path: Path, *, name: str, label: str, artifact: Path | Non
             "    features:",
             *[f"      {k}: {orjson.dumps(v).decode()}" for k, v in features.items()],
             f"    min_confidence: {min_confidence}",
+            *(["    below_confidence: nearest-template"] if nearest_template else []),
             "    timeout_ms: 5000",
             "    on_error: abstain",
         ]
@@ -208,6 +210,11 @@ class LoopConfig:
     #: ``novelty`` strategy: once nothing left is novel, spend the rest of the round on second examples
     #: of classes reviewed once (see `Loop._second_examples`) before lines the model already knows.
     second_examples: bool = True
+    #: Below ``min_confidence`` the model answers the class of the line's most similar trained template
+    #: when the line is not novel (the model entry's ``below_confidence: nearest-template``).
+    nearest_template: bool = False
+    #: The novelty index guesses the parameters of a class trained on one template from that line.
+    one_line_parameters: bool = False
     novelty_enricher: str | None = "novelty"  # None: no novelty enricher in the loop's file
     wait_timeout: float = 3600.0
     poll_interval: float = 1.0
@@ -531,7 +538,8 @@ class Loop:
                               name=self.model_name, holdout=0.0, seed=self.cfg.seed, feature_kinds=kinds)
         # With the labels it learned: a word that varies between lines of one class is a parameter.
         self.novelty = NoveltyIndex.build(rows, message_features(kinds, rows), labels=values,
-                                          threshold=self.cfg.novelty_threshold)
+                                          threshold=self.cfg.novelty_threshold,
+                                          one_line_parameters=self.cfg.one_line_parameters)
         self.novelty.save(novelty_path_for(trained.artifact))
         if self.cfg.novelty_enricher:
             self.novelty.save(self.novelty_file)  # what the policy's novelty enricher reads from now on
@@ -549,7 +557,7 @@ class Loop:
                           features=features, min_confidence=self.cfg.min_confidence, note=note,
                           novelty_file=self.novelty_file if self.cfg.novelty_enricher and self.declare_enricher else None,
                           novelty_enricher=self.cfg.novelty_enricher or "novelty",
-                          novelty_key_expr=novelty_key(features, names))
+                          novelty_key_expr=novelty_key(features, names), nearest_template=self.cfg.nearest_template)
         ensure_include(self.policy, self.models_file.name)
 
     def _start_owned(self) -> None:

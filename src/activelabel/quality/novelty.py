@@ -19,6 +19,17 @@ where they differ are parameters (``<*>``). A line of that length then matches t
 pattern whatever it has at those positions. Only what reviewers (or rules) said is
 one class is merged, so two templates of one class that share little stay apart.
 
+A class reviewed on one line has no second line to learn its parameters from. With
+``one_line_parameters`` the index keeps that line's words in order (``singles``) and
+guesses from it: a line of as many words that agrees with it in at least
+``MERGE_SIMILARITY`` of the positions (Drain's merge criterion) is scored by the share of
+positions that agree, i.e. each differing position counts once, as a parameter would,
+instead of twice (a word missing and a word added) as in the Jaccard of their words.
+
+The index also knows each template's class (``classes``, from the training labels), so
+`NoveltyIndex.nearest` answers the class of the most similar trained template: a label
+source for lines the model is unsure of (a model's ``below_confidence: nearest-template``).
+
 The index is a JSON file next to the model artifact (``<artifact>.novelty.json``),
 written at training time from the same feature rows the model learned from.
 """
@@ -54,7 +65,12 @@ def template_words(text: str) -> frozenset[str]:
 
 
 def learn_patterns(tokens: Iterable[Sequence[str]], labels: Iterable[Any]) -> list[tuple[str, ...]]:
-    """Templates with their word parameters, from labeled lines (Drain's merge step, within one class).
+    """The patterns of `learn_class_patterns`, without their classes."""
+    return sorted({p for _, p in learn_class_patterns(tokens, labels)})
+
+
+def learn_class_patterns(tokens: Iterable[Sequence[str]], labels: Iterable[Any]) -> list[tuple[str, tuple[str, ...]]]:
+    """(class, template) pairs: templates with their word parameters, from labeled lines (Drain's merge step, within one class).
 
     Lines are taken in a fixed order (by class, then words), so the same training set gives the
     same patterns; a line joins the pattern of its class and length whose constant words it
@@ -76,7 +92,24 @@ def learn_patterns(tokens: Iterable[Sequence[str]], labels: Iterable[Any]) -> li
                     best[i] = WILDCARD
         else:
             group.append(list(toks))
-    return sorted({tuple(p) for group in clusters.values() for p in group if WILDCARD in p})
+    return sorted({(label, tuple(p)) for (label, _), group in clusters.items() for p in group if WILDCARD in p})
+
+
+def one_line_classes(tokens: Iterable[Sequence[str]], labels: Iterable[Any]) -> list[tuple[str, tuple[str, ...]]]:
+    """(class, words in order) for each class whose training lines all have the same template words:
+    the classes a parameter cannot be learned for (see `NoveltyIndex.one_line_parameters`)."""
+    by_class: dict[str, set[tuple[str, ...]]] = {}
+    for t, v in zip(tokens, labels, strict=True):
+        if t:
+            by_class.setdefault(str(v), set()).add(tuple(t))
+    return sorted((c, next(iter(ts))) for c, ts in by_class.items() if len(ts) == 1)
+
+
+def positional_similarity(a: Sequence[str], b: Sequence[str]) -> float:
+    """The share of positions two lines of as many words agree in (0 when their lengths differ)."""
+    if len(a) != len(b) or not a:
+        return 0.0
+    return sum(1 for x, y in zip(a, b, strict=True) if x == y) / len(a)
 
 
 def row_text(row: Mapping[str, Any], names: Sequence[str]) -> str:
@@ -98,18 +131,39 @@ class NoveltyIndex:
     threshold: float = DEFAULT_THRESHOLD
     #: Templates with learned word parameters (``<*>``), see `learn_patterns`.
     patterns: list[tuple[str, ...]] = field(default_factory=list)
-    _cache: dict[tuple[str, ...], float] = field(default_factory=dict, repr=False)
-    _by_length: dict[int, list[tuple[tuple[str, ...], frozenset[str]]]] | None = field(default=None, repr=False)
+    #: The class of each template (same order as ``templates``; None: lines of several classes had it, or
+    #: the index was built without labels) and of each pattern (same order as ``patterns``).
+    classes: list[str | None] = field(default_factory=list)
+    pattern_classes: list[str | None] = field(default_factory=list)
+    #: (class, words in order) of the classes trained on one template, when the index guesses their
+    #: parameters from that one line (`one_line_classes`; empty: no guess).
+    singles: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)
+    _cache: dict[tuple[str, ...], tuple[float, str | None]] = field(default_factory=dict, repr=False)
+    _by_length: dict[int, list[tuple[tuple[str, ...], frozenset[str], str | None]]] | None = field(default=None, repr=False)
+    _singles_by_length: dict[int, list[tuple[tuple[str, ...], str]]] | None = field(default=None, repr=False)
 
     @classmethod
     def build(cls, rows: Iterable[Mapping[str, Any]], text_features: Sequence[str], *,
-              labels: Sequence[Any] | None = None, threshold: float = DEFAULT_THRESHOLD) -> NoveltyIndex:
+              labels: Sequence[Any] | None = None, threshold: float = DEFAULT_THRESHOLD,
+              one_line_parameters: bool = False) -> NoveltyIndex:
         """The index of ``rows``; with ``labels`` (one per row: what the model learned), also the
-        word parameters of each class's templates."""
+        word parameters of each class's templates, each template's class and, with
+        ``one_line_parameters``, the classes trained on one template for the one-line guess."""
         tokens = [template_tokens(row_text(r, text_features)) for r in rows]
-        seen = {frozenset(t) for t in tokens}
-        patterns = learn_patterns(tokens, labels) if labels is not None else []
-        return cls(list(text_features), sorted(seen, key=sorted), threshold, patterns)
+        seen = sorted({frozenset(t) for t in tokens}, key=sorted)
+        if labels is None:
+            return cls(list(text_features), seen, threshold, [], [None] * len(seen), [], [])
+        owner: dict[frozenset[str], set[str]] = {}
+        for t, v in zip(tokens, labels, strict=True):
+            owner.setdefault(frozenset(t), set()).add(str(v))
+        classes = [next(iter(owner[t])) if len(owner[t]) == 1 else None for t in seen]
+        by_pattern: dict[tuple[str, ...], set[str]] = {}
+        for c, pat in learn_class_patterns(tokens, labels):
+            by_pattern.setdefault(pat, set()).add(c)
+        patterns = sorted(by_pattern)
+        pattern_classes = [next(iter(by_pattern[p])) if len(by_pattern[p]) == 1 else None for p in patterns]
+        singles = one_line_classes(tokens, labels) if one_line_parameters else []
+        return cls(list(text_features), seen, threshold, patterns, classes, pattern_classes, singles)
 
     def score(self, row: Mapping[str, Any]) -> float:
         """0 (a trained template) … 1 (nothing in common with any trained template)."""
@@ -124,28 +178,54 @@ class NoveltyIndex:
 
         Against a learned pattern of the same length, the line's words at the pattern's parameter
         positions count as the parameter: "removing echo" is the pattern "removing <*>"."""
+        return 1.0 - self._best(tokens)[0]
+
+    def nearest(self, tokens: Sequence[str]) -> tuple[str | None, float]:
+        """(the class of the most similar trained template, its similarity 0..1): what `score_tokens`
+        measured, with whose template. The class is None when templates of several classes are
+        equally similar, or when the index has no classes (built without labels)."""
+        similarity, cls = self._best(tokens)
+        return cls, similarity
+
+    def _best(self, tokens: Sequence[str]) -> tuple[float, str | None]:
         key = tuple(tokens)
         hit = self._cache.get(key)
         if hit is not None:
             return hit
         words = frozenset(key)
-        best = 0.0
-        for t in self.templates:
-            sim = _similarity(words, t)
+        best, owners = 0.0, set()
+
+        def consider(sim: float, owner: str | None) -> None:
+            nonlocal best, owners
             if sim > best:
-                best = sim
-                if best == 1.0:
-                    break
-        if best < 1.0 and self.patterns:
+                best, owners = sim, {owner}
+            elif sim == best and sim > 0:
+                owners.add(owner)
+
+        has_classes = len(self.classes) == len(self.templates)
+        for n, t in enumerate(self.templates):
+            consider(_similarity(words, t), self.classes[n] if has_classes else None)
+        if self.patterns:
             if self._by_length is None:
                 self._by_length = {}
-                for p in self.patterns:
-                    self._by_length.setdefault(len(p), []).append((p, frozenset(p)))
-            for pattern, pattern_words in self._by_length.get(len(key), ()):
+                has = len(self.pattern_classes) == len(self.patterns)
+                for n, p in enumerate(self.patterns):
+                    self._by_length.setdefault(len(p), []).append((p, frozenset(p), self.pattern_classes[n] if has else None))
+            for pattern, pattern_words, owner in self._by_length.get(len(key), ()):
                 masked = frozenset(WILDCARD if p == WILDCARD else w for p, w in zip(pattern, key, strict=True))
-                best = max(best, _similarity(masked, pattern_words))
-        self._cache[key] = 1.0 - best
-        return 1.0 - best
+                consider(_similarity(masked, pattern_words), owner)
+        if self.singles and best < 1.0:
+            if self._singles_by_length is None:
+                self._singles_by_length = {}
+                for c, line in self.singles:
+                    self._singles_by_length.setdefault(len(line), []).append((line, c))
+            for line, owner in self._singles_by_length.get(len(key), ()):
+                sim = positional_similarity(key, line)
+                if sim >= MERGE_SIMILARITY:  # Drain would merge them: the differing positions are parameters
+                    consider(sim, owner)
+        out = (best, next(iter(owners)) if len(owners) == 1 else None)
+        self._cache[key] = out
+        return out
 
     def scores(self, rows: Iterable[Mapping[str, Any]]) -> list[float]:
         return [self.score(r) for r in rows]
@@ -153,18 +233,29 @@ class NoveltyIndex:
     def is_novel(self, score: float) -> bool:
         return score >= self.threshold
 
+    def to_json(self) -> dict[str, Any]:
+        return {"text_features": self.text_features, "threshold": self.threshold,
+                "templates": [sorted(t) for t in self.templates],
+                "patterns": [list(t) for t in self.patterns],
+                "classes": list(self.classes), "pattern_classes": list(self.pattern_classes),
+                "singles": [[c, list(t)] for c, t in self.singles]}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> NoveltyIndex:
+        return cls(list(data.get("text_features", ())), [frozenset(t) for t in data.get("templates", ())],
+                   float(data.get("threshold", DEFAULT_THRESHOLD)), [tuple(t) for t in data.get("patterns", ())],
+                   [None if c is None else str(c) for c in data.get("classes", ())],
+                   [None if c is None else str(c) for c in data.get("pattern_classes", ())],
+                   [(str(c), tuple(t)) for c, t in data.get("singles", ())])
+
     def save(self, path: str | Path) -> Path:
         p = Path(path)
-        p.write_bytes(orjson.dumps({"text_features": self.text_features, "threshold": self.threshold,
-                                    "templates": [sorted(t) for t in self.templates],
-                                    "patterns": [list(t) for t in self.patterns]}))
+        p.write_bytes(orjson.dumps(self.to_json()))
         return p
 
     @classmethod
     def load(cls, path: str | Path) -> NoveltyIndex:
-        data = orjson.loads(Path(path).read_bytes())
-        return cls(list(data["text_features"]), [frozenset(t) for t in data["templates"]],
-                   float(data.get("threshold", DEFAULT_THRESHOLD)), [tuple(t) for t in data.get("patterns", ())])
+        return cls.from_json(orjson.loads(Path(path).read_bytes()))
 
 
 def novelty_path_for(artifact: str | Path) -> Path:
