@@ -308,6 +308,8 @@ def main() -> None:
     ap.add_argument("--arms", default=",".join(ARMS))
     ap.add_argument("--novelty-flags", default="", help="extra `activelabel loop` flags for the novelty arms (variants)")
     ap.add_argument("--flags", default="", help="extra `activelabel loop` flags for every arm (variants of the labeling)")
+    ap.add_argument("--results", type=Path, default=REPO / "bench" / "results",
+                    help="write loop_<dataset>.json and .txt here (variants of the dev runs side by side)")
     ap.add_argument("--work", type=Path, default=None, help="keep the runs here (default: a temporary folder)")
     args = ap.parse_args()
     import tempfile
@@ -339,7 +341,7 @@ def main() -> None:
                       f"{run['rounds'][-1]['holdout']['macro_f1']}", flush=True)
     table = summarise(name, runs, args)
     elapsed = round(time.perf_counter() - started, 1)
-    out = REPO / "bench" / "results" / f"loop_{name.replace(':', '_')}.json"
+    out = args.results / f"loop_{name.replace(':', '_')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     result = {"experiment": "loop_experiment", "dataset": name, "data": str(DATASETS[name].get("file") or DATASETS[name]["csv"]),
               "label": DATASETS[name]["label"], "seeds": args.seeds, "rounds": args.rounds, "budget": args.budget,

@@ -46,8 +46,8 @@ class ArtifactModelLabeler:
         nearest: Any = None,
     ) -> None:
         """``nearest``: a `NoveltyIndex` with classes (``below_confidence: nearest-template``): a row
-        below ``min_confidence`` gets the class of its most similar trained template when the row is
-        not novel to the index and one class is nearest; otherwise it abstains as before."""
+        below ``min_confidence`` whose template is one the model was trained on gets that template's
+        class; otherwise it abstains as before."""
         self.name = name
         self.label = label
         self.version = version
@@ -149,16 +149,19 @@ class ArtifactModelLabeler:
         return classes[best], confidence
 
     def _nearest(self, classes: Sequence[Any], probs: Sequence[float], row: Mapping[str, Any]) -> Prediction:
-        """The class of the row's most similar trained template, when the row is not novel to the index
-        and that class is one the model knows; the confidence is that template's similarity."""
+        """The class of the row's template when it is a template the model was trained on (its words, or
+        a learned pattern's, are the row's: novelty 0) and of one class the model knows; the confidence
+        stays the model's own probability for that class. A row merely like a trained template (novelty
+        above 0) still abstains: that is where lines of classes nobody reviewed are."""
         from activelabel.quality.novelty import row_text, template_tokens
 
-        index = self.nearest
-        cls, similarity = index.nearest(template_tokens(row_text(row, index.text_features)))
-        if cls is None or index.is_novel(1.0 - similarity):
+        cls, similarity = self.nearest.nearest(template_tokens(row_text(row, self.nearest.text_features)))
+        if cls is None or similarity < 1.0:
             return None
-        by_text = {str(c): c for c in classes}
-        return (by_text[cls], float(similarity)) if cls in by_text else None
+        for c, p in zip(classes, probs, strict=True):
+            if str(c) == cls:
+                return c, float(p)
+        return None
 
     def _on_failure(self, n: int) -> list[Prediction]:
         if self.on_error in (None, "abstain"):

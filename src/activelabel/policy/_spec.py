@@ -149,8 +149,8 @@ class ModelSpec:
     min_confidence: float = 0.0
     timeout_ms: float = 50.0
     on_error: Any = "abstain"
-    #: Below ``min_confidence``: ``abstain`` (set nothing) or ``nearest-template`` (the class of the most
-    #: similar template in the model's novelty index, when the line is not novel to it).
+    #: Below ``min_confidence``: ``abstain`` (set nothing) or ``nearest-template`` (the class of the line's
+    #: template when the model was trained on that template: novelty 0 in the model's novelty index).
     below_confidence: str = "abstain"
     version: str | None = None
     description: str | None = None
