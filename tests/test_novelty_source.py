@@ -321,6 +321,11 @@ def test_with_nearest_template_an_unsure_loops_model_labels_lines_of_reviewed_te
         labeler = Labeler.from_file(policy)
         got[flag] = [labeler.label(e).labels.get("template") for e in known]
         assert labeler.label({"content": NEW_TEMPLATE.format(n=3)}).labels["template"] == "__novel__"
+        res = runner.invoke(app, ["label", "--policy", str(policy), str(_jsonl(run / "known.jsonl", known)),
+                                  "-o", str(run / "labeled.jsonl")])
+        assert res.exit_code == 0, res.output
+        said = " ".join(res.stderr.split())
+        assert ("labeled by their trained template" in said) == (flag == "--nearest-template")
     wanted = [truth[e["line_no"]] for e in known]
     assert sum(g == w for g, w in zip(got["--nearest-template"], wanted, strict=True)) >= 0.9 * len(known)
     assert not [g for g in got["--no-nearest-template"] if g not in (None, "__novel__")]
