@@ -65,12 +65,6 @@ def read_novelty_file(path: Path) -> tuple[dict[str, Any], str]:
         if not (isinstance(got, list) and all(c is None or isinstance(c, str) for c in got)):
             raise EnricherError(f"`{path.name}`: `{key}` must be a list of class names (or null)",
                                 suggestion="point `file` at a <model>.novelty.json written by `activelabel loop`")
-    singles = index.get("singles", [])
-    if not (isinstance(singles, list) and all(
-            isinstance(x, list) and len(x) == 2 and isinstance(x[0], str) and isinstance(x[1], list)
-            and all(isinstance(w, str) for w in x[1]) for x in singles)):
-        raise EnricherError(f"`{path.name}`: `singles` must be [class, [words...]] pairs",
-                            suggestion="point `file` at a <model>.novelty.json written by `activelabel loop`")
     threshold = index.get("threshold", 0.4)
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
         raise EnricherError(f"`{path.name}`: `threshold` must be a number from 0 to 1")

@@ -210,11 +210,9 @@ class LoopConfig:
     #: ``novelty`` strategy: once nothing left is novel, spend the rest of the round on second examples
     #: of classes reviewed once (see `Loop._second_examples`) before lines the model already knows.
     second_examples: bool = True
-    #: Below ``min_confidence`` the model answers the class of the line's most similar trained template
-    #: when the line is not novel (the model entry's ``below_confidence: nearest-template``).
-    nearest_template: bool = False
-    #: The novelty index guesses the parameters of a class trained on one template from that line.
-    one_line_parameters: bool = False
+    #: Below ``min_confidence`` the model answers the class of the line's template when it was trained on
+    #: that template (the model entry's ``below_confidence: nearest-template``, see docs/policy.md).
+    nearest_template: bool = True
     novelty_enricher: str | None = "novelty"  # None: no novelty enricher in the loop's file
     wait_timeout: float = 3600.0
     poll_interval: float = 1.0
@@ -538,8 +536,7 @@ class Loop:
                               name=self.model_name, holdout=0.0, seed=self.cfg.seed, feature_kinds=kinds)
         # With the labels it learned: a word that varies between lines of one class is a parameter.
         self.novelty = NoveltyIndex.build(rows, message_features(kinds, rows), labels=values,
-                                          threshold=self.cfg.novelty_threshold,
-                                          one_line_parameters=self.cfg.one_line_parameters)
+                                          threshold=self.cfg.novelty_threshold)
         self.novelty.save(novelty_path_for(trained.artifact))
         if self.cfg.novelty_enricher:
             self.novelty.save(self.novelty_file)  # what the policy's novelty enricher reads from now on

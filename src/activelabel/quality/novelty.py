@@ -19,13 +19,6 @@ where they differ are parameters (``<*>``). A line of that length then matches t
 pattern whatever it has at those positions. Only what reviewers (or rules) said is
 one class is merged, so two templates of one class that share little stay apart.
 
-A class reviewed on one line has no second line to learn its parameters from. With
-``one_line_parameters`` the index keeps that line's words in order (``singles``) and
-guesses from it: a line of as many words that agrees with it in at least
-``MERGE_SIMILARITY`` of the positions (Drain's merge criterion) is scored by the share of
-positions that agree, i.e. each differing position counts once, as a parameter would,
-instead of twice (a word missing and a word added) as in the Jaccard of their words.
-
 The index also knows each template's class (``classes``, from the training labels), so
 `NoveltyIndex.nearest` answers the class of the most similar trained template: a label
 source for lines the model is unsure of (a model's ``below_confidence: nearest-template``).
@@ -95,23 +88,6 @@ def learn_class_patterns(tokens: Iterable[Sequence[str]], labels: Iterable[Any])
     return sorted({(label, tuple(p)) for (label, _), group in clusters.items() for p in group if WILDCARD in p})
 
 
-def one_line_classes(tokens: Iterable[Sequence[str]], labels: Iterable[Any]) -> list[tuple[str, tuple[str, ...]]]:
-    """(class, words in order) for each class whose training lines all have the same template words:
-    the classes a parameter cannot be learned for (see `NoveltyIndex.one_line_parameters`)."""
-    by_class: dict[str, set[tuple[str, ...]]] = {}
-    for t, v in zip(tokens, labels, strict=True):
-        if t:
-            by_class.setdefault(str(v), set()).add(tuple(t))
-    return sorted((c, next(iter(ts))) for c, ts in by_class.items() if len(ts) == 1)
-
-
-def positional_similarity(a: Sequence[str], b: Sequence[str]) -> float:
-    """The share of positions two lines of as many words agree in (0 when their lengths differ)."""
-    if len(a) != len(b) or not a:
-        return 0.0
-    return sum(1 for x, y in zip(a, b, strict=True) if x == y) / len(a)
-
-
 def row_text(row: Mapping[str, Any], names: Sequence[str]) -> str:
     """The text novelty reads from one feature row: the text features, in order."""
     return " | ".join("" if row.get(n) is None else str(row.get(n)) for n in names)
@@ -135,24 +111,18 @@ class NoveltyIndex:
     #: the index was built without labels) and of each pattern (same order as ``patterns``).
     classes: list[str | None] = field(default_factory=list)
     pattern_classes: list[str | None] = field(default_factory=list)
-    #: (class, words in order) of the classes trained on one template, when the index guesses their
-    #: parameters from that one line (`one_line_classes`; empty: no guess).
-    singles: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)
     _cache: dict[tuple[str, ...], tuple[float, str | None]] = field(default_factory=dict, repr=False)
     _by_length: dict[int, list[tuple[tuple[str, ...], frozenset[str], str | None]]] | None = field(default=None, repr=False)
-    _singles_by_length: dict[int, list[tuple[tuple[str, ...], str]]] | None = field(default=None, repr=False)
 
     @classmethod
     def build(cls, rows: Iterable[Mapping[str, Any]], text_features: Sequence[str], *,
-              labels: Sequence[Any] | None = None, threshold: float = DEFAULT_THRESHOLD,
-              one_line_parameters: bool = False) -> NoveltyIndex:
+              labels: Sequence[Any] | None = None, threshold: float = DEFAULT_THRESHOLD) -> NoveltyIndex:
         """The index of ``rows``; with ``labels`` (one per row: what the model learned), also the
-        word parameters of each class's templates, each template's class and, with
-        ``one_line_parameters``, the classes trained on one template for the one-line guess."""
+        word parameters of each class's templates and each template's (and pattern's) class."""
         tokens = [template_tokens(row_text(r, text_features)) for r in rows]
         seen = sorted({frozenset(t) for t in tokens}, key=sorted)
         if labels is None:
-            return cls(list(text_features), seen, threshold, [], [None] * len(seen), [], [])
+            return cls(list(text_features), seen, threshold, [], [None] * len(seen), [])
         owner: dict[frozenset[str], set[str]] = {}
         for t, v in zip(tokens, labels, strict=True):
             owner.setdefault(frozenset(t), set()).add(str(v))
@@ -162,8 +132,7 @@ class NoveltyIndex:
             by_pattern.setdefault(pat, set()).add(c)
         patterns = sorted(by_pattern)
         pattern_classes = [next(iter(by_pattern[p])) if len(by_pattern[p]) == 1 else None for p in patterns]
-        singles = one_line_classes(tokens, labels) if one_line_parameters else []
-        return cls(list(text_features), seen, threshold, patterns, classes, pattern_classes, singles)
+        return cls(list(text_features), seen, threshold, patterns, classes, pattern_classes)
 
     def score(self, row: Mapping[str, Any]) -> float:
         """0 (a trained template) … 1 (nothing in common with any trained template)."""
@@ -214,15 +183,6 @@ class NoveltyIndex:
             for pattern, pattern_words, owner in self._by_length.get(len(key), ()):
                 masked = frozenset(WILDCARD if p == WILDCARD else w for p, w in zip(pattern, key, strict=True))
                 consider(_similarity(masked, pattern_words), owner)
-        if self.singles and best < 1.0:
-            if self._singles_by_length is None:
-                self._singles_by_length = {}
-                for c, line in self.singles:
-                    self._singles_by_length.setdefault(len(line), []).append((line, c))
-            for line, owner in self._singles_by_length.get(len(key), ()):
-                sim = positional_similarity(key, line)
-                if sim >= MERGE_SIMILARITY:  # Drain would merge them: the differing positions are parameters
-                    consider(sim, owner)
         out = (best, next(iter(owners)) if len(owners) == 1 else None)
         self._cache[key] = out
         return out
@@ -237,16 +197,14 @@ class NoveltyIndex:
         return {"text_features": self.text_features, "threshold": self.threshold,
                 "templates": [sorted(t) for t in self.templates],
                 "patterns": [list(t) for t in self.patterns],
-                "classes": list(self.classes), "pattern_classes": list(self.pattern_classes),
-                "singles": [[c, list(t)] for c, t in self.singles]}
+                "classes": list(self.classes), "pattern_classes": list(self.pattern_classes)}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> NoveltyIndex:
         return cls(list(data.get("text_features", ())), [frozenset(t) for t in data.get("templates", ())],
                    float(data.get("threshold", DEFAULT_THRESHOLD)), [tuple(t) for t in data.get("patterns", ())],
                    [None if c is None else str(c) for c in data.get("classes", ())],
-                   [None if c is None else str(c) for c in data.get("pattern_classes", ())],
-                   [(str(c), tuple(t)) for c, t in data.get("singles", ())])
+                   [None if c is None else str(c) for c in data.get("pattern_classes", ())])
 
     def save(self, path: str | Path) -> Path:
         p = Path(path)
