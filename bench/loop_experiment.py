@@ -180,7 +180,7 @@ def run_loop(name: str, arm: str, seed: int, work: Path, data: Path, answers: Pa
     cmd = [sys.executable, "-m", "activelabel.cli.main", "loop", "--policy", str(policy), "--data", str(data),
            "--label", spec["label"], "--id-field", "line_no", "--answers", str(answers),
            "--holdout", str(args.holdout), "--rounds", str(args.rounds), "--budget", str(args.budget),
-           "--strategy", ARMS[arm][0], *ARMS[arm][1], *(args.novelty_flags.split() if ARMS[arm][0] == "novelty" else []),
+           "--strategy", ARMS[arm][0], *ARMS[arm][1], *(args.novelty_flags.split() if ARMS[arm][0] == "novelty" else []), *args.flags.split(),
            "--seed", str(seed), "--dedup-field", "content", "--json",
            "-o", str(run_dir / "out")]
     for k, v in spec["features"].items():
@@ -307,6 +307,9 @@ def main() -> None:
     ap.add_argument("--holdout", type=float, default=0.5)
     ap.add_argument("--arms", default=",".join(ARMS))
     ap.add_argument("--novelty-flags", default="", help="extra `activelabel loop` flags for the novelty arms (variants)")
+    ap.add_argument("--flags", default="", help="extra `activelabel loop` flags for every arm (variants of the labeling)")
+    ap.add_argument("--results", type=Path, default=REPO / "bench" / "results",
+                    help="write loop_<dataset>.json and .txt here (variants of the dev runs side by side)")
     ap.add_argument("--work", type=Path, default=None, help="keep the runs here (default: a temporary folder)")
     args = ap.parse_args()
     import tempfile
@@ -338,14 +341,14 @@ def main() -> None:
                       f"{run['rounds'][-1]['holdout']['macro_f1']}", flush=True)
     table = summarise(name, runs, args)
     elapsed = round(time.perf_counter() - started, 1)
-    out = REPO / "bench" / "results" / f"loop_{name.replace(':', '_')}.json"
+    out = args.results / f"loop_{name.replace(':', '_')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     result = {"experiment": "loop_experiment", "dataset": name, "data": str(DATASETS[name].get("file") or DATASETS[name]["csv"]),
               "label": DATASETS[name]["label"], "seeds": args.seeds, "rounds": args.rounds, "budget": args.budget,
               "holdout": args.holdout, "date": datetime.now(UTC).isoformat(timespec="seconds"),
               "machine": {"python": platform.python_version(), "platform": platform.platform(),
                           "cpus": os.cpu_count(), "load_avg_at_end": os.getloadavg()},
-              "novelty_flags": args.novelty_flags, "elapsed_s": elapsed, "table": table, "runs": runs}
+              "novelty_flags": args.novelty_flags, "flags": args.flags, "elapsed_s": elapsed, "table": table, "runs": runs}
     out.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
     out.with_suffix(".txt").write_text(table["text"] + f"\nwall time {elapsed} s (nice -n 10)\n")
     print(table["text"])

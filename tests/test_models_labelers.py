@@ -122,6 +122,35 @@ def test_below_min_confidence_the_model_abstains(write_policy, trained):
     assert lab.state()["abstained_low_confidence"] == 1
 
 
+def test_below_min_confidence_nearest_template_answers_the_class_of_a_trained_template_only(write_policy, trained):
+    """`below_confidence: nearest-template`: an unsure model labels a line whose template it was trained on with that
+    template's class (the model's own confidence, counted in state()); a line merely like one, or new, still abstains."""
+    from activelabel.quality.novelty import NoveltyIndex, novelty_path_for
+
+    rows, values = _training_rows()
+    NoveltyIndex.build(rows, ["msg"], labels=values).save(novelty_path_for(trained.artifact))
+    policy = load_policy(_policy(write_policy, trained.artifact,
+                                 extra="min_confidence: 0.999\n    below_confidence: nearest-template"))
+    assert policy.models[0].below_confidence == "nearest-template"
+    (lab,) = build_model_labelers(policy)
+    value, confidence = lab.predict({"msg": "data TLB error interrupt", "level": "INFO"})
+    assert value == "KERNDTLB" and confidence < 0.999
+    assert lab.predict({"msg": "data TLB error interrupt 12 times", "level": "INFO"}) is None  # like it, not it
+    assert lab.predict({"msg": "something never seen", "level": "WARN"}) is None
+    assert lab.state()["nearest_template"] == 1 and lab.state()["abstained_low_confidence"] == 2
+    labeled = Labeler(policy).label({"content": "data storage interrupt", "level": "INFO"})
+    assert labeled.labels["category"] == "KERNSTOR" and labeled.sources["category"].startswith("model:cat@")
+
+
+def test_nearest_template_needs_the_models_novelty_index_and_a_known_value(write_policy, trained):
+    """Without `<artifact>.novelty.json` the policy does not load and says who writes it; a misspelt value is refused."""
+    with pytest.raises(PolicyError, match=r"novelty index .*activelabel loop"):
+        build_model_labelers(load_policy(_policy(write_policy, trained.artifact,
+                                                 extra="min_confidence: 0.9\n    below_confidence: nearest-template")))
+    with pytest.raises(PolicyError, match=r"below_confidence.*must be one of abstain, nearest-template"):
+        load_policy(_policy(write_policy, trained.artifact, extra="below_confidence: nearest"))
+
+
 def test_missing_corrupt_and_mismatched_artifacts_are_policy_errors_naming_the_model(write_policy, trained, tmp_path):
     """Load refuses a missing file, a corrupt file and a model trained for other features, naming the model."""
     with pytest.raises(PolicyError, match=r"model `cat`: file .*nope.joblib. not found"):

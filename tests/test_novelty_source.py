@@ -290,3 +290,64 @@ def test_review_export_ranks_by_the_policys_novelty_enricher_and_says_so_when_it
     ids, note = exported[False]
     assert all(i < 9000 for i in ids)
     assert "novelty ranks by the policy's `type: novelty` enricher" in note and "without --policy" in note
+
+
+def test_with_nearest_template_an_unsure_loops_model_labels_lines_of_reviewed_templates_and_novel_ones_stay_novel(tmp_path):
+    """`loop --nearest-template` writes `below_confidence: nearest-template`: with the model unsure of every line
+    (--min-confidence 0.999) lines of templates it was trained on get their template's class at label time, new
+    templates still `__novel__`; with --no-nearest-template the same lines are left unset."""
+    rows = _hdfs(400)
+    data = _jsonl(tmp_path / "data.jsonl", [{k: r[k] for k in HDFS_FIELDS} for r in rows])
+    answers = _jsonl(tmp_path / "truth.jsonl", [{"id": str(r["line_no"]), "label": "template", "value": r["event_id"]}
+                                                for r in rows])
+    truth = {r["line_no"]: r["event_id"] for r in rows}
+    got = {}
+    for flag in ("--nearest-template", "--no-nearest-template"):
+        run = tmp_path / flag.strip("-")
+        run.mkdir()
+        policy = run / "policy.yaml"
+        policy.write_text(NOVELTY_POLICY.replace("  - {name: novelty, type: novelty, key: event.content, file: index.novelty.json}\n", "")
+                          .replace("enrichers:\n", "").replace("  - {id: received", "  # - {id: received"))
+        res = runner.invoke(app, ["loop", "--policy", str(policy), "--data", str(data), "--label", "template",
+                                  "--id-field", "line_no", "--answers", str(answers), "--rounds", "2", "--budget", "15",
+                                  "--feature", "msg=event.content", "--dedup-field", "content", "--min-confidence",
+                                  "0.999", flag, "--json", "-o", str(run / "out")])
+        assert res.exit_code == 0, res.output
+        owned = (run / "policy.loop-models.yaml").read_text()
+        assert ("below_confidence: nearest-template" in owned) == (flag == "--nearest-template")
+        model = next(m for m in load_policy(policy).models if m.label == "template")
+        classes = orjson.loads(model.path.with_name(model.path.name.replace(".joblib", ".card.json")).read_bytes())["classes"]
+        known = [{k: r[k] for k in HDFS_FIELDS} for r in rows if r["event_id"] in classes][:40]
+        labeler = Labeler.from_file(policy)
+        got[flag] = [labeler.label(e).labels.get("template") for e in known]
+        assert labeler.label({"content": NEW_TEMPLATE.format(n=3)}).labels["template"] == "__novel__"
+        res = runner.invoke(app, ["label", "--policy", str(policy), str(_jsonl(run / "known.jsonl", known)),
+                                  "-o", str(run / "labeled.jsonl")])
+        assert res.exit_code == 0, res.output
+        said = " ".join(res.stderr.split())
+        assert ("labeled by their trained template" in said) == (flag == "--nearest-template")
+    wanted = [truth[e["line_no"]] for e in known]
+    assert sum(g == w for g, w in zip(got["--nearest-template"], wanted, strict=True)) >= 0.9 * len(known)
+    assert not [g for g in got["--no-nearest-template"] if g not in (None, "__novel__")]
+
+
+def test_a_novelty_index_knows_its_templates_classes_and_rules_can_read_the_nearest(tmp_path):
+    """The index built with labels answers the class of the most similar trained template (none when two classes tie),
+    and the enricher gives rules `nearest`."""
+    rows = [{"msg": "Receiving block blk_1 src: /10.0.0.1:5 dest: /10.0.0.2:50010"},
+            {"msg": "PacketResponder 1 for block blk_2 terminating"},
+            {"msg": "Deleting block blk_3 file /data/blk_3"}, {"msg": "Deleting block blk_4 file /data/blk_4"}]
+    index = NoveltyIndex.build(rows, ["msg"], labels=["E5", "E11", "E21", "E22"])
+    from activelabel.quality.novelty import template_tokens
+
+    assert index.nearest(template_tokens("Receiving block blk_9 src: /10.0.0.7:5 dest: /10.0.0.2:50010")) == ("E5", 1.0)
+    cls, sim = index.nearest(template_tokens("PacketResponder 3 for block blk_7 terminating now"))
+    assert cls == "E11" and 0.6 < sim < 1.0
+    assert index.nearest(template_tokens("Deleting block blk_8 file /data/blk_8"))[0] is None  # E21 and E22 alike
+    index.save(tmp_path / "index.novelty.json")
+    (tmp_path / "policy.yaml").write_text(NOVELTY_POLICY.replace(
+        "  - {id: novel,", "  - {id: near, label: template, value_expr: 'novelty.nearest', when: 'novelty.score < 0.2'}\n"
+                          "  - {id: novel,"))
+    labeler = Labeler.from_file(tmp_path / "policy.yaml")
+    assert labeler.label({"content": "PacketResponder 2 for block blk_5 terminating"}).labels["template"] == "E11"
+    assert labeler.label({"content": NEW_TEMPLATE.format(n=1)}).labels["template"] == "__novel__"

@@ -255,7 +255,9 @@ def print_summary(labeler: Labeler, summary: RunSummary, dead: DeadLetterSink, o
         err.print(
             f"model {name}: {m.get('rows', 0):,} rows, {m.get('predictions', 0):,} predictions, abstained "
             f"{m.get('abstained_low_confidence', 0):,} below min_confidence + {m.get('abstained_breaker_open', 0):,} "
-            f"breaker open, {m.get('timeouts', 0):,} timeouts, {m.get('errors', 0):,} errors "
+            + (f"breaker open ({m['nearest_template']:,} more below min_confidence labeled by their trained template), "
+               if m.get("nearest_template") else "breaker open, ") +
+            f"{m.get('timeouts', 0):,} timeouts, {m.get('errors', 0):,} errors "
             f"({m.get('fallbacks', 0):,} fallbacks), breaker {breaker}",
             highlight=False, markup=False, soft_wrap=True,
         )

@@ -77,6 +77,7 @@ def loop(
     novelty_threshold: Annotated[float, typer.Option("--novelty-threshold", min=0.0, max=1.0, help="A line at or above this novelty is flagged novel.")] = 0.4,
     uncertainty_share: Annotated[float, typer.Option("--uncertainty-share", min=0.0, max=1.0, help="--strategy novelty: share of each round's budget spent first on the lines the labeling is least sure of (the model's own confidence); the rest goes to the most novel.")] = 0.5,
     no_second_examples: Annotated[bool, typer.Option("--no-second-examples", help="--strategy novelty: do not spend what is left of a round, once no line is novel, on a second example of each class reviewed once (a line the model guesses is of that class, as long as its one reviewed line, differing in a few words).")] = False,
+    nearest_template: Annotated[bool, typer.Option("--nearest-template/--no-nearest-template", help="Where the model is below --min-confidence, label a line whose template the model was trained on with that template's class (the model entry's `below_confidence: nearest-template`); --no-nearest-template: the model abstains there.")] = True,
     novelty_enricher: Annotated[str, typer.Option("--novelty-enricher", help="Name of the `type: novelty` enricher the loop keeps in its file (rules read NAME.novel and NAME.score); '' for none.")] = "novelty",
     wait_timeout: Annotated[float, typer.Option("--wait-timeout", min=0.0, help="Without --answers: seconds to wait for a round's answers before going on with those that came.")] = 3600.0,
     poll_interval: Annotated[float, typer.Option("--poll-interval", min=0.01, help="Without --answers: seconds between looks for answers.")] = 1.0,
@@ -101,6 +102,7 @@ def loop(
                      rule_labels=None if no_rule_labels else rule_labels, min_confidence=min_confidence,
                      novelty_threshold=novelty_threshold, novelty_enricher=novelty_enricher or None,
                      uncertainty_share=uncertainty_share, second_examples=not no_second_examples,
+                     nearest_template=nearest_template,
                      wait_timeout=wait_timeout,
                      poll_interval=poll_interval)
     rows: list[list[str]] = []

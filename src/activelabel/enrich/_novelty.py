@@ -13,7 +13,9 @@ Jaccard similarity between the words of the line's template (numbers, ids, paths
 addresses masked) and those of any template in the index, where a template's word
 parameters learned from the training labels (``patterns``: "removing <*>") match any
 word at their position; ``novel`` is
-``score >= threshold`` (the index's). An index with no templates (before the first
+``score >= threshold`` (the index's); ``nearest`` is the class of the most similar
+trained template (null when the index has no classes, or templates of several classes
+are as similar). An index with no templates (before the first
 model) scores every line 1.0: nothing has been learned yet. A key that is not a
 string is scored as the empty text.
 
@@ -58,6 +60,11 @@ def read_novelty_file(path: Path) -> tuple[dict[str, Any], str]:
             and all(isinstance(t, list) and all(isinstance(w, str) for w in t) for t in patterns)):
         raise EnricherError(f"`{path.name}`: `patterns` must be lists of words",
                             suggestion="point `file` at a <model>.novelty.json written by `activelabel loop`")
+    for key in ("classes", "pattern_classes"):
+        got = index.get(key, [])
+        if not (isinstance(got, list) and all(c is None or isinstance(c, str) for c in got)):
+            raise EnricherError(f"`{path.name}`: `{key}` must be a list of class names (or null)",
+                                suggestion="point `file` at a <model>.novelty.json written by `activelabel loop`")
     threshold = index.get("threshold", 0.4)
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
         raise EnricherError(f"`{path.name}`: `threshold` must be a number from 0 to 1")
@@ -71,11 +78,13 @@ class NoveltyEnricher:
         from activelabel.quality.novelty import NoveltyIndex
 
         self.name = name
-        self._index = NoveltyIndex([], [frozenset(t) for t in index.get("templates", ())],
-                                   float(index.get("threshold", 0.4)), [tuple(t) for t in index.get("patterns", ())])
+        self._index = NoveltyIndex.from_json({**index, "text_features": []})
         self._size = len(self._index.templates)
 
     def lookup(self, key: Any) -> Mapping[str, Any]:
+        from activelabel.quality.novelty import template_tokens
+
         text = key if key.__class__ is str else ""
-        score = self._index.score_text(text)
-        return {"score": score, "novel": self._index.is_novel(score), "templates": self._size}
+        nearest, similarity = self._index.nearest(template_tokens(text))
+        score = 1.0 - similarity
+        return {"score": score, "novel": self._index.is_novel(score), "templates": self._size, "nearest": nearest}

@@ -125,6 +125,15 @@ def load_model_labeler(
         if unknown:
             raise ModelError(f"predicts values outside label {spec.label}'s enum: {', '.join(map(str, unknown))}")
     version = str((card or {}).get("version") or getattr(spec, "version", None) or file_version(path))
+    nearest = None
+    if getattr(spec, "below_confidence", "abstain") == "nearest-template":
+        from activelabel.quality.novelty import NoveltyIndex, novelty_path_for
+
+        index_path = novelty_path_for(path)
+        if not index_path.is_file():
+            raise ModelError(f"below_confidence: nearest-template needs the model's novelty index {index_path.name} "
+                             "(`activelabel loop` writes it next to each model)")
+        nearest = NoveltyIndex.load(index_path)
     return ArtifactModelLabeler(
         name=str(spec.name),
         label=str(spec.label),
@@ -141,6 +150,7 @@ def load_model_labeler(
         ),
         path=path,
         card=card,
+        nearest=nearest,
     )
 
 

@@ -43,7 +43,11 @@ class ArtifactModelLabeler:
         breaker: CircuitBreaker | None = None,
         path: Path | None = None,
         card: Mapping[str, Any] | None = None,
+        nearest: Any = None,
     ) -> None:
+        """``nearest``: a `NoveltyIndex` with classes (``below_confidence: nearest-template``): a row
+        below ``min_confidence`` whose template is one the model was trained on gets that template's
+        class; otherwise it abstains as before."""
         self.name = name
         self.label = label
         self.version = version
@@ -56,11 +60,13 @@ class ArtifactModelLabeler:
         self.breaker = breaker or CircuitBreaker()
         self.path = path
         self.card = dict(card or {})
+        self.nearest = nearest
         self.source = f"model:{name}@{version}"
         self._executor: cf.ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
         self._counts = {"calls": 0, "rows": 0, "predictions": 0, "abstained_low_confidence": 0,
-                        "abstained_breaker_open": 0, "errors": 0, "timeouts": 0, "fallbacks": 0}
+                        "abstained_breaker_open": 0, "errors": 0, "timeouts": 0, "fallbacks": 0,
+                        "nearest_template": 0}
         self.last_error: str | None = None
 
     # -- features -------------------------------------------------------------------------------
@@ -107,7 +113,7 @@ class ArtifactModelLabeler:
             self.breaker.record_failure()
             return self._on_failure(len(rows))
         self.breaker.record_success()
-        return [self._choose(classes, p) for p in probs]
+        return [self._choose(classes, p, row) for p, row in zip(probs, rows, strict=True)]
 
     def _call(self, rows: Sequence[Mapping[str, Any]]) -> tuple[list[Any], list[list[float]]]:
         if self.timeout_ms is None or getattr(self.predictor, "bounded", False):
@@ -136,19 +142,41 @@ class ArtifactModelLabeler:
             classes, probs = self._call([features])
         except Exception:  # noqa: BLE001 - an explanation of a failing model shows it abstaining
             return None
-        return self._pick(classes, probs[0])
+        return self._pick(classes, probs[0], features)[0]
 
-    def _pick(self, classes: Sequence[Any], probs: Sequence[float]) -> Prediction:
+    def _pick(self, classes: Sequence[Any], probs: Sequence[float], row: Mapping[str, Any] | None = None
+              ) -> tuple[Prediction, str]:
+        """The answer for one row, and the counter it counts as."""
         if not probs:
-            return None
+            return None, "abstained_low_confidence"
         best = max(range(len(probs)), key=probs.__getitem__)
         confidence = float(probs[best])
-        return None if confidence < self.min_confidence else (classes[best], confidence)
+        if confidence < self.min_confidence:
+            guess = self._nearest(classes, probs, row) if self.nearest is not None and row is not None else None
+            if guess is not None:
+                return guess, "nearest_template"
+            return None, "abstained_low_confidence"
+        return (classes[best], confidence), "predictions"
 
-    def _choose(self, classes: Sequence[Any], probs: Sequence[float]) -> Prediction:
-        pred = self._pick(classes, probs)
-        self._bump("abstained_low_confidence" if pred is None else "predictions")
+    def _choose(self, classes: Sequence[Any], probs: Sequence[float], row: Mapping[str, Any] | None = None) -> Prediction:
+        pred, counter = self._pick(classes, probs, row)
+        self._bump(counter)
         return pred
+
+    def _nearest(self, classes: Sequence[Any], probs: Sequence[float], row: Mapping[str, Any]) -> Prediction:
+        """The class of the row's template when it is a template the model was trained on (its words, or
+        a learned pattern's, are the row's: novelty 0) and of one class the model knows; the confidence
+        stays the model's own probability for that class. A row merely like a trained template (novelty
+        above 0) still abstains: that is where lines of classes nobody reviewed are."""
+        from activelabel.quality.novelty import row_text, template_tokens
+
+        cls, similarity = self.nearest.nearest(template_tokens(row_text(row, self.nearest.text_features)))
+        if cls is None or similarity < 1.0:
+            return None
+        for c, p in zip(classes, probs, strict=True):
+            if str(c) == cls:
+                return c, float(p)
+        return None
 
     def _on_failure(self, n: int) -> list[Prediction]:
         if self.on_error in (None, "abstain"):

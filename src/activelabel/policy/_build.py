@@ -19,6 +19,7 @@ from ._privacy import build_outputs, build_pii, build_protect, build_redact
 from ._report import Reporter
 from ._spec import (
     API_VERSION,
+    BELOW_CONFIDENCE,
     ENRICHER_TYPES,
     KIND,
     LABEL_TYPES,
@@ -58,7 +59,7 @@ RULE_KEYS = ("id", "label", "value", "value_expr", "when", "confidence", "descri
 ENRICHER_KEYS = ("name", "type", "file", "format", "key", "key_field", "table", "key_column", "description")
 MODEL_KEYS = (
     "name", "label", "type", "path", "features", "min_confidence", "timeout_ms",
-    "on_error", "version", "description", "breaker_failures", "breaker_cooldown_s",
+    "on_error", "below_confidence", "version", "description", "breaker_failures", "breaker_cooldown_s",
 )  # fmt: skip
 TEST_KEYS = ("name", "event", "expect")
 FORMAT_BY_SUFFIX = {
@@ -657,6 +658,7 @@ class FileBuilder:
         timeout = self.number(m, "timeout_ms", what, lo=0, lo_open=True)
         breaker_failures = self.number(m, "breaker_failures", what, lo=1, integer=True)
         breaker_cooldown = self.number(m, "breaker_cooldown_s", what, lo=0, lo_open=True)
+        below = self.choice(m, "below_confidence", BELOW_CONFIDENCE, what) if "below_confidence" in m else "abstain"
         on_error: Any = "abstain"
         on_error_node = m.get("on_error")
         if on_error_node is not None:
@@ -680,6 +682,7 @@ class FileBuilder:
             min_confidence=float(min_conf) if min_conf is not None else 0.0,
             timeout_ms=float(timeout) if timeout is not None else 50.0,
             on_error=on_error,
+            below_confidence=below or "abstain",
             version=self.string(m, "version", what, numbers_ok=True),
             description=self.string(m, "description", what),
             breaker_failures=int(breaker_failures) if breaker_failures is not None else None,

@@ -168,6 +168,8 @@ def canonical_form(
                 "min_confidence": m.min_confidence,
                 "timeout_ms": m.timeout_ms,
                 "on_error": m.on_error,
+                # Only when set: the versions of policies written before the key existed stay the same.
+                **({"below_confidence": m.below_confidence} if m.below_confidence != "abstain" else {}),
                 "version": m.version,
                 "description": m.description,
                 "breaker_failures": m.breaker_failures,

@@ -101,6 +101,7 @@ def policy_json_schema() -> dict[str, Any]:
             "min_confidence": {**_UNIT, "default": 0},
             "timeout_ms": {"type": "number", "exclusiveMinimum": 0, "default": 50},
             "on_error": {**_SCALAR, "default": "abstain"},
+            "below_confidence": {"enum": ["abstain", "nearest-template"], "default": "abstain"},
             "version": {"type": ["string", "number"]},
             "description": _TEXT,
             "breaker_failures": {"type": "integer", "minimum": 1, "default": 5},

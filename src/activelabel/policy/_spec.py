@@ -24,6 +24,7 @@ RESOLVE_MODES = ("first_match", "max_confidence", "vote")
 SENSITIVITIES = ("public", "internal", "pii", "secret")
 MODEL_TYPES = ("sklearn", "onnx", "river")
 ENRICHER_TYPES = ("lookup", "cidr", "pii", "novelty")
+BELOW_CONFIDENCE = ("abstain", "nearest-template")
 LOOKUP_FORMATS = ("csv", "json", "jsonl", "sqlite")
 RESERVED_NAMES = ("event", "labels", "now")
 API_VERSION = "activelabel/v1"
@@ -148,6 +149,9 @@ class ModelSpec:
     min_confidence: float = 0.0
     timeout_ms: float = 50.0
     on_error: Any = "abstain"
+    #: Below ``min_confidence``: ``abstain`` (set nothing) or ``nearest-template`` (the class of the line's
+    #: template when the model was trained on that template: novelty 0 in the model's novelty index).
+    below_confidence: str = "abstain"
     version: str | None = None
     description: str | None = None
     breaker_failures: int | None = None  # None: the models package's default (5 failures in a row)

@@ -145,7 +145,8 @@ def novelty_key(features: Mapping[str, str], text_features: Sequence[str]) -> st
 
 def write_models_file(path: Path, *, name: str, label: str, artifact: Path | None, features: Mapping[str, str],
                       min_confidence: float, note: str, novelty_file: Path | None = None,
-                      novelty_enricher: str = "novelty", novelty_key_expr: str = '""') -> None:
+                      novelty_enricher: str = "novelty", novelty_key_expr: str = '""',
+                      nearest_template: bool = False) -> None:
     """The loop's included file: the novelty enricher (rules read ``<enricher>.novel``) and one
     ``models:`` entry for the newest artifact (none before the first model)."""
     def rel(p: Path) -> str:
@@ -174,6 +175,7 @@ def write_models_file(path: Path, *, name: str, label: str, artifact: Path | Non
             "    features:",
             *[f"      {k}: {orjson.dumps(v).decode()}" for k, v in features.items()],
             f"    min_confidence: {min_confidence}",
+            *(["    below_confidence: nearest-template"] if nearest_template else []),
             "    timeout_ms: 5000",
             "    on_error: abstain",
         ]
@@ -211,6 +213,9 @@ class LoopConfig:
     #: ``novelty`` strategy: once nothing left is novel, spend the rest of the round on second examples
     #: of classes reviewed once (see `Loop._second_examples`) before lines the model already knows.
     second_examples: bool = True
+    #: Below ``min_confidence`` the model answers the class of the line's template when it was trained on
+    #: that template (the model entry's ``below_confidence: nearest-template``, see docs/policy.md).
+    nearest_template: bool = True
     novelty_enricher: str | None = "novelty"  # None: no novelty enricher in the loop's file
     wait_timeout: float = 3600.0
     poll_interval: float = 1.0
@@ -718,7 +723,7 @@ class Loop:
                           features=features, min_confidence=self.cfg.min_confidence, note=note,
                           novelty_file=self.novelty_file if self.cfg.novelty_enricher and self.declare_enricher else None,
                           novelty_enricher=self.cfg.novelty_enricher or "novelty",
-                          novelty_key_expr=novelty_key(features, names))
+                          novelty_key_expr=novelty_key(features, names), nearest_template=self.cfg.nearest_template)
         ensure_include(self.policy, self.models_file.name)
 
     def _start_owned(self) -> None:

@@ -19,6 +19,10 @@ where they differ are parameters (``<*>``). A line of that length then matches t
 pattern whatever it has at those positions. Only what reviewers (or rules) said is
 one class is merged, so two templates of one class that share little stay apart.
 
+The index also knows each template's class (``classes``, from the training labels), so
+`NoveltyIndex.nearest` answers the class of the most similar trained template: a label
+source for lines the model is unsure of (a model's ``below_confidence: nearest-template``).
+
 The index is a JSON file next to the model artifact (``<artifact>.novelty.json``),
 written at training time from the same feature rows the model learned from.
 """
@@ -54,7 +58,12 @@ def template_words(text: str) -> frozenset[str]:
 
 
 def learn_patterns(tokens: Iterable[Sequence[str]], labels: Iterable[Any]) -> list[tuple[str, ...]]:
-    """Templates with their word parameters, from labeled lines (Drain's merge step, within one class).
+    """The patterns of `learn_class_patterns`, without their classes."""
+    return sorted({p for _, p in learn_class_patterns(tokens, labels)})
+
+
+def learn_class_patterns(tokens: Iterable[Sequence[str]], labels: Iterable[Any]) -> list[tuple[str, tuple[str, ...]]]:
+    """(class, template) pairs: templates with their word parameters, from labeled lines (Drain's merge step, within one class).
 
     Lines are taken in a fixed order (by class, then words), so the same training set gives the
     same patterns; a line joins the pattern of its class and length whose constant words it
@@ -76,7 +85,7 @@ def learn_patterns(tokens: Iterable[Sequence[str]], labels: Iterable[Any]) -> li
                     best[i] = WILDCARD
         else:
             group.append(list(toks))
-    return sorted({tuple(p) for group in clusters.values() for p in group if WILDCARD in p})
+    return sorted({(label, tuple(p)) for (label, _), group in clusters.items() for p in group if WILDCARD in p})
 
 
 def row_text(row: Mapping[str, Any], names: Sequence[str]) -> str:
@@ -98,18 +107,32 @@ class NoveltyIndex:
     threshold: float = DEFAULT_THRESHOLD
     #: Templates with learned word parameters (``<*>``), see `learn_patterns`.
     patterns: list[tuple[str, ...]] = field(default_factory=list)
-    _cache: dict[tuple[str, ...], float] = field(default_factory=dict, repr=False)
-    _by_length: dict[int, list[tuple[tuple[str, ...], frozenset[str]]]] | None = field(default=None, repr=False)
+    #: The class of each template (same order as ``templates``; None: lines of several classes had it, or
+    #: the index was built without labels) and of each pattern (same order as ``patterns``).
+    classes: list[str | None] = field(default_factory=list)
+    pattern_classes: list[str | None] = field(default_factory=list)
+    _cache: dict[tuple[str, ...], tuple[float, str | None]] = field(default_factory=dict, repr=False)
+    _by_length: dict[int, list[tuple[tuple[str, ...], frozenset[str], str | None]]] | None = field(default=None, repr=False)
 
     @classmethod
     def build(cls, rows: Iterable[Mapping[str, Any]], text_features: Sequence[str], *,
               labels: Sequence[Any] | None = None, threshold: float = DEFAULT_THRESHOLD) -> NoveltyIndex:
         """The index of ``rows``; with ``labels`` (one per row: what the model learned), also the
-        word parameters of each class's templates."""
+        word parameters of each class's templates and each template's (and pattern's) class."""
         tokens = [template_tokens(row_text(r, text_features)) for r in rows]
-        seen = {frozenset(t) for t in tokens}
-        patterns = learn_patterns(tokens, labels) if labels is not None else []
-        return cls(list(text_features), sorted(seen, key=sorted), threshold, patterns)
+        seen = sorted({frozenset(t) for t in tokens}, key=sorted)
+        if labels is None:
+            return cls(list(text_features), seen, threshold, [], [None] * len(seen), [])
+        owner: dict[frozenset[str], set[str]] = {}
+        for t, v in zip(tokens, labels, strict=True):
+            owner.setdefault(frozenset(t), set()).add(str(v))
+        classes = [next(iter(owner[t])) if len(owner[t]) == 1 else None for t in seen]
+        by_pattern: dict[tuple[str, ...], set[str]] = {}
+        for c, pat in learn_class_patterns(tokens, labels):
+            by_pattern.setdefault(pat, set()).add(c)
+        patterns = sorted(by_pattern)
+        pattern_classes = [next(iter(by_pattern[p])) if len(by_pattern[p]) == 1 else None for p in patterns]
+        return cls(list(text_features), seen, threshold, patterns, classes, pattern_classes)
 
     def score(self, row: Mapping[str, Any]) -> float:
         """0 (a trained template) … 1 (nothing in common with any trained template)."""
@@ -124,28 +147,45 @@ class NoveltyIndex:
 
         Against a learned pattern of the same length, the line's words at the pattern's parameter
         positions count as the parameter: "removing echo" is the pattern "removing <*>"."""
+        return 1.0 - self._best(tokens)[0]
+
+    def nearest(self, tokens: Sequence[str]) -> tuple[str | None, float]:
+        """(the class of the most similar trained template, its similarity 0..1): what `score_tokens`
+        measured, with whose template. The class is None when templates of several classes are
+        equally similar, or when the index has no classes (built without labels)."""
+        similarity, cls = self._best(tokens)
+        return cls, similarity
+
+    def _best(self, tokens: Sequence[str]) -> tuple[float, str | None]:
         key = tuple(tokens)
         hit = self._cache.get(key)
         if hit is not None:
             return hit
         words = frozenset(key)
-        best = 0.0
-        for t in self.templates:
-            sim = _similarity(words, t)
+        best, owners = 0.0, set()
+
+        def consider(sim: float, owner: str | None) -> None:
+            nonlocal best, owners
             if sim > best:
-                best = sim
-                if best == 1.0:
-                    break
-        if best < 1.0 and self.patterns:
+                best, owners = sim, {owner}
+            elif sim == best and sim > 0:
+                owners.add(owner)
+
+        has_classes = len(self.classes) == len(self.templates)
+        for n, t in enumerate(self.templates):
+            consider(_similarity(words, t), self.classes[n] if has_classes else None)
+        if self.patterns:
             if self._by_length is None:
                 self._by_length = {}
-                for p in self.patterns:
-                    self._by_length.setdefault(len(p), []).append((p, frozenset(p)))
-            for pattern, pattern_words in self._by_length.get(len(key), ()):
+                has = len(self.pattern_classes) == len(self.patterns)
+                for n, p in enumerate(self.patterns):
+                    self._by_length.setdefault(len(p), []).append((p, frozenset(p), self.pattern_classes[n] if has else None))
+            for pattern, pattern_words, owner in self._by_length.get(len(key), ()):
                 masked = frozenset(WILDCARD if p == WILDCARD else w for p, w in zip(pattern, key, strict=True))
-                best = max(best, _similarity(masked, pattern_words))
-        self._cache[key] = 1.0 - best
-        return 1.0 - best
+                consider(_similarity(masked, pattern_words), owner)
+        out = (best, next(iter(owners)) if len(owners) == 1 else None)
+        self._cache[key] = out
+        return out
 
     def scores(self, rows: Iterable[Mapping[str, Any]]) -> list[float]:
         return [self.score(r) for r in rows]
@@ -153,18 +193,27 @@ class NoveltyIndex:
     def is_novel(self, score: float) -> bool:
         return score >= self.threshold
 
+    def to_json(self) -> dict[str, Any]:
+        return {"text_features": self.text_features, "threshold": self.threshold,
+                "templates": [sorted(t) for t in self.templates],
+                "patterns": [list(t) for t in self.patterns],
+                "classes": list(self.classes), "pattern_classes": list(self.pattern_classes)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> NoveltyIndex:
+        return cls(list(data.get("text_features", ())), [frozenset(t) for t in data.get("templates", ())],
+                   float(data.get("threshold", DEFAULT_THRESHOLD)), [tuple(t) for t in data.get("patterns", ())],
+                   [None if c is None else str(c) for c in data.get("classes", ())],
+                   [None if c is None else str(c) for c in data.get("pattern_classes", ())])
+
     def save(self, path: str | Path) -> Path:
         p = Path(path)
-        p.write_bytes(orjson.dumps({"text_features": self.text_features, "threshold": self.threshold,
-                                    "templates": [sorted(t) for t in self.templates],
-                                    "patterns": [list(t) for t in self.patterns]}))
+        p.write_bytes(orjson.dumps(self.to_json()))
         return p
 
     @classmethod
     def load(cls, path: str | Path) -> NoveltyIndex:
-        data = orjson.loads(Path(path).read_bytes())
-        return cls(list(data["text_features"]), [frozenset(t) for t in data["templates"]],
-                   float(data.get("threshold", DEFAULT_THRESHOLD)), [tuple(t) for t in data.get("patterns", ())])
+        return cls.from_json(orjson.loads(Path(path).read_bytes()))
 
 
 def novelty_path_for(artifact: str | Path) -> Path:
