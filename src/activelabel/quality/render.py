@@ -41,13 +41,16 @@ def print_report(report: dict[str, Any], console: Console) -> None:
     console.print(f"[bold]Quality report[/] · {report['records']} records · {report['ground_truth']} ground-truth items"
                   f" · {escape(report['source'])}")
     overview = Table(title="Labels", show_lines=False)
-    for col in ("label", "coverage", "judged", "accuracy", "macro-F1", "conflict rate", "drift"):
-        overview.add_column(col, justify="right" if col != "label" else "left")
+    for col in ("label", "scored on", "coverage", "judged", "accuracy", "macro-F1", "conflict rate", "drift"):
+        overview.add_column(col, justify="right" if col not in ("label", "scored on") else "left")
     for name, lab in report["labels"].items():
         q, d = lab["quality"], report["drift"]["labels"][name]
-        overview.add_row(escape(name), _f(lab["coverage"]), str(lab["judged"]), _f(q["accuracy"]), _f(q["macro_f1"]),
-                         _f(lab["conflict_rate"], 4), "[red]drift[/]" if d["drifted"] else "ok")
+        overview.add_row(escape(name), lab.get("scored_on", "reviewed"), _f(lab["coverage"]), str(lab["judged"]),
+                         _f(q["accuracy"]), _f(q["macro_f1"]), _f(lab["conflict_rate"], 4),
+                         "[red]drift[/]" if d["drifted"] else "ok")
     console.print(overview)
+    for line in scored_on_lines(report):
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
     from activelabel.quality.evaluation import evaluation_lines
 
     for line in evaluation_lines(report):
@@ -55,14 +58,15 @@ def print_report(report: dict[str, Any], console: Console) -> None:
     for name, lab in report["labels"].items():
         q = lab["quality"]
         if q["per_value"]:
-            t = Table(title=escape(f"{name}: per value" + (f" (top {TOP_VALUES} of {q['values_total']})"
-                                                           if OTHER in q["per_value"] else "")))
+            on = f" on the {'holdout' if lab.get('scored_on') == 'holdout' else 'reviewed items'}"
+            t = Table(title=escape(f"{name}: per value{on}" + (f" (top {TOP_VALUES} of {q['values_total']})"
+                                                               if OTHER in q["per_value"] else "")))
             for col in ("value", "precision", "recall", "F1", "support"):
                 t.add_column(col, justify="right" if col != "value" else "left")
             for v, m in q["per_value"].items():
                 t.add_row(_cell(_value_name(v, m)), _f(m["precision"]), _f(m["recall"]), _f(m["f1"]), str(m["support"]))
             console.print(t)
-            cm = Table(title=escape(f"{name}: confusion (rows true, columns predicted)"))
+            cm = Table(title=escape(f"{name}: confusion{on} (rows true, columns predicted)"))
             cm.add_column("true \\ pred")
             for v in q["confusion"]["values"]:
                 cm.add_column(_cell(v), justify="right")
@@ -90,6 +94,44 @@ def print_report(report: dict[str, Any], console: Console) -> None:
         for c in checks:
             t.add_row(escape(c["name"]), _f(c["psi"]), _f(c["js_distance"]), "[red]drift[/]" if c["drifted"] else "ok")
         console.print(t)
+    decisions = report["drift"].get("decisions") or {}
+    if decisions:
+        t = Table(title="Decision drift: reference → current")
+        for col in ("label", "unset share", "mean confidence", "novel share", "flag"):
+            t.add_column(col, justify="left" if col == "label" else "right")
+        for name, dd in decisions.items():
+            (u0, u1), (n0, n1) = dd["shares"]["unset_share"], dd["shares"]["novel_share"]
+            mc = dd["checks"]["mean_confidence"]
+            fired = ", ".join(dd["fired"])
+            t.add_row(escape(name), f"{_f(u0)} → {_f(u1)}", f"{_f(mc['reference'])} → {_f(mc['current'])}",
+                      f"{_f(n0)} → {_f(n1)}", f"[red]drift: {escape(fired)}[/]" if dd["drifted"] else "ok")
+        console.print(t)
+
+
+def scored_on_lines(report: dict[str, Any]) -> list[str]:
+    """Plain lines saying what each label's headline is scored on, the optimistic reviewed-item
+    figures, and which class set each macro-F1 is over (so it can be matched with the loop's)."""
+    lines = []
+    for name, lab in report["labels"].items():
+        if "scored_on" not in lab:
+            continue
+        q, rev = lab["quality"], lab["reviewed"]
+        if lab["scored_on"] == "holdout":
+            lines.append(f"{name}: headline scored on the holdout (n={lab['judged']}): {lab['scored_on_note']}")
+            if rev["judged"]:
+                rq = rev["quality"]
+                lines.append(f"{name}: on the {rev['judged']} reviewed items, accuracy {_f(rq['accuracy'])} macro-F1 "
+                             f"{_f(rq['macro_f1'])}: optimistic, the model may have been trained on these items; "
+                             f"not a measure of quality")
+        else:
+            lines.append(f"{name}: headline scored on the {lab['judged']} reviewed items: {lab['scored_on_note']}")
+        lines.append(f"{name}: macro-F1 {_f(q['macro_f1'])} is over {lab['macro_f1_over']}")
+        pool = lab.get("holdout_pool_classes")
+        if pool:
+            lines.append(f"{name}: holdout macro-F1 over the {pool['classes']} classes present in the reviewed pool "
+                         f"(as activelabel loop prints it): {_f(pool['macro_f1'])}, accuracy {_f(pool['accuracy'])} "
+                         f"on the {pool['n']} holdout lines of those classes")
+    return lines
 
 
 # -- HTML ------------------------------------------------------------------------------------------

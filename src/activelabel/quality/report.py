@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from activelabel.errors import FeedbackError, StoreError
-from activelabel.quality.drift import drift_check
+from activelabel.quality.drift import decision_drift, drift_check
 from activelabel.quality.metrics import (
     OTHER,
     TOP_VALUES,
@@ -32,6 +32,31 @@ if TYPE_CHECKING:
     from activelabel.governance.output import OutputGuard
 
 TIMELINE_BUCKETS = 10
+#: The value a policy's novelty rule gives a line unlike anything the model was trained on
+#: (docs/active-loop.md section 0): what the decision drift counts as novel.
+NOVEL_VALUE = "__novel__"
+SCORED_ON_NOTES = {
+    "holdout": "held out before review, never reviewed or trained on: the honest score",
+    "reviewed": "reviewed items only; no holdout with truth in this store, so these may be the model's "
+                "own training data and read optimistic",
+}
+
+
+def _pool_macro_f1(decisions: Sequence[StoredDecision], hold: Mapping[str, Any], pool_classes: set[str],
+                   label: str) -> dict[str, Any]:
+    """Holdout macro-F1 and accuracy over the classes present in the reviewed pool, computed by the
+    loop's own ``evaluate`` so the figure is the one ``activelabel loop`` prints."""
+    from activelabel.quality.loop import evaluate
+
+    by_id = {d.record_id: d for d in decisions}
+    ids = sorted(i for i in hold if i in by_id)
+    m = evaluate(by_id, hold, ids, label, pool_classes, {})
+    return {"macro_f1": m["macro_f1"], "accuracy": m["accuracy"], "classes": m["classes_scored"],
+            "n": m["seen_class_lines"], "pool_classes": len(pool_classes)}
+
+
+def _decision_items(decisions: Sequence[StoredDecision], label: str) -> list[tuple[Any, float | None, bool]]:
+    return [(d.labels.get(label), d.confidences.get(label), d.labels.get(label) == NOVEL_VALUE) for d in decisions]
 
 
 def field_value(event: Mapping[str, Any], path: str) -> Any:
@@ -124,8 +149,13 @@ def build_report(
     time_field: str | None = None,
     model_votes: Mapping[str, Mapping[str, Sequence[Vote]]] | None = None,
     guard: OutputGuard | None = None,
+    holdout_truth: Mapping[tuple[str, str], Any] | None = None,
 ) -> dict[str, Any]:
     """The whole report as JSON-ready data. ``decisions`` in recording order, or ordered by ``time_field``.
+
+    ``holdout_truth``: truth of held-out records (never reviewed or trained on). A label with
+    some is scored on it (``quality``, per value, confusion); the reviewed items' scores move
+    to ``reviewed`` (optimistic: they may be what the model was trained on).
 
     ``guard``: the report's reader (`OutputGuard.reader`): labels above its clearance are
     reported by their pseudonyms (pii: counts, accuracy and drift still work, since
@@ -136,8 +166,12 @@ def build_report(
     if guard is not None:
         hidden = guard.hidden
         decisions, truth, model_votes = guard_stored(decisions, truth, model_votes, guard)
+        if holdout_truth:
+            _, holdout_truth, _ = guard_stored([], holdout_truth, None, guard)
+    holdout_truth = holdout_truth or {}
     decisions = order_by_time(decisions, time_field)
-    names = list(labels) if labels else sorted({k for d in decisions for k in d.labels} | {k for _, k in truth})
+    names = list(labels) if labels else sorted({k for d in decisions for k in d.labels} | {k for _, k in truth}
+                                                | {k for _, k in holdout_truth})
     reference, current = _split(decisions, reference_fraction)
     report: dict[str, Any] = {
         "generated": datetime.now(UTC).isoformat(),
@@ -147,8 +181,9 @@ def build_report(
         "policy_versions": value_distribution(d.policy_version for d in decisions),
         "windows": {"reference": len(reference), "current": len(current), "reference_fraction": reference_fraction},
         "labels": {},
-        "drift": {"labels": {}, "features": {}},
+        "drift": {"labels": {}, "features": {}, "decisions": {}},
     }
+    by_id = {d.record_id: d for d in decisions}
     for label in names:
         votes_per_record = [votes_from_explain((d.explain.get("labels") or {}).get(label) or
                                                {"value": d.labels.get(label), "source": d.sources.get(label)},
@@ -159,15 +194,27 @@ def build_report(
                 _merge_vote(votes, vote)
         truths = [truth.get((d.record_id, label)) for d in decisions]
         judged = [(t, d.labels.get(label)) for d, t in zip(decisions, truths, strict=True) if t is not None]
-        quality = classification_summary([t for t, _ in judged], [p for _, p in judged])
+        reviewed_quality = classification_summary([t for t, _ in judged], [p for _, p in judged])
+        hold = {rid: v for (rid, lab), v in holdout_truth.items() if lab == label and rid in by_id}
+        held = [(v, by_id[rid].labels.get(label)) for rid, v in hold.items()]
+        quality = classification_summary([t for t, _ in held], [p for _, p in held]) if held else reviewed_quality
+        scored_on = "holdout" if held else "reviewed"
         set_count = sum(1 for d in decisions if label in d.labels)
         non_default = sum(1 for d in decisions if label in d.labels and d.sources.get(label) != "default")
         rate, _ = conflict_rate(votes_per_record)
         report["labels"][label] = {
             "coverage": set_count / len(decisions) if decisions else 0.0,
             "coverage_non_default": non_default / len(decisions) if decisions else 0.0,
-            "judged": len(judged),
+            "judged": len(held) if held else len(judged),
             "quality": quality,
+            "scored_on": scored_on,
+            "scored_on_note": SCORED_ON_NOTES[scored_on],
+            "macro_f1_over": f"every value true or predicted on the {'holdout' if held else 'reviewed items'} "
+                             f"({quality['values_total']} values)",
+            "reviewed": {"judged": len(judged), "quality": reviewed_quality, "optimistic": True,
+                         "note": "reviewed items: feedback the model may have been trained on; optimistic"},
+            "holdout_pool_classes": _pool_macro_f1(decisions, hold, {str(t) for t, _ in judged}, label)
+            if held and judged else None,
             "conflict_rate": rate,
             "distribution": value_distribution((d.labels.get(label) for d in decisions), top=TOP_VALUES),
             "sources": source_summary(zip(votes_per_record, truths, strict=True), len(decisions)),
@@ -175,6 +222,9 @@ def build_report(
         }
         report["drift"]["labels"][label] = _bounded_bins(drift_check(
             label, [d.labels.get(label) for d in reference], [d.labels.get(label) for d in current]))
+        dd = decision_drift(label, _decision_items(reference, label), _decision_items(current, label))
+        dd["checks"]["values"] = _bounded_bins(dd["checks"]["values"])
+        report["drift"]["decisions"][label] = dd
     for path in drift_fields:
         report["drift"]["features"][path] = _bounded_bins(drift_check(
             path, [field_value(d.event, path) for d in reference], [field_value(d.event, path) for d in current]))
@@ -221,7 +271,10 @@ def _bounded_bins(check: dict[str, Any], top: int = TOP_VALUES) -> dict[str, Any
     if not bins or len(bins) <= top:
         return check
     ref, cur = check["reference_shares"], check["current_shares"]
-    keep = sorted(sorted(range(len(bins)), key=lambda i: -(ref[i] + cur[i]))[:top])
+    # drift_check may have folded rare values into an `(other)` bin already: that bin joins
+    # the folded rest rather than being kept beside it, so each bin name appears once.
+    ranked = sorted((i for i in range(len(bins)) if bins[i] != OTHER), key=lambda i: -(ref[i] + cur[i]))
+    keep = sorted(ranked[:top])
     rest = set(range(len(bins))) - set(keep)
     return {**check,
             "bins": [bins[i] for i in keep] + [OTHER],
@@ -261,7 +314,7 @@ def report_from_store(store: DecisionStore, *, model_labelers: Sequence[Any] = (
     decisions = list(store.decisions())
     votes = model_votes_for(decisions, model_labelers) if model_labelers else None
     report = build_report(decisions, store.truth_map(), rule_values=registry.rule_values if registry else {},
-                          source=str(store.path), model_votes=votes, **kwargs)
+                          source=str(store.path), model_votes=votes, holdout_truth=store.holdout_truth(), **kwargs)
     from activelabel.quality.evaluation import evaluation_split
 
     report["evaluation"] = evaluation_split(store, decisions, kwargs.get("labels"))
