@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import orjson
+import pytest
 from typer.testing import CliRunner
 
 from activelabel.cli.main import _register, app
@@ -231,16 +232,45 @@ def test_review_export_skips_the_holdout_and_says_a_model_strategy_needs_the_pol
     assert "without --policy it has only the recorded confidence" in " ".join(res.stderr.split())
 
 
-def test_report_splits_scores_into_holdout_and_optimistic_training_feedback(tmp_path):
-    """After a loop, report --json scores the holdout apart from the items the model was trained on (flagged optimistic)."""
+def test_report_leads_with_the_holdout_and_flags_the_training_feedback_as_optimistic(tmp_path):
+    """After a loop, report's headline is the holdout score (the loop's own figure is beside it), and the
+    items the model was trained on are scored apart and flagged optimistic: in JSON, terminal and HTML."""
     data, answers, policy = _bgl(tmp_path, 400)
-    assert runner.invoke(app, _loop_args(data, answers, policy, tmp_path / "out")).exit_code == 0
-    res = runner.invoke(app, ["report", "--store", str(tmp_path / "out" / "store.db"), "--label", "alert_category",
-                              "--json"])
+    looped = runner.invoke(app, [*_loop_args(data, answers, policy, tmp_path / "out"), "--json"])
+    assert looped.exit_code == 0, looped.output
+    last = [orjson.loads(x) for x in looped.stdout.splitlines()][-2]["holdout"]
+    store = str(tmp_path / "out" / "store.db")
+    res = runner.invoke(app, ["report", "--store", store, "--label", "alert_category", "--json"])
     assert res.exit_code == 0, res.output
-    splits = orjson.loads(res.stdout)["evaluation"]["alert_category"]["splits"]
+    report = orjson.loads(res.stdout)
+    splits = report["evaluation"]["alert_category"]["splits"]
     assert splits["holdout"]["n"] > 150 and not splits["holdout"]["optimistic"]
     assert splits["trained_on"]["optimistic"] and splits["trained_on"]["n"] == 40
+    lab = report["labels"]["alert_category"]
+    assert lab["scored_on"] == "holdout" and lab["judged"] == splits["holdout"]["n"] == last["judged"]
+    assert lab["quality"]["accuracy"] == splits["holdout"]["accuracy"]
+    assert lab["reviewed"]["judged"] == 40 and lab["reviewed"]["optimistic"]
+    pool = lab["holdout_pool_classes"]
+    assert pool["macro_f1"] == pytest.approx(last["macro_f1"]) and pool["n"] == last["seen_class_lines"]
+    values = report["drift"]["labels"]["alert_category"]
+    assert len(values["bins"]) == len(set(values["bins"]))  # `(other)` once, however the rare values were folded
+    decisions = report["drift"]["decisions"]["alert_category"]
+    assert {"unset_share", "novel_share", "mean_confidence"} <= set(decisions["checks"])
+
+    text = runner.invoke(app, ["report", "--store", store, "--label", "alert_category"]).stdout
+    overview = next(line for line in text.splitlines() if line.startswith("│ alert_category"))
+    assert overview.split("│")[2].strip() == "holdout"
+    assert f"{lab['quality']['accuracy']:.3f}" in overview
+    trained = next(line for line in text.splitlines() if "│ trained on" in line)
+    assert "optimistic" in trained and f"{splits['trained_on']['accuracy']:.3f}" in trained
+    assert "Decision drift" in text and "unset share" in text
+
+    html_path = tmp_path / "r.html"
+    assert runner.invoke(app, ["report", "--store", store, "--label", "alert_category", "--html",
+                               str(html_path)]).exit_code == 0
+    html = html_path.read_text()
+    assert "What each score is measured on" in html and "optimistic: the model&#39;s own training data" in html
+    assert "Decision drift" in html
 
 
 def test_novelty_strategy_spreads_a_round_over_different_new_templates():

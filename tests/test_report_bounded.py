@@ -104,3 +104,21 @@ def test_html_report_of_5000_free_form_values_fits_in_bounded_memory(tmp_path):
     page = html.read_text()
     assert "note confusion matrix" in page and "data:image/png;base64," in page
     assert f"{OTHER}: " in page
+
+
+def test_drift_bins_name_the_folded_rest_once(tmp_path):
+    """A label with 25 common values and a long tail: the drift check folds the tail into `(other)` and the
+    report's bounded bins fold nothing twice, so `(other)` is one bin and the shares still add up to 1."""
+    rng = random.Random(3)
+    values = [f"common{i % 25}" for i in range(1000)] + [f"rare{i}" for i in range(200)]
+    rng.shuffle(values)
+    db = tmp_path / "s.db"
+    with DecisionStore(db) as store:
+        store.record_many((f"id{i}", {"n": i}, {"labels": {"kind": v}, "sources": {"kind": "rule:r"}})
+                          for i, v in enumerate(values))
+    res = runner.invoke(app, ["report", "--store", str(db), "--json"])
+    assert res.exit_code == 0, res.output
+    check = orjson.loads(res.stdout)["drift"]["labels"]["kind"]
+    assert check["bins"].count(OTHER) == 1 and len(check["bins"]) == len(set(check["bins"])) == TOP_VALUES + 1
+    assert sum(check["reference_shares"]) == pytest.approx(1.0, abs=0.01)
+    assert sum(check["current_shares"]) == pytest.approx(1.0, abs=0.01)

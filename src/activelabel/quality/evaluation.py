@@ -54,21 +54,8 @@ def evaluation_split(store: DecisionStore, decisions: Sequence[StoredDecision],
                 continue
             s = classification_summary([t for t, _ in pairs], [p for _, p in pairs])
             splits[name] = {"n": len(pairs), "accuracy": s["accuracy"], "macro_f1": s["macro_f1"],
+                            "values_total": s["values_total"],
                             "optimistic": name == "trained_on", "note": NOTES[name]}
         if splits:
             out[label] = {"model_version": build["version"] if build else None, "splits": splits}
     return out
-
-
-def evaluation_lines(report: dict[str, Any]) -> list[str]:
-    """Plain lines for the terminal report (empty when the store has no holdout or model build)."""
-    ev = report.get("evaluation") or {}
-    lines = []
-    for label, entry in ev.items():
-        lines.append(f"{label}: scored on (model {entry['model_version'] or 'none recorded'})")
-        for name, s in entry["splits"].items():
-            acc = "-" if s["accuracy"] is None else f"{s['accuracy']:.3f}"
-            f1 = "-" if s["macro_f1"] is None else f"{s['macro_f1']:.3f}"
-            flag = "  (optimistic)" if s["optimistic"] else ""
-            lines.append(f"  {name:<12} n={s['n']:<6} accuracy {acc}  macro-F1 {f1}{flag}  - {s['note']}")
-    return lines

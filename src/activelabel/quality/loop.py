@@ -785,6 +785,8 @@ class Loop:
                 if rid in self.answers:
                     self.store.set_holdout_truth(rid, label, self.answers[rid])
         pool_classes = {str(self.answers[i]) for i in self.pool if i in self.answers} if self.answers else set()
+        if pool_classes:
+            self.store.set_pool_classes(label, pool_classes)
         hold_truth = {rid: v for (rid, _), v in self.store.holdout_truth(label).items()}
         if not pool_classes:
             pool_classes = {str(g.value) for g in self.store.ground_truth(label)}

@@ -49,12 +49,15 @@ def print_report(report: dict[str, Any], console: Console) -> None:
                          _f(q["accuracy"]), _f(q["macro_f1"]), _f(lab["conflict_rate"], 4),
                          "[red]drift[/]" if d["drifted"] else "ok")
     console.print(overview)
-    for line in scored_on_lines(report):
-        console.print(line, highlight=False, markup=False, soft_wrap=True)
-    from activelabel.quality.evaluation import evaluation_lines
-
-    for line in evaluation_lines(report):
-        console.print(line, highlight=False, markup=False, soft_wrap=True)
+    rows = score_rows(report)
+    if rows:
+        t = Table(title="What each score is measured on")
+        for col in ("label", "scored on", "n", "accuracy", "macro-F1", "macro-F1 over", "read it as"):
+            t.add_column(col, justify="right" if col in ("n", "accuracy", "macro-F1") else "left")
+        for r in rows:
+            t.add_row(escape(r["label"]), r["split"], str(r["n"]), _f(r["accuracy"]), _f(r["macro_f1"]),
+                      escape(r["over"]), escape(r["note"]))
+        console.print(t)
     for name, lab in report["labels"].items():
         q = lab["quality"]
         if q["per_value"]:
@@ -108,33 +111,48 @@ def print_report(report: dict[str, Any], console: Console) -> None:
         console.print(t)
 
 
-def scored_on_lines(report: dict[str, Any]) -> list[str]:
-    """Plain lines saying what each label's headline is scored on, the optimistic reviewed-item
-    figures, and which class set each macro-F1 is over (so it can be matched with the loop's)."""
-    lines = []
+SPLIT_NAMES = {"holdout": "holdout", "holdout_pool": "holdout, pool classes", "holdout_reviewed": "holdout, reviewed classes", "trained_on": "trained on",
+               "after_build": "after the build", "reviewed": "reviewed items"}
+
+
+def score_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per label, one row per set of ground truth a score was measured on: the holdout first
+    (the honest score, and the headline when there is one), then the loop's own figure over
+    the classes the reviewed pool has, then feedback the model was trained on (flagged
+    optimistic) and feedback that came after the build. The terminal and HTML reports both
+    show these rows, so neither can lead with the model's training data unflagged."""
+    evaluation = report.get("evaluation") or {}
+    rows: list[dict[str, Any]] = []
     for name, lab in report["labels"].items():
-        if "scored_on" not in lab:
-            continue
-        q, rev = lab["quality"], lab["reviewed"]
-        if lab["scored_on"] == "holdout":
-            lines.append(f"{name}: headline scored on the holdout (n={lab['judged']}): {lab['scored_on_note']}")
-            if rev["judged"]:
-                rq = rev["quality"]
-                lines.append(f"{name}: on the {rev['judged']} reviewed items, accuracy {_f(rq['accuracy'])} macro-F1 "
-                             f"{_f(rq['macro_f1'])}: optimistic, the model may have been trained on these items; "
-                             f"not a measure of quality")
-        else:
-            lines.append(f"{name}: headline scored on the {lab['judged']} reviewed items: {lab['scored_on_note']}")
-        lines.append(f"{name}: macro-F1 {_f(q['macro_f1'])} is over {lab['macro_f1_over']}")
-        pool = lab.get("holdout_pool_classes")
-        if pool:
-            lines.append(f"{name}: holdout macro-F1 over the {pool['classes']} classes present in the reviewed pool "
-                         f"(as activelabel loop prints it): {_f(pool['macro_f1'])}, accuracy {_f(pool['accuracy'])} "
-                         f"on the {pool['n']} holdout lines of those classes")
-    return lines
+        q = lab["quality"]
+        splits = (evaluation.get(name) or {}).get("splits") or {}
 
+        def row(split: str, n: int, acc: Any, f1: Any, over: str, note: str, name: str = name) -> None:
+            rows.append({"label": name, "split": SPLIT_NAMES[split], "key": split, "n": n, "accuracy": acc,
+                         "macro_f1": f1, "over": over, "note": note})
 
-# -- HTML ------------------------------------------------------------------------------------------
+        if lab.get("scored_on") == "holdout":
+            row("holdout", lab["judged"], q["accuracy"], q["macro_f1"],
+                f"{q['values_total']} values true or predicted", "the honest score: never reviewed or trained on")
+            pool = lab.get("holdout_pool_classes")
+            if pool:
+                row("holdout_pool" if pool["over"] == "the review pool" else "holdout_reviewed", pool["n"], pool["accuracy"], pool["macro_f1"],
+                    f"{pool['classes']} classes of {pool['over']}",
+                    "the figure `loop` prints: classes review could teach" if pool["over"] == "the review pool"
+                    else "classes reviewed so far (the loop recorded no pool classes)")
+        elif lab["judged"]:
+            trained = "trained_on" in splits
+            row("reviewed", lab["judged"], q["accuracy"], q["macro_f1"], f"{q['values_total']} values true or predicted",
+                "no holdout in this store" + ("; includes the model's training data: optimistic" if trained else
+                                              ": optimistic if a model was trained on these items"))
+        for key in ("trained_on", "after_build"):
+            s = splits.get(key)
+            if s:
+                row(key, s["n"], s["accuracy"], s["macro_f1"], f"{s['values_total']} values true or predicted",
+                    "optimistic: the model's own training data" if key == "trained_on" else
+                    "feedback after the model was built, not trained on yet")
+    return rows
+
 
 def privacy_line(privacy: dict[str, Any]) -> str:
     """One line on what the reader could not see and M9's counts (names and numbers, never values)."""
@@ -273,12 +291,16 @@ h2{border-bottom:2px solid #4c78a8;padding-bottom:.2rem;margin-top:2.2rem}
 <h1>activelabel quality report</h1>
 <p>{{ r.records }} records · {{ r.ground_truth }} ground-truth items · source {{ r.source }} · generated {{ r.generated }}</p>
 {% if r.get('privacy') %}<p>{{ privacy_line(r.privacy) }}</p>{% endif %}
-<table><tr><th>label</th><th>coverage</th><th>judged</th><th>accuracy</th><th>macro-F1</th><th>conflict rate</th><th>drift</th></tr>
+<table><tr><th>label</th><th>scored on</th><th>coverage</th><th>judged</th><th>accuracy</th><th>macro-F1</th><th>conflict rate</th><th>drift</th></tr>
 {% for name, lab in r.labels.items() %}{% set d = r.drift.labels[name] %}
-<tr><td>{{ name }}</td><td>{{ f(lab.coverage) }}</td><td>{{ lab.judged }}</td><td>{{ f(lab.quality.accuracy) }}</td>
+<tr><td>{{ name }}</td><td>{{ lab.scored_on }}</td><td>{{ f(lab.coverage) }}</td><td>{{ lab.judged }}</td><td>{{ f(lab.quality.accuracy) }}</td>
 <td>{{ f(lab.quality.macro_f1) }}</td><td>{{ f(lab.conflict_rate, 4) }}</td>
 <td class="{{ 'bad' if d.drifted else 'ok' }}">{{ 'drift' if d.drifted else 'ok' }}</td></tr>{% endfor %}
 </table>
+{% if scores %}<h2>What each score is measured on</h2>
+<table><tr><th>label</th><th>scored on</th><th>n</th><th>accuracy</th><th>macro-F1</th><th>macro-F1 over</th><th>read it as</th></tr>
+{% for s in scores %}<tr class="{{ 'bad' if s.key == 'trained_on' else '' }}"><td>{{ s.label }}</td><td>{{ s.split }}</td><td>{{ s.n }}</td>
+<td>{{ f(s.accuracy) }}</td><td>{{ f(s.macro_f1) }}</td><td>{{ s.over }}</td><td>{{ s.note }}</td></tr>{% endfor %}</table>{% endif %}
 {% if plots.drift %}<img alt="drift" src="{{ plots.drift }}">{% endif %}
 {% for name, lab in r.labels.items() %}
 <h2>{{ name }}</h2>
@@ -299,6 +321,13 @@ h2{border-bottom:2px solid #4c78a8;padding-bottom:.2rem;margin-top:2.2rem}
 <table><tr><th>column</th><th>PSI</th><th>JS distance</th><th>flag</th></tr>
 {% for name, d in r.drift.features.items() %}<tr><td>{{ name }}</td><td>{{ f(d.psi) }}</td><td>{{ f(d.js_distance) }}</td>
 <td class="{{ 'bad' if d.drifted else 'ok' }}">{{ 'drift' if d.drifted else 'ok' }}</td></tr>{% endfor %}</table>{% endif %}
+{% if r.drift.get('decisions') %}<h2>Decision drift: reference → current</h2>
+<table><tr><th>label</th><th>unset share</th><th>mean confidence</th><th>novel share</th><th>flag</th></tr>
+{% for name, dd in r.drift.decisions.items() %}{% set mc = dd.checks.mean_confidence %}
+<tr><td>{{ name }}</td><td>{{ f(dd.shares.unset_share[0]) }} → {{ f(dd.shares.unset_share[1]) }}</td>
+<td>{{ f(mc.reference) }} → {{ f(mc.current) }}</td>
+<td>{{ f(dd.shares.novel_share[0]) }} → {{ f(dd.shares.novel_share[1]) }}</td>
+<td class="{{ 'bad' if dd.drifted else 'ok' }}">{{ ('drift: ' ~ dd.fired|join(', ')) if dd.drifted else 'ok' }}</td></tr>{% endfor %}</table>{% endif %}
 </body></html>
 """
 
@@ -319,4 +348,5 @@ def render_html(report: dict[str, Any]) -> str:
     }
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     return env.from_string(_TEMPLATE).render(r=report, plots=plots, f=_f, value_name=_value_name,
-                                             top_sources=_top_sources, privacy_line=privacy_line)
+                                             top_sources=_top_sources, privacy_line=privacy_line,
+                                             scores=score_rows(report))

@@ -43,16 +43,22 @@ SCORED_ON_NOTES = {
 
 
 def _pool_macro_f1(decisions: Sequence[StoredDecision], hold: Mapping[str, Any], pool_classes: set[str],
-                   label: str) -> dict[str, Any]:
-    """Holdout macro-F1 and accuracy over the classes present in the reviewed pool, computed by the
-    loop's own ``evaluate`` so the figure is the one ``activelabel loop`` prints."""
+                   label: str, over: str) -> dict[str, Any]:
+    """Holdout macro-F1 and accuracy over the classes review could teach, computed by the loop's
+    own ``evaluate``: over the review pool's classes when the loop recorded them (then it is the
+    figure ``activelabel loop`` printed), else over the classes reviewed so far (``over``)."""
     from activelabel.quality.loop import evaluate
 
     by_id = {d.record_id: d for d in decisions}
     ids = sorted(i for i in hold if i in by_id)
     m = evaluate(by_id, hold, ids, label, pool_classes, {})
     return {"macro_f1": m["macro_f1"], "accuracy": m["accuracy"], "classes": m["classes_scored"],
-            "n": m["seen_class_lines"], "pool_classes": len(pool_classes)}
+            "n": m["seen_class_lines"], "pool_classes": len(pool_classes), "over": over}
+
+
+def _stored_pool_classes(store: DecisionStore) -> dict[str, set[str]]:
+    labels = {lab for _, lab in store.holdout_truth()}
+    return {lab: classes for lab in labels if (classes := store.pool_classes(lab))}
 
 
 def _decision_items(decisions: Sequence[StoredDecision], label: str) -> list[tuple[Any, float | None, bool]]:
@@ -150,12 +156,15 @@ def build_report(
     model_votes: Mapping[str, Mapping[str, Sequence[Vote]]] | None = None,
     guard: OutputGuard | None = None,
     holdout_truth: Mapping[tuple[str, str], Any] | None = None,
+    pool_classes: Mapping[str, set[str]] | None = None,
 ) -> dict[str, Any]:
     """The whole report as JSON-ready data. ``decisions`` in recording order, or ordered by ``time_field``.
 
     ``holdout_truth``: truth of held-out records (never reviewed or trained on). A label with
     some is scored on it (``quality``, per value, confusion); the reviewed items' scores move
     to ``reviewed`` (optimistic: they may be what the model was trained on).
+    ``pool_classes``: per label, the classes of the review pool (recorded by the loop), the
+    class set the holdout's second score is over; without it, the classes reviewed so far.
 
     ``guard``: the report's reader (`OutputGuard.reader`): labels above its clearance are
     reported by their pseudonyms (pii: counts, accuracy and drift still work, since
@@ -168,6 +177,12 @@ def build_report(
         decisions, truth, model_votes = guard_stored(decisions, truth, model_votes, guard)
         if holdout_truth:
             _, holdout_truth, _ = guard_stored([], holdout_truth, None, guard)
+        if pool_classes:  # the same treatment as the truth they are compared with
+            from activelabel.governance.sensitivity import DROPPED
+
+            pool_classes = {lab: {str(v) for v in (guard.stored_value(lab, c) for c in cs) if v is not DROPPED}
+                            for lab, cs in pool_classes.items()}
+    pool_classes = pool_classes or {}
     holdout_truth = holdout_truth or {}
     decisions = order_by_time(decisions, time_field)
     names = list(labels) if labels else sorted({k for d in decisions for k in d.labels} | {k for _, k in truth}
@@ -199,6 +214,11 @@ def build_report(
         held = [(v, by_id[rid].labels.get(label)) for rid, v in hold.items()]
         quality = classification_summary([t for t, _ in held], [p for _, p in held]) if held else reviewed_quality
         scored_on = "holdout" if held else "reviewed"
+        pool_score = None
+        if held and pool_classes.get(label):
+            pool_score = _pool_macro_f1(decisions, hold, pool_classes[label], label, "the review pool")
+        elif held and judged:
+            pool_score = _pool_macro_f1(decisions, hold, {str(t) for t, _ in judged}, label, "the reviewed items")
         set_count = sum(1 for d in decisions if label in d.labels)
         non_default = sum(1 for d in decisions if label in d.labels and d.sources.get(label) != "default")
         rate, _ = conflict_rate(votes_per_record)
@@ -213,8 +233,7 @@ def build_report(
                              f"({quality['values_total']} values)",
             "reviewed": {"judged": len(judged), "quality": reviewed_quality, "optimistic": True,
                          "note": "reviewed items: feedback the model may have been trained on; optimistic"},
-            "holdout_pool_classes": _pool_macro_f1(decisions, hold, {str(t) for t, _ in judged}, label)
-            if held and judged else None,
+            "holdout_pool_classes": pool_score,
             "conflict_rate": rate,
             "distribution": value_distribution((d.labels.get(label) for d in decisions), top=TOP_VALUES),
             "sources": source_summary(zip(votes_per_record, truths, strict=True), len(decisions)),
@@ -314,7 +333,8 @@ def report_from_store(store: DecisionStore, *, model_labelers: Sequence[Any] = (
     decisions = list(store.decisions())
     votes = model_votes_for(decisions, model_labelers) if model_labelers else None
     report = build_report(decisions, store.truth_map(), rule_values=registry.rule_values if registry else {},
-                          source=str(store.path), model_votes=votes, holdout_truth=store.holdout_truth(), **kwargs)
+                          source=str(store.path), model_votes=votes, holdout_truth=store.holdout_truth(),
+                          pool_classes=_stored_pool_classes(store), **kwargs)
     from activelabel.quality.evaluation import evaluation_split
 
     report["evaluation"] = evaluation_split(store, decisions, kwargs.get("labels"))

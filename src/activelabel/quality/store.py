@@ -365,6 +365,16 @@ class DecisionStore:
         sql = "SELECT record_id, label, value FROM holdout WHERE value IS NOT NULL" + (" AND label = ?" if label else "")
         return {(r[0], r[1]): orjson.loads(r[2]) for r in self._exec(sql, (label,) if label else ()).fetchall()}
 
+    def set_pool_classes(self, label: str, classes: Iterable[str]) -> None:
+        """The classes present in the review pool (known when the loop has a truth file), so
+        ``report`` scores the holdout over the same class set the loop printed."""
+        self._exec("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                   (f"pool_classes:{label}", _dumps(sorted(classes))))
+
+    def pool_classes(self, label: str) -> set[str] | None:
+        row = self._exec("SELECT value FROM meta WHERE key = ?", (f"pool_classes:{label}",)).fetchone()
+        return None if row is None else set(orjson.loads(row[0]))
+
     # -- model builds: which ground truth each model was trained on -----------------------------
 
     def record_model_build(self, label: str, version: str, trained_ids: Iterable[str], *, ts: float | None = None) -> None:
