@@ -123,7 +123,7 @@ def test_loop_without_answers_waits_for_a_label_studio_export_and_goes_on(tmp_pa
     out = tmp_path / "out"
 
     def annotator() -> None:
-        tasks = out / "round-0.tasks.json"
+        tasks = out / "round-1.tasks.json"
         deadline = time.monotonic() + 120
         while not tasks.is_file() and time.monotonic() < deadline:
             time.sleep(0.05)  # waiting for the loop to write its tasks, bounded by the deadline
@@ -133,7 +133,7 @@ def test_loop_without_answers_waits_for_a_label_studio_export_and_goes_on(tmp_pa
             t["id"] = n
             t["annotations"] = [{"completed_by": 5, "result": [{"from_name": "alert_category", "to_name": "text",
                                  "type": "choices", "value": {"choices": ["-" if n % 2 else "KERNDTLB"]}}]}]
-        (out / "round-0.export.json").write_bytes(orjson.dumps(exported))
+        (out / "round-1.export.json").write_bytes(orjson.dumps(exported))
 
     thread = threading.Thread(target=annotator)
     thread.start()
@@ -143,7 +143,7 @@ def test_loop_without_answers_waits_for_a_label_studio_export_and_goes_on(tmp_pa
     assert "waiting for 20 answers" in " ".join(res.stderr.split())
     with DecisionStore(out / "store.db") as store:
         assert len(store.ground_truth("alert_category")) == 20
-    assert (out / "round-0.tasks.xml").read_text().count("<Choice ") == 13
+    assert (out / "round-1.tasks.xml").read_text().count("<Choice ") == 13
 
 
 def test_ensure_include_edits_one_line_and_keeps_comments_and_order(tmp_path):

@@ -66,3 +66,19 @@ def test_enricher_no_expression_reads(tmp_path: Path) -> None:
           p: {type: bool, default: false}
         """)  # fmt: skip
     assert found == [(4, None, "enricher `tenant` is never read by any expression")]
+
+
+def test_an_unread_novelty_enricher_says_what_it_is_for(tmp_path: Path) -> None:
+    """The loop's novelty enricher, unread, is reported with the rule that would use it."""
+    from activelabel.quality.novelty import NoveltyIndex
+
+    NoveltyIndex.build([{"msg": "PacketResponder 1 for block blk_2 terminating"}], ["msg"]).save(tmp_path / "i.json")
+    found = warnings_of(tmp_path, """\
+        enrichers:
+          - {name: novelty, type: novelty, file: i.json, key: event.content}
+        labels:
+          p: {type: bool, default: false}
+        """)  # fmt: skip
+    assert len(found) == 1 and found[0][:2] == (4, None)
+    assert found[0][2].startswith("enricher `novelty` is never read by any expression")
+    assert "when: novelty.novel" in found[0][2]

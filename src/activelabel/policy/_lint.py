@@ -58,4 +58,7 @@ def lint(merged: Merger) -> None:
     read = {path[0].lstrip(".") for group in (merged.labels.values(), merged.rules, merged.models) for p in group for _, path, _, _ in p.refs}
     for p in merged.enrichers:
         if p.spec.name not in read:
-            rep.add(f"enricher `{p.spec.name}` is never read by any expression", p.locs.get("name", p.spec.loc), warning=True)
+            hint = (f": `activelabel loop` writes it for a rule such as `when: {p.spec.name}.novel` (send lines unlike "
+                    "the training data to review); add one, or ignore this" if p.spec.type == "novelty" else "")
+            rep.add(f"enricher `{p.spec.name}` is never read by any expression{hint}", p.locs.get("name", p.spec.loc),
+                    warning=True)

@@ -638,8 +638,8 @@ class Loop:
             self._note_rejected(rnd, result.rejected)
             return {"picked": len(picked), "accepted": result.accepted, "rejected": len(result.rejected),
                     "unanswered": len(picked) - len(items)}
-        tasks = self.out / f"round-{rnd}.tasks.json"
-        export = self.out / f"round-{rnd}.export.json"
+        tasks = self.out / f"round-{rnd + 1}.tasks.json"
+        export = self.out / f"round-{rnd + 1}.export.json"
         tasks.write_bytes(orjson.dumps(label_studio_tasks(picked, text_field=self.cfg.dedup_field),
                                        option=orjson.OPT_INDENT_2))
         values, open_set = label_choices(self.store, label, [])
