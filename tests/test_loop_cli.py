@@ -250,6 +250,8 @@ def test_report_leads_with_the_holdout_and_flags_the_training_feedback_as_optimi
     assert lab["scored_on"] == "holdout" and lab["judged"] == splits["holdout"]["n"] == last["judged"]
     assert lab["quality"]["accuracy"] == splits["holdout"]["accuracy"]
     assert lab["reviewed"]["judged"] == 40 and lab["reviewed"]["optimistic"]
+    model = next(m for source, m in lab["sources"].items() if source.startswith("model:"))
+    assert model["correct"] + model["incorrect"] > 150  # counted on the holdout, not on the 40 it was trained on
     pool = lab["holdout_pool_classes"]
     assert pool["macro_f1"] == pytest.approx(last["macro_f1"]) and pool["n"] == last["seen_class_lines"]
     values = report["drift"]["labels"]["alert_category"]

@@ -45,7 +45,7 @@ def print_report(report: dict[str, Any], console: Console) -> None:
         overview.add_column(col, justify="right" if col not in ("label", "scored on") else "left")
     for name, lab in report["labels"].items():
         q, d = lab["quality"], report["drift"]["labels"][name]
-        overview.add_row(escape(name), lab.get("scored_on", "reviewed"), _f(lab["coverage"]), str(lab["judged"]),
+        overview.add_row(escape(name), {"none": "–"}.get(lab["scored_on"], lab["scored_on"]), _f(lab["coverage"]), str(lab["judged"]),
                          _f(q["accuracy"]), _f(q["macro_f1"]), _f(lab["conflict_rate"], 4),
                          "[red]drift[/]" if d["drifted"] else "ok")
     console.print(overview)
@@ -78,8 +78,9 @@ def print_report(report: dict[str, Any], console: Console) -> None:
             console.print(cm)
         if lab["sources"]:
             shown, more = _top_sources(lab["sources"])
-            s = Table(title=escape(f"{name}: sources (LF summary)"), caption=f"… and {more} more sources (all in --json)"
-                      if more else None)
+            on_holdout = ", correct/incorrect on the holdout" if lab["scored_on"] == "holdout" else ""
+            s = Table(title=escape(f"{name}: sources (LF summary{on_holdout})"),
+                      caption=f"… and {more} more sources (all in --json)" if more else None)
             for col in ("source", "polarity", "coverage", "overlaps", "conflicts", "correct", "incorrect", "emp. acc."):
                 s.add_column(col, justify="left" if col in ("source", "polarity") else "right")
             for src, m in shown.items():
@@ -293,7 +294,7 @@ h2{border-bottom:2px solid #4c78a8;padding-bottom:.2rem;margin-top:2.2rem}
 {% if r.get('privacy') %}<p>{{ privacy_line(r.privacy) }}</p>{% endif %}
 <table><tr><th>label</th><th>scored on</th><th>coverage</th><th>judged</th><th>accuracy</th><th>macro-F1</th><th>conflict rate</th><th>drift</th></tr>
 {% for name, lab in r.labels.items() %}{% set d = r.drift.labels[name] %}
-<tr><td>{{ name }}</td><td>{{ lab.scored_on }}</td><td>{{ f(lab.coverage) }}</td><td>{{ lab.judged }}</td><td>{{ f(lab.quality.accuracy) }}</td>
+<tr><td>{{ name }}</td><td>{{ '–' if lab.scored_on == 'none' else lab.scored_on }}</td><td>{{ f(lab.coverage) }}</td><td>{{ lab.judged }}</td><td>{{ f(lab.quality.accuracy) }}</td>
 <td>{{ f(lab.quality.macro_f1) }}</td><td>{{ f(lab.conflict_rate, 4) }}</td>
 <td class="{{ 'bad' if d.drifted else 'ok' }}">{{ 'drift' if d.drifted else 'ok' }}</td></tr>{% endfor %}
 </table>

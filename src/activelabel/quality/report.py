@@ -39,6 +39,7 @@ SCORED_ON_NOTES = {
     "holdout": "held out before review, never reviewed or trained on: the honest score",
     "reviewed": "reviewed items only; no holdout with truth in this store, so these may be the model's "
                 "own training data and read optimistic",
+    "none": "no ground truth for this label yet",
 }
 
 
@@ -213,7 +214,7 @@ def build_report(
         hold = {rid: v for (rid, lab), v in holdout_truth.items() if lab == label and rid in by_id}
         held = [(v, by_id[rid].labels.get(label)) for rid, v in hold.items()]
         quality = classification_summary([t for t, _ in held], [p for _, p in held]) if held else reviewed_quality
-        scored_on = "holdout" if held else "reviewed"
+        scored_on = "holdout" if held else "reviewed" if judged else "none"
         pool_score = None
         if held and pool_classes.get(label):
             pool_score = _pool_macro_f1(decisions, hold, pool_classes[label], label, "the review pool")
@@ -236,7 +237,10 @@ def build_report(
             "holdout_pool_classes": pool_score,
             "conflict_rate": rate,
             "distribution": value_distribution((d.labels.get(label) for d in decisions), top=TOP_VALUES),
-            "sources": source_summary(zip(votes_per_record, truths, strict=True), len(decisions)),
+            # Correct / incorrect on the same truth as the headline: the holdout when there is one
+            # (on the reviewed items a model is scored on its own training data).
+            "sources": source_summary(zip(votes_per_record, [hold.get(d.record_id) for d in decisions] if held
+                                          else truths, strict=True), len(decisions)),
             "timeline": _timeline(decisions, label, TIMELINE_BUCKETS),
         }
         report["drift"]["labels"][label] = _bounded_bins(drift_check(
